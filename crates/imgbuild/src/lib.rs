@@ -1,0 +1,8 @@
+//! Builds the appliance image from linuxkit/*.yml, rootfs/packages.toml and Debian packages.
+pub mod apt;
+pub mod cmd;
+pub mod cpio;
+pub mod disk;
+pub mod error;
+pub mod kmod;
+pub mod manifest;

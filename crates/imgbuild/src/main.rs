@@ -1,0 +1,2 @@
+//! eve-imgbuild CLI.
+fn main() {}

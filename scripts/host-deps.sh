@@ -1,0 +1,60 @@
+#!/bin/sh
+# Installs the Debian packages the build host needs (idempotent).
+# Adds the contrib component and bookworm-backports, which carry ZFS, the 6.12 kernel and qemu 10.
+set -eu
+
+SOURCES=/etc/apt/sources.list.d/eve-storage.sources
+HOST_PKGS="qemu-system-x86 ovmf swtpm swtpm-tools grub-efi-amd64-bin grub-common grub2-common
+ squashfs-tools mtools dosfstools gdisk xz-utils zstd cpio kmod e2fsprogs
+ build-essential autoconf automake libtool bc flex bison libelf-dev dwarves
+ pkg-config libssl-dev iproute2 socat"
+
+missing=""
+for p in $HOST_PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+have_sources=0
+[ -f "$SOURCES" ] && have_sources=1
+
+if [ -z "$missing" ] && [ "$have_sources" = 1 ]; then
+    echo "host-deps: all host packages present" >&2
+    exit 0
+fi
+if [ "$(id -u)" != 0 ]; then
+    echo "host-deps: missing packages:$missing" >&2
+    echo "host-deps: run as root (or install them) to continue" >&2
+    exit 1
+fi
+if [ "$have_sources" = 0 ]; then
+    echo "host-deps: adding $SOURCES (contrib, bookworm-backports)" >&2
+    cat > "$SOURCES" <<SRC
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm-backports
+Components: main contrib
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm bookworm-updates
+Components: contrib
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: http://deb.debian.org/debian-security
+Suites: bookworm-security
+Components: contrib
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+fi
+echo "host-deps: apt-get update" >&2
+apt-get update -q >&2
+echo "host-deps: installing:$missing" >&2
+# qemu must come from backports to match the preinstalled qemu-utils 10.0.
+DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+    $(echo "$missing" | sed 's/qemu-system-x86//') >&2
+# qemu-system-x86 is only current in backports; the rest stays on stable.
+case "$missing" in *qemu-system-x86*)
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+        -t bookworm-backports qemu-system-x86 >&2 ;;
+esac
