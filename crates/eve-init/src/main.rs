@@ -1,1 +1,75 @@
-fn main(){}
+//! eve-init entry point: PID 1 runs the stage it finds itself in; otherwise a CLI.
+
+use clap::{Parser, Subcommand};
+use eve_init::{stage1, supervisor, INITRAMFS_MARKER};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::path::Path;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(version, about = "EVE storage appliance init (PID 1) and its control commands")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Show onboot steps and services as init sees them.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop services, unmount and reboot.
+    Reboot,
+    /// Stop services, unmount and power off.
+    Poweroff,
+}
+
+fn main() -> ExitCode {
+    if std::process::id() == 1 {
+        if Path::new(INITRAMFS_MARKER).exists() {
+            stage1::run();
+        }
+        supervisor::Init::run();
+    }
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Status { json } => match supervisor::read_status(Path::new(supervisor::STATUS_PATH)) {
+            Ok(st) if json => {
+                println!("{}", serde_json::to_string_pretty(&st).unwrap_or_default());
+                ExitCode::SUCCESS
+            }
+            Ok(st) => {
+                println!("slot: {}", st.slot.as_deref().unwrap_or("?"));
+                for s in &st.onboot {
+                    let res = s.error.clone().unwrap_or_else(|| format!("exit {}", s.exit.map_or("?".into(), |c| c.to_string())));
+                    println!("onboot  {:<16} {res}", s.name);
+                }
+                for s in &st.services {
+                    let pid = s.pid.map_or("-".into(), |p| p.to_string());
+                    println!("service {:<16} {:<12} pid {pid:<6} starts {}", s.name, s.state, s.starts);
+                }
+                for e in &st.errors {
+                    println!("error   {e}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("eve-init: {}: {e}", supervisor::STATUS_PATH);
+                ExitCode::FAILURE
+            }
+        },
+        Cmd::Reboot | Cmd::Poweroff => {
+            let sig = if matches!(cli.cmd, Cmd::Reboot) { Signal::SIGTERM } else { Signal::SIGUSR2 };
+            match kill(Pid::from_raw(1), sig) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("eve-init: signal init: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

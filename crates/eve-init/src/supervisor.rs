@@ -1,0 +1,407 @@
+//! Stage 2: bring the system up, run onboot steps in order, then keep services running.
+
+use crate::backoff::Backoff;
+use crate::bundle::{self, Bundle};
+use crate::status::{self, Status};
+use crate::{cmdline, logsink::Sink, sys};
+use nix::mount::MsFlags;
+use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use std::fs::{File, OpenOptions};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const STATUS_PATH: &str = "/run/eve-init/status.json";
+const CONTAINERS: &str = "/containers";
+const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+const ONBOOT_TIMEOUT: Duration = Duration::from_secs(900);
+const UDEVD: &str = "/lib/systemd/systemd-udevd";
+const UDEVADM: &str = "/bin/udevadm";
+const IP: &str = "/bin/ip";
+
+#[derive(Debug)]
+struct Svc {
+    bundle: Bundle,
+    pid: Option<Pid>,
+    started: Instant,
+    backoff: Backoff,
+    restart_at: Option<Instant>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Shutdown {
+    Reboot,
+    PowerOff,
+    Halt,
+}
+
+fn exit_code(ws: WaitStatus) -> Option<i32> {
+    match ws {
+        WaitStatus::Exited(_, c) => Some(c),
+        WaitStatus::Signaled(_, s, _) => Some(128 + s as i32),
+        _ => None,
+    }
+}
+
+fn console_tty(params: &[(String, String)]) -> Option<String> {
+    cmdline::primary_console(params).map(|c| format!("/dev/{c}"))
+}
+
+/// Starts a bundle's process with its output piped to a log sink (or on a tty when it asks).
+fn spawn(b: &Bundle, console: &str) -> std::io::Result<Pid> {
+    let args = &b.config.process.args;
+    let mut c = Command::new(&args[0]);
+    c.args(&args[1..]).env_clear().current_dir(&b.config.process.cwd);
+    for kv in std::iter::once(DEFAULT_PATH).chain(b.config.process.env.iter().map(String::as_str)) {
+        if let Some((k, v)) = kv.split_once('=') {
+            c.env(k, v);
+        }
+    }
+    let tty = b.tty().map(|t| if t == "console" { console.to_string() } else { t.to_string() });
+    let mut pipe = false;
+    match &tty {
+        Some(t) => {
+            let f = OpenOptions::new().read(true).write(true).open(t)?;
+            c.stdin(f.try_clone()?).stdout(f.try_clone()?).stderr(f);
+        }
+        None => {
+            c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+            pipe = true;
+        }
+    }
+    let rootfs = b.rootfs();
+    let chroot = std::fs::canonicalize(&rootfs).map(|p| p != Path::new("/")).unwrap_or(true);
+    let has_tty = tty.is_some();
+    // SAFETY: only async-signal-safe calls (setsid, ioctl, chroot, chdir) run between fork and exec.
+    unsafe {
+        c.pre_exec(move || {
+            nix::unistd::setsid()?;
+            if has_tty && libc::ioctl(0, libc::TIOCSCTTY, 1) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if chroot {
+                nix::unistd::chroot(&rootfs)?;
+                nix::unistd::chdir("/")?;
+            }
+            Ok(())
+        });
+    }
+    let mut child = c.spawn()?;
+    if pipe {
+        let console = OpenOptions::new().write(true).open("/dev/console").ok();
+        let console2 = console.as_ref().and_then(|f| f.try_clone().ok());
+        let run = PathBuf::from("/run/log");
+        if let Some(out) = child.stdout.take() {
+            let s = Sink::new(&b.name, console, &run, Path::new("/persist"));
+            std::thread::spawn(move || s.pump(out));
+        }
+        if let Some(err) = child.stderr.take() {
+            let s = Sink::new(&b.name, console2, &run, Path::new("/persist"));
+            std::thread::spawn(move || s.pump(err));
+        }
+    }
+    Ok(Pid::from_raw(child.id() as i32))
+}
+
+fn write_status(st: &Status) {
+    let tmp = format!("{STATUS_PATH}.tmp");
+    let _ = std::fs::create_dir_all("/run/eve-init");
+    if let Ok(j) = serde_json::to_vec_pretty(st) {
+        if std::fs::write(&tmp, j).is_ok() {
+            let _ = std::fs::rename(&tmp, STATUS_PATH);
+        }
+    }
+}
+
+fn internal(name: &str, args: &[&str]) -> Bundle {
+    Bundle {
+        name: name.into(),
+        dir: PathBuf::from("/"),
+        config: bundle::Config {
+            oci_version: "1.0.2".into(),
+            process: bundle::Process { args: args.iter().map(|s| s.to_string()).collect(), env: vec![], cwd: "/".into() },
+            root: bundle::Root { path: ".".into(), readonly: true },
+            annotations: Default::default(),
+        },
+    }
+}
+
+#[derive(Debug)]
+pub struct Init {
+    console: String,
+    status: Status,
+    services: Vec<Svc>,
+    signals: SigSet,
+    shutdown: Option<Shutdown>,
+}
+
+impl Init {
+    /// Waits for one signal up to `timeout`; reaps children and records shutdown requests.
+    /// Returns the children that exited.
+    fn wait_events(&mut self, timeout: Duration) -> Vec<(Pid, WaitStatus)> {
+        let ts = libc::timespec { tv_sec: timeout.as_secs() as libc::time_t, tv_nsec: timeout.subsec_nanos() as libc::c_long };
+        // SAFETY: sigtimedwait with a valid set and timespec; the info pointer may be null.
+        let sig = unsafe { libc::sigtimedwait(self.signals.as_ref(), std::ptr::null_mut(), &ts) };
+        match Signal::try_from(sig) {
+            Ok(Signal::SIGTERM) | Ok(Signal::SIGINT) => self.shutdown = Some(Shutdown::Reboot),
+            Ok(Signal::SIGUSR2) => self.shutdown = Some(Shutdown::PowerOff),
+            Ok(Signal::SIGUSR1) => self.shutdown = Some(Shutdown::Halt),
+            _ => {}
+        }
+        let mut out = Vec::new();
+        while let Ok(ws) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            match ws.pid() {
+                Some(p) => out.push((p, ws)),
+                None => break,
+            }
+        }
+        for (pid, ws) in &out {
+            self.on_exit(*pid, *ws);
+        }
+        out
+    }
+
+    fn on_exit(&mut self, pid: Pid, ws: WaitStatus) {
+        let Some(i) = self.services.iter().position(|s| s.pid == Some(pid)) else { return };
+        let s = &mut self.services[i];
+        s.pid = None;
+        let delay = s.backoff.next_delay(s.started.elapsed());
+        s.restart_at = Some(Instant::now() + delay);
+        sys::log(format!("service {} (pid {pid}) exited: {ws:?}; restarting in {delay:?}", s.bundle.name));
+        let st = &mut self.status.services[i];
+        st.pid = None;
+        st.state = "restarting".into();
+        st.last_exit = exit_code(ws);
+        write_status(&self.status);
+    }
+
+    fn start_service(&mut self, i: usize) {
+        let s = &mut self.services[i];
+        s.restart_at = None;
+        s.started = Instant::now();
+        let st = &mut self.status.services[i];
+        st.starts += 1;
+        match spawn(&s.bundle, &self.console) {
+            Ok(pid) => {
+                s.pid = Some(pid);
+                st.pid = Some(pid.as_raw());
+                st.state = "running".into();
+                sys::log(format!("service {} started (pid {pid})", s.bundle.name));
+            }
+            Err(e) => {
+                let delay = s.backoff.next_delay(Duration::ZERO);
+                s.restart_at = Some(Instant::now() + delay);
+                st.state = format!("failed to start: {e}");
+                sys::log(format!("service {}: cannot start {:?}: {e}; retry in {delay:?}", s.bundle.name, s.bundle.config.process.args));
+            }
+        }
+        write_status(&self.status);
+    }
+
+    fn add_service(&mut self, b: Bundle) {
+        self.status.services.push(status::Service { name: b.name.clone(), state: "pending".into(), ..Default::default() });
+        self.services.push(Svc { bundle: b, pid: None, started: Instant::now(), backoff: Backoff::default(), restart_at: None });
+        self.start_service(self.services.len() - 1);
+    }
+
+    /// Runs a one-shot command to completion, supervising services meanwhile. None if it could not start.
+    fn run_once(&mut self, b: &Bundle, timeout: Duration) -> Result<i32, String> {
+        let pid = spawn(b, &self.console).map_err(|e| format!("cannot start {:?}: {e}", b.config.process.args))?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            for (p, ws) in self.wait_events(Duration::from_millis(500)) {
+                if p == pid {
+                    return exit_code(ws).ok_or_else(|| format!("{ws:?}"));
+                }
+            }
+            if Instant::now() > deadline {
+                let _ = kill(pid, Signal::SIGKILL);
+                return Err(format!("timed out after {timeout:?}; killed"));
+            }
+        }
+    }
+
+    fn onboot(&mut self) {
+        let (bundles, errs) = bundle::load_dir(&Path::new(CONTAINERS).join("onboot"));
+        self.status.errors.extend(errs.iter().cloned());
+        for e in errs {
+            sys::log(format!("onboot: {e}"));
+        }
+        for b in bundles {
+            let started = sys::uptime_ms();
+            self.status.onboot.push(status::Step { name: b.name.clone(), started_ms: started, ..Default::default() });
+            write_status(&self.status);
+            sys::log(format!("onboot {}: {:?}", b.name, b.config.process.args));
+            let r = self.run_once(&b, ONBOOT_TIMEOUT);
+            let finished = sys::uptime_ms();
+            let step = self.status.onboot.last_mut().expect("pushed above");
+            step.finished_ms = Some(finished);
+            match r {
+                Ok(code) => {
+                    step.exit = Some(code);
+                    sys::log(format!("onboot {} exited {code} after {} ms", b.name, finished - started));
+                }
+                Err(e) => {
+                    step.error = Some(e.clone());
+                    sys::log(format!("onboot {} failed: {e}", b.name));
+                }
+            }
+            write_status(&self.status);
+        }
+    }
+
+    fn mounts() {
+        let nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+        sys::mount_fs("proc", "/proc", nodev | MsFlags::MS_NOEXEC, None);
+        sys::mount_fs("sysfs", "/sys", nodev | MsFlags::MS_NOEXEC, None);
+        sys::mount_fs("devtmpfs", "/dev", MsFlags::MS_NOSUID, Some("mode=0755"));
+        sys::mount_fs("devpts", "/dev/pts", MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("gid=5,mode=620,ptmxmode=666"));
+        sys::mount_fs("tmpfs", "/dev/shm", nodev, Some("mode=1777"));
+        sys::mount_fs("tmpfs", "/run", nodev, Some("mode=0755"));
+        sys::mount_fs("tmpfs", "/tmp", nodev, Some("mode=1777"));
+        sys::mount_fs("tmpfs", "/var", nodev, Some("mode=0755"));
+        for d in ["/var/log", "/var/lib", "/var/tmp", "/var/cache", "/run/log", "/run/lock"] {
+            let _ = std::fs::create_dir_all(d);
+        }
+        sys::mount_fs("configfs", "/sys/kernel/config", nodev | MsFlags::MS_NOEXEC, None);
+        sys::mount_fs("cgroup2", "/sys/fs/cgroup", nodev | MsFlags::MS_NOEXEC, None);
+        if Path::new("/sys/firmware/efi").exists() {
+            sys::mount_fs("efivarfs", "/sys/firmware/efi/efivars", nodev | MsFlags::MS_NOEXEC, None);
+        }
+    }
+
+    pub fn run() -> ! {
+        Self::mounts();
+        let cmd = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+        let params = cmdline::params(&cmd);
+        let console = console_tty(&params).unwrap_or_else(|| "/dev/console".into());
+        let mut signals = SigSet::empty();
+        for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGUSR1, Signal::SIGUSR2, Signal::SIGHUP] {
+            signals.add(s);
+        }
+        let _ = signals.thread_block();
+        // Ctrl-Alt-Del arrives as SIGINT rather than an immediate reboot.
+        let _ = nix::sys::reboot::set_cad_enabled(false);
+        let mut init = Init {
+            console,
+            status: Status { slot: cmdline::get(&params, "eve.slot").map(str::to_string), ..Default::default() },
+            services: Vec::new(),
+            signals,
+            shutdown: None,
+        };
+        sys::log(format!("stage 2 on slot {}", init.status.slot.as_deref().unwrap_or("?")));
+        let _ = nix::unistd::sethostname("eve-storage");
+        if let Err(e) = init.run_once(&internal("lo", &[IP, "link", "set", "lo", "up"]), Duration::from_secs(30)) {
+            sys::log(format!("loopback: {e}"));
+        }
+        // udev first: onboot steps expect /dev/disk/by-id and module autoloading.
+        init.add_service(internal("udevd", &[UDEVD]));
+        for args in [
+            &[UDEVADM, "trigger", "--type=subsystems", "--action=add"][..],
+            &[UDEVADM, "trigger", "--type=devices", "--action=add"],
+            &[UDEVADM, "settle", "--timeout=60"],
+        ] {
+            let t = Instant::now();
+            match init.run_once(&internal("udevadm", args), Duration::from_secs(90)) {
+                Ok(0) => {}
+                r => sys::log(format!("{args:?}: {r:?}")),
+            }
+            sys::log(format!("{} took {} ms", args[1], t.elapsed().as_millis()));
+        }
+        init.onboot();
+        let (services, errs) = bundle::load_dir(&Path::new(CONTAINERS).join("services"));
+        for e in errs {
+            sys::log(format!("services: {e}"));
+            init.status.errors.push(e);
+        }
+        for b in services {
+            init.add_service(b);
+        }
+        sys::log(format!("up: {} onboot steps, {} services", init.status.onboot.len(), init.services.len()));
+        init.supervise()
+    }
+
+    fn supervise(mut self) -> ! {
+        loop {
+            let now = Instant::now();
+            let next = self.services.iter().filter_map(|s| s.restart_at).min();
+            let wait = next.map(|t| t.saturating_duration_since(now)).unwrap_or(Duration::from_secs(60));
+            self.wait_events(wait.max(Duration::from_millis(10)));
+            if let Some(how) = self.shutdown {
+                self.shut_down(how);
+            }
+            let now = Instant::now();
+            for i in 0..self.services.len() {
+                if self.services[i].restart_at.is_some_and(|t| t <= now) {
+                    self.start_service(i);
+                }
+            }
+        }
+    }
+
+    fn shut_down(&mut self, how: Shutdown) -> ! {
+        sys::log(format!("{how:?}: stopping services"));
+        for s in self.services.iter_mut() {
+            s.restart_at = None;
+            if let Some(p) = s.pid {
+                let _ = kill(Pid::from_raw(-p.as_raw()), Signal::SIGTERM);
+                let _ = kill(p, Signal::SIGTERM);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.services.iter().any(|s| s.pid.is_some()) && Instant::now() < deadline {
+            self.wait_events(Duration::from_millis(200));
+            for s in self.services.iter_mut() {
+                s.restart_at = None;
+            }
+        }
+        for s in &self.services {
+            if let Some(p) = s.pid {
+                sys::log(format!("{} did not stop; killing", s.bundle.name));
+                let _ = kill(p, Signal::SIGKILL);
+            }
+        }
+        let (hooks, _) = bundle::load_dir(&Path::new(CONTAINERS).join("onshutdown"));
+        for b in hooks {
+            let r = self.run_once(&b, Duration::from_secs(60));
+            sys::log(format!("onshutdown {}: {r:?}", b.name));
+        }
+        nix::unistd::sync();
+        unmount_all();
+        nix::unistd::sync();
+        let mode = match how {
+            Shutdown::Reboot => nix::sys::reboot::RebootMode::RB_AUTOBOOT,
+            Shutdown::PowerOff => nix::sys::reboot::RebootMode::RB_POWER_OFF,
+            Shutdown::Halt => nix::sys::reboot::RebootMode::RB_HALT_SYSTEM,
+        };
+        let _ = nix::sys::reboot::reboot(mode);
+        loop {
+            sys::sleep(Duration::from_secs(60));
+        }
+    }
+}
+
+/// Unmounts everything but the kernel filesystems, deepest first; busy ones are detached.
+fn unmount_all() {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let keep = ["/", "/proc", "/sys", "/dev", "/dev/pts", "/run"];
+    for line in mounts.lines().rev() {
+        let Some(target) = line.split_whitespace().nth(1) else { continue };
+        if keep.contains(&target) || target.starts_with("/sys/") || target.starts_with("/proc/") {
+            continue;
+        }
+        if let Err(e) = nix::mount::umount2(target, nix::mount::MntFlags::empty()) {
+            sys::log(format!("umount {target}: {e}; detaching"));
+            let _ = nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+/// Used by `eve-init status`.
+pub fn read_status(path: &Path) -> std::io::Result<Status> {
+    let f = File::open(path)?;
+    serde_json::from_reader(f).map_err(std::io::Error::other)
+}
