@@ -1,1 +1,461 @@
+//! VM test harness: boots the built appliance image under OVMF in qemu (TCG) with a chosen set of
+//! disks and a swtpm TPM, runs commands and moves files through eve-agent on a virtio-serial
+//! port, and does clean reboots, power cuts and cold starts on the same disks. Every boot's serial
+//! console is kept in the machine's folder.
 
+pub mod error;
+pub mod qemu;
+
+pub use error::{Error, Result};
+pub use qemu::{DiskKind, Format};
+
+use error::IoContext;
+use eve_agent::{b64, unb64, Envelope, Request, Response};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// What a disk starts with.
+#[derive(Debug, Clone)]
+pub enum Content {
+    Blank,
+    /// A copy of this raw file (padded to the disk's size).
+    Copy(PathBuf),
+    /// A qcow2 overlay on this raw base, which is never written.
+    Overlay(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct DiskSpec {
+    pub kind: DiskKind,
+    pub size_mib: u64,
+    pub format: Format,
+    pub serial: String,
+    pub content: Content,
+}
+
+impl DiskSpec {
+    pub fn blank(kind: DiskKind, size_mib: u64, serial: &str) -> DiskSpec {
+        DiskSpec { kind, size_mib, format: Format::Raw, serial: serial.into(), content: Content::Blank }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct MachineSpec {
+    pub name: String,
+    pub image: PathBuf,
+    pub boot_kind: DiskKind,
+    /// The boot disk grows to this size (room for P3).
+    pub boot_size_mib: u64,
+    pub disks: Vec<DiskSpec>,
+    pub memory_mib: u32,
+    pub cpus: u32,
+    pub tpm: bool,
+    pub boot_timeout: Duration,
+    pub command_timeout: Duration,
+}
+
+impl MachineSpec {
+    pub fn new(name: &str, image: &Path) -> MachineSpec {
+        MachineSpec {
+            name: name.into(),
+            image: image.into(),
+            boot_kind: DiskKind::Virtio,
+            boot_size_mib: 4096,
+            disks: Vec::new(),
+            memory_mib: 2048,
+            cpus: 2,
+            tpm: true,
+            boot_timeout: Duration::from_secs(420),
+            command_timeout: Duration::from_secs(180),
+        }
+    }
+}
+
+/// Output of a guest command.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub status: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+#[derive(Debug)]
+struct Agent {
+    stream: UnixStream,
+    reader: BufReader<UnixStream>,
+    next_id: u64,
+}
+
+#[derive(Debug)]
+pub struct Machine {
+    pub spec: MachineSpec,
+    pub dir: PathBuf,
+    boot_disk: qemu::Disk,
+    disks: Vec<qemu::Disk>,
+    qemu: Option<Child>,
+    swtpm: Option<Child>,
+    agent: Option<Agent>,
+    boots: u32,
+    interactive: bool,
+}
+
+fn run_tool(prog: &str, args: &[String]) -> Result<()> {
+    let argv = format!("{prog} {}", args.join(" "));
+    let out = Command::new(prog).args(args).stdin(Stdio::null()).output().map_err(|source| Error::Spawn { argv: argv.clone(), source })?;
+    if !out.status.success() {
+        return Err(Error::Command { argv, status: out.status.to_string(), stderr: String::from_utf8_lossy(&out.stderr).into() });
+    }
+    Ok(())
+}
+
+fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+impl Machine {
+    /// Creates the machine's folder, disks, firmware variables and TPM state; does not boot.
+    pub fn create(spec: MachineSpec, dir: &Path) -> Result<Machine> {
+        if !spec.image.exists() {
+            return Err(Error::Spec(format!("{}: image {} does not exist; run `make image`", spec.name, spec.image.display())));
+        }
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).at("clean", dir)?;
+        }
+        std::fs::create_dir_all(dir.join("tpm")).at("mkdir", dir)?;
+        std::fs::copy(qemu::OVMF_VARS, dir.join("OVMF_VARS.fd")).at("copy", qemu::OVMF_VARS)?;
+        let image = std::fs::canonicalize(&spec.image).at("resolve", &spec.image)?;
+        let boot_file = dir.join("boot.qcow2");
+        run_tool(
+            qemu::QEMU_IMG,
+            &["create".into(), "-q".into(), "-f".into(), "qcow2".into(), "-F".into(), "raw".into(), "-b".into(), image.display().to_string(), boot_file.display().to_string(), format!("{}M", spec.boot_size_mib)],
+        )?;
+        let boot_disk = qemu::Disk { kind: spec.boot_kind, serial: "EVEBOOT".into(), file: boot_file, format: Format::Qcow2 };
+        let mut disks = Vec::new();
+        for (i, d) in spec.disks.iter().enumerate() {
+            let ext = if d.format == Format::Qcow2 { "qcow2" } else { "img" };
+            let file = dir.join(format!("disk{i}-{}.{ext}", d.serial));
+            let size = format!("{}M", d.size_mib);
+            let f = file.display().to_string();
+            match (&d.content, d.format) {
+                (Content::Blank, fmt) => run_tool(qemu::QEMU_IMG, &["create".into(), "-q".into(), "-f".into(), fmt.as_str().into(), f, size])?,
+                (Content::Copy(src), Format::Raw) => {
+                    std::fs::copy(src, &file).at("copy", src)?;
+                    let fh = std::fs::OpenOptions::new().write(true).open(&file).at("open", &file)?;
+                    let want = d.size_mib << 20;
+                    if fh.metadata().at("stat", &file)?.len() < want {
+                        fh.set_len(want).at("resize", &file)?;
+                    }
+                }
+                (Content::Copy(src), Format::Qcow2) => run_tool(qemu::QEMU_IMG, &["convert".into(), "-q".into(), "-O".into(), "qcow2".into(), src.display().to_string(), f])?,
+                (Content::Overlay(base), _) => run_tool(
+                    qemu::QEMU_IMG,
+                    &["create".into(), "-q".into(), "-f".into(), "qcow2".into(), "-F".into(), "raw".into(), "-b".into(), base.display().to_string(), f, size],
+                )?,
+            }
+            let format = if matches!(d.content, Content::Overlay(_)) { Format::Qcow2 } else { d.format };
+            disks.push(qemu::Disk { kind: d.kind, serial: d.serial.clone(), file, format });
+        }
+        Ok(Machine { spec, dir: dir.into(), boot_disk, disks, qemu: None, swtpm: None, agent: None, boots: 0, interactive: false })
+    }
+
+    /// The backing file of the n-th extra disk (for inspecting it from the host while powered off).
+    pub fn disk_file(&self, n: usize) -> &Path {
+        &self.disks[n].file
+    }
+
+    pub fn console_log(&self) -> PathBuf {
+        self.dir.join(format!("console-{}.log", self.boots))
+    }
+
+    fn invocation(&self) -> qemu::Invocation {
+        qemu::Invocation {
+            name: self.spec.name.clone(),
+            memory_mib: self.spec.memory_mib,
+            cpus: self.spec.cpus,
+            boot: self.boot_disk.clone(),
+            disks: self.disks.clone(),
+            vars: self.dir.join("OVMF_VARS.fd"),
+            agent_sock: self.dir.join("agent.sock"),
+            tpm_sock: self.spec.tpm.then(|| self.dir.join("swtpm.sock")),
+            console_log: self.console_log(),
+            interactive: self.interactive,
+        }
+    }
+
+    fn wait_for_socket(&mut self, path: &Path, what: &str) -> Result<()> {
+        let start = Instant::now();
+        while !path.exists() {
+            if start.elapsed() > Duration::from_secs(20) {
+                return Err(self.timeout(what, start));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    fn timeout(&mut self, what: &str, since: Instant) -> Error {
+        let log = self.console_log();
+        if let Some(q) = self.qemu.as_mut() {
+            if let Ok(Some(st)) = q.try_wait() {
+                return Error::QemuExited { machine: self.spec.name.clone(), what: what.into(), status: st.to_string(), log: log.clone(), tail: tail(&log, 40) };
+            }
+        }
+        Error::Timeout { machine: self.spec.name.clone(), what: what.into(), secs: since.elapsed().as_secs(), log: log.clone(), tail: tail(&log, 40) }
+    }
+
+    /// Starts swtpm and qemu; returns once the guest's agent answers (or the boot timeout).
+    pub fn boot(&mut self) -> Result<()> {
+        self.start()?;
+        self.wait_agent()
+    }
+
+    fn start(&mut self) -> Result<()> {
+        if self.qemu.is_some() {
+            return Err(Error::Spec(format!("{}: already running", self.spec.name)));
+        }
+        self.boots += 1;
+        if self.spec.tpm {
+            let sock = self.dir.join("swtpm.sock");
+            let _ = std::fs::remove_file(&sock);
+            let args = qemu::swtpm_args(&self.dir.join("tpm"), &sock, &self.dir.join("swtpm.log"));
+            let child = Command::new(qemu::SWTPM)
+                .args(&args)
+                .stdin(Stdio::null())
+                .spawn()
+                .map_err(|source| Error::Spawn { argv: format!("{} {}", qemu::SWTPM, args.join(" ")), source })?;
+            self.swtpm = Some(child);
+            self.wait_for_socket(&sock, "swtpm socket")?;
+        }
+        let _ = std::fs::remove_file(self.dir.join("agent.sock"));
+        let args = qemu::qemu_args(&self.invocation()).map_err(Error::Spec)?;
+        std::fs::write(self.dir.join(format!("qemu-{}.args", self.boots)), args.join("\n")).at("write", &self.dir)?;
+        let mut c = Command::new(qemu::QEMU);
+        c.args(&args);
+        if !self.interactive {
+            c.stdin(Stdio::null()).stdout(Stdio::null());
+            let err = std::fs::File::create(self.dir.join(format!("qemu-{}.stderr", self.boots))).at("create", &self.dir)?;
+            c.stderr(err);
+        }
+        self.qemu = Some(c.spawn().map_err(|source| Error::Spawn { argv: qemu::QEMU.into(), source })?);
+        self.wait_for_socket(&self.dir.join("agent.sock"), "qemu's agent socket")?;
+        Ok(())
+    }
+
+    fn wait_agent(&mut self) -> Result<()> {
+        let start = Instant::now();
+        let sock = self.dir.join("agent.sock");
+        let stream = UnixStream::connect(&sock).at("connect", &sock)?;
+        stream.set_read_timeout(Some(Duration::from_secs(2))).at("configure", &sock)?;
+        let reader = BufReader::new(stream.try_clone().at("dup", &sock)?);
+        self.agent = Some(Agent { stream, reader, next_id: 1 });
+        // The port delivers nothing until the guest opens it, so keep asking.
+        loop {
+            match self.request(Request::Ping, Duration::from_secs(3)) {
+                Ok(Response::Pong { .. }) => return Ok(()),
+                Ok(other) => return Err(Error::Agent { machine: self.spec.name.clone(), msg: format!("unexpected answer to ping: {other:?}") }),
+                Err(Error::Timeout { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            if start.elapsed() > self.spec.boot_timeout {
+                return Err(self.timeout("the guest agent (boot)", start));
+            }
+            if self.qemu.as_mut().and_then(|q| q.try_wait().ok().flatten()).is_some() {
+                return Err(self.timeout("the guest agent (boot)", start));
+            }
+        }
+    }
+
+    fn request(&mut self, req: Request, timeout: Duration) -> Result<Response> {
+        let machine = self.spec.name.clone();
+        let agent = self.agent.as_mut().ok_or_else(|| Error::Agent { machine: machine.clone(), msg: "not booted".into() })?;
+        let id = agent.next_id;
+        agent.next_id += 1;
+        let mut line = serde_json::to_vec(&Envelope { id, body: req }).map_err(|e| Error::Agent { machine: machine.clone(), msg: e.to_string() })?;
+        line.push(b'\n');
+        agent.stream.write_all(&line).map_err(|e| Error::Agent { machine: machine.clone(), msg: format!("send: {e}") })?;
+        let start = Instant::now();
+        let mut buf = String::new();
+        loop {
+            buf.clear();
+            match agent.reader.read_line(&mut buf) {
+                Ok(0) => return Err(Error::Agent { machine, msg: "connection closed (guest gone?)".into() }),
+                Ok(_) => {
+                    if let Ok(env) = serde_json::from_str::<Envelope<Response>>(&buf) {
+                        if env.id == id {
+                            return Ok(env.body);
+                        }
+                    }
+                }
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(e) => return Err(Error::Agent { machine, msg: format!("receive: {e}") }),
+            }
+            if start.elapsed() > timeout {
+                let log = self.console_log();
+                return Err(Error::Timeout { machine, what: "an agent reply".into(), secs: timeout.as_secs(), log: log.clone(), tail: tail(&log, 20) });
+            }
+        }
+    }
+
+    /// Runs `argv` in the guest.
+    pub fn exec_argv(&mut self, argv: &[&str], stdin: &[u8], timeout: Duration) -> Result<Output> {
+        let req = Request::Exec { argv: argv.iter().map(|s| s.to_string()).collect(), stdin: b64(stdin), timeout_ms: timeout.as_millis() as u64 };
+        match self.request(req, timeout + Duration::from_secs(30))? {
+            Response::Exec { status, stdout, stderr, timed_out } => {
+                let dec = |s: &str| unb64(s).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+                if timed_out {
+                    let log = self.console_log();
+                    return Err(Error::Timeout { machine: self.spec.name.clone(), what: format!("guest command {argv:?}"), secs: timeout.as_secs(), log: log.clone(), tail: dec(&stderr) });
+                }
+                Ok(Output { status, stdout: dec(&stdout), stderr: dec(&stderr) })
+            }
+            Response::Error { message } => Err(Error::Agent { machine: self.spec.name.clone(), msg: message }),
+            other => Err(Error::Agent { machine: self.spec.name.clone(), msg: format!("unexpected reply {other:?}") }),
+        }
+    }
+
+    /// Runs a shell command in the guest and returns its output whatever the exit status.
+    pub fn sh(&mut self, cmd: &str) -> Result<Output> {
+        let t = self.spec.command_timeout;
+        self.exec_argv(&["/bin/sh", "-c", cmd], &[], t)
+    }
+
+    /// Runs a shell command that must succeed; returns its stdout.
+    pub fn ok(&mut self, cmd: &str) -> Result<String> {
+        let o = self.sh(cmd)?;
+        if o.status != 0 {
+            return Err(Error::Guest { machine: self.spec.name.clone(), cmd: cmd.into(), status: o.status, stdout: o.stdout, stderr: o.stderr });
+        }
+        Ok(o.stdout)
+    }
+
+    pub fn read_file(&mut self, path: &str) -> Result<Vec<u8>> {
+        match self.request(Request::Read { path: path.into() }, self.spec.command_timeout)? {
+            Response::Data { data } => unb64(&data).map_err(|msg| Error::Agent { machine: self.spec.name.clone(), msg }),
+            Response::Error { message } => Err(Error::Agent { machine: self.spec.name.clone(), msg: message }),
+            other => Err(Error::Agent { machine: self.spec.name.clone(), msg: format!("unexpected reply {other:?}") }),
+        }
+    }
+
+    pub fn write_file(&mut self, path: &str, data: &[u8], mode: u32) -> Result<()> {
+        match self.request(Request::Write { path: path.into(), data: b64(data), mode }, self.spec.command_timeout)? {
+            Response::Done => Ok(()),
+            Response::Error { message } => Err(Error::Agent { machine: self.spec.name.clone(), msg: message }),
+            other => Err(Error::Agent { machine: self.spec.name.clone(), msg: format!("unexpected reply {other:?}") }),
+        }
+    }
+
+    pub fn copy_in(&mut self, host: &Path, guest: &str) -> Result<()> {
+        let data = std::fs::read(host).at("read", host)?;
+        self.write_file(guest, &data, 0o644)
+    }
+
+    pub fn copy_out(&mut self, guest: &str, host: &Path) -> Result<()> {
+        let data = self.read_file(guest)?;
+        std::fs::write(host, data).at("write", host)
+    }
+
+    /// The guest's boot id (changes on every boot).
+    pub fn boot_id(&mut self) -> Result<String> {
+        match self.request(Request::Ping, Duration::from_secs(30))? {
+            Response::Pong { boot_id, .. } => Ok(boot_id),
+            other => Err(Error::Agent { machine: self.spec.name.clone(), msg: format!("unexpected reply {other:?}") }),
+        }
+    }
+
+    fn wait_exit(&mut self, what: &str, timeout: Duration) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            let done = match self.qemu.as_mut() {
+                None => true,
+                Some(q) => q.try_wait().at("wait", "qemu")?.is_some(),
+            };
+            if done {
+                break;
+            }
+            if start.elapsed() > timeout {
+                return Err(self.timeout(what, start));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.qemu = None;
+        self.agent = None;
+        if let Some(mut t) = self.swtpm.take() {
+            // swtpm --terminate exits when qemu disconnects; do not leave it behind if not.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while t.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = t.kill();
+            let _ = t.wait();
+        }
+        Ok(())
+    }
+
+    /// Clean reboot: the guest's init stops services and unmounts; qemu exits on the reset
+    /// (-no-reboot) and the machine cold-starts on the same disks, firmware vars and TPM state.
+    pub fn reboot(&mut self) -> Result<()> {
+        let _ = self.exec_argv(&["/usr/bin/eve-init", "reboot"], &[], Duration::from_secs(30))?;
+        self.wait_exit("the guest to reboot", Duration::from_secs(180))?;
+        self.boot()
+    }
+
+    /// Clean power-off.
+    pub fn poweroff(&mut self) -> Result<()> {
+        let _ = self.exec_argv(&["/usr/bin/eve-init", "poweroff"], &[], Duration::from_secs(30))?;
+        self.wait_exit("the guest to power off", Duration::from_secs(180))
+    }
+
+    /// Hard power cut: SIGKILL qemu, nothing in the guest gets to flush.
+    pub fn power_cut(&mut self) -> Result<()> {
+        if let Some(q) = self.qemu.as_mut() {
+            let _ = q.kill();
+        }
+        self.wait_exit("qemu to die", Duration::from_secs(30))
+    }
+
+    /// Starts the machine with the console on this terminal (for `make run`); returns when qemu exits.
+    pub fn run_interactive(&mut self) -> Result<i32> {
+        self.interactive = true;
+        self.start()?;
+        let st = self.qemu.as_mut().map(|q| q.wait()).transpose().at("wait", "qemu")?;
+        self.qemu = None;
+        if let Some(mut t) = self.swtpm.take() {
+            let _ = t.kill();
+            let _ = t.wait();
+        }
+        Ok(st.and_then(|s| s.code()).unwrap_or(0))
+    }
+
+    pub fn boots(&self) -> u32 {
+        self.boots
+    }
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        for c in [self.qemu.as_mut(), self.swtpm.as_mut()].into_iter().flatten() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The image tests boot: $EVE_IMAGE, else out/eve-storage.raw at the repository root.
+pub fn image_path() -> PathBuf {
+    std::env::var_os("EVE_IMAGE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../out/eve-storage.raw"))
+}
+
+/// Per-test output folder: $EVE_TEST_OUT/<name>, else target/vmtest/<name>.
+pub fn test_dir(name: &str) -> PathBuf {
+    std::env::var_os("EVE_TEST_OUT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/vmtest"))
+        .join(name)
+}

@@ -19,6 +19,7 @@ pub const ZSTD: &str = "/usr/bin/zstd";
 pub const MAKE: &str = "/usr/bin/make";
 pub const SH: &str = "/bin/sh";
 pub const GIT: &str = "/usr/bin/git";
+pub const STRIP: &str = "/usr/bin/strip";
 
 fn render(prog: &str, args: &[&OsStr]) -> String {
     let mut s = prog.to_string();

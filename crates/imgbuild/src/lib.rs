@@ -1,8 +1,11 @@
 //! Builds the appliance image from linuxkit/*.yml, rootfs/packages.toml and Debian packages.
 pub mod apt;
+pub mod build;
 pub mod cmd;
 pub mod cpio;
 pub mod disk;
 pub mod error;
 pub mod kmod;
 pub mod manifest;
+pub mod rootfs;
+pub mod workspace;

@@ -1,0 +1,44 @@
+//! Harness errors: each says which machine, what was being waited for and what the console showed.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {op}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{argv}` failed ({status}): {stderr}")]
+    Command { argv: String, status: String, stderr: String },
+    #[error("`{argv}` could not be started")]
+    Spawn {
+        argv: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{machine}: timed out after {secs} s waiting for {what}; last console lines ({log}):\n{tail}")]
+    Timeout { machine: String, what: String, secs: u64, log: PathBuf, tail: String },
+    #[error("{machine}: qemu exited ({status}) while waiting for {what}; last console lines ({log}):\n{tail}")]
+    QemuExited { machine: String, what: String, status: String, log: PathBuf, tail: String },
+    #[error("{machine}: agent: {msg}")]
+    Agent { machine: String, msg: String },
+    #[error("{machine}: `{cmd}` exited {status}\nstdout:\n{stdout}\nstderr:\n{stderr}")]
+    Guest { machine: String, cmd: String, status: i32, stdout: String, stderr: String },
+    #[error("{0}")]
+    Spec(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+pub(crate) trait IoContext<T> {
+    fn at(self, op: &'static str, path: impl Into<PathBuf>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn at(self, op: &'static str, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|source| Error::Io { op, path: path.into(), source })
+    }
+}

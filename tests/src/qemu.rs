@@ -1,0 +1,247 @@
+//! Pure construction of qemu and swtpm command lines from a machine spec.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+pub const QEMU: &str = "/usr/bin/qemu-system-x86_64";
+pub const QEMU_IMG: &str = "/usr/bin/qemu-img";
+pub const SWTPM: &str = "/usr/bin/swtpm";
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+pub const AGENT_PORT: &str = "org.eve.agent";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DiskKind {
+    Nvme,
+    Virtio,
+    Sata,
+    Scsi,
+    Usb,
+}
+
+impl std::str::FromStr for DiskKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "nvme" => DiskKind::Nvme,
+            "virtio" => DiskKind::Virtio,
+            "sata" => DiskKind::Sata,
+            "scsi" => DiskKind::Scsi,
+            "usb" => DiskKind::Usb,
+            _ => return Err(format!("unknown disk type `{s}` (nvme, virtio, sata, scsi, usb)")),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Format {
+    Raw,
+    Qcow2,
+}
+
+impl Format {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Raw => "raw",
+            Format::Qcow2 => "qcow2",
+        }
+    }
+}
+
+/// A disk attached to the machine; `file` is created by the harness.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Disk {
+    pub kind: DiskKind,
+    pub serial: String,
+    pub file: PathBuf,
+    pub format: Format,
+}
+
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub name: String,
+    pub memory_mib: u32,
+    pub cpus: u32,
+    pub boot: Disk,
+    pub disks: Vec<Disk>,
+    pub vars: PathBuf,
+    pub agent_sock: PathBuf,
+    pub tpm_sock: Option<PathBuf>,
+    /// Where the serial console goes: a log file (tests) or the terminal plus a log (`make run`).
+    pub console_log: PathBuf,
+    pub interactive: bool,
+}
+
+fn device(d: &Disk, id: &str, sata_port: &mut u32, boot: bool) -> Vec<String> {
+    let bootindex = if boot { ",bootindex=0" } else { "" };
+    let dev = match d.kind {
+        DiskKind::Nvme => format!("nvme,drive={id},serial={}{bootindex}", d.serial),
+        DiskKind::Virtio => format!("virtio-blk-pci,drive={id},serial={}{bootindex}", d.serial),
+        DiskKind::Sata => {
+            // q35's built-in ICH9 AHCI has six ports, ide.0 .. ide.5.
+            let p = *sata_port;
+            *sata_port += 1;
+            format!("ide-hd,drive={id},bus=ide.{p},serial={}{bootindex}", d.serial)
+        }
+        DiskKind::Scsi => format!("scsi-hd,drive={id},bus=scsi0.0,serial={}{bootindex}", d.serial),
+        DiskKind::Usb => format!("usb-storage,drive={id},bus=xhci.0,serial={},removable=on{bootindex}", d.serial),
+    };
+    vec![
+        "-drive".into(),
+        format!("file={},if=none,id={id},format={},cache=unsafe,discard=unmap", d.file.display(), d.format.as_str()),
+        "-device".into(),
+        dev,
+    ]
+}
+
+/// The qemu argv (without the program) for one boot.
+pub fn qemu_args(inv: &Invocation) -> Result<Vec<String>, String> {
+    let all: Vec<&Disk> = std::iter::once(&inv.boot).chain(&inv.disks).collect();
+    if all.iter().filter(|d| d.kind == DiskKind::Sata).count() > 6 {
+        return Err(format!("{}: at most 6 sata disks (q35 AHCI ports)", inv.name));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for d in &all {
+        if !seen.insert(&d.serial) {
+            return Err(format!("{}: disk serial `{}` used twice", inv.name, d.serial));
+        }
+        if d.serial.is_empty() || d.serial.len() > 20 || !d.serial.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return Err(format!("{}: disk serial `{}` must be 1-20 of [A-Za-z0-9-]", inv.name, d.serial));
+        }
+    }
+    let mut a: Vec<String> = [
+        "-name", &inv.name, "-machine", "q35", "-accel", "tcg,thread=multi", "-cpu", "max",
+        "-smp", &inv.cpus.to_string(), "-m", &inv.memory_mib.to_string(), "-no-reboot", "-display", "none",
+        "-nic", "none", "-device", "virtio-rng-pci",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    a.extend(["-drive".into(), format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}")]);
+    a.extend(["-drive".into(), format!("if=pflash,format=raw,unit=1,file={}", inv.vars.display())]);
+    if inv.interactive {
+        a.extend([
+            "-chardev".into(),
+            format!("stdio,id=ser0,mux=on,signal=off,logfile={}", inv.console_log.display()),
+            "-serial".into(),
+            "chardev:ser0".into(),
+            "-mon".into(),
+            "chardev=ser0".into(),
+        ]);
+    } else {
+        a.extend(["-chardev".into(), format!("file,id=ser0,path={}", inv.console_log.display()), "-serial".into(), "chardev:ser0".into(), "-monitor".into(), "none".into()]);
+    }
+    a.extend([
+        "-device".into(),
+        "virtio-serial-pci,id=vser0".into(),
+        "-chardev".into(),
+        format!("socket,id=agent,path={},server=on,wait=off", inv.agent_sock.display()),
+        "-device".into(),
+        format!("virtserialport,bus=vser0.0,chardev=agent,name={AGENT_PORT}"),
+    ]);
+    if let Some(t) = &inv.tpm_sock {
+        a.extend([
+            "-chardev".into(),
+            format!("socket,id=chrtpm,path={}", t.display()),
+            "-tpmdev".into(),
+            "emulator,id=tpm0,chardev=chrtpm".into(),
+            "-device".into(),
+            "tpm-tis,tpmdev=tpm0".into(),
+        ]);
+    }
+    if all.iter().any(|d| d.kind == DiskKind::Scsi) {
+        a.extend(["-device".into(), "virtio-scsi-pci,id=scsi0".into()]);
+    }
+    if all.iter().any(|d| d.kind == DiskKind::Usb) {
+        a.extend(["-device".into(), "qemu-xhci,id=xhci".into()]);
+    }
+    let mut port = 0;
+    a.extend(device(&inv.boot, "boot", &mut port, true));
+    for (i, d) in inv.disks.iter().enumerate() {
+        a.extend(device(d, &format!("d{i}"), &mut port, false));
+    }
+    Ok(a)
+}
+
+/// swtpm argv: state in `state_dir` survives across boots of the same machine.
+pub fn swtpm_args(state_dir: &Path, sock: &Path, log: &Path) -> Vec<String> {
+    vec![
+        "socket".into(),
+        "--tpm2".into(),
+        "--tpmstate".into(),
+        format!("dir={}", state_dir.display()),
+        "--ctrl".into(),
+        format!("type=unixio,path={}", sock.display()),
+        "--log".into(),
+        format!("file={},level=1", log.display()),
+        "--terminate".into(),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn disk(kind: DiskKind, serial: &str) -> Disk {
+        Disk { kind, serial: serial.into(), file: PathBuf::from(format!("/t/{serial}.img")), format: Format::Raw }
+    }
+
+    fn inv() -> Invocation {
+        Invocation {
+            name: "m".into(),
+            memory_mib: 2048,
+            cpus: 2,
+            boot: Disk { format: Format::Qcow2, ..disk(DiskKind::Nvme, "EVEBOOT") },
+            disks: vec![disk(DiskKind::Nvme, "N1"), disk(DiskKind::Virtio, "V1"), disk(DiskKind::Sata, "S1"), disk(DiskKind::Sata, "S2"), disk(DiskKind::Usb, "U1"), disk(DiskKind::Scsi, "C1")],
+            vars: "/t/vars.fd".into(),
+            agent_sock: "/t/agent.sock".into(),
+            tpm_sock: Some("/t/tpm.sock".into()),
+            console_log: "/t/console.log".into(),
+            interactive: false,
+        }
+    }
+
+    #[test]
+    fn every_disk_kind_maps_to_its_controller() {
+        let a = qemu_args(&inv()).unwrap().join(" ");
+        assert!(a.contains("-device nvme,drive=boot,serial=EVEBOOT,bootindex=0"), "{a}");
+        assert!(a.contains("file=/t/EVEBOOT.img,if=none,id=boot,format=qcow2"), "{a}");
+        assert!(a.contains("-device nvme,drive=d0,serial=N1"));
+        assert!(a.contains("virtio-blk-pci,drive=d1,serial=V1"));
+        assert!(a.contains("ide-hd,drive=d2,bus=ide.0,serial=S1"));
+        assert!(a.contains("ide-hd,drive=d3,bus=ide.1,serial=S2"));
+        assert!(a.contains("usb-storage,drive=d4,bus=xhci.0,serial=U1,removable=on"));
+        assert!(a.contains("scsi-hd,drive=d5,bus=scsi0.0,serial=C1"));
+        assert!(a.contains("qemu-xhci,id=xhci") && a.contains("virtio-scsi-pci,id=scsi0"));
+        assert!(a.contains("tpm-tis,tpmdev=tpm0"));
+        assert!(a.contains("-no-reboot") && a.contains("tcg,thread=multi"));
+        assert!(a.contains("virtserialport,bus=vser0.0,chardev=agent,name=org.eve.agent"));
+        assert!(a.contains("file,id=ser0,path=/t/console.log"));
+    }
+
+    #[test]
+    fn interactive_console_is_muxed_with_the_monitor_and_logged() {
+        let mut i = inv();
+        i.interactive = true;
+        i.tpm_sock = None;
+        let a = qemu_args(&i).unwrap().join(" ");
+        assert!(a.contains("stdio,id=ser0,mux=on,signal=off,logfile=/t/console.log"));
+        assert!(a.contains("-mon chardev=ser0"));
+        assert!(!a.contains("tpm"));
+    }
+
+    #[test]
+    fn bad_specs_are_refused_with_the_reason() {
+        let mut i = inv();
+        i.disks.push(disk(DiskKind::Nvme, "N1"));
+        assert!(qemu_args(&i).unwrap_err().contains("`N1` used twice"));
+        let mut i = inv();
+        i.disks = (0..7).map(|n| disk(DiskKind::Sata, &format!("S{n}"))).collect();
+        assert!(qemu_args(&i).unwrap_err().contains("6 sata"));
+        let mut i = inv();
+        i.disks = vec![disk(DiskKind::Nvme, "bad serial")];
+        assert!(qemu_args(&i).unwrap_err().contains("bad serial"));
+        assert!("floppy".parse::<DiskKind>().unwrap_err().contains("floppy"));
+    }
+}
