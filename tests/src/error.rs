@@ -12,7 +12,11 @@ pub enum Error {
         source: std::io::Error,
     },
     #[error("`{argv}` failed ({status}): {stderr}")]
-    Command { argv: String, status: String, stderr: String },
+    Command {
+        argv: String,
+        status: String,
+        stderr: String,
+    },
     #[error("`{argv}` could not be started")]
     Spawn {
         argv: String,
@@ -20,13 +24,40 @@ pub enum Error {
         source: std::io::Error,
     },
     #[error("{machine}: timed out after {secs} s waiting for {what}; last console lines ({log}):\n{tail}")]
-    Timeout { machine: String, what: String, secs: u64, log: PathBuf, tail: String },
+    Timeout {
+        machine: String,
+        what: String,
+        secs: u64,
+        log: PathBuf,
+        tail: String,
+    },
     #[error("{machine}: qemu exited ({status}) while waiting for {what}; last console lines ({log}):\n{tail}")]
-    QemuExited { machine: String, what: String, status: String, log: PathBuf, tail: String },
+    QemuExited {
+        machine: String,
+        what: String,
+        status: String,
+        log: PathBuf,
+        tail: String,
+    },
+    #[error(
+        "{machine}: boot failed (console shows `{marker}`); last console lines ({log}):\n{tail}"
+    )]
+    BootFailed {
+        machine: String,
+        marker: String,
+        log: PathBuf,
+        tail: String,
+    },
     #[error("{machine}: agent: {msg}")]
     Agent { machine: String, msg: String },
     #[error("{machine}: `{cmd}` exited {status}\nstdout:\n{stdout}\nstderr:\n{stderr}")]
-    Guest { machine: String, cmd: String, status: i32, stdout: String, stderr: String },
+    Guest {
+        machine: String,
+        cmd: String,
+        status: i32,
+        stdout: String,
+        stderr: String,
+    },
     #[error("{0}")]
     Spec(String),
 }
@@ -39,6 +70,10 @@ pub(crate) trait IoContext<T> {
 
 impl<T> IoContext<T> for std::io::Result<T> {
     fn at(self, op: &'static str, path: impl Into<PathBuf>) -> Result<T> {
-        self.map_err(|source| Error::Io { op, path: path.into(), source })
+        self.map_err(|source| Error::Io {
+            op,
+            path: path.into(),
+            source,
+        })
     }
 }

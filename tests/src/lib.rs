@@ -38,7 +38,13 @@ pub struct DiskSpec {
 
 impl DiskSpec {
     pub fn blank(kind: DiskKind, size_mib: u64, serial: &str) -> DiskSpec {
-        DiskSpec { kind, size_mib, format: Format::Raw, serial: serial.into(), content: Content::Blank }
+        DiskSpec {
+            kind,
+            size_mib,
+            format: Format::Raw,
+            serial: serial.into(),
+            content: Content::Blank,
+        }
     }
 }
 
@@ -104,15 +110,40 @@ pub struct Machine {
 
 fn run_tool(prog: &str, args: &[String]) -> Result<()> {
     let argv = format!("{prog} {}", args.join(" "));
-    let out = Command::new(prog).args(args).stdin(Stdio::null()).output().map_err(|source| Error::Spawn { argv: argv.clone(), source })?;
+    let out = Command::new(prog)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| Error::Spawn {
+            argv: argv.clone(),
+            source,
+        })?;
     if !out.status.success() {
-        return Err(Error::Command { argv, status: out.status.to_string(), stderr: String::from_utf8_lossy(&out.stderr).into() });
+        return Err(Error::Command {
+            argv,
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).into(),
+        });
     }
     Ok(())
 }
 
+/// Console lines after which the boot cannot succeed; waiting longer would only hide the cause.
+pub const FATAL_MARKERS: &[&str] = &[
+    "Failed to boot both default and fallback entries",
+    "Kernel panic - not syncing",
+    "eve-init: FATAL:",
+];
+
+/// The first fatal marker in a console log, if any.
+pub fn fatal_marker(console: &str) -> Option<&'static str> {
+    FATAL_MARKERS.iter().find(|m| console.contains(*m)).copied()
+}
+
 fn tail(path: &Path, n: usize) -> String {
-    let text = std::fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+    let text = std::fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
@@ -121,7 +152,11 @@ impl Machine {
     /// Creates the machine's folder, disks, firmware variables and TPM state; does not boot.
     pub fn create(spec: MachineSpec, dir: &Path) -> Result<Machine> {
         if !spec.image.exists() {
-            return Err(Error::Spec(format!("{}: image {} does not exist; run `make image`", spec.name, spec.image.display())));
+            return Err(Error::Spec(format!(
+                "{}: image {} does not exist; run `make image`",
+                spec.name,
+                spec.image.display()
+            )));
         }
         if dir.exists() {
             std::fs::remove_dir_all(dir).at("clean", dir)?;
@@ -132,35 +167,108 @@ impl Machine {
         let boot_file = dir.join("boot.qcow2");
         run_tool(
             qemu::QEMU_IMG,
-            &["create".into(), "-q".into(), "-f".into(), "qcow2".into(), "-F".into(), "raw".into(), "-b".into(), image.display().to_string(), boot_file.display().to_string(), format!("{}M", spec.boot_size_mib)],
+            &[
+                "create".into(),
+                "-q".into(),
+                "-f".into(),
+                "qcow2".into(),
+                "-F".into(),
+                "raw".into(),
+                "-b".into(),
+                image.display().to_string(),
+                boot_file.display().to_string(),
+                format!("{}M", spec.boot_size_mib),
+            ],
         )?;
-        let boot_disk = qemu::Disk { kind: spec.boot_kind, serial: "EVEBOOT".into(), file: boot_file, format: Format::Qcow2 };
+        let boot_disk = qemu::Disk {
+            kind: spec.boot_kind,
+            serial: "EVEBOOT".into(),
+            file: boot_file,
+            format: Format::Qcow2,
+        };
         let mut disks = Vec::new();
         for (i, d) in spec.disks.iter().enumerate() {
-            let ext = if d.format == Format::Qcow2 { "qcow2" } else { "img" };
+            let ext = if d.format == Format::Qcow2 {
+                "qcow2"
+            } else {
+                "img"
+            };
             let file = dir.join(format!("disk{i}-{}.{ext}", d.serial));
             let size = format!("{}M", d.size_mib);
             let f = file.display().to_string();
             match (&d.content, d.format) {
-                (Content::Blank, fmt) => run_tool(qemu::QEMU_IMG, &["create".into(), "-q".into(), "-f".into(), fmt.as_str().into(), f, size])?,
+                (Content::Blank, fmt) => run_tool(
+                    qemu::QEMU_IMG,
+                    &[
+                        "create".into(),
+                        "-q".into(),
+                        "-f".into(),
+                        fmt.as_str().into(),
+                        f,
+                        size,
+                    ],
+                )?,
                 (Content::Copy(src), Format::Raw) => {
                     std::fs::copy(src, &file).at("copy", src)?;
-                    let fh = std::fs::OpenOptions::new().write(true).open(&file).at("open", &file)?;
+                    let fh = std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(&file)
+                        .at("open", &file)?;
                     let want = d.size_mib << 20;
                     if fh.metadata().at("stat", &file)?.len() < want {
                         fh.set_len(want).at("resize", &file)?;
                     }
                 }
-                (Content::Copy(src), Format::Qcow2) => run_tool(qemu::QEMU_IMG, &["convert".into(), "-q".into(), "-O".into(), "qcow2".into(), src.display().to_string(), f])?,
+                (Content::Copy(src), Format::Qcow2) => run_tool(
+                    qemu::QEMU_IMG,
+                    &[
+                        "convert".into(),
+                        "-q".into(),
+                        "-O".into(),
+                        "qcow2".into(),
+                        src.display().to_string(),
+                        f,
+                    ],
+                )?,
                 (Content::Overlay(base), _) => run_tool(
                     qemu::QEMU_IMG,
-                    &["create".into(), "-q".into(), "-f".into(), "qcow2".into(), "-F".into(), "raw".into(), "-b".into(), base.display().to_string(), f, size],
+                    &[
+                        "create".into(),
+                        "-q".into(),
+                        "-f".into(),
+                        "qcow2".into(),
+                        "-F".into(),
+                        "raw".into(),
+                        "-b".into(),
+                        base.display().to_string(),
+                        f,
+                        size,
+                    ],
                 )?,
             }
-            let format = if matches!(d.content, Content::Overlay(_)) { Format::Qcow2 } else { d.format };
-            disks.push(qemu::Disk { kind: d.kind, serial: d.serial.clone(), file, format });
+            let format = if matches!(d.content, Content::Overlay(_)) {
+                Format::Qcow2
+            } else {
+                d.format
+            };
+            disks.push(qemu::Disk {
+                kind: d.kind,
+                serial: d.serial.clone(),
+                file,
+                format,
+            });
         }
-        Ok(Machine { spec, dir: dir.into(), boot_disk, disks, qemu: None, swtpm: None, agent: None, boots: 0, interactive: false })
+        Ok(Machine {
+            spec,
+            dir: dir.into(),
+            boot_disk,
+            disks,
+            qemu: None,
+            swtpm: None,
+            agent: None,
+            boots: 0,
+            interactive: false,
+        })
     }
 
     /// The backing file of the n-th extra disk (for inspecting it from the host while powered off).
@@ -202,10 +310,22 @@ impl Machine {
         let log = self.console_log();
         if let Some(q) = self.qemu.as_mut() {
             if let Ok(Some(st)) = q.try_wait() {
-                return Error::QemuExited { machine: self.spec.name.clone(), what: what.into(), status: st.to_string(), log: log.clone(), tail: tail(&log, 40) };
+                return Error::QemuExited {
+                    machine: self.spec.name.clone(),
+                    what: what.into(),
+                    status: st.to_string(),
+                    log: log.clone(),
+                    tail: tail(&log, 40),
+                };
             }
         }
-        Error::Timeout { machine: self.spec.name.clone(), what: what.into(), secs: since.elapsed().as_secs(), log: log.clone(), tail: tail(&log, 40) }
+        Error::Timeout {
+            machine: self.spec.name.clone(),
+            what: what.into(),
+            secs: since.elapsed().as_secs(),
+            log: log.clone(),
+            tail: tail(&log, 40),
+        }
     }
 
     /// Starts swtpm and qemu; returns once the guest's agent answers (or the boot timeout).
@@ -227,21 +347,32 @@ impl Machine {
                 .args(&args)
                 .stdin(Stdio::null())
                 .spawn()
-                .map_err(|source| Error::Spawn { argv: format!("{} {}", qemu::SWTPM, args.join(" ")), source })?;
+                .map_err(|source| Error::Spawn {
+                    argv: format!("{} {}", qemu::SWTPM, args.join(" ")),
+                    source,
+                })?;
             self.swtpm = Some(child);
             self.wait_for_socket(&sock, "swtpm socket")?;
         }
         let _ = std::fs::remove_file(self.dir.join("agent.sock"));
         let args = qemu::qemu_args(&self.invocation()).map_err(Error::Spec)?;
-        std::fs::write(self.dir.join(format!("qemu-{}.args", self.boots)), args.join("\n")).at("write", &self.dir)?;
+        std::fs::write(
+            self.dir.join(format!("qemu-{}.args", self.boots)),
+            args.join("\n"),
+        )
+        .at("write", &self.dir)?;
         let mut c = Command::new(qemu::QEMU);
         c.args(&args);
         if !self.interactive {
             c.stdin(Stdio::null()).stdout(Stdio::null());
-            let err = std::fs::File::create(self.dir.join(format!("qemu-{}.stderr", self.boots))).at("create", &self.dir)?;
+            let err = std::fs::File::create(self.dir.join(format!("qemu-{}.stderr", self.boots)))
+                .at("create", &self.dir)?;
             c.stderr(err);
         }
-        self.qemu = Some(c.spawn().map_err(|source| Error::Spawn { argv: qemu::QEMU.into(), source })?);
+        self.qemu = Some(c.spawn().map_err(|source| Error::Spawn {
+            argv: qemu::QEMU.into(),
+            source,
+        })?);
         self.wait_for_socket(&self.dir.join("agent.sock"), "qemu's agent socket")?;
         Ok(())
     }
@@ -250,21 +381,49 @@ impl Machine {
         let start = Instant::now();
         let sock = self.dir.join("agent.sock");
         let stream = UnixStream::connect(&sock).at("connect", &sock)?;
-        stream.set_read_timeout(Some(Duration::from_secs(2))).at("configure", &sock)?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .at("configure", &sock)?;
         let reader = BufReader::new(stream.try_clone().at("dup", &sock)?);
-        self.agent = Some(Agent { stream, reader, next_id: 1 });
+        self.agent = Some(Agent {
+            stream,
+            reader,
+            next_id: 1,
+        });
         // The port delivers nothing until the guest opens it, so keep asking.
         loop {
             match self.request(Request::Ping, Duration::from_secs(3)) {
                 Ok(Response::Pong { .. }) => return Ok(()),
-                Ok(other) => return Err(Error::Agent { machine: self.spec.name.clone(), msg: format!("unexpected answer to ping: {other:?}") }),
+                Ok(other) => {
+                    return Err(Error::Agent {
+                        machine: self.spec.name.clone(),
+                        msg: format!("unexpected answer to ping: {other:?}"),
+                    })
+                }
                 Err(Error::Timeout { .. }) => {}
                 Err(e) => return Err(e),
             }
             if start.elapsed() > self.spec.boot_timeout {
                 return Err(self.timeout("the guest agent (boot)", start));
             }
-            if self.qemu.as_mut().and_then(|q| q.try_wait().ok().flatten()).is_some() {
+            let log = self.console_log();
+            let console = std::fs::read(&log)
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default();
+            if let Some(marker) = fatal_marker(&console) {
+                return Err(Error::BootFailed {
+                    machine: self.spec.name.clone(),
+                    marker: marker.into(),
+                    log: log.clone(),
+                    tail: tail(&log, 40),
+                });
+            }
+            if self
+                .qemu
+                .as_mut()
+                .and_then(|q| q.try_wait().ok().flatten())
+                .is_some()
+            {
                 return Err(self.timeout("the guest agent (boot)", start));
             }
         }
@@ -272,18 +431,33 @@ impl Machine {
 
     fn request(&mut self, req: Request, timeout: Duration) -> Result<Response> {
         let machine = self.spec.name.clone();
-        let agent = self.agent.as_mut().ok_or_else(|| Error::Agent { machine: machine.clone(), msg: "not booted".into() })?;
+        let agent = self.agent.as_mut().ok_or_else(|| Error::Agent {
+            machine: machine.clone(),
+            msg: "not booted".into(),
+        })?;
         let id = agent.next_id;
         agent.next_id += 1;
-        let mut line = serde_json::to_vec(&Envelope { id, body: req }).map_err(|e| Error::Agent { machine: machine.clone(), msg: e.to_string() })?;
+        let mut line =
+            serde_json::to_vec(&Envelope { id, body: req }).map_err(|e| Error::Agent {
+                machine: machine.clone(),
+                msg: e.to_string(),
+            })?;
         line.push(b'\n');
-        agent.stream.write_all(&line).map_err(|e| Error::Agent { machine: machine.clone(), msg: format!("send: {e}") })?;
+        agent.stream.write_all(&line).map_err(|e| Error::Agent {
+            machine: machine.clone(),
+            msg: format!("send: {e}"),
+        })?;
         let start = Instant::now();
         let mut buf = String::new();
         loop {
             buf.clear();
             match agent.reader.read_line(&mut buf) {
-                Ok(0) => return Err(Error::Agent { machine, msg: "connection closed (guest gone?)".into() }),
+                Ok(0) => {
+                    return Err(Error::Agent {
+                        machine,
+                        msg: "connection closed (guest gone?)".into(),
+                    })
+                }
                 Ok(_) => {
                     if let Ok(env) = serde_json::from_str::<Envelope<Response>>(&buf) {
                         if env.id == id {
@@ -291,30 +465,74 @@ impl Machine {
                         }
                     }
                 }
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
-                Err(e) => return Err(Error::Agent { machine, msg: format!("receive: {e}") }),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => {
+                    return Err(Error::Agent {
+                        machine,
+                        msg: format!("receive: {e}"),
+                    })
+                }
             }
             if start.elapsed() > timeout {
                 let log = self.console_log();
-                return Err(Error::Timeout { machine, what: "an agent reply".into(), secs: timeout.as_secs(), log: log.clone(), tail: tail(&log, 20) });
+                return Err(Error::Timeout {
+                    machine,
+                    what: "an agent reply".into(),
+                    secs: timeout.as_secs(),
+                    log: log.clone(),
+                    tail: tail(&log, 20),
+                });
             }
         }
     }
 
     /// Runs `argv` in the guest.
     pub fn exec_argv(&mut self, argv: &[&str], stdin: &[u8], timeout: Duration) -> Result<Output> {
-        let req = Request::Exec { argv: argv.iter().map(|s| s.to_string()).collect(), stdin: b64(stdin), timeout_ms: timeout.as_millis() as u64 };
+        let req = Request::Exec {
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            stdin: b64(stdin),
+            timeout_ms: timeout.as_millis() as u64,
+        };
         match self.request(req, timeout + Duration::from_secs(30))? {
-            Response::Exec { status, stdout, stderr, timed_out } => {
-                let dec = |s: &str| unb64(s).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+            Response::Exec {
+                status,
+                stdout,
+                stderr,
+                timed_out,
+            } => {
+                let dec = |s: &str| {
+                    unb64(s)
+                        .map(|b| String::from_utf8_lossy(&b).into_owned())
+                        .unwrap_or_default()
+                };
                 if timed_out {
                     let log = self.console_log();
-                    return Err(Error::Timeout { machine: self.spec.name.clone(), what: format!("guest command {argv:?}"), secs: timeout.as_secs(), log: log.clone(), tail: dec(&stderr) });
+                    return Err(Error::Timeout {
+                        machine: self.spec.name.clone(),
+                        what: format!("guest command {argv:?}"),
+                        secs: timeout.as_secs(),
+                        log: log.clone(),
+                        tail: dec(&stderr),
+                    });
                 }
-                Ok(Output { status, stdout: dec(&stdout), stderr: dec(&stderr) })
+                Ok(Output {
+                    status,
+                    stdout: dec(&stdout),
+                    stderr: dec(&stderr),
+                })
             }
-            Response::Error { message } => Err(Error::Agent { machine: self.spec.name.clone(), msg: message }),
-            other => Err(Error::Agent { machine: self.spec.name.clone(), msg: format!("unexpected reply {other:?}") }),
+            Response::Error { message } => Err(Error::Agent {
+                machine: self.spec.name.clone(),
+                msg: message,
+            }),
+            other => Err(Error::Agent {
+                machine: self.spec.name.clone(),
+                msg: format!("unexpected reply {other:?}"),
+            }),
         }
     }
 
@@ -328,24 +546,55 @@ impl Machine {
     pub fn ok(&mut self, cmd: &str) -> Result<String> {
         let o = self.sh(cmd)?;
         if o.status != 0 {
-            return Err(Error::Guest { machine: self.spec.name.clone(), cmd: cmd.into(), status: o.status, stdout: o.stdout, stderr: o.stderr });
+            return Err(Error::Guest {
+                machine: self.spec.name.clone(),
+                cmd: cmd.into(),
+                status: o.status,
+                stdout: o.stdout,
+                stderr: o.stderr,
+            });
         }
         Ok(o.stdout)
     }
 
     pub fn read_file(&mut self, path: &str) -> Result<Vec<u8>> {
-        match self.request(Request::Read { path: path.into() }, self.spec.command_timeout)? {
-            Response::Data { data } => unb64(&data).map_err(|msg| Error::Agent { machine: self.spec.name.clone(), msg }),
-            Response::Error { message } => Err(Error::Agent { machine: self.spec.name.clone(), msg: message }),
-            other => Err(Error::Agent { machine: self.spec.name.clone(), msg: format!("unexpected reply {other:?}") }),
+        match self.request(
+            Request::Read { path: path.into() },
+            self.spec.command_timeout,
+        )? {
+            Response::Data { data } => unb64(&data).map_err(|msg| Error::Agent {
+                machine: self.spec.name.clone(),
+                msg,
+            }),
+            Response::Error { message } => Err(Error::Agent {
+                machine: self.spec.name.clone(),
+                msg: message,
+            }),
+            other => Err(Error::Agent {
+                machine: self.spec.name.clone(),
+                msg: format!("unexpected reply {other:?}"),
+            }),
         }
     }
 
     pub fn write_file(&mut self, path: &str, data: &[u8], mode: u32) -> Result<()> {
-        match self.request(Request::Write { path: path.into(), data: b64(data), mode }, self.spec.command_timeout)? {
+        match self.request(
+            Request::Write {
+                path: path.into(),
+                data: b64(data),
+                mode,
+            },
+            self.spec.command_timeout,
+        )? {
             Response::Done => Ok(()),
-            Response::Error { message } => Err(Error::Agent { machine: self.spec.name.clone(), msg: message }),
-            other => Err(Error::Agent { machine: self.spec.name.clone(), msg: format!("unexpected reply {other:?}") }),
+            Response::Error { message } => Err(Error::Agent {
+                machine: self.spec.name.clone(),
+                msg: message,
+            }),
+            other => Err(Error::Agent {
+                machine: self.spec.name.clone(),
+                msg: format!("unexpected reply {other:?}"),
+            }),
         }
     }
 
@@ -363,7 +612,10 @@ impl Machine {
     pub fn boot_id(&mut self) -> Result<String> {
         match self.request(Request::Ping, Duration::from_secs(30))? {
             Response::Pong { boot_id, .. } => Ok(boot_id),
-            other => Err(Error::Agent { machine: self.spec.name.clone(), msg: format!("unexpected reply {other:?}") }),
+            other => Err(Error::Agent {
+                machine: self.spec.name.clone(),
+                msg: format!("unexpected reply {other:?}"),
+            }),
         }
     }
 
@@ -399,14 +651,22 @@ impl Machine {
     /// Clean reboot: the guest's init stops services and unmounts; qemu exits on the reset
     /// (-no-reboot) and the machine cold-starts on the same disks, firmware vars and TPM state.
     pub fn reboot(&mut self) -> Result<()> {
-        let _ = self.exec_argv(&["/usr/bin/eve-init", "reboot"], &[], Duration::from_secs(30))?;
+        let _ = self.exec_argv(
+            &["/usr/bin/eve-init", "reboot"],
+            &[],
+            Duration::from_secs(30),
+        )?;
         self.wait_exit("the guest to reboot", Duration::from_secs(180))?;
         self.boot()
     }
 
     /// Clean power-off.
     pub fn poweroff(&mut self) -> Result<()> {
-        let _ = self.exec_argv(&["/usr/bin/eve-init", "poweroff"], &[], Duration::from_secs(30))?;
+        let _ = self.exec_argv(
+            &["/usr/bin/eve-init", "poweroff"],
+            &[],
+            Duration::from_secs(30),
+        )?;
         self.wait_exit("the guest to power off", Duration::from_secs(180))
     }
 
@@ -422,7 +682,12 @@ impl Machine {
     pub fn run_interactive(&mut self) -> Result<i32> {
         self.interactive = true;
         self.start()?;
-        let st = self.qemu.as_mut().map(|q| q.wait()).transpose().at("wait", "qemu")?;
+        let st = self
+            .qemu
+            .as_mut()
+            .map(|q| q.wait())
+            .transpose()
+            .at("wait", "qemu")?;
         self.qemu = None;
         if let Some(mut t) = self.swtpm.take() {
             let _ = t.kill();
@@ -436,9 +701,28 @@ impl Machine {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn fatal_console_markers_are_recognised() {
+        assert_eq!(
+            super::fatal_marker("...\nKernel panic - not syncing: VFS"),
+            Some("Kernel panic - not syncing")
+        );
+        assert_eq!(
+            super::fatal_marker("eve-init: FATAL: no partition"),
+            Some("eve-init: FATAL:")
+        );
+        assert_eq!(super::fatal_marker("eve-init: up: 2 onboot steps"), None);
+    }
+}
+
 impl Drop for Machine {
     fn drop(&mut self) {
-        for c in [self.qemu.as_mut(), self.swtpm.as_mut()].into_iter().flatten() {
+        for c in [self.qemu.as_mut(), self.swtpm.as_mut()]
+            .into_iter()
+            .flatten()
+        {
             let _ = c.kill();
             let _ = c.wait();
         }

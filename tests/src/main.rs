@@ -32,14 +32,28 @@ enum Cmd {
 }
 
 fn parse_disk(s: &str, i: usize) -> Result<DiskSpec, String> {
-    let (k, size) = s.split_once(':').ok_or_else(|| format!("--disk {s}: expected TYPE:SIZE_MIB"))?;
+    let (k, size) = s
+        .split_once(':')
+        .ok_or_else(|| format!("--disk {s}: expected TYPE:SIZE_MIB"))?;
     let kind: DiskKind = k.parse()?;
-    let size: u64 = size.parse().map_err(|_| format!("--disk {s}: size `{size}` is not a number of MiB"))?;
-    Ok(DiskSpec::blank(kind, size, &format!("{}{i}", k.to_uppercase())))
+    let size: u64 = size
+        .parse()
+        .map_err(|_| format!("--disk {s}: size `{size}` is not a number of MiB"))?;
+    Ok(DiskSpec::blank(
+        kind,
+        size,
+        &format!("{}{i}", k.to_uppercase()),
+    ))
 }
 
 fn main() -> ExitCode {
-    let Cmd::Run { image, dir, memory_mib, cpus, disks } = Cli::parse().cmd;
+    let Cmd::Run {
+        image,
+        dir,
+        memory_mib,
+        cpus,
+        disks,
+    } = Cli::parse().cmd;
     let mut spec = MachineSpec::new("run", &image);
     spec.memory_mib = memory_mib;
     spec.cpus = cpus;
@@ -51,7 +65,12 @@ fn main() -> ExitCode {
             DiskSpec::blank(DiskKind::Sata, 8192, "SATA0"),
         ]
     } else {
-        match disks.iter().enumerate().map(|(i, d)| parse_disk(d, i)).collect() {
+        match disks
+            .iter()
+            .enumerate()
+            .map(|(i, d)| parse_disk(d, i))
+            .collect()
+        {
             Ok(d) => d,
             Err(e) => {
                 eprintln!("eve-vm: {e}");
@@ -66,7 +85,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    eprintln!("eve-vm: booting {} under OVMF (TCG, about a minute); console log in {}", image.display(), m.dir.display());
+    eprintln!(
+        "eve-vm: booting {} under OVMF (TCG, about a minute); console log in {}",
+        image.display(),
+        m.dir.display()
+    );
     eprintln!("eve-vm: Ctrl-A X quits qemu; `poweroff` in the guest shuts down cleanly");
     match m.run_interactive() {
         Ok(_) => ExitCode::SUCCESS,

@@ -29,7 +29,11 @@ impl std::str::FromStr for DiskKind {
             "sata" => DiskKind::Sata,
             "scsi" => DiskKind::Scsi,
             "usb" => DiskKind::Usb,
-            _ => return Err(format!("unknown disk type `{s}` (nvme, virtio, sata, scsi, usb)")),
+            _ => {
+                return Err(format!(
+                    "unknown disk type `{s}` (nvme, virtio, sata, scsi, usb)"
+                ))
+            }
         })
     }
 }
@@ -82,14 +86,27 @@ fn device(d: &Disk, id: &str, sata_port: &mut u32, boot: bool) -> Vec<String> {
             // q35's built-in ICH9 AHCI has six ports, ide.0 .. ide.5.
             let p = *sata_port;
             *sata_port += 1;
-            format!("ide-hd,drive={id},bus=ide.{p},serial={}{bootindex}", d.serial)
+            format!(
+                "ide-hd,drive={id},bus=ide.{p},serial={}{bootindex}",
+                d.serial
+            )
         }
-        DiskKind::Scsi => format!("scsi-hd,drive={id},bus=scsi0.0,serial={}{bootindex}", d.serial),
-        DiskKind::Usb => format!("usb-storage,drive={id},bus=xhci.0,serial={},removable=on{bootindex}", d.serial),
+        DiskKind::Scsi => format!(
+            "scsi-hd,drive={id},bus=scsi0.0,serial={}{bootindex}",
+            d.serial
+        ),
+        DiskKind::Usb => format!(
+            "usb-storage,drive={id},bus=xhci.0,serial={},removable=on{bootindex}",
+            d.serial
+        ),
     };
     vec![
         "-drive".into(),
-        format!("file={},if=none,id={id},format={},cache=unsafe,discard=unmap", d.file.display(), d.format.as_str()),
+        format!(
+            "file={},if=none,id={id},format={},cache=unsafe,discard=unmap",
+            d.file.display(),
+            d.format.as_str()
+        ),
         "-device".into(),
         dev,
     ]
@@ -99,44 +116,94 @@ fn device(d: &Disk, id: &str, sata_port: &mut u32, boot: bool) -> Vec<String> {
 pub fn qemu_args(inv: &Invocation) -> Result<Vec<String>, String> {
     let all: Vec<&Disk> = std::iter::once(&inv.boot).chain(&inv.disks).collect();
     if all.iter().filter(|d| d.kind == DiskKind::Sata).count() > 6 {
-        return Err(format!("{}: at most 6 sata disks (q35 AHCI ports)", inv.name));
+        return Err(format!(
+            "{}: at most 6 sata disks (q35 AHCI ports)",
+            inv.name
+        ));
     }
     let mut seen = std::collections::BTreeSet::new();
     for d in &all {
         if !seen.insert(&d.serial) {
-            return Err(format!("{}: disk serial `{}` used twice", inv.name, d.serial));
+            return Err(format!(
+                "{}: disk serial `{}` used twice",
+                inv.name, d.serial
+            ));
         }
-        if d.serial.is_empty() || d.serial.len() > 20 || !d.serial.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-            return Err(format!("{}: disk serial `{}` must be 1-20 of [A-Za-z0-9-]", inv.name, d.serial));
+        if d.serial.is_empty()
+            || d.serial.len() > 20
+            || !d
+                .serial
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
+            return Err(format!(
+                "{}: disk serial `{}` must be 1-20 of [A-Za-z0-9-]",
+                inv.name, d.serial
+            ));
         }
     }
     let mut a: Vec<String> = [
-        "-name", &inv.name, "-machine", "q35", "-accel", "tcg,thread=multi", "-cpu", "max",
-        "-smp", &inv.cpus.to_string(), "-m", &inv.memory_mib.to_string(), "-no-reboot", "-display", "none",
-        "-nic", "none", "-device", "virtio-rng-pci",
+        "-name",
+        &inv.name,
+        "-machine",
+        "q35",
+        "-accel",
+        "tcg,thread=multi",
+        "-cpu",
+        "max",
+        "-smp",
+        &inv.cpus.to_string(),
+        "-m",
+        &inv.memory_mib.to_string(),
+        "-no-reboot",
+        "-display",
+        "none",
+        "-nic",
+        "none",
+        "-device",
+        "virtio-rng-pci",
     ]
     .iter()
     .map(|s| s.to_string())
     .collect();
-    a.extend(["-drive".into(), format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}")]);
-    a.extend(["-drive".into(), format!("if=pflash,format=raw,unit=1,file={}", inv.vars.display())]);
+    a.extend([
+        "-drive".into(),
+        format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"),
+    ]);
+    a.extend([
+        "-drive".into(),
+        format!("if=pflash,format=raw,unit=1,file={}", inv.vars.display()),
+    ]);
     if inv.interactive {
         a.extend([
             "-chardev".into(),
-            format!("stdio,id=ser0,mux=on,signal=off,logfile={}", inv.console_log.display()),
+            format!(
+                "stdio,id=ser0,mux=on,signal=off,logfile={}",
+                inv.console_log.display()
+            ),
             "-serial".into(),
             "chardev:ser0".into(),
             "-mon".into(),
             "chardev=ser0".into(),
         ]);
     } else {
-        a.extend(["-chardev".into(), format!("file,id=ser0,path={}", inv.console_log.display()), "-serial".into(), "chardev:ser0".into(), "-monitor".into(), "none".into()]);
+        a.extend([
+            "-chardev".into(),
+            format!("file,id=ser0,path={}", inv.console_log.display()),
+            "-serial".into(),
+            "chardev:ser0".into(),
+            "-monitor".into(),
+            "none".into(),
+        ]);
     }
     a.extend([
         "-device".into(),
         "virtio-serial-pci,id=vser0".into(),
         "-chardev".into(),
-        format!("socket,id=agent,path={},server=on,wait=off", inv.agent_sock.display()),
+        format!(
+            "socket,id=agent,path={},server=on,wait=off",
+            inv.agent_sock.display()
+        ),
         "-device".into(),
         format!("virtserialport,bus=vser0.0,chardev=agent,name={AGENT_PORT}"),
     ]);
@@ -184,7 +251,12 @@ mod tests {
     use super::*;
 
     fn disk(kind: DiskKind, serial: &str) -> Disk {
-        Disk { kind, serial: serial.into(), file: PathBuf::from(format!("/t/{serial}.img")), format: Format::Raw }
+        Disk {
+            kind,
+            serial: serial.into(),
+            file: PathBuf::from(format!("/t/{serial}.img")),
+            format: Format::Raw,
+        }
     }
 
     fn inv() -> Invocation {
@@ -192,8 +264,18 @@ mod tests {
             name: "m".into(),
             memory_mib: 2048,
             cpus: 2,
-            boot: Disk { format: Format::Qcow2, ..disk(DiskKind::Nvme, "EVEBOOT") },
-            disks: vec![disk(DiskKind::Nvme, "N1"), disk(DiskKind::Virtio, "V1"), disk(DiskKind::Sata, "S1"), disk(DiskKind::Sata, "S2"), disk(DiskKind::Usb, "U1"), disk(DiskKind::Scsi, "C1")],
+            boot: Disk {
+                format: Format::Qcow2,
+                ..disk(DiskKind::Nvme, "EVEBOOT")
+            },
+            disks: vec![
+                disk(DiskKind::Nvme, "N1"),
+                disk(DiskKind::Virtio, "V1"),
+                disk(DiskKind::Sata, "S1"),
+                disk(DiskKind::Sata, "S2"),
+                disk(DiskKind::Usb, "U1"),
+                disk(DiskKind::Scsi, "C1"),
+            ],
             vars: "/t/vars.fd".into(),
             agent_sock: "/t/agent.sock".into(),
             tpm_sock: Some("/t/tpm.sock".into()),
@@ -205,8 +287,14 @@ mod tests {
     #[test]
     fn every_disk_kind_maps_to_its_controller() {
         let a = qemu_args(&inv()).unwrap().join(" ");
-        assert!(a.contains("-device nvme,drive=boot,serial=EVEBOOT,bootindex=0"), "{a}");
-        assert!(a.contains("file=/t/EVEBOOT.img,if=none,id=boot,format=qcow2"), "{a}");
+        assert!(
+            a.contains("-device nvme,drive=boot,serial=EVEBOOT,bootindex=0"),
+            "{a}"
+        );
+        assert!(
+            a.contains("file=/t/EVEBOOT.img,if=none,id=boot,format=qcow2"),
+            "{a}"
+        );
         assert!(a.contains("-device nvme,drive=d0,serial=N1"));
         assert!(a.contains("virtio-blk-pci,drive=d1,serial=V1"));
         assert!(a.contains("ide-hd,drive=d2,bus=ide.0,serial=S1"));
@@ -237,7 +325,9 @@ mod tests {
         i.disks.push(disk(DiskKind::Nvme, "N1"));
         assert!(qemu_args(&i).unwrap_err().contains("`N1` used twice"));
         let mut i = inv();
-        i.disks = (0..7).map(|n| disk(DiskKind::Sata, &format!("S{n}"))).collect();
+        i.disks = (0..7)
+            .map(|n| disk(DiskKind::Sata, &format!("S{n}")))
+            .collect();
         assert!(qemu_args(&i).unwrap_err().contains("6 sata"));
         let mut i = inv();
         i.disks = vec![disk(DiskKind::Nvme, "bad serial")];

@@ -1,6 +1,8 @@
 //! VM tests for the image itself: UEFI boot from the GPT disk, kernel series, modules, onboot order,
 //! service supervision, clean reboot, power cut and cold boot on the same disks.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic with context on failure
+
 use eve_init::status::Status;
 use eve_vmtest::{image_path, test_dir, DiskKind, DiskSpec, Machine, MachineSpec};
 use std::path::Path;
@@ -17,10 +19,18 @@ fn manifest_onboot() -> Vec<String> {
         .map(|p| {
             let path = repo().join(p);
             let text = std::fs::read_to_string(&path).unwrap();
-            (path.clone(), imgbuild::manifest::parse(&path, &text).unwrap())
+            (
+                path.clone(),
+                imgbuild::manifest::parse(&path, &text).unwrap(),
+            )
         })
         .collect();
-    imgbuild::manifest::merge(parts).unwrap().onboot.into_iter().map(|e| e.name).collect()
+    imgbuild::manifest::merge(parts)
+        .unwrap()
+        .onboot
+        .into_iter()
+        .map(|e| e.name)
+        .collect()
 }
 
 fn status(m: &mut Machine) -> Status {
@@ -30,7 +40,11 @@ fn status(m: &mut Machine) -> Status {
 
 fn service_pid(m: &mut Machine, name: &str) -> (Option<i32>, u32) {
     let st = status(m);
-    let s = st.services.iter().find(|s| s.name == name).unwrap_or_else(|| panic!("no service {name} in {st:?}"));
+    let s = st
+        .services
+        .iter()
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("no service {name} in {st:?}"));
     (s.pid, s.starts)
 }
 
@@ -38,7 +52,11 @@ fn service_pid(m: &mut Machine, name: &str) -> (Option<i32>, u32) {
 fn boots_under_ovmf_and_brings_up_kernel_modules_onboot_and_services() {
     let mut spec = MachineSpec::new("boot", &image_path());
     spec.boot_kind = DiskKind::Nvme;
-    spec.disks = vec![DiskSpec::blank(DiskKind::Nvme, 1024, "NVMEDATA1"), DiskSpec::blank(DiskKind::Virtio, 512, "VIRTDATA1"), DiskSpec::blank(DiskKind::Sata, 512, "SATADATA1")];
+    spec.disks = vec![
+        DiskSpec::blank(DiskKind::Nvme, 1024, "NVMEDATA1"),
+        DiskSpec::blank(DiskKind::Virtio, 512, "VIRTDATA1"),
+        DiskSpec::blank(DiskKind::Sata, 512, "SATADATA1"),
+    ];
     let mut m = Machine::create(spec, &test_dir("boot")).unwrap();
     let t = Instant::now();
     m.boot().unwrap();
@@ -51,18 +69,42 @@ fn boots_under_ovmf_and_brings_up_kernel_modules_onboot_and_services() {
     let root = m.ok("awk '$2 == \"/\" {print $3}' /proc/mounts").unwrap();
     assert_eq!(root.trim(), "squashfs");
     let cmdline = m.ok("cat /proc/cmdline").unwrap();
-    assert!(cmdline.contains("root=PARTUUID=") && cmdline.contains("eve.slot=A"), "{cmdline}");
+    assert!(
+        cmdline.contains("root=PARTUUID=") && cmdline.contains("eve.slot=A"),
+        "{cmdline}"
+    );
     let console = std::fs::read_to_string(m.console_log()).unwrap();
-    assert!(console.contains("stage 1: root is"), "stage 1 line missing from the console log");
+    assert!(
+        console.contains("stage 1: root is"),
+        "stage 1 line missing from the console log"
+    );
 
     // The onboot `modules` step loaded ZFS and nvmet; module and userland are one release.
-    for module in ["zfs", "spl", "nvmet", "nvmet_tcp", "nvme_loop", "nvme_tcp", "vhost_scsi", "tcm_loop", "target_core_iblock"] {
-        m.ok(&format!("test -d /sys/module/{module}")).unwrap_or_else(|e| panic!("module {module}: {e}"));
+    for module in [
+        "zfs",
+        "spl",
+        "nvmet",
+        "nvmet_tcp",
+        "nvme_loop",
+        "nvme_tcp",
+        "vhost_scsi",
+        "tcm_loop",
+        "target_core_iblock",
+    ] {
+        m.ok(&format!("test -d /sys/module/{module}"))
+            .unwrap_or_else(|e| panic!("module {module}: {e}"));
     }
     let zv = m.ok("zfs version").unwrap();
     let lines: Vec<&str> = zv.lines().collect();
-    assert!(lines.len() == 2 && lines[0].starts_with("zfs-2.3") && lines[1].starts_with("zfs-kmod-2.3"), "{zv}");
-    assert_eq!(lines[0].trim_start_matches("zfs-"), lines[1].trim_start_matches("zfs-kmod-"), "userland/kmod mismatch");
+    assert!(
+        lines.len() == 2 && lines[0].starts_with("zfs-2.3") && lines[1].starts_with("zfs-kmod-2.3"),
+        "{zv}"
+    );
+    assert_eq!(
+        lines[0].trim_start_matches("zfs-"),
+        lines[1].trim_start_matches("zfs-kmod-"),
+        "userland/kmod mismatch"
+    );
     m.ok("zpool status").unwrap();
 
     // udev gave the disks stable names, and the TPM is there.
@@ -77,7 +119,10 @@ fn boots_under_ovmf_and_brings_up_kernel_modules_onboot_and_services() {
     let names: Vec<String> = st.onboot.iter().map(|s| s.name.clone()).collect();
     assert_eq!(names, manifest_onboot());
     for w in st.onboot.windows(2) {
-        assert!(w[0].finished_ms.unwrap() <= w[1].started_ms, "{w:?} overlap");
+        assert!(
+            w[0].finished_ms.unwrap() <= w[1].started_ms,
+            "{w:?} overlap"
+        );
     }
     for s in &st.onboot {
         assert_eq!(s.exit, Some(0), "{s:?}");
@@ -99,7 +144,11 @@ fn boots_under_ovmf_and_brings_up_kernel_modules_onboot_and_services() {
                 break;
             }
         }
-        assert!(t.elapsed() < Duration::from_secs(60), "zed not restarted: {:?}", status(&mut m));
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "zed not restarted: {:?}",
+            status(&mut m)
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
     let log = m.ok("cat /run/log/zed.log").unwrap();
@@ -110,11 +159,22 @@ fn boots_under_ovmf_and_brings_up_kernel_modules_onboot_and_services() {
     let host = m.dir.join("blob.in");
     std::fs::write(&host, &blob).unwrap();
     m.copy_in(&host, "/tmp/blob").unwrap();
-    assert_eq!(m.ok("sha256sum /tmp/blob").unwrap().split_whitespace().next().unwrap().len(), 64);
+    assert_eq!(
+        m.ok("sha256sum /tmp/blob")
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .len(),
+        64
+    );
     m.copy_out("/tmp/blob", &m.dir.join("blob.out")).unwrap();
     assert_eq!(std::fs::read(m.dir.join("blob.out")).unwrap(), blob);
     let o = m.sh("echo out; echo err >&2; exit 7").unwrap();
-    assert_eq!((o.status, o.stdout.as_str(), o.stderr.as_str()), (7, "out\n", "err\n"));
+    assert_eq!(
+        (o.status, o.stdout.as_str(), o.stderr.as_str()),
+        (7, "out\n", "err\n")
+    );
 
     m.poweroff().unwrap();
 }
@@ -129,7 +189,10 @@ fn power_cut_then_cold_boot_on_the_same_disks_and_tpm() {
     let dev = m.ok("readlink -f /dev/disk/by-id/virtio-PCDATA").unwrap();
     let dev = dev.trim().to_string();
     // Written and synced before the cut: must survive. Written after: the cut may lose it.
-    m.ok(&format!("echo before-cut | dd of={dev} bs=512 count=1 conv=sync,fsync 2>/dev/null")).unwrap();
+    m.ok(&format!(
+        "echo before-cut | dd of={dev} bs=512 count=1 conv=sync,fsync 2>/dev/null"
+    ))
+    .unwrap();
     m.ok("test -c /dev/tpm0").unwrap();
     m.power_cut().unwrap();
     let tpm_state = std::fs::read_dir(m.dir.join("tpm")).unwrap().count();
@@ -139,7 +202,12 @@ fn power_cut_then_cold_boot_on_the_same_disks_and_tpm() {
     let second = m.boot_id().unwrap();
     assert_ne!(first, second, "did not really boot again");
     let dev = m.ok("readlink -f /dev/disk/by-id/virtio-PCDATA").unwrap();
-    let data = m.ok(&format!("dd if={} bs=512 count=1 2>/dev/null | head -c 10", dev.trim())).unwrap();
+    let data = m
+        .ok(&format!(
+            "dd if={} bs=512 count=1 2>/dev/null | head -c 10",
+            dev.trim()
+        ))
+        .unwrap();
     assert_eq!(data, "before-cut");
     assert_eq!(status(&mut m).onboot.len(), manifest_onboot().len());
 

@@ -29,11 +29,23 @@ pub enum Request {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum Response {
-    Pong { boot_id: String, uptime_s: f64 },
-    Exec { status: i32, stdout: String, stderr: String, timed_out: bool },
-    Data { data: String },
+    Pong {
+        boot_id: String,
+        uptime_s: f64,
+    },
+    Exec {
+        status: i32,
+        stdout: String,
+        stderr: String,
+        timed_out: bool,
+    },
+    Data {
+        data: String,
+    },
     Done,
-    Error { message: String },
+    Error {
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -48,7 +60,9 @@ pub fn b64(data: &[u8]) -> String {
 }
 
 pub fn unb64(s: &str) -> Result<Vec<u8>, String> {
-    base64::engine::general_purpose::STANDARD.decode(s).map_err(|e| format!("bad base64: {e}"))
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .map_err(|e| format!("bad base64: {e}"))
 }
 
 #[cfg(test)]
@@ -57,9 +71,19 @@ mod tests {
 
     #[test]
     fn wire_format_is_one_flat_object() {
-        let r = Envelope { id: 7, body: Request::Exec { argv: vec!["true".into()], stdin: String::new(), timeout_ms: 5 } };
+        let r = Envelope {
+            id: 7,
+            body: Request::Exec {
+                argv: vec!["true".into()],
+                stdin: String::new(),
+                timeout_ms: 5,
+            },
+        };
         let s = serde_json::to_string(&r).unwrap();
-        assert_eq!(s, r#"{"id":7,"op":"exec","argv":["true"],"stdin":"","timeout_ms":5}"#);
+        assert_eq!(
+            s,
+            r#"{"id":7,"op":"exec","argv":["true"],"stdin":"","timeout_ms":5}"#
+        );
         assert_eq!(serde_json::from_str::<Envelope<Request>>(&s).unwrap(), r);
         let p: Envelope<Response> = serde_json::from_str(r#"{"id":1,"result":"done"}"#).unwrap();
         assert_eq!(p.body, Response::Done);

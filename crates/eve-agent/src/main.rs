@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(version, about = "Runs commands and moves files for the VM test harness")]
+#[command(
+    version,
+    about = "Runs commands and moves files for the VM test harness"
+)]
 struct Cli {
     /// virtio-serial port name (as given to qemu's virtserialport name=).
     #[arg(long, default_value = "org.eve.agent")]
@@ -23,10 +26,13 @@ fn find_port(cli: &Cli) -> Option<PathBuf> {
     if link.exists() {
         return Some(link);
     }
-    std::fs::read_dir(&cli.sysfs).ok()?.filter_map(|e| e.ok()).find_map(|e| {
-        let name = std::fs::read_to_string(e.path().join("name")).ok()?;
-        (name.trim() == cli.port).then(|| cli.dev.join(e.file_name()))
-    })
+    std::fs::read_dir(&cli.sysfs)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .find_map(|e| {
+            let name = std::fs::read_to_string(e.path().join("name")).ok()?;
+            (name.trim() == cli.port).then(|| cli.dev.join(e.file_name()))
+        })
 }
 
 fn main() {
@@ -41,7 +47,11 @@ fn main() {
             std::thread::sleep(Duration::from_secs(1));
             continue;
         };
-        match std::fs::OpenOptions::new().read(true).write(true).open(&path) {
+        match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+        {
             Ok(f) => {
                 eprintln!("eve-agent: serving on {}", path.display());
                 let w = match f.try_clone() {

@@ -13,7 +13,12 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Backoff { initial: Duration::from_millis(500), max: Duration::from_secs(30), healthy_after: Duration::from_secs(60), failures: 0 }
+        Backoff {
+            initial: Duration::from_millis(500),
+            max: Duration::from_secs(30),
+            healthy_after: Duration::from_secs(60),
+            failures: 0,
+        }
     }
 }
 
@@ -37,9 +42,14 @@ mod tests {
     fn doubles_up_to_the_cap_then_resets_after_a_healthy_run() {
         let mut b = Backoff::default();
         let quick = Duration::from_millis(10);
-        let d: Vec<u64> = (0..8).map(|_| b.next_delay(quick).as_millis() as u64).collect();
+        let d: Vec<u64> = (0..8)
+            .map(|_| b.next_delay(quick).as_millis() as u64)
+            .collect();
         assert_eq!(d, [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000]);
-        assert_eq!(b.next_delay(Duration::from_secs(120)), Duration::from_millis(500));
+        assert_eq!(
+            b.next_delay(Duration::from_secs(120)),
+            Duration::from_millis(500)
+        );
         assert_eq!(b.next_delay(quick), Duration::from_millis(1000));
     }
 

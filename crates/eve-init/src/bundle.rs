@@ -58,14 +58,19 @@ impl Bundle {
         self.dir.join(&self.config.root.path)
     }
     pub fn tty(&self) -> Option<&str> {
-        self.config.annotations.get(ANNOTATION_TTY).map(String::as_str)
+        self.config
+            .annotations
+            .get(ANNOTATION_TTY)
+            .map(String::as_str)
     }
 }
 
 /// `001-modules` -> `modules`; `getty` -> `getty`.
 pub fn display_name(dir_name: &str) -> String {
     match dir_name.split_once('-') {
-        Some((n, rest)) if !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()) => rest.to_string(),
+        Some((n, rest)) if !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()) => {
+            rest.to_string()
+        }
         _ => dir_name.to_string(),
     }
 }
@@ -75,14 +80,26 @@ pub fn display_name(dir_name: &str) -> String {
 pub fn load_dir(dir: &Path) -> (Vec<Bundle>, Vec<String>) {
     let mut ok = Vec::new();
     let mut errs = Vec::new();
-    let Ok(rd) = std::fs::read_dir(dir) else { return (ok, errs) };
-    let mut names: Vec<String> = rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return (ok, errs);
+    };
+    let mut names: Vec<String> = rd
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
     names.sort();
     for n in names {
         let d = dir.join(&n);
         let cfg = d.join("config.json");
-        match std::fs::read(&cfg).map_err(|e| e.to_string()).and_then(|b| serde_json::from_slice::<Config>(&b).map_err(|e| e.to_string())) {
-            Ok(config) if !config.process.args.is_empty() => ok.push(Bundle { name: display_name(&n), dir: d, config }),
+        match std::fs::read(&cfg)
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice::<Config>(&b).map_err(|e| e.to_string()))
+        {
+            Ok(config) if !config.process.args.is_empty() => ok.push(Bundle {
+                name: display_name(&n),
+                dir: d,
+                config,
+            }),
             Ok(_) => errs.push(format!("{}: process.args is empty", cfg.display())),
             Err(e) => errs.push(format!("{}: {e}", cfg.display())),
         }
@@ -102,10 +119,22 @@ mod tests {
     #[test]
     fn loads_in_name_order_and_reports_broken_bundles() {
         let t = tempfile::tempdir().unwrap();
-        write(t.path(), "001-modules", r#"{"process":{"args":["modprobe","zfs"]},"root":{"path":"rootfs"}}"#);
-        write(t.path(), "000-sysctl", r#"{"process":{"args":["sysctl"],"env":["A=1"]},"root":{"path":"rootfs"},"annotations":{"org.lfedge.eve.tty":"console"}}"#);
+        write(
+            t.path(),
+            "001-modules",
+            r#"{"process":{"args":["modprobe","zfs"]},"root":{"path":"rootfs"}}"#,
+        );
+        write(
+            t.path(),
+            "000-sysctl",
+            r#"{"process":{"args":["sysctl"],"env":["A=1"]},"root":{"path":"rootfs"},"annotations":{"org.lfedge.eve.tty":"console"}}"#,
+        );
         write(t.path(), "002-bad", "{not json");
-        write(t.path(), "003-empty", r#"{"process":{"args":[]},"root":{"path":"rootfs"}}"#);
+        write(
+            t.path(),
+            "003-empty",
+            r#"{"process":{"args":[]},"root":{"path":"rootfs"}}"#,
+        );
         let (b, errs) = load_dir(t.path());
         let names: Vec<&str> = b.iter().map(|b| b.name.as_str()).collect();
         assert_eq!(names, ["sysctl", "modules"]);

@@ -25,7 +25,11 @@ pub fn console_line(name: &str, line: &str) -> String {
 impl Sink {
     pub fn new(name: &str, console: Option<File>, run_dir: &Path, persist_root: &Path) -> Sink {
         let _ = std::fs::create_dir_all(run_dir);
-        let run_log = OpenOptions::new().create(true).append(true).open(run_dir.join(format!("{name}.log"))).ok();
+        let run_log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(run_dir.join(format!("{name}.log")))
+            .ok();
         Sink {
             name: name.to_string(),
             console,
@@ -37,14 +41,26 @@ impl Sink {
     }
 
     fn persist_ready(&mut self) {
-        if self.persist_log.is_some() || self.last_check.is_some_and(|t| t.elapsed() < Duration::from_secs(2)) {
+        if self.persist_log.is_some()
+            || self
+                .last_check
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(2))
+        {
             return;
         }
         self.last_check = Some(Instant::now());
-        let Some(root) = self.persist_dir.parent() else { return };
-        if root.exists() && crate::sys::is_mountpoint(root) && std::fs::create_dir_all(&self.persist_dir).is_ok() {
-            self.persist_log =
-                OpenOptions::new().create(true).append(true).open(self.persist_dir.join(format!("{}.log", self.name))).ok();
+        let Some(root) = self.persist_dir.parent() else {
+            return;
+        };
+        if root.exists()
+            && crate::sys::is_mountpoint(root)
+            && std::fs::create_dir_all(&self.persist_dir).is_ok()
+        {
+            self.persist_log = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.persist_dir.join(format!("{}.log", self.name)))
+                .ok();
         }
     }
 
@@ -67,7 +83,11 @@ impl Sink {
     pub fn pump<R: Read>(mut self, r: R) {
         let mut br = BufReader::new(r);
         let mut buf = Vec::new();
-        while br.read_until(b'\n', &mut buf).map(|n| n > 0).unwrap_or(false) {
+        while br
+            .read_until(b'\n', &mut buf)
+            .map(|n| n > 0)
+            .unwrap_or(false)
+        {
             self.line(&String::from_utf8_lossy(&buf));
             buf.clear();
         }
@@ -88,8 +108,14 @@ mod tests {
         std::fs::create_dir_all(&persist).unwrap();
         let s = Sink::new("zed", Some(console), &t.path().join("run/log"), &persist);
         s.pump(&b"first\nsecond\r\npartial"[..]);
-        assert_eq!(std::fs::read_to_string(&console_path).unwrap(), "[zed] first\n[zed] second\n[zed] partial\n");
-        assert_eq!(std::fs::read_to_string(t.path().join("run/log/zed.log")).unwrap(), "first\nsecond\npartial\n");
+        assert_eq!(
+            std::fs::read_to_string(&console_path).unwrap(),
+            "[zed] first\n[zed] second\n[zed] partial\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(t.path().join("run/log/zed.log")).unwrap(),
+            "first\nsecond\npartial\n"
+        );
         assert!(!persist.join("log").exists());
     }
 }

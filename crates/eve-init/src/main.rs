@@ -8,7 +8,10 @@ use std::path::Path;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(version, about = "EVE storage appliance init (PID 1) and its control commands")]
+#[command(
+    version,
+    about = "EVE storage appliance init (PID 1) and its control commands"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -44,12 +47,17 @@ fn main() -> ExitCode {
             Ok(st) => {
                 println!("slot: {}", st.slot.as_deref().unwrap_or("?"));
                 for s in &st.onboot {
-                    let res = s.error.clone().unwrap_or_else(|| format!("exit {}", s.exit.map_or("?".into(), |c| c.to_string())));
+                    let res = s.error.clone().unwrap_or_else(|| {
+                        format!("exit {}", s.exit.map_or("?".into(), |c| c.to_string()))
+                    });
                     println!("onboot  {:<16} {res}", s.name);
                 }
                 for s in &st.services {
                     let pid = s.pid.map_or("-".into(), |p| p.to_string());
-                    println!("service {:<16} {:<12} pid {pid:<6} starts {}", s.name, s.state, s.starts);
+                    println!(
+                        "service {:<16} {:<12} pid {pid:<6} starts {}",
+                        s.name, s.state, s.starts
+                    );
                 }
                 for e in &st.errors {
                     println!("error   {e}");
@@ -62,7 +70,11 @@ fn main() -> ExitCode {
             }
         },
         Cmd::Reboot | Cmd::Poweroff => {
-            let sig = if matches!(cli.cmd, Cmd::Reboot) { Signal::SIGTERM } else { Signal::SIGUSR2 };
+            let sig = if matches!(cli.cmd, Cmd::Reboot) {
+                Signal::SIGTERM
+            } else {
+                Signal::SIGUSR2
+            };
             match kill(Pid::from_raw(1), sig) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

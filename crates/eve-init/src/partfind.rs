@@ -7,14 +7,24 @@ use uuid::Uuid;
 
 /// Whole disks worth reading a GPT from (not loop, ram, zram, optical or device-mapper nodes).
 fn candidate_disk(name: &str) -> bool {
-    !["loop", "ram", "zram", "sr", "dm-", "md", "nbd", "zd"].iter().any(|p| name.starts_with(p))
+    !["loop", "ram", "zram", "sr", "dm-", "md", "nbd", "zd"]
+        .iter()
+        .any(|p| name.starts_with(p))
 }
 
 /// Partition number holding `guid` on the disk at `dev`, trying 512- and 4096-byte sectors.
 fn partition_number(dev: &std::path::Path, guid: Uuid) -> Option<u32> {
     for lb in [LogicalBlockSize::Lb512, LogicalBlockSize::Lb4096] {
-        if let Ok(g) = gpt::GptConfig::new().writable(false).logical_block_size(lb).open(dev) {
-            return g.partitions().iter().find(|(_, p)| p.part_guid == guid).map(|(n, _)| *n);
+        if let Ok(g) = gpt::GptConfig::new()
+            .writable(false)
+            .logical_block_size(lb)
+            .open(dev)
+        {
+            return g
+                .partitions()
+                .iter()
+                .find(|(_, p)| p.part_guid == guid)
+                .map(|(n, _)| *n);
         }
     }
     None
@@ -23,12 +33,21 @@ fn partition_number(dev: &std::path::Path, guid: Uuid) -> Option<u32> {
 /// All partitions (device node paths) carrying `guid`, in disk-name order.
 pub fn find(roots: &Roots, guid: Uuid) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir(roots.sys.join("block")) else { return out };
-    let mut disks: Vec<String> = rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let Ok(rd) = std::fs::read_dir(roots.sys.join("block")) else {
+        return out;
+    };
+    let mut disks: Vec<String> = rd
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
     disks.sort();
     for disk in disks.into_iter().filter(|d| candidate_disk(d)) {
-        let Some(n) = partition_number(&roots.dev.join(&disk), guid) else { continue };
-        let Ok(parts) = std::fs::read_dir(roots.sys.join("block").join(&disk)) else { continue };
+        let Some(n) = partition_number(&roots.dev.join(&disk), guid) else {
+            continue;
+        };
+        let Ok(parts) = std::fs::read_dir(roots.sys.join("block").join(&disk)) else {
+            continue;
+        };
         for p in parts.filter_map(|e| e.ok()) {
             let num = std::fs::read_to_string(p.path().join("partition")).unwrap_or_default();
             if num.trim() == n.to_string() {
@@ -42,7 +61,11 @@ pub fn find(roots: &Roots, guid: Uuid) -> Vec<PathBuf> {
 /// A one-line inventory of block devices, for the error when the root is not found.
 pub fn inventory(roots: &Roots) -> String {
     let mut v: Vec<String> = std::fs::read_dir(roots.sys.join("class/block"))
-        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     v.sort();
     if v.is_empty() {
@@ -61,9 +84,18 @@ mod tests {
     fn fixture(base: &std::path::Path, disk: &str, part_prefix: &str, guid: Uuid) {
         std::fs::create_dir_all(base.join("dev")).unwrap();
         let path = base.join("dev").join(disk);
-        let f = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).unwrap();
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
         f.set_len(8 << 20).unwrap();
-        let mut g = gpt::GptConfig::new().writable(true).create_from_device(f, None).unwrap();
+        let mut g = gpt::GptConfig::new()
+            .writable(true)
+            .create_from_device(f, None)
+            .unwrap();
         let mk = |n: u32, first: u64, g: Uuid| gpt::partition::Partition {
             part_type_guid: gpt::partition_types::LINUX_FS,
             part_guid: g,
@@ -78,7 +110,10 @@ mod tests {
         g.update_partitions(m).unwrap();
         g.write().unwrap();
         for n in 1..=2 {
-            let d = base.join("sys/block").join(disk).join(format!("{disk}{part_prefix}{n}"));
+            let d = base
+                .join("sys/block")
+                .join(disk)
+                .join(format!("{disk}{part_prefix}{n}"));
             std::fs::create_dir_all(&d).unwrap();
             std::fs::write(d.join("partition"), format!("{n}\n")).unwrap();
         }
@@ -104,7 +139,10 @@ mod tests {
         fixture(t.path(), "sda", "", want);
         fixture(t.path(), "vda", "", want);
         let found = find(&Roots::under(t.path()), want);
-        assert_eq!(found, [t.path().join("dev/sda2"), t.path().join("dev/vda2")]);
+        assert_eq!(
+            found,
+            [t.path().join("dev/sda2"), t.path().join("dev/vda2")]
+        );
     }
 
     #[test]

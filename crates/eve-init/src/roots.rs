@@ -12,7 +12,12 @@ pub struct Roots {
 
 impl Roots {
     pub fn under(base: &Path) -> Roots {
-        Roots { sys: base.join("sys"), dev: base.join("dev"), proc: base.join("proc"), run: base.join("run") }
+        Roots {
+            sys: base.join("sys"),
+            dev: base.join("dev"),
+            proc: base.join("proc"),
+            run: base.join("run"),
+        }
     }
     pub fn host() -> Roots {
         Roots::under(Path::new("/"))

@@ -54,13 +54,21 @@ fn console_tty(params: &[(String, String)]) -> Option<String> {
 fn spawn(b: &Bundle, console: &str) -> std::io::Result<Pid> {
     let args = &b.config.process.args;
     let mut c = Command::new(&args[0]);
-    c.args(&args[1..]).env_clear().current_dir(&b.config.process.cwd);
+    c.args(&args[1..])
+        .env_clear()
+        .current_dir(&b.config.process.cwd);
     for kv in std::iter::once(DEFAULT_PATH).chain(b.config.process.env.iter().map(String::as_str)) {
         if let Some((k, v)) = kv.split_once('=') {
             c.env(k, v);
         }
     }
-    let tty = b.tty().map(|t| if t == "console" { console.to_string() } else { t.to_string() });
+    let tty = b.tty().map(|t| {
+        if t == "console" {
+            console.to_string()
+        } else {
+            t.to_string()
+        }
+    });
     let mut pipe = false;
     match &tty {
         Some(t) => {
@@ -68,12 +76,16 @@ fn spawn(b: &Bundle, console: &str) -> std::io::Result<Pid> {
             c.stdin(f.try_clone()?).stdout(f.try_clone()?).stderr(f);
         }
         None => {
-            c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+            c.stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
             pipe = true;
         }
     }
     let rootfs = b.rootfs();
-    let chroot = std::fs::canonicalize(&rootfs).map(|p| p != Path::new("/")).unwrap_or(true);
+    let chroot = std::fs::canonicalize(&rootfs)
+        .map(|p| p != Path::new("/"))
+        .unwrap_or(true);
     let has_tty = tty.is_some();
     // SAFETY: only async-signal-safe calls (setsid, ioctl, chroot, chdir) run between fork and exec.
     unsafe {
@@ -122,8 +134,15 @@ fn internal(name: &str, args: &[&str]) -> Bundle {
         dir: PathBuf::from("/"),
         config: bundle::Config {
             oci_version: "1.0.2".into(),
-            process: bundle::Process { args: args.iter().map(|s| s.to_string()).collect(), env: vec![], cwd: "/".into() },
-            root: bundle::Root { path: ".".into(), readonly: true },
+            process: bundle::Process {
+                args: args.iter().map(|s| s.to_string()).collect(),
+                env: vec![],
+                cwd: "/".into(),
+            },
+            root: bundle::Root {
+                path: ".".into(),
+                readonly: true,
+            },
             annotations: Default::default(),
         },
     }
@@ -142,7 +161,10 @@ impl Init {
     /// Waits for one signal up to `timeout`; reaps children and records shutdown requests.
     /// Returns the children that exited.
     fn wait_events(&mut self, timeout: Duration) -> Vec<(Pid, WaitStatus)> {
-        let ts = libc::timespec { tv_sec: timeout.as_secs() as libc::time_t, tv_nsec: timeout.subsec_nanos() as libc::c_long };
+        let ts = libc::timespec {
+            tv_sec: timeout.as_secs() as libc::time_t,
+            tv_nsec: timeout.subsec_nanos() as libc::c_long,
+        };
         // SAFETY: sigtimedwait with a valid set and timespec; the info pointer may be null.
         let sig = unsafe { libc::sigtimedwait(self.signals.as_ref(), std::ptr::null_mut(), &ts) };
         match Signal::try_from(sig) {
@@ -165,12 +187,17 @@ impl Init {
     }
 
     fn on_exit(&mut self, pid: Pid, ws: WaitStatus) {
-        let Some(i) = self.services.iter().position(|s| s.pid == Some(pid)) else { return };
+        let Some(i) = self.services.iter().position(|s| s.pid == Some(pid)) else {
+            return;
+        };
         let s = &mut self.services[i];
         s.pid = None;
         let delay = s.backoff.next_delay(s.started.elapsed());
         s.restart_at = Some(Instant::now() + delay);
-        sys::log(format!("service {} (pid {pid}) exited: {ws:?}; restarting in {delay:?}", s.bundle.name));
+        sys::log(format!(
+            "service {} (pid {pid}) exited: {ws:?}; restarting in {delay:?}",
+            s.bundle.name
+        ));
         let st = &mut self.status.services[i];
         st.pid = None;
         st.state = "restarting".into();
@@ -195,21 +222,35 @@ impl Init {
                 let delay = s.backoff.next_delay(Duration::ZERO);
                 s.restart_at = Some(Instant::now() + delay);
                 st.state = format!("failed to start: {e}");
-                sys::log(format!("service {}: cannot start {:?}: {e}; retry in {delay:?}", s.bundle.name, s.bundle.config.process.args));
+                sys::log(format!(
+                    "service {}: cannot start {:?}: {e}; retry in {delay:?}",
+                    s.bundle.name, s.bundle.config.process.args
+                ));
             }
         }
         write_status(&self.status);
     }
 
     fn add_service(&mut self, b: Bundle) {
-        self.status.services.push(status::Service { name: b.name.clone(), state: "pending".into(), ..Default::default() });
-        self.services.push(Svc { bundle: b, pid: None, started: Instant::now(), backoff: Backoff::default(), restart_at: None });
+        self.status.services.push(status::Service {
+            name: b.name.clone(),
+            state: "pending".into(),
+            ..Default::default()
+        });
+        self.services.push(Svc {
+            bundle: b,
+            pid: None,
+            started: Instant::now(),
+            backoff: Backoff::default(),
+            restart_at: None,
+        });
         self.start_service(self.services.len() - 1);
     }
 
     /// Runs a one-shot command to completion, supervising services meanwhile. None if it could not start.
     fn run_once(&mut self, b: &Bundle, timeout: Duration) -> Result<i32, String> {
-        let pid = spawn(b, &self.console).map_err(|e| format!("cannot start {:?}: {e}", b.config.process.args))?;
+        let pid = spawn(b, &self.console)
+            .map_err(|e| format!("cannot start {:?}: {e}", b.config.process.args))?;
         let deadline = Instant::now() + timeout;
         loop {
             for (p, ws) in self.wait_events(Duration::from_millis(500)) {
@@ -232,7 +273,11 @@ impl Init {
         }
         for b in bundles {
             let started = sys::uptime_ms();
-            self.status.onboot.push(status::Step { name: b.name.clone(), started_ms: started, ..Default::default() });
+            self.status.onboot.push(status::Step {
+                name: b.name.clone(),
+                started_ms: started,
+                ..Default::default()
+            });
             write_status(&self.status);
             sys::log(format!("onboot {}: {:?}", b.name, b.config.process.args));
             let r = self.run_once(&b, ONBOOT_TIMEOUT);
@@ -242,7 +287,11 @@ impl Init {
             match r {
                 Ok(code) => {
                     step.exit = Some(code);
-                    sys::log(format!("onboot {} exited {code} after {} ms", b.name, finished - started));
+                    sys::log(format!(
+                        "onboot {} exited {code} after {} ms",
+                        b.name,
+                        finished - started
+                    ));
                 }
                 Err(e) => {
                     step.error = Some(e.clone());
@@ -258,18 +307,45 @@ impl Init {
         sys::mount_fs("proc", "/proc", nodev | MsFlags::MS_NOEXEC, None);
         sys::mount_fs("sysfs", "/sys", nodev | MsFlags::MS_NOEXEC, None);
         sys::mount_fs("devtmpfs", "/dev", MsFlags::MS_NOSUID, Some("mode=0755"));
-        sys::mount_fs("devpts", "/dev/pts", MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("gid=5,mode=620,ptmxmode=666"));
+        sys::mount_fs(
+            "devpts",
+            "/dev/pts",
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            Some("gid=5,mode=620,ptmxmode=666"),
+        );
         sys::mount_fs("tmpfs", "/dev/shm", nodev, Some("mode=1777"));
         sys::mount_fs("tmpfs", "/run", nodev, Some("mode=0755"));
         sys::mount_fs("tmpfs", "/tmp", nodev, Some("mode=1777"));
         sys::mount_fs("tmpfs", "/var", nodev, Some("mode=0755"));
-        for d in ["/var/log", "/var/lib", "/var/tmp", "/var/cache", "/run/log", "/run/lock"] {
+        for d in [
+            "/var/log",
+            "/var/lib",
+            "/var/tmp",
+            "/var/cache",
+            "/run/log",
+            "/run/lock",
+        ] {
             let _ = std::fs::create_dir_all(d);
         }
-        sys::mount_fs("configfs", "/sys/kernel/config", nodev | MsFlags::MS_NOEXEC, None);
-        sys::mount_fs("cgroup2", "/sys/fs/cgroup", nodev | MsFlags::MS_NOEXEC, None);
+        sys::mount_fs(
+            "configfs",
+            "/sys/kernel/config",
+            nodev | MsFlags::MS_NOEXEC,
+            None,
+        );
+        sys::mount_fs(
+            "cgroup2",
+            "/sys/fs/cgroup",
+            nodev | MsFlags::MS_NOEXEC,
+            None,
+        );
         if Path::new("/sys/firmware/efi").exists() {
-            sys::mount_fs("efivarfs", "/sys/firmware/efi/efivars", nodev | MsFlags::MS_NOEXEC, None);
+            sys::mount_fs(
+                "efivarfs",
+                "/sys/firmware/efi/efivars",
+                nodev | MsFlags::MS_NOEXEC,
+                None,
+            );
         }
     }
 
@@ -279,7 +355,14 @@ impl Init {
         let params = cmdline::params(&cmd);
         let console = console_tty(&params).unwrap_or_else(|| "/dev/console".into());
         let mut signals = SigSet::empty();
-        for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGUSR1, Signal::SIGUSR2, Signal::SIGHUP] {
+        for s in [
+            Signal::SIGCHLD,
+            Signal::SIGTERM,
+            Signal::SIGINT,
+            Signal::SIGUSR1,
+            Signal::SIGUSR2,
+            Signal::SIGHUP,
+        ] {
             signals.add(s);
         }
         let _ = signals.thread_block();
@@ -287,14 +370,23 @@ impl Init {
         let _ = nix::sys::reboot::set_cad_enabled(false);
         let mut init = Init {
             console,
-            status: Status { slot: cmdline::get(&params, "eve.slot").map(str::to_string), ..Default::default() },
+            status: Status {
+                slot: cmdline::get(&params, "eve.slot").map(str::to_string),
+                ..Default::default()
+            },
             services: Vec::new(),
             signals,
             shutdown: None,
         };
-        sys::log(format!("stage 2 on slot {}", init.status.slot.as_deref().unwrap_or("?")));
+        sys::log(format!(
+            "stage 2 on slot {}",
+            init.status.slot.as_deref().unwrap_or("?")
+        ));
         let _ = nix::unistd::sethostname("eve-storage");
-        if let Err(e) = init.run_once(&internal("lo", &[IP, "link", "set", "lo", "up"]), Duration::from_secs(30)) {
+        if let Err(e) = init.run_once(
+            &internal("lo", &[IP, "link", "set", "lo", "up"]),
+            Duration::from_secs(30),
+        ) {
             sys::log(format!("loopback: {e}"));
         }
         // udev first: onboot steps expect /dev/disk/by-id and module autoloading.
@@ -320,7 +412,11 @@ impl Init {
         for b in services {
             init.add_service(b);
         }
-        sys::log(format!("up: {} onboot steps, {} services", init.status.onboot.len(), init.services.len()));
+        sys::log(format!(
+            "up: {} onboot steps, {} services",
+            init.status.onboot.len(),
+            init.services.len()
+        ));
         init.supervise()
     }
 
@@ -328,7 +424,9 @@ impl Init {
         loop {
             let now = Instant::now();
             let next = self.services.iter().filter_map(|s| s.restart_at).min();
-            let wait = next.map(|t| t.saturating_duration_since(now)).unwrap_or(Duration::from_secs(60));
+            let wait = next
+                .map(|t| t.saturating_duration_since(now))
+                .unwrap_or(Duration::from_secs(60));
             self.wait_events(wait.max(Duration::from_millis(10)));
             if let Some(how) = self.shutdown {
                 self.shut_down(how);
@@ -389,7 +487,9 @@ fn unmount_all() {
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
     let keep = ["/", "/proc", "/sys", "/dev", "/dev/pts", "/run"];
     for line in mounts.lines().rev() {
-        let Some(target) = line.split_whitespace().nth(1) else { continue };
+        let Some(target) = line.split_whitespace().nth(1) else {
+            continue;
+        };
         if keep.contains(&target) || target.starts_with("/sys/") || target.starts_with("/proc/") {
             continue;
         }

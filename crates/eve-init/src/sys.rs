@@ -42,7 +42,9 @@ pub fn mount_fs(fstype: &str, target: &str, flags: MsFlags, data: Option<&str>) 
 /// True when `p` is on a different filesystem from its parent (or is `/`).
 pub fn is_mountpoint(p: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
-    let Some(parent) = p.parent() else { return true };
+    let Some(parent) = p.parent() else {
+        return true;
+    };
     match (std::fs::metadata(p), std::fs::metadata(parent)) {
         (Ok(a), Ok(b)) => a.dev() != b.dev() || a.ino() == b.ino(),
         _ => false,

@@ -88,7 +88,11 @@ fn parse_dep(s: &str) -> Result<Dep> {
         None => (s.trim(), None),
     };
     // Drop arch qualifiers (`:any`) and restriction lists (`[amd64]`, `<!nocheck>`).
-    let name = name_part.split([':', ' ', '[', '<']).next().ok_or_else(bad)?.to_string();
+    let name = name_part
+        .split([':', ' ', '[', '<'])
+        .next()
+        .ok_or_else(bad)?
+        .to_string();
     if name.is_empty() {
         return Err(bad());
     }
@@ -145,7 +149,9 @@ pub fn glob_match(pat: &str, s: &str) -> bool {
     match pat.split_once('*') {
         None => pat == s,
         Some((head, tail)) => {
-            let Some(rest) = s.strip_prefix(head) else { return false };
+            let Some(rest) = s.strip_prefix(head) else {
+                return false;
+            };
             (0..=rest.len()).any(|i| rest.is_char_boundary(i) && glob_match(tail, &rest[i..]))
         }
     }
@@ -169,8 +175,11 @@ impl Index {
             }
             let mut depends = parse_depends(&get("Pre-Depends"))?;
             depends.extend(parse_depends(&get("Depends"))?);
-            let provides: Vec<String> =
-                parse_depends(&get("Provides"))?.into_iter().flatten().map(|d| d.name).collect();
+            let provides: Vec<String> = parse_depends(&get("Provides"))?
+                .into_iter()
+                .flatten()
+                .map(|d| d.name)
+                .collect();
             let pkg = Package {
                 name: get("Package"),
                 version: get("Version"),
@@ -183,7 +192,10 @@ impl Index {
                 provides,
             };
             for v in &pkg.provides {
-                self.providers.entry(v.clone()).or_default().insert(pkg.name.clone());
+                self.providers
+                    .entry(v.clone())
+                    .or_default()
+                    .insert(pkg.name.clone());
             }
             self.by_name.entry(pkg.name.clone()).or_default().push(pkg);
         }
@@ -207,30 +219,50 @@ impl Policy {
     fn excluded(&self, name: &str) -> bool {
         self.exclude.iter().any(|p| glob_match(p, name))
     }
-    fn from_backports(&self, name: &str) -> bool {
+    fn prefers_backports(&self, name: &str) -> bool {
         self.backports.iter().any(|p| glob_match(p, name))
     }
 }
 
 /// Picks the version of `name` to install: the highest that satisfies `dep`, from stable unless
 /// the policy sends the name to backports (or only backports satisfies the constraint).
-pub fn candidate<'a>(index: &'a Index, policy: &Policy, name: &str, dep: Option<&Dep>) -> Option<&'a Package> {
-    let ok: Vec<&Package> =
-        index.versions(name).iter().filter(|p| dep.is_none_or(|d| d.satisfied_by(&p.version))).collect();
+pub fn candidate<'a>(
+    index: &'a Index,
+    policy: &Policy,
+    name: &str,
+    dep: Option<&Dep>,
+) -> Option<&'a Package> {
+    let ok: Vec<&Package> = index
+        .versions(name)
+        .iter()
+        .filter(|p| dep.is_none_or(|d| d.satisfied_by(&p.version)))
+        .collect();
     let best = |it: &mut dyn Iterator<Item = &&'a Package>| -> Option<&'a Package> {
-        it.max_by(|a, b| cmp_versions(&a.version, &b.version).then_with(|| b.suite.cmp(&a.suite))).copied()
+        it.max_by(|a, b| cmp_versions(&a.version, &b.version).then_with(|| b.suite.cmp(&a.suite)))
+            .copied()
     };
-    if policy.from_backports(name) {
+    if policy.prefers_backports(name) {
         return best(&mut ok.iter());
     }
-    best(&mut ok.iter().filter(|p| p.suite != policy.backports_suite)).or_else(|| best(&mut ok.iter()))
+    best(&mut ok.iter().filter(|p| p.suite != policy.backports_suite))
+        .or_else(|| best(&mut ok.iter()))
 }
 
 /// Resolves `roots` and their dependency closure to one version per package, sorted by name.
 pub fn resolve(index: &Index, policy: &Policy, roots: &[String]) -> Result<Vec<Package>> {
     let mut chosen: BTreeMap<String, Package> = BTreeMap::new();
-    let mut queue: Vec<(String, Dep)> =
-        roots.iter().map(|r| ("(image)".to_string(), Dep { name: r.clone(), constraint: None })).collect();
+    let mut queue: Vec<(String, Dep)> = roots
+        .iter()
+        .map(|r| {
+            (
+                "(image)".to_string(),
+                Dep {
+                    name: r.clone(),
+                    constraint: None,
+                },
+            )
+        })
+        .collect();
     queue.reverse();
     // Groups are revisited after everything is queued, so an alternative chosen by another path wins.
     let mut groups: Vec<(String, Vec<Dep>)> = Vec::new();
@@ -254,7 +286,10 @@ pub fn resolve(index: &Index, policy: &Policy, roots: &[String]) -> Result<Vec<P
                     return Err(Error::Resolve(format!(
                         "{from} needs `{}`{}, which no configured suite provides",
                         dep.name,
-                        dep.constraint.as_ref().map(|(o, v)| format!(" ({o:?} {v})")).unwrap_or_default()
+                        dep.constraint
+                            .as_ref()
+                            .map(|(o, v)| format!(" ({o:?} {v})"))
+                            .unwrap_or_default()
                     )))
                 }
             };
@@ -263,13 +298,20 @@ pub fn resolve(index: &Index, policy: &Policy, roots: &[String]) -> Result<Vec<P
             }
             chosen.insert(pkg.name.clone(), pkg);
         }
-        let Some((from, group)) = groups.pop() else { break };
+        let Some((from, group)) = groups.pop() else {
+            break;
+        };
         if group.iter().any(|d| policy.excluded(&d.name)) {
             continue;
         }
         let already = group.iter().any(|d| {
-            chosen.get(&d.name).is_some_and(|p| d.satisfied_by(&p.version))
-                || index.providers.get(&d.name).is_some_and(|ps| ps.iter().any(|p| chosen.contains_key(p)))
+            chosen
+                .get(&d.name)
+                .is_some_and(|p| d.satisfied_by(&p.version))
+                || index
+                    .providers
+                    .get(&d.name)
+                    .is_some_and(|ps| ps.iter().any(|p| chosen.contains_key(p)))
         });
         if already {
             continue;
@@ -280,7 +322,10 @@ pub fn resolve(index: &Index, policy: &Policy, roots: &[String]) -> Result<Vec<P
             }
             let prov = index.providers.get(&d.name)?;
             let name = prov.iter().find(|p| !policy.excluded(p))?;
-            Some(Dep { name: name.clone(), constraint: None })
+            Some(Dep {
+                name: name.clone(),
+                constraint: None,
+            })
         });
         match pick {
             Some(d) => queue.push((from, d)),
@@ -383,7 +428,13 @@ Size: 1
     fn depends_parse_alternatives_constraints_and_qualifiers() {
         let d = parse_depends("a (>= 1.0), b:any | c (<< 2), d [amd64], e (= 1:2.0-1)").unwrap();
         assert_eq!(d.len(), 4);
-        assert_eq!(d[0][0], Dep { name: "a".into(), constraint: Some((Op::Ge, "1.0".into())) });
+        assert_eq!(
+            d[0][0],
+            Dep {
+                name: "a".into(),
+                constraint: Some((Op::Ge, "1.0".into()))
+            }
+        );
         assert_eq!(d[1][0].name, "b");
         assert_eq!(d[1][1].constraint, Some((Op::Lt, "2".into())));
         assert_eq!(d[2][0].name, "d");
@@ -393,17 +444,31 @@ Size: 1
 
     #[test]
     fn debian_version_ordering_is_used() {
-        let d = Dep { name: "x".into(), constraint: Some((Op::Ge, "2.3.2".into())) };
+        let d = Dep {
+            name: "x".into(),
+            constraint: Some((Op::Ge, "2.3.2".into())),
+        };
         assert!(d.satisfied_by("2.3.2-2~bpo12+2"));
         assert!(!d.satisfied_by("2.3.1-1"));
-        assert!(Dep { name: "x".into(), constraint: Some((Op::Gt, "1.0~rc1".into())) }.satisfied_by("1.0"));
-        assert!(Dep { name: "x".into(), constraint: Some((Op::Lt, "1:0".into())) }.satisfied_by("9.9"));
+        assert!(Dep {
+            name: "x".into(),
+            constraint: Some((Op::Gt, "1.0~rc1".into()))
+        }
+        .satisfied_by("1.0"));
+        assert!(Dep {
+            name: "x".into(),
+            constraint: Some((Op::Lt, "1:0".into()))
+        }
+        .satisfied_by("9.9"));
     }
 
     #[test]
     fn globs() {
         assert!(glob_match("libzfs*", "libzfs6linux"));
-        assert!(glob_match("linux-image-6.12.*-amd64-unsigned", "linux-image-6.12.117+deb12-amd64-unsigned"));
+        assert!(glob_match(
+            "linux-image-6.12.*-amd64-unsigned",
+            "linux-image-6.12.117+deb12-amd64-unsigned"
+        ));
         assert!(!glob_match("libzfs*", "zfs"));
         assert!(glob_match("exact", "exact"));
     }
@@ -413,15 +478,29 @@ Size: 1
         let i = index();
         let p = policy();
         assert_eq!(candidate(&i, &p, "libfoo", None).unwrap().version, "1.2-1");
-        assert_eq!(candidate(&i, &p, "zfs", None).unwrap().suite, "bookworm-backports");
+        assert_eq!(
+            candidate(&i, &p, "zfs", None).unwrap().suite,
+            "bookworm-backports"
+        );
         assert!(candidate(&i, &p, "armonly", None).is_none());
     }
 
     #[test]
     fn closure_follows_depends_providers_and_exclusions() {
         let got = resolve(&index(), &policy(), &["app".into()]).unwrap();
-        let names: Vec<(&str, &str)> = got.iter().map(|p| (p.name.as_str(), p.version.as_str())).collect();
-        assert_eq!(names, [("app", "1.0-1"), ("libc6", "2.36-9"), ("libfoo", "1.2-1"), ("postfix", "3.7")]);
+        let names: Vec<(&str, &str)> = got
+            .iter()
+            .map(|p| (p.name.as_str(), p.version.as_str()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("app", "1.0-1"),
+                ("libc6", "2.36-9"),
+                ("libfoo", "1.2-1"),
+                ("postfix", "3.7")
+            ]
+        );
     }
 
     #[test]
@@ -435,10 +514,18 @@ Size: 1
     #[test]
     fn conflicting_versions_and_missing_packages_are_named() {
         let mut i = index();
-        i.add("bookworm", "Package: old\nVersion: 1\nArchitecture: all\nDepends: libfoo (= 1.2-1)\n").unwrap();
-        let e = resolve(&i, &policy(), &["zfs".into(), "old".into()]).unwrap_err().to_string();
+        i.add(
+            "bookworm",
+            "Package: old\nVersion: 1\nArchitecture: all\nDepends: libfoo (= 1.2-1)\n",
+        )
+        .unwrap();
+        let e = resolve(&i, &policy(), &["zfs".into(), "old".into()])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("libfoo") && e.contains("already chosen"), "{e}");
-        let e = resolve(&index(), &policy(), &["nosuch".into()]).unwrap_err().to_string();
+        let e = resolve(&index(), &policy(), &["nosuch".into()])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`nosuch`"), "{e}");
     }
 

@@ -84,9 +84,18 @@ impl Progress {
         self.n += 1;
         eprintln!("[{}/{}] {name} ...", self.n, self.total);
         let t = Instant::now();
-        let r = f().map_err(|e| Error::Step { step: name.into(), source: Box::new(e) });
+        let r = f().map_err(|e| Error::Step {
+            step: name.into(),
+            source: Box::new(e),
+        });
         if r.is_ok() {
-            eprintln!("[{}/{}] {name} done in {:.1} s (total {:.0} s)", self.n, self.total, t.elapsed().as_secs_f32(), self.start.elapsed().as_secs_f32());
+            eprintln!(
+                "[{}/{}] {name} done in {:.1} s (total {:.0} s)",
+                self.n,
+                self.total,
+                t.elapsed().as_secs_f32(),
+                self.start.elapsed().as_secs_f32()
+            );
         }
         r
     }
@@ -94,7 +103,10 @@ impl Progress {
 
 fn bar(len: u64, what: &str) -> indicatif::ProgressBar {
     let b = indicatif::ProgressBar::new(len);
-    b.set_style(indicatif::ProgressStyle::with_template("      {msg} [{bar:30}] {pos}/{len}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()));
+    b.set_style(
+        indicatif::ProgressStyle::with_template("      {msg} [{bar:30}] {pos}/{len}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
     b.set_message(what.to_string());
     b
 }
@@ -126,8 +138,15 @@ pub fn load(opts: &Options) -> Result<(Manifest, Config)> {
     let bins = workspace::binaries(&opts.repo)?;
     let errs = manifest::validate(&m, &cfg, &opts.repo.join("pkg"), &bins);
     if !errs.is_empty() {
-        let names: Vec<String> = opts.manifests.iter().map(|p| p.display().to_string()).collect();
-        return Err(Error::Manifest { path: names.join(" + ").into(), msg: errs.join("; ") });
+        let names: Vec<String> = opts
+            .manifests
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        return Err(Error::Manifest {
+            path: names.join(" + ").into(),
+            msg: errs.join("; "),
+        });
     }
     Ok((m, cfg))
 }
@@ -139,16 +158,35 @@ fn load_index(opts: &Options, cfg: &Config) -> Result<Index> {
     files.sort();
     let mut seen = BTreeSet::new();
     for f in files {
-        let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = f
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         if !name.contains("_binary-amd64_Packages") {
             continue;
         }
-        let Some(suite) = cfg.apt.suites.iter().find(|s| name.contains(&format!("_dists_{s}_"))) else { continue };
-        let text = cmd::run(cmd::APT_HELPER, &[std::ffi::OsStr::new("cat-file"), f.as_os_str()], None)?;
+        let Some(suite) = cfg
+            .apt
+            .suites
+            .iter()
+            .find(|s| name.contains(&format!("_dists_{s}_")))
+        else {
+            continue;
+        };
+        let text = cmd::run(
+            cmd::APT_HELPER,
+            &[std::ffi::OsStr::new("cat-file"), f.as_os_str()],
+            None,
+        )?;
         index.add(suite, &String::from_utf8_lossy(&text))?;
         seen.insert(suite.clone());
     }
-    let missing: Vec<&String> = cfg.apt.suites.iter().filter(|s| !seen.contains(*s)).collect();
+    let missing: Vec<&String> = cfg
+        .apt
+        .suites
+        .iter()
+        .filter(|s| !seen.contains(*s))
+        .collect();
     if !missing.is_empty() {
         return Err(Error::Resolve(format!(
             "no package lists for {missing:?} in {}; run scripts/host-deps.sh (adds the sources and runs apt-get update)",
@@ -161,7 +199,13 @@ fn load_index(opts: &Options, cfg: &Config) -> Result<Index> {
 /// The image's package roots: base, every mapped image's packages, kernel and ZFS userland.
 fn roots(m: &Manifest, cfg: &Config) -> Vec<String> {
     let mut r: Vec<String> = cfg.base.packages.clone();
-    let images = m.init.iter().cloned().chain(m.onboot.iter().chain(&m.services).chain(&m.onshutdown).map(|e| e.image.clone()));
+    let images = m.init.iter().cloned().chain(
+        m.onboot
+            .iter()
+            .chain(&m.services)
+            .chain(&m.onshutdown)
+            .map(|e| e.image.clone()),
+    );
     for i in images {
         if let Some(map) = cfg.images.get(manifest::repo_of(&i)) {
             r.extend(map.packages.iter().cloned());
@@ -190,23 +234,39 @@ fn fetch(opts: &Options, pkgs: &[Package]) -> Result<()> {
             missing.push(p);
         }
     }
-    eprintln!("      {} packages, {} cached, {} to download", pkgs.len(), pkgs.len() - missing.len(), missing.len());
+    eprintln!(
+        "      {} packages, {} cached, {} to download",
+        pkgs.len(),
+        pkgs.len() - missing.len(),
+        missing.len()
+    );
     if missing.is_empty() {
         return Ok(());
     }
     let tmp = tempfile_dir(&debs, "download")?;
     for chunk in missing.chunks(50) {
-        let mut args: Vec<String> = vec!["download".into(), "-q".into(), "-o".into(), "APT::Sandbox::User=root".into()];
+        let mut args: Vec<String> = vec![
+            "download".into(),
+            "-q".into(),
+            "-o".into(),
+            "APT::Sandbox::User=root".into(),
+        ];
         args.extend(chunk.iter().map(|p| format!("{}={}", p.name, p.version)));
         cmd::run(cmd::APT_GET, &args, Some(&tmp))?;
     }
     let by_name: BTreeMap<&str, &&Package> = missing.iter().map(|p| (p.name.as_str(), p)).collect();
     for e in fs::read_dir(&tmp).at("list", &tmp)?.filter_map(|e| e.ok()) {
         let f = e.file_name().to_string_lossy().into_owned();
-        let Some(p) = f.split('_').next().and_then(|n| by_name.get(n)) else { continue };
+        let Some(p) = f.split('_').next().and_then(|n| by_name.get(n)) else {
+            continue;
+        };
         let actual = sha256_file(&e.path())?;
         if actual != p.sha256 {
-            return Err(Error::Checksum { path: e.path(), expected: p.sha256.clone(), actual });
+            return Err(Error::Checksum {
+                path: e.path(),
+                expected: p.sha256.clone(),
+                actual,
+            });
         }
         let dest = deb_path(&opts.cache, p);
         fs::rename(e.path(), &dest).at("rename", &dest)?;
@@ -214,7 +274,10 @@ fn fetch(opts: &Options, pkgs: &[Package]) -> Result<()> {
     let _ = fs::remove_dir_all(&tmp);
     for p in missing {
         if !deb_path(&opts.cache, p).exists() {
-            return Err(Error::Resolve(format!("apt-get download did not produce {} {}", p.name, p.version)));
+            return Err(Error::Resolve(format!(
+                "apt-get download did not produce {} {}",
+                p.name, p.version
+            )));
         }
     }
     Ok(())
@@ -228,12 +291,29 @@ fn tempfile_dir(parent: &Path, what: &str) -> Result<PathBuf> {
 }
 
 fn extract_plain(deb: &Path, dest: &Path) -> Result<()> {
-    cmd::run(cmd::DPKG_DEB, &[std::ffi::OsStr::new("-x"), deb.as_os_str(), dest.as_os_str()], None).map(|_| ())
+    cmd::run(
+        cmd::DPKG_DEB,
+        &[
+            std::ffi::OsStr::new("-x"),
+            deb.as_os_str(),
+            dest.as_os_str(),
+        ],
+        None,
+    )
+    .map(|_| ())
 }
 
 /// Builds spl.ko and zfs.ko from the zfs-dkms source for `kver`, cached by (kernel, zfs) version.
-fn zfs_modules(opts: &Options, kver: &str, zfs_version: &str, build_pkgs: &[Package]) -> Result<PathBuf> {
-    let dir = opts.cache.join("zfs-kmod").join(format!("{kver}-zfs-{zfs_version}"));
+fn zfs_modules(
+    opts: &Options,
+    kver: &str,
+    zfs_version: &str,
+    build_pkgs: &[Package],
+) -> Result<PathBuf> {
+    let dir = opts
+        .cache
+        .join("zfs-kmod")
+        .join(format!("{kver}-zfs-{zfs_version}"));
     if dir.join("zfs.ko").exists() && dir.join("spl.ko").exists() {
         eprintln!("      cached: {}", dir.display());
         return Ok(dir);
@@ -244,13 +324,22 @@ fn zfs_modules(opts: &Options, kver: &str, zfs_version: &str, build_pkgs: &[Pack
     }
     let src = work.join("usr/src");
     let obj = src.join(format!("linux-headers-{kver}"));
-    let common = src.join(format!("linux-headers-{}-common", kver.trim_end_matches("-amd64")));
+    let common = src.join(format!(
+        "linux-headers-{}-common",
+        kver.trim_end_matches("-amd64")
+    ));
     // The headers' Makefile includes the common tree by absolute /usr/src path; point it here.
     let mk = obj.join("Makefile");
     let text = fs::read_to_string(&mk).at("read", &mk)?;
-    fs::write(&mk, text.replace("include /usr/src/", &format!("include {}/", src.display()))).at("write", &mk)?;
+    fs::write(
+        &mk,
+        text.replace("include /usr/src/", &format!("include {}/", src.display())),
+    )
+    .at("write", &mk)?;
     let zsrc = src.join(format!("zfs-{zfs_version}"));
-    let nproc = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let nproc = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
     eprintln!("      configure (about 2 min)");
     cmd::run_logged(
         cmd::SH,
@@ -264,15 +353,32 @@ fn zfs_modules(opts: &Options, kver: &str, zfs_version: &str, build_pkgs: &[Pack
         &work.join("configure.log"),
     )?;
     eprintln!("      make -j{nproc} (about 3-10 min)");
-    cmd::run_logged(cmd::MAKE, &[format!("-j{nproc}")], &zsrc, &work.join("make.log"))?;
-    let staged = opts.cache.join("zfs-kmod").join(format!(".{kver}-zfs-{zfs_version}.tmp"));
+    cmd::run_logged(
+        cmd::MAKE,
+        &[format!("-j{nproc}")],
+        &zsrc,
+        &work.join("make.log"),
+    )?;
+    let staged = opts
+        .cache
+        .join("zfs-kmod")
+        .join(format!(".{kver}-zfs-{zfs_version}.tmp"));
     let _ = fs::remove_dir_all(&staged);
     fs::create_dir_all(&staged).at("mkdir", &staged)?;
     for m in ["spl.ko", "zfs.ko"] {
         let from = zsrc.join("module").join(m);
         let to = staged.join(m);
         // Debug info is 95% of zfs.ko; the image does not need it.
-        cmd::run(cmd::STRIP, &[std::ffi::OsStr::new("--strip-debug"), from.as_os_str(), std::ffi::OsStr::new("-o"), to.as_os_str()], None)?;
+        cmd::run(
+            cmd::STRIP,
+            &[
+                std::ffi::OsStr::new("--strip-debug"),
+                from.as_os_str(),
+                std::ffi::OsStr::new("-o"),
+                to.as_os_str(),
+            ],
+            None,
+        )?;
     }
     let _ = fs::remove_dir_all(&dir);
     fs::rename(&staged, &dir).at("rename", &dir)?;
@@ -282,14 +388,24 @@ fn zfs_modules(opts: &Options, kver: &str, zfs_version: &str, build_pkgs: &[Pack
 
 /// Unpacks a .deb's data into the merged-/usr root, dropping docs and init scripts.
 fn unpack_deb(deb: &Path, root: &Path) -> Result<()> {
-    let tarball = cmd::run(cmd::DPKG_DEB, &[std::ffi::OsStr::new("--fsys-tarfile"), deb.as_os_str()], None)?;
+    let tarball = cmd::run(
+        cmd::DPKG_DEB,
+        &[std::ffi::OsStr::new("--fsys-tarfile"), deb.as_os_str()],
+        None,
+    )?;
     let mut ar = tar::Archive::new(&tarball[..]);
     ar.set_preserve_permissions(true);
     ar.set_preserve_ownerships(true);
     for e in ar.entries().at("read tar of", deb)? {
         let mut e = e.at("read tar of", deb)?;
-        let raw = e.path().at("read tar of", deb)?.to_string_lossy().into_owned();
-        let Some(rel) = rootfs::map_path(&raw) else { continue };
+        let raw = e
+            .path()
+            .at("read tar of", deb)?
+            .to_string_lossy()
+            .into_owned();
+        let Some(rel) = rootfs::map_path(&raw) else {
+            continue;
+        };
         let dest = root.join(&rel);
         let kind = e.header().entry_type();
         if kind.is_dir() {
@@ -303,8 +419,14 @@ fn unpack_deb(deb: &Path, root: &Path) -> Result<()> {
             fs::remove_file(&dest).at("replace", &dest)?;
         }
         if kind.is_hard_link() {
-            let target = e.link_name().at("read tar of", deb)?.map(|t| t.to_string_lossy().into_owned()).unwrap_or_default();
-            let Some(t) = rootfs::map_path(&target) else { continue };
+            let target = e
+                .link_name()
+                .at("read tar of", deb)?
+                .map(|t| t.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let Some(t) = rootfs::map_path(&target) else {
+                continue;
+            };
             fs::hard_link(root.join(&t), &dest).at("link", &dest)?;
             continue;
         }
@@ -320,12 +442,17 @@ fn exists_in(root: &Path, path: &str) -> bool {
         let p = root.join(&cur);
         match p.symlink_metadata() {
             Ok(m) if m.file_type().is_symlink() => {
-                let Ok(t) = fs::read_link(&p) else { return false };
+                let Ok(t) = fs::read_link(&p) else {
+                    return false;
+                };
                 let t = t.to_string_lossy().into_owned();
                 cur = if t.starts_with('/') {
                     t.trim_start_matches('/').to_string()
                 } else {
-                    let parent = Path::new(&cur).parent().map(|x| x.to_string_lossy().into_owned()).unwrap_or_default();
+                    let parent = Path::new(&cur)
+                        .parent()
+                        .map(|x| x.to_string_lossy().into_owned())
+                        .unwrap_or_default();
                     normalize(&format!("{parent}/{t}"))
                 };
             }
@@ -335,11 +462,22 @@ fn exists_in(root: &Path, path: &str) -> bool {
                 let parts: Vec<&str> = cur.split('/').collect();
                 for i in 1..parts.len() {
                     let prefix = parts[..i].join("/");
-                    if root.join(&prefix).symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) {
-                        let Ok(t) = fs::read_link(root.join(&prefix)) else { return false };
+                    if root
+                        .join(&prefix)
+                        .symlink_metadata()
+                        .is_ok_and(|m| m.file_type().is_symlink())
+                    {
+                        let Ok(t) = fs::read_link(root.join(&prefix)) else {
+                            return false;
+                        };
                         let t = t.to_string_lossy().into_owned();
-                        let base = if t.starts_with('/') { t.trim_start_matches('/').to_string() } else {
-                            let parent = Path::new(&prefix).parent().map(|x| x.to_string_lossy().into_owned()).unwrap_or_default();
+                        let base = if t.starts_with('/') {
+                            t.trim_start_matches('/').to_string()
+                        } else {
+                            let parent = Path::new(&prefix)
+                                .parent()
+                                .map(|x| x.to_string_lossy().into_owned())
+                                .unwrap_or_default();
                             normalize(&format!("{parent}/{t}"))
                         };
                         return exists_in(root, &format!("{base}/{}", parts[i..].join("/")));
@@ -387,25 +525,41 @@ fn symlink(target: &str, root: &Path, rel: &str) -> Result<()> {
 
 /// The OCI bundles init runs, in LinuxKit's layout.
 fn bundles(m: &Manifest, cfg: &Config, root: &Path) -> Result<()> {
-    let groups: [(&str, &Vec<manifest::Entry>, bool); 3] = [("onboot", &m.onboot, true), ("onshutdown", &m.onshutdown, true), ("services", &m.services, false)];
+    let groups: [(&str, &Vec<manifest::Entry>, bool); 3] = [
+        ("onboot", &m.onboot, true),
+        ("onshutdown", &m.onshutdown, true),
+        ("services", &m.services, false),
+    ];
     for (kind, entries, numbered) in groups {
         for (i, e) in entries.iter().enumerate() {
-            let map = cfg.images.get(manifest::repo_of(&e.image)).cloned().unwrap_or_default();
+            let map = cfg
+                .images
+                .get(manifest::repo_of(&e.image))
+                .cloned()
+                .unwrap_or_default();
             let args = e
                 .command
                 .clone()
                 .or(map.command.clone())
                 .or(map.bin.as_ref().map(|b| vec![format!("/usr/bin/{b}")]))
-                .ok_or_else(|| Error::Manifest { path: "manifest".into(), msg: format!("`{}` has no command", e.name) })?;
+                .ok_or_else(|| Error::Manifest {
+                    path: "manifest".into(),
+                    msg: format!("`{}` has no command", e.name),
+                })?;
             let resolvable = if args[0].starts_with('/') {
                 exists_in(root, &args[0])
             } else {
-                ["usr/sbin", "usr/bin", "sbin", "bin"].iter().any(|d| exists_in(root, &format!("{d}/{}", args[0])))
+                ["usr/sbin", "usr/bin", "sbin", "bin"]
+                    .iter()
+                    .any(|d| exists_in(root, &format!("{d}/{}", args[0])))
             };
             if !resolvable {
                 return Err(Error::Manifest {
                     path: "manifest".into(),
-                    msg: format!("{kind} `{}` runs `{}`, which is not in the image", e.name, args[0]),
+                    msg: format!(
+                        "{kind} `{}` runs `{}`, which is not in the image",
+                        e.name, args[0]
+                    ),
                 });
             }
             let mut annotations = BTreeMap::new();
@@ -414,12 +568,27 @@ fn bundles(m: &Manifest, cfg: &Config, root: &Path) -> Result<()> {
             }
             let c = bundle::Config {
                 oci_version: "1.0.2".into(),
-                process: bundle::Process { args, env: e.env.clone(), cwd: "/".into() },
-                root: bundle::Root { path: "rootfs".into(), readonly: true },
+                process: bundle::Process {
+                    args,
+                    env: e.env.clone(),
+                    cwd: "/".into(),
+                },
+                root: bundle::Root {
+                    path: "rootfs".into(),
+                    readonly: true,
+                },
                 annotations,
             };
-            let dir = if numbered { format!("containers/{kind}/{i:03}-{}", e.name) } else { format!("containers/{kind}/{}", e.name) };
-            write(root, &format!("{dir}/config.json"), serde_json::to_vec_pretty(&c).unwrap_or_default())?;
+            let dir = if numbered {
+                format!("containers/{kind}/{i:03}-{}", e.name)
+            } else {
+                format!("containers/{kind}/{}", e.name)
+            };
+            write(
+                root,
+                &format!("{dir}/config.json"),
+                serde_json::to_vec_pretty(&c).unwrap_or_default(),
+            )?;
             symlink("/", root, &format!("{dir}/rootfs"))?;
         }
     }
@@ -441,11 +610,21 @@ fn manifest_files(m: &Manifest, root: &Path) -> Result<()> {
             let data = fs::read(&src).at("read (files: source)", &src)?;
             write(root, rel, data)?;
         } else {
-            return Err(Error::Manifest { path: "manifest".into(), msg: format!("file {} has no contents, source, symlink or directory", f.path) });
+            return Err(Error::Manifest {
+                path: "manifest".into(),
+                msg: format!(
+                    "file {} has no contents, source, symlink or directory",
+                    f.path
+                ),
+            });
         }
         if let Some(mode) = &f.mode {
-            let bits = u32::from_str_radix(mode.trim_start_matches("0o"), 8)
-                .map_err(|_| Error::Manifest { path: "manifest".into(), msg: format!("file {}: mode `{mode}` is not octal", f.path) })?;
+            let bits = u32::from_str_radix(mode.trim_start_matches("0o"), 8).map_err(|_| {
+                Error::Manifest {
+                    path: "manifest".into(),
+                    msg: format!("file {}: mode `{mode}` is not octal", f.path),
+                }
+            })?;
             use std::os::unix::fs::PermissionsExt;
             fs::set_permissions(&dest, fs::Permissions::from_mode(bits)).at("chmod", &dest)?;
         }
@@ -453,23 +632,56 @@ fn manifest_files(m: &Manifest, root: &Path) -> Result<()> {
     Ok(())
 }
 
-const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n";
+const PASSWD: &str =
+    "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n";
 const GROUP: &str = "root:x:0:\ntty:x:5:\ndisk:x:6:\nlp:x:7:\nkmem:x:15:\ndialout:x:20:\ncdrom:x:24:\ntape:x:26:\naudio:x:29:\nvideo:x:44:\nutmp:x:43:\nplugdev:x:46:\nstaff:x:50:\ninput:x:101:\nkvm:x:102:\nrender:x:103:\nsgx:x:104:\nnogroup:x:65534:\n";
 const PROFILE: &str = "export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\nexport PS1='\\h:\\w# '\nexport TERM=${TERM:-vt100}\n";
 
 /// Assembles the root filesystem tree; returns the kernel release and module count.
-fn build_rootfs(opts: &Options, m: &Manifest, cfg: &Config, pkgs: &[Package], kver: &str, zfs_dir: &Path) -> Result<usize> {
+fn build_rootfs(
+    opts: &Options,
+    m: &Manifest,
+    cfg: &Config,
+    pkgs: &[Package],
+    kver: &str,
+    zfs_dir: &Path,
+) -> Result<usize> {
     let root = opts.out.join("work/rootfs");
     if root.exists() {
         fs::remove_dir_all(&root).at("clean", &root)?;
     }
-    for d in ["usr/bin", "usr/sbin", "usr/lib", "usr/lib64", "etc", "proc", "sys", "dev", "run", "tmp", "var", "root", "mnt", "persist", "config", "boot"] {
+    for d in [
+        "usr/bin",
+        "usr/sbin",
+        "usr/lib",
+        "usr/lib64",
+        "etc",
+        "proc",
+        "sys",
+        "dev",
+        "run",
+        "tmp",
+        "var",
+        "root",
+        "mnt",
+        "persist",
+        "config",
+        "boot",
+    ] {
         fs::create_dir_all(root.join(d)).at("mkdir", root.join(d))?;
     }
-    for (l, t) in [("bin", "usr/bin"), ("sbin", "usr/sbin"), ("lib", "usr/lib"), ("lib64", "usr/lib64")] {
+    for (l, t) in [
+        ("bin", "usr/bin"),
+        ("sbin", "usr/sbin"),
+        ("lib", "usr/lib"),
+        ("lib64", "usr/lib64"),
+    ] {
         symlink(t, &root, l)?;
     }
-    let kernel_pkgs: Vec<&Package> = pkgs.iter().filter(|p| p.name.starts_with("linux-image-")).collect();
+    let kernel_pkgs: Vec<&Package> = pkgs
+        .iter()
+        .filter(|p| p.name.starts_with("linux-image-"))
+        .collect();
     let b = bar(pkgs.len() as u64, "unpack");
     for p in pkgs.iter().filter(|p| !p.name.starts_with("linux-image-")) {
         unpack_deb(&deb_path(&opts.cache, p), &root)?;
@@ -482,9 +694,19 @@ fn build_rootfs(opts: &Options, m: &Manifest, cfg: &Config, pkgs: &[Package], kv
         extract_plain(&deb_path(&opts.cache, p), &kdir)?;
     }
     let kmods = kdir.join("lib/modules").join(kver);
-    cmd::run(cmd::DEPMOD, &[std::ffi::OsStr::new("-b"), kdir.as_os_str(), std::ffi::OsStr::new(kver)], None)?;
-    let dep = fs::read_to_string(kmods.join("modules.dep")).at("read", kmods.join("modules.dep"))?;
-    let builtin = fs::read_to_string(kmods.join("modules.builtin")).at("read", kmods.join("modules.builtin"))?;
+    cmd::run(
+        cmd::DEPMOD,
+        &[
+            std::ffi::OsStr::new("-b"),
+            kdir.as_os_str(),
+            std::ffi::OsStr::new(kver),
+        ],
+        None,
+    )?;
+    let dep =
+        fs::read_to_string(kmods.join("modules.dep")).at("read", kmods.join("modules.dep"))?;
+    let builtin = fs::read_to_string(kmods.join("modules.builtin"))
+        .at("read", kmods.join("modules.builtin"))?;
     let map = kmod::DepMap::parse(&dep, &builtin)?;
     let closure = map.closure(&cfg.kernel.modules)?;
     let dst_mods = root.join("usr/lib/modules").join(kver);
@@ -493,7 +715,11 @@ fn build_rootfs(opts: &Options, m: &Manifest, cfg: &Config, pkgs: &[Package], kv
         fs::create_dir_all(to.parent().unwrap_or(&dst_mods)).at("mkdir", &to)?;
         fs::copy(kmods.join(rel), &to).at("copy", &to)?;
     }
-    for f in ["modules.order", "modules.builtin", "modules.builtin.modinfo"] {
+    for f in [
+        "modules.order",
+        "modules.builtin",
+        "modules.builtin.modinfo",
+    ] {
         fs::copy(kmods.join(f), dst_mods.join(f)).at("copy", dst_mods.join(f))?;
     }
     for f in ["spl.ko", "zfs.ko"] {
@@ -503,7 +729,15 @@ fn build_rootfs(opts: &Options, m: &Manifest, cfg: &Config, pkgs: &[Package], kv
     }
     let vmlinuz = kdir.join("boot").join(format!("vmlinuz-{kver}"));
     fs::copy(&vmlinuz, root.join("boot/vmlinuz")).at("copy", &vmlinuz)?;
-    cmd::run(cmd::DEPMOD, &[std::ffi::OsStr::new("-b"), root.as_os_str(), std::ffi::OsStr::new(kver)], None)?;
+    cmd::run(
+        cmd::DEPMOD,
+        &[
+            std::ffi::OsStr::new("-b"),
+            root.as_os_str(),
+            std::ffi::OsStr::new(kver),
+        ],
+        None,
+    )?;
     // Initramfs modules, decompressed, in load order, from the same closure logic.
     let init_closure = map.closure(&cfg.kernel.initramfs_modules)?;
     let mut tree = Tree::default();
@@ -513,11 +747,16 @@ fn build_rootfs(opts: &Options, m: &Manifest, cfg: &Config, pkgs: &[Package], kv
         let src = kmods.join(rel);
         let raw = fs::read(&src).at("read", &src)?;
         if rel.ends_with(".xz") {
-            xz2::read::XzDecoder::new(&raw[..]).read_to_end(&mut data).at("decompress", &src)?;
+            xz2::read::XzDecoder::new(&raw[..])
+                .read_to_end(&mut data)
+                .at("decompress", &src)?;
         } else {
             data = raw;
         }
-        let path = format!("lib/modules/{}", rel.trim_end_matches(".xz").trim_end_matches(".zst"));
+        let path = format!(
+            "lib/modules/{}",
+            rel.trim_end_matches(".xz").trim_end_matches(".zst")
+        );
         order.push_str(&format!("/{path}\n"));
         tree.insert(&path, Node::File { data, mode: 0o644 });
     }
@@ -528,7 +767,9 @@ fn build_rootfs(opts: &Options, m: &Manifest, cfg: &Config, pkgs: &[Package], kv
     let bb = root.join("usr/bin/busybox");
     let list = cmd::run(bb.to_string_lossy().as_ref(), &["--list-full"], None)?;
     for applet in String::from_utf8_lossy(&list).lines() {
-        let Some(rel) = rootfs::map_path(applet) else { continue };
+        let Some(rel) = rootfs::map_path(applet) else {
+            continue;
+        };
         if root.join(&rel).symlink_metadata().is_err() {
             symlink("/usr/bin/busybox", &root, &rel)?;
         }
@@ -537,7 +778,12 @@ fn build_rootfs(opts: &Options, m: &Manifest, cfg: &Config, pkgs: &[Package], kv
     let bins: BTreeSet<String> = cfg
         .images
         .iter()
-        .filter(|(repo, _)| m.init.iter().chain(m.onboot.iter().chain(&m.services).map(|e| &e.image)).any(|i| manifest::repo_of(i) == repo.as_str()))
+        .filter(|(repo, _)| {
+            m.init
+                .iter()
+                .chain(m.onboot.iter().chain(&m.services).map(|e| &e.image))
+                .any(|i| manifest::repo_of(i) == repo.as_str())
+        })
         .filter_map(|(_, i)| i.bin.clone())
         .collect();
     for bin in &bins {
@@ -551,34 +797,85 @@ fn build_rootfs(opts: &Options, m: &Manifest, cfg: &Config, pkgs: &[Package], kv
     write(&root, "etc/group", GROUP)?;
     write(&root, "etc/shadow", "root::0:0:99999:7:::\n")?;
     write(&root, "etc/hostname", "eve-storage\n")?;
-    write(&root, "etc/hosts", "127.0.0.1 localhost eve-storage\n::1 localhost\n")?;
+    write(
+        &root,
+        "etc/hosts",
+        "127.0.0.1 localhost eve-storage\n::1 localhost\n",
+    )?;
     write(&root, "etc/profile", PROFILE)?;
-    write(&root, "etc/ld.so.conf", "include /etc/ld.so.conf.d/*.conf\n")?;
-    write(&root, "etc/os-release", format!("NAME=\"EVE storage\"\nID=eve-storage\nVERSION_ID={}\nPRETTY_NAME=\"EVE storage {}\"\n", opts.version, opts.version))?;
+    write(
+        &root,
+        "etc/ld.so.conf",
+        "include /etc/ld.so.conf.d/*.conf\n",
+    )?;
+    write(
+        &root,
+        "etc/os-release",
+        format!(
+            "NAME=\"EVE storage\"\nID=eve-storage\nVERSION_ID={}\nPRETTY_NAME=\"EVE storage {}\"\n",
+            opts.version, opts.version
+        ),
+    )?;
     symlink("../proc/self/mounts", &root, "etc/mtab")?;
     manifest_files(m, &root)?;
     bundles(m, cfg, &root)?;
-    cmd::run(cmd::LDCONFIG, &[std::ffi::OsStr::new("-r"), root.as_os_str()], None)?;
+    cmd::run(
+        cmd::LDCONFIG,
+        &[std::ffi::OsStr::new("-r"), root.as_os_str()],
+        None,
+    )?;
 
     // The initramfs: eve-init (static) and the drivers to reach the slot.
     let init_bin = fs::read(opts.bins.join("eve-init")).at("read", opts.bins.join("eve-init"))?;
-    tree.insert("init", Node::File { data: init_bin, mode: 0o755 });
-    tree.insert("eve-initramfs", Node::File { data: Vec::new(), mode: 0o644 });
-    tree.insert("lib/modules/load-order", Node::File { data: order.into_bytes(), mode: 0o644 });
+    tree.insert(
+        "init",
+        Node::File {
+            data: init_bin,
+            mode: 0o755,
+        },
+    );
+    tree.insert(
+        "eve-initramfs",
+        Node::File {
+            data: Vec::new(),
+            mode: 0o644,
+        },
+    );
+    tree.insert(
+        "lib/modules/load-order",
+        Node::File {
+            data: order.into_bytes(),
+            mode: 0o644,
+        },
+    );
     tree.insert("dev/console", Node::CharDev { major: 5, minor: 1 });
     for d in ["proc", "sys", "newroot"] {
         tree.insert(d, Node::Dir);
     }
     let cpio_path = opts.out.join("work/initrd.cpio");
     let f = fs::File::create(&cpio_path).at("create", &cpio_path)?;
-    tree.write(std::io::BufWriter::new(f)).at("write", &cpio_path)?;
+    tree.write(std::io::BufWriter::new(f))
+        .at("write", &cpio_path)?;
     let initrd = root.join("boot/initrd.img");
-    cmd::run(cmd::ZSTD, &[std::ffi::OsStr::new("-q"), std::ffi::OsStr::new("-f"), std::ffi::OsStr::new("-19"), cpio_path.as_os_str(), std::ffi::OsStr::new("-o"), initrd.as_os_str()], None)?;
+    cmd::run(
+        cmd::ZSTD,
+        &[
+            std::ffi::OsStr::new("-q"),
+            std::ffi::OsStr::new("-f"),
+            std::ffi::OsStr::new("-19"),
+            cpio_path.as_os_str(),
+            std::ffi::OsStr::new("-o"),
+            initrd.as_os_str(),
+        ],
+        None,
+    )?;
     Ok(modules)
 }
 
 /// GRUB's config, embedded in the EFI binary: boot slot A, fall back to B.
-pub fn grub_cfg(cmdline: &str) -> String {
+/// A standalone GRUB has no usable $cmdpath, so it finds its own disk by the ESP's volume id,
+/// which is unique per build (`esp_id`, as GRUB prints FAT ids: `XXXX-XXXX`).
+pub fn grub_cfg(cmdline: &str, esp_id: &str) -> String {
     let entry = |slot: &str, part: &str| {
         format!(
             "menuentry \"EVE storage slot {slot}\" {{\n  set root=\"($bootdisk,{part})\"\n  probe --set=partuuid --part-uuid \"($bootdisk,{part})\"\n  linux /boot/vmlinuz root=PARTUUID=$partuuid eve.slot={slot} {cmdline}\n  initrd /boot/initrd.img\n}}\n"
@@ -586,33 +883,87 @@ pub fn grub_cfg(cmdline: &str) -> String {
     };
     format!(
         "set timeout=0\nset default=0\nset fallback=1\nserial --unit=0 --speed=115200\nterminal_input serial console\nterminal_output serial console\n\
-         insmod part_gpt\ninsmod fat\ninsmod squash4\ninsmod probe\ninsmod regexp\n\
-         # The disk GRUB was loaded from: $cmdpath is like (hd0,gpt1)/EFI/BOOT.\n\
-         regexp --set=1:bootdisk '^\\(([^,)]+)' \"$cmdpath\"\n{}{}",
+         insmod part_gpt\ninsmod fat\ninsmod squash4\ninsmod probe\ninsmod regexp\ninsmod search_fs_uuid\n\
+         search --no-floppy --fs-uuid --set=esp {esp_id}\n\
+         regexp --set=1:bootdisk '^([^,]+),' \"$esp\"\n{}{}",
         entry("A", "gpt2"),
         entry("B", "gpt3")
     )
 }
 
-fn vfat(path: &Path, size_mib: u64, label: &str, files: &[(&Path, &str)], dirs: &[&str]) -> Result<()> {
+/// `9526c040` -> `9526-C040`, the form GRUB's search uses for FAT volume ids.
+pub fn esp_label(id: &str) -> String {
+    let up = id.to_uppercase();
+    format!("{}-{}", &up[..4], &up[4..8])
+}
+
+fn vfat(
+    path: &Path,
+    size_mib: u64,
+    label: &str,
+    volume_id: &str,
+    files: &[(&Path, &str)],
+    dirs: &[&str],
+) -> Result<()> {
     let _ = fs::remove_file(path);
-    cmd::run(cmd::MKFS_VFAT, &[format!("-n{label}"), "-C".into(), path.to_string_lossy().into_owned(), (size_mib * 1024).to_string()], None)?;
+    cmd::run(
+        cmd::MKFS_VFAT,
+        &[
+            format!("-n{label}"),
+            format!("-i{volume_id}"),
+            "-C".into(),
+            path.to_string_lossy().into_owned(),
+            (size_mib * 1024).to_string(),
+        ],
+        None,
+    )?;
     for d in dirs {
-        cmd::run(cmd::MMD, &["-i".to_string(), path.to_string_lossy().into_owned(), format!("::{d}")], None)?;
+        cmd::run(
+            cmd::MMD,
+            &[
+                "-i".to_string(),
+                path.to_string_lossy().into_owned(),
+                format!("::{d}"),
+            ],
+            None,
+        )?;
     }
     for (src, dst) in files {
-        cmd::run(cmd::MCOPY, &["-i".to_string(), path.to_string_lossy().into_owned(), src.to_string_lossy().into_owned(), format!("::{dst}")], None)?;
+        cmd::run(
+            cmd::MCOPY,
+            &[
+                "-i".to_string(),
+                path.to_string_lossy().into_owned(),
+                src.to_string_lossy().into_owned(),
+                format!("::{dst}"),
+            ],
+            None,
+        )?;
     }
     Ok(())
 }
 
 fn git_revision(repo: &Path) -> String {
-    let rev = cmd::run(cmd::GIT, &["-C", &repo.to_string_lossy(), "rev-parse", "HEAD"], None)
-        .map(|o| String::from_utf8_lossy(&o).trim().to_string())
-        .unwrap_or_else(|_| "unknown".into());
-    let dirty = cmd::run(cmd::GIT, &["-C", &repo.to_string_lossy(), "status", "--porcelain", "--untracked-files=no"], None)
-        .map(|o| !o.is_empty())
-        .unwrap_or(false);
+    let rev = cmd::run(
+        cmd::GIT,
+        &["-C", &repo.to_string_lossy(), "rev-parse", "HEAD"],
+        None,
+    )
+    .map(|o| String::from_utf8_lossy(&o).trim().to_string())
+    .unwrap_or_else(|_| "unknown".into());
+    let dirty = cmd::run(
+        cmd::GIT,
+        &[
+            "-C",
+            &repo.to_string_lossy(),
+            "status",
+            "--porcelain",
+            "--untracked-files=no",
+        ],
+        None,
+    )
+    .map(|o| !o.is_empty())
+    .unwrap_or(false);
     if dirty {
         format!("{rev}-dirty")
     } else {
@@ -621,9 +972,17 @@ fn git_revision(repo: &Path) -> String {
 }
 
 pub fn build(opts: &Options) -> Result<BuildManifest> {
-    let mut pr = Progress { n: 0, total: 9, start: Instant::now() };
+    let mut pr = Progress {
+        n: 0,
+        total: 9,
+        start: Instant::now(),
+    };
     let (m, cfg) = pr.step("manifest", || load(opts))?;
-    let policy = Policy { backports_suite: "bookworm-backports".into(), backports: cfg.apt.backports.clone(), exclude: cfg.apt.exclude.clone() };
+    let policy = Policy {
+        backports_suite: "bookworm-backports".into(),
+        backports: cfg.apt.backports.clone(),
+        exclude: cfg.apt.exclude.clone(),
+    };
     let (pkgs, build_pkgs, kver, zfs_version, kernel_pkg, zfs_user) = pr.step("resolve", || {
         let index = load_index(opts, &cfg)?;
         let pkgs = apt::resolve(&index, &policy, &roots(&m, &cfg))?;
@@ -631,16 +990,28 @@ pub fn build(opts: &Options) -> Result<BuildManifest> {
             .iter()
             .find(|p| p.name.starts_with("linux-image-") && p.name != cfg.kernel.package)
             .cloned()
-            .ok_or_else(|| Error::Resolve(format!("{} did not lead to a kernel image package", cfg.kernel.package)))?;
+            .ok_or_else(|| {
+                Error::Resolve(format!(
+                    "{} did not lead to a kernel image package",
+                    cfg.kernel.package
+                ))
+            })?;
         let kver = kernel.name.trim_start_matches("linux-image-").to_string();
         if !kver.starts_with(&format!("{}.", cfg.kernel.series)) {
-            return Err(Error::Resolve(format!("kernel {kver} is not in the {} series", cfg.kernel.series)));
+            return Err(Error::Resolve(format!(
+                "kernel {kver} is not in the {} series",
+                cfg.kernel.series
+            )));
         }
         let dkms = apt::candidate(&index, &policy, &cfg.zfs.dkms_package, None)
             .cloned()
             .ok_or_else(|| Error::Resolve(format!("no {} package", cfg.zfs.dkms_package)))?;
         let zfs_version = rootfs::upstream_version(&dkms.version).to_string();
-        let zfs_user = pkgs.iter().find(|p| Some(&p.name) == cfg.zfs.userland.first()).cloned().ok_or_else(|| Error::Resolve("no ZFS userland package".into()))?;
+        let zfs_user = pkgs
+            .iter()
+            .find(|p| Some(&p.name) == cfg.zfs.userland.first())
+            .cloned()
+            .ok_or_else(|| Error::Resolve("no ZFS userland package".into()))?;
         if rootfs::upstream_version(&zfs_user.version) != zfs_version {
             return Err(Error::Resolve(format!(
                 "ZFS userland {} {} and module source {} {} are different releases",
@@ -649,16 +1020,36 @@ pub fn build(opts: &Options) -> Result<BuildManifest> {
         }
         let stem = kver.trim_end_matches("-amd64");
         let mut build = vec![dkms];
-        for name in [format!("linux-headers-{kver}"), format!("linux-headers-{stem}-common"), format!("linux-kbuild-{stem}")] {
-            let dep = apt::Dep { name: name.clone(), constraint: Some((apt::Op::Eq, kernel.version.clone())) };
-            build.push(apt::candidate(&index, &policy, &name, Some(&dep)).cloned().ok_or_else(|| Error::Resolve(format!("no {name} {}", kernel.version)))?);
+        for name in [
+            format!("linux-headers-{kver}"),
+            format!("linux-headers-{stem}-common"),
+            format!("linux-kbuild-{stem}"),
+        ] {
+            let dep = apt::Dep {
+                name: name.clone(),
+                constraint: Some((apt::Op::Eq, kernel.version.clone())),
+            };
+            build.push(
+                apt::candidate(&index, &policy, &name, Some(&dep))
+                    .cloned()
+                    .ok_or_else(|| Error::Resolve(format!("no {name} {}", kernel.version)))?,
+            );
         }
-        eprintln!("      {} packages; kernel {kver}; zfs {zfs_version}", pkgs.len());
+        eprintln!(
+            "      {} packages; kernel {kver}; zfs {zfs_version}",
+            pkgs.len()
+        );
         Ok((pkgs, build, kver, zfs_version, kernel, zfs_user))
     })?;
-    pr.step("fetch", || fetch(opts, &pkgs).and_then(|_| fetch(opts, &build_pkgs)))?;
-    let zfs_dir = pr.step("zfs-modules", || zfs_modules(opts, &kver, &zfs_version, &build_pkgs))?;
-    let nmods = pr.step("rootfs+initramfs", || build_rootfs(opts, &m, &cfg, &pkgs, &kver, &zfs_dir))?;
+    pr.step("fetch", || {
+        fetch(opts, &pkgs).and_then(|_| fetch(opts, &build_pkgs))
+    })?;
+    let zfs_dir = pr.step("zfs-modules", || {
+        zfs_modules(opts, &kver, &zfs_version, &build_pkgs)
+    })?;
+    let nmods = pr.step("rootfs+initramfs", || {
+        build_rootfs(opts, &m, &cfg, &pkgs, &kver, &zfs_dir)
+    })?;
     let work = opts.out.join("work");
     let sqfs = work.join("slot.squashfs");
     pr.step("squashfs", || {
@@ -669,52 +1060,115 @@ pub fn build(opts: &Options) -> Result<BuildManifest> {
             &[
                 work.join("rootfs").to_string_lossy().into_owned(),
                 sqfs.to_string_lossy().into_owned(),
-                "-comp".into(), "gzip".into(), "-noappend".into(), "-no-progress".into(),
-                "-mkfs-time".into(), "0".into(), "-all-time".into(), "0".into(),
+                "-comp".into(),
+                "gzip".into(),
+                "-noappend".into(),
+                "-no-progress".into(),
+                "-mkfs-time".into(),
+                "0".into(),
+                "-all-time".into(),
+                "0".into(),
             ],
             None,
         )
         .map(|_| ())
     })?;
-    let cmdline = m.kernel.as_ref().map(|k| k.cmdline.clone()).unwrap_or_default();
+    let cmdline = m
+        .kernel
+        .as_ref()
+        .map(|k| k.cmdline.clone())
+        .unwrap_or_default();
     let (esp, config) = (work.join("esp.img"), work.join("config.img"));
+    let git_rev = git_revision(&opts.repo);
+    let seed = format!("{}/{git_rev}", opts.version);
+    let guid = disk::disk_guid(&seed).simple().to_string();
+    let (esp_id, config_id) = (guid[..8].to_string(), guid[8..16].to_string());
     pr.step("esp+config", || {
         let cfgp = work.join("grub.cfg");
-        fs::write(&cfgp, grub_cfg(&cmdline)).at("write", &cfgp)?;
+        fs::write(&cfgp, grub_cfg(&cmdline, &esp_label(&esp_id))).at("write", &cfgp)?;
         let efi = work.join("BOOTX64.EFI");
         cmd::run(
             cmd::GRUB_MKSTANDALONE,
-            &["-O".to_string(), "x86_64-efi".into(), "-o".into(), efi.to_string_lossy().into_owned(), format!("boot/grub/grub.cfg={}", cfgp.display())],
+            &[
+                "-O".to_string(),
+                "x86_64-efi".into(),
+                "-o".into(),
+                efi.to_string_lossy().into_owned(),
+                format!("boot/grub/grub.cfg={}", cfgp.display()),
+            ],
             None,
         )?;
-        vfat(&esp, 32, "EFI", &[(&efi, "EFI/BOOT/BOOTX64.EFI")], &["EFI", "EFI/BOOT"])?;
+        vfat(
+            &esp,
+            32,
+            "EFI",
+            &esp_id,
+            &[(&efi, "EFI/BOOT/BOOTX64.EFI")],
+            &["EFI", "EFI/BOOT"],
+        )?;
         let readme = work.join("config-readme.txt");
-        fs::write(&readme, "Drop overrides here, e.g. storage.toml; the appliance reads this partition at boot.\n").at("write", &readme)?;
-        vfat(&config, 16, "CONFIG", &[(&readme, "README.txt")], &[])
+        fs::write(
+            &readme,
+            "Drop overrides here, e.g. storage.toml; the appliance reads this partition at boot.\n",
+        )
+        .at("write", &readme)?;
+        vfat(
+            &config,
+            16,
+            "CONFIG",
+            &config_id,
+            &[(&readme, "README.txt")],
+            &[],
+        )
     })?;
     let image = opts.out.join("eve-storage.raw");
     pr.step("disk", || {
         let slot = opts.slot_size_mib << 20;
-        let spec = |name: &str, t: &str, size: u64, c: Option<&PathBuf>| disk::PartSpec { name: name.into(), type_guid: t.into(), size, content: c.cloned() };
+        let spec = |name: &str, t: &str, size: u64, c: Option<&PathBuf>| disk::PartSpec {
+            name: name.into(),
+            type_guid: t.into(),
+            size,
+            content: c.cloned(),
+        };
         let specs = [
             spec("EFI", disk::EFI_TYPE, 32 << 20, Some(&esp)),
             spec("IMGA", disk::LINUX_TYPE, slot, Some(&sqfs)),
             spec("IMGB", disk::LINUX_TYPE, slot, Some(&sqfs)),
             spec("CONFIG", disk::BASIC_DATA_TYPE, 16 << 20, Some(&config)),
         ];
-        let (parts, total) = disk::layout(&specs, &opts.version)?;
-        disk::assemble(&image, &parts, disk::disk_guid(&opts.version), total)
+        let (parts, total) = disk::layout(&specs, &seed)?;
+        disk::assemble(&image, &parts, disk::disk_guid(&seed), total)
     })?;
     pr.step("build-manifest", || {
         let zst = opts.out.join("eve-storage.raw.zst");
-        cmd::run(cmd::ZSTD, &[std::ffi::OsStr::new("-q"), std::ffi::OsStr::new("-f"), std::ffi::OsStr::new("-T0"), image.as_os_str(), std::ffi::OsStr::new("-o"), zst.as_os_str()], None)?;
+        cmd::run(
+            cmd::ZSTD,
+            &[
+                std::ffi::OsStr::new("-q"),
+                std::ffi::OsStr::new("-f"),
+                std::ffi::OsStr::new("-T0"),
+                image.as_os_str(),
+                std::ffi::OsStr::new("-o"),
+                zst.as_os_str(),
+            ],
+            None,
+        )?;
         use std::os::unix::fs::MetadataExt;
         let meta = fs::metadata(&image).at("stat", &image)?;
         let bm = BuildManifest {
             version: opts.version.clone(),
-            git_revision: git_revision(&opts.repo),
-            kernel: KernelInfo { package: kernel_pkg.name.clone(), version: kernel_pkg.version.clone(), release: kver.clone(), modules: nmods },
-            zfs: ZfsInfo { version: zfs_version.clone(), dkms_package: build_pkgs[0].version.clone(), userland_package: zfs_user.version.clone() },
+            git_revision: git_rev.clone(),
+            kernel: KernelInfo {
+                package: kernel_pkg.name.clone(),
+                version: kernel_pkg.version.clone(),
+                release: kver.clone(),
+                modules: nmods,
+            },
+            zfs: ZfsInfo {
+                version: zfs_version.clone(),
+                dkms_package: build_pkgs[0].version.clone(),
+                userland_package: zfs_user.version.clone(),
+            },
             cmdline: cmdline.clone(),
             onboot: m.onboot.iter().map(|e| e.name.clone()).collect(),
             services: m.services.iter().map(|e| e.name.clone()).collect(),
@@ -728,7 +1182,9 @@ pub fn build(opts: &Options) -> Result<BuildManifest> {
                 compressed_path: zst.display().to_string(),
                 compressed_size: fs::metadata(&zst).at("stat", &zst)?.len(),
                 squashfs_size: fs::metadata(&sqfs).at("stat", &sqfs)?.len(),
-                initramfs_size: fs::metadata(work.join("rootfs/boot/initrd.img")).at("stat", &work)?.len(),
+                initramfs_size: fs::metadata(work.join("rootfs/boot/initrd.img"))
+                    .at("stat", &work)?
+                    .len(),
             },
         };
         let p = opts.out.join("eve-storage.build.json");
@@ -753,14 +1209,19 @@ mod tests {
         std::os::unix::fs::symlink("/etc/passwd", r.join("usr/bin/hostfile")).unwrap();
         assert!(exists_in(r, "/bin/sh"));
         assert!(exists_in(r, "/usr/bin/rel"));
-        assert!(!exists_in(r, "/usr/bin/hostfile"), "must not resolve against the host");
+        assert!(
+            !exists_in(r, "/usr/bin/hostfile"),
+            "must not resolve against the host"
+        );
         assert!(!exists_in(r, "/usr/bin/nope"));
         assert!(!exists_in(r, "/usr/bin"), "a directory is not a command");
     }
 
     #[test]
     fn grub_config_boots_by_partuuid_with_fallback() {
-        let c = grub_cfg("console=ttyS0");
+        assert_eq!(esp_label("9526c040"), "9526-C040");
+        let c = grub_cfg("console=ttyS0", "9526-C040");
+        assert!(c.contains("search --no-floppy --fs-uuid --set=esp 9526-C040"));
         assert!(c.contains("set fallback=1"));
         assert!(c.contains("root=PARTUUID=$partuuid eve.slot=A console=ttyS0"));
         assert!(c.contains("($bootdisk,gpt3)"));

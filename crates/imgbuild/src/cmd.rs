@@ -34,11 +34,17 @@ fn render(prog: &str, args: &[&OsStr]) -> String {
 pub fn run<S: AsRef<OsStr>>(prog: &str, args: &[S], cwd: Option<&Path>) -> Result<Vec<u8>> {
     let args: Vec<&OsStr> = args.iter().map(AsRef::as_ref).collect();
     let mut c = Command::new(prog);
-    c.args(&args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    c.args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     if let Some(d) = cwd {
         c.current_dir(d);
     }
-    let out = c.output().map_err(|source| Error::Spawn { argv: render(prog, &args), source })?;
+    let out = c.output().map_err(|source| Error::Spawn {
+        argv: render(prog, &args),
+        source,
+    })?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         // The tail is where tools say what went wrong; keep errors readable.
@@ -55,8 +61,16 @@ pub fn run<S: AsRef<OsStr>>(prog: &str, args: &[S], cwd: Option<&Path>) -> Resul
 /// Like `run` but sends the tool's output to `log` (for long builds whose output is only useful on failure).
 pub fn run_logged<S: AsRef<OsStr>>(prog: &str, args: &[S], cwd: &Path, log: &Path) -> Result<()> {
     let args: Vec<&OsStr> = args.iter().map(AsRef::as_ref).collect();
-    let logf = std::fs::File::create(log).map_err(|source| Error::Io { op: "create", path: log.into(), source })?;
-    let logf2 = logf.try_clone().map_err(|source| Error::Io { op: "dup", path: log.into(), source })?;
+    let logf = std::fs::File::create(log).map_err(|source| Error::Io {
+        op: "create",
+        path: log.into(),
+        source,
+    })?;
+    let logf2 = logf.try_clone().map_err(|source| Error::Io {
+        op: "dup",
+        path: log.into(),
+        source,
+    })?;
     let status = Command::new(prog)
         .args(&args)
         .current_dir(cwd)
@@ -64,7 +78,10 @@ pub fn run_logged<S: AsRef<OsStr>>(prog: &str, args: &[S], cwd: &Path, log: &Pat
         .stdout(logf)
         .stderr(logf2)
         .status()
-        .map_err(|source| Error::Spawn { argv: render(prog, &args), source })?;
+        .map_err(|source| Error::Spawn {
+            argv: render(prog, &args),
+            source,
+        })?;
     if !status.success() {
         let text = std::fs::read_to_string(log).unwrap_or_default();
         let tail: Vec<&str> = text.lines().rev().take(30).collect();

@@ -34,14 +34,25 @@ impl Tree {
 
     pub fn write<W: Write>(&self, mut w: W) -> io::Result<W> {
         for (ino, (path, node)) in self.0.iter().enumerate() {
-            let b = cpio::newc::Builder::new(path).ino(ino as u32 + 1).uid(0).gid(0).mtime(0);
+            let b = cpio::newc::Builder::new(path)
+                .ino(ino as u32 + 1)
+                .uid(0)
+                .gid(0)
+                .mtime(0);
             let (b, data): (_, &[u8]) = match node {
                 Node::Dir => (b.mode(0o040755).nlink(2), &[]),
                 Node::File { data, mode } => (b.mode(0o100000 | (mode & 0o7777)).nlink(1), data),
                 Node::Symlink(t) => (b.mode(0o120777).nlink(1), t.as_bytes()),
-                Node::CharDev { major, minor } => (b.mode(0o020600).nlink(1).rdev_major(*major).rdev_minor(*minor), &[]),
+                Node::CharDev { major, minor } => (
+                    b.mode(0o020600)
+                        .nlink(1)
+                        .rdev_major(*major)
+                        .rdev_minor(*minor),
+                    &[],
+                ),
             };
-            let len = u32::try_from(data.len()).map_err(|_| io::Error::other(format!("{path}: too large for cpio")))?;
+            let len = u32::try_from(data.len())
+                .map_err(|_| io::Error::other(format!("{path}: too large for cpio")))?;
             let mut fw = b.write(w, len);
             fw.write_all(data)?;
             w = fw.finish()?;
@@ -57,8 +68,20 @@ mod tests {
     #[test]
     fn round_trips_through_a_cpio_reader_in_order() {
         let mut t = Tree::default();
-        t.insert("/lib/modules/k/nvme.ko", Node::File { data: b"ELF".to_vec(), mode: 0o644 });
-        t.insert("init", Node::File { data: vec![1, 2, 3], mode: 0o755 });
+        t.insert(
+            "/lib/modules/k/nvme.ko",
+            Node::File {
+                data: b"ELF".to_vec(),
+                mode: 0o644,
+            },
+        );
+        t.insert(
+            "init",
+            Node::File {
+                data: vec![1, 2, 3],
+                mode: 0o755,
+            },
+        );
         t.insert("dev/console", Node::CharDev { major: 5, minor: 1 });
         t.insert("sbin", Node::Symlink("bin".into()));
         let bytes = t.write(Vec::new()).unwrap();
@@ -70,7 +93,11 @@ mod tests {
             if e.entry().is_trailer() {
                 break;
             }
-            let (name, mode, major) = (e.entry().name().to_string(), e.entry().mode(), e.entry().rdev_major());
+            let (name, mode, major) = (
+                e.entry().name().to_string(),
+                e.entry().mode(),
+                e.entry().rdev_major(),
+            );
             let mut data = Vec::new();
             let mut e = e;
             io::Read::read_to_end(&mut e, &mut data).unwrap();
@@ -78,7 +105,19 @@ mod tests {
             r = e.finish().unwrap();
         }
         let names: Vec<&str> = seen.iter().map(|s| s.0.as_str()).collect();
-        assert_eq!(names, ["dev", "dev/console", "init", "lib", "lib/modules", "lib/modules/k", "lib/modules/k/nvme.ko", "sbin"]);
+        assert_eq!(
+            names,
+            [
+                "dev",
+                "dev/console",
+                "init",
+                "lib",
+                "lib/modules",
+                "lib/modules/k",
+                "lib/modules/k/nvme.ko",
+                "sbin"
+            ]
+        );
         assert_eq!(seen[1].1, 0o020600);
         assert_eq!(seen[1].2, 5);
         assert_eq!(seen[2].1, 0o100755);
@@ -89,11 +128,23 @@ mod tests {
     #[test]
     fn output_is_deterministic() {
         let mut a = Tree::default();
-        a.insert("x/y", Node::File { data: vec![9], mode: 0o600 });
+        a.insert(
+            "x/y",
+            Node::File {
+                data: vec![9],
+                mode: 0o600,
+            },
+        );
         a.insert("z", Node::Dir);
         let mut b = Tree::default();
         b.insert("z", Node::Dir);
-        b.insert("x/y", Node::File { data: vec![9], mode: 0o600 });
+        b.insert(
+            "x/y",
+            Node::File {
+                data: vec![9],
+                mode: 0o600,
+            },
+        );
         assert_eq!(a.write(Vec::new()).unwrap(), b.write(Vec::new()).unwrap());
     }
 }

@@ -61,14 +61,25 @@ pub fn layout(specs: &[PartSpec], seed: &str) -> Result<(Vec<Placed>, u64)> {
 }
 
 pub fn disk_guid(seed: &str) -> Uuid {
-    Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("eve-storage-image/{seed}/disk").as_bytes())
+    Uuid::new_v5(
+        &Uuid::NAMESPACE_OID,
+        format!("eve-storage-image/{seed}/disk").as_bytes(),
+    )
 }
 
 /// Writes protective MBR and both GPT headers for `parts` onto `dev` (already sized).
-pub fn write_gpt<D: gpt::DiskDevice>(dev: D, parts: &[Placed], disk: Uuid, total: u64) -> Result<D, gpt::GptError> {
+pub fn write_gpt<D: gpt::DiskDevice>(
+    dev: D,
+    parts: &[Placed],
+    disk: Uuid,
+    total: u64,
+) -> Result<D, gpt::GptError> {
     let mut dev = dev;
-    let mbr = gpt::mbr::ProtectiveMBR::with_lb_size(u32::try_from(total / SECTOR - 1).unwrap_or(0xFFFF_FFFF));
-    mbr.overwrite_lba0(&mut dev).map_err(|e| gpt::GptError::Io(std::io::Error::other(e.to_string())))?;
+    let mbr = gpt::mbr::ProtectiveMBR::with_lb_size(
+        u32::try_from(total / SECTOR - 1).unwrap_or(0xFFFF_FFFF),
+    );
+    mbr.overwrite_lba0(&mut dev)
+        .map_err(|e| gpt::GptError::Io(std::io::Error::other(e.to_string())))?;
     let mut g = gpt::GptConfig::new()
         .writable(true)
         .change_partition_count(true)
@@ -78,7 +89,11 @@ pub fn write_gpt<D: gpt::DiskDevice>(dev: D, parts: &[Placed], disk: Uuid, total
         map.insert(n, gpt::partition::Partition::zero());
     }
     for p in parts {
-        let t: Type = p.spec.type_guid.parse().map_err(|_| gpt::GptError::Overflow("partition type"))?;
+        let t: Type = p
+            .spec
+            .type_guid
+            .parse()
+            .map_err(|_| gpt::GptError::Overflow("partition type"))?;
         map.insert(
             p.number,
             gpt::partition::Partition {
@@ -97,7 +112,13 @@ pub fn write_gpt<D: gpt::DiskDevice>(dev: D, parts: &[Placed], disk: Uuid, total
 
 /// Creates `path` as a sparse raw image holding the GPT and each partition's content.
 pub fn assemble(path: &Path, parts: &[Placed], disk: Uuid, total: u64) -> Result<()> {
-    let mut f = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path).at("create", path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .at("create", path)?;
     f.set_len(total).at("resize", path)?;
     for p in parts {
         let Some(src) = &p.spec.content else { continue };
@@ -111,7 +132,8 @@ pub fn assemble(path: &Path, parts: &[Placed], disk: Uuid, total: u64) -> Result
                 p.spec.name
             )));
         }
-        f.seek(SeekFrom::Start(p.first_lba * SECTOR)).at("seek", path)?;
+        f.seek(SeekFrom::Start(p.first_lba * SECTOR))
+            .at("seek", path)?;
         let mut buf = vec![0u8; 1 << 20];
         loop {
             let n = inp.read(&mut buf).at("read", src)?;
@@ -126,7 +148,10 @@ pub fn assemble(path: &Path, parts: &[Placed], disk: Uuid, total: u64) -> Result
             }
         }
     }
-    let f = write_gpt(f, parts, disk, total).map_err(|source| Error::Gpt { path: path.into(), source })?;
+    let f = write_gpt(f, parts, disk, total).map_err(|source| Error::Gpt {
+        path: path.into(),
+        source,
+    })?;
     f.sync_all().at("sync", path)?;
     Ok(())
 }
@@ -137,8 +162,18 @@ mod tests {
     use std::io::Cursor;
 
     fn specs() -> Vec<PartSpec> {
-        let p = |n: &str, t: &str, mib: u64| PartSpec { name: n.into(), type_guid: t.into(), size: mib << 20, content: None };
-        vec![p("EFI", EFI_TYPE, 32), p("IMGA", LINUX_TYPE, 300), p("IMGB", LINUX_TYPE, 300), p("CONFIG", BASIC_DATA_TYPE, 1)]
+        let p = |n: &str, t: &str, mib: u64| PartSpec {
+            name: n.into(),
+            type_guid: t.into(),
+            size: mib << 20,
+            content: None,
+        };
+        vec![
+            p("EFI", EFI_TYPE, 32),
+            p("IMGA", LINUX_TYPE, 300),
+            p("IMGB", LINUX_TYPE, 300),
+            p("CONFIG", BASIC_DATA_TYPE, 1),
+        ]
     }
 
     #[test]
@@ -181,7 +216,10 @@ mod tests {
         assert_eq!(used.len(), 4);
         assert_eq!(used[1].name, "IMGA");
         assert_eq!(used[1].part_guid, parts[1].guid);
-        assert_eq!(used[0].part_type_guid.guid.to_string().to_uppercase(), EFI_TYPE);
+        assert_eq!(
+            used[0].part_type_guid.guid.to_string().to_uppercase(),
+            EFI_TYPE
+        );
         assert_eq!(used[3].last_lba, parts[3].last_lba);
     }
 
@@ -202,6 +240,9 @@ mod tests {
         std::fs::write(&content, vec![1u8; (2 << 20) + 1]).unwrap();
         s[1].size = 2 << 20;
         let (parts, total) = layout(&s, "v1").unwrap();
-        assert!(assemble(&img, &parts, disk_guid("v1"), total).unwrap_err().to_string().contains("IMGA"));
+        assert!(assemble(&img, &parts, disk_guid("v1"), total)
+            .unwrap_err()
+            .to_string()
+            .contains("IMGA"));
     }
 }

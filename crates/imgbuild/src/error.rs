@@ -12,7 +12,11 @@ pub enum Error {
         source: std::io::Error,
     },
     #[error("command `{argv}` failed ({status}): {stderr}")]
-    Command { argv: String, status: String, stderr: String },
+    Command {
+        argv: String,
+        status: String,
+        stderr: String,
+    },
     #[error("command `{argv}` could not be started")]
     Spawn {
         argv: String,
@@ -26,7 +30,11 @@ pub enum Error {
     #[error("package resolution: {0}")]
     Resolve(String),
     #[error("{path}: sha256 {actual} does not match the index ({expected})")]
-    Checksum { path: PathBuf, expected: String, actual: String },
+    Checksum {
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
     #[error("kernel modules: {0}")]
     Modules(String),
     #[error("disk layout: {0}")]
@@ -54,6 +62,10 @@ pub trait IoContext<T> {
 
 impl<T> IoContext<T> for std::io::Result<T> {
     fn at(self, op: &'static str, path: impl Into<PathBuf>) -> Result<T> {
-        self.map_err(|source| Error::Io { op, path: path.into(), source })
+        self.map_err(|source| Error::Io {
+            op,
+            path: path.into(),
+            source,
+        })
     }
 }

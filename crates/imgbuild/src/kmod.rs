@@ -24,14 +24,22 @@ pub struct DepMap {
 impl DepMap {
     pub fn parse(modules_dep: &str, modules_builtin: &str) -> Result<DepMap> {
         let mut entries = HashMap::new();
-        for (n, line) in modules_dep.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-            let (path, deps) = line
-                .split_once(':')
-                .ok_or_else(|| Error::Modules(format!("modules.dep line {}: no ':' in `{line}`", n + 1)))?;
+        for (n, line) in modules_dep
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
+            let (path, deps) = line.split_once(':').ok_or_else(|| {
+                Error::Modules(format!("modules.dep line {}: no ':' in `{line}`", n + 1))
+            })?;
             let deps = deps.split_whitespace().map(str::to_string).collect();
             entries.insert(name_of(path), (path.to_string(), deps));
         }
-        let builtin = modules_builtin.lines().filter(|l| !l.is_empty()).map(name_of).collect();
+        let builtin = modules_builtin
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(name_of)
+            .collect();
         Ok(DepMap { entries, builtin })
     }
 
@@ -45,10 +53,11 @@ impl DepMap {
             if self.builtin.contains(&name) {
                 continue;
             }
-            let (path, _) = self
-                .entries
-                .get(&name)
-                .ok_or_else(|| Error::Modules(format!("module `{w}` is neither in modules.dep nor built in")))?;
+            let (path, _) = self.entries.get(&name).ok_or_else(|| {
+                Error::Modules(format!(
+                    "module `{w}` is neither in modules.dep nor built in"
+                ))
+            })?;
             self.visit(path, &mut seen, &mut out)?;
         }
         Ok(out)
@@ -58,10 +67,11 @@ impl DepMap {
         if !seen.insert(path.to_string()) {
             return Ok(());
         }
-        let (_, deps) = self
-            .entries
-            .get(&name_of(path))
-            .ok_or_else(|| Error::Modules(format!("`{path}` is a dependency but has no modules.dep entry")))?;
+        let (_, deps) = self.entries.get(&name_of(path)).ok_or_else(|| {
+            Error::Modules(format!(
+                "`{path}` is a dependency but has no modules.dep entry"
+            ))
+        })?;
         // modules.dep lists a module's dependencies deepest-last; load order is the reverse.
         for d in deps.iter().rev() {
             self.visit(d, seen, out)?;
@@ -86,7 +96,10 @@ kernel/drivers/nvme/host/nvme-fabrics.ko.xz: kernel/drivers/nvme/host/nvme-core.
 
     #[test]
     fn names_are_canonical() {
-        assert_eq!(name_of("kernel/drivers/nvme/host/nvme-core.ko.xz"), "nvme_core");
+        assert_eq!(
+            name_of("kernel/drivers/nvme/host/nvme-core.ko.xz"),
+            "nvme_core"
+        );
         assert_eq!(name_of("extra/zfs.ko"), "zfs");
         assert_eq!(canonical("nvme-loop"), "nvme_loop");
     }
@@ -94,9 +107,21 @@ kernel/drivers/nvme/host/nvme-fabrics.ko.xz: kernel/drivers/nvme/host/nvme-core.
     #[test]
     fn closure_puts_dependencies_first_once() {
         let m = DepMap::parse(DEP, "kernel/fs/configfs/configfs.ko\n").unwrap();
-        let c = m.closure(&["nvme".into(), "nvme-loop".into(), "configfs".into()]).unwrap();
+        let c = m
+            .closure(&["nvme".into(), "nvme-loop".into(), "configfs".into()])
+            .unwrap();
         let names: Vec<String> = c.iter().map(|p| name_of(p)).collect();
-        assert_eq!(names, ["nvme_auth", "nvme_core", "nvme", "nvme_fabrics", "nvmet", "nvme_loop"]);
+        assert_eq!(
+            names,
+            [
+                "nvme_auth",
+                "nvme_core",
+                "nvme",
+                "nvme_fabrics",
+                "nvmet",
+                "nvme_loop"
+            ]
+        );
         for (i, p) in c.iter().enumerate() {
             for d in &m.entries[&name_of(p)].1 {
                 assert!(c[..i].contains(d), "{d} must load before {p}");
@@ -107,7 +132,11 @@ kernel/drivers/nvme/host/nvme-fabrics.ko.xz: kernel/drivers/nvme/host/nvme-core.
     #[test]
     fn unknown_modules_and_bad_lines_are_errors() {
         let m = DepMap::parse(DEP, "").unwrap();
-        assert!(m.closure(&["nosuch".into()]).unwrap_err().to_string().contains("nosuch"));
+        assert!(m
+            .closure(&["nosuch".into()])
+            .unwrap_err()
+            .to_string()
+            .contains("nosuch"));
         assert!(DepMap::parse("garbage line\n", "").is_err());
     }
 }

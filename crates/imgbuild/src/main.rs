@@ -6,7 +6,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(version, about = "Build the EVE storage appliance image from linuxkit/*.yml and Debian packages")]
+#[command(
+    version,
+    about = "Build the EVE storage appliance image from linuxkit/*.yml and Debian packages"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -79,11 +82,33 @@ fn main() -> ExitCode {
                 slot_size_mib: 0,
             };
             build::load(&opts).map(|(m, _)| {
-                println!("ok: {} onboot steps, {} services", m.onboot.len(), m.services.len());
+                println!(
+                    "ok: {} onboot steps, {} services",
+                    m.onboot.len(),
+                    m.services.len()
+                );
             })
         }
-        Cmd::Build { common, bins, out, cache, apt_lists, version, slot_size_mib } => {
-            let opts = Options { repo: common.repo, manifests: common.manifests, config: common.config, bins, out, cache, apt_lists, version, slot_size_mib };
+        Cmd::Build {
+            common,
+            bins,
+            out,
+            cache,
+            apt_lists,
+            version,
+            slot_size_mib,
+        } => {
+            let opts = Options {
+                repo: common.repo,
+                manifests: common.manifests,
+                config: common.config,
+                bins,
+                out,
+                cache,
+                apt_lists,
+                version,
+                slot_size_mib,
+            };
             build::build(&opts).map(|bm| {
                 println!("{}", bm.image.path);
                 eprintln!(

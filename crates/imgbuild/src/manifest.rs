@@ -65,8 +65,10 @@ pub struct Manifest {
 
 /// Parses one yml; errors carry the file, and serde's line/column and field.
 pub fn parse(path: &Path, text: &str) -> Result<Manifest> {
-    let mut m: Manifest =
-        serde_yaml::from_str(text).map_err(|e| Error::Manifest { path: path.into(), msg: e.to_string() })?;
+    let mut m: Manifest = serde_yaml::from_str(text).map_err(|e| Error::Manifest {
+        path: path.into(),
+        msg: e.to_string(),
+    })?;
     let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
     m.source_dirs = vec![dir; m.files.len()];
     Ok(m)
@@ -86,7 +88,10 @@ pub fn merge(parts: Vec<(PathBuf, Manifest)>) -> Result<Manifest> {
         }
         for e in m.onboot.iter().chain(&m.onshutdown).chain(&m.services) {
             if !names.insert(e.name.clone()) {
-                return Err(Error::Manifest { path, msg: format!("entry name `{}` is used twice", e.name) });
+                return Err(Error::Manifest {
+                    path,
+                    msg: format!("entry name `{}` is used twice", e.name),
+                });
             }
         }
         out.onboot.extend(m.onboot);
@@ -171,12 +176,20 @@ pub struct ImageMap {
 }
 
 pub fn parse_config(path: &Path, text: &str) -> Result<Config> {
-    toml::from_str(text).map_err(|e| Error::Parse { path: path.into(), msg: e.to_string() })
+    toml::from_str(text).map_err(|e| Error::Parse {
+        path: path.into(),
+        msg: e.to_string(),
+    })
 }
 
 /// Everything wrong with the manifest against the mapping, the pkg/ tree and the workspace's
 /// binaries, so one run reports all problems at once.
-pub fn validate(m: &Manifest, cfg: &Config, pkg_dir: &Path, workspace_bins: &BTreeSet<String>) -> Vec<String> {
+pub fn validate(
+    m: &Manifest,
+    cfg: &Config,
+    pkg_dir: &Path,
+    workspace_bins: &BTreeSet<String>,
+) -> Vec<String> {
     let mut errs = Vec::new();
     let Some(kernel) = &m.kernel else {
         return vec!["no `kernel:` section".into()];
@@ -190,7 +203,9 @@ pub fn validate(m: &Manifest, cfg: &Config, pkg_dir: &Path, workspace_bins: &BTr
     for (who, image) in &used_images {
         let repo = repo_of(image);
         let Some(map) = cfg.images.get(repo) else {
-            errs.push(format!("`{who}` uses image `{image}`, which rootfs/packages.toml does not map"));
+            errs.push(format!(
+                "`{who}` uses image `{image}`, which rootfs/packages.toml does not map"
+            ));
             continue;
         };
         if let Some(name) = repo.strip_prefix("eve-storage/") {
@@ -198,37 +213,61 @@ pub fn validate(m: &Manifest, cfg: &Config, pkg_dir: &Path, workspace_bins: &BTr
             let dir = pkg_dir.join(name);
             for f in ["Dockerfile", "build.yml"] {
                 if !dir.join(f).is_file() {
-                    errs.push(format!("`{who}` uses image `{image}` but {} does not exist", dir.join(f).display()));
+                    errs.push(format!(
+                        "`{who}` uses image `{image}` but {} does not exist",
+                        dir.join(f).display()
+                    ));
                 }
             }
         }
         if let Some(bin) = &map.bin {
             if !workspace_bins.contains(bin) {
-                errs.push(format!("image `{repo}` ships binary `{bin}`, which no workspace crate builds"));
+                errs.push(format!(
+                    "image `{repo}` ships binary `{bin}`, which no workspace crate builds"
+                ));
             }
         }
     }
-    if !m.init.iter().any(|i| cfg.images.get(repo_of(i)).is_some_and(|x| x.init)) {
+    if !m
+        .init
+        .iter()
+        .any(|i| cfg.images.get(repo_of(i)).is_some_and(|x| x.init))
+    {
         errs.push("no `init:` image provides the init (an image with `init = true`)".into());
     }
     for e in m.onboot.iter().chain(&m.services) {
-        let map = cfg.images.get(repo_of(&e.image)).cloned().unwrap_or_default();
+        let map = cfg
+            .images
+            .get(repo_of(&e.image))
+            .cloned()
+            .unwrap_or_default();
         if e.command.is_none() && map.command.is_none() && map.bin.is_none() {
-            errs.push(format!("`{}` has no command and image `{}` gives no default", e.name, e.image));
+            errs.push(format!(
+                "`{}` has no command and image `{}` gives no default",
+                e.name, e.image
+            ));
         }
     }
     // Each shipped package must be used, and each workspace binary shipped or declared build-only.
     if let Ok(rd) = std::fs::read_dir(pkg_dir) {
-        let mut names: Vec<String> =
-            rd.filter_map(|d| d.ok()).filter(|d| d.path().is_dir()).map(|d| d.file_name().to_string_lossy().into()).collect();
+        let mut names: Vec<String> = rd
+            .filter_map(|d| d.ok())
+            .filter(|d| d.path().is_dir())
+            .map(|d| d.file_name().to_string_lossy().into())
+            .collect();
         names.sort();
         for name in names {
             if !referenced_pkgs.contains(&name) {
-                errs.push(format!("pkg/{name} is not named by any image in the manifest"));
+                errs.push(format!(
+                    "pkg/{name} is not named by any image in the manifest"
+                ));
             }
         }
     } else {
-        errs.push(format!("{}: cannot read the package directory", pkg_dir.display()));
+        errs.push(format!(
+            "{}: cannot read the package directory",
+            pkg_dir.display()
+        ));
     }
     let shipped: BTreeSet<&String> = cfg
         .images
@@ -238,7 +277,9 @@ pub fn validate(m: &Manifest, cfg: &Config, pkg_dir: &Path, workspace_bins: &BTr
         .collect();
     for bin in workspace_bins {
         if !shipped.contains(bin) && !cfg.build_only.contains(bin) {
-            errs.push(format!("workspace binary `{bin}` is neither in the manifest nor listed as build_only"));
+            errs.push(format!(
+                "workspace binary `{bin}` is neither in the manifest nor listed as build_only"
+            ));
         }
     }
     errs
@@ -335,14 +376,24 @@ bin = "eve-agent"
 
     #[test]
     fn unknown_top_level_field_is_named_with_its_line() {
-        let e = parse(Path::new("x.yml"), "kernel:\n  image: a\nservice:\n  - name: b\n").unwrap_err().to_string();
-        assert!(e.contains("x.yml") && e.contains("service") && e.contains("line 3"), "{e}");
+        let e = parse(
+            Path::new("x.yml"),
+            "kernel:\n  image: a\nservice:\n  - name: b\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("x.yml") && e.contains("service") && e.contains("line 3"),
+            "{e}"
+        );
     }
 
     #[test]
     fn duplicate_names_are_refused() {
         let a = parse(Path::new("a.yml"), DEV).unwrap();
-        let e = merge(vec![("a.yml".into(), a.clone()), ("b.yml".into(), a)]).unwrap_err().to_string();
+        let e = merge(vec![("a.yml".into(), a.clone()), ("b.yml".into(), a)])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("b.yml") && e.contains("agent"), "{e}");
     }
 
@@ -356,15 +407,28 @@ bin = "eve-agent"
     #[test]
     fn a_consistent_tree_validates() {
         let p = pkg_tree(&["eve-init", "eve-agent"]);
-        let errs = validate(&merged(), &cfg(), p.path(), &bins(&["eve-init", "eve-agent", "eve-imgbuild"]));
+        let errs = validate(
+            &merged(),
+            &cfg(),
+            p.path(),
+            &bins(&["eve-init", "eve-agent", "eve-imgbuild"]),
+        );
         assert!(errs.is_empty(), "{errs:?}");
     }
 
     #[test]
     fn missing_package_directory_is_reported() {
         let p = pkg_tree(&["eve-init"]);
-        let errs = validate(&merged(), &cfg(), p.path(), &bins(&["eve-init", "eve-agent", "eve-imgbuild"]));
-        assert!(errs.iter().any(|e| e.contains("eve-agent/Dockerfile")), "{errs:?}");
+        let errs = validate(
+            &merged(),
+            &cfg(),
+            p.path(),
+            &bins(&["eve-init", "eve-agent", "eve-imgbuild"]),
+        );
+        assert!(
+            errs.iter().any(|e| e.contains("eve-agent/Dockerfile")),
+            "{errs:?}"
+        );
     }
 
     #[test]
@@ -373,11 +437,24 @@ bin = "eve-agent"
         m.services[0].image = "eve-storage/nosuch:dev".into();
         let p = pkg_tree(&["eve-init", "eve-agent"]);
         let errs = validate(&m, &cfg(), p.path(), &bins(&["eve-init", "eve-imgbuild"]));
-        assert!(errs.iter().any(|e| e.contains("eve-storage/nosuch:dev") && e.contains("does not map")), "{errs:?}");
-        assert!(errs.iter().any(|e| e.contains("pkg/eve-agent is not named")), "{errs:?}");
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("eve-storage/nosuch:dev") && e.contains("does not map")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("pkg/eve-agent is not named")),
+            "{errs:?}"
+        );
         let mut c = cfg();
         c.images.get_mut("eve-storage/eve-agent").unwrap().bin = Some("gone".into());
-        let errs = validate(&merged(), &c, p.path(), &bins(&["eve-init", "eve-imgbuild"]));
+        let errs = validate(
+            &merged(),
+            &c,
+            p.path(),
+            &bins(&["eve-init", "eve-imgbuild"]),
+        );
         assert!(errs.iter().any(|e| e.contains("`gone`")), "{errs:?}");
     }
 
@@ -386,7 +463,15 @@ bin = "eve-agent"
         let a = parse(Path::new("a.yml"), BASE).unwrap();
         let m = merge(vec![("a.yml".into(), a)]).unwrap();
         let p = pkg_tree(&["eve-init"]);
-        let errs = validate(&m, &cfg(), p.path(), &bins(&["eve-init", "eve-agent", "eve-imgbuild"]));
-        assert!(errs.iter().any(|e| e.contains("`eve-agent` is neither")), "{errs:?}");
+        let errs = validate(
+            &m,
+            &cfg(),
+            p.path(),
+            &bins(&["eve-init", "eve-agent", "eve-imgbuild"]),
+        );
+        assert!(
+            errs.iter().any(|e| e.contains("`eve-agent` is neither")),
+            "{errs:?}"
+        );
     }
 }

@@ -8,17 +8,33 @@ use std::path::Path;
 pub fn binaries(root: &Path) -> Result<BTreeSet<String>> {
     let read = |p: &Path| -> Result<toml::Value> {
         let text = std::fs::read_to_string(p).at("read", p)?;
-        toml::from_str(&text).map_err(|e| Error::Parse { path: p.into(), msg: e.to_string() })
+        toml::from_str(&text).map_err(|e| Error::Parse {
+            path: p.into(),
+            msg: e.to_string(),
+        })
     };
     let top = read(&root.join("Cargo.toml"))?;
-    let members = top.get("workspace").and_then(|w| w.get("members")).and_then(|m| m.as_array()).cloned().unwrap_or_default();
+    let members = top
+        .get("workspace")
+        .and_then(|w| w.get("members"))
+        .and_then(|m| m.as_array())
+        .cloned()
+        .unwrap_or_default();
     let mut out = BTreeSet::new();
     for m in members.iter().filter_map(|m| m.as_str()) {
         let dir = root.join(m);
         let t = read(&dir.join("Cargo.toml"))?;
-        let bins = t.get("bin").and_then(|b| b.as_array()).cloned().unwrap_or_default();
+        let bins = t
+            .get("bin")
+            .and_then(|b| b.as_array())
+            .cloned()
+            .unwrap_or_default();
         if bins.is_empty() && dir.join("src/main.rs").exists() {
-            if let Some(n) = t.get("package").and_then(|p| p.get("name")).and_then(|n| n.as_str()) {
+            if let Some(n) = t
+                .get("package")
+                .and_then(|p| p.get("name"))
+                .and_then(|n| n.as_str())
+            {
                 out.insert(n.to_string());
             }
         }
@@ -43,14 +59,23 @@ mod tests {
             std::fs::create_dir_all(f.parent().unwrap()).unwrap();
             std::fs::write(f, s).unwrap();
         };
-        w("Cargo.toml", "[workspace]\nmembers = [\"a\", \"b\", \"c\"]\n");
-        w("a/Cargo.toml", "[package]\nname = \"a\"\n[[bin]]\nname = \"a-tool\"\npath = \"src/main.rs\"\n");
+        w(
+            "Cargo.toml",
+            "[workspace]\nmembers = [\"a\", \"b\", \"c\"]\n",
+        );
+        w(
+            "a/Cargo.toml",
+            "[package]\nname = \"a\"\n[[bin]]\nname = \"a-tool\"\npath = \"src/main.rs\"\n",
+        );
         w("b/Cargo.toml", "[package]\nname = \"bee\"\n");
         w("b/src/main.rs", "fn main(){}");
         w("c/Cargo.toml", "[package]\nname = \"libonly\"\n");
         let got: Vec<String> = binaries(t.path()).unwrap().into_iter().collect();
         assert_eq!(got, ["a-tool", "bee"]);
         w("c/Cargo.toml", "[package\n");
-        assert!(binaries(t.path()).unwrap_err().to_string().contains("c/Cargo.toml"));
+        assert!(binaries(t.path())
+            .unwrap_err()
+            .to_string()
+            .contains("c/Cargo.toml"));
     }
 }

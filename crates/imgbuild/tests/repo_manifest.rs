@@ -7,7 +7,10 @@ fn the_repository_manifest_validates() {
     let repo = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
     let opts = imgbuild::build::Options {
         repo: repo.into(),
-        manifests: vec![repo.join("linuxkit/eve-storage.yml"), repo.join("linuxkit/dev.yml")],
+        manifests: vec![
+            repo.join("linuxkit/eve-storage.yml"),
+            repo.join("linuxkit/dev.yml"),
+        ],
         config: repo.join("rootfs/packages.toml"),
         bins: Default::default(),
         out: Default::default(),
@@ -17,7 +20,10 @@ fn the_repository_manifest_validates() {
         slot_size_mib: 0,
     };
     let (m, cfg) = imgbuild::build::load(&opts).unwrap();
-    assert_eq!(m.onboot.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), ["sysctl", "modules"]);
+    assert_eq!(
+        m.onboot.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(),
+        ["sysctl", "modules"]
+    );
     assert!(cfg.images.contains_key("eve-storage/eve-init"));
     for name in ["eve-init", "eve-agent", "zfs-tools"] {
         assert!(repo.join("pkg").join(name).join("Dockerfile").is_file());
