@@ -130,6 +130,24 @@ fn boots_under_ovmf_and_brings_up_kernel_modules_onboot_and_services() {
     assert_eq!(st.slot.as_deref(), Some("A"));
     assert!(st.errors.is_empty(), "{:?}", st.errors);
     assert_eq!(m.ok("sysctl -n vm.swappiness").unwrap().trim(), "10");
+    m.ok(
+        "grep -q ' /sys/kernel/config configfs ' /proc/mounts && test -d /sys/kernel/config/nvmet",
+    )
+    .unwrap();
+
+    // The console shell is one long-lived process with the serial port as its terminal.
+    std::thread::sleep(Duration::from_secs(3));
+    let (getty, starts) = service_pid(&mut m, "getty");
+    assert_eq!(
+        starts,
+        1,
+        "console shell keeps restarting: {:?}",
+        status(&mut m)
+    );
+    let tty = m
+        .ok(&format!("readlink /proc/{}/fd/0", getty.unwrap()))
+        .unwrap();
+    assert_eq!(tty.trim(), "/dev/ttyS0");
 
     // A service killed with SIGKILL comes back with a new pid.
     let (pid, starts) = service_pid(&mut m, "zed");
@@ -176,7 +194,17 @@ fn boots_under_ovmf_and_brings_up_kernel_modules_onboot_and_services() {
         (7, "out\n", "err\n")
     );
 
+    // Clean power-off: every service stops on SIGTERM, none needs SIGKILL.
     m.poweroff().unwrap();
+    let console = std::fs::read_to_string(m.console_log()).unwrap();
+    assert!(
+        console.contains("PowerOff: stopping services"),
+        "no clean shutdown in the console log"
+    );
+    assert!(
+        !console.contains("did not stop"),
+        "a service ignored SIGTERM"
+    );
 }
 
 #[test]

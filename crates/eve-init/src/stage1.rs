@@ -111,7 +111,11 @@ pub fn run() -> ! {
         ));
     }
     // sbin/init is an absolute symlink, meaningful only inside the new root: check the link itself.
-    if Path::new(NEWROOT).join("sbin/init").symlink_metadata().is_err() {
+    if Path::new(NEWROOT)
+        .join("sbin/init")
+        .symlink_metadata()
+        .is_err()
+    {
         fail(format!("{} has no /sbin/init", dev.display()));
     }
     for m in ["/dev", "/proc", "/sys"] {

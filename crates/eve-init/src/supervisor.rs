@@ -21,6 +21,7 @@ const ONBOOT_TIMEOUT: Duration = Duration::from_secs(900);
 const UDEVD: &str = "/lib/systemd/systemd-udevd";
 const UDEVADM: &str = "/bin/udevadm";
 const IP: &str = "/bin/ip";
+const MODPROBE: &str = "/sbin/modprobe";
 
 #[derive(Debug)]
 struct Svc {
@@ -90,6 +91,14 @@ fn spawn(b: &Bundle, console: &str) -> std::io::Result<Pid> {
     // SAFETY: only async-signal-safe calls (setsid, ioctl, chroot, chdir) run between fork and exec.
     unsafe {
         c.pre_exec(move || {
+            // init blocks the signals it waits for; a child must not inherit that mask, or it
+            // would ignore SIGTERM at shutdown.
+            let empty = nix::sys::signal::SigSet::empty();
+            nix::sys::signal::sigprocmask(
+                nix::sys::signal::SigmaskHow::SIG_SETMASK,
+                Some(&empty),
+                None,
+            )?;
             nix::unistd::setsid()?;
             if has_tty && libc::ioctl(0, libc::TIOCSCTTY, 1) != 0 {
                 return Err(std::io::Error::last_os_error());
@@ -190,8 +199,16 @@ impl Init {
         let Some(i) = self.services.iter().position(|s| s.pid == Some(pid)) else {
             return;
         };
+        let stopping = self.shutdown.is_some();
         let s = &mut self.services[i];
         s.pid = None;
+        if stopping {
+            sys::log(format!("service {} (pid {pid}) stopped: {ws:?}", s.bundle.name));
+            self.status.services[i].pid = None;
+            self.status.services[i].state = "stopped".into();
+            self.status.services[i].last_exit = exit_code(ws);
+            return;
+        }
         let delay = s.backoff.next_delay(s.started.elapsed());
         s.restart_at = Some(Instant::now() + delay);
         sys::log(format!(
@@ -327,6 +344,13 @@ impl Init {
         ] {
             let _ = std::fs::create_dir_all(d);
         }
+        // configfs is a module in Debian's kernel; its mountpoint appears once it is loaded.
+        if !Path::new("/sys/kernel/config").exists() {
+            let _ = Command::new(MODPROBE)
+                .arg("configfs")
+                .stdin(Stdio::null())
+                .status();
+        }
         sys::mount_fs(
             "configfs",
             "/sys/kernel/config",
@@ -445,8 +469,16 @@ impl Init {
         for s in self.services.iter_mut() {
             s.restart_at = None;
             if let Some(p) = s.pid {
-                let _ = kill(Pid::from_raw(-p.as_raw()), Signal::SIGTERM);
-                let _ = kill(p, Signal::SIGTERM);
+                // Interactive shells ignore SIGTERM; a terminal session ends on hangup.
+                let sigs: &[Signal] = if s.bundle.tty().is_some() {
+                    &[Signal::SIGHUP, Signal::SIGTERM]
+                } else {
+                    &[Signal::SIGTERM]
+                };
+                for sig in sigs {
+                    let _ = kill(Pid::from_raw(-p.as_raw()), *sig);
+                    let _ = kill(p, *sig);
+                }
             }
         }
         let deadline = Instant::now() + Duration::from_secs(10);
