@@ -149,6 +149,9 @@ fn boots_under_ovmf_and_brings_up_kernel_modules_onboot_and_services() {
         .unwrap();
     assert_eq!(tty.trim(), "/dev/ttyS0");
 
+    // Once /persist is a mounted filesystem, service output also lands there.
+    m.ok("mount -t tmpfs persist /persist").unwrap();
+
     // A service killed with SIGKILL comes back with a new pid.
     let (pid, starts) = service_pid(&mut m, "zed");
     let pid = pid.expect("zed running");
@@ -170,7 +173,23 @@ fn boots_under_ovmf_and_brings_up_kernel_modules_onboot_and_services() {
         std::thread::sleep(Duration::from_millis(500));
     }
     let log = m.ok("cat /run/log/zed.log").unwrap();
-    assert!(!log.is_empty(), "zed's output is not captured");
+    assert_eq!(
+        log.matches("ZFS Event Daemon").count(),
+        2,
+        "zed's output is not captured: {log}"
+    );
+    let t = Instant::now();
+    while !m
+        .ok("cat /persist/log/zed.log 2>/dev/null || true")
+        .unwrap()
+        .contains("ZFS Event Daemon")
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "no /persist/log/zed.log after /persist was mounted"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 
     // Files copy in and out intact.
     let blob: Vec<u8> = (0..=255u8).cycle().take(200_000).collect();

@@ -38,6 +38,7 @@ fn find_port(cli: &Cli) -> Option<PathBuf> {
 fn main() {
     let cli = Cli::parse();
     let mut waited = false;
+    let mut announced: Option<PathBuf> = None;
     loop {
         let Some(path) = find_port(&cli) else {
             if !waited {
@@ -47,13 +48,17 @@ fn main() {
             std::thread::sleep(Duration::from_secs(1));
             continue;
         };
+        // With no host on the other end the port reads EOF at once; say so once, then poll quietly.
+        if announced.as_ref() != Some(&path) {
+            eprintln!("eve-agent: serving on {}", path.display());
+            announced = Some(path.clone());
+        }
         match std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .open(&path)
         {
             Ok(f) => {
-                eprintln!("eve-agent: serving on {}", path.display());
                 let w = match f.try_clone() {
                     Ok(w) => w,
                     Err(e) => {
@@ -63,9 +68,13 @@ fn main() {
                 };
                 if let Err(e) = eve_agent::server::serve(f, w) {
                     eprintln!("eve-agent: {}: {e}", path.display());
+                    announced = None;
                 }
             }
-            Err(e) => eprintln!("eve-agent: open {}: {e}", path.display()),
+            Err(e) => {
+                eprintln!("eve-agent: open {}: {e}", path.display());
+                announced = None;
+            }
         }
         std::thread::sleep(Duration::from_millis(500));
     }

@@ -203,7 +203,10 @@ impl Init {
         let s = &mut self.services[i];
         s.pid = None;
         if stopping {
-            sys::log(format!("service {} (pid {pid}) stopped: {ws:?}", s.bundle.name));
+            sys::log(format!(
+                "service {} (pid {pid}) stopped: {ws:?}",
+                s.bundle.name
+            ));
             self.status.services[i].pid = None;
             self.status.services[i].state = "stopped".into();
             self.status.services[i].last_exit = exit_code(ws);
