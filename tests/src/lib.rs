@@ -702,22 +702,6 @@ impl Machine {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn fatal_console_markers_are_recognised() {
-        assert_eq!(
-            super::fatal_marker("...\nKernel panic - not syncing: VFS"),
-            Some("Kernel panic - not syncing")
-        );
-        assert_eq!(
-            super::fatal_marker("eve-init: FATAL: no partition"),
-            Some("eve-init: FATAL:")
-        );
-        assert_eq!(super::fatal_marker("eve-init: up: 2 onboot steps"), None);
-    }
-}
-
 impl Drop for Machine {
     fn drop(&mut self) {
         for c in [self.qemu.as_mut(), self.swtpm.as_mut()]
@@ -743,4 +727,20 @@ pub fn test_dir(name: &str) -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/vmtest"))
         .join(name)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn fatal_console_markers_are_recognised() {
+        assert_eq!(
+            super::fatal_marker("...\nKernel panic - not syncing: VFS"),
+            Some("Kernel panic - not syncing")
+        );
+        assert_eq!(
+            super::fatal_marker("eve-init: FATAL: no partition"),
+            Some("eve-init: FATAL:")
+        );
+        assert_eq!(super::fatal_marker("eve-init: up: 2 onboot steps"), None);
+    }
 }
