@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic with context on failure
 
 use eve_init::status::Status;
-use eve_vmtest::{image_path, test_dir, DiskKind, DiskSpec, Machine, MachineSpec};
+use eve_vmtest::{image_path, test_dir, Content, DiskKind, DiskSpec, Format, Machine, MachineSpec};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -264,4 +264,120 @@ fn power_cut_then_cold_boot_on_the_same_disks_and_tpm() {
     assert_eq!(status(&mut m).slot.as_deref(), Some("A"));
     assert_eq!(m.boots(), 3);
     m.power_cut().unwrap();
+}
+
+#[test]
+fn harness_attaches_every_disk_type_format_and_content() {
+    let dir = test_dir("disktypes");
+    std::fs::create_dir_all(&dir).unwrap();
+    // Pre-filled content: a raw file with a known first sector and one far into the disk.
+    let seed = std::env::temp_dir().join(format!("eve-seed-{}.raw", std::process::id()));
+    let mut data = vec![0u8; 3 << 20];
+    data[..16].copy_from_slice(b"EVE-SEED-CONTENT");
+    data[(2 << 20)..(2 << 20) + 8].copy_from_slice(b"DEEPDATA");
+    std::fs::write(&seed, &data).unwrap();
+    let mut spec = MachineSpec::new("disktypes", &image_path());
+    spec.cpus = 1;
+    spec.memory_mib = 1536;
+    spec.tpm = false;
+    spec.disks = vec![
+        DiskSpec::blank(DiskKind::Scsi, 128, "SCSIDISK"),
+        DiskSpec::blank(DiskKind::Usb, 64, "USBSTICK"),
+        DiskSpec {
+            format: Format::Qcow2,
+            ..DiskSpec::blank(DiskKind::Virtio, 256, "QCOWBLANK")
+        },
+        DiskSpec {
+            content: Content::Copy(seed.clone()),
+            ..DiskSpec::blank(DiskKind::Sata, 64, "SATASEED")
+        },
+        DiskSpec {
+            content: Content::Overlay(seed.clone()),
+            ..DiskSpec::blank(DiskKind::Nvme, 64, "NVMEOVL")
+        },
+        DiskSpec {
+            content: Content::Copy(seed.clone()),
+            format: Format::Qcow2,
+            ..DiskSpec::blank(DiskKind::Virtio, 64, "QCOWSEED")
+        },
+    ];
+    let mut m = Machine::create(spec, &dir).unwrap();
+    m.boot().unwrap();
+
+    assert_eq!(m.ok("nproc").unwrap().trim(), "1");
+    let mem_kib: u64 = m
+        .ok("awk '/MemTotal/ {print $2}' /proc/meminfo")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        (1_200_000..1_600_000).contains(&mem_kib),
+        "MemTotal {mem_kib} KiB"
+    );
+    m.ok("test ! -e /dev/tpm0").unwrap();
+
+    let dev = |m: &mut Machine, pattern: &str| {
+        let out = m
+            .ok(&format!(
+                "readlink -f $(ls -d /dev/disk/by-id/{pattern} | head -1)"
+            ))
+            .unwrap();
+        out.trim().to_string()
+    };
+    // Sizes as the guest sees them, per transport.
+    for (pattern, mib) in [
+        ("scsi-*SCSIDISK", 128u64),
+        ("usb-*USBSTICK*", 64),
+        ("virtio-QCOWBLANK", 256),
+        ("ata-*SATASEED", 64),
+        ("nvme-*NVMEOVL", 64),
+    ] {
+        let d = dev(&mut m, pattern);
+        let bytes: u64 = m
+            .ok(&format!("blockdev --getsize64 {d}"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(bytes, mib << 20, "{pattern} ({d})");
+    }
+    let usb = dev(&mut m, "usb-*USBSTICK*");
+    let name = usb.trim_start_matches("/dev/");
+    assert_eq!(
+        m.ok(&format!("cat /sys/block/{name}/removable"))
+            .unwrap()
+            .trim(),
+        "1"
+    );
+    // Pre-filled content reads back through every way of attaching it.
+    for pattern in ["ata-*SATASEED", "nvme-*NVMEOVL", "virtio-QCOWSEED"] {
+        let d = dev(&mut m, pattern);
+        assert_eq!(
+            m.ok(&format!("head -c 16 {d}")).unwrap(),
+            "EVE-SEED-CONTENT",
+            "{pattern}"
+        );
+        assert_eq!(
+            m.ok(&format!(
+                "dd if={d} bs=1M skip=2 count=1 2>/dev/null | head -c 8"
+            ))
+            .unwrap(),
+            "DEEPDATA",
+            "{pattern}"
+        );
+    }
+    // Writes to an overlay never reach its base.
+    let ovl = dev(&mut m, "nvme-*NVMEOVL");
+    m.ok(&format!(
+        "echo overwritten | dd of={ovl} conv=fsync 2>/dev/null"
+    ))
+    .unwrap();
+    m.power_cut().unwrap();
+    assert_eq!(
+        std::fs::read(&seed).unwrap(),
+        data,
+        "the overlay's base was modified"
+    );
+    std::fs::remove_file(&seed).unwrap();
 }
