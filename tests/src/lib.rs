@@ -108,6 +108,17 @@ pub struct Machine {
     interactive: bool,
 }
 
+/// A qcow2 file of `size_mib` whose unwritten blocks read from the raw `base`, which stays untouched.
+fn qcow2_overlay(base: &Path, file: &Path, size_mib: u64) -> Result<()> {
+    let args = ["create", "-q", "-f", "qcow2", "-F", "raw", "-b"].map(String::from);
+    let rest = [
+        base.display().to_string(),
+        file.display().to_string(),
+        format!("{size_mib}M"),
+    ];
+    run_tool(qemu::QEMU_IMG, &[&args[..], &rest[..]].concat())
+}
+
 fn run_tool(prog: &str, args: &[String]) -> Result<()> {
     let argv = format!("{prog} {}", args.join(" "));
     let out = Command::new(prog)
@@ -165,21 +176,7 @@ impl Machine {
         std::fs::copy(qemu::OVMF_VARS, dir.join("OVMF_VARS.fd")).at("copy", qemu::OVMF_VARS)?;
         let image = std::fs::canonicalize(&spec.image).at("resolve", &spec.image)?;
         let boot_file = dir.join("boot.qcow2");
-        run_tool(
-            qemu::QEMU_IMG,
-            &[
-                "create".into(),
-                "-q".into(),
-                "-f".into(),
-                "qcow2".into(),
-                "-F".into(),
-                "raw".into(),
-                "-b".into(),
-                image.display().to_string(),
-                boot_file.display().to_string(),
-                format!("{}M", spec.boot_size_mib),
-            ],
-        )?;
+        qcow2_overlay(&image, &boot_file, spec.boot_size_mib)?;
         let boot_disk = qemu::Disk {
             kind: spec.boot_kind,
             serial: "EVEBOOT".into(),
@@ -219,32 +216,19 @@ impl Machine {
                         fh.set_len(want).at("resize", &file)?;
                     }
                 }
-                (Content::Copy(src), Format::Qcow2) => run_tool(
-                    qemu::QEMU_IMG,
-                    &[
-                        "convert".into(),
-                        "-q".into(),
-                        "-O".into(),
-                        "qcow2".into(),
-                        src.display().to_string(),
-                        f,
-                    ],
-                )?,
-                (Content::Overlay(base), _) => run_tool(
-                    qemu::QEMU_IMG,
-                    &[
-                        "create".into(),
-                        "-q".into(),
-                        "-f".into(),
-                        "qcow2".into(),
-                        "-F".into(),
-                        "raw".into(),
-                        "-b".into(),
-                        base.display().to_string(),
-                        f,
-                        size,
-                    ],
-                )?,
+                (Content::Copy(src), Format::Qcow2) => {
+                    let args = ["convert", "-q", "-O", "qcow2"].map(String::from);
+                    run_tool(
+                        qemu::QEMU_IMG,
+                        &[&args[..], &[src.display().to_string(), f.clone()]].concat(),
+                    )?;
+                    // convert keeps the source's size; grow to the size asked for.
+                    let src_len = std::fs::metadata(src).at("stat", src)?.len();
+                    if src_len < d.size_mib << 20 {
+                        run_tool(qemu::QEMU_IMG, &["resize".into(), "-q".into(), f, size])?;
+                    }
+                }
+                (Content::Overlay(base), _) => qcow2_overlay(base, &file, d.size_mib)?,
             }
             let format = if matches!(d.content, Content::Overlay(_)) {
                 Format::Qcow2
