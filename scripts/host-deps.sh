@@ -16,11 +16,22 @@ done
 have_sources=0
 [ -f "$SOURCES" ] && have_sources=1
 
-if [ -z "$missing" ] && [ "$have_sources" = 1 ]; then
-    echo "host-deps: all host packages present" >&2
+# The builder resolves packages from apt's lists; Debian drops superseded kernels from the mirror,
+# so lists older than a day may name files that no longer download.
+fresh_lists=0
+if [ -n "$(find /var/lib/apt/lists -maxdepth 1 -name '*bookworm-backports_main_binary-amd64_Packages*' -mmin -1440 2>/dev/null)" ]; then
+    fresh_lists=1
+fi
+
+if [ -z "$missing" ] && [ "$have_sources" = 1 ] && [ "$fresh_lists" = 1 ]; then
+    echo "host-deps: all host packages present, package lists fresh" >&2
     exit 0
 fi
 if [ "$(id -u)" != 0 ]; then
+    if [ -z "$missing" ]; then
+        echo "host-deps: apt lists are stale and only root can refresh them; continuing" >&2
+        exit 0
+    fi
     echo "host-deps: missing packages:$missing" >&2
     echo "host-deps: run as root (or install them) to continue" >&2
     exit 1
@@ -49,6 +60,7 @@ SRC
 fi
 echo "host-deps: apt-get update" >&2
 apt-get update -q >&2
+[ -z "$missing" ] && exit 0
 echo "host-deps: installing:$missing" >&2
 # qemu must come from backports to match the preinstalled qemu-utils 10.0.
 DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
