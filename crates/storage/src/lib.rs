@@ -1,0 +1,5 @@
+//! Storage bring-up for the appliance: which drives exist, what each may be used for, and why.
+//! (Issue #3; the pool, encryption and datasets build on this.)
+
+pub mod discover;
+pub mod roots;

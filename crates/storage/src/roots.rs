@@ -1,0 +1,21 @@
+//! Where sysfs and /dev are: `/` on the box, a fixture tree in tests.
+
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone)]
+pub struct Roots {
+    pub sys: PathBuf,
+    pub dev: PathBuf,
+}
+
+impl Roots {
+    pub fn under(base: &Path) -> Roots {
+        Roots {
+            sys: base.join("sys"),
+            dev: base.join("dev"),
+        }
+    }
+    pub fn host() -> Roots {
+        Roots::under(Path::new("/"))
+    }
+}
