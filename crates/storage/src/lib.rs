@@ -2,4 +2,5 @@
 //! (Issue #3; the pool, encryption and datasets build on this.)
 
 pub mod discover;
+pub mod policy;
 pub mod roots;

@@ -1,0 +1,590 @@
+//! The storage policy (`/etc/storage.toml`, overridable from the CONFIG partition): pool layout,
+//! encryption, per-service datasets with quotas and reservations, and the reserved share.
+//!
+//! Every error names the file, the line and the field. A policy that fails to load is never fatal
+//! to the box: the caller falls back to the last good policy kept on the pool, or the built-in one.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use toml::Spanned;
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+#[error("{file}:{line}: {field}: {msg}")]
+pub struct PolicyError {
+    pub file: PathBuf,
+    pub line: usize,
+    pub field: String,
+    pub msg: String,
+}
+
+/// A size: absolute (`512M`, `20G`, `1T`, plain bytes) or a share of the pool (`20%`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub enum Size {
+    Bytes(u64),
+    Percent(f64),
+}
+
+impl Size {
+    pub fn parse(s: &str) -> Result<Size, String> {
+        let t = s.trim();
+        if let Some(p) = t.strip_suffix('%') {
+            let v: f64 = p
+                .trim()
+                .parse()
+                .map_err(|_| format!("`{s}` is not a percentage"))?;
+            if !(0.0..=100.0).contains(&v) {
+                return Err(format!("`{s}` is outside 0-100%"));
+            }
+            return Ok(Size::Percent(v));
+        }
+        if t.starts_with('-') {
+            return Err(format!("`{s}` is negative"));
+        }
+        let split = t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: f64 = num
+            .parse()
+            .map_err(|_| format!("`{s}` is not a size (like 512M, 20G or 10%)"))?;
+        let mult: u64 = match unit
+            .trim()
+            .to_ascii_uppercase()
+            .trim_end_matches("IB")
+            .trim_end_matches('B')
+        {
+            "" => 1,
+            "K" => 1 << 10,
+            "M" => 1 << 20,
+            "G" => 1 << 30,
+            "T" => 1 << 40,
+            "P" => 1 << 50,
+            _ => {
+                return Err(format!(
+                    "`{s}` has an unknown unit `{unit}` (K, M, G, T, P or %)"
+                ))
+            }
+        };
+        Ok(Size::Bytes((n * mult as f64) as u64))
+    }
+
+    /// Bytes, given the pool's usable size.
+    pub fn bytes(self, pool: u64) -> u64 {
+        match self {
+            Size::Bytes(b) => b,
+            Size::Percent(p) => (pool as f64 * p / 100.0) as u64,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Size, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(i64),
+            Str(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Int(i) if i < 0 => Err(serde::de::Error::custom(format!("`{i}` is negative"))),
+            Raw::Int(i) => Ok(Size::Bytes(i as u64)),
+            Raw::Str(s) => Size::parse(&s).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Topology {
+    #[default]
+    Stripe,
+    Mirror,
+    Raidz1,
+    Raidz2,
+}
+
+impl Topology {
+    /// Fewest drives the layout needs.
+    pub fn min_drives(self) -> usize {
+        match self {
+            Topology::Stripe => 1,
+            Topology::Mirror => 2,
+            Topology::Raidz1 => 3,
+            Topology::Raidz2 => 4,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum WithoutTpm {
+    /// Stop and report: no vault without a TPM.
+    #[default]
+    Require,
+    /// Create the vault unencrypted, with a loud warning.
+    AllowUnencrypted,
+    /// Development: the key comes from `encryption.keyfile`.
+    Keyfile,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Pool {
+    #[serde(default = "default_pool_name")]
+    pub name: String,
+    #[serde(default)]
+    pub topology: Topology,
+    #[serde(default = "default_ashift")]
+    pub ashift: u8,
+    #[serde(default = "default_compression")]
+    pub compression: String,
+    /// Drives smaller than this are not pooled.
+    #[serde(default = "default_min_drive")]
+    pub min_drive_size: Spanned<Size>,
+    /// Add blank drives found on later boots (when the topology allows).
+    #[serde(default)]
+    pub add_new_drives: bool,
+    /// Stable ids of drives with foreign data that may be wiped and pooled.
+    #[serde(default)]
+    pub wipe: Vec<String>,
+    /// ARC ceiling; default: a quarter of RAM, at least 256M (the rest is for VMs).
+    #[serde(default)]
+    pub arc_max: Option<Spanned<Size>>,
+}
+
+fn default_pool_name() -> String {
+    "persist".into()
+}
+fn default_ashift() -> u8 {
+    12
+}
+fn default_compression() -> String {
+    "zstd".into()
+}
+fn default_min_drive() -> Spanned<Size> {
+    Spanned::new(0..0, Size::Bytes(1 << 30))
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Encryption {
+    #[serde(default)]
+    pub without_tpm: WithoutTpm,
+    #[serde(default)]
+    pub keyfile: Option<PathBuf>,
+    /// PCRs the sealed key is bound to. Default: none beyond the TPM itself, so an OS update
+    /// (new kernel and initramfs) does not lock the vault.
+    #[serde(default)]
+    pub pcrs: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Dataset {
+    pub mountpoint: Option<String>,
+    pub quota: Option<Spanned<Size>>,
+    pub reservation: Option<Spanned<Size>>,
+    pub compression: Option<String>,
+    pub recordsize: Option<Spanned<Size>>,
+    /// Under persist/vault (encrypted) rather than directly under the pool.
+    #[serde(default)]
+    pub encrypted: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Reserved {
+    pub share: Spanned<Size>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    pub pool: Pool,
+    #[serde(default = "default_encryption")]
+    pub encryption: Encryption,
+    #[serde(default = "default_reserved")]
+    pub reserved: Reserved,
+    #[serde(default)]
+    pub datasets: BTreeMap<String, Dataset>,
+}
+
+fn default_encryption() -> Encryption {
+    Encryption {
+        without_tpm: WithoutTpm::Require,
+        keyfile: None,
+        pcrs: vec![],
+    }
+}
+fn default_reserved() -> Reserved {
+    Reserved {
+        share: Spanned::new(0..0, Size::Percent(20.0)),
+    }
+}
+
+/// The policy the image ships; used on first boot when no valid policy can be read.
+pub const BUILTIN: &str = r#"
+[pool]
+name = "persist"
+topology = "stripe"
+
+[encryption]
+without_tpm = "require"
+
+[reserved]
+share = "20%"
+
+[datasets.newlog]
+mountpoint = "/persist/newlog"
+quota = "10%"
+
+[datasets.containerd]
+mountpoint = "/persist/containerd"
+quota = "40%"
+
+[datasets.volumes]
+mountpoint = "none"
+encrypted = true
+
+[datasets.config]
+mountpoint = "/persist/config"
+quota = "1G"
+reservation = "64M"
+encrypted = true
+"#;
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// A ZFS dataset name component: letters, digits, `_-.:`, not starting with a dot.
+pub fn valid_component(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && !s.starts_with('.')
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.:".contains(c))
+}
+
+impl Policy {
+    /// Parses and validates policy text. `pool_size` (usable bytes), when known, also checks that
+    /// quotas and reservations fit.
+    pub fn parse(file: &Path, text: &str, pool_size: Option<u64>) -> Result<Policy, PolicyError> {
+        let err = |line: usize, field: &str, msg: String| PolicyError {
+            file: file.into(),
+            line,
+            field: field.into(),
+            msg,
+        };
+        let p: Policy = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
+            // toml names unknown and missing fields in its message; keep only its first line.
+            let msg = e
+                .message()
+                .lines()
+                .next()
+                .unwrap_or("invalid TOML")
+                .to_string();
+            let field = msg.split('`').nth(1).unwrap_or("-").to_string();
+            err(line, &field, msg)
+        })?;
+        let at = |s: &Spanned<Size>| line_of(text, s.span().start);
+        if !valid_component(&p.pool.name) {
+            return Err(err(
+                0,
+                "pool.name",
+                format!("`{}` is not a valid pool name", p.pool.name),
+            ));
+        }
+        if !(9..=16).contains(&p.pool.ashift) {
+            return Err(err(
+                0,
+                "pool.ashift",
+                format!("{} is outside 9..=16", p.pool.ashift),
+            ));
+        }
+        if p.encryption.without_tpm == WithoutTpm::Keyfile && p.encryption.keyfile.is_none() {
+            return Err(err(
+                0,
+                "encryption.keyfile",
+                "without_tpm = \"keyfile\" needs a keyfile path".into(),
+            ));
+        }
+        if let Some(pcr) = p.encryption.pcrs.iter().find(|&&n| n > 23) {
+            return Err(err(
+                0,
+                "encryption.pcrs",
+                format!("PCR {pcr} does not exist (0-23)"),
+            ));
+        }
+        let mut reserved_pct = match *p.reserved.share.get_ref() {
+            Size::Percent(v) => v,
+            Size::Bytes(b) => pool_size
+                .map(|s| b as f64 * 100.0 / s.max(1) as f64)
+                .unwrap_or(0.0),
+        };
+        if reserved_pct >= 100.0 {
+            return Err(err(
+                at(&p.reserved.share),
+                "reserved.share",
+                "must leave room for data".into(),
+            ));
+        }
+        for (name, d) in &p.datasets {
+            let f = |k: &str| format!("datasets.{name}.{k}");
+            if !valid_component(name) || name == "vault" || name == "reserved" {
+                return Err(err(
+                    0,
+                    &format!("datasets.{name}"),
+                    format!("`{name}` is not allowed as a dataset name"),
+                ));
+            }
+            if let Some(m) = &d.mountpoint {
+                if m != "none"
+                    && (!m.starts_with("/persist/") || m.contains("/../") || m.ends_with("/.."))
+                {
+                    return Err(err(
+                        0,
+                        &f("mountpoint"),
+                        format!("`{m}` must be `none` or a path under /persist/"),
+                    ));
+                }
+            }
+            if let Some(rs) = &d.recordsize {
+                let b = rs.get_ref().bytes(0);
+                if matches!(rs.get_ref(), Size::Percent(_))
+                    || !b.is_power_of_two()
+                    || !(512..=(16 << 20)).contains(&b)
+                {
+                    return Err(err(
+                        at(rs),
+                        &f("recordsize"),
+                        "must be a power of two from 512 to 16M".into(),
+                    ));
+                }
+            }
+            if let (Some(q), Some(r)) = (&d.quota, &d.reservation) {
+                if let Some(size) = pool_size.or(Some(u64::MAX).filter(|_| {
+                    matches!((q.get_ref(), r.get_ref()), (Size::Bytes(_), Size::Bytes(_)))
+                })) {
+                    if r.get_ref().bytes(size) > q.get_ref().bytes(size) {
+                        return Err(err(
+                            at(r),
+                            &f("reservation"),
+                            "is larger than the quota".into(),
+                        ));
+                    }
+                }
+            }
+            if let Some(r) = &d.reservation {
+                reserved_pct += match *r.get_ref() {
+                    Size::Percent(v) => v,
+                    Size::Bytes(b) => pool_size
+                        .map(|s| b as f64 * 100.0 / s.max(1) as f64)
+                        .unwrap_or(0.0),
+                };
+                if reserved_pct > 100.0 {
+                    return Err(err(at(r), &f("reservation"), format!("reservations and the reserved share add up to {reserved_pct:.0}% of the pool")));
+                }
+            }
+            if let (Some(q), Some(size)) = (&d.quota, pool_size) {
+                if q.get_ref().bytes(size) > size {
+                    return Err(err(
+                        at(q),
+                        &f("quota"),
+                        format!(
+                            "{} bytes is more than the pool's {size}",
+                            q.get_ref().bytes(size)
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(p)
+    }
+
+    pub fn builtin() -> Policy {
+        #[allow(clippy::expect_used)] // the built-in text is tested below
+        Policy::parse(Path::new("<built-in>"), BUILTIN, None).expect("built-in policy is valid")
+    }
+}
+
+/// Which policy is in force and why.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Source {
+    File(PathBuf),
+    LastGood { rejected: PolicyError },
+    Builtin { rejected: Option<PolicyError> },
+}
+
+/// Picks the policy: the first candidate if it validates, else the last good one kept on the pool,
+/// else the built-in one. Never fails.
+pub fn choose(
+    candidates: &[(PathBuf, String)],
+    last_good: Option<&str>,
+    pool_size: Option<u64>,
+) -> (Policy, Source, Option<String>) {
+    // Only the highest-priority file present counts: a bad override must not silently fall
+    // through to the image's default.
+    let mut first_err = None;
+    if let Some((path, text)) = candidates.first() {
+        match Policy::parse(path, text, pool_size) {
+            Ok(p) => return (p, Source::File(path.clone()), Some(text.clone())),
+            Err(e) => first_err = Some(e),
+        }
+    }
+    if let (Some(text), Some(rejected)) = (last_good, first_err.clone()) {
+        if let Ok(p) = Policy::parse(Path::new("<last good>"), text, pool_size) {
+            return (p, Source::LastGood { rejected }, None);
+        }
+    }
+    (
+        Policy::builtin(),
+        Source::Builtin {
+            rejected: first_err,
+        },
+        None,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Policy, PolicyError> {
+        Policy::parse(Path::new("/config/storage.toml"), text, Some(100 << 30))
+    }
+
+    #[test]
+    fn sizes_and_units() {
+        assert_eq!(Size::parse("512M").unwrap(), Size::Bytes(512 << 20));
+        assert_eq!(Size::parse("1.5G").unwrap(), Size::Bytes(3 << 29));
+        assert_eq!(Size::parse("20GiB").unwrap(), Size::Bytes(20 << 30));
+        assert_eq!(Size::parse("4096").unwrap(), Size::Bytes(4096));
+        assert_eq!(Size::parse("20%").unwrap(), Size::Percent(20.0));
+        assert_eq!(Size::Percent(25.0).bytes(400), 100);
+        assert!(Size::parse("-1G").unwrap_err().contains("negative"));
+        assert!(Size::parse("120%").unwrap_err().contains("0-100"));
+        assert!(Size::parse("3X").unwrap_err().contains("unknown unit"));
+        assert!(Size::parse("lots").is_err());
+    }
+
+    #[test]
+    fn builtin_policy_is_valid_and_complete() {
+        let p = Policy::builtin();
+        assert_eq!(p.pool.name, "persist");
+        assert_eq!(*p.reserved.share.get_ref(), Size::Percent(20.0));
+        assert!(p.datasets.contains_key("newlog") && p.datasets.contains_key("containerd"));
+        assert!(p.datasets["volumes"].encrypted);
+        assert_eq!(p.encryption.without_tpm, WithoutTpm::Require);
+    }
+
+    #[test]
+    fn bad_toml_names_file_and_line() {
+        let e = parse("[pool]\nname = \"persist\"\ntopology = \n").unwrap_err();
+        assert_eq!(e.file, Path::new("/config/storage.toml"));
+        assert_eq!(e.line, 3, "{e}");
+        assert!(e.to_string().starts_with("/config/storage.toml:3:"), "{e}");
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let e = parse("[pool]\nname = \"persist\"\n\n[datasets.newlog]\nquotaa = \"1G\"\n")
+            .unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (5, "quotaa"), "{e}");
+    }
+
+    #[test]
+    fn negative_size_is_refused_at_its_line() {
+        let e = parse("[pool]\n[datasets.newlog]\nmountpoint = \"/persist/newlog\"\nquota = -5\n")
+            .unwrap_err();
+        assert_eq!(e.line, 4, "{e}");
+        assert!(e.msg.contains("negative"), "{e}");
+        let e = parse("[pool]\n[datasets.newlog]\nquota = \"-5G\"\n").unwrap_err();
+        assert!(e.msg.contains("negative") && e.line == 3, "{e}");
+    }
+
+    #[test]
+    fn quotas_and_reservations_must_fit_the_pool() {
+        let e = parse("[pool]\n[datasets.a]\nquota = \"200G\"\n").unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (3, "datasets.a.quota"), "{e}");
+        let e = parse("[pool]\n[reserved]\nshare = \"20%\"\n[datasets.a]\nreservation = \"50G\"\n[datasets.b]\nreservation = \"40%\"\n").unwrap_err();
+        assert_eq!(e.field, "datasets.b.reservation", "{e}");
+        assert!(e.msg.contains("110%"), "{e}");
+        let e = parse("[pool]\n[datasets.a]\nquota = \"1G\"\nreservation = \"2G\"\n").unwrap_err();
+        assert!(e.msg.contains("larger than the quota"), "{e}");
+        assert!(Policy::parse(
+            Path::new("x"),
+            "[pool]\n[datasets.a]\nquota = \"1G\"\nreservation = \"2G\"\n",
+            None
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn names_mountpoints_recordsize_pcrs_keyfile() {
+        assert!(parse("[pool]\n[datasets.\"a/b\"]\n")
+            .unwrap_err()
+            .field
+            .contains("a/b"));
+        assert!(parse("[pool]\n[datasets.vault]\n").is_err());
+        assert_eq!(
+            parse("[pool]\n[datasets.a]\nmountpoint = \"/etc\"\n")
+                .unwrap_err()
+                .field,
+            "datasets.a.mountpoint"
+        );
+        assert!(parse("[pool]\n[datasets.a]\nmountpoint = \"/persist/../etc\"\n").is_err());
+        assert_eq!(
+            parse("[pool]\n[datasets.a]\nrecordsize = \"100K\"\n")
+                .unwrap_err()
+                .field,
+            "datasets.a.recordsize"
+        );
+        assert!(parse("[pool]\n[datasets.a]\nrecordsize = \"1M\"\n").is_ok());
+        assert_eq!(
+            parse("[pool]\n[encryption]\npcrs = [7, 24]\n")
+                .unwrap_err()
+                .field,
+            "encryption.pcrs"
+        );
+        assert_eq!(
+            parse("[pool]\n[encryption]\nwithout_tpm = \"keyfile\"\n")
+                .unwrap_err()
+                .field,
+            "encryption.keyfile"
+        );
+        assert!(parse("[pool]\ntopology = \"raid5\"\n").is_err());
+    }
+
+    #[test]
+    fn choose_falls_back_to_last_good_then_builtin_and_says_why() {
+        let good = "[pool]\n[datasets.x]\nquota = \"1G\"\n".to_string();
+        let bad = "[pool]\nnope = 1\n".to_string();
+        let (p, src, keep) = choose(&[("/config/storage.toml".into(), good.clone())], None, None);
+        assert!(p.datasets.contains_key("x"));
+        assert_eq!(src, Source::File("/config/storage.toml".into()));
+        assert_eq!(
+            keep.as_deref(),
+            Some(good.as_str()),
+            "a valid file becomes the new last good"
+        );
+        let (p, src, keep) = choose(
+            &[("/config/storage.toml".into(), bad.clone())],
+            Some(&good),
+            None,
+        );
+        assert!(p.datasets.contains_key("x"));
+        assert!(
+            matches!(src, Source::LastGood { ref rejected } if rejected.field == "nope"),
+            "{src:?}"
+        );
+        assert!(keep.is_none());
+        let (p, src, _) = choose(&[("/config/storage.toml".into(), bad)], None, None);
+        assert_eq!(p, Policy::builtin());
+        assert!(matches!(src, Source::Builtin { rejected: Some(_) }));
+        let (_, src, _) = choose(&[], None, None);
+        assert_eq!(src, Source::Builtin { rejected: None });
+    }
+}
