@@ -3,6 +3,8 @@
 
 pub mod datasets;
 pub mod discover;
+pub mod gptops;
 pub mod policy;
+pub mod probe;
 pub mod roots;
 pub mod zfs;
