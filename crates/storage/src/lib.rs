@@ -4,6 +4,7 @@
 pub mod datasets;
 pub mod discover;
 pub mod gptops;
+pub mod plan;
 pub mod policy;
 pub mod probe;
 pub mod roots;
