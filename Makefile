@@ -18,7 +18,7 @@ deps:
 	@scripts/host-deps.sh
 
 binaries:
-	$(STATIC) $(CARGO) build --release --locked --target $(TARGET) -p eve-init -p eve-agent
+	$(STATIC) $(CARGO) build --release --locked --target $(TARGET) -p eve-init -p eve-agent -p storage
 
 # The builder caches downloads and the ZFS module build under $(CACHE); a rebuild takes about a minute.
 image: deps binaries

@@ -22,10 +22,10 @@ fn the_repository_manifest_validates() {
     let (m, cfg) = imgbuild::build::load(&opts).unwrap();
     assert_eq!(
         m.onboot.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(),
-        ["sysctl", "modules"]
+        ["sysctl", "modules", "storage-init"]
     );
     assert!(cfg.images.contains_key("eve-storage/eve-init"));
-    for name in ["eve-init", "eve-agent", "zfs-tools"] {
+    for name in ["eve-init", "eve-agent", "zfs-tools", "storage-init"] {
         assert!(repo.join("pkg").join(name).join("Dockerfile").is_file());
     }
 }

@@ -1,6 +1,8 @@
 //! Storage bring-up for the appliance: which drives exist, what each may be used for, and why.
 //! (Issue #3; the pool, encryption and datasets build on this.)
 
+pub mod bringup;
+pub mod config;
 pub mod datasets;
 pub mod discover;
 pub mod gptops;

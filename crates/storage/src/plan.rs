@@ -40,8 +40,12 @@ pub struct Observed {
 #[serde(tag = "action", rename_all = "kebab-case")]
 pub enum Plan {
     /// The pool is already imported (storage-init ran before in this boot).
-    AlreadyImported { guid: u64 },
-    Import { guid: u64 },
+    AlreadyImported {
+        guid: u64,
+    },
+    Import {
+        guid: u64,
+    },
     Create {
         topology: Topology,
         /// Make P3 in the boot disk's free space first.
@@ -52,7 +56,9 @@ pub enum Plan {
         reuse_pending: Vec<String>,
         autotrim: bool,
     },
-    Refuse { reason: String },
+    Refuse {
+        reason: String,
+    },
 }
 
 pub fn decide(obs: &Observed, policy: &Policy) -> Plan {
@@ -62,7 +68,12 @@ pub fn decide(obs: &Observed, policy: &Policy) -> Plan {
     }
     let ours: Vec<&(String, u64)> = obs.importable.iter().filter(|(n, _)| n == pool).collect();
     if ours.len() > 1 {
-        return Plan::Refuse { reason: format!("{} pools named `{pool}` are importable; attach only this box's drives", ours.len()) };
+        return Plan::Refuse {
+            reason: format!(
+                "{} pools named `{pool}` are importable; attach only this box's drives",
+                ours.len()
+            ),
+        };
     }
     if let Some((_, guid)) = ours.first() {
         return Plan::Import { guid: *guid };
@@ -71,7 +82,11 @@ pub fn decide(obs: &Observed, policy: &Policy) -> Plan {
     if matches!(obs.p3, P3::Done { .. }) {
         return Plan::Refuse { reason: format!("P3 belongs to a finished `{pool}` pool that cannot be imported (members missing?); not creating a new pool") };
     }
-    if let Some(d) = obs.drives.iter().find(|d| matches!(&d.verdict, Verdict::PoolMember { .. }) && !d.ours_pending) {
+    if let Some(d) = obs
+        .drives
+        .iter()
+        .find(|d| matches!(&d.verdict, Verdict::PoolMember { .. }) && !d.ours_pending)
+    {
         return Plan::Refuse { reason: format!("{} ({}) carries a `{pool}` label but the pool cannot be imported; not creating a new pool", d.name, d.stable_id) };
     }
     let mut partition = Vec::new();
@@ -87,15 +102,27 @@ pub fn decide(obs: &Observed, policy: &Policy) -> Plan {
     let count = partition.len() + reuse.len() + usize::from(have_p3);
     let topology = policy.pool.topology;
     if count == 0 {
-        return Plan::Refuse { reason: "no boot disk and no eligible drive: nothing to build a pool on".into() };
+        return Plan::Refuse {
+            reason: "no boot disk and no eligible drive: nothing to build a pool on".into(),
+        };
     }
     if count < topology.min_drives() {
         return Plan::Refuse {
             reason: format!("topology {topology:?} needs at least {} devices, found {count} (P3 and eligible drives)", topology.min_drives()),
         };
     }
-    let autotrim = obs.drives.iter().filter(|d| partition.contains(&d.name) || reuse.contains(&d.name)).all(|d| !d.rotational);
-    Plan::Create { topology, new_p3: matches!(obs.p3, P3::Absent) && have_p3, partition, reuse_pending: reuse, autotrim }
+    let autotrim = obs
+        .drives
+        .iter()
+        .filter(|d| partition.contains(&d.name) || reuse.contains(&d.name))
+        .all(|d| !d.rotational);
+    Plan::Create {
+        topology,
+        new_p3: matches!(obs.p3, P3::Absent) && have_p3,
+        partition,
+        reuse_pending: reuse,
+        autotrim,
+    }
 }
 
 #[cfg(test)]
@@ -104,7 +131,13 @@ mod tests {
     use std::path::Path;
 
     fn drive(name: &str, verdict: Verdict) -> Drive {
-        Drive { name: name.into(), stable_id: format!("id-{name}"), verdict, ours_pending: false, rotational: false }
+        Drive {
+            name: name.into(),
+            stable_id: format!("id-{name}"),
+            verdict,
+            ours_pending: false,
+            rotational: false,
+        }
     }
 
     fn obs() -> Observed {
@@ -114,9 +147,25 @@ mod tests {
             drives: vec![
                 drive("nvme0n1", Verdict::Eligible),
                 drive("nvme1n1", Verdict::Eligible),
-                drive("sdb", Verdict::Removable { reason: "usb".into() }),
-                drive("sdc", Verdict::ForeignData { reason: "ext4".into() }),
-                drive("sdd", Verdict::OtherPool { pool: "tank".into(), guid: 1 }),
+                drive(
+                    "sdb",
+                    Verdict::Removable {
+                        reason: "usb".into(),
+                    },
+                ),
+                drive(
+                    "sdc",
+                    Verdict::ForeignData {
+                        reason: "ext4".into(),
+                    },
+                ),
+                drive(
+                    "sdd",
+                    Verdict::OtherPool {
+                        pool: "tank".into(),
+                        guid: 1,
+                    },
+                ),
             ],
             importable: vec![("tank".into(), 1)],
             imported: vec![],
@@ -124,13 +173,24 @@ mod tests {
     }
 
     fn policy(topo: &str) -> Policy {
-        Policy::parse(Path::new("t"), &format!("[pool]\ntopology = \"{topo}\"\n"), None).unwrap()
+        Policy::parse(
+            Path::new("t"),
+            &format!("[pool]\ntopology = \"{topo}\"\n"),
+            None,
+        )
+        .unwrap()
     }
 
     #[test]
     fn first_boot_pools_p3_and_eligible_drives_only() {
         match decide(&obs(), &policy("stripe")) {
-            Plan::Create { new_p3, partition, reuse_pending, autotrim, .. } => {
+            Plan::Create {
+                new_p3,
+                partition,
+                reuse_pending,
+                autotrim,
+                ..
+            } => {
                 assert!(new_p3 && autotrim);
                 assert_eq!(partition, ["nvme0n1", "nvme1n1"]);
                 assert!(reuse_pending.is_empty());
@@ -145,24 +205,49 @@ mod tests {
         o.importable.push(("persist".into(), 77));
         assert_eq!(decide(&o, &policy("stripe")), Plan::Import { guid: 77 });
         o.imported.push(("persist".into(), 77));
-        assert_eq!(decide(&o, &policy("stripe")), Plan::AlreadyImported { guid: 77 });
+        assert_eq!(
+            decide(&o, &policy("stripe")),
+            Plan::AlreadyImported { guid: 77 }
+        );
         // Members missing so badly the pool is not even offered: refuse, do not recreate.
         let mut o = obs();
-        o.p3 = P3::Done { partuuid: "x".into() };
-        assert!(matches!(decide(&o, &policy("stripe")), Plan::Refuse { reason } if reason.contains("not creating")));
+        o.p3 = P3::Done {
+            partuuid: "x".into(),
+        };
+        assert!(
+            matches!(decide(&o, &policy("stripe")), Plan::Refuse { reason } if reason.contains("not creating"))
+        );
         let mut o = obs();
-        o.drives.push(drive("nvme2n1", Verdict::PoolMember { pool: "persist".into(), guid: 5 }));
-        assert!(matches!(decide(&o, &policy("stripe")), Plan::Refuse { reason } if reason.contains("nvme2n1")));
+        o.drives.push(drive(
+            "nvme2n1",
+            Verdict::PoolMember {
+                pool: "persist".into(),
+                guid: 5,
+            },
+        ));
+        assert!(
+            matches!(decide(&o, &policy("stripe")), Plan::Refuse { reason } if reason.contains("nvme2n1"))
+        );
     }
 
     #[test]
     fn interrupted_first_boot_resumes_with_pending_partitions() {
         let mut o = obs();
-        o.p3 = P3::Pending { partuuid: "p".into() };
+        o.p3 = P3::Pending {
+            partuuid: "p".into(),
+        };
         o.drives[0].ours_pending = true;
-        o.drives[0].verdict = Verdict::PoolMember { pool: "persist".into(), guid: 3 };
+        o.drives[0].verdict = Verdict::PoolMember {
+            pool: "persist".into(),
+            guid: 3,
+        };
         match decide(&o, &policy("stripe")) {
-            Plan::Create { new_p3, partition, reuse_pending, .. } => {
+            Plan::Create {
+                new_p3,
+                partition,
+                reuse_pending,
+                ..
+            } => {
                 assert!(!new_p3);
                 assert_eq!(reuse_pending, ["nvme0n1"]);
                 assert_eq!(partition, ["nvme1n1"]);
@@ -173,13 +258,26 @@ mod tests {
 
     #[test]
     fn topology_needs_enough_devices_and_two_same_named_pools_are_refused() {
-        assert!(matches!(decide(&obs(), &policy("raidz1")), Plan::Create { .. }), "P3 + 2 drives = 3");
-        assert!(matches!(decide(&obs(), &policy("raidz2")), Plan::Refuse { reason } if reason.contains("at least 4")));
+        assert!(
+            matches!(decide(&obs(), &policy("raidz1")), Plan::Create { .. }),
+            "P3 + 2 drives = 3"
+        );
+        assert!(
+            matches!(decide(&obs(), &policy("raidz2")), Plan::Refuse { reason } if reason.contains("at least 4"))
+        );
         let mut o = obs();
         o.importable = vec![("persist".into(), 1), ("persist".into(), 2)];
-        assert!(matches!(decide(&o, &policy("stripe")), Plan::Refuse { reason } if reason.contains("2 pools")));
+        assert!(
+            matches!(decide(&o, &policy("stripe")), Plan::Refuse { reason } if reason.contains("2 pools"))
+        );
         let mut o = obs();
         o.drives[1].rotational = true;
-        assert!(matches!(decide(&o, &policy("stripe")), Plan::Create { autotrim: false, .. }));
+        assert!(matches!(
+            decide(&o, &policy("stripe")),
+            Plan::Create {
+                autotrim: false,
+                ..
+            }
+        ));
     }
 }

@@ -588,3 +588,20 @@ mod tests {
         assert_eq!(src, Source::Builtin { rejected: None });
     }
 }
+
+#[cfg(test)]
+mod image_policy {
+    /// The policy file the image ships must parse, and say what the built-in fallback says.
+    #[test]
+    fn rootfs_storage_toml_matches_the_builtin() {
+        let path = std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../rootfs/etc/storage.toml"
+        ));
+        let text = std::fs::read_to_string(path).unwrap();
+        assert_eq!(
+            super::Policy::parse(path, &text, None).unwrap(),
+            super::Policy::builtin()
+        );
+    }
+}

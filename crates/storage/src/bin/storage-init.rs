@@ -1,0 +1,166 @@
+//! storage-init: the onboot step that turns the box's drives into /persist.
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+use storage::bringup::{self, log};
+use storage::plan;
+use storage::policy::{self, Source};
+use storage::roots::Roots;
+use storage::{config, zfs};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Find every drive, pool them into ZFS and give /persist services their datasets"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Show every device, its verdict and the actions that would be taken; change nothing.
+    Plan {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Bring storage up (the onboot step).
+    Run {
+        /// Observe and print the plan and dataset diff only.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+fn load_policy(
+    pool_size: Option<u64>,
+    last_good: Option<&str>,
+) -> (policy::Policy, Source, Option<String>) {
+    let (p, src, keep) = policy::choose(&config::candidates(), last_good, pool_size);
+    match &src {
+        Source::File(f) => log(format!("policy: {}", f.display())),
+        Source::LastGood { rejected } => log(format!(
+            "policy REJECTED: {rejected}; using the last good policy stored on the pool"
+        )),
+        Source::Builtin { rejected: Some(e) } => {
+            log(format!("policy REJECTED: {e}; using the built-in policy"))
+        }
+        Source::Builtin { rejected: None } => log("policy: none found; using the built-in policy"),
+    }
+    (p, src, keep)
+}
+
+fn report(e: &dyn std::error::Error) -> ExitCode {
+    let mut msg = format!("storage-init: error: {e}");
+    let mut s = e.source();
+    while let Some(x) = s {
+        msg.push_str(&format!("\n  caused by: {x}"));
+        s = x.source();
+    }
+    eprintln!("{msg}");
+    ExitCode::FAILURE
+}
+
+fn pool_size(name: &str) -> Option<u64> {
+    let out = zfs::run(
+        zfs::ZFS,
+        &[
+            "get".into(),
+            "-H".into(),
+            "-p".into(),
+            "-o".into(),
+            "value".into(),
+            "used,available".into(),
+            name.into(),
+        ],
+        None,
+    )
+    .ok()?;
+    Some(
+        out.lines()
+            .filter_map(|l| l.trim().parse::<u64>().ok())
+            .sum(),
+    )
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let roots = Roots::host();
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    config::mount_config(bringup::boot_disk(&roots, &mountinfo).as_deref());
+    let (policy, _, _) = load_policy(None, None);
+    let obs = match bringup::observe(&roots, &policy, &mountinfo) {
+        Ok(o) => o,
+        Err(e) => return report(&e),
+    };
+    let plan = plan::decide(&obs.observed, &policy);
+    match cli.cmd {
+        Cmd::Plan { json } => {
+            if json {
+                let v = serde_json::json!({ "devices": obs.report, "observed": obs.observed, "plan": plan });
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                for d in &obs.report {
+                    println!(
+                        "{:<10} {:<9} {:>8} MiB  {:<40} {:?}",
+                        d.name,
+                        format!("{:?}", d.transport).to_lowercase(),
+                        d.size_bytes >> 20,
+                        d.stable_id,
+                        d.verdict
+                    );
+                }
+                println!("plan: {plan:?}");
+            }
+            ExitCode::SUCCESS
+        }
+        Cmd::Run { dry_run } => {
+            for d in &obs.report {
+                log(format!(
+                    "{} ({}, {} MiB, id {}): {:?}",
+                    d.name,
+                    format!("{:?}", d.transport).to_lowercase(),
+                    d.size_bytes >> 20,
+                    d.stable_id,
+                    d.verdict
+                ));
+            }
+            log(format!("plan: {plan:?}"));
+            if dry_run {
+                return ExitCode::SUCCESS;
+            }
+            let guid = match bringup::apply_pool(&plan, &obs, &policy) {
+                Ok(g) => g,
+                Err(e) => return report(&e),
+            };
+            if let Err(e) = zfs::run(zfs::ZFS, &["mount".into(), "-a".into()], None) {
+                log(format!("zfs mount -a: {e}"));
+            }
+            // With the pool up, a rejected policy falls back to the last good one stored there.
+            let size = pool_size(&policy.pool.name).unwrap_or(0);
+            let last = std::fs::read_to_string(config::last_good_path(&policy.pool.name)).ok();
+            let (policy, _, keep) = load_policy(Some(size), last.as_deref());
+            let vault_ok = false;
+            log("vault: TPM key sealing is not available in this build; encrypted datasets are not created");
+            match bringup::reconcile_datasets(&policy, size, vault_ok, false) {
+                Ok(actions) => log(format!("datasets: {} change(s)", actions.len())),
+                Err(e) => return report(&e),
+            }
+            if let Some(text) = keep {
+                let p = config::last_good_path(&policy.pool.name);
+                let _ = std::fs::create_dir_all(p.parent().unwrap_or(&p));
+                if let Err(e) = std::fs::write(&p, text) {
+                    log(format!("{}: {e}", p.display()));
+                }
+            }
+            println!(
+                "storage-init: pool {} guid {guid} ready at /{} ({} MiB usable)",
+                policy.pool.name,
+                policy.pool.name,
+                size >> 20
+            );
+            ExitCode::SUCCESS
+        }
+    }
+}

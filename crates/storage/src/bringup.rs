@@ -1,0 +1,447 @@
+//! storage-init's bring-up: observe drives and pools, decide (plan.rs), apply, reconcile datasets.
+//! Each step logs what it does and why on stderr; the summary goes to stdout.
+
+use crate::datasets::{self, Action};
+use crate::discover::{self, BlockDev, Context, Verdict};
+use crate::plan::{Drive, Observed, Plan, P3};
+use crate::policy::Policy;
+use crate::probe::{self, Probed, P3_DONE, P3_PENDING, PART_DONE, PART_PENDING};
+use crate::roots::Roots;
+use crate::zfs::{self, run, CmdError};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+pub const PARTX: &str = "/usr/bin/partx";
+pub const BLOCKDEV: &str = "/sbin/blockdev";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Cmd(#[from] CmdError),
+    #[error(transparent)]
+    Gpt(#[from] crate::gptops::GptError),
+    #[error("{0}")]
+    Refused(String),
+    #[error("{path}: {what} did not appear within {secs} s")]
+    Timeout {
+        path: PathBuf,
+        what: &'static str,
+        secs: u64,
+    },
+    #[error("{0}")]
+    Parse(String),
+}
+
+pub fn log(msg: impl std::fmt::Display) {
+    eprintln!("storage-init: {msg}");
+}
+
+/// One device in the report: what it is and what storage-init decided about it.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeviceReport {
+    pub name: String,
+    pub stable_id: String,
+    pub stable: bool,
+    pub transport: discover::Transport,
+    pub size_bytes: u64,
+    pub verdict: Verdict,
+}
+
+/// The disk holding the running root filesystem, from mountinfo's major:minor.
+pub fn boot_disk(roots: &Roots, mountinfo: &str) -> Option<String> {
+    let majmin = mountinfo
+        .lines()
+        .find(|l| l.split_whitespace().nth(4) == Some("/"))?
+        .split_whitespace()
+        .nth(2)?
+        .to_string();
+    let part = std::fs::canonicalize(roots.sys.join("dev/block").join(&majmin)).ok()?;
+    // A partition's sysfs directory sits inside its disk's.
+    let parent = if part.join("partition").exists() {
+        part.parent()?
+    } else {
+        &part
+    };
+    parent.file_name().map(|n| n.to_string_lossy().into_owned())
+}
+
+fn pools(list: &str) -> Vec<(String, u64)> {
+    zfs::parse_pool_list(list)
+        .map(|v| v.into_iter().map(|p| (p.name, p.guid)).collect())
+        .unwrap_or_default()
+}
+
+#[derive(Debug)]
+pub struct Observation {
+    pub observed: Observed,
+    pub devices: Vec<(BlockDev, Probed)>,
+    pub report: Vec<DeviceReport>,
+}
+
+pub fn observe(roots: &Roots, policy: &Policy, mountinfo: &str) -> Result<Observation, Error> {
+    let boot = boot_disk(roots, mountinfo);
+    let imported = pools(&run(
+        zfs::ZPOOL,
+        &[
+            "list".into(),
+            "-H".into(),
+            "-p".into(),
+            "-o".into(),
+            "name,guid,health,size,allocated,free".into(),
+        ],
+        None,
+    )?);
+    // `zpool import` exits 1 with "no pools available" when there are none.
+    let importable = match run(
+        zfs::ZPOOL,
+        &["import".into(), "-d".into(), "/dev/disk/by-partuuid".into()],
+        None,
+    ) {
+        Ok(out) => zfs::parse_importable(&out),
+        Err(CmdError::Failed { .. }) => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
+    let pool_guid = imported
+        .iter()
+        .chain(&importable)
+        .find(|(n, _)| n == &policy.pool.name)
+        .map(|(_, g)| *g);
+    let ctx = Context {
+        boot_disk: boot.as_deref(),
+        min_size_bytes: policy.pool.min_drive_size.get_ref().bytes(0),
+        pool: &policy.pool.name,
+        pool_guid,
+    };
+    let mut devices = Vec::new();
+    let mut drives = Vec::new();
+    let mut report = Vec::new();
+    let mut p3 = P3::Absent;
+    for d in discover::enumerate(roots) {
+        let probed = if d.transport == discover::Transport::Virtual {
+            Probed::default()
+        } else {
+            probe::probe(&d, roots)?
+        };
+        let (id, stable) = discover::stable_id(&d);
+        let mut verdict = discover::verdict(&d, &probed.sig, &ctx);
+        let ours_pending = probed.only_ours() && probed.pending();
+        if ours_pending && matches!(verdict, Verdict::ForeignData { .. }) {
+            verdict = Verdict::Eligible;
+        }
+        if matches!(verdict, Verdict::ForeignData { .. }) && policy.pool.wipe.contains(&id) {
+            log(format!(
+                "{} ({id}): policy lists it for wiping; treating as blank",
+                d.name
+            ));
+            verdict = Verdict::Eligible;
+        }
+        if boot.as_deref() == Some(d.name.as_str()) {
+            for (_, name, guid) in &probed.gpt {
+                if name == P3_DONE {
+                    p3 = P3::Done {
+                        partuuid: guid.to_string(),
+                    };
+                } else if name == P3_PENDING {
+                    p3 = P3::Pending {
+                        partuuid: guid.to_string(),
+                    };
+                }
+            }
+        } else if d.transport != discover::Transport::Virtual {
+            drives.push(Drive {
+                name: d.name.clone(),
+                stable_id: id.clone(),
+                verdict: verdict.clone(),
+                ours_pending,
+                rotational: d.rotational,
+            });
+        }
+        report.push(DeviceReport {
+            name: d.name.clone(),
+            stable_id: id,
+            stable,
+            transport: d.transport,
+            size_bytes: d.size_bytes,
+            verdict,
+        });
+        devices.push((d, probed));
+    }
+    Ok(Observation {
+        observed: Observed {
+            boot_disk: boot,
+            p3,
+            drives,
+            importable,
+            imported,
+        },
+        devices,
+        report,
+    })
+}
+
+fn wait_for(path: &Path, what: &'static str) -> Result<(), Error> {
+    let start = Instant::now();
+    while !path.exists() {
+        if start.elapsed() > Duration::from_secs(30) {
+            return Err(Error::Timeout {
+                path: path.into(),
+                what,
+                secs: 30,
+            });
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+fn by_partuuid(guid: &str) -> PathBuf {
+    PathBuf::from("/dev/disk/by-partuuid").join(guid.to_lowercase())
+}
+
+/// Applies the pool part of the plan; returns the pool GUID.
+pub fn apply_pool(plan: &Plan, obs: &Observation, policy: &Policy) -> Result<u64, Error> {
+    let name = &policy.pool.name;
+    let dev_of = |n: &str| {
+        obs.devices
+            .iter()
+            .find(|(d, _)| d.name == n)
+            .map(|(d, p)| (d.dev.clone(), p.clone()))
+    };
+    match plan {
+        Plan::Refuse { reason } => Err(Error::Refused(reason.clone())),
+        Plan::AlreadyImported { guid } => Ok(*guid),
+        Plan::Import { guid } => {
+            log(format!("importing pool {name} (guid {guid})"));
+            run(
+                zfs::ZPOOL,
+                &[
+                    "import".into(),
+                    "-N".into(),
+                    "-f".into(),
+                    "-o".into(),
+                    "cachefile=none".into(),
+                    "-d".into(),
+                    "/dev/disk/by-partuuid".into(),
+                    guid.to_string(),
+                ],
+                None,
+            )?;
+            Ok(*guid)
+        }
+        Plan::Create {
+            topology,
+            new_p3,
+            partition,
+            reuse_pending,
+            autotrim,
+        } => {
+            let mut vdevs = Vec::new();
+            let mut renames: Vec<(PathBuf, &str, &str)> = Vec::new();
+            if let Some(boot) = &obs.observed.boot_disk {
+                let bdev = PathBuf::from("/dev").join(boot);
+                let guid = match (&obs.observed.p3, new_p3) {
+                    (P3::Pending { partuuid }, _) => partuuid.clone(),
+                    (_, true) => {
+                        log(format!("creating P3 in the free space of boot disk {boot}"));
+                        let (num, guid) = crate::gptops::add_tail_partition(&bdev, P3_PENDING)?;
+                        // The disk is busy (the root is on it): add just this partition (BLKPG).
+                        run(
+                            PARTX,
+                            &[
+                                "--add".into(),
+                                "--nr".into(),
+                                num.to_string(),
+                                bdev.display().to_string(),
+                            ],
+                            None,
+                        )?;
+                        guid.to_string()
+                    }
+                    _ => return Err(Error::Refused("P3 state does not allow creation".into())),
+                };
+                let p = by_partuuid(&guid);
+                wait_for(&p, "P3 partition link")?;
+                vdevs.push(p);
+                renames.push((bdev, P3_PENDING, P3_DONE));
+            }
+            for n in reuse_pending {
+                let Some((dev, probed)) = dev_of(n) else {
+                    continue;
+                };
+                let Some((_, _, guid)) = probed.gpt.first() else {
+                    continue;
+                };
+                log(format!(
+                    "{n}: reusing partition from an interrupted first boot"
+                ));
+                let p = by_partuuid(&guid.to_string());
+                wait_for(&p, "partition link")?;
+                vdevs.push(p);
+                renames.push((dev, PART_PENDING, PART_DONE));
+            }
+            for n in partition {
+                let Some((dev, _)) = dev_of(n) else { continue };
+                log(format!("{n}: writing a GPT with one persist partition"));
+                let guid = crate::gptops::partition_whole(&dev, PART_PENDING)?;
+                run(
+                    BLOCKDEV,
+                    &["--rereadpt".into(), dev.display().to_string()],
+                    None,
+                )?;
+                let p = by_partuuid(&guid.to_string());
+                wait_for(&p, "partition link")?;
+                vdevs.push(p);
+                renames.push((dev, PART_PENDING, PART_DONE));
+            }
+            let mut args: Vec<String> = vec![
+                "create".into(),
+                "-f".into(),
+                "-o".into(),
+                format!("ashift={}", policy.pool.ashift),
+                "-o".into(),
+                "cachefile=none".into(),
+            ];
+            if *autotrim {
+                args.extend(["-o".into(), "autotrim=on".into()]);
+            }
+            for o in [
+                format!("compression={}", policy.pool.compression),
+                "atime=off".into(),
+                "xattr=sa".into(),
+                format!("mountpoint=/{name}"),
+                "canmount=on".into(),
+            ] {
+                args.extend(["-O".into(), o]);
+            }
+            args.push(name.clone());
+            match topology {
+                crate::policy::Topology::Stripe => {}
+                t => args.push(format!("{t:?}").to_lowercase()),
+            }
+            args.extend(vdevs.iter().map(|p| p.display().to_string()));
+            log(format!(
+                "creating pool {name} ({topology:?}) on {} devices",
+                vdevs.len()
+            ));
+            run(zfs::ZPOOL, &args, None)?;
+            // Only now are the partitions final: a cut before this point leaves them pending.
+            for (dev, from, to) in renames {
+                crate::gptops::rename(&dev, from, to)?;
+            }
+            let list = run(
+                zfs::ZPOOL,
+                &[
+                    "list".into(),
+                    "-H".into(),
+                    "-p".into(),
+                    "-o".into(),
+                    "name,guid,health,size,allocated,free".into(),
+                    name.clone(),
+                ],
+                None,
+            )?;
+            pools(&list)
+                .first()
+                .map(|(_, g)| *g)
+                .ok_or_else(|| Error::Parse(format!("pool {name} not listed after creation")))
+        }
+    }
+}
+
+/// Reconciles datasets; returns the actions taken (or that would be, with `dry_run`).
+pub fn reconcile_datasets(
+    policy: &Policy,
+    pool_size: u64,
+    vault_ok: bool,
+    dry_run: bool,
+) -> Result<Vec<Action>, Error> {
+    let name = &policy.pool.name;
+    let props = datasets::MANAGED.join(",");
+    let out = run(
+        zfs::ZFS,
+        &[
+            "get".into(),
+            "-H".into(),
+            "-p".into(),
+            "-r".into(),
+            "-t".into(),
+            "filesystem,volume".into(),
+            "-o".into(),
+            "name,property,value,source".into(),
+            props,
+            name.clone(),
+        ],
+        None,
+    )?;
+    let have = zfs::parse_get(&out).map_err(Error::Parse)?;
+    let actions = datasets::diff(&datasets::desired(policy, pool_size), &have, name);
+    for a in &actions {
+        match a {
+            Action::Unmanaged { name } => log(format!("{name}: not in the policy; left alone")),
+            Action::Create {
+                name: ds,
+                encrypted: true,
+                ..
+            } if !vault_ok => log(format!(
+                "{ds}: skipped: the vault is not available (see above)"
+            )),
+            _ if dry_run => log(format!("would {a:?}")),
+            Action::Create {
+                name: ds, props, ..
+            } => {
+                let mut args = vec!["create".to_string()];
+                for (k, v) in props {
+                    args.extend(["-o".into(), format!("{k}={v}")]);
+                }
+                args.push(ds.clone());
+                log(format!("{ds}: create {props:?}"));
+                run(zfs::ZFS, &args, None)?;
+            }
+            Action::Set {
+                name: ds,
+                prop,
+                from,
+                to,
+            } => {
+                log(format!("{ds}: {prop} {from} -> {to}"));
+                run(
+                    zfs::ZFS,
+                    &["set".into(), format!("{prop}={to}"), ds.clone()],
+                    None,
+                )?;
+            }
+        }
+    }
+    Ok(actions)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boot_disk_from_mountinfo_and_sysfs() {
+        let t = tempfile::tempdir().unwrap();
+        let disk = t
+            .path()
+            .join("sys/devices/pci0000:00/0000:00:04.0/nvme/nvme0/nvme0n1");
+        std::fs::create_dir_all(disk.join("nvme0n1p2")).unwrap();
+        std::fs::write(disk.join("nvme0n1p2/partition"), "2\n").unwrap();
+        std::fs::create_dir_all(t.path().join("sys/dev/block")).unwrap();
+        std::os::unix::fs::symlink(disk.join("nvme0n1p2"), t.path().join("sys/dev/block/259:2"))
+            .unwrap();
+        let mi = "22 1 259:2 / / ro,relatime - squashfs /dev/nvme0n1p2 ro\n23 22 0:5 / /dev rw - devtmpfs devtmpfs rw\n";
+        assert_eq!(
+            boot_disk(&Roots::under(t.path()), mi).as_deref(),
+            Some("nvme0n1")
+        );
+        assert_eq!(
+            boot_disk(
+                &Roots::under(t.path()),
+                "23 22 0:5 / /dev rw - devtmpfs x rw\n"
+            ),
+            None
+        );
+    }
+}
