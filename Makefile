@@ -6,6 +6,9 @@ CACHE      ?= $(HOME)/.cache/eve-storage
 OUT        ?= out
 VERSION    ?= dev
 TARGET     := x86_64-unknown-linux-gnu
+# eve-init runs in the initramfs, so it (and the agent) are static, built in their own target dir;
+# storage binaries link Debian's libtss2 and use the image's glibc.
+STATIC_BINS := target/static/$(TARGET)/release
 BINS       := target/$(TARGET)/release
 MANIFESTS  := linuxkit/eve-storage.yml linuxkit/dev.yml
 CARGO      ?= cargo
@@ -18,12 +21,13 @@ deps:
 	@scripts/host-deps.sh
 
 binaries:
-	$(STATIC) $(CARGO) build --release --locked --target $(TARGET) -p eve-init -p eve-agent -p storage
+	$(STATIC) CARGO_TARGET_DIR=target/static $(CARGO) build --release --locked --target $(TARGET) -p eve-init -p eve-agent
+	$(CARGO) build --release --locked --target $(TARGET) -p storage
 
 # The builder caches downloads and the ZFS module build under $(CACHE); a rebuild takes about a minute.
 image: deps binaries
 	$(CARGO) run --release --locked -q -p imgbuild -- build $(addprefix --manifest ,$(MANIFESTS)) \
-	    --bins $(BINS) --out $(OUT) --cache $(CACHE) --version $(VERSION)
+	    --bins $(STATIC_BINS) --bins $(BINS) --out $(OUT) --cache $(CACHE) --version $(VERSION)
 
 check:
 	$(CARGO) run --release --locked -q -p imgbuild -- check $(addprefix --manifest ,$(MANIFESTS))

@@ -21,8 +21,8 @@ pub struct Options {
     pub repo: PathBuf,
     pub manifests: Vec<PathBuf>,
     pub config: PathBuf,
-    /// Where cargo put the workspace's release binaries.
-    pub bins: PathBuf,
+    /// Where cargo put the workspace's release binaries (searched in order).
+    pub bins: Vec<PathBuf>,
     pub out: PathBuf,
     pub cache: PathBuf,
     pub apt_lists: PathBuf,
@@ -109,6 +109,18 @@ fn bar(len: u64, what: &str) -> indicatif::ProgressBar {
     );
     b.set_message(what.to_string());
     b
+}
+
+/// The first of `dirs` holding binary `name`.
+fn find_bin(dirs: &[PathBuf], name: &str) -> Result<PathBuf> {
+    dirs.iter()
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .ok_or_else(|| Error::Io {
+            op: "find (build the workspace first: make binaries)",
+            path: dirs.first().cloned().unwrap_or_default().join(name),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        })
 }
 
 pub fn sha256_file(p: &Path) -> Result<String> {
@@ -787,9 +799,9 @@ fn build_rootfs(
         .filter_map(|(_, i)| i.bin.clone())
         .collect();
     for bin in &bins {
-        let from = opts.bins.join(bin);
+        let from = find_bin(&opts.bins, bin)?;
         let to = root.join("usr/bin").join(bin);
-        fs::copy(&from, &to).at("copy (build the workspace first: make binaries)", &from)?;
+        fs::copy(&from, &to).at("copy", &from)?;
     }
     symlink("/usr/bin/eve-init", &root, "usr/sbin/init")?;
     // Base /etc the packages' maintainer scripts would have made.
@@ -826,7 +838,8 @@ fn build_rootfs(
     )?;
 
     // The initramfs: eve-init (static) and the drivers to reach the slot.
-    let init_bin = fs::read(opts.bins.join("eve-init")).at("read", opts.bins.join("eve-init"))?;
+    let init_path = find_bin(&opts.bins, "eve-init")?;
+    let init_bin = fs::read(&init_path).at("read", &init_path)?;
     tree.insert(
         "init",
         Node::File {

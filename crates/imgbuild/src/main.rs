@@ -39,8 +39,9 @@ enum Cmd {
     Build {
         #[command(flatten)]
         common: Common,
-        #[arg(long)]
-        bins: PathBuf,
+        /// Directories holding the workspace's release binaries, searched in order.
+        #[arg(long, required = true)]
+        bins: Vec<PathBuf>,
         #[arg(long, default_value = "out")]
         out: PathBuf,
         /// Downloaded packages and built ZFS modules, kept across builds.
@@ -74,7 +75,7 @@ fn main() -> ExitCode {
                 repo: common.repo,
                 manifests: common.manifests,
                 config: common.config,
-                bins: PathBuf::new(),
+                bins: Vec::new(),
                 out: PathBuf::new(),
                 cache: PathBuf::new(),
                 apt_lists: PathBuf::new(),

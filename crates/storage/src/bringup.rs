@@ -379,6 +379,8 @@ pub fn reconcile_datasets(
     for a in &actions {
         match a {
             Action::Unmanaged { name } => log(format!("{name}: not in the policy; left alone")),
+            // The vault itself is ensure_vault's job: creating it needs the key.
+            Action::Create { name: ds, .. } if *ds == format!("{name}/vault") => {}
             Action::Create {
                 name: ds,
                 encrypted: true,
@@ -444,4 +446,203 @@ mod tests {
             None
         );
     }
+}
+
+/// What became of the vault this boot.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "state", rename_all = "kebab-case")]
+pub enum Vault {
+    Unlocked,
+    /// Created unencrypted because the policy allows it without a TPM.
+    Unencrypted,
+    /// Exists but stays locked; nothing under it is touched.
+    Locked {
+        reason: String,
+    },
+    /// Not created (e.g. no TPM and the policy requires one).
+    Absent {
+        reason: String,
+    },
+}
+
+impl Vault {
+    pub fn usable(&self) -> bool {
+        matches!(self, Vault::Unlocked | Vault::Unencrypted)
+    }
+}
+
+fn keyfile(policy: &Policy) -> Result<Vec<u8>, String> {
+    let p = policy
+        .encryption
+        .keyfile
+        .as_ref()
+        .ok_or("no keyfile configured")?;
+    let k = std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?;
+    if k.len() != crate::tpm::KEY_LEN {
+        return Err(format!(
+            "{}: a raw key is {} bytes, this is {}",
+            p.display(),
+            crate::tpm::KEY_LEN,
+            k.len()
+        ));
+    }
+    Ok(k)
+}
+
+/// Creates or unlocks `<pool>/vault`. Never destroys or recreates an existing vault.
+pub fn ensure_vault(policy: &Policy) -> Vault {
+    use crate::policy::WithoutTpm;
+    use crate::tpm;
+    let name = format!("{}/vault", policy.pool.name);
+    let props = format!("encryption,keystatus,{}", tpm::SEALED_PROPERTY);
+    match run(
+        zfs::ZFS,
+        &[
+            "get".into(),
+            "-H".into(),
+            "-p".into(),
+            "-o".into(),
+            "property,value".into(),
+            props,
+            name.clone(),
+        ],
+        None,
+    ) {
+        Ok(out) => {
+            let get = |k: &str| {
+                out.lines()
+                    .find_map(|l| {
+                        l.split_once('\t')
+                            .filter(|(p, _)| *p == k)
+                            .map(|(_, v)| v.trim().to_string())
+                    })
+                    .unwrap_or_default()
+            };
+            if get("encryption") == "off" {
+                log(format!("WARNING: {name} is NOT encrypted (created without a TPM under allow-unencrypted)"));
+                return Vault::Unencrypted;
+            }
+            if get("keystatus") == "available" {
+                return Vault::Unlocked;
+            }
+            let blob = get(tpm::SEALED_PROPERTY);
+            let key = if blob.is_empty() || blob == "-" {
+                keyfile(policy)
+            } else {
+                tpm::unseal(&blob).map_err(|e| error_chain(&e))
+            };
+            let key = match key {
+                Ok(k) => k,
+                Err(reason) => {
+                    log(format!("VAULT LOCKED: {name}: {reason}; its data is kept, nothing under it is changed"));
+                    return Vault::Locked { reason };
+                }
+            };
+            match run(
+                zfs::ZFS,
+                &[
+                    "load-key".into(),
+                    "-L".into(),
+                    "prompt".into(),
+                    name.clone(),
+                ],
+                Some(&key),
+            ) {
+                Ok(_) => {
+                    log(format!("{name}: unlocked"));
+                    Vault::Unlocked
+                }
+                Err(e) => {
+                    log(format!("VAULT LOCKED: {name}: {e}"));
+                    Vault::Locked {
+                        reason: e.to_string(),
+                    }
+                }
+            }
+        }
+        Err(_) => {
+            let mountpoint = format!("mountpoint=/{}/vault", policy.pool.name);
+            let (key, blob) = if tpm::present() {
+                match tpm::generate_and_seal(&policy.encryption.pcrs) {
+                    Ok((k, b)) => (k, Some(b)),
+                    Err(e) => {
+                        let reason = error_chain(&e);
+                        log(format!(
+                            "vault not created: sealing the key failed: {reason}"
+                        ));
+                        return Vault::Absent { reason };
+                    }
+                }
+            } else {
+                match policy.encryption.without_tpm {
+                    WithoutTpm::Require => {
+                        let reason = format!("no TPM ({}) and the policy requires one (encryption.without_tpm = \"require\")", tpm::DEVICE);
+                        log(format!("vault not created: {reason}"));
+                        return Vault::Absent { reason };
+                    }
+                    WithoutTpm::AllowUnencrypted => {
+                        log(format!(
+                            "WARNING: no TPM: creating {name} UNENCRYPTED as the policy allows"
+                        ));
+                        return match run(
+                            zfs::ZFS,
+                            &["create".into(), "-o".into(), mountpoint, name.clone()],
+                            None,
+                        ) {
+                            Ok(_) => Vault::Unencrypted,
+                            Err(e) => Vault::Absent {
+                                reason: e.to_string(),
+                            },
+                        };
+                    }
+                    WithoutTpm::Keyfile => match keyfile(policy) {
+                        Ok(k) => {
+                            log("WARNING: no TPM: vault key from the development keyfile");
+                            (k, None)
+                        }
+                        Err(reason) => return Vault::Absent { reason },
+                    },
+                }
+            };
+            let mut args: Vec<String> = [
+                "create",
+                "-o",
+                "encryption=aes-256-gcm",
+                "-o",
+                "keyformat=raw",
+                "-o",
+                "keylocation=prompt",
+                "-o",
+            ]
+            .map(String::from)
+            .to_vec();
+            args.push(mountpoint);
+            if let Some(b) = blob {
+                args.extend(["-o".into(), format!("{}={b}", tpm::SEALED_PROPERTY)]);
+            }
+            args.push(name.clone());
+            match run(zfs::ZFS, &args, Some(&key)) {
+                Ok(_) => {
+                    log(format!(
+                        "{name}: created, aes-256-gcm, key sealed to the TPM"
+                    ));
+                    Vault::Unlocked
+                }
+                Err(e) => Vault::Absent {
+                    reason: e.to_string(),
+                },
+            }
+        }
+    }
+}
+
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(x) = src {
+        s.push_str(": ");
+        s.push_str(&x.to_string());
+        src = x.source();
+    }
+    s
 }

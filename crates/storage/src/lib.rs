@@ -10,4 +10,5 @@ pub mod plan;
 pub mod policy;
 pub mod probe;
 pub mod roots;
+pub mod tpm;
 pub mod zfs;

@@ -141,9 +141,11 @@ fn main() -> ExitCode {
             let size = pool_size(&policy.pool.name).unwrap_or(0);
             let last = std::fs::read_to_string(config::last_good_path(&policy.pool.name)).ok();
             let (policy, _, keep) = load_policy(Some(size), last.as_deref());
-            let vault_ok = false;
-            log("vault: TPM key sealing is not available in this build; encrypted datasets are not created");
-            match bringup::reconcile_datasets(&policy, size, vault_ok, false) {
+            let vault = bringup::ensure_vault(&policy);
+            if let Err(e) = zfs::run(zfs::ZFS, &["mount".into(), "-a".into()], None) {
+                log(format!("zfs mount -a: {e}"));
+            }
+            match bringup::reconcile_datasets(&policy, size, vault.usable(), false) {
                 Ok(actions) => log(format!("datasets: {} change(s)", actions.len())),
                 Err(e) => return report(&e),
             }
@@ -154,8 +156,11 @@ fn main() -> ExitCode {
                     log(format!("{}: {e}", p.display()));
                 }
             }
+            if let Err(e) = zfs::run(zfs::ZFS, &["mount".into(), "-a".into()], None) {
+                log(format!("zfs mount -a: {e}"));
+            }
             println!(
-                "storage-init: pool {} guid {guid} ready at /{} ({} MiB usable)",
+                "storage-init: pool {} guid {guid} ready at /{} ({} MiB usable); vault {vault:?}",
                 policy.pool.name,
                 policy.pool.name,
                 size >> 20
