@@ -61,6 +61,8 @@ pub struct MachineSpec {
     pub tpm: bool,
     pub boot_timeout: Duration,
     pub command_timeout: Duration,
+    /// Files put on the image's CONFIG partition before the first boot (user overrides).
+    pub config_files: Vec<(String, Vec<u8>)>,
 }
 
 impl MachineSpec {
@@ -76,6 +78,7 @@ impl MachineSpec {
             tpm: true,
             boot_timeout: Duration::from_secs(420),
             command_timeout: Duration::from_secs(180),
+            config_files: Vec::new(),
         }
     }
 }
@@ -106,6 +109,43 @@ pub struct Machine {
     agent: Option<Agent>,
     boots: u32,
     interactive: bool,
+}
+
+/// A private sparse copy of `image` whose CONFIG partition holds `files`.
+fn with_config_files(image: &Path, dir: &Path, files: &[(String, Vec<u8>)]) -> Result<PathBuf> {
+    let copy = dir.join("image-with-config.raw");
+    run_tool(
+        "/bin/cp",
+        &[
+            "--sparse=always".into(),
+            image.display().to_string(),
+            copy.display().to_string(),
+        ],
+    )?;
+    let g = gpt::GptConfig::new()
+        .open(&copy)
+        .map_err(|e| Error::Spec(format!("{}: GPT: {e}", copy.display())))?;
+    let start = g
+        .partitions()
+        .values()
+        .find(|p| p.name == "CONFIG")
+        .map(|p| p.first_lba * 512)
+        .ok_or_else(|| Error::Spec(format!("{}: no CONFIG partition", image.display())))?;
+    for (name, data) in files {
+        let tmp = dir.join(format!("config-{name}"));
+        std::fs::write(&tmp, data).at("write", &tmp)?;
+        run_tool(
+            "/usr/bin/mcopy",
+            &[
+                "-o".into(),
+                "-i".into(),
+                format!("{}@@{start}", copy.display()),
+                tmp.display().to_string(),
+                format!("::{name}"),
+            ],
+        )?;
+    }
+    Ok(copy)
 }
 
 /// A qcow2 file of `size_mib` whose unwritten blocks read from the raw `base`, which stays untouched.
@@ -174,7 +214,10 @@ impl Machine {
         }
         std::fs::create_dir_all(dir.join("tpm")).at("mkdir", dir)?;
         std::fs::copy(qemu::OVMF_VARS, dir.join("OVMF_VARS.fd")).at("copy", qemu::OVMF_VARS)?;
-        let image = std::fs::canonicalize(&spec.image).at("resolve", &spec.image)?;
+        let mut image = std::fs::canonicalize(&spec.image).at("resolve", &spec.image)?;
+        if !spec.config_files.is_empty() {
+            image = with_config_files(&image, dir, &spec.config_files)?;
+        }
         let boot_file = dir.join("boot.qcow2");
         qcow2_overlay(&image, &boot_file, spec.boot_size_mib)?;
         let boot_disk = qemu::Disk {
@@ -661,6 +704,69 @@ impl Machine {
             let _ = q.kill();
         }
         self.wait_exit("qemu to die", Duration::from_secs(30))
+    }
+
+    /// Leaves the disk with this serial out of the next boots (its file is kept): a drive pulled
+    /// while the box was off.
+    pub fn detach_disk(&mut self, serial: &str) -> Result<qemu::Disk> {
+        if self.qemu.is_some() {
+            return Err(Error::Spec(format!(
+                "{}: power off before detaching {serial}",
+                self.spec.name
+            )));
+        }
+        let i = self
+            .disks
+            .iter()
+            .position(|d| d.serial == serial)
+            .ok_or_else(|| Error::Spec(format!("{}: no disk {serial}", self.spec.name)))?;
+        Ok(self.disks.remove(i))
+    }
+
+    /// Replaces the TPM with a factory-fresh one (new seeds): what a disk moved to another box sees.
+    pub fn reset_tpm(&mut self) -> Result<()> {
+        if self.qemu.is_some() {
+            return Err(Error::Spec(format!(
+                "{}: power off before replacing the TPM",
+                self.spec.name
+            )));
+        }
+        let d = self.dir.join("tpm");
+        std::fs::remove_dir_all(&d).at("clean", &d)?;
+        std::fs::create_dir_all(&d).at("mkdir", &d)
+    }
+
+    /// Boots and returns as soon as the console shows `marker` (to cut power at that moment).
+    pub fn boot_until_console(&mut self, marker: &str) -> Result<()> {
+        self.start()?;
+        let start = Instant::now();
+        loop {
+            let log = self.console_log();
+            let text = std::fs::read(&log)
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default();
+            if text.contains(marker) {
+                return Ok(());
+            }
+            if let Some(m) = fatal_marker(&text) {
+                return Err(Error::BootFailed {
+                    machine: self.spec.name.clone(),
+                    marker: m.into(),
+                    log: log.clone(),
+                    tail: tail(&log, 40),
+                });
+            }
+            if start.elapsed() > self.spec.boot_timeout
+                || self
+                    .qemu
+                    .as_mut()
+                    .and_then(|q| q.try_wait().ok().flatten())
+                    .is_some()
+            {
+                return Err(self.timeout(&format!("console line `{marker}`"), start));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Starts the machine with the console on this terminal (for `make run`); returns when qemu exits.

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 pub const PARTX: &str = "/usr/bin/partx";
 pub const BLOCKDEV: &str = "/sbin/blockdev";
+pub const UDEVADM: &str = "/bin/udevadm";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -43,6 +44,8 @@ pub struct DeviceReport {
     pub name: String,
     pub stable_id: String,
     pub stable: bool,
+    pub model: Option<String>,
+    pub serial: Option<String>,
     pub transport: discover::Transport,
     pub size_bytes: u64,
     pub verdict: Verdict,
@@ -161,6 +164,8 @@ pub fn observe(roots: &Roots, policy: &Policy, mountinfo: &str) -> Result<Observ
             name: d.name.clone(),
             stable_id: id,
             stable,
+            model: d.model.clone(),
+            serial: d.serial.clone(),
             transport: d.transport,
             size_bytes: d.size_bytes,
             verdict,
@@ -293,6 +298,12 @@ pub fn apply_pool(plan: &Plan, obs: &Observation, policy: &Policy) -> Result<u64
                 wait_for(&p, "partition link")?;
                 vdevs.push(p);
                 renames.push((dev, PART_PENDING, PART_DONE));
+            }
+            // A table re-read makes udev remove and re-add the disk's partition links: let it finish,
+            // then make sure every link is there before handing the paths to zpool.
+            let _ = run(UDEVADM, &["settle".into(), "--timeout=30".into()], None);
+            for p in &vdevs {
+                wait_for(p, "partition link")?;
             }
             let mut args: Vec<String> = vec![
                 "create".into(),

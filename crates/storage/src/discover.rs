@@ -120,6 +120,28 @@ pub fn transport(name: &str, devpath: &str) -> Transport {
     }
 }
 
+/// SCSI and ATA (through libata's SCSI layer) give the unit serial in VPD page 0x80: a 4-byte
+/// header, then the serial, space padded.
+fn vpd_serial(dev_dir: &Path) -> Option<String> {
+    let raw = std::fs::read(dev_dir.join("vpd_pg80")).ok()?;
+    let s = String::from_utf8_lossy(raw.get(4..)?)
+        .trim_matches(|c: char| c.is_whitespace() || c == '\0')
+        .to_string();
+    (!s.is_empty()).then_some(s)
+}
+
+/// usb-storage puts the serial on the USB device, a few levels above the SCSI device.
+fn usb_serial(dev_dir: &Path) -> Option<String> {
+    let mut p = std::fs::canonicalize(dev_dir).ok()?;
+    for _ in 0..8 {
+        if p.join("idVendor").exists() {
+            return read(&p.join("serial"));
+        }
+        p = p.parent()?.to_path_buf();
+    }
+    None
+}
+
 /// All whole block devices, sorted by name. Hidden NVMe multipath paths (`nvme0c0n1`) are skipped:
 /// the `nvme0n1` head node is the device.
 pub fn enumerate(roots: &Roots) -> Vec<BlockDev> {
@@ -146,7 +168,10 @@ pub fn enumerate(roots: &Roots) -> Vec<BlockDev> {
             read_only: read(&dir.join("ro")).as_deref() == Some("1"),
             rotational: read(&dir.join("queue/rotational")).as_deref() == Some("1"),
             model: read(&dev_dir.join("model")),
-            serial: read(&dev_dir.join("serial")).or_else(|| read(&dir.join("serial"))),
+            serial: read(&dev_dir.join("serial"))
+                .or_else(|| read(&dir.join("serial")))
+                .or_else(|| vpd_serial(&dev_dir))
+                .or_else(|| usb_serial(&dev_dir)),
             wwid: read(&dir.join("wwid")).or_else(|| read(&dev_dir.join("wwid"))),
             partitions,
             holders: list(&dir.join("holders")),
@@ -352,11 +377,20 @@ mod tests {
             GIB,
             &[("removable", "1"), ("device/model", "Flash Disk")],
         );
+        let usbdev = f
+            .dir
+            .path()
+            .join("sys/devices/pci0000:00/0000:00:14.0/usb2/2-1");
+        std::fs::write(usbdev.join("idVendor"), "46f4\n").unwrap();
+        std::fs::write(usbdev.join("serial"), "USBSTICK1\n").unwrap();
         f.disk(
             "sdc",
             "pci0000:00/0000:00:06.0/virtio3/host2/target2:0:0/2:0:0:0",
             2 * GIB,
-            &[("device/wwid", "naa.6001405abcdef")],
+            &[
+                ("device/wwid", "naa.6001405abcdef"),
+                ("device/vpd_pg80", "\0\0\0\x08SCSI42  "),
+            ],
         );
         f.disk(
             "vda",
@@ -422,7 +456,17 @@ mod tests {
         assert_eq!(nvme.size_bytes, 8 << 30);
         assert_eq!(nvme.model.as_deref(), Some("Samsung SSD 980"));
         assert!(by_name(&devs, "sda").rotational);
+        assert_eq!(
+            by_name(&devs, "sdc").serial.as_deref(),
+            Some("SCSI42"),
+            "serial from VPD page 0x80"
+        );
         assert!(by_name(&devs, "sdb").removable);
+        assert_eq!(
+            by_name(&devs, "sdb").serial.as_deref(),
+            Some("USBSTICK1"),
+            "USB serial from the USB device"
+        );
         assert_eq!(by_name(&devs, "vda").partitions, ["vda1"]);
         assert_eq!(by_name(&devs, "vda").serial.as_deref(), Some("EVEBOOT"));
     }

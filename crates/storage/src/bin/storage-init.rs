@@ -134,6 +134,29 @@ fn main() -> ExitCode {
                 Ok(g) => g,
                 Err(e) => return report(&e),
             };
+            let health = zfs::run(
+                zfs::ZPOOL,
+                &[
+                    "get".into(),
+                    "-H".into(),
+                    "-o".into(),
+                    "value".into(),
+                    "health".into(),
+                    policy.pool.name.clone(),
+                ],
+                None,
+            )
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|e| e.to_string());
+            if health != "ONLINE" {
+                let status = zfs::run(
+                    zfs::ZPOOL,
+                    &["status".into(), "-P".into(), policy.pool.name.clone()],
+                    None,
+                )
+                .unwrap_or_default();
+                log(format!("WARNING: POOL {} IS {health}: a member is missing or failing; data is served from the rest\n{status}", policy.pool.name));
+            }
             if let Err(e) = zfs::run(zfs::ZFS, &["mount".into(), "-a".into()], None) {
                 log(format!("zfs mount -a: {e}"));
             }
