@@ -111,6 +111,66 @@ pub struct Machine {
     interactive: bool,
 }
 
+/// Creates one disk's backing file in `dir` as the spec says.
+fn make_disk(dir: &Path, i: usize, d: &DiskSpec) -> Result<qemu::Disk> {
+    let ext = if d.format == Format::Qcow2 {
+        "qcow2"
+    } else {
+        "img"
+    };
+    let file = dir.join(format!("disk{i}-{}.{ext}", d.serial));
+    let size = format!("{}M", d.size_mib);
+    let f = file.display().to_string();
+    match (&d.content, d.format) {
+        (Content::Blank, fmt) => run_tool(
+            qemu::QEMU_IMG,
+            &[
+                "create".into(),
+                "-q".into(),
+                "-f".into(),
+                fmt.as_str().into(),
+                f,
+                size,
+            ],
+        )?,
+        (Content::Copy(src), Format::Raw) => {
+            std::fs::copy(src, &file).at("copy", src)?;
+            let fh = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&file)
+                .at("open", &file)?;
+            let want = d.size_mib << 20;
+            if fh.metadata().at("stat", &file)?.len() < want {
+                fh.set_len(want).at("resize", &file)?;
+            }
+        }
+        (Content::Copy(src), Format::Qcow2) => {
+            let args = ["convert", "-q", "-O", "qcow2"].map(String::from);
+            run_tool(
+                qemu::QEMU_IMG,
+                &[&args[..], &[src.display().to_string(), f.clone()]].concat(),
+            )?;
+            // convert keeps the source's size; grow to the size asked for.
+            let src_len = std::fs::metadata(src).at("stat", src)?.len();
+            if src_len < d.size_mib << 20 {
+                run_tool(qemu::QEMU_IMG, &["resize".into(), "-q".into(), f, size])?;
+            }
+        }
+        (Content::Overlay(base), _) => qcow2_overlay(base, &file, d.size_mib)?,
+    }
+    let format = if matches!(d.content, Content::Overlay(_)) {
+        Format::Qcow2
+    } else {
+        d.format
+    };
+    Ok(qemu::Disk {
+        kind: d.kind,
+        serial: d.serial.clone(),
+        file,
+        format,
+    })
+}
+
 /// A private sparse copy of `image` whose CONFIG partition holds `files`.
 fn with_config_files(image: &Path, dir: &Path, files: &[(String, Vec<u8>)]) -> Result<PathBuf> {
     let copy = dir.join("image-with-config.raw");
@@ -228,62 +288,7 @@ impl Machine {
         };
         let mut disks = Vec::new();
         for (i, d) in spec.disks.iter().enumerate() {
-            let ext = if d.format == Format::Qcow2 {
-                "qcow2"
-            } else {
-                "img"
-            };
-            let file = dir.join(format!("disk{i}-{}.{ext}", d.serial));
-            let size = format!("{}M", d.size_mib);
-            let f = file.display().to_string();
-            match (&d.content, d.format) {
-                (Content::Blank, fmt) => run_tool(
-                    qemu::QEMU_IMG,
-                    &[
-                        "create".into(),
-                        "-q".into(),
-                        "-f".into(),
-                        fmt.as_str().into(),
-                        f,
-                        size,
-                    ],
-                )?,
-                (Content::Copy(src), Format::Raw) => {
-                    std::fs::copy(src, &file).at("copy", src)?;
-                    let fh = std::fs::OpenOptions::new()
-                        .write(true)
-                        .open(&file)
-                        .at("open", &file)?;
-                    let want = d.size_mib << 20;
-                    if fh.metadata().at("stat", &file)?.len() < want {
-                        fh.set_len(want).at("resize", &file)?;
-                    }
-                }
-                (Content::Copy(src), Format::Qcow2) => {
-                    let args = ["convert", "-q", "-O", "qcow2"].map(String::from);
-                    run_tool(
-                        qemu::QEMU_IMG,
-                        &[&args[..], &[src.display().to_string(), f.clone()]].concat(),
-                    )?;
-                    // convert keeps the source's size; grow to the size asked for.
-                    let src_len = std::fs::metadata(src).at("stat", src)?.len();
-                    if src_len < d.size_mib << 20 {
-                        run_tool(qemu::QEMU_IMG, &["resize".into(), "-q".into(), f, size])?;
-                    }
-                }
-                (Content::Overlay(base), _) => qcow2_overlay(base, &file, d.size_mib)?,
-            }
-            let format = if matches!(d.content, Content::Overlay(_)) {
-                Format::Qcow2
-            } else {
-                d.format
-            };
-            disks.push(qemu::Disk {
-                kind: d.kind,
-                serial: d.serial.clone(),
-                file,
-                format,
-            });
+            disks.push(make_disk(dir, i, d)?);
         }
         Ok(Machine {
             spec,
@@ -721,6 +726,19 @@ impl Machine {
             .position(|d| d.serial == serial)
             .ok_or_else(|| Error::Spec(format!("{}: no disk {serial}", self.spec.name)))?;
         Ok(self.disks.remove(i))
+    }
+
+    /// Adds a disk for the next boots: a drive plugged in while the box was off.
+    pub fn attach_disk(&mut self, d: &DiskSpec) -> Result<()> {
+        if self.qemu.is_some() {
+            return Err(Error::Spec(format!(
+                "{}: power off before attaching {}",
+                self.spec.name, d.serial
+            )));
+        }
+        let disk = make_disk(&self.dir, self.disks.len() + 100, d)?;
+        self.disks.push(disk);
+        Ok(())
     }
 
     /// Replaces the TPM with a factory-fresh one (new seeds): what a disk moved to another box sees.

@@ -140,6 +140,63 @@ fn four_blank_disks_become_one_encrypted_pool_that_survives_reboot_and_foreign_d
     assert_eq!(verdict("NVMEA").as_deref(), Some("pool-member"), "{plan}");
     assert_eq!(v["plan"]["action"], "already-imported");
 
+    // The operator's view.
+    let status = m.ok("storagectl status").unwrap();
+    assert!(
+        status.contains("pool: persist") && status.contains("ONLINE"),
+        "{status}"
+    );
+    assert_eq!(status.matches("  member ").count(), 5, "{status}");
+    assert!(
+        status.lines().any(|l| l.starts_with("persist/vault ")
+            && l.contains("aes-256-gcm")
+            && l.contains("available")),
+        "{status}"
+    );
+    let js: serde_json::Value =
+        serde_json::from_str(&m.ok("storagectl status --json").unwrap()).unwrap();
+    assert!(
+        js["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["stable_id"].is_string()),
+        "{js}"
+    );
+    let newlog = js["datasets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "persist/newlog")
+        .unwrap();
+    assert_eq!(newlog["quota"].as_u64(), Some(quota));
+    // ARC is capped for a box that runs VMs: a quarter of RAM here.
+    let arc: u64 = m
+        .ok("cat /sys/module/zfs/parameters/zfs_arc_max")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let ram: u64 = m
+        .ok("awk '/MemTotal/ {print $2 * 1024}' /proc/meminfo")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(arc, (ram / 4).max(256 << 20));
+    // The raw vault key, unsealed to RAM only (the escrow command refuses disk targets).
+    assert_eq!(
+        m.sh("storage-init unseal-key --out /persist/newlog/key")
+            .unwrap()
+            .status,
+        2
+    );
+    m.ok("storage-init unseal-key --out /run/vault.key")
+        .unwrap();
+    let key = m.read_file("/run/vault.key").unwrap();
+    assert_eq!(key.len(), 32);
+    m.ok("rm /run/vault.key").unwrap();
+
     let g = guid(&mut m);
     m.ok("echo log-data > /persist/newlog/before && echo secret > /persist/config/before && sync")
         .unwrap();
@@ -197,6 +254,174 @@ fn four_blank_disks_become_one_encrypted_pool_that_survives_reboot_and_foreign_d
         sha256(&ext4_disk),
         ext4_before,
         "the ext4 disk was modified"
+    );
+    // The raw key is nowhere on any disk image, boot disk included.
+    let mut files: Vec<std::path::PathBuf> = (0..7).map(|i| m.disk_file(i).to_path_buf()).collect();
+    files.push(m.dir.join("boot.qcow2"));
+    for f in files {
+        assert!(
+            !contains(&f, &key),
+            "raw vault key found in {}",
+            f.display()
+        );
+    }
+}
+
+/// Streams `path` looking for `needle` (also across chunk boundaries).
+fn contains(path: &Path, needle: &[u8]) -> bool {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).unwrap();
+    let mut buf = vec![0u8; 8 << 20];
+    let mut carry: Vec<u8> = Vec::new();
+    loop {
+        let n = f.read(&mut buf).unwrap();
+        if n == 0 {
+            return false;
+        }
+        let mut hay = std::mem::take(&mut carry);
+        hay.extend_from_slice(&buf[..n]);
+        if hay.windows(needle.len()).any(|w| w == needle) {
+            return true;
+        }
+        carry = hay[hay.len().saturating_sub(needle.len() - 1)..].to_vec();
+    }
+}
+
+/// Power cut at each step of first-boot setup, then a cold boot: the pool always ends complete.
+/// The CONFIG partition also carries a malformed policy: the built-in one is used, and the console says why.
+#[test]
+fn power_cut_during_first_boot_setup_always_converges() {
+    let markers = [
+        "creating P3 in the free space",
+        "writing a GPT with one persist partition",
+        "creating pool persist",
+        "created, aes-256-gcm",
+    ];
+    for (i, marker) in markers.iter().enumerate() {
+        let name = format!("storage-cut{i}");
+        let mut spec = MachineSpec::new(&name, &image_path());
+        spec.disks = vec![
+            DiskSpec::blank(DiskKind::Nvme, 2048, "NVMEA"),
+            DiskSpec::blank(DiskKind::Sata, 2048, "SATAA"),
+        ];
+        spec.config_files = vec![(
+            "storage.toml".into(),
+            b"[pool]\ntopology = \"raid5\"\n".to_vec(),
+        )];
+        let mut m = Machine::create(spec, &test_dir(&name)).unwrap();
+        m.boot_until_console(marker).unwrap();
+        m.power_cut().unwrap();
+        m.boot().unwrap();
+        let ctx = format!("cut at `{marker}`");
+        assert_eq!(
+            m.ok("zpool get -H -o value health persist").unwrap().trim(),
+            "ONLINE",
+            "{ctx}"
+        );
+        assert_eq!(
+            members(&mut m),
+            3,
+            "{ctx}: {}",
+            m.ok("zpool status -P").unwrap()
+        );
+        assert_eq!(
+            m.ok("zfs get -H -o value keystatus persist/vault")
+                .unwrap()
+                .trim(),
+            "available",
+            "{ctx}"
+        );
+        m.ok("zfs list persist/newlog persist/containerd persist/reserved persist/vault/config persist/vault/volumes").unwrap();
+        // Every partition storage-init made carries its final name.
+        let names = m
+            .ok("cat /sys/class/block/*/uevent | grep PARTNAME= | sort")
+            .unwrap();
+        assert!(!names.contains("pending"), "{ctx}: {names}");
+        assert_eq!(
+            names.matches("PARTNAME=eve-persist").count(),
+            2,
+            "{ctx}: {names}"
+        );
+        let console = std::fs::read_to_string(m.console_log()).unwrap();
+        assert!(
+            console.contains("policy REJECTED: /config/storage.toml:2: topology"),
+            "{ctx}: bad policy not reported"
+        );
+        m.power_cut().unwrap();
+    }
+}
+
+#[test]
+fn another_pool_is_left_alone_and_a_new_blank_drive_joins_when_allowed() {
+    let dir = test_dir("storage-grow");
+    let mut spec = MachineSpec::new("storage-grow", &image_path());
+    spec.disks = vec![DiskSpec::blank(DiskKind::Nvme, 2048, "NVMEA")];
+    let policy = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../rootfs/etc/storage.toml"),
+    )
+    .unwrap();
+    spec.config_files = vec![(
+        "storage.toml".into(),
+        policy
+            .replace("[pool]\n", "[pool]\nadd_new_drives = true\n")
+            .into_bytes(),
+    )];
+    let mut m = Machine::create(spec, &dir).unwrap();
+    m.boot().unwrap();
+    assert_eq!(members(&mut m), 2);
+    let g = guid(&mut m);
+    // Someone else's pool, made in the guest and carried out as a disk image.
+    m.ok("truncate -s 64M /tmp/tank.img && zpool create -o cachefile=none tank /tmp/tank.img && echo theirs > /tank/file && zpool export tank").unwrap();
+    let tank = dir.join("tank.img");
+    m.copy_out("/tmp/tank.img", &tank).unwrap();
+    m.poweroff().unwrap();
+    let tank_sum = sha256(&tank);
+    m.attach_disk(&DiskSpec {
+        content: Content::Copy(tank.clone()),
+        ..DiskSpec::blank(DiskKind::Virtio, 64, "TANK")
+    })
+    .unwrap();
+    m.attach_disk(&DiskSpec::blank(DiskKind::Sata, 2048, "NEWDRIVE"))
+        .unwrap();
+
+    m.boot().unwrap();
+    assert_eq!(guid(&mut m), g);
+    assert_eq!(
+        members(&mut m),
+        3,
+        "the new drive did not join: {}",
+        m.ok("zpool status -P").unwrap()
+    );
+    assert_eq!(
+        m.ok("zpool list -H -o name").unwrap().trim(),
+        "persist",
+        "the other pool was imported"
+    );
+    let plan: serde_json::Value =
+        serde_json::from_str(&m.ok("storage-init plan --json").unwrap()).unwrap();
+    let tank_dev = plan["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["serial"] == "TANK")
+        .unwrap()
+        .clone();
+    assert_eq!(tank_dev["verdict"]["verdict"], "other-pool", "{tank_dev}");
+    assert_eq!(tank_dev["verdict"]["pool"], "tank");
+    let console = std::fs::read_to_string(m.console_log()).unwrap();
+    assert!(
+        console.contains("adding to pool persist"),
+        "the addition is not logged"
+    );
+    m.poweroff().unwrap();
+    // The copy was padded to the disk's size; the pool's own bytes must be unchanged.
+    let mut on_disk = std::fs::read(m.dir.join("disk101-TANK.img")).unwrap();
+    on_disk.truncate(std::fs::metadata(&tank).unwrap().len() as usize);
+    std::fs::write(dir.join("tank-after.img"), &on_disk).unwrap();
+    assert_eq!(
+        sha256(&dir.join("tank-after.img")),
+        tank_sum,
+        "the other pool's disk was modified"
     );
 }
 

@@ -796,7 +796,13 @@ fn build_rootfs(
                 .chain(m.onboot.iter().chain(&m.services).map(|e| &e.image))
                 .any(|i| manifest::repo_of(i) == repo.as_str())
         })
-        .filter_map(|(_, i)| i.bin.clone())
+        .flat_map(|(_, i)| {
+            i.bin
+                .iter()
+                .chain(&i.extra_bins)
+                .cloned()
+                .collect::<Vec<_>>()
+        })
         .collect();
     for bin in &bins {
         let from = find_bin(&opts.bins, bin)?;

@@ -163,6 +163,9 @@ pub struct Base {
 pub struct ImageMap {
     #[serde(default)]
     pub bin: Option<String>,
+    /// More workspace binaries the image carries (CLIs next to its daemon or step).
+    #[serde(default)]
+    pub extra_bins: Vec<String>,
     #[serde(default)]
     pub packages: Vec<String>,
     #[serde(default)]
@@ -273,7 +276,7 @@ pub fn validate(
         .images
         .iter()
         .filter(|(repo, _)| used_images.iter().any(|(_, i)| repo_of(i) == repo.as_str()))
-        .filter_map(|(_, m)| m.bin.as_ref())
+        .flat_map(|(_, m)| m.bin.iter().chain(&m.extra_bins))
         .collect();
     for bin in workspace_bins {
         if !shipped.contains(bin) && !cfg.build_only.contains(bin) {

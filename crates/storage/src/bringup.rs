@@ -204,6 +204,100 @@ fn by_partuuid(guid: &str) -> PathBuf {
     PathBuf::from("/dev/disk/by-partuuid").join(guid.to_lowercase())
 }
 
+/// Renames storage-init's pending partitions (boot disk P3 and pooled drives) to their final names.
+fn finalize_names(obs: &Observation) -> Result<(), Error> {
+    for (d, probed) in &obs.devices {
+        let is_boot = obs.observed.boot_disk.as_deref() == Some(d.name.as_str());
+        if is_boot && matches!(obs.observed.p3, P3::Pending { .. }) {
+            crate::gptops::rename(&d.dev, P3_PENDING, P3_DONE)?;
+            log(format!("{}: P3 finalised", d.name));
+        } else if !is_boot && probed.only_ours() && probed.pending() {
+            crate::gptops::rename(&d.dev, PART_PENDING, PART_DONE)?;
+            log(format!("{}: partition finalised", d.name));
+        }
+    }
+    Ok(())
+}
+
+/// Later boots: blank eligible drives join a striped pool when the policy says so. Other
+/// topologies cannot grow by one drive; those drives are reported and left blank.
+pub fn add_new_drives(obs: &Observation, policy: &Policy) -> Result<Vec<String>, Error> {
+    let new: Vec<&Drive> = obs
+        .observed
+        .drives
+        .iter()
+        .filter(|d| d.verdict == Verdict::Eligible && !d.ours_pending)
+        .collect();
+    if new.is_empty() {
+        return Ok(vec![]);
+    }
+    let names: Vec<&str> = new.iter().map(|d| d.name.as_str()).collect();
+    if !policy.pool.add_new_drives {
+        log(format!(
+            "new blank drives {names:?} not added: pool.add_new_drives is false"
+        ));
+        return Ok(vec![]);
+    }
+    if policy.pool.topology != crate::policy::Topology::Stripe {
+        log(format!(
+            "new blank drives {names:?} not added: a {:?} pool cannot grow by single drives",
+            policy.pool.topology
+        ));
+        return Ok(vec![]);
+    }
+    let mut added = Vec::new();
+    for d in new {
+        let Some((bd, _)) = obs.devices.iter().find(|(b, _)| b.name == d.name) else {
+            continue;
+        };
+        log(format!(
+            "{} ({}): adding to pool {}",
+            d.name, d.stable_id, policy.pool.name
+        ));
+        let guid = crate::gptops::partition_whole(&bd.dev, PART_PENDING)?;
+        run(
+            BLOCKDEV,
+            &["--rereadpt".into(), bd.dev.display().to_string()],
+            None,
+        )?;
+        let _ = run(UDEVADM, &["settle".into(), "--timeout=30".into()], None);
+        let p = by_partuuid(&guid.to_string());
+        wait_for(&p, "partition link")?;
+        run(
+            zfs::ZPOOL,
+            &[
+                "add".into(),
+                "-f".into(),
+                policy.pool.name.clone(),
+                p.display().to_string(),
+            ],
+            None,
+        )?;
+        crate::gptops::rename(&bd.dev, PART_PENDING, PART_DONE)?;
+        added.push(d.name.clone());
+    }
+    Ok(added)
+}
+
+/// ashift for the drives: the policy's, or more when a drive's physical sectors are larger.
+pub fn ashift_for(policy_ashift: u8, physical_block_sizes: &[u64]) -> u8 {
+    let need = physical_block_sizes
+        .iter()
+        .map(|&b| 63 - b.max(512).leading_zeros() as u8)
+        .max()
+        .unwrap_or(9);
+    policy_ashift.max(need)
+}
+
+/// The ARC ceiling: the policy's, else a quarter of RAM but at least 256 MiB, leaving the
+/// rest for VMs (ZFS's own default is half of RAM).
+pub fn arc_max(policy: &Policy, ram: u64, pool_size: u64) -> u64 {
+    match &policy.pool.arc_max {
+        Some(s) => s.get_ref().bytes(pool_size),
+        None => (ram / 4).max(256 << 20),
+    }
+}
+
 /// Applies the pool part of the plan; returns the pool GUID.
 pub fn apply_pool(plan: &Plan, obs: &Observation, policy: &Policy) -> Result<u64, Error> {
     let name = &policy.pool.name;
@@ -232,6 +326,8 @@ pub fn apply_pool(plan: &Plan, obs: &Observation, policy: &Policy) -> Result<u64
                 ],
                 None,
             )?;
+            // A cut between `zpool create` and the rename leaves members pending: finish it.
+            finalize_names(obs)?;
             Ok(*guid)
         }
         Plan::Create {
@@ -309,7 +405,19 @@ pub fn apply_pool(plan: &Plan, obs: &Observation, policy: &Policy) -> Result<u64
                 "create".into(),
                 "-f".into(),
                 "-o".into(),
-                format!("ashift={}", policy.pool.ashift),
+                format!(
+                    "ashift={}",
+                    ashift_for(
+                        policy.pool.ashift,
+                        &obs.devices
+                            .iter()
+                            .filter(|(d, _)| partition.contains(&d.name)
+                                || reuse_pending.contains(&d.name)
+                                || obs.observed.boot_disk.as_deref() == Some(d.name.as_str()))
+                            .map(|(d, _)| d.physical_block_size)
+                            .collect::<Vec<_>>()
+                    )
+                ),
                 "-o".into(),
                 "cachefile=none".into(),
             ];
@@ -432,6 +540,28 @@ pub fn reconcile_datasets(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ashift_follows_the_largest_physical_sector() {
+        assert_eq!(ashift_for(12, &[512, 4096]), 12);
+        assert_eq!(ashift_for(12, &[512, 16384]), 14);
+        assert_eq!(ashift_for(9, &[512]), 9);
+        assert_eq!(ashift_for(12, &[]), 12);
+    }
+
+    #[test]
+    fn arc_max_defaults_to_a_quarter_of_ram_with_a_floor() {
+        let p = Policy::builtin();
+        assert_eq!(arc_max(&p, 16 << 30, 0), 4 << 30);
+        assert_eq!(arc_max(&p, 512 << 20, 0), 256 << 20);
+        let p = Policy::parse(
+            std::path::Path::new("t"),
+            "[pool]\narc_max = \"1G\"\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(arc_max(&p, 16 << 30, 0), 1 << 30);
+    }
 
     #[test]
     fn boot_disk_from_mountinfo_and_sysfs() {

@@ -30,6 +30,8 @@ pub struct BlockDev {
     pub removable: bool,
     pub read_only: bool,
     pub rotational: bool,
+    /// Bytes; drives with sectors above 4 KiB need a larger ashift.
+    pub physical_block_size: u64,
     pub model: Option<String>,
     pub serial: Option<String>,
     pub wwid: Option<String>,
@@ -167,6 +169,7 @@ pub fn enumerate(roots: &Roots) -> Vec<BlockDev> {
             removable: read(&dir.join("removable")).as_deref() == Some("1"),
             read_only: read(&dir.join("ro")).as_deref() == Some("1"),
             rotational: read(&dir.join("queue/rotational")).as_deref() == Some("1"),
+            physical_block_size: read_u64(&dir.join("queue/physical_block_size")).unwrap_or(512),
             model: read(&dev_dir.join("model")),
             serial: read(&dev_dir.join("serial"))
                 .or_else(|| read(&dir.join("serial")))

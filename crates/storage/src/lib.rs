@@ -10,5 +10,6 @@ pub mod plan;
 pub mod policy;
 pub mod probe;
 pub mod roots;
+pub mod status;
 pub mod tpm;
 pub mod zfs;

@@ -286,7 +286,12 @@ impl Policy {
                 .next()
                 .unwrap_or("invalid TOML")
                 .to_string();
-            let field = msg.split('`').nth(1).unwrap_or("-").to_string();
+            // The key on the offending line names the field (for bad values and unknown keys alike).
+            let line_text = text.lines().nth(line.saturating_sub(1)).unwrap_or("");
+            let field = match line_text.split_once('=') {
+                Some((k, _)) if line > 0 => k.trim().trim_matches('"').to_string(),
+                _ => msg.split('`').nth(1).unwrap_or("-").to_string(),
+            };
             err(line, &field, msg)
         })?;
         let at = |s: &Spanned<Size>| line_of(text, s.span().start);
@@ -478,6 +483,17 @@ mod tests {
         assert!(p.datasets.contains_key("newlog") && p.datasets.contains_key("containerd"));
         assert!(p.datasets["volumes"].encrypted);
         assert_eq!(p.encryption.without_tpm, WithoutTpm::Require);
+    }
+
+    #[test]
+    fn bad_value_names_its_key() {
+        let e = parse("[pool]\ntopology = \"raid5\"\n").unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (2, "topology"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("/config/storage.toml:2: topology: "),
+            "{e}"
+        );
     }
 
     #[test]

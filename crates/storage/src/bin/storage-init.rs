@@ -25,6 +25,14 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Recovery/escrow: unseal the vault key with this box's TPM into FILE, which must be on a
+    /// memory filesystem (tmpfs/ramfs) so the raw key never reaches a disk.
+    UnsealKey {
+        #[arg(long)]
+        out: std::path::PathBuf,
+        #[arg(long, default_value = "persist")]
+        pool: String,
+    },
     /// Bring storage up (the onboot step).
     Run {
         /// Observe and print the plan and dataset diff only.
@@ -84,8 +92,74 @@ fn pool_size(name: &str) -> Option<u64> {
     )
 }
 
+/// True when `dir` is on tmpfs or ramfs.
+fn in_memory(dir: &std::path::Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: statfs writes into the zeroed struct we own; the path is a valid C string.
+    let r = unsafe { libc::statfs(c.as_ptr(), &mut st) };
+    r == 0 && (st.f_type == 0x0102_1994 || st.f_type as u64 == 0x8584_58f6)
+}
+
+fn unseal_key(out: &std::path::Path, pool: &str) -> ExitCode {
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    if !in_memory(parent) {
+        eprintln!(
+            "storage-init: {}: not on tmpfs or ramfs; refusing to write a raw key there",
+            parent.display()
+        );
+        return ExitCode::from(2);
+    }
+    let vault = format!("{pool}/vault");
+    let blob = match zfs::run(
+        zfs::ZFS,
+        &[
+            "get".into(),
+            "-H".into(),
+            "-o".into(),
+            "value".into(),
+            storage::tpm::SEALED_PROPERTY.into(),
+            vault.clone(),
+        ],
+        None,
+    ) {
+        Ok(b) => b,
+        Err(e) => return report(&e),
+    };
+    match storage::tpm::unseal(&blob) {
+        Ok(key) => {
+            use std::os::unix::fs::OpenOptionsExt;
+            let w = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(out)
+                .and_then(|mut f| std::io::Write::write_all(&mut f, &key));
+            match w {
+                Ok(()) => {
+                    log(format!("{vault}: key written to {}", out.display()));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("storage-init: {}: {e}", out.display());
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Err(e) => report(&e),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Cmd::UnsealKey { out, pool } = &cli.cmd {
+        return unseal_key(out, pool);
+    }
     let roots = Roots::host();
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     config::mount_config(bringup::boot_disk(&roots, &mountinfo).as_deref());
@@ -115,6 +189,7 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        Cmd::UnsealKey { .. } => ExitCode::SUCCESS,
         Cmd::Run { dry_run } => {
             for d in &obs.report {
                 log(format!(
@@ -134,6 +209,17 @@ fn main() -> ExitCode {
                 Ok(g) => g,
                 Err(e) => return report(&e),
             };
+            if matches!(
+                plan,
+                plan::Plan::Import { .. } | plan::Plan::AlreadyImported { .. }
+            ) {
+                if let Err(e) = bringup::add_new_drives(&obs, &policy) {
+                    log(format!(
+                        "adding new drives failed: {}",
+                        bringup::error_chain(&e)
+                    ));
+                }
+            }
             let health = zfs::run(
                 zfs::ZPOOL,
                 &[
@@ -164,6 +250,26 @@ fn main() -> ExitCode {
             let size = pool_size(&policy.pool.name).unwrap_or(0);
             let last = std::fs::read_to_string(config::last_good_path(&policy.pool.name)).ok();
             let (policy, _, keep) = load_policy(Some(size), last.as_deref());
+            let ram = std::fs::read_to_string("/proc/meminfo")
+                .ok()
+                .and_then(|m| {
+                    m.lines()
+                        .find(|l| l.starts_with("MemTotal:"))
+                        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                })
+                .unwrap_or(0)
+                * 1024;
+            let arc = bringup::arc_max(&policy, ram, size);
+            match std::fs::write("/sys/module/zfs/parameters/zfs_arc_max", arc.to_string()) {
+                Ok(()) => log(format!(
+                    "ARC capped at {} MiB (RAM {} MiB)",
+                    arc >> 20,
+                    ram >> 20
+                )),
+                Err(e) => log(format!(
+                    "ARC cap not set: /sys/module/zfs/parameters/zfs_arc_max: {e}"
+                )),
+            }
             let vault = bringup::ensure_vault(&policy);
             if let Err(e) = zfs::run(zfs::ZFS, &["mount".into(), "-a".into()], None) {
                 log(format!("zfs mount -a: {e}"));
