@@ -316,6 +316,19 @@ fn harness_attaches_every_disk_type_format_and_content() {
         "MemTotal {mem_kib} KiB"
     );
     m.ok("test ! -e /dev/tpm0").unwrap();
+    // No TPM and the policy says `require`: the pool comes up, the vault is not created, and the
+    // console says why.
+    let console = std::fs::read_to_string(m.console_log()).unwrap();
+    assert!(
+        console.contains("vault not created: no TPM"),
+        "no clear no-TPM report on the console"
+    );
+    assert_eq!(
+        m.sh("zfs list persist/vault").unwrap().status,
+        1,
+        "a vault exists without a TPM"
+    );
+    m.ok("zfs list persist/newlog").unwrap();
 
     let dev = |m: &mut Machine, pattern: &str| {
         let out = m

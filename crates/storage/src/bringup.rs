@@ -129,15 +129,13 @@ pub fn observe(roots: &Roots, policy: &Policy, mountinfo: &str) -> Result<Observ
         let (id, stable) = discover::stable_id(&d);
         let mut verdict = discover::verdict(&d, &probed.sig, &ctx);
         let ours_pending = probed.only_ours() && probed.pending();
-        if ours_pending && matches!(verdict, Verdict::ForeignData { .. }) {
-            verdict = Verdict::Eligible;
-        }
-        if matches!(verdict, Verdict::ForeignData { .. }) && policy.pool.wipe.contains(&id) {
+        let before = verdict.clone();
+        verdict = discover::overridden(verdict, ours_pending, &id, &policy.pool.wipe);
+        if verdict != before && !ours_pending {
             log(format!(
-                "{} ({id}): policy lists it for wiping; treating as blank",
+                "{} ({id}): policy lists it for wiping; its data will be overwritten",
                 d.name
             ));
-            verdict = Verdict::Eligible;
         }
         if boot.as_deref() == Some(d.name.as_str()) {
             for (_, name, guid) in &probed.gpt {

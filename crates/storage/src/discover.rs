@@ -290,6 +290,17 @@ pub fn verdict(d: &BlockDev, sig: &Signatures, ctx: &Context) -> Verdict {
     Verdict::Eligible
 }
 
+/// The verdict after what only storage-init knows: its own pending partitions are blank to it, and
+/// the policy may name foreign drives (by stable id) for wiping. Nothing else overrides a verdict.
+pub fn overridden(v: Verdict, ours_pending: bool, stable_id: &str, wipe: &[String]) -> Verdict {
+    match v {
+        Verdict::ForeignData { .. } if ours_pending || wipe.iter().any(|w| w == stable_id) => {
+            Verdict::Eligible
+        }
+        v => v,
+    }
+}
+
 fn describe(contents: &[String]) -> String {
     if contents.is_empty() {
         String::new()
@@ -503,6 +514,36 @@ mod tests {
             ("virtio-EVEBOOT".into(), true)
         );
         assert_eq!(stable_id(by_name(&devs, "loop0")), ("loop0".into(), false));
+    }
+
+    #[test]
+    fn only_our_pending_partitions_and_listed_ids_override_foreign_data() {
+        let foreign = Verdict::ForeignData {
+            reason: "ext4".into(),
+        };
+        let wipe = vec!["eui.01".to_string()];
+        assert_eq!(
+            overridden(foreign.clone(), false, "eui.01", &wipe),
+            Verdict::Eligible
+        );
+        assert_eq!(
+            overridden(foreign.clone(), true, "eui.02", &[]),
+            Verdict::Eligible
+        );
+        assert_eq!(overridden(foreign.clone(), false, "eui.02", &wipe), foreign);
+        let other = Verdict::OtherPool {
+            pool: "tank".into(),
+            guid: 1,
+        };
+        assert_eq!(
+            overridden(other.clone(), false, "eui.01", &wipe),
+            other,
+            "another pool is never wiped"
+        );
+        let usb = Verdict::Removable {
+            reason: "usb".into(),
+        };
+        assert_eq!(overridden(usb.clone(), true, "eui.01", &wipe), usb);
     }
 
     #[test]

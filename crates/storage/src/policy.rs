@@ -336,6 +336,24 @@ impl Policy {
                 "must leave room for data".into(),
             ));
         }
+        let mut quota_pct = 0.0;
+        for (name, d) in &p.datasets {
+            if let Some(q) = &d.quota {
+                quota_pct += match *q.get_ref() {
+                    Size::Percent(v) => v,
+                    Size::Bytes(b) => pool_size
+                        .map(|s| b as f64 * 100.0 / s.max(1) as f64)
+                        .unwrap_or(0.0),
+                };
+                if quota_pct > 100.0 {
+                    return Err(err(
+                        at(q),
+                        &format!("datasets.{name}.quota"),
+                        format!("quotas add up to {quota_pct:.0}% of the pool"),
+                    ));
+                }
+            }
+        }
         for (name, d) in &p.datasets {
             let f = |k: &str| format!("datasets.{name}.{k}");
             if !valid_component(name) || name == "vault" || name == "reserved" {
@@ -519,6 +537,14 @@ mod tests {
         assert!(e.msg.contains("negative"), "{e}");
         let e = parse("[pool]\n[datasets.newlog]\nquota = \"-5G\"\n").unwrap_err();
         assert!(e.msg.contains("negative") && e.line == 3, "{e}");
+    }
+
+    #[test]
+    fn quotas_together_must_fit_the_pool() {
+        let e = parse("[pool]\n[datasets.a]\nquota = \"60%\"\n[datasets.b]\nquota = \"50G\"\n")
+            .unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (5, "datasets.b.quota"), "{e}");
+        assert!(e.msg.contains("110%"), "{e}");
     }
 
     #[test]

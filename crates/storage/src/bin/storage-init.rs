@@ -203,6 +203,13 @@ fn main() -> ExitCode {
             }
             log(format!("plan: {plan:?}"));
             if dry_run {
+                // With the pool already up, also show what the dataset reconcile would change.
+                if let plan::Plan::AlreadyImported { .. } = plan {
+                    let size = pool_size(&policy.pool.name).unwrap_or(0);
+                    if let Err(e) = bringup::reconcile_datasets(&policy, size, true, true) {
+                        return report(&e);
+                    }
+                }
                 return ExitCode::SUCCESS;
             }
             let guid = match bringup::apply_pool(&plan, &obs, &policy) {
