@@ -7,7 +7,7 @@ SOURCES=/etc/apt/sources.list.d/eve-storage.sources
 HOST_PKGS="qemu-system-x86 ovmf swtpm swtpm-tools grub-efi-amd64-bin grub-common grub2-common
  squashfs-tools mtools dosfstools gdisk xz-utils zstd cpio kmod e2fsprogs
  build-essential autoconf automake libtool bc flex bison libelf-dev dwarves
- pkg-config libssl-dev iproute2 socat libtss2-dev"
+ pkg-config libssl-dev iproute2 socat libtss2-dev libblkid-dev libclang-dev"
 
 missing=""
 for p in $HOST_PKGS; do

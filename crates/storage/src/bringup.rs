@@ -22,6 +22,8 @@ pub enum Error {
     Cmd(#[from] CmdError),
     #[error(transparent)]
     Gpt(#[from] crate::gptops::GptError),
+    #[error(transparent)]
+    Probe(#[from] crate::probe::ProbeError),
     #[error("{0}")]
     Refused(String),
     #[error("{path}: {what} did not appear within {secs} s")]

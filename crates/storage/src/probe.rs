@@ -1,12 +1,10 @@
-//! What is on a device: partition table, filesystems, ZFS labels (via util-linux `blkid -p`,
-//! which is libblkid's low-level probe), and whether the partitions are ones storage-init made.
+//! What is on a device: partition table, filesystems, ZFS labels (libblkid's low-level probe,
+//! through libblkid-rs), and whether the partitions are ones storage-init made.
 
 use crate::discover::{BlockDev, Signatures};
-use crate::zfs::{run, CmdError};
 use std::collections::BTreeMap;
+use std::path::Path;
 use uuid::Uuid;
-
-pub const BLKID: &str = "/sbin/blkid";
 
 /// GPT partition names storage-init writes. `PENDING` until the pool exists, then `DONE`:
 /// a power cut in between leaves pending partitions, which are safe to reuse.
@@ -18,7 +16,7 @@ pub const P3_DONE: &str = "P3";
 /// EVE's persist partition type.
 pub const P3_TYPE: &str = "5F24425A-2DFA-11E8-A270-7B663FACCC2C";
 
-/// `KEY=value` lines of `blkid -o export`.
+/// `KEY=value` lines, as `blkid -p -o export` prints them (the fixture format for tests).
 pub fn parse_export(out: &str) -> BTreeMap<String, String> {
     out.lines()
         .filter_map(|l| l.split_once('='))
@@ -50,19 +48,38 @@ pub fn signatures(
     s
 }
 
-/// blkid exits 2 when it finds nothing: that is a blank device, not an error.
-fn probe_one(dev: &str) -> Result<BTreeMap<String, String>, CmdError> {
-    match run(
-        BLKID,
-        &["-p".into(), "-o".into(), "export".into(), dev.into()],
-        None,
-    ) {
-        Ok(out) => Ok(parse_export(&out)),
-        Err(CmdError::Failed { status, .. }) if status.contains("exit status: 2") => {
-            Ok(BTreeMap::new())
+#[derive(Debug, thiserror::Error)]
+#[error("{dev}: probing with libblkid: {msg}")]
+pub struct ProbeError {
+    pub dev: String,
+    pub msg: String,
+}
+
+/// Every NAME=value libblkid's superblock and partition chains report for `dev` (empty when blank).
+fn probe_one(dev: &Path) -> Result<BTreeMap<String, String>, ProbeError> {
+    use libblkid_rs::{BlkidProbe, BlkidSafeprobeRet};
+    let err = |e: libblkid_rs::BlkidErr| ProbeError {
+        dev: dev.display().to_string(),
+        msg: e.to_string(),
+    };
+    let mut pr = BlkidProbe::new_from_filename(dev).map_err(err)?;
+    pr.enable_superblocks(true).map_err(err)?;
+    pr.enable_partitions(true).map_err(err)?;
+    let mut m = BTreeMap::new();
+    match pr.do_safeprobe().map_err(err)? {
+        BlkidSafeprobeRet::None => return Ok(m),
+        // Several signatures at once is itself foreign data: report it, never treat as blank.
+        BlkidSafeprobeRet::Ambiguous => {
+            m.insert("TYPE".into(), "ambivalent".into());
+            return Ok(m);
         }
-        Err(e) => Err(e),
+        BlkidSafeprobeRet::Success => {}
     }
+    for i in 0..pr.numof_values().map_err(err)? {
+        let (k, v) = pr.get_value(i as libc::c_uint).map_err(err)?;
+        m.insert(k, v);
+    }
+    Ok(m)
 }
 
 /// GPT partitions as (number, name, unique GUID), empty when the disk has no readable GPT.
@@ -103,11 +120,11 @@ impl Probed {
     }
 }
 
-pub fn probe(d: &BlockDev, roots: &crate::roots::Roots) -> Result<Probed, CmdError> {
-    let whole = probe_one(&d.dev.to_string_lossy())?;
+pub fn probe(d: &BlockDev, roots: &crate::roots::Roots) -> Result<Probed, ProbeError> {
+    let whole = probe_one(&d.dev)?;
     let mut parts = Vec::new();
     for p in &d.partitions {
-        parts.push(probe_one(&roots.dev.join(p).to_string_lossy())?);
+        parts.push(probe_one(&roots.dev.join(p))?);
     }
     Ok(Probed {
         sig: signatures(&whole, &parts),
