@@ -71,12 +71,6 @@ pub fn boot_disk(roots: &Roots, mountinfo: &str) -> Option<String> {
     parent.file_name().map(|n| n.to_string_lossy().into_owned())
 }
 
-fn pools(list: &str) -> Vec<(String, u64)> {
-    zfs::parse_pool_list(list)
-        .map(|v| v.into_iter().map(|p| (p.name, p.guid)).collect())
-        .unwrap_or_default()
-}
-
 #[derive(Debug)]
 pub struct Observation {
     pub observed: Observed,
@@ -86,17 +80,10 @@ pub struct Observation {
 
 pub fn observe(roots: &Roots, policy: &Policy, mountinfo: &str) -> Result<Observation, Error> {
     let boot = boot_disk(roots, mountinfo);
-    let imported = pools(&run(
-        zfs::ZPOOL,
-        &[
-            "list".into(),
-            "-H".into(),
-            "-p".into(),
-            "-o".into(),
-            "name,guid,health,size,allocated,free".into(),
-        ],
-        None,
-    )?);
+    let imported: Vec<(String, u64)> = zfs::list_pools(None)?
+        .into_iter()
+        .map(|p| (p.name, p.guid))
+        .collect();
     // `zpool import` exits 1 with "no pools available" when there are none.
     let importable = match run(
         zfs::ZPOOL,
@@ -448,21 +435,9 @@ pub fn apply_pool(plan: &Plan, obs: &Observation, policy: &Policy) -> Result<u64
             for (dev, from, to) in renames {
                 crate::gptops::rename(&dev, from, to)?;
             }
-            let list = run(
-                zfs::ZPOOL,
-                &[
-                    "list".into(),
-                    "-H".into(),
-                    "-p".into(),
-                    "-o".into(),
-                    "name,guid,health,size,allocated,free".into(),
-                    name.clone(),
-                ],
-                None,
-            )?;
-            pools(&list)
+            zfs::list_pools(Some(name))?
                 .first()
-                .map(|(_, g)| *g)
+                .map(|p| p.guid)
                 .ok_or_else(|| Error::Parse(format!("pool {name} not listed after creation")))
         }
     }
@@ -476,24 +451,7 @@ pub fn reconcile_datasets(
     dry_run: bool,
 ) -> Result<Vec<Action>, Error> {
     let name = &policy.pool.name;
-    let props = datasets::MANAGED.join(",");
-    let out = run(
-        zfs::ZFS,
-        &[
-            "get".into(),
-            "-H".into(),
-            "-p".into(),
-            "-r".into(),
-            "-t".into(),
-            "filesystem,volume".into(),
-            "-o".into(),
-            "name,property,value,source".into(),
-            props,
-            name.clone(),
-        ],
-        None,
-    )?;
-    let have = zfs::parse_get(&out).map_err(Error::Parse)?;
+    let have = zfs::get_recursive(name, &datasets::MANAGED.join(","))?;
     let actions = datasets::diff(&datasets::desired(policy, pool_size), &have, name);
     for a in &actions {
         match a {

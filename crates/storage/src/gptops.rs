@@ -58,6 +58,24 @@ fn full_table(
     m
 }
 
+/// Writes `parts` as the new table (both GPT copies) in one go and syncs the device.
+fn commit(
+    mut g: gpt::GptDisk<std::fs::File>,
+    parts: BTreeMap<u32, gpt::partition::Partition>,
+    d: &str,
+) -> Result<(), GptError> {
+    let gerr = |source| GptError::Gpt {
+        dev: d.to_string(),
+        source,
+    };
+    g.update_partitions(parts).map_err(gerr)?;
+    let f = g.write().map_err(gerr)?;
+    f.sync_all().map_err(|source| GptError::Open {
+        dev: d.to_string(),
+        source,
+    })
+}
+
 fn open_rw(dev: &Path) -> Result<std::fs::File, GptError> {
     std::fs::OpenOptions::new()
         .read(true)
@@ -124,16 +142,7 @@ pub fn partition_whole(dev: &Path, name: &str) -> Result<Uuid, GptError> {
             name: name.into(),
         },
     );
-    g.update_partitions(parts).map_err(|source| GptError::Gpt {
-        dev: d.clone(),
-        source,
-    })?;
-    let f = g.write().map_err(|source| GptError::Gpt {
-        dev: d.clone(),
-        source,
-    })?;
-    f.sync_all()
-        .map_err(|source| GptError::Open { dev: d, source })?;
+    commit(g, parts, &d)?;
     Ok(guid)
 }
 
@@ -182,16 +191,7 @@ pub fn add_tail_partition(dev: &Path, name: &str) -> Result<(u32, Uuid), GptErro
             name: name.into(),
         },
     );
-    g.update_partitions(parts).map_err(|source| GptError::Gpt {
-        dev: d.clone(),
-        source,
-    })?;
-    let f = g.write().map_err(|source| GptError::Gpt {
-        dev: d.clone(),
-        source,
-    })?;
-    f.sync_all()
-        .map_err(|source| GptError::Open { dev: d, source })?;
+    commit(g, parts, &d)?;
     Ok((num, guid))
 }
 
@@ -199,7 +199,7 @@ pub fn add_tail_partition(dev: &Path, name: &str) -> Result<(u32, Uuid), GptErro
 pub fn rename(dev: &Path, from: &str, to: &str) -> Result<usize, GptError> {
     let d = dev.display().to_string();
     let f = open_rw(dev)?;
-    let mut g = gpt::GptConfig::new()
+    let g = gpt::GptConfig::new()
         .writable(true)
         .open_from_device(f)
         .map_err(|source| GptError::Gpt {
@@ -214,16 +214,7 @@ pub fn rename(dev: &Path, from: &str, to: &str) -> Result<usize, GptError> {
         n += 1;
     }
     if n > 0 {
-        g.update_partitions(parts).map_err(|source| GptError::Gpt {
-            dev: d.clone(),
-            source,
-        })?;
-        let f = g.write().map_err(|source| GptError::Gpt {
-            dev: d.clone(),
-            source,
-        })?;
-        f.sync_all()
-            .map_err(|source| GptError::Open { dev: d, source })?;
+        commit(g, parts, &d)?;
     }
     Ok(n)
 }

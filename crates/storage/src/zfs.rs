@@ -93,6 +93,47 @@ pub fn parse_pool_list(out: &str) -> Result<Vec<PoolInfo>, String> {
         .collect()
 }
 
+/// `zpool list` of all pools, or of `name` only.
+pub fn list_pools(name: Option<&str>) -> Result<Vec<PoolInfo>, CmdError> {
+    let mut args: Vec<String> = [
+        "list",
+        "-H",
+        "-p",
+        "-o",
+        "name,guid,health,size,allocated,free",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(name.map(String::from));
+    let out = run(ZPOOL, &args, None)?;
+    parse_pool_list(&out).map_err(|msg| CmdError::Output {
+        argv: format!("{ZPOOL} {}", args.join(" ")),
+        msg,
+    })
+}
+
+/// `props` of `root` and every filesystem and volume below it.
+pub fn get_recursive(root: &str, props: &str) -> Result<Props, CmdError> {
+    let mut args: Vec<String> = [
+        "get",
+        "-H",
+        "-p",
+        "-r",
+        "-t",
+        "filesystem,volume",
+        "-o",
+        "name,property,value,source",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend([props.to_string(), root.to_string()]);
+    let out = run(ZFS, &args, None)?;
+    parse_get(&out).map_err(|msg| CmdError::Output {
+        argv: format!("{ZFS} {}", args.join(" ")),
+        msg,
+    })
+}
+
 /// Dataset -> property -> (value, source), from `zfs get -H -p -o name,property,value,source ...`.
 pub type Props = BTreeMap<String, BTreeMap<String, (String, String)>>;
 

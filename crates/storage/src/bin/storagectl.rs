@@ -43,32 +43,15 @@ fn disk_of(path: &str, devs: &[discover::BlockDev]) -> (Option<String>, Option<S
 }
 
 fn gather(pool: &str) -> Result<Status, zfs::CmdError> {
-    let list = zfs::run(
-        zfs::ZPOOL,
-        &[
-            "list".into(),
-            "-H".into(),
-            "-p".into(),
-            "-o".into(),
-            "name,guid,health,size,allocated,free".into(),
-            pool.into(),
-        ],
-        None,
-    );
-    let Ok(list) = list else {
+    // No such pool is a status ("none imported"), not an error.
+    let Ok(pools) = zfs::list_pools(Some(pool)) else {
         return Ok(Status {
             pool: None,
             members: vec![],
             datasets: vec![],
         });
     };
-    let info = zfs::parse_pool_list(&list)
-        .map_err(|msg| zfs::CmdError::Output {
-            argv: "zpool list".into(),
-            msg,
-        })?
-        .into_iter()
-        .next();
+    let info = pools.into_iter().next();
     let devs = discover::enumerate(&Roots::host());
     let st = zfs::run(
         zfs::ZPOOL,
@@ -87,26 +70,7 @@ fn gather(pool: &str) -> Result<Status, zfs::CmdError> {
             }
         })
         .collect();
-    let props = zfs::run(
-        zfs::ZFS,
-        &[
-            "get".into(),
-            "-H".into(),
-            "-p".into(),
-            "-r".into(),
-            "-t".into(),
-            "filesystem,volume".into(),
-            "-o".into(),
-            "name,property,value,source".into(),
-            status::DATASET_PROPS.into(),
-            pool.into(),
-        ],
-        None,
-    )?;
-    let props = zfs::parse_get(&props).map_err(|msg| zfs::CmdError::Output {
-        argv: "zfs get".into(),
-        msg,
-    })?;
+    let props = zfs::get_recursive(pool, status::DATASET_PROPS)?;
     Ok(Status {
         pool: info,
         members,
