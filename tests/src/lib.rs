@@ -522,6 +522,18 @@ impl Machine {
         }
     }
 
+    /// The error for an agent reply that is not the one asked for.
+    fn reply_error(&self, r: Response) -> Error {
+        let msg = match r {
+            Response::Error { message } => message,
+            other => format!("unexpected reply {other:?}"),
+        };
+        Error::Agent {
+            machine: self.spec.name.clone(),
+            msg,
+        }
+    }
+
     /// Runs `argv` in the guest.
     pub fn exec_argv(&mut self, argv: &[&str], stdin: &[u8], timeout: Duration) -> Result<Output> {
         let req = Request::Exec {
@@ -557,14 +569,7 @@ impl Machine {
                     stderr: dec(&stderr),
                 })
             }
-            Response::Error { message } => Err(Error::Agent {
-                machine: self.spec.name.clone(),
-                msg: message,
-            }),
-            other => Err(Error::Agent {
-                machine: self.spec.name.clone(),
-                msg: format!("unexpected reply {other:?}"),
-            }),
+            other => Err(self.reply_error(other)),
         }
     }
 
@@ -598,14 +603,7 @@ impl Machine {
                 machine: self.spec.name.clone(),
                 msg,
             }),
-            Response::Error { message } => Err(Error::Agent {
-                machine: self.spec.name.clone(),
-                msg: message,
-            }),
-            other => Err(Error::Agent {
-                machine: self.spec.name.clone(),
-                msg: format!("unexpected reply {other:?}"),
-            }),
+            other => Err(self.reply_error(other)),
         }
     }
 
@@ -619,14 +617,7 @@ impl Machine {
             self.spec.command_timeout,
         )? {
             Response::Done => Ok(()),
-            Response::Error { message } => Err(Error::Agent {
-                machine: self.spec.name.clone(),
-                msg: message,
-            }),
-            other => Err(Error::Agent {
-                machine: self.spec.name.clone(),
-                msg: format!("unexpected reply {other:?}"),
-            }),
+            other => Err(self.reply_error(other)),
         }
     }
 
@@ -644,10 +635,7 @@ impl Machine {
     pub fn boot_id(&mut self) -> Result<String> {
         match self.request(Request::Ping, Duration::from_secs(30))? {
             Response::Pong { boot_id, .. } => Ok(boot_id),
-            other => Err(Error::Agent {
-                machine: self.spec.name.clone(),
-                msg: format!("unexpected reply {other:?}"),
-            }),
+            other => Err(self.reply_error(other)),
         }
     }
 

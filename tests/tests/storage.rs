@@ -35,6 +35,14 @@ fn members(m: &mut Machine) -> usize {
         .count()
 }
 
+/// The policy the image ships, as the base for CONFIG overrides.
+fn image_policy() -> String {
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../rootfs/etc/storage.toml"),
+    )
+    .unwrap()
+}
+
 fn four_disks() -> Vec<DiskSpec> {
     vec![
         DiskSpec::blank(DiskKind::Nvme, 2048, "NVMEA"),
@@ -358,10 +366,7 @@ fn another_pool_is_left_alone_and_a_new_blank_drive_joins_when_allowed() {
     let dir = test_dir("storage-grow");
     let mut spec = MachineSpec::new("storage-grow", &image_path());
     spec.disks = vec![DiskSpec::blank(DiskKind::Nvme, 2048, "NVMEA")];
-    let policy = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../rootfs/etc/storage.toml"),
-    )
-    .unwrap();
+    let policy = image_policy();
     spec.config_files = vec![(
         "storage.toml".into(),
         policy
@@ -435,10 +440,7 @@ fn fresh_tpm_leaves_the_vault_locked_and_a_missing_mirror_member_gives_a_degrade
         DiskSpec::blank(DiskKind::Virtio, 2048, "VIRTA"),
     ];
     // The user's override on the CONFIG partition asks for a mirror.
-    let policy = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../rootfs/etc/storage.toml"),
-    )
-    .unwrap();
+    let policy = image_policy();
     spec.config_files = vec![(
         "storage.toml".into(),
         policy

@@ -76,6 +76,31 @@ fn commit(
     })
 }
 
+/// Adds persist partition `num` spanning `lbas` (inclusive) and commits; returns its new GUID.
+fn add_and_commit(
+    g: gpt::GptDisk<std::fs::File>,
+    num: u32,
+    lbas: (u64, u64),
+    name: &str,
+    d: &str,
+) -> Result<Uuid, GptError> {
+    let guid = Uuid::new_v4();
+    let mut parts = g.partitions().clone();
+    parts.insert(
+        num,
+        gpt::partition::Partition {
+            part_type_guid: ptype(),
+            part_guid: guid,
+            first_lba: lbas.0,
+            last_lba: lbas.1,
+            flags: 0,
+            name: name.into(),
+        },
+    );
+    commit(g, parts, d)?;
+    Ok(guid)
+}
+
 fn open_rw(dev: &Path) -> Result<std::fs::File, GptError> {
     std::fs::OpenOptions::new()
         .read(true)
@@ -129,20 +154,7 @@ pub fn partition_whole(dev: &Path, name: &str) -> Result<Uuid, GptError> {
         dev: d.clone(),
         msg: "no room for a partition".into(),
     })?;
-    let guid = Uuid::new_v4();
-    let mut parts = g.partitions().clone();
-    parts.insert(
-        1,
-        gpt::partition::Partition {
-            part_type_guid: ptype(),
-            part_guid: guid,
-            first_lba: first,
-            last_lba: last,
-            flags: 0,
-            name: name.into(),
-        },
-    );
-    commit(g, parts, &d)?;
+    let guid = add_and_commit(g, 1, (first, last), name, &d)?;
     Ok(guid)
 }
 
@@ -178,20 +190,7 @@ pub fn add_tail_partition(dev: &Path, name: &str) -> Result<(u32, Uuid), GptErro
             dev: d.clone(),
             msg: "partition table full".into(),
         })?;
-    let guid = Uuid::new_v4();
-    let mut parts = g.partitions().clone();
-    parts.insert(
-        num,
-        gpt::partition::Partition {
-            part_type_guid: ptype(),
-            part_guid: guid,
-            first_lba: first,
-            last_lba: last,
-            flags: 0,
-            name: name.into(),
-        },
-    );
-    commit(g, parts, &d)?;
+    let guid = add_and_commit(g, num, (first, last), name, &d)?;
     Ok((num, guid))
 }
 

@@ -69,6 +69,16 @@ impl Size {
         Ok(Size::Bytes((n * mult as f64) as u64))
     }
 
+    /// Share of the pool in percent; absolute sizes count as 0 until the pool size is known.
+    pub fn percent_of(self, pool: Option<u64>) -> f64 {
+        match self {
+            Size::Percent(p) => p,
+            Size::Bytes(b) => pool
+                .map(|s| b as f64 * 100.0 / s.max(1) as f64)
+                .unwrap_or(0.0),
+        }
+    }
+
     /// Bytes, given the pool's usable size.
     pub fn bytes(self, pool: u64) -> u64 {
         match self {
@@ -323,12 +333,7 @@ impl Policy {
                 format!("PCR {pcr} does not exist (0-23)"),
             ));
         }
-        let mut reserved_pct = match *p.reserved.share.get_ref() {
-            Size::Percent(v) => v,
-            Size::Bytes(b) => pool_size
-                .map(|s| b as f64 * 100.0 / s.max(1) as f64)
-                .unwrap_or(0.0),
-        };
+        let mut reserved_pct = p.reserved.share.get_ref().percent_of(pool_size);
         if reserved_pct >= 100.0 {
             return Err(err(
                 at(&p.reserved.share),
@@ -339,12 +344,7 @@ impl Policy {
         let mut quota_pct = 0.0;
         for (name, d) in &p.datasets {
             if let Some(q) = &d.quota {
-                quota_pct += match *q.get_ref() {
-                    Size::Percent(v) => v,
-                    Size::Bytes(b) => pool_size
-                        .map(|s| b as f64 * 100.0 / s.max(1) as f64)
-                        .unwrap_or(0.0),
-                };
+                quota_pct += q.get_ref().percent_of(pool_size);
                 if quota_pct > 100.0 {
                     return Err(err(
                         at(q),
@@ -401,12 +401,7 @@ impl Policy {
                 }
             }
             if let Some(r) = &d.reservation {
-                reserved_pct += match *r.get_ref() {
-                    Size::Percent(v) => v,
-                    Size::Bytes(b) => pool_size
-                        .map(|s| b as f64 * 100.0 / s.max(1) as f64)
-                        .unwrap_or(0.0),
-                };
+                reserved_pct += r.get_ref().percent_of(pool_size);
                 if reserved_pct > 100.0 {
                     return Err(err(at(r), &f("reservation"), format!("reservations and the reserved share add up to {reserved_pct:.0}% of the pool")));
                 }

@@ -155,11 +155,18 @@ fn unseal_key(out: &std::path::Path, pool: &str) -> ExitCode {
     }
 }
 
+/// The commands that observe storage first.
+enum Action {
+    Plan { json: bool },
+    Run { dry_run: bool },
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    if let Cmd::UnsealKey { out, pool } = &cli.cmd {
-        return unseal_key(out, pool);
-    }
+    let action = match Cli::parse().cmd {
+        Cmd::UnsealKey { out, pool } => return unseal_key(&out, &pool),
+        Cmd::Plan { json } => Action::Plan { json },
+        Cmd::Run { dry_run } => Action::Run { dry_run },
+    };
     let roots = Roots::host();
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     config::mount_config(bringup::boot_disk(&roots, &mountinfo).as_deref());
@@ -169,8 +176,8 @@ fn main() -> ExitCode {
         Err(e) => return report(&e),
     };
     let plan = plan::decide(&obs.observed, &policy);
-    match cli.cmd {
-        Cmd::Plan { json } => {
+    match action {
+        Action::Plan { json } => {
             if json {
                 let v = serde_json::json!({ "devices": obs.report, "observed": obs.observed, "plan": plan });
                 println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
@@ -189,8 +196,7 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Cmd::UnsealKey { .. } => ExitCode::SUCCESS,
-        Cmd::Run { dry_run } => {
+        Action::Run { dry_run } => {
             for d in &obs.report {
                 log(format!(
                     "{} ({}, {} MiB, id {}): {:?}",
@@ -278,9 +284,6 @@ fn main() -> ExitCode {
                 )),
             }
             let vault = bringup::ensure_vault(&policy);
-            if let Err(e) = zfs::run(zfs::ZFS, &["mount".into(), "-a".into()], None) {
-                log(format!("zfs mount -a: {e}"));
-            }
             match bringup::reconcile_datasets(&policy, size, vault.usable(), false) {
                 Ok(actions) => log(format!("datasets: {} change(s)", actions.len())),
                 Err(e) => return report(&e),
