@@ -1,0 +1,211 @@
+//! `abupdate`: A/B OS update CLI and the end-of-boot health check.
+
+use abupdate::error::chain;
+use abupdate::health::{Rules, Verdict};
+use abupdate::roots::Roots;
+use abupdate::state::{self, Slot, State};
+use abupdate::system::System;
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "abupdate",
+    about = "A/B OS updates with boot counting and rollback"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Running slot, both slots' versions and states, tries left, last failures.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check an update artifact and write it to the inactive slot, to be tried on the next boot.
+    Install {
+        /// The update file, or `-` for stdin.
+        image: String,
+        /// Boots the new slot gets to prove itself.
+        #[arg(long, default_value_t = state::DEFAULT_TRIES)]
+        tries: u8,
+    },
+    /// Check an update artifact without installing it; prints its manifest.
+    Verify { image: String },
+    /// Mark the running slot good (the health check does this after a healthy boot).
+    MarkGood,
+    /// Mark a slot bad so it is not booted (default: the running slot).
+    MarkBad {
+        #[arg(long)]
+        slot: Option<String>,
+        #[arg(long, default_value = "manual")]
+        reason: String,
+    },
+    /// Boot the other slot next time, if it holds a good image.
+    Rollback,
+    /// Withdraw an installed slot that has not been booted yet.
+    Cancel,
+    /// End-of-boot health check: records failed trials, then marks a slot on trial good or bad
+    /// (and reboots into the other slot when it is bad).
+    Health {
+        #[arg(long, default_value_t = 300)]
+        timeout_secs: u64,
+        #[arg(long, default_value_t = 15)]
+        settle_secs: u64,
+        /// Record a failed trial but do not reboot.
+        #[arg(long)]
+        no_reboot: bool,
+    },
+}
+
+fn run(cli: Cli) -> abupdate::error::Result<()> {
+    if let Cmd::Verify { image } = &cli.cmd {
+        let mut src = abupdate::install::Source::open(image)?;
+        let m = abupdate::install::check(&mut src, std::env::consts::ARCH)?;
+        println!("{}", serde_json::to_string_pretty(&m).unwrap_or_default());
+        return Ok(());
+    }
+    let sys = System::open(Roots::host())?;
+    let running = sys.running();
+    match cli.cmd {
+        Cmd::Status { json } => {
+            let r = sys.report(&sys.read()?);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+            } else {
+                print!("{}", r.text());
+            }
+        }
+        Cmd::Install { image, tries } => {
+            let v = sys.install(&image, tries)?;
+            println!(
+                "installed {v} into slot {}; reboot to try it",
+                running.other()
+            );
+        }
+        Cmd::MarkGood => {
+            let (_, changed) = sys.change(|s| Ok(s.mark_good(running)))?;
+            println!(
+                "slot {running} is good{}",
+                if changed { "" } else { " (unchanged)" }
+            );
+        }
+        Cmd::MarkBad { slot, reason } => {
+            let slot = match slot.as_deref() {
+                None => running,
+                Some(s) => Slot::parse(s).ok_or_else(|| {
+                    abupdate::error::Error::Device(format!("--slot {s}: expected A or B"))
+                })?,
+            };
+            sys.change(|s| s.mark_bad(slot, &reason))?;
+            println!("slot {slot} is bad: {reason}");
+        }
+        Cmd::Rollback => {
+            let (s, changed) = sys.change(|s| s.rollback(running))?;
+            let o = running.other();
+            println!(
+                "next boot: slot {o} (version {}){}",
+                s.get(o).version,
+                if changed { "" } else { " (unchanged)" }
+            );
+        }
+        Cmd::Cancel => {
+            sys.change(|s| s.cancel(running))?;
+            println!("slot {} withdrawn", running.other());
+        }
+        Cmd::Health {
+            timeout_secs,
+            settle_secs,
+            no_reboot,
+        } => health(&sys, timeout_secs, settle_secs, no_reboot)?,
+        Cmd::Verify { .. } => {}
+    }
+    Ok(())
+}
+
+fn health(sys: &System, timeout: u64, settle: u64, no_reboot: bool) -> abupdate::error::Result<()> {
+    let running = sys.running();
+    let (s, changed) = sys.change(|s| Ok(s.boot_observed(running)))?;
+    let other = s.get(running.other());
+    if changed {
+        eprintln!(
+            "abupdate: slot {} (version {}) recorded as {:?}: {}",
+            running.other(),
+            other.version,
+            other.state,
+            other.failure
+        );
+    }
+    let me = s.get(running).clone();
+    let rules = Rules {
+        settle: Duration::from_secs(settle),
+        ..Rules::default()
+    };
+    eprintln!(
+        "abupdate: slot {running} (version {}) is {:?}; checking health",
+        me.version, me.state
+    );
+    let verdict = sys.check_health(&rules, Duration::from_secs(timeout));
+    let on_trial = me.state == State::Trial;
+    match verdict {
+        Verdict::Healthy => {
+            if on_trial || me.state != State::Good {
+                sys.change(|s| Ok(s.mark_good(running)))?;
+                println!(
+                    "slot {running} (version {}) passed its health check: marked good",
+                    me.version
+                );
+            } else {
+                println!("slot {running} (version {}) is healthy", me.version);
+            }
+        }
+        Verdict::Failed(why) | Verdict::Waiting(why) => {
+            if !on_trial {
+                println!(
+                    "slot {running} health check failed: {why} (the slot is {:?}; nothing rolled back)",
+                    me.state
+                );
+                return Ok(());
+            }
+            sys.change(|s| s.mark_bad(running, &format!("health: {why}")))?;
+            println!(
+                "slot {running} (version {}) failed its health check: {why}; marked bad",
+                me.version
+            );
+            if !no_reboot {
+                eprintln!("abupdate: rebooting into slot {}", running.other());
+                nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(1),
+                    nix::sys::signal::Signal::SIGTERM,
+                )
+                .map_err(|e| abupdate::error::Error::Device(format!("ask init to reboot: {e}")))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("abupdate: error: {}", chain(&e));
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! The running box: which slot booted, where its partitions are, and the slot state, changed under
+//! a lock with one load and one store per operation.
+
+use crate::cmd;
+use crate::device::{self, BootDisk};
+use crate::error::{Error, IoContext, Result};
+use crate::esp::{self, Mounted};
+use crate::health::{self, Observation, Rules, Uptimes, Verdict};
+use crate::install::{self, Source};
+use crate::roots::Roots;
+use crate::state::{Changed, Slot, SlotInfo, Slots, StateError};
+use serde::Serialize;
+use std::fs::File;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+#[derive(Debug)]
+pub struct System {
+    pub roots: Roots,
+    pub disk: BootDisk,
+    _lock: File,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SlotReport {
+    pub slot: Slot,
+    pub device: String,
+    #[serde(flatten)]
+    pub info: SlotInfo,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub running: Slot,
+    /// The slot GRUB tries first on the next boot.
+    pub next: Slot,
+    pub slots: Vec<SlotReport>,
+}
+
+impl Report {
+    pub fn text(&self) -> String {
+        let mut s = String::new();
+        let run = &self.slots[if self.running == Slot::A { 0 } else { 1 }];
+        s.push_str(&format!(
+            "running slot {} ({}, version {})\n",
+            self.running,
+            state_word(&run.info),
+            or_dash(&run.info.version)
+        ));
+        s.push_str(&format!("next boot: slot {}\n", self.next));
+        for r in &self.slots {
+            s.push_str(&format!(
+                "slot {}  {:<6} version {:<20} tries left {}  {}{}\n",
+                r.slot,
+                state_word(&r.info),
+                or_dash(&r.info.version),
+                r.info.tries,
+                r.device,
+                if r.info.failure.is_empty() {
+                    String::new()
+                } else {
+                    format!("  last failure: {}", r.info.failure)
+                }
+            ));
+        }
+        s
+    }
+}
+
+fn or_dash(v: &str) -> &str {
+    if v.is_empty() {
+        "-"
+    } else {
+        v
+    }
+}
+
+fn state_word(i: &SlotInfo) -> String {
+    serde_json::to_value(i.state)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
+}
+
+fn log(msg: impl AsRef<str>) {
+    eprintln!("abupdate: {}", msg.as_ref());
+}
+
+impl System {
+    pub fn open(roots: Roots) -> Result<System> {
+        let cl = roots.proc.join("cmdline");
+        let text = std::fs::read_to_string(&cl).at("read", &cl)?;
+        let (running, root) = device::parse_cmdline(&text)?;
+        let disk = device::find(&roots, running, root)?;
+        let lp = roots.run.join("abupdate.lock");
+        let lock = File::create(&lp).at("create", &lp)?;
+        nix::fcntl::Flock::lock(
+            lock.try_clone().at("dup", &lp)?,
+            nix::fcntl::FlockArg::LockExclusive,
+        )
+        .map(std::mem::forget)
+        .map_err(|(_, e)| Error::Io {
+            op: "lock",
+            path: lp.clone(),
+            source: e.into(),
+        })?;
+        Ok(System {
+            roots,
+            disk,
+            _lock: lock,
+        })
+    }
+
+    pub fn running(&self) -> Slot {
+        self.disk.running
+    }
+
+    fn mount(&self) -> Result<Mounted> {
+        Mounted::new(&self.disk.esp.dev, &self.roots.run.join("abupdate/esp"))
+    }
+
+    pub fn read(&self) -> Result<Slots> {
+        let m = self.mount()?;
+        esp::load(&m.dir)
+    }
+
+    /// Load, change in memory, write once (only when something changed).
+    pub fn change(
+        &self,
+        f: impl FnOnce(&mut Slots) -> std::result::Result<Changed, StateError>,
+    ) -> Result<(Slots, Changed)> {
+        let m = self.mount()?;
+        let mut s = esp::load(&m.dir)?;
+        let changed = f(&mut s)?;
+        if changed {
+            esp::store(&m.dir, &s)?;
+        }
+        Ok((s, changed))
+    }
+
+    pub fn report(&self, s: &Slots) -> Report {
+        Report {
+            running: self.running(),
+            next: crate::state::grub_pick(&mut s.clone()),
+            slots: [Slot::A, Slot::B]
+                .into_iter()
+                .map(|sl| SlotReport {
+                    slot: sl,
+                    device: self.disk.slot(sl).dev.display().to_string(),
+                    info: s.get(sl).clone(),
+                })
+                .collect(),
+        }
+    }
+
+    pub fn install(&self, arg: &str, tries: u8) -> Result<String> {
+        let running = self.running();
+        let target = running.other();
+        // Refuse early (before reading a large file) when the state does not allow an install.
+        self.read()?.clone().install_started(running)?;
+        let mut src = Source::open(arg)?;
+        let m = install::check(&mut src, std::env::consts::ARCH)?;
+        let part = self.disk.slot(target).clone();
+        log(format!(
+            "installing version {} ({} MiB) from {} into slot {target} ({})",
+            m.version,
+            m.payload.size >> 20,
+            src.name(),
+            part.dev.display()
+        ));
+        self.change(|s| s.install_started(running))?;
+        match install::write(&mut src, &m, &part.dev, part.bytes) {
+            Ok(()) => {
+                self.change(|s| s.install_complete(running, &m.version, tries))?;
+                log(format!(
+                    "slot {target} holds version {}, verified; it is tried on the next boot",
+                    m.version
+                ));
+                Ok(m.version)
+            }
+            Err(e) => {
+                let why = crate::error::chain(&e);
+                if let Err(e2) = self.change(|s| Ok(s.install_failed(running, &why))) {
+                    log(format!(
+                        "could not record the failure: {}",
+                        crate::error::chain(&e2)
+                    ));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// One observation for the health check.
+    fn observe(
+        &self,
+        status_path: &Path,
+        rules: &Rules,
+        up: &mut Uptimes,
+        t: Duration,
+    ) -> Observation {
+        let init: health::InitStatus = std::fs::read(status_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let up_for = up.observe(&init, t);
+        let err = |e: Error| crate::error::chain(&e);
+        Observation {
+            pool_health: cmd::run(cmd::ZPOOL, &["list", "-H", "-o", "health", &rules.pool])
+                .map_err(err),
+            vault_key: cmd::run(
+                cmd::ZFS,
+                &["get", "-H", "-o", "value", "keystatus", &rules.vault],
+            )
+            .map_err(err),
+            init,
+            up_for,
+        }
+    }
+
+    /// Waits until the system is healthy, fails, or `timeout` passes.
+    pub fn check_health(&self, rules: &Rules, timeout: Duration) -> Verdict {
+        let status_path = self.roots.run.join("eve-init/status.json");
+        let start = Instant::now();
+        let mut up = Uptimes::default();
+        let mut last = String::new();
+        loop {
+            let o = self.observe(&status_path, rules, &mut up, start.elapsed());
+            match health::evaluate(rules, &o) {
+                Verdict::Waiting(w) => {
+                    if start.elapsed() > timeout {
+                        return Verdict::Failed(format!("timed out after {timeout:?}: {w}"));
+                    }
+                    if w != last {
+                        log(format!("health: waiting for {w}"));
+                        last = w;
+                    }
+                    std::thread::sleep(Duration::from_secs(2));
+                }
+                v => return v,
+            }
+        }
+    }
+}
