@@ -681,6 +681,24 @@ impl Machine {
         self.boot()
     }
 
+    /// Waits for the guest to reset itself (qemu runs with -no-reboot, so it exits), e.g. after a
+    /// failed health check. The next `boot` cold-starts it.
+    pub fn wait_guest_reset(&mut self, timeout: Duration) -> Result<()> {
+        self.wait_exit("the guest to reset itself", timeout)
+    }
+
+    /// Starts a boot that is expected to fail and reset by itself (a kernel panic with panic=N, an
+    /// init that exits): fatal console markers are expected here, not errors. Returns that boot's
+    /// console.
+    pub fn boot_until_reset(&mut self, timeout: Duration) -> Result<String> {
+        self.start()?;
+        self.wait_exit("the failing boot to reset", timeout)?;
+        let log = self.console_log();
+        Ok(std::fs::read(&log)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default())
+    }
+
     /// Clean power-off.
     pub fn poweroff(&mut self) -> Result<()> {
         let _ = self.exec_argv(

@@ -121,7 +121,8 @@ pub fn evaluate(r: &Rules, o: &Observation) -> Verdict {
         }
         let up = o.up_for.get(&s.name).copied().unwrap_or_default();
         if s.state != "running" || up < r.settle {
-            waiting.push(format!("{} ({}, up {}s)", s.name, s.state, up.as_secs()));
+            // Names and states only, so the message changes (and is logged) only on real change.
+            waiting.push(format!("{} ({})", s.name, s.state));
         }
     }
     if waiting.is_empty() {

@@ -18,7 +18,28 @@ use std::time::{Duration, Instant};
 pub struct System {
     pub roots: Roots,
     pub disk: BootDisk,
-    _lock: File,
+}
+
+/// An exclusive flock held until dropped.
+#[derive(Debug)]
+struct Lock(#[allow(dead_code)] nix::fcntl::Flock<File>);
+
+fn lock(path: &Path, wait: bool) -> Result<Option<Lock>> {
+    let f = File::create(path).at("create", path)?;
+    let how = if wait {
+        nix::fcntl::FlockArg::LockExclusive
+    } else {
+        nix::fcntl::FlockArg::LockExclusiveNonblock
+    };
+    match nix::fcntl::Flock::lock(f, how) {
+        Ok(l) => Ok(Some(Lock(l))),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) if !wait => Ok(None),
+        Err((_, e)) => Err(Error::Io {
+            op: "lock",
+            path: path.into(),
+            source: e.into(),
+        }),
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -92,23 +113,14 @@ impl System {
         let text = std::fs::read_to_string(&cl).at("read", &cl)?;
         let (running, root) = device::parse_cmdline(&text)?;
         let disk = device::find(&roots, running, root)?;
-        let lp = roots.run.join("abupdate.lock");
-        let lock = File::create(&lp).at("create", &lp)?;
-        nix::fcntl::Flock::lock(
-            lock.try_clone().at("dup", &lp)?,
-            nix::fcntl::FlockArg::LockExclusive,
-        )
-        .map(std::mem::forget)
-        .map_err(|(_, e)| Error::Io {
-            op: "lock",
-            path: lp.clone(),
-            source: e.into(),
-        })?;
-        Ok(System {
-            roots,
-            disk,
-            _lock: lock,
-        })
+        Ok(System { roots, disk })
+    }
+
+    /// Serialises state reads and changes (short); installs have their own lock, so `status`
+    /// answers while an install is writing.
+    fn state_lock(&self) -> Result<Lock> {
+        let p = self.roots.run.join("abupdate.lock");
+        lock(&p, true)?.ok_or_else(|| Error::Device(format!("{}: not locked", p.display())))
     }
 
     pub fn running(&self) -> Slot {
@@ -120,6 +132,7 @@ impl System {
     }
 
     pub fn read(&self) -> Result<Slots> {
+        let _l = self.state_lock()?;
         let m = self.mount()?;
         esp::load(&m.dir)
     }
@@ -129,6 +142,7 @@ impl System {
         &self,
         f: impl FnOnce(&mut Slots) -> std::result::Result<Changed, StateError>,
     ) -> Result<(Slots, Changed)> {
+        let _l = self.state_lock()?;
         let m = self.mount()?;
         let mut s = esp::load(&m.dir)?;
         let changed = f(&mut s)?;
@@ -156,6 +170,13 @@ impl System {
     pub fn install(&self, arg: &str, tries: u8) -> Result<String> {
         let running = self.running();
         let target = running.other();
+        let lp = self.roots.run.join("abupdate-install.lock");
+        let _install = lock(&lp, false)?.ok_or_else(|| {
+            Error::Device(format!(
+                "another install is running (it holds {}); wait for it or stop it",
+                lp.display()
+            ))
+        })?;
         // Refuse early (before reading a large file) when the state does not allow an install.
         self.read()?.clone().install_started(running)?;
         let mut src = Source::open(arg)?;

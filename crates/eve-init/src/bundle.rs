@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 
 /// Annotation naming a terminal for the process's stdio (`console` = the primary console).
 pub const ANNOTATION_TTY: &str = "org.lfedge.eve.tty";
+/// Annotation for a service's restart policy; `on-failure` means a clean exit ends it.
+pub const ANNOTATION_RESTART: &str = "org.lfedge.eve.restart";
+pub const RESTART_ON_FAILURE: &str = "on-failure";
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Process {
@@ -56,6 +59,14 @@ pub struct Bundle {
 impl Bundle {
     pub fn rootfs(&self) -> PathBuf {
         self.dir.join(&self.config.root.path)
+    }
+    /// Services restart whenever they exit unless they ask to restart only on failure.
+    pub fn restart_on_success(&self) -> bool {
+        self.config
+            .annotations
+            .get(ANNOTATION_RESTART)
+            .map(String::as_str)
+            != Some(RESTART_ON_FAILURE)
     }
     pub fn tty(&self) -> Option<&str> {
         self.config
@@ -122,7 +133,7 @@ mod tests {
         write(
             t.path(),
             "001-modules",
-            r#"{"process":{"args":["modprobe","zfs"]},"root":{"path":"rootfs"}}"#,
+            r#"{"process":{"args":["modprobe","zfs"]},"root":{"path":"rootfs"},"annotations":{"org.lfedge.eve.restart":"on-failure"}}"#,
         );
         write(
             t.path(),
@@ -139,6 +150,8 @@ mod tests {
         let names: Vec<&str> = b.iter().map(|b| b.name.as_str()).collect();
         assert_eq!(names, ["sysctl", "modules"]);
         assert_eq!(b[0].tty(), Some("console"));
+        assert!(b[0].restart_on_success());
+        assert!(!b[1].restart_on_success());
         assert_eq!(b[0].config.process.cwd, "/");
         assert_eq!(b[1].rootfs(), t.path().join("001-modules/rootfs"));
         assert_eq!(errs.len(), 2);

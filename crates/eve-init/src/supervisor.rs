@@ -212,6 +212,15 @@ impl Init {
             self.status.services[i].last_exit = exit_code(ws);
             return;
         }
+        if exit_code(ws) == Some(0) && !s.bundle.restart_on_success() {
+            sys::log(format!("service {} (pid {pid}) finished", s.bundle.name));
+            let st = &mut self.status.services[i];
+            st.pid = None;
+            st.state = "exited".into();
+            st.last_exit = Some(0);
+            write_status(&self.status);
+            return;
+        }
         let delay = s.backoff.next_delay(s.started.elapsed());
         s.restart_at = Some(Instant::now() + delay);
         sys::log(format!(

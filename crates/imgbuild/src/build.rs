@@ -6,7 +6,7 @@ use crate::apt::{self, Index, Package, Policy};
 use crate::cpio::{Node, Tree};
 use crate::error::{Error, IoContext, Result};
 use crate::manifest::{self, Config, Manifest};
-use crate::{cmd, disk, kmod, rootfs, workspace};
+use crate::{cmd, disk, kmod, rootfs, update, workspace};
 use eve_init::bundle;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -42,6 +42,14 @@ pub struct BuildManifest {
     pub packages: Vec<Package>,
     pub build_packages: Vec<Package>,
     pub image: ImageInfo,
+    pub update: UpdateInfo,
+}
+
+#[derive(Debug, Serialize)]
+pub struct UpdateInfo {
+    pub path: String,
+    pub size: u64,
+    pub payload_sha256: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -578,6 +586,12 @@ fn bundles(m: &Manifest, cfg: &Config, root: &Path) -> Result<()> {
             if map.console {
                 annotations.insert(bundle::ANNOTATION_TTY.to_string(), "console".to_string());
             }
+            if map.oneshot {
+                annotations.insert(
+                    bundle::ANNOTATION_RESTART.to_string(),
+                    bundle::RESTART_ON_FAILURE.to_string(),
+                );
+            }
             let c = bundle::Config {
                 oci_version: "1.0.2".into(),
                 process: bundle::Process {
@@ -891,7 +905,11 @@ fn build_rootfs(
     Ok(modules)
 }
 
-/// GRUB's config, embedded in the EFI binary: boot slot A, fall back to B.
+/// GRUB's config, embedded in the EFI binary. It reads the slot state (two copies of an
+/// environment block on the ESP, see `abupdate::esp`), boots the first slot in EVE_ORDER that is
+/// good or on trial with tries left, counting a try down in both copies before booting, and mirrors
+/// `abupdate::state::grub_pick` (keep them in step). Stock GRUB has no arithmetic, so tries are
+/// 0-3 and counted down by cases.
 /// A standalone GRUB has no usable $cmdpath, so it finds its own disk by the ESP's volume id,
 /// which is unique per build (`esp_id`, as GRUB prints FAT ids: `XXXX-XXXX`).
 pub fn grub_cfg(cmdline: &str, esp_id: &str) -> String {
@@ -900,11 +918,67 @@ pub fn grub_cfg(cmdline: &str, esp_id: &str) -> String {
             "menuentry \"EVE storage slot {slot}\" {{\n  set root=\"($bootdisk,{part})\"\n  probe --set=partuuid --part-uuid \"($bootdisk,{part})\"\n  linux /boot/vmlinuz root=PARTUUID=$partuuid eve.slot={slot} {cmdline}\n  initrd /boot/initrd.img\n}}\n"
         )
     };
+    let [env1, env2] = abupdate::esp::COPIES;
+    let vars = "EVE_FMT EVE_ORDER A_STATE A_TRIES B_STATE B_TRIES";
     format!(
-        "set timeout=0\nset default=0\nset fallback=1\nserial --unit=0 --speed=115200\nterminal_input serial console\nterminal_output serial console\n\
-         insmod part_gpt\ninsmod fat\ninsmod squash4\ninsmod probe\ninsmod regexp\ninsmod search_fs_uuid\n\
-         search --no-floppy --fs-uuid --set=esp {esp_id}\n\
-         regexp --set=1:bootdisk '^([^,]+),' \"$esp\"\n{}{}",
+        r#"set timeout=0
+serial --unit=0 --speed=115200
+terminal_input serial console
+terminal_output serial console
+insmod part_gpt
+insmod fat
+insmod squash4
+insmod probe
+insmod regexp
+insmod search_fs_uuid
+insmod loadenv
+insmod test
+search --no-floppy --fs-uuid --set=esp {esp_id}
+regexp --set=1:bootdisk '^([^,]+),' "$esp"
+set EVE_FMT=""
+set EVE_ORDER="A B"
+set A_STATE="good"
+set B_STATE="good"
+set A_TRIES="0"
+set B_TRIES="0"
+load_env --file "($esp)/{env1}" {vars}
+if [ "$EVE_FMT" != "1" ]; then
+  echo "EVE: slot state copy 1 unreadable, using copy 2"
+  load_env --file "($esp)/{env2}" {vars}
+fi
+set eve_slot=""
+for s in $EVE_ORDER; do
+  if [ -z "$eve_slot" ]; then
+    if [ "$s" = "A" ]; then set st="$A_STATE"; set tr="$A_TRIES"; else set st="$B_STATE"; set tr="$B_TRIES"; fi
+    if [ "$st" = "good" ]; then
+      set eve_slot="$s"
+    elif [ "$st" = "trial" ]; then
+      set left=""
+      if [ "$tr" = "3" ]; then set left="2"; elif [ "$tr" = "2" ]; then set left="1"; elif [ "$tr" = "1" ]; then set left="0"; fi
+      if [ -n "$left" ]; then
+        if [ "$s" = "A" ]; then set A_TRIES="$left"; else set B_TRIES="$left"; fi
+        save_env --file "($esp)/{env1}" A_TRIES B_TRIES
+        save_env --file "($esp)/{env2}" A_TRIES B_TRIES
+        echo "EVE: trying slot $s, $left tries left after this one"
+        set eve_slot="$s"
+      fi
+    fi
+  fi
+done
+if [ -z "$eve_slot" ]; then
+  for s in $EVE_ORDER; do
+    if [ -z "$eve_slot" ]; then
+      if [ "$s" = "A" ]; then set st="$A_STATE"; else set st="$B_STATE"; fi
+      if [ "$st" != "empty" ]; then set eve_slot="$s"; fi
+    fi
+  done
+  echo "EVE: no good slot and none on trial; last resort: slot $eve_slot"
+fi
+if [ -z "$eve_slot" ]; then set eve_slot="A"; fi
+if [ "$eve_slot" = "A" ]; then set default=0; set fallback=1; set ost="$B_STATE"; else set default=1; set fallback=0; set ost="$A_STATE"; fi
+if [ "$ost" = "empty" ]; then unset fallback; fi
+echo "EVE: booting slot $eve_slot"
+{}{}"#,
         entry("A", "gpt2"),
         entry("B", "gpt3")
     )
@@ -993,9 +1067,13 @@ fn git_revision(repo: &Path) -> String {
 pub fn build(opts: &Options) -> Result<BuildManifest> {
     let mut pr = Progress {
         n: 0,
-        total: 9,
+        total: 10,
         start: Instant::now(),
     };
+    abupdate::state::validate_version(&opts.version).map_err(|msg| Error::Parse {
+        path: "--version".into(),
+        msg,
+    })?;
     let (m, cfg) = pr.step("manifest", || load(opts))?;
     let policy = Policy {
         backports_suite: "bookworm-backports".into(),
@@ -1071,27 +1149,7 @@ pub fn build(opts: &Options) -> Result<BuildManifest> {
     })?;
     let work = opts.out.join("work");
     let sqfs = work.join("slot.squashfs");
-    pr.step("squashfs", || {
-        let _ = fs::remove_file(&sqfs);
-        // GRUB's squash4 reads gzip, xz and lzo; gzip keeps boot fast under emulation.
-        cmd::run(
-            cmd::MKSQUASHFS,
-            &[
-                work.join("rootfs").to_string_lossy().into_owned(),
-                sqfs.to_string_lossy().into_owned(),
-                "-comp".into(),
-                "gzip".into(),
-                "-noappend".into(),
-                "-no-progress".into(),
-                "-mkfs-time".into(),
-                "0".into(),
-                "-all-time".into(),
-                "0".into(),
-            ],
-            None,
-        )
-        .map(|_| ())
-    })?;
+    pr.step("squashfs", || update::squash(&work.join("rootfs"), &sqfs))?;
     let cmdline = m
         .kernel
         .as_ref()
@@ -1117,13 +1175,27 @@ pub fn build(opts: &Options) -> Result<BuildManifest> {
             ],
             None,
         )?;
+        // The factory slot state: this build in A, proven by the build; B empty.
+        let state = work.join("state.env");
+        let block =
+            abupdate::grubenv::serialize(&abupdate::state::Slots::factory(&opts.version).to_env())
+                .map_err(|e| Error::Parse {
+                    path: state.clone(),
+                    msg: e.to_string(),
+                })?;
+        fs::write(&state, block).at("write", &state)?;
+        let [env1, env2] = abupdate::esp::COPIES;
         vfat(
             &esp,
             32,
             "EFI",
             &esp_id,
-            &[(&efi, "EFI/BOOT/BOOTX64.EFI")],
-            &["EFI", "EFI/BOOT"],
+            &[
+                (&efi, "EFI/BOOT/BOOTX64.EFI"),
+                (&state, env1),
+                (&state, env2),
+            ],
+            &["EFI", "EFI/BOOT", "EFI/eve"],
         )?;
         let readme = work.join("config-readme.txt");
         fs::write(
@@ -1152,11 +1224,20 @@ pub fn build(opts: &Options) -> Result<BuildManifest> {
         let specs = [
             spec("EFI", disk::EFI_TYPE, 32 << 20, Some(&esp)),
             spec("IMGA", disk::LINUX_TYPE, slot, Some(&sqfs)),
-            spec("IMGB", disk::LINUX_TYPE, slot, Some(&sqfs)),
+            spec("IMGB", disk::LINUX_TYPE, slot, None),
             spec("CONFIG", disk::BASIC_DATA_TYPE, 16 << 20, Some(&config)),
         ];
         let (parts, total) = disk::layout(&specs, &seed)?;
         disk::assemble(&image, &parts, disk::disk_guid(&seed), total)
+    })?;
+    let upd = opts.out.join("eve-storage.update");
+    let upd_manifest = pr.step("update", || {
+        let build = BTreeMap::from([
+            ("git_revision".to_string(), git_rev.clone()),
+            ("kernel".to_string(), kver.clone()),
+            ("zfs".to_string(), zfs_version.clone()),
+        ]);
+        update::pack(&sqfs, &opts.version, build, &upd)
     })?;
     pr.step("build-manifest", || {
         let zst = opts.out.join("eve-storage.raw.zst");
@@ -1205,6 +1286,11 @@ pub fn build(opts: &Options) -> Result<BuildManifest> {
                     .at("stat", &work)?
                     .len(),
             },
+            update: UpdateInfo {
+                path: upd.display().to_string(),
+                size: fs::metadata(&upd).at("stat", &upd)?.len(),
+                payload_sha256: upd_manifest.payload.sha256.clone(),
+            },
         };
         let p = opts.out.join("eve-storage.build.json");
         fs::write(&p, serde_json::to_vec_pretty(&bm).unwrap_or_default()).at("write", &p)?;
@@ -1242,6 +1328,8 @@ mod tests {
         let c = grub_cfg("console=ttyS0", "9526-C040");
         assert!(c.contains("search --no-floppy --fs-uuid --set=esp 9526-C040"));
         assert!(c.contains("set fallback=1"));
+        assert!(c.contains(r#"load_env --file "($esp)/EFI/eve/state1.env""#));
+        assert!(c.contains(r#"save_env --file "($esp)/EFI/eve/state2.env" A_TRIES B_TRIES"#));
         assert!(c.contains("root=PARTUUID=$partuuid eve.slot=A console=ttyS0"));
         assert!(c.contains("($bootdisk,gpt3)"));
         assert!(c.contains("insmod squash4"));

@@ -35,6 +35,12 @@ pub enum Error {
         expected: String,
         actual: String,
     },
+    #[error("update artifact {path}")]
+    Update {
+        path: PathBuf,
+        #[source]
+        source: abupdate::artifact::ArtifactError,
+    },
     #[error("kernel modules: {0}")]
     Modules(String),
     #[error("disk layout: {0}")]

@@ -8,4 +8,5 @@ pub mod error;
 pub mod kmod;
 pub mod manifest;
 pub mod rootfs;
+pub mod update;
 pub mod workspace;

@@ -35,6 +35,16 @@ enum Cmd {
         #[command(flatten)]
         common: Common,
     },
+    /// Squash a root directory into an OS update artifact (`abupdate install` consumes it).
+    PackUpdate {
+        /// A root tree (squashed like a slot) or an existing squashfs file.
+        #[arg(long)]
+        rootfs: PathBuf,
+        #[arg(long)]
+        version: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Build the disk image, its compressed copy and the build manifest into --out.
     Build {
         #[command(flatten)]
@@ -87,6 +97,32 @@ fn main() -> ExitCode {
                     "ok: {} onboot steps, {} services",
                     m.onboot.len(),
                     m.services.len()
+                );
+            })
+        }
+        Cmd::PackUpdate {
+            rootfs,
+            version,
+            out,
+        } => {
+            let sq = out.with_extension("squashfs");
+            let squashed = if rootfs.is_dir() {
+                imgbuild::update::squash(&rootfs, &sq).map(|_| sq.clone())
+            } else {
+                Ok(rootfs.clone())
+            };
+            let r = squashed
+                .and_then(|s| imgbuild::update::pack(&s, &version, Default::default(), &out));
+            if rootfs.is_dir() {
+                let _ = std::fs::remove_file(&sq);
+            }
+            r.map(|m| {
+                println!("{}", out.display());
+                eprintln!(
+                    "update {} version {} ({} MiB payload)",
+                    out.display(),
+                    m.version,
+                    m.payload.size >> 20
                 );
             })
         }

@@ -172,6 +172,9 @@ pub struct ImageMap {
     pub command: Option<Vec<String>>,
     #[serde(default)]
     pub console: bool,
+    /// A service that finishes its job: exit 0 ends it, only a failure restarts it.
+    #[serde(default)]
+    pub oneshot: bool,
     #[serde(default)]
     pub init: bool,
     #[serde(default)]

@@ -25,7 +25,13 @@ fn the_repository_manifest_validates() {
         ["sysctl", "modules", "storage-init"]
     );
     assert!(cfg.images.contains_key("eve-storage/eve-init"));
-    for name in ["eve-init", "eve-agent", "zfs-tools", "storage-init"] {
+    for name in [
+        "eve-init",
+        "eve-agent",
+        "zfs-tools",
+        "storage-init",
+        "abupdate",
+    ] {
         assert!(repo.join("pkg").join(name).join("Dockerfile").is_file());
     }
 }
