@@ -27,22 +27,49 @@ pub enum CmdError {
 
 /// Runs a tool, optionally feeding `stdin` (key material goes this way, never through argv).
 pub fn run(prog: &str, args: &[String], stdin: Option<&[u8]>) -> Result<String, CmdError> {
-    let argv = format!("{prog} {}", args.join(" "));
     let mut c = Command::new(prog);
-    c.args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        });
+    c.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let out = spawn_wait(prog, args, c, stdin.map(|d| d.to_vec()), None)?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Runs a long tool whose progress (its stdout) goes to our stderr, reading `stdin` from a file;
+/// its stderr is kept for the error.
+pub fn run_progress(
+    prog: &str,
+    args: &[String],
+    stdin: Option<std::fs::File>,
+) -> Result<(), CmdError> {
+    use std::os::fd::AsFd;
+    let progress = std::io::stderr()
+        .as_fd()
+        .try_clone_to_owned()
+        .map(Stdio::from)
+        .unwrap_or_else(|_| Stdio::null());
+    let mut c = Command::new(prog);
+    c.args(args).stdout(progress).stderr(Stdio::piped());
+    spawn_wait(prog, args, c, None, stdin).map(|_| ())
+}
+
+fn spawn_wait(
+    prog: &str,
+    args: &[String],
+    mut c: Command,
+    data: Option<Vec<u8>>,
+    file: Option<std::fs::File>,
+) -> Result<std::process::Output, CmdError> {
+    let argv = format!("{prog} {}", args.join(" "));
+    c.stdin(match (&data, file) {
+        (Some(_), _) => Stdio::piped(),
+        (None, Some(f)) => Stdio::from(f),
+        (None, None) => Stdio::null(),
+    });
     let mut child = c.spawn().map_err(|source| CmdError::Spawn {
         argv: argv.clone(),
         source,
     })?;
-    if let (Some(data), Some(mut w)) = (stdin, child.stdin.take()) {
-        let _ = w.write_all(data);
+    if let (Some(data), Some(mut w)) = (data, child.stdin.take()) {
+        let _ = w.write_all(&data);
     }
     let out = child.wait_with_output().map_err(|source| CmdError::Spawn {
         argv: argv.clone(),
@@ -55,7 +82,7 @@ pub fn run(prog: &str, args: &[String], stdin: Option<&[u8]>) -> Result<String, 
             stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
         });
     }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    Ok(out)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

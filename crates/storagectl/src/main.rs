@@ -1,0 +1,320 @@
+//! storagectl: the operator's view of the appliance's storage (pool status) and guest volumes.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use storage::roots::Roots;
+use storage::status::{self, Member, Status};
+use storage::{discover, zfs};
+use volumes::config::Config;
+use volumes::reconcile::Env;
+use volumes::spec::{Format, RawSpec, Source, Transport};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Inspect the appliance's storage and manage guest volumes"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Pool health, members, capacity, datasets against their quotas, encryption and keys.
+    Status {
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = "persist")]
+        pool: String,
+    },
+    /// Guest volumes: zvols exported over NVMe/TCP, NVMe loop or vhost-scsi.
+    Volume {
+        /// Settings file [default: /persist/config/volumes.toml if present, else /etc/volumes.toml]
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        cmd: VolCmd,
+    },
+    /// The live nvmet configuration.
+    Export {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        cmd: ExportCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ExportCmd {
+    /// Write it in nvmetcli's JSON layout (to FILE, or stdout).
+    Save { file: Option<PathBuf> },
+}
+
+#[derive(Subcommand)]
+enum VolCmd {
+    /// Create a volume from a spec file (TOML or JSON) or from options.
+    Create(CreateArgs),
+    /// Grow a volume; connected NVMe hosts are told the new size.
+    Resize {
+        name: String,
+        /// New size, like 20G.
+        size: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a volume and its zvol; refused while a host is connected unless --force.
+    Delete {
+        name: String,
+        #[arg(long)]
+        force: bool,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// What a VM needs to connect: qemu arguments or the NVMe/TCP address, NQNs, secret reference.
+    Show {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One reconcile pass now (`--dry-run` prints the plan only).
+    Reconcile {
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Args)]
+struct CreateArgs {
+    /// A spec file; the options below are used when it is not given.
+    #[arg(long, conflicts_with_all = ["name", "size", "vm", "transport"])]
+    spec: Option<PathBuf>,
+    name: Option<String>,
+    #[arg(long)]
+    size: Option<String>,
+    #[arg(long)]
+    vm: Option<String>,
+    #[arg(long, value_parser = ["nvme-tcp", "nvme-loop", "vhost-scsi", "vhost-nvme"])]
+    transport: Option<String>,
+    #[arg(long)]
+    thick: bool,
+    /// Under persist/clear instead of the encrypted vault.
+    #[arg(long)]
+    clear: bool,
+    #[arg(long, default_value = "16k")]
+    volblocksize: String,
+    #[arg(long)]
+    vcpus: Option<u32>,
+    /// Initial content: an image file (qcow2, raw, vmdk) or a zfs send stream.
+    #[arg(long)]
+    import: Option<PathBuf>,
+    #[arg(long, value_parser = ["qcow2", "raw", "vmdk", "zfs-stream"], default_value = "qcow2")]
+    format: String,
+    #[arg(long)]
+    json: bool,
+}
+
+fn raw_from_args(a: &CreateArgs) -> Result<(RawSpec, String), String> {
+    if let Some(p) = &a.spec {
+        let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        let label = p.display().to_string();
+        return RawSpec::parse(&label, &text)
+            .map(|r| (r, label))
+            .map_err(|e| e.to_string());
+    }
+    let need =
+        |v: &Option<String>, f: &str| v.clone().ok_or(format!("--{f} is required (or --spec)"));
+    let transport = match need(&a.transport, "transport")?.as_str() {
+        "nvme-tcp" => Transport::NvmeTcp,
+        "nvme-loop" => Transport::NvmeLoop,
+        "vhost-scsi" => Transport::VhostScsi,
+        _ => Transport::VhostNvme,
+    };
+    let format = match a.format.as_str() {
+        "raw" => Format::Raw,
+        "vmdk" => Format::Vmdk,
+        "zfs-stream" => Format::ZfsStream,
+        _ => Format::Qcow2,
+    };
+    Ok((
+        RawSpec {
+            name: need(&a.name, "name")?,
+            size: need(&a.size, "size")?,
+            vm: need(&a.vm, "vm")?,
+            transport,
+            provisioning: if a.thick { "thick" } else { "thin" }.into(),
+            volblocksize: a.volblocksize.clone(),
+            encrypted: !a.clear,
+            vcpus: a.vcpus,
+            source: a.import.clone().map(|path| Source { path, format }),
+        },
+        "command line".into(),
+    ))
+}
+
+/// /dev/disk/by-partuuid/<x> -> (whole disk, its stable id).
+fn disk_of(path: &str, devs: &[discover::BlockDev]) -> (Option<String>, Option<String>) {
+    let Ok(real) = std::fs::canonicalize(path) else {
+        return (None, None);
+    };
+    let part = real
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let disk = devs
+        .iter()
+        .find(|d| d.partitions.contains(&part) || d.name == part);
+    (
+        disk.map(|d| d.name.clone()),
+        disk.map(|d| discover::stable_id(d).0),
+    )
+}
+
+fn gather(pool: &str) -> Result<Status, zfs::CmdError> {
+    // No such pool is a status ("none imported"), not an error.
+    let Ok(pools) = zfs::list_pools(Some(pool)) else {
+        return Ok(Status {
+            pool: None,
+            members: vec![],
+            datasets: vec![],
+        });
+    };
+    let info = pools.into_iter().next();
+    let devs = discover::enumerate(&Roots::host());
+    let st = zfs::run(
+        zfs::ZPOOL,
+        &["status".into(), "-P".into(), pool.into()],
+        None,
+    )?;
+    let members = status::parse_status_members(&st)
+        .into_iter()
+        .map(|(path, state)| {
+            let (disk, stable_id) = disk_of(&path, &devs);
+            Member {
+                path,
+                disk,
+                stable_id,
+                state,
+            }
+        })
+        .collect();
+    let props = zfs::get_recursive(pool, status::DATASET_PROPS)?;
+    Ok(Status {
+        pool: info,
+        members,
+        datasets: status::datasets(&props),
+    })
+}
+
+/// Prints a result as JSON or as text, or its error chain; the exit code follows.
+fn emit<T: serde::Serialize, E: std::error::Error>(
+    r: Result<T, E>,
+    json: bool,
+    text: impl Fn(&T) -> String,
+) -> ExitCode {
+    match r {
+        Ok(v) if json => {
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Ok(v) => {
+            print!("{}", text(&v));
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(e: &dyn std::error::Error) -> ExitCode {
+    eprintln!("storagectl: {}", storage::bringup::error_chain(e));
+    ExitCode::FAILURE
+}
+
+fn volume(config: Option<&std::path::Path>, cmd: VolCmd) -> ExitCode {
+    let cfg = match Config::load_layered(config) {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    let env = Env {
+        roots: volumes::roots::Roots::host(),
+        cfg,
+        fs: &ktarget::HostFs,
+    };
+    let shown = |r: volumes::Result<volumes::ops::Shown>, json: bool| emit(r, json, |s| s.render());
+    match cmd {
+        VolCmd::Create(a) => match raw_from_args(&a) {
+            Ok((raw, label)) => shown(volumes::ops::create(&env, &raw, &label), a.json),
+            Err(m) => {
+                eprintln!("storagectl: {m}");
+                ExitCode::from(2)
+            }
+        },
+        VolCmd::Resize { name, size, json } => {
+            shown(volumes::ops::resize(&env, &name, &size), json)
+        }
+        VolCmd::Show { name, json } => shown(volumes::ops::show(&env, &name), json),
+        VolCmd::Delete { name, force } => match volumes::ops::delete(&env, &name, force) {
+            Ok(()) => {
+                println!("deleted {name}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
+        VolCmd::List { json } => emit(volumes::ops::list(&env), json, |l| l.render()),
+        VolCmd::Reconcile { dry_run } => {
+            let r = volumes::reconcile::lock(&env.roots)
+                .and_then(|_l| volumes::reconcile::pass(&env, dry_run));
+            match r {
+                Ok((p, rep)) => {
+                    if dry_run {
+                        print!("{}", p.render());
+                    } else {
+                        println!("{} steps, {} changed", rep.steps.len(), rep.changed());
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().cmd {
+        Cmd::Status { json, pool } => emit(gather(&pool), json, status::render),
+        Cmd::Volume { config, cmd } => volume(config.as_deref(), cmd),
+        Cmd::Export {
+            config,
+            cmd: ExportCmd::Save { file },
+        } => {
+            let cfg = match Config::load_layered(config.as_deref()) {
+                Ok(c) => c,
+                Err(e) => return fail(&e),
+            };
+            let env = Env {
+                roots: volumes::roots::Roots::host(),
+                cfg,
+                fs: &ktarget::HostFs,
+            };
+            match volumes::ops::export_save(&env) {
+                Ok(j) => {
+                    let text = serde_json::to_string_pretty(&j).unwrap_or_default() + "\n";
+                    match file {
+                        Some(f) => match volumes::ids::write_atomic(&f, text.as_bytes()) {
+                            Ok(()) => ExitCode::SUCCESS,
+                            Err(e) => fail(&e),
+                        },
+                        None => {
+                            print!("{text}");
+                            ExitCode::SUCCESS
+                        }
+                    }
+                }
+                Err(e) => fail(&e),
+            }
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! The volume service's settings (`/etc/volumes.toml`, optional): where specs and identities live,
+//! the pool's free-space floor for new volumes, and where NVMe/TCP listens.
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use storage::policy::Size;
+
+pub const DEFAULT_PATH: &str = "/etc/volumes.toml";
+/// An operator's settings on the vault take precedence over the image's and survive OS updates.
+pub const OVERRIDE_PATH: &str = "/persist/config/volumes.toml";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub pool: String,
+    /// Spec files, one per volume (`<name>.toml` or `.json`), on the encrypted vault.
+    pub spool: PathBuf,
+    /// Persisted identities and CHAP secrets, on the encrypted vault.
+    pub state: PathBuf,
+    /// New volumes are refused while the pool's free space is under this (bytes or `%` of pool).
+    pub free_floor: String,
+    pub nvme_tcp: TcpConfig,
+    /// nvmet port ids this service owns.
+    pub loop_port: u16,
+    pub tcp_port_id: u16,
+    /// The LIO HBA index whose iblock backstores this service owns.
+    pub iblock_hba: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TcpConfig {
+    /// Loopback by default; a host-only bridge address in production; never `0.0.0.0` unless set.
+    pub address: String,
+    pub port: u16,
+}
+
+impl Default for TcpConfig {
+    fn default() -> Self {
+        TcpConfig {
+            address: "127.0.0.1".into(),
+            port: 4420,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            pool: "persist".into(),
+            spool: "/persist/config/volumes/specs".into(),
+            state: "/persist/config/volumes/state".into(),
+            free_floor: "10%".into(),
+            nvme_tcp: TcpConfig::default(),
+            loop_port: 1,
+            tcp_port_id: 2,
+            iblock_hba: 100,
+        }
+    }
+}
+
+impl Config {
+    /// The file when it exists, the defaults when it does not.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
+            Err(source) => {
+                return Err(Error::Io {
+                    op: "read",
+                    path: path.into(),
+                    source,
+                })
+            }
+        };
+        Config::parse(path, &text)
+    }
+
+    /// `path` when given; otherwise the vault's override when present, else the image's file.
+    pub fn load_layered(path: Option<&Path>) -> Result<Config> {
+        match path {
+            Some(p) => Config::load(p),
+            None if Path::new(OVERRIDE_PATH).exists() => Config::load(Path::new(OVERRIDE_PATH)),
+            None => Config::load(Path::new(DEFAULT_PATH)),
+        }
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Config> {
+        let bad = |msg: String| Error::State {
+            path: path.into(),
+            msg,
+        };
+        let c: Config = toml::from_str(text)
+            .map_err(|e| bad(e.message().lines().next().unwrap_or("invalid").into()))?;
+        Size::parse(&c.free_floor).map_err(|m| bad(format!("free_floor: {m}")))?;
+        c.nvme_tcp
+            .address
+            .parse::<std::net::IpAddr>()
+            .map_err(|_| {
+                bad(format!(
+                    "nvme_tcp.address: `{}` is not an IP address",
+                    c.nvme_tcp.address
+                ))
+            })?;
+        if c.loop_port == c.tcp_port_id {
+            return Err(bad("loop_port and tcp_port_id must differ".into()));
+        }
+        Ok(c)
+    }
+
+    pub fn floor_bytes(&self, pool_size: u64) -> u64 {
+        Size::parse(&self.free_floor)
+            .map(|s| s.bytes(pool_size))
+            .unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_listen_on_loopback_only_and_bad_fields_are_named() {
+        let c = Config::parse(Path::new("/etc/volumes.toml"), "").unwrap();
+        assert_eq!(c.nvme_tcp.address, "127.0.0.1");
+        assert_eq!(c.floor_bytes(1000), 100);
+        let e = Config::parse(
+            Path::new("/etc/volumes.toml"),
+            "[nvme_tcp]\naddress = \"any\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("/etc/volumes.toml: nvme_tcp.address"), "{e}");
+        let e = Config::parse(Path::new("/x"), "free_floor = \"lots\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("free_floor"), "{e}");
+        assert!(Config::parse(Path::new("/x"), "colour = 1\n").is_err());
+    }
+}

@@ -1,0 +1,39 @@
+//! The crate's one error type: I/O errors name their path, commands their argv, specs their file
+//! and field.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{op} {path}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {msg}")]
+    State { path: PathBuf, msg: String },
+    #[error(transparent)]
+    Spec(#[from] crate::spec::SpecError),
+    #[error(transparent)]
+    Cmd(#[from] storage::zfs::CmdError),
+    #[error(transparent)]
+    Plan(#[from] ktarget::PlanError),
+    #[error("configfs")]
+    Cfs(#[from] ktarget::CfsError),
+    #[error("volume `{0}` does not exist")]
+    NoVolume(String),
+    #[error("volume `{0}` already exists")]
+    Exists(String),
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0} is not supported by this kernel")]
+    Unsupported(String),
+    #[error("{dev} did not appear within {secs} s")]
+    DeviceTimeout { dev: PathBuf, secs: u64 },
+    #[error("{path}: {msg}")]
+    Import { path: PathBuf, msg: String },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

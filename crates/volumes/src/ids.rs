@@ -1,0 +1,225 @@
+//! Identities that must never change once a guest has seen them (serial, NGUID, UUID, WWPN per
+//! volume) and per-VM host identities with their DH-HMAC-CHAP secrets. Kept as JSON files in the
+//! state directory on the encrypted vault, written atomically.
+
+use crate::error::Error;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+pub const NQN_BASE: &str = "nqn.2026-11.org.lfedge.eve";
+/// LIO's IEEE OUI with one nibble of ours, so our vhost targets are recognisable.
+pub const WWPN_PREFIX: &str = "naa.5001405e";
+
+pub fn subsystem_nqn(volume: &str) -> String {
+    format!("{NQN_BASE}:vol:{volume}")
+}
+pub fn host_nqn(vm: &str) -> String {
+    format!("{NQN_BASE}:vm:{vm}")
+}
+/// The kernel refuses two host NQNs with one host ID, so each VM gets its own, derived from its
+/// NQN (stable without storing it).
+pub fn host_id(vm: &str) -> String {
+    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, host_nqn(vm).as_bytes())
+        .hyphenated()
+        .to_string()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeIds {
+    /// NVMe serial (at most 20 ASCII) and the SCSI unit serial.
+    pub serial: String,
+    pub uuid: String,
+    pub nguid: String,
+    pub wwpn: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostIds {
+    pub nqn: String,
+    /// The host's secret (the guest proves itself with it).
+    pub key: String,
+    /// The controller's secret (the target proves itself with it): bidirectional CHAP.
+    pub ctrl_key: String,
+}
+
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    let mut got = 0;
+    while got < N {
+        // SAFETY: the pointer and length describe the unfilled tail of `b`.
+        let r = unsafe { libc::getrandom(b[got..].as_mut_ptr().cast(), N - got, 0) };
+        if r > 0 {
+            got += r as usize;
+        }
+    }
+    b
+}
+
+/// A DH-HMAC-CHAP secret in the NVMe representation: `DHHC-1:00:` base64(key || crc32 LE) `:`,
+/// with "00" meaning the key is used as is.
+pub fn dhchap_secret(key: &[u8; 32]) -> String {
+    let mut buf = key.to_vec();
+    buf.extend_from_slice(&crc32fast::hash(key).to_le_bytes());
+    format!(
+        "DHHC-1:00:{}:",
+        base64::engine::general_purpose::STANDARD.encode(buf)
+    )
+}
+
+pub fn new_volume_ids() -> VolumeIds {
+    let u = uuid::Uuid::from_bytes(random_bytes::<16>());
+    let n = uuid::Uuid::from_bytes(random_bytes::<16>());
+    let r = random_bytes::<8>();
+    let hex: String = r.iter().map(|b| format!("{b:02x}")).collect();
+    VolumeIds {
+        // Printable, unique, stable: "EVE" plus 16 hex digits fits NVMe's 20 bytes.
+        serial: format!("EVE{}", &hex[..16]).to_uppercase(),
+        uuid: u.hyphenated().to_string(),
+        nguid: n.hyphenated().to_string(),
+        wwpn: format!("{WWPN_PREFIX}{}", &hex[..8]),
+    }
+}
+
+pub fn new_host_ids(vm: &str) -> HostIds {
+    HostIds {
+        nqn: host_nqn(vm),
+        key: dhchap_secret(&random_bytes::<32>()),
+        ctrl_key: dhchap_secret(&random_bytes::<32>()),
+    }
+}
+
+/// The state directory: `volumes/<name>.json` and `hosts/<vm>.json`.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pub dir: PathBuf,
+}
+
+fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
+    move |source| Error::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Writes `data` to `path` so that a crash leaves either the old or the new file.
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), Error> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io("create", dir))?;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(io("create", &tmp))?;
+    f.write_all(data).map_err(io("write", &tmp))?;
+    f.sync_all().map_err(io("fsync", &tmp))?;
+    std::fs::rename(&tmp, path).map_err(io("rename into place", path))?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+impl Store {
+    fn get<T: for<'de> Deserialize<'de>>(&self, path: &Path) -> Result<Option<T>, Error> {
+        match std::fs::read(path) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| Error::State {
+                    path: path.into(),
+                    msg: e.to_string(),
+                }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io("read", path)(e)),
+        }
+    }
+    fn vol_path(&self, name: &str) -> PathBuf {
+        self.dir.join("volumes").join(format!("{name}.json"))
+    }
+    fn host_path(&self, vm: &str) -> PathBuf {
+        self.dir.join("hosts").join(format!("{vm}.json"))
+    }
+    pub fn volume(&self, name: &str) -> Result<Option<VolumeIds>, Error> {
+        self.get(&self.vol_path(name))
+    }
+    pub fn host(&self, vm: &str) -> Result<Option<HostIds>, Error> {
+        self.get(&self.host_path(vm))
+    }
+    /// The volume's identity, made and persisted on first use.
+    pub fn volume_or_new(&self, name: &str) -> Result<VolumeIds, Error> {
+        if let Some(v) = self.volume(name)? {
+            return Ok(v);
+        }
+        let v = new_volume_ids();
+        let p = self.vol_path(name);
+        write_atomic(&p, &serde_json::to_vec_pretty(&v).unwrap_or_default())?;
+        Ok(v)
+    }
+    pub fn host_or_new(&self, vm: &str) -> Result<HostIds, Error> {
+        if let Some(h) = self.host(vm)? {
+            return Ok(h);
+        }
+        let h = new_host_ids(vm);
+        let p = self.host_path(vm);
+        write_atomic(&p, &serde_json::to_vec_pretty(&h).unwrap_or_default())?;
+        // Secrets: owner-only.
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600));
+        Ok(h)
+    }
+    pub fn forget_volume(&self, name: &str) -> Result<(), Error> {
+        let p = self.vol_path(name);
+        match std::fs::remove_file(&p) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io("remove", &p)(e)),
+            _ => Ok(()),
+        }
+    }
+    pub fn forget_host(&self, vm: &str) -> Result<(), Error> {
+        let p = self.host_path(vm);
+        match std::fs::remove_file(&p) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io("remove", &p)(e)),
+            _ => Ok(()),
+        }
+    }
+    /// Where a VM's secrets are, for `volume show` (the secret itself is never printed).
+    pub fn host_ref(&self, vm: &str) -> PathBuf {
+        self.host_path(vm)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_carry_a_crc_the_kernel_checks() {
+        let k = [7u8; 32];
+        let s = dhchap_secret(&k);
+        assert!(s.starts_with("DHHC-1:00:") && s.ends_with(':'));
+        let b64 = s.trim_start_matches("DHHC-1:00:").trim_end_matches(':');
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap();
+        assert_eq!(raw.len(), 36);
+        assert_eq!(&raw[..32], &k);
+        assert_eq!(raw[32..], crc32fast::hash(&k).to_le_bytes());
+    }
+
+    #[test]
+    fn ids_are_made_once_and_then_stable() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store {
+            dir: d.path().into(),
+        };
+        let a = s.volume_or_new("v").unwrap();
+        assert_eq!(s.volume_or_new("v").unwrap(), a);
+        assert!(a.serial.len() <= 20 && a.serial.is_ascii());
+        assert!(a.wwpn.starts_with(WWPN_PREFIX) && a.wwpn.len() == 20);
+        assert_ne!(s.volume_or_new("w").unwrap().uuid, a.uuid);
+        let h = s.host_or_new("vm1").unwrap();
+        assert_eq!(h.nqn, "nqn.2026-11.org.lfedge.eve:vm:vm1");
+        assert_eq!(s.host_or_new("vm1").unwrap(), h);
+        assert_ne!(h.key, h.ctrl_key);
+        s.forget_volume("v").unwrap();
+        assert_ne!(s.volume_or_new("v").unwrap(), a);
+    }
+}

@@ -1,0 +1,17 @@
+//! Guest disks: each volume is a zvol (thin or thick, in the encrypted vault or clear) exported to
+//! its VM through the kernel's own targets (nvmet over TCP or loop, LIO vhost-scsi), so guest I/O
+//! ends in the block layer instead of a per-VM qemu block layer. Specs are files in a spool
+//! directory; the daemon (`volumed`) and the CLI (`storagectl volume`) run the same reconcile pass.
+
+pub mod config;
+pub mod error;
+pub mod hostside;
+pub mod ids;
+pub mod ops;
+pub mod plan;
+pub mod reconcile;
+pub mod roots;
+pub mod spec;
+pub mod zvol;
+
+pub use error::{Error, Result};

@@ -1,0 +1,421 @@
+//! The volume commands behind `storagectl volume`: each validates first, changes the spool, runs
+//! a reconcile pass under the lock and, when the pass fails, puts the spool back and reconciles
+//! again so nothing stays half-applied.
+
+use crate::error::{Error, Result};
+use crate::hostside;
+use crate::ids;
+use crate::reconcile::{self, log, Env};
+use crate::spec::{RawSpec, Transport, Volume};
+use crate::zvol;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use storage::zfs;
+
+fn spool_file(env: &Env, name: &str) -> Option<PathBuf> {
+    ["toml", "json"]
+        .iter()
+        .map(|e| env.cfg.spool.join(format!("{name}.{e}")))
+        .find(|p| p.exists())
+}
+
+fn io<'a>(op: &'static str, p: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
+    move |source| Error::Io {
+        op,
+        path: p.into(),
+        source,
+    }
+}
+
+/// Runs a pass; on failure restores the spool file to `before` (or removes it) and reconciles
+/// back, returning the original error.
+fn pass_or_restore(env: &Env, path: &Path, before: Option<&[u8]>, name: &str) -> Result<()> {
+    let result = reconcile::pass(env, false).and_then(|(p, _)| {
+        match p.conflicts.iter().find(|c| c.name == name) {
+            Some(c) => Err(Error::Refused(format!("{}: {}", c.name, c.msg))),
+            None => Ok(()),
+        }
+    });
+    let Err(e) = result else { return Ok(()) };
+    log(format!(
+        "{name}: {}; undoing",
+        storage::bringup::error_chain(&e)
+    ));
+    let undo = match before {
+        Some(b) => crate::ids::write_atomic(path, b),
+        None => std::fs::remove_file(path).map_err(io("remove", path)),
+    };
+    match undo.and_then(|_| reconcile::pass(env, false)) {
+        Ok(_) => log(format!("{name}: undone")),
+        Err(u) => log(format!(
+            "{name}: undoing failed too: {}",
+            storage::bringup::error_chain(&u)
+        )),
+    }
+    Err(e)
+}
+
+fn check_spool(env: &Env) -> Result<()> {
+    if env.cfg.spool.is_dir() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(&env.cfg.spool).map_err(|source| Error::Io {
+        op: "create the spool directory (is the vault unlocked?)",
+        path: env.cfg.spool.clone(),
+        source,
+    })
+}
+
+/// Refuses a transport this kernel cannot serve, before anything is written.
+pub fn check_transport(env: &Env, t: Transport) -> Result<()> {
+    match t {
+        Transport::VhostNvme => Err(Error::Unsupported(format!(
+            "vhost-nvme (no {}; use nvme-tcp or vhost-scsi)",
+            env.roots.dev.join("vhost-nvme").display()
+        ))),
+        Transport::VhostScsi if !env.roots.dev.join("vhost-scsi").exists() => {
+            Err(Error::Unsupported(format!(
+                "vhost-scsi (no {})",
+                env.roots.dev.join("vhost-scsi").display()
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+pub fn create(env: &Env, raw: &RawSpec, label: &str) -> Result<Shown> {
+    let v = raw.validate(label)?;
+    check_transport(env, v.transport)?;
+    if let Some(src) = &v.source {
+        if !src.path.is_file() {
+            return Err(Error::Import {
+                path: src.path.clone(),
+                msg: "no such file".into(),
+            });
+        }
+        if src.format.qemu_name().is_some() {
+            let size = zvol::image_size(src)?;
+            if size > v.size {
+                return Err(Error::Import {
+                    path: src.path.clone(),
+                    msg: format!(
+                        "the image's virtual size {size} is larger than the volume ({})",
+                        v.size
+                    ),
+                });
+            }
+        }
+    }
+    let _lock = reconcile::lock(&env.roots)?;
+    check_spool(env)?;
+    if spool_file(env, &v.name).is_some()
+        || zvol::list(&env.cfg.pool)?
+            .iter()
+            .any(|z| z.volume == v.name)
+    {
+        return Err(Error::Exists(v.name));
+    }
+    let pool = zfs::list_pools(Some(&env.cfg.pool))?
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::Refused(format!("pool {} is not imported", env.cfg.pool)))?;
+    let floor = env.cfg.floor_bytes(pool.size);
+    let need = if v.thin { 0 } else { v.size };
+    if pool.free < floor.saturating_add(need) {
+        return Err(Error::Refused(format!(
+            "pool {} has {} bytes free; a {} volume of {} bytes would leave less than the floor of {floor} bytes (free_floor {})",
+            env.cfg.pool,
+            pool.free,
+            if v.thin { "thin" } else { "thick" },
+            v.size,
+            env.cfg.free_floor
+        )));
+    }
+    let path = env.cfg.spool.join(format!("{}.toml", v.name));
+    let text = toml::to_string(&v.to_raw()).map_err(|e| Error::State {
+        path: path.clone(),
+        msg: e.to_string(),
+    })?;
+    crate::ids::write_atomic(&path, text.as_bytes())?;
+    log(format!("{}: spec written to {}", v.name, path.display()));
+    pass_or_restore(env, &path, None, &v.name)?;
+    show(env, &v.name)
+}
+
+pub fn resize(env: &Env, name: &str, size: &str) -> Result<Shown> {
+    let _lock = reconcile::lock(&env.roots)?;
+    let path = spool_file(env, name).ok_or_else(|| Error::NoVolume(name.into()))?;
+    let before = std::fs::read(&path).map_err(io("read", &path))?;
+    let label = path.display().to_string();
+    let old = crate::spec::load_file(&path)?;
+    let mut raw = old.to_raw();
+    raw.size = size.into();
+    let new = raw.validate(&label)?;
+    if new.size < old.size {
+        return Err(Error::Refused(format!(
+            "{name}: {size} ({} bytes) is smaller than the current {} bytes; volumes only grow",
+            new.size, old.size
+        )));
+    }
+    if new.size == old.size {
+        return show(env, name);
+    }
+    let text = toml::to_string(&new.to_raw()).map_err(|e| Error::State {
+        path: path.clone(),
+        msg: e.to_string(),
+    })?;
+    crate::ids::write_atomic(&path, text.as_bytes())?;
+    pass_or_restore(env, &path, Some(&before), name)?;
+    show(env, name)
+}
+
+pub fn delete(env: &Env, name: &str, force: bool) -> Result<()> {
+    let _lock = reconcile::lock(&env.roots)?;
+    let path = spool_file(env, name).ok_or_else(|| Error::NoVolume(name.into()))?;
+    let v = crate::spec::load_file(&path)?;
+    if v.transport.is_nvmet() {
+        let users = hostside::connected_hosts(&env.roots, &ids::subsystem_nqn(name), true);
+        if !users.is_empty() && !force {
+            return Err(Error::Refused(format!(
+                "{name} is in use by {}; disconnect them or use --force",
+                users.join(", ")
+            )));
+        }
+    }
+    let before = std::fs::read(&path).map_err(io("read", &path))?;
+    std::fs::remove_file(&path).map_err(io("remove", &path))?;
+    pass_or_restore(env, &path, Some(&before), name)
+}
+
+#[derive(Debug, Serialize)]
+pub struct Shown {
+    pub name: String,
+    pub vm: String,
+    pub transport: Transport,
+    pub dataset: String,
+    pub size: u64,
+    pub thin: bool,
+    pub encrypted: bool,
+    pub serial: String,
+    pub uuid: String,
+    pub nguid: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subsystem_nqn: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_nqn: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_id: Option<String>,
+    /// Where the VM's DH-HMAC-CHAP secrets are kept (never printed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_device: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wwpn: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qemu_args: Option<Vec<String>>,
+}
+
+impl Shown {
+    pub fn render(&self) -> String {
+        let mut s = format!(
+            "volume {} (vm {}): {} {} bytes, {}, {}\n  dataset {}\n  serial {}  uuid {}  nguid {}\n",
+            self.name,
+            self.vm,
+            self.transport.as_str(),
+            self.size,
+            if self.thin { "thin" } else { "thick" },
+            if self.encrypted { "encrypted" } else { "clear" },
+            self.dataset,
+            self.serial,
+            self.uuid,
+            self.nguid
+        );
+        let mut kv = |k: &str, v: &Option<String>| {
+            if let Some(v) = v {
+                s.push_str(&format!("  {k}: {v}\n"));
+            }
+        };
+        kv("subsystem NQN", &self.subsystem_nqn);
+        kv("host NQN", &self.host_nqn);
+        kv("host ID", &self.host_id);
+        kv("secrets in", &self.secret_ref);
+        kv("NVMe/TCP", &self.tcp);
+        kv("host device", &self.host_device);
+        kv("vhost WWPN", &self.wwpn);
+        if let Some(a) = &self.qemu_args {
+            s.push_str(&format!("  qemu: {}\n", a.join(" ")));
+        }
+        s
+    }
+}
+
+pub fn show(env: &Env, name: &str) -> Result<Shown> {
+    let path = spool_file(env, name).ok_or_else(|| Error::NoVolume(name.into()))?;
+    let v: Volume = crate::spec::load_file(&path)?;
+    let store = env.store();
+    let i = store
+        .volume(name)?
+        .ok_or_else(|| Error::Refused(format!("{name} has not been reconciled yet")))?;
+    let nvme = v.transport.is_nvmet();
+    let nqn = ids::subsystem_nqn(name);
+    Ok(Shown {
+        dataset: zvol::dataset(&env.cfg.pool, &v),
+        subsystem_nqn: nvme.then(|| nqn.clone()),
+        host_nqn: nvme.then(|| ids::host_nqn(&v.vm)),
+        host_id: nvme.then(|| ids::host_id(&v.vm)),
+        secret_ref: nvme.then(|| store.host_ref(&v.vm).display().to_string()),
+        tcp: (v.transport == Transport::NvmeTcp).then(|| {
+            format!(
+                "traddr={} trsvcid={} (nvme connect -t tcp -a {} -s {} -n {nqn} -q {} -I {} --dhchap-secret=<key> --dhchap-ctrl-secret=<ctrl_key>)",
+                env.cfg.nvme_tcp.address,
+                env.cfg.nvme_tcp.port,
+                env.cfg.nvme_tcp.address,
+                env.cfg.nvme_tcp.port,
+                ids::host_nqn(&v.vm),
+                ids::host_id(&v.vm)
+            )
+        }),
+        host_device: (v.transport == Transport::NvmeLoop)
+            .then(|| hostside::namespace_dev(&env.roots, &nqn))
+            .flatten()
+            .map(|p| p.display().to_string()),
+        wwpn: (v.transport == Transport::VhostScsi).then(|| i.wwpn.clone()),
+        qemu_args: (v.transport == Transport::VhostScsi).then(|| {
+            vec![
+                "-device".into(),
+                format!("vhost-scsi-pci,wwpn={},num_queues={}", i.wwpn, v.vcpus),
+            ]
+        }),
+        name: v.name,
+        vm: v.vm,
+        transport: v.transport,
+        size: v.size,
+        thin: v.thin,
+        encrypted: v.encrypted,
+        serial: i.serial,
+        uuid: i.uuid,
+        nguid: i.nguid,
+    })
+}
+
+#[derive(Debug, Serialize)]
+pub struct Listing {
+    pub volumes: Vec<ListRow>,
+    pub pool_size: u64,
+    pub pool_free: u64,
+    /// Sum of all volume sizes over the pool's size (above 1.0 means over-committed).
+    pub commit_ratio: f64,
+    pub invalid: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ListRow {
+    pub name: String,
+    pub vm: String,
+    pub transport: Transport,
+    pub size: u64,
+    pub used: Option<u64>,
+    pub thin: bool,
+    pub encrypted: bool,
+    pub ready: bool,
+}
+
+pub fn list(env: &Env) -> Result<Listing> {
+    let spool = if env.cfg.spool.is_dir() {
+        reconcile::read_spool(&env.cfg.spool)?
+    } else {
+        Default::default()
+    };
+    let zvols = zvol::list(&env.cfg.pool)?;
+    let pool = zfs::list_pools(Some(&env.cfg.pool))?.into_iter().next();
+    let (size, free) = pool.map_or((0, 0), |p| (p.size, p.free));
+    let total: u64 = spool.volumes.values().map(|v| v.size).sum();
+    Ok(Listing {
+        volumes: spool
+            .volumes
+            .values()
+            .map(|v| {
+                let z = zvols.iter().find(|z| z.volume == v.name && !z.staging);
+                ListRow {
+                    name: v.name.clone(),
+                    vm: v.vm.clone(),
+                    transport: v.transport,
+                    size: v.size,
+                    used: z.map(|z| z.used),
+                    thin: v.thin,
+                    encrypted: v.encrypted,
+                    ready: z.is_some_and(|z| z.ready),
+                }
+            })
+            .collect(),
+        pool_size: size,
+        pool_free: free,
+        commit_ratio: if size == 0 {
+            0.0
+        } else {
+            total as f64 / size as f64
+        },
+        invalid: spool.invalid.iter().map(|e| e.to_string()).collect(),
+    })
+}
+
+impl Listing {
+    pub fn render(&self) -> String {
+        let mut s = format!(
+            "{:<24} {:<12} {:<10} {:>14} {:>14} {:<5} {:<9} {}\n",
+            "NAME", "VM", "TRANSPORT", "SIZE", "USED", "PROV", "CRYPT", "READY"
+        );
+        for r in &self.volumes {
+            s.push_str(&format!(
+                "{:<24} {:<12} {:<10} {:>14} {:>14} {:<5} {:<9} {}\n",
+                r.name,
+                r.vm,
+                r.transport.as_str(),
+                r.size,
+                r.used.map_or("-".into(), |u| u.to_string()),
+                if r.thin { "thin" } else { "thick" },
+                if r.encrypted { "encrypted" } else { "clear" },
+                if r.ready { "yes" } else { "no" }
+            ));
+        }
+        s.push_str(&format!(
+            "pool: {} of {} bytes free; volumes commit {:.0}% of the pool{}\n",
+            self.pool_free,
+            self.pool_size,
+            self.commit_ratio * 100.0,
+            if self.commit_ratio > 1.0 {
+                " (over-committed)"
+            } else {
+                ""
+            }
+        ));
+        for e in &self.invalid {
+            s.push_str(&format!("invalid spec: {e}\n"));
+        }
+        s
+    }
+}
+
+/// The whole live nvmet configuration (not only ours) in nvmetcli's layout.
+pub fn export_save(env: &Env) -> Result<serde_json::Value> {
+    let t = env.nvmet_tree();
+    let ports = env
+        .fs
+        .list(&t.root.join("ports"))
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    let n = ktarget::nvmet::observe(
+        env.fs,
+        &t,
+        &ktarget::nvmet::Scope {
+            nqn_prefix: String::new(),
+            port_ids: ports,
+        },
+    )?;
+    Ok(ktarget::nvmetcli::to_json(&n))
+}

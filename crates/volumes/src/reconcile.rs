@@ -1,0 +1,711 @@
+//! One reconcile pass over every volume: read the spool, observe zvols, nvmet, LIO and loop
+//! connections, plan (pure, in [`crate::plan`] and `ktarget`), then apply in dependency order.
+//! Every step is idempotent, so a pass interrupted anywhere (crash, SIGKILL, power cut) is
+//! finished by the next one.
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::hostside;
+use crate::ids::{self, Store};
+use crate::plan::{self, Conflict, Wanted, ZOp};
+use crate::roots::Roots;
+use crate::spec::{self, Format, SpecError, Transport, Volume};
+use crate::zvol::{self, Zvol};
+use ktarget::lio::{self, Lio};
+use ktarget::nvmet::{self, Nvmet};
+use ktarget::Cfs;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+pub fn log(msg: impl std::fmt::Display) {
+    eprintln!("volumes: {msg}");
+}
+
+#[derive(Debug, Default)]
+pub struct Spool {
+    pub volumes: BTreeMap<String, Volume>,
+    pub invalid: Vec<SpecError>,
+}
+
+/// Every `*.toml` / `*.json` in the spool; the rest (editor backups, temporaries) is ignored.
+pub fn read_spool(dir: &Path) -> Result<Spool> {
+    let rd = std::fs::read_dir(dir).map_err(|source| Error::Io {
+        op: "read spool directory",
+        path: dir.into(),
+        source,
+    })?;
+    let mut paths: Vec<_> = rd
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            matches!(
+                p.extension().and_then(|e| e.to_str()),
+                Some("toml") | Some("json")
+            )
+        })
+        .collect();
+    paths.sort();
+    let mut s = Spool::default();
+    for p in paths {
+        match spec::load_file(&p) {
+            Ok(v) if s.volumes.contains_key(&v.name) => s.invalid.push(SpecError {
+                file: p.display().to_string(),
+                field: "name".into(),
+                msg: format!("`{}` is declared by another file too", v.name),
+            }),
+            Ok(v) => {
+                s.volumes.insert(v.name.clone(), v);
+            }
+            Err(e) => s.invalid.push(e),
+        }
+    }
+    Ok(s)
+}
+
+#[derive(Debug, Default)]
+pub struct Observed {
+    pub zvols: Vec<Zvol>,
+    pub nvmet: Nvmet,
+    pub lio: Lio,
+    pub loops: BTreeMap<String, Vec<hostside::Ctrl>>,
+}
+
+#[derive(Debug)]
+pub struct Env<'a> {
+    pub roots: Roots,
+    pub cfg: Config,
+    pub fs: &'a dyn Cfs,
+}
+
+impl Env<'_> {
+    pub fn nvmet_tree(&self) -> nvmet::Tree {
+        nvmet::Tree::new(&self.roots.configfs)
+    }
+    pub fn lio_tree(&self) -> lio::Tree {
+        lio::Tree::new(&self.roots.configfs, self.cfg.iblock_hba, ids::WWPN_PREFIX)
+    }
+    pub fn store(&self) -> Store {
+        Store {
+            dir: self.cfg.state.clone(),
+        }
+    }
+
+    pub fn observe(&self) -> Result<Observed> {
+        Ok(Observed {
+            zvols: zvol::list(&self.cfg.pool)?,
+            nvmet: nvmet::observe(self.fs, &self.nvmet_tree(), &plan::nvmet_scope(&self.cfg))?,
+            lio: lio::observe(self.fs, &self.lio_tree())?,
+            loops: hostside::loop_connections(&self.roots, &format!("{}:", ids::NQN_BASE)),
+        })
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub disconnect: Vec<(String, String)>,
+    pub nvmet_down: Vec<nvmet::Op>,
+    pub lio_down: Vec<lio::Op>,
+    pub zvols: Vec<ZOp>,
+    pub lio_up: Vec<lio::Op>,
+    pub nvmet_up: Vec<nvmet::Op>,
+    pub revalidate: Vec<String>,
+    pub connect: Vec<String>,
+    pub conflicts: Vec<Conflict>,
+    pub invalid: Vec<SpecError>,
+    /// Set when a spec is invalid: nothing is torn down until it is fixed, so a typo in one file
+    /// cannot delete a volume.
+    pub additive_only: bool,
+    pub wanted: Vec<Wanted>,
+}
+
+impl Plan {
+    pub fn steps(&self) -> usize {
+        self.disconnect.len()
+            + self.nvmet_down.len()
+            + self.lio_down.len()
+            + self.zvols.len()
+            + self.lio_up.len()
+            + self.nvmet_up.len()
+            + self.revalidate.len()
+            + self.connect.len()
+    }
+
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        for e in &self.invalid {
+            let _ = writeln!(
+                s,
+                "invalid spec (kept out; nothing is removed meanwhile): {e}"
+            );
+        }
+        for c in &self.conflicts {
+            let _ = writeln!(s, "conflict: {}: {}", c.name, c.msg);
+        }
+        let mut n = 0;
+        let mut line = |s: &mut String, what: String| {
+            n += 1;
+            let _ = writeln!(s, "{n:>3}. {what}");
+        };
+        for (nqn, c) in &self.disconnect {
+            line(&mut s, format!("disconnect host controller {c} from {nqn}"));
+        }
+        for o in &self.nvmet_down {
+            line(&mut s, format!("nvmet: {o}"));
+        }
+        for o in &self.lio_down {
+            line(&mut s, format!("lio: {o}"));
+        }
+        for o in &self.zvols {
+            line(&mut s, format!("zfs: {o}"));
+        }
+        for o in &self.lio_up {
+            line(&mut s, format!("lio: {o}"));
+        }
+        for o in &self.nvmet_up {
+            line(&mut s, format!("nvmet: {o}"));
+        }
+        for q in &self.revalidate {
+            line(&mut s, format!("nvmet: revalidate the size of {q}"));
+        }
+        for v in &self.connect {
+            line(&mut s, format!("connect the host to {v} over loop"));
+        }
+        if n == 0 {
+            s.push_str("nothing to do\n");
+        }
+        s
+    }
+}
+
+fn is_teardown_nvmet(o: &nvmet::Op) -> bool {
+    use nvmet::Op::*;
+    matches!(
+        o,
+        UnlinkPort { .. }
+            | RemovePort { .. }
+            | DisallowHost { .. }
+            | RemoveNamespace { .. }
+            | RemoveSubsystem { .. }
+            | RemoveHost { .. }
+    )
+}
+
+/// Keeps what is exported for a volume in conflict exactly as it is.
+fn keep_observed(name: &str, have_n: &Nvmet, have_l: &Lio, n: &mut Nvmet, l: &mut Lio) {
+    let nqn = ids::subsystem_nqn(name);
+    if let Some(s) = have_n.subsystems.get(&nqn) {
+        for h in &s.allowed_hosts {
+            if let Some(x) = have_n.hosts.get(h) {
+                n.hosts.insert(h.clone(), x.clone());
+            }
+        }
+        n.subsystems.insert(nqn.clone(), s.clone());
+        for (id, p) in &have_n.ports {
+            if p.subsystems.contains(&nqn) {
+                n.ports
+                    .entry(*id)
+                    .or_insert_with(|| nvmet::Port {
+                        subsystems: Default::default(),
+                        ..p.clone()
+                    })
+                    .subsystems
+                    .insert(nqn.clone());
+            }
+        }
+    }
+    if let Some(b) = have_l.backstores.get(name) {
+        l.backstores.insert(name.into(), b.clone());
+        for (w, t) in &have_l.vhost {
+            if t.lun0 == name {
+                l.vhost.insert(w.clone(), t.clone());
+            }
+        }
+    }
+}
+
+/// Plans a pass. With `persist`, identities for new volumes and VMs are made and stored now (a
+/// dry run makes throwaway ones instead).
+pub fn plan(env: &Env, spool: Spool, have: &Observed, persist: bool) -> Result<Plan> {
+    let store = env.store();
+    let (zops, conflicts) = plan::zvol_diff(&spool.volumes, &have.zvols, &env.cfg.pool);
+    let conflicted: Vec<&str> = conflicts.iter().map(|c| c.name.as_str()).collect();
+    let mut wanted = Vec::new();
+    for (name, v) in &spool.volumes {
+        if conflicted.contains(&name.as_str()) {
+            continue;
+        }
+        let vids = match store.volume(name)? {
+            Some(x) => x,
+            None if persist => store.volume_or_new(name)?,
+            None => ids::new_volume_ids(),
+        };
+        let host = match store.host(&v.vm)? {
+            Some(x) => x,
+            None if persist => store.host_or_new(&v.vm)?,
+            None => ids::new_host_ids(&v.vm),
+        };
+        wanted.push(Wanted {
+            vol: v.clone(),
+            ids: vids,
+            host,
+        });
+    }
+    let (mut want_n, mut want_l) =
+        plan::targets(&wanted, &env.cfg.pool, &env.cfg).map_err(Error::Refused)?;
+    for c in &conflicts {
+        keep_observed(&c.name, &have.nvmet, &have.lio, &mut want_n, &mut want_l);
+    }
+    let additive_only = !spool.invalid.is_empty();
+    let mut nops = nvmet::diff(&want_n, &have.nvmet);
+    let mut lops = lio::diff(&want_l, &have.lio);
+    let mut zops = zops;
+    if additive_only {
+        nops.retain(|o| !is_teardown_nvmet(o));
+        lops.retain(|o| {
+            !matches!(
+                o,
+                lio::Op::RemoveVhost { .. } | lio::Op::RemoveBackstore { .. }
+            )
+        });
+        zops.retain(|o| !matches!(o, ZOp::Destroy { .. }));
+    }
+    let (nvmet_down, nvmet_up): (Vec<_>, Vec<_>) = nops.into_iter().partition(is_teardown_nvmet);
+    let (lio_down, lio_up): (Vec<_>, Vec<_>) = lops.into_iter().partition(|o| {
+        matches!(
+            o,
+            lio::Op::RemoveVhost { .. } | lio::Op::RemoveBackstore { .. }
+        )
+    });
+
+    // Loop connections: drop those whose subsystem goes away or is rebuilt, make missing ones.
+    let rebuilt = |nqn: &str| {
+        nvmet_down
+            .iter()
+            .any(|o| matches!(o, nvmet::Op::RemoveSubsystem { nqn: n } if n == nqn))
+    };
+    let loop_wanted = |nqn: &str| {
+        wanted.iter().any(|w| {
+            w.vol.transport == Transport::NvmeLoop && ids::subsystem_nqn(&w.vol.name) == nqn
+        })
+    };
+    let mut disconnect = Vec::new();
+    for (nqn, ctrls) in &have.loops {
+        let drop_all = (!loop_wanted(nqn) && !additive_only) || rebuilt(nqn);
+        for (i, c) in ctrls.iter().enumerate() {
+            // One connection per volume; extra ones (a crash between connect and record) go.
+            if drop_all || i > 0 || c.state == "dead" {
+                disconnect.push((nqn.clone(), c.name.clone()));
+            }
+        }
+    }
+    let connect: Vec<String> = wanted
+        .iter()
+        .filter(|w| w.vol.transport == Transport::NvmeLoop)
+        .filter(|w| {
+            let nqn = ids::subsystem_nqn(&w.vol.name);
+            let live = have
+                .loops
+                .get(&nqn)
+                .is_some_and(|c| c.first().is_some_and(|c| c.state != "dead"));
+            !live || rebuilt(&nqn)
+        })
+        .map(|w| w.vol.name.clone())
+        .collect();
+    let revalidate = zops
+        .iter()
+        .filter_map(|o| match o {
+            ZOp::Grow { name, .. }
+                if spool
+                    .volumes
+                    .get(name)
+                    .is_some_and(|v| v.transport.is_nvmet()) =>
+            {
+                Some(ids::subsystem_nqn(name))
+            }
+            _ => None,
+        })
+        .collect();
+    Ok(Plan {
+        disconnect,
+        nvmet_down,
+        lio_down,
+        zvols: zops,
+        lio_up,
+        nvmet_up,
+        revalidate,
+        connect,
+        conflicts,
+        invalid: spool.invalid,
+        additive_only,
+        wanted,
+    })
+}
+
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Report {
+    /// (step, whether it changed anything)
+    pub steps: Vec<(String, bool)>,
+}
+
+impl Report {
+    fn step(&mut self, what: String, changed: bool) {
+        log(format!(
+            "{what}: {}",
+            if changed { "done" } else { "already so" }
+        ));
+        self.steps.push((what, changed));
+    }
+    pub fn changed(&self) -> usize {
+        self.steps.iter().filter(|s| s.1).count()
+    }
+}
+
+/// Builds the zvol under its staging name (create or receive, then the initial content, then the
+/// ready marker) and renames it into place, so a final name always means a complete volume.
+fn fill(env: &Env, v: &Volume, ds: &str) -> Result<()> {
+    let stage = zvol::staging(ds);
+    match &v.source {
+        Some(src) if src.format == Format::ZfsStream => {
+            zvol::ensure_parent(&env.cfg.pool, v.encrypted)?;
+            log(format!("receiving {} into {stage}", src.path.display()));
+            zvol::receive(src, &stage)?;
+            zvol::set_props(&stage, v)?;
+            // A stream carries its own size: grow to the spec's when it asks for more.
+            let now = zvol::list(&env.cfg.pool)?
+                .into_iter()
+                .find(|z| z.dataset == stage)
+                .map(|z| z.volsize);
+            if now.is_some_and(|n| n < v.size) {
+                zvol::resize(&stage, v.size)?;
+            }
+        }
+        src => {
+            zvol::create(&env.cfg.pool, v, &stage)?;
+            if let Some(src) = src {
+                let dev = zvol::wait_dev(&env.roots, &stage, Duration::from_secs(60))?;
+                log(format!("importing {} onto {stage}", src.path.display()));
+                zvol::import_image(src, &dev, v.size)?;
+            }
+        }
+    }
+    zvol::mark_ready(&stage)?;
+    zvol::rename(&stage, ds)
+}
+
+pub fn apply(env: &Env, p: &Plan, spool: &BTreeMap<String, Volume>) -> Result<Report> {
+    let mut r = Report::default();
+    for (nqn, c) in &p.disconnect {
+        hostside::disconnect(&env.roots, c)?;
+        r.step(format!("disconnect {c} from {nqn}"), true);
+    }
+    let nt = env.nvmet_tree();
+    let lt = env.lio_tree();
+    let need_nvmet = !p.nvmet_down.is_empty() || !p.nvmet_up.is_empty();
+    if need_nvmet && !nt.available() {
+        return Err(Error::Unsupported(format!(
+            "nvmet ({} is missing: is the nvmet module loaded?)",
+            nt.root.join("subsystems").display()
+        )));
+    }
+    if (!p.lio_down.is_empty() || !p.lio_up.is_empty()) && !lt.available() {
+        return Err(Error::Unsupported(format!(
+            "LIO ({} is missing: is target_core_mod loaded?)",
+            lt.target.join("core").display()
+        )));
+    }
+    for (s, c) in nvmet::apply(env.fs, &nt, &p.nvmet_down)? {
+        r.step(format!("nvmet: {s}"), c);
+    }
+    for (s, c) in lio::apply(env.fs, &lt, &p.lio_down)? {
+        r.step(format!("lio: {s}"), c);
+    }
+    let store = env.store();
+    for z in &p.zvols {
+        match z {
+            ZOp::Destroy { name, dataset } => {
+                zvol::destroy(dataset)?;
+                store.forget_volume(name)?;
+            }
+            ZOp::Discard { dataset } => zvol::destroy(dataset)?,
+            ZOp::Recreate { name, dataset } => {
+                zvol::destroy(dataset)?;
+                fill(env, &spool[name], dataset)?;
+            }
+            ZOp::Create { name } => {
+                let v = &spool[name];
+                fill(env, v, &zvol::dataset(&env.cfg.pool, v))?;
+            }
+            ZOp::Grow { dataset, to, .. } => zvol::resize(dataset, *to)?,
+        }
+        r.step(format!("zfs: {z}"), true);
+    }
+    // The exports name the zvols' device links, which udev makes asynchronously.
+    for w in &p.wanted {
+        zvol::wait_dev(
+            &env.roots,
+            &zvol::dataset(&env.cfg.pool, &w.vol),
+            Duration::from_secs(60),
+        )?;
+    }
+    for (s, c) in lio::apply(env.fs, &lt, &p.lio_up)? {
+        r.step(format!("lio: {s}"), c);
+    }
+    for (s, c) in nvmet::apply(env.fs, &nt, &p.nvmet_up)? {
+        r.step(format!("nvmet: {s}"), c);
+    }
+    for nqn in &p.revalidate {
+        let f = nt
+            .root
+            .join("subsystems")
+            .join(nqn)
+            .join("namespaces/1/revalidate_size");
+        env.fs.write(&f, "1").map_err(|source| Error::Io {
+            op: "write",
+            path: f.clone(),
+            source,
+        })?;
+        r.step(format!("nvmet: revalidate the size of {nqn}"), true);
+    }
+    for name in &p.connect {
+        let w = p
+            .wanted
+            .iter()
+            .find(|w| &w.vol.name == name)
+            .ok_or_else(|| Error::NoVolume(name.clone()))?;
+        let c = hostside::connect_loop(
+            &env.roots,
+            &ids::subsystem_nqn(name),
+            &w.host.nqn,
+            &ids::host_id(&w.vol.vm),
+            &w.host.key,
+            &w.host.ctrl_key,
+        )?;
+        r.step(format!("connect {c} to {name} over loop"), true);
+    }
+    Ok(r)
+}
+
+/// Serialises passes between the daemon and the CLI.
+pub fn lock(roots: &Roots) -> Result<nix::fcntl::Flock<std::fs::File>> {
+    let p = roots.run.join("volumes.lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&p)
+        .map_err(|source| Error::Io {
+            op: "open",
+            path: p.clone(),
+            source,
+        })?;
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| Error::Io {
+        op: "lock",
+        path: p,
+        source: e.into(),
+    })
+}
+
+/// Observe, plan, apply. The caller holds the lock.
+pub fn pass(env: &Env, dry_run: bool) -> Result<(Plan, Report)> {
+    let spool = read_spool(&env.cfg.spool)?;
+    let vols = spool.volumes.clone();
+    let have = env.observe()?;
+    let p = plan(env, spool, &have, !dry_run)?;
+    for e in &p.invalid {
+        log(format!(
+            "invalid spec, nothing is removed until it is fixed: {e}"
+        ));
+    }
+    for c in &p.conflicts {
+        log(format!("{}: left as it is: {}", c.name, c.msg));
+    }
+    if dry_run || p.steps() == 0 {
+        return Ok((p, Report::default()));
+    }
+    let r = apply(env, &p, &vols)?;
+    Ok((p, r))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ktarget::cfs::fake::FaultyFs;
+
+    fn env<'a>(d: &Path, fs: &'a FaultyFs) -> Env<'a> {
+        let cfg = Config {
+            spool: d.join("spool"),
+            state: d.join("state"),
+            ..Config::default()
+        };
+        std::fs::create_dir_all(&cfg.spool).unwrap();
+        Env {
+            roots: Roots::under(d),
+            cfg,
+            fs,
+        }
+    }
+
+    fn spec(e: &Env, name: &str, t: &str) {
+        std::fs::write(
+            e.cfg.spool.join(format!("{name}.toml")),
+            format!("name=\"{name}\"\nsize=\"1G\"\nvm=\"vm1\"\ntransport=\"{t}\"\n"),
+        )
+        .unwrap();
+    }
+
+    fn zv(name: &str) -> Zvol {
+        Zvol {
+            dataset: format!("persist/vault/volumes/{name}"),
+            volume: name.into(),
+            vm: "vm1".into(),
+            volsize: 1 << 30,
+            volblocksize: 16384,
+            refreservation: 0,
+            used: 0,
+            ready: true,
+            staging: false,
+        }
+    }
+
+    #[test]
+    fn a_new_volume_gets_a_zvol_then_exports_and_its_ids_are_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let fs = FaultyFs::default();
+        let e = env(d.path(), &fs);
+        spec(&e, "a", "nvme-loop");
+        let p = plan(
+            &e,
+            read_spool(&e.cfg.spool).unwrap(),
+            &Observed::default(),
+            true,
+        )
+        .unwrap();
+        assert_eq!(p.zvols, [ZOp::Create { name: "a".into() }]);
+        assert!(p.nvmet_down.is_empty() && !p.nvmet_up.is_empty());
+        assert_eq!(p.connect, ["a"]);
+        let r = p.render();
+        assert!(
+            r.contains("zfs: create zvol for a") && r.contains("over loop"),
+            "{r}"
+        );
+        let ids = e.store().volume("a").unwrap().unwrap();
+        let p2 = plan(
+            &e,
+            read_spool(&e.cfg.spool).unwrap(),
+            &Observed::default(),
+            true,
+        )
+        .unwrap();
+        assert_eq!(p2.wanted[0].ids, ids, "identities persist across passes");
+    }
+
+    #[test]
+    fn a_dry_run_stores_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let fs = FaultyFs::default();
+        let e = env(d.path(), &fs);
+        spec(&e, "a", "nvme-tcp");
+        plan(
+            &e,
+            read_spool(&e.cfg.spool).unwrap(),
+            &Observed::default(),
+            false,
+        )
+        .unwrap();
+        assert!(e.store().volume("a").unwrap().is_none());
+        assert!(e.store().host("vm1").unwrap().is_none());
+    }
+
+    #[test]
+    fn an_invalid_spec_removes_nothing_and_a_deleted_one_is_torn_down() {
+        let d = tempfile::tempdir().unwrap();
+        let fs = FaultyFs::default();
+        let e = env(d.path(), &fs);
+        spec(&e, "a", "nvme-tcp");
+        spec(&e, "b", "nvme-tcp");
+        // What a previous pass made for both.
+        let p = plan(
+            &e,
+            read_spool(&e.cfg.spool).unwrap(),
+            &Observed::default(),
+            true,
+        )
+        .unwrap();
+        let (n, _) = plan::targets(&p.wanted, "persist", &e.cfg).unwrap();
+        let have = Observed {
+            zvols: vec![zv("a"), zv("b")],
+            nvmet: n,
+            ..Observed::default()
+        };
+        assert_eq!(
+            plan(&e, read_spool(&e.cfg.spool).unwrap(), &have, true)
+                .unwrap()
+                .steps(),
+            0
+        );
+        // b's file gets a typo: b stays as it is, nothing is torn down.
+        std::fs::write(e.cfg.spool.join("b.toml"), "name=\"b\"\nsize=\"1Q\"\n").unwrap();
+        let p = plan(&e, read_spool(&e.cfg.spool).unwrap(), &have, true).unwrap();
+        assert!(p.additive_only);
+        assert_eq!(p.steps(), 0, "{}", p.render());
+        assert!(p.render().contains("b.toml"), "{}", p.render());
+        // b's file is removed: b's exports go first, then its zvol.
+        std::fs::remove_file(e.cfg.spool.join("b.toml")).unwrap();
+        let p = plan(&e, read_spool(&e.cfg.spool).unwrap(), &have, true).unwrap();
+        assert!(!p.nvmet_down.is_empty());
+        assert!(p.nvmet_up.is_empty());
+        assert_eq!(
+            p.zvols,
+            [ZOp::Destroy {
+                name: "b".into(),
+                dataset: "persist/vault/volumes/b".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn a_volume_in_conflict_keeps_its_exports() {
+        let d = tempfile::tempdir().unwrap();
+        let fs = FaultyFs::default();
+        let e = env(d.path(), &fs);
+        spec(&e, "a", "nvme-tcp");
+        let p = plan(
+            &e,
+            read_spool(&e.cfg.spool).unwrap(),
+            &Observed::default(),
+            true,
+        )
+        .unwrap();
+        let (n, _) = plan::targets(&p.wanted, "persist", &e.cfg).unwrap();
+        let mut z = zv("a");
+        z.volsize = 2 << 30; // the spec asks for less than the zvol has
+        let have = Observed {
+            zvols: vec![z],
+            nvmet: n,
+            ..Observed::default()
+        };
+        let p = plan(&e, read_spool(&e.cfg.spool).unwrap(), &have, true).unwrap();
+        assert_eq!(p.conflicts.len(), 1);
+        assert_eq!(p.steps(), 0, "{}", p.render());
+    }
+
+    #[test]
+    fn duplicate_and_misnamed_spool_files_are_reported_not_applied() {
+        let d = tempfile::tempdir().unwrap();
+        let fs = FaultyFs::default();
+        let e = env(d.path(), &fs);
+        spec(&e, "a", "nvme-tcp");
+        std::fs::write(
+            e.cfg.spool.join("a.json"),
+            r#"{"name":"a","size":"1G","vm":"v","transport":"nvme-tcp"}"#,
+        )
+        .unwrap();
+        std::fs::write(e.cfg.spool.join("a.toml~"), "junk").unwrap();
+        let s = read_spool(&e.cfg.spool).unwrap();
+        assert_eq!(s.volumes.len(), 1);
+        assert_eq!(s.invalid.len(), 1);
+        assert!(s.invalid[0].msg.contains("another file"));
+    }
+}

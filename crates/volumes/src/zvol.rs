@@ -1,0 +1,340 @@
+//! The zvols behind volumes: zfs and qemu-img by absolute path, and a pure parser of `zfs list`.
+//! Ours carry the user property `org.lfedge.eve:volume`; others are never touched.
+
+use crate::error::{Error, Result};
+use crate::roots::Roots;
+use crate::spec::{Format, Source, Volume};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use storage::zfs::{self, CmdError, ZFS};
+
+pub const QEMU_IMG: &str = "/usr/bin/qemu-img";
+pub const PROP_VOLUME: &str = "org.lfedge.eve:volume";
+pub const PROP_VM: &str = "org.lfedge.eve:vm";
+/// `ready` once the initial content is in; a zvol without it is an interrupted creation.
+pub const PROP_CONTENT: &str = "org.lfedge.eve:content";
+/// A zvol is built under `<name>:new` and renamed into place when complete. `zfs create` sets
+/// user properties after creating the dataset (not atomically), so a power cut can leave an
+/// untagged zvol; under the staging name it is still recognisably ours, and is discarded.
+pub const STAGING_SUFFIX: &str = ":new";
+
+pub fn staging(ds: &str) -> String {
+    format!("{ds}{STAGING_SUFFIX}")
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Zvol {
+    pub dataset: String,
+    pub volume: String,
+    pub vm: String,
+    pub volsize: u64,
+    pub volblocksize: u64,
+    pub refreservation: u64,
+    /// Bytes the zvol uses in the pool (thin volumes use only what was written).
+    pub used: u64,
+    pub ready: bool,
+    /// An interrupted creation under the staging name.
+    pub staging: bool,
+}
+
+const LIST_PROPS: &str =
+    "name,volsize,volblocksize,refreservation,used,org.lfedge.eve:volume,org.lfedge.eve:vm,org.lfedge.eve:content";
+
+/// `zfs list -H -p -t volume -o LIST_PROPS`: our zvols (tagged) and staging zvols under our
+/// parents in `pool` (tagged or not).
+pub fn parse_list(out: &str, pool: &str) -> Result<Vec<Zvol>, String> {
+    let parents = [parent(pool, true), parent(pool, false)];
+    let mut v = Vec::new();
+    for l in out.lines().filter(|l| !l.trim().is_empty()) {
+        let f: Vec<&str> = l.split('\t').collect();
+        if f.len() != 8 {
+            return Err(format!("expected 8 fields, got {}: `{l}`", f.len()));
+        }
+        let staged = f[0]
+            .rsplit_once('/')
+            .filter(|(p, c)| parents.iter().any(|x| x == p) && c.ends_with(STAGING_SUFFIX))
+            .map(|(_, c)| c.trim_end_matches(STAGING_SUFFIX).to_string());
+        let tagged = !(f[5] == "-" || f[5].is_empty());
+        if !tagged && staged.is_none() {
+            continue;
+        }
+        let n = |i: usize| {
+            f[i].parse::<u64>()
+                .map_err(|_| format!("field {} is not a number: `{l}`", i + 1))
+        };
+        v.push(Zvol {
+            dataset: f[0].into(),
+            volume: staged.clone().unwrap_or_else(|| f[5].into()),
+            vm: f[6].into(),
+            volsize: n(1)?,
+            volblocksize: n(2)?,
+            refreservation: n(3)?,
+            used: n(4)?,
+            ready: f[7] == "ready",
+            staging: staged.is_some(),
+        });
+    }
+    Ok(v)
+}
+
+pub fn list(pool: &str) -> Result<Vec<Zvol>> {
+    let args: Vec<String> = [
+        "list", "-H", "-p", "-t", "volume", "-r", "-o", LIST_PROPS, pool,
+    ]
+    .map(String::from)
+    .into();
+    let out = zfs::run(ZFS, &args, None)?;
+    parse_list(&out, pool).map_err(|msg| {
+        Error::Cmd(CmdError::Output {
+            argv: format!("{ZFS} {}", args.join(" ")),
+            msg,
+        })
+    })
+}
+
+pub fn parent(pool: &str, encrypted: bool) -> String {
+    if encrypted {
+        format!("{pool}/vault/volumes")
+    } else {
+        format!("{pool}/clear/volumes")
+    }
+}
+
+pub fn dataset(pool: &str, v: &Volume) -> String {
+    format!("{}/{}", parent(pool, v.encrypted), v.name)
+}
+
+fn zfs_args(a: &[&str]) -> Vec<String> {
+    a.iter().map(|s| s.to_string()).collect()
+}
+
+fn exists(ds: &str) -> bool {
+    zfs::run(ZFS, &zfs_args(&["list", "-H", "-o", "name", ds]), None).is_ok()
+}
+
+/// The parent dataset chain, unmounted; the vault's volumes dataset comes from the storage policy.
+pub fn ensure_parent(pool: &str, encrypted: bool) -> Result<()> {
+    let p = parent(pool, encrypted);
+    if exists(&p) {
+        return Ok(());
+    }
+    if encrypted {
+        // Created under the vault so it inherits its key; never a clear fallback.
+        if !exists(&format!("{pool}/vault")) {
+            return Err(Error::Refused(format!(
+                "{pool}/vault does not exist (is the vault unlocked?); encrypted volumes need it"
+            )));
+        }
+    } else if !exists(&format!("{pool}/clear")) {
+        zfs::run(
+            ZFS,
+            &zfs_args(&["create", "-o", "mountpoint=none", &format!("{pool}/clear")]),
+            None,
+        )?;
+    }
+    zfs::run(
+        ZFS,
+        &zfs_args(&["create", "-o", "mountpoint=none", &p]),
+        None,
+    )?;
+    Ok(())
+}
+
+fn create_props(v: &Volume) -> Vec<String> {
+    let mut a = vec![
+        format!("volblocksize={}", v.volblocksize),
+        "compression=zstd".into(),
+        // The zvol is a whole disk for a guest: no partition scanning on the host.
+        "volmode=dev".into(),
+        "logbias=throughput".into(),
+        format!("{PROP_VOLUME}={}", v.name),
+        format!("{PROP_VM}={}", v.vm),
+    ];
+    if v.thin {
+        a.push("refreservation=none".into());
+    }
+    a
+}
+
+/// Creates the zvol `ds` (sparse when thin). The content marker is set by [`mark_ready`].
+pub fn create(pool: &str, v: &Volume, ds: &str) -> Result<()> {
+    ensure_parent(pool, v.encrypted)?;
+    let mut args = vec!["create".to_string()];
+    if v.thin {
+        args.push("-s".into());
+    }
+    args.extend(["-V".into(), v.size.to_string()]);
+    for p in create_props(v) {
+        args.extend(["-o".into(), p]);
+    }
+    args.push(ds.into());
+    zfs::run(ZFS, &args, None)?;
+    Ok(())
+}
+
+pub fn rename(from: &str, to: &str) -> Result<()> {
+    zfs::run(ZFS, &zfs_args(&["rename", from, to]), None)?;
+    Ok(())
+}
+
+pub fn mark_ready(ds: &str) -> Result<()> {
+    zfs::run(
+        ZFS,
+        &zfs_args(&["set", &format!("{PROP_CONTENT}=ready"), ds]),
+        None,
+    )?;
+    Ok(())
+}
+
+pub fn resize(ds: &str, size: u64) -> Result<()> {
+    zfs::run(
+        ZFS,
+        &zfs_args(&["set", &format!("volsize={size}"), ds]),
+        None,
+    )?;
+    Ok(())
+}
+
+pub fn destroy(ds: &str) -> Result<()> {
+    zfs::run(ZFS, &zfs_args(&["destroy", "-r", ds]), None)?;
+    Ok(())
+}
+
+pub fn dev_path(roots: &Roots, ds: &str) -> PathBuf {
+    roots.dev.join("zvol").join(ds)
+}
+
+/// The path nvmet and LIO are given: the udev link as the box sees it (`/dev/zvol/...`).
+pub fn export_path(ds: &str) -> String {
+    format!("/dev/zvol/{ds}")
+}
+
+/// udev makes the link shortly after `zfs create`.
+pub fn wait_dev(roots: &Roots, ds: &str, timeout: Duration) -> Result<PathBuf> {
+    let p = dev_path(roots, ds);
+    let t0 = Instant::now();
+    while !p.exists() {
+        if t0.elapsed() > timeout {
+            return Err(Error::DeviceTimeout {
+                dev: p,
+                secs: timeout.as_secs(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(p)
+}
+
+/// `qemu-img info --output=json`'s virtual size.
+pub fn parse_virtual_size(json: &str) -> Result<u64, String> {
+    let v: serde_json::Value = serde_json::from_str(json).map_err(|e| e.to_string())?;
+    v["virtual-size"]
+        .as_u64()
+        .ok_or_else(|| "no virtual-size".to_string())
+}
+
+pub fn image_size(src: &Source) -> Result<u64> {
+    let fmt = src.format.qemu_name().unwrap_or("raw");
+    let path = src.path.to_string_lossy().into_owned();
+    let out = zfs::run(
+        QEMU_IMG,
+        &zfs_args(&["info", "--output=json", "-f", fmt, &path]),
+        None,
+    )
+    .map_err(|e| Error::Import {
+        path: src.path.clone(),
+        msg: format!("not a readable {fmt} image: {e}"),
+    })?;
+    parse_virtual_size(&out).map_err(|msg| Error::Import {
+        path: src.path.clone(),
+        msg,
+    })
+}
+
+/// Writes an image onto a freshly created (all-zero) zvol, skipping zero regions.
+pub fn import_image(src: &Source, dev: &Path, volsize: u64) -> Result<()> {
+    let fmt = src.format.qemu_name().unwrap_or("raw");
+    let size = image_size(src)?;
+    if size > volsize {
+        return Err(Error::Import {
+            path: src.path.clone(),
+            msg: format!("the image's virtual size {size} is larger than the volume ({volsize})"),
+        });
+    }
+    Ok(zfs::run_progress(
+        QEMU_IMG,
+        &[
+            "convert".into(),
+            "-p".into(),
+            "-n".into(),
+            "--target-is-zero".into(),
+            "-f".into(),
+            fmt.into(),
+            "-O".into(),
+            "raw".into(),
+            src.path.to_string_lossy().into_owned(),
+            dev.to_string_lossy().into_owned(),
+        ],
+        None,
+    )?)
+}
+
+/// Receives a `zfs send` stream of a volume as the dataset `ds`.
+pub fn receive(src: &Source, ds: &str) -> Result<()> {
+    debug_assert_eq!(src.format, Format::ZfsStream);
+    let f = std::fs::File::open(&src.path).map_err(|source| Error::Io {
+        op: "open",
+        path: src.path.clone(),
+        source,
+    })?;
+    Ok(zfs::run_progress(
+        ZFS,
+        &zfs_args(&["receive", "-u", ds]),
+        Some(f),
+    )?)
+}
+
+/// After a receive: the properties a created zvol would have had.
+pub fn set_props(ds: &str, v: &Volume) -> Result<()> {
+    let mut args = vec!["set".to_string()];
+    args.extend(
+        create_props(v)
+            .into_iter()
+            .filter(|p| !p.starts_with("volblocksize=")),
+    );
+    args.push(ds.into());
+    zfs::run(ZFS, &args, None)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_only_our_zvols() {
+        let out = "persist/vault/volumes/a\t1073741824\t16384\t0\t12288\ta\tvm1\tready\n\
+                   persist/other\t1048576\t8192\t1081344\t1081344\t-\t-\t-\n\
+                   persist/clear/volumes/b\t2147483648\t16384\t2181038080\t2181038080\tb\tvm2\t-\n\
+                   persist/vault/volumes/c:new\t1048576\t16384\t0\t0\t-\t-\t-\n\
+                   persist/elsewhere/d:new\t1048576\t16384\t0\t0\t-\t-\t-\n";
+        let v = parse_list(out, "persist").unwrap();
+        assert_eq!(v.len(), 3);
+        assert_eq!(v[0].volume, "a");
+        assert!(v[0].ready && !v[1].ready);
+        assert_eq!(v[1].refreservation, 2181038080);
+        assert!(
+            v[2].staging && v[2].volume == "c",
+            "an untagged staging zvol is ours"
+        );
+        assert!(parse_list("a\tb\n", "persist").is_err());
+        assert!(parse_list("x\tnan\t1\t1\t1\tv\tvm\t-\n", "persist").is_err());
+    }
+
+    #[test]
+    fn reads_qemu_img_virtual_size() {
+        let j = r#"{ "virtual-size": 67108864, "filename": "a.qcow2", "format": "qcow2" }"#;
+        assert_eq!(parse_virtual_size(j).unwrap(), 64 << 20);
+        assert!(parse_virtual_size("{}").is_err());
+    }
+}

@@ -1,0 +1,585 @@
+//! VM tests for guest volumes with the real kernel nvmet, LIO and ZFS: zvols exported over
+//! NVMe/TCP (to a network namespace playing the VM, with its host NQN and DH-HMAC-CHAP secrets),
+//! NVMe loop and vhost-scsi (checked through tcm_loop on the same backstore); data verified by fio
+//! before and after a reboot; crashes and power cuts mid-apply converge.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic with context on failure
+
+use eve_vmtest::{image_path, test_dir, DiskKind, DiskSpec, Machine, MachineSpec};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+const IP: &str = "/usr/bin/ip"; // busybox sh prefers its own `ip` applet, which has no netns
+const HOST_ADDR: &str = "10.77.0.1";
+const NQN: &str = "nqn.2026-11.org.lfedge.eve";
+
+fn machine(name: &str, disk_mib: u64) -> Machine {
+    let dir = test_dir(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut spec = MachineSpec::new(name, &image_path());
+    spec.disks = vec![DiskSpec::blank(DiskKind::Nvme, disk_mib, "VOLS1")];
+    Machine::create(spec, &dir.join("vm")).unwrap()
+}
+
+fn wait_for(m: &mut Machine, what: &str, secs: u64, mut f: impl FnMut(&mut Machine) -> bool) {
+    let t0 = Instant::now();
+    while !f(m) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(secs),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// A network namespace with a veth to the host: the VM's side of a host-only link.
+fn guest_net(m: &mut Machine) {
+    m.ok(&format!(
+        "{IP} netns add guest && {IP} link add veth0 type veth peer name veth1 && \
+         {IP} link set veth1 netns guest && {IP} addr add {HOST_ADDR}/24 dev veth0 && \
+         {IP} link set veth0 up && {IP} -n guest addr add 10.77.0.2/24 dev veth1 && \
+         {IP} -n guest link set veth1 up && {IP} -n guest link set lo up"
+    ))
+    .unwrap();
+}
+
+fn show(m: &mut Machine, name: &str) -> Value {
+    serde_json::from_str(
+        &m.ok(&format!("storagectl volume show {name} --json"))
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+fn secrets(m: &mut Machine, vm: &str) -> (String, String) {
+    let b = m
+        .read_file(&format!("/persist/config/volumes/state/hosts/{vm}.json"))
+        .unwrap();
+    let v: Value = serde_json::from_slice(&b).unwrap();
+    (
+        v["key"].as_str().unwrap().into(),
+        v["ctrl_key"].as_str().unwrap().into(),
+    )
+}
+
+/// `nvme connect` from the guest namespace as `host` (NQN and ID) with `secrets`.
+fn connect(m: &mut Machine, nqn: &str, host: (&str, &str), secrets: &(String, String)) -> i32 {
+    m.sh(&format!(
+        "{IP} netns exec guest nvme connect -t tcp -a {HOST_ADDR} -s 4420 -l 2 -n {nqn} -q {} -I {} \
+         --dhchap-secret={} --dhchap-ctrl-secret={}",
+        host.0, host.1, secrets.0, secrets.1
+    ))
+    .unwrap()
+    .status
+}
+
+/// The block device of a subsystem's namespace on this host, once it shows up.
+fn dev_of(m: &mut Machine, nqn: &str) -> String {
+    let cmd = format!(
+        "for s in /sys/class/nvme-subsystem/*; do [ \"$(cat $s/subsysnqn 2>/dev/null)\" = {nqn} ] && \
+         ls $s | grep -E '^nvme[0-9]+n[0-9]+$' | head -1; done; true"
+    );
+    let mut dev = String::new();
+    wait_for(m, &format!("the namespace of {nqn}"), 60, |m| {
+        dev = m.ok(&cmd).unwrap().trim().to_string();
+        !dev.is_empty()
+    });
+    format!("/dev/{dev}")
+}
+
+fn fio(m: &mut Machine, dev: &str, verify_only: bool) {
+    let out = m
+        .ok(&format!(
+            "fio --name=v --filename={dev} --rw=randwrite --bs=4k --size=16M --direct=1 \
+             --ioengine=psync --verify=crc32c --do_verify=1 --verify_fatal=1 --randrepeat=1 {} \
+             2>&1",
+            if verify_only { "--verify_only" } else { "" }
+        ))
+        .unwrap();
+    assert!(out.contains("err= 0"), "fio on {dev}: {out}");
+    assert!(!out.contains("verify: bad"), "fio on {dev}: {out}");
+}
+
+fn nvme_ctrls(m: &mut Machine) -> usize {
+    m.ok("ls /sys/class/nvme | wc -l")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// The host's own view of whether every spec is applied.
+fn converged(m: &mut Machine) -> bool {
+    m.sh("storagectl volume reconcile --dry-run")
+        .map(|o| o.status == 0 && o.stdout.trim() == "nothing to do")
+        .unwrap_or(false)
+}
+
+#[test]
+fn thin_thick_and_encrypted_volumes_carry_verified_data_over_nvmet_across_a_reboot() {
+    let mut m = machine("volumes-nvmet", 4096);
+    m.boot().unwrap();
+    guest_net(&mut m);
+    // NVMe/TCP on the host-only link instead of loopback.
+    m.write_file(
+        "/persist/config/volumes.toml",
+        format!("[nvme_tcp]\naddress = \"{HOST_ADDR}\"\n").as_bytes(),
+        0o644,
+    )
+    .unwrap();
+
+    // Invalid specs are refused whole, naming the field, and leave nothing behind.
+    for (args, field) in [
+        ("../x --size 1G --vm vm1 --transport nvme-tcp", "name"),
+        ("x --size 10% --vm vm1 --transport nvme-tcp", "size"),
+        (
+            "x --size 1G --vm vm1 --transport nvme-tcp --volblocksize 3k",
+            "volblocksize",
+        ),
+    ] {
+        let o = m.sh(&format!("storagectl volume create {args}")).unwrap();
+        assert_eq!(o.status, 1, "{args}: {o:?}");
+        assert!(
+            o.stderr.contains(&format!("command line: {field}:")),
+            "{o:?}"
+        );
+    }
+    let o = m
+        .sh("storagectl volume create x --size 1G --vm vm1 --transport vhost-nvme")
+        .unwrap();
+    assert!(o.stderr.contains("not supported by this kernel"), "{o:?}");
+    assert_eq!(
+        m.ok("ls /persist/config/volumes/specs | wc -l")
+            .unwrap()
+            .trim(),
+        "0"
+    );
+
+    // Space: a thick volume that would eat into the pool's free-space floor is refused.
+    let o = m
+        .sh("storagectl volume create huge --size 20G --vm vm1 --transport nvme-tcp --thick")
+        .unwrap();
+    assert!(o.status == 1 && o.stderr.contains("floor"), "{o:?}");
+    m.ok("storagectl volume create thin --size 256M --vm vm1 --transport nvme-tcp --clear")
+        .unwrap();
+    m.ok(
+        "storagectl volume create thick --size 128M --vm vm1 --transport nvme-loop --thick --clear",
+    )
+    .unwrap();
+    m.ok("storagectl volume create enc --size 256M --vm vm2 --transport nvme-tcp")
+        .unwrap();
+    let props = m
+        .ok("zfs get -H -o name,property,value refreservation,encryption,volblocksize,compression,volmode \
+             persist/clear/volumes/thin persist/clear/volumes/thick persist/vault/volumes/enc")
+        .unwrap();
+    let prop = |ds: &str, p: &str| {
+        props
+            .lines()
+            .find(|l| l.starts_with(&format!("{ds}\t{p}\t")))
+            .and_then(|l| l.split('\t').nth(2))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(prop("persist/clear/volumes/thin", "refreservation"), "none");
+    assert_ne!(
+        prop("persist/clear/volumes/thick", "refreservation"),
+        "none"
+    );
+    assert_eq!(prop("persist/clear/volumes/thin", "encryption"), "off");
+    assert_eq!(
+        prop("persist/vault/volumes/enc", "encryption"),
+        "aes-256-gcm"
+    );
+    assert_eq!(prop("persist/vault/volumes/enc", "volblocksize"), "16K");
+    assert_eq!(prop("persist/vault/volumes/enc", "compression"), "zstd");
+    assert_eq!(prop("persist/vault/volumes/enc", "volmode"), "dev");
+
+    // Access control: nobody may connect as anybody, and each VM only with its own secret.
+    let saved: Value = serde_json::from_str(&m.ok("storagectl export save").unwrap()).unwrap();
+    for s in saved["subsystems"].as_array().unwrap() {
+        assert_eq!(s["attr"]["allow_any_host"], "0", "{s}");
+        assert_eq!(s["allowed_hosts"].as_array().unwrap().len(), 1, "{s}");
+    }
+    assert_eq!(saved["ports"].as_array().unwrap().len(), 2, "{saved}");
+    let tcp = saved["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["addr"]["trtype"] == "tcp")
+        .unwrap();
+    assert_eq!(tcp["addr"]["traddr"], HOST_ADDR);
+
+    let s1 = secrets(&mut m, "vm1");
+    let s2 = secrets(&mut m, "vm2");
+    let thin = show(&mut m, "thin");
+    let enc = show(&mut m, "enc");
+    let thin_nqn = thin["subsystem_nqn"].as_str().unwrap().to_string();
+    let enc_nqn = enc["subsystem_nqn"].as_str().unwrap().to_string();
+    let vm1 = (
+        thin["host_nqn"].as_str().unwrap().to_string(),
+        thin["host_id"].as_str().unwrap().to_string(),
+    );
+    let vm2 = (
+        enc["host_nqn"].as_str().unwrap().to_string(),
+        enc["host_id"].as_str().unwrap().to_string(),
+    );
+    let before = nvme_ctrls(&mut m);
+    let intruder = (
+        format!("{NQN}:vm:intruder"),
+        "00000000-0000-4000-8000-000000000001".to_string(),
+    );
+    assert_ne!(
+        connect(&mut m, &thin_nqn, (&intruder.0, &intruder.1), &s1),
+        0
+    );
+    assert_ne!(
+        connect(&mut m, &thin_nqn, (&vm1.0, &vm1.1), &s2),
+        0,
+        "vm2's secret"
+    );
+    assert_ne!(
+        connect(&mut m, &enc_nqn, (&vm1.0, &vm1.1), &s1),
+        0,
+        "vm1 on vm2's disk"
+    );
+    assert_eq!(
+        nvme_ctrls(&mut m),
+        before,
+        "no refused host got a controller"
+    );
+
+    assert_eq!(connect(&mut m, &thin_nqn, (&vm1.0, &vm1.1), &s1), 0);
+    assert_eq!(connect(&mut m, &enc_nqn, (&vm2.0, &vm2.1), &s2), 0);
+    let thin_dev = dev_of(&mut m, &thin_nqn);
+    let enc_dev = dev_of(&mut m, &enc_nqn);
+    let loop_dev = show(&mut m, "thick")["host_device"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for d in [&thin_dev, &enc_dev, &loop_dev] {
+        fio(&mut m, d, false);
+    }
+    let ids_before = m
+        .ok(&format!(
+            "cat /sys/block/{}/wwid /sys/block/{}/wwid",
+            thin_dev.trim_start_matches("/dev/"),
+            enc_dev.trim_start_matches("/dev/")
+        ))
+        .unwrap();
+    // The kernel shows the namespace UUID (or the NGUID as an EUI) as the disk's WWID.
+    let (u, g) = (
+        thin["uuid"].as_str().unwrap().to_string(),
+        thin["nguid"].as_str().unwrap().replace('-', ""),
+    );
+    assert!(
+        ids_before.contains(&u) || ids_before.contains(&g),
+        "{ids_before} vs {thin}"
+    );
+
+    // A connected volume is not deleted by mistake.
+    let o = m.sh("storagectl volume delete thin").unwrap();
+    assert_eq!(o.status, 1);
+    assert!(
+        o.stderr.contains("in use by") && o.stderr.contains(&vm1.0),
+        "{o:?}"
+    );
+    assert!(m.ok("zfs list -H persist/clear/volumes/thin").is_ok());
+
+    // Growing a volume tells the connected host.
+    m.ok("storagectl volume resize thin 512M").unwrap();
+    let blk = thin_dev.trim_start_matches("/dev/").to_string();
+    wait_for(&mut m, "the host to see 512M", 30, |m| {
+        m.ok(&format!("cat /sys/block/{blk}/size")).unwrap().trim() == "1048576"
+    });
+    let o = m.sh("storagectl volume resize thin 128M").unwrap();
+    assert!(o.status == 1 && o.stderr.contains("only grow"), "{o:?}");
+
+    // After a reboot the daemon restores every export with the same identities; data verifies.
+    m.reboot().unwrap();
+    guest_net(&mut m);
+    wait_for(&mut m, "exports to be restored", 180, converged);
+    assert_eq!(connect(&mut m, &thin_nqn, (&vm1.0, &vm1.1), &s1), 0);
+    assert_eq!(connect(&mut m, &enc_nqn, (&vm2.0, &vm2.1), &s2), 0);
+    let thin_dev = dev_of(&mut m, &thin_nqn);
+    let enc_dev = dev_of(&mut m, &enc_nqn);
+    let loop_dev = show(&mut m, "thick")["host_device"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for d in [&thin_dev, &enc_dev, &loop_dev] {
+        fio(&mut m, d, true);
+    }
+    let ids_after = m
+        .ok(&format!(
+            "cat /sys/block/{}/wwid /sys/block/{}/wwid",
+            thin_dev.trim_start_matches("/dev/"),
+            enc_dev.trim_start_matches("/dev/")
+        ))
+        .unwrap();
+    assert_eq!(
+        ids_after, ids_before,
+        "guests see the same disks after a reboot"
+    );
+
+    // Forced delete: the export, then the zvol, go; the identities are forgotten.
+    m.ok("storagectl volume delete thin --force").unwrap();
+    m.sh(&format!("nvme disconnect -n {thin_nqn}")).unwrap();
+    assert!(
+        m.sh("zfs list -H persist/clear/volumes/thin")
+            .unwrap()
+            .status
+            != 0
+    );
+    let saved = m.ok("storagectl export save").unwrap();
+    assert!(!saved.contains(&thin_nqn), "{saved}");
+    assert!(converged(&mut m));
+    m.poweroff().unwrap();
+}
+
+#[test]
+fn vhost_scsi_wiring_and_qcow2_import_carry_the_right_data() {
+    let mut m = machine("volumes-lio", 2048);
+    m.boot().unwrap();
+    let out = m
+        .ok("storagectl volume create vs --size 128M --vm vm3 --transport vhost-scsi --vcpus 2")
+        .unwrap();
+    assert!(out.contains("num_queues=2"), "{out}");
+    let vs = show(&mut m, "vs");
+    let wwpn = vs["wwpn"].as_str().unwrap().to_string();
+    let t = "/sys/kernel/config/target";
+    let bs = format!("{t}/core/iblock_100/vs");
+    assert_eq!(
+        m.ok(&format!("cat {bs}/udev_path")).unwrap().trim(),
+        "/dev/zvol/persist/vault/volumes/vs"
+    );
+    assert_eq!(m.ok(&format!("cat {bs}/enable")).unwrap().trim(), "1");
+    let serial = m.ok(&format!("cat {bs}/wwn/vpd_unit_serial")).unwrap();
+    assert!(serial.contains(vs["serial"].as_str().unwrap()), "{serial}");
+    let tpg = format!("{t}/vhost/{wwpn}/tpgt_1");
+    assert!(m
+        .ok(&format!("cat {tpg}/nexus"))
+        .unwrap()
+        .trim()
+        .starts_with("naa.5001405f"));
+    assert_eq!(
+        m.ok(&format!("readlink -f {tpg}/lun/lun_0/vs"))
+            .unwrap()
+            .trim(),
+        bs
+    );
+
+    // The same backstore through tcm_loop: a SCSI disk on this host.
+    let lb = format!("{t}/loopback/naa.5001405000000001/tpgt_1");
+    m.ok(&format!(
+        "mkdir -p {lb}/lun/lun_0 && echo naa.5001405000000002 > {lb}/nexus && ln -s {bs} {lb}/lun/lun_0/vs"
+    ))
+    .unwrap();
+    let mut sd = String::new();
+    wait_for(&mut m, "the tcm_loop disk", 60, |m| {
+        sd = m
+            .ok("for d in /sys/block/sd*; do grep -q LIO-ORG $d/device/vendor 2>/dev/null && echo ${d##*/}; done; true")
+            .unwrap()
+            .trim()
+            .to_string();
+        !sd.is_empty()
+    });
+    fio(&mut m, &format!("/dev/{sd}"), false);
+    // The zvol holds what went through LIO.
+    fio(&mut m, "/dev/zvol/persist/vault/volumes/vs", true);
+    m.ok(&format!(
+        "rm {lb}/lun/lun_0/vs && rmdir {lb}/lun/lun_0 {lb} {t}/loopback/naa.5001405000000001"
+    ))
+    .unwrap();
+    m.ok("storagectl volume delete vs").unwrap();
+    assert!(
+        m.sh(&format!("ls {bs}")).unwrap().status != 0,
+        "backstore removed"
+    );
+    assert!(m.sh(&format!("ls {t}/vhost/{wwpn}")).unwrap().status != 0);
+
+    // qcow2 import: a sparse image with data at both ends reads back identically over NVMe loop.
+    m.ok(
+        "dd if=/dev/urandom of=/run/src.raw bs=1M count=3 2>/dev/null && \
+          dd if=/dev/urandom of=/run/src.raw bs=1M seek=20 count=4 conv=notrunc 2>/dev/null && \
+          qemu-img convert -f raw -O qcow2 /run/src.raw /run/src.qcow2",
+    )
+    .unwrap();
+    let o = m
+        .sh("storagectl volume create big --size 8M --vm vm3 --transport nvme-loop --import /run/src.qcow2")
+        .unwrap();
+    assert!(
+        o.status == 1 && o.stderr.contains("/run/src.qcow2"),
+        "too small: {o:?}"
+    );
+    m.ok("storagectl volume create img --size 64M --vm vm3 --transport nvme-loop --import /run/src.qcow2 --format qcow2")
+        .unwrap();
+    let dev = show(&mut m, "img")["host_device"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    m.ok(&format!("cmp -n 25165824 /run/src.raw {dev}"))
+        .unwrap();
+    assert_eq!(
+        m.ok(&format!(
+            "dd if={dev} bs=1M skip=24 2>/dev/null | tr -d '\\000' | wc -c"
+        ))
+        .unwrap()
+        .trim(),
+        "0",
+        "the rest of the volume reads as zeros"
+    );
+
+    // A zfs send stream as initial content.
+    m.ok("zfs snapshot persist/vault/volumes/img@s && zfs send persist/vault/volumes/img@s > /run/img.zstream")
+        .unwrap();
+    m.ok("storagectl volume create rcv --size 64M --vm vm3 --transport nvme-loop --import /run/img.zstream --format zfs-stream")
+        .unwrap();
+    let dev = show(&mut m, "rcv")["host_device"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    m.ok(&format!("cmp -n 25165824 /run/src.raw {dev}"))
+        .unwrap();
+    m.poweroff().unwrap();
+}
+
+fn spool_batch(m: &mut Machine, prefix: &str, n: usize) {
+    let mut cmd =
+        String::from("mkdir -p /persist/config/volumes/specs && cd /persist/config/volumes/specs");
+    for i in 0..n {
+        let t = ["nvme-tcp", "nvme-loop", "vhost-scsi"][i % 3];
+        cmd.push_str(&format!(
+            " && printf 'name = \"{prefix}{i}\"\\nsize = \"64M\"\\nvm = \"vm{i}\"\\ntransport = \"{t}\"\\n' > .{prefix}{i}.tmp && mv .{prefix}{i}.tmp {prefix}{i}.toml"
+        ));
+    }
+    m.ok(&cmd).unwrap();
+}
+
+fn zvols(m: &mut Machine) -> usize {
+    m.ok("zfs list -H -t volume -o name | wc -l")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Everything the specs ask for exists: ready zvols, subsystems, LIO targets, loop connections.
+fn all_there(m: &mut Machine, n: usize) {
+    let l: Value = serde_json::from_str(&m.ok("storagectl volume list --json").unwrap()).unwrap();
+    let vols = l["volumes"].as_array().unwrap();
+    assert_eq!(vols.len(), n);
+    assert!(vols.iter().all(|v| v["ready"] == true), "{l}");
+    let saved: Value = serde_json::from_str(&m.ok("storagectl export save").unwrap()).unwrap();
+    let nvme = vols
+        .iter()
+        .filter(|v| v["transport"] != "vhost-scsi")
+        .count();
+    assert_eq!(saved["subsystems"].as_array().unwrap().len(), nvme);
+    let vhost = m
+        .ok("ls /sys/kernel/config/target/vhost | grep -c naa.5001405e; true")
+        .unwrap();
+    assert_eq!(vhost.trim().parse::<usize>().unwrap(), n - nvme);
+    let loops = vols
+        .iter()
+        .filter(|v| v["transport"] == "nvme-loop")
+        .count();
+    let c = m
+        .ok("grep -l loop /sys/class/nvme/*/transport | wc -l")
+        .unwrap();
+    assert_eq!(
+        c.trim().parse::<usize>().unwrap(),
+        loops,
+        "one loop connection per volume"
+    );
+}
+
+#[test]
+fn a_daemon_killed_and_a_box_power_cut_mid_apply_both_converge() {
+    let mut m = machine("volumes-crash", 2048);
+    m.boot().unwrap();
+    wait_for(&mut m, "volumed", 60, |m| {
+        m.sh("pidof volumed").unwrap().status == 0
+    });
+
+    spool_batch(&mut m, "k", 18);
+    wait_for(&mut m, "the daemon to be mid-way", 120, |m| zvols(m) >= 3);
+    m.ok("kill -9 $(pidof volumed)").unwrap();
+    assert!(!converged(&mut m), "the kill landed mid-apply");
+    // eve-init restarts it; the restarted daemon finishes the job.
+    wait_for(&mut m, "convergence after SIGKILL", 300, converged);
+    all_there(&mut m, 18);
+
+    spool_batch(&mut m, "p", 12);
+    let before = zvols(&mut m);
+    wait_for(&mut m, "the daemon to be mid-way", 120, |m| {
+        zvols(m) >= before + 2
+    });
+    m.power_cut().unwrap();
+    m.boot().unwrap();
+    wait_for(&mut m, "convergence after the power cut", 400, converged);
+    all_there(&mut m, 30);
+    let dev = show(&mut m, "p1")["host_device"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    fio(&mut m, &dev, false);
+    m.poweroff().unwrap();
+}
+
+/// Control-plane figures for 100 volumes (printed, not asserted): a pass that creates them, a
+/// no-op pass, the daemon restoring every export after a reboot, and its idle RSS.
+/// `cargo test -p eve-vmtest --test volumes -- --ignored --nocapture control_plane`
+#[test]
+#[ignore]
+fn control_plane_figures_for_100_volumes() {
+    let mut m = machine("volumes-figures", 4096);
+    m.boot().unwrap();
+    wait_for(&mut m, "volumed", 60, |m| {
+        m.sh("pidof volumed").unwrap().status == 0
+    });
+    std::thread::sleep(Duration::from_secs(20));
+    let rss = m.ok("grep VmRSS /proc/$(pidof volumed)/status").unwrap();
+    // Hold the daemon still so the CLI's passes are measured alone.
+    m.ok("kill -STOP $(pidof volumed)").unwrap();
+    let mut cmd =
+        String::from("mkdir -p /persist/config/volumes/specs && cd /persist/config/volumes/specs");
+    for i in 0..100 {
+        let t = ["nvme-tcp", "nvme-loop"][i % 2];
+        cmd.push_str(&format!(
+            " && printf 'name = \"b{i}\"\\nsize = \"16M\"\\nvm = \"vm{}\"\\ntransport = \"{t}\"\\n' > b{i}.toml",
+            i % 10
+        ));
+    }
+    m.ok(&cmd).unwrap();
+    let ms = |m: &mut Machine, c: &str| -> u128 {
+        let out = m
+            .ok(&format!(
+                "a=$(date +%s%N); {c} >/dev/null 2>&1; b=$(date +%s%N); echo $(( (b-a)/1000000 ))"
+            ))
+            .unwrap();
+        out.trim().parse().unwrap()
+    };
+    let create = ms(&mut m, "storagectl volume reconcile");
+    let noop = ms(&mut m, "storagectl volume reconcile");
+    let dry = ms(&mut m, "storagectl volume reconcile --dry-run");
+    assert!(converged(&mut m));
+    m.ok("kill -CONT $(pidof volumed)").unwrap();
+    m.reboot().unwrap();
+    wait_for(&mut m, "exports to be restored", 600, converged);
+    let console = std::fs::read_to_string(m.console_log()).unwrap();
+    let restore = console
+        .lines()
+        .find(|l| l.contains("volumes: pass:"))
+        .unwrap_or("no pass line")
+        .to_string();
+    std::thread::sleep(Duration::from_secs(20));
+    let rss100 = m.ok("grep VmRSS /proc/$(pidof volumed)/status").unwrap();
+    eprintln!(
+        "FIGURES (TCG, 2 vCPUs): 100 volumes (zvols + exports) from scratch: {create} ms; \
+         no-op pass: {noop} ms; dry run: {dry} ms; after reboot: {restore}; \
+         volumed idle RSS: {} with 0 volumes, {} with 100",
+        rss.trim(),
+        rss100.trim()
+    );
+    m.poweroff().unwrap();
+}
