@@ -15,7 +15,7 @@ CARGO      ?= cargo
 # Shipped binaries are static so they run in the initramfs and in LinuxKit's scratch images alike.
 STATIC     := RUSTFLAGS="-C target-feature=+crt-static"
 
-.PHONY: deps binaries image run test unit vmtest lint check clean
+.PHONY: deps binaries image run test unit vmtest bench lint check clean
 
 deps:
 	@scripts/host-deps.sh
@@ -49,6 +49,10 @@ vmtest: image
 	EVE_IMAGE=$(abspath $(OUT)/eve-storage.raw) $(CARGO) test --locked -p eve-vmtest --test '*' -- --test-threads=2
 
 test: deps lint unit vmtest
+
+# Benchmarks (figures, not assertions): about 20 minutes on 2 cores under TCG. Results in results/.
+bench: image
+	$(CARGO) run --release --locked -q -p eve-vmtest --bin eve-bench -- --image $(OUT)/eve-storage.raw --out results
 
 clean:
 	rm -rf $(OUT) target

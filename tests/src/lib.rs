@@ -3,6 +3,7 @@
 //! port, and does clean reboots, power cuts and cold starts on the same disks. Every boot's serial
 //! console is kept in the machine's folder.
 
+pub mod bench;
 pub mod error;
 pub mod qemu;
 
