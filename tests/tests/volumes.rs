@@ -100,6 +100,34 @@ fn fio(m: &mut Machine, dev: &str, verify_only: bool) {
     assert!(!out.contains("verify: bad"), "fio on {dev}: {out}");
 }
 
+/// Connects each (subsystem, VM, secrets) over TCP, runs fio (write+verify, or verify only) on
+/// those and on the loop volume `thick`; returns the first device and the devices' WWIDs.
+fn attach_and_fio(
+    m: &mut Machine,
+    vms: &[(&String, &(String, String), &(String, String))],
+    verify_only: bool,
+) -> (String, String) {
+    let mut devs = Vec::new();
+    for (nqn, vm, secrets) in vms {
+        assert_eq!(connect(m, nqn, (&vm.0, &vm.1), secrets), 0, "{nqn}");
+        devs.push(dev_of(m, nqn));
+    }
+    let loop_dev = show(m, "thick")["host_device"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for d in devs.iter().chain([&loop_dev]) {
+        fio(m, d, verify_only);
+    }
+    let wwids = devs
+        .iter()
+        .map(|d| format!("/sys/block/{}/wwid", d.trim_start_matches("/dev/")))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let ids = m.ok(&format!("cat {wwids}")).unwrap();
+    (devs[0].clone(), ids)
+}
+
 fn nvme_ctrls(m: &mut Machine) -> usize {
     m.ok("ls /sys/class/nvme | wc -l")
         .unwrap()
@@ -248,24 +276,8 @@ fn thin_thick_and_encrypted_volumes_carry_verified_data_over_nvmet_across_a_rebo
         "no refused host got a controller"
     );
 
-    assert_eq!(connect(&mut m, &thin_nqn, (&vm1.0, &vm1.1), &s1), 0);
-    assert_eq!(connect(&mut m, &enc_nqn, (&vm2.0, &vm2.1), &s2), 0);
-    let thin_dev = dev_of(&mut m, &thin_nqn);
-    let enc_dev = dev_of(&mut m, &enc_nqn);
-    let loop_dev = show(&mut m, "thick")["host_device"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    for d in [&thin_dev, &enc_dev, &loop_dev] {
-        fio(&mut m, d, false);
-    }
-    let ids_before = m
-        .ok(&format!(
-            "cat /sys/block/{}/wwid /sys/block/{}/wwid",
-            thin_dev.trim_start_matches("/dev/"),
-            enc_dev.trim_start_matches("/dev/")
-        ))
-        .unwrap();
+    let vms = [(&thin_nqn, &vm1, &s1), (&enc_nqn, &vm2, &s2)];
+    let (thin_dev, ids_before) = attach_and_fio(&mut m, &vms, false);
     // The kernel shows the namespace UUID (or the NGUID as an EUI) as the disk's WWID.
     let (u, g) = (
         thin["uuid"].as_str().unwrap().to_string(),
@@ -298,24 +310,7 @@ fn thin_thick_and_encrypted_volumes_carry_verified_data_over_nvmet_across_a_rebo
     m.reboot().unwrap();
     guest_net(&mut m);
     wait_for(&mut m, "exports to be restored", 180, converged);
-    assert_eq!(connect(&mut m, &thin_nqn, (&vm1.0, &vm1.1), &s1), 0);
-    assert_eq!(connect(&mut m, &enc_nqn, (&vm2.0, &vm2.1), &s2), 0);
-    let thin_dev = dev_of(&mut m, &thin_nqn);
-    let enc_dev = dev_of(&mut m, &enc_nqn);
-    let loop_dev = show(&mut m, "thick")["host_device"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    for d in [&thin_dev, &enc_dev, &loop_dev] {
-        fio(&mut m, d, true);
-    }
-    let ids_after = m
-        .ok(&format!(
-            "cat /sys/block/{}/wwid /sys/block/{}/wwid",
-            thin_dev.trim_start_matches("/dev/"),
-            enc_dev.trim_start_matches("/dev/")
-        ))
-        .unwrap();
+    let (_, ids_after) = attach_and_fio(&mut m, &vms, true);
     assert_eq!(
         ids_after, ids_before,
         "guests see the same disks after a reboot"
@@ -432,7 +427,7 @@ fn vhost_scsi_wiring_and_qcow2_import_carry_the_right_data() {
     // The benchmark's baseline path (today's design): a qcow2 on a ZFS dataset served by qemu's
     // block layer to the kernel's NBD client moves correct data too.
     m.ok("zfs create -o mountpoint=/persist/qb persist/qb && qemu-img create -q -f qcow2 /persist/qb/d.qcow2 64M && \
-          modprobe nbd && qemu-nbd -c /dev/nbd0 -f qcow2 --cache=none --aio=threads /persist/qb/d.qcow2")
+          modprobe nbd && qemu-nbd -c /dev/nbd0 -k /run/qemu-nbd0.sock -f qcow2 --cache=none --aio=threads /persist/qb/d.qcow2")
         .unwrap();
     fio(&mut m, "/dev/nbd0", false);
     m.ok("qemu-nbd -d /dev/nbd0").unwrap();
@@ -548,7 +543,9 @@ fn control_plane_figures_for_100_volumes() {
     std::thread::sleep(Duration::from_secs(20));
     let rss = m.ok("grep VmRSS /proc/$(pidof volumed)/status").unwrap();
     // Hold the daemon still so the CLI's passes are measured alone.
-    m.ok("kill -STOP $(pidof volumed)").unwrap();
+    // Only between passes: a daemon stopped mid-pass would hold the pass lock.
+    m.ok("/usr/bin/flock /run/volumes.lock sh -c 'kill -STOP $(pidof volumed)'")
+        .unwrap();
     let mut cmd =
         String::from("mkdir -p /persist/config/volumes/specs && cd /persist/config/volumes/specs");
     for i in 0..100 {

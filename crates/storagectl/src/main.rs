@@ -233,15 +233,19 @@ fn fail(e: &dyn std::error::Error) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn volume(config: Option<&std::path::Path>, cmd: VolCmd) -> ExitCode {
-    let cfg = match Config::load_layered(config) {
-        Ok(c) => c,
-        Err(e) => return fail(&e),
-    };
-    let env = Env {
+/// The volume settings (layered, see `Config::load_layered`) on this host's kernel trees.
+fn host_env(config: Option<&std::path::Path>) -> volumes::Result<Env<'static>> {
+    Ok(Env {
         roots: volumes::roots::Roots::host(),
-        cfg,
+        cfg: Config::load_layered(config)?,
         fs: &ktarget::HostFs,
+    })
+}
+
+fn volume(config: Option<&std::path::Path>, cmd: VolCmd) -> ExitCode {
+    let env = match host_env(config) {
+        Ok(e) => e,
+        Err(e) => return fail(&e),
     };
     let shown = |r: volumes::Result<volumes::ops::Shown>, json: bool| emit(r, json, |s| s.render());
     match cmd {
@@ -290,14 +294,9 @@ fn main() -> ExitCode {
             config,
             cmd: ExportCmd::Save { file },
         } => {
-            let cfg = match Config::load_layered(config.as_deref()) {
-                Ok(c) => c,
+            let env = match host_env(config.as_deref()) {
+                Ok(e) => e,
                 Err(e) => return fail(&e),
-            };
-            let env = Env {
-                roots: volumes::roots::Roots::host(),
-                cfg,
-                fs: &ktarget::HostFs,
             };
             match volumes::ops::export_save(&env) {
                 Ok(j) => {

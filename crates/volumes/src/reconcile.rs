@@ -555,6 +555,21 @@ mod tests {
         .unwrap();
     }
 
+    fn plan_for(e: &Env, have: &Observed) -> Plan {
+        plan(e, read_spool(&e.cfg.spool).unwrap(), have, true).unwrap()
+    }
+
+    /// What a finished pass leaves for the spool's volumes: their zvols and nvmet objects.
+    fn applied(e: &Env, zvols: Vec<Zvol>) -> Observed {
+        let p = plan_for(e, &Observed::default());
+        let (nvmet, _) = plan::targets(&p.wanted, "persist", &e.cfg).unwrap();
+        Observed {
+            zvols,
+            nvmet,
+            ..Observed::default()
+        }
+    }
+
     fn zv(name: &str) -> Zvol {
         Zvol {
             dataset: format!("persist/vault/volumes/{name}"),
@@ -625,35 +640,17 @@ mod tests {
         let e = env(d.path(), &fs);
         spec(&e, "a", "nvme-tcp");
         spec(&e, "b", "nvme-tcp");
-        // What a previous pass made for both.
-        let p = plan(
-            &e,
-            read_spool(&e.cfg.spool).unwrap(),
-            &Observed::default(),
-            true,
-        )
-        .unwrap();
-        let (n, _) = plan::targets(&p.wanted, "persist", &e.cfg).unwrap();
-        let have = Observed {
-            zvols: vec![zv("a"), zv("b")],
-            nvmet: n,
-            ..Observed::default()
-        };
-        assert_eq!(
-            plan(&e, read_spool(&e.cfg.spool).unwrap(), &have, true)
-                .unwrap()
-                .steps(),
-            0
-        );
+        let have = applied(&e, vec![zv("a"), zv("b")]);
+        assert_eq!(plan_for(&e, &have).steps(), 0);
         // b's file gets a typo: b stays as it is, nothing is torn down.
         std::fs::write(e.cfg.spool.join("b.toml"), "name=\"b\"\nsize=\"1Q\"\n").unwrap();
-        let p = plan(&e, read_spool(&e.cfg.spool).unwrap(), &have, true).unwrap();
+        let p = plan_for(&e, &have);
         assert!(p.additive_only);
         assert_eq!(p.steps(), 0, "{}", p.render());
         assert!(p.render().contains("b.toml"), "{}", p.render());
         // b's file is removed: b's exports go first, then its zvol.
         std::fs::remove_file(e.cfg.spool.join("b.toml")).unwrap();
-        let p = plan(&e, read_spool(&e.cfg.spool).unwrap(), &have, true).unwrap();
+        let p = plan_for(&e, &have);
         assert!(!p.nvmet_down.is_empty());
         assert!(p.nvmet_up.is_empty());
         assert_eq!(
@@ -671,22 +668,10 @@ mod tests {
         let fs = FaultyFs::default();
         let e = env(d.path(), &fs);
         spec(&e, "a", "nvme-tcp");
-        let p = plan(
-            &e,
-            read_spool(&e.cfg.spool).unwrap(),
-            &Observed::default(),
-            true,
-        )
-        .unwrap();
-        let (n, _) = plan::targets(&p.wanted, "persist", &e.cfg).unwrap();
         let mut z = zv("a");
         z.volsize = 2 << 30; // the spec asks for less than the zvol has
-        let have = Observed {
-            zvols: vec![z],
-            nvmet: n,
-            ..Observed::default()
-        };
-        let p = plan(&e, read_spool(&e.cfg.spool).unwrap(), &have, true).unwrap();
+        let have = applied(&e, vec![z]);
+        let p = plan_for(&e, &have);
         assert_eq!(p.conflicts.len(), 1);
         assert_eq!(p.steps(), 0, "{}", p.render());
     }

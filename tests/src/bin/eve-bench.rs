@@ -39,16 +39,22 @@ fn sh(m: &mut Machine, cmd: &str) -> R<String> {
     m.ok(cmd).map_err(e)
 }
 
-/// Wall time of a guest command, from the kernel's uptime (busybox `date` has no %N).
+/// Wall time of a guest command, from the kernel's uptime (busybox `date` has no %N); fails with
+/// the command's output when it fails.
 fn timed(m: &mut Machine, cmd: &str) -> R<u64> {
     let out = sh(
         m,
         &format!(
-            "cut -d' ' -f1 /proc/uptime; {cmd} >/run/timed.log 2>&1; cut -d' ' -f1 /proc/uptime"
+            "cut -d' ' -f1 /proc/uptime; ( {cmd} ) >/run/timed.log 2>&1; rc=$?; cut -d' ' -f1 /proc/uptime; \
+             [ $rc = 0 ] || {{ cat /run/timed.log; echo rc=$rc; }}"
         ),
     )?;
-    let t: Vec<f64> = out
-        .lines()
+    let lines: Vec<&str> = out.lines().collect();
+    if lines.len() != 2 {
+        return Err(format!("`{cmd}` failed: {}", lines[1..].join("\n")));
+    }
+    let t: Vec<f64> = lines
+        .iter()
         .map(|l| l.trim().parse::<f64>().map_err(e))
         .collect::<R<_>>()?;
     Ok(((t[1] - t[0]) * 1000.0).round() as u64)
@@ -184,7 +190,7 @@ fn qemu_nbd(m: &mut Machine, i: usize, size: &str) -> R<String> {
         &format!(
             "zfs list -H persist/bench >/dev/null 2>&1 || zfs create -o mountpoint=/persist/bench persist/bench; \
              qemu-img create -q -f qcow2 /persist/bench/d{i}.qcow2 {size} && \
-             qemu-nbd -c /dev/nbd{i} -f qcow2 --cache=none --aio=threads /persist/bench/d{i}.qcow2"
+             qemu-nbd -c /dev/nbd{i} -k /run/qemu-nbd{i}.sock -f qcow2 --cache=none --aio=threads /persist/bench/d{i}.qcow2"
         ),
     )?;
     Ok(format!("/dev/nbd{i}"))
@@ -199,6 +205,8 @@ const WORKLOADS: [(&str, &str, &str); 4] = [
 
 fn data_paths(m: &mut Machine, cli: &Cli, rep: &mut Report) -> R<()> {
     log("data paths: creating one volume per path");
+    // Enough NBD devices for the scaling section too.
+    sh(m, "modprobe nbd nbds_max=32")?;
     for (n, t) in [
         ("bz", "nvme-tcp"),
         ("bl", "nvme-loop"),
@@ -267,7 +275,6 @@ fn scaling(m: &mut Machine, cli: &Cli, rep: &mut Report) -> R<()> {
          --runtime={} --ramp_time=1 --norandommap",
         cli.runtime
     );
-    sh(m, "modprobe nbd nbds_max=32 2>/dev/null; true")?;
     for path in [
         "zvol",
         "nvmet loop",
@@ -337,8 +344,12 @@ fn scaling(m: &mut Machine, cli: &Cli, rep: &mut Report) -> R<()> {
 }
 
 fn control_plane(m: &mut Machine, cli: &Cli, rep: &mut Report) -> R<()> {
-    // Hold the daemon still so the CLI's passes are measured alone.
-    sh(m, "kill -STOP $(pidof volumed)")?;
+    // Hold the daemon still so the CLI's passes are measured alone; stop it only between passes
+    // (holding the pass lock), or the CLI would wait for a lock a stopped daemon holds.
+    sh(
+        m,
+        "/usr/bin/flock /run/volumes.lock sh -c 'kill -STOP $(pidof volumed)'",
+    )?;
     let mut have = 0;
     let sizes: &[usize] = if cli.full {
         &[10, 100, 1000]
@@ -407,18 +418,20 @@ fn run(cli: &Cli) -> R<Report> {
         "storage-init, later boot, 4 disks".into(),
         onboot_ms(&mut m, "storage-init")?,
     );
+    sh(&mut m, "modprobe ext4")?;
     let ext = wait_dev(
         &mut m,
-        "for d in /sys/block/nvme*n1; do grep -q EXT4 $d/device/serial 2>/dev/null && echo ${d##*/}; done; true",
+        // Namespace heads only (nvmeXnY), not the hidden per-path nvmeXcYnZ.
+        "for d in $(ls /sys/block | grep -E '^nvme[0-9]+n1$'); do grep -q EXT4 /sys/block/$d/device/serial && echo $d; done; true",
     )?;
     let ms = timed(
         &mut m,
-        &format!("mkfs.ext4 -q -F {ext} && mkdir -p /run/ext4 && mount {ext} /run/ext4"),
+        &format!("mkfs.ext4 -q -F {ext} && mkdir -p /run/ext4 && mount -t ext4 {ext} /run/ext4"),
     )?;
     rep.times_ms
         .insert("today: mkfs.ext4 + mount one disk".into(), ms);
     sh(&mut m, "umount /run/ext4")?;
-    let ms = timed(&mut m, &format!("mount {ext} /run/ext4"))?;
+    let ms = timed(&mut m, &format!("mount -t ext4 {ext} /run/ext4"))?;
     rep.times_ms
         .insert("today: mount ext4 (later boot)".into(), ms);
 
