@@ -100,11 +100,15 @@ fn fio(m: &mut Machine, dev: &str, verify_only: bool) {
     assert!(!out.contains("verify: bad"), "fio on {dev}: {out}");
 }
 
+/// A VM's host NQN and host ID, and its (key, ctrl_key) secrets.
+type Host = (String, String);
+type Secrets = (String, String);
+
 /// Connects each (subsystem, VM, secrets) over TCP, runs fio (write+verify, or verify only) on
 /// those and on the loop volume `thick`; returns the first device and the devices' WWIDs.
 fn attach_and_fio(
     m: &mut Machine,
-    vms: &[(&String, &(String, String), &(String, String))],
+    vms: &[(&String, &Host, &Secrets)],
     verify_only: bool,
 ) -> (String, String) {
     let mut devs = Vec::new();
