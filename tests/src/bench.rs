@@ -172,10 +172,16 @@ impl Report {
             s.push_str("\n## Many disks at once (one fio job per volume)\n\n");
             s.push_str("| path | N | total IOPS | CPU µs/IO | memory KiB/disk |\n|---|---:|---:|---:|---:|\n");
             for r in &self.scale {
+                // Memory is measured once, with every disk attached.
+                let mem = if r.mem_kib_per_disk > 0.0 {
+                    format!("{:.0}", r.mem_kib_per_disk)
+                } else {
+                    "-".into()
+                };
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {:.0} | {:.1} | {:.0} |",
-                    r.path, r.n, r.fio.iops, r.cpu_us_per_io, r.mem_kib_per_disk
+                    "| {} | {} | {:.0} | {:.1} | {mem} |",
+                    r.path, r.n, r.fio.iops, r.cpu_us_per_io
                 );
             }
         }

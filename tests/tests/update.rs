@@ -288,7 +288,19 @@ fn a_power_cut_mid_install_boots_the_old_slot_and_the_install_can_be_repeated() 
     loop {
         // The background shell may not have created the log yet.
         let log = m.ok("cat /run/install.log 2>/dev/null; true").unwrap();
-        if log.contains("writing 50%") {
+        // Progress is printed per chunk, so the figure passes 50% without landing on it.
+        let pct = log
+            .lines()
+            .filter_map(|l| {
+                l.strip_prefix("abupdate: writing ")?
+                    .split('%')
+                    .next()?
+                    .parse::<u32>()
+                    .ok()
+            })
+            .max()
+            .unwrap_or(0);
+        if pct >= 50 {
             break;
         }
         assert!(!log.contains("writing 100%"), "{log}");
