@@ -26,6 +26,9 @@ pub struct Config {
     pub tcp_port_id: u16,
     /// The LIO HBA index whose iblock backstores this service owns.
     pub iblock_hba: u32,
+    /// zvols created, grown or destroyed at once in a pass. ZFS commits each of these in a
+    /// transaction group sync; concurrent ones share a sync instead of waiting for one each.
+    pub zfs_workers: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -56,6 +59,7 @@ impl Default for Config {
             loop_port: 1,
             tcp_port_id: 2,
             iblock_hba: 100,
+            zfs_workers: 8,
         }
     }
 }
@@ -103,6 +107,12 @@ impl Config {
                     c.nvme_tcp.address
                 ))
             })?;
+        if !(1..=64).contains(&c.zfs_workers) {
+            return Err(bad(format!(
+                "zfs_workers: {} is not between 1 and 64",
+                c.zfs_workers
+            )));
+        }
         if c.loop_port == c.tcp_port_id {
             return Err(bad("loop_port and tcp_port_id must differ".into()));
         }
@@ -137,5 +147,9 @@ mod tests {
             .to_string();
         assert!(e.contains("free_floor"), "{e}");
         assert!(Config::parse(Path::new("/x"), "colour = 1\n").is_err());
+        let e = Config::parse(Path::new("/x"), "zfs_workers = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("zfs_workers"), "{e}");
     }
 }

@@ -8,6 +8,7 @@ pub mod error;
 pub mod hostside;
 pub mod ids;
 pub mod ops;
+pub mod parallel;
 pub mod plan;
 pub mod reconcile;
 pub mod roots;

@@ -17,7 +17,7 @@ use ktarget::Cfs;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub fn log(msg: impl std::fmt::Display) {
     eprintln!("volumes: {msg}");
@@ -93,12 +93,39 @@ impl Env<'_> {
     }
 
     pub fn observe(&self) -> Result<Observed> {
-        Ok(Observed {
-            zvols: zvol::list(&self.cfg.pool)?,
-            nvmet: nvmet::observe(self.fs, &self.nvmet_tree(), &plan::nvmet_scope(&self.cfg))?,
-            lio: lio::observe(self.fs, &self.lio_tree())?,
-            loops: hostside::loop_connections(&self.roots, &format!("{}:", ids::NQN_BASE)),
-        })
+        Ok(self.observe_timed()?.0)
+    }
+
+    /// Also says what each source took, so a slow pass shows where its time went.
+    pub fn observe_timed(&self) -> Result<(Observed, String)> {
+        let t = Instant::now();
+        let zvols = zvol::list(&self.cfg.pool)?;
+        let t_zfs = t.elapsed();
+        let nvmet = nvmet::observe(self.fs, &self.nvmet_tree(), &plan::nvmet_scope(&self.cfg))?;
+        let t_nvmet = t.elapsed() - t_zfs;
+        let lio = lio::observe(self.fs, &self.lio_tree())?;
+        let t_lio = t.elapsed() - t_zfs - t_nvmet;
+        let loops = hostside::loop_connections(&self.roots, &format!("{}:", ids::NQN_BASE));
+        let times = format!(
+            "{} zvols {} ms, {} nvmet subsystems {} ms, {} LIO backstores {} ms, {} loop hosts {} ms",
+            zvols.len(),
+            t_zfs.as_millis(),
+            nvmet.subsystems.len(),
+            t_nvmet.as_millis(),
+            lio.backstores.len(),
+            t_lio.as_millis(),
+            loops.len(),
+            (t.elapsed() - t_zfs - t_nvmet - t_lio).as_millis(),
+        );
+        Ok((
+            Observed {
+                zvols,
+                nvmet,
+                lio,
+                loops,
+            },
+            times,
+        ))
     }
 }
 
@@ -355,6 +382,10 @@ impl Report {
             "{what}: {}",
             if changed { "done" } else { "already so" }
         ));
+        self.push(what, changed);
+    }
+    /// A step already logged when it finished.
+    fn push(&mut self, what: String, changed: bool) {
         self.steps.push((what, changed));
     }
     pub fn changed(&self) -> usize {
@@ -363,35 +394,111 @@ impl Report {
 }
 
 /// Builds the zvol under its staging name (create or receive, then the initial content, then the
-/// ready marker) and renames it into place, so a final name always means a complete volume.
-fn fill(env: &Env, v: &Volume, ds: &str) -> Result<()> {
+/// ready marker) and renames it into place, so a final name always means a complete volume. The
+/// parent exists (see [`apply`]).
+fn fill(roots: &Roots, pool: &str, v: &Volume, ds: &str) -> Result<()> {
     let stage = zvol::staging(ds);
     match &v.source {
         Some(src) if src.format == Format::ZfsStream => {
-            zvol::ensure_parent(&env.cfg.pool, v.encrypted)?;
             log(format!("receiving {} into {stage}", src.path.display()));
             zvol::receive(src, &stage)?;
             zvol::set_props(&stage, v)?;
             // A stream carries its own size: grow to the spec's when it asks for more.
-            let now = zvol::list(&env.cfg.pool)?
+            let now = zvol::list(pool)?
                 .into_iter()
                 .find(|z| z.dataset == stage)
                 .map(|z| z.volsize);
             if now.is_some_and(|n| n < v.size) {
                 zvol::resize(&stage, v.size)?;
             }
+            zvol::mark_ready(&stage)?;
         }
-        src => {
-            zvol::create(&env.cfg.pool, v, &stage)?;
-            if let Some(src) = src {
-                let dev = zvol::wait_dev(&env.roots, &stage, Duration::from_secs(60))?;
-                log(format!("importing {} onto {stage}", src.path.display()));
-                zvol::import_image(src, &dev, v.size)?;
+        Some(src) => {
+            zvol::create(v, &stage, false)?;
+            let dev = zvol::wait_dev(roots, &stage, Duration::from_secs(60))?;
+            log(format!("importing {} onto {stage}", src.path.display()));
+            zvol::import_image(src, &dev, v.size)?;
+            zvol::mark_ready(&stage)?;
+        }
+        // Its content is its zeros: ready from the start, and still complete only once renamed.
+        None => zvol::create(v, &stage, true)?,
+    }
+    zvol::rename(&stage, ds)
+}
+
+/// One zvol step; the removals (destroy, discard) must all be done before the builds start, as
+/// a discarded staging zvol may have the name a build is about to use.
+fn zvol_step(roots: &Roots, pool: &str, z: &ZOp, spool: &BTreeMap<String, Volume>) -> Result<()> {
+    match z {
+        ZOp::Destroy { dataset, .. } | ZOp::Discard { dataset } => zvol::destroy(dataset),
+        ZOp::Recreate { name, dataset } => {
+            zvol::destroy(dataset)?;
+            fill(roots, pool, &spool[name], dataset)
+        }
+        ZOp::Create { name } => {
+            let v = &spool[name];
+            fill(roots, pool, v, &zvol::dataset(pool, v))
+        }
+        ZOp::Grow { dataset, to, .. } => zvol::resize(dataset, *to),
+    }
+}
+
+/// The zvol steps, removals first, each group run `cfg.zfs_workers` at a time. Every step of a
+/// group runs even when one fails; the report has the ones that succeeded, the error is the first
+/// failure in plan order, and the next pass retries the rest.
+fn apply_zvols(
+    env: &Env,
+    p: &Plan,
+    spool: &BTreeMap<String, Volume>,
+    r: &mut Report,
+) -> Result<()> {
+    let (roots, pool) = (&env.roots, &env.cfg.pool);
+    let (removals, builds): (Vec<&ZOp>, Vec<&ZOp>) = p
+        .zvols
+        .iter()
+        .partition(|z| matches!(z, ZOp::Destroy { .. } | ZOp::Discard { .. }));
+    let mut parents: Vec<bool> = builds
+        .iter()
+        .filter_map(|z| match z {
+            ZOp::Create { name } | ZOp::Recreate { name, .. } => Some(spool[name].encrypted),
+            _ => None,
+        })
+        .collect();
+    parents.sort();
+    parents.dedup();
+    for group in [removals, builds] {
+        let results = crate::parallel::each(&group, env.cfg.zfs_workers, |z| {
+            let res = zvol_step(roots, pool, z, spool);
+            if res.is_ok() {
+                log(format!("zfs: {z}: done"));
+            }
+            res
+        });
+        let mut first_err = None;
+        for (z, res) in group.iter().zip(results) {
+            match res {
+                Ok(()) => {
+                    if let ZOp::Destroy { name, .. } = z {
+                        env.store().forget_volume(name)?;
+                    }
+                    r.push(format!("zfs: {z}"), true);
+                }
+                Err(e) => {
+                    log(format!("zfs: {z}: failed: {e}"));
+                    first_err.get_or_insert(e);
+                }
             }
         }
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+        // Before the builds, once: concurrent builds would race to create a missing parent.
+        for &encrypted in &parents {
+            zvol::ensure_parent(pool, encrypted)?;
+        }
+        parents.clear();
     }
-    zvol::mark_ready(&stage)?;
-    zvol::rename(&stage, ds)
+    Ok(())
 }
 
 pub fn apply(env: &Env, p: &Plan, spool: &BTreeMap<String, Volume>) -> Result<Report> {
@@ -421,26 +528,7 @@ pub fn apply(env: &Env, p: &Plan, spool: &BTreeMap<String, Volume>) -> Result<Re
     for (s, c) in lio::apply(env.fs, &lt, &p.lio_down)? {
         r.step(format!("lio: {s}"), c);
     }
-    let store = env.store();
-    for z in &p.zvols {
-        match z {
-            ZOp::Destroy { name, dataset } => {
-                zvol::destroy(dataset)?;
-                store.forget_volume(name)?;
-            }
-            ZOp::Discard { dataset } => zvol::destroy(dataset)?,
-            ZOp::Recreate { name, dataset } => {
-                zvol::destroy(dataset)?;
-                fill(env, &spool[name], dataset)?;
-            }
-            ZOp::Create { name } => {
-                let v = &spool[name];
-                fill(env, v, &zvol::dataset(&env.cfg.pool, v))?;
-            }
-            ZOp::Grow { dataset, to, .. } => zvol::resize(dataset, *to)?,
-        }
-        r.step(format!("zfs: {z}"), true);
-    }
+    apply_zvols(env, p, spool, &mut r)?;
     // The exports name the zvols' device links, which udev makes asynchronously.
     for w in &p.wanted {
         zvol::wait_dev(
@@ -509,10 +597,23 @@ pub fn lock(roots: &Roots) -> Result<nix::fcntl::Flock<std::fs::File>> {
 
 /// Observe, plan, apply. The caller holds the lock.
 pub fn pass(env: &Env, dry_run: bool) -> Result<(Plan, Report)> {
+    let t0 = Instant::now();
     let spool = read_spool(&env.cfg.spool)?;
     let vols = spool.volumes.clone();
-    let have = env.observe()?;
+    let t_read = t0.elapsed();
+    let (have, observed) = env.observe_timed()?;
+    let t = Instant::now();
     let p = plan(env, spool, &have, !dry_run)?;
+    // Quiet when idle (the daemon passes every 30 s); said when there is work or it was slow.
+    if p.steps() > 0 || t0.elapsed() > Duration::from_secs(2) {
+        log(format!(
+            "pass: read {} specs {} ms; observed {observed}; planned {} steps {} ms",
+            vols.len(),
+            t_read.as_millis(),
+            p.steps(),
+            t.elapsed().as_millis()
+        ));
+    }
     for e in &p.invalid {
         log(format!(
             "invalid spec, nothing is removed until it is fixed: {e}"

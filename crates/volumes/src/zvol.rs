@@ -156,15 +156,19 @@ fn create_props(v: &Volume) -> Vec<String> {
     a
 }
 
-/// Creates the zvol `ds` (sparse when thin). The content marker is set by [`mark_ready`].
-pub fn create(pool: &str, v: &Volume, ds: &str) -> Result<()> {
-    ensure_parent(pool, v.encrypted)?;
+/// Creates the zvol `ds` (sparse when thin) under a parent made by [`ensure_parent`]. `ready`
+/// sets the content marker at once, for a volume whose initial content is its zeros.
+pub fn create(v: &Volume, ds: &str, ready: bool) -> Result<()> {
     let mut args = vec!["create".to_string()];
     if v.thin {
         args.push("-s".into());
     }
     args.extend(["-V".into(), v.size.to_string()]);
-    for p in create_props(v) {
+    let mut props = create_props(v);
+    if ready {
+        props.push(format!("{PROP_CONTENT}=ready"));
+    }
+    for p in props {
         args.extend(["-o".into(), p]);
     }
     args.push(ds.into());
