@@ -50,7 +50,7 @@ vmtest: image
 
 test: deps lint unit vmtest
 
-# Benchmarks (figures, not assertions): about 20 minutes on 2 cores under TCG. Results in results/.
+# Benchmarks (figures, not assertions): about 22 minutes on 2 cores under TCG. Results in results/.
 bench: image
 	$(CARGO) run --release --locked -q -p eve-vmtest --bin eve-bench -- --image $(OUT)/eve-storage.raw --out results
 
