@@ -14,7 +14,7 @@ use crate::zvol::{self, Zvol};
 use ktarget::lio::{self, Lio};
 use ktarget::nvmet::{self, Nvmet};
 use ktarget::Cfs;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -92,19 +92,18 @@ impl Env<'_> {
         }
     }
 
-    pub fn observe(&self) -> Result<Observed> {
-        Ok(self.observe_timed()?.0)
-    }
-
-    /// Also says what each source took, so a slow pass shows where its time went.
-    pub fn observe_timed(&self) -> Result<(Observed, String)> {
+    /// What exists now, and what each source took to read (a slow pass shows where time went).
+    pub fn observe(&self) -> Result<(Observed, String)> {
         let t = Instant::now();
         let zvols = zvol::list(&self.cfg.pool)?;
         let t_zfs = t.elapsed();
+        let t = Instant::now();
         let nvmet = nvmet::observe(self.fs, &self.nvmet_tree(), &plan::nvmet_scope(&self.cfg))?;
-        let t_nvmet = t.elapsed() - t_zfs;
+        let t_nvmet = t.elapsed();
+        let t = Instant::now();
         let lio = lio::observe(self.fs, &self.lio_tree())?;
-        let t_lio = t.elapsed() - t_zfs - t_nvmet;
+        let t_lio = t.elapsed();
+        let t = Instant::now();
         let loops = hostside::loop_connections(&self.roots, &format!("{}:", ids::NQN_BASE));
         let times = format!(
             "{} zvols {} ms, {} nvmet subsystems {} ms, {} LIO backstores {} ms, {} loop hosts {} ms",
@@ -115,7 +114,7 @@ impl Env<'_> {
             lio.backstores.len(),
             t_lio.as_millis(),
             loops.len(),
-            (t.elapsed() - t_zfs - t_nvmet - t_lio).as_millis(),
+            t.elapsed().as_millis(),
         );
         Ok((
             Observed {
@@ -396,7 +395,7 @@ impl Report {
 /// Builds the zvol under its staging name (create or receive, then the initial content, then the
 /// ready marker) and renames it into place, so a final name always means a complete volume. The
 /// parent exists (see [`apply`]).
-fn fill(roots: &Roots, pool: &str, v: &Volume, ds: &str) -> Result<()> {
+fn fill(roots: &Roots, v: &Volume, ds: &str) -> Result<()> {
     let stage = zvol::staging(ds);
     match &v.source {
         Some(src) if src.format == Format::ZfsStream => {
@@ -404,11 +403,7 @@ fn fill(roots: &Roots, pool: &str, v: &Volume, ds: &str) -> Result<()> {
             zvol::receive(src, &stage)?;
             zvol::set_props(&stage, v)?;
             // A stream carries its own size: grow to the spec's when it asks for more.
-            let now = zvol::list(pool)?
-                .into_iter()
-                .find(|z| z.dataset == stage)
-                .map(|z| z.volsize);
-            if now.is_some_and(|n| n < v.size) {
+            if zvol::volsize(&stage)? < v.size {
                 zvol::resize(&stage, v.size)?;
             }
             zvol::mark_ready(&stage)?;
@@ -433,11 +428,11 @@ fn zvol_step(roots: &Roots, pool: &str, z: &ZOp, spool: &BTreeMap<String, Volume
         ZOp::Destroy { dataset, .. } | ZOp::Discard { dataset } => zvol::destroy(dataset),
         ZOp::Recreate { name, dataset } => {
             zvol::destroy(dataset)?;
-            fill(roots, pool, &spool[name], dataset)
+            fill(roots, &spool[name], dataset)
         }
         ZOp::Create { name } => {
             let v = &spool[name];
-            fill(roots, pool, v, &zvol::dataset(pool, v))
+            fill(roots, v, &zvol::dataset(pool, v))
         }
         ZOp::Grow { dataset, to, .. } => zvol::resize(dataset, *to),
     }
@@ -452,53 +447,56 @@ fn apply_zvols(
     spool: &BTreeMap<String, Volume>,
     r: &mut Report,
 ) -> Result<()> {
-    let (roots, pool) = (&env.roots, &env.cfg.pool);
     let (removals, builds): (Vec<&ZOp>, Vec<&ZOp>) = p
         .zvols
         .iter()
         .partition(|z| matches!(z, ZOp::Destroy { .. } | ZOp::Discard { .. }));
-    let mut parents: Vec<bool> = builds
+    run_zvol_group(env, &removals, spool, r)?;
+    // Once, before the builds: concurrent builds would race to create a missing parent.
+    let parents: BTreeSet<bool> = builds
         .iter()
         .filter_map(|z| match z {
             ZOp::Create { name } | ZOp::Recreate { name, .. } => Some(spool[name].encrypted),
             _ => None,
         })
         .collect();
-    parents.sort();
-    parents.dedup();
-    for group in [removals, builds] {
-        let results = crate::parallel::each(&group, env.cfg.zfs_workers, |z| {
-            let res = zvol_step(roots, pool, z, spool);
-            if res.is_ok() {
-                log(format!("zfs: {z}: done"));
-            }
-            res
-        });
-        let mut first_err = None;
-        for (z, res) in group.iter().zip(results) {
-            match res {
-                Ok(()) => {
-                    if let ZOp::Destroy { name, .. } = z {
-                        env.store().forget_volume(name)?;
-                    }
-                    r.push(format!("zfs: {z}"), true);
-                }
-                Err(e) => {
-                    log(format!("zfs: {z}: failed: {e}"));
-                    first_err.get_or_insert(e);
-                }
-            }
-        }
-        if let Some(e) = first_err {
-            return Err(e);
-        }
-        // Before the builds, once: concurrent builds would race to create a missing parent.
-        for &encrypted in &parents {
-            zvol::ensure_parent(pool, encrypted)?;
-        }
-        parents.clear();
+    for encrypted in parents {
+        zvol::ensure_parent(&env.cfg.pool, encrypted)?;
     }
-    Ok(())
+    run_zvol_group(env, &builds, spool, r)
+}
+
+fn run_zvol_group(
+    env: &Env,
+    group: &[&ZOp],
+    spool: &BTreeMap<String, Volume>,
+    r: &mut Report,
+) -> Result<()> {
+    let (roots, pool) = (&env.roots, &env.cfg.pool);
+    let results = crate::parallel::each(group, env.cfg.zfs_workers, |z| {
+        let res = zvol_step(roots, pool, z, spool);
+        if res.is_ok() {
+            log(format!("zfs: {z}: done"));
+        }
+        res
+    });
+    let store = env.store();
+    let mut first_err = None;
+    for (z, res) in group.iter().zip(results) {
+        match res {
+            Ok(()) => {
+                if let ZOp::Destroy { name, .. } = z {
+                    store.forget_volume(name)?;
+                }
+                r.push(format!("zfs: {z}"), true);
+            }
+            Err(e) => {
+                log(format!("zfs: {z}: failed: {e}"));
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    first_err.map_or(Ok(()), Err)
 }
 
 pub fn apply(env: &Env, p: &Plan, spool: &BTreeMap<String, Volume>) -> Result<Report> {
@@ -601,7 +599,7 @@ pub fn pass(env: &Env, dry_run: bool) -> Result<(Plan, Report)> {
     let spool = read_spool(&env.cfg.spool)?;
     let vols = spool.volumes.clone();
     let t_read = t0.elapsed();
-    let (have, observed) = env.observe_timed()?;
+    let (have, observed) = env.observe()?;
     let t = Instant::now();
     let p = plan(env, spool, &have, !dry_run)?;
     // Quiet when idle (the daemon passes every 30 s); said when there is work or it was slow.

@@ -190,6 +190,18 @@ pub fn mark_ready(ds: &str) -> Result<()> {
     Ok(())
 }
 
+/// One zvol's size, without listing the pool (which costs per zvol).
+pub fn volsize(ds: &str) -> Result<u64> {
+    let args = zfs_args(&["get", "-H", "-p", "-o", "value", "volsize", ds]);
+    let out = zfs::run(ZFS, &args, None)?;
+    out.trim().parse().map_err(|_| {
+        Error::Cmd(CmdError::Output {
+            argv: format!("{ZFS} {}", args.join(" ")),
+            msg: format!("volsize `{}` is not a number", out.trim()),
+        })
+    })
+}
+
 pub fn resize(ds: &str, size: u64) -> Result<()> {
     zfs::run(
         ZFS,
