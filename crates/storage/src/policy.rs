@@ -268,6 +268,69 @@ fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
+/// A mount point without `.`/`..` components, empty components or a trailing slash, under `root`.
+fn clean_under(m: &str, root: &str) -> bool {
+    m.starts_with(root)
+        && m.len() > root.len()
+        && !m.ends_with('/')
+        && m[1..]
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..")
+}
+
+/// The line of `key` inside the table `[table]`, or 0 when it cannot be found.
+fn line_of_key(text: &str, table: &str, key: &str) -> usize {
+    let mut in_table = false;
+    for (i, l) in text.lines().enumerate() {
+        let t = l.trim();
+        if t.starts_with('[') {
+            let name = t.trim_matches(|c| c == '[' || c == ']').replace('"', "");
+            in_table = name.trim() == table;
+        } else if in_table
+            && t.split_once('=')
+                .is_some_and(|(k, _)| k.trim().trim_matches('"') == key)
+        {
+            return i + 1;
+        }
+    }
+    0
+}
+
+/// No dataset may mount on or inside another's mount point, nor on the vault's or the pool's
+/// own directories: one dataset mounted over another (the volume spool on the vault, say) would
+/// hide it and make what is read there something else.
+fn check_mountpoints(p: &Policy, text: &str) -> Result<(), (usize, String, String)> {
+    let pool = &p.pool.name;
+    let reserved = [
+        format!("/{pool}/vault"),
+        format!("/{pool}/.storage"),
+        format!("/{pool}/log"),
+    ];
+    let mps = p.mountpoints();
+    let inside = |a: &str, b: &str| a == b || a.starts_with(&format!("{b}/"));
+    for (name, m) in &mps {
+        let field = format!("datasets.{name}.mountpoint");
+        let line = line_of_key(text, &format!("datasets.{name}"), "mountpoint");
+        if let Some(r) = reserved.iter().find(|r| inside(m, r) || inside(r, m)) {
+            return Err((
+                line,
+                field,
+                format!("`{m}` would mount over {r}, which is the appliance's own"),
+            ));
+        }
+        for (other, om) in &mps {
+            if other != name && (inside(m, om) || (m == om)) {
+                return Err((
+                    line,
+                    field,
+                    format!("`{m}` is on or inside `{om}`, the mount point of datasets.{other}; mount points must not overlap"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A ZFS dataset name component: letters, digits, `_-.:`, not starting with a dot.
 pub fn valid_component(s: &str) -> bool {
     !s.is_empty()
@@ -364,13 +427,14 @@ impl Policy {
                 ));
             }
             if let Some(m) = &d.mountpoint {
-                if m != "none"
-                    && (!m.starts_with("/persist/") || m.contains("/../") || m.ends_with("/.."))
-                {
+                if m != "none" && !clean_under(m, &format!("/{}/", p.pool.name)) {
                     return Err(err(
-                        0,
+                        line_of_key(text, &format!("datasets.{name}"), "mountpoint"),
                         &f("mountpoint"),
-                        format!("`{m}` must be `none` or a path under /persist/"),
+                        format!(
+                            "`{m}` must be `none` or a plain path under /{}/",
+                            p.pool.name
+                        ),
                     ));
                 }
             }
@@ -419,7 +483,22 @@ impl Policy {
                 }
             }
         }
+        check_mountpoints(&p, text).map_err(|(line, field, msg)| err(line, &field, msg))?;
         Ok(p)
+    }
+
+    /// Where each dataset mounts (`none` left out): the policy's path or `/<pool>/<name>`.
+    pub fn mountpoints(&self) -> Vec<(String, String)> {
+        self.datasets
+            .iter()
+            .filter_map(|(name, d)| {
+                let m = d
+                    .mountpoint
+                    .clone()
+                    .unwrap_or_else(|| format!("/{}/{name}", self.pool.name));
+                (m != "none").then(|| (name.clone(), m))
+            })
+            .collect()
     }
 
     pub fn builtin() -> Policy {
@@ -593,6 +672,50 @@ mod tests {
             "encryption.keyfile"
         );
         assert!(parse("[pool]\ntopology = \"raid5\"\n").is_err());
+    }
+
+    #[test]
+    fn mount_points_are_unique_plain_and_never_over_another_dataset() {
+        let e = parse("[pool]\n[datasets.config]\nencrypted = true\n[datasets.a]\nmountpoint = \"/persist/config/volumes/specs\"\n")
+            .unwrap_err();
+        assert_eq!(e.field, "datasets.a.mountpoint", "{e}");
+        assert!(
+            e.msg.contains("datasets.config") || e.msg.contains("overlap"),
+            "{e}"
+        );
+        let e = parse("[pool]\n[datasets.a]\nquota = \"1G\"\nmountpoint = \"/persist/newlog\"\n[datasets.newlog]\n")
+            .unwrap_err();
+        assert_eq!(
+            (e.line, e.field.as_str()),
+            (4, "datasets.a.mountpoint"),
+            "{e}"
+        );
+        for bad in [
+            "/persist/vault",
+            "/persist/vault/x",
+            "/persist/a/../b",
+            "/persist/a/",
+            "/persist//a",
+            "/persist/./a",
+            "/persist/",
+            "/etc/x",
+            "/persistx/a",
+        ] {
+            let e = parse(&format!("[pool]\n[datasets.a]\nmountpoint = \"{bad}\"\n")).unwrap_err();
+            assert_eq!(e.field, "datasets.a.mountpoint", "{bad}: {e}");
+            assert_eq!(e.line, 3, "{bad}: {e}");
+        }
+        // A dataset whose default mount point another one takes.
+        let e = parse(
+            "[pool]\n[datasets.b]\nmountpoint = \"/persist/a\"\n[datasets.a]\nquota = \"1G\"\n",
+        )
+        .unwrap_err();
+        assert!(e.field.ends_with(".mountpoint"), "{e}");
+        assert!(parse("[pool]\n[datasets.a]\nmountpoint = \"/persist/a\"\n[datasets.b]\nmountpoint = \"/persist/ab\"\n").is_ok());
+        assert!(parse(
+            "[pool]\n[datasets.a]\nmountpoint = \"none\"\n[datasets.b]\nmountpoint = \"none\"\n"
+        )
+        .is_ok());
     }
 
     #[test]

@@ -31,6 +31,41 @@ pub struct Status {
     pub pool: Option<PoolInfo>,
     pub members: Vec<Member>,
     pub datasets: Vec<DatasetStatus>,
+    /// The vault's state, and what to do about it when it is not unlocked.
+    pub vault: Option<VaultView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VaultView {
+    /// `unlocked`, `locked`, `unencrypted` or `absent`.
+    pub state: String,
+    pub dataset: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advice: Option<String>,
+}
+
+/// Pure: the vault as `status` shows it, from the datasets' encryption and key status.
+pub fn vault_view(pool: &str, ds: &[DatasetStatus]) -> VaultView {
+    let name = format!("{pool}/vault");
+    let v = ds.iter().find(|d| d.name == name);
+    let (state, advice) = match v {
+        None => ("absent", Some(format!(
+            "{name} does not exist: storage-init did not create it (see its log on the console); volumes and /{pool}/config are unavailable"
+        ))),
+        Some(d) if d.encryption == "off" => ("unencrypted", None),
+        Some(d) if d.keystatus == "available" => ("unlocked", None),
+        Some(_) => ("locked", Some(format!(
+            "{name}'s key is not loaded: this box's TPM did not unseal it (a replaced or cleared TPM, or disks moved from another box). \
+Nothing under the vault is read, changed or deleted: guest volumes are kept but not exported, and volumed waits. \
+To recover, boot with the original TPM; or load the escrowed key (`storage-init unseal-key` on the original box) with \
+`zfs load-key -L file:///run/vault.key {name} && zfs mount -a`, and volumed resumes by itself"
+        ))),
+    };
+    VaultView {
+        state: state.into(),
+        dataset: name,
+        advice,
+    }
 }
 
 pub const DATASET_PROPS: &str =
@@ -95,6 +130,16 @@ pub fn render(s: &Status) -> String {
             m.stable_id.as_deref().unwrap_or(&m.path)
         ));
     }
+    if let Some(v) = &s.vault {
+        o.push_str(&format!(
+            "vault: {} {}\n",
+            v.dataset,
+            v.state.to_uppercase()
+        ));
+        if let Some(a) = &v.advice {
+            o.push_str(&format!("  {a}\n"));
+        }
+    }
     o.push_str(&format!(
         "{:<28} {:>9} {:>9} {:>9} {:>9}  {:<12} {:<11} {}\n",
         "DATASET", "USED", "AVAIL", "QUOTA", "RESERV", "ENCRYPTION", "KEY", "MOUNTPOINT"
@@ -119,6 +164,41 @@ pub fn render(s: &Status) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_locked_vault_is_shown_with_what_to_do() {
+        let d = |ks: &str, enc: &str| DatasetStatus {
+            name: "persist/vault".into(),
+            used: 0,
+            available: 0,
+            quota: None,
+            reservation: None,
+            refreservation: None,
+            encryption: enc.into(),
+            keystatus: ks.into(),
+            mountpoint: "/persist/vault".into(),
+        };
+        let v = vault_view("persist", &[d("unavailable", "aes-256-gcm")]);
+        assert_eq!(v.state, "locked");
+        let a = v.advice.unwrap();
+        assert!(
+            a.contains("TPM") && a.contains("zfs load-key") && a.contains("kept"),
+            "{a}"
+        );
+        assert_eq!(
+            vault_view("persist", &[d("available", "aes-256-gcm")]).state,
+            "unlocked"
+        );
+        assert_eq!(vault_view("persist", &[d("-", "off")]).state, "unencrypted");
+        assert_eq!(vault_view("persist", &[]).state, "absent");
+        let st = Status {
+            pool: None,
+            members: vec![],
+            datasets: vec![],
+            vault: Some(vault_view("persist", &[d("unavailable", "aes-256-gcm")])),
+        };
+        assert!(render(&st).contains("vault: persist/vault LOCKED"));
+    }
 
     #[test]
     fn members_from_zpool_status() {
@@ -153,6 +233,7 @@ mod tests {
                 allocated: 1 << 20,
                 free: 1023 << 20,
             }),
+            vault: None,
             members: vec![Member {
                 path: "/dev/disk/by-partuuid/aa".into(),
                 disk: Some("nvme0n1".into()),

@@ -180,6 +180,7 @@ fn gather(pool: &str) -> Result<Status, zfs::CmdError> {
             pool: None,
             members: vec![],
             datasets: vec![],
+            vault: None,
         });
     };
     let info = pools.into_iter().next();
@@ -202,10 +203,12 @@ fn gather(pool: &str) -> Result<Status, zfs::CmdError> {
         })
         .collect();
     let props = zfs::get_recursive(pool, status::DATASET_PROPS)?;
+    let datasets = status::datasets(&props);
     Ok(Status {
         pool: info,
         members,
-        datasets: status::datasets(&props),
+        vault: Some(status::vault_view(pool, &datasets)),
+        datasets,
     })
 }
 
@@ -269,7 +272,9 @@ fn volume(config: Option<&std::path::Path>, cmd: VolCmd) -> ExitCode {
         },
         VolCmd::List { json } => emit(volumes::ops::list(&env), json, |l| l.render()),
         VolCmd::Reconcile { dry_run } => {
-            let r = volumes::reconcile::lock(&env.roots)
+            let r = env
+                .check_vault()
+                .and_then(|_| volumes::reconcile::lock(&env.roots))
                 .and_then(|_l| volumes::reconcile::pass(&env, dry_run));
             match r {
                 Ok((p, rep)) => {
@@ -302,7 +307,7 @@ fn main() -> ExitCode {
                 Ok(j) => {
                     let text = serde_json::to_string_pretty(&j).unwrap_or_default() + "\n";
                     match file {
-                        Some(f) => match volumes::ids::write_atomic(&f, text.as_bytes()) {
+                        Some(f) => match volumes::ids::write_private(&f, text.as_bytes()) {
                             Ok(()) => ExitCode::SUCCESS,
                             Err(e) => fail(&e),
                         },

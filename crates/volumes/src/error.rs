@@ -28,6 +28,9 @@ pub enum Error {
     Exists(String),
     #[error("{0}")]
     Refused(String),
+    /// The spool or the state is not on the unlocked vault; nothing is read or written.
+    #[error("vault locked: {0}")]
+    VaultLocked(String),
     #[error("{0} is not supported by this kernel")]
     Unsupported(String),
     #[error("{dev} did not appear within {secs} s")]

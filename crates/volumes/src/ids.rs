@@ -103,15 +103,34 @@ fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Er
     }
 }
 
-/// Writes `data` to `path` so that a crash leaves either the old or the new file.
-pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), Error> {
+/// Writes `data` to `path` so that a crash leaves either the old or the new file. The file is
+/// created owner-only (0600) and its directories 0700 at creation, never chmod'ed afterwards, and
+/// neither the temporary nor the target is followed if it is a symlink.
+pub fn write_private(path: &Path, data: &[u8]) -> Result<(), Error> {
     use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io("create", dir))?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io("create", dir))?;
     let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(io("create", &tmp))?;
+    // A leftover temporary (a crash mid-write, or something planted) is never written through.
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io("remove", &tmp)(e)),
+        _ => {}
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)
+        .map_err(io("create", &tmp))?;
     f.write_all(data).map_err(io("write", &tmp))?;
     f.sync_all().map_err(io("fsync", &tmp))?;
+    // rename replaces a symlink at `path` itself, never what it points to.
     std::fs::rename(&tmp, path).map_err(io("rename into place", path))?;
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
@@ -151,7 +170,7 @@ impl Store {
         }
         let v = new_volume_ids();
         let p = self.vol_path(name);
-        write_atomic(&p, &serde_json::to_vec_pretty(&v).unwrap_or_default())?;
+        write_private(&p, &serde_json::to_vec_pretty(&v).unwrap_or_default())?;
         Ok(v)
     }
     pub fn host_or_new(&self, vm: &str) -> Result<HostIds, Error> {
@@ -160,14 +179,27 @@ impl Store {
         }
         let h = new_host_ids(vm);
         let p = self.host_path(vm);
-        write_atomic(&p, &serde_json::to_vec_pretty(&h).unwrap_or_default())?;
-        // Secrets: owner-only.
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600));
+        write_private(&p, &serde_json::to_vec_pretty(&h).unwrap_or_default())?;
         Ok(h)
     }
     pub fn forget_volume(&self, name: &str) -> Result<(), Error> {
         let p = self.vol_path(name);
+        match std::fs::remove_file(&p) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io("remove", &p)(e)),
+            _ => Ok(()),
+        }
+    }
+    fn tombstone_path(&self, name: &str) -> PathBuf {
+        self.dir.join("deleted").join(format!("{name}.json"))
+    }
+    /// Records an explicit deletion; only this (or a spec removed from a trusted spool) lets a
+    /// pass destroy a volume.
+    pub fn tombstone(&self, name: &str) -> Result<(), Error> {
+        let p = self.tombstone_path(name);
+        write_private(&p, b"{}")
+    }
+    pub fn clear_tombstone(&self, name: &str) -> Result<(), Error> {
+        let p = self.tombstone_path(name);
         match std::fs::remove_file(&p) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io("remove", &p)(e)),
             _ => Ok(()),

@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod error;
+pub mod guard;
 pub mod hostside;
 pub mod ids;
 pub mod ops;

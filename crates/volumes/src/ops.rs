@@ -42,7 +42,7 @@ fn pass_or_restore(env: &Env, path: &Path, before: Option<&[u8]>, name: &str) ->
         storage::bringup::error_chain(&e)
     ));
     let undo = match before {
-        Some(b) => crate::ids::write_atomic(path, b),
+        Some(b) => crate::ids::write_private(path, b),
         None => std::fs::remove_file(path).map_err(io("remove", path)),
     };
     match undo.and_then(|_| reconcile::pass(env, false)) {
@@ -55,15 +55,11 @@ fn pass_or_restore(env: &Env, path: &Path, before: Option<&[u8]>, name: &str) ->
     Err(e)
 }
 
-fn check_spool(env: &Env) -> Result<()> {
-    if env.cfg.spool.is_dir() {
-        return Ok(());
-    }
-    std::fs::create_dir_all(&env.cfg.spool).map_err(|source| Error::Io {
-        op: "create the spool directory (is the vault unlocked?)",
-        path: env.cfg.spool.clone(),
-        source,
-    })
+/// Takes the pass lock once the spool and state are known to be on the unlocked vault: nothing
+/// is read from or written to a directory that only looks like the spool.
+fn locked(env: &Env) -> Result<nix::fcntl::Flock<std::fs::File>> {
+    env.check_vault()?;
+    reconcile::lock(&env.roots)
 }
 
 /// Refuses a transport this kernel cannot serve, before anything is written.
@@ -106,8 +102,8 @@ pub fn create(env: &Env, raw: &RawSpec, label: &str) -> Result<Shown> {
             }
         }
     }
-    let _lock = reconcile::lock(&env.roots)?;
-    check_spool(env)?;
+    let _lock = locked(env)?;
+    env.ensure_spool()?;
     if spool_file(env, &v.name).is_some()
         || zvol::list(&env.cfg.pool)?
             .iter()
@@ -136,14 +132,14 @@ pub fn create(env: &Env, raw: &RawSpec, label: &str) -> Result<Shown> {
         path: path.clone(),
         msg: e.to_string(),
     })?;
-    crate::ids::write_atomic(&path, text.as_bytes())?;
+    crate::ids::write_private(&path, text.as_bytes())?;
     log(format!("{}: spec written to {}", v.name, path.display()));
     pass_or_restore(env, &path, None, &v.name)?;
     show(env, &v.name)
 }
 
 pub fn resize(env: &Env, name: &str, size: &str) -> Result<Shown> {
-    let _lock = reconcile::lock(&env.roots)?;
+    let _lock = locked(env)?;
     let path = spool_file(env, name).ok_or_else(|| Error::NoVolume(name.into()))?;
     let before = std::fs::read(&path).map_err(io("read", &path))?;
     let label = path.display().to_string();
@@ -164,14 +160,25 @@ pub fn resize(env: &Env, name: &str, size: &str) -> Result<Shown> {
         path: path.clone(),
         msg: e.to_string(),
     })?;
-    crate::ids::write_atomic(&path, text.as_bytes())?;
+    crate::ids::write_private(&path, text.as_bytes())?;
     pass_or_restore(env, &path, Some(&before), name)?;
     show(env, name)
 }
 
 pub fn delete(env: &Env, name: &str, force: bool) -> Result<()> {
-    let _lock = reconcile::lock(&env.roots)?;
-    let path = spool_file(env, name).ok_or_else(|| Error::NoVolume(name.into()))?;
+    let _lock = locked(env)?;
+    let path = spool_file(env, name);
+    let Some(path) = path else {
+        // A zvol the spool does not name (held by a pass) can still be deleted explicitly.
+        if zvol::list(&env.cfg.pool)?
+            .iter()
+            .any(|z| z.volume == name && !z.staging)
+        {
+            env.store().tombstone(name)?;
+            return reconcile::pass(env, false).map(|_| ());
+        }
+        return Err(Error::NoVolume(name.into()));
+    };
     let v = crate::spec::load_file(&path)?;
     if v.transport.is_nvmet() {
         let users = hostside::connected_hosts(&env.roots, &ids::subsystem_nqn(name), true);
@@ -183,8 +190,13 @@ pub fn delete(env: &Env, name: &str, force: bool) -> Result<()> {
         }
     }
     let before = std::fs::read(&path).map_err(io("read", &path))?;
+    env.store().tombstone(name)?;
     std::fs::remove_file(&path).map_err(io("remove", &path))?;
-    pass_or_restore(env, &path, Some(&before), name)
+    let r = pass_or_restore(env, &path, Some(&before), name);
+    if r.is_err() {
+        env.store().clear_tombstone(name)?;
+    }
+    r
 }
 
 #[derive(Debug, Serialize)]
@@ -253,6 +265,7 @@ impl Shown {
 }
 
 pub fn show(env: &Env, name: &str) -> Result<Shown> {
+    env.check_vault()?;
     let path = spool_file(env, name).ok_or_else(|| Error::NoVolume(name.into()))?;
     let v: Volume = crate::spec::load_file(&path)?;
     let store = env.store();
@@ -324,6 +337,7 @@ pub struct ListRow {
 }
 
 pub fn list(env: &Env) -> Result<Listing> {
+    env.check_vault()?;
     let spool = if env.cfg.spool.is_dir() {
         reconcile::read_spool(&env.cfg.spool)?
     } else {

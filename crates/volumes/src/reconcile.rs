@@ -5,6 +5,7 @@
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::guard;
 use crate::hostside;
 use crate::ids::{self, Store};
 use crate::plan::{self, Conflict, Wanted, ZOp};
@@ -72,6 +73,55 @@ pub struct Observed {
     pub loops: BTreeMap<String, Vec<hostside::Ctrl>>,
 }
 
+/// What a pass may remove. A zvol is destroyed only on an explicit deletion (a tombstone written
+/// by `storagectl volume delete`), or when its spec file is gone from a trusted spool and this
+/// box's state shows it had seen that volume. Anything else without a spec is held, exports and
+/// all, and reported.
+#[derive(Debug, Clone, Default)]
+pub struct Gate {
+    /// Why the spool is not trusted to mean deletions; `None` when it is.
+    pub untrusted: Option<String>,
+    pub spool_id: Option<guard::SpoolId>,
+    /// Volumes with an identity in the state: seen by an earlier pass.
+    pub seen: BTreeSet<String>,
+    /// Tombstones: volumes explicitly deleted.
+    pub deleted: BTreeSet<String>,
+}
+
+impl Gate {
+    /// A gate that trusts the spool, for callers that have just checked it.
+    pub fn trusting(seen: BTreeSet<String>) -> Gate {
+        Gate {
+            seen,
+            ..Gate::default()
+        }
+    }
+    fn may_remove(&self, name: &str, spool_valid: bool) -> bool {
+        self.deleted.contains(name)
+            || (self.untrusted.is_none() && spool_valid && self.seen.contains(name))
+    }
+}
+
+fn names_in(dir: &Path, ext: &str) -> Result<BTreeSet<String>> {
+    match std::fs::read_dir(dir) {
+        Ok(rd) => Ok(rd
+            .flatten()
+            .filter_map(|e| {
+                let p = e.path();
+                (p.extension().and_then(|x| x.to_str()) == Some(ext))
+                    .then(|| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+                    .flatten()
+            })
+            .collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeSet::new()),
+        Err(source) => Err(Error::Io {
+            op: "read",
+            path: dir.into(),
+            source,
+        }),
+    }
+}
+
 #[derive(Debug)]
 pub struct Env<'a> {
     pub roots: Roots,
@@ -90,6 +140,57 @@ impl Env<'_> {
         Store {
             dir: self.cfg.state.clone(),
         }
+    }
+    pub fn markers(&self) -> guard::Markers {
+        guard::Markers::new(&self.cfg.spool, &self.cfg.state)
+    }
+
+    /// Refuses unless the spool and the state are on the unlocked vault.
+    pub fn check_vault(&self) -> Result<()> {
+        guard::vault_ready(
+            &self.roots.proc.join("self/mountinfo"),
+            &self.cfg.spool,
+            &self.cfg.state,
+            &self.cfg.pool,
+        )
+    }
+
+    /// Makes the spool directory (owner-only) if it is missing; the caller checked the vault.
+    /// A spool made anew has no marker, so it is not trusted with deletions while the state
+    /// knows volumes.
+    pub fn ensure_spool(&self) -> Result<()> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.cfg.spool)
+            .map_err(|source| Error::Io {
+                op: "create",
+                path: self.cfg.spool.clone(),
+                source,
+            })
+    }
+
+    /// Reads the spool's identity, the seen volumes and the tombstones; a fresh box gets its
+    /// spool identity here (unless `dry_run`).
+    pub fn gate(&self, dry_run: bool) -> Result<Gate> {
+        let store = self.store();
+        let seen = names_in(&store.dir.join("volumes"), "json")?;
+        let deleted = names_in(&store.dir.join("deleted"), "json")?;
+        let m = self.markers();
+        let (sp, st) = m.read()?;
+        let (untrusted, spool_id) = match guard::judge(sp, st, seen.len()) {
+            guard::Trust::Fresh if dry_run => (None, None),
+            guard::Trust::Fresh => (None, Some(m.create()?)),
+            guard::Trust::Trusted(s) => (None, Some(s)),
+            guard::Trust::Untrusted(why) => (Some(why), None),
+        };
+        Ok(Gate {
+            untrusted,
+            spool_id,
+            seen,
+            deleted,
+        })
     }
 
     /// What exists now, and what each source took to read (a slow pass shows where time went).
@@ -140,9 +241,11 @@ pub struct Plan {
     pub connect: Vec<String>,
     pub conflicts: Vec<Conflict>,
     pub invalid: Vec<SpecError>,
-    /// Set when a spec is invalid: nothing is torn down until it is fixed, so a typo in one file
-    /// cannot delete a volume.
+    /// Set when a spec is invalid or the spool is not trusted: only explicit deletions remove
+    /// anything, so a typo in one file or a lost spool cannot delete a volume.
     pub additive_only: bool,
+    /// Volumes with a zvol but no spec, kept with their exports, and why.
+    pub held: Vec<(String, String)>,
     pub wanted: Vec<Wanted>,
 }
 
@@ -168,6 +271,9 @@ impl Plan {
         }
         for c in &self.conflicts {
             let _ = writeln!(s, "conflict: {}: {}", c.name, c.msg);
+        }
+        for (name, why) in &self.held {
+            let _ = writeln!(s, "kept: {name}: {why}");
         }
         let mut n = 0;
         let mut line = |s: &mut String, what: String| {
@@ -252,11 +358,27 @@ fn keep_observed(name: &str, have_n: &Nvmet, have_l: &Lio, n: &mut Nvmet, l: &mu
 }
 
 /// Plans a pass. With `persist`, identities for new volumes and VMs are made and stored now (a
-/// dry run makes throwaway ones instead).
-pub fn plan(env: &Env, spool: Spool, have: &Observed, persist: bool) -> Result<Plan> {
+/// dry run makes throwaway ones instead). `gate` decides which spec-less zvols may go.
+pub fn plan(env: &Env, spool: Spool, have: &Observed, gate: &Gate, persist: bool) -> Result<Plan> {
     let store = env.store();
-    let (zops, conflicts) = plan::zvol_diff(&spool.volumes, &have.zvols, &env.cfg.pool);
+    let (mut zops, conflicts) = plan::zvol_diff(&spool.volumes, &have.zvols, &env.cfg.pool);
     let conflicted: Vec<&str> = conflicts.iter().map(|c| c.name.as_str()).collect();
+    let spool_valid = spool.invalid.is_empty();
+    let mut held = Vec::new();
+    zops.retain(|o| match o {
+        ZOp::Destroy { name, dataset } if !gate.may_remove(name, spool_valid) => {
+            let why = if let Some(u) = &gate.untrusted {
+                format!("{dataset} has no spec, and the spool is not trusted with deletions: {u}")
+            } else if !spool_valid {
+                format!("{dataset} has no valid spec; nothing is removed while a spec is invalid")
+            } else {
+                format!("{dataset} has no spec and this box's state never saw it (not created here, or the state was lost); delete it with `storagectl volume delete {name}`")
+            };
+            held.push((name.clone(), why));
+            false
+        }
+        _ => true,
+    });
     let mut wanted = Vec::new();
     for (name, v) in &spool.volumes {
         if conflicted.contains(&name.as_str()) {
@@ -280,23 +402,16 @@ pub fn plan(env: &Env, spool: Spool, have: &Observed, persist: bool) -> Result<P
     }
     let (mut want_n, mut want_l) =
         plan::targets(&wanted, &env.cfg.pool, &env.cfg).map_err(Error::Refused)?;
-    for c in &conflicts {
-        keep_observed(&c.name, &have.nvmet, &have.lio, &mut want_n, &mut want_l);
+    for name in conflicts
+        .iter()
+        .map(|c| &c.name)
+        .chain(held.iter().map(|h| &h.0))
+    {
+        keep_observed(name, &have.nvmet, &have.lio, &mut want_n, &mut want_l);
     }
-    let additive_only = !spool.invalid.is_empty();
-    let mut nops = nvmet::diff(&want_n, &have.nvmet);
-    let mut lops = lio::diff(&want_l, &have.lio);
-    let mut zops = zops;
-    if additive_only {
-        nops.retain(|o| !is_teardown_nvmet(o));
-        lops.retain(|o| {
-            !matches!(
-                o,
-                lio::Op::RemoveVhost { .. } | lio::Op::RemoveBackstore { .. }
-            )
-        });
-        zops.retain(|o| !matches!(o, ZOp::Destroy { .. }));
-    }
+    let additive_only = !spool_valid || gate.untrusted.is_some();
+    let nops = nvmet::diff(&want_n, &have.nvmet);
+    let lops = lio::diff(&want_l, &have.lio);
     let (nvmet_down, nvmet_up): (Vec<_>, Vec<_>) = nops.into_iter().partition(is_teardown_nvmet);
     let (lio_down, lio_up): (Vec<_>, Vec<_>) = lops.into_iter().partition(|o| {
         matches!(
@@ -316,9 +431,10 @@ pub fn plan(env: &Env, spool: Spool, have: &Observed, persist: bool) -> Result<P
             w.vol.transport == Transport::NvmeLoop && ids::subsystem_nqn(&w.vol.name) == nqn
         })
     };
+    let is_held = |nqn: &str| held.iter().any(|(n, _)| ids::subsystem_nqn(n) == nqn);
     let mut disconnect = Vec::new();
     for (nqn, ctrls) in &have.loops {
-        let drop_all = (!loop_wanted(nqn) && !additive_only) || rebuilt(nqn);
+        let drop_all = (!loop_wanted(nqn) && !is_held(nqn)) || rebuilt(nqn);
         for (i, c) in ctrls.iter().enumerate() {
             // One connection per volume; extra ones (a crash between connect and record) go.
             if drop_all || i > 0 || c.state == "dead" {
@@ -365,6 +481,7 @@ pub fn plan(env: &Env, spool: Spool, have: &Observed, persist: bool) -> Result<P
         conflicts,
         invalid: spool.invalid,
         additive_only,
+        held,
         wanted,
     })
 }
@@ -487,6 +604,7 @@ fn run_zvol_group(
             Ok(()) => {
                 if let ZOp::Destroy { name, .. } = z {
                     store.forget_volume(name)?;
+                    store.clear_tombstone(name)?;
                 }
                 r.push(format!("zfs: {z}"), true);
             }
@@ -593,15 +711,20 @@ pub fn lock(roots: &Roots) -> Result<nix::fcntl::Flock<std::fs::File>> {
     })
 }
 
-/// Observe, plan, apply. The caller holds the lock.
+/// Observe, plan, apply. The caller holds the lock and has checked the vault
+/// ([`Env::check_vault`]).
 pub fn pass(env: &Env, dry_run: bool) -> Result<(Plan, Report)> {
     let t0 = Instant::now();
+    if !dry_run {
+        env.ensure_spool()?;
+    }
     let spool = read_spool(&env.cfg.spool)?;
     let vols = spool.volumes.clone();
     let t_read = t0.elapsed();
+    let gate = env.gate(dry_run)?;
     let (have, observed) = env.observe()?;
     let t = Instant::now();
-    let p = plan(env, spool, &have, !dry_run)?;
+    let p = plan(env, spool, &have, &gate, !dry_run)?;
     // Quiet when idle (the daemon passes every 30 s); said when there is work or it was slow.
     if p.steps() > 0 || t0.elapsed() > Duration::from_secs(2) {
         log(format!(
@@ -620,10 +743,40 @@ pub fn pass(env: &Env, dry_run: bool) -> Result<(Plan, Report)> {
     for c in &p.conflicts {
         log(format!("{}: left as it is: {}", c.name, c.msg));
     }
-    if dry_run || p.steps() == 0 {
+    for (name, why) in &p.held {
+        log(format!("{name}: kept: {why}"));
+    }
+    if dry_run {
         return Ok((p, Report::default()));
     }
-    let r = apply(env, &p, &vols)?;
+    // A tombstone whose volume has a spec again, or no zvol left, has nothing more to do.
+    let store = env.store();
+    for name in &gate.deleted {
+        let has_zvol = have.zvols.iter().any(|z| &z.volume == name && !z.staging);
+        if vols.contains_key(name) || !has_zvol {
+            if !vols.contains_key(name) {
+                store.forget_volume(name)?;
+            }
+            store.clear_tombstone(name)?;
+        }
+    }
+    let r = if p.steps() == 0 {
+        Report::default()
+    } else {
+        apply(env, &p, &vols)?
+    };
+    // The set of volumes changed: the spool moves to a new generation, so an older copy of it
+    // (a restored backup) is recognised and not trusted with deletions.
+    if let Some(id) = gate.spool_id {
+        let new_names = p.wanted.iter().any(|w| !gate.seen.contains(&w.vol.name));
+        let destroyed = p.zvols.iter().any(|z| matches!(z, ZOp::Destroy { .. }));
+        if new_names || destroyed {
+            env.markers().write(guard::SpoolId {
+                id: id.id,
+                generation: id.generation + 1,
+            })?;
+        }
+    }
     Ok((p, r))
 }
 
@@ -654,8 +807,10 @@ mod tests {
         .unwrap();
     }
 
+    /// A pass's plan: the gate read as a pass reads it.
     fn plan_for(e: &Env, have: &Observed) -> Plan {
-        plan(e, read_spool(&e.cfg.spool).unwrap(), have, true).unwrap()
+        let g = e.gate(false).unwrap();
+        plan(e, read_spool(&e.cfg.spool).unwrap(), have, &g, true).unwrap()
     }
 
     /// What a finished pass leaves for the spool's volumes: their zvols and nvmet objects.
@@ -689,13 +844,7 @@ mod tests {
         let fs = FaultyFs::default();
         let e = env(d.path(), &fs);
         spec(&e, "a", "nvme-loop");
-        let p = plan(
-            &e,
-            read_spool(&e.cfg.spool).unwrap(),
-            &Observed::default(),
-            true,
-        )
-        .unwrap();
+        let p = plan_for(&e, &Observed::default());
         assert_eq!(p.zvols, [ZOp::Create { name: "a".into() }]);
         assert!(p.nvmet_down.is_empty() && !p.nvmet_up.is_empty());
         assert_eq!(p.connect, ["a"]);
@@ -705,13 +854,7 @@ mod tests {
             "{r}"
         );
         let ids = e.store().volume("a").unwrap().unwrap();
-        let p2 = plan(
-            &e,
-            read_spool(&e.cfg.spool).unwrap(),
-            &Observed::default(),
-            true,
-        )
-        .unwrap();
+        let p2 = plan_for(&e, &Observed::default());
         assert_eq!(p2.wanted[0].ids, ids, "identities persist across passes");
     }
 
@@ -721,14 +864,17 @@ mod tests {
         let fs = FaultyFs::default();
         let e = env(d.path(), &fs);
         spec(&e, "a", "nvme-tcp");
+        let g = e.gate(true).unwrap();
         plan(
             &e,
             read_spool(&e.cfg.spool).unwrap(),
             &Observed::default(),
+            &g,
             false,
         )
         .unwrap();
         assert!(e.store().volume("a").unwrap().is_none());
+        assert_eq!(e.markers().read().unwrap(), (None, None));
         assert!(e.store().host("vm1").unwrap().is_none());
     }
 
@@ -758,6 +904,93 @@ mod tests {
                 name: "b".into(),
                 dataset: "persist/vault/volumes/b".into()
             }]
+        );
+    }
+
+    #[test]
+    fn no_single_fault_deletes_a_volume() {
+        let d = tempfile::tempdir().unwrap();
+        let fs = FaultyFs::default();
+        let e = env(d.path(), &fs);
+        spec(&e, "a", "nvme-tcp");
+        spec(&e, "b", "nvme-loop");
+        let have = applied(&e, vec![zv("a"), zv("b")]);
+        let mut have = have;
+        have.loops.insert(
+            ids::subsystem_nqn("b"),
+            vec![hostside::Ctrl {
+                name: "nvme3".into(),
+                subsysnqn: ids::subsystem_nqn("b"),
+                hostnqn: ids::host_nqn("vm1"),
+                transport: "loop".into(),
+                state: "live".into(),
+            }],
+        );
+        assert_eq!(plan_for(&e, &have).steps(), 0);
+        let kept = |p: &Plan| {
+            assert!(
+                p.steps() == 0 && p.held.len() == 2 && p.additive_only,
+                "{}",
+                p.render()
+            );
+        };
+        // The spool directory is lost and made again, empty: nothing goes.
+        std::fs::remove_dir_all(&e.cfg.spool).unwrap();
+        e.ensure_spool().unwrap();
+        let p = plan_for(&e, &have);
+        kept(&p);
+        assert!(p.render().contains("not trusted"), "{}", p.render());
+        // An older copy of the spool (a restored backup) is not trusted either.
+        let m = e.markers();
+        let (_, st) = m.read().unwrap();
+        let st = st.unwrap();
+        std::fs::write(
+            &m.spool,
+            serde_json::to_vec(&guard::SpoolId {
+                id: st.id,
+                generation: st.generation.saturating_sub(1),
+            })
+            .unwrap(),
+        )
+        .unwrap();
+        std::fs::write(
+            &m.state,
+            serde_json::to_vec(&guard::SpoolId {
+                generation: st.generation + 1,
+                ..st
+            })
+            .unwrap(),
+        )
+        .unwrap();
+        kept(&plan_for(&e, &have));
+        // The state is lost too (or the spool is read from somewhere else): unseen zvols are kept.
+        std::fs::remove_dir_all(&e.cfg.state).unwrap();
+        std::fs::remove_file(&m.spool).unwrap();
+        let p = plan_for(&e, &have);
+        assert!(p.steps() == 0 && p.held.len() == 2, "{}", p.render());
+        assert!(p.render().contains("never saw it"), "{}", p.render());
+        // An explicit deletion goes through whatever the spool's state.
+        std::fs::remove_file(&m.spool).unwrap();
+        e.store().tombstone("a").unwrap();
+        let p = plan_for(&e, &have);
+        assert!(
+            p.zvols
+                .iter()
+                .any(|z| matches!(z, ZOp::Destroy { name, .. } if name == "a")),
+            "{}",
+            p.render()
+        );
+        assert!(
+            !p.zvols
+                .iter()
+                .any(|z| matches!(z, ZOp::Destroy { name, .. } if name == "b")),
+            "{}",
+            p.render()
+        );
+        assert!(
+            p.disconnect.is_empty(),
+            "b's loop connection stays: {}",
+            p.render()
         );
     }
 

@@ -7,6 +7,7 @@ pub struct Roots {
     pub sys: PathBuf,
     pub dev: PathBuf,
     pub run: PathBuf,
+    pub proc: PathBuf,
     pub configfs: PathBuf,
     pub debugfs: PathBuf,
 }
@@ -17,6 +18,7 @@ impl Roots {
             sys: base.join("sys"),
             dev: base.join("dev"),
             run: base.join("run"),
+            proc: base.join("proc"),
             configfs: base.join("sys/kernel/config"),
             debugfs: base.join("sys/kernel/debug"),
         }

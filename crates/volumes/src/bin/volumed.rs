@@ -39,6 +39,7 @@ fn one(cli: &Cli, dry_run: bool) -> Result<(), volumes::Error> {
         cfg: Config::load_layered(cli.config.as_deref())?,
         fs: &ktarget::HostFs,
     };
+    env.check_vault()?;
     let _lock = reconcile::lock(&env.roots)?;
     let t0 = Instant::now();
     let (plan, report) = reconcile::pass(env, dry_run)?;
@@ -84,14 +85,28 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // The spool lives on the vault; wait for storage-init to have unlocked and mounted it.
-    let mut waited = false;
-    while std::fs::create_dir_all(&cfg.spool).is_err() {
-        if !waited {
-            log(format!("waiting for {}", cfg.spool.display()));
-            waited = true;
+    // The spool and the state live on the vault. Until it is unlocked and mounted there is
+    // nothing to read: a pass is skipped (and said) every interval, never run on what happens to
+    // be at those paths.
+    let roots = Roots::host();
+    let mut skipped = 0u64;
+    loop {
+        let env = Env {
+            roots: roots.clone(),
+            cfg: cfg.clone(),
+            fs: &ktarget::HostFs,
+        };
+        match env.check_vault().and_then(|_| env.ensure_spool()) {
+            Ok(()) => break,
+            Err(e) => {
+                skipped += 1;
+                log(format!(
+                    "pass skipped ({skipped}): {}; every volume is kept as it is. Unlock the vault (boot with this box's TPM, or see `storagectl status`)",
+                    storage::bringup::error_chain(&e)
+                ));
+                std::thread::sleep(Duration::from_secs(cli.interval));
+            }
         }
-        std::thread::sleep(Duration::from_secs(2));
     }
     let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK).ok();
     if let Some(i) = &inotify {
