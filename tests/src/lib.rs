@@ -240,6 +240,12 @@ fn run_tool(prog: &str, args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// The first line eve-init prints; a boot without it by [`INIT_DEADLINE`] has stalled.
+pub const INIT_LINE: &str = "eve-init: stage 1";
+/// Under TCG init starts within about 30 s; a stalled kernel shows RCU stalls for minutes.
+pub const INIT_DEADLINE: Duration = Duration::from_secs(150);
+const STALLED: &str = "init to start (the kernel stalled before init)";
+
 /// Console lines after which the boot cannot succeed; waiting longer would only hide the cause.
 pub const FATAL_MARKERS: &[&str] = &[
     "Failed to boot both default and fallback entries",
@@ -361,10 +367,29 @@ impl Machine {
         }
     }
 
-    /// Starts swtpm and qemu; returns once the guest's agent answers (or the boot timeout).
+    /// Starts swtpm and qemu; returns once the guest's agent answers (or the boot timeout). Two
+    /// TCG guests on two cores can stall a guest kernel's timers before init ever runs; such a
+    /// boot (no init line on the console after [`INIT_DEADLINE`]) is cut and started once more.
     pub fn boot(&mut self) -> Result<()> {
         self.start()?;
-        self.wait_agent()
+        match self.wait_agent() {
+            Err(Error::Timeout { what, .. }) if what == STALLED => {
+                eprintln!(
+                    "{}: boot {} stalled before init ({}); power-cycling once",
+                    self.spec.name,
+                    self.boots,
+                    self.console_log().display()
+                );
+                self.power_cut()?;
+                if let Some(mut t) = self.swtpm.take() {
+                    let _ = t.kill();
+                    let _ = t.wait();
+                }
+                self.start()?;
+                self.wait_agent()
+            }
+            r => r,
+        }
     }
 
     fn start(&mut self) -> Result<()> {
@@ -443,6 +468,9 @@ impl Machine {
             let console = std::fs::read(&log)
                 .map(|b| String::from_utf8_lossy(&b).into_owned())
                 .unwrap_or_default();
+            if start.elapsed() > INIT_DEADLINE && !console.contains(INIT_LINE) {
+                return Err(self.timeout(STALLED, start));
+            }
             if let Some(marker) = fatal_marker(&console) {
                 return Err(Error::BootFailed {
                     machine: self.spec.name.clone(),
@@ -759,6 +787,35 @@ impl Machine {
         let d = self.dir.join("tpm");
         std::fs::remove_dir_all(&d).at("clean", &d)?;
         std::fs::create_dir_all(&d).at("mkdir", &d)
+    }
+
+    /// Moves the TPM's state aside under `name` and gives the machine a factory-fresh one; the
+    /// original comes back with [`Machine::restore_tpm`] (a TPM swapped and later put back).
+    pub fn stash_tpm(&mut self, name: &str) -> Result<()> {
+        if self.qemu.is_some() {
+            return Err(Error::Spec(format!(
+                "{}: power off before swapping the TPM",
+                self.spec.name
+            )));
+        }
+        let d = self.dir.join("tpm");
+        let aside = self.dir.join(format!("tpm-{name}"));
+        std::fs::rename(&d, &aside).at("rename", &d)?;
+        std::fs::create_dir_all(&d).at("mkdir", &d)
+    }
+
+    /// Puts back the TPM stashed under `name`; the one in use is discarded.
+    pub fn restore_tpm(&mut self, name: &str) -> Result<()> {
+        if self.qemu.is_some() {
+            return Err(Error::Spec(format!(
+                "{}: power off before swapping the TPM",
+                self.spec.name
+            )));
+        }
+        let d = self.dir.join("tpm");
+        std::fs::remove_dir_all(&d).at("clean", &d)?;
+        let aside = self.dir.join(format!("tpm-{name}"));
+        std::fs::rename(&aside, &d).at("rename", &aside)
     }
 
     /// Boots and returns as soon as the console shows `marker` (to cut power at that moment).

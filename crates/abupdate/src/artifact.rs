@@ -145,7 +145,16 @@ pub fn parse_header(
         ));
     }
     if let Some(len) = total_len {
-        let want = m.payload.offset + m.payload.size;
+        let want = m
+            .payload
+            .offset
+            .checked_add(m.payload.size)
+            .ok_or_else(|| {
+                ArtifactError::Corrupt(format!(
+                    "payload at {} of {} bytes overflows",
+                    m.payload.offset, m.payload.size
+                ))
+            })?;
         if len < want {
             return Err(ArtifactError::Truncated(format!(
                 "{len} bytes, the manifest needs {want}"
@@ -246,6 +255,12 @@ mod tests {
             parse_header(&f[..4096], "x86_64", len),
             Err(ArtifactError::Format(7))
         );
+        // A crafted size that overflows offset + size is an error, not a panic.
+        let mut m = manifest_for("v2", "x86_64", &a[4096..], Default::default()).unwrap();
+        m.payload.size = u64::MAX - 10;
+        let h = header(&m).unwrap();
+        let e = parse_header(&h, "x86_64", Some(u64::MAX)).unwrap_err();
+        assert!(e.to_string().contains("overflows"), "{e}");
     }
 
     #[test]

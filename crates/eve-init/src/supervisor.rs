@@ -53,11 +53,14 @@ fn console_tty(params: &[(String, String)]) -> Option<String> {
 
 /// Starts a bundle's process with its output piped to a log sink (or on a tty when it asks).
 fn spawn(b: &Bundle, console: &str) -> std::io::Result<Pid> {
-    let args = &b.config.process.args;
-    let mut c = Command::new(&args[0]);
-    c.args(&args[1..])
-        .env_clear()
-        .current_dir(&b.config.process.cwd);
+    let Some((prog, rest)) = b.config.process.args.split_first() else {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "process.args is empty",
+        ));
+    };
+    let mut c = Command::new(prog);
+    c.args(rest).env_clear().current_dir(&b.config.process.cwd);
     for kv in std::iter::once(DEFAULT_PATH).chain(b.config.process.env.iter().map(String::as_str)) {
         if let Some((k, v)) = kv.split_once('=') {
             c.env(k, v);

@@ -562,16 +562,18 @@ fn bundles(m: &Manifest, cfg: &Config, root: &Path) -> Result<()> {
                 .clone()
                 .or(map.command.clone())
                 .or(map.bin.as_ref().map(|b| vec![format!("/usr/bin/{b}")]))
+                .filter(|a| a.first().is_some_and(|c| !c.is_empty()))
                 .ok_or_else(|| Error::Manifest {
                     path: "manifest".into(),
-                    msg: format!("`{}` has no command", e.name),
+                    msg: format!("{kind} `{}` has no command (or an empty one)", e.name),
                 })?;
-            let resolvable = if args[0].starts_with('/') {
-                exists_in(root, &args[0])
+            let prog = args[0].clone();
+            let resolvable = if prog.starts_with('/') {
+                exists_in(root, &prog)
             } else {
                 ["usr/sbin", "usr/bin", "sbin", "bin"]
                     .iter()
-                    .any(|d| exists_in(root, &format!("{d}/{}", args[0])))
+                    .any(|d| exists_in(root, &format!("{d}/{prog}")))
             };
             if !resolvable {
                 return Err(Error::Manifest {

@@ -43,6 +43,57 @@ pub struct HostIds {
     pub ctrl_key: String,
 }
 
+impl VolumeIds {
+    /// Stored identities are input like any other: a hand-edited or damaged file is an error
+    /// that names it, never a panic or a malformed configfs write.
+    pub fn check(&self) -> Result<(), String> {
+        if self.serial.is_empty()
+            || self.serial.len() > 20
+            || !self.serial.bytes().all(|b| b.is_ascii_alphanumeric())
+        {
+            return Err(format!(
+                "serial `{}` is not 1-20 letters and digits",
+                self.serial
+            ));
+        }
+        for (k, v) in [("uuid", &self.uuid), ("nguid", &self.nguid)] {
+            if uuid::Uuid::parse_str(v).is_err() {
+                return Err(format!("{k} `{v}` is not a UUID"));
+            }
+        }
+        let tail = self.wwpn.strip_prefix(WWPN_PREFIX).unwrap_or("");
+        if tail.len() != 8 || !tail.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!(
+                "wwpn `{}` is not {WWPN_PREFIX} and 8 hex digits",
+                self.wwpn
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl HostIds {
+    pub fn check(&self, vm: &str) -> Result<(), String> {
+        if self.nqn != host_nqn(vm) {
+            return Err(format!("nqn `{}` is not {}", self.nqn, host_nqn(vm)));
+        }
+        for (k, v) in [("key", &self.key), ("ctrl_key", &self.ctrl_key)] {
+            let ok = v
+                .strip_prefix("DHHC-1:00:")
+                .and_then(|r| r.strip_suffix(':'))
+                .is_some_and(|b| {
+                    !b.is_empty()
+                        && b.bytes()
+                            .all(|c| c.is_ascii_alphanumeric() || b"+/=".contains(&c))
+                });
+            if !ok {
+                return Err(format!("{k} is not a DHHC-1 secret"));
+            }
+        }
+        Ok(())
+    }
+}
+
 pub fn random_bytes<const N: usize>() -> [u8; N] {
     let mut b = [0u8; N];
     let mut got = 0;
@@ -158,10 +209,20 @@ impl Store {
         self.dir.join("hosts").join(format!("{vm}.json"))
     }
     pub fn volume(&self, name: &str) -> Result<Option<VolumeIds>, Error> {
-        self.get(&self.vol_path(name))
+        let p = self.vol_path(name);
+        let v: Option<VolumeIds> = self.get(&p)?;
+        if let Some(v) = &v {
+            v.check().map_err(|msg| Error::State { path: p, msg })?;
+        }
+        Ok(v)
     }
     pub fn host(&self, vm: &str) -> Result<Option<HostIds>, Error> {
-        self.get(&self.host_path(vm))
+        let p = self.host_path(vm);
+        let h: Option<HostIds> = self.get(&p)?;
+        if let Some(h) = &h {
+            h.check(vm).map_err(|msg| Error::State { path: p, msg })?;
+        }
+        Ok(h)
     }
     /// The volume's identity, made and persisted on first use.
     pub fn volume_or_new(&self, name: &str) -> Result<VolumeIds, Error> {
@@ -253,5 +314,62 @@ mod tests {
         assert_ne!(h.key, h.ctrl_key);
         s.forget_volume("v").unwrap();
         assert_ne!(s.volume_or_new("v").unwrap(), a);
+    }
+
+    #[test]
+    fn damaged_state_files_are_named_errors_and_secrets_are_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let s = Store {
+            dir: d.path().into(),
+        };
+        let a = s.volume_or_new("v").unwrap();
+        let h = s.host_or_new("vm1").unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&s.host_path("vm1")), 0o600);
+        assert_eq!(mode(&s.vol_path("v")), 0o600);
+        assert_eq!(mode(&d.path().join("hosts")), 0o700);
+        for bad in [
+            VolumeIds {
+                wwpn: "naa.5".into(),
+                ..a.clone()
+            },
+            VolumeIds {
+                serial: "".into(),
+                ..a.clone()
+            },
+            VolumeIds {
+                serial: "x\ny".into(),
+                ..a.clone()
+            },
+            VolumeIds {
+                uuid: "nope".into(),
+                ..a.clone()
+            },
+        ] {
+            std::fs::write(s.vol_path("v"), serde_json::to_vec(&bad).unwrap()).unwrap();
+            let e = s.volume("v").unwrap_err().to_string();
+            assert!(e.contains("v.json"), "{e}");
+        }
+        std::fs::write(s.vol_path("v"), "[1,2]").unwrap();
+        assert!(s.volume("v").is_err());
+        let wrong = HostIds {
+            nqn: host_nqn("vm2"),
+            ..h.clone()
+        };
+        std::fs::write(s.host_path("vm1"), serde_json::to_vec(&wrong).unwrap()).unwrap();
+        assert!(s.host("vm1").is_err());
+        let wrong = HostIds {
+            key: "DHHC-1:00:".into(),
+            ..h
+        };
+        std::fs::write(s.host_path("vm1"), serde_json::to_vec(&wrong).unwrap()).unwrap();
+        assert!(s.host("vm1").is_err());
+        // A symlink planted where the temporary goes is replaced, never written through.
+        let victim = d.path().join("victim");
+        std::fs::write(&victim, "keep").unwrap();
+        std::os::unix::fs::symlink(&victim, s.host_path("vm3").with_extension("tmp")).unwrap();
+        s.host_or_new("vm3").unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
     }
 }

@@ -8,6 +8,7 @@ pub mod error;
 pub mod guard;
 pub mod hostside;
 pub mod ids;
+pub mod import;
 pub mod ops;
 pub mod parallel;
 pub mod plan;

@@ -83,24 +83,7 @@ pub fn create(env: &Env, raw: &RawSpec, label: &str) -> Result<Shown> {
     let v = raw.validate(label)?;
     check_transport(env, v.transport)?;
     if let Some(src) = &v.source {
-        if !src.path.is_file() {
-            return Err(Error::Import {
-                path: src.path.clone(),
-                msg: "no such file".into(),
-            });
-        }
-        if src.format.qemu_name().is_some() {
-            let size = zvol::image_size(src)?;
-            if size > v.size {
-                return Err(Error::Import {
-                    path: src.path.clone(),
-                    msg: format!(
-                        "the image's virtual size {size} is larger than the volume ({})",
-                        v.size
-                    ),
-                });
-            }
-        }
+        zvol::check_source(src, v.size, &[env.cfg.state.as_path()])?;
     }
     let _lock = locked(env)?;
     env.ensure_spool()?;

@@ -124,7 +124,10 @@ pub fn targets(wanted: &[Wanted], pool: &str, cfg: &Config) -> Result<(Nvmet, Li
 
 /// The nexus' initiator port, derived from the target's WWPN so it is stable too.
 pub fn initiator_wwn(wwpn: &str) -> String {
-    format!("{}f{}", &wwpn[..11], &wwpn[12..])
+    match (wwpn.get(..11), wwpn.get(12..)) {
+        (Some(a), Some(b)) => format!("{a}f{b}"),
+        _ => format!("{wwpn}f"),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -242,6 +245,27 @@ pub fn zvol_diff(
     (ops, conflicts)
 }
 
+/// Pure: which new volumes fit above the pool's free-space floor, in order; a thick volume
+/// needs its whole size, a thin one only that the pool is not under the floor already. Returns
+/// the refused ones with the reason.
+pub fn over_floor(new: &[(&str, u64)], free: u64, floor: u64) -> Vec<(String, String)> {
+    let mut left = free;
+    let mut refused = Vec::new();
+    for (name, need) in new {
+        if left < floor.saturating_add(*need) {
+            refused.push((
+                name.to_string(),
+                format!(
+                    "refused: the pool has {left} bytes free; {need} more would leave less than the free-space floor of {floor} bytes"
+                ),
+            ));
+        } else {
+            left -= need;
+        }
+    }
+    refused
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,6 +336,21 @@ mod tests {
             l.vhost["naa.5001405e0000000a"].nexus,
             "naa.5001405f0000000a"
         );
+    }
+
+    #[test]
+    fn the_free_space_floor_holds_for_every_new_volume() {
+        assert!(over_floor(&[("a", 0), ("b", 50)], 200, 100).is_empty());
+        let r = over_floor(&[("a", 60), ("b", 60), ("c", 0)], 200, 100);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].0, "b");
+        assert!(r[0].1.contains("floor"));
+        assert_eq!(
+            over_floor(&[("t", 0)], 50, 100).len(),
+            1,
+            "thin under the floor"
+        );
+        assert_eq!(over_floor(&[("x", u64::MAX)], 10, 1).len(), 1);
     }
 
     #[test]

@@ -67,6 +67,8 @@ pub fn read_spool(dir: &Path) -> Result<Spool> {
 
 #[derive(Debug, Default)]
 pub struct Observed {
+    /// The pool's (size, free) bytes, for the free-space floor.
+    pub pool: Option<(u64, u64)>,
     pub zvols: Vec<Zvol>,
     pub nvmet: Nvmet,
     pub lio: Lio,
@@ -197,6 +199,10 @@ impl Env<'_> {
     pub fn observe(&self) -> Result<(Observed, String)> {
         let t = Instant::now();
         let zvols = zvol::list(&self.cfg.pool)?;
+        let pool = storage::zfs::list_pools(Some(&self.cfg.pool))?
+            .into_iter()
+            .next()
+            .map(|p| (p.size, p.free));
         let t_zfs = t.elapsed();
         let t = Instant::now();
         let nvmet = nvmet::observe(self.fs, &self.nvmet_tree(), &plan::nvmet_scope(&self.cfg))?;
@@ -219,6 +225,7 @@ impl Env<'_> {
         );
         Ok((
             Observed {
+                pool,
                 zvols,
                 nvmet,
                 lio,
@@ -361,7 +368,29 @@ fn keep_observed(name: &str, have_n: &Nvmet, have_l: &Lio, n: &mut Nvmet, l: &mu
 /// dry run makes throwaway ones instead). `gate` decides which spec-less zvols may go.
 pub fn plan(env: &Env, spool: Spool, have: &Observed, gate: &Gate, persist: bool) -> Result<Plan> {
     let store = env.store();
-    let (mut zops, conflicts) = plan::zvol_diff(&spool.volumes, &have.zvols, &env.cfg.pool);
+    let (mut zops, mut conflicts) = plan::zvol_diff(&spool.volumes, &have.zvols, &env.cfg.pool);
+    // The free-space floor holds for specs dropped into the spool, not only for the CLI: a new
+    // volume that does not fit is reported and left out, the others go ahead.
+    if let Some((size, free)) = have.pool {
+        let new: Vec<(&str, u64)> = zops
+            .iter()
+            .filter_map(|z| match z {
+                ZOp::Create { name } => {
+                    let v = &spool.volumes[name];
+                    Some((name.as_str(), if v.thin { 0 } else { v.size }))
+                }
+                _ => None,
+            })
+            .collect();
+        let refused = plan::over_floor(&new, free, env.cfg.floor_bytes(size));
+        zops.retain(
+            |z| !matches!(z, ZOp::Create { name } if refused.iter().any(|(n, _)| n == name)),
+        );
+        conflicts.extend(refused.into_iter().map(|(name, msg)| Conflict {
+            name,
+            msg: format!("{msg} (free_floor {})", env.cfg.free_floor),
+        }));
+    }
     let conflicted: Vec<&str> = conflicts.iter().map(|c| c.name.as_str()).collect();
     let spool_valid = spool.invalid.is_empty();
     let mut held = Vec::new();
@@ -512,25 +541,41 @@ impl Report {
 /// Builds the zvol under its staging name (create or receive, then the initial content, then the
 /// ready marker) and renames it into place, so a final name always means a complete volume. The
 /// parent exists (see [`apply`]).
-fn fill(roots: &Roots, v: &Volume, ds: &str) -> Result<()> {
+fn fill(roots: &Roots, v: &Volume, ds: &str, state: &Path) -> Result<()> {
     let stage = zvol::staging(ds);
+    let also = [state];
+    // A source that cannot be read safely is refused before anything is created for it.
+    if let Some(src) = &v.source {
+        zvol::check_source(src, v.size, &also)?;
+    }
     match &v.source {
         Some(src) if src.format == Format::ZfsStream => {
             log(format!("receiving {} into {stage}", src.path.display()));
-            zvol::receive(src, &stage)?;
-            zvol::set_props(&stage, v)?;
-            // A stream carries its own size: grow to the spec's when it asks for more.
-            if zvol::volsize(&stage)? < v.size {
-                zvol::resize(&stage, v.size)?;
+            zvol::receive(src, &stage, &also)?;
+            let finish = || -> Result<()> {
+                zvol::set_props(&stage, v)?;
+                // A stream carries its own size: grow to the spec's when it asks for more.
+                if zvol::volsize(&stage)? < v.size {
+                    zvol::resize(&stage, v.size)?;
+                }
+                zvol::mark_ready(&stage)
+            };
+            if let Err(e) = finish() {
+                let _ = zvol::destroy(&stage);
+                return Err(e);
             }
-            zvol::mark_ready(&stage)?;
         }
         Some(src) => {
             zvol::create(v, &stage, false)?;
-            let dev = zvol::wait_dev(roots, &stage, Duration::from_secs(60))?;
-            log(format!("importing {} onto {stage}", src.path.display()));
-            zvol::import_image(src, &dev, v.size)?;
-            zvol::mark_ready(&stage)?;
+            let filled = zvol::wait_dev(roots, &stage, Duration::from_secs(60)).and_then(|dev| {
+                log(format!("importing {} onto {stage}", src.path.display()));
+                zvol::import_image(src, &dev, v.size, &also)
+            });
+            if let Err(e) = filled.and_then(|_| zvol::mark_ready(&stage)) {
+                // Nothing half-imported stays behind.
+                let _ = zvol::destroy(&stage);
+                return Err(e);
+            }
         }
         // Its content is its zeros: ready from the start, and still complete only once renamed.
         None => zvol::create(v, &stage, true)?,
@@ -540,16 +585,21 @@ fn fill(roots: &Roots, v: &Volume, ds: &str) -> Result<()> {
 
 /// One zvol step; the removals (destroy, discard) must all be done before the builds start, as
 /// a discarded staging zvol may have the name a build is about to use.
-fn zvol_step(roots: &Roots, pool: &str, z: &ZOp, spool: &BTreeMap<String, Volume>) -> Result<()> {
+fn zvol_step(
+    (roots, pool, state): (&Roots, &str, &Path),
+    z: &ZOp,
+    spool: &BTreeMap<String, Volume>,
+) -> Result<()> {
     match z {
-        ZOp::Destroy { dataset, .. } | ZOp::Discard { dataset } => zvol::destroy(dataset),
+        ZOp::Destroy { dataset, .. } => zvol::destroy_volume(dataset),
+        ZOp::Discard { dataset } => zvol::destroy(dataset),
         ZOp::Recreate { name, dataset } => {
             zvol::destroy(dataset)?;
-            fill(roots, &spool[name], dataset)
+            fill(roots, &spool[name], dataset, state)
         }
         ZOp::Create { name } => {
             let v = &spool[name];
-            fill(roots, v, &zvol::dataset(pool, v))
+            fill(roots, v, &zvol::dataset(pool, v), state)
         }
         ZOp::Grow { dataset, to, .. } => zvol::resize(dataset, *to),
     }
@@ -589,9 +639,9 @@ fn run_zvol_group(
     spool: &BTreeMap<String, Volume>,
     r: &mut Report,
 ) -> Result<()> {
-    let (roots, pool) = (&env.roots, &env.cfg.pool);
+    let ctx = (&env.roots, env.cfg.pool.as_str(), env.cfg.state.as_path());
     let results = crate::parallel::each(group, env.cfg.zfs_workers, |z| {
-        let res = zvol_step(roots, pool, z, spool);
+        let res = zvol_step(ctx, z, spool);
         if res.is_ok() {
             log(format!("zfs: {z}: done"));
         }
@@ -992,6 +1042,35 @@ mod tests {
             "b's loop connection stays: {}",
             p.render()
         );
+    }
+
+    #[test]
+    fn a_spooled_volume_over_the_free_space_floor_is_refused_and_the_rest_go_ahead() {
+        let d = tempfile::tempdir().unwrap();
+        let fs = FaultyFs::default();
+        let e = env(d.path(), &fs);
+        spec(&e, "a", "nvme-tcp");
+        std::fs::write(
+            e.cfg.spool.join("big.toml"),
+            "name=\"big\"\nsize=\"50G\"\nvm=\"vm1\"\ntransport=\"nvme-tcp\"\nprovisioning=\"thick\"\n",
+        )
+        .unwrap();
+        let have = Observed {
+            pool: Some((100 << 30, 40 << 30)),
+            ..Observed::default()
+        };
+        let p = plan_for(&e, &have);
+        assert_eq!(
+            p.zvols,
+            [ZOp::Create { name: "a".into() }],
+            "{}",
+            p.render()
+        );
+        assert!(p
+            .conflicts
+            .iter()
+            .any(|c| c.name == "big" && c.msg.contains("floor")));
+        assert!(p.wanted.iter().all(|w| w.vol.name != "big"));
     }
 
     #[test]

@@ -236,6 +236,9 @@ impl RawSpec {
                     format!("`{}` must be an absolute path", src.path.display()),
                 ));
             }
+            if let Some(why) = crate::import::denied(&src.path, &[]) {
+                return Err(e("source.path", why));
+            }
         }
         Ok(Volume {
             name: self.name.clone(),
@@ -360,6 +363,8 @@ mod tests {
         assert!(v(&base("colour", "\"red\"")).is_err());
         let rel = base("source", "{ path = \"img.qcow2\", format = \"qcow2\" }");
         assert_eq!(v(&rel).unwrap_err().field, "source.path");
+        let dev = base("source", "{ path = \"/dev/sda\", format = \"raw\" }");
+        assert_eq!(v(&dev).unwrap_err().field, "source.path");
     }
 
     #[test]

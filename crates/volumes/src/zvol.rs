@@ -2,6 +2,7 @@
 //! Ours carry the user property `org.lfedge.eve:volume`; others are never touched.
 
 use crate::error::{Error, Result};
+use crate::import;
 use crate::roots::Roots;
 use crate::spec::{Format, Source, Volume};
 use std::path::{Path, PathBuf};
@@ -54,7 +55,11 @@ pub fn parse_list(out: &str, pool: &str) -> Result<Vec<Zvol>, String> {
             .rsplit_once('/')
             .filter(|(p, c)| parents.iter().any(|x| x == p) && c.ends_with(STAGING_SUFFIX))
             .map(|(_, c)| c.trim_end_matches(STAGING_SUFFIX).to_string());
-        let tagged = !(f[5] == "-" || f[5].is_empty());
+        // Ours: directly under one of our parents, tagged with its own name. A tag elsewhere, or
+        // one that names another dataset (as an inherited tag would), is someone else's zvol.
+        let tagged = f[0]
+            .rsplit_once('/')
+            .is_some_and(|(p, c)| parents.iter().any(|x| x == p) && c == f[5]);
         if !tagged && staged.is_none() {
             continue;
         }
@@ -211,6 +216,20 @@ pub fn resize(ds: &str, size: u64) -> Result<()> {
     Ok(())
 }
 
+/// Destroys a volume's zvol after checking that its tag is set on it (not inherited): the one
+/// destructive step a spec-less pass takes is only ever taken on a zvol we made.
+pub fn destroy_volume(ds: &str) -> Result<()> {
+    let args = zfs_args(&["get", "-H", "-o", "source", PROP_VOLUME, ds]);
+    let src = zfs::run(ZFS, &args, None)?;
+    if src.trim() != "local" {
+        return Err(Error::Refused(format!(
+            "{ds}: {PROP_VOLUME} is {} (not set locally); not ours to destroy",
+            src.trim()
+        )));
+    }
+    destroy(ds)
+}
+
 pub fn destroy(ds: &str) -> Result<()> {
     zfs::run(ZFS, &zfs_args(&["destroy", "-r", ds]), None)?;
     Ok(())
@@ -241,73 +260,104 @@ pub fn wait_dev(roots: &Roots, ds: &str, timeout: Duration) -> Result<PathBuf> {
     Ok(p)
 }
 
-/// `qemu-img info --output=json`'s virtual size.
-pub fn parse_virtual_size(json: &str) -> Result<u64, String> {
-    let v: serde_json::Value = serde_json::from_str(json).map_err(|e| e.to_string())?;
-    v["virtual-size"]
-        .as_u64()
-        .ok_or_else(|| "no virtual-size".to_string())
-}
-
-pub fn image_size(src: &Source) -> Result<u64> {
+/// Opens and checks an image source (see [`crate::import`]); returns it with its virtual size.
+/// `also` names directories that are never read (the volume state with its secrets).
+pub fn check_image(src: &Source, also: &[&Path]) -> Result<(import::Opened, u64)> {
     let fmt = src.format.qemu_name().unwrap_or("raw");
-    let path = src.path.to_string_lossy().into_owned();
+    let o = import::open(src, also)?;
+    let own = o.path();
     let out = zfs::run(
         QEMU_IMG,
-        &zfs_args(&["info", "--output=json", "-f", fmt, &path]),
+        &zfs_args(&["info", "--output=json", "--backing-chain", "-f", fmt, &own]),
         None,
     )
     .map_err(|e| Error::Import {
         path: src.path.clone(),
         msg: format!("not a readable {fmt} image: {e}"),
     })?;
-    parse_virtual_size(&out).map_err(|msg| Error::Import {
+    let size = import::check_info(&out, &own).map_err(|msg| Error::Import {
         path: src.path.clone(),
         msg,
-    })
+    })?;
+    Ok((o, size))
 }
 
-/// Writes an image onto a freshly created (all-zero) zvol, skipping zero regions.
-pub fn import_image(src: &Source, dev: &Path, volsize: u64) -> Result<()> {
-    let fmt = src.format.qemu_name().unwrap_or("raw");
-    let size = image_size(src)?;
+/// Checks a source before anything is created for it: an image's checks and size, or a
+/// stream's first record.
+pub fn check_source(src: &Source, volsize: u64, also: &[&Path]) -> Result<()> {
+    if src.format == Format::ZfsStream {
+        return import::open_stream(src, also).map(|_| ());
+    }
+    let (_, size) = check_image(src, also)?;
     if size > volsize {
         return Err(Error::Import {
             path: src.path.clone(),
             msg: format!("the image's virtual size {size} is larger than the volume ({volsize})"),
         });
     }
-    Ok(zfs::run_progress(
-        QEMU_IMG,
-        &[
-            "convert".into(),
-            "-p".into(),
-            "-n".into(),
-            "--target-is-zero".into(),
-            "-f".into(),
-            fmt.into(),
-            "-O".into(),
-            "raw".into(),
-            src.path.to_string_lossy().into_owned(),
-            dev.to_string_lossy().into_owned(),
-        ],
-        None,
-    )?)
+    Ok(())
 }
 
-/// Receives a `zfs send` stream of a volume as the dataset `ds`.
-pub fn receive(src: &Source, ds: &str) -> Result<()> {
-    debug_assert_eq!(src.format, Format::ZfsStream);
-    let f = std::fs::File::open(&src.path).map_err(|source| Error::Io {
-        op: "open",
-        path: src.path.clone(),
-        source,
-    })?;
-    Ok(zfs::run_progress(
+/// Writes an image onto a freshly created (all-zero) zvol, skipping zero regions. The image is
+/// read through the file checked, with any backing file switched off.
+pub fn import_image(src: &Source, dev: &Path, volsize: u64, also: &[&Path]) -> Result<()> {
+    let fmt = src.format.qemu_name().unwrap_or("raw");
+    let (o, size) = check_image(src, also)?;
+    if size > volsize {
+        return Err(Error::Import {
+            path: src.path.clone(),
+            msg: format!("the image's virtual size {size} is larger than the volume ({volsize})"),
+        });
+    }
+    let mut args: Vec<String> = ["convert", "-p", "-n", "--target-is-zero"]
+        .map(String::from)
+        .into();
+    args.extend(import::qemu_source(&o, fmt));
+    args.extend([
+        "-O".into(),
+        "raw".into(),
+        dev.to_string_lossy().into_owned(),
+    ]);
+    let r = zfs::run_progress(QEMU_IMG, &args, None);
+    drop(o);
+    Ok(r?)
+}
+
+/// Properties a received volume stream may carry that would expose it on the host or re-tag it
+/// or claim it is complete: none is taken from a stream. (Mount and share properties do not
+/// apply: only volume streams get this far.)
+pub const RECEIVE_EXCLUDED: &[&str] = &["volmode", "snapdev", PROP_VOLUME, PROP_VM, PROP_CONTENT];
+
+/// Receives a checked `zfs send` stream of one volume as the dataset `ds`, unmounted and with
+/// none of [`RECEIVE_EXCLUDED`] taken from it. Whatever a failed receive leaves is destroyed.
+pub fn receive(src: &Source, ds: &str, also: &[&Path]) -> Result<()> {
+    let o = import::open_stream(src, also)?;
+    let mut args = zfs_args(&["receive", "-u"]);
+    for p in RECEIVE_EXCLUDED {
+        args.extend(["-x".into(), (*p).into()]);
+    }
+    args.push(ds.into());
+    let r = zfs::run_progress(ZFS, &args, Some(o.file));
+    if let Err(e) = r {
+        if exists(ds) {
+            let _ = destroy(ds);
+        }
+        return Err(e.into());
+    }
+    // Belt and braces: the header said volume; what arrived must be one.
+    let t = zfs::run(
         ZFS,
-        &zfs_args(&["receive", "-u", ds]),
-        Some(f),
-    )?)
+        &zfs_args(&["get", "-H", "-o", "value", "type", ds]),
+        None,
+    )?;
+    if t.trim() != "volume" {
+        destroy(ds)?;
+        return Err(Error::Import {
+            path: src.path.clone(),
+            msg: format!("received a {} instead of a volume; destroyed it", t.trim()),
+        });
+    }
+    Ok(())
 }
 
 /// After a receive: the properties a created zvol would have had.
@@ -331,6 +381,8 @@ mod tests {
     fn lists_only_our_zvols() {
         let out = "persist/vault/volumes/a\t1073741824\t16384\t0\t12288\ta\tvm1\tready\n\
                    persist/other\t1048576\t8192\t1081344\t1081344\t-\t-\t-\n\
+                   persist/elsewhere/e\t1048576\t8192\t0\t0\te\tvm1\tready\n\
+                   persist/vault/volumes/f\t1048576\t8192\t0\t0\tg\tvm1\tready\n\
                    persist/clear/volumes/b\t2147483648\t16384\t2181038080\t2181038080\tb\tvm2\t-\n\
                    persist/vault/volumes/c:new\t1048576\t16384\t0\t0\t-\t-\t-\n\
                    persist/elsewhere/d:new\t1048576\t16384\t0\t0\t-\t-\t-\n";
@@ -344,13 +396,10 @@ mod tests {
             "an untagged staging zvol is ours"
         );
         assert!(parse_list("a\tb\n", "persist").is_err());
-        assert!(parse_list("x\tnan\t1\t1\t1\tv\tvm\t-\n", "persist").is_err());
-    }
-
-    #[test]
-    fn reads_qemu_img_virtual_size() {
-        let j = r#"{ "virtual-size": 67108864, "filename": "a.qcow2", "format": "qcow2" }"#;
-        assert_eq!(parse_virtual_size(j).unwrap(), 64 << 20);
-        assert!(parse_virtual_size("{}").is_err());
+        assert!(parse_list(
+            "persist/clear/volumes/v\tnan\t1\t1\t1\tv\tvm\t-\n",
+            "persist"
+        )
+        .is_err());
     }
 }

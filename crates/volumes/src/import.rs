@@ -1,0 +1,385 @@
+//! Initial content from outside the box (a VM image or a `zfs send` stream) is hostile until
+//! checked: it may name a backing file, an external data file or extents anywhere on the host, or
+//! be a device, a FIFO or a kernel file. Each source is opened once, checked on the open file,
+//! and then read by the tools through that same open file (`/proc/<pid>/fd/<n>`), so what was
+//! checked is what is read.
+
+use crate::error::{Error, Result};
+use crate::spec::{Format, Source};
+use std::io::Read;
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+
+/// Paths whose files are the kernel's or the box's own, never a guest's content.
+pub const DENIED: &[&str] = &["/proc", "/sys", "/dev"];
+
+/// A source opened and checked: the tools read `path()`, which is this open file.
+#[derive(Debug)]
+pub struct Opened {
+    pub file: std::fs::File,
+    /// The source after resolving symlinks.
+    pub real: PathBuf,
+}
+
+impl Opened {
+    pub fn path(&self) -> String {
+        use std::os::fd::AsRawFd;
+        format!("/proc/{}/fd/{}", std::process::id(), self.file.as_raw_fd())
+    }
+}
+
+fn refuse(p: &Path, msg: impl Into<String>) -> Error {
+    Error::Import {
+        path: p.into(),
+        msg: msg.into(),
+    }
+}
+
+/// Pure: why a resolved path may not be read as guest content, if it may not.
+pub fn denied(real: &Path, also: &[&Path]) -> Option<String> {
+    DENIED
+        .iter()
+        .map(Path::new)
+        .chain(also.iter().copied())
+        .find(|d| real.starts_with(d))
+        .map(|d| {
+            format!(
+                "{} is under {}, which is never imported",
+                real.display(),
+                d.display()
+            )
+        })
+}
+
+/// Pure: what a non-regular file is.
+pub fn kind_of(ft: &std::fs::FileType) -> Option<&'static str> {
+    if ft.is_file() {
+        None
+    } else if ft.is_block_device() {
+        Some("a block device")
+    } else if ft.is_char_device() {
+        Some("a character device")
+    } else if ft.is_fifo() {
+        Some("a FIFO")
+    } else if ft.is_socket() {
+        Some("a socket")
+    } else if ft.is_dir() {
+        Some("a directory")
+    } else {
+        Some("not a regular file")
+    }
+}
+
+/// Resolves symlinks, refuses kernel and box paths (and `also`, e.g. the volume state with its
+/// secrets), opens the file and checks on the open file that it is a regular file.
+pub fn open(src: &Source, also: &[&Path]) -> Result<Opened> {
+    let p = &src.path;
+    let real =
+        std::fs::canonicalize(p).map_err(|e| refuse(p, format!("cannot be resolved: {e}")))?;
+    let also: Vec<PathBuf> = also
+        .iter()
+        .map(|a| std::fs::canonicalize(a).unwrap_or_else(|_| a.to_path_buf()))
+        .collect();
+    let also_refs: Vec<&Path> = also.iter().map(PathBuf::as_path).collect();
+    if let Some(why) = denied(&real, &also_refs) {
+        return Err(refuse(p, why));
+    }
+    use std::os::unix::fs::OpenOptionsExt;
+    // O_NONBLOCK: opening a FIFO must not hang waiting for a writer; the type is checked next.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&real)
+        .map_err(|e| refuse(p, format!("cannot be opened: {e}")))?;
+    let md = file
+        .metadata()
+        .map_err(|e| refuse(p, format!("cannot be examined: {e}")))?;
+    if let Some(kind) = kind_of(&md.file_type()) {
+        return Err(refuse(
+            p,
+            format!(
+                "is {kind} ({}); only regular files are imported",
+                real.display()
+            ),
+        ));
+    }
+    Ok(Opened { file, real })
+}
+
+/// Pure: checks `qemu-img info --output=json --backing-chain` of an image opened as `own` and
+/// returns its virtual size. Refuses a backing file, an external data file, and vmdk extents
+/// other than the image itself.
+pub fn check_info(json: &str, own: &str) -> Result<u64, String> {
+    let v: serde_json::Value = serde_json::from_str(json).map_err(|e| e.to_string())?;
+    let chain: Vec<&serde_json::Value> = match &v {
+        serde_json::Value::Array(a) => a.iter().collect(),
+        o => vec![o],
+    };
+    let top = chain.first().ok_or("qemu-img printed no image")?;
+    for img in &chain {
+        for k in ["backing-filename", "full-backing-filename"] {
+            if let Some(b) = img.get(k).and_then(|b| b.as_str()) {
+                return Err(format!(
+                    "has a backing file `{b}`; images with backing files are refused (flatten it first: qemu-img convert -O qcow2)"
+                ));
+            }
+        }
+    }
+    if chain.len() > 1 {
+        return Err("has a backing chain; images with backing files are refused".into());
+    }
+    let data = &top["format-specific"]["data"];
+    if let Some(f) = data.get("data-file").and_then(|f| f.as_str()) {
+        return Err(format!(
+            "has an external data file `{f}`; only self-contained images are imported"
+        ));
+    }
+    if let Some(ext) = data.get("extents").and_then(|e| e.as_array()) {
+        for e in ext {
+            let f = e["filename"].as_str().unwrap_or("");
+            if f != own {
+                return Err(format!(
+                    "has an extent in `{f}`, outside the image; only single-file vmdk images are imported"
+                ));
+            }
+        }
+    }
+    top["virtual-size"]
+        .as_u64()
+        .ok_or_else(|| "no virtual-size".to_string())
+}
+
+/// What a tool is given to read an opened image: for qcow2 a `json:` name that also switches
+/// any backing file off, so a header changed after the check still reads nothing else.
+pub fn qemu_source(o: &Opened, fmt: &str) -> Vec<String> {
+    if fmt == "qcow2" {
+        let spec = serde_json::json!({
+            "driver": "qcow2",
+            "backing": null,
+            "file": { "driver": "file", "filename": o.path() },
+        });
+        vec![format!("json:{spec}")]
+    } else {
+        vec!["-f".into(), fmt.into(), o.path()]
+    }
+}
+
+/// The first record of a `zfs send` stream (DRR_BEGIN), as far as the checks need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamHead {
+    /// 1: one dataset; 2: a compound (replication, `-R`) stream of several.
+    pub hdrtype: u64,
+    /// dmu_objset_type_t: 2 is a volume, 3 a filesystem.
+    pub objset_type: u32,
+    pub features: u64,
+    pub toname: String,
+}
+
+const DRR_BEGIN: u32 = 0;
+const BACKUP_MAGIC: u64 = 0x2_f5ba_cbac;
+const FEATURE_RAW: u64 = 1 << 24;
+pub const OST_ZVOL: u32 = 2;
+
+/// Pure: parses the BEGIN record (312 bytes: type, payload length, then drr_begin), in either
+/// byte order.
+pub fn parse_stream_head(b: &[u8]) -> Result<StreamHead, String> {
+    if b.len() < 312 {
+        return Err(format!(
+            "{} bytes is too short for a zfs send stream",
+            b.len()
+        ));
+    }
+    let u32le = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+    let u64le = |o: usize| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&b[o..o + 8]);
+        u64::from_le_bytes(a)
+    };
+    let magic = u64le(8);
+    let swap = if magic == BACKUP_MAGIC {
+        false
+    } else if magic.swap_bytes() == BACKUP_MAGIC {
+        true
+    } else {
+        return Err("not a zfs send stream (no DRR_BEGIN magic)".into());
+    };
+    let r32 = |o: usize| {
+        if swap {
+            u32le(o).swap_bytes()
+        } else {
+            u32le(o)
+        }
+    };
+    let r64 = |o: usize| {
+        if swap {
+            u64le(o).swap_bytes()
+        } else {
+            u64le(o)
+        }
+    };
+    if r32(0) != DRR_BEGIN {
+        return Err("the stream does not start with a BEGIN record".into());
+    }
+    let versioninfo = r64(16);
+    let name = &b[56..56 + 256];
+    let end = name.iter().position(|&c| c == 0).unwrap_or(name.len());
+    Ok(StreamHead {
+        hdrtype: versioninfo & 0x3,
+        features: versioninfo >> 2,
+        objset_type: r32(32),
+        toname: String::from_utf8_lossy(&name[..end]).into_owned(),
+    })
+}
+
+/// Pure: refuses streams that are not one plain volume.
+pub fn check_stream(h: &StreamHead) -> Result<(), String> {
+    if h.hdrtype != 1 {
+        return Err(format!(
+            "is a compound stream (`zfs send -R` of `{}` and what is below it); only a stream of one volume is imported",
+            h.toname
+        ));
+    }
+    if h.objset_type != OST_ZVOL {
+        let what = match h.objset_type {
+            3 => "a filesystem",
+            1 => "a metadata object set",
+            _ => "not a volume",
+        };
+        return Err(format!(
+            "is a stream of {what} (`{}`); only a stream of one volume is imported",
+            h.toname
+        ));
+    }
+    if h.features & FEATURE_RAW != 0 {
+        return Err(format!(
+            "is a raw (encrypted, `zfs send -w`) stream of `{}`; its key is not this box's, send it decrypted",
+            h.toname
+        ));
+    }
+    Ok(())
+}
+
+/// Opens a stream, checks its BEGIN record and rewinds it for `zfs receive`.
+pub fn open_stream(src: &Source, also: &[&Path]) -> Result<Opened> {
+    debug_assert_eq!(src.format, Format::ZfsStream);
+    let mut o = open(src, also)?;
+    let mut head = vec![0u8; 312];
+    let mut got = 0;
+    while got < head.len() {
+        match o.file.read(&mut head[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) => return Err(refuse(&src.path, format!("cannot be read: {e}"))),
+        }
+    }
+    head.truncate(got);
+    parse_stream_head(&head)
+        .and_then(|h| check_stream(&h))
+        .map_err(|m| refuse(&src.path, m))?;
+    use std::io::Seek;
+    o.file
+        .seek(std::io::SeekFrom::Start(0))
+        .map_err(|e| refuse(&src.path, format!("cannot be rewound: {e}")))?;
+    Ok(o)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(objset: u32, hdrtype: u64, features: u64, swap: bool) -> Vec<u8> {
+        let mut b = vec![0u8; 312];
+        let w32 = |b: &mut Vec<u8>, o: usize, v: u32| {
+            let v = if swap { v.swap_bytes() } else { v };
+            b[o..o + 4].copy_from_slice(&v.to_le_bytes())
+        };
+        let w64 = |b: &mut Vec<u8>, o: usize, v: u64| {
+            let v = if swap { v.swap_bytes() } else { v };
+            b[o..o + 8].copy_from_slice(&v.to_le_bytes())
+        };
+        w32(&mut b, 0, DRR_BEGIN);
+        w64(&mut b, 8, BACKUP_MAGIC);
+        w64(&mut b, 16, (features << 2) | hdrtype);
+        w32(&mut b, 32, objset);
+        b[56..56 + 8].copy_from_slice(b"pool/x@s");
+        b
+    }
+
+    #[test]
+    fn only_a_plain_stream_of_one_volume_is_accepted() {
+        let ok = parse_stream_head(&head(OST_ZVOL, 1, 0, false)).unwrap();
+        assert_eq!(ok.toname, "pool/x@s");
+        assert!(check_stream(&ok).is_ok());
+        assert!(check_stream(&parse_stream_head(&head(OST_ZVOL, 1, 0, true)).unwrap()).is_ok());
+        let fs = check_stream(&parse_stream_head(&head(3, 1, 0, false)).unwrap()).unwrap_err();
+        assert!(fs.contains("filesystem"), "{fs}");
+        let compound =
+            check_stream(&parse_stream_head(&head(OST_ZVOL, 2, 0, false)).unwrap()).unwrap_err();
+        assert!(compound.contains("compound"), "{compound}");
+        let raw = check_stream(&parse_stream_head(&head(OST_ZVOL, 1, FEATURE_RAW, false)).unwrap())
+            .unwrap_err();
+        assert!(raw.contains("raw"), "{raw}");
+        assert!(parse_stream_head(&[0u8; 100]).is_err());
+        assert!(parse_stream_head(&[0u8; 400])
+            .unwrap_err()
+            .contains("magic"));
+    }
+
+    #[test]
+    fn images_that_reach_outside_themselves_are_refused() {
+        let own = "/proc/1/fd/3";
+        let plain = r#"[{"virtual-size": 67108864, "filename": "/proc/1/fd/3", "format": "qcow2", "format-specific": {"type": "qcow2", "data": {"compat": "1.1"}}}]"#;
+        assert_eq!(check_info(plain, own).unwrap(), 64 << 20);
+        let backing = r#"[{"virtual-size": 1, "filename": "/proc/1/fd/3", "backing-filename": "/etc/shadow", "format": "qcow2"}, {"virtual-size": 1, "filename": "/etc/shadow"}]"#;
+        assert!(check_info(backing, own)
+            .unwrap_err()
+            .contains("/etc/shadow"));
+        let data_file = r#"{"virtual-size": 1, "filename": "x", "format-specific": {"type": "qcow2", "data": {"data-file": "/dev/sda"}}}"#;
+        assert!(check_info(data_file, own).unwrap_err().contains("/dev/sda"));
+        let flat = r#"[{"virtual-size": 1048576, "filename": "/proc/1/fd/3", "format-specific": {"type": "vmdk", "data": {"create-type": "monolithicFlat", "extents": [{"filename": "/tmp/secret.txt"}]}}}]"#;
+        assert!(check_info(flat, own)
+            .unwrap_err()
+            .contains("/tmp/secret.txt"));
+        let sparse = r#"[{"virtual-size": 1048576, "filename": "/proc/1/fd/3", "format-specific": {"type": "vmdk", "data": {"extents": [{"filename": "/proc/1/fd/3"}]}}}]"#;
+        assert_eq!(check_info(sparse, own).unwrap(), 1 << 20);
+        assert!(check_info("[]", own).is_err());
+        assert!(check_info("{", own).is_err());
+    }
+
+    #[test]
+    fn only_regular_files_outside_the_kernel_trees_are_opened() {
+        let d = tempfile::tempdir().unwrap();
+        let src = |p: &Path| Source {
+            path: p.into(),
+            format: Format::Raw,
+        };
+        let f = d.path().join("img.raw");
+        std::fs::write(&f, b"data").unwrap();
+        let o = open(&src(&f), &[]).unwrap();
+        assert!(o.path().starts_with("/proc/"));
+        assert_eq!(std::fs::read(o.path()).unwrap(), b"data");
+        // A symlink is followed and its target checked like any path.
+        let l = d.path().join("link");
+        std::os::unix::fs::symlink("/dev/null", &l).unwrap();
+        let e = open(&src(&l), &[]).unwrap_err().to_string();
+        assert!(e.contains("/dev"), "{e}");
+        let e = open(&src(Path::new("/proc/self/environ")), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/proc"), "{e}");
+        let e = open(&src(d.path()), &[]).unwrap_err().to_string();
+        assert!(e.contains("directory"), "{e}");
+        let fifo = d.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let e = open(&src(&fifo), &[]).unwrap_err().to_string();
+        assert!(e.contains("FIFO"), "{e}");
+        let state = d.path().join("state");
+        std::fs::create_dir_all(&state).unwrap();
+        std::fs::write(state.join("k.json"), b"secret").unwrap();
+        let e = open(&src(&state.join("k.json")), &[&state])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("never imported"), "{e}");
+        assert!(open(&src(&d.path().join("missing")), &[]).is_err());
+    }
+}
