@@ -450,6 +450,164 @@ fn vhost_scsi_wiring_and_qcow2_import_carry_the_right_data() {
     m.poweroff().unwrap();
 }
 
+/// The vault's volumes and the clear ones with data on them; hostile imports refused with
+/// nothing left behind; then a different TPM: the vault stays locked, volumed skips its passes
+/// and storagectl refuses, and every zvol survives; with the original TPM back everything is
+/// exported again and the data verifies.
+#[test]
+fn a_locked_vault_costs_no_volume_and_hostile_imports_read_nothing_else() {
+    let mut m = machine("volumes-locked", 3072);
+    m.boot().unwrap();
+    m.ok("storagectl volume create sec --size 64M --vm vm1 --transport nvme-loop")
+        .unwrap();
+    m.ok("storagectl volume create pub --size 64M --vm vm2 --transport nvme-loop --clear")
+        .unwrap();
+    let dev = |m: &mut Machine, n: &str| {
+        let mut d = String::new();
+        wait_for(m, &format!("{n}'s loop device"), 120, |m| {
+            d = show(m, n)["host_device"].as_str().unwrap_or("").to_string();
+            !d.is_empty()
+        });
+        d
+    };
+    for n in ["sec", "pub"] {
+        let d = dev(&mut m, n);
+        fio(&mut m, &d, false);
+    }
+
+    // Hostile imports. A host file that must never reach a volume:
+    m.ok("printf 'HOSTSECRET-%04d\\n' $(seq 1 4096) > /run/host.txt && truncate -s 1M /run/host.txt")
+        .unwrap();
+    let refused = |m: &mut Machine, args: &str, why: &str| {
+        let o = m
+            .sh(&format!(
+                "storagectl volume create evil --size 8M --vm vm3 --transport nvme-loop {args}"
+            ))
+            .unwrap();
+        assert_eq!(o.status, 1, "{args}: {o:?}");
+        assert!(o.stderr.contains(why), "{args}: expected `{why}`: {}", o.stderr);
+    };
+    // A qcow2 whose backing file is the host file.
+    m.ok("qemu-img create -q -f qcow2 -b /run/host.txt -F raw /run/evil.qcow2 1M")
+        .unwrap();
+    refused(&mut m, "--import /run/evil.qcow2 --format qcow2", "backing file");
+    // A vmdk whose extent is a host file.
+    m.write_file(
+        "/run/evil.vmdk",
+        b"# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\nRW 2048 FLAT \"/run/host.txt\" 0\n",
+        0o644,
+    )
+    .unwrap();
+    refused(&mut m, "--import /run/evil.vmdk --format vmdk", "extent");
+    // A raw import naming a block device, directly and through a symlink.
+    let blk = m
+        .ok("ls /sys/block | grep -E '^(nvme|vd|sd)' | head -1")
+        .unwrap()
+        .trim()
+        .to_string();
+    refused(&mut m, &format!("--import /dev/{blk} --format raw"), "/dev");
+    m.ok(&format!("ln -sf /dev/{blk} /run/disk.raw")).unwrap();
+    refused(&mut m, "--import /run/disk.raw --format raw", "/dev");
+    refused(&mut m, "--import /proc/kcore --format raw", "/proc");
+    // A filesystem stream whose mountpoint is a system path, and a compound stream.
+    m.ok("zfs create -o canmount=noauto -o mountpoint=/etc persist/evilsrc && \
+          zfs snapshot persist/evilsrc@s && zfs send -p persist/evilsrc@s > /run/fs.zstream && \
+          zfs destroy -r persist/evilsrc")
+        .unwrap();
+    refused(&mut m, "--import /run/fs.zstream --format zfs-stream", "filesystem");
+    m.ok("zfs snapshot -r persist/clear/volumes@r && zfs send -R persist/clear/volumes@r > /run/r.zstream && \
+          zfs destroy -r persist/clear/volumes@r")
+        .unwrap();
+    refused(&mut m, "--import /run/r.zstream --format zfs-stream", "compound");
+    // The same checks for a spec dropped straight into the spool.
+    m.write_file(
+        "/persist/config/volumes/specs/evil2.toml",
+        b"name = \"evil2\"\nsize = \"8M\"\nvm = \"vm3\"\ntransport = \"nvme-loop\"\nsource = { path = \"/run/disk.raw\", format = \"raw\" }\n",
+        0o600,
+    )
+    .unwrap();
+    m.ok("storagectl volume reconcile").unwrap();
+    let list = m.ok("storagectl volume list").unwrap();
+    assert!(
+        list.contains("invalid spec") && list.contains("evil2") && list.contains("/dev"),
+        "{list}"
+    );
+    m.ok("rm /persist/config/volumes/specs/evil2.toml").unwrap();
+    // Nothing left behind, nothing of the host on any volume, /etc untouched.
+    let all = m.ok("zfs list -H -o name -t all -r persist").unwrap();
+    assert!(!all.contains("evil"), "{all}");
+    assert_eq!(
+        m.ok("ls /persist/config/volumes/specs").unwrap().trim(),
+        "pub.toml\nsec.toml"
+    );
+    assert_eq!(
+        m.ok("cat /dev/zvol/persist/*/volumes/* | grep -a -c HOSTSECRET; true")
+            .unwrap()
+            .trim(),
+        "0"
+    );
+    m.ok("test -f /etc/storage.toml && ! mount | grep -q ' on /etc type zfs'")
+        .unwrap();
+    let zvols = "zfs list -H -o name,guid -t volume -r persist";
+    let before = m.ok(zvols).unwrap();
+    assert_eq!(before.lines().count(), 2, "{before}");
+    m.poweroff().unwrap();
+
+    // Another TPM: the vault stays locked and nothing is lost.
+    m.stash_tpm("original").unwrap();
+    m.boot().unwrap();
+    assert_eq!(
+        m.ok("zfs get -H -o value keystatus persist/vault")
+            .unwrap()
+            .trim(),
+        "unavailable"
+    );
+    wait_for(&mut m, "two skipped volumed passes", 150, |m| {
+        m.ok("grep -c 'pass skipped' /run/log/volumed.log; true")
+            .unwrap()
+            .trim()
+            .parse::<u32>()
+            .unwrap_or(0)
+            >= 2
+    });
+    let log = m.ok("cat /run/log/volumed.log").unwrap();
+    assert!(log.contains("vault locked:"), "{log}");
+    assert!(!log.contains("destroy"), "{log}");
+    for cmd in [
+        "storagectl volume create x --size 64M --vm vm1 --transport nvme-loop --clear",
+        "storagectl volume list",
+        "storagectl volume delete pub",
+        "storagectl volume reconcile",
+    ] {
+        let o = m.sh(cmd).unwrap();
+        assert_eq!(o.status, 1, "{cmd}: {o:?}");
+        assert!(o.stderr.contains("vault locked"), "{cmd}: {}", o.stderr);
+    }
+    let st = m.ok("storagectl status").unwrap();
+    assert!(st.contains("persist/vault LOCKED") && st.contains("load-key"), "{st}");
+    // Nothing was written where the spool would be, on the clear dataset.
+    assert_eq!(m.ok("ls -A /persist/config; true").unwrap().trim(), "");
+    assert_eq!(m.ok(zvols).unwrap(), before, "a zvol went missing");
+    m.poweroff().unwrap();
+
+    // The original TPM: unlocked, exported again, same data.
+    m.restore_tpm("original").unwrap();
+    m.boot().unwrap();
+    assert_eq!(
+        m.ok("zfs get -H -o value keystatus persist/vault")
+            .unwrap()
+            .trim(),
+        "available"
+    );
+    wait_for(&mut m, "volumed to converge", 180, converged);
+    assert_eq!(m.ok(zvols).unwrap(), before);
+    for n in ["sec", "pub"] {
+        let d = dev(&mut m, n);
+        fio(&mut m, &d, true);
+    }
+    m.poweroff().unwrap();
+}
+
 fn spool_batch(m: &mut Machine, prefix: &str, n: usize) {
     let mut cmd =
         String::from("mkdir -p /persist/config/volumes/specs && cd /persist/config/volumes/specs");

@@ -761,6 +761,39 @@ pub fn lock(roots: &Roots) -> Result<nix::fcntl::Flock<std::fs::File>> {
     })
 }
 
+/// A new volume's source is checked before its zvol is planned (a spec dropped into the spool
+/// gets the same checks as the CLI's): one that cannot be read safely makes the spec invalid,
+/// reported with the reason, and the other volumes go ahead.
+fn refuse_bad_sources(env: &Env, spool: &mut Spool, have: &Observed) {
+    let bad: Vec<(String, SpecError)> = spool
+        .volumes
+        .iter()
+        .filter(|(name, v)| {
+            v.source.is_some()
+                && !have
+                    .zvols
+                    .iter()
+                    .any(|z| &z.volume == *name && !z.staging && z.ready)
+        })
+        .filter_map(|(name, v)| {
+            let src = v.source.as_ref()?;
+            let e = zvol::check_source(src, v.size, &[env.cfg.state.as_path()]).err()?;
+            Some((
+                name.clone(),
+                SpecError {
+                    file: env.cfg.spool.join(format!("{name}.*")).display().to_string(),
+                    field: "source".into(),
+                    msg: storage::bringup::error_chain(&e),
+                },
+            ))
+        })
+        .collect();
+    for (name, e) in bad {
+        spool.volumes.remove(&name);
+        spool.invalid.push(e);
+    }
+}
+
 /// Observe, plan, apply. The caller holds the lock and has checked the vault
 /// ([`Env::check_vault`]).
 pub fn pass(env: &Env, dry_run: bool) -> Result<(Plan, Report)> {
@@ -773,6 +806,8 @@ pub fn pass(env: &Env, dry_run: bool) -> Result<(Plan, Report)> {
     let t_read = t0.elapsed();
     let gate = env.gate(dry_run)?;
     let (have, observed) = env.observe()?;
+    let mut spool = spool;
+    refuse_bad_sources(env, &mut spool, &have);
     let t = Instant::now();
     let p = plan(env, spool, &have, &gate, !dry_run)?;
     // Quiet when idle (the daemon passes every 30 s); said when there is work or it was slow.
