@@ -476,8 +476,10 @@ fn a_locked_vault_costs_no_volume_and_hostile_imports_read_nothing_else() {
     }
 
     // Hostile imports. A host file that must never reach a volume:
-    m.ok("printf 'HOSTSECRET-%04d\\n' $(seq 1 4096) > /run/host.txt && truncate -s 1M /run/host.txt")
-        .unwrap();
+    m.ok(
+        "printf 'HOSTSECRET-%04d\\n' $(seq 1 4096) > /run/host.txt && truncate -s 1M /run/host.txt",
+    )
+    .unwrap();
     let refused = |m: &mut Machine, args: &str, why: &str| {
         let o = m
             .sh(&format!(
@@ -485,12 +487,20 @@ fn a_locked_vault_costs_no_volume_and_hostile_imports_read_nothing_else() {
             ))
             .unwrap();
         assert_eq!(o.status, 1, "{args}: {o:?}");
-        assert!(o.stderr.contains(why), "{args}: expected `{why}`: {}", o.stderr);
+        assert!(
+            o.stderr.contains(why),
+            "{args}: expected `{why}`: {}",
+            o.stderr
+        );
     };
     // A qcow2 whose backing file is the host file.
     m.ok("qemu-img create -q -f qcow2 -b /run/host.txt -F raw /run/evil.qcow2 1M")
         .unwrap();
-    refused(&mut m, "--import /run/evil.qcow2 --format qcow2", "backing file");
+    refused(
+        &mut m,
+        "--import /run/evil.qcow2 --format qcow2",
+        "backing file",
+    );
     // A vmdk whose extent is a host file.
     m.write_file(
         "/run/evil.vmdk",
@@ -510,15 +520,25 @@ fn a_locked_vault_costs_no_volume_and_hostile_imports_read_nothing_else() {
     refused(&mut m, "--import /run/disk.raw --format raw", "/dev");
     refused(&mut m, "--import /proc/kcore --format raw", "/proc");
     // A filesystem stream whose mountpoint is a system path, and a compound stream.
-    m.ok("zfs create -o canmount=noauto -o mountpoint=/etc persist/evilsrc && \
+    m.ok(
+        "zfs create -o canmount=noauto -o mountpoint=/etc persist/evilsrc && \
           zfs snapshot persist/evilsrc@s && zfs send -p persist/evilsrc@s > /run/fs.zstream && \
-          zfs destroy -r persist/evilsrc")
-        .unwrap();
-    refused(&mut m, "--import /run/fs.zstream --format zfs-stream", "filesystem");
+          zfs destroy -r persist/evilsrc",
+    )
+    .unwrap();
+    refused(
+        &mut m,
+        "--import /run/fs.zstream --format zfs-stream",
+        "filesystem",
+    );
     m.ok("zfs snapshot -r persist/clear/volumes@r && zfs send -R persist/clear/volumes@r > /run/r.zstream && \
           zfs destroy -r persist/clear/volumes@r")
         .unwrap();
-    refused(&mut m, "--import /run/r.zstream --format zfs-stream", "compound");
+    refused(
+        &mut m,
+        "--import /run/r.zstream --format zfs-stream",
+        "compound",
+    );
     // The same checks for a spec dropped straight into the spool.
     m.write_file(
         "/persist/config/volumes/specs/evil2.toml",
@@ -584,7 +604,10 @@ fn a_locked_vault_costs_no_volume_and_hostile_imports_read_nothing_else() {
         assert!(o.stderr.contains("vault locked"), "{cmd}: {}", o.stderr);
     }
     let st = m.ok("storagectl status").unwrap();
-    assert!(st.contains("persist/vault LOCKED") && st.contains("load-key"), "{st}");
+    assert!(
+        st.contains("persist/vault LOCKED") && st.contains("load-key"),
+        "{st}"
+    );
     // Nothing was written where the spool would be, on the clear dataset.
     assert_eq!(m.ok("ls -A /persist/config; true").unwrap().trim(), "");
     assert_eq!(m.ok(zvols).unwrap(), before, "a zvol went missing");

@@ -110,17 +110,35 @@ pub fn observe(roots: &Roots, policy: &Policy, mountinfo: &str) -> Result<Observ
     let mut report = Vec::new();
     let mut p3 = P3::Absent;
     for d in discover::enumerate(roots) {
-        let probed = if d.transport == discover::Transport::Virtual {
-            Probed::default()
+        // One device that cannot be read (no medium, I/O errors) is reported and left out; it
+        // never stops bring-up for the others.
+        let (probed, unreadable) = if d.transport == discover::Transport::Virtual {
+            (Probed::default(), None)
         } else {
-            probe::probe(&d, roots)?
+            match probe::probe(&d, roots) {
+                Ok(p) => (p, None),
+                Err(e) => {
+                    log(format!("{}: {e}; left out", d.name));
+                    (Probed::default(), Some(e.to_string()))
+                }
+            }
         };
         let (id, stable) = discover::stable_id(&d);
-        let mut verdict = discover::verdict(&d, &probed.sig, &ctx);
+        let mut verdict = match &unreadable {
+            Some(reason) if boot.as_deref() != Some(d.name.as_str()) => Verdict::Unreadable {
+                reason: reason.clone(),
+            },
+            _ => discover::verdict(&d, &probed.sig, &ctx),
+        };
         let ours_pending = probed.only_ours() && probed.pending();
         let before = verdict.clone();
-        verdict = discover::overridden(verdict, ours_pending, &id, &policy.pool.wipe);
-        if verdict != before && !ours_pending {
+        verdict = discover::overridden(verdict, ours_pending, &id, stable, &policy.pool.wipe);
+        if let Verdict::ForeignData { reason } = &verdict {
+            if verdict != before {
+                log(format!("{} ({id}): {reason}", d.name));
+            }
+        }
+        if verdict != before && !ours_pending && verdict == Verdict::Eligible {
             log(format!(
                 "{} ({id}): policy lists it for wiping; its data will be overwritten",
                 d.name
@@ -198,7 +216,15 @@ fn finalize_names(obs: &Observation) -> Result<(), Error> {
         if is_boot && matches!(obs.observed.p3, P3::Pending { .. }) {
             crate::gptops::rename(&d.dev, P3_PENDING, P3_DONE)?;
             log(format!("{}: P3 finalised", d.name));
-        } else if !is_boot && probed.only_ours() && probed.pending() {
+        } else if !is_boot
+            && probed.only_ours()
+            && probed.pending()
+            && obs
+                .observed
+                .drives
+                .iter()
+                .any(|x| x.name == d.name && discover::reusable(&x.verdict))
+        {
             crate::gptops::rename(&d.dev, PART_PENDING, PART_DONE)?;
             log(format!("{}: partition finalised", d.name));
         }

@@ -10,49 +10,116 @@ pub const CONFIG_DIR: &str = "/config";
 pub const IMAGE_POLICY: &str = "/etc/storage.toml";
 
 /// Mounts the boot disk's CONFIG partition read-only at /config (idempotent; absent is fine).
-pub fn mount_config(boot_disk: Option<&str>) {
-    let Some(disk) = boot_disk else { return };
+/// A CONFIG partition that is there but does not mount is an error: the policy it may hold cannot
+/// be read, which must not look like "no override".
+pub fn mount_config(boot_disk: Option<&str>) -> Result<(), String> {
+    let Some(disk) = boot_disk else { return Ok(()) };
     let parts = crate::probe::gpt_partitions(&Path::new("/dev").join(disk));
     let Some((_, _, guid)) = parts.iter().find(|(_, n, _)| n == "CONFIG") else {
-        return;
+        return Ok(());
     };
     if std::fs::read_to_string("/proc/self/mounts")
         .unwrap_or_default()
         .lines()
         .any(|l| l.split_whitespace().nth(1) == Some(CONFIG_DIR))
     {
-        return;
+        return Ok(());
     }
     let dev = format!("/dev/disk/by-partuuid/{guid}");
-    if let Err(e) = run(
+    run(
         MOUNT,
         &[
             "-t".into(),
             "vfat".into(),
             "-o".into(),
             "ro".into(),
-            dev,
+            dev.clone(),
             CONFIG_DIR.into(),
         ],
         None,
-    ) {
+    )
+    .map(|_| ())
+    .map_err(|e| {
         log(format!("CONFIG partition not mounted: {e}"));
-    }
+        format!("the CONFIG partition ({dev}) is present but did not mount: {e}")
+    })
 }
 
-/// The policy file in force: CONFIG's if present, else the image's.
-pub fn candidates() -> Vec<(PathBuf, String)> {
-    for p in [
-        Path::new(CONFIG_DIR).join("storage.toml"),
-        PathBuf::from(IMAGE_POLICY),
-    ] {
-        if let Ok(text) = std::fs::read_to_string(&p) {
-            return vec![(p, text)];
+/// A policy file in force and its text, or why it could not be read.
+pub type Candidate = (PathBuf, Result<String, String>);
+
+/// Pure: the first policy file present in `order`, read by `read` (NotFound means absent). A
+/// file that exists but cannot be read, or is not UTF-8, is a candidate that fails, so a bad
+/// override never falls through to the image's policy.
+pub fn first_present(
+    order: &[PathBuf],
+    read: impl Fn(&Path) -> std::io::Result<Vec<u8>>,
+) -> Vec<Candidate> {
+    for p in order {
+        match read(p) {
+            Ok(b) => {
+                let text = String::from_utf8(b)
+                    .map_err(|e| format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to()));
+                return vec![(p.clone(), text)];
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return vec![(p.clone(), Err(format!("cannot be read: {e}")))],
         }
     }
     Vec::new()
 }
 
+/// The policy file in force: CONFIG's if present, else the image's. `config_error` is set when
+/// the CONFIG partition exists but did not mount: that counts as a bad CONFIG policy.
+pub fn candidates(config_error: Option<String>) -> Vec<Candidate> {
+    let config = Path::new(CONFIG_DIR).join("storage.toml");
+    if let Some(e) = config_error {
+        return vec![(config, Err(e))];
+    }
+    first_present(&[config, PathBuf::from(IMAGE_POLICY)], |p| std::fs::read(p))
+}
+
 pub fn last_good_path(pool: &str) -> PathBuf {
     Path::new("/").join(pool).join(".storage/policy.toml")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreadable_or_binary_override_is_a_bad_policy_not_an_absent_one() {
+        let order = [
+            PathBuf::from("/config/storage.toml"),
+            PathBuf::from("/etc/storage.toml"),
+        ];
+        let c = first_present(&order, |p| {
+            if p.starts_with("/config") {
+                Err(std::io::Error::from_raw_os_error(libc::EIO))
+            } else {
+                Ok(b"[pool]\n".to_vec())
+            }
+        });
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].0, order[0]);
+        assert!(c[0].1.as_ref().unwrap_err().contains("cannot be read"));
+        let c = first_present(&order, |p| {
+            if p.starts_with("/config") {
+                Ok(vec![b'[', 0xff, 0xfe])
+            } else {
+                Ok(b"[pool]\n".to_vec())
+            }
+        });
+        assert!(c[0].1.as_ref().unwrap_err().contains("UTF-8"));
+        let c = first_present(&order, |p| {
+            if p.starts_with("/config") {
+                Err(std::io::ErrorKind::NotFound.into())
+            } else {
+                Ok(b"[pool]\n".to_vec())
+            }
+        });
+        assert_eq!(c, vec![(order[1].clone(), Ok("[pool]\n".to_string()))]);
+        let c = candidates(Some("did not mount".into()));
+        assert!(c[0].1.as_ref().unwrap_err().contains("did not mount"));
+    }
 }

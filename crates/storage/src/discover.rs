@@ -54,14 +54,36 @@ pub struct Signatures {
 #[serde(tag = "verdict", rename_all = "kebab-case")]
 pub enum Verdict {
     Eligible,
-    BootMedia { reason: String },
-    Removable { reason: String },
-    ReadOnly { reason: String },
-    Virtual { reason: String },
-    TooSmall { reason: String },
-    ForeignData { reason: String },
-    PoolMember { pool: String, guid: u64 },
-    OtherPool { pool: String, guid: u64 },
+    BootMedia {
+        reason: String,
+    },
+    Removable {
+        reason: String,
+    },
+    ReadOnly {
+        reason: String,
+    },
+    Virtual {
+        reason: String,
+    },
+    TooSmall {
+        reason: String,
+    },
+    ForeignData {
+        reason: String,
+    },
+    PoolMember {
+        pool: String,
+        guid: u64,
+    },
+    OtherPool {
+        pool: String,
+        guid: u64,
+    },
+    /// The probe failed (no medium, an I/O error): never pooled, and bring-up goes on without it.
+    Unreadable {
+        reason: String,
+    },
 }
 
 fn read(p: &Path) -> Option<String> {
@@ -291,14 +313,37 @@ pub fn verdict(d: &BlockDev, sig: &Signatures, ctx: &Context) -> Verdict {
 }
 
 /// The verdict after what only storage-init knows: its own pending partitions are blank to it, and
-/// the policy may name foreign drives (by stable id) for wiping. Nothing else overrides a verdict.
-pub fn overridden(v: Verdict, ours_pending: bool, stable_id: &str, wipe: &[String]) -> Verdict {
+/// the policy may name foreign drives for wiping, by stable id only: a kernel name (`sdb`) moves
+/// between boots and could name another drive, so a match on one is refused and said why.
+/// Nothing else overrides a verdict.
+pub fn overridden(
+    v: Verdict,
+    ours_pending: bool,
+    stable_id: &str,
+    stable: bool,
+    wipe: &[String],
+) -> Verdict {
     match v {
-        Verdict::ForeignData { .. } if ours_pending || wipe.iter().any(|w| w == stable_id) => {
-            Verdict::Eligible
+        Verdict::ForeignData { .. } if ours_pending => Verdict::Eligible,
+        Verdict::ForeignData { reason } if wipe.iter().any(|w| w == stable_id) => {
+            if stable {
+                Verdict::Eligible
+            } else {
+                Verdict::ForeignData {
+                    reason: format!(
+                        "{reason}; pool.wipe names it by `{stable_id}`, a kernel name and not a stable id, so it is not wiped"
+                    ),
+                }
+            }
         }
         v => v,
     }
+}
+
+/// Whether a drive holding our pending partitions may be reused: only when nothing else about it
+/// (removable, read-only, too small, another pool, unreadable) rules it out.
+pub fn reusable(v: &Verdict) -> bool {
+    matches!(v, Verdict::Eligible | Verdict::PoolMember { .. })
 }
 
 fn describe(contents: &[String]) -> String {
@@ -523,27 +568,44 @@ mod tests {
         };
         let wipe = vec!["eui.01".to_string()];
         assert_eq!(
-            overridden(foreign.clone(), false, "eui.01", &wipe),
+            overridden(foreign.clone(), false, "eui.01", true, &wipe),
             Verdict::Eligible
         );
         assert_eq!(
-            overridden(foreign.clone(), true, "eui.02", &[]),
+            overridden(foreign.clone(), true, "eui.02", true, &[]),
             Verdict::Eligible
         );
-        assert_eq!(overridden(foreign.clone(), false, "eui.02", &wipe), foreign);
+        assert_eq!(
+            overridden(foreign.clone(), false, "eui.02", true, &wipe),
+            foreign
+        );
+        // A kernel name in the wipe list is refused, with the reason in the verdict.
+        match overridden(foreign.clone(), false, "sdb", false, &["sdb".to_string()]) {
+            Verdict::ForeignData { reason } => {
+                assert!(reason.contains("not a stable id"), "{reason}")
+            }
+            v => panic!("{v:?}"),
+        }
+        assert!(!reusable(&Verdict::Removable {
+            reason: "usb".into()
+        }));
+        assert!(!reusable(&Verdict::Unreadable {
+            reason: "EIO".into()
+        }));
+        assert!(reusable(&Verdict::Eligible));
         let other = Verdict::OtherPool {
             pool: "tank".into(),
             guid: 1,
         };
         assert_eq!(
-            overridden(other.clone(), false, "eui.01", &wipe),
+            overridden(other.clone(), false, "eui.01", true, &wipe),
             other,
             "another pool is never wiped"
         );
         let usb = Verdict::Removable {
             reason: "usb".into(),
         };
-        assert_eq!(overridden(usb.clone(), true, "eui.01", &wipe), usb);
+        assert_eq!(overridden(usb.clone(), true, "eui.01", true, &wipe), usb);
     }
 
     #[test]

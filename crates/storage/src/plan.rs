@@ -93,7 +93,10 @@ pub fn decide(obs: &Observed, policy: &Policy) -> Plan {
     let mut reuse = Vec::new();
     for d in &obs.drives {
         if d.ours_pending {
-            reuse.push(d.name.clone());
+            // A USB stick or a read-only drive carrying our partition name is still not ours.
+            if crate::discover::reusable(&d.verdict) {
+                reuse.push(d.name.clone());
+            }
         } else if d.verdict == Verdict::Eligible {
             partition.push(d.name.clone());
         }
@@ -253,6 +256,43 @@ mod tests {
                 assert_eq!(partition, ["nvme1n1"]);
             }
             p => panic!("{p:?}"),
+        }
+    }
+
+    #[test]
+    fn pending_partitions_on_an_ineligible_drive_are_never_reused() {
+        for v in [
+            Verdict::Removable {
+                reason: "USB device".into(),
+            },
+            Verdict::ReadOnly {
+                reason: "ro".into(),
+            },
+            Verdict::TooSmall {
+                reason: "small".into(),
+            },
+            Verdict::OtherPool {
+                pool: "tank".into(),
+                guid: 9,
+            },
+            Verdict::Unreadable {
+                reason: "no medium".into(),
+            },
+        ] {
+            let mut o = obs();
+            o.drives[0].ours_pending = true;
+            o.drives[0].verdict = v.clone();
+            match decide(&o, &policy("stripe")) {
+                Plan::Create {
+                    partition,
+                    reuse_pending,
+                    ..
+                } => {
+                    assert!(reuse_pending.is_empty(), "{v:?}");
+                    assert_eq!(partition, ["nvme1n1"], "{v:?}");
+                }
+                p => panic!("{v:?}: {p:?}"),
+            }
         }
     }
 

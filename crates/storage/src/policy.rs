@@ -296,6 +296,20 @@ fn line_of_key(text: &str, table: &str, key: &str) -> usize {
     0
 }
 
+/// The line of the table header `[table]` (quoted or not), or 0.
+fn line_of_table(text: &str, table: &str) -> usize {
+    text.lines()
+        .position(|l| {
+            let t = l.trim();
+            t.starts_with('[')
+                && t.trim_matches(|c| c == '[' || c == ']')
+                    .replace('"', "")
+                    .trim()
+                    == table
+        })
+        .map_or(0, |i| i + 1)
+}
+
 /// No dataset may mount on or inside another's mount point, nor on the vault's or the pool's
 /// own directories: one dataset mounted over another (the volume spool on the vault, say) would
 /// hide it and make what is read there something else.
@@ -370,28 +384,28 @@ impl Policy {
         let at = |s: &Spanned<Size>| line_of(text, s.span().start);
         if !valid_component(&p.pool.name) {
             return Err(err(
-                0,
+                line_of_key(text, "pool", "name"),
                 "pool.name",
                 format!("`{}` is not a valid pool name", p.pool.name),
             ));
         }
         if !(9..=16).contains(&p.pool.ashift) {
             return Err(err(
-                0,
+                line_of_key(text, "pool", "ashift"),
                 "pool.ashift",
                 format!("{} is outside 9..=16", p.pool.ashift),
             ));
         }
         if p.encryption.without_tpm == WithoutTpm::Keyfile && p.encryption.keyfile.is_none() {
             return Err(err(
-                0,
+                line_of_key(text, "encryption", "without_tpm"),
                 "encryption.keyfile",
                 "without_tpm = \"keyfile\" needs a keyfile path".into(),
             ));
         }
         if let Some(pcr) = p.encryption.pcrs.iter().find(|&&n| n > 23) {
             return Err(err(
-                0,
+                line_of_key(text, "encryption", "pcrs"),
                 "encryption.pcrs",
                 format!("PCR {pcr} does not exist (0-23)"),
             ));
@@ -421,7 +435,7 @@ impl Policy {
             let f = |k: &str| format!("datasets.{name}.{k}");
             if !valid_component(name) || name == "vault" || name == "reserved" {
                 return Err(err(
-                    0,
+                    line_of_table(text, &format!("datasets.{name}")),
                     &format!("datasets.{name}"),
                     format!("`{name}` is not allowed as a dataset name"),
                 ));
@@ -518,7 +532,7 @@ pub enum Source {
 /// Picks the policy: the first candidate if it validates, else the last good one kept on the pool,
 /// else the built-in one. Never fails.
 pub fn choose(
-    candidates: &[(PathBuf, String)],
+    candidates: &[(PathBuf, Result<String, String>)],
     last_good: Option<&str>,
     pool_size: Option<u64>,
 ) -> (Policy, Source, Option<String>) {
@@ -526,8 +540,17 @@ pub fn choose(
     // through to the image's default.
     let mut first_err = None;
     if let Some((path, text)) = candidates.first() {
-        match Policy::parse(path, text, pool_size) {
-            Ok(p) => return (p, Source::File(path.clone()), Some(text.clone())),
+        let parsed = text
+            .as_ref()
+            .map_err(|msg| PolicyError {
+                file: path.clone(),
+                line: 0,
+                field: "-".into(),
+                msg: msg.clone(),
+            })
+            .and_then(|t| Policy::parse(path, t, pool_size).map(|p| (p, t.clone())));
+        match parsed {
+            Ok((p, t)) => return (p, Source::File(path.clone()), Some(t)),
             Err(e) => first_err = Some(e),
         }
     }
@@ -675,6 +698,29 @@ mod tests {
     }
 
     #[test]
+    fn every_refusal_points_at_a_line() {
+        for (text, field) in [
+            ("[pool]\nname = \"a/b\"\n", "pool.name"),
+            ("[pool]\nashift = 30\n", "pool.ashift"),
+            (
+                "[pool]\n[encryption]\nwithout_tpm = \"keyfile\"\n",
+                "encryption.keyfile",
+            ),
+            ("[pool]\n[encryption]\npcrs = [30]\n", "encryption.pcrs"),
+            (
+                "[pool]\n[datasets.\"a/b\"]\nquota = \"1G\"\n",
+                "datasets.a/b",
+            ),
+            ("[pool]\n[datasets.vault]\n", "datasets.vault"),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert_eq!(e.field, field, "{text}: {e}");
+            assert!(e.line > 1, "{text}: {e}");
+            assert!(!e.to_string().contains(":0:"), "{e}");
+        }
+    }
+
+    #[test]
     fn mount_points_are_unique_plain_and_never_over_another_dataset() {
         let e = parse("[pool]\n[datasets.config]\nencrypted = true\n[datasets.a]\nmountpoint = \"/persist/config/volumes/specs\"\n")
             .unwrap_err();
@@ -722,7 +768,11 @@ mod tests {
     fn choose_falls_back_to_last_good_then_builtin_and_says_why() {
         let good = "[pool]\n[datasets.x]\nquota = \"1G\"\n".to_string();
         let bad = "[pool]\nnope = 1\n".to_string();
-        let (p, src, keep) = choose(&[("/config/storage.toml".into(), good.clone())], None, None);
+        let (p, src, keep) = choose(
+            &[("/config/storage.toml".into(), Ok(good.clone()))],
+            None,
+            None,
+        );
         assert!(p.datasets.contains_key("x"));
         assert_eq!(src, Source::File("/config/storage.toml".into()));
         assert_eq!(
@@ -731,7 +781,7 @@ mod tests {
             "a valid file becomes the new last good"
         );
         let (p, src, keep) = choose(
-            &[("/config/storage.toml".into(), bad.clone())],
+            &[("/config/storage.toml".into(), Ok(bad.clone()))],
             Some(&good),
             None,
         );
@@ -741,11 +791,25 @@ mod tests {
             "{src:?}"
         );
         assert!(keep.is_none());
-        let (p, src, _) = choose(&[("/config/storage.toml".into(), bad)], None, None);
+        let (p, src, _) = choose(&[("/config/storage.toml".into(), Ok(bad))], None, None);
         assert_eq!(p, Policy::builtin());
         assert!(matches!(src, Source::Builtin { rejected: Some(_) }));
         let (_, src, _) = choose(&[], None, None);
         assert_eq!(src, Source::Builtin { rejected: None });
+        // An override that cannot be read falls back to the last good, with the reason.
+        let (p, src, _) = choose(
+            &[(
+                "/config/storage.toml".into(),
+                Err("cannot be read: EIO".into()),
+            )],
+            Some(&good),
+            None,
+        );
+        assert!(p.datasets.contains_key("x"));
+        assert!(
+            matches!(src, Source::LastGood { ref rejected } if rejected.msg.contains("EIO")),
+            "{src:?}"
+        );
     }
 }
 

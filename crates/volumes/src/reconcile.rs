@@ -781,7 +781,12 @@ fn refuse_bad_sources(env: &Env, spool: &mut Spool, have: &Observed) {
             Some((
                 name.clone(),
                 SpecError {
-                    file: env.cfg.spool.join(format!("{name}.*")).display().to_string(),
+                    file: env
+                        .cfg
+                        .spool
+                        .join(format!("{name}.*"))
+                        .display()
+                        .to_string(),
                     field: "source".into(),
                     msg: storage::bringup::error_chain(&e),
                 },

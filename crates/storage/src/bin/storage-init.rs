@@ -42,10 +42,11 @@ enum Cmd {
 }
 
 fn load_policy(
+    config_error: Option<String>,
     pool_size: Option<u64>,
     last_good: Option<&str>,
 ) -> (policy::Policy, Source, Option<String>) {
-    let (p, src, keep) = policy::choose(&config::candidates(), last_good, pool_size);
+    let (p, src, keep) = policy::choose(&config::candidates(config_error), last_good, pool_size);
     match &src {
         Source::File(f) => log(format!("policy: {}", f.display())),
         Source::LastGood { rejected } => log(format!(
@@ -169,8 +170,9 @@ fn main() -> ExitCode {
     };
     let roots = Roots::host();
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    config::mount_config(bringup::boot_disk(&roots, &mountinfo).as_deref());
-    let (policy, _, _) = load_policy(None, None);
+    let config_error =
+        config::mount_config(bringup::boot_disk(&roots, &mountinfo).as_deref()).err();
+    let (policy, _, _) = load_policy(config_error.clone(), None, None);
     let obs = match bringup::observe(&roots, &policy, &mountinfo) {
         Ok(o) => o,
         Err(e) => return report(&e),
@@ -262,7 +264,7 @@ fn main() -> ExitCode {
             // With the pool up, a rejected policy falls back to the last good one stored there.
             let size = pool_size(&policy.pool.name).unwrap_or(0);
             let last = std::fs::read_to_string(config::last_good_path(&policy.pool.name)).ok();
-            let (policy, _, keep) = load_policy(Some(size), last.as_deref());
+            let (policy, _, keep) = load_policy(config_error, Some(size), last.as_deref());
             let ram = std::fs::read_to_string("/proc/meminfo")
                 .ok()
                 .and_then(|m| {
