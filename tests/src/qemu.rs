@@ -18,6 +18,8 @@ pub enum DiskKind {
     Sata,
     Scsi,
     Usb,
+    /// An empty CD drive on a SATA port: removable media with no medium in it.
+    Cdrom,
 }
 
 impl std::str::FromStr for DiskKind {
@@ -29,9 +31,10 @@ impl std::str::FromStr for DiskKind {
             "sata" => DiskKind::Sata,
             "scsi" => DiskKind::Scsi,
             "usb" => DiskKind::Usb,
+            "cdrom" => DiskKind::Cdrom,
             _ => {
                 return Err(format!(
-                    "unknown disk type `{s}` (nvme, virtio, sata, scsi, usb)"
+                    "unknown disk type `{s}` (nvme, virtio, sata, scsi, usb, cdrom)"
                 ))
             }
         })
@@ -99,6 +102,16 @@ fn device(d: &Disk, id: &str, sata_port: &mut u32, boot: bool) -> Vec<String> {
             "usb-storage,drive={id},bus=xhci.0,serial={},removable=on{bootindex}",
             d.serial
         ),
+        DiskKind::Cdrom => {
+            let p = *sata_port;
+            *sata_port += 1;
+            return vec![
+                "-drive".into(),
+                format!("if=none,id={id},media=cdrom"),
+                "-device".into(),
+                format!("ide-cd,drive={id},bus=ide.{p},serial={}", d.serial),
+            ];
+        }
     };
     vec![
         "-drive".into(),
@@ -115,7 +128,12 @@ fn device(d: &Disk, id: &str, sata_port: &mut u32, boot: bool) -> Vec<String> {
 /// The qemu argv (without the program) for one boot.
 pub fn qemu_args(inv: &Invocation) -> Result<Vec<String>, String> {
     let all: Vec<&Disk> = std::iter::once(&inv.boot).chain(&inv.disks).collect();
-    if all.iter().filter(|d| d.kind == DiskKind::Sata).count() > 6 {
+    if all
+        .iter()
+        .filter(|d| matches!(d.kind, DiskKind::Sata | DiskKind::Cdrom))
+        .count()
+        > 6
+    {
         return Err(format!(
             "{}: at most 6 sata disks (q35 AHCI ports)",
             inv.name

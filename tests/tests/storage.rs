@@ -502,3 +502,91 @@ fn fresh_tpm_leaves_the_vault_locked_and_a_missing_mirror_member_gives_a_degrade
     );
     m.power_cut().unwrap();
 }
+
+/// Odd devices never stop bring-up: an empty CD drive (its probe fails: no medium) is reported
+/// as unreadable; a USB stick carrying our pending partition name is removable and left exactly
+/// as it was; a boot disk exactly the image's size has no room for P3, so the pool is made from
+/// the one data disk, with a warning, and /persist comes up.
+#[test]
+fn odd_devices_never_stop_bring_up_and_an_image_sized_boot_disk_pools_the_other_drive() {
+    let dir = test_dir("storage-odd");
+    std::fs::create_dir_all(&dir).unwrap();
+    let stick = dir.join("stick-src.img");
+    let _ = std::fs::remove_file(&stick);
+    let st = Command::new("/usr/bin/truncate")
+        .args(["-s", "1G"])
+        .arg(&stick)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let st = Command::new("/sbin/sgdisk")
+        .args(["-q", "-n1:0:0", "-c1:eve-persist-pending"])
+        .arg(&stick)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let image = image_path();
+    let mut spec = MachineSpec::new("storage-odd", &image);
+    spec.boot_size_mib = std::fs::metadata(&image).unwrap().len().div_ceil(1 << 20);
+    spec.disks = vec![
+        DiskSpec::blank(DiskKind::Nvme, 2048, "DATA1"),
+        DiskSpec {
+            content: Content::Copy(stick.clone()),
+            ..DiskSpec::blank(DiskKind::Usb, 1024, "PENDSTICK")
+        },
+        DiskSpec::blank(DiskKind::Cdrom, 1, "EMPTYCD"),
+    ];
+    let mut m = Machine::create(spec, &dir.join("vm")).unwrap();
+    let stick_disk = m.disk_file(1).to_path_buf();
+    let stick_before = sha256(&stick_disk);
+    m.boot().unwrap();
+    m.ok("grep -q ' /persist zfs ' /proc/mounts").unwrap();
+    assert_eq!(members(&mut m), 1, "{}", m.ok("zpool status -P").unwrap());
+    assert_eq!(
+        m.ok("zfs get -H -o value keystatus persist/vault")
+            .unwrap()
+            .trim(),
+        "available"
+    );
+    let console = std::fs::read_to_string(m.console_log()).unwrap();
+    assert!(
+        console.contains("has no free space for P3"),
+        "no warning about P3"
+    );
+    let plan: serde_json::Value =
+        serde_json::from_str(&m.ok("storage-init plan --json").unwrap()).unwrap();
+    let dev = |serial: &str| {
+        plan["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["serial"].as_str() == Some(serial))
+            .cloned()
+    };
+    assert_eq!(
+        dev("PENDSTICK").unwrap()["verdict"]["verdict"],
+        "removable",
+        "{plan}"
+    );
+    assert_eq!(
+        dev("DATA1").unwrap()["verdict"]["verdict"],
+        "pool-member",
+        "{plan}"
+    );
+    let cd = plan["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"].as_str().is_some_and(|n| n.starts_with("sr")))
+        .cloned()
+        .unwrap_or_else(|| panic!("no CD drive in {plan}"));
+    // Its probe fails (no medium) or finds nothing: either way it is reported and left out.
+    let v = cd["verdict"]["verdict"].as_str().unwrap();
+    assert!(v == "unreadable" || v == "removable", "{cd}");
+    m.poweroff().unwrap();
+    assert_eq!(
+        sha256(&stick_disk),
+        stick_before,
+        "the USB stick was modified"
+    );
+}

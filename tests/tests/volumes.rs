@@ -511,7 +511,7 @@ fn a_locked_vault_costs_no_volume_and_hostile_imports_read_nothing_else() {
     refused(&mut m, "--import /run/evil.vmdk --format vmdk", "extent");
     // A raw import naming a block device, directly and through a symlink.
     let blk = m
-        .ok("ls /sys/block | grep -E '^(nvme|vd|sd)' | head -1")
+        .ok("ls /sys/block | grep -E '^(nvme[0-9]+n[0-9]+|vd[a-z]+|sd[a-z]+)$' | head -1")
         .unwrap()
         .trim()
         .to_string();

@@ -38,6 +38,8 @@ pub struct Rules {
     pub required_onboot: Vec<String>,
     pub pool: String,
     pub vault: String,
+    /// The policy let storage-init make the vault unencrypted (no TPM): its key status is `-`.
+    pub vault_unencrypted_ok: bool,
     /// How long each service must stay up with the same pid.
     pub settle: Duration,
     /// More starts than this is a crash loop.
@@ -52,10 +54,34 @@ impl Default for Rules {
             required_onboot: vec!["storage-init".into()],
             pool: "persist".into(),
             vault: "persist/vault".into(),
+            vault_unencrypted_ok: false,
             settle: Duration::from_secs(15),
             max_starts: 3,
             ignore: vec!["ab-health".into()],
         }
+    }
+}
+
+/// What storage-init reports at the end of its run (`/run/eve/storage.json`): the pool and vault
+/// it brought up under the policy in force, and what became of the vault.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct StorageOutcome {
+    pub pool: String,
+    pub vault: String,
+    /// `unlocked`, `unencrypted`, `locked` or `absent`.
+    pub vault_state: String,
+}
+
+impl Rules {
+    /// The rules for this box: names and what the vault may be come from storage-init's outcome
+    /// (so from the policy), not from literals; without one, the defaults.
+    pub fn for_storage(mut self, outcome: Option<&StorageOutcome>) -> Rules {
+        if let Some(o) = outcome {
+            self.pool = o.pool.clone();
+            self.vault = o.vault.clone();
+            self.vault_unencrypted_ok = o.vault_state == "unencrypted";
+        }
+        self
     }
 }
 
@@ -103,6 +129,7 @@ pub fn evaluate(r: &Rules, o: &Observation) -> Verdict {
     }
     match &o.vault_key {
         Ok(k) if k.trim() == "available" => {}
+        Ok(k) if k.trim() == "-" && r.vault_unencrypted_ok => {}
         Ok(k) => return Verdict::Failed(format!("vault {} key is {}", r.vault, k.trim())),
         Err(e) => return Verdict::Failed(format!("vault {}: {e}", r.vault)),
     }
@@ -215,6 +242,25 @@ mod tests {
             Verdict::Waiting(w) if w.contains("zed")
         ));
         assert_eq!(evaluate(&r, &obs(st, &[("zed", 15)])), Verdict::Healthy);
+    }
+
+    #[test]
+    fn a_box_the_policy_lets_run_without_a_tpm_is_healthy_with_its_own_names() {
+        let out: StorageOutcome = serde_json::from_str(
+            r#"{"pool":"tank","vault":"tank/vault","vault_state":"unencrypted"}"#,
+        )
+        .unwrap();
+        let r = Rules::default().for_storage(Some(&out));
+        assert_eq!((r.pool.as_str(), r.vault.as_str()), ("tank", "tank/vault"));
+        let st = status(&[("zed", "running", Some(10), 1)], Some(0));
+        let mut o = obs(st, &[("zed", 30)]);
+        o.vault_key = Ok("-\n".into());
+        assert_eq!(evaluate(&r, &o), Verdict::Healthy);
+        // Without that outcome an unencrypted vault is a failure.
+        assert!(matches!(
+            evaluate(&Rules::default(), &o),
+            Verdict::Failed(_)
+        ));
     }
 
     #[test]

@@ -141,10 +141,12 @@ fn health(sys: &System, timeout: u64, settle: u64, no_reboot: bool) -> abupdate:
         );
     }
     let me = s.get(running).clone();
+    let outcome = sys.storage_outcome();
     let rules = Rules {
         settle: Duration::from_secs(settle),
         ..Rules::default()
-    };
+    }
+    .for_storage(outcome.as_ref());
     eprintln!(
         "abupdate: slot {running} (version {}) is {:?}; checking health",
         me.version, me.state

@@ -239,6 +239,22 @@ impl System {
         }
     }
 
+    /// storage-init's outcome of this boot, if it wrote one.
+    pub fn storage_outcome(&self) -> Option<health::StorageOutcome> {
+        let p = self.roots.run.join("eve/storage.json");
+        let b = std::fs::read(&p).ok()?;
+        match serde_json::from_slice(&b) {
+            Ok(o) => Some(o),
+            Err(e) => {
+                eprintln!(
+                    "abupdate: {}: {e}; using the default pool and vault names",
+                    p.display()
+                );
+                None
+            }
+        }
+    }
+
     /// Waits until the system is healthy, fails, or `timeout` passes.
     pub fn check_health(&self, rules: &Rules, timeout: Duration) -> Verdict {
         let status_path = self.roots.run.join("eve-init/status.json");

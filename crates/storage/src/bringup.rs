@@ -109,6 +109,7 @@ pub fn observe(roots: &Roots, policy: &Policy, mountinfo: &str) -> Result<Observ
     let mut drives = Vec::new();
     let mut report = Vec::new();
     let mut p3 = P3::Absent;
+    let mut p3_room = false;
     for d in discover::enumerate(roots) {
         // One device that cannot be read (no medium, I/O errors) is reported and left out; it
         // never stops bring-up for the others.
@@ -145,6 +146,7 @@ pub fn observe(roots: &Roots, policy: &Policy, mountinfo: &str) -> Result<Observ
             ));
         }
         if boot.as_deref() == Some(d.name.as_str()) {
+            p3_room = crate::gptops::p3_room(&d.dev);
             for (_, name, guid) in &probed.gpt {
                 if name == P3_DONE {
                     p3 = P3::Done {
@@ -181,6 +183,7 @@ pub fn observe(roots: &Roots, policy: &Policy, mountinfo: &str) -> Result<Observ
         observed: Observed {
             boot_disk: boot,
             p3,
+            p3_room,
             drives,
             importable,
             imported,
@@ -346,13 +349,19 @@ pub fn apply_pool(plan: &Plan, obs: &Observation, policy: &Policy) -> Result<u64
         Plan::Create {
             topology,
             new_p3,
+            use_p3,
             partition,
             reuse_pending,
             autotrim,
         } => {
             let mut vdevs = Vec::new();
             let mut renames: Vec<(PathBuf, &str, &str)> = Vec::new();
-            if let Some(boot) = &obs.observed.boot_disk {
+            if let (Some(boot), false) = (&obs.observed.boot_disk, *use_p3) {
+                log(format!(
+                    "WARNING: boot disk {boot} has no free space for P3; the pool is made from the other drives only"
+                ));
+            }
+            if let (Some(boot), true) = (&obs.observed.boot_disk, *use_p3) {
                 let bdev = PathBuf::from("/dev").join(boot);
                 let guid = match (&obs.observed.p3, new_p3) {
                     (P3::Pending { partuuid }, _) => partuuid.clone(),
@@ -426,7 +435,8 @@ pub fn apply_pool(plan: &Plan, obs: &Observation, policy: &Policy) -> Result<u64
                             .iter()
                             .filter(|(d, _)| partition.contains(&d.name)
                                 || reuse_pending.contains(&d.name)
-                                || obs.observed.boot_disk.as_deref() == Some(d.name.as_str()))
+                                || (*use_p3
+                                    && obs.observed.boot_disk.as_deref() == Some(d.name.as_str())))
                             .map(|(d, _)| d.physical_block_size)
                             .collect::<Vec<_>>()
                     )
@@ -596,13 +606,13 @@ impl Vault {
     }
 }
 
-fn keyfile(policy: &Policy) -> Result<Vec<u8>, String> {
+fn keyfile(policy: &Policy) -> Result<crate::tpm::Key, String> {
     let p = policy
         .encryption
         .keyfile
         .as_ref()
         .ok_or("no keyfile configured")?;
-    let k = std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?;
+    let k = crate::tpm::Key::new(std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?);
     if k.len() != crate::tpm::KEY_LEN {
         return Err(format!(
             "{}: a raw key is {} bytes, this is {}",

@@ -46,6 +46,41 @@ pub fn free_tail(free: &[(u64, u64)]) -> Option<(u64, u64)> {
         .max_by_key(|(f, l)| l - f)
 }
 
+/// The smallest P3 worth making: ZFS refuses vdevs under 64 MiB.
+pub const P3_MIN_BYTES: u64 = 64 << 20;
+
+/// Pure: bytes free after the last used partition of a disk of `disk_bytes`, leaving the backup
+/// GPT (33 sectors) at the end and aligning the start to 1 MiB.
+pub fn tail_room(disk_bytes: u64, last_used_lba: u64) -> u64 {
+    let sectors = disk_bytes / 512;
+    let first = (last_used_lba + 1).div_ceil(ALIGN_SECTORS) * ALIGN_SECTORS;
+    sectors.saturating_sub(33).saturating_sub(first) * 512
+}
+
+/// Read-only: whether the boot disk has room for P3 after its last partition.
+pub fn p3_room(dev: &Path) -> bool {
+    use std::io::Seek;
+    let Ok(mut f) = std::fs::File::open(dev) else {
+        return false;
+    };
+    let Ok(size) = f.seek(std::io::SeekFrom::End(0)) else {
+        return false;
+    };
+    let last = gpt::GptConfig::new()
+        .writable(false)
+        .open(dev)
+        .map(|g| {
+            g.partitions()
+                .values()
+                .filter(|p| p.is_used())
+                .map(|p| p.last_lba)
+                .max()
+                .unwrap_or(2047)
+        })
+        .unwrap_or(u64::MAX / 1024);
+    tail_room(size, last) >= P3_MIN_BYTES
+}
+
 /// The partition map padded to the header's entry count, so a rewrite keeps the table size.
 fn full_table(
     parts: &BTreeMap<u32, gpt::partition::Partition>,
@@ -220,6 +255,17 @@ pub fn rename(dev: &Path, from: &str, to: &str) -> Result<usize, GptError> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn room_for_p3_is_what_follows_the_last_partition() {
+        // An image-sized disk: the last partition ends just before the backup GPT.
+        let disk = 1074u64 << 20;
+        let last = disk / 512 - 34;
+        assert_eq!(tail_room(disk, last), 0);
+        assert!(tail_room(disk + (1 << 30), last) >= P3_MIN_BYTES);
+        assert!(tail_room(disk + (32 << 20), last) < P3_MIN_BYTES);
+    }
+
     use super::*;
 
     fn disk(mib: u64) -> (tempfile::TempDir, std::path::PathBuf) {

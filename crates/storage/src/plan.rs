@@ -29,6 +29,9 @@ pub enum P3 {
 pub struct Observed {
     pub boot_disk: Option<String>,
     pub p3: P3,
+    /// Whether the boot disk has free space for a new P3 (a disk exactly the image's size has
+    /// none): without it the pool is made from the other drives.
+    pub p3_room: bool,
     pub drives: Vec<Drive>,
     /// Pools `zpool import` offers: (name, guid).
     pub importable: Vec<(String, u64)>,
@@ -50,6 +53,8 @@ pub enum Plan {
         topology: Topology,
         /// Make P3 in the boot disk's free space first.
         new_p3: bool,
+        /// P3 (new or pending) is a member; false when the boot disk has no room for one.
+        use_p3: bool,
         /// Whole drives to partition (by kernel name), then pool.
         partition: Vec<String>,
         /// Interrupted first boot: drives already partitioned as pending, reused.
@@ -59,6 +64,13 @@ pub enum Plan {
     Refuse {
         reason: String,
     },
+}
+
+fn verdict_word(v: &Verdict) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|j| j["verdict"].as_str().map(String::from))
+        .unwrap_or_else(|| "?".into())
 }
 
 pub fn decide(obs: &Observed, policy: &Policy) -> Plan {
@@ -101,12 +113,29 @@ pub fn decide(obs: &Observed, policy: &Policy) -> Plan {
             partition.push(d.name.clone());
         }
     }
-    let have_p3 = obs.boot_disk.is_some();
+    let have_p3 = obs.boot_disk.is_some()
+        && (matches!(obs.p3, P3::Pending { .. }) || (matches!(obs.p3, P3::Absent) && obs.p3_room));
     let count = partition.len() + reuse.len() + usize::from(have_p3);
     let topology = policy.pool.topology;
     if count == 0 {
+        let found: Vec<String> = obs
+            .drives
+            .iter()
+            .map(|d| format!("{} ({})", d.name, verdict_word(&d.verdict)))
+            .collect();
         return Plan::Refuse {
-            reason: "no boot disk and no eligible drive: nothing to build a pool on".into(),
+            reason: format!(
+                "nothing to build a pool on: {}; other drives: {}",
+                match &obs.boot_disk {
+                    None => "no boot disk found".to_string(),
+                    Some(b) => format!("boot disk {b} has no free space for P3"),
+                },
+                if found.is_empty() {
+                    "none".to_string()
+                } else {
+                    found.join(", ")
+                }
+            ),
         };
     }
     if count < topology.min_drives() {
@@ -122,6 +151,7 @@ pub fn decide(obs: &Observed, policy: &Policy) -> Plan {
     Plan::Create {
         topology,
         new_p3: matches!(obs.p3, P3::Absent) && have_p3,
+        use_p3: have_p3,
         partition,
         reuse_pending: reuse,
         autotrim,
@@ -147,6 +177,7 @@ mod tests {
         Observed {
             boot_disk: Some("vda".into()),
             p3: P3::Absent,
+            p3_room: true,
             drives: vec![
                 drive("nvme0n1", Verdict::Eligible),
                 drive("nvme1n1", Verdict::Eligible),
@@ -254,6 +285,36 @@ mod tests {
                 assert!(!new_p3);
                 assert_eq!(reuse_pending, ["nvme0n1"]);
                 assert_eq!(partition, ["nvme1n1"]);
+            }
+            p => panic!("{p:?}"),
+        }
+    }
+
+    #[test]
+    fn a_boot_disk_without_room_for_p3_is_left_out_and_an_empty_box_says_what_it_found() {
+        let mut o = obs();
+        o.p3_room = false;
+        match decide(&o, &policy("stripe")) {
+            Plan::Create {
+                new_p3,
+                use_p3,
+                partition,
+                ..
+            } => {
+                assert!(!new_p3 && !use_p3);
+                assert_eq!(partition, ["nvme0n1", "nvme1n1"]);
+            }
+            p => panic!("{p:?}"),
+        }
+        for d in &mut o.drives {
+            d.verdict = Verdict::Removable {
+                reason: "usb".into(),
+            };
+        }
+        match decide(&o, &policy("stripe")) {
+            Plan::Refuse { reason } => {
+                assert!(reason.contains("no free space for P3"), "{reason}");
+                assert!(reason.contains("nvme0n1 (removable)"), "{reason}");
             }
             p => panic!("{p:?}"),
         }

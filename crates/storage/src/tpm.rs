@@ -120,8 +120,8 @@ fn pcr_session(
 }
 
 /// Generates a fresh key and seals it. Returns the key (to hand to zfs) and the blob to store.
-pub fn generate_and_seal(pcrs: &[u8]) -> Result<(Vec<u8>, String), TpmError> {
-    let mut key = vec![0u8; KEY_LEN];
+pub fn generate_and_seal(pcrs: &[u8]) -> Result<(Key, String), TpmError> {
+    let mut key = Key::new(vec![0u8; KEY_LEN]);
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut key))
         .map_err(TpmError::Random)?;
@@ -154,7 +154,7 @@ pub fn generate_and_seal(pcrs: &[u8]) -> Result<(Vec<u8>, String), TpmError> {
         .with_keyed_hash_unique_identifier(Digest::default())
         .build()
         .map_err(tss("sealed object template"))?;
-    let data = SensitiveData::try_from(key.clone()).map_err(tss("sensitive data"))?;
+    let data = SensitiveData::try_from(key.to_vec()).map_err(tss("sensitive data"))?;
     let created = ctx
         .execute_with_nullauth_session(|c| c.create(parent, public, None, Some(data), None, None))
         .map_err(tss("seal"))?;
@@ -209,8 +209,11 @@ pub fn parse_blob(blob: &str) -> Result<Sealed, TpmError> {
     })
 }
 
+/// A raw vault key: wiped from memory when dropped.
+pub type Key = zeroize::Zeroizing<Vec<u8>>;
+
 /// Unseals the key from a stored blob with this box's TPM.
-pub fn unseal(blob: &str) -> Result<Vec<u8>, TpmError> {
+pub fn unseal(blob: &str) -> Result<Key, TpmError> {
     let Sealed {
         pcrs,
         public,
@@ -238,7 +241,7 @@ pub fn unseal(blob: &str) -> Result<Vec<u8>, TpmError> {
         r?
     };
     let _ = ctx.flush_context(obj.into());
-    Ok(data.value().to_vec())
+    Ok(Key::new(data.value().to_vec()))
 }
 
 #[cfg(test)]

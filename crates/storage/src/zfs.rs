@@ -29,7 +29,14 @@ pub enum CmdError {
 pub fn run(prog: &str, args: &[String], stdin: Option<&[u8]>) -> Result<String, CmdError> {
     let mut c = Command::new(prog);
     c.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let out = spawn_wait(prog, args, c, stdin.map(|d| d.to_vec()), None)?;
+    // Key material goes this way: the copy handed to the writer is wiped after use.
+    let out = spawn_wait(
+        prog,
+        args,
+        c,
+        stdin.map(|d| zeroize::Zeroizing::new(d.to_vec())),
+        None,
+    )?;
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
@@ -55,7 +62,7 @@ fn spawn_wait(
     prog: &str,
     args: &[String],
     mut c: Command,
-    data: Option<Vec<u8>>,
+    data: Option<zeroize::Zeroizing<Vec<u8>>>,
     file: Option<std::fs::File>,
 ) -> Result<std::process::Output, CmdError> {
     let argv = format!("{prog} {}", args.join(" "));

@@ -139,6 +139,7 @@ fn unseal_key(out: &std::path::Path, pool: &str) -> ExitCode {
                 .write(true)
                 .create_new(true)
                 .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
                 .open(out)
                 .and_then(|mut f| std::io::Write::write_all(&mut f, &key));
             match w {
@@ -299,6 +300,23 @@ fn main() -> ExitCode {
             }
             if let Err(e) = zfs::run(zfs::ZFS, &["mount".into(), "-a".into()], None) {
                 log(format!("zfs mount -a: {e}"));
+            }
+            // What ab-health judges this boot by: the names under the policy in force and what
+            // became of the vault.
+            let state = match &vault {
+                bringup::Vault::Unlocked => "unlocked",
+                bringup::Vault::Unencrypted => "unencrypted",
+                bringup::Vault::Locked { .. } => "locked",
+                bringup::Vault::Absent { .. } => "absent",
+            };
+            let outcome = serde_json::json!({
+                "pool": policy.pool.name,
+                "vault": format!("{}/vault", policy.pool.name),
+                "vault_state": state,
+            });
+            let _ = std::fs::create_dir_all("/run/eve");
+            if let Err(e) = std::fs::write("/run/eve/storage.json", outcome.to_string()) {
+                log(format!("/run/eve/storage.json: {e}"));
             }
             println!(
                 "storage-init: pool {} guid {guid} ready at /{} ({} MiB usable); vault {vault:?}",
