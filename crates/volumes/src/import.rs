@@ -167,8 +167,10 @@ pub fn qemu_source(o: &Opened, fmt: &str) -> Vec<String> {
 /// The first record of a `zfs send` stream (DRR_BEGIN), as far as the checks need it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamHead {
-    /// 1: one dataset; 2: a compound (replication, `-R`) stream of several.
+    /// 1: one dataset; 2: a compound stream (`zfs send -R` or `-p`) that wraps others.
     pub hdrtype: u64,
+    /// Bytes of payload (a compound stream's property list) after this record.
+    pub payload_len: u32,
     /// dmu_objset_type_t: 2 is a volume, 3 a filesystem.
     pub objset_type: u32,
     pub features: u64,
@@ -225,28 +227,37 @@ pub fn parse_stream_head(b: &[u8]) -> Result<StreamHead, String> {
     let end = name.iter().position(|&c| c == 0).unwrap_or(name.len());
     Ok(StreamHead {
         hdrtype: versioninfo & 0x3,
+        payload_len: r32(4),
         features: versioninfo >> 2,
         objset_type: r32(32),
         toname: String::from_utf8_lossy(&name[..end]).into_owned(),
     })
 }
 
-/// Pure: refuses streams that are not one plain volume.
-pub fn check_stream(h: &StreamHead) -> Result<(), String> {
+fn what(objset_type: u32) -> &'static str {
+    match objset_type {
+        OST_ZVOL => "a volume",
+        3 => "a filesystem",
+        1 => "a metadata object set",
+        _ => "an unknown object set",
+    }
+}
+
+/// Pure: refuses streams that are not one plain volume. `inner` is the first dataset's BEGIN
+/// inside a compound stream, when it could be read, to say what the stream carries.
+pub fn check_stream(h: &StreamHead, inner: Option<&StreamHead>) -> Result<(), String> {
     if h.hdrtype != 1 {
+        let of = inner
+            .map(|i| format!(" of {} (`{}`)", what(i.objset_type), i.toname))
+            .unwrap_or_default();
         return Err(format!(
-            "is a compound stream (`zfs send -R` of `{}` and what is below it); only a stream of one volume is imported",
-            h.toname
+            "is a compound stream (`zfs send -R` or `-p`){of}; only a plain stream of one volume is imported (zfs send POOL/VOLUME@SNAP)"
         ));
     }
     if h.objset_type != OST_ZVOL {
-        let what = match h.objset_type {
-            3 => "a filesystem",
-            1 => "a metadata object set",
-            _ => "not a volume",
-        };
         return Err(format!(
-            "is a stream of {what} (`{}`); only a stream of one volume is imported",
+            "is a stream of {} (`{}`); only a stream of one volume is imported",
+            what(h.objset_type),
             h.toname
         ));
     }
@@ -259,23 +270,32 @@ pub fn check_stream(h: &StreamHead) -> Result<(), String> {
     Ok(())
 }
 
+fn read_up_to(f: &mut std::fs::File, n: usize) -> std::io::Result<Vec<u8>> {
+    let mut b = Vec::new();
+    f.take(n as u64).read_to_end(&mut b)?;
+    Ok(b)
+}
+
 /// Opens a stream, checks its BEGIN record and rewinds it for `zfs receive`.
 pub fn open_stream(src: &Source, also: &[&Path]) -> Result<Opened> {
     debug_assert_eq!(src.format, Format::ZfsStream);
     let mut o = open(src, also)?;
-    let mut head = vec![0u8; 312];
-    let mut got = 0;
-    while got < head.len() {
-        match o.file.read(&mut head[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) => return Err(refuse(&src.path, format!("cannot be read: {e}"))),
-        }
-    }
-    head.truncate(got);
-    parse_stream_head(&head)
-        .and_then(|h| check_stream(&h))
-        .map_err(|m| refuse(&src.path, m))?;
+    let unreadable = |e: std::io::Error| refuse(&src.path, format!("cannot be read: {e}"));
+    let head = read_up_to(&mut o.file, 312).map_err(unreadable)?;
+    let h = parse_stream_head(&head).map_err(|m| refuse(&src.path, m))?;
+    // A compound stream's property list is followed by an END record, then the first dataset's
+    // own BEGIN record.
+    let inner = if h.hdrtype != 1 && h.payload_len <= 16 << 20 {
+        let n = h.payload_len as usize;
+        read_up_to(&mut o.file, n + 2 * 312).ok().and_then(|b| {
+            [n, n + 312]
+                .iter()
+                .find_map(|&at| parse_stream_head(b.get(at..)?).ok())
+        })
+    } else {
+        None
+    };
+    check_stream(&h, inner.as_ref()).map_err(|m| refuse(&src.path, m))?;
     use std::io::Seek;
     o.file
         .seek(std::io::SeekFrom::Start(0))
@@ -309,15 +329,26 @@ mod tests {
     fn only_a_plain_stream_of_one_volume_is_accepted() {
         let ok = parse_stream_head(&head(OST_ZVOL, 1, 0, false)).unwrap();
         assert_eq!(ok.toname, "pool/x@s");
-        assert!(check_stream(&ok).is_ok());
-        assert!(check_stream(&parse_stream_head(&head(OST_ZVOL, 1, 0, true)).unwrap()).is_ok());
-        let fs = check_stream(&parse_stream_head(&head(3, 1, 0, false)).unwrap()).unwrap_err();
+        assert!(check_stream(&ok, None).is_ok());
+        assert!(check_stream(
+            &parse_stream_head(&head(OST_ZVOL, 1, 0, true)).unwrap(),
+            None
+        )
+        .is_ok());
+        let fs =
+            check_stream(&parse_stream_head(&head(3, 1, 0, false)).unwrap(), None).unwrap_err();
         assert!(fs.contains("filesystem"), "{fs}");
-        let compound =
-            check_stream(&parse_stream_head(&head(OST_ZVOL, 2, 0, false)).unwrap()).unwrap_err();
+        let outer = parse_stream_head(&head(OST_ZVOL, 2, 0, false)).unwrap();
+        let compound = check_stream(&outer, None).unwrap_err();
         assert!(compound.contains("compound"), "{compound}");
-        let raw = check_stream(&parse_stream_head(&head(OST_ZVOL, 1, FEATURE_RAW, false)).unwrap())
-            .unwrap_err();
+        let inner = parse_stream_head(&head(3, 1, 0, false)).unwrap();
+        let e = check_stream(&outer, Some(&inner)).unwrap_err();
+        assert!(e.contains("compound") && e.contains("a filesystem"), "{e}");
+        let raw = check_stream(
+            &parse_stream_head(&head(OST_ZVOL, 1, FEATURE_RAW, false)).unwrap(),
+            None,
+        )
+        .unwrap_err();
         assert!(raw.contains("raw"), "{raw}");
         assert!(parse_stream_head(&[0u8; 100]).is_err());
         assert!(parse_stream_head(&[0u8; 400])
