@@ -15,7 +15,7 @@ CARGO      ?= cargo
 # Shipped binaries are static so they run in the initramfs and in LinuxKit's scratch images alike.
 STATIC     := RUSTFLAGS="-C target-feature=+crt-static"
 
-.PHONY: deps binaries image run test unit vmtest bench lint check clean
+.PHONY: deps binaries image run test unit vmtest bench fuzz lint check clean
 
 deps:
 	@scripts/host-deps.sh
@@ -53,6 +53,17 @@ test: deps lint unit vmtest
 # Benchmarks (figures, not assertions): about 22 minutes on 2 cores under TCG. Results in results/.
 bench: image
 	$(CARGO) run --release --locked -q -p eve-vmtest --bin eve-bench -- --image $(OUT)/eve-storage.raw --out results
+
+# Coverage-guided fuzzing of every parser of outside input (opt-in, not part of `make test`):
+# FUZZ_SECONDS per target. cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP lets the stable
+# toolchain accept them. Crashes land in fuzz/artifacts/<target>/.
+FUZZ_SECONDS ?= 60
+fuzz:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	cd fuzz && set -o pipefail && for t in policy spec update_header grubenv kernel_and_tools; do \
+	    echo "fuzz: $$t ($(FUZZ_SECONDS) s)"; \
+	    RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) 2>&1 | tail -n 2 || exit 1; \
+	done
 
 clean:
 	rm -rf $(OUT) target
