@@ -536,6 +536,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn facts_of_an_existing_pool_from_tool_output() {
+        use crate::policy::{Topology, VaultKind};
+        let list = "persist\t3.75G\t1M\t3.75G\t-\t-\t0%\t0%\t1.00x\tONLINE\t-\n\tmirror-0\t3.75G\t1M\t3.75G\t-\t-\t0%\t0.00%\t-\tONLINE\n\t/dev/disk/by-partuuid/a\t4G\t-\t-\t-\t-\t-\t-\t-\tONLINE\n";
+        let f = pool_facts(
+            "persist",
+            list,
+            "12\n",
+            "encryption\taes-256-gcm\norg.lfedge.eve:sealed-key\tv1:::\n",
+        );
+        assert_eq!(f.topology, Some(Topology::Mirror));
+        assert_eq!(f.ashift, Some(12));
+        let f = pool_facts("p", "p\t1G\n\t/dev/x\t1G\n", "9", "encryption\toff\n");
+        assert_eq!(
+            (f.topology, f.vault),
+            (Some(Topology::Stripe), Some(VaultKind::Unencrypted))
+        );
+        let f = pool_facts("p", "", "", "");
+        assert_eq!((f.topology, f.ashift, f.vault), (None, None, None));
+    }
+
+    #[test]
     fn ashift_follows_the_largest_physical_sector() {
         assert_eq!(ashift_for(12, &[512, 4096]), 12);
         assert_eq!(ashift_for(12, &[512, 16384]), 14);
@@ -581,6 +602,102 @@ mod tests {
             None
         );
     }
+}
+
+/// Names of the pools whose labels sit on storage-init's own finished partitions (P3, and
+/// drives holding only our partitions): this box's pool, whatever the policy now calls it.
+pub fn our_pools(obs: &Observation) -> Vec<String> {
+    let mut names = Vec::new();
+    for (d, p) in &obs.devices {
+        let is_boot = obs.observed.boot_disk.as_deref() == Some(d.name.as_str());
+        let ours = if is_boot {
+            matches!(obs.observed.p3, P3::Done { .. })
+        } else {
+            p.only_ours() && !p.pending()
+        };
+        if ours {
+            for (n, _) in &p.sig.zfs_pools {
+                if !names.contains(n) {
+                    names.push(n.clone());
+                }
+            }
+        }
+    }
+    names
+}
+
+/// Pure: what an imported pool already is, from `zpool list -v -H -P <pool>`, `zpool get -H -p
+/// -o value ashift <pool>` and `zfs get -H -o property,value encryption,<sealed> <pool>/vault`
+/// (empty when there is no vault).
+pub fn pool_facts(
+    name: &str,
+    list_v: &str,
+    ashift: &str,
+    vault_props: &str,
+) -> crate::policy::PoolFacts {
+    use crate::policy::{PoolFacts, Topology, VaultKind};
+    let vdev = |prefix: &str| {
+        list_v.lines().any(|l| {
+            l.split_whitespace()
+                .next()
+                .is_some_and(|w| w.starts_with(prefix))
+        })
+    };
+    let topology = if vdev("mirror-") {
+        Topology::Mirror
+    } else if vdev("raidz2-") {
+        Topology::Raidz2
+    } else if vdev("raidz1-") || vdev("raidz-") {
+        Topology::Raidz1
+    } else {
+        Topology::Stripe
+    };
+    let prop = |k: &str| {
+        vault_props.lines().find_map(|l| {
+            l.split_once('\t')
+                .filter(|(p, _)| *p == k)
+                .map(|(_, v)| v.trim().to_string())
+        })
+    };
+    let vault = match (prop("encryption"), prop(crate::tpm::SEALED_PROPERTY)) {
+        (None, _) => None,
+        (Some(e), _) if e == "off" => Some(VaultKind::Unencrypted),
+        (Some(_), Some(b)) if !b.is_empty() && b != "-" => Some(VaultKind::Tpm),
+        (Some(_), _) => Some(VaultKind::Keyfile),
+    };
+    PoolFacts {
+        name: Some(name.to_string()),
+        topology: (!list_v.trim().is_empty()).then_some(topology),
+        ashift: ashift.trim().parse().ok().filter(|&a| a > 0),
+        vault,
+    }
+}
+
+/// The facts of the imported pool `name`, from the tools; what cannot be read stays unknown.
+pub fn gather_pool_facts(name: &str) -> crate::policy::PoolFacts {
+    let s = |a: &[&str]| a.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let list_v = run(zfs::ZPOOL, &s(&["list", "-v", "-H", "-P", name]), None).unwrap_or_default();
+    let ashift = run(
+        zfs::ZPOOL,
+        &s(&["get", "-H", "-p", "-o", "value", "ashift", name]),
+        None,
+    )
+    .unwrap_or_default();
+    let props = format!("encryption,{}", crate::tpm::SEALED_PROPERTY);
+    let vault = run(
+        zfs::ZFS,
+        &s(&[
+            "get",
+            "-H",
+            "-o",
+            "property,value",
+            &props,
+            &format!("{name}/vault"),
+        ]),
+        None,
+    )
+    .unwrap_or_default();
+    pool_facts(name, &list_v, &ashift, &vault)
 }
 
 /// What became of the vault this boot.

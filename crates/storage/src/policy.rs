@@ -521,6 +521,108 @@ impl Policy {
     }
 }
 
+/// How the vault was made: fixed for the life of the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum VaultKind {
+    /// Encrypted, key sealed to the TPM.
+    Tpm,
+    /// Encrypted, key from `encryption.keyfile`.
+    Keyfile,
+    /// Made unencrypted (no TPM, `without_tpm = "allow-unencrypted"`).
+    Unencrypted,
+}
+
+/// What an existing pool already is; a policy may not ask for anything else. `None` is unknown
+/// (not observed, or no pool yet).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PoolFacts {
+    pub name: Option<String>,
+    pub topology: Option<Topology>,
+    pub ashift: Option<u8>,
+    pub vault: Option<VaultKind>,
+}
+
+impl Policy {
+    /// Refuses, naming the field, its line and the pool's actual value, a policy that changes
+    /// what cannot change once the pool exists: its name, topology, ashift (a larger one than
+    /// the pool has; the pool's may exceed the policy's when the drives' sectors asked for it)
+    /// and how the vault is encrypted.
+    pub fn check_facts(&self, file: &Path, text: &str, f: &PoolFacts) -> Result<(), PolicyError> {
+        let err = |line: usize, field: &str, msg: String| PolicyError {
+            file: file.into(),
+            line,
+            field: field.into(),
+            msg,
+        };
+        if let Some(n) = &f.name {
+            if *n != self.pool.name {
+                return Err(err(
+                    line_of_key(text, "pool", "name"),
+                    "pool.name",
+                    format!(
+                        "`{}`, but this box's pool is `{n}`; a pool cannot be renamed by policy",
+                        self.pool.name
+                    ),
+                ));
+            }
+        }
+        if let Some(t) = f.topology {
+            if t != self.pool.topology {
+                return Err(err(
+                    line_of_key(text, "pool", "topology"),
+                    "pool.topology",
+                    format!(
+                        "{:?}, but the pool is {t:?}; a pool's layout cannot change",
+                        self.pool.topology
+                    )
+                    .to_lowercase(),
+                ));
+            }
+        }
+        if let Some(a) = f.ashift {
+            if self.pool.ashift > a {
+                return Err(err(
+                    line_of_key(text, "pool", "ashift"),
+                    "pool.ashift",
+                    format!(
+                        "{}, but the pool was made with ashift {a}; it cannot change",
+                        self.pool.ashift
+                    ),
+                ));
+            }
+        }
+        let choice = self.encryption.without_tpm;
+        let clash = match f.vault {
+            Some(VaultKind::Unencrypted) => choice != WithoutTpm::AllowUnencrypted,
+            Some(VaultKind::Keyfile) => choice != WithoutTpm::Keyfile,
+            _ => false,
+        };
+        if clash {
+            return Err(err(
+                line_of_key(text, "encryption", "without_tpm"),
+                "encryption.without_tpm",
+                format!(
+                    "{choice:?}, but the vault was made {:?}; how the vault is encrypted cannot change",
+                    f.vault.unwrap_or(VaultKind::Tpm)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// This policy with the name of the pool that exists (for importing it before the last good
+    /// policy, kept on it, can be read).
+    pub fn for_pool(mut self, f: &PoolFacts) -> Policy {
+        if let Some(n) = &f.name {
+            self.pool.name = n.clone();
+        }
+        if let Some(t) = f.topology {
+            self.pool.topology = t;
+        }
+        self
+    }
+}
+
 /// Which policy is in force and why.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Source {
@@ -535,6 +637,7 @@ pub fn choose(
     candidates: &[(PathBuf, Result<String, String>)],
     last_good: Option<&str>,
     pool_size: Option<u64>,
+    facts: &PoolFacts,
 ) -> (Policy, Source, Option<String>) {
     // Only the highest-priority file present counts: a bad override must not silently fall
     // through to the image's default.
@@ -548,19 +651,26 @@ pub fn choose(
                 field: "-".into(),
                 msg: msg.clone(),
             })
-            .and_then(|t| Policy::parse(path, t, pool_size).map(|p| (p, t.clone())));
+            .and_then(|t| {
+                let p = Policy::parse(path, t, pool_size)?;
+                p.check_facts(path, t, facts)?;
+                Ok((p, t.clone()))
+            });
         match parsed {
             Ok((p, t)) => return (p, Source::File(path.clone()), Some(t)),
             Err(e) => first_err = Some(e),
         }
     }
     if let (Some(text), Some(rejected)) = (last_good, first_err.clone()) {
-        if let Ok(p) = Policy::parse(Path::new("<last good>"), text, pool_size) {
-            return (p, Source::LastGood { rejected }, None);
+        let lg = Path::new("<last good>");
+        if let Ok(p) = Policy::parse(lg, text, pool_size) {
+            if p.check_facts(lg, text, facts).is_ok() {
+                return (p, Source::LastGood { rejected }, None);
+            }
         }
     }
     (
-        Policy::builtin(),
+        Policy::builtin().for_pool(facts),
         Source::Builtin {
             rejected: first_err,
         },
@@ -698,6 +808,63 @@ mod tests {
     }
 
     #[test]
+    fn a_policy_that_changes_what_the_pool_already_is_is_rejected_whole() {
+        let facts = PoolFacts {
+            name: Some("persist".into()),
+            topology: Some(Topology::Mirror),
+            ashift: Some(12),
+            vault: Some(VaultKind::Tpm),
+        };
+        let f = Path::new("/config/storage.toml");
+        let check = |t: &str| parse(t).unwrap().check_facts(f, t, &facts);
+        assert!(check("[pool]\ntopology = \"mirror\"\n").is_ok());
+        let e = check("[pool]\nname = \"tank\"\ntopology = \"mirror\"\n").unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (2, "pool.name"), "{e}");
+        assert!(e.msg.contains("`persist`"), "{e}");
+        let e = check("[pool]\ntopology = \"stripe\"\n").unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (2, "pool.topology"), "{e}");
+        assert!(e.msg.contains("mirror"), "{e}");
+        let e = check("[pool]\ntopology = \"mirror\"\nashift = 13\n").unwrap_err();
+        assert_eq!(e.field, "pool.ashift", "{e}");
+        assert!(
+            check("[pool]\ntopology = \"mirror\"\nashift = 9\n").is_ok(),
+            "a pool raised above the policy's ashift by its drives"
+        );
+        let unenc = PoolFacts {
+            vault: Some(VaultKind::Unencrypted),
+            ..facts.clone()
+        };
+        let t = "[pool]\ntopology = \"mirror\"\n[encryption]\nwithout_tpm = \"require\"\n";
+        let e = parse(t).unwrap().check_facts(f, t, &unenc).unwrap_err();
+        assert_eq!(
+            (e.line, e.field.as_str()),
+            (4, "encryption.without_tpm"),
+            "{e}"
+        );
+        // choose(): the rejected file gives way to the last good one, or to the built-in one
+        // made to fit the pool that exists.
+        let good = "[pool]\ntopology = \"mirror\"\n[datasets.x]\nquota = \"1G\"\n".to_string();
+        let renamed = "[pool]\nname = \"tank\"\ntopology = \"mirror\"\n".to_string();
+        let (p, src, keep) = choose(
+            &[(f.into(), Ok(renamed.clone()))],
+            Some(&good),
+            None,
+            &facts,
+        );
+        assert!(p.datasets.contains_key("x") && keep.is_none());
+        assert!(
+            matches!(src, Source::LastGood { ref rejected } if rejected.field == "pool.name"),
+            "{src:?}"
+        );
+        let (p, src, _) = choose(&[(f.into(), Ok(renamed))], None, None, &facts);
+        assert_eq!(
+            (p.pool.name.as_str(), p.pool.topology),
+            ("persist", Topology::Mirror)
+        );
+        assert!(matches!(src, Source::Builtin { rejected: Some(_) }));
+    }
+
+    #[test]
     fn every_refusal_points_at_a_line() {
         for (text, field) in [
             ("[pool]\nname = \"a/b\"\n", "pool.name"),
@@ -772,6 +939,7 @@ mod tests {
             &[("/config/storage.toml".into(), Ok(good.clone()))],
             None,
             None,
+            &PoolFacts::default(),
         );
         assert!(p.datasets.contains_key("x"));
         assert_eq!(src, Source::File("/config/storage.toml".into()));
@@ -784,6 +952,7 @@ mod tests {
             &[("/config/storage.toml".into(), Ok(bad.clone()))],
             Some(&good),
             None,
+            &PoolFacts::default(),
         );
         assert!(p.datasets.contains_key("x"));
         assert!(
@@ -791,10 +960,15 @@ mod tests {
             "{src:?}"
         );
         assert!(keep.is_none());
-        let (p, src, _) = choose(&[("/config/storage.toml".into(), Ok(bad))], None, None);
+        let (p, src, _) = choose(
+            &[("/config/storage.toml".into(), Ok(bad))],
+            None,
+            None,
+            &PoolFacts::default(),
+        );
         assert_eq!(p, Policy::builtin());
         assert!(matches!(src, Source::Builtin { rejected: Some(_) }));
-        let (_, src, _) = choose(&[], None, None);
+        let (_, src, _) = choose(&[], None, None, &PoolFacts::default());
         assert_eq!(src, Source::Builtin { rejected: None });
         // An override that cannot be read falls back to the last good, with the reason.
         let (p, src, _) = choose(
@@ -804,6 +978,7 @@ mod tests {
             )],
             Some(&good),
             None,
+            &PoolFacts::default(),
         );
         assert!(p.datasets.contains_key("x"));
         assert!(

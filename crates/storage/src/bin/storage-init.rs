@@ -45,8 +45,14 @@ fn load_policy(
     config_error: Option<String>,
     pool_size: Option<u64>,
     last_good: Option<&str>,
+    facts: &policy::PoolFacts,
 ) -> (policy::Policy, Source, Option<String>) {
-    let (p, src, keep) = policy::choose(&config::candidates(config_error), last_good, pool_size);
+    let (p, src, keep) = policy::choose(
+        &config::candidates(config_error),
+        last_good,
+        pool_size,
+        facts,
+    );
     match &src {
         Source::File(f) => log(format!("policy: {}", f.display())),
         Source::LastGood { rejected } => log(format!(
@@ -173,11 +179,32 @@ fn main() -> ExitCode {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let config_error =
         config::mount_config(bringup::boot_disk(&roots, &mountinfo).as_deref()).err();
-    let (policy, _, _) = load_policy(config_error.clone(), None, None);
-    let obs = match bringup::observe(&roots, &policy, &mountinfo) {
+    let (mut policy, _, _) = load_policy(
+        config_error.clone(),
+        None,
+        None,
+        &policy::PoolFacts::default(),
+    );
+    let mut obs = match bringup::observe(&roots, &policy, &mountinfo) {
         Ok(o) => o,
         Err(e) => return report(&e),
     };
+    // The pool on this box's own partitions has a name; a policy that calls it something else
+    // is rejected (not obeyed by making a new pool or refusing to import the one there is).
+    let ours = bringup::our_pools(&obs);
+    if let [name] = ours.as_slice() {
+        if *name != policy.pool.name {
+            let facts = policy::PoolFacts {
+                name: Some(name.clone()),
+                ..Default::default()
+            };
+            policy = load_policy(config_error.clone(), None, None, &facts).0;
+            obs = match bringup::observe(&roots, &policy, &mountinfo) {
+                Ok(o) => o,
+                Err(e) => return report(&e),
+            };
+        }
+    }
     let plan = plan::decide(&obs.observed, &policy);
     match action {
         Action::Plan { json } => {
@@ -265,7 +292,8 @@ fn main() -> ExitCode {
             // With the pool up, a rejected policy falls back to the last good one stored there.
             let size = pool_size(&policy.pool.name).unwrap_or(0);
             let last = std::fs::read_to_string(config::last_good_path(&policy.pool.name)).ok();
-            let (policy, _, keep) = load_policy(config_error, Some(size), last.as_deref());
+            let facts = bringup::gather_pool_facts(&policy.pool.name);
+            let (policy, _, keep) = load_policy(config_error, Some(size), last.as_deref(), &facts);
             let ram = std::fs::read_to_string("/proc/meminfo")
                 .ok()
                 .and_then(|m| {
