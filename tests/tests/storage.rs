@@ -583,6 +583,22 @@ fn odd_devices_never_stop_bring_up_and_an_image_sized_boot_disk_pools_the_other_
     // Its probe fails (no medium) or finds nothing: either way it is reported and left out.
     let v = cd["verdict"]["verdict"].as_str().unwrap();
     assert!(v == "unreadable" || v == "removable", "{cd}");
+
+    // The CONFIG policy renames the pool: rejected whole, naming the field and the pool's real
+    // name, and the box still comes up with its pool at /persist.
+    let g = guid(&mut m);
+    m.ok("echo kept > /persist/newlog/before && sync").unwrap();
+    m.ok("mount -o remount,rw /config && sed 's/^name = \"persist\"/name = \"tank\"/' /etc/storage.toml > /config/storage.toml && sync && grep -q 'name = \"tank\"' /config/storage.toml")
+        .unwrap();
+    m.reboot().unwrap();
+    assert_eq!(guid(&mut m), g);
+    assert_eq!(m.ok("cat /persist/newlog/before").unwrap(), "kept\n");
+    let console = std::fs::read_to_string(m.console_log()).unwrap();
+    assert!(
+        console.contains("policy REJECTED: /config/storage.toml:")
+            && console.contains("pool.name: `tank`, but this box's pool is `persist`"),
+        "the rename is not reported"
+    );
     m.poweroff().unwrap();
     assert_eq!(
         sha256(&stick_disk),
