@@ -35,6 +35,8 @@ pub struct DiskSpec {
     pub format: Format,
     pub serial: String,
     pub content: Content,
+    /// Every read of the disk fails with EIO.
+    pub io_errors: bool,
 }
 
 impl DiskSpec {
@@ -45,6 +47,7 @@ impl DiskSpec {
             format: Format::Raw,
             serial: serial.into(),
             content: Content::Blank,
+            io_errors: false,
         }
     }
 }
@@ -169,6 +172,7 @@ fn make_disk(dir: &Path, i: usize, d: &DiskSpec) -> Result<qemu::Disk> {
         serial: d.serial.clone(),
         file,
         format,
+        io_errors: d.io_errors,
     })
 }
 
@@ -292,6 +296,7 @@ impl Machine {
             serial: "EVEBOOT".into(),
             file: boot_file,
             format: Format::Qcow2,
+            io_errors: false,
         };
         let mut disks = Vec::new();
         for (i, d) in spec.disks.iter().enumerate() {

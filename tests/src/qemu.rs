@@ -63,6 +63,8 @@ pub struct Disk {
     pub serial: String,
     pub file: PathBuf,
     pub format: Format,
+    /// Every read fails with EIO (qemu's blkdebug): a dying drive.
+    pub io_errors: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -113,6 +115,18 @@ fn device(d: &Disk, id: &str, sata_port: &mut u32, boot: bool) -> Vec<String> {
             ];
         }
     };
+    if d.io_errors {
+        let node = serde_json::json!({
+            "driver": "blkdebug",
+            "node-name": id,
+            "inject-error": [{ "event": "read_aio", "errno": 5 }],
+            "image": {
+                "driver": d.format.as_str(),
+                "file": { "driver": "file", "filename": d.file.display().to_string() },
+            },
+        });
+        return vec!["-blockdev".into(), node.to_string(), "-device".into(), dev];
+    }
     vec![
         "-drive".into(),
         format!(
@@ -274,6 +288,7 @@ mod tests {
             serial: serial.into(),
             file: PathBuf::from(format!("/t/{serial}.img")),
             format: Format::Raw,
+            io_errors: false,
         }
     }
 
@@ -284,6 +299,7 @@ mod tests {
             cpus: 2,
             boot: Disk {
                 format: Format::Qcow2,
+                io_errors: false,
                 ..disk(DiskKind::Nvme, "EVEBOOT")
             },
             disks: vec![

@@ -535,6 +535,10 @@ fn odd_devices_never_stop_bring_up_and_an_image_sized_boot_disk_pools_the_other_
             ..DiskSpec::blank(DiskKind::Usb, 1024, "PENDSTICK")
         },
         DiskSpec::blank(DiskKind::Cdrom, 1, "EMPTYCD"),
+        DiskSpec {
+            io_errors: true,
+            ..DiskSpec::blank(DiskKind::Virtio, 1024, "DYING")
+        },
     ];
     let mut m = Machine::create(spec, &dir.join("vm")).unwrap();
     let stick_disk = m.disk_file(1).to_path_buf();
@@ -583,6 +587,13 @@ fn odd_devices_never_stop_bring_up_and_an_image_sized_boot_disk_pools_the_other_
     // Its probe fails (no medium) or finds nothing: either way it is reported and left out.
     let v = cd["verdict"]["verdict"].as_str().unwrap();
     assert!(v == "unreadable" || v == "removable", "{cd}");
+    // A drive whose reads fail gets its own verdict with the error; the others were pooled.
+    let dying = dev("DYING").unwrap();
+    assert_eq!(dying["verdict"]["verdict"], "unreadable", "{dying}");
+    assert!(
+        console.contains("probing with libblkid") && console.contains("left out"),
+        "the unreadable drive is not reported on the console"
+    );
 
     // The CONFIG policy renames the pool: rejected whole, naming the field and the pool's real
     // name, and the box still comes up with its pool at /persist.

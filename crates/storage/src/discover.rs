@@ -109,9 +109,10 @@ fn list(p: &Path) -> Vec<String> {
     v
 }
 
-/// Names that are never physical drives.
+/// Names that are never physical drives. (Optical drives, `sr*`, are physical: their
+/// removable flag keeps them out.)
 pub fn is_virtual_name(name: &str) -> bool {
-    ["loop", "ram", "zram", "dm-", "md", "nbd", "zd", "sr"]
+    ["loop", "ram", "zram", "dm-", "md", "nbd", "zd"]
         .iter()
         .any(|p| name.starts_with(p))
 }

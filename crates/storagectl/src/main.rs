@@ -85,6 +85,9 @@ enum VolCmd {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Accept the spool as it is now (after restoring or moving it): volumes whose spec files are
+    /// missing from it are then deleted. Until then a lost or older spool deletes nothing.
+    AdoptSpool,
 }
 
 #[derive(Args)]
@@ -271,6 +274,13 @@ fn volume(config: Option<&std::path::Path>, cmd: VolCmd) -> ExitCode {
             Err(e) => fail(&e),
         },
         VolCmd::List { json } => emit(volumes::ops::list(&env), json, |l| l.render()),
+        VolCmd::AdoptSpool => match volumes::ops::adopt_spool(&env) {
+            Ok(m) => {
+                println!("{m}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
         VolCmd::Reconcile { dry_run } => {
             let r = env
                 .check_vault()

@@ -182,6 +182,27 @@ pub fn delete(env: &Env, name: &str, force: bool) -> Result<()> {
     r
 }
 
+/// The operator's word that the spool as it is now is this box's: says what it will remove.
+pub fn adopt_spool(env: &Env) -> Result<String> {
+    let _lock = locked(env)?;
+    env.ensure_spool()?;
+    let dry = reconcile::pass(env, true)?.0;
+    let id = env.markers().adopt()?;
+    let held: Vec<&str> = dry.held.iter().map(|(n, _)| n.as_str()).collect();
+    log(format!(
+        "spool {:032x} adopted at generation {}",
+        id.id, id.generation
+    ));
+    Ok(if held.is_empty() {
+        "spool adopted; nothing was held".into()
+    } else {
+        format!(
+            "spool adopted; the next pass deletes the volumes it has no spec for, if this box created them: {}",
+            held.join(", ")
+        )
+    })
+}
+
 #[derive(Debug, Serialize)]
 pub struct Shown {
     pub name: String,
