@@ -253,6 +253,12 @@ pub fn validate(
                 e.name, e.image
             ));
         }
+        if e.command
+            .as_ref()
+            .is_some_and(|c| c.first().is_none_or(|p| p.trim().is_empty()))
+        {
+            errs.push(format!("`{}` has an empty command", e.name));
+        }
     }
     // Each shipped package must be used, and each workspace binary shipped or declared build-only.
     if let Ok(rd) = std::fs::read_dir(pkg_dir) {
@@ -462,6 +468,22 @@ bin = "eve-agent"
             &bins(&["eve-init", "eve-imgbuild"]),
         );
         assert!(errs.iter().any(|e| e.contains("`gone`")), "{errs:?}");
+    }
+
+    #[test]
+    fn an_empty_command_is_an_error_not_a_panic() {
+        for cmd in [vec![], vec![String::new()]] {
+            let mut m = merged();
+            m.services[0].command = Some(cmd);
+            let p = pkg_tree(&["eve-init", "eve-agent"]);
+            let errs = validate(
+                &m,
+                &cfg(),
+                p.path(),
+                &bins(&["eve-init", "eve-agent", "eve-imgbuild"]),
+            );
+            assert!(errs.iter().any(|e| e.contains("empty command")), "{errs:?}");
+        }
     }
 
     #[test]
