@@ -116,13 +116,15 @@ fn device(d: &Disk, id: &str, sata_port: &mut u32, boot: bool) -> Vec<String> {
         }
     };
     if d.io_errors {
+        // blkdebug sits under the format driver: the format's read announces `read_aio` to its
+        // file child, which then fails every read it is given.
         let node = serde_json::json!({
-            "driver": "blkdebug",
+            "driver": d.format.as_str(),
             "node-name": id,
-            "inject-error": [{ "event": "read_aio", "errno": 5 }],
-            "image": {
-                "driver": d.format.as_str(),
-                "file": { "driver": "file", "filename": d.file.display().to_string() },
+            "file": {
+                "driver": "blkdebug",
+                "inject-error": [{ "event": "read_aio", "errno": 5 }],
+                "image": { "driver": "file", "filename": d.file.display().to_string() },
             },
         });
         return vec!["-blockdev".into(), node.to_string(), "-device".into(), dev];

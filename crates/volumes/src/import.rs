@@ -171,7 +171,7 @@ pub struct StreamHead {
     pub hdrtype: u64,
     /// Bytes of payload (a compound stream's property list) after this record.
     pub payload_len: u32,
-    /// dmu_objset_type_t: 2 is a volume, 3 a filesystem.
+    /// dmu_objset_type_t: 2 is a filesystem, 3 a volume.
     pub objset_type: u32,
     pub features: u64,
     pub toname: String,
@@ -180,7 +180,9 @@ pub struct StreamHead {
 const DRR_BEGIN: u32 = 0;
 const BACKUP_MAGIC: u64 = 0x2_f5ba_cbac;
 const FEATURE_RAW: u64 = 1 << 24;
-pub const OST_ZVOL: u32 = 2;
+/// dmu_objset_type_t: DMU_OST_META 1, DMU_OST_ZFS 2, DMU_OST_ZVOL 3.
+pub const OST_ZFS: u32 = 2;
+pub const OST_ZVOL: u32 = 3;
 
 /// Pure: parses the BEGIN record (312 bytes: type, payload length, then drr_begin), in either
 /// byte order.
@@ -237,7 +239,7 @@ pub fn parse_stream_head(b: &[u8]) -> Result<StreamHead, String> {
 fn what(objset_type: u32) -> &'static str {
     match objset_type {
         OST_ZVOL => "a volume",
-        3 => "a filesystem",
+        OST_ZFS => "a filesystem",
         1 => "a metadata object set",
         _ => "an unknown object set",
     }
@@ -335,13 +337,16 @@ mod tests {
             None
         )
         .is_ok());
-        let fs =
-            check_stream(&parse_stream_head(&head(3, 1, 0, false)).unwrap(), None).unwrap_err();
+        let fs = check_stream(
+            &parse_stream_head(&head(OST_ZFS, 1, 0, false)).unwrap(),
+            None,
+        )
+        .unwrap_err();
         assert!(fs.contains("filesystem"), "{fs}");
         let outer = parse_stream_head(&head(OST_ZVOL, 2, 0, false)).unwrap();
         let compound = check_stream(&outer, None).unwrap_err();
         assert!(compound.contains("compound"), "{compound}");
-        let inner = parse_stream_head(&head(3, 1, 0, false)).unwrap();
+        let inner = parse_stream_head(&head(OST_ZFS, 1, 0, false)).unwrap();
         let e = check_stream(&outer, Some(&inner)).unwrap_err();
         assert!(e.contains("compound") && e.contains("a filesystem"), "{e}");
         let raw = check_stream(
