@@ -751,15 +751,21 @@ impl Machine {
         self.wait_exit("qemu to die", Duration::from_secs(30))
     }
 
-    /// Leaves the disk with this serial out of the next boots (its file is kept): a drive pulled
-    /// while the box was off.
-    pub fn detach_disk(&mut self, serial: &str) -> Result<qemu::Disk> {
+    /// Changes to the hardware are made with the machine off, as on a real box.
+    fn require_off(&self, what: &str) -> Result<()> {
         if self.qemu.is_some() {
             return Err(Error::Spec(format!(
-                "{}: power off before detaching {serial}",
+                "{}: power off before {what}",
                 self.spec.name
             )));
         }
+        Ok(())
+    }
+
+    /// Leaves the disk with this serial out of the next boots (its file is kept): a drive pulled
+    /// while the box was off.
+    pub fn detach_disk(&mut self, serial: &str) -> Result<qemu::Disk> {
+        self.require_off(&format!("detaching {serial}"))?;
         let i = self
             .disks
             .iter()
@@ -770,12 +776,7 @@ impl Machine {
 
     /// Adds a disk for the next boots: a drive plugged in while the box was off.
     pub fn attach_disk(&mut self, d: &DiskSpec) -> Result<()> {
-        if self.qemu.is_some() {
-            return Err(Error::Spec(format!(
-                "{}: power off before attaching {}",
-                self.spec.name, d.serial
-            )));
-        }
+        self.require_off(&format!("attaching {}", d.serial))?;
         let disk = make_disk(&self.dir, self.disks.len() + 100, d)?;
         self.disks.push(disk);
         Ok(())
@@ -783,12 +784,7 @@ impl Machine {
 
     /// Replaces the TPM with a factory-fresh one (new seeds): what a disk moved to another box sees.
     pub fn reset_tpm(&mut self) -> Result<()> {
-        if self.qemu.is_some() {
-            return Err(Error::Spec(format!(
-                "{}: power off before replacing the TPM",
-                self.spec.name
-            )));
-        }
+        self.require_off("replacing the TPM")?;
         let d = self.dir.join("tpm");
         std::fs::remove_dir_all(&d).at("clean", &d)?;
         std::fs::create_dir_all(&d).at("mkdir", &d)
@@ -797,12 +793,7 @@ impl Machine {
     /// Moves the TPM's state aside under `name` and gives the machine a factory-fresh one; the
     /// original comes back with [`Machine::restore_tpm`] (a TPM swapped and later put back).
     pub fn stash_tpm(&mut self, name: &str) -> Result<()> {
-        if self.qemu.is_some() {
-            return Err(Error::Spec(format!(
-                "{}: power off before swapping the TPM",
-                self.spec.name
-            )));
-        }
+        self.require_off("swapping the TPM")?;
         let d = self.dir.join("tpm");
         let aside = self.dir.join(format!("tpm-{name}"));
         std::fs::rename(&d, &aside).at("rename", &d)?;
@@ -811,12 +802,7 @@ impl Machine {
 
     /// Puts back the TPM stashed under `name`; the one in use is discarded.
     pub fn restore_tpm(&mut self, name: &str) -> Result<()> {
-        if self.qemu.is_some() {
-            return Err(Error::Spec(format!(
-                "{}: power off before swapping the TPM",
-                self.spec.name
-            )));
-        }
+        self.require_off("swapping the TPM")?;
         let d = self.dir.join("tpm");
         std::fs::remove_dir_all(&d).at("clean", &d)?;
         let aside = self.dir.join(format!("tpm-{name}"));
