@@ -318,7 +318,8 @@ fn check_mountpoints(p: &Policy, text: &str) -> Result<(), (usize, String, Strin
     let reserved = [
         format!("/{pool}/vault"),
         format!("/{pool}/.storage"),
-        format!("/{pool}/log"),
+        "/persist/vault".to_string(),
+        "/persist/log".to_string(),
     ];
     let mps = p.mountpoints();
     let inside = |a: &str, b: &str| a == b || a.starts_with(&format!("{b}/"));
@@ -441,14 +442,11 @@ impl Policy {
                 ));
             }
             if let Some(m) = &d.mountpoint {
-                if m != "none" && !clean_under(m, &format!("/{}/", p.pool.name)) {
+                if m != "none" && !clean_under(m, "/persist/") {
                     return Err(err(
                         line_of_key(text, &format!("datasets.{name}"), "mountpoint"),
                         &f("mountpoint"),
-                        format!(
-                            "`{m}` must be `none` or a plain path under /{}/",
-                            p.pool.name
-                        ),
+                        format!("`{m}` must be `none` or a plain path under /persist/"),
                     ));
                 }
             }

@@ -342,12 +342,14 @@ pub struct ListRow {
 
 pub fn list(env: &Env) -> Result<Listing> {
     env.check_vault()?;
-    let spool = if env.cfg.spool.is_dir() {
+    let mut spool = if env.cfg.spool.is_dir() {
         reconcile::read_spool(&env.cfg.spool)?
     } else {
         Default::default()
     };
     let zvols = zvol::list(&env.cfg.pool)?;
+    // A spec whose source the pass refuses is listed as the invalid spec it is.
+    reconcile::refuse_bad_sources(env, &mut spool, &zvols);
     let pool = zfs::list_pools(Some(&env.cfg.pool))?.into_iter().next();
     let (size, free) = pool.map_or((0, 0), |p| (p.size, p.free));
     let total: u64 = spool.volumes.values().map(|v| v.size).sum();

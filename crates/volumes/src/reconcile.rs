@@ -764,14 +764,13 @@ pub fn lock(roots: &Roots) -> Result<nix::fcntl::Flock<std::fs::File>> {
 /// A new volume's source is checked before its zvol is planned (a spec dropped into the spool
 /// gets the same checks as the CLI's): one that cannot be read safely makes the spec invalid,
 /// reported with the reason, and the other volumes go ahead.
-fn refuse_bad_sources(env: &Env, spool: &mut Spool, have: &Observed) {
+pub(crate) fn refuse_bad_sources(env: &Env, spool: &mut Spool, zvols: &[Zvol]) {
     let bad: Vec<(String, SpecError)> = spool
         .volumes
         .iter()
         .filter(|(name, v)| {
             v.source.is_some()
-                && !have
-                    .zvols
+                && !zvols
                     .iter()
                     .any(|z| &z.volume == *name && !z.staging && z.ready)
         })
@@ -812,7 +811,7 @@ pub fn pass(env: &Env, dry_run: bool) -> Result<(Plan, Report)> {
     let gate = env.gate(dry_run)?;
     let (have, observed) = env.observe()?;
     let mut spool = spool;
-    refuse_bad_sources(env, &mut spool, &have);
+    refuse_bad_sources(env, &mut spool, &have.zvols);
     let t = Instant::now();
     let p = plan(env, spool, &have, &gate, !dry_run)?;
     // Quiet when idle (the daemon passes every 30 s); said when there is work or it was slow.
