@@ -780,10 +780,11 @@ pub(crate) fn refuse_bad_sources(env: &Env, spool: &mut Spool, zvols: &[Zvol]) {
             Some((
                 name.clone(),
                 SpecError {
-                    file: env
-                        .cfg
-                        .spool
-                        .join(format!("{name}.*"))
+                    file: ["toml", "json"]
+                        .iter()
+                        .map(|x| env.cfg.spool.join(format!("{name}.{x}")))
+                        .find(|p| p.exists())
+                        .unwrap_or_else(|| env.cfg.spool.join(name))
                         .display()
                         .to_string(),
                     field: "source".into(),
