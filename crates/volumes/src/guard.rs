@@ -160,10 +160,17 @@ pub enum Trust {
     Untrusted(String),
 }
 
-/// Pure: compares the spool's marker with the state's copy.
-pub fn judge(spool: Option<SpoolId>, state: Option<SpoolId>, seen: usize) -> Trust {
+/// Pure: compares the spool's marker with the state's copy. `seen` is how many volumes the state
+/// knows and `all_present` whether the spool has a spec for each: a spool and state from before
+/// markers existed (an upgrade) are adopted only when that deletes nothing.
+pub fn judge(
+    spool: Option<SpoolId>,
+    state: Option<SpoolId>,
+    seen: usize,
+    all_present: bool,
+) -> Trust {
     match (spool, state) {
-        (None, None) if seen == 0 => Trust::Fresh,
+        (None, None) if seen == 0 || all_present => Trust::Fresh,
         (None, None) => Trust::Untrusted(format!(
             "the spool has no {SPOOL_MARKER} and the state has no {STATE_MARKER}, yet the state knows {seen} volume(s)"
         )),
@@ -318,29 +325,36 @@ mod tests {
             id: 1,
             generation: 5,
         };
-        assert_eq!(judge(None, None, 0), Trust::Fresh);
-        assert!(matches!(judge(None, None, 3), Trust::Untrusted(_)));
-        assert!(matches!(judge(None, Some(a), 3), Trust::Untrusted(m) if m.contains("lost")));
+        assert_eq!(judge(None, None, 0, false), Trust::Fresh);
+        assert!(matches!(judge(None, None, 3, false), Trust::Untrusted(_)));
+        assert_eq!(
+            judge(None, None, 3, true),
+            Trust::Fresh,
+            "an upgrade that deletes nothing"
+        );
+        assert!(matches!(judge(None, Some(a), 3, true), Trust::Untrusted(m) if m.contains("lost")));
         let other = SpoolId {
             id: 2,
             generation: 9,
         };
         assert!(matches!(
-            judge(Some(other), Some(a), 3),
+            judge(Some(other), Some(a), 3, true),
             Trust::Untrusted(_)
         ));
         let old = SpoolId {
             id: 1,
             generation: 4,
         };
-        assert!(matches!(judge(Some(old), Some(a), 3), Trust::Untrusted(m) if m.contains("older")));
-        assert_eq!(judge(Some(a), Some(a), 3), Trust::Trusted(a));
+        assert!(
+            matches!(judge(Some(old), Some(a), 3, true), Trust::Untrusted(m) if m.contains("older"))
+        );
+        assert_eq!(judge(Some(a), Some(a), 3, false), Trust::Trusted(a));
         let ahead = SpoolId {
             id: 1,
             generation: 6,
         };
-        assert_eq!(judge(Some(ahead), Some(a), 3), Trust::Trusted(ahead));
-        assert_eq!(judge(Some(a), None, 0), Trust::Trusted(a));
+        assert_eq!(judge(Some(ahead), Some(a), 3, false), Trust::Trusted(ahead));
+        assert_eq!(judge(Some(a), None, 0, false), Trust::Trusted(a));
     }
 
     #[test]
@@ -352,11 +366,11 @@ mod tests {
         assert_eq!(m.read().unwrap(), (Some(s), Some(s)));
         std::fs::remove_file(&m.spool).unwrap();
         let (sp, st) = m.read().unwrap();
-        assert!(matches!(judge(sp, st, 1), Trust::Untrusted(_)));
+        assert!(matches!(judge(sp, st, 1, false), Trust::Untrusted(_)));
         let n = m.adopt().unwrap();
         assert_eq!((n.id, n.generation), (s.id, 1));
         let (sp, st) = m.read().unwrap();
-        assert_eq!(judge(sp, st, 1), Trust::Trusted(n));
+        assert_eq!(judge(sp, st, 1, false), Trust::Trusted(n));
         std::fs::write(&m.state, "{").unwrap();
         assert!(
             m.read().is_err(),

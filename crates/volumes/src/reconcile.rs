@@ -175,13 +175,15 @@ impl Env<'_> {
 
     /// Reads the spool's identity, the seen volumes and the tombstones; a fresh box gets its
     /// spool identity here (unless `dry_run`).
-    pub fn gate(&self, dry_run: bool) -> Result<Gate> {
+    pub fn gate(&self, dry_run: bool, spool: &Spool) -> Result<Gate> {
         let store = self.store();
         let seen = names_in(&store.dir.join("volumes"), "json")?;
         let deleted = names_in(&store.dir.join("deleted"), "json")?;
         let m = self.markers();
         let (sp, st) = m.read()?;
-        let (untrusted, spool_id) = match guard::judge(sp, st, seen.len()) {
+        let all_present =
+            seen.iter().all(|n| spool.volumes.contains_key(n)) && spool.invalid.is_empty();
+        let (untrusted, spool_id) = match guard::judge(sp, st, seen.len(), all_present) {
             guard::Trust::Fresh if dry_run => (None, None),
             guard::Trust::Fresh => (None, Some(m.create()?)),
             guard::Trust::Trusted(s) => (None, Some(s)),
@@ -809,7 +811,7 @@ pub fn pass(env: &Env, dry_run: bool) -> Result<(Plan, Report)> {
     let spool = read_spool(&env.cfg.spool)?;
     let vols = spool.volumes.clone();
     let t_read = t0.elapsed();
-    let gate = env.gate(dry_run)?;
+    let gate = env.gate(dry_run, &spool)?;
     let (have, observed) = env.observe()?;
     let mut spool = spool;
     refuse_bad_sources(env, &mut spool, &have.zvols);
@@ -899,8 +901,9 @@ mod tests {
 
     /// A pass's plan: the gate read as a pass reads it.
     fn plan_for(e: &Env, have: &Observed) -> Plan {
-        let g = e.gate(false).unwrap();
-        plan(e, read_spool(&e.cfg.spool).unwrap(), have, &g, true).unwrap()
+        let spool = read_spool(&e.cfg.spool).unwrap();
+        let g = e.gate(false, &spool).unwrap();
+        plan(e, spool, have, &g, true).unwrap()
     }
 
     /// What a finished pass leaves for the spool's volumes: their zvols and nvmet objects.
@@ -954,7 +957,7 @@ mod tests {
         let fs = FaultyFs::default();
         let e = env(d.path(), &fs);
         spec(&e, "a", "nvme-tcp");
-        let g = e.gate(true).unwrap();
+        let g = e.gate(true, &read_spool(&e.cfg.spool).unwrap()).unwrap();
         plan(
             &e,
             read_spool(&e.cfg.spool).unwrap(),
