@@ -45,8 +45,9 @@ pub fn mount_config(boot_disk: Option<&str>) -> Result<(), String> {
     })
 }
 
-/// A policy file in force and its text, or why it could not be read.
-pub type Candidate = (PathBuf, Result<String, String>);
+/// A policy file in force and its text, or why it could not be read (with the line at fault,
+/// 0 when none is).
+pub type Candidate = (PathBuf, Result<String, (usize, String)>);
 
 /// Pure: the first policy file present in `order`, read by `read` (NotFound means absent). A
 /// file that exists but cannot be read, or is not UTF-8, is a candidate that fails, so a bad
@@ -58,12 +59,15 @@ pub fn first_present(
     for p in order {
         match read(p) {
             Ok(b) => {
-                let text = String::from_utf8(b)
-                    .map_err(|e| format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to()));
+                let text = String::from_utf8(b).map_err(|e| {
+                    let at = e.utf8_error().valid_up_to();
+                    let line = e.as_bytes()[..at].iter().filter(|&&c| c == b'\n').count() + 1;
+                    (line, format!("not UTF-8 text (byte {at})"))
+                });
                 return vec![(p.clone(), text)];
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return vec![(p.clone(), Err(format!("cannot be read: {e}")))],
+            Err(e) => return vec![(p.clone(), Err((0, format!("cannot be read: {e}"))))],
         }
     }
     Vec::new()
@@ -74,7 +78,7 @@ pub fn first_present(
 pub fn candidates(config_error: Option<String>) -> Vec<Candidate> {
     let config = Path::new(CONFIG_DIR).join("storage.toml");
     if let Some(e) = config_error {
-        return vec![(config, Err(e))];
+        return vec![(config, Err((0, e)))];
     }
     first_present(&[config, PathBuf::from(IMAGE_POLICY)], |p| std::fs::read(p))
 }
@@ -102,15 +106,20 @@ mod tests {
         });
         assert_eq!(c.len(), 1);
         assert_eq!(c[0].0, order[0]);
-        assert!(c[0].1.as_ref().unwrap_err().contains("cannot be read"));
+        assert!(c[0].1.as_ref().unwrap_err().1.contains("cannot be read"));
         let c = first_present(&order, |p| {
             if p.starts_with("/config") {
-                Ok(vec![b'[', 0xff, 0xfe])
+                Ok(b"[pool]\nname = \"\xff\"\n".to_vec())
             } else {
                 Ok(b"[pool]\n".to_vec())
             }
         });
-        assert!(c[0].1.as_ref().unwrap_err().contains("UTF-8"));
+        assert_eq!(
+            c[0].1.as_ref().unwrap_err().0,
+            2,
+            "the line of the bad byte"
+        );
+        assert!(c[0].1.as_ref().unwrap_err().1.contains("UTF-8"));
         let c = first_present(&order, |p| {
             if p.starts_with("/config") {
                 Err(std::io::ErrorKind::NotFound.into())
@@ -120,6 +129,6 @@ mod tests {
         });
         assert_eq!(c, vec![(order[1].clone(), Ok("[pool]\n".to_string()))]);
         let c = candidates(Some("did not mount".into()));
-        assert!(c[0].1.as_ref().unwrap_err().contains("did not mount"));
+        assert!(c[0].1.as_ref().unwrap_err().1.contains("did not mount"));
     }
 }

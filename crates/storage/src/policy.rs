@@ -9,14 +9,31 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use toml::Spanned;
 
-#[derive(Debug, Clone, thiserror::Error, PartialEq)]
-#[error("{file}:{line}: {field}: {msg}")]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PolicyError {
     pub file: PathBuf,
+    /// 1-based; 0 when no line is to blame (the file could not be read at all).
     pub line: usize,
     pub field: String,
     pub msg: String,
 }
+
+impl std::fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.line {
+            0 => write!(f, "{}: {}: {}", self.file.display(), self.field, self.msg),
+            n => write!(
+                f,
+                "{}:{n}: {}: {}",
+                self.file.display(),
+                self.field,
+                self.msg
+            ),
+        }
+    }
+}
+
+impl std::error::Error for PolicyError {}
 
 /// A size: absolute (`512M`, `20G`, `1T`, plain bytes) or a share of the pool (`20%`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -632,7 +649,7 @@ pub enum Source {
 /// Picks the policy: the first candidate if it validates, else the last good one kept on the pool,
 /// else the built-in one. Never fails.
 pub fn choose(
-    candidates: &[(PathBuf, Result<String, String>)],
+    candidates: &[(PathBuf, Result<String, (usize, String)>)],
     last_good: Option<&str>,
     pool_size: Option<u64>,
     facts: &PoolFacts,
@@ -643,9 +660,9 @@ pub fn choose(
     if let Some((path, text)) = candidates.first() {
         let parsed = text
             .as_ref()
-            .map_err(|msg| PolicyError {
+            .map_err(|(line, msg)| PolicyError {
                 file: path.clone(),
-                line: 0,
+                line: *line,
                 field: "-".into(),
                 msg: msg.clone(),
             })
@@ -972,7 +989,7 @@ mod tests {
         let (p, src, _) = choose(
             &[(
                 "/config/storage.toml".into(),
-                Err("cannot be read: EIO".into()),
+                Err((0, "cannot be read: EIO".into())),
             )],
             Some(&good),
             None,
@@ -983,6 +1000,12 @@ mod tests {
             matches!(src, Source::LastGood { ref rejected } if rejected.msg.contains("EIO")),
             "{src:?}"
         );
+        if let Source::LastGood { rejected } = src {
+            assert_eq!(
+                rejected.to_string(),
+                "/config/storage.toml: -: cannot be read: EIO"
+            );
+        }
     }
 }
 
