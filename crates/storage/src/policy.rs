@@ -649,7 +649,7 @@ pub enum Source {
 /// Picks the policy: the first candidate if it validates, else the last good one kept on the pool,
 /// else the built-in one. Never fails.
 pub fn choose(
-    candidates: &[(PathBuf, Result<String, (usize, String)>)],
+    candidates: &[crate::config::Candidate],
     last_good: Option<&str>,
     pool_size: Option<u64>,
     facts: &PoolFacts,
