@@ -539,6 +539,23 @@ fn a_locked_vault_costs_no_volume_and_hostile_imports_read_nothing_else() {
         "--import /run/r.zstream --format zfs-stream",
         "compound",
     );
+    // A `zfs send -p` stream of one volume is one volume: taken, with the stream's tags and
+    // volmode replaced by the new volume's own.
+    m.ok("zfs snapshot persist/clear/volumes/pub@p && zfs send -p persist/clear/volumes/pub@p > /run/p.zstream && \
+          zfs destroy persist/clear/volumes/pub@p")
+        .unwrap();
+    m.ok("storagectl volume create pcopy --size 64M --vm vm3 --transport nvme-loop --clear --import /run/p.zstream --format zfs-stream")
+        .unwrap();
+    assert_eq!(
+        m.ok("zfs get -H -o value org.lfedge.eve:volume,org.lfedge.eve:vm,volmode persist/clear/volumes/pcopy")
+            .unwrap(),
+        "pcopy\nvm3\ndev\n"
+    );
+    m.ok(
+        "cmp -n 16777216 /dev/zvol/persist/clear/volumes/pub /dev/zvol/persist/clear/volumes/pcopy",
+    )
+    .unwrap();
+    m.ok("storagectl volume delete pcopy --force").unwrap();
     // The same checks for a spec dropped straight into the spool.
     m.write_file(
         "/persist/config/volumes/specs/evil2.toml",

@@ -245,28 +245,41 @@ fn what(objset_type: u32) -> &'static str {
     }
 }
 
-/// Pure: refuses streams that are not one plain volume. `inner` is the first dataset's BEGIN
-/// inside a compound stream, when it could be read, to say what the stream carries.
+/// Pure: refuses streams that are not of one volume. A compound stream (`zfs send -R` or `-p`)
+/// is accepted when the first dataset in it (`inner`) is a volume: volumes have no children, so
+/// it carries that volume alone (with its snapshots and properties; the properties that matter
+/// are excluded at receive). One whose first dataset is a filesystem, or cannot be read, is not.
 pub fn check_stream(h: &StreamHead, inner: Option<&StreamHead>) -> Result<(), String> {
-    if h.hdrtype != 1 {
-        let of = inner
-            .map(|i| format!(" of {} (`{}`)", what(i.objset_type), i.toname))
-            .unwrap_or_default();
-        return Err(format!(
-            "is a compound stream (`zfs send -R` or `-p`){of}; only a plain stream of one volume is imported (zfs send POOL/VOLUME@SNAP)"
-        ));
-    }
-    if h.objset_type != OST_ZVOL {
+    let one = if h.hdrtype == 1 {
+        h
+    } else {
+        match inner {
+            Some(i) if i.objset_type == OST_ZVOL && i.hdrtype == 1 => i,
+            Some(i) => {
+                return Err(format!(
+                    "is a compound stream (`zfs send -R` or `-p`) of {} (`{}`); only a stream of one volume is imported",
+                    what(i.objset_type),
+                    i.toname
+                ))
+            }
+            None => {
+                return Err(
+                    "is a compound stream (`zfs send -R` or `-p`) whose first dataset cannot be read; only a stream of one volume is imported".into(),
+                )
+            }
+        }
+    };
+    if one.objset_type != OST_ZVOL {
         return Err(format!(
             "is a stream of {} (`{}`); only a stream of one volume is imported",
-            what(h.objset_type),
-            h.toname
+            what(one.objset_type),
+            one.toname
         ));
     }
-    if h.features & FEATURE_RAW != 0 {
+    if (h.features | one.features) & FEATURE_RAW != 0 {
         return Err(format!(
             "is a raw (encrypted, `zfs send -w`) stream of `{}`; its key is not this box's, send it decrypted",
-            h.toname
+            one.toname
         ));
     }
     Ok(())
@@ -349,6 +362,13 @@ mod tests {
         let inner = parse_stream_head(&head(OST_ZFS, 1, 0, false)).unwrap();
         let e = check_stream(&outer, Some(&inner)).unwrap_err();
         assert!(e.contains("compound") && e.contains("a filesystem"), "{e}");
+        // `zfs send -p` or `-R` of a volume: one volume, with its properties.
+        let vol = parse_stream_head(&head(OST_ZVOL, 1, 0, false)).unwrap();
+        assert!(check_stream(&outer, Some(&vol)).is_ok());
+        let raw_vol = parse_stream_head(&head(OST_ZVOL, 1, FEATURE_RAW, false)).unwrap();
+        assert!(check_stream(&outer, Some(&raw_vol))
+            .unwrap_err()
+            .contains("raw"));
         let raw = check_stream(
             &parse_stream_head(&head(OST_ZVOL, 1, FEATURE_RAW, false)).unwrap(),
             None,
