@@ -35,6 +35,14 @@ fn members(m: &mut Machine) -> usize {
         .count()
 }
 
+/// The vault's key status.
+fn keystatus(m: &mut Machine) -> String {
+    m.ok("zfs get -H -o value keystatus persist/vault")
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
 /// The policy the image ships, as the base for CONFIG overrides.
 fn image_policy() -> String {
     std::fs::read_to_string(
@@ -217,12 +225,7 @@ fn four_blank_disks_become_one_encrypted_pool_that_survives_reboot_and_foreign_d
             .unwrap(),
         "log-data\nsecret\n"
     );
-    assert_eq!(
-        m.ok("zfs get -H -o value keystatus persist/vault")
-            .unwrap()
-            .trim(),
-        "available"
-    );
+    assert_eq!(keystatus(&mut m), "available");
     let console = std::fs::read_to_string(m.console_log()).unwrap();
     assert!(
         console.contains("importing pool persist"),
@@ -467,12 +470,7 @@ fn fresh_tpm_leaves_the_vault_locked_and_a_missing_mirror_member_gives_a_degrade
     m.reset_tpm().unwrap();
     m.boot().unwrap();
     assert_eq!(guid(&mut m), g);
-    assert_eq!(
-        m.ok("zfs get -H -o value keystatus persist/vault")
-            .unwrap()
-            .trim(),
-        "unavailable"
-    );
+    assert_eq!(keystatus(&mut m), "unavailable");
     let console = std::fs::read_to_string(m.console_log()).unwrap();
     assert!(
         console.contains("VAULT LOCKED: persist/vault"),
@@ -546,12 +544,7 @@ fn odd_devices_never_stop_bring_up_and_an_image_sized_boot_disk_pools_the_other_
     m.boot().unwrap();
     m.ok("grep -q ' /persist zfs ' /proc/mounts").unwrap();
     assert_eq!(members(&mut m), 1, "{}", m.ok("zpool status -P").unwrap());
-    assert_eq!(
-        m.ok("zfs get -H -o value keystatus persist/vault")
-            .unwrap()
-            .trim(),
-        "available"
-    );
+    assert_eq!(keystatus(&mut m), "available");
     let console = std::fs::read_to_string(m.console_log()).unwrap();
     assert!(
         console.contains("has no free space for P3"),
