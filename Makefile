@@ -10,12 +10,30 @@ TARGET     := x86_64-unknown-linux-gnu
 # storage binaries link Debian's libtss2 and use the image's glibc.
 STATIC_BINS := target/static/$(TARGET)/release
 BINS       := target/$(TARGET)/release
-MANIFESTS  := linuxkit/eve-storage.yml linuxkit/dev.yml
+# One set of manifests, two images: production (the base alone) and development (+ dev.yml:
+# console shell and test agent, for `make run` and the VM tests).
+MANIFESTS_prod := linuxkit/eve-storage.yml
+MANIFESTS_dev  := linuxkit/eve-storage.yml linuxkit/dev.yml
+# Update signing: SIGNING_KEY=path/to/key.pem (PKCS#8 ed25519; `eve-imgbuild new-key`). Without
+# it a development key is made once in $(CACHE)/keys and images are marked dev-signed; RELEASE=1
+# refuses to build without a real key. SECURITY_EPOCH, TRUSTED_KEYS (public key files) and
+# ROTATION (from `eve-imgbuild rotate-keys`) and KEY_SERIAL (the image's key list serial) are
+# passed through.
+SIGNING_KEY    ?=
+RELEASE        ?=
+SECURITY_EPOCH ?= 0
+TRUSTED_KEYS   ?=
+ROTATION       ?=
+KEY_SERIAL     ?= 1
+SIGN_FLAGS := $(if $(SIGNING_KEY),--signing-key $(abspath $(SIGNING_KEY))) $(if $(RELEASE),--release) \
+    --security-epoch $(SECURITY_EPOCH) --key-serial $(KEY_SERIAL) $(addprefix --trusted-key ,$(TRUSTED_KEYS)) \
+    $(if $(ROTATION),--rotation $(abspath $(ROTATION)))
+IMGBUILD = $(CARGO) run --release --locked -q -p imgbuild --
 CARGO      ?= cargo
 # Shipped binaries are static so they run in the initramfs and in LinuxKit's scratch images alike.
 STATIC     := RUSTFLAGS="-C target-feature=+crt-static"
 
-.PHONY: deps binaries image run test unit vmtest bench fuzz lint check clean
+.PHONY: deps binaries image dev-image release repro run test unit vmtest bench fuzz lint check clean
 
 deps:
 	@scripts/host-deps.sh
@@ -25,15 +43,35 @@ binaries:
 	$(CARGO) build --release --locked --target $(TARGET) -p storage -p storagectl -p abupdate -p volumes
 
 # The builder caches downloads and the ZFS module build under $(CACHE); a rebuild takes about a minute.
+# `make image`: the production image, out/eve-storage.{raw,raw.zst,update,build.json}.
 image: deps binaries
-	$(CARGO) run --release --locked -q -p imgbuild -- build $(addprefix --manifest ,$(MANIFESTS)) \
-	    --bins $(STATIC_BINS) --bins $(BINS) --out $(OUT) --cache $(CACHE) --version $(VERSION)
+	$(IMGBUILD) build --profile prod $(addprefix --manifest ,$(MANIFESTS_prod)) \
+	    --bins $(STATIC_BINS) --bins $(BINS) --out $(OUT) --cache $(CACHE) --version $(VERSION) $(SIGN_FLAGS)
+
+# `make dev-image`: the development image, out/eve-storage-dev.*, for `make run` and the VM tests.
+dev-image: deps binaries
+	$(IMGBUILD) build --profile dev $(addprefix --manifest ,$(MANIFESTS_dev)) \
+	    --bins $(STATIC_BINS) --bins $(BINS) --out $(OUT) --cache $(CACHE) --version $(VERSION) $(SIGN_FLAGS)
+
+# A vendor build: the production image signed with SIGNING_KEY, never with a development key.
+release:
+	$(MAKE) image RELEASE=1
+
+# Reproducibility: a second build of the production image must be byte-identical to the first.
+repro: image
+	rm -rf $(OUT)/repro
+	$(IMGBUILD) build --profile prod $(addprefix --manifest ,$(MANIFESTS_prod)) \
+	    --bins $(STATIC_BINS) --bins $(BINS) --out $(OUT)/repro --cache $(CACHE) --version $(VERSION) $(SIGN_FLAGS)
+	cmp $(OUT)/eve-storage.raw $(OUT)/repro/eve-storage.raw
+	cmp $(OUT)/eve-storage.update $(OUT)/repro/eve-storage.update
+	@echo "repro: two builds gave the same image and update: sha256 $$(sha256sum < $(OUT)/eve-storage.raw | cut -c1-16)..."
+	rm -rf $(OUT)/repro
 
 check:
-	$(CARGO) run --release --locked -q -p imgbuild -- check $(addprefix --manifest ,$(MANIFESTS))
+	$(IMGBUILD) check $(addprefix --manifest ,$(MANIFESTS_dev))
 
-run: image
-	$(CARGO) run --release --locked -q -p eve-vmtest --bin eve-vm -- run --image $(OUT)/eve-storage.raw
+run: dev-image
+	$(CARGO) run --release --locked -q -p eve-vmtest --bin eve-vm -- run --image $(OUT)/eve-storage-dev.raw
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -45,14 +83,14 @@ unit:
 	$(CARGO) test --locked -p eve-vmtest --lib
 
 # VM tier: the built image in qemu. Two tests at a time suit a 2-core machine under TCG.
-vmtest: image
-	EVE_IMAGE=$(abspath $(OUT)/eve-storage.raw) $(CARGO) test --locked -p eve-vmtest --test '*' -- --test-threads=2
+vmtest: image dev-image
+	EVE_IMAGE=$(abspath $(OUT)/eve-storage-dev.raw) EVE_PROD_IMAGE=$(abspath $(OUT)/eve-storage.raw) $(CARGO) test --locked -p eve-vmtest --test '*' -- --test-threads=2
 
-test: deps lint unit vmtest
+test: deps lint unit repro vmtest
 
 # Benchmarks (figures, not assertions): about 22 minutes on 2 cores under TCG. Results in results/.
-bench: image
-	$(CARGO) run --release --locked -q -p eve-vmtest --bin eve-bench -- --image $(OUT)/eve-storage.raw --out results
+bench: dev-image
+	$(CARGO) run --release --locked -q -p eve-vmtest --bin eve-bench -- --image $(OUT)/eve-storage-dev.raw --out results
 
 # Coverage-guided fuzzing of every parser of outside input (opt-in, not part of `make test`):
 # FUZZ_SECONDS per target. cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP lets the stable

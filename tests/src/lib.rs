@@ -67,6 +67,8 @@ pub struct MachineSpec {
     pub command_timeout: Duration,
     /// Files put on the image's CONFIG partition before the first boot (user overrides).
     pub config_files: Vec<(String, Vec<u8>)>,
+    /// Lets the test type on the serial console ([`Machine::type_on_console`]).
+    pub console_input: bool,
 }
 
 impl MachineSpec {
@@ -83,6 +85,7 @@ impl MachineSpec {
             boot_timeout: Duration::from_secs(420),
             command_timeout: Duration::from_secs(180),
             config_files: Vec::new(),
+            console_input: false,
         }
     }
 }
@@ -113,6 +116,8 @@ pub struct Machine {
     agent: Option<Agent>,
     boots: u32,
     interactive: bool,
+    /// Held open read-write so qemu's open of the FIFO never blocks and never sees EOF.
+    console_in: Option<std::fs::File>,
 }
 
 /// Creates one disk's backing file in `dir` as the spec says.
@@ -312,6 +317,7 @@ impl Machine {
             agent: None,
             boots: 0,
             interactive: false,
+            console_in: None,
         })
     }
 
@@ -335,6 +341,7 @@ impl Machine {
             agent_sock: self.dir.join("agent.sock"),
             tpm_sock: self.spec.tpm.then(|| self.dir.join("swtpm.sock")),
             console_log: self.console_log(),
+            console_input: self.spec.console_input.then(|| self.dir.join("console.in")),
             interactive: self.interactive,
         }
     }
@@ -418,6 +425,22 @@ impl Machine {
             self.wait_for_socket(&sock, "swtpm socket")?;
         }
         let _ = std::fs::remove_file(self.dir.join("agent.sock"));
+        if self.spec.console_input && self.console_in.is_none() {
+            let fifo = self.dir.join("console.in");
+            let _ = std::fs::remove_file(&fifo);
+            let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes())
+                .map_err(|_| Error::Spec(format!("{}: NUL in path", fifo.display())))?;
+            // SAFETY: a valid NUL-terminated path; mkfifo only reads it.
+            if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
+                return Err(std::io::Error::last_os_error()).at("mkfifo", &fifo);
+            }
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&fifo)
+                .at("open", &fifo)?;
+            self.console_in = Some(f);
+        }
         let args = qemu::qemu_args(&self.invocation()).map_err(Error::Spec)?;
         std::fs::write(
             self.dir.join(format!("qemu-{}.args", self.boots)),
@@ -842,6 +865,52 @@ impl Machine {
         }
     }
 
+    /// Types `text` on the serial console, slowly (a UART without flow control drops bytes sent
+    /// faster than the guest reads them).
+    pub fn type_on_console(&mut self, text: &str) -> Result<()> {
+        let f = self
+            .console_in
+            .as_mut()
+            .ok_or_else(|| Error::Spec(format!("{}: no console input", self.spec.name)))?;
+        for b in text.bytes() {
+            f.write_all(&[b]).at("write", "console input")?;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// The current boot's console so far.
+    pub fn console(&self) -> String {
+        std::fs::read(self.console_log())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Whether the guest's agent answers a ping within `wait` (a production image has none).
+    pub fn agent_answers(&mut self, wait: Duration) -> bool {
+        let sock = self.dir.join("agent.sock");
+        let Ok(stream) = UnixStream::connect(&sock) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+        let Ok(r) = stream.try_clone() else {
+            return false;
+        };
+        self.agent = Some(Agent {
+            stream,
+            reader: BufReader::new(r),
+            next_id: 1,
+        });
+        let start = Instant::now();
+        while start.elapsed() < wait {
+            if let Ok(Response::Pong { .. }) = self.request(Request::Ping, Duration::from_secs(3)) {
+                return true;
+            }
+        }
+        self.agent = None;
+        false
+    }
+
     /// Starts the machine with the console on this terminal (for `make run`); returns when qemu exits.
     pub fn run_interactive(&mut self) -> Result<i32> {
         self.interactive = true;
@@ -877,11 +946,37 @@ impl Drop for Machine {
     }
 }
 
-/// The image tests boot: $EVE_IMAGE, else out/eve-storage.raw at the repository root.
+/// The development image the tests boot (shell and agent): $EVE_IMAGE, else
+/// out/eve-storage-dev.raw at the repository root.
 pub fn image_path() -> PathBuf {
     std::env::var_os("EVE_IMAGE")
         .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../out/eve-storage-dev.raw"))
+}
+
+/// The production image: $EVE_PROD_IMAGE, else out/eve-storage.raw.
+pub fn prod_image_path() -> PathBuf {
+    std::env::var_os("EVE_PROD_IMAGE")
+        .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../out/eve-storage.raw"))
+}
+
+/// The build manifest written beside an image (`x.raw` -> `x.build.json`).
+pub fn build_manifest(image: &Path) -> serde_json::Value {
+    let p = image.with_extension("build.json");
+    let text = std::fs::read_to_string(&p)
+        .unwrap_or_else(|e| panic!("{}: {e} (build the image first)", p.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// The development key the image's updates are signed with (the tests sign variants with it).
+pub fn dev_signing_key(image: &Path) -> PathBuf {
+    let m = build_manifest(image);
+    PathBuf::from(
+        m["signing"]["dev_key_file"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{} is not dev-signed: {m}", image.display())),
+    )
 }
 
 /// Per-test output folder: $EVE_TEST_OUT/<name>, else target/vmtest/<name>.

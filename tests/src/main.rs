@@ -16,7 +16,7 @@ struct Cli {
 enum Cmd {
     /// Boot with 4 blank disks (2 nvme, 1 virtio, 1 sata) and a TPM; the serial console is this terminal.
     Run {
-        #[arg(long, default_value = "out/eve-storage.raw")]
+        #[arg(long, default_value = "out/eve-storage-dev.raw")]
         image: PathBuf,
         /// Machine folder (disks, TPM state, console logs). Reused disks are recreated.
         #[arg(long, default_value = "out/run")]

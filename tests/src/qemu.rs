@@ -79,6 +79,8 @@ pub struct Invocation {
     pub tpm_sock: Option<PathBuf>,
     /// Where the serial console goes: a log file (tests) or the terminal plus a log (`make run`).
     pub console_log: PathBuf,
+    /// A FIFO the harness writes to: keys typed on the serial console (tests only).
+    pub console_input: Option<PathBuf>,
     pub interactive: bool,
 }
 
@@ -221,9 +223,14 @@ pub fn qemu_args(inv: &Invocation) -> Result<Vec<String>, String> {
             "chardev=ser0".into(),
         ]);
     } else {
+        let input = inv
+            .console_input
+            .as_ref()
+            .map(|p| format!(",input-path={}", p.display()))
+            .unwrap_or_default();
         a.extend([
             "-chardev".into(),
-            format!("file,id=ser0,path={}", inv.console_log.display()),
+            format!("file,id=ser0,path={}{input}", inv.console_log.display()),
             "-serial".into(),
             "chardev:ser0".into(),
             "-monitor".into(),
@@ -316,6 +323,7 @@ mod tests {
             agent_sock: "/t/agent.sock".into(),
             tpm_sock: Some("/t/tpm.sock".into()),
             console_log: "/t/console.log".into(),
+            console_input: None,
             interactive: false,
         }
     }

@@ -4,20 +4,43 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic with context on failure
 
-use eve_vmtest::{image_path, test_dir, DiskKind, DiskSpec, Machine, MachineSpec};
+use abupdate::artifact::{BuildInfo, Manifest};
+use abupdate::release::Release;
+use abupdate::trust::Signer25519;
+use eve_vmtest::{dev_signing_key, image_path, test_dir, DiskKind, DiskSpec, Machine, MachineSpec};
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// The update artifact `make image` wrote next to the disk image.
+/// The update artifact `make dev-image` wrote next to the disk image.
 fn built_update() -> PathBuf {
-    image_path().with_file_name("eve-storage.update")
+    image_path().with_extension("update")
 }
 
-/// The built OS repacked under another version, after `edit` changes its root tree.
-fn variant(dir: &Path, version: &str, edit: impl FnOnce(&Path)) -> PathBuf {
+/// The development key the image trusts (the build made it in its cache).
+fn dev_key() -> Signer25519 {
+    imgbuild::keys::load(&dev_signing_key(&image_path())).unwrap()
+}
+
+fn info(epoch: u32) -> BuildInfo {
+    BuildInfo {
+        security_epoch: epoch,
+        signing: "dev".into(),
+        ..Default::default()
+    }
+}
+
+/// The built OS repacked under another version (its release facts say so too), after `edit`
+/// changes its root tree, signed by `key` with `info`.
+fn variant_with(
+    dir: &Path,
+    version: &str,
+    key: &Signer25519,
+    info: BuildInfo,
+    edit: impl FnOnce(&Path),
+) -> PathBuf {
     let art = std::fs::read(built_update()).unwrap();
     let sq = dir.join(format!("{version}.squashfs"));
     std::fs::write(&sq, &art[abupdate::artifact::PAYLOAD_OFFSET as usize..]).unwrap();
@@ -35,12 +58,53 @@ fn variant(dir: &Path, version: &str, edit: impl FnOnce(&Path)) -> PathBuf {
         format!("eve-storage {version}\n"),
     )
     .unwrap();
+    let rp = root.join("etc").join(abupdate::release::RELEASE);
+    let mut rel: Release = serde_json::from_slice(&std::fs::read(&rp).unwrap()).unwrap();
+    rel.version = version.into();
+    rel.security_epoch = info.security_epoch;
+    std::fs::write(&rp, serde_json::to_vec_pretty(&rel).unwrap()).unwrap();
     edit(&root);
     imgbuild::update::squash(&root, &sq).unwrap();
     let out = dir.join(format!("{version}.update"));
-    imgbuild::update::pack(&sq, version, Default::default(), &out).unwrap();
+    imgbuild::update::pack(&sq, version, info, key, &out).unwrap();
     std::fs::remove_dir_all(&root).unwrap();
     std::fs::remove_file(&sq).unwrap();
+    out
+}
+
+/// Variants carry security epoch 1, above the built image's 0.
+fn variant(dir: &Path, version: &str, edit: impl FnOnce(&Path)) -> PathBuf {
+    variant_with(dir, version, &dev_key(), info(1), edit)
+}
+
+/// `good` with its header rewritten by `f` (manifest JSON, signature line) and its payload by
+/// `payload`; the result is written to `dir/name`.
+fn doctored(
+    dir: &Path,
+    name: &str,
+    good: &[u8],
+    f: impl FnOnce(&mut Manifest, &mut String),
+    payload: impl FnOnce(&mut Vec<u8>),
+) -> PathBuf {
+    let head = &good[..4096];
+    let text = String::from_utf8_lossy(&head[..head.iter().rposition(|b| *b != 0).unwrap() + 1])
+        .into_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut m: Manifest = serde_json::from_str(lines[1]).unwrap();
+    let mut sig = lines[2].to_string();
+    let mut p = good[4096..].to_vec();
+    payload(&mut p);
+    f(&mut m, &mut sig);
+    let mut h = format!(
+        "{}\n{}\n{sig}\n",
+        lines[0],
+        serde_json::to_string(&m).unwrap()
+    )
+    .into_bytes();
+    h.resize(4096, 0);
+    h.extend_from_slice(&p);
+    let out = dir.join(name);
+    std::fs::write(&out, h).unwrap();
     out
 }
 
@@ -144,7 +208,9 @@ fn v2_installs_and_becomes_good_while_unbootable_and_unhealthy_v3_roll_back_by_t
     write_data(&mut m);
     let b_dev = slot(&st, "B")["device"].as_str().unwrap().to_string();
 
-    // Bad update files are refused before anything is written.
+    // Bad update files are refused before anything is written: broken, unsigned, signed by a key
+    // the box does not trust, tampered (payload changed and its checksum recomputed), for another
+    // architecture.
     let good_bytes = std::fs::read(&v2).unwrap();
     let truncated = dir.join("truncated.update");
     std::fs::write(&truncated, &good_bytes[..good_bytes.len() - 100_000]).unwrap();
@@ -152,15 +218,72 @@ fn v2_installs_and_becomes_good_while_unbootable_and_unhealthy_v3_roll_back_by_t
     let mut c = good_bytes.clone();
     c[4096 + 3_000_000] ^= 0x40;
     std::fs::write(&corrupt, &c).unwrap();
+    let unsigned = {
+        let p = doctored(&dir, "unsigned.update", &good_bytes, |_, _| {}, |_| {});
+        // Format 1 had no signature line: the header as the old builder wrote it.
+        let mut b = std::fs::read(&p).unwrap();
+        let text = String::from_utf8_lossy(&b[..4096]).into_owned();
+        let json = text
+            .lines()
+            .nth(1)
+            .unwrap()
+            .replace("\"format\":2", "\"format\":1");
+        let mut h = format!(
+            "EVE-UPDATE 1 {}\n{json}\n",
+            abupdate::artifact::sha256_hex(json.as_bytes())
+        )
+        .into_bytes();
+        h.resize(4096, 0);
+        b.splice(..4096, h);
+        std::fs::write(&p, b).unwrap();
+        p
+    };
+    let stranger = imgbuild::keys::generate(&dir.join("stranger.pem")).unwrap();
+    let wrong_key = variant_with(&dir, "v2-stranger", &stranger, info(0), |_| {});
+    let tampered = doctored(
+        &dir,
+        "tampered.update",
+        &good_bytes,
+        |m, _| {
+            let p = &std::fs::read(dir.join("tampered.payload")).unwrap();
+            m.payload.sha256 = abupdate::artifact::sha256_hex(p);
+        },
+        |p| {
+            p[3_000_000] ^= 0x01;
+            std::fs::write(dir.join("tampered.payload"), &p).unwrap();
+        },
+    );
+    let wrong_arch = {
+        let payload = &good_bytes[4096..];
+        let mut m = abupdate::artifact::manifest_for("v2", "aarch64", payload, info(0)).unwrap();
+        m.arch = "aarch64".into();
+        let mut a = abupdate::artifact::header(&m, &dev_key()).unwrap();
+        a.extend_from_slice(payload);
+        let p = dir.join("arm.update");
+        std::fs::write(&p, a).unwrap();
+        p
+    };
     let b_before = slot_digest(&mut m, &b_dev);
-    for (file, why) in [(&truncated, "truncated"), (&corrupt, "corrupt")] {
+    for (file, why) in [
+        (&truncated, "truncated"),
+        (&corrupt, "corrupt"),
+        (&unsigned, "not signed"),
+        (&wrong_key, "does not trust"),
+        (&tampered, "does not verify"),
+        (&wrong_arch, "update is for aarch64"),
+    ] {
         m.copy_in(file, "/run/bad.update").unwrap();
-        let out = m.sh("abupdate install /run/bad.update").unwrap();
-        assert_eq!(out.status, 1, "{out:?}");
-        assert!(
-            out.stderr.contains(why) && out.stderr.contains("/run/bad.update"),
-            "{out:?}"
-        );
+        for cmd in [
+            "abupdate verify /run/bad.update",
+            "abupdate install /run/bad.update",
+        ] {
+            let out = m.sh(cmd).unwrap();
+            assert_eq!(out.status, 1, "{cmd}: {out:?}");
+            assert!(
+                out.stderr.contains(why) && out.stderr.contains("/run/bad.update"),
+                "{why}: {out:?}"
+            );
+        }
         assert_eq!(
             status(&mut m),
             st,
@@ -168,6 +291,21 @@ fn v2_installs_and_becomes_good_while_unbootable_and_unhealthy_v3_roll_back_by_t
         );
         assert_eq!(slot_digest(&mut m, &b_dev), b_before, "slot B untouched");
     }
+    // Streamed on stdin: a bad signature is refused before a byte is written; a payload that does
+    // not match its signed checksum is found at the end and leaves the slot empty.
+    m.copy_in(&wrong_key, "/run/bad.update").unwrap();
+    let out = m.sh("abupdate install - < /run/bad.update").unwrap();
+    assert!(
+        out.status == 1 && out.stderr.contains("does not trust"),
+        "{out:?}"
+    );
+    assert_eq!(status(&mut m), st);
+    m.copy_in(&corrupt, "/run/bad.update").unwrap();
+    let out = m.sh("abupdate install - < /run/bad.update").unwrap();
+    assert!(out.status == 1 && out.stderr.contains("corrupt"), "{out:?}");
+    let after = status(&mut m);
+    assert_eq!(slot(&after, "B")["state"], "empty", "{after:#}");
+    assert_eq!(after["next"], "A");
     m.ok("rm /run/bad.update").unwrap();
 
     // v1 (A) installs v2 into B; B is tried on the next boot and marked good by the health check.
@@ -204,6 +342,45 @@ fn v2_installs_and_becomes_good_while_unbootable_and_unhealthy_v3_roll_back_by_t
     assert_eq!(slot(&st, "A")["version"], v1.as_str());
     assert_eq!(m.ok("cat /etc/eve-release").unwrap(), "eve-storage v2\n");
     data_intact(&mut m);
+
+    // v2 runs security epoch 1: an artifact of epoch 0 is refused even as a deliberate downgrade;
+    // an older version of the same epoch only with --allow-downgrade.
+    let old_epoch = variant_with(&dir, "v9-epoch0", &dev_key(), info(0), |_| {});
+    let older = variant(&dir, "v1.5", |_| {});
+    m.copy_in(&old_epoch, "/run/old.update").unwrap();
+    m.copy_in(&older, "/run/older.update").unwrap();
+    let before = status(&mut m);
+    for cmd in [
+        "abupdate install /run/old.update",
+        "abupdate install --allow-downgrade /run/old.update",
+    ] {
+        let out = m.sh(cmd).unwrap();
+        assert!(
+            out.status == 1
+                && out
+                    .stderr
+                    .contains("security epoch 0, below the running system's 1"),
+            "{cmd}: {out:?}"
+        );
+    }
+    let out = m.sh("abupdate install /run/older.update").unwrap();
+    assert!(
+        out.status == 1
+            && out.stderr.contains("older than the running v2")
+            && out.stderr.contains("--allow-downgrade"),
+        "{out:?}"
+    );
+    assert_eq!(status(&mut m), before, "refusals change nothing");
+    let ok = m
+        .ok("abupdate verify --allow-downgrade /run/older.update")
+        .unwrap();
+    assert!(ok.contains("\"version\": \"v1.5\""), "{ok}");
+    let text = m.ok("abupdate status").unwrap();
+    assert!(
+        text.contains("dev-signed, security epoch 1") && text.contains(&dev_key().id()),
+        "{text}"
+    );
+    m.ok("rm /run/old.update /run/older.update").unwrap();
 
     // v3 whose init exits: tried once, then the box comes back on v2 by itself.
     m.copy_in(&v3_dead, "/run/v3.update").unwrap();
@@ -342,5 +519,54 @@ fn a_power_cut_mid_install_boots_the_old_slot_and_the_install_can_be_repeated() 
     assert_eq!(slot(&st, "B")["state"], "good", "v2 stays available");
     assert_eq!(m.ok("cat /etc/eve-release").unwrap(), "eve-storage dev\n");
     data_intact(&mut m);
+
+    // Key rotation: v4, signed by a new key, carries a key list with only that key, signed by the
+    // key the box trusts now. Once v4 is installed, the retired key signs nothing any more, before
+    // and after booting v4 (whose own built-in list still names the old key: the ESP's chain
+    // governs).
+    let new_key = imgbuild::keys::generate(&dir.join("new.pem")).unwrap();
+    let new_pub = dir.join("new.pub");
+    std::fs::write(
+        &new_pub,
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            new_key.public().as_bytes(),
+        ),
+    )
+    .unwrap();
+    let rotation =
+        imgbuild::keys::rotation(&dev_signing_key(&image_path()), &[new_pub], 2).unwrap();
+    let mut i = info(1);
+    i.keys = Some(rotation);
+    let v4 = variant_with(&dir, "v4-rotate", &new_key, i, |_| {});
+    let v5_retired = variant(&dir, "v5-old-key", |_| {});
+    let v5_new = variant_with(&dir, "v5", &new_key, info(1), |_| {});
+    m.copy_in(&v4, "/run/v4.update").unwrap();
+    let out = m.sh("abupdate install /run/v4.update").unwrap();
+    assert_eq!(out.status, 0, "{out:?}");
+    assert!(
+        out.stderr.contains("update keys rotated to list 2"),
+        "{out:?}"
+    );
+    let check_keys = |m: &mut Machine| {
+        m.copy_in(&v5_retired, "/run/v5-old.update").unwrap();
+        m.copy_in(&v5_new, "/run/v5.update").unwrap();
+        let text = m.ok("abupdate status").unwrap();
+        assert!(
+            text.contains(&format!("signed by key {} (key list 2)", new_key.id())),
+            "{text}"
+        );
+        let out = m.sh("abupdate verify /run/v5-old.update").unwrap();
+        assert!(
+            out.status == 1 && out.stderr.contains("does not trust"),
+            "the retired key: {out:?}"
+        );
+        m.ok("abupdate verify /run/v5.update").unwrap();
+    };
+    check_keys(&mut m);
+    m.reboot().unwrap();
+    let st = wait_status(&mut m, "v4 to be good", |s| good(s, "B"));
+    assert_eq!(slot(&st, "B")["version"], "v4-rotate");
+    check_keys(&mut m);
     m.poweroff().unwrap();
 }

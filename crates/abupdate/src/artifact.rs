@@ -1,19 +1,24 @@
 //! The update artifact `make image` produces and `abupdate install` consumes:
 //!
 //! ```text
-//! EVE-UPDATE 1 <sha256 of the manifest line>\n
+//! EVE-UPDATE 2\n
 //! <manifest JSON, one line>\n
+//! <signature JSON, one line: {"key": <key id>, "sig": <ed25519 signature, base64>}>\n
 //! zero padding up to PAYLOAD_OFFSET
 //! <slot payload: the squashfs written verbatim to IMGA/IMGB>
 //! ```
-//! The header is checked (magic, its own hash, format, architecture, sizes) before the payload is
-//! read, and the payload's sha256 before anything is written.
+//! The signature covers `trust::MANIFEST_CONTEXT` + the manifest line's exact bytes; the manifest
+//! names the payload's size and sha256, so one signature covers every byte. The header is checked
+//! (magic, format, signature, then architecture, version, epoch and sizes) before the payload is
+//! read, and the payload's sha256 before anything is written. Format 1 (unsigned) is refused.
 
+use crate::trust::{self, Sig, SignedKeyList, Signer25519, Trust, TrustError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::cmp::Ordering;
 
 pub const MAGIC: &str = "EVE-UPDATE";
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 pub const PAYLOAD_OFFSET: u64 = 4096;
 pub const SQUASHFS_MAGIC: &[u8; 4] = b"hsqs";
 
@@ -34,22 +39,61 @@ pub struct Manifest {
     pub version: String,
     /// As Rust names it (`x86_64`, `aarch64`).
     pub arch: String,
+    /// Raised by the vendor when a release fixes a security hole: a box never installs an
+    /// artifact with a lower epoch than the one it runs.
+    pub security_epoch: u32,
+    /// `release`, or `dev` for a build signed with a development key made by the builder.
+    pub signing: String,
     pub payload: Payload,
+    /// A key rotation, signed by a key the box trusts now; the manifest itself is then checked
+    /// against the new list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<SignedKeyList>,
     /// Build facts for people (kernel, zfs, git revision); not acted on.
     #[serde(default)]
     pub build: std::collections::BTreeMap<String, String>,
+}
+
+/// What the running system is, for the epoch and downgrade rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Running {
+    pub version: String,
+    pub security_epoch: u32,
+}
+
+/// Everything an artifact is checked against.
+#[derive(Debug, Clone)]
+pub struct Expect<'a> {
+    pub arch: &'a str,
+    pub trust: &'a Trust,
+    pub running: &'a Running,
+    pub allow_downgrade: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ArtifactError {
     #[error("not an EVE update (no `{MAGIC}` header)")]
     NotAnUpdate,
+    #[error("update is not signed (format 1); this box installs only signed updates")]
+    Unsigned,
+    #[error("update signature refused")]
+    Signature(#[source] TrustError),
+    #[error("key rotation carried by the update refused")]
+    Rotation(#[source] TrustError),
     #[error("update header is corrupt: {0}")]
     Corrupt(String),
     #[error("update is for {0}; this machine is {1}")]
     WrongArch(String, String),
     #[error("update format {0} is not supported (this tool reads {FORMAT})")]
     Format(u32),
+    #[error("update {version} has security epoch {epoch}, below the running system's {running}: refused (it would reopen fixed security holes)")]
+    Epoch {
+        version: String,
+        epoch: u32,
+        running: u32,
+    },
+    #[error("update {version} is older than the running {running}; pass --allow-downgrade to install it anyway")]
+    Downgrade { version: String, running: String },
     #[error("update is truncated: {0}")]
     Truncated(String),
     #[error("payload sha256 is {actual}, the manifest says {expected}: the update is corrupt")]
@@ -66,13 +110,46 @@ pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
 
-/// The header block for `m`, exactly PAYLOAD_OFFSET bytes.
-pub fn header(m: &Manifest) -> Result<Vec<u8>, ArtifactError> {
+/// Orders versions the way people read them: runs of digits by value, everything else by byte
+/// (`v9` < `v10` < `v10.1`, `1.2-rc1` < `1.2-rc2`).
+pub fn compare_versions(a: &str, b: &str) -> Ordering {
+    fn parts(s: &str) -> Vec<(bool, &str)> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        let bytes = s.as_bytes();
+        for i in 1..=bytes.len() {
+            if i == bytes.len() || bytes[i].is_ascii_digit() != bytes[start].is_ascii_digit() {
+                out.push((bytes[start].is_ascii_digit(), &s[start..i]));
+                start = i;
+            }
+        }
+        out
+    }
+    let (pa, pb) = (parts(a), parts(b));
+    for (x, y) in pa.iter().zip(pb.iter()) {
+        let o = match (x, y) {
+            ((true, x), (true, y)) => {
+                let (x, y) = (x.trim_start_matches('0'), y.trim_start_matches('0'));
+                x.len().cmp(&y.len()).then_with(|| x.cmp(y))
+            }
+            ((_, x), (_, y)) => x.cmp(y),
+        };
+        if o != Ordering::Equal {
+            return o;
+        }
+    }
+    pa.len().cmp(&pb.len())
+}
+
+/// The header block for `m`, signed by `key`, exactly PAYLOAD_OFFSET bytes.
+pub fn header(m: &Manifest, key: &Signer25519) -> Result<Vec<u8>, ArtifactError> {
     let json = serde_json::to_string(m).map_err(|e| ArtifactError::Corrupt(e.to_string()))?;
-    let mut h = format!("{MAGIC} {FORMAT} {}\n{json}\n", sha256_hex(json.as_bytes())).into_bytes();
+    let sig = key.sign(trust::MANIFEST_CONTEXT, json.as_bytes());
+    let sig = serde_json::to_string(&sig).map_err(|e| ArtifactError::Corrupt(e.to_string()))?;
+    let mut h = format!("{MAGIC} {FORMAT}\n{json}\n{sig}\n").into_bytes();
     if h.len() as u64 > PAYLOAD_OFFSET {
         return Err(ArtifactError::Corrupt(format!(
-            "manifest is {} bytes; at most {PAYLOAD_OFFSET} fit",
+            "manifest and signature are {} bytes; at most {PAYLOAD_OFFSET} fit",
             h.len()
         )));
     }
@@ -80,13 +157,21 @@ pub fn header(m: &Manifest) -> Result<Vec<u8>, ArtifactError> {
     Ok(h)
 }
 
-/// Parses and checks the header block. `arch` is the machine's; `total_len` the artifact's length
-/// when known (a file), so truncation is caught before the payload is read.
+/// A header that passed every check: its manifest, and the trust after any rotation it carries
+/// (to be stored once the install succeeds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    pub manifest: Manifest,
+    pub rotated: Option<Trust>,
+}
+
+/// Parses and checks the header block. `total_len` is the artifact's length when known (a
+/// file), so truncation is caught before the payload is read.
 pub fn parse_header(
     block: &[u8],
-    arch: &str,
+    want: &Expect,
     total_len: Option<u64>,
-) -> Result<Manifest, ArtifactError> {
+) -> Result<Checked, ArtifactError> {
     if !block.starts_with(MAGIC.as_bytes()) {
         return Err(ArtifactError::NotAnUpdate);
     }
@@ -97,33 +182,79 @@ pub fn parse_header(
         )));
     }
     let text = &block[..PAYLOAD_OFFSET as usize];
-    let mut lines = text.splitn(3, |b| *b == b'\n');
-    let (Some(first), Some(json)) = (lines.next(), lines.next()) else {
-        return Err(ArtifactError::Corrupt("header lines missing".into()));
-    };
-    let first = String::from_utf8_lossy(first);
+    let mut lines = text.splitn(4, |b| *b == b'\n');
+    let first = String::from_utf8_lossy(lines.next().unwrap_or_default()).into_owned();
     let parts: Vec<&str> = first.split(' ').collect();
-    let [_, fmt_, sum] = parts.as_slice() else {
-        return Err(ArtifactError::Corrupt(format!("first line {first:?}")));
+    let fmt_ = match parts.as_slice() {
+        [_, f] | [_, f, _] => f
+            .parse::<u32>()
+            .map_err(|_| ArtifactError::Corrupt(format!("format {f:?}")))?,
+        _ => return Err(ArtifactError::Corrupt(format!("first line {first:?}"))),
     };
-    let fmt_: u32 = fmt_
-        .parse()
-        .map_err(|_| ArtifactError::Corrupt(format!("format {fmt_:?}")))?;
-    if fmt_ != FORMAT {
+    if fmt_ == 1 {
+        return Err(ArtifactError::Unsigned);
+    }
+    if fmt_ != FORMAT || parts.len() != 2 {
         return Err(ArtifactError::Format(fmt_));
     }
-    if sha256_hex(json) != *sum {
+    let (Some(json), Some(sig_line)) = (lines.next(), lines.next()) else {
+        return Err(ArtifactError::Corrupt("header lines missing".into()));
+    };
+    if lines.next().is_none_or(|rest| rest.iter().any(|b| *b != 0)) {
         return Err(ArtifactError::Corrupt(
-            "manifest does not match its checksum".into(),
+            "bytes after the signature in the header".into(),
         ));
     }
-    let m: Manifest =
-        serde_json::from_slice(json).map_err(|e| ArtifactError::Corrupt(e.to_string()))?;
+    let sig: Sig = serde_json::from_slice(sig_line)
+        .map_err(|e| ArtifactError::Corrupt(format!("signature line: {e}")))?;
+    let m: Manifest = serde_json::from_slice(json)
+        .map_err(|e| ArtifactError::Corrupt(format!("manifest: {e}")))?;
+    let rotated = match &m.keys {
+        Some(list) => Some(want.trust.rotate(list).map_err(ArtifactError::Rotation)?),
+        None => None,
+    };
+    rotated
+        .as_ref()
+        .unwrap_or(want.trust)
+        .verify(trust::MANIFEST_CONTEXT, json, &sig)
+        .map_err(ArtifactError::Signature)?;
+    check_manifest(&m, want)?;
+    if let Some(len) = total_len {
+        let need = m
+            .payload
+            .offset
+            .checked_add(m.payload.size)
+            .ok_or_else(|| {
+                ArtifactError::Corrupt(format!(
+                    "payload at {} of {} bytes overflows",
+                    m.payload.offset, m.payload.size
+                ))
+            })?;
+        if len < need {
+            return Err(ArtifactError::Truncated(format!(
+                "{len} bytes, the manifest needs {need}"
+            )));
+        }
+        if len > need {
+            return Err(ArtifactError::Corrupt(format!(
+                "{} unexpected bytes after the payload",
+                len - need
+            )));
+        }
+    }
+    Ok(Checked {
+        manifest: m,
+        rotated,
+    })
+}
+
+/// The rules a signed manifest must still meet on this box.
+fn check_manifest(m: &Manifest, want: &Expect) -> Result<(), ArtifactError> {
     if m.format != FORMAT {
         return Err(ArtifactError::Format(m.format));
     }
-    if m.arch != arch {
-        return Err(ArtifactError::WrongArch(m.arch.clone(), arch.into()));
+    if m.arch != want.arch {
+        return Err(ArtifactError::WrongArch(m.arch.clone(), want.arch.into()));
     }
     crate::state::validate_version(&m.version)
         .map_err(|e| ArtifactError::Corrupt(format!("version {:?}: {e}", m.version)))?;
@@ -144,30 +275,32 @@ pub fn parse_header(
             "payload sha256 is not 64 hex digits".into(),
         ));
     }
-    if let Some(len) = total_len {
-        let want = m
-            .payload
-            .offset
-            .checked_add(m.payload.size)
-            .ok_or_else(|| {
-                ArtifactError::Corrupt(format!(
-                    "payload at {} of {} bytes overflows",
-                    m.payload.offset, m.payload.size
-                ))
-            })?;
-        if len < want {
-            return Err(ArtifactError::Truncated(format!(
-                "{len} bytes, the manifest needs {want}"
-            )));
-        }
-        if len > want {
-            return Err(ArtifactError::Corrupt(format!(
-                "{} unexpected bytes after the payload",
-                len - want
-            )));
-        }
+    if m.security_epoch < want.running.security_epoch {
+        return Err(ArtifactError::Epoch {
+            version: m.version.clone(),
+            epoch: m.security_epoch,
+            running: want.running.security_epoch,
+        });
     }
-    Ok(m)
+    if m.security_epoch == want.running.security_epoch
+        && compare_versions(&m.version, &want.running.version) == Ordering::Less
+        && !want.allow_downgrade
+    {
+        return Err(ArtifactError::Downgrade {
+            version: m.version.clone(),
+            running: want.running.version.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// What the builder says about an artifact besides its payload.
+#[derive(Debug, Clone, Default)]
+pub struct BuildInfo {
+    pub security_epoch: u32,
+    pub signing: String,
+    pub keys: Option<SignedKeyList>,
+    pub build: std::collections::BTreeMap<String, String>,
 }
 
 /// A manifest for `payload` (the whole squashfs in memory is fine: the builder hashes it once).
@@ -175,7 +308,7 @@ pub fn manifest_for(
     version: &str,
     arch: &str,
     payload: &[u8],
-    build: std::collections::BTreeMap<String, String>,
+    info: BuildInfo,
 ) -> Result<Manifest, ArtifactError> {
     crate::state::validate_version(version)
         .map_err(|e| ArtifactError::Corrupt(format!("version {version:?}: {e}")))?;
@@ -186,86 +319,247 @@ pub fn manifest_for(
         format: FORMAT,
         version: version.into(),
         arch: arch.into(),
+        security_epoch: info.security_epoch,
+        signing: info.signing,
         payload: Payload {
             kind: "squashfs".into(),
             offset: PAYLOAD_OFFSET,
             size: payload.len() as u64,
             sha256: sha256_hex(payload),
         },
-        build,
+        keys: info.keys,
+        build: info.build,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::trust::KeyList;
 
-    fn sample() -> (Vec<u8>, Manifest) {
-        let mut payload = SQUASHFS_MAGIC.to_vec();
-        payload.extend_from_slice(&[7u8; 10_000]);
-        let m = manifest_for("v2", "x86_64", &payload, Default::default()).unwrap();
-        let mut a = header(&m).unwrap();
-        a.extend_from_slice(&payload);
+    fn key(n: u8) -> Signer25519 {
+        Signer25519::from_seed(&[n; 32])
+    }
+
+    fn info(epoch: u32) -> BuildInfo {
+        BuildInfo {
+            security_epoch: epoch,
+            signing: "dev".into(),
+            ..Default::default()
+        }
+    }
+
+    fn payload() -> Vec<u8> {
+        let mut p = SQUASHFS_MAGIC.to_vec();
+        p.extend_from_slice(&[7u8; 10_000]);
+        p
+    }
+
+    fn sample(version: &str, epoch: u32, k: &Signer25519) -> (Vec<u8>, Manifest) {
+        let p = payload();
+        let m = manifest_for(version, "x86_64", &p, info(epoch)).unwrap();
+        let mut a = header(&m, k).unwrap();
+        a.extend_from_slice(&p);
         (a, m)
     }
 
-    #[test]
-    fn header_round_trip() {
-        let (a, m) = sample();
-        assert_eq!(
-            parse_header(&a[..4096], "x86_64", Some(a.len() as u64)).unwrap(),
-            m
-        );
-        assert_eq!(m.payload.size, 10_004);
+    struct Box_ {
+        trust: Trust,
+        running: Running,
+    }
+
+    impl Box_ {
+        fn new() -> Box_ {
+            Box_ {
+                trust: Trust::from_list(&KeyList::new(1, &[key(1).public()])).unwrap(),
+                running: Running {
+                    version: "v2".into(),
+                    security_epoch: 3,
+                },
+            }
+        }
+        fn check(&self, a: &[u8], allow_downgrade: bool) -> Result<Checked, ArtifactError> {
+            let want = Expect {
+                arch: "x86_64",
+                trust: &self.trust,
+                running: &self.running,
+                allow_downgrade,
+            };
+            parse_header(&a[..a.len().min(4096)], &want, Some(a.len() as u64))
+        }
     }
 
     #[test]
-    fn refuses_bad_headers_with_the_reason() {
-        let (a, _) = sample();
-        let len = Some(a.len() as u64);
+    fn fixed_vector_header() {
+        // A fixed key, manifest and payload give these exact header bytes forever: a change to the
+        // format shows up here first.
+        let (a, m) = sample("v3", 3, &key(1));
+        let end = a[..4096].iter().rposition(|b| *b != 0).unwrap() + 1;
+        let text = std::str::from_utf8(&a[..end]).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "EVE-UPDATE 2");
         assert_eq!(
-            parse_header(&a[..4096], "aarch64", len),
+            lines[1],
+            format!(
+                r#"{{"format":2,"version":"v3","arch":"x86_64","security_epoch":3,"signing":"dev","payload":{{"kind":"squashfs","offset":4096,"size":10004,"sha256":"{}"}},"build":{{}}}}"#,
+                m.payload.sha256
+            )
+        );
+        assert_eq!(sha256_hex(&a[..4096]), FIXED_HEADER_SHA256);
+        assert_eq!(Box_::new().check(&a, false).unwrap().manifest, m);
+    }
+    const FIXED_HEADER_SHA256: &str =
+        "589c04bb197bec054c418caf8de8fc19d5f0d241ffcf0eb5862aa75f6d66f6fa";
+
+    #[test]
+    fn unsigned_wrongly_signed_and_tampered_headers_are_refused() {
+        let b = Box_::new();
+        let (good, _) = sample("v3", 3, &key(1));
+        // Another key.
+        let (other, _) = sample("v3", 3, &key(2));
+        assert!(matches!(
+            b.check(&other, false),
+            Err(ArtifactError::Signature(TrustError::Untrusted(..)))
+        ));
+        // A manifest byte changed (the payload sha256: a payload swapped with its sum recomputed).
+        let mut t = good.clone();
+        let at = t.windows(8).position(|w| w == b"\"sha256\"").unwrap() + 10;
+        t[at] = if t[at] == b'0' { b'1' } else { b'0' };
+        assert!(matches!(
+            b.check(&t, false),
+            Err(ArtifactError::Signature(TrustError::Invalid(_)))
+        ));
+        // Format 1, as the unsigned builder wrote it.
+        let mut old = b"EVE-UPDATE 1 abc\n{}\n".to_vec();
+        old.resize(4096 + 10, 0);
+        assert_eq!(b.check(&old, false), Err(ArtifactError::Unsigned));
+        // No signature line.
+        let mut nosig = good.clone();
+        let nl = nosig
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| **c == b'\n')
+            .nth(1)
+            .unwrap()
+            .0;
+        for c in &mut nosig[nl + 1..4096] {
+            *c = 0;
+        }
+        assert!(matches!(
+            b.check(&nosig, false),
+            Err(ArtifactError::Corrupt(_))
+        ));
+        // Something smuggled after the signature.
+        let mut extra = good.clone();
+        extra[4000] = b'x';
+        assert!(matches!(
+            b.check(&extra, false),
+            Err(ArtifactError::Corrupt(_))
+        ));
+        assert_eq!(
+            b.check(&[0u8; 4096], false),
+            Err(ArtifactError::NotAnUpdate)
+        );
+    }
+
+    #[test]
+    fn arch_length_epoch_and_downgrade_rules() {
+        let b = Box_::new();
+        let (a, _) = sample("v3", 3, &key(1));
+        let want = Expect {
+            arch: "aarch64",
+            trust: &b.trust,
+            running: &b.running,
+            allow_downgrade: false,
+        };
+        assert_eq!(
+            parse_header(&a[..4096], &want, None),
             Err(ArtifactError::WrongArch("x86_64".into(), "aarch64".into()))
         );
         assert!(matches!(
-            parse_header(&a[..4096], "x86_64", Some(a.len() as u64 - 1)),
+            b.check(&a[..a.len() - 1], false),
             Err(ArtifactError::Truncated(_))
         ));
+        let mut long = a.clone();
+        long.extend_from_slice(b"12345");
         assert!(matches!(
-            parse_header(&a[..4096], "x86_64", Some(a.len() as u64 + 5)),
+            b.check(&long, false),
             Err(ArtifactError::Corrupt(_))
         ));
         assert!(matches!(
-            parse_header(&a[..100], "x86_64", None),
+            b.check(&a[..100], false),
             Err(ArtifactError::Truncated(_))
         ));
-        assert_eq!(
-            parse_header(&[0u8; 4096], "x86_64", None),
-            Err(ArtifactError::NotAnUpdate)
-        );
-        // One flipped byte in the manifest (the version) is caught by the header checksum.
-        let mut c = a.clone();
-        let at = c.windows(4).position(|w| w == b"\"v2\"").unwrap();
-        c[at + 2] = b'3';
-        let e = parse_header(&c[..4096], "x86_64", len).unwrap_err();
-        assert!(e.to_string().contains("checksum"), "{e}");
-        let mut f = a.clone();
-        f[11] = b'7';
-        assert_eq!(
-            parse_header(&f[..4096], "x86_64", len),
-            Err(ArtifactError::Format(7))
-        );
-        // A crafted size that overflows offset + size is an error, not a panic.
-        let mut m = manifest_for("v2", "x86_64", &a[4096..], Default::default()).unwrap();
-        m.payload.size = u64::MAX - 10;
-        let h = header(&m).unwrap();
-        let e = parse_header(&h, "x86_64", Some(u64::MAX)).unwrap_err();
-        assert!(e.to_string().contains("overflows"), "{e}");
+        // Lower epoch: refused even with --allow-downgrade.
+        let (low, _) = sample("v9", 2, &key(1));
+        assert!(matches!(
+            b.check(&low, true),
+            Err(ArtifactError::Epoch { .. })
+        ));
+        // Same epoch, lower version: only with --allow-downgrade.
+        let (older, _) = sample("v1", 3, &key(1));
+        assert!(matches!(
+            b.check(&older, false),
+            Err(ArtifactError::Downgrade { .. })
+        ));
+        b.check(&older, true).unwrap();
+        // Higher epoch and lower version: a fix release on an old branch is not a downgrade.
+        let (fix, _) = sample("v1", 4, &key(1));
+        b.check(&fix, false).unwrap();
+        // The same version again is a reinstall.
+        let (same, _) = sample("v2", 3, &key(1));
+        b.check(&same, false).unwrap();
+    }
+
+    #[test]
+    fn a_rotation_is_checked_and_then_governs_the_signature() {
+        let b = Box_::new();
+        let (old, new, evil) = (key(1), key(2), key(9));
+        let rotation = old.sign_list(&KeyList::new(2, &[new.public()])).unwrap();
+        let p = payload();
+        let mk = |keys: Option<SignedKeyList>, by: &Signer25519| {
+            let mut i = info(3);
+            i.keys = keys;
+            let m = manifest_for("v3", "x86_64", &p, i).unwrap();
+            let mut a = header(&m, by).unwrap();
+            a.extend_from_slice(&p);
+            a
+        };
+        let c = b.check(&mk(Some(rotation.clone()), &new), false).unwrap();
+        assert_eq!(c.rotated.unwrap().ids(), vec![new.id()]);
+        // Signed by the old key while carrying a list that retires it: refused.
+        assert!(matches!(
+            b.check(&mk(Some(rotation), &old), false),
+            Err(ArtifactError::Signature(TrustError::Untrusted(..)))
+        ));
+        // A list signed by a key the box does not trust.
+        let forged = evil.sign_list(&KeyList::new(2, &[evil.public()])).unwrap();
+        assert!(matches!(
+            b.check(&mk(Some(forged), &evil), false),
+            Err(ArtifactError::Rotation(TrustError::Untrusted(..)))
+        ));
+    }
+
+    #[test]
+    fn versions_order_as_people_read_them() {
+        use Ordering::*;
+        for (a, b, o) in [
+            ("v9", "v10", Less),
+            ("v10", "v10.1", Less),
+            ("1.2-rc1", "1.2-rc2", Less),
+            ("v2", "v2", Equal),
+            ("v02", "v2", Equal),
+            ("dev", "v1", Less),
+            ("2026.12.1", "2026.9.30", Greater),
+        ] {
+            assert_eq!(compare_versions(a, b), o, "{a} vs {b}");
+            assert_eq!(compare_versions(b, a), o.reverse(), "{b} vs {a}");
+        }
     }
 
     #[test]
     fn payload_must_be_squashfs_and_version_plain() {
-        assert!(manifest_for("v2", "x86_64", b"ext4....", Default::default()).is_err());
-        assert!(manifest_for("v 2", "x86_64", b"hsqs", Default::default()).is_err());
+        assert!(manifest_for("v2", "x86_64", b"ext4....", info(0)).is_err());
+        assert!(manifest_for("v 2", "x86_64", b"hsqs", info(0)).is_err());
     }
 }

@@ -30,6 +30,8 @@ pub struct Service {
     pub pid: Option<i32>,
     pub state: String,
     pub starts: u32,
+    #[serde(default)]
+    pub last_exit: Option<i32>,
 }
 
 #[derive(Debug, Clone)]
@@ -146,6 +148,10 @@ pub fn evaluate(r: &Rules, o: &Observation) -> Verdict {
                 s.name, s.starts, s.state
             ));
         }
+        // A one-shot service (the console status summary) that finished cleanly is done.
+        if s.state == "exited" && s.last_exit == Some(0) {
+            continue;
+        }
         let up = o.up_for.get(&s.name).copied().unwrap_or_default();
         if s.state != "running" || up < r.settle {
             // Names and states only, so the message changes (and is logged) only on real change.
@@ -209,6 +215,7 @@ mod tests {
                     pid: *pid,
                     state: (*st).into(),
                     starts: *starts,
+                    last_exit: (*st == "exited").then_some(0),
                 })
                 .collect(),
             errors: vec![],
@@ -242,6 +249,23 @@ mod tests {
             Verdict::Waiting(w) if w.contains("zed")
         ));
         assert_eq!(evaluate(&r, &obs(st, &[("zed", 15)])), Verdict::Healthy);
+        // A one-shot service that finished with 0 is done; one that failed is not.
+        let mut st = status(
+            &[
+                ("zed", "running", Some(10), 1),
+                ("status", "exited", None, 1),
+            ],
+            Some(0),
+        );
+        assert_eq!(
+            evaluate(&r, &obs(st.clone(), &[("zed", 15)])),
+            Verdict::Healthy
+        );
+        st.services[1].last_exit = Some(1);
+        assert!(matches!(
+            evaluate(&r, &obs(st, &[("zed", 15)])),
+            Verdict::Waiting(w) if w.contains("status (exited)")
+        ));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! file), write with progress, read back and compare. The slot state is changed by the caller
 //! around this, so a failure at any point leaves the slot marked unbootable.
 
-use crate::artifact::{self, ArtifactError, Manifest, PAYLOAD_OFFSET};
+use crate::artifact::{self, ArtifactError, Checked, Expect, Manifest, PAYLOAD_OFFSET};
 use crate::error::{Error, IoContext, Result};
 use sha2::{Digest, Sha256};
 use std::fs::{File, OpenOptions};
@@ -110,9 +110,9 @@ impl Progress {
     }
 }
 
-/// Reads and checks the header. For a file, also hashes the whole payload, so a corrupt or
-/// truncated file is refused before the caller touches the slot.
-pub fn check(src: &mut Source, arch: &str) -> Result<Manifest> {
+/// Reads and checks the header (signature first). For a file, also hashes the whole payload, so a
+/// corrupt or truncated file is refused before the caller touches the slot.
+pub fn check(src: &mut Source, want: &Expect) -> Result<Checked> {
     let len = match src {
         Source::File(f, n) => Some(f.metadata().at("stat", Path::new(n))?.len()),
         Source::Stdin => None,
@@ -121,7 +121,8 @@ pub fn check(src: &mut Source, arch: &str) -> Result<Manifest> {
     let name = src.name().to_string();
     let got = read_full(&mut *src.reader(), &mut head).at("read", Path::new(&name))?;
     head.truncate(got);
-    let m = artifact::parse_header(&head, arch, len).map_err(|e| src.artifact_err(e))?;
+    let checked = artifact::parse_header(&head, want, len).map_err(|e| src.artifact_err(e))?;
+    let m = &checked.manifest;
     if let Source::File(f, n) = src {
         let mut h = Sha256::new();
         let mut buf = vec![0u8; CHUNK];
@@ -147,7 +148,7 @@ pub fn check(src: &mut Source, arch: &str) -> Result<Manifest> {
             .at("seek", Path::new(n))?;
         debug_assert_eq!(pos, PAYLOAD_OFFSET);
     }
-    Ok(m)
+    Ok(checked)
 }
 
 /// Drops cached pages of `f` so the read-back comes from the device.
@@ -251,11 +252,33 @@ pub fn write(src: &mut Source, m: &Manifest, dev: &Path, capacity: u64) -> Resul
 mod tests {
     use super::*;
 
+    use crate::artifact::Running;
+    use crate::trust::{KeyList, Signer25519, Trust};
+
+    fn key() -> Signer25519 {
+        Signer25519::from_seed(&[5; 32])
+    }
+
+    fn verified(src: &mut Source) -> Result<Manifest> {
+        let trust = Trust::from_list(&KeyList::new(1, &[key().public()])).unwrap();
+        let running = Running {
+            version: "v1".into(),
+            security_epoch: 0,
+        };
+        let want = Expect {
+            arch: "x86_64",
+            trust: &trust,
+            running: &running,
+            allow_downgrade: false,
+        };
+        check(src, &want).map(|c| c.manifest)
+    }
+
     fn artifact(dir: &Path) -> (std::path::PathBuf, Vec<u8>) {
         let mut payload = artifact::SQUASHFS_MAGIC.to_vec();
         payload.extend((0..3_000_000u32).map(|i| (i % 251) as u8));
         let m = artifact::manifest_for("v2", "x86_64", &payload, Default::default()).unwrap();
-        let mut a = artifact::header(&m).unwrap();
+        let mut a = artifact::header(&m, &key()).unwrap();
         a.extend_from_slice(&payload);
         let p = dir.join("u.update");
         std::fs::write(&p, &a).unwrap();
@@ -269,7 +292,7 @@ mod tests {
         let slot = t.path().join("slot");
         std::fs::write(&slot, vec![0xAAu8; 4 << 20]).unwrap();
         let mut src = Source::open(p.to_str().unwrap()).unwrap();
-        let m = check(&mut src, "x86_64").unwrap();
+        let m = verified(&mut src).unwrap();
         write(&mut src, &m, &slot, 4 << 20).unwrap();
         let got = std::fs::read(&slot).unwrap();
         assert_eq!(&got[..payload.len()], &payload[..]);
@@ -292,11 +315,11 @@ mod tests {
             let f = t.path().join(what);
             std::fs::write(&f, &bytes).unwrap();
             let mut src = Source::open(f.to_str().unwrap()).unwrap();
-            let e = crate::error::chain(&check(&mut src, "x86_64").unwrap_err());
+            let e = crate::error::chain(&verified(&mut src).unwrap_err());
             assert!(e.contains(what) && e.contains(f.to_str().unwrap()), "{e}");
         }
         let mut src = Source::open(p.to_str().unwrap()).unwrap();
-        let m = check(&mut src, "x86_64").unwrap();
+        let m = verified(&mut src).unwrap();
         let slot = t.path().join("small");
         std::fs::write(&slot, b"x").unwrap();
         let e = crate::error::chain(&write(&mut src, &m, &slot, 1 << 20).unwrap_err());

@@ -33,9 +33,17 @@ enum Cmd {
         /// Boots the new slot gets to prove itself.
         #[arg(long, default_value_t = state::DEFAULT_TRIES)]
         tries: u8,
+        /// Install a lower version of the same security epoch (never a lower epoch).
+        #[arg(long)]
+        allow_downgrade: bool,
     },
-    /// Check an update artifact without installing it; prints its manifest.
-    Verify { image: String },
+    /// Check an update artifact (signature, architecture, epoch, checksum) without installing it;
+    /// prints its manifest.
+    Verify {
+        image: String,
+        #[arg(long)]
+        allow_downgrade: bool,
+    },
     /// Mark the running slot good (the health check does this after a healthy boot).
     MarkGood,
     /// Mark a slot bad so it is not booted (default: the running slot).
@@ -63,12 +71,6 @@ enum Cmd {
 }
 
 fn run(cli: Cli) -> abupdate::error::Result<()> {
-    if let Cmd::Verify { image } = &cli.cmd {
-        let mut src = abupdate::install::Source::open(image)?;
-        let m = abupdate::install::check(&mut src, std::env::consts::ARCH)?;
-        println!("{}", serde_json::to_string_pretty(&m).unwrap_or_default());
-        return Ok(());
-    }
     let sys = System::open(Roots::host())?;
     let running = sys.running();
     match cli.cmd {
@@ -80,8 +82,22 @@ fn run(cli: Cli) -> abupdate::error::Result<()> {
                 print!("{}", r.text());
             }
         }
-        Cmd::Install { image, tries } => {
-            let v = sys.install(&image, tries)?;
+        Cmd::Verify {
+            image,
+            allow_downgrade,
+        } => {
+            let c = sys.verify(&image, allow_downgrade)?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&c.manifest).unwrap_or_default()
+            );
+        }
+        Cmd::Install {
+            image,
+            tries,
+            allow_downgrade,
+        } => {
+            let v = sys.install(&image, tries, allow_downgrade)?;
             println!(
                 "installed {v} into slot {}; reboot to try it",
                 running.other()
@@ -122,7 +138,6 @@ fn run(cli: Cli) -> abupdate::error::Result<()> {
             settle_secs,
             no_reboot,
         } => health(&sys, timeout_secs, settle_secs, no_reboot)?,
-        Cmd::Verify { .. } => {}
     }
     Ok(())
 }

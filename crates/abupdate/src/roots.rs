@@ -1,4 +1,4 @@
-//! Where sysfs, /dev, /proc and /run are: `/` on the box, a fixture tree in tests.
+//! Where sysfs, /dev, /proc, /run and /etc are: `/` on the box, a fixture tree in tests.
 
 use std::path::{Path, PathBuf};
 
@@ -8,6 +8,7 @@ pub struct Roots {
     pub dev: PathBuf,
     pub proc: PathBuf,
     pub run: PathBuf,
+    pub etc: PathBuf,
 }
 
 impl Roots {
@@ -17,6 +18,7 @@ impl Roots {
             dev: base.join("dev"),
             proc: base.join("proc"),
             run: base.join("run"),
+            etc: base.join("etc"),
         }
     }
     pub fn host() -> Roots {

@@ -1,12 +1,14 @@
 //! The running box: which slot booted, where its partitions are, and the slot state, changed under
 //! a lock with one load and one store per operation.
 
+use crate::artifact::{Checked, Expect};
 use crate::cmd;
 use crate::device::{self, BootDisk};
 use crate::error::{Error, IoContext, Result};
 use crate::esp::{self, Mounted};
 use crate::health::{self, Observation, Rules, Uptimes, Verdict};
 use crate::install::{self, Source};
+use crate::release::{self, Release};
 use crate::roots::Roots;
 use crate::state::{Changed, Slot, SlotInfo, Slots, StateError};
 use serde::Serialize;
@@ -50,12 +52,29 @@ pub struct SlotReport {
     pub info: SlotInfo,
 }
 
+/// How this system decides which updates it takes.
+#[derive(Debug, Serialize)]
+pub struct UpdatePolicy {
+    pub profile: String,
+    /// `release`, or `dev` for an image signed with a builder's development key.
+    pub signing: String,
+    pub security_epoch: u32,
+    pub key_serial: u32,
+    pub trusted_keys: Vec<String>,
+}
+
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub running: Slot,
     /// The slot GRUB tries first on the next boot.
     pub next: Slot,
     pub slots: Vec<SlotReport>,
+    /// Missing when the image's release facts or the stored key rotations cannot be read (then
+    /// installs are refused, and `error` says why).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub updates: Option<UpdatePolicy>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub updates_error: Option<String>,
 }
 
 impl Report {
@@ -69,6 +88,18 @@ impl Report {
             or_dash(&run.info.version)
         ));
         s.push_str(&format!("next boot: slot {}\n", self.next));
+        match (&self.updates, &self.updates_error) {
+            (Some(u), _) => s.push_str(&format!(
+                "image: {} profile, {}-signed, security epoch {}; updates must be signed by key {} (key list {})\n",
+                u.profile,
+                u.signing,
+                u.security_epoch,
+                u.trusted_keys.join(" or "),
+                u.key_serial
+            )),
+            (None, Some(e)) => s.push_str(&format!("updates refused: {e}\n")),
+            (None, None) => {}
+        }
         for r in &self.slots {
             s.push_str(&format!(
                 "slot {}  {:<6} version {:<20} tries left {}  {}{}\n",
@@ -152,8 +183,62 @@ impl System {
         Ok((s, changed))
     }
 
+    /// The release facts, the stored rotations and the trust they give.
+    fn trust(
+        &self,
+        esp_dir: &Path,
+    ) -> Result<(
+        Release,
+        Vec<crate::trust::SignedKeyList>,
+        crate::trust::Trust,
+    )> {
+        let rel = Release::load(&self.roots.etc)?;
+        let chain = release::load_chain(esp_dir)?;
+        let t = release::trust(&rel, &chain)?;
+        Ok((rel, chain, t))
+    }
+
+    fn update_policy(&self) -> Result<UpdatePolicy> {
+        let _l = self.state_lock()?;
+        let m = self.mount()?;
+        let (rel, _, t) = self.trust(&m.dir)?;
+        Ok(UpdatePolicy {
+            profile: rel.profile,
+            signing: rel.signing,
+            security_epoch: rel.security_epoch,
+            key_serial: t.serial,
+            trusted_keys: t.ids(),
+        })
+    }
+
+    /// Checks an artifact as `install` would, without writing anything.
+    pub fn verify(&self, arg: &str, allow_downgrade: bool) -> Result<Checked> {
+        let (rel, _, trust) = {
+            let _l = self.state_lock()?;
+            let m = self.mount()?;
+            self.trust(&m.dir)?
+        };
+        let mut src = Source::open(arg)?;
+        let running = rel.running();
+        install::check(
+            &mut src,
+            &Expect {
+                arch: std::env::consts::ARCH,
+                trust: &trust,
+                running: &running,
+                allow_downgrade,
+            },
+        )
+    }
+
     pub fn report(&self, s: &Slots) -> Report {
+        let (updates, updates_error) = match self.update_policy() {
+            Ok(u) => (Some(u), None),
+            Err(e) => (None, Some(crate::error::chain(&e))),
+        };
         Report {
+            updates,
+            updates_error,
             running: self.running(),
             next: crate::state::grub_pick(&mut s.clone()),
             slots: [Slot::A, Slot::B]
@@ -167,7 +252,7 @@ impl System {
         }
     }
 
-    pub fn install(&self, arg: &str, tries: u8) -> Result<String> {
+    pub fn install(&self, arg: &str, tries: u8, allow_downgrade: bool) -> Result<String> {
         let running = self.running();
         let target = running.other();
         let lp = self.roots.run.join("abupdate-install.lock");
@@ -179,8 +264,23 @@ impl System {
         })?;
         // Refuse early (before reading a large file) when the state does not allow an install.
         self.read()?.clone().install_started(running)?;
+        let (rel, chain, trust) = {
+            let _l = self.state_lock()?;
+            let m = self.mount()?;
+            self.trust(&m.dir)?
+        };
         let mut src = Source::open(arg)?;
-        let m = install::check(&mut src, std::env::consts::ARCH)?;
+        let run = rel.running();
+        let checked = install::check(
+            &mut src,
+            &Expect {
+                arch: std::env::consts::ARCH,
+                trust: &trust,
+                running: &run,
+                allow_downgrade,
+            },
+        )?;
+        let m = checked.manifest;
         let part = self.disk.slot(target).clone();
         log(format!(
             "installing version {} ({} MiB) from {} into slot {target} ({})",
@@ -192,6 +292,22 @@ impl System {
         self.change(|s| s.install_started(running))?;
         match install::write(&mut src, &m, &part.dev, part.bytes) {
             Ok(()) => {
+                if let (Some(new), Some(list)) = (&checked.rotated, &m.keys) {
+                    // The payload is verified and written: only now does the box take the new
+                    // keys. A cut after this and before the state change leaves the slot empty
+                    // and the rotation (which a trusted key signed) in place.
+                    let _l = self.state_lock()?;
+                    let mnt = self.mount()?;
+                    let mut c = chain.clone();
+                    c.push(list.clone());
+                    release::store_chain(&mnt.dir, &c)?;
+                    log(format!(
+                        "update keys rotated to list {} (keys {}), signed by key {}",
+                        new.serial,
+                        new.ids().join(", "),
+                        list.key
+                    ));
+                }
                 self.change(|s| s.install_complete(running, &m.version, tries))?;
                 log(format!(
                     "slot {target} holds version {}, verified; it is tried on the next boot",

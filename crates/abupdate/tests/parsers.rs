@@ -4,17 +4,38 @@
 
 #![allow(clippy::unwrap_used)]
 
-use abupdate::{artifact, grubenv, state};
+use abupdate::artifact::{self, Expect, Running};
+use abupdate::trust::{KeyList, Signer25519, Trust};
+use abupdate::{grubenv, state};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 
-fn valid_header() -> Vec<u8> {
+fn key() -> Signer25519 {
+    Signer25519::from_seed(&[3; 32])
+}
+
+fn valid_header() -> (Vec<u8>, artifact::Manifest) {
     let mut payload = b"hsqs".to_vec();
     payload.extend_from_slice(&[7u8; 64]);
-    let m = artifact::manifest_for("1.2.3", "x86_64", &payload, BTreeMap::new()).unwrap();
-    let mut a = artifact::header(&m).unwrap();
+    let m = artifact::manifest_for("1.2.3", "x86_64", &payload, Default::default()).unwrap();
+    let mut a = artifact::header(&m, &key()).unwrap();
     a.extend_from_slice(&payload);
-    a
+    (a, m)
+}
+
+fn parse(b: &[u8], len: Option<u64>) -> Result<artifact::Checked, artifact::ArtifactError> {
+    let trust = Trust::from_list(&KeyList::new(1, &[key().public()])).unwrap();
+    let running = Running {
+        version: "1.0".into(),
+        security_epoch: 0,
+    };
+    let want = Expect {
+        arch: "x86_64",
+        trust: &trust,
+        running: &running,
+        allow_downgrade: false,
+    };
+    artifact::parse_header(b, &want, len)
 }
 
 fn valid_env() -> Vec<u8> {
@@ -47,14 +68,23 @@ proptest! {
     #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
     #[test]
     fn update_headers_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..5000), len in proptest::option::of(any::<u64>())) {
-        let _ = artifact::parse_header(&bytes, "x86_64", len);
+        let _ = parse(&bytes, len);
     }
 
     #[test]
-    fn mutated_update_headers_are_refused_or_unchanged(edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..4), len in proptest::option::of(any::<u64>())) {
-        let a = valid_header();
-        let m = mutate(a.clone(), edits);
-        let _ = artifact::parse_header(&m[..m.len().min(4096)], "x86_64", len);
+    fn mutated_update_headers_are_refused_or_unchanged(edits in proptest::collection::vec((any::<usize>(), 0usize..4096, any::<u8>()), 1..4)) {
+        // Any change to a signed header is refused; the only headers accepted are those whose
+        // bytes did not change (an edit that wrote the byte already there).
+        let (a, m) = valid_header();
+        let e: Vec<(usize, u8)> = edits.iter().map(|(_, at, v)| (*at, *v)).collect();
+        let b = mutate(a.clone(), e);
+        match parse(&b[..4096], Some(b.len() as u64)) {
+            Ok(c) => {
+                prop_assert_eq!(&b[..4096], &a[..4096]);
+                prop_assert_eq!(c.manifest, m);
+            }
+            Err(_) => prop_assert_ne!(&b[..4096], &a[..4096]),
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@ use crate::apt::{self, Index, Package, Policy};
 use crate::cpio::{Node, Tree};
 use crate::error::{Error, IoContext, Result};
 use crate::manifest::{self, Config, Manifest};
-use crate::{cmd, disk, kmod, rootfs, update, workspace};
+use crate::{cmd, disk, keys, kmod, rootfs, update, workspace};
 use eve_init::bundle;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -16,7 +16,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Options {
     pub repo: PathBuf,
     pub manifests: Vec<PathBuf>,
@@ -28,11 +28,92 @@ pub struct Options {
     pub apt_lists: PathBuf,
     pub version: String,
     pub slot_size_mib: u64,
+    pub profile: Profile,
+    /// The vendor's signing key; without it the cache's development key signs (not with
+    /// `release`).
+    pub signing_key: Option<PathBuf>,
+    pub release: bool,
+    pub security_epoch: u32,
+    /// Public keys the image trusts besides its signing key (the next key, for a rotation).
+    pub trusted_keys: Vec<PathBuf>,
+    pub key_serial: u32,
+    /// A key rotation (`eve-imgbuild rotate-keys`) the update artifact carries.
+    pub rotation: Option<PathBuf>,
+}
+
+/// What an image is for: `prod` has no shell and no test agent, and root is locked; `dev` adds
+/// linuxkit/dev.yml's console shell and agent, for `make run` and the VM tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    Prod,
+    #[default]
+    Dev,
+}
+
+impl Profile {
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::Prod => "prod",
+            Profile::Dev => "dev",
+        }
+    }
+    /// Output files are `<stem>.raw`, `<stem>.update`, `<stem>.build.json`.
+    pub fn stem(self) -> &'static str {
+        match self {
+            Profile::Prod => "eve-storage",
+            Profile::Dev => "eve-storage-dev",
+        }
+    }
+}
+
+/// Images and services that open the box; a production image refuses them.
+const DEBUG_ONLY: [&str; 2] = ["linuxkit/getty", "eve-storage/eve-agent"];
+
+/// A production image must not carry a console shell or the test agent, whatever the manifests say.
+pub fn check_profile(m: &Manifest, profile: Profile) -> Result<()> {
+    if profile == Profile::Dev {
+        return Ok(());
+    }
+    let named = m
+        .onboot
+        .iter()
+        .chain(&m.services)
+        .map(|e| (e.name.as_str(), e.image.as_str()))
+        .chain(m.init.iter().map(|i| ("init", i.as_str())));
+    for (name, image) in named {
+        if DEBUG_ONLY.contains(&manifest::repo_of(image)) {
+            return Err(Error::Manifest {
+                path: "--profile prod".into(),
+                msg: format!(
+                    "`{name}` ({image}) opens the box (console shell or test agent); it belongs to the dev profile only"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Serialize)]
+pub struct SigningInfo {
+    /// `release` or `dev`.
+    pub kind: String,
+    pub key_id: String,
+    /// Only for a development key (the tests sign variants with it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dev_key_file: Option<String>,
+    pub trusted_keys: Vec<String>,
+    pub key_serial: u32,
+    pub security_epoch: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rotation_to: Option<u32>,
 }
 
 #[derive(Debug, Serialize)]
 pub struct BuildManifest {
     pub version: String,
+    pub profile: Profile,
+    pub signing: SigningInfo,
     pub git_revision: String,
     pub kernel: KernelInfo,
     pub zfs: ZfsInfo,
@@ -156,7 +237,15 @@ pub fn load(opts: &Options) -> Result<(Manifest, Config)> {
     let text = fs::read_to_string(&opts.config).at("read", &opts.config)?;
     let cfg = manifest::parse_config(&opts.config, &text)?;
     let bins = workspace::binaries(&opts.repo)?;
-    let errs = manifest::validate(&m, &cfg, &opts.repo.join("pkg"), &bins);
+    let mut errs = manifest::validate(&m, &cfg, &opts.repo.join("pkg"), &bins);
+    if opts.profile == Profile::Dev {
+        errs.extend(manifest::validate_complete(
+            &m,
+            &cfg,
+            &opts.repo.join("pkg"),
+            &bins,
+        ));
+    }
     if !errs.is_empty() {
         let names: Vec<String> = opts
             .manifests
@@ -665,6 +754,11 @@ const PASSWD: &str =
 const GROUP: &str = "root:x:0:\ntty:x:5:\ndisk:x:6:\nlp:x:7:\nkmem:x:15:\ndialout:x:20:\ncdrom:x:24:\ntape:x:26:\naudio:x:29:\nvideo:x:44:\nutmp:x:43:\nplugdev:x:46:\nstaff:x:50:\ninput:x:101:\nkvm:x:102:\nrender:x:103:\nsgx:x:104:\nnogroup:x:65534:\n";
 const PROFILE: &str = "export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\nexport PS1='\\h:\\w# '\nexport TERM=${TERM:-vt100}\n";
 
+/// Scratch space per profile, so both images can be built into one --out.
+fn work_dir(opts: &Options) -> PathBuf {
+    opts.out.join(format!("work-{}", opts.profile.name()))
+}
+
 /// Assembles the root filesystem tree; returns the kernel release and module count.
 fn build_rootfs(
     opts: &Options,
@@ -673,8 +767,9 @@ fn build_rootfs(
     pkgs: &[Package],
     kver: &str,
     zfs_dir: &Path,
+    release: &abupdate::release::Release,
 ) -> Result<usize> {
-    let root = opts.out.join("work/rootfs");
+    let root = work_dir(opts).join("rootfs");
     if root.exists() {
         fs::remove_dir_all(&root).at("clean", &root)?;
     }
@@ -717,7 +812,7 @@ fn build_rootfs(
     }
     b.finish_and_clear();
     // Kernel: unpack aside, keep vmlinuz and the module closure only.
-    let kdir = tempfile_dir(&opts.out.join("work"), "kernel")?;
+    let kdir = tempfile_dir(&work_dir(opts), "kernel")?;
     for p in &kernel_pkgs {
         extract_plain(&deb_path(&opts.cache, p), &kdir)?;
     }
@@ -829,7 +924,17 @@ fn build_rootfs(
     // Base /etc the packages' maintainer scripts would have made.
     write(&root, "etc/passwd", PASSWD)?;
     write(&root, "etc/group", GROUP)?;
-    write(&root, "etc/shadow", "root::0:0:99999:7:::\n")?;
+    // dev: root with no password on the console shell; prod: root cannot log in at all.
+    let shadow = match opts.profile {
+        Profile::Dev => "root::0:0:99999:7:::\n",
+        Profile::Prod => "root:!*:0:0:99999:7:::\n",
+    };
+    write(&root, "etc/shadow", shadow)?;
+    write(
+        &root,
+        &format!("etc/{}", abupdate::release::RELEASE),
+        serde_json::to_vec_pretty(release).unwrap_or_default(),
+    )?;
     write(&root, "etc/hostname", "eve-storage\n")?;
     write(
         &root,
@@ -887,7 +992,7 @@ fn build_rootfs(
     for d in ["proc", "sys", "newroot"] {
         tree.insert(d, Node::Dir);
     }
-    let cpio_path = opts.out.join("work/initrd.cpio");
+    let cpio_path = work_dir(opts).join("initrd.cpio");
     let f = fs::File::create(&cpio_path).at("create", &cpio_path)?;
     tree.write(std::io::BufWriter::new(f))
         .at("write", &cpio_path)?;
@@ -914,16 +1019,20 @@ fn build_rootfs(
 /// 0-3 and counted down by cases.
 /// A standalone GRUB has no usable $cmdpath, so it finds its own disk by the ESP's volume id,
 /// which is unique per build (`esp_id`, as GRUB prints FAT ids: `XXXX-XXXX`).
-pub fn grub_cfg(cmdline: &str, esp_id: &str) -> String {
+/// `locked` (production): no GRUB command line and no editing of entries for anyone (an empty
+/// superuser list), so a console cannot change the kernel command line; the entries themselves
+/// boot unattended.
+pub fn grub_cfg(cmdline: &str, esp_id: &str, locked: bool) -> String {
+    let restrict = if locked { " --unrestricted" } else { "" };
     let entry = |slot: &str, part: &str| {
         format!(
-            "menuentry \"EVE storage slot {slot}\" {{\n  set root=\"($bootdisk,{part})\"\n  probe --set=partuuid --part-uuid \"($bootdisk,{part})\"\n  linux /boot/vmlinuz root=PARTUUID=$partuuid eve.slot={slot} {cmdline}\n  initrd /boot/initrd.img\n}}\n"
+            "menuentry \"EVE storage slot {slot}\"{restrict} {{\n  set root=\"($bootdisk,{part})\"\n  probe --set=partuuid --part-uuid \"($bootdisk,{part})\"\n  linux /boot/vmlinuz root=PARTUUID=$partuuid eve.slot={slot} {cmdline}\n  initrd /boot/initrd.img\n}}\n"
         )
     };
     let [env1, env2] = abupdate::esp::COPIES;
     let vars = "EVE_FMT EVE_ORDER A_STATE A_TRIES B_STATE B_TRIES";
     format!(
-        r#"set timeout=0
+        r#"{}set timeout=0
 serial --unit=0 --speed=115200
 terminal_input serial console
 terminal_output serial console
@@ -981,6 +1090,7 @@ if [ "$eve_slot" = "A" ]; then set default=0; set fallback=1; set ost="$B_STATE"
 if [ "$ost" = "empty" ]; then unset fallback; fi
 echo "EVE: booting slot $eve_slot"
 {}{}"#,
+        if locked { "set superusers=\"\"\n" } else { "" },
         entry("A", "gpt2"),
         entry("B", "gpt3")
     )
@@ -992,50 +1102,149 @@ pub fn esp_label(id: &str) -> String {
     format!("{}-{}", &up[..4], &up[4..8])
 }
 
+/// A FAT image holding `files`, byte-identical for the same inputs: mkfs.fat's `--invariant`
+/// fixes its random and time-based fields, mlabel then sets our volume id, and mtools stamps every
+/// entry with `epoch` (SOURCE_DATE_EPOCH).
 fn vfat(
     path: &Path,
     size_mib: u64,
     label: &str,
     volume_id: &str,
+    epoch: u64,
     files: &[(&Path, &str)],
     dirs: &[&str],
 ) -> Result<()> {
     let _ = fs::remove_file(path);
-    cmd::run(
+    let env = [("SOURCE_DATE_EPOCH", epoch.to_string())];
+    let img = path.to_string_lossy().into_owned();
+    cmd::run_env(
         cmd::MKFS_VFAT,
         &[
             format!("-n{label}"),
-            format!("-i{volume_id}"),
+            "--invariant".into(),
             "-C".into(),
-            path.to_string_lossy().into_owned(),
+            img.clone(),
             (size_mib * 1024).to_string(),
         ],
-        None,
+        &env,
+    )?;
+    cmd::run_env(
+        cmd::MLABEL,
+        &[
+            "-i".to_string(),
+            img.clone(),
+            "-N".into(),
+            volume_id.into(),
+            format!("::{label}"),
+        ],
+        &env,
     )?;
     for d in dirs {
-        cmd::run(
+        cmd::run_env(
             cmd::MMD,
-            &[
-                "-i".to_string(),
-                path.to_string_lossy().into_owned(),
-                format!("::{d}"),
-            ],
-            None,
+            &["-i".to_string(), img.clone(), format!("::{d}")],
+            &env,
         )?;
     }
     for (src, dst) in files {
-        cmd::run(
+        cmd::run_env(
             cmd::MCOPY,
             &[
                 "-i".to_string(),
-                path.to_string_lossy().into_owned(),
+                img.clone(),
                 src.to_string_lossy().into_owned(),
                 format!("::{dst}"),
             ],
-            None,
+            &env,
         )?;
     }
     Ok(())
+}
+
+/// GRUB modules built into the EFI binary: everything grub.cfg uses, nothing loaded from disk.
+const GRUB_MODULES: &[&str] = &[
+    "normal",
+    "configfile",
+    "memdisk",
+    "tar",
+    "echo",
+    "test",
+    "regexp",
+    "probe",
+    "search",
+    "search_fs_uuid",
+    "part_gpt",
+    "fat",
+    "squash4",
+    "gzio",
+    "loadenv",
+    "linux",
+    "serial",
+    "terminal",
+    "all_video",
+    "boot",
+    "halt",
+    "reboot",
+];
+
+/// The EFI GRUB: one binary with its modules built in and grub.cfg on a memdisk. The memdisk tar
+/// is written here with fixed times and owners, so the binary is the same for the same config.
+fn grub_efi(cfg: &Path, out: &Path) -> Result<()> {
+    let md = out.with_extension("memdisk.tar");
+    {
+        let f = fs::File::create(&md).at("create", &md)?;
+        let mut t = tar::Builder::new(f);
+        t.mode(tar::HeaderMode::Deterministic);
+        for d in ["boot/", "boot/grub/"] {
+            let mut h = tar::Header::new_ustar();
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_mode(0o755);
+            h.set_size(0);
+            h.set_mtime(0);
+            t.append_data(&mut h, d, std::io::empty())
+                .at("write", &md)?;
+        }
+        let data = fs::read(cfg).at("read", cfg)?;
+        let mut h = tar::Header::new_ustar();
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        h.set_mtime(0);
+        t.append_data(&mut h, "boot/grub/grub.cfg", data.as_slice())
+            .at("write", &md)?;
+        t.into_inner().and_then(|f| f.sync_all()).at("write", &md)?;
+    }
+    let mut args = vec![
+        "-O".to_string(),
+        "x86_64-efi".into(),
+        "-p".into(),
+        "(memdisk)/boot/grub".into(),
+        "-m".into(),
+        md.to_string_lossy().into_owned(),
+        "-o".into(),
+        out.to_string_lossy().into_owned(),
+    ];
+    args.extend(GRUB_MODULES.iter().map(|m| m.to_string()));
+    cmd::run(cmd::GRUB_MKIMAGE, &args, None)?;
+    Ok(())
+}
+
+/// Time stamps in the image: $SOURCE_DATE_EPOCH if set, else the commit's time, so two builds of
+/// one commit agree.
+fn source_date_epoch(repo: &Path) -> u64 {
+    if let Some(t) = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+    {
+        return t;
+    }
+    cmd::run(
+        cmd::GIT,
+        &["-C", &repo.to_string_lossy(), "log", "-1", "--format=%ct"],
+        None,
+    )
+    .ok()
+    .and_then(|o| String::from_utf8_lossy(&o).trim().parse().ok())
+    .unwrap_or(0)
 }
 
 fn git_revision(repo: &Path) -> String {
@@ -1076,7 +1285,34 @@ pub fn build(opts: &Options) -> Result<BuildManifest> {
         path: "--version".into(),
         msg,
     })?;
-    let (m, cfg) = pr.step("manifest", || load(opts))?;
+    let (m, cfg) = pr.step("manifest", || {
+        let (m, cfg) = load(opts)?;
+        check_profile(&m, opts.profile)?;
+        Ok((m, cfg))
+    })?;
+    // Keys before the long steps, so a missing or bad key fails in a second.
+    let signing = keys::for_build(opts.signing_key.as_deref(), opts.release, &opts.cache)?;
+    let trusted = keys::trusted(&signing, &opts.trusted_keys, opts.key_serial)?;
+    let rotation = opts
+        .rotation
+        .as_deref()
+        .map(keys::read_rotation)
+        .transpose()?;
+    let release = abupdate::release::Release {
+        version: opts.version.clone(),
+        security_epoch: opts.security_epoch,
+        profile: opts.profile.name().into(),
+        signing: signing.kind.into(),
+        update_keys: trusted.clone(),
+    };
+    eprintln!(
+        "      {} profile, {}-signed by key {} ({}), security epoch {}",
+        opts.profile.name(),
+        signing.kind,
+        signing.key.id(),
+        signing.key_file.display(),
+        opts.security_epoch
+    );
     let policy = Policy {
         backports_suite: "bookworm-backports".into(),
         backports: cfg.apt.backports.clone(),
@@ -1147,9 +1383,9 @@ pub fn build(opts: &Options) -> Result<BuildManifest> {
         zfs_modules(opts, &kver, &zfs_version, &build_pkgs)
     })?;
     let nmods = pr.step("rootfs+initramfs", || {
-        build_rootfs(opts, &m, &cfg, &pkgs, &kver, &zfs_dir)
+        build_rootfs(opts, &m, &cfg, &pkgs, &kver, &zfs_dir, &release)
     })?;
-    let work = opts.out.join("work");
+    let work = work_dir(opts);
     let sqfs = work.join("slot.squashfs");
     pr.step("squashfs", || update::squash(&work.join("rootfs"), &sqfs))?;
     let cmdline = m
@@ -1159,24 +1395,19 @@ pub fn build(opts: &Options) -> Result<BuildManifest> {
         .unwrap_or_default();
     let (esp, config) = (work.join("esp.img"), work.join("config.img"));
     let git_rev = git_revision(&opts.repo);
-    let seed = format!("{}/{git_rev}", opts.version);
+    let epoch = source_date_epoch(&opts.repo);
+    let seed = format!("{}/{}/{git_rev}", opts.version, opts.profile.name());
     let guid = disk::disk_guid(&seed).simple().to_string();
     let (esp_id, config_id) = (guid[..8].to_string(), guid[8..16].to_string());
     pr.step("esp+config", || {
         let cfgp = work.join("grub.cfg");
-        fs::write(&cfgp, grub_cfg(&cmdline, &esp_label(&esp_id))).at("write", &cfgp)?;
+        fs::write(
+            &cfgp,
+            grub_cfg(&cmdline, &esp_label(&esp_id), opts.profile == Profile::Prod),
+        )
+        .at("write", &cfgp)?;
         let efi = work.join("BOOTX64.EFI");
-        cmd::run(
-            cmd::GRUB_MKSTANDALONE,
-            &[
-                "-O".to_string(),
-                "x86_64-efi".into(),
-                "-o".into(),
-                efi.to_string_lossy().into_owned(),
-                format!("boot/grub/grub.cfg={}", cfgp.display()),
-            ],
-            None,
-        )?;
+        grub_efi(&cfgp, &efi)?;
         // The factory slot state: this build in A, proven by the build; B empty.
         let state = work.join("state.env");
         let block =
@@ -1192,6 +1423,7 @@ pub fn build(opts: &Options) -> Result<BuildManifest> {
             32,
             "EFI",
             &esp_id,
+            epoch,
             &[
                 (&efi, "EFI/BOOT/BOOTX64.EFI"),
                 (&state, env1),
@@ -1210,11 +1442,12 @@ pub fn build(opts: &Options) -> Result<BuildManifest> {
             16,
             "CONFIG",
             &config_id,
+            epoch,
             &[(&readme, "README.txt")],
             &[],
         )
     })?;
-    let image = opts.out.join("eve-storage.raw");
+    let image = opts.out.join(format!("{}.raw", opts.profile.stem()));
     pr.step("disk", || {
         let slot = opts.slot_size_mib << 20;
         let spec = |name: &str, t: &str, size: u64, c: Option<&PathBuf>| disk::PartSpec {
@@ -1232,17 +1465,23 @@ pub fn build(opts: &Options) -> Result<BuildManifest> {
         let (parts, total) = disk::layout(&specs, &seed)?;
         disk::assemble(&image, &parts, disk::disk_guid(&seed), total)
     })?;
-    let upd = opts.out.join("eve-storage.update");
+    let upd = opts.out.join(format!("{}.update", opts.profile.stem()));
     let upd_manifest = pr.step("update", || {
         let build = BTreeMap::from([
             ("git_revision".to_string(), git_rev.clone()),
             ("kernel".to_string(), kver.clone()),
             ("zfs".to_string(), zfs_version.clone()),
         ]);
-        update::pack(&sqfs, &opts.version, build, &upd)
+        let info = abupdate::artifact::BuildInfo {
+            security_epoch: opts.security_epoch,
+            signing: signing.kind.into(),
+            keys: rotation.clone(),
+            build,
+        };
+        update::pack(&sqfs, &opts.version, info, &signing.key, &upd)
     })?;
     pr.step("build-manifest", || {
-        let zst = opts.out.join("eve-storage.raw.zst");
+        let zst = opts.out.join(format!("{}.raw.zst", opts.profile.stem()));
         cmd::run(
             cmd::ZSTD,
             &[
@@ -1259,6 +1498,22 @@ pub fn build(opts: &Options) -> Result<BuildManifest> {
         let meta = fs::metadata(&image).at("stat", &image)?;
         let bm = BuildManifest {
             version: opts.version.clone(),
+            profile: opts.profile,
+            signing: SigningInfo {
+                kind: signing.kind.into(),
+                key_id: signing.key.id(),
+                dev_key_file: (signing.kind == "dev")
+                    .then(|| signing.key_file.display().to_string()),
+                trusted_keys: abupdate::trust::Trust::from_list(&trusted)
+                    .map(|t| t.ids())
+                    .unwrap_or_default(),
+                key_serial: trusted.serial,
+                security_epoch: opts.security_epoch,
+                rotation_to: rotation
+                    .as_ref()
+                    .and_then(|r| abupdate::trust::KeyList::parse(r.list.as_bytes()).ok())
+                    .map(|l| l.serial),
+            },
             git_revision: git_rev.clone(),
             kernel: KernelInfo {
                 package: kernel_pkg.name.clone(),
@@ -1294,7 +1549,7 @@ pub fn build(opts: &Options) -> Result<BuildManifest> {
                 payload_sha256: upd_manifest.payload.sha256.clone(),
             },
         };
-        let p = opts.out.join("eve-storage.build.json");
+        let p = opts.out.join(format!("{}.build.json", opts.profile.stem()));
         fs::write(&p, serde_json::to_vec_pretty(&bm).unwrap_or_default()).at("write", &p)?;
         Ok(bm)
     })
@@ -1327,7 +1582,8 @@ mod tests {
     #[test]
     fn grub_config_boots_by_partuuid_with_fallback() {
         assert_eq!(esp_label("9526c040"), "9526-C040");
-        let c = grub_cfg("console=ttyS0", "9526-C040");
+        let c = grub_cfg("console=ttyS0", "9526-C040", false);
+        assert!(!c.contains("superusers"));
         assert!(c.contains("search --no-floppy --fs-uuid --set=esp 9526-C040"));
         assert!(c.contains("set fallback=1"));
         assert!(c.contains(r#"load_env --file "($esp)/EFI/eve/state1.env""#));
@@ -1335,5 +1591,38 @@ mod tests {
         assert!(c.contains("root=PARTUUID=$partuuid eve.slot=A console=ttyS0"));
         assert!(c.contains("($bootdisk,gpt3)"));
         assert!(c.contains("insmod squash4"));
+        // Production: no GRUB shell or entry editing, but the entries still boot by themselves.
+        let p = grub_cfg("console=ttyS0", "9526-C040", true);
+        assert!(p.starts_with("set superusers=\"\"\n"));
+        assert_eq!(p.matches("--unrestricted {").count(), 2);
+        // Every module the config loads is built into the binary.
+        for line in p.lines().filter_map(|l| l.strip_prefix("insmod ")) {
+            assert!(
+                GRUB_MODULES.contains(&line.trim()),
+                "{line} is not built in"
+            );
+        }
+    }
+
+    #[test]
+    fn a_production_image_refuses_the_shell_and_the_agent() {
+        let base = manifest::parse(
+            Path::new("a.yml"),
+            "kernel:\n  image: k\ninit: [i]\nservices:\n  - name: zed\n    image: eve-storage/zfs-tools:dev\n",
+        )
+        .unwrap();
+        check_profile(&base, Profile::Prod).unwrap();
+        for (name, image) in [
+            ("getty", "linuxkit/getty:v1.0.0"),
+            ("x", "eve-storage/eve-agent:dev"),
+        ] {
+            let text = format!(
+                "kernel:\n  image: k\ninit: [i]\nservices:\n  - name: {name}\n    image: {image}\n"
+            );
+            let m = manifest::parse(Path::new("a.yml"), &text).unwrap();
+            let e = check_profile(&m, Profile::Prod).unwrap_err().to_string();
+            assert!(e.contains(name) && e.contains("dev profile"), "{e}");
+            check_profile(&m, Profile::Dev).unwrap();
+        }
     }
 }

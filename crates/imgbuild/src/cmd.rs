@@ -14,7 +14,8 @@ pub const MKSQUASHFS: &str = "/usr/bin/mksquashfs";
 pub const MKFS_VFAT: &str = "/usr/sbin/mkfs.vfat";
 pub const MCOPY: &str = "/usr/bin/mcopy";
 pub const MMD: &str = "/usr/bin/mmd";
-pub const GRUB_MKSTANDALONE: &str = "/usr/bin/grub-mkstandalone";
+pub const MLABEL: &str = "/usr/bin/mlabel";
+pub const GRUB_MKIMAGE: &str = "/usr/bin/grub-mkimage";
 pub const ZSTD: &str = "/usr/bin/zstd";
 pub const MAKE: &str = "/usr/bin/make";
 pub const SH: &str = "/bin/sh";
@@ -32,8 +33,23 @@ fn render(prog: &str, args: &[&OsStr]) -> String {
 
 /// Runs `prog args...` in `cwd` and returns stdout; a non-zero exit becomes `Error::Command`.
 pub fn run<S: AsRef<OsStr>>(prog: &str, args: &[S], cwd: Option<&Path>) -> Result<Vec<u8>> {
+    run_in(prog, args, cwd, &[])
+}
+
+/// `run` with extra environment variables (SOURCE_DATE_EPOCH for reproducible output).
+pub fn run_env<S: AsRef<OsStr>>(prog: &str, args: &[S], env: &[(&str, String)]) -> Result<Vec<u8>> {
+    run_in(prog, args, None, env)
+}
+
+fn run_in<S: AsRef<OsStr>>(
+    prog: &str,
+    args: &[S],
+    cwd: Option<&Path>,
+    env: &[(&str, String)],
+) -> Result<Vec<u8>> {
     let args: Vec<&OsStr> = args.iter().map(AsRef::as_ref).collect();
     let mut c = Command::new(prog);
+    c.envs(env.iter().map(|(k, v)| (k, v)));
     c.args(&args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -5,6 +5,7 @@ pub mod cmd;
 pub mod cpio;
 pub mod disk;
 pub mod error;
+pub mod keys;
 pub mod kmod;
 pub mod manifest;
 pub mod rootfs;

@@ -1,7 +1,8 @@
 //! eve-imgbuild: builds the appliance disk image from the LinuxKit manifest without Docker.
 
 use clap::{Parser, Subcommand};
-use imgbuild::build::{self, Options};
+use imgbuild::build::{self, Options, Profile};
+use imgbuild::keys;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -35,13 +36,44 @@ enum Cmd {
         #[command(flatten)]
         common: Common,
     },
-    /// Squash a root directory into an OS update artifact (`abupdate install` consumes it).
+    /// Squash a root directory into a signed OS update artifact (`abupdate install` consumes it).
     PackUpdate {
         /// A root tree (squashed like a slot) or an existing squashfs file.
         #[arg(long)]
         rootfs: PathBuf,
         #[arg(long)]
         version: String,
+        #[arg(long)]
+        out: PathBuf,
+        /// The private key (PKCS#8 PEM) that signs the artifact.
+        #[arg(long)]
+        signing_key: PathBuf,
+        /// `release` or `dev`, recorded in the manifest.
+        #[arg(long, default_value = "release")]
+        signing: String,
+        #[arg(long, default_value_t = 0)]
+        security_epoch: u32,
+        /// A key rotation (from `rotate-keys`) for the box to take with this update.
+        #[arg(long)]
+        rotation: Option<PathBuf>,
+    },
+    /// Make a new ed25519 signing key (PKCS#8 PEM, mode 0600) and print its public key (base64).
+    NewKey {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Sign a new list of trusted update keys with a key boxes trust now; an update carries it
+    /// with `--rotation` (or `make image ROTATION=`).
+    RotateKeys {
+        /// A currently trusted private key.
+        #[arg(long)]
+        signing_key: PathBuf,
+        /// Public keys of the new list (PEM or base64), one or more.
+        #[arg(long = "key", required = true)]
+        keys: Vec<PathBuf>,
+        /// Must be above the serial of the list boxes trust now (images start at 1).
+        #[arg(long)]
+        serial: u32,
         #[arg(long)]
         out: PathBuf,
     },
@@ -64,6 +96,27 @@ enum Cmd {
         /// Size of each of IMGA and IMGB.
         #[arg(long, default_value_t = 512)]
         slot_size_mib: u64,
+        /// `prod` (no shell, no agent, root locked) or `dev` (with linuxkit/dev.yml's additions).
+        #[arg(long, value_enum)]
+        profile: Profile,
+        /// The vendor's update-signing key (PKCS#8 PEM); without it a development key in the
+        /// cache signs and the image is marked dev-signed.
+        #[arg(long)]
+        signing_key: Option<PathBuf>,
+        /// A release build: refuses to sign with a development key.
+        #[arg(long)]
+        release: bool,
+        #[arg(long, default_value_t = 0)]
+        security_epoch: u32,
+        /// More public keys the image trusts (the next key, before a rotation).
+        #[arg(long = "trusted-key")]
+        trusted_keys: Vec<PathBuf>,
+        /// Serial of the image's key list.
+        #[arg(long, default_value_t = 1)]
+        key_serial: u32,
+        /// A key rotation the update artifact carries.
+        #[arg(long)]
+        rotation: Option<PathBuf>,
     },
 }
 
@@ -85,12 +138,7 @@ fn main() -> ExitCode {
                 repo: common.repo,
                 manifests: common.manifests,
                 config: common.config,
-                bins: Vec::new(),
-                out: PathBuf::new(),
-                cache: PathBuf::new(),
-                apt_lists: PathBuf::new(),
-                version: String::new(),
-                slot_size_mib: 0,
+                ..Default::default()
             };
             build::load(&opts).map(|(m, _)| {
                 println!(
@@ -100,10 +148,45 @@ fn main() -> ExitCode {
                 );
             })
         }
+        Cmd::NewKey { out } => keys::generate(&out).map(|k| {
+            println!(
+                "{}",
+                base64::Engine::encode(
+                    &base64::engine::general_purpose::STANDARD,
+                    k.public().as_bytes()
+                )
+            );
+            eprintln!("key {} written to {}", k.id(), out.display());
+        }),
+        Cmd::RotateKeys {
+            signing_key,
+            keys: list,
+            serial,
+            out,
+        } => keys::rotation(&signing_key, &list, serial).and_then(|r| {
+            let text = serde_json::to_vec_pretty(&r).unwrap_or_default();
+            std::fs::write(&out, text)
+                .map_err(|source| imgbuild::error::Error::Io {
+                    op: "write",
+                    path: out.clone(),
+                    source,
+                })
+                .map(|_| {
+                    eprintln!(
+                        "rotation to list {serial} signed by key {}: {}",
+                        r.key,
+                        out.display()
+                    )
+                })
+        }),
         Cmd::PackUpdate {
             rootfs,
             version,
             out,
+            signing_key,
+            signing,
+            security_epoch,
+            rotation,
         } => {
             let sq = out.with_extension("squashfs");
             let squashed = if rootfs.is_dir() {
@@ -111,8 +194,17 @@ fn main() -> ExitCode {
             } else {
                 Ok(rootfs.clone())
             };
-            let r = squashed
-                .and_then(|s| imgbuild::update::pack(&s, &version, Default::default(), &out));
+            let r = squashed.and_then(|s| {
+                let key = keys::load(&signing_key)?;
+                let keys = rotation.as_deref().map(keys::read_rotation).transpose()?;
+                let info = abupdate::artifact::BuildInfo {
+                    security_epoch,
+                    signing,
+                    keys,
+                    build: Default::default(),
+                };
+                imgbuild::update::pack(&s, &version, info, &key, &out)
+            });
             if rootfs.is_dir() {
                 let _ = std::fs::remove_file(&sq);
             }
@@ -134,8 +226,22 @@ fn main() -> ExitCode {
             apt_lists,
             version,
             slot_size_mib,
+            profile,
+            signing_key,
+            release,
+            security_epoch,
+            trusted_keys,
+            key_serial,
+            rotation,
         } => {
             let opts = Options {
+                profile,
+                signing_key,
+                release,
+                security_epoch,
+                trusted_keys,
+                key_serial,
+                rotation,
                 repo: common.repo,
                 manifests: common.manifests,
                 config: common.config,

@@ -260,7 +260,28 @@ pub fn validate(
             errs.push(format!("`{}` has an empty command", e.name));
         }
     }
-    // Each shipped package must be used, and each workspace binary shipped or declared build-only.
+    errs
+}
+
+/// The whole repository's manifests (base + dev) use every package in pkg/ and ship every
+/// workspace binary not declared build-only. Not asked of the production set alone, which leaves
+/// the dev-only images out on purpose.
+pub fn validate_complete(
+    m: &Manifest,
+    cfg: &Config,
+    pkg_dir: &Path,
+    workspace_bins: &BTreeSet<String>,
+) -> Vec<String> {
+    let mut errs = Vec::new();
+    let mut used_images: Vec<&str> = m.init.iter().map(String::as_str).collect();
+    for e in m.onboot.iter().chain(&m.onshutdown).chain(&m.services) {
+        used_images.push(e.image.as_str());
+    }
+    let referenced_pkgs: BTreeSet<String> = used_images
+        .iter()
+        .filter_map(|i| repo_of(i).strip_prefix("eve-storage/"))
+        .map(String::from)
+        .collect();
     if let Ok(rd) = std::fs::read_dir(pkg_dir) {
         let mut names: Vec<String> = rd
             .filter_map(|d| d.ok())
@@ -284,7 +305,7 @@ pub fn validate(
     let shipped: BTreeSet<&String> = cfg
         .images
         .iter()
-        .filter(|(repo, _)| used_images.iter().any(|(_, i)| repo_of(i) == repo.as_str()))
+        .filter(|(repo, _)| used_images.iter().any(|i| repo_of(i) == repo.as_str()))
         .flat_map(|(_, m)| m.bin.iter().chain(&m.extra_bins))
         .collect();
     for bin in workspace_bins {
@@ -300,6 +321,17 @@ pub fn validate(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn validate_all(
+        m: &Manifest,
+        cfg: &Config,
+        pkg_dir: &Path,
+        bins: &BTreeSet<String>,
+    ) -> Vec<String> {
+        let mut e = validate(m, cfg, pkg_dir, bins);
+        e.extend(validate_complete(m, cfg, pkg_dir, bins));
+        e
+    }
 
     const BASE: &str = r#"
 kernel:
@@ -419,7 +451,7 @@ bin = "eve-agent"
     #[test]
     fn a_consistent_tree_validates() {
         let p = pkg_tree(&["eve-init", "eve-agent"]);
-        let errs = validate(
+        let errs = validate_all(
             &merged(),
             &cfg(),
             p.path(),
@@ -431,7 +463,7 @@ bin = "eve-agent"
     #[test]
     fn missing_package_directory_is_reported() {
         let p = pkg_tree(&["eve-init"]);
-        let errs = validate(
+        let errs = validate_all(
             &merged(),
             &cfg(),
             p.path(),
@@ -448,7 +480,7 @@ bin = "eve-agent"
         let mut m = merged();
         m.services[0].image = "eve-storage/nosuch:dev".into();
         let p = pkg_tree(&["eve-init", "eve-agent"]);
-        let errs = validate(&m, &cfg(), p.path(), &bins(&["eve-init", "eve-imgbuild"]));
+        let errs = validate_all(&m, &cfg(), p.path(), &bins(&["eve-init", "eve-imgbuild"]));
         assert!(
             errs.iter()
                 .any(|e| e.contains("eve-storage/nosuch:dev") && e.contains("does not map")),
@@ -461,7 +493,7 @@ bin = "eve-agent"
         );
         let mut c = cfg();
         c.images.get_mut("eve-storage/eve-agent").unwrap().bin = Some("gone".into());
-        let errs = validate(
+        let errs = validate_all(
             &merged(),
             &c,
             p.path(),
@@ -476,7 +508,7 @@ bin = "eve-agent"
             let mut m = merged();
             m.services[0].command = Some(cmd);
             let p = pkg_tree(&["eve-init", "eve-agent"]);
-            let errs = validate(
+            let errs = validate_all(
                 &m,
                 &cfg(),
                 p.path(),
@@ -491,7 +523,7 @@ bin = "eve-agent"
         let a = parse(Path::new("a.yml"), BASE).unwrap();
         let m = merge(vec![("a.yml".into(), a)]).unwrap();
         let p = pkg_tree(&["eve-init"]);
-        let errs = validate(
+        let errs = validate_all(
             &m,
             &cfg(),
             p.path(),

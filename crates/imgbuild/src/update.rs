@@ -5,7 +5,7 @@
 use crate::cmd;
 use crate::error::{Error, IoContext, Result};
 use abupdate::artifact;
-use std::collections::BTreeMap;
+use abupdate::trust::Signer25519;
 use std::fs;
 use std::io::Write;
 use std::path::Path;
@@ -33,21 +33,22 @@ pub fn squash(root: &Path, out: &Path) -> Result<()> {
     .map(|_| ())
 }
 
-/// Writes `out` = header + `squashfs`; returns the manifest.
+/// Writes `out` = header signed by `key` + `squashfs`; returns the manifest.
 pub fn pack(
     squashfs: &Path,
     version: &str,
-    build: BTreeMap<String, String>,
+    info: artifact::BuildInfo,
+    key: &Signer25519,
     out: &Path,
 ) -> Result<artifact::Manifest> {
     let payload = fs::read(squashfs).at("read", squashfs)?;
-    let m = artifact::manifest_for(version, "x86_64", &payload, build).map_err(|source| {
+    let m = artifact::manifest_for(version, "x86_64", &payload, info).map_err(|source| {
         Error::Update {
             path: out.into(),
             source,
         }
     })?;
-    let header = artifact::header(&m).map_err(|source| Error::Update {
+    let header = artifact::header(&m, key).map_err(|source| Error::Update {
         path: out.into(),
         source,
     })?;
@@ -72,11 +73,28 @@ mod tests {
         payload.extend_from_slice(&[1u8; 5000]);
         fs::write(&sq, &payload).unwrap();
         let out = t.path().join("u.update");
-        let m = pack(&sq, "v2", BTreeMap::new(), &out).unwrap();
+        let key = Signer25519::from_seed(&[4; 32]);
+        let m = pack(&sq, "v2", Default::default(), &key, &out).unwrap();
         let mut src = abupdate::install::Source::open(out.to_str().unwrap()).unwrap();
-        assert_eq!(abupdate::install::check(&mut src, "x86_64").unwrap(), m);
+        let trust =
+            abupdate::trust::Trust::from_list(&abupdate::trust::KeyList::new(1, &[key.public()]))
+                .unwrap();
+        let running = artifact::Running {
+            version: "v1".into(),
+            security_epoch: 0,
+        };
+        let want = artifact::Expect {
+            arch: "x86_64",
+            trust: &trust,
+            running: &running,
+            allow_downgrade: false,
+        };
+        assert_eq!(
+            abupdate::install::check(&mut src, &want).unwrap().manifest,
+            m
+        );
         fs::write(&sq, b"not squashfs").unwrap();
-        let e = pack(&sq, "v2", BTreeMap::new(), &out).unwrap_err();
+        let e = pack(&sq, "v2", Default::default(), &key, &out).unwrap_err();
         assert!(abupdate::error::chain(&e).contains("not a squashfs"));
     }
 }

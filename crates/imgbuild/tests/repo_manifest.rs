@@ -12,12 +12,7 @@ fn the_repository_manifest_validates() {
             repo.join("linuxkit/dev.yml"),
         ],
         config: repo.join("rootfs/packages.toml"),
-        bins: Default::default(),
-        out: Default::default(),
-        cache: Default::default(),
-        apt_lists: Default::default(),
-        version: String::new(),
-        slot_size_mib: 0,
+        ..Default::default()
     };
     let (m, cfg) = imgbuild::build::load(&opts).unwrap();
     assert_eq!(
@@ -34,4 +29,24 @@ fn the_repository_manifest_validates() {
     ] {
         assert!(repo.join("pkg").join(name).join("Dockerfile").is_file());
     }
+}
+
+#[test]
+fn the_production_manifest_alone_validates_and_opens_nothing() {
+    let repo = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+    let opts = imgbuild::build::Options {
+        repo: repo.into(),
+        manifests: vec![repo.join("linuxkit/eve-storage.yml")],
+        config: repo.join("rootfs/packages.toml"),
+        profile: imgbuild::build::Profile::Prod,
+        ..Default::default()
+    };
+    let (m, _) = imgbuild::build::load(&opts).unwrap();
+    imgbuild::build::check_profile(&m, imgbuild::build::Profile::Prod).unwrap();
+    // The development set is refused as a production image.
+    let mut dev = opts.clone();
+    dev.manifests.push(repo.join("linuxkit/dev.yml"));
+    let (m, _) = imgbuild::build::load(&dev).unwrap();
+    let e = imgbuild::build::check_profile(&m, imgbuild::build::Profile::Prod).unwrap_err();
+    assert!(e.to_string().contains("dev profile"), "{e}");
 }

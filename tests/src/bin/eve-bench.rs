@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 #[derive(Parser)]
 #[command(about = "Benchmark the appliance's guest-disk paths and control plane")]
 struct Cli {
-    #[arg(long, default_value = "out/eve-storage.raw")]
+    #[arg(long, default_value = "out/eve-storage-dev.raw")]
     image: PathBuf,
     #[arg(long, default_value = "results")]
     out: PathBuf,
