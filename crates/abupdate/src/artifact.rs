@@ -74,7 +74,7 @@ pub struct Expect<'a> {
 pub enum ArtifactError {
     #[error("not an EVE update (no `{MAGIC}` header)")]
     NotAnUpdate,
-    #[error("update is not signed (format 1); this box installs only signed updates")]
+    #[error("update is not signed (no signature in its header); this box installs only updates signed by a key it trusts")]
     Unsigned,
     #[error("update signature refused")]
     Signature(#[source] TrustError),
@@ -197,9 +197,13 @@ pub fn parse_header(
     if fmt_ != FORMAT || parts.len() != 2 {
         return Err(ArtifactError::Format(fmt_));
     }
-    let (Some(json), Some(sig_line)) = (lines.next(), lines.next()) else {
+    let Some(json) = lines.next() else {
         return Err(ArtifactError::Corrupt("header lines missing".into()));
     };
+    let sig_line = lines.next().unwrap_or_default();
+    if sig_line.iter().all(|b| *b == 0 || b.is_ascii_whitespace()) {
+        return Err(ArtifactError::Unsigned);
+    }
     if lines.next().is_none_or(|rest| rest.iter().any(|b| *b != 0)) {
         return Err(ArtifactError::Corrupt(
             "bytes after the signature in the header".into(),
@@ -445,8 +449,12 @@ mod tests {
         for c in &mut nosig[nl + 1..4096] {
             *c = 0;
         }
+        assert_eq!(b.check(&nosig, false), Err(ArtifactError::Unsigned));
+        // A signature line that is not one.
+        let mut junk = good.clone();
+        junk[nl + 1] = b'x';
         assert!(matches!(
-            b.check(&nosig, false),
+            b.check(&junk, false),
             Err(ArtifactError::Corrupt(_))
         ));
         // Something smuggled after the signature.
