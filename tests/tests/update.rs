@@ -568,5 +568,30 @@ fn a_power_cut_mid_install_boots_the_old_slot_and_the_install_can_be_repeated() 
     let st = wait_status(&mut m, "v4 to be good", |s| good(s, "B"));
     assert_eq!(slot(&st, "B")["version"], "v4-rotate");
     check_keys(&mut m);
+    // The stored rotation lost (deleted from the ESP): the slot state still remembers list 2, so
+    // the box refuses updates instead of trusting the retired key again; put back, it trusts again.
+    let esp = "mkdir -p /run/esp && mount -t vfat /dev/disk/by-partlabel/EFI /run/esp";
+    m.ok(&format!(
+        "{esp} && mv /run/esp/EFI/eve/keys.json /run/esp/keys.aside && umount /run/esp"
+    ))
+    .unwrap();
+    for cmd in [
+        "abupdate verify /run/v5.update",
+        "abupdate verify /run/v5-old.update",
+        "abupdate install /run/v5-old.update",
+    ] {
+        let out = m.sh(cmd).unwrap();
+        assert!(
+            out.status == 1 && out.stderr.contains("missing or were rolled back"),
+            "{cmd}: {out:?}"
+        );
+    }
+    let text = m.ok("abupdate status").unwrap();
+    assert!(text.contains("updates refused:"), "{text}");
+    m.ok(&format!(
+        "{esp} && mv /run/esp/keys.aside /run/esp/EFI/eve/keys.json && umount /run/esp"
+    ))
+    .unwrap();
+    check_keys(&mut m);
     m.poweroff().unwrap();
 }

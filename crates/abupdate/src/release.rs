@@ -83,10 +83,19 @@ pub fn store_chain(esp: &Path, chain: &[SignedKeyList]) -> Result<()> {
     Ok(())
 }
 
-/// The keys this box trusts: the image's list, then every stored rotation in order.
-pub fn trust(release: &Release, chain: &[SignedKeyList]) -> Result<Trust> {
-    Trust::with_chain(&release.update_keys, chain)
-        .map_err(|e| Error::Device(format!("update keys ({CHAIN} on the ESP): {e}")))
+/// The keys this box trusts: the image's list, then every stored rotation in order. `recorded` is
+/// the newest list serial the slot state remembers accepting: a chain that ends below it was lost
+/// or rolled back, and the box refuses rather than trust retired keys again.
+pub fn trust(release: &Release, chain: &[SignedKeyList], recorded: u32) -> Result<Trust> {
+    let t = Trust::with_chain(&release.update_keys, chain)
+        .map_err(|e| Error::Device(format!("update keys ({CHAIN} on the ESP): {e}")))?;
+    if t.serial < recorded {
+        return Err(Error::Device(format!(
+            "update keys: this box accepted key list {recorded}, but the image and {CHAIN} on the              ESP give only list {}: the stored key rotations are missing or were rolled back;              refusing updates until {CHAIN} is restored",
+            t.serial
+        )));
+    }
+    Ok(t)
 }
 
 #[cfg(test)]
@@ -112,7 +121,14 @@ mod tests {
             signing: "release".into(),
             update_keys: KeyList::new(1, &[a.public()]),
         };
-        assert_eq!(trust(&rel, &[rot]).unwrap().ids(), vec![b.id()]);
+        assert_eq!(
+            trust(&rel, std::slice::from_ref(&rot), 2).unwrap().ids(),
+            vec![b.id()]
+        );
+        // The chain lost while the state remembers list 2: refused, not the built-in keys.
+        let e = trust(&rel, &[], 2).unwrap_err().to_string();
+        assert!(e.contains("missing or were rolled back"), "{e}");
+        assert_eq!(trust(&rel, &[], 0).unwrap().ids(), vec![a.id()]);
         std::fs::write(t.path().join(CHAIN), b"{garbage").unwrap();
         let e = load_chain(t.path()).unwrap_err().to_string();
         assert!(e.contains("keys.json") && e.contains("refusing"), "{e}");

@@ -112,6 +112,10 @@ pub struct Slots {
     pub order: [Slot; 2],
     pub a: SlotInfo,
     pub b: SlotInfo,
+    /// Serial of the newest update-key list this box accepted (`EVE_KEYS`; 0 = none recorded). A
+    /// second record beside the rotation chain, so losing the chain file is seen, not taken as
+    /// "no rotation".
+    pub keys: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -173,6 +177,7 @@ impl Slots {
                 ..SlotInfo::empty()
             },
             b: SlotInfo::empty(),
+            keys: 0,
         }
     }
 
@@ -228,10 +233,17 @@ impl Slots {
                 failure: get(&format!("{p}_FAIL"))?.into(),
             })
         };
+        let keys = match env.get("EVE_KEYS") {
+            None => 0,
+            Some(k) => k
+                .parse::<u32>()
+                .map_err(|_| StateError::Invalid("EVE_KEYS".into(), format!("{k:?}")))?,
+        };
         Ok(Slots {
             order,
             a: slot("A")?,
             b: slot("B")?,
+            keys,
         })
     }
 
@@ -247,6 +259,10 @@ impl Slots {
             m.insert(format!("{p}_TRIES"), i.tries.to_string());
             m.insert(format!("{p}_VER"), i.version.clone());
             m.insert(format!("{p}_FAIL"), i.failure.clone());
+        }
+        // Only once a rotation happened, so blocks from before it stay byte-identical.
+        if self.keys > 0 {
+            m.insert("EVE_KEYS".into(), self.keys.to_string());
         }
         m
     }
@@ -433,6 +449,27 @@ mod tests {
 
     fn v1() -> Slots {
         Slots::factory("v1")
+    }
+
+    #[test]
+    fn the_key_serial_round_trips_and_is_absent_until_a_rotation() {
+        let mut s = v1();
+        assert!(!s.to_env().contains_key("EVE_KEYS"));
+        assert_eq!(Slots::from_env(&s.to_env()).unwrap().keys, 0);
+        s.keys = 2;
+        let env = s.to_env();
+        assert_eq!(env["EVE_KEYS"], "2");
+        assert_eq!(Slots::from_env(&env).unwrap(), s);
+        let mut bad = env.clone();
+        bad.insert("EVE_KEYS".into(), "two".into());
+        assert!(Slots::from_env(&bad).is_err());
+        // The largest serial still fits the one-sector block with every other field at its longest.
+        s.keys = u32::MAX;
+        s.a.version = "v".repeat(MAX_VERSION);
+        s.b.version = "v".repeat(MAX_VERSION);
+        s.a.failure = "f".repeat(MAX_DETAIL);
+        s.b.failure = "f".repeat(MAX_DETAIL);
+        crate::grubenv::serialize(&s.to_env()).unwrap();
     }
 
     /// Install `ver` from `running` and power-cycle: returns the slot GRUB boots.

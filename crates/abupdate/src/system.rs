@@ -194,7 +194,8 @@ impl System {
     )> {
         let rel = Release::load(&self.roots.etc)?;
         let chain = release::load_chain(esp_dir)?;
-        let t = release::trust(&rel, &chain)?;
+        let recorded = esp::load(esp_dir)?.keys;
+        let t = release::trust(&rel, &chain, recorded)?;
         Ok((rel, chain, t))
     }
 
@@ -308,7 +309,13 @@ impl System {
                         list.key
                     ));
                 }
-                self.change(|s| s.install_complete(running, &m.version, tries))?;
+                let serial = checked.rotated.as_ref().map(|t| t.serial);
+                self.change(|s| {
+                    if let Some(n) = serial {
+                        s.keys = s.keys.max(n);
+                    }
+                    s.install_complete(running, &m.version, tries)
+                })?;
                 log(format!(
                     "slot {target} holds version {}, verified; it is tried on the next boot",
                     m.version
