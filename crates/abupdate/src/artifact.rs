@@ -185,17 +185,24 @@ pub fn parse_header(
     let mut lines = text.splitn(4, |b| *b == b'\n');
     let first = String::from_utf8_lossy(lines.next().unwrap_or_default()).into_owned();
     let parts: Vec<&str> = first.split(' ').collect();
+    if parts.first() != Some(&MAGIC) {
+        return Err(ArtifactError::NotAnUpdate);
+    }
     let fmt_ = match parts.as_slice() {
         [_, f] | [_, f, _] => f
             .parse::<u32>()
             .map_err(|_| ArtifactError::Corrupt(format!("format {f:?}")))?,
         _ => return Err(ArtifactError::Corrupt(format!("first line {first:?}"))),
     };
+    // Format 1 was `EVE-UPDATE 1 <sha256>`, with no signature.
     if fmt_ == 1 {
         return Err(ArtifactError::Unsigned);
     }
-    if fmt_ != FORMAT || parts.len() != 2 {
+    if fmt_ != FORMAT {
         return Err(ArtifactError::Format(fmt_));
+    }
+    if parts.len() != 2 {
+        return Err(ArtifactError::Corrupt(format!("first line {first:?}")));
     }
     let Some(json) = lines.next() else {
         return Err(ArtifactError::Corrupt("header lines missing".into()));
@@ -213,8 +220,15 @@ pub fn parse_header(
         .map_err(|e| ArtifactError::Corrupt(format!("signature line: {e}")))?;
     let m: Manifest = serde_json::from_slice(json)
         .map_err(|e| ArtifactError::Corrupt(format!("manifest: {e}")))?;
+    // A rotation the box already has (or is past) is ignored: artifacts keep carrying a rotation
+    // for boxes that missed the update that brought it, and the signature below must then verify
+    // against the keys trusted now.
     let rotated = match &m.keys {
-        Some(list) => Some(want.trust.rotate(list).map_err(ArtifactError::Rotation)?),
+        Some(list) => match want.trust.rotate(list) {
+            Ok(t) => Some(t),
+            Err(TrustError::Stale(..)) => None,
+            Err(e) => return Err(ArtifactError::Rotation(e)),
+        },
         None => None,
     };
     rotated
@@ -538,6 +552,19 @@ mod tests {
         // Signed by the old key while carrying a list that retires it: refused.
         assert!(matches!(
             b.check(&mk(Some(rotation), &old), false),
+            Err(ArtifactError::Signature(TrustError::Untrusted(..)))
+        ));
+        // A box already at list 2 takes an artifact that still carries that rotation (signed by
+        // the key it retired) as long as the artifact itself is signed by a key of list 2.
+        let at2 = Box_ {
+            trust: Trust::from_list(&KeyList::new(2, &[new.public()])).unwrap(),
+            running: b.running.clone(),
+        };
+        let again = old.sign_list(&KeyList::new(2, &[new.public()])).unwrap();
+        let c = at2.check(&mk(Some(again.clone()), &new), false).unwrap();
+        assert_eq!(c.rotated, None);
+        assert!(matches!(
+            at2.check(&mk(Some(again), &old), false),
             Err(ArtifactError::Signature(TrustError::Untrusted(..)))
         ));
         // A list signed by a key the box does not trust.

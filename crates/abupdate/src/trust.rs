@@ -148,7 +148,13 @@ impl Trust {
     }
 
     /// The trust after accepting rotation `s`: signed by a key trusted now, with a higher serial.
+    /// `Stale` (checked first) means the box is already at that list or past it: a caller may
+    /// ignore such a rotation, since ignoring one grants nothing.
     pub fn rotate(&self, s: &SignedKeyList) -> Result<Trust, TrustError> {
+        let l = KeyList::parse(s.list.as_bytes())?;
+        if l.serial <= self.serial {
+            return Err(TrustError::Stale(l.serial, self.serial));
+        }
         self.verify(
             KEY_LIST_CONTEXT,
             s.list.as_bytes(),
@@ -157,10 +163,6 @@ impl Trust {
                 sig: s.sig.clone(),
             },
         )?;
-        let l = KeyList::parse(s.list.as_bytes())?;
-        if l.serial <= self.serial {
-            return Err(TrustError::Stale(l.serial, self.serial));
-        }
         Trust::from_list(&l)
     }
 

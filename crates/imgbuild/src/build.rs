@@ -70,8 +70,9 @@ impl Profile {
 /// Images and services that open the box; a production image refuses them.
 const DEBUG_ONLY: [&str; 2] = ["linuxkit/getty", "eve-storage/eve-agent"];
 
-/// A production image must not carry a console shell or the test agent, whatever the manifests say.
-pub fn check_profile(m: &Manifest, profile: Profile) -> Result<()> {
+/// A production image must not carry a console shell or the test agent, whatever the manifests
+/// say: neither the known debug images nor any image mapped onto the console.
+pub fn check_profile(m: &Manifest, cfg: &Config, profile: Profile) -> Result<()> {
     if profile == Profile::Dev {
         return Ok(());
     }
@@ -82,7 +83,9 @@ pub fn check_profile(m: &Manifest, profile: Profile) -> Result<()> {
         .map(|e| (e.name.as_str(), e.image.as_str()))
         .chain(m.init.iter().map(|i| ("init", i.as_str())));
     for (name, image) in named {
-        if DEBUG_ONLY.contains(&manifest::repo_of(image)) {
+        let repo = manifest::repo_of(image);
+        let on_console = cfg.images.get(repo).is_some_and(|i| i.console);
+        if DEBUG_ONLY.contains(&repo) || on_console {
             return Err(Error::Manifest {
                 path: "--profile prod".into(),
                 msg: format!(
@@ -1287,7 +1290,7 @@ pub fn build(opts: &Options) -> Result<BuildManifest> {
     })?;
     let (m, cfg) = pr.step("manifest", || {
         let (m, cfg) = load(opts)?;
-        check_profile(&m, opts.profile)?;
+        check_profile(&m, &cfg, opts.profile)?;
         Ok((m, cfg))
     })?;
     // Keys before the long steps, so a missing or bad key fails in a second.
@@ -1606,23 +1609,50 @@ mod tests {
 
     #[test]
     fn a_production_image_refuses_the_shell_and_the_agent() {
+        let cfg = manifest::parse_config(
+            Path::new("packages.toml"),
+            r#"
+[apt]
+suites = ["bookworm"]
+backports = []
+exclude = []
+[kernel]
+package = "k"
+headers = "h"
+series = "6.12"
+modules = []
+initramfs_modules = []
+[zfs]
+dkms_package = "zfs-dkms"
+userland = []
+[base]
+packages = []
+[images."vendor/rescue"]
+command = ["/bin/sh"]
+console = true
+"#,
+        )
+        .unwrap();
         let base = manifest::parse(
             Path::new("a.yml"),
             "kernel:\n  image: k\ninit: [i]\nservices:\n  - name: zed\n    image: eve-storage/zfs-tools:dev\n",
         )
         .unwrap();
-        check_profile(&base, Profile::Prod).unwrap();
+        check_profile(&base, &cfg, Profile::Prod).unwrap();
         for (name, image) in [
             ("getty", "linuxkit/getty:v1.0.0"),
             ("x", "eve-storage/eve-agent:dev"),
+            ("rescue", "vendor/rescue:1"),
         ] {
             let text = format!(
                 "kernel:\n  image: k\ninit: [i]\nservices:\n  - name: {name}\n    image: {image}\n"
             );
             let m = manifest::parse(Path::new("a.yml"), &text).unwrap();
-            let e = check_profile(&m, Profile::Prod).unwrap_err().to_string();
+            let e = check_profile(&m, &cfg, Profile::Prod)
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(name) && e.contains("dev profile"), "{e}");
-            check_profile(&m, Profile::Dev).unwrap();
+            check_profile(&m, &cfg, Profile::Dev).unwrap();
         }
     }
 }

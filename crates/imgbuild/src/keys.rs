@@ -72,11 +72,18 @@ pub fn for_build(explicit: Option<&Path>, release: bool, cache: &Path) -> Result
             let key = if p.exists() {
                 load(&p)?
             } else {
-                eprintln!(
-                    "      no SIGNING_KEY: made a development key {} (images and updates are marked dev-signed)",
-                    p.display()
-                );
-                generate(&p)?
+                match generate(&p) {
+                    Ok(k) => {
+                        eprintln!(
+                            "      no SIGNING_KEY: made a development key {} (images and updates are marked dev-signed)",
+                            p.display()
+                        );
+                        k
+                    }
+                    // Another build (make -j) made it first.
+                    Err(_) if p.exists() => load(&p)?,
+                    Err(e) => return Err(e),
+                }
             };
             Ok(Signing {
                 key,

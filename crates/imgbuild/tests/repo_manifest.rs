@@ -41,12 +41,12 @@ fn the_production_manifest_alone_validates_and_opens_nothing() {
         profile: imgbuild::build::Profile::Prod,
         ..Default::default()
     };
-    let (m, _) = imgbuild::build::load(&opts).unwrap();
-    imgbuild::build::check_profile(&m, imgbuild::build::Profile::Prod).unwrap();
+    let (m, cfg) = imgbuild::build::load(&opts).unwrap();
+    imgbuild::build::check_profile(&m, &cfg, imgbuild::build::Profile::Prod).unwrap();
     // The development set is refused as a production image.
     let mut dev = opts.clone();
     dev.manifests.push(repo.join("linuxkit/dev.yml"));
-    let (m, _) = imgbuild::build::load(&dev).unwrap();
-    let e = imgbuild::build::check_profile(&m, imgbuild::build::Profile::Prod).unwrap_err();
+    let (m, cfg) = imgbuild::build::load(&dev).unwrap();
+    let e = imgbuild::build::check_profile(&m, &cfg, imgbuild::build::Profile::Prod).unwrap_err();
     assert!(e.to_string().contains("dev profile"), "{e}");
 }
