@@ -383,7 +383,11 @@ fn vhost_scsi_wiring_and_qcow2_import_carry_the_right_data() {
         !sd.is_empty()
     });
     fio(&mut m, &format!("/dev/{sd}"), false);
-    // The zvol holds what went through LIO.
+    // The zvol holds what went through LIO. LIO wrote beneath the zvol device's page cache, which
+    // may still hold what udev read when the zvol appeared (seen once in CI as a block of zeros):
+    // drop it before reading.
+    m.ok("sync && blockdev --flushbufs /dev/zvol/persist/vault/volumes/vs && echo 3 > /proc/sys/vm/drop_caches")
+        .unwrap();
     fio(&mut m, "/dev/zvol/persist/vault/volumes/vs", true);
     m.ok(&format!(
         "rm {lb}/lun/lun_0/vs && rmdir {lb}/lun/lun_0 {lb} {t}/loopback/naa.5001405000000001"
