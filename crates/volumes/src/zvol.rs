@@ -245,10 +245,37 @@ pub fn export_path(ds: &str) -> String {
 }
 
 /// udev makes the link shortly after `zfs create`.
+/// udev's tool, to have it process the zvols' block devices again.
+pub const UDEVADM: &str = "/bin/udevadm";
+
+/// Waits for a zvol's udev link. udev can lose a zvol's event (seen once after a power cut, under
+/// TCG load: one link never made, every pass stuck on it), so after a third of `timeout` without
+/// the link, every zvol's block device is triggered again, once, before giving up.
 pub fn wait_dev(roots: &Roots, ds: &str, timeout: Duration) -> Result<PathBuf> {
     let p = dev_path(roots, ds);
     let t0 = Instant::now();
+    let mut retriggered = false;
     while !p.exists() {
+        if !retriggered && t0.elapsed() > timeout / 3 {
+            retriggered = true;
+            eprintln!(
+                "volumes: {} missing after {} s: asking udev to process the zvols again",
+                p.display(),
+                t0.elapsed().as_secs()
+            );
+            if let Err(e) = zfs::run(
+                UDEVADM,
+                &zfs_args(&[
+                    "trigger",
+                    "--action=add",
+                    "--subsystem-match=block",
+                    "--sysname-match=zd*",
+                ]),
+                None,
+            ) {
+                eprintln!("volumes: {e}");
+            }
+        }
         if t0.elapsed() > timeout {
             return Err(Error::DeviceTimeout {
                 dev: p,
