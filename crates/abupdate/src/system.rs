@@ -16,6 +16,15 @@ use std::fs::File;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+/// What decides which updates this box takes, read together.
+#[derive(Debug)]
+struct Trusted {
+    release: Release,
+    chain: Vec<crate::trust::SignedKeyList>,
+    trust: crate::trust::Trust,
+    slots: Slots,
+}
+
 #[derive(Debug)]
 pub struct System {
     pub roots: Roots,
@@ -184,52 +193,51 @@ impl System {
     }
 
     /// The release facts, the stored rotations and the trust they give.
-    fn trust(
-        &self,
-        esp_dir: &Path,
-    ) -> Result<(
-        Release,
-        Vec<crate::trust::SignedKeyList>,
-        crate::trust::Trust,
-    )> {
-        let rel = Release::load(&self.roots.etc)?;
-        let chain = release::load_chain(esp_dir)?;
-        let recorded = esp::load(esp_dir)?.keys;
-        let t = release::trust(&rel, &chain, recorded)?;
-        Ok((rel, chain, t))
+    /// The release facts, the stored rotations, the trust they give and the slot state, from one
+    /// mount of the ESP.
+    fn trusted(&self) -> Result<Trusted> {
+        let _l = self.state_lock()?;
+        let m = self.mount()?;
+        let release = Release::load(&self.roots.etc)?;
+        let chain = release::load_chain(&m.dir)?;
+        let slots = esp::load(&m.dir)?;
+        let trust = release::trust(&release, &chain, slots.keys)?;
+        Ok(Trusted {
+            release,
+            chain,
+            trust,
+            slots,
+        })
     }
 
     fn update_policy(&self) -> Result<UpdatePolicy> {
-        let _l = self.state_lock()?;
-        let m = self.mount()?;
-        let (rel, _, t) = self.trust(&m.dir)?;
+        let t = self.trusted()?;
         Ok(UpdatePolicy {
-            profile: rel.profile,
-            signing: rel.signing,
-            security_epoch: rel.security_epoch,
-            key_serial: t.serial,
-            trusted_keys: t.ids(),
+            profile: t.release.profile,
+            signing: t.release.signing,
+            security_epoch: t.release.security_epoch,
+            key_serial: t.trust.serial,
+            trusted_keys: t.trust.ids(),
         })
+    }
+
+    /// Every check of an artifact against this box, before anything is written.
+    fn check(&self, src: &mut Source, t: &Trusted, allow_downgrade: bool) -> Result<Checked> {
+        install::check(
+            src,
+            &Expect {
+                arch: std::env::consts::ARCH,
+                trust: &t.trust,
+                running: &t.release.running(),
+                allow_downgrade,
+            },
+        )
     }
 
     /// Checks an artifact as `install` would, without writing anything.
     pub fn verify(&self, arg: &str, allow_downgrade: bool) -> Result<Checked> {
-        let (rel, _, trust) = {
-            let _l = self.state_lock()?;
-            let m = self.mount()?;
-            self.trust(&m.dir)?
-        };
-        let mut src = Source::open(arg)?;
-        let running = rel.running();
-        install::check(
-            &mut src,
-            &Expect {
-                arch: std::env::consts::ARCH,
-                trust: &trust,
-                running: &running,
-                allow_downgrade,
-            },
-        )
+        let t = self.trusted()?;
+        self.check(&mut Source::open(arg)?, &t, allow_downgrade)
     }
 
     pub fn report(&self, s: &Slots) -> Report {
@@ -264,23 +272,10 @@ impl System {
             ))
         })?;
         // Refuse early (before reading a large file) when the state does not allow an install.
-        self.read()?.clone().install_started(running)?;
-        let (rel, chain, trust) = {
-            let _l = self.state_lock()?;
-            let m = self.mount()?;
-            self.trust(&m.dir)?
-        };
+        let t = self.trusted()?;
+        t.slots.clone().install_started(running)?;
         let mut src = Source::open(arg)?;
-        let run = rel.running();
-        let checked = install::check(
-            &mut src,
-            &Expect {
-                arch: std::env::consts::ARCH,
-                trust: &trust,
-                running: &run,
-                allow_downgrade,
-            },
-        )?;
+        let checked = self.check(&mut src, &t, allow_downgrade)?;
         let m = checked.manifest;
         let part = self.disk.slot(target).clone();
         log(format!(
@@ -299,7 +294,7 @@ impl System {
                     // and the rotation (which a trusted key signed) in place.
                     let _l = self.state_lock()?;
                     let mnt = self.mount()?;
-                    let mut c = chain.clone();
+                    let mut c = t.chain.clone();
                     c.push(list.clone());
                     release::store_chain(&mnt.dir, &c)?;
                     log(format!(

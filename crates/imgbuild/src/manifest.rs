@@ -190,6 +190,17 @@ pub fn parse_config(path: &Path, text: &str) -> Result<Config> {
 
 /// Everything wrong with the manifest against the mapping, the pkg/ tree and the workspace's
 /// binaries, so one run reports all problems at once.
+/// (who, image) for the init and every onboot, onshutdown and service entry.
+fn images_of(m: &Manifest) -> impl Iterator<Item = (&str, &str)> {
+    m.init.iter().map(|i| ("init", i.as_str())).chain(
+        m.onboot
+            .iter()
+            .chain(&m.onshutdown)
+            .chain(&m.services)
+            .map(|e| (e.name.as_str(), e.image.as_str())),
+    )
+}
+
 pub fn validate(
     m: &Manifest,
     cfg: &Config,
@@ -201,10 +212,7 @@ pub fn validate(
         return vec!["no `kernel:` section".into()];
     };
     let mut used_images: Vec<(&str, &str)> = vec![("kernel", kernel.image.as_str())];
-    used_images.extend(m.init.iter().map(|i| ("init", i.as_str())));
-    for e in m.onboot.iter().chain(&m.onshutdown).chain(&m.services) {
-        used_images.push((e.name.as_str(), e.image.as_str()));
-    }
+    used_images.extend(images_of(m));
     let mut referenced_pkgs = BTreeSet::new();
     for (who, image) in &used_images {
         let repo = repo_of(image);
@@ -273,10 +281,7 @@ pub fn validate_complete(
     workspace_bins: &BTreeSet<String>,
 ) -> Vec<String> {
     let mut errs = Vec::new();
-    let mut used_images: Vec<&str> = m.init.iter().map(String::as_str).collect();
-    for e in m.onboot.iter().chain(&m.onshutdown).chain(&m.services) {
-        used_images.push(e.image.as_str());
-    }
+    let used_images: Vec<&str> = images_of(m).map(|(_, i)| i).collect();
     let referenced_pkgs: BTreeSet<String> = used_images
         .iter()
         .filter_map(|i| repo_of(i).strip_prefix("eve-storage/"))
