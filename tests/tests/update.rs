@@ -238,6 +238,8 @@ fn v2_installs_and_becomes_good_while_unbootable_and_unhealthy_v3_roll_back_by_t
         std::fs::write(&p, b).unwrap();
         p
     };
+    // Test folders outlive a run, and a key file is never overwritten.
+    let _ = std::fs::remove_file(dir.join("stranger.pem"));
     let stranger = imgbuild::keys::generate(&dir.join("stranger.pem")).unwrap();
     let wrong_key = variant_with(&dir, "v2-stranger", &stranger, info(0), |_| {});
     let tampered = doctored(
@@ -524,6 +526,7 @@ fn a_power_cut_mid_install_boots_the_old_slot_and_the_install_can_be_repeated() 
     // key the box trusts now. Once v4 is installed, the retired key signs nothing any more, before
     // and after booting v4 (whose own built-in list still names the old key: the ESP's chain
     // governs).
+    let _ = std::fs::remove_file(dir.join("new.pem"));
     let new_key = imgbuild::keys::generate(&dir.join("new.pem")).unwrap();
     let new_pub = dir.join("new.pub");
     std::fs::write(
