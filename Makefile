@@ -20,12 +20,16 @@ MANIFESTS_dev  := linuxkit/eve-storage.yml linuxkit/dev.yml
 # ROTATION (from `eve-imgbuild rotate-keys`) and KEY_SERIAL (the image's key list serial) are
 # passed through.
 SIGNING_KEY    ?=
+# Secure Boot: BOOT_KEYS=dir (`eve-imgbuild new-boot-keys`: firmware PK/KEK/db and GRUB's OpenPGP
+# key); without it a development set is made once in $(CACHE)/keys/dev-boot.
+BOOT_KEYS      ?=
 RELEASE        ?=
 SECURITY_EPOCH ?= 0
 TRUSTED_KEYS   ?=
 ROTATION       ?=
 KEY_SERIAL     ?= 1
 SIGN_FLAGS := $(if $(SIGNING_KEY),--signing-key $(abspath $(SIGNING_KEY))) $(if $(RELEASE),--release) \
+    $(if $(BOOT_KEYS),--boot-keys $(abspath $(BOOT_KEYS))) \
     --security-epoch $(SECURITY_EPOCH) --key-serial $(KEY_SERIAL) $(addprefix --trusted-key ,$(TRUSTED_KEYS)) \
     $(if $(ROTATION),--rotation $(abspath $(ROTATION)))
 IMGBUILD = $(CARGO) run --release --locked -q -p imgbuild --

@@ -7,7 +7,8 @@ SOURCES=/etc/apt/sources.list.d/eve-storage.sources
 HOST_PKGS="qemu-system-x86 ovmf swtpm swtpm-tools grub-efi-amd64-bin grub-common grub2-common
  squashfs-tools mtools dosfstools gdisk xz-utils zstd cpio kmod e2fsprogs
  build-essential autoconf automake libtool bc flex bison libelf-dev dwarves
- pkg-config libssl-dev iproute2 socat libtss2-dev libblkid-dev libclang-dev"
+ pkg-config libssl-dev iproute2 socat libtss2-dev libblkid-dev libclang-dev libdevmapper-dev
+ osslsigncode gnupg cryptsetup-bin python3-virt-firmware"
 
 missing=""
 for p in $HOST_PKGS; do
@@ -62,11 +63,14 @@ echo "host-deps: apt-get update" >&2
 apt-get update -q >&2
 [ -z "$missing" ] && exit 0
 echo "host-deps: installing:$missing" >&2
-# qemu must come from backports to match the preinstalled qemu-utils 10.0.
-DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-    $(echo "$missing" | sed 's/qemu-system-x86//') >&2
-# qemu-system-x86 is only current in backports; the rest stays on stable.
-case "$missing" in *qemu-system-x86*)
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-        -t bookworm-backports qemu-system-x86 >&2 ;;
-esac
+# qemu must come from backports to match the preinstalled qemu-utils 10.0, and virt-fw-vars
+# (which enrolls the Secure Boot keys into OVMF's variables) is only in backports.
+BACKPORTS="qemu-system-x86 python3-virt-firmware"
+stable=""
+from_bp=""
+for p in $missing; do
+    case " $BACKPORTS " in *" $p "*) from_bp="$from_bp $p" ;; *) stable="$stable $p" ;; esac
+done
+[ -z "$stable" ] || DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $stable >&2
+[ -z "$from_bp" ] || DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+    -t bookworm-backports $from_bp >&2

@@ -53,6 +53,14 @@ pub fn parse_cmdline(cmdline: &str) -> Result<(Slot, Uuid)> {
     }
 }
 
+/// The slot GRUB refused before booting this one (`eve.refused=A|B`), if any.
+pub fn refused_slot(cmdline: &str) -> Option<Slot> {
+    cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("eve.refused="))
+        .and_then(Slot::parse)
+}
+
 fn candidate_disk(name: &str) -> bool {
     ![
         "loop",
@@ -168,6 +176,16 @@ pub fn find(roots: &Roots, running: Slot, root: Uuid) -> Result<BootDisk> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_slot_grub_refused_comes_from_the_command_line() {
+        assert_eq!(
+            refused_slot("root=PARTUUID=x eve.slot=B eve.refused=A quiet"),
+            Some(Slot::A)
+        );
+        assert_eq!(refused_slot("eve.slot=A"), None);
+        assert_eq!(refused_slot("eve.refused=C eve.refused="), None);
+    }
 
     /// A 64 MiB sparse disk file with the appliance's GPT layout; returns slot A's guid.
     fn disk(path: &Path) -> Uuid {

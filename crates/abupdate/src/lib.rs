@@ -15,3 +15,4 @@ pub mod roots;
 pub mod state;
 pub mod system;
 pub mod trust;
+pub mod verity;

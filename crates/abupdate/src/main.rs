@@ -144,7 +144,17 @@ fn run(cli: Cli) -> abupdate::error::Result<()> {
 
 fn health(sys: &System, timeout: u64, settle: u64, no_reboot: bool) -> abupdate::error::Result<()> {
     let running = sys.running();
-    let (s, changed) = sys.change(|s| Ok(s.boot_observed(running)))?;
+    let refused = sys.refused();
+    let (s, changed) = sys.change(|s| {
+        let mut c = s.boot_observed(running);
+        if let Some(r) = refused {
+            c |= s.image_refused(
+                r,
+                "boot: GRUB refused its kernel, initrd or config (not signed by the project's key)",
+            );
+        }
+        Ok(c)
+    })?;
     let other = s.get(running.other());
     if changed {
         eprintln!(

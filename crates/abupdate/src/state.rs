@@ -364,6 +364,21 @@ impl Slots {
         changed
     }
 
+    /// `slot`'s image failed verification at boot (GRUB refused its signed files, or stage 1
+    /// found it does not match its signed root hash): it cannot be booted, whatever it was, so it
+    /// is marked bad even if it was the only good slot, and the other slot is preferred.
+    pub fn image_refused(&mut self, slot: Slot, why: &str) -> Changed {
+        let before = self.clone();
+        let s = self.get_mut(slot);
+        if s.state != State::Empty {
+            s.state = State::Bad;
+        }
+        s.tries = 0;
+        s.failure = detail(why);
+        self.prefer(slot.other());
+        *self != before
+    }
+
     /// The running slot proved healthy.
     pub fn mark_good(&mut self, running: Slot) -> Changed {
         let before = self.clone();
@@ -530,6 +545,31 @@ mod tests {
         for bad in ["", "a b", "../x", "v\n", &"9".repeat(33)] {
             assert!(validate_version(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_refused_image_is_bad_even_when_it_was_the_only_good_slot() {
+        // v1 in A (good), v2 in B on trial: GRUB refuses A's files (tampered) and boots B.
+        let mut s = v1();
+        s.install_started(Slot::A).unwrap();
+        s.install_complete(Slot::A, "v2", 1).unwrap();
+        assert!(
+            s.mark_bad(Slot::A, "x").is_err(),
+            "mark_bad keeps the only good slot"
+        );
+        assert!(s.image_refused(Slot::A, "boot: GRUB refused slot A (signature)"));
+        assert_eq!(s.a.state, State::Bad);
+        assert_eq!(s.order[0], Slot::B);
+        assert!(!s.image_refused(Slot::A, "boot: GRUB refused slot A (signature)"));
+        // With nothing else bootable GRUB's last resort still picks the refused slot, where the
+        // verification stops the boot again (it is never trusted by being the only one).
+        let mut only = v1();
+        only.image_refused(Slot::A, "boot: verity");
+        assert_eq!(grub_pick(&mut only), Slot::A);
+        // An empty slot stays empty.
+        let mut e = v1();
+        e.image_refused(Slot::B, "boot: x");
+        assert_eq!(e.b.state, State::Empty);
     }
 
     #[test]

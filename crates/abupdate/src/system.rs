@@ -29,6 +29,7 @@ struct Trusted {
 pub struct System {
     pub roots: Roots,
     pub disk: BootDisk,
+    refused: Option<Slot>,
 }
 
 /// An exclusive flock held until dropped.
@@ -153,7 +154,12 @@ impl System {
         let text = std::fs::read_to_string(&cl).at("read", &cl)?;
         let (running, root) = device::parse_cmdline(&text)?;
         let disk = device::find(&roots, running, root)?;
-        Ok(System { roots, disk })
+        let refused = device::refused_slot(&text).filter(|s| *s != running);
+        Ok(System {
+            roots,
+            disk,
+            refused,
+        })
     }
 
     /// Serialises state reads and changes (short); installs have their own lock, so `status`
@@ -165,6 +171,12 @@ impl System {
 
     pub fn running(&self) -> Slot {
         self.disk.running
+    }
+
+    /// The other slot, when GRUB refused its image (a signature that did not verify) on the way to
+    /// this boot.
+    pub fn refused(&self) -> Option<Slot> {
+        self.refused
     }
 
     fn mount(&self) -> Result<Mounted> {

@@ -182,6 +182,50 @@ impl Trust {
     }
 }
 
+impl Trust {
+    /// The keys a slot's image may be signed with to boot: the built-in list and every list of the
+    /// stored rotation chain that verifies from it. Unlike [`Trust::with_chain`], keys a rotation
+    /// retired stay valid here, since the older slot (signed before the rotation) must stay
+    /// bootable for a rollback; they no longer sign updates. A chain that does not verify adds
+    /// nothing (the error says why).
+    pub fn boot(builtin: &KeyList, chain: &[SignedKeyList]) -> (Trust, Option<TrustError>) {
+        let Ok(mut all) = Trust::from_list(builtin) else {
+            return (
+                Trust {
+                    serial: builtin.serial,
+                    keys: Vec::new(),
+                },
+                Some(TrustError::Empty),
+            );
+        };
+        let mut t = all.clone();
+        for s in chain {
+            let Ok(l) = KeyList::parse(s.list.as_bytes()) else {
+                return (
+                    all,
+                    Some(TrustError::Parse("a rotation does not parse".into())),
+                );
+            };
+            if l.serial <= t.serial {
+                continue;
+            }
+            match t.rotate(s) {
+                Ok(n) => {
+                    for k in &n.keys {
+                        if !all.keys.contains(k) {
+                            all.keys.push(*k);
+                        }
+                    }
+                    all.serial = n.serial;
+                    t = n;
+                }
+                Err(e) => return (all, Some(e)),
+            }
+        }
+        (all, None)
+    }
+}
+
 /// A private key as the builder holds it: a PKCS#8 PEM file (`openssl genpkey -algorithm ed25519`).
 #[derive(Debug)]
 pub struct Signer25519 {
@@ -275,6 +319,26 @@ mod tests {
             Err(TrustError::Invalid(s.id())),
             "a manifest signature is not a key-list signature"
         );
+    }
+
+    #[test]
+    fn boot_trust_keeps_retired_keys_and_ignores_a_broken_chain() {
+        let (old, new, evil) = (signer(1), signer(2), signer(9));
+        let builtin = KeyList::new(1, &[old.public()]);
+        let rot = old.sign_list(&KeyList::new(2, &[new.public()])).unwrap();
+        let (t, e) = Trust::boot(&builtin, std::slice::from_ref(&rot));
+        assert_eq!(e, None);
+        assert_eq!(t.ids(), vec![old.id(), new.id()]);
+        // Updates trust the new list only.
+        assert_eq!(
+            Trust::with_chain(&builtin, &[rot]).unwrap().ids(),
+            vec![new.id()]
+        );
+        // A chain link signed by a key nobody trusted adds nothing.
+        let forged = evil.sign_list(&KeyList::new(2, &[evil.public()])).unwrap();
+        let (t, e) = Trust::boot(&builtin, &[forged]);
+        assert!(matches!(e, Some(TrustError::Untrusted(..))));
+        assert_eq!(t.ids(), vec![old.id()]);
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod stage1;
 pub mod status;
 pub mod supervisor;
 pub mod sys;
+pub mod verity;
 
 /// Present only in the initramfs; its absence means stage 2.
 pub const INITRAMFS_MARKER: &str = "/eve-initramfs";

@@ -1,8 +1,12 @@
-//! Stage 1, in the initramfs: load the storage drivers, find the slot's squashfs by the PARTUUID
-//! GRUB passed, mount it and switch_root into it. On failure it says what it saw and reboots, so
-//! GRUB's boot counting can fall back to the other slot.
+//! Stage 1, in the initramfs: load the storage drivers, find the slot by the PARTUUID GRUB passed,
+//! check its signed verity descriptor and every block of its squashfs (`verity`), mount it
+//! through dm-verity and switch_root into it. An image that fails verification is marked bad on
+//! the ESP and the box reboots into the other slot, or stops with the reason when there is none;
+//! other failures reboot, so GRUB's boot counting can fall back.
 
-use crate::{cmdline, partfind, roots::Roots, sys};
+use crate::{partfind, roots::Roots, sys, verity};
+use abupdate::device::BootDisk;
+use abupdate::state::{Slot, State};
 use nix::mount::{mount, MsFlags};
 use std::ffi::CString;
 use std::path::Path;
@@ -12,6 +16,7 @@ const NEWROOT: &str = "/newroot";
 /// Module paths in load order, written by the builder.
 const LOAD_ORDER: &str = "/lib/modules/load-order";
 const ROOT_WAIT: Duration = Duration::from_secs(60);
+const ESP_DIR: &str = "/esp";
 
 fn load_modules() {
     let Ok(list) = std::fs::read_to_string(LOAD_ORDER) else {
@@ -44,6 +49,64 @@ fn fail(msg: String) -> ! {
     }
 }
 
+/// Runs `f` on the mounted ESP; `None` (logged) when it cannot be mounted or `f` fails.
+fn with_esp<T>(bd: &BootDisk, f: impl FnOnce(&Path) -> abupdate::error::Result<T>) -> Option<T> {
+    let m = match abupdate::esp::Mounted::new(&bd.esp.dev, Path::new(ESP_DIR)) {
+        Ok(m) => m,
+        Err(e) => {
+            sys::log(format!("ESP {}: {e}", bd.esp.dev.display()));
+            return None;
+        }
+    };
+    match f(&m.dir) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            sys::log(format!("ESP {}: {e}", bd.esp.dev.display()));
+            None
+        }
+    }
+}
+
+/// The slot's image failed verification: record it, then boot the other slot if it holds an
+/// image; never boot this one.
+fn refuse(bd: Option<&BootDisk>, slot: Slot, why: &str) -> ! {
+    sys::log(format!("SLOT {slot} REFUSED: {why}"));
+    let other = bd.and_then(|bd| {
+        with_esp(bd, |dir| {
+            let mut s = abupdate::esp::load(dir)?;
+            if s.image_refused(slot, &format!("boot: verity: {why}")) {
+                abupdate::esp::store(dir, &s)?;
+            }
+            Ok(s.get(slot.other()).state)
+        })
+    });
+    match other {
+        Some(State::Empty) => {
+            sys::log(format!(
+                "slot {} holds no image: nothing verified to boot; this box stops here (reinstall it from a signed image)",
+                slot.other()
+            ));
+            loop {
+                sys::sleep(Duration::from_secs(3600));
+            }
+        }
+        Some(_) => {
+            sys::log(format!(
+                "slot {slot} marked bad; rebooting into slot {}",
+                slot.other()
+            ));
+            sys::sleep(Duration::from_secs(3));
+            let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_AUTOBOOT);
+            loop {
+                sys::sleep(Duration::from_secs(60));
+            }
+        }
+        None => fail(format!(
+            "slot {slot} failed verification and the slot state could not be updated"
+        )),
+    }
+}
+
 pub fn run() -> ! {
     sys::mount_fs("devtmpfs", "/dev", MsFlags::MS_NOSUID, Some("mode=0755"));
     sys::mount_fs(
@@ -59,12 +122,9 @@ pub fn run() -> ! {
         None,
     );
     let cmd = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
-    let params = cmdline::params(&cmd);
-    let Some(guid) = cmdline::root_partuuid(&params) else {
-        fail(format!(
-            "no root=PARTUUID=<guid> on the kernel command line: `{}`",
-            cmd.trim()
-        ))
+    let (slot, guid) = match abupdate::device::parse_cmdline(&cmd) {
+        Ok(v) => v,
+        Err(e) => fail(e.to_string()),
     };
     sys::log(format!(
         "stage 1: loading drivers, looking for root PARTUUID={guid}"
@@ -97,16 +157,44 @@ pub fn run() -> ! {
         dev.display(),
         start.elapsed().as_secs_f32()
     ));
+    let bd = abupdate::device::find(&abupdate::roots::Roots::host(), slot, guid)
+        .map_err(|e| sys::log(format!("WARNING: boot disk: {e}")))
+        .ok();
+    let chain = bd
+        .as_ref()
+        .and_then(|bd| with_esp(bd, abupdate::release::load_chain));
+    let trust = match verity::trust(Path::new(verity::BOOT_KEYS), chain.as_deref()) {
+        Ok(t) => t,
+        Err(e) => refuse(bd.as_ref(), slot, &format!("no boot keys: {e}")),
+    };
+    let t = Instant::now();
+    let v = match verity::open(&dev, &trust, &roots.dev) {
+        Ok(v) => v,
+        Err(e) => refuse(bd.as_ref(), slot, &e),
+    };
+    let bytes = match verity::read_all(&v.node) {
+        Ok(b) => b,
+        Err(e) => refuse(bd.as_ref(), slot, &e),
+    };
+    sys::log(format!(
+        "stage 1: slot {slot} verified: {} MiB of version {} against its signed root hash {}... in {:.1} s",
+        bytes >> 20,
+        v.descriptor.version,
+        &v.descriptor.root_hash[..16],
+        t.elapsed().as_secs_f32()
+    ));
+    let root_dev = v.node;
     let _ = std::fs::create_dir_all(NEWROOT);
     if let Err(e) = mount(
-        Some(&dev),
+        Some(&root_dev),
         NEWROOT,
         Some("squashfs"),
         MsFlags::MS_RDONLY,
         None::<&str>,
     ) {
         fail(format!(
-            "mount {} (squashfs) on {NEWROOT}: {e}",
+            "mount {} (squashfs of {}) on {NEWROOT}: {e}",
+            root_dev.display(),
             dev.display()
         ));
     }

@@ -6,7 +6,8 @@ use crate::apt::{self, Index, Package, Policy};
 use crate::cpio::{Node, Tree};
 use crate::error::{Error, IoContext, Result};
 use crate::manifest::{self, Config, Manifest};
-use crate::{cmd, disk, keys, kmod, rootfs, update, workspace};
+use crate::secureboot::BootKeys;
+use crate::{cmd, disk, grub, keys, kmod, rootfs, secureboot, update, verity, workspace};
 use eve_init::bundle;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -33,6 +34,8 @@ pub struct Options {
     /// `release`).
     pub signing_key: Option<PathBuf>,
     pub release: bool,
+    /// The vendor's Secure Boot key set (`secureboot`); without it the cache's development set.
+    pub boot_keys: Option<PathBuf>,
     pub security_epoch: u32,
     /// Public keys the image trusts besides its signing key (the next key, for a rotation).
     pub trusted_keys: Vec<PathBuf>,
@@ -127,6 +130,7 @@ pub struct BuildManifest {
     pub build_packages: Vec<Package>,
     pub image: ImageInfo,
     pub update: UpdateInfo,
+    pub secure_boot: SecureBootInfo,
 }
 
 #[derive(Debug, Serialize)]
@@ -160,7 +164,23 @@ pub struct ImageInfo {
     pub compressed_path: String,
     pub compressed_size: u64,
     pub squashfs_size: u64,
+    /// The slot image: squashfs, verity descriptor and hash tree.
+    pub slot_size: u64,
     pub initramfs_size: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SecureBootInfo {
+    /// `release` or `dev` boot keys.
+    pub boot_keys: String,
+    /// Only for development keys (the tests sign variants with them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dev_boot_keys_dir: Option<String>,
+    /// OVMF variables with the keys enrolled, for qemu.
+    pub ovmf_vars: String,
+    pub shim: String,
+    pub grub_sbat_from: String,
+    pub verity_root_hash: String,
 }
 
 /// Prints `[n/N] step` lines and wraps failures with the step name.
@@ -768,10 +788,10 @@ fn build_rootfs(
     m: &Manifest,
     cfg: &Config,
     pkgs: &[Package],
-    kver: &str,
-    zfs_dir: &Path,
+    kernel: &KernelParts,
     release: &abupdate::release::Release,
 ) -> Result<usize> {
+    let (kver, zfs_dir, signer) = (kernel.release, kernel.zfs_dir, kernel.signer);
     let root = work_dir(opts).join("rootfs");
     if root.exists() {
         fs::remove_dir_all(&root).at("clean", &root)?;
@@ -852,9 +872,13 @@ fn build_rootfs(
         let to = dst_mods.join("updates").join(f);
         fs::create_dir_all(dst_mods.join("updates")).at("mkdir", dst_mods.join("updates"))?;
         fs::copy(zfs_dir.join(f), &to).at("copy", &to)?;
+        // Under Secure Boot the kernel is locked down and loads only signed modules.
+        signer.keys.sign_module(&signer.sign_file, &to)?;
     }
     let vmlinuz = kdir.join("boot").join(format!("vmlinuz-{kver}"));
-    fs::copy(&vmlinuz, root.join("boot/vmlinuz")).at("copy", &vmlinuz)?;
+    signer
+        .keys
+        .sign_pe(&vmlinuz, &root.join("boot/vmlinuz"), signer.epoch)?;
     cmd::run(
         cmd::DEPMOD,
         &[
@@ -984,6 +1008,14 @@ fn build_rootfs(
             mode: 0o644,
         },
     );
+    // The keys stage 1 checks the slot's verity descriptor with.
+    tree.insert(
+        eve_init::verity::BOOT_KEYS,
+        Node::File {
+            data: serde_json::to_vec_pretty(&release.update_keys).unwrap_or_default(),
+            mode: 0o644,
+        },
+    );
     tree.insert(
         "lib/modules/load-order",
         Node::File {
@@ -1013,96 +1045,6 @@ fn build_rootfs(
         None,
     )?;
     Ok(modules)
-}
-
-/// GRUB's config, embedded in the EFI binary. It reads the slot state (two copies of an
-/// environment block on the ESP, see `abupdate::esp`), boots the first slot in EVE_ORDER that is
-/// good or on trial with tries left, counting a try down in both copies before booting, and mirrors
-/// `abupdate::state::grub_pick` (keep them in step). Stock GRUB has no arithmetic, so tries are
-/// 0-3 and counted down by cases.
-/// A standalone GRUB has no usable $cmdpath, so it finds its own disk by the ESP's volume id,
-/// which is unique per build (`esp_id`, as GRUB prints FAT ids: `XXXX-XXXX`).
-/// `locked` (production): no GRUB command line and no editing of entries for anyone (an empty
-/// superuser list), so a console cannot change the kernel command line; the entries themselves
-/// boot unattended.
-pub fn grub_cfg(cmdline: &str, esp_id: &str, locked: bool) -> String {
-    let restrict = if locked { " --unrestricted" } else { "" };
-    let entry = |slot: &str, part: &str| {
-        format!(
-            "menuentry \"EVE storage slot {slot}\"{restrict} {{\n  set root=\"($bootdisk,{part})\"\n  probe --set=partuuid --part-uuid \"($bootdisk,{part})\"\n  linux /boot/vmlinuz root=PARTUUID=$partuuid eve.slot={slot} {cmdline}\n  initrd /boot/initrd.img\n}}\n"
-        )
-    };
-    let [env1, env2] = abupdate::esp::COPIES;
-    let vars = "EVE_FMT EVE_ORDER A_STATE A_TRIES B_STATE B_TRIES";
-    format!(
-        r#"{}set timeout=0
-serial --unit=0 --speed=115200
-terminal_input serial console
-terminal_output serial console
-insmod part_gpt
-insmod fat
-insmod squash4
-insmod probe
-insmod regexp
-insmod search_fs_uuid
-insmod loadenv
-insmod test
-search --no-floppy --fs-uuid --set=esp {esp_id}
-regexp --set=1:bootdisk '^([^,]+),' "$esp"
-set EVE_FMT=""
-set EVE_ORDER="A B"
-set A_STATE="good"
-set B_STATE="good"
-set A_TRIES="0"
-set B_TRIES="0"
-load_env --file "($esp)/{env1}" {vars}
-if [ "$EVE_FMT" != "1" ]; then
-  echo "EVE: slot state copy 1 unreadable, using copy 2"
-  load_env --file "($esp)/{env2}" {vars}
-fi
-set eve_slot=""
-for s in $EVE_ORDER; do
-  if [ -z "$eve_slot" ]; then
-    if [ "$s" = "A" ]; then set st="$A_STATE"; set tr="$A_TRIES"; else set st="$B_STATE"; set tr="$B_TRIES"; fi
-    if [ "$st" = "good" ]; then
-      set eve_slot="$s"
-    elif [ "$st" = "trial" ]; then
-      set left=""
-      if [ "$tr" = "3" ]; then set left="2"; elif [ "$tr" = "2" ]; then set left="1"; elif [ "$tr" = "1" ]; then set left="0"; fi
-      if [ -n "$left" ]; then
-        if [ "$s" = "A" ]; then set A_TRIES="$left"; else set B_TRIES="$left"; fi
-        save_env --file "($esp)/{env1}" A_TRIES B_TRIES
-        save_env --file "($esp)/{env2}" A_TRIES B_TRIES
-        echo "EVE: trying slot $s, $left tries left after this one"
-        set eve_slot="$s"
-      fi
-    fi
-  fi
-done
-if [ -z "$eve_slot" ]; then
-  for s in $EVE_ORDER; do
-    if [ -z "$eve_slot" ]; then
-      if [ "$s" = "A" ]; then set st="$A_STATE"; else set st="$B_STATE"; fi
-      if [ "$st" != "empty" ]; then set eve_slot="$s"; fi
-    fi
-  done
-  echo "EVE: no good slot and none on trial; last resort: slot $eve_slot"
-fi
-if [ -z "$eve_slot" ]; then set eve_slot="A"; fi
-if [ "$eve_slot" = "A" ]; then set default=0; set fallback=1; set ost="$B_STATE"; else set default=1; set fallback=0; set ost="$A_STATE"; fi
-if [ "$ost" = "empty" ]; then unset fallback; fi
-echo "EVE: booting slot $eve_slot"
-{}{}"#,
-        if locked { "set superusers=\"\"\n" } else { "" },
-        entry("A", "gpt2"),
-        entry("B", "gpt3")
-    )
-}
-
-/// `9526c040` -> `9526-C040`, the form GRUB's search uses for FAT volume ids.
-pub fn esp_label(id: &str) -> String {
-    let up = id.to_uppercase();
-    format!("{}-{}", &up[..4], &up[4..8])
 }
 
 /// A FAT image holding `files`, byte-identical for the same inputs: mkfs.fat's `--invariant`
@@ -1164,73 +1106,6 @@ fn vfat(
     Ok(())
 }
 
-/// GRUB modules built into the EFI binary: everything grub.cfg uses, nothing loaded from disk.
-const GRUB_MODULES: &[&str] = &[
-    "normal",
-    "configfile",
-    "memdisk",
-    "tar",
-    "echo",
-    "test",
-    "regexp",
-    "probe",
-    "search",
-    "search_fs_uuid",
-    "part_gpt",
-    "fat",
-    "squash4",
-    "gzio",
-    "loadenv",
-    "linux",
-    "serial",
-    "terminal",
-    "all_video",
-    "boot",
-    "halt",
-    "reboot",
-];
-
-/// The EFI GRUB: one binary with its modules built in and grub.cfg on a memdisk. The memdisk tar
-/// is written here with fixed times and owners, so the binary is the same for the same config.
-fn grub_efi(cfg: &Path, out: &Path) -> Result<()> {
-    let md = out.with_extension("memdisk.tar");
-    {
-        let f = fs::File::create(&md).at("create", &md)?;
-        let mut t = tar::Builder::new(f);
-        t.mode(tar::HeaderMode::Deterministic);
-        for d in ["boot/", "boot/grub/"] {
-            let mut h = tar::Header::new_ustar();
-            h.set_entry_type(tar::EntryType::Directory);
-            h.set_mode(0o755);
-            h.set_size(0);
-            h.set_mtime(0);
-            t.append_data(&mut h, d, std::io::empty())
-                .at("write", &md)?;
-        }
-        let data = fs::read(cfg).at("read", cfg)?;
-        let mut h = tar::Header::new_ustar();
-        h.set_mode(0o644);
-        h.set_size(data.len() as u64);
-        h.set_mtime(0);
-        t.append_data(&mut h, "boot/grub/grub.cfg", data.as_slice())
-            .at("write", &md)?;
-        t.into_inner().and_then(|f| f.sync_all()).at("write", &md)?;
-    }
-    let mut args = vec![
-        "-O".to_string(),
-        "x86_64-efi".into(),
-        "-p".into(),
-        "(memdisk)/boot/grub".into(),
-        "-m".into(),
-        md.to_string_lossy().into_owned(),
-        "-o".into(),
-        out.to_string_lossy().into_owned(),
-    ];
-    args.extend(GRUB_MODULES.iter().map(|m| m.to_string()));
-    cmd::run(cmd::GRUB_MKIMAGE, &args, None)?;
-    Ok(())
-}
-
 /// Time stamps in the image: $SOURCE_DATE_EPOCH if set, else the commit's time, so two builds of
 /// one commit agree.
 fn source_date_epoch(repo: &Path) -> u64 {
@@ -1278,6 +1153,112 @@ fn git_revision(repo: &Path) -> String {
     }
 }
 
+/// Signs a root tree's boot files for GRUB with the key set in `keys_dir` (`pack-update
+/// --boot-keys`), dated now.
+pub fn sign_boot_files(keys_dir: &Path, root: &Path) -> Result<()> {
+    let keys = BootKeys::open(keys_dir, "release")?;
+    let gpg = keys.gpg(&root.join(".."))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    for f in grub::SIGNED_FILES {
+        gpg.sign(&root.join(f), now)?;
+    }
+    Ok(())
+}
+
+/// What signs the kernel and its out-of-tree modules.
+#[derive(Debug)]
+struct KernelSigner {
+    keys: BootKeys,
+    /// The kernel's `sign-file`, from the linux-kbuild package of the same kernel.
+    sign_file: PathBuf,
+    epoch: u64,
+}
+
+/// The kernel release, its ZFS modules and what signs them.
+#[derive(Debug)]
+struct KernelParts<'a> {
+    release: &'a str,
+    zfs_dir: &'a Path,
+    signer: &'a KernelSigner,
+}
+
+/// `scripts/sign-file` of the kernel's linux-kbuild package, unpacked once into the cache.
+fn kbuild_sign_file(opts: &Options, build_pkgs: &[Package]) -> Result<PathBuf> {
+    let kb = build_pkgs
+        .iter()
+        .find(|p| p.name.starts_with("linux-kbuild-"))
+        .ok_or_else(|| Error::Resolve("no linux-kbuild package".into()))?;
+    let dir = opts
+        .cache
+        .join("tools")
+        .join(format!("{}_{}", kb.name, kb.version));
+    let find = |d: &Path| -> Option<PathBuf> {
+        let lib = d.join("usr/lib");
+        fs::read_dir(&lib).ok()?.flatten().find_map(|e| {
+            let p = e.path().join("scripts/sign-file");
+            p.is_file().then_some(p)
+        })
+    };
+    if let Some(p) = find(&dir) {
+        return Ok(p);
+    }
+    let tmp = tempfile_dir(&opts.cache, "kbuild")?;
+    extract_plain(&deb_path(&opts.cache, kb), &tmp)?;
+    if let Some(d) = dir.parent() {
+        fs::create_dir_all(d).at("mkdir", d)?;
+    }
+    let _ = fs::remove_dir_all(&dir);
+    fs::rename(&tmp, &dir).at("rename", &dir)?;
+    find(&dir).ok_or_else(|| Error::Parse {
+        path: deb_path(&opts.cache, kb),
+        msg: "no scripts/sign-file in it".into(),
+    })
+}
+
+/// The stock boot binaries' packages.
+#[derive(Debug)]
+struct BootPackages {
+    shim: Package,
+    grub_signed: Package,
+    /// The host's GRUB version (its grub-mkimage and modules build our GRUB).
+    host_grub: String,
+}
+
+fn boot_packages(index: &Index, policy: &Policy, cfg: &Config) -> Result<BootPackages> {
+    let sb = &cfg.secure_boot;
+    let out = cmd::run(
+        cmd::DPKG_QUERY,
+        &["-W", "-f=${Version}", &sb.grub_host_package],
+        None,
+    )?;
+    let host_grub = String::from_utf8_lossy(&out).trim().to_string();
+    let shim = apt::candidate(index, policy, &sb.shim_package, None)
+        .cloned()
+        .ok_or_else(|| Error::Resolve(format!("no {} package", sb.shim_package)))?;
+    // Debian's signed GRUB is versioned `1+<upstream>+<debian revision>`.
+    let want = format!("1+{}", host_grub.replace('-', "+"));
+    let dep = apt::Dep {
+        name: sb.grub_signed_package.clone(),
+        constraint: Some((apt::Op::Eq, want.clone())),
+    };
+    let grub_signed = apt::candidate(index, policy, &sb.grub_signed_package, Some(&dep))
+        .cloned()
+        .ok_or_else(|| {
+            Error::Resolve(format!(
+                "no {} {want} for the host's {} {host_grub}: upgrade the host's GRUB (apt-get install {})",
+                sb.grub_signed_package, sb.grub_host_package, sb.grub_host_package
+            ))
+        })?;
+    Ok(BootPackages {
+        shim,
+        grub_signed,
+        host_grub,
+    })
+}
+
 pub fn build(opts: &Options) -> Result<BuildManifest> {
     let mut pr = Progress {
         n: 0,
@@ -1301,6 +1282,12 @@ pub fn build(opts: &Options) -> Result<BuildManifest> {
         .as_deref()
         .map(keys::read_rotation)
         .transpose()?;
+    let boot = BootKeys::for_build(opts.boot_keys.as_deref(), opts.release, &opts.cache)?;
+    eprintln!(
+        "      Secure Boot: {} boot keys ({})",
+        boot.kind,
+        boot.dir.display()
+    );
     let release = abupdate::release::Release {
         version: opts.version.clone(),
         security_epoch: opts.security_epoch,
@@ -1321,96 +1308,159 @@ pub fn build(opts: &Options) -> Result<BuildManifest> {
         backports: cfg.apt.backports.clone(),
         exclude: cfg.apt.exclude.clone(),
     };
-    let (pkgs, build_pkgs, kver, zfs_version, kernel_pkg, zfs_user) = pr.step("resolve", || {
-        let index = load_index(opts, &cfg)?;
-        let pkgs = apt::resolve(&index, &policy, &roots(&m, &cfg))?;
-        let kernel = pkgs
-            .iter()
-            .find(|p| p.name.starts_with("linux-image-") && p.name != cfg.kernel.package)
-            .cloned()
-            .ok_or_else(|| {
-                Error::Resolve(format!(
-                    "{} did not lead to a kernel image package",
-                    cfg.kernel.package
-                ))
-            })?;
-        let kver = kernel.name.trim_start_matches("linux-image-").to_string();
-        if !kver.starts_with(&format!("{}.", cfg.kernel.series)) {
-            return Err(Error::Resolve(format!(
-                "kernel {kver} is not in the {} series",
-                cfg.kernel.series
-            )));
-        }
-        let dkms = apt::candidate(&index, &policy, &cfg.zfs.dkms_package, None)
-            .cloned()
-            .ok_or_else(|| Error::Resolve(format!("no {} package", cfg.zfs.dkms_package)))?;
-        let zfs_version = rootfs::upstream_version(&dkms.version).to_string();
-        let zfs_user = pkgs
-            .iter()
-            .find(|p| Some(&p.name) == cfg.zfs.userland.first())
-            .cloned()
-            .ok_or_else(|| Error::Resolve("no ZFS userland package".into()))?;
-        if rootfs::upstream_version(&zfs_user.version) != zfs_version {
-            return Err(Error::Resolve(format!(
-                "ZFS userland {} {} and module source {} {} are different releases",
-                zfs_user.name, zfs_user.version, dkms.name, dkms.version
-            )));
-        }
-        let stem = kver.trim_end_matches("-amd64");
-        let mut build = vec![dkms];
-        for name in [
-            format!("linux-headers-{kver}"),
-            format!("linux-headers-{stem}-common"),
-            format!("linux-kbuild-{stem}"),
-        ] {
-            let dep = apt::Dep {
-                name: name.clone(),
-                constraint: Some((apt::Op::Eq, kernel.version.clone())),
-            };
-            build.push(
-                apt::candidate(&index, &policy, &name, Some(&dep))
-                    .cloned()
-                    .ok_or_else(|| Error::Resolve(format!("no {name} {}", kernel.version)))?,
+    let (pkgs, build_pkgs, kver, zfs_version, kernel_pkg, zfs_user, boot_pkgs) =
+        pr.step("resolve", || {
+            let index = load_index(opts, &cfg)?;
+            let pkgs = apt::resolve(&index, &policy, &roots(&m, &cfg))?;
+            let kernel = pkgs
+                .iter()
+                .find(|p| p.name.starts_with("linux-image-") && p.name != cfg.kernel.package)
+                .cloned()
+                .ok_or_else(|| {
+                    Error::Resolve(format!(
+                        "{} did not lead to a kernel image package",
+                        cfg.kernel.package
+                    ))
+                })?;
+            let kver = kernel.name.trim_start_matches("linux-image-").to_string();
+            if !kver.starts_with(&format!("{}.", cfg.kernel.series)) {
+                return Err(Error::Resolve(format!(
+                    "kernel {kver} is not in the {} series",
+                    cfg.kernel.series
+                )));
+            }
+            let dkms = apt::candidate(&index, &policy, &cfg.zfs.dkms_package, None)
+                .cloned()
+                .ok_or_else(|| Error::Resolve(format!("no {} package", cfg.zfs.dkms_package)))?;
+            let zfs_version = rootfs::upstream_version(&dkms.version).to_string();
+            let zfs_user = pkgs
+                .iter()
+                .find(|p| Some(&p.name) == cfg.zfs.userland.first())
+                .cloned()
+                .ok_or_else(|| Error::Resolve("no ZFS userland package".into()))?;
+            if rootfs::upstream_version(&zfs_user.version) != zfs_version {
+                return Err(Error::Resolve(format!(
+                    "ZFS userland {} {} and module source {} {} are different releases",
+                    zfs_user.name, zfs_user.version, dkms.name, dkms.version
+                )));
+            }
+            let stem = kver.trim_end_matches("-amd64");
+            let mut build = vec![dkms];
+            for name in [
+                format!("linux-headers-{kver}"),
+                format!("linux-headers-{stem}-common"),
+                format!("linux-kbuild-{stem}"),
+            ] {
+                let dep = apt::Dep {
+                    name: name.clone(),
+                    constraint: Some((apt::Op::Eq, kernel.version.clone())),
+                };
+                build.push(
+                    apt::candidate(&index, &policy, &name, Some(&dep))
+                        .cloned()
+                        .ok_or_else(|| Error::Resolve(format!("no {name} {}", kernel.version)))?,
+                );
+            }
+            let boot_pkgs = boot_packages(&index, &policy, &cfg)?;
+            eprintln!(
+                "      {} packages; kernel {kver}; zfs {zfs_version}; {} {}, {} {}",
+                pkgs.len(),
+                boot_pkgs.shim.name,
+                boot_pkgs.shim.version,
+                boot_pkgs.grub_signed.name,
+                boot_pkgs.grub_signed.version
             );
-        }
-        eprintln!(
-            "      {} packages; kernel {kver}; zfs {zfs_version}",
-            pkgs.len()
-        );
-        Ok((pkgs, build, kver, zfs_version, kernel, zfs_user))
-    })?;
+            Ok((pkgs, build, kver, zfs_version, kernel, zfs_user, boot_pkgs))
+        })?;
     pr.step("fetch", || {
-        fetch(opts, &pkgs).and_then(|_| fetch(opts, &build_pkgs))
+        fetch(opts, &pkgs)
+            .and_then(|_| fetch(opts, &build_pkgs))
+            .and_then(|_| {
+                fetch(
+                    opts,
+                    &[boot_pkgs.shim.clone(), boot_pkgs.grub_signed.clone()],
+                )
+            })
     })?;
     let zfs_dir = pr.step("zfs-modules", || {
         zfs_modules(opts, &kver, &zfs_version, &build_pkgs)
     })?;
+    let epoch = source_date_epoch(&opts.repo);
+    let signer = KernelSigner {
+        keys: boot.clone(),
+        sign_file: kbuild_sign_file(opts, &build_pkgs)?,
+        epoch,
+    };
     let nmods = pr.step("rootfs+initramfs", || {
-        build_rootfs(opts, &m, &cfg, &pkgs, &kver, &zfs_dir, &release)
+        let k = KernelParts {
+            release: &kver,
+            zfs_dir: &zfs_dir,
+            signer: &signer,
+        };
+        build_rootfs(opts, &m, &cfg, &pkgs, &k, &release)
     })?;
     let work = work_dir(opts);
     let sqfs = work.join("slot.squashfs");
-    pr.step("squashfs", || update::squash(&work.join("rootfs"), &sqfs))?;
+    let slot_img = work.join("slot.img");
     let cmdline = m
         .kernel
         .as_ref()
         .map(|k| k.cmdline.clone())
         .unwrap_or_default();
+    let descriptor = pr.step("sign+squashfs+verity", || {
+        let root = work.join("rootfs");
+        let slot_cfg = root.join(grub::SIGNED_FILES[0]);
+        fs::write(&slot_cfg, grub::slot_cfg(&opts.version, &cmdline)?).at("write", &slot_cfg)?;
+        let gpg = boot.gpg(&work)?;
+        for f in grub::SIGNED_FILES {
+            gpg.sign(&root.join(f), epoch)?;
+        }
+        update::squash(&root, &sqfs)?;
+        verity::slot_image(
+            &sqfs,
+            &slot_img,
+            &signing.key,
+            &opts.version,
+            opts.security_epoch,
+        )
+    })?;
     let (esp, config) = (work.join("esp.img"), work.join("config.img"));
     let git_rev = git_revision(&opts.repo);
-    let epoch = source_date_epoch(&opts.repo);
     let seed = format!("{}/{}/{git_rev}", opts.version, opts.profile.name());
     let guid = disk::disk_guid(&seed).simple().to_string();
     let (esp_id, config_id) = (guid[..8].to_string(), guid[8..16].to_string());
-    pr.step("esp+config", || {
+    let vars = opts.out.join(format!("{}.vars.fd", opts.profile.stem()));
+    pr.step("esp+config+firmware", || {
+        let bp = work.join("boot-pkgs");
+        let _ = fs::remove_dir_all(&bp);
+        extract_plain(&deb_path(&opts.cache, &boot_pkgs.shim), &bp)?;
+        extract_plain(&deb_path(&opts.cache, &boot_pkgs.grub_signed), &bp)?;
+        let shim_in = bp.join("usr/lib/shim/shimx64.efi");
+        let distro_grub = bp.join("usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed");
+        let sbat_path = work.join("sbat.csv");
+        let distro_sbat =
+            secureboot::sbat_text(&secureboot::pe_section(&distro_grub, ".sbat", &work)?);
+        fs::write(&sbat_path, grub::sbat(&distro_sbat, &boot_pkgs.host_grub))
+            .at("write", &sbat_path)?;
+        let cfg_text = grub::embedded_cfg(&grub::esp_label(&esp_id), opts.profile == Profile::Prod);
         let cfgp = work.join("grub.cfg");
-        fs::write(
-            &cfgp,
-            grub_cfg(&cmdline, &esp_label(&esp_id), opts.profile == Profile::Prod),
-        )
-        .at("write", &cfgp)?;
-        let efi = work.join("BOOTX64.EFI");
-        grub_efi(&cfgp, &efi)?;
+        fs::write(&cfgp, &cfg_text).at("write", &cfgp)?;
+        let grub_raw = work.join("grubx64.unsigned.efi");
+        grub::efi(&cfg_text, &boot.grub_public(), &sbat_path, &grub_raw)?;
+        let grub_efi = work.join("grubx64.efi");
+        boot.sign_pe(&grub_raw, &grub_efi, epoch)?;
+        let shim = work.join("BOOTX64.EFI");
+        boot.sign_pe(&shim_in, &shim, epoch)?;
+        // The stock shim trusts its distribution's certificate by itself: revoke it in dbx so
+        // nothing but the project's signatures boots.
+        let vendor =
+            secureboot::shim_vendor_cert(&secureboot::pe_section(&shim_in, ".vendor_cert", &work)?)
+                .ok_or_else(|| Error::Parse {
+                    path: shim_in.clone(),
+                    msg: "no vendor certificate in .vendor_cert".into(),
+                })?;
+        boot.ovmf_vars(&vars, &[vendor], &work)?;
+        let _ = fs::remove_dir_all(&bp);
         // The factory slot state: this build in A, proven by the build; B empty.
         let state = work.join("state.env");
         let block =
@@ -1428,7 +1478,8 @@ pub fn build(opts: &Options) -> Result<BuildManifest> {
             &esp_id,
             epoch,
             &[
-                (&efi, "EFI/BOOT/BOOTX64.EFI"),
+                (&shim, "EFI/BOOT/BOOTX64.EFI"),
+                (&grub_efi, "EFI/BOOT/grubx64.efi"),
                 (&state, env1),
                 (&state, env2),
             ],
@@ -1461,7 +1512,7 @@ pub fn build(opts: &Options) -> Result<BuildManifest> {
         };
         let specs = [
             spec("EFI", disk::EFI_TYPE, 32 << 20, Some(&esp)),
-            spec("IMGA", disk::LINUX_TYPE, slot, Some(&sqfs)),
+            spec("IMGA", disk::LINUX_TYPE, slot, Some(&slot_img)),
             spec("IMGB", disk::LINUX_TYPE, slot, None),
             spec("CONFIG", disk::BASIC_DATA_TYPE, 16 << 20, Some(&config)),
         ];
@@ -1481,7 +1532,7 @@ pub fn build(opts: &Options) -> Result<BuildManifest> {
             keys: rotation.clone(),
             build,
         };
-        update::pack(&sqfs, &opts.version, info, &signing.key, &upd)
+        update::pack_slot(&slot_img, &opts.version, info, &signing.key, &upd)
     })?;
     pr.step("build-manifest", || {
         let zst = opts.out.join(format!("{}.raw.zst", opts.profile.stem()));
@@ -1542,6 +1593,7 @@ pub fn build(opts: &Options) -> Result<BuildManifest> {
                 compressed_path: zst.display().to_string(),
                 compressed_size: fs::metadata(&zst).at("stat", &zst)?.len(),
                 squashfs_size: fs::metadata(&sqfs).at("stat", &sqfs)?.len(),
+                slot_size: fs::metadata(&slot_img).at("stat", &slot_img)?.len(),
                 initramfs_size: fs::metadata(work.join("rootfs/boot/initrd.img"))
                     .at("stat", &work)?
                     .len(),
@@ -1550,6 +1602,17 @@ pub fn build(opts: &Options) -> Result<BuildManifest> {
                 path: upd.display().to_string(),
                 size: fs::metadata(&upd).at("stat", &upd)?.len(),
                 payload_sha256: upd_manifest.payload.sha256.clone(),
+            },
+            secure_boot: SecureBootInfo {
+                boot_keys: boot.kind.into(),
+                dev_boot_keys_dir: (boot.kind == "dev").then(|| boot.dir.display().to_string()),
+                ovmf_vars: vars.display().to_string(),
+                shim: format!("{} {}", boot_pkgs.shim.name, boot_pkgs.shim.version),
+                grub_sbat_from: format!(
+                    "{} {}",
+                    boot_pkgs.grub_signed.name, boot_pkgs.grub_signed.version
+                ),
+                verity_root_hash: descriptor.root_hash.clone(),
             },
         };
         let p = opts.out.join(format!("{}.build.json", opts.profile.stem()));
@@ -1583,31 +1646,6 @@ mod tests {
     }
 
     #[test]
-    fn grub_config_boots_by_partuuid_with_fallback() {
-        assert_eq!(esp_label("9526c040"), "9526-C040");
-        let c = grub_cfg("console=ttyS0", "9526-C040", false);
-        assert!(!c.contains("superusers"));
-        assert!(c.contains("search --no-floppy --fs-uuid --set=esp 9526-C040"));
-        assert!(c.contains("set fallback=1"));
-        assert!(c.contains(r#"load_env --file "($esp)/EFI/eve/state1.env""#));
-        assert!(c.contains(r#"save_env --file "($esp)/EFI/eve/state2.env" A_TRIES B_TRIES"#));
-        assert!(c.contains("root=PARTUUID=$partuuid eve.slot=A console=ttyS0"));
-        assert!(c.contains("($bootdisk,gpt3)"));
-        assert!(c.contains("insmod squash4"));
-        // Production: no GRUB shell or entry editing, but the entries still boot by themselves.
-        let p = grub_cfg("console=ttyS0", "9526-C040", true);
-        assert!(p.starts_with("set superusers=\"\"\n"));
-        assert_eq!(p.matches("--unrestricted {").count(), 2);
-        // Every module the config loads is built into the binary.
-        for line in p.lines().filter_map(|l| l.strip_prefix("insmod ")) {
-            assert!(
-                GRUB_MODULES.contains(&line.trim()),
-                "{line} is not built in"
-            );
-        }
-    }
-
-    #[test]
     fn a_production_image_refuses_the_shell_and_the_agent() {
         let cfg = manifest::parse_config(
             Path::new("packages.toml"),
@@ -1625,6 +1663,10 @@ initramfs_modules = []
 [zfs]
 dkms_package = "zfs-dkms"
 userland = []
+[secure_boot]
+shim_package = "shim-unsigned"
+grub_host_package = "grub-efi-amd64-bin"
+grub_signed_package = "grub-efi-amd64-signed"
 [base]
 packages = []
 [images."vendor/rescue"]

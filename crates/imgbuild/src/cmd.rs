@@ -21,6 +21,14 @@ pub const MAKE: &str = "/usr/bin/make";
 pub const SH: &str = "/bin/sh";
 pub const GIT: &str = "/usr/bin/git";
 pub const STRIP: &str = "/usr/bin/strip";
+pub const OBJCOPY: &str = "/usr/bin/objcopy";
+pub const OPENSSL: &str = "/usr/bin/openssl";
+pub const GPG: &str = "/usr/bin/gpg";
+pub const GPGCONF: &str = "/usr/bin/gpgconf";
+pub const OSSLSIGNCODE: &str = "/usr/bin/osslsigncode";
+pub const VERITYSETUP: &str = "/usr/sbin/veritysetup";
+pub const VIRT_FW_VARS: &str = "/usr/bin/virt-fw-vars";
+pub const DPKG_QUERY: &str = "/usr/bin/dpkg-query";
 
 fn render(prog: &str, args: &[&OsStr]) -> String {
     let mut s = prog.to_string();

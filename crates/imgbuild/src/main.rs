@@ -56,6 +56,16 @@ enum Cmd {
         /// A key rotation (from `rotate-keys`) for the box to take with this update.
         #[arg(long)]
         rotation: Option<PathBuf>,
+        /// With a root tree: sign its boot files (kernel, initrd, slot GRUB config) for GRUB with
+        /// this boot key set first (`new-boot-keys`).
+        #[arg(long)]
+        boot_keys: Option<PathBuf>,
+    },
+    /// Make a new Secure Boot key set in a new directory: firmware PK, KEK and db (X.509), and
+    /// the OpenPGP key GRUB checks the slot's files with. Enroll PK/KEK/db in the box's firmware.
+    NewBootKeys {
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Make a new ed25519 signing key (PKCS#8 PEM, mode 0600) and print its public key (base64).
     NewKey {
@@ -103,9 +113,13 @@ enum Cmd {
         /// cache signs and the image is marked dev-signed.
         #[arg(long)]
         signing_key: Option<PathBuf>,
-        /// A release build: refuses to sign with a development key.
+        /// A release build: refuses to sign with development keys.
         #[arg(long)]
         release: bool,
+        /// The vendor's Secure Boot key set (`new-boot-keys`); without it a development set in
+        /// the cache signs.
+        #[arg(long)]
+        boot_keys: Option<PathBuf>,
         #[arg(long, default_value_t = 0)]
         security_epoch: u32,
         /// More public keys the image trusts (the next key, before a rotation).
@@ -148,6 +162,13 @@ fn main() -> ExitCode {
                 );
             })
         }
+        Cmd::NewBootKeys { out } => imgbuild::secureboot::generate(&out, "EVE storage").map(|_| {
+            println!("{}", out.display());
+            eprintln!(
+                "boot keys written to {} (PK, KEK, db certificates to enroll in the firmware)",
+                out.display()
+            );
+        }),
         Cmd::NewKey { out } => keys::generate(&out).map(|k| {
             println!(
                 "{}",
@@ -187,10 +208,16 @@ fn main() -> ExitCode {
             signing,
             security_epoch,
             rotation,
+            boot_keys,
         } => {
             let sq = out.with_extension("squashfs");
             let squashed = if rootfs.is_dir() {
-                imgbuild::update::squash(&rootfs, &sq).map(|_| sq.clone())
+                boot_keys
+                    .as_deref()
+                    .map(|d| imgbuild::build::sign_boot_files(d, &rootfs))
+                    .transpose()
+                    .and_then(|_| imgbuild::update::squash(&rootfs, &sq))
+                    .map(|_| sq.clone())
             } else {
                 Ok(rootfs.clone())
             };
@@ -229,6 +256,7 @@ fn main() -> ExitCode {
             profile,
             signing_key,
             release,
+            boot_keys,
             security_epoch,
             trusted_keys,
             key_serial,
@@ -238,6 +266,7 @@ fn main() -> ExitCode {
                 profile,
                 signing_key,
                 release,
+                boot_keys,
                 security_epoch,
                 trusted_keys,
                 key_serial,

@@ -120,6 +120,7 @@ pub struct Config {
     pub apt: AptConfig,
     pub kernel: KernelConfig,
     pub zfs: ZfsConfig,
+    pub secure_boot: SecureBootConfig,
     pub base: Base,
     pub images: BTreeMap<String, ImageMap>,
     /// Workspace binaries that run on the build host only and are never shipped.
@@ -143,6 +144,16 @@ pub struct KernelConfig {
     pub series: String,
     pub modules: Vec<String>,
     pub initramfs_modules: Vec<String>,
+}
+
+/// Where the stock boot binaries come from: shim (signed here with the project's db key) and the
+/// signed package of the host's GRUB, whose SBAT lines our GRUB declares.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecureBootConfig {
+    pub shim_package: String,
+    pub grub_host_package: String,
+    pub grub_signed_package: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -377,6 +388,10 @@ initramfs_modules = []
 [zfs]
 dkms_package = "zfs-dkms"
 userland = []
+[secure_boot]
+shim_package = "shim-unsigned"
+grub_host_package = "grub-efi-amd64-bin"
+grub_signed_package = "grub-efi-amd64-signed"
 [base]
 packages = []
 [images."linuxkit/kernel"]

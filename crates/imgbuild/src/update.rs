@@ -1,5 +1,5 @@
 //! The OS update artifact (`abupdate::artifact` defines the format): a header with the manifest,
-//! then the slot's squashfs. Built by `make image` next to the disk, and by `pack-update` from a
+//! then the slot image (squashfs, signed verity descriptor, hash tree: `verity`). Built by `make image` next to the disk, and by `pack-update` from a
 //! root directory (how tests make v2/v3 variants of a built image).
 
 use crate::cmd;
@@ -33,7 +33,8 @@ pub fn squash(root: &Path, out: &Path) -> Result<()> {
     .map(|_| ())
 }
 
-/// Writes `out` = header signed by `key` + `squashfs`; returns the manifest.
+/// Writes `out` = header signed by `key` + the slot image made from `squashfs` (its verity
+/// descriptor signed by the same key); returns the manifest.
 pub fn pack(
     squashfs: &Path,
     version: &str,
@@ -41,7 +42,22 @@ pub fn pack(
     key: &Signer25519,
     out: &Path,
 ) -> Result<artifact::Manifest> {
-    let payload = fs::read(squashfs).at("read", squashfs)?;
+    let slot = out.with_extension("slot");
+    crate::verity::slot_image(squashfs, &slot, key, version, info.security_epoch)?;
+    let m = pack_slot(&slot, version, info, key, out);
+    let _ = fs::remove_file(&slot);
+    m
+}
+
+/// Writes `out` = header signed by `key` + `slot` (a slot image); returns the manifest.
+pub fn pack_slot(
+    slot: &Path,
+    version: &str,
+    info: artifact::BuildInfo,
+    key: &Signer25519,
+    out: &Path,
+) -> Result<artifact::Manifest> {
+    let payload = fs::read(slot).at("read", slot)?;
     let m = artifact::manifest_for(version, "x86_64", &payload, info).map_err(|source| {
         Error::Update {
             path: out.into(),
@@ -71,6 +87,7 @@ mod tests {
         let sq = t.path().join("s.squashfs");
         let mut payload = artifact::SQUASHFS_MAGIC.to_vec();
         payload.extend_from_slice(&[1u8; 5000]);
+        payload[40..48].copy_from_slice(&5004u64.to_le_bytes());
         fs::write(&sq, &payload).unwrap();
         let out = t.path().join("u.update");
         let key = Signer25519::from_seed(&[4; 32]);
@@ -93,6 +110,19 @@ mod tests {
             abupdate::install::check(&mut src, &want).unwrap().manifest,
             m
         );
+        // The payload is a verified slot: stage 1 finds and accepts its descriptor.
+        let slot = &fs::read(&out).unwrap()[artifact::PAYLOAD_OFFSET as usize..];
+        let at = abupdate::verity::descriptor_offset(slot, slot.len() as u64).unwrap();
+        assert_eq!(at, 8192);
+        let d = abupdate::verity::verify(
+            &slot[at as usize..at as usize + 4096],
+            at,
+            slot.len() as u64,
+            &trust,
+        )
+        .unwrap();
+        assert_eq!(&slot[..5004], &payload[..]);
+        assert_eq!((d.version.as_str(), d.hash_offset), ("v2", 12288));
         fs::write(&sq, b"not squashfs").unwrap();
         let e = pack(&sq, "v2", Default::default(), &key, &out).unwrap_err();
         assert!(abupdate::error::chain(&e).contains("not a squashfs"));
