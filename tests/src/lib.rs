@@ -69,6 +69,14 @@ pub struct MachineSpec {
     pub config_files: Vec<(String, Vec<u8>)>,
     /// Lets the test type on the serial console ([`Machine::type_on_console`]).
     pub console_input: bool,
+    /// Boot under Secure Boot with the image's enrolled keys (`<image>.vars.fd`); on by default
+    /// when the build made that file. [`Machine::set_secure_boot`] switches it between boots.
+    pub secure_boot: bool,
+}
+
+/// The firmware variables the image build made, with the project's keys enrolled.
+pub fn secure_boot_vars(image: &Path) -> PathBuf {
+    image.with_extension("vars.fd")
 }
 
 impl MachineSpec {
@@ -86,6 +94,7 @@ impl MachineSpec {
             command_timeout: Duration::from_secs(180),
             config_files: Vec::new(),
             console_input: false,
+            secure_boot: secure_boot_vars(image).exists(),
         }
     }
 }
@@ -249,6 +258,29 @@ fn run_tool(prog: &str, args: &[String]) -> Result<()> {
     Ok(())
 }
 
+const QEMU_IO: &str = "/usr/bin/qemu-io";
+
+/// How long a boot took (see [`Machine::boot_timed`]).
+#[derive(Debug, Clone, Copy)]
+pub struct BootTimes {
+    pub to_init: Duration,
+    pub to_agent: Duration,
+}
+
+/// (byte offset, byte length) of the partition named `name` in the GPT of a raw disk image.
+pub fn partition_of(image: &Path, name: &str) -> Result<(u64, u64)> {
+    let g = gpt::GptConfig::new()
+        .writable(false)
+        .open(image)
+        .map_err(|e| Error::Spec(format!("{}: GPT: {e}", image.display())))?;
+    let bs = 512u64;
+    g.partitions()
+        .values()
+        .find(|p| p.name == name)
+        .map(|p| (p.first_lba * bs, (p.last_lba - p.first_lba + 1) * bs))
+        .ok_or_else(|| Error::Spec(format!("{}: no partition {name}", image.display())))
+}
+
 /// The first line eve-init prints; a boot without it by [`INIT_DEADLINE`] has stalled.
 pub const INIT_LINE: &str = "eve-init: stage 1";
 /// Under TCG init starts within about 30 s; a stalled kernel shows RCU stalls for minutes.
@@ -290,6 +322,16 @@ impl Machine {
         }
         std::fs::create_dir_all(dir.join("tpm")).at("mkdir", dir)?;
         std::fs::copy(qemu::OVMF_VARS, dir.join("OVMF_VARS.fd")).at("copy", qemu::OVMF_VARS)?;
+        let sb_vars = secure_boot_vars(&spec.image);
+        if sb_vars.exists() {
+            std::fs::copy(&sb_vars, dir.join("OVMF_VARS.secboot.fd")).at("copy", &sb_vars)?;
+        } else if spec.secure_boot {
+            return Err(Error::Spec(format!(
+                "{}: Secure Boot asked for, but {} does not exist; rebuild the image",
+                spec.name,
+                sb_vars.display()
+            )));
+        }
         let mut image = std::fs::canonicalize(&spec.image).at("resolve", &spec.image)?;
         if !spec.config_files.is_empty() {
             image = with_config_files(&image, dir, &spec.config_files)?;
@@ -321,6 +363,19 @@ impl Machine {
         })
     }
 
+    /// Secure Boot on (the image's enrolled keys) or off (stock firmware, no keys) from the next
+    /// boot; each keeps its own variable store.
+    pub fn set_secure_boot(&mut self, on: bool) -> Result<()> {
+        if on && !self.dir.join("OVMF_VARS.secboot.fd").exists() {
+            return Err(Error::Spec(format!(
+                "{}: no enrolled firmware variables for this image",
+                self.spec.name
+            )));
+        }
+        self.spec.secure_boot = on;
+        Ok(())
+    }
+
     /// The backing file of the n-th extra disk (for inspecting it from the host while powered off).
     pub fn disk_file(&self, n: usize) -> &Path {
         &self.disks[n].file
@@ -337,7 +392,12 @@ impl Machine {
             cpus: self.spec.cpus,
             boot: self.boot_disk.clone(),
             disks: self.disks.clone(),
-            vars: self.dir.join("OVMF_VARS.fd"),
+            vars: self.dir.join(if self.spec.secure_boot {
+                "OVMF_VARS.secboot.fd"
+            } else {
+                "OVMF_VARS.fd"
+            }),
+            secure_boot: self.spec.secure_boot,
             agent_sock: self.dir.join("agent.sock"),
             tpm_sock: self.spec.tpm.then(|| self.dir.join("swtpm.sock")),
             console_log: self.console_log(),
@@ -402,6 +462,70 @@ impl Machine {
             }
             r => r,
         }
+    }
+
+    /// Boots like [`Machine::boot`] and says how long it took: to init's first line (firmware,
+    /// shim, GRUB and its signature checks, the kernel) and to the agent (stage 1 with its verity
+    /// check, then the whole bring-up).
+    pub fn boot_timed(&mut self) -> Result<BootTimes> {
+        for attempt in 0..2 {
+            self.start()?;
+            let start = Instant::now();
+            loop {
+                if self.console().contains(INIT_LINE) {
+                    let to_init = start.elapsed();
+                    self.wait_agent()?;
+                    return Ok(BootTimes {
+                        to_init,
+                        to_agent: start.elapsed(),
+                    });
+                }
+                if let Some(m) = fatal_marker(&self.console()) {
+                    let log = self.console_log();
+                    return Err(Error::BootFailed {
+                        machine: self.spec.name.clone(),
+                        marker: m.into(),
+                        log: log.clone(),
+                        tail: tail(&log, 40),
+                    });
+                }
+                if start.elapsed() > INIT_DEADLINE {
+                    if attempt == 0 {
+                        eprintln!(
+                            "{}: boot {} stalled before init; power-cycling once",
+                            self.spec.name, self.boots
+                        );
+                        self.power_cut()?;
+                        break;
+                    }
+                    return Err(self.timeout(STALLED, start));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        Err(Error::Spec(format!(
+            "{}: boot did not start",
+            self.spec.name
+        )))
+    }
+
+    /// Writes `data` at `offset` of the boot disk (through its qcow2 overlay), with the machine
+    /// off: someone editing the disk of a box that is not running.
+    pub fn patch_boot_disk(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+        self.require_off("editing the boot disk")?;
+        let tmp = self.dir.join("patch.bin");
+        std::fs::write(&tmp, data).at("write", &tmp)?;
+        run_tool(
+            QEMU_IO,
+            &[
+                "-f".into(),
+                "qcow2".into(),
+                "-c".into(),
+                format!("write -q -s {} {offset} {}", tmp.display(), data.len()),
+                self.boot_disk.file.display().to_string(),
+            ],
+        )?;
+        std::fs::remove_file(&tmp).at("remove", &tmp)
     }
 
     fn start(&mut self) -> Result<()> {

@@ -28,6 +28,9 @@ enum Cmd {
         /// Extra disks as TYPE:SIZE_MIB (nvme, virtio, sata, scsi, usb); replaces the default set.
         #[arg(long = "disk")]
         disks: Vec<String>,
+        /// Boot with stock firmware and no enrolled keys instead of Secure Boot.
+        #[arg(long)]
+        no_secure_boot: bool,
     },
 }
 
@@ -53,8 +56,10 @@ fn main() -> ExitCode {
         memory_mib,
         cpus,
         disks,
+        no_secure_boot,
     } = Cli::parse().cmd;
     let mut spec = MachineSpec::new("run", &image);
+    spec.secure_boot &= !no_secure_boot;
     spec.memory_mib = memory_mib;
     spec.cpus = cpus;
     spec.disks = if disks.is_empty() {
@@ -86,8 +91,13 @@ fn main() -> ExitCode {
         }
     };
     eprintln!(
-        "eve-vm: booting {} under OVMF (TCG, about a minute); console log in {}",
+        "eve-vm: booting {} under OVMF{} (TCG, about a minute); console log in {}",
         image.display(),
+        if m.spec.secure_boot {
+            " with Secure Boot on (the image's enrolled keys)"
+        } else {
+            ", Secure Boot off"
+        },
         m.dir.display()
     );
     eprintln!("eve-vm: Ctrl-A X quits qemu; `poweroff` in the guest shuts down cleanly");

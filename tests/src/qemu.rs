@@ -8,6 +8,9 @@ pub const QEMU_IMG: &str = "/usr/bin/qemu-img";
 pub const SWTPM: &str = "/usr/bin/swtpm";
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+/// OVMF's Secure Boot build (needs SMM); its variables come from the image build, with the
+/// project's keys enrolled (`<image>.vars.fd`).
+pub const OVMF_CODE_SECBOOT: &str = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd";
 pub const AGENT_PORT: &str = "org.eve.agent";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,6 +78,8 @@ pub struct Invocation {
     pub boot: Disk,
     pub disks: Vec<Disk>,
     pub vars: PathBuf,
+    /// OVMF's Secure Boot build with `vars` holding enrolled keys, or the plain build.
+    pub secure_boot: bool,
     pub agent_sock: PathBuf,
     pub tpm_sock: Option<PathBuf>,
     /// Where the serial console goes: a log file (tests) or the terminal plus a log (`make run`).
@@ -182,7 +187,7 @@ pub fn qemu_args(inv: &Invocation) -> Result<Vec<String>, String> {
         "-name",
         &inv.name,
         "-machine",
-        "q35",
+        if inv.secure_boot { "q35,smm=on" } else { "q35" },
         "-accel",
         "tcg,thread=multi",
         "-cpu",
@@ -202,9 +207,19 @@ pub fn qemu_args(inv: &Invocation) -> Result<Vec<String>, String> {
     .iter()
     .map(|s| s.to_string())
     .collect();
+    let code = if inv.secure_boot {
+        // The variable store may only be written from SMM, so the OS cannot change the keys.
+        a.extend([
+            "-global".into(),
+            "driver=cfi.pflash01,property=secure,value=on".into(),
+        ]);
+        OVMF_CODE_SECBOOT
+    } else {
+        OVMF_CODE
+    };
     a.extend([
         "-drive".into(),
-        format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"),
+        format!("if=pflash,format=raw,unit=0,readonly=on,file={code}"),
     ]);
     a.extend([
         "-drive".into(),
@@ -320,6 +335,7 @@ mod tests {
                 disk(DiskKind::Scsi, "C1"),
             ],
             vars: "/t/vars.fd".into(),
+            secure_boot: false,
             agent_sock: "/t/agent.sock".into(),
             tpm_sock: Some("/t/tpm.sock".into()),
             console_log: "/t/console.log".into(),
@@ -350,6 +366,19 @@ mod tests {
         assert!(a.contains("-no-reboot") && a.contains("tcg,thread=multi"));
         assert!(a.contains("virtserialport,bus=vser0.0,chardev=agent,name=org.eve.agent"));
         assert!(a.contains("file,id=ser0,path=/t/console.log"));
+    }
+
+    #[test]
+    fn secure_boot_uses_the_smm_firmware_and_its_own_variables() {
+        let a = qemu_args(&inv()).unwrap().join(" ");
+        assert!(a.contains("-machine q35 ") && a.contains(OVMF_CODE) && !a.contains("smm"));
+        let mut i = inv();
+        i.secure_boot = true;
+        let a = qemu_args(&i).unwrap().join(" ");
+        assert!(a.contains("-machine q35,smm=on"), "{a}");
+        assert!(a.contains("driver=cfi.pflash01,property=secure,value=on"));
+        assert!(a.contains(&format!("readonly=on,file={OVMF_CODE_SECBOOT}")));
+        assert!(a.contains("unit=1,file=/t/vars.fd"));
     }
 
     #[test]

@@ -72,6 +72,12 @@ pub struct StorageOutcome {
     pub vault: String,
     /// `unlocked`, `unencrypted`, `locked` or `absent`.
     pub vault_state: String,
+    /// `on`, `off`, `setup-mode` or `unknown`.
+    #[serde(default)]
+    pub secure_boot: Option<String>,
+    /// What the vault key is sealed to, in words.
+    #[serde(default)]
+    pub vault_bound_to: Option<String>,
 }
 
 impl Rules {

@@ -85,6 +85,17 @@ pub struct Report {
     pub updates: Option<UpdatePolicy>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub updates_error: Option<String>,
+    /// Secure Boot and the vault's binding, as storage-init found them this boot.
+    pub boot: BootReport,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BootReport {
+    pub secure_boot: String,
+    pub vault: String,
+    pub vault_state: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vault_bound_to: Option<String>,
 }
 
 impl Report {
@@ -98,6 +109,17 @@ impl Report {
             or_dash(&run.info.version)
         ));
         s.push_str(&format!("next boot: slot {}\n", self.next));
+        s.push_str(&format!(
+            "secure boot: {}; {} {}{}\n",
+            self.boot.secure_boot,
+            self.boot.vault,
+            self.boot.vault_state,
+            self.boot
+                .vault_bound_to
+                .as_deref()
+                .map(|b| format!(", key sealed to {b}"))
+                .unwrap_or_default()
+        ));
         match (&self.updates, &self.updates_error) {
             (Some(u), _) => s.push_str(&format!(
                 "image: {} profile, {}-signed, security epoch {}; updates must be signed by key {} (key list {})\n",
@@ -257,7 +279,24 @@ impl System {
             Ok(u) => (Some(u), None),
             Err(e) => (None, Some(crate::error::chain(&e))),
         };
+        let o = self.storage_outcome();
+        let boot = BootReport {
+            secure_boot: o
+                .as_ref()
+                .and_then(|o| o.secure_boot.clone())
+                .unwrap_or_else(|| "unknown".into()),
+            vault: o
+                .as_ref()
+                .map(|o| o.vault.clone())
+                .unwrap_or_else(|| "vault".into()),
+            vault_state: o
+                .as_ref()
+                .map(|o| o.vault_state.clone())
+                .unwrap_or_else(|| "unknown (storage-init reported nothing)".into()),
+            vault_bound_to: o.and_then(|o| o.vault_bound_to),
+        };
         Report {
+            boot,
             updates,
             updates_error,
             running: self.running(),

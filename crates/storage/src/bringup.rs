@@ -53,7 +53,8 @@ pub struct DeviceReport {
     pub verdict: Verdict,
 }
 
-/// The disk holding the running root filesystem, from mountinfo's major:minor.
+/// The disk holding the running root filesystem, from mountinfo's major:minor. The root is a
+/// dm-verity device over the slot's partition: its one `slaves` entry leads to the partition.
 pub fn boot_disk(roots: &Roots, mountinfo: &str) -> Option<String> {
     let majmin = mountinfo
         .lines()
@@ -61,7 +62,18 @@ pub fn boot_disk(roots: &Roots, mountinfo: &str) -> Option<String> {
         .split_whitespace()
         .nth(2)?
         .to_string();
-    let part = std::fs::canonicalize(roots.sys.join("dev/block").join(&majmin)).ok()?;
+    let mut part = std::fs::canonicalize(roots.sys.join("dev/block").join(&majmin)).ok()?;
+    for _ in 0..4 {
+        let slaves: Vec<PathBuf> = match std::fs::read_dir(part.join("slaves")) {
+            Ok(rd) => rd.filter_map(|e| e.ok()).map(|e| e.path()).collect(),
+            Err(_) => break,
+        };
+        match slaves.as_slice() {
+            [one] => part = std::fs::canonicalize(one).ok()?,
+            [] => break,
+            _ => return None,
+        }
+    }
     // A partition's sysfs directory sits inside its disk's.
     let parent = if part.join("partition").exists() {
         part.parent()?
@@ -531,79 +543,6 @@ pub fn reconcile_datasets(
     Ok(actions)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn facts_of_an_existing_pool_from_tool_output() {
-        use crate::policy::{Topology, VaultKind};
-        let list = "persist\t3.75G\t1M\t3.75G\t-\t-\t0%\t0%\t1.00x\tONLINE\t-\n\tmirror-0\t3.75G\t1M\t3.75G\t-\t-\t0%\t0.00%\t-\tONLINE\n\t/dev/disk/by-partuuid/a\t4G\t-\t-\t-\t-\t-\t-\t-\tONLINE\n";
-        let f = pool_facts(
-            "persist",
-            list,
-            "12\n",
-            "encryption\taes-256-gcm\norg.lfedge.eve:sealed-key\tv1:::\n",
-        );
-        assert_eq!(f.topology, Some(Topology::Mirror));
-        assert_eq!(f.ashift, Some(12));
-        let f = pool_facts("p", "p\t1G\n\t/dev/x\t1G\n", "9", "encryption\toff\n");
-        assert_eq!(
-            (f.topology, f.vault),
-            (Some(Topology::Stripe), Some(VaultKind::Unencrypted))
-        );
-        let f = pool_facts("p", "", "", "");
-        assert_eq!((f.topology, f.ashift, f.vault), (None, None, None));
-    }
-
-    #[test]
-    fn ashift_follows_the_largest_physical_sector() {
-        assert_eq!(ashift_for(12, &[512, 4096]), 12);
-        assert_eq!(ashift_for(12, &[512, 16384]), 14);
-        assert_eq!(ashift_for(9, &[512]), 9);
-        assert_eq!(ashift_for(12, &[]), 12);
-    }
-
-    #[test]
-    fn arc_max_defaults_to_a_quarter_of_ram_with_a_floor() {
-        let p = Policy::builtin();
-        assert_eq!(arc_max(&p, 16 << 30, 0), 4 << 30);
-        assert_eq!(arc_max(&p, 512 << 20, 0), 256 << 20);
-        let p = Policy::parse(
-            std::path::Path::new("t"),
-            "[pool]\narc_max = \"1G\"\n",
-            None,
-        )
-        .unwrap();
-        assert_eq!(arc_max(&p, 16 << 30, 0), 1 << 30);
-    }
-
-    #[test]
-    fn boot_disk_from_mountinfo_and_sysfs() {
-        let t = tempfile::tempdir().unwrap();
-        let disk = t
-            .path()
-            .join("sys/devices/pci0000:00/0000:00:04.0/nvme/nvme0/nvme0n1");
-        std::fs::create_dir_all(disk.join("nvme0n1p2")).unwrap();
-        std::fs::write(disk.join("nvme0n1p2/partition"), "2\n").unwrap();
-        std::fs::create_dir_all(t.path().join("sys/dev/block")).unwrap();
-        std::os::unix::fs::symlink(disk.join("nvme0n1p2"), t.path().join("sys/dev/block/259:2"))
-            .unwrap();
-        let mi = "22 1 259:2 / / ro,relatime - squashfs /dev/nvme0n1p2 ro\n23 22 0:5 / /dev rw - devtmpfs devtmpfs rw\n";
-        assert_eq!(
-            boot_disk(&Roots::under(t.path()), mi).as_deref(),
-            Some("nvme0n1")
-        );
-        assert_eq!(
-            boot_disk(
-                &Roots::under(t.path()),
-                "23 22 0:5 / /dev rw - devtmpfs x rw\n"
-            ),
-            None
-        );
-    }
-}
-
 /// Names of the pools whose labels sit on storage-init's own finished partitions (P3, and
 /// drives holding only our partitions): this box's pool, whatever the policy now calls it.
 pub fn our_pools(obs: &Observation) -> Vec<String> {
@@ -700,194 +639,6 @@ pub fn gather_pool_facts(name: &str) -> crate::policy::PoolFacts {
     pool_facts(name, &list_v, &ashift, &vault)
 }
 
-/// What became of the vault this boot.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "state", rename_all = "kebab-case")]
-pub enum Vault {
-    Unlocked,
-    /// Created unencrypted because the policy allows it without a TPM.
-    Unencrypted,
-    /// Exists but stays locked; nothing under it is touched.
-    Locked {
-        reason: String,
-    },
-    /// Not created (e.g. no TPM and the policy requires one).
-    Absent {
-        reason: String,
-    },
-}
-
-impl Vault {
-    pub fn usable(&self) -> bool {
-        matches!(self, Vault::Unlocked | Vault::Unencrypted)
-    }
-}
-
-fn keyfile(policy: &Policy) -> Result<crate::tpm::Key, String> {
-    let p = policy
-        .encryption
-        .keyfile
-        .as_ref()
-        .ok_or("no keyfile configured")?;
-    let k = crate::tpm::Key::new(std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?);
-    if k.len() != crate::tpm::KEY_LEN {
-        return Err(format!(
-            "{}: a raw key is {} bytes, this is {}",
-            p.display(),
-            crate::tpm::KEY_LEN,
-            k.len()
-        ));
-    }
-    Ok(k)
-}
-
-/// Creates or unlocks `<pool>/vault`. Never destroys or recreates an existing vault.
-pub fn ensure_vault(policy: &Policy) -> Vault {
-    use crate::policy::WithoutTpm;
-    use crate::tpm;
-    let name = format!("{}/vault", policy.pool.name);
-    let props = format!("encryption,keystatus,{}", tpm::SEALED_PROPERTY);
-    match run(
-        zfs::ZFS,
-        &[
-            "get".into(),
-            "-H".into(),
-            "-p".into(),
-            "-o".into(),
-            "property,value".into(),
-            props,
-            name.clone(),
-        ],
-        None,
-    ) {
-        Ok(out) => {
-            let get = |k: &str| {
-                out.lines()
-                    .find_map(|l| {
-                        l.split_once('\t')
-                            .filter(|(p, _)| *p == k)
-                            .map(|(_, v)| v.trim().to_string())
-                    })
-                    .unwrap_or_default()
-            };
-            if get("encryption") == "off" {
-                log(format!("WARNING: {name} is NOT encrypted (created without a TPM under allow-unencrypted)"));
-                return Vault::Unencrypted;
-            }
-            if get("keystatus") == "available" {
-                return Vault::Unlocked;
-            }
-            let blob = get(tpm::SEALED_PROPERTY);
-            let key = if blob.is_empty() || blob == "-" {
-                keyfile(policy)
-            } else {
-                tpm::unseal(&blob).map_err(|e| error_chain(&e))
-            };
-            let key = match key {
-                Ok(k) => k,
-                Err(reason) => {
-                    log(format!("VAULT LOCKED: {name}: {reason}; its data is kept, nothing under it is changed"));
-                    return Vault::Locked { reason };
-                }
-            };
-            match run(
-                zfs::ZFS,
-                &[
-                    "load-key".into(),
-                    "-L".into(),
-                    "prompt".into(),
-                    name.clone(),
-                ],
-                Some(&key),
-            ) {
-                Ok(_) => {
-                    log(format!("{name}: unlocked"));
-                    Vault::Unlocked
-                }
-                Err(e) => {
-                    log(format!("VAULT LOCKED: {name}: {e}"));
-                    Vault::Locked {
-                        reason: e.to_string(),
-                    }
-                }
-            }
-        }
-        Err(_) => {
-            let mountpoint = format!("mountpoint=/{}/vault", policy.pool.name);
-            let (key, blob) = if tpm::present() {
-                match tpm::generate_and_seal(&policy.encryption.pcrs) {
-                    Ok((k, b)) => (k, Some(b)),
-                    Err(e) => {
-                        let reason = error_chain(&e);
-                        log(format!(
-                            "vault not created: sealing the key failed: {reason}"
-                        ));
-                        return Vault::Absent { reason };
-                    }
-                }
-            } else {
-                match policy.encryption.without_tpm {
-                    WithoutTpm::Require => {
-                        let reason = format!("no TPM ({}) and the policy requires one (encryption.without_tpm = \"require\")", tpm::DEVICE);
-                        log(format!("vault not created: {reason}"));
-                        return Vault::Absent { reason };
-                    }
-                    WithoutTpm::AllowUnencrypted => {
-                        log(format!(
-                            "WARNING: no TPM: creating {name} UNENCRYPTED as the policy allows"
-                        ));
-                        return match run(
-                            zfs::ZFS,
-                            &["create".into(), "-o".into(), mountpoint, name.clone()],
-                            None,
-                        ) {
-                            Ok(_) => Vault::Unencrypted,
-                            Err(e) => Vault::Absent {
-                                reason: e.to_string(),
-                            },
-                        };
-                    }
-                    WithoutTpm::Keyfile => match keyfile(policy) {
-                        Ok(k) => {
-                            log("WARNING: no TPM: vault key from the development keyfile");
-                            (k, None)
-                        }
-                        Err(reason) => return Vault::Absent { reason },
-                    },
-                }
-            };
-            let mut args: Vec<String> = [
-                "create",
-                "-o",
-                "encryption=aes-256-gcm",
-                "-o",
-                "keyformat=raw",
-                "-o",
-                "keylocation=prompt",
-                "-o",
-            ]
-            .map(String::from)
-            .to_vec();
-            args.push(mountpoint);
-            if let Some(b) = blob {
-                args.extend(["-o".into(), format!("{}={b}", tpm::SEALED_PROPERTY)]);
-            }
-            args.push(name.clone());
-            match run(zfs::ZFS, &args, Some(&key)) {
-                Ok(_) => {
-                    log(format!(
-                        "{name}: created, aes-256-gcm, key sealed to the TPM"
-                    ));
-                    Vault::Unlocked
-                }
-                Err(e) => Vault::Absent {
-                    reason: e.to_string(),
-                },
-            }
-        }
-    }
-}
-
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
@@ -897,4 +648,87 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         src = x.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn facts_of_an_existing_pool_from_tool_output() {
+        use crate::policy::{Topology, VaultKind};
+        let list = "persist\t3.75G\t1M\t3.75G\t-\t-\t0%\t0%\t1.00x\tONLINE\t-\n\tmirror-0\t3.75G\t1M\t3.75G\t-\t-\t0%\t0.00%\t-\tONLINE\n\t/dev/disk/by-partuuid/a\t4G\t-\t-\t-\t-\t-\t-\t-\tONLINE\n";
+        let f = pool_facts(
+            "persist",
+            list,
+            "12\n",
+            "encryption\taes-256-gcm\norg.lfedge.eve:sealed-key\tv1:::\n",
+        );
+        assert_eq!(f.topology, Some(Topology::Mirror));
+        assert_eq!(f.ashift, Some(12));
+        let f = pool_facts("p", "p\t1G\n\t/dev/x\t1G\n", "9", "encryption\toff\n");
+        assert_eq!(
+            (f.topology, f.vault),
+            (Some(Topology::Stripe), Some(VaultKind::Unencrypted))
+        );
+        let f = pool_facts("p", "", "", "");
+        assert_eq!((f.topology, f.ashift, f.vault), (None, None, None));
+    }
+
+    #[test]
+    fn ashift_follows_the_largest_physical_sector() {
+        assert_eq!(ashift_for(12, &[512, 4096]), 12);
+        assert_eq!(ashift_for(12, &[512, 16384]), 14);
+        assert_eq!(ashift_for(9, &[512]), 9);
+        assert_eq!(ashift_for(12, &[]), 12);
+    }
+
+    #[test]
+    fn arc_max_defaults_to_a_quarter_of_ram_with_a_floor() {
+        let p = Policy::builtin();
+        assert_eq!(arc_max(&p, 16 << 30, 0), 4 << 30);
+        assert_eq!(arc_max(&p, 512 << 20, 0), 256 << 20);
+        let p = Policy::parse(
+            std::path::Path::new("t"),
+            "[pool]\narc_max = \"1G\"\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(arc_max(&p, 16 << 30, 0), 1 << 30);
+    }
+
+    #[test]
+    fn boot_disk_from_mountinfo_and_sysfs() {
+        let t = tempfile::tempdir().unwrap();
+        let disk = t
+            .path()
+            .join("sys/devices/pci0000:00/0000:00:04.0/nvme/nvme0/nvme0n1");
+        std::fs::create_dir_all(disk.join("nvme0n1p2")).unwrap();
+        std::fs::write(disk.join("nvme0n1p2/partition"), "2\n").unwrap();
+        std::fs::create_dir_all(t.path().join("sys/dev/block")).unwrap();
+        std::os::unix::fs::symlink(disk.join("nvme0n1p2"), t.path().join("sys/dev/block/259:2"))
+            .unwrap();
+        let mi = "22 1 259:2 / / ro,relatime - squashfs /dev/nvme0n1p2 ro\n23 22 0:5 / /dev rw - devtmpfs devtmpfs rw\n";
+        assert_eq!(
+            boot_disk(&Roots::under(t.path()), mi).as_deref(),
+            Some("nvme0n1")
+        );
+        assert_eq!(
+            boot_disk(
+                &Roots::under(t.path()),
+                "23 22 0:5 / /dev rw - devtmpfs x rw\n"
+            ),
+            None
+        );
+        // The verified root: dm-0 over nvme0n1p2.
+        let dm = t.path().join("sys/devices/virtual/block/dm-0");
+        std::fs::create_dir_all(dm.join("slaves")).unwrap();
+        std::os::unix::fs::symlink(disk.join("nvme0n1p2"), dm.join("slaves/nvme0n1p2")).unwrap();
+        std::os::unix::fs::symlink(&dm, t.path().join("sys/dev/block/252:0")).unwrap();
+        let mi = "22 1 252:0 / / ro,relatime - squashfs /dev/dm-0 ro\n";
+        assert_eq!(
+            boot_disk(&Roots::under(t.path()), mi).as_deref(),
+            Some("nvme0n1")
+        );
+    }
 }

@@ -87,6 +87,31 @@ pub fn last_good_path(pool: &str) -> PathBuf {
     Path::new("/").join(pool).join(".storage/policy.toml")
 }
 
+/// The policy storage-init last applied on `pool` (kept there), else the image's.
+pub fn last_good_policy(pool: &str) -> Option<crate::policy::Policy> {
+    [last_good_path(pool), PathBuf::from(IMAGE_POLICY)]
+        .iter()
+        .find_map(|p| {
+            let t = std::fs::read_to_string(p).ok()?;
+            crate::policy::Policy::parse(p, &t, None).ok()
+        })
+}
+
+/// Where storage-init records this boot's outcome (pool, vault state) for the health check.
+pub const OUTCOME: &str = "/run/eve/storage.json";
+
+/// Records a later change of the vault's state (unlocked by the recovery key) in the outcome.
+pub fn record_vault_state(pool: &str, state: &str) {
+    let mut v: serde_json::Value = std::fs::read(OUTCOME)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_else(|| serde_json::json!({ "pool": pool, "vault": format!("{pool}/vault") }));
+    v["vault_state"] = state.into();
+    if let Err(e) = std::fs::write(OUTCOME, v.to_string()) {
+        eprintln!("storagectl: {OUTCOME}: {e}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,4 +12,5 @@ pub mod probe;
 pub mod roots;
 pub mod status;
 pub mod tpm;
+pub mod vault;
 pub mod zfs;

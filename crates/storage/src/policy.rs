@@ -200,10 +200,19 @@ pub struct Encryption {
     pub without_tpm: WithoutTpm,
     #[serde(default)]
     pub keyfile: Option<PathBuf>,
-    /// PCRs the sealed key is bound to. Default: none beyond the TPM itself, so an OS update
+    /// PCRs the sealed key is bound to besides PCR 7 (below). Default: none, so an OS update
     /// (new kernel and initramfs) does not lock the vault.
     #[serde(default)]
     pub pcrs: Vec<u8>,
+    /// With Secure Boot on, also bind to PCR 7 (Secure Boot state and enrolled keys): the vault
+    /// then stays locked when the box boots with Secure Boot off or other keys, while signed
+    /// updates keep unlocking it. Default true.
+    #[serde(default = "yes")]
+    pub bind_secure_boot: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -242,6 +251,7 @@ fn default_encryption() -> Encryption {
         without_tpm: WithoutTpm::Require,
         keyfile: None,
         pcrs: vec![],
+        bind_secure_boot: true,
     }
 }
 fn default_reserved() -> Reserved {

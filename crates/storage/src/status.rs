@@ -33,6 +33,8 @@ pub struct Status {
     pub datasets: Vec<DatasetStatus>,
     /// The vault's state, and what to do about it when it is not unlocked.
     pub vault: Option<VaultView>,
+    /// Secure Boot, and what the vault's key is sealed to.
+    pub boot: Option<crate::vault::Binding>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -57,7 +59,9 @@ pub fn vault_view(pool: &str, ds: &[DatasetStatus]) -> VaultView {
         Some(_) => ("locked", Some(format!(
             "{name}'s key is not loaded: this box's TPM did not unseal it (a replaced or cleared TPM, or disks moved from another box). \
 Nothing under the vault is read, changed or deleted: guest volumes are kept but not exported, and volumed waits. \
-To recover, boot with the original TPM; or load the escrowed key (`storage-init unseal-key` on the original box) with \
+To recover, boot with the original TPM (and Secure Boot on with the project's keys, if the key is sealed to PCR 7); \
+or unlock it with the recovery key shown when the vault was made: `storagectl vault recover` (reads it on stdin), \
+which also seals the key to this box's TPM; or load the escrowed key (`storage-init unseal-key` on the original box) with \
 `zfs load-key -L file:///run/vault.key {name} && zfs mount -a`, and volumed resumes by itself"
         ))),
     };
@@ -130,12 +134,22 @@ pub fn render(s: &Status) -> String {
             m.stable_id.as_deref().unwrap_or(&m.path)
         ));
     }
+    if let Some(b) = &s.boot {
+        o.push_str(&format!("secure boot: {}\n", b.secure_boot.describe()));
+    }
     if let Some(v) = &s.vault {
         o.push_str(&format!(
             "vault: {} {}\n",
             v.dataset,
             v.state.to_uppercase()
         ));
+        if let Some(b) = &s.boot {
+            o.push_str(&format!(
+                "  key sealed to {}; recovery key: {}\n",
+                b.sealed_to.as_deref().unwrap_or("no TPM (not sealed)"),
+                if b.recovery_key { "set" } else { "none" }
+            ));
+        }
         if let Some(a) = &v.advice {
             o.push_str(&format!("  {a}\n"));
         }
@@ -196,8 +210,25 @@ mod tests {
             members: vec![],
             datasets: vec![],
             vault: Some(vault_view("persist", &[d("unavailable", "aes-256-gcm")])),
+            boot: Some(crate::vault::binding(
+                Some(&crate::vault::Observed {
+                    sealed: Some("v1:7:AA==:AA==".into()),
+                    recovery: Some("r1:x".into()),
+                    ..Default::default()
+                }),
+                crate::vault::SecureBoot::Off,
+            )),
         };
-        assert!(render(&st).contains("vault: persist/vault LOCKED"));
+        let text = render(&st);
+        assert!(text.contains("vault: persist/vault LOCKED"));
+        assert!(text.contains("secure boot: off\n"), "{text}");
+        assert!(
+            text.contains(
+                "key sealed to this TPM and PCR 7 (Secure Boot state and keys); recovery key: set"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("storagectl vault recover"), "{text}");
     }
 
     #[test]
@@ -234,6 +265,7 @@ mod tests {
                 free: 1023 << 20,
             }),
             vault: None,
+            boot: None,
             members: vec![Member {
                 path: "/dev/disk/by-partuuid/aa".into(),
                 disk: Some("nvme0n1".into()),

@@ -119,12 +119,18 @@ fn pcr_session(
     Ok(ps)
 }
 
-/// Generates a fresh key and seals it. Returns the key (to hand to zfs) and the blob to store.
-pub fn generate_and_seal(pcrs: &[u8]) -> Result<(Key, String), TpmError> {
+/// A fresh vault key from the kernel RNG.
+pub fn generate() -> Result<Key, TpmError> {
     let mut key = Key::new(vec![0u8; KEY_LEN]);
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut key))
         .map_err(TpmError::Random)?;
+    Ok(key)
+}
+
+/// Seals `key` under this TPM's storage key, bound to the current values of `pcrs`; returns the
+/// blob to store.
+pub fn seal(key: &[u8], pcrs: &[u8]) -> Result<String, TpmError> {
     let mut ctx = context()?;
     let parent = primary(&mut ctx)?;
     let auth_policy = if pcrs.is_empty() {
@@ -164,13 +170,12 @@ pub fn generate_and_seal(pcrs: &[u8]) -> Result<(Key, String), TpmError> {
         .marshall()
         .map_err(tss("marshal public"))?;
     let b64 = base64::engine::general_purpose::STANDARD;
-    let blob = format!(
+    Ok(format!(
         "v1:{}:{}:{}",
         pcrs.iter().map(u8::to_string).collect::<Vec<_>>().join(","),
         b64.encode(pub_bytes),
         b64.encode(created.out_private.value())
-    );
-    Ok((key, blob))
+    ))
 }
 
 /// The parts of a stored sealed key.

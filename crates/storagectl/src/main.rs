@@ -37,6 +37,13 @@ enum Cmd {
         #[command(subcommand)]
         cmd: VolCmd,
     },
+    /// The vault's key: unlock with the recovery key, or make a new recovery key.
+    Vault {
+        #[arg(long, default_value = "persist")]
+        pool: String,
+        #[command(subcommand)]
+        cmd: VaultCmd,
+    },
     /// The live nvmet configuration.
     Export {
         #[arg(long)]
@@ -44,6 +51,19 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ExportCmd,
     },
+}
+
+#[derive(Subcommand)]
+enum VaultCmd {
+    /// Unlock a locked vault with its recovery key (read from stdin: after a board or TPM change),
+    /// then seal its key to this box's TPM so the next boot unlocks by itself.
+    Recover {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a new recovery key for the unlocked vault (the old one stops working) and print it
+    /// once.
+    RecoveryKey,
 }
 
 #[derive(Subcommand)]
@@ -184,6 +204,7 @@ fn gather(pool: &str) -> Result<Status, zfs::CmdError> {
             members: vec![],
             datasets: vec![],
             vault: None,
+            boot: Some(storage::vault::gather_binding(pool, &Roots::host().sys)),
         });
     };
     let info = pools.into_iter().next();
@@ -211,6 +232,7 @@ fn gather(pool: &str) -> Result<Status, zfs::CmdError> {
         pool: info,
         members,
         vault: Some(status::vault_view(pool, &datasets)),
+        boot: Some(storage::vault::gather_binding(pool, &Roots::host().sys)),
         datasets,
     })
 }
@@ -231,6 +253,59 @@ fn emit<T: serde::Serialize, E: std::error::Error>(
             ExitCode::SUCCESS
         }
         Err(e) => fail(&e),
+    }
+}
+
+fn vault(pool: &str, cmd: VaultCmd) -> ExitCode {
+    use storage::vault;
+    match cmd {
+        VaultCmd::Recover { json } => {
+            let mut line = zeroize::Zeroizing::new(String::new());
+            if let Err(e) = std::io::stdin().read_line(&mut line) {
+                eprintln!("storagectl: reading the recovery key on stdin: {e}");
+                return ExitCode::FAILURE;
+            }
+            let rk = match vault::RecoveryKey::parse(&line) {
+                Ok(k) => k,
+                Err(e) => return fail(&e),
+            };
+            // The policy in force on this pool (its PCRs), as storage-init last kept it.
+            let enc = storage::config::last_good_policy(pool)
+                .map(|p| p.encryption)
+                .unwrap_or_else(|| storage::policy::Policy::builtin().encryption);
+            let sb = vault::secure_boot(&Roots::host().sys);
+            let r = vault::recover(pool, &rk, &enc, sb);
+            if let Ok(v) = &r {
+                if v.unlocked {
+                    storage::config::record_vault_state(pool, "unlocked");
+                }
+            }
+            emit(r, json, |v| {
+                if !v.unlocked {
+                    format!("{}: already unlocked; nothing changed\n", v.vault)
+                } else {
+                    format!(
+                        "{}: unlocked with the recovery key; {}\n",
+                        v.vault,
+                        match &v.sealed_to {
+                            Some(b) => format!(
+                                "its key is now sealed to {b}: the next boot unlocks by itself"
+                            ),
+                            None =>
+                                "no TPM here: the next boot needs the recovery key again".into(),
+                        }
+                    )
+                }
+            })
+        }
+        VaultCmd::RecoveryKey => match vault::new_recovery_key(pool) {
+            Ok(rk) => {
+                println!("{}", rk.display());
+                eprintln!("storagectl: new recovery key for {pool}/vault (the old one no longer works); it is not stored anywhere");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
     }
 }
 
@@ -305,6 +380,7 @@ fn main() -> ExitCode {
     match Cli::parse().cmd {
         Cmd::Status { json, pool } => emit(gather(&pool), json, status::render),
         Cmd::Volume { config, cmd } => volume(config.as_deref(), cmd),
+        Cmd::Vault { pool, cmd } => vault(&pool, cmd),
         Cmd::Export {
             config,
             cmd: ExportCmd::Save { file },

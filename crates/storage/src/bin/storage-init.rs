@@ -314,7 +314,10 @@ fn main() -> ExitCode {
                     "ARC cap not set: /sys/module/zfs/parameters/zfs_arc_max: {e}"
                 )),
             }
-            let vault = bringup::ensure_vault(&policy);
+            let sb = storage::vault::secure_boot(&roots.sys);
+            log(format!("Secure Boot: {}", sb.describe()));
+            let mut console = storage::vault::Console(roots.dev.join("console"));
+            let vault = storage::vault::ensure(&policy, sb, &mut console);
             match bringup::reconcile_datasets(&policy, size, vault.usable(), false) {
                 Ok(actions) => log(format!("datasets: {} change(s)", actions.len())),
                 Err(e) => return report(&e),
@@ -331,20 +334,16 @@ fn main() -> ExitCode {
             }
             // What ab-health judges this boot by: the names under the policy in force and what
             // became of the vault.
-            let state = match &vault {
-                bringup::Vault::Unlocked => "unlocked",
-                bringup::Vault::Unencrypted => "unencrypted",
-                bringup::Vault::Locked { .. } => "locked",
-                bringup::Vault::Absent { .. } => "absent",
-            };
             let outcome = serde_json::json!({
                 "pool": policy.pool.name,
                 "vault": format!("{}/vault", policy.pool.name),
-                "vault_state": state,
+                "vault_state": vault.state(),
+                "secure_boot": sb,
+                "vault_bound_to": storage::vault::binding_of(&policy.pool.name),
             });
             let _ = std::fs::create_dir_all("/run/eve");
-            if let Err(e) = std::fs::write("/run/eve/storage.json", outcome.to_string()) {
-                log(format!("/run/eve/storage.json: {e}"));
+            if let Err(e) = std::fs::write(config::OUTCOME, outcome.to_string()) {
+                log(format!("{}: {e}", config::OUTCOME));
             }
             println!(
                 "storage-init: pool {} guid {guid} ready at /{} ({} MiB usable); vault {vault:?}",

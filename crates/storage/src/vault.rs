@@ -1,0 +1,851 @@
+//! The vault and its key: create or unlock `<pool>/vault`, bind the sealed key to the boot state
+//! (PCR 7, Secure Boot's state and keys, whenever Secure Boot is on), re-seal a key sealed to a
+//! weaker policy once the box boots where the stronger one is possible, and the recovery key:
+//! 32 random bytes shown once on the console when the vault is made, which unwrap a copy of the
+//! vault key kept on the vault itself, for a box whose TPM or board was replaced.
+//!
+//! The decisions (what to bind to, whether to re-seal, what the vault's properties say) are pure
+//! and unit-tested; `ensure` and `recover` do the I/O through `zfs` and `tpm`.
+
+use crate::bringup::{error_chain, log};
+use crate::policy::{Encryption, Policy, WithoutTpm};
+use crate::tpm::{self, Key};
+use crate::zfs::{self, run};
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use serde::Serialize;
+use std::path::Path;
+
+/// The vault dataset property holding the vault key wrapped by the recovery key.
+pub const RECOVERY_PROPERTY: &str = "org.lfedge.eve:recovery";
+/// EFI global variables (SecureBoot, SetupMode).
+pub const EFI_GLOBAL: &str = "8be4df61-93ca-11d2-aa0d-00e098032b8c";
+/// PCR 7: the firmware's Secure Boot state, its PK/KEK/db/dbx, and which db entries authorised
+/// what booted. A signed update does not change it; Secure Boot off or other keys do.
+pub const SECURE_BOOT_PCR: u8 = 7;
+const RECOVERY_AAD: &[u8] = b"org.lfedge.eve:recovery v1";
+/// systemd's recovery keys use the same alphabet: it reads the same on any keyboard layout.
+const MODHEX: &[u8; 16] = b"cbdefghijklnrtuv";
+
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    #[error("not a recovery key: {0}")]
+    BadRecoveryKey(String),
+    #[error("the recovery key does not open this vault (a typo, or another box's key)")]
+    WrongRecoveryKey,
+    #[error("{0} has no recovery key (it was made before recovery keys, or without a TPM)")]
+    NoRecovery(String),
+    #[error("recovery property is malformed: {0}")]
+    Blob(String),
+    #[error("no randomness: {0}")]
+    Random(String),
+    #[error(transparent)]
+    Tpm(#[from] tpm::TpmError),
+    #[error(transparent)]
+    Cmd(#[from] zfs::CmdError),
+}
+
+/// The firmware's Secure Boot state, from efivarfs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SecureBoot {
+    On,
+    Off,
+    /// No platform key enrolled: the firmware accepts any key, so nothing is enforced.
+    SetupMode,
+    /// Not booted through UEFI (or efivarfs is not mounted).
+    Unknown,
+}
+
+impl SecureBoot {
+    pub fn describe(self) -> &'static str {
+        match self {
+            SecureBoot::On => "on",
+            SecureBoot::Off => "off",
+            SecureBoot::SetupMode => "off (setup mode: no platform key enrolled)",
+            SecureBoot::Unknown => "unknown (no UEFI variables)",
+        }
+    }
+}
+
+/// The value byte of an efivarfs file (4 bytes of attributes, then the data).
+pub fn efivar_byte(raw: &[u8]) -> Option<u8> {
+    (raw.len() == 5).then(|| raw[4])
+}
+
+/// Pure: the state from the SecureBoot and SetupMode variables' contents (`None`: absent).
+pub fn secure_boot_from(secure_boot: Option<&[u8]>, setup_mode: Option<&[u8]>) -> SecureBoot {
+    match (
+        secure_boot.and_then(efivar_byte),
+        setup_mode.and_then(efivar_byte),
+    ) {
+        (_, Some(1)) => SecureBoot::SetupMode,
+        (Some(1), _) => SecureBoot::On,
+        (Some(0), _) => SecureBoot::Off,
+        _ => SecureBoot::Unknown,
+    }
+}
+
+/// Reads the state under `sys` (`/sys` on the box).
+pub fn secure_boot(sys: &Path) -> SecureBoot {
+    let dir = sys.join("firmware/efi/efivars");
+    let read = |name: &str| std::fs::read(dir.join(format!("{name}-{EFI_GLOBAL}"))).ok();
+    let (sb, sm) = (read("SecureBoot"), read("SetupMode"));
+    if sb.is_none() && !sys.join("firmware/efi").exists() {
+        return SecureBoot::Unknown;
+    }
+    secure_boot_from(sb.as_deref(), sm.as_deref())
+}
+
+/// The PCRs a newly sealed key is bound to: the policy's, plus PCR 7 when Secure Boot is on (and
+/// the policy does not opt out).
+pub fn wanted_pcrs(enc: &Encryption, sb: SecureBoot) -> Vec<u8> {
+    let mut p = enc.pcrs.clone();
+    if sb == SecureBoot::On && enc.bind_secure_boot {
+        p.push(SECURE_BOOT_PCR);
+    }
+    p.sort_unstable();
+    p.dedup();
+    p
+}
+
+/// Whether a key sealed to `sealed` should be re-sealed to `wanted`: only to add a binding,
+/// never to drop one (a weaker seal is an operator's decision, not something a boot infers).
+pub fn should_reseal(sealed: &[u8], wanted: &[u8]) -> bool {
+    wanted.iter().any(|p| !sealed.contains(p))
+}
+
+/// What a sealed key is bound to, in words.
+pub fn binding_text(pcrs: &[u8]) -> String {
+    match pcrs {
+        [] => "this TPM only (no PCRs: any OS booted on this box can unseal it)".into(),
+        [7] => "this TPM and PCR 7 (Secure Boot state and keys)".into(),
+        p => format!(
+            "this TPM and PCRs {}{}",
+            p.iter().map(u8::to_string).collect::<Vec<_>>().join(", "),
+            if p.contains(&7) {
+                " (7: Secure Boot state and keys)"
+            } else {
+                ""
+            }
+        ),
+    }
+}
+
+/// A recovery key: 32 random bytes, shown as 8 groups of 8 modhex characters.
+#[derive(Debug)]
+pub struct RecoveryKey(zeroize::Zeroizing<[u8; 32]>);
+
+impl RecoveryKey {
+    pub fn generate() -> Result<RecoveryKey, VaultError> {
+        let mut k = zeroize::Zeroizing::new([0u8; 32]);
+        getrandom::fill(&mut k[..]).map_err(|e| VaultError::Random(e.to_string()))?;
+        Ok(RecoveryKey(k))
+    }
+
+    pub fn from_bytes(b: [u8; 32]) -> RecoveryKey {
+        RecoveryKey(zeroize::Zeroizing::new(b))
+    }
+
+    /// Accepts what was shown, with or without the dashes, spaces and line breaks, any case.
+    pub fn parse(text: &str) -> Result<RecoveryKey, VaultError> {
+        let chars: Vec<u8> = text
+            .bytes()
+            .filter(|b| !b.is_ascii_whitespace() && *b != b'-')
+            .map(|b| b.to_ascii_lowercase())
+            .collect();
+        if chars.len() != 64 {
+            return Err(VaultError::BadRecoveryKey(format!(
+                "{} letters; a recovery key has 64 (8 groups of 8)",
+                chars.len()
+            )));
+        }
+        let mut out = zeroize::Zeroizing::new([0u8; 32]);
+        for (i, pair) in chars.chunks(2).enumerate() {
+            let nib = |c: u8| {
+                MODHEX.iter().position(|m| *m == c).ok_or_else(|| {
+                    VaultError::BadRecoveryKey(format!(
+                        "`{}` is not one of {}",
+                        c as char,
+                        String::from_utf8_lossy(MODHEX)
+                    ))
+                })
+            };
+            out[i] = (nib(pair[0])? << 4 | nib(pair[1])?) as u8;
+        }
+        Ok(RecoveryKey(out))
+    }
+
+    pub fn display(&self) -> String {
+        let s: String = self
+            .0
+            .iter()
+            .flat_map(|b| [MODHEX[(b >> 4) as usize], MODHEX[(b & 15) as usize]])
+            .map(char::from)
+            .collect();
+        s.as_bytes()
+            .chunks(8)
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .collect::<Vec<_>>()
+            .join("-")
+    }
+
+    fn cipher(&self, salt: &[u8]) -> Result<Aes256Gcm, VaultError> {
+        let mut kek = zeroize::Zeroizing::new([0u8; 32]);
+        hkdf::Hkdf::<sha2::Sha256>::new(Some(salt), &self.0[..])
+            .expand(RECOVERY_AAD, &mut kek[..])
+            .map_err(|e| VaultError::Blob(e.to_string()))?;
+        Aes256Gcm::new_from_slice(&kek[..]).map_err(|e| VaultError::Blob(e.to_string()))
+    }
+}
+
+/// The vault key wrapped by `rk` (AES-256-GCM under a key derived by HKDF-SHA256 with a random
+/// salt): `r1:<salt>:<nonce>:<ciphertext>`, base64 fields.
+pub fn wrap(vault_key: &[u8], rk: &RecoveryKey) -> Result<String, VaultError> {
+    let mut salt = [0u8; 16];
+    let mut nonce = [0u8; 12];
+    getrandom::fill(&mut salt).map_err(|e| VaultError::Random(e.to_string()))?;
+    getrandom::fill(&mut nonce).map_err(|e| VaultError::Random(e.to_string()))?;
+    let ct = rk
+        .cipher(&salt)?
+        .encrypt(
+            Nonce::from_slice(&nonce),
+            Payload {
+                msg: vault_key,
+                aad: RECOVERY_AAD,
+            },
+        )
+        .map_err(|e| VaultError::Blob(e.to_string()))?;
+    Ok(format!(
+        "r1:{}:{}:{}",
+        B64.encode(salt),
+        B64.encode(nonce),
+        B64.encode(ct)
+    ))
+}
+
+pub fn unwrap(blob: &str, rk: &RecoveryKey) -> Result<Key, VaultError> {
+    let parts: Vec<&str> = blob.trim().split(':').collect();
+    let ["r1", salt, nonce, ct] = parts.as_slice() else {
+        return Err(VaultError::Blob(format!(
+            "expected r1:<salt>:<nonce>:<ciphertext>, found {} fields",
+            parts.len()
+        )));
+    };
+    let dec = |s: &str| B64.decode(s).map_err(|e| VaultError::Blob(e.to_string()));
+    let (salt, nonce, ct) = (dec(salt)?, dec(nonce)?, dec(ct)?);
+    if nonce.len() != 12 {
+        return Err(VaultError::Blob("nonce is not 12 bytes".into()));
+    }
+    let key = rk
+        .cipher(&salt)?
+        .decrypt(
+            Nonce::from_slice(&nonce),
+            Payload {
+                msg: &ct,
+                aad: RECOVERY_AAD,
+            },
+        )
+        .map_err(|_| VaultError::WrongRecoveryKey)?;
+    if key.len() != tpm::KEY_LEN {
+        return Err(VaultError::Blob(format!("a {}-byte key", key.len())));
+    }
+    Ok(Key::new(key))
+}
+
+/// What became of the vault this boot.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "state", rename_all = "kebab-case")]
+pub enum Vault {
+    Unlocked,
+    /// Created unencrypted because the policy allows it without a TPM.
+    Unencrypted,
+    /// Exists but stays locked; nothing under it is touched.
+    Locked {
+        reason: String,
+    },
+    /// Not created (e.g. no TPM and the policy requires one), or its state could not be read.
+    Absent {
+        reason: String,
+    },
+}
+
+impl Vault {
+    pub fn usable(&self) -> bool {
+        matches!(self, Vault::Unlocked | Vault::Unencrypted)
+    }
+    pub fn state(&self) -> &'static str {
+        match self {
+            Vault::Unlocked => "unlocked",
+            Vault::Unencrypted => "unencrypted",
+            Vault::Locked { .. } => "locked",
+            Vault::Absent { .. } => "absent",
+        }
+    }
+}
+
+/// The vault's properties, as `zfs get` gave them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Observed {
+    pub encryption: String,
+    pub keystatus: String,
+    pub sealed: Option<String>,
+    pub recovery: Option<String>,
+}
+
+pub const PROPS: [&str; 4] = [
+    "encryption",
+    "keystatus",
+    tpm::SEALED_PROPERTY,
+    RECOVERY_PROPERTY,
+];
+
+/// Pure: the properties from `zfs get -H -p -o property,value` output (`-` is "not set").
+pub fn parse_props(out: &str) -> Observed {
+    let get = |k: &str| {
+        out.lines().find_map(|l| {
+            l.split_once('\t')
+                .filter(|(p, _)| *p == k)
+                .map(|(_, v)| v.trim().to_string())
+        })
+    };
+    let set = |k: &str| get(k).filter(|v| !v.is_empty() && v != "-");
+    Observed {
+        encryption: get("encryption").unwrap_or_default(),
+        keystatus: get("keystatus").unwrap_or_default(),
+        sealed: set(tpm::SEALED_PROPERTY),
+        recovery: set(RECOVERY_PROPERTY),
+    }
+}
+
+/// Pure: whether `zfs get` failed because the dataset does not exist (anything else, such as a
+/// pool that is suspended, says nothing about existence and must never lead to creating it).
+pub fn missing(e: &zfs::CmdError) -> bool {
+    e.to_string().contains("dataset does not exist")
+}
+
+fn observe(name: &str) -> Result<Option<Observed>, zfs::CmdError> {
+    match run(
+        zfs::ZFS,
+        &[
+            "get".into(),
+            "-H".into(),
+            "-p".into(),
+            "-o".into(),
+            "property,value".into(),
+            PROPS.join(","),
+            name.into(),
+        ],
+        None,
+    ) {
+        Ok(out) => Ok(Some(parse_props(&out))),
+        Err(e) if missing(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn keyfile(policy: &Policy) -> Result<Key, String> {
+    let p = policy
+        .encryption
+        .keyfile
+        .as_ref()
+        .ok_or("no keyfile configured")?;
+    let k = Key::new(std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?);
+    if k.len() != tpm::KEY_LEN {
+        return Err(format!(
+            "{}: a raw key is {} bytes, this is {}",
+            p.display(),
+            tpm::KEY_LEN,
+            k.len()
+        ));
+    }
+    Ok(k)
+}
+
+fn set_property(name: &str, prop: &str, value: &str) -> Result<(), zfs::CmdError> {
+    run(
+        zfs::ZFS,
+        &["set".into(), format!("{prop}={value}"), name.into()],
+        None,
+    )
+    .map(|_| ())
+}
+
+/// Where a recovery key is shown: the console device itself, so it is seen once and never lands
+/// in a log file (init copies every service's output to /run/log and /persist/log).
+pub trait Shower {
+    fn show(&mut self, vault: &str, key: &RecoveryKey);
+}
+
+/// Writes to a console device (`/dev/console` on the box).
+#[derive(Debug)]
+pub struct Console(pub std::path::PathBuf);
+
+impl Shower for Console {
+    fn show(&mut self, vault: &str, key: &RecoveryKey) {
+        let text = recovery_banner(vault, key);
+        let r = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&self.0)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()));
+        match r {
+            Ok(()) => log(format!(
+                "{vault}: a recovery key was made and shown on the console (it is not logged)"
+            )),
+            Err(e) => log(format!(
+                "{vault}: a recovery key was made but could not be shown on {}: {e}; make a new one with `storagectl vault recovery-key`",
+                self.0.display()
+            )),
+        }
+    }
+}
+
+pub fn recovery_banner(vault: &str, key: &RecoveryKey) -> String {
+    format!(
+        "\r\n======================== VAULT RECOVERY KEY ========================\r\n\
+         {vault} can be unlocked without this box's TPM (a replaced board or TPM) with:\r\n\r\n    \
+         {}\r\n\r\n\
+         Write it down now and keep it away from the box: it is shown only this once and the\r\n\
+         box does not keep it. To use it: `storagectl vault recover` (reads it on stdin).\r\n\
+         ====================================================================\r\n",
+        key.display()
+    )
+}
+
+/// After the vault was unlocked with `key` (sealed as `obs` says): re-seal to `wanted` when that
+/// adds a binding, and make a recovery key if the vault has none. Failures are logged; the vault
+/// stays unlocked and the old seal stays in place.
+fn maintain(name: &str, key: &Key, obs: &Observed, wanted: &[u8], shower: &mut dyn Shower) {
+    if let Some(blob) = &obs.sealed {
+        match tpm::parse_blob(blob) {
+            Ok(s) if should_reseal(&s.pcrs, wanted) => match reseal(name, key, wanted) {
+                Ok(()) => log(format!(
+                    "{name}: key re-sealed from {} to {}",
+                    binding_text(&s.pcrs),
+                    binding_text(wanted)
+                )),
+                Err(e) => log(format!(
+                    "{name}: re-sealing to {} failed ({}); the key stays sealed to {}",
+                    binding_text(wanted),
+                    error_chain(&e),
+                    binding_text(&s.pcrs)
+                )),
+            },
+            Ok(_) => {}
+            Err(e) => log(format!("{name}: sealed key: {e}")),
+        }
+    }
+    if obs.recovery.is_none() {
+        match RecoveryKey::generate()
+            .and_then(|rk| wrap(key, &rk).map(|w| (rk, w)))
+            .and_then(|(rk, w)| {
+                set_property(name, RECOVERY_PROPERTY, &w)?;
+                Ok(rk)
+            }) {
+            Ok(rk) => shower.show(name, &rk),
+            Err(e) => log(format!("{name}: no recovery key made: {}", error_chain(&e))),
+        }
+    }
+}
+
+/// Seals `key` to `pcrs`, checks the new seal opens, then replaces the stored one (one property
+/// write: a power cut leaves the old seal or the new one, both valid).
+pub fn reseal(name: &str, key: &Key, pcrs: &[u8]) -> Result<(), VaultError> {
+    let blob = tpm::seal(key, pcrs)?;
+    let back = tpm::unseal(&blob)?;
+    if back[..] != key[..] {
+        return Err(VaultError::Blob(
+            "the new seal does not give the key back".into(),
+        ));
+    }
+    set_property(name, tpm::SEALED_PROPERTY, &blob)?;
+    Ok(())
+}
+
+fn load_key(name: &str, key: &Key) -> Result<(), zfs::CmdError> {
+    run(
+        zfs::ZFS,
+        &["load-key".into(), "-L".into(), "prompt".into(), name.into()],
+        Some(key),
+    )
+    .map(|_| ())
+}
+
+/// Creates or unlocks `<pool>/vault`. Never destroys or recreates an existing vault, and never
+/// creates one whose existence it could not establish.
+pub fn ensure(policy: &Policy, sb: SecureBoot, shower: &mut dyn Shower) -> Vault {
+    let name = format!("{}/vault", policy.pool.name);
+    let wanted = wanted_pcrs(&policy.encryption, sb);
+    let obs = match observe(&name) {
+        Ok(o) => o,
+        Err(e) => {
+            let reason = format!(
+                "could not read {name}'s state ({e}); it is neither created nor unlocked this boot"
+            );
+            log(format!("VAULT UNAVAILABLE: {reason}"));
+            return Vault::Absent { reason };
+        }
+    };
+    let Some(obs) = obs else {
+        return create(policy, &name, &wanted, shower);
+    };
+    if obs.encryption == "off" {
+        log(format!(
+            "WARNING: {name} is NOT encrypted (created without a TPM under allow-unencrypted)"
+        ));
+        return Vault::Unencrypted;
+    }
+    if obs.keystatus == "available" {
+        return Vault::Unlocked;
+    }
+    let key = match &obs.sealed {
+        None => keyfile(policy),
+        Some(blob) => tpm::unseal(blob).map_err(|e| {
+            let bound = tpm::parse_blob(blob)
+                .map(|s| format!(" (sealed to {})", binding_text(&s.pcrs)))
+                .unwrap_or_default();
+            format!(
+                "{}{bound}; Secure Boot is {}",
+                error_chain(&e),
+                sb.describe()
+            )
+        }),
+    };
+    let key = match key {
+        Ok(k) => k,
+        Err(reason) => {
+            log(format!(
+                "VAULT LOCKED: {name}: {reason}; its data is kept, nothing under it is changed{}",
+                if obs.recovery.is_some() {
+                    "; `storagectl vault recover` unlocks it with the recovery key"
+                } else {
+                    ""
+                }
+            ));
+            return Vault::Locked { reason };
+        }
+    };
+    if let Err(e) = load_key(&name, &key) {
+        log(format!("VAULT LOCKED: {name}: {e}"));
+        return Vault::Locked {
+            reason: e.to_string(),
+        };
+    }
+    log(format!("{name}: unlocked"));
+    if obs.sealed.is_some() {
+        maintain(&name, &key, &obs, &wanted, shower);
+    }
+    Vault::Unlocked
+}
+
+fn create(policy: &Policy, name: &str, wanted: &[u8], shower: &mut dyn Shower) -> Vault {
+    let mountpoint = format!("mountpoint=/{}/vault", policy.pool.name);
+    let (key, sealed, recovery) = if tpm::present() {
+        let made = tpm::generate().and_then(|k| tpm::seal(&k, wanted).map(|b| (k, b)));
+        match made {
+            Ok((k, b)) => {
+                let rec = RecoveryKey::generate().and_then(|rk| wrap(&k, &rk).map(|w| (rk, w)));
+                match rec {
+                    Ok(r) => (k, Some(b), Some(r)),
+                    Err(e) => {
+                        log(format!("{name}: no recovery key: {}", error_chain(&e)));
+                        (k, Some(b), None)
+                    }
+                }
+            }
+            Err(e) => {
+                let reason = error_chain(&e);
+                log(format!(
+                    "vault not created: sealing the key failed: {reason}"
+                ));
+                return Vault::Absent { reason };
+            }
+        }
+    } else {
+        match policy.encryption.without_tpm {
+            WithoutTpm::Require => {
+                let reason = format!("no TPM ({}) and the policy requires one (encryption.without_tpm = \"require\")", tpm::DEVICE);
+                log(format!("vault not created: {reason}"));
+                return Vault::Absent { reason };
+            }
+            WithoutTpm::AllowUnencrypted => {
+                log(format!(
+                    "WARNING: no TPM: creating {name} UNENCRYPTED as the policy allows"
+                ));
+                return match run(
+                    zfs::ZFS,
+                    &["create".into(), "-o".into(), mountpoint, name.into()],
+                    None,
+                ) {
+                    Ok(_) => Vault::Unencrypted,
+                    Err(e) => Vault::Absent {
+                        reason: e.to_string(),
+                    },
+                };
+            }
+            WithoutTpm::Keyfile => match keyfile(policy) {
+                Ok(k) => {
+                    log("WARNING: no TPM: vault key from the development keyfile");
+                    (k, None, None)
+                }
+                Err(reason) => return Vault::Absent { reason },
+            },
+        }
+    };
+    let mut args: Vec<String> = [
+        "create",
+        "-o",
+        "encryption=aes-256-gcm",
+        "-o",
+        "keyformat=raw",
+        "-o",
+        "keylocation=prompt",
+        "-o",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.push(mountpoint);
+    if let Some(b) = &sealed {
+        args.extend(["-o".into(), format!("{}={b}", tpm::SEALED_PROPERTY)]);
+    }
+    if let Some((_, w)) = &recovery {
+        args.extend(["-o".into(), format!("{RECOVERY_PROPERTY}={w}")]);
+    }
+    args.push(name.into());
+    match run(zfs::ZFS, &args, Some(&key)) {
+        Ok(_) => {
+            if sealed.is_some() {
+                log(format!(
+                    "{name}: created, aes-256-gcm, key sealed to {}",
+                    binding_text(wanted)
+                ));
+            } else {
+                log(format!(
+                    "{name}: created, aes-256-gcm, key from the keyfile"
+                ));
+            }
+            if let Some((rk, _)) = recovery {
+                shower.show(name, &rk);
+            }
+            Vault::Unlocked
+        }
+        Err(e) => Vault::Absent {
+            reason: e.to_string(),
+        },
+    }
+}
+
+/// What `<pool>/vault`'s key is sealed to now, in words (`None`: no vault, or not TPM-sealed).
+pub fn binding_of(pool: &str) -> Option<String> {
+    let obs = observe(&format!("{pool}/vault")).ok()??;
+    tpm::parse_blob(obs.sealed.as_deref()?)
+        .ok()
+        .map(|s| binding_text(&s.pcrs))
+}
+
+/// The vault's boot binding as `storagectl status` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Binding {
+    pub secure_boot: SecureBoot,
+    /// What the key is sealed to (`None`: not sealed to a TPM).
+    pub sealed_to: Option<String>,
+    pub pcrs: Option<Vec<u8>>,
+    pub recovery_key: bool,
+}
+
+/// Pure: the binding from the vault's properties and the Secure Boot state.
+pub fn binding(obs: Option<&Observed>, sb: SecureBoot) -> Binding {
+    let pcrs = obs
+        .and_then(|o| o.sealed.as_deref())
+        .and_then(|b| tpm::parse_blob(b).ok())
+        .map(|s| s.pcrs);
+    Binding {
+        secure_boot: sb,
+        sealed_to: pcrs.as_deref().map(binding_text),
+        pcrs,
+        recovery_key: obs.is_some_and(|o| o.recovery.is_some()),
+    }
+}
+
+/// Gathers [`binding`] for `<pool>/vault`.
+pub fn gather_binding(pool: &str, sys: &Path) -> Binding {
+    let obs = observe(&format!("{pool}/vault")).ok().flatten();
+    binding(obs.as_ref(), secure_boot(sys))
+}
+
+/// What `recover` did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Recovered {
+    pub vault: String,
+    /// False when the key was already loaded (nothing to do).
+    pub unlocked: bool,
+    /// What the key is sealed to now, on this box's TPM (`None`: no TPM here, not re-sealed).
+    pub sealed_to: Option<String>,
+}
+
+/// Unlocks `<pool>/vault` with the recovery key and seals its key to this box's TPM (under the
+/// current Secure Boot state), so the next boot unlocks by itself.
+pub fn recover(
+    pool: &str,
+    rk: &RecoveryKey,
+    enc: &Encryption,
+    sb: SecureBoot,
+) -> Result<Recovered, VaultError> {
+    let name = format!("{pool}/vault");
+    let obs = observe(&name)?.ok_or_else(|| VaultError::NoRecovery(format!("{name} (absent)")))?;
+    if obs.keystatus == "available" {
+        return Ok(Recovered {
+            vault: name,
+            unlocked: false,
+            sealed_to: None,
+        });
+    }
+    let blob = obs
+        .recovery
+        .as_deref()
+        .ok_or_else(|| VaultError::NoRecovery(name.clone()))?;
+    let key = unwrap(blob, rk)?;
+    load_key(&name, &key)?;
+    if let Err(e) = run(zfs::ZFS, &["mount".into(), "-a".into()], None) {
+        log(format!("zfs mount -a: {e}"));
+    }
+    let wanted = wanted_pcrs(enc, sb);
+    let sealed_to = if tpm::present() {
+        reseal(&name, &key, &wanted)?;
+        Some(binding_text(&wanted))
+    } else {
+        None
+    };
+    Ok(Recovered {
+        vault: name,
+        unlocked: true,
+        sealed_to,
+    })
+}
+
+/// Makes a new recovery key for an unlocked vault (its key unsealed from this TPM), replacing the
+/// old one; the caller shows it.
+pub fn new_recovery_key(pool: &str) -> Result<RecoveryKey, VaultError> {
+    let name = format!("{pool}/vault");
+    let obs = observe(&name)?.ok_or_else(|| VaultError::NoRecovery(format!("{name} (absent)")))?;
+    let blob = obs.sealed.as_deref().ok_or_else(|| {
+        VaultError::NoRecovery(format!("{name} (its key is not sealed to a TPM)"))
+    })?;
+    let key = tpm::unseal(blob)?;
+    let rk = RecoveryKey::generate()?;
+    set_property(&name, RECOVERY_PROPERTY, &wrap(&key, &rk)?)?;
+    Ok(rk)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enc(pcrs: &[u8]) -> Encryption {
+        Encryption {
+            without_tpm: WithoutTpm::Require,
+            keyfile: None,
+            pcrs: pcrs.to_vec(),
+            bind_secure_boot: true,
+        }
+    }
+
+    #[test]
+    fn secure_boot_state_from_efi_variables() {
+        let on = [6u8, 0, 0, 0, 1];
+        let off = [6u8, 0, 0, 0, 0];
+        assert_eq!(secure_boot_from(Some(&on), Some(&off)), SecureBoot::On);
+        assert_eq!(secure_boot_from(Some(&off), Some(&off)), SecureBoot::Off);
+        assert_eq!(
+            secure_boot_from(Some(&off), Some(&on)),
+            SecureBoot::SetupMode
+        );
+        assert_eq!(secure_boot_from(None, None), SecureBoot::Unknown);
+        assert_eq!(secure_boot_from(Some(&[1]), None), SecureBoot::Unknown);
+        let t = tempfile::tempdir().unwrap();
+        assert_eq!(secure_boot(t.path()), SecureBoot::Unknown);
+        let d = t.path().join("firmware/efi/efivars");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join(format!("SecureBoot-{EFI_GLOBAL}")), on).unwrap();
+        std::fs::write(d.join(format!("SetupMode-{EFI_GLOBAL}")), off).unwrap();
+        assert_eq!(secure_boot(t.path()), SecureBoot::On);
+    }
+
+    #[test]
+    fn the_seal_binds_pcr7_under_secure_boot_and_only_ever_gets_stronger() {
+        assert_eq!(wanted_pcrs(&enc(&[]), SecureBoot::On), vec![7]);
+        assert_eq!(wanted_pcrs(&enc(&[11, 7]), SecureBoot::On), vec![7, 11]);
+        assert!(wanted_pcrs(&enc(&[]), SecureBoot::Off).is_empty());
+        assert!(wanted_pcrs(&enc(&[]), SecureBoot::SetupMode).is_empty());
+        let mut opt_out = enc(&[]);
+        opt_out.bind_secure_boot = false;
+        assert!(wanted_pcrs(&opt_out, SecureBoot::On).is_empty());
+        // Sealed the old way (no PCRs), booted with Secure Boot on: re-seal.
+        assert!(should_reseal(&[], &[7]));
+        assert!(!should_reseal(&[7], &[7]));
+        // Never weaker: a PCR-7 seal is kept even where 7 is not wanted.
+        assert!(!should_reseal(&[7], &[]));
+        assert!(should_reseal(&[7], &[7, 11]));
+        assert!(binding_text(&[7]).contains("Secure Boot"));
+        assert!(binding_text(&[]).contains("no PCRs"));
+        assert!(binding_text(&[7, 11]).contains("7, 11"));
+    }
+
+    #[test]
+    fn recovery_keys_round_trip_and_refuse_typos_and_other_keys() {
+        let rk = RecoveryKey::from_bytes([0x5a; 32]);
+        let shown = rk.display();
+        assert_eq!(shown.len(), 64 + 7);
+        assert_eq!(shown.split('-').count(), 8);
+        assert!(shown.bytes().all(|b| b == b'-' || MODHEX.contains(&b)));
+        let again =
+            RecoveryKey::parse(&format!(" {}\n", shown.to_uppercase().replace('-', " "))).unwrap();
+        assert_eq!(again.0[..], rk.0[..]);
+        let vault_key = [9u8; 32];
+        let w = wrap(&vault_key, &rk).unwrap();
+        assert!(w.starts_with("r1:"));
+        assert_eq!(unwrap(&w, &again).unwrap()[..], vault_key[..]);
+        assert_ne!(w, wrap(&vault_key, &rk).unwrap(), "fresh salt and nonce");
+        let other = RecoveryKey::from_bytes([0x5b; 32]);
+        assert!(matches!(
+            unwrap(&w, &other),
+            Err(VaultError::WrongRecoveryKey)
+        ));
+        // A flipped byte of the wrapped key is caught by the tag.
+        let mut bad = w.clone().into_bytes();
+        let n = bad.len() - 3;
+        bad[n] = if bad[n] == b'A' { b'B' } else { b'A' };
+        assert!(unwrap(&String::from_utf8(bad).unwrap(), &rk).is_err());
+        assert!(matches!(
+            RecoveryKey::parse("cbdefghi"),
+            Err(VaultError::BadRecoveryKey(_))
+        ));
+        assert!(RecoveryKey::parse(&shown.replace('c', "a")).is_err() || !shown.contains('c'));
+        assert!(unwrap("r2:a:b:c", &rk).is_err());
+        assert!(recovery_banner("persist/vault", &rk).contains(&shown));
+    }
+
+    #[test]
+    fn vault_properties_and_only_a_missing_dataset_counts_as_missing() {
+        let o = parse_props(
+            "encryption\taes-256-gcm\nkeystatus\tunavailable\norg.lfedge.eve:sealed-key\tv1:7:AA==:AA==\norg.lfedge.eve:recovery\t-\n",
+        );
+        assert_eq!(o.keystatus, "unavailable");
+        assert_eq!(o.sealed.as_deref(), Some("v1:7:AA==:AA=="));
+        assert_eq!(o.recovery, None);
+        let gone = zfs::CmdError::Failed {
+            argv: "zfs get".into(),
+            status: "exit status: 1".into(),
+            stderr: "cannot open 'persist/vault': dataset does not exist".into(),
+        };
+        assert!(missing(&gone));
+        let io = zfs::CmdError::Failed {
+            argv: "zfs get".into(),
+            status: "exit status: 1".into(),
+            stderr: "cannot open 'persist/vault': pool I/O is currently suspended".into(),
+        };
+        assert!(!missing(&io), "an unreadable vault is not an absent one");
+    }
+}

@@ -1,0 +1,73 @@
+//! Helpers shared by the VM tests that install updates: OS variants repacked from the built one.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // each test file uses a subset
+
+use abupdate::artifact::BuildInfo;
+use abupdate::release::Release;
+use abupdate::trust::Signer25519;
+use eve_vmtest::{dev_signing_key, image_path};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The update artifact `make dev-image` wrote next to the disk image.
+pub fn built_update() -> PathBuf {
+    image_path().with_extension("update")
+}
+
+/// The development key the image trusts (the build made it in its cache).
+pub fn dev_key() -> Signer25519 {
+    imgbuild::keys::load(&dev_signing_key(&image_path())).unwrap()
+}
+
+pub fn info(epoch: u32) -> BuildInfo {
+    BuildInfo {
+        security_epoch: epoch,
+        signing: "dev".into(),
+        ..Default::default()
+    }
+}
+
+/// The built OS repacked under another version (its release facts say so too), after `edit`
+/// changes its root tree, signed by `key` with `info`.
+pub fn variant_with(
+    dir: &Path,
+    version: &str,
+    key: &Signer25519,
+    info: BuildInfo,
+    edit: impl FnOnce(&Path),
+) -> PathBuf {
+    let art = std::fs::read(built_update()).unwrap();
+    let sq = dir.join(format!("{version}.squashfs"));
+    std::fs::write(&sq, &art[abupdate::artifact::PAYLOAD_OFFSET as usize..]).unwrap();
+    let root = dir.join(format!("{version}.root"));
+    let _ = std::fs::remove_dir_all(&root);
+    let st = Command::new("/usr/bin/unsquashfs")
+        .args(["-q", "-no-progress", "-d"])
+        .arg(&root)
+        .arg(&sq)
+        .status()
+        .unwrap();
+    assert!(st.success(), "unsquashfs {}", sq.display());
+    std::fs::write(
+        root.join("etc/eve-release"),
+        format!("eve-storage {version}\n"),
+    )
+    .unwrap();
+    let rp = root.join("etc").join(abupdate::release::RELEASE);
+    let mut rel: Release = serde_json::from_slice(&std::fs::read(&rp).unwrap()).unwrap();
+    rel.version = version.into();
+    rel.security_epoch = info.security_epoch;
+    std::fs::write(&rp, serde_json::to_vec_pretty(&rel).unwrap()).unwrap();
+    edit(&root);
+    imgbuild::update::squash(&root, &sq).unwrap();
+    let out = dir.join(format!("{version}.update"));
+    imgbuild::update::pack(&sq, version, info, key, &out).unwrap();
+    std::fs::remove_dir_all(&root).unwrap();
+    std::fs::remove_file(&sq).unwrap();
+    out
+}
+
+/// Variants carry security epoch 1, above the built image's 0.
+pub fn variant(dir: &Path, version: &str, edit: impl FnOnce(&Path)) -> PathBuf {
+    variant_with(dir, version, &dev_key(), info(1), edit)
+}

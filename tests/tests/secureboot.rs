@@ -1,0 +1,473 @@
+//! VM tests for the verified boot chain under OVMF's Secure Boot build with the project's keys
+//! enrolled: a vault sealed the old way is re-sealed to PCR 7, a signed update keeps unlocking it,
+//! Secure Boot off locks it without destroying anything, and the recovery key unlocks it on a
+//! fresh TPM; a slot whose kernel, initrd, GRUB config or squashfs was changed is refused and the
+//! box boots the other slot, or stops with the reason when there is none.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic with context on failure
+
+mod common;
+
+use abupdate::state::{SlotInfo, Slots, State};
+use common::variant;
+use eve_vmtest::{
+    build_manifest, image_path, partition_of, test_dir, BootTimes, DiskKind, DiskSpec, Machine,
+    MachineSpec,
+};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn storage_status(m: &mut Machine) -> Value {
+    serde_json::from_str(&m.ok("storagectl status --json").unwrap()).unwrap()
+}
+
+fn ab_status(m: &mut Machine) -> Value {
+    serde_json::from_str(&m.ok("abupdate status --json").unwrap()).unwrap()
+}
+
+fn keystatus(m: &mut Machine) -> String {
+    m.ok("zfs get -H -o value keystatus persist/vault")
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// The recovery key from the banner storage-init writes on the console.
+fn recovery_key(console: &str) -> Option<String> {
+    let at = console.find("VAULT RECOVERY KEY")?;
+    console[at..]
+        .split_whitespace()
+        .find(|w| {
+            w.len() == 71
+                && w.split('-').count() == 8
+                && w.bytes()
+                    .all(|b| b == b'-' || b"cbdefghijklnrtuv".contains(&b))
+        })
+        .map(String::from)
+}
+
+/// stage 1's "verified: N MiB ... in X s" line.
+fn verity_line(console: &str) -> String {
+    console
+        .lines()
+        .find(|l| l.contains("stage 1: slot") && l.contains("verified"))
+        .unwrap_or("(no verity line)")
+        .trim()
+        .to_string()
+}
+
+fn datasets(m: &mut Machine) -> String {
+    m.ok("zfs list -H -o name,guid -t all -r persist").unwrap()
+}
+
+fn times(what: &str, t: BootTimes) -> String {
+    format!(
+        "{what}: {:.1} s to init, {:.1} s to the agent",
+        t.to_init.as_secs_f32(),
+        t.to_agent.as_secs_f32()
+    )
+}
+
+#[test]
+fn the_vault_follows_secure_boot_through_a_tpm_swap_recovery_and_a_signed_update() {
+    let dir = test_dir("sb-vault");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut spec = MachineSpec::new("sb-vault", &image_path());
+    spec.disks = vec![DiskSpec::blank(DiskKind::Nvme, 2048, "DATA1")];
+    spec.secure_boot = false;
+    let mut m = Machine::create(spec, &dir.join("vm")).unwrap();
+    let mut report = Vec::new();
+
+    // 1. First boot without Secure Boot: the key is sealed to the TPM alone. Dropping the
+    //    recovery key makes this the vault an earlier release made.
+    let t = m.boot_timed().unwrap();
+    report.push(times("Secure Boot off", t));
+    report.push(format!("  {}", verity_line(&m.console())));
+    let st = storage_status(&mut m);
+    assert_eq!(st["boot"]["secure_boot"], "off", "{st:#}");
+    assert_eq!(st["boot"]["pcrs"], serde_json::json!([]), "{st:#}");
+    m.ok("echo sealed-the-old-way > /persist/config/sb-marker && sync")
+        .unwrap();
+    m.ok("zfs inherit org.lfedge.eve:recovery persist/vault")
+        .unwrap();
+    let before = datasets(&mut m);
+    m.poweroff().unwrap();
+
+    // 2. Secure Boot on, the project's keys enrolled: the first boot where PCR 7 means something
+    //    re-seals to it, and makes and shows a recovery key once.
+    m.set_secure_boot(true).unwrap();
+    let t = m.boot_timed().unwrap();
+    report.push(times("Secure Boot on", t));
+    let console = m.console();
+    report.push(format!("  {}", verity_line(&console)));
+    assert!(
+        console.contains("key re-sealed from this TPM only")
+            && console.contains("to this TPM and PCR 7 (Secure Boot state and keys)"),
+        "{console}"
+    );
+    let rk = recovery_key(&console).expect("a recovery key on the console");
+    let st = storage_status(&mut m);
+    assert_eq!(st["boot"]["secure_boot"], "on", "{st:#}");
+    assert_eq!(st["boot"]["pcrs"], serde_json::json!([7]), "{st:#}");
+    assert_eq!(st["boot"]["recovery_key"], true);
+    assert_eq!(st["vault"]["state"], "unlocked");
+    let text = m.ok("storagectl status").unwrap();
+    assert!(text.contains("secure boot: on\n"), "{text}");
+    assert!(
+        text.contains(
+            "key sealed to this TPM and PCR 7 (Secure Boot state and keys); recovery key: set"
+        ),
+        "{text}"
+    );
+    let ab = m.ok("abupdate status").unwrap();
+    assert!(
+        ab.contains("secure boot: on; persist/vault unlocked, key sealed to this TPM and PCR 7"),
+        "{ab}"
+    );
+    // The kernel is locked down and still loads the project's signed ZFS modules.
+    assert!(m
+        .ok("cat /sys/kernel/security/lockdown")
+        .unwrap()
+        .contains("[integrity]"));
+    assert!(m
+        .ok("cat /sys/module/zfs/version")
+        .unwrap()
+        .starts_with("2."));
+    assert_eq!(
+        m.ok("cat /persist/config/sb-marker").unwrap(),
+        "sealed-the-old-way\n"
+    );
+    // Shown once on the console, never written to a log.
+    let grep = m
+        .sh(&format!(
+            "grep -rlF '{rk}' /run/log /persist/log /persist/config"
+        ))
+        .unwrap();
+    assert_eq!(grep.status, 1, "the recovery key is in a file: {grep:?}");
+    m.poweroff().unwrap();
+
+    // 3. Secure Boot off: the vault stays locked and nothing is destroyed.
+    m.set_secure_boot(false).unwrap();
+    m.boot().unwrap();
+    assert_eq!(keystatus(&mut m), "unavailable");
+    let st = storage_status(&mut m);
+    assert_eq!(st["vault"]["state"], "locked", "{st:#}");
+    assert!(m.sh("cat /persist/config/sb-marker").unwrap().status != 0);
+    assert_eq!(datasets(&mut m), before, "nothing created or destroyed");
+    assert!(m.console().contains("VAULT LOCKED: persist/vault"));
+    assert!(m
+        .ok("abupdate status")
+        .unwrap()
+        .contains("secure boot: off; persist/vault locked"));
+    m.poweroff().unwrap();
+
+    // 4. Back with Secure Boot on: unlocks.
+    m.set_secure_boot(true).unwrap();
+    m.boot().unwrap();
+    assert_eq!(keystatus(&mut m), "available");
+    assert_eq!(
+        m.ok("cat /persist/config/sb-marker").unwrap(),
+        "sealed-the-old-way\n"
+    );
+    m.poweroff().unwrap();
+
+    // 5. A new board (a fresh TPM): locked; a wrong recovery key is refused, the shown one
+    //    unlocks and seals the key to this TPM.
+    m.stash_tpm("original").unwrap();
+    m.boot().unwrap();
+    assert_eq!(keystatus(&mut m), "unavailable");
+    // Another key of the same shape: its first letter changed.
+    let first = if rk.starts_with('c') { "d" } else { "c" };
+    let wrong = format!("{first}{}", &rk[1..]);
+    let out = m
+        .exec_argv(
+            &["/usr/bin/storagectl", "vault", "recover"],
+            format!("{wrong}\n").as_bytes(),
+            Duration::from_secs(120),
+        )
+        .unwrap();
+    assert_eq!(out.status, 1, "{out:?}");
+    assert!(out.stderr.contains("does not open this vault"), "{out:?}");
+    assert_eq!(keystatus(&mut m), "unavailable");
+    let out = m
+        .exec_argv(
+            &["/usr/bin/storagectl", "vault", "recover"],
+            format!("{rk}\n").as_bytes(),
+            Duration::from_secs(120),
+        )
+        .unwrap();
+    assert_eq!(out.status, 0, "{out:?}");
+    assert!(
+        out.stdout.contains("unlocked with the recovery key") && out.stdout.contains("PCR 7"),
+        "{out:?}"
+    );
+    assert_eq!(keystatus(&mut m), "available");
+    assert_eq!(
+        m.ok("cat /persist/config/sb-marker").unwrap(),
+        "sealed-the-old-way\n"
+    );
+
+    // 6. A signed update to v2, booted under Secure Boot on the new TPM: the vault unlocks by
+    //    itself (PCR 7 does not change with a signed update).
+    let v2 = variant(&dir, "v2", |_| {});
+    m.copy_in(&v2, "/run/v2.update").unwrap();
+    let out = m.sh("abupdate install /run/v2.update").unwrap();
+    assert_eq!(out.status, 0, "{out:?}");
+    m.reboot().unwrap();
+    let st = ab_status(&mut m);
+    assert_eq!(st["running"], "B", "{st:#}");
+    let running_version = m.ok("cat /etc/eve-release").unwrap();
+    assert_eq!(running_version, "eve-storage v2\n");
+    assert!(verity_line(&m.console()).contains("of version v2"));
+    assert_eq!(keystatus(&mut m), "available");
+    assert_eq!(
+        m.ok("cat /persist/config/sb-marker").unwrap(),
+        "sealed-the-old-way\n"
+    );
+    assert_eq!(
+        storage_status(&mut m)["boot"]["pcrs"],
+        serde_json::json!([7])
+    );
+    m.poweroff().unwrap();
+
+    eprintln!("boot-time cost of Secure Boot and verification (TCG):");
+    for l in report {
+        eprintln!("  {l}");
+    }
+}
+
+/// What is changed in slot A of a prepared image.
+#[derive(Debug, Clone, Copy)]
+enum Tamper {
+    Kernel,
+    Initrd,
+    GrubCfg,
+    /// One byte in the middle of the squashfs, outside the files GRUB reads.
+    Block,
+}
+
+/// A copy of the built image with slot A tampered and, if `populate_b`, the same image in slot B,
+/// marked good (A is still preferred).
+fn prepared(dir: &Path, name: &str, tamper: Tamper, populate_b: bool) -> PathBuf {
+    let src = image_path();
+    let out = dir.join(format!("{name}.raw"));
+    let st = Command::new("/bin/cp")
+        .args(["--sparse=always"])
+        .arg(&src)
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let slot_len = build_manifest(&src)["image"]["slot_size"].as_u64().unwrap() as usize;
+    let (a_off, _) = partition_of(&out, "IMGA").unwrap();
+    let (b_off, _) = partition_of(&out, "IMGB").unwrap();
+    let (esp_off, _) = partition_of(&out, "EFI").unwrap();
+    let raw = std::fs::read(&out).unwrap();
+    let slot = raw[a_off as usize..a_off as usize + slot_len].to_vec();
+    drop(raw);
+    let write_at = |off: u64, data: &[u8]| {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new().write(true).open(&out).unwrap();
+        f.seek(SeekFrom::Start(off)).unwrap();
+        f.write_all(data).unwrap();
+    };
+    if populate_b {
+        write_at(b_off, &slot);
+        let mut s = Slots::factory("dev");
+        s.b = SlotInfo {
+            state: State::Good,
+            tries: 0,
+            version: "dev".into(),
+            failure: String::new(),
+        };
+        let env = dir.join(format!("{name}.env"));
+        std::fs::write(&env, abupdate::grubenv::serialize(&s.to_env()).unwrap()).unwrap();
+        for copy in abupdate::esp::COPIES {
+            let st = Command::new("/usr/bin/mcopy")
+                .args(["-o", "-i"])
+                .arg(format!("{}@@{esp_off}", out.display()))
+                .arg(&env)
+                .arg(format!("::{copy}"))
+                .status()
+                .unwrap();
+            assert!(st.success());
+        }
+    }
+    match tamper {
+        Tamper::Block => {
+            let data_size = abupdate::verity::descriptor_offset(&slot, slot.len() as u64).unwrap();
+            let at = abupdate::verity::align(data_size / 2) + 100;
+            write_at(a_off + at, &[slot[at as usize] ^ 0x40]);
+        }
+        t => {
+            let sq = dir.join(format!("{name}.squashfs"));
+            std::fs::write(&sq, &slot).unwrap();
+            let root = dir.join(format!("{name}.root"));
+            let _ = std::fs::remove_dir_all(&root);
+            let st = Command::new("/usr/bin/unsquashfs")
+                .args(["-q", "-no-progress", "-d"])
+                .arg(&root)
+                .arg(&sq)
+                .status()
+                .unwrap();
+            assert!(st.success());
+            match t {
+                Tamper::Kernel => {
+                    let p = root.join("boot/vmlinuz");
+                    let mut k = std::fs::read(&p).unwrap();
+                    let i = k.len() / 2;
+                    k[i] ^= 0x01;
+                    std::fs::write(&p, k).unwrap();
+                }
+                Tamper::Initrd => {
+                    let p = root.join("boot/initrd.img");
+                    let mut k = std::fs::read(&p).unwrap();
+                    k.extend_from_slice(&[0u8; 512]);
+                    std::fs::write(&p, k).unwrap();
+                }
+                Tamper::GrubCfg => {
+                    let p = root.join("boot/grub.cfg");
+                    let c = std::fs::read_to_string(&p).unwrap();
+                    std::fs::write(&p, c.replace("panic=10", "panic=10 init=/bin/sh")).unwrap();
+                }
+                Tamper::Block => unreachable!(),
+            }
+            imgbuild::update::squash(&root, &sq).unwrap();
+            write_at(a_off, &std::fs::read(&sq).unwrap());
+            std::fs::remove_dir_all(&root).unwrap();
+            std::fs::remove_file(&sq).unwrap();
+        }
+    }
+    out
+}
+
+fn machine(dir: &Path, name: &str, image: &Path) -> Machine {
+    let mut spec = MachineSpec::new(name, image);
+    spec.disks = vec![DiskSpec::blank(DiskKind::Virtio, 1024, "DATA1")];
+    assert!(
+        spec.secure_boot,
+        "the image build made enrolled firmware variables"
+    );
+    Machine::create(spec, &dir.join(name)).unwrap()
+}
+
+/// Polls `abupdate status` until slot A is recorded bad (the health check runs at boot).
+fn wait_a_bad(m: &mut Machine) -> Value {
+    let start = Instant::now();
+    loop {
+        let st = ab_status(m);
+        let a = st["slots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["slot"] == "A")
+            .unwrap()
+            .clone();
+        if a["state"] == "bad" {
+            return a;
+        }
+        assert!(start.elapsed() < Duration::from_secs(240), "{st:#}");
+        std::thread::sleep(Duration::from_secs(3));
+    }
+}
+
+#[test]
+fn a_changed_kernel_initrd_grub_config_or_squashfs_block_is_refused_and_the_other_slot_boots() {
+    let dir = test_dir("sb-tamper");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+
+    // The kernel: GRUB refuses it, boots B and tells it which slot it refused.
+    let img = prepared(&dir, "kernel", Tamper::Kernel, true);
+    let mut m = machine(&dir, "kernel", &img);
+    m.boot().unwrap();
+    let c = m.console();
+    assert!(
+        c.contains(
+            "EVE: slot A REFUSED: /boot/vmlinuz is missing or not signed by the project's key"
+        ) && c.contains("EVE: falling back to slot B"),
+        "{c}"
+    );
+    let cmdline = m.ok("cat /proc/cmdline").unwrap();
+    assert!(
+        cmdline.contains("eve.slot=B") && cmdline.contains("eve.refused=A"),
+        "{cmdline}"
+    );
+    let a = wait_a_bad(&mut m);
+    assert!(
+        a["failure"].as_str().unwrap().contains("GRUB refused"),
+        "{a}"
+    );
+    assert_eq!(ab_status(&mut m)["next"], "B");
+    m.poweroff().unwrap();
+
+    // The initrd and the slot's GRUB config: refused the same way (cut once B's root verified).
+    for (t, file) in [
+        (Tamper::Initrd, "/boot/initrd.img"),
+        (Tamper::GrubCfg, "/boot/grub.cfg"),
+    ] {
+        let name = format!("{t:?}").to_lowercase();
+        let img = prepared(&dir, &name, t, true);
+        let mut m = machine(&dir, &name, &img);
+        m.boot_until_console("stage 1: slot B verified").unwrap();
+        let c = m.console();
+        assert!(
+            c.contains(&format!(
+                "EVE: slot A REFUSED: {file} is missing or not signed"
+            )),
+            "{c}"
+        );
+        assert!(
+            !c.contains("stage 1: slot A"),
+            "slot A's kernel never ran: {c}"
+        );
+        m.power_cut().unwrap();
+    }
+
+    // A flipped block of the squashfs: GRUB's files are intact, stage 1's verity check fails,
+    // marks A bad and reboots; the box comes up on B.
+    let img = prepared(&dir, "block", Tamper::Block, true);
+    let mut m = machine(&dir, "block", &img);
+    let c = m.boot_until_reset(Duration::from_secs(300)).unwrap();
+    assert!(
+        c.contains("EVE: booting slot A")
+            && c.contains(
+                "eve-init: SLOT A REFUSED: the image does not match its signed root hash"
+            )
+            && c.contains("slot A marked bad; rebooting into slot B"),
+        "{c}"
+    );
+    m.boot().unwrap();
+    assert_eq!(ab_status(&mut m)["running"], "B");
+    let a = wait_a_bad(&mut m);
+    assert!(
+        a["failure"].as_str().unwrap().starts_with("boot: verity"),
+        "{a}"
+    );
+    m.poweroff().unwrap();
+
+    // With slot B empty there is nothing to fall back to: the box stops and says why.
+    let img = prepared(&dir, "kernel-only", Tamper::Kernel, false);
+    let mut m = machine(&dir, "kernel-only", &img);
+    m.boot_until_console("this box stops here").unwrap();
+    let c = m.console();
+    assert!(
+        c.contains("EVE: slot A REFUSED: /boot/vmlinuz") && !c.contains("falling back"),
+        "{c}"
+    );
+    assert!(!c.contains("eve-init: stage 1"), "no kernel ran: {c}");
+    m.power_cut().unwrap();
+    let img = prepared(&dir, "block-only", Tamper::Block, false);
+    let mut m = machine(&dir, "block-only", &img);
+    m.boot_until_console("this box stops here").unwrap();
+    let c = m.console();
+    assert!(
+        c.contains("SLOT A REFUSED: the image does not match its signed root hash")
+            && c.contains("slot B holds no image: nothing verified to boot")
+            && !c.contains("stage 2"),
+        "{c}"
+    );
+    m.power_cut().unwrap();
+}
