@@ -75,6 +75,9 @@ pub struct StorageOutcome {
     /// `on`, `off`, `setup-mode` or `unknown`.
     #[serde(default)]
     pub secure_boot: Option<String>,
+    /// The same in words (`off (setup mode: ...)`).
+    #[serde(default)]
+    pub secure_boot_text: Option<String>,
     /// What the vault key is sealed to, in words.
     #[serde(default)]
     pub vault_bound_to: Option<String>,

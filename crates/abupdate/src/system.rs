@@ -283,7 +283,7 @@ impl System {
         let boot = BootReport {
             secure_boot: o
                 .as_ref()
-                .and_then(|o| o.secure_boot.clone())
+                .and_then(|o| o.secure_boot_text.clone().or_else(|| o.secure_boot.clone()))
                 .unwrap_or_else(|| "unknown".into()),
             vault: o
                 .as_ref()

@@ -378,6 +378,13 @@ impl Init {
             nodev | MsFlags::MS_NOEXEC,
             None,
         );
+        // The kernel's lockdown state (Secure Boot) is read from here.
+        sys::mount_fs(
+            "securityfs",
+            "/sys/kernel/security",
+            nodev | MsFlags::MS_NOEXEC,
+            None,
+        );
         if Path::new("/sys/firmware/efi").exists() {
             sys::mount_fs(
                 "efivarfs",

@@ -145,10 +145,16 @@ function eve_boot {{
     set eve_extra=""
     if [ -n "$eve_refused" ]; then set eve_extra="eve.refused=$eve_refused"; fi
     echo "EVE: booting slot $1"
-    if linux /boot/vmlinuz root=PARTUUID=$partuuid eve.slot=$1 $eve_extra $eve_cmdline; then
-      if initrd /boot/initrd.img; then
-        boot
-        echo "EVE: slot $1 did not start"
+    # The initrd is checked before the kernel is loaded: a kernel left loaded by a slot refused
+    # at its initrd would be in the way of the other slot's.
+    if verify_detached /boot/initrd.img /boot/initrd.img.sig; then
+      if linux /boot/vmlinuz root=PARTUUID=$partuuid eve.slot=$1 $eve_extra $eve_cmdline; then
+        if initrd /boot/initrd.img; then
+          boot
+          echo "EVE: slot $1 did not start"
+        else
+          {}
+        fi
       else
         {}
       fi
@@ -170,6 +176,7 @@ while true; do sleep 3600; done
         refused("/boot/grub.cfg"),
         refused("/boot/initrd.img"),
         refused("/boot/vmlinuz"),
+        refused("/boot/initrd.img"),
     )
 }
 
@@ -255,6 +262,7 @@ mod tests {
         assert!(c.contains("root=PARTUUID=$partuuid eve.slot=$1 $eve_extra $eve_cmdline"));
         assert!(c.contains(r#"set eve_extra="eve.refused=$eve_refused""#));
         assert!(c.contains("eve_boot \"$eve_other\""));
+        assert!(c.contains("if verify_detached /boot/initrd.img /boot/initrd.img.sig; then"));
         assert!(c.contains("this box stops here"));
         let p = embedded_cfg("9526-C040", true);
         assert!(p.contains("\nset superusers=\"\"\n"));

@@ -339,6 +339,7 @@ fn main() -> ExitCode {
                 "vault": format!("{}/vault", policy.pool.name),
                 "vault_state": vault.state(),
                 "secure_boot": sb,
+                "secure_boot_text": sb.describe(),
                 "vault_bound_to": storage::vault::binding_of(&policy.pool.name),
             });
             let _ = std::fs::create_dir_all("/run/eve");
