@@ -88,7 +88,7 @@ unit:
 
 # VM tier: the built image in qemu. Two tests at a time suit a 2-core machine under TCG.
 vmtest: image dev-image
-	EVE_IMAGE=$(abspath $(OUT)/eve-storage-dev.raw) EVE_PROD_IMAGE=$(abspath $(OUT)/eve-storage.raw) $(CARGO) test --locked -p eve-vmtest --test '*' -- --test-threads=2
+	EVE_IMAGE=$(abspath $(OUT)/eve-storage-dev.raw) EVE_PROD_IMAGE=$(abspath $(OUT)/eve-storage.raw) $(CARGO) test --locked -p eve-vmtest --test vm -- --test-threads=2
 
 test: deps lint unit repro vmtest
 

@@ -69,8 +69,10 @@ pub struct MachineSpec {
     pub config_files: Vec<(String, Vec<u8>)>,
     /// Lets the test type on the serial console ([`Machine::type_on_console`]).
     pub console_input: bool,
-    /// Boot under Secure Boot with the image's enrolled keys (`<image>.vars.fd`); on by default
-    /// when the build made that file. [`Machine::set_secure_boot`] switches it between boots.
+    /// Boot under Secure Boot with the image's enrolled keys (`<image>.vars.fd`, which the build
+    /// makes). Off by default: OVMF's SMM build costs 10-15 s a boot under TCG, so only the tests
+    /// about the boot chain (and the production image's) pay for it.
+    /// [`Machine::set_secure_boot`] switches it between boots.
     pub secure_boot: bool,
 }
 
@@ -94,7 +96,7 @@ impl MachineSpec {
             command_timeout: Duration::from_secs(180),
             config_files: Vec::new(),
             console_input: false,
-            secure_boot: secure_boot_vars(image).exists(),
+            secure_boot: false,
         }
     }
 }
@@ -374,6 +376,19 @@ impl Machine {
         }
         self.spec.secure_boot = on;
         Ok(())
+    }
+
+    /// Replaces the Secure Boot variable store (other keys enrolled, say) from the next boot;
+    /// [`Machine::restore_secure_boot_vars`] puts the image's back.
+    pub fn set_secure_boot_vars(&mut self, vars: &Path) -> Result<()> {
+        self.require_off("changing the firmware's keys")?;
+        std::fs::copy(vars, self.dir.join("OVMF_VARS.secboot.fd")).at("copy", vars)?;
+        Ok(())
+    }
+
+    pub fn restore_secure_boot_vars(&mut self) -> Result<()> {
+        let v = secure_boot_vars(&self.spec.image);
+        self.set_secure_boot_vars(&v)
     }
 
     /// The backing file of the n-th extra disk (for inspecting it from the host while powered off).

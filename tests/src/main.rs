@@ -59,7 +59,8 @@ fn main() -> ExitCode {
         no_secure_boot,
     } = Cli::parse().cmd;
     let mut spec = MachineSpec::new("run", &image);
-    spec.secure_boot &= !no_secure_boot;
+    // `make run` boots as a shipped box does: under Secure Boot, when the build enrolled keys.
+    spec.secure_boot = !no_secure_boot && eve_vmtest::secure_boot_vars(&image).exists();
     spec.memory_mib = memory_mib;
     spec.cpus = cpus;
     spec.disks = if disks.is_empty() {

@@ -1,15 +1,14 @@
 //! VM tests for the verified boot chain under OVMF's Secure Boot build with the project's keys
 //! enrolled: a vault sealed the old way is re-sealed to PCR 7, a signed update keeps unlocking it,
-//! Secure Boot off locks it without destroying anything, and the recovery key unlocks it on a
-//! fresh TPM; a slot whose kernel, initrd, GRUB config or squashfs was changed is refused and the
-//! box boots the other slot, or stops with the reason when there is none.
+//! Secure Boot off, or another key enrolled beside ours, locks it without destroying anything,
+//! and the recovery key unlocks it on a fresh TPM; a slot whose kernel, initrd, GRUB config or
+//! squashfs was changed is refused and the box boots the other slot, or stops with the reason
+//! when there is none.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic with context on failure
 
-mod common;
-
+use crate::common::variant;
 use abupdate::state::{SlotInfo, Slots, State};
-use common::variant;
 use eve_vmtest::{
     build_manifest, image_path, partition_of, test_dir, BootTimes, DiskKind, DiskSpec, Machine,
     MachineSpec,
@@ -60,6 +59,35 @@ fn verity_line(console: &str) -> String {
 
 fn datasets(m: &mut Machine) -> String {
     m.ok("zfs list -H -o name,guid -t all -r persist").unwrap()
+}
+
+/// The image's firmware variables with one more db certificate, someone else's.
+fn other_keys_vars(dir: &Path) -> PathBuf {
+    let (key, crt) = (dir.join("other.key"), dir.join("other.crt"));
+    let st = Command::new("/usr/bin/openssl")
+        .args([
+            "req", "-new", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
+        ])
+        .args(["-subj", "/CN=someone else/", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt)
+        .output()
+        .unwrap();
+    assert!(st.status.success(), "{st:?}");
+    let out = dir.join("other.vars.fd");
+    let _ = std::fs::remove_file(&out);
+    let st = Command::new("/usr/bin/virt-fw-vars")
+        .arg("-i")
+        .arg(eve_vmtest::secure_boot_vars(&image_path()))
+        .args(["--add-db", "11111111-2222-3333-4444-555555555555"])
+        .arg(&crt)
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(st.status.success(), "{st:?}");
+    out
 }
 
 fn times(what: &str, t: BootTimes) -> String {
@@ -164,8 +192,18 @@ fn the_vault_follows_secure_boot_through_a_tpm_swap_recovery_and_a_signed_update
         .contains("secure boot: off (setup mode: no platform key enrolled); persist/vault locked"));
     m.poweroff().unwrap();
 
-    // 4. Back with Secure Boot on: unlocks.
+    // 3b. Secure Boot on, but the firmware holds another key besides ours (someone enrolled their
+    //     own db entry): the box still boots (our key is there) and PCR 7 differs: locked.
     m.set_secure_boot(true).unwrap();
+    m.set_secure_boot_vars(&other_keys_vars(&dir)).unwrap();
+    m.boot().unwrap();
+    assert_eq!(keystatus(&mut m), "unavailable");
+    assert_eq!(storage_status(&mut m)["boot"]["secure_boot"], "on");
+    assert_eq!(datasets(&mut m), before, "nothing created or destroyed");
+    m.poweroff().unwrap();
+
+    // 4. Back with Secure Boot on and the project's keys only: unlocks.
+    m.restore_secure_boot_vars().unwrap();
     m.boot().unwrap();
     assert_eq!(keystatus(&mut m), "available");
     assert_eq!(
@@ -343,7 +381,7 @@ fn prepared(dir: &Path, name: &str, tamper: Tamper, populate_b: bool) -> PathBuf
                 }
                 Tamper::Block => unreachable!(),
             }
-            imgbuild::update::squash(&root, &sq).unwrap();
+            imgbuild::update::squash_quick(&root, &sq).unwrap();
             write_at(a_off, &std::fs::read(&sq).unwrap());
             std::fs::remove_dir_all(&root).unwrap();
             std::fs::remove_file(&sq).unwrap();
@@ -355,10 +393,7 @@ fn prepared(dir: &Path, name: &str, tamper: Tamper, populate_b: bool) -> PathBuf
 fn machine(dir: &Path, name: &str, image: &Path) -> Machine {
     let mut spec = MachineSpec::new(name, image);
     spec.disks = vec![DiskSpec::blank(DiskKind::Virtio, 1024, "DATA1")];
-    assert!(
-        spec.secure_boot,
-        "the image build made enrolled firmware variables"
-    );
+    spec.secure_boot = true;
     Machine::create(spec, &dir.join(name)).unwrap()
 }
 

@@ -751,7 +751,7 @@ fn a_daemon_killed_and_a_box_power_cut_mid_apply_both_converge() {
 
 /// Control-plane figures for 100 volumes (printed, not asserted): a pass that creates them, a
 /// no-op pass, the daemon restoring every export after a reboot, and its idle RSS.
-/// `cargo test -p eve-vmtest --test volumes -- --ignored --nocapture control_plane`
+/// `cargo test -p eve-vmtest --test vm -- --ignored --nocapture control_plane`
 #[test]
 #[ignore]
 fn control_plane_figures_for_100_volumes() {
@@ -840,7 +840,7 @@ fn with_libs(bin: &str, root: &std::path::Path, libdir: &str) {
 /// `-device vhost-scsi-pci,wwpn=...` on a volume and runs the fio write+verify; the appliance then
 /// verifies the same data on the zvol. Needs `make image` first (it borrows the image's kernel,
 /// modules, busybox and fio) and the host's qemu-system-x86_64. Takes 15-25 min under TCG.
-/// `cargo test -p eve-vmtest --test volumes -- --ignored --nocapture nested`
+/// `cargo test -p eve-vmtest --test vm -- --ignored --nocapture nested`
 #[test]
 #[ignore]
 fn nested_guest_verifies_data_through_vhost_scsi() {

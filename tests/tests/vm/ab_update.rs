@@ -4,10 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic with context on failure
 
-mod common;
-
+use crate::common::{dev_key, info, variant, variant_with};
 use abupdate::artifact::Manifest;
-use common::{dev_key, info, variant, variant_with};
 use eve_vmtest::{dev_signing_key, image_path, test_dir, DiskKind, DiskSpec, Machine, MachineSpec};
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
@@ -394,11 +392,13 @@ fn a_power_cut_mid_install_boots_the_old_slot_and_the_install_can_be_repeated() 
     wait_status(&mut m, "slot A to be good", |s| good(s, "A"));
     write_data(&mut m);
     m.copy_in(&v2, "/run/v2.update").unwrap();
-    // Stream half of the file on stdin and hold the rest back, so the cut lands mid-write.
-    m.ok(
-        "setsid sh -c '(head -c 45000000 /run/v2.update; sleep 3600) | abupdate install - \
-          >/run/install.log 2>&1' </dev/null >/dev/null 2>&1 &",
-    )
+    // Stream 60% of the file on stdin and hold the rest back, so the cut lands mid-write (past
+    // the 50% progress line, which comes per chunk).
+    let part = std::fs::metadata(&v2).unwrap().len() * 6 / 10;
+    m.ok(&format!(
+        "setsid sh -c '(head -c {part} /run/v2.update; sleep 3600) | abupdate install - \
+          >/run/install.log 2>&1' </dev/null >/dev/null 2>&1 &"
+    ))
     .unwrap();
     let start = Instant::now();
     loop {

@@ -57,6 +57,8 @@ fn the_production_image_boots_to_a_working_box_and_opens_nothing() {
         DiskSpec::blank(DiskKind::Virtio, 1024, "PROD2"),
     ];
     spec.console_input = true;
+    // As shipped: Secure Boot on with the project's keys enrolled.
+    spec.secure_boot = true;
     let mut m = Machine::create(spec, &test_dir("production").join("vm")).unwrap();
 
     // The console shows the box coming up: storage, services, the status summary and the health
@@ -73,6 +75,9 @@ fn the_production_image_boots_to_a_working_box_and_opens_nothing() {
     let console = m.console();
     for want in [
         "storage-init",
+        "storage-init: Secure Boot: on\n",
+        "slot A verified: ",
+        "key sealed to this TPM and PCR 7",
         "[status] pool: persist",
         "[status] vault: persist/vault",
         "volumed",

@@ -59,7 +59,7 @@ pub fn variant_with(
     rel.security_epoch = info.security_epoch;
     std::fs::write(&rp, serde_json::to_vec_pretty(&rel).unwrap()).unwrap();
     edit(&root);
-    imgbuild::update::squash(&root, &sq).unwrap();
+    imgbuild::update::squash_quick(&root, &sq).unwrap();
     let out = dir.join(format!("{version}.update"));
     imgbuild::update::pack(&sq, version, info, key, &out).unwrap();
     std::fs::remove_dir_all(&root).unwrap();
