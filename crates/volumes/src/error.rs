@@ -35,6 +35,8 @@ pub enum Error {
     Unsupported(String),
     #[error("{dev} did not appear within {secs} s")]
     DeviceTimeout { dev: PathBuf, secs: u64 },
+    #[error("{} did not appear within {secs} s: their exports are held, every other step was applied", .devs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "))]
+    LinksMissing { devs: Vec<PathBuf>, secs: u64 },
     #[error("{path}: {msg}")]
     Import { path: PathBuf, msg: String },
 }

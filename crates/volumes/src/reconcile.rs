@@ -695,21 +695,31 @@ pub fn apply(env: &Env, p: &Plan, spool: &BTreeMap<String, Volume>) -> Result<Re
         r.step(format!("lio: {s}"), c);
     }
     apply_zvols(env, p, spool, &mut r)?;
-    // The exports name the zvols' device links, which udev makes asynchronously.
-    for w in &p.wanted {
-        zvol::wait_dev(
-            &env.roots,
-            &zvol::dataset(&env.cfg.pool, &w.vol),
-            Duration::from_secs(60),
-        )?;
+    // The exports name the zvols' device links, which udev makes asynchronously. A link that
+    // never appears holds back that volume's export only.
+    let dss: Vec<String> = p
+        .wanted
+        .iter()
+        .map(|w| zvol::dataset(&env.cfg.pool, &w.vol))
+        .collect();
+    let wait = Duration::from_secs(60);
+    let lost = zvol::wait_devs(&env.roots, &dss, wait);
+    let missing: BTreeSet<String> = dss
+        .iter()
+        .filter(|ds| lost.contains(&zvol::dev_path(&env.roots, ds)))
+        .map(|ds| zvol::export_path(ds))
+        .collect();
+    let up = exports_without(p, &missing);
+    for h in &up.held {
+        log(format!("held: {h}: its device link is missing"));
     }
-    for (s, c) in lio::apply(env.fs, &lt, &p.lio_up)? {
+    for (s, c) in lio::apply(env.fs, &lt, &up.lio_up)? {
         r.step(format!("lio: {s}"), c);
     }
-    for (s, c) in nvmet::apply(env.fs, &nt, &p.nvmet_up)? {
+    for (s, c) in nvmet::apply(env.fs, &nt, &up.nvmet_up)? {
         r.step(format!("nvmet: {s}"), c);
     }
-    for nqn in &p.revalidate {
+    for nqn in &up.revalidate {
         let f = nt
             .root
             .join("subsystems")
@@ -722,7 +732,7 @@ pub fn apply(env: &Env, p: &Plan, spool: &BTreeMap<String, Volume>) -> Result<Re
         })?;
         r.step(format!("nvmet: revalidate the size of {nqn}"), true);
     }
-    for name in &p.connect {
+    for name in &up.connect {
         let w = p
             .wanted
             .iter()
@@ -738,7 +748,79 @@ pub fn apply(env: &Env, p: &Plan, spool: &BTreeMap<String, Volume>) -> Result<Re
         )?;
         r.step(format!("connect {c} to {name} over loop"), true);
     }
+    if !lost.is_empty() {
+        return Err(Error::LinksMissing {
+            devs: lost,
+            secs: wait.as_secs(),
+        });
+    }
     Ok(r)
+}
+
+/// The export steps of a plan that can run with the device links in `missing` (export paths)
+/// absent, and the texts of those held back.
+#[derive(Debug, Default)]
+pub struct Exports {
+    pub lio_up: Vec<lio::Op>,
+    pub nvmet_up: Vec<nvmet::Op>,
+    pub revalidate: Vec<String>,
+    pub connect: Vec<String>,
+    pub held: Vec<String>,
+}
+
+/// Holds back every step that would hand nvmet or LIO a path in `missing` (a configfs write of
+/// a device that does not exist fails, and used to fail the whole pass), with the vhost targets
+/// on such a backstore and the loop connects and size revalidations of such a subsystem; the
+/// rest of the plan's exports go ahead.
+pub fn exports_without(p: &Plan, missing: &BTreeSet<String>) -> Exports {
+    let mut e = Exports::default();
+    let mut lost_backstores = BTreeSet::new();
+    let mut lost_nqns = BTreeSet::new();
+    for o in &p.lio_up {
+        match o {
+            lio::Op::AddBackstore { name, spec } if missing.contains(&spec.udev_path) => {
+                lost_backstores.insert(name.clone());
+                e.held.push(format!("lio: {o}"));
+            }
+            _ => {}
+        }
+    }
+    for o in &p.lio_up {
+        let held = match o {
+            lio::Op::AddBackstore { name, .. } => lost_backstores.contains(name),
+            lio::Op::AddVhost { spec, .. } => lost_backstores.contains(&spec.lun0),
+            _ => false,
+        };
+        if !held {
+            e.lio_up.push(o.clone());
+        } else if matches!(o, lio::Op::AddVhost { .. }) {
+            e.held.push(format!("lio: {o}"));
+        }
+    }
+    for o in &p.nvmet_up {
+        match o {
+            nvmet::Op::PutNamespace { nqn, spec, .. } if missing.contains(&spec.device_path) => {
+                lost_nqns.insert(nqn.clone());
+                e.held.push(format!("nvmet: {o}"));
+            }
+            _ => e.nvmet_up.push(o.clone()),
+        }
+    }
+    for q in &p.revalidate {
+        if lost_nqns.contains(q) {
+            e.held.push(format!("nvmet: revalidate the size of {q}"));
+        } else {
+            e.revalidate.push(q.clone());
+        }
+    }
+    for v in &p.connect {
+        if lost_nqns.contains(&ids::subsystem_nqn(v)) {
+            e.held.push(format!("connect the host to {v} over loop"));
+        } else {
+            e.connect.push(v.clone());
+        }
+    }
+    e
 }
 
 /// Serialises passes between the daemon and the CLI.
@@ -1144,5 +1226,61 @@ mod tests {
         assert_eq!(s.volumes.len(), 1);
         assert_eq!(s.invalid.len(), 1);
         assert!(s.invalid[0].msg.contains("another file"));
+    }
+
+    #[test]
+    fn a_missing_device_link_holds_only_that_volumes_exports() {
+        let ns = |name: &str| nvmet::Op::PutNamespace {
+            nqn: ids::subsystem_nqn(name),
+            nsid: 1,
+            spec: nvmet::Namespace {
+                device_path: zvol::export_path(&format!("persist/vault/volumes/{name}")),
+                ..Default::default()
+            },
+            exists: false,
+        };
+        let bs = |name: &str| lio::Op::AddBackstore {
+            name: format!("bs-{name}"),
+            spec: lio::Backstore {
+                udev_path: zvol::export_path(&format!("persist/vault/volumes/{name}")),
+                ..Default::default()
+            },
+        };
+        let vh = |name: &str| lio::Op::AddVhost {
+            wwpn: format!("naa.{name}"),
+            spec: lio::VhostTarget {
+                nexus: "naa.x".into(),
+                lun0: format!("bs-{name}"),
+            },
+        };
+        let p = Plan {
+            lio_up: vec![bs("a"), bs("b"), vh("a"), vh("b")],
+            nvmet_up: vec![
+                nvmet::Op::AddSubsystem {
+                    nqn: ids::subsystem_nqn("a"),
+                    serial: "1".into(),
+                    model: "m".into(),
+                },
+                ns("a"),
+                ns("b"),
+            ],
+            revalidate: vec![ids::subsystem_nqn("a"), ids::subsystem_nqn("b")],
+            connect: vec!["a".into(), "b".into()],
+            ..Default::default()
+        };
+        let all = exports_without(&p, &BTreeSet::new());
+        assert!(all.held.is_empty());
+        assert_eq!((all.lio_up.len(), all.nvmet_up.len()), (4, 3));
+        assert_eq!((all.revalidate.len(), all.connect.len()), (2, 2));
+
+        let missing = BTreeSet::from([zvol::export_path("persist/vault/volumes/b")]);
+        let e = exports_without(&p, &missing);
+        assert_eq!(e.lio_up, vec![bs("a"), vh("a")]);
+        assert_eq!(e.nvmet_up.len(), 2, "a's subsystem and namespace");
+        assert!(e.nvmet_up.contains(&ns("a")) && !e.nvmet_up.contains(&ns("b")));
+        assert_eq!(e.revalidate, vec![ids::subsystem_nqn("a")]);
+        assert_eq!(e.connect, vec!["a".to_string()]);
+        assert_eq!(e.held.len(), 5, "{:?}", e.held);
+        assert!(e.held.iter().all(|h| h.contains("b")), "{:?}", e.held);
     }
 }

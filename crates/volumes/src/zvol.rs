@@ -248,19 +248,35 @@ pub fn export_path(ds: &str) -> String {
 /// udev's tool, to have it process the zvols' block devices again.
 pub const UDEVADM: &str = "/bin/udevadm";
 
-/// Waits for a zvol's udev link. udev can lose a zvol's event (seen once after a power cut, under
-/// TCG load: one link never made, every pass stuck on it), so after a third of `timeout` without
-/// the link, every zvol's block device is triggered again, once, before giving up.
+/// Waits for a zvol's udev link (see [`wait_devs`]).
 pub fn wait_dev(roots: &Roots, ds: &str, timeout: Duration) -> Result<PathBuf> {
-    let p = dev_path(roots, ds);
+    match wait_devs(roots, &[ds.to_string()], timeout).pop() {
+        Some(dev) => Err(Error::DeviceTimeout {
+            dev,
+            secs: timeout.as_secs(),
+        }),
+        None => Ok(dev_path(roots, ds)),
+    }
+}
+
+/// Waits up to `timeout` in all for the udev links of `dss`; returns the links still missing.
+/// udev can lose a zvol's event (seen once after a power cut, under TCG load: one link never
+/// made), so after a third of `timeout` with a link missing, every zvol's block device is
+/// triggered again, once.
+pub fn wait_devs(roots: &Roots, dss: &[String], timeout: Duration) -> Vec<PathBuf> {
+    let mut missing: Vec<PathBuf> = dss.iter().map(|ds| dev_path(roots, ds)).collect();
     let t0 = Instant::now();
     let mut retriggered = false;
-    while !p.exists() {
+    loop {
+        missing.retain(|p| !p.exists());
+        if missing.is_empty() || t0.elapsed() > timeout {
+            return missing;
+        }
         if !retriggered && t0.elapsed() > timeout / 3 {
             retriggered = true;
             eprintln!(
                 "volumes: {} missing after {} s: asking udev to process the zvols again",
-                p.display(),
+                missing[0].display(),
                 t0.elapsed().as_secs()
             );
             if let Err(e) = zfs::run(
@@ -276,15 +292,8 @@ pub fn wait_dev(roots: &Roots, ds: &str, timeout: Duration) -> Result<PathBuf> {
                 eprintln!("volumes: {e}");
             }
         }
-        if t0.elapsed() > timeout {
-            return Err(Error::DeviceTimeout {
-                dev: p,
-                secs: timeout.as_secs(),
-            });
-        }
         std::thread::sleep(Duration::from_millis(100));
     }
-    Ok(p)
 }
 
 /// Opens and checks an image source (see [`crate::import`]); returns it with its virtual size.
