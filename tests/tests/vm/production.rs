@@ -75,7 +75,7 @@ fn the_production_image_boots_to_a_working_box_and_opens_nothing() {
     let console = m.console();
     for want in [
         "storage-init",
-        "storage-init: Secure Boot: on\n",
+        "storage-init: Secure Boot: on\r\n",
         "slot A verified: ",
         "key sealed to this TPM and PCR 7",
         "[status] pool: persist",
