@@ -704,11 +704,7 @@ pub fn apply(env: &Env, p: &Plan, spool: &BTreeMap<String, Volume>) -> Result<Re
         .collect();
     let wait = Duration::from_secs(60);
     let lost = zvol::wait_devs(&env.roots, &dss, wait);
-    let missing: BTreeSet<String> = dss
-        .iter()
-        .filter(|ds| lost.contains(&zvol::dev_path(&env.roots, ds)))
-        .map(|ds| zvol::export_path(ds))
-        .collect();
+    let missing: BTreeSet<String> = lost.iter().map(|ds| zvol::export_path(ds)).collect();
     let up = exports_without(p, &missing);
     for h in &up.held {
         log(format!("held: {h}: its device link is missing"));
@@ -750,7 +746,10 @@ pub fn apply(env: &Env, p: &Plan, spool: &BTreeMap<String, Volume>) -> Result<Re
     }
     if !lost.is_empty() {
         return Err(Error::LinksMissing {
-            devs: lost,
+            devs: lost
+                .iter()
+                .map(|ds| zvol::dev_path(&env.roots, ds))
+                .collect(),
             secs: wait.as_secs(),
         });
     }
@@ -774,29 +773,29 @@ pub struct Exports {
 /// rest of the plan's exports go ahead.
 pub fn exports_without(p: &Plan, missing: &BTreeSet<String>) -> Exports {
     let mut e = Exports::default();
-    let mut lost_backstores = BTreeSet::new();
-    let mut lost_nqns = BTreeSet::new();
-    for o in &p.lio_up {
-        match o {
+    let lost_backstores: BTreeSet<&str> = p
+        .lio_up
+        .iter()
+        .filter_map(|o| match o {
             lio::Op::AddBackstore { name, spec } if missing.contains(&spec.udev_path) => {
-                lost_backstores.insert(name.clone());
-                e.held.push(format!("lio: {o}"));
+                Some(name.as_str())
             }
-            _ => {}
-        }
-    }
+            _ => None,
+        })
+        .collect();
     for o in &p.lio_up {
-        let held = match o {
-            lio::Op::AddBackstore { name, .. } => lost_backstores.contains(name),
-            lio::Op::AddVhost { spec, .. } => lost_backstores.contains(&spec.lun0),
+        let on_lost = match o {
+            lio::Op::AddBackstore { name, .. } => lost_backstores.contains(name.as_str()),
+            lio::Op::AddVhost { spec, .. } => lost_backstores.contains(spec.lun0.as_str()),
             _ => false,
         };
-        if !held {
-            e.lio_up.push(o.clone());
-        } else if matches!(o, lio::Op::AddVhost { .. }) {
+        if on_lost {
             e.held.push(format!("lio: {o}"));
+        } else {
+            e.lio_up.push(o.clone());
         }
     }
+    let mut lost_nqns = BTreeSet::new();
     for o in &p.nvmet_up {
         match o {
             nvmet::Op::PutNamespace { nqn, spec, .. } if missing.contains(&spec.device_path) => {

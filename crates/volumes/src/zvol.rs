@@ -251,24 +251,24 @@ pub const UDEVADM: &str = "/bin/udevadm";
 /// Waits for a zvol's udev link (see [`wait_devs`]).
 pub fn wait_dev(roots: &Roots, ds: &str, timeout: Duration) -> Result<PathBuf> {
     match wait_devs(roots, &[ds.to_string()], timeout).pop() {
-        Some(dev) => Err(Error::DeviceTimeout {
-            dev,
+        Some(ds) => Err(Error::DeviceTimeout {
+            dev: dev_path(roots, &ds),
             secs: timeout.as_secs(),
         }),
         None => Ok(dev_path(roots, ds)),
     }
 }
 
-/// Waits up to `timeout` in all for the udev links of `dss`; returns the links still missing.
-/// udev can lose a zvol's event (seen once after a power cut, under TCG load: one link never
-/// made), so after a third of `timeout` with a link missing, every zvol's block device is
-/// triggered again, once.
-pub fn wait_devs(roots: &Roots, dss: &[String], timeout: Duration) -> Vec<PathBuf> {
-    let mut missing: Vec<PathBuf> = dss.iter().map(|ds| dev_path(roots, ds)).collect();
+/// Waits up to `timeout` in all for the udev links of the zvols `dss`; returns those whose link
+/// is still missing. udev can lose a zvol's event (seen once after a power cut, under TCG load:
+/// one link never made), so after a third of `timeout` with a link missing, every zvol's block
+/// device is triggered again, once.
+pub fn wait_devs(roots: &Roots, dss: &[String], timeout: Duration) -> Vec<String> {
+    let mut missing = dss.to_vec();
     let t0 = Instant::now();
     let mut retriggered = false;
     loop {
-        missing.retain(|p| !p.exists());
+        missing.retain(|ds| !dev_path(roots, ds).exists());
         if missing.is_empty() || t0.elapsed() > timeout {
             return missing;
         }
@@ -276,7 +276,7 @@ pub fn wait_devs(roots: &Roots, dss: &[String], timeout: Duration) -> Vec<PathBu
             retriggered = true;
             eprintln!(
                 "volumes: {} missing after {} s: asking udev to process the zvols again",
-                missing[0].display(),
+                dev_path(roots, &missing[0]).display(),
                 t0.elapsed().as_secs()
             );
             if let Err(e) = zfs::run(

@@ -40,14 +40,7 @@ pub fn variant_with(
     let sq = dir.join(format!("{version}.squashfs"));
     std::fs::write(&sq, &art[abupdate::artifact::PAYLOAD_OFFSET as usize..]).unwrap();
     let root = dir.join(format!("{version}.root"));
-    let _ = std::fs::remove_dir_all(&root);
-    let st = Command::new("/usr/bin/unsquashfs")
-        .args(["-q", "-no-progress", "-d"])
-        .arg(&root)
-        .arg(&sq)
-        .status()
-        .unwrap();
-    assert!(st.success(), "unsquashfs {}", sq.display());
+    unsquash(&sq, &root);
     std::fs::write(
         root.join("etc/eve-release"),
         format!("eve-storage {version}\n"),
@@ -65,6 +58,18 @@ pub fn variant_with(
     std::fs::remove_dir_all(&root).unwrap();
     std::fs::remove_file(&sq).unwrap();
     out
+}
+
+/// Unpacks the squashfs `sq` (a slot image: trailing verity data is ignored) into a fresh `root`.
+pub fn unsquash(sq: &Path, root: &Path) {
+    let _ = std::fs::remove_dir_all(root);
+    let st = Command::new("/usr/bin/unsquashfs")
+        .args(["-q", "-no-progress", "-d"])
+        .arg(root)
+        .arg(sq)
+        .status()
+        .unwrap();
+    assert!(st.success(), "unsquashfs {}", sq.display());
 }
 
 /// Variants carry security epoch 1, above the built image's 0.

@@ -352,14 +352,7 @@ fn prepared(dir: &Path, name: &str, tamper: Tamper, populate_b: bool) -> PathBuf
             let sq = dir.join(format!("{name}.squashfs"));
             std::fs::write(&sq, &slot).unwrap();
             let root = dir.join(format!("{name}.root"));
-            let _ = std::fs::remove_dir_all(&root);
-            let st = Command::new("/usr/bin/unsquashfs")
-                .args(["-q", "-no-progress", "-d"])
-                .arg(&root)
-                .arg(&sq)
-                .status()
-                .unwrap();
-            assert!(st.success());
+            crate::common::unsquash(&sq, &root);
             match t {
                 Tamper::Kernel => {
                     let p = root.join("boot/vmlinuz");
