@@ -6,7 +6,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         let m = volumes::guard::parse_mountinfo(text);
         let _ = volumes::guard::vault_dataset(&m, std::path::Path::new("/persist/config"), "persist");
         let _ = volumes::import::check_info(text, "/proc/1/fd/3");
-        let _ = volumes::zvol::parse_list(text, "persist");
+        let _ = volumes::zvol::parse_list(text, "persist", None);
         let _ = storage::zfs::parse_get(text);
         let _ = storage::zfs::parse_pool_list(text);
         let _ = storage::zfs::parse_importable(text);

@@ -320,6 +320,8 @@ fn host_env(config: Option<&std::path::Path>) -> volumes::Result<Env<'static>> {
         roots: volumes::roots::Roots::host(),
         cfg: Config::load_layered(config)?,
         fs: &ktarget::HostFs,
+        // Every CLI pass is a full re-read.
+        cache: None,
     })
 }
 

@@ -144,6 +144,8 @@ pub fn new_host_ids(vm: &str) -> HostIds {
 #[derive(Debug, Clone)]
 pub struct Store {
     pub dir: PathBuf,
+    /// The daemon's memory of files already parsed (see [`crate::cache`]); `None` reads each time.
+    pub memo: Option<std::sync::Arc<crate::cache::Cache>>,
 }
 
 fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
@@ -208,21 +210,41 @@ impl Store {
     fn host_path(&self, vm: &str) -> PathBuf {
         self.dir.join("hosts").join(format!("{vm}.json"))
     }
-    pub fn volume(&self, name: &str) -> Result<Option<VolumeIds>, Error> {
-        let p = self.vol_path(name);
-        let v: Option<VolumeIds> = self.get(&p)?;
+    /// Reads and checks `path` through `memo` when there is one: a file whose inode, size and
+    /// times are as last seen is not read again.
+    fn get_checked<T: Clone + for<'de> Deserialize<'de>>(
+        &self,
+        path: &Path,
+        memo: Option<&crate::cache::Memo<T>>,
+        check: impl Fn(&T) -> Result<(), String>,
+    ) -> Result<Option<T>, Error> {
+        use crate::cache::Found;
+        let key = match memo.map(|m| m.get(path)) {
+            Some(Ok(Found::Cached(v))) => return Ok(Some(v)),
+            Some(Ok(Found::Missing)) => return Ok(None),
+            Some(Ok(Found::Changed(k))) => Some(k),
+            Some(Err(e)) => return Err(io("stat", path)(e)),
+            None => None,
+        };
+        let v: Option<T> = self.get(path)?;
         if let Some(v) = &v {
-            v.check().map_err(|msg| Error::State { path: p, msg })?;
+            check(v).map_err(|msg| Error::State {
+                path: path.into(),
+                msg,
+            })?;
+            if let (Some(m), Some(k)) = (memo, key) {
+                m.put(path, k, v.clone());
+            }
         }
         Ok(v)
     }
+    pub fn volume(&self, name: &str) -> Result<Option<VolumeIds>, Error> {
+        let memo = self.memo.as_deref().map(|c| &c.volume_ids);
+        self.get_checked(&self.vol_path(name), memo, VolumeIds::check)
+    }
     pub fn host(&self, vm: &str) -> Result<Option<HostIds>, Error> {
-        let p = self.host_path(vm);
-        let h: Option<HostIds> = self.get(&p)?;
-        if let Some(h) = &h {
-            h.check(vm).map_err(|msg| Error::State { path: p, msg })?;
-        }
-        Ok(h)
+        let memo = self.memo.as_deref().map(|c| &c.host_ids);
+        self.get_checked(&self.host_path(vm), memo, |h: &HostIds| h.check(vm))
     }
     /// The volume's identity, made and persisted on first use.
     pub fn volume_or_new(&self, name: &str) -> Result<VolumeIds, Error> {
@@ -301,6 +323,7 @@ mod tests {
     fn ids_are_made_once_and_then_stable() {
         let d = tempfile::tempdir().unwrap();
         let s = Store {
+            memo: None,
             dir: d.path().into(),
         };
         let a = s.volume_or_new("v").unwrap();
@@ -321,6 +344,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let d = tempfile::tempdir().unwrap();
         let s = Store {
+            memo: None,
             dir: d.path().into(),
         };
         let a = s.volume_or_new("v").unwrap();

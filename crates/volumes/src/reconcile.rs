@@ -3,6 +3,7 @@
 //! Every step is idempotent, so a pass interrupted anywhere (crash, SIGKILL, power cut) is
 //! finished by the next one.
 
+use crate::cache::{self, Cache, Found, Memo, ZvolSource};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::guard;
@@ -24,6 +25,8 @@ pub fn log(msg: impl std::fmt::Display) {
     eprintln!("volumes: {msg}");
 }
 
+type SpecResult = std::result::Result<Volume, SpecError>;
+
 #[derive(Debug, Default)]
 pub struct Spool {
     pub volumes: BTreeMap<String, Volume>,
@@ -32,6 +35,11 @@ pub struct Spool {
 
 /// Every `*.toml` / `*.json` in the spool; the rest (editor backups, temporaries) is ignored.
 pub fn read_spool(dir: &Path) -> Result<Spool> {
+    read_spool_with(dir, None)
+}
+
+/// [`read_spool`], parsing only the files that changed since `memo` saw them.
+pub fn read_spool_with(dir: &Path, memo: Option<&Memo<SpecResult>>) -> Result<Spool> {
     let rd = std::fs::read_dir(dir).map_err(|source| Error::Io {
         op: "read spool directory",
         path: dir.into(),
@@ -48,9 +56,24 @@ pub fn read_spool(dir: &Path) -> Result<Spool> {
         })
         .collect();
     paths.sort();
+    if let Some(m) = memo {
+        m.retain(&paths.iter().cloned().collect());
+    }
     let mut s = Spool::default();
     for p in paths {
-        match spec::load_file(&p) {
+        let loaded = match memo.map(|m| m.get(&p)) {
+            Some(Ok(Found::Cached(r))) => r,
+            Some(Ok(Found::Changed(k))) => {
+                let r = spec::load_file(&p);
+                if let Some(m) = memo {
+                    m.put(&p, k, r.clone());
+                }
+                r
+            }
+            // Gone since the directory was read, or not stat-able: read as without a memo.
+            _ => spec::load_file(&p),
+        };
+        match loaded {
             Ok(v) if s.volumes.contains_key(&v.name) => s.invalid.push(SpecError {
                 file: p.display().to_string(),
                 field: "name".into(),
@@ -129,6 +152,8 @@ pub struct Env<'a> {
     pub roots: Roots,
     pub cfg: Config,
     pub fs: &'a dyn Cfs,
+    /// The daemon's memory between passes; `None` (the CLI, tests) reads everything each pass.
+    pub cache: Option<std::sync::Arc<Cache>>,
 }
 
 impl Env<'_> {
@@ -141,6 +166,7 @@ impl Env<'_> {
     pub fn store(&self) -> Store {
         Store {
             dir: self.cfg.state.clone(),
+            memo: self.cache.clone(),
         }
     }
     pub fn markers(&self) -> guard::Markers {
@@ -197,14 +223,36 @@ impl Env<'_> {
         })
     }
 
+    /// The pool's (size, free) bytes.
+    pub fn pool_space(&self) -> Result<Option<(u64, u64)>> {
+        Ok(storage::zfs::list_pools(Some(&self.cfg.pool))?
+            .into_iter()
+            .next()
+            .map(|p| (p.size, p.free)))
+    }
+
     /// What exists now, and what each source took to read (a slow pass shows where time went).
     pub fn observe(&self) -> Result<(Observed, String)> {
         let t = Instant::now();
-        let zvols = zvol::list(&self.cfg.pool)?;
-        let pool = storage::zfs::list_pools(Some(&self.cfg.pool))?
-            .into_iter()
-            .next()
-            .map(|p| (p.size, p.free));
+        // A record of creations a pass did not finish (a crash, a power cut): the zvols are read
+        // in full, so the untagged ones it claims are found and discarded.
+        let intent = zvol::Intent::read(&self.cfg.state)?;
+        if let (Some(c), Some(_)) = (&self.cache, &intent) {
+            c.zvols_changed();
+        }
+        let read = || {
+            Ok((
+                zvol::list_claiming(&self.cfg.pool, intent.as_ref())?,
+                self.pool_space()?,
+            ))
+        };
+        let (zvols, pool, zsrc) = match &self.cache {
+            Some(c) => c.zvols(cache::zvol_links(&self.roots.dev, &self.cfg.pool), read)?,
+            None => {
+                let (z, p) = read()?;
+                (z, p, ZvolSource::Full)
+            }
+        };
         let t_zfs = t.elapsed();
         let t = Instant::now();
         let nvmet = nvmet::observe(self.fs, &self.nvmet_tree(), &plan::nvmet_scope(&self.cfg))?;
@@ -215,7 +263,7 @@ impl Env<'_> {
         let t = Instant::now();
         let loops = hostside::loop_connections(&self.roots, &format!("{}:", ids::NQN_BASE));
         let times = format!(
-            "{} zvols {} ms, {} nvmet subsystems {} ms, {} LIO backstores {} ms, {} loop hosts {} ms",
+            "{} zvols {zsrc} {} ms, {} nvmet subsystems {} ms, {} LIO backstores {} ms, {} loop hosts {} ms",
             zvols.len(),
             t_zfs.as_millis(),
             nvmet.subsystems.len(),
@@ -521,6 +569,8 @@ pub fn plan(env: &Env, spool: Spool, have: &Observed, gate: &Gate, persist: bool
 pub struct Report {
     /// (step, whether it changed anything)
     pub steps: Vec<(String, bool)>,
+    /// Where the pass's time went: specs read, each observed source, planning.
+    pub breakdown: String,
 }
 
 impl Report {
@@ -577,8 +627,9 @@ fn fill(roots: &Roots, v: &Volume, ds: &str, state: &Path) -> Result<()> {
                 return Err(e);
             }
         }
-        // Its content is its zeros: ready from the start, and still complete only once renamed.
-        None => zvol::create(v, &stage, true)?,
+        // Its content is its zeros: created in place, tagged and ready in one step, under the
+        // pass's intent record (written by `apply_zvols`) instead of a staging name.
+        None => return zvol::create(v, ds, true),
     }
     zvol::rename(&stage, ds)
 }
@@ -629,6 +680,29 @@ fn apply_zvols(
         .collect();
     for encrypted in parents {
         zvol::ensure_parent(&env.cfg.pool, encrypted)?;
+    }
+    let in_place: BTreeSet<String> = builds
+        .iter()
+        .filter_map(|z| match z {
+            ZOp::Create { name } if spool[name].source.is_none() => {
+                Some(zvol::dataset(&env.cfg.pool, &spool[name]))
+            }
+            ZOp::Recreate { name, dataset } if spool[name].source.is_none() => {
+                Some(dataset.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    if !in_place.is_empty() {
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        zvol::Intent {
+            at,
+            datasets: in_place,
+        }
+        .write(&env.cfg.state)?;
     }
     run_zvol_group(env, &builds, spool, r)
 }
@@ -887,24 +961,34 @@ pub fn pass(env: &Env, dry_run: bool) -> Result<(Plan, Report)> {
     if !dry_run {
         env.ensure_spool()?;
     }
-    let spool = read_spool(&env.cfg.spool)?;
+    let spool = read_spool_with(&env.cfg.spool, env.cache.as_deref().map(|c| &c.specs))?;
     let vols = spool.volumes.clone();
     let t_read = t0.elapsed();
     let gate = env.gate(dry_run, &spool)?;
-    let (have, observed) = env.observe()?;
+    let (mut have, observed) = env.observe()?;
+    // A kept zvol list carries the free space of its read; a volume about to be created is
+    // checked against the free-space floor as it is now.
+    if let Some(c) = &env.cache {
+        let known: BTreeSet<&str> = have.zvols.iter().map(|z| z.volume.as_str()).collect();
+        if vols.keys().any(|n| !known.contains(n.as_str())) {
+            have.pool = env.pool_space()?;
+            c.set_pool(have.pool);
+        }
+    }
     let mut spool = spool;
     refuse_bad_sources(env, &mut spool, &have.zvols);
     let t = Instant::now();
     let p = plan(env, spool, &have, &gate, !dry_run)?;
+    let breakdown = format!(
+        "read {} specs {} ms; observed {observed}; planned {} steps {} ms",
+        vols.len(),
+        t_read.as_millis(),
+        p.steps(),
+        t.elapsed().as_millis()
+    );
     // Quiet when idle (the daemon passes every 30 s); said when there is work or it was slow.
     if p.steps() > 0 || t0.elapsed() > Duration::from_secs(2) {
-        log(format!(
-            "pass: read {} specs {} ms; observed {observed}; planned {} steps {} ms",
-            vols.len(),
-            t_read.as_millis(),
-            p.steps(),
-            t.elapsed().as_millis()
-        ));
+        log(format!("pass: {breakdown}"));
     }
     for e in &p.invalid {
         log(format!(
@@ -918,7 +1002,13 @@ pub fn pass(env: &Env, dry_run: bool) -> Result<(Plan, Report)> {
         log(format!("{name}: kept: {why}"));
     }
     if dry_run {
-        return Ok((p, Report::default()));
+        return Ok((
+            p,
+            Report {
+                breakdown,
+                ..Report::default()
+            },
+        ));
     }
     // A tombstone whose volume has a spec again, or no zvol left, has nothing more to do.
     let store = env.store();
@@ -931,11 +1021,19 @@ pub fn pass(env: &Env, dry_run: bool) -> Result<(Plan, Report)> {
             store.clear_tombstone(name)?;
         }
     }
-    let r = if p.steps() == 0 {
+    // Whatever the outcome, a pass that set out to change zvols has the next one read them.
+    if let (Some(c), false) = (&env.cache, p.zvols.is_empty()) {
+        c.zvols_changed();
+    }
+    let mut r = if p.steps() == 0 {
         Report::default()
     } else {
         apply(env, &p, &vols)?
     };
+    // Every zvol step of this pass succeeded, the discards of what an earlier pass left
+    // included: no creation is pending. (A failed pass keeps the record for the next.)
+    zvol::Intent::clear(&env.cfg.state)?;
+    r.breakdown = breakdown;
     // The set of volumes changed: the spool moves to a new generation, so an older copy of it
     // (a restored backup) is recognised and not trusted with deletions.
     if let Some(id) = gate.spool_id {
@@ -967,6 +1065,7 @@ mod tests {
             roots: Roots::under(d),
             cfg,
             fs,
+            cache: None,
         }
     }
 
@@ -1225,6 +1324,64 @@ mod tests {
         assert_eq!(s.volumes.len(), 1);
         assert_eq!(s.invalid.len(), 1);
         assert!(s.invalid[0].msg.contains("another file"));
+    }
+
+    #[test]
+    fn a_kept_spool_reads_as_a_fresh_one_after_every_kind_of_change() {
+        let d = tempfile::tempdir().unwrap();
+        let fs = FaultyFs::default();
+        let e = env(d.path(), &fs);
+        let memo = Memo::default();
+        let same = |why: &str| {
+            let kept = read_spool_with(&e.cfg.spool, Some(&memo)).unwrap();
+            let fresh = read_spool(&e.cfg.spool).unwrap();
+            assert_eq!(kept.volumes, fresh.volumes, "{why}");
+            assert_eq!(kept.invalid, fresh.invalid, "{why}");
+            kept
+        };
+        for n in ["a", "b", "c"] {
+            spec(&e, n, "nvme-tcp");
+        }
+        assert_eq!(same("first read").volumes.len(), 3);
+        assert_eq!(memo.len(), 3);
+        same("nothing changed");
+        // Rewritten in place: broken, then fixed with another transport.
+        std::thread::sleep(Duration::from_millis(10));
+        spec(&e, "a", "nvme-loo_");
+        assert_eq!(same("a broken in place").invalid.len(), 1);
+        std::thread::sleep(Duration::from_millis(10));
+        spec(&e, "a", "nvme-loop");
+        let s = same("a fixed");
+        assert_eq!(s.volumes["a"].transport, Transport::NvmeLoop);
+        std::fs::remove_file(e.cfg.spool.join("b.toml")).unwrap();
+        assert!(!same("b removed").volumes.contains_key("b"));
+        assert_eq!(memo.len(), 2, "a removed spec is forgotten");
+        std::fs::write(
+            e.cfg.spool.join("c.json"),
+            r#"{"name":"c","size":"1G","vm":"v","transport":"nvme-tcp"}"#,
+        )
+        .unwrap();
+        assert_eq!(same("c declared twice").invalid.len(), 1);
+    }
+
+    #[test]
+    fn a_kept_identity_is_read_again_once_its_file_is_replaced() {
+        let d = tempfile::tempdir().unwrap();
+        let fs = FaultyFs::default();
+        let mut e = env(d.path(), &fs);
+        e.cache = Some(std::sync::Arc::new(Cache::new(Duration::from_secs(600))));
+        let s = e.store();
+        let first = s.volume_or_new("a").unwrap();
+        assert_eq!(s.volume("a").unwrap(), Some(first.clone()));
+        s.forget_volume("a").unwrap();
+        assert_eq!(s.volume("a").unwrap(), None, "a forgotten identity is gone");
+        let second = s.volume_or_new("a").unwrap();
+        assert_ne!(first, second);
+        assert_eq!(s.volume("a").unwrap(), Some(second), "the new file is read");
+        // A damaged file is an error naming it, kept or not.
+        std::fs::write(d.path().join("state/volumes/a.json"), "{}").unwrap();
+        let err = s.volume("a").unwrap_err().to_string();
+        assert!(err.contains("a.json"), "{err}");
     }
 
     #[test]

@@ -14,10 +14,67 @@ pub const PROP_VOLUME: &str = "org.lfedge.eve:volume";
 pub const PROP_VM: &str = "org.lfedge.eve:vm";
 /// `ready` once the initial content is in; a zvol without it is an interrupted creation.
 pub const PROP_CONTENT: &str = "org.lfedge.eve:content";
-/// A zvol is built under `<name>:new` and renamed into place when complete. `zfs create` sets
-/// user properties after creating the dataset (not atomically), so a power cut can leave an
-/// untagged zvol; under the staging name it is still recognisably ours, and is discarded.
+/// A zvol filled from an image or a stream is built under `<name>:new` and renamed into place
+/// when complete: under the staging name an interrupted import is recognisably ours, and is
+/// discarded. An empty zvol is created in place instead (see [`Intent`]).
 pub const STAGING_SUFFIX: &str = ":new";
+
+/// The datasets a pass is about to create in place, written (and synced) to the vault before the
+/// first `zfs create`. `zfs create` sets properties in a later transaction group than the
+/// dataset, so a power cut can leave an untagged zvol; one named here and created no earlier
+/// than the record is that interrupted creation and is discarded like a staging zvol. Anything
+/// else untagged is someone else's and is never touched.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Intent {
+    /// Seconds since the epoch when the record was written (ZFS's `creation` has seconds).
+    pub at: u64,
+    pub datasets: std::collections::BTreeSet<String>,
+}
+
+impl Intent {
+    pub const FILE: &str = "creating.json";
+
+    /// Whether an untagged zvol is the interrupted creation this record announced.
+    pub fn claims(&self, ds: &str, creation: u64) -> bool {
+        self.datasets.contains(ds) && creation >= self.at
+    }
+
+    pub fn read(state: &Path) -> Result<Option<Intent>> {
+        let p = state.join(Self::FILE);
+        match std::fs::read(&p) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| Error::State {
+                    path: p,
+                    msg: e.to_string(),
+                }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(Error::Io {
+                op: "read",
+                path: p,
+                source,
+            }),
+        }
+    }
+
+    pub fn write(&self, state: &Path) -> Result<()> {
+        let body = serde_json::to_vec(self).unwrap_or_default();
+        crate::ids::write_private(&state.join(Self::FILE), &body)
+    }
+
+    /// Once a pass has finished its zvol steps, nothing it announced is pending.
+    pub fn clear(state: &Path) -> Result<()> {
+        let p = state.join(Self::FILE);
+        match std::fs::remove_file(&p) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::Io {
+                op: "remove",
+                path: p,
+                source: e,
+            }),
+            _ => Ok(()),
+        }
+    }
+}
 
 pub fn staging(ds: &str) -> String {
     format!("{ds}{STAGING_SUFFIX}")
@@ -39,22 +96,30 @@ pub struct Zvol {
 }
 
 const LIST_PROPS: &str =
-    "name,volsize,volblocksize,refreservation,used,org.lfedge.eve:volume,org.lfedge.eve:vm,org.lfedge.eve:content";
+    "name,volsize,volblocksize,refreservation,used,org.lfedge.eve:volume,org.lfedge.eve:vm,org.lfedge.eve:content,creation";
 
-/// `zfs list -H -p -t volume -o LIST_PROPS`: our zvols (tagged) and staging zvols under our
-/// parents in `pool` (tagged or not).
-pub fn parse_list(out: &str, pool: &str) -> Result<Vec<Zvol>, String> {
+/// `zfs list -H -p -t volume -o LIST_PROPS`: our zvols (tagged), staging zvols under our
+/// parents in `pool` (tagged or not), and untagged ones that `intent` claims.
+pub fn parse_list(out: &str, pool: &str, intent: Option<&Intent>) -> Result<Vec<Zvol>, String> {
     let parents = [parent(pool, true), parent(pool, false)];
     let mut v = Vec::new();
     for l in out.lines().filter(|l| !l.trim().is_empty()) {
         let f: Vec<&str> = l.split('\t').collect();
-        if f.len() != 8 {
-            return Err(format!("expected 8 fields, got {}: `{l}`", f.len()));
+        if f.len() != 9 {
+            return Err(format!("expected 9 fields, got {}: `{l}`", f.len()));
         }
-        let staged = f[0]
+        let n = |i: usize| {
+            f[i].parse::<u64>()
+                .map_err(|_| format!("field {} is not a number: `{l}`", i + 1))
+        };
+        let under_ours = f[0]
             .rsplit_once('/')
-            .filter(|(p, c)| parents.iter().any(|x| x == p) && c.ends_with(STAGING_SUFFIX))
-            .map(|(_, c)| c.trim_end_matches(STAGING_SUFFIX).to_string());
+            .filter(|(p, _)| parents.iter().any(|x| x == p));
+        let claimed = f[5] == "-" && intent.is_some_and(|i| i.claims(f[0], n(8).unwrap_or(0)));
+        let staged = under_ours
+            .filter(|(_, c)| c.ends_with(STAGING_SUFFIX))
+            .map(|(_, c)| c.trim_end_matches(STAGING_SUFFIX).to_string())
+            .or_else(|| under_ours.filter(|_| claimed).map(|(_, c)| c.to_string()));
         // Ours: directly under one of our parents, tagged with its own name. A tag elsewhere, or
         // one that names another dataset (as an inherited tag would), is someone else's zvol.
         let tagged = f[0]
@@ -63,10 +128,6 @@ pub fn parse_list(out: &str, pool: &str) -> Result<Vec<Zvol>, String> {
         if !tagged && staged.is_none() {
             continue;
         }
-        let n = |i: usize| {
-            f[i].parse::<u64>()
-                .map_err(|_| format!("field {} is not a number: `{l}`", i + 1))
-        };
         v.push(Zvol {
             dataset: f[0].into(),
             volume: staged.clone().unwrap_or_else(|| f[5].into()),
@@ -83,13 +144,18 @@ pub fn parse_list(out: &str, pool: &str) -> Result<Vec<Zvol>, String> {
 }
 
 pub fn list(pool: &str) -> Result<Vec<Zvol>> {
+    list_claiming(pool, None)
+}
+
+/// [`list`], with the untagged zvols `intent` claims as interrupted creations.
+pub fn list_claiming(pool: &str, intent: Option<&Intent>) -> Result<Vec<Zvol>> {
     let args: Vec<String> = [
         "list", "-H", "-p", "-t", "volume", "-r", "-o", LIST_PROPS, pool,
     ]
     .map(String::from)
     .into();
     let out = zfs::run(ZFS, &args, None)?;
-    parse_list(&out, pool).map_err(|msg| {
+    parse_list(&out, pool, intent).map_err(|msg| {
         Error::Cmd(CmdError::Output {
             argv: format!("{ZFS} {}", args.join(" ")),
             msg,
@@ -117,11 +183,13 @@ fn exists(ds: &str) -> bool {
     zfs::run(ZFS, &zfs_args(&["list", "-H", "-o", "name", ds]), None).is_ok()
 }
 
-/// The parent dataset chain, unmounted; the vault's volumes dataset comes from the storage policy.
+/// The parent dataset chain, unmounted; the vault's volumes dataset comes from the storage
+/// policy. The parent carries `volmode=dev` (no partition scanning on the host) for its zvols to
+/// inherit: set at `zfs create`, volmode is a transaction group sync of its own per zvol.
 pub fn ensure_parent(pool: &str, encrypted: bool) -> Result<()> {
     let p = parent(pool, encrypted);
     if exists(&p) {
-        return Ok(());
+        return ensure_parent_volmode(&p);
     }
     if encrypted {
         // Created under the vault so it inherits its key; never a clear fallback.
@@ -139,25 +207,46 @@ pub fn ensure_parent(pool: &str, encrypted: bool) -> Result<()> {
     }
     zfs::run(
         ZFS,
-        &zfs_args(&["create", "-o", "mountpoint=none", &p]),
+        &zfs_args(&["create", "-o", "mountpoint=none", "-o", "volmode=dev", &p]),
         None,
     )?;
     Ok(())
 }
 
-fn create_props(v: &Volume) -> Vec<String> {
-    let mut a = vec![
-        format!("volblocksize={}", v.volblocksize),
+fn ensure_parent_volmode(p: &str) -> Result<()> {
+    let cur = zfs::run(
+        ZFS,
+        &zfs_args(&["get", "-H", "-o", "value,source", "volmode", p]),
+        None,
+    )?;
+    if cur.split_whitespace().collect::<Vec<_>>() != ["dev", "local"] {
+        zfs::run(ZFS, &zfs_args(&["set", "volmode=dev", p]), None)?;
+    }
+    Ok(())
+}
+
+/// What every zvol of ours carries locally. `volmode=dev` is here for received zvols; a created
+/// one inherits it from its parent (see [`ensure_parent`]).
+fn volume_props(v: &Volume) -> Vec<String> {
+    vec![
         "compression=zstd".into(),
         // The zvol is a whole disk for a guest: no partition scanning on the host.
         "volmode=dev".into(),
         "logbias=throughput".into(),
         format!("{PROP_VOLUME}={}", v.name),
         format!("{PROP_VM}={}", v.vm),
-    ];
-    if v.thin {
-        a.push("refreservation=none".into());
-    }
+    ]
+}
+
+/// At `zfs create`: only properties that are set together with the tags (one sync). A sparse
+/// zvol (`-s`) has no refreservation, so none is set.
+fn create_props(v: &Volume) -> Vec<String> {
+    let mut a = vec![format!("volblocksize={}", v.volblocksize)];
+    a.extend(
+        volume_props(v)
+            .into_iter()
+            .filter(|p| !p.starts_with("volmode=")),
+    );
     a
 }
 
@@ -399,11 +488,10 @@ pub fn receive(src: &Source, ds: &str, also: &[&Path]) -> Result<()> {
 /// After a receive: the properties a created zvol would have had.
 pub fn set_props(ds: &str, v: &Volume) -> Result<()> {
     let mut args = vec!["set".to_string()];
-    args.extend(
-        create_props(v)
-            .into_iter()
-            .filter(|p| !p.starts_with("volblocksize=")),
-    );
+    args.extend(volume_props(v));
+    if v.thin {
+        args.push("refreservation=none".into());
+    }
     args.push(ds.into());
     zfs::run(ZFS, &args, None)?;
     Ok(())
@@ -415,14 +503,14 @@ mod tests {
 
     #[test]
     fn lists_only_our_zvols() {
-        let out = "persist/vault/volumes/a\t1073741824\t16384\t0\t12288\ta\tvm1\tready\n\
-                   persist/other\t1048576\t8192\t1081344\t1081344\t-\t-\t-\n\
-                   persist/elsewhere/e\t1048576\t8192\t0\t0\te\tvm1\tready\n\
-                   persist/vault/volumes/f\t1048576\t8192\t0\t0\tg\tvm1\tready\n\
-                   persist/clear/volumes/b\t2147483648\t16384\t2181038080\t2181038080\tb\tvm2\t-\n\
-                   persist/vault/volumes/c:new\t1048576\t16384\t0\t0\t-\t-\t-\n\
-                   persist/elsewhere/d:new\t1048576\t16384\t0\t0\t-\t-\t-\n";
-        let v = parse_list(out, "persist").unwrap();
+        let out = "persist/vault/volumes/a\t1073741824\t16384\t0\t12288\ta\tvm1\tready\t100\n\
+                   persist/other\t1048576\t8192\t1081344\t1081344\t-\t-\t-\t100\n\
+                   persist/elsewhere/e\t1048576\t8192\t0\t0\te\tvm1\tready\t100\n\
+                   persist/vault/volumes/f\t1048576\t8192\t0\t0\tg\tvm1\tready\t100\n\
+                   persist/clear/volumes/b\t2147483648\t16384\t2181038080\t2181038080\tb\tvm2\t-\t100\n\
+                   persist/vault/volumes/c:new\t1048576\t16384\t0\t0\t-\t-\t-\t100\n\
+                   persist/elsewhere/d:new\t1048576\t16384\t0\t0\t-\t-\t-\t100\n";
+        let v = parse_list(out, "persist", None).unwrap();
         assert_eq!(v.len(), 3);
         assert_eq!(v[0].volume, "a");
         assert!(v[0].ready && !v[1].ready);
@@ -431,11 +519,47 @@ mod tests {
             v[2].staging && v[2].volume == "c",
             "an untagged staging zvol is ours"
         );
-        assert!(parse_list("a\tb\n", "persist").is_err());
+        assert!(parse_list("a\tb\n", "persist", None).is_err());
         assert!(parse_list(
-            "persist/clear/volumes/v\tnan\t1\t1\t1\tv\tvm\t-\n",
-            "persist"
+            "persist/clear/volumes/v\tnan\t1\t1\t1\tv\tvm\t-\t100\n",
+            "persist",
+            None
         )
         .is_err());
+    }
+
+    #[test]
+    fn an_untagged_zvol_is_ours_only_when_the_intent_record_names_it_and_it_is_not_older() {
+        let out = "persist/vault/volumes/new\t1048576\t16384\t0\t0\t-\t-\t-\t200\n\
+                   persist/vault/volumes/old\t1048576\t16384\t0\t0\t-\t-\t-\t150\n\
+                   persist/vault/volumes/other\t1048576\t16384\t0\t0\t-\t-\t-\t300\n\
+                   persist/elsewhere/new\t1048576\t16384\t0\t0\t-\t-\t-\t300\n\
+                   persist/vault/volumes/done\t1048576\t16384\t0\t0\tdone\tvm\tready\t200\n";
+        assert!(
+            parse_list(out, "persist", None).unwrap().len() == 1,
+            "without a record, untagged zvols are someone else's"
+        );
+        let i = Intent {
+            at: 200,
+            datasets: [
+                "persist/vault/volumes/new",
+                "persist/vault/volumes/old",
+                "persist/elsewhere/new",
+                "persist/vault/volumes/done",
+            ]
+            .map(String::from)
+            .into(),
+        };
+        let v = parse_list(out, "persist", Some(&i)).unwrap();
+        let names: Vec<(&str, bool)> = v.iter().map(|z| (z.dataset.as_str(), z.staging)).collect();
+        assert_eq!(
+            names,
+            [
+                ("persist/vault/volumes/new", true),
+                ("persist/vault/volumes/done", false)
+            ],
+            "older than the record, not named, or outside our parents: left alone; tagged: complete"
+        );
+        assert_eq!(v[0].volume, "new");
     }
 }

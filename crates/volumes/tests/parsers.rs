@@ -87,7 +87,9 @@ proptest! {
         let m = volumes::guard::parse_mountinfo(&text);
         let _ = volumes::guard::vault_dataset(&m, Path::new("/persist/config/volumes/specs"), "persist");
         let _ = volumes::import::check_info(&text, &own);
-        let _ = volumes::zvol::parse_list(&text, "persist");
+        let i = volumes::zvol::Intent { at: 0, datasets: ["persist/vault/volumes/a".to_string()].into() };
+        let _ = volumes::zvol::parse_list(&text, "persist", None);
+        let _ = volumes::zvol::parse_list(&text, "persist", Some(&i));
     }
 
     #[test]

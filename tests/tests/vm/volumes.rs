@@ -732,6 +732,102 @@ fn a_daemon_killed_and_a_box_power_cut_mid_apply_both_converge() {
     wait_for(&mut m, "convergence after SIGKILL", 300, converged);
     all_there(&mut m, 18);
 
+    // What a power cut between `zfs create` and its properties leaves of an in-place creation:
+    // the pass's intent record and an untagged zvol it names. Beside it, an untagged zvol the
+    // record does not name, and one it names that is older than the record: someone else's.
+    // Made while holding the pass lock, so the daemon sees it all at once.
+    let parent = "persist/vault/volumes";
+    let script = format!(
+        r#"set -e
+zfs create -s -V 16M {parent}/foreign
+zfs create -s -V 16M {parent}/older
+sleep 1.1
+printf '{{"at":%s,"datasets":["{parent}/k99","{parent}/older"]}}' $(date +%s) > /persist/config/volumes/state/creating.json
+zfs create -s -V 16M {parent}/k99
+printf 'name = "k99"\nsize = "64M"\nvm = "vm99"\ntransport = "nvme-tcp"\n' > /persist/config/volumes/specs/k99.toml
+"#
+    );
+    m.write_file("/run/interrupted.sh", script.as_bytes(), 0o755)
+        .unwrap();
+    m.ok("/usr/bin/flock /run/volumes.lock sh /run/interrupted.sh")
+        .unwrap();
+    let guid = |m: &mut Machine, ds: &str| m.ok(&format!("zfs get -H -o value guid {ds}")).unwrap();
+    let (foreign, older, interrupted) = (
+        guid(&mut m, &format!("{parent}/foreign")),
+        guid(&mut m, &format!("{parent}/older")),
+        guid(&mut m, &format!("{parent}/k99")),
+    );
+    wait_for(&mut m, "the interrupted creation to be redone", 120, |m| {
+        m.ok(&format!(
+            "zfs get -H -o value org.lfedge.eve:volume {parent}/k99"
+        ))
+        .is_ok_and(|v| v.trim() == "k99")
+            && converged(m)
+    });
+    assert_ne!(
+        guid(&mut m, &format!("{parent}/k99")),
+        interrupted,
+        "discarded and made again"
+    );
+    assert_eq!(
+        guid(&mut m, &format!("{parent}/foreign")),
+        foreign,
+        "not named: untouched"
+    );
+    assert_eq!(
+        guid(&mut m, &format!("{parent}/older")),
+        older,
+        "older than the record: untouched"
+    );
+    assert_eq!(
+        m.ok("ls /persist/config/volumes/state/creating.json 2>/dev/null; true")
+            .unwrap()
+            .trim(),
+        "",
+        "the record is gone once the pass finished"
+    );
+    all_there(&mut m, 19);
+    m.ok(&format!(
+        "zfs destroy {parent}/foreign && zfs destroy {parent}/older"
+    ))
+    .unwrap();
+
+    // Drift behind the daemon's back, which keeps what it read between passes: a namespace
+    // disabled by hand, then a zvol destroyed by hand. Its next pass (asked for with SIGUSR1)
+    // repairs both: configfs is read every pass, and a zvol link gone makes it re-read the zvols.
+    let ns = format!(
+        "/sys/kernel/config/nvmet/subsystems/{}/namespaces/1/enable",
+        show(&mut m, "k99")["subsystem_nqn"].as_str().unwrap()
+    );
+    let enabled = |m: &mut Machine| m.ok(&format!("cat {ns}")).is_ok_and(|v| v.trim() == "1");
+    m.ok(&format!("echo 0 > {ns} && kill -USR1 $(pidof volumed)"))
+        .unwrap();
+    wait_for(
+        &mut m,
+        "the namespace disabled by hand to be enabled again",
+        60,
+        enabled,
+    );
+    let before = guid(&mut m, &format!("{parent}/k99"));
+    m.ok(&format!(
+        "/usr/bin/flock /run/volumes.lock sh -c 'echo 0 > {ns} && zfs destroy {parent}/k99' && kill -USR1 $(pidof volumed)"
+    ))
+    .unwrap();
+    wait_for(
+        &mut m,
+        "the zvol destroyed by hand to be made again",
+        120,
+        |m| {
+            enabled(m)
+                && m.ok(&format!("zfs get -H -o value guid {parent}/k99"))
+                    .is_ok_and(|g| g.trim() != before.trim())
+                && converged(m)
+        },
+    );
+    let last: Value = serde_json::from_str(&m.ok("cat /run/volumed.json").unwrap()).unwrap();
+    assert_eq!(last["ok"], true, "{last}");
+    all_there(&mut m, 19);
+
     spool_batch(&mut m, "p", 12);
     let before = zvols(&mut m);
     wait_for(&mut m, "the daemon to be mid-way", 120, |m| {
@@ -740,7 +836,7 @@ fn a_daemon_killed_and_a_box_power_cut_mid_apply_both_converge() {
     m.power_cut().unwrap();
     m.boot().unwrap();
     wait_for(&mut m, "convergence after the power cut", 400, converged);
-    all_there(&mut m, 30);
+    all_there(&mut m, 31);
     let dev = show(&mut m, "p1")["host_device"]
         .as_str()
         .unwrap()

@@ -1,13 +1,20 @@
 //! volumed: keeps every guest volume exported as its spec says. Reconciles at start (restoring
-//! exports after a reboot or its own restart), whenever the spool directory changes, and every
-//! `--interval` seconds to repair drift. Stopping it leaves the exports in place.
+//! exports after a reboot or its own restart), whenever the spool directory changes, on SIGUSR1,
+//! and every `--interval` seconds to repair drift. Between passes it keeps what it read
+//! (`volumes::cache`), so an idle pass re-reads only what changed, with a full re-read every
+//! `--full-every` seconds. Each pass is recorded in `/run/volumed.json`. Stopping it leaves the
+//! exports in place.
 
 use clap::Parser;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use volumes::cache::Cache;
 use volumes::config::Config;
 use volumes::reconcile::{self, log, Env};
 use volumes::roots::Roots;
@@ -31,18 +38,66 @@ struct Cli {
     /// Seconds between passes when nothing changes.
     #[arg(long, default_value_t = 30)]
     interval: u64,
+    /// Seconds a kept zvol list is trusted before it is read again in full (drift that no
+    /// device link shows, such as a property set by hand, is found then).
+    #[arg(long, default_value_t = 600)]
+    full_every: u64,
 }
 
-fn one(cli: &Cli, dry_run: bool) -> Result<(), volumes::Error> {
+/// What the last pass did, for `storagectl` and the benchmark: `seq` counts passes.
+#[derive(serde::Serialize)]
+struct PassRecord<'a> {
+    seq: u64,
+    ok: bool,
+    ms: u128,
+    steps: usize,
+    changed: usize,
+    breakdown: &'a str,
+}
+
+fn record(roots: &Roots, r: &PassRecord) {
+    let path = roots.run.join("volumed.json");
+    let tmp = roots.run.join("volumed.json.tmp");
+    let body = serde_json::to_vec(r).unwrap_or_default();
+    if let Err(e) = std::fs::write(&tmp, body).and_then(|_| std::fs::rename(&tmp, &path)) {
+        log(format!("cannot write {}: {e}", path.display()));
+    }
+}
+
+fn one(
+    cli: &Cli,
+    dry_run: bool,
+    cache: Option<Arc<Cache>>,
+    seq: u64,
+) -> Result<(), volumes::Error> {
     let env = &Env {
         roots: Roots::host(),
         cfg: Config::load_layered(cli.config.as_deref())?,
         fs: &ktarget::HostFs,
+        cache,
     };
     env.check_vault()?;
     let _lock = reconcile::lock(&env.roots)?;
     let t0 = Instant::now();
-    let (plan, report) = reconcile::pass(env, dry_run)?;
+    let r = reconcile::pass(env, dry_run);
+    if !dry_run {
+        let (steps, changed, breakdown) = match &r {
+            Ok((p, rep)) => (p.steps(), rep.changed(), rep.breakdown.as_str()),
+            Err(_) => (0, 0, ""),
+        };
+        record(
+            &env.roots,
+            &PassRecord {
+                seq,
+                ok: r.is_ok(),
+                ms: t0.elapsed().as_millis(),
+                steps,
+                changed,
+                breakdown,
+            },
+        );
+    }
+    let (plan, report) = r?;
     if dry_run {
         print!("{}", plan.render());
     } else if plan.steps() > 0 {
@@ -70,7 +125,7 @@ fn one(cli: &Cli, dry_run: bool) -> Result<(), volumes::Error> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if cli.once || cli.dry_run {
-        return match one(&cli, cli.dry_run) {
+        return match one(&cli, cli.dry_run, None, 0) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("volumed: {}", storage::bringup::error_chain(&e));
@@ -95,6 +150,7 @@ fn main() -> ExitCode {
             roots: roots.clone(),
             cfg: cfg.clone(),
             fs: &ktarget::HostFs,
+            cache: None,
         };
         match env.check_vault().and_then(|_| env.ensure_spool()) {
             Ok(()) => break,
@@ -118,6 +174,13 @@ fn main() -> ExitCode {
                 | AddWatchFlags::IN_DELETE,
         );
     }
+    // SIGUSR1 asks for a pass now; taken through a signalfd so it only ever wakes the poll.
+    let mut usr1 = SigSet::empty();
+    usr1.add(Signal::SIGUSR1);
+    let sigfd = usr1.thread_block().ok().and_then(|_| {
+        SignalFd::with_flags(&usr1, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).ok()
+    });
+    let cache = Arc::new(Cache::new(Duration::from_secs(cli.full_every)));
     log(format!(
         "watching {} (pool {}, NVMe/TCP on {}:{})",
         cfg.spool.display(),
@@ -125,27 +188,43 @@ fn main() -> ExitCode {
         cfg.nvme_tcp.address,
         cfg.nvme_tcp.port
     ));
-    loop {
-        if let Err(e) = one(&cli, false) {
+    for seq in 1.. {
+        if let Err(e) = one(&cli, false, Some(cache.clone()), seq) {
             log(format!(
                 "pass failed: {}",
                 storage::bringup::error_chain(&e)
             ));
         }
         let timeout = Duration::from_secs(cli.interval);
-        match &inotify {
-            Some(i) => {
-                let mut fds = [nix::poll::PollFd::new(
-                    i.as_fd(),
-                    nix::poll::PollFlags::POLLIN,
-                )];
-                let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
-                let _ = nix::poll::poll(&mut fds, ms);
-                // Let a burst of changes settle into one pass.
-                std::thread::sleep(Duration::from_millis(200));
-                while i.read_events().is_ok_and(|e| !e.is_empty()) {}
-            }
-            None => std::thread::sleep(timeout),
+        let mut fds = Vec::new();
+        if let Some(i) = &inotify {
+            fds.push(nix::poll::PollFd::new(
+                i.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            ));
+        }
+        if let Some(s) = &sigfd {
+            fds.push(nix::poll::PollFd::new(
+                s.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            ));
+        }
+        if fds.is_empty() {
+            std::thread::sleep(timeout);
+            continue;
+        }
+        let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+        let _ = nix::poll::poll(&mut fds, ms);
+        let asked = sigfd
+            .as_ref()
+            .is_some_and(|s| matches!(s.read_signal(), Ok(Some(_))));
+        if !asked {
+            // Let a burst of spool changes settle into one pass.
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        if let Some(i) = &inotify {
+            while i.read_events().is_ok_and(|e| !e.is_empty()) {}
         }
     }
+    ExitCode::SUCCESS
 }

@@ -1,0 +1,333 @@
+//! What the daemon keeps between passes, so that a pass with nothing to do costs what changed and
+//! not what exists: spec and identity files are re-parsed only when their inode, size, mtime or
+//! ctime moved, and the zvol list (the costly `zfs list` with our user properties) is re-read
+//! only when a pass changed a zvol, when the set of zvol device links under our parents differs
+//! from the one seen at the last read, or when the full re-read interval is up. nvmet, LIO and
+//! loop connections are read every pass (configfs gives no change events), so a namespace
+//! disabled by hand is repaired by the next pass. The CLI runs without a cache: every
+//! `storagectl volume reconcile` is a full re-read.
+
+use crate::zvol::{self, Zvol};
+use std::collections::{BTreeSet, HashMap};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Identifies one version of a file: a rename into place changes the inode, an in-place write
+/// the ctime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileKey {
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FileKey {
+    pub fn of(m: &std::fs::Metadata) -> FileKey {
+        FileKey {
+            ino: m.ino(),
+            size: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        }
+    }
+}
+
+/// Parsed files by path, each valid while its [`FileKey`] holds.
+#[derive(Debug)]
+pub struct Memo<T> {
+    m: Mutex<HashMap<PathBuf, (FileKey, T)>>,
+}
+
+impl<T> Default for Memo<T> {
+    fn default() -> Self {
+        Memo {
+            m: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+/// How [`Memo::get`] found a file.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Found<T> {
+    Missing,
+    Cached(T),
+    /// Changed or new: the caller parses it and may [`Memo::put`] the result under the key.
+    Changed(FileKey),
+}
+
+impl<T: Clone> Memo<T> {
+    pub fn get(&self, path: &Path) -> std::io::Result<Found<T>> {
+        let mut m = self.m.lock().unwrap_or_else(|e| e.into_inner());
+        match std::fs::metadata(path) {
+            Ok(md) => {
+                let k = FileKey::of(&md);
+                match m.get(path) {
+                    Some((had, v)) if *had == k => Ok(Found::Cached(v.clone())),
+                    _ => Ok(Found::Changed(k)),
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                m.remove(path);
+                Ok(Found::Missing)
+            }
+            Err(e) => Err(e),
+        }
+    }
+    pub fn put(&self, path: &Path, key: FileKey, v: T) {
+        let mut m = self.m.lock().unwrap_or_else(|e| e.into_inner());
+        m.insert(path.to_path_buf(), (key, v));
+    }
+    /// Forgets files not in `keep` (removed specs), so the memo stays the size of what exists.
+    pub fn retain(&self, keep: &BTreeSet<PathBuf>) {
+        let mut m = self.m.lock().unwrap_or_else(|e| e.into_inner());
+        m.retain(|p, _| keep.contains(p));
+    }
+    pub fn len(&self) -> usize {
+        self.m.lock().map(|m| m.len()).unwrap_or(0)
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[derive(Debug)]
+struct Zvols {
+    list: Vec<Zvol>,
+    pool: Option<(u64, u64)>,
+    links: BTreeSet<String>,
+    read_at: Instant,
+    /// A pass changed zvols since this list was read.
+    changed: bool,
+}
+
+/// Why the zvols were read again, or that they were not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ZvolSource {
+    /// No cache (the CLI), or the first pass.
+    Full,
+    /// The last pass changed zvols.
+    Changed,
+    /// A zvol device link appeared or went away outside a pass.
+    Links,
+    /// The full re-read interval was up.
+    Timer,
+    Cached,
+}
+
+impl std::fmt::Display for ZvolSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ZvolSource::Full => "read",
+            ZvolSource::Changed => "read (a pass changed zvols)",
+            ZvolSource::Links => "read (zvol links changed)",
+            ZvolSource::Timer => "read (periodic full re-read)",
+            ZvolSource::Cached => "kept",
+        })
+    }
+}
+
+/// Zvols as observed, the pool's (size, free) bytes, and how the list was had.
+pub type ZvolView = (Vec<Zvol>, Option<(u64, u64)>, ZvolSource);
+
+/// The daemon's memory between passes (see the module docs).
+#[derive(Debug)]
+pub struct Cache {
+    pub specs: Memo<Result<crate::spec::Volume, crate::spec::SpecError>>,
+    pub volume_ids: Memo<crate::ids::VolumeIds>,
+    pub host_ids: Memo<crate::ids::HostIds>,
+    zvols: Mutex<Option<Zvols>>,
+    /// How long an observed zvol list is trusted when no link and no pass says it changed.
+    pub full_every: Duration,
+}
+
+impl Cache {
+    pub fn new(full_every: Duration) -> Cache {
+        Cache {
+            specs: Memo::default(),
+            volume_ids: Memo::default(),
+            host_ids: Memo::default(),
+            zvols: Mutex::new(None),
+            full_every,
+        }
+    }
+
+    /// The zvol list to plan with: the kept one, or `read()` when [`decide`] says so.
+    pub fn zvols(
+        &self,
+        links: BTreeSet<String>,
+        read: impl FnOnce() -> crate::Result<(Vec<Zvol>, Option<(u64, u64)>)>,
+    ) -> crate::Result<ZvolView> {
+        let mut z = self.zvols.lock().unwrap_or_else(|e| e.into_inner());
+        let why = decide(
+            z.as_ref()
+                .map(|k| (&k.links, k.read_at.elapsed(), k.changed)),
+            &links,
+            self.full_every,
+        );
+        if let (ZvolSource::Cached, Some(k)) = (why, z.as_ref()) {
+            return Ok((k.list.clone(), k.pool, why));
+        }
+        // Forgotten first: a failed read leaves nothing stale behind.
+        *z = None;
+        let (list, pool) = read()?;
+        *z = Some(Zvols {
+            list: list.clone(),
+            pool,
+            links,
+            read_at: Instant::now(),
+            changed: false,
+        });
+        Ok((list, pool, why))
+    }
+
+    /// The pool's free space changes with every write; a pass about to create volumes reads it.
+    pub fn set_pool(&self, pool: Option<(u64, u64)>) {
+        if let Some(k) = self
+            .zvols
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            k.pool = pool;
+        }
+    }
+
+    /// A pass changed zvols (or failed part-way): the next one reads them again.
+    pub fn zvols_changed(&self) {
+        let mut z = self.zvols.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(k) = z.as_mut() {
+            k.changed = true;
+        }
+    }
+}
+
+/// Whether the kept zvol list may be used: `kept` is the link set seen at the last read, its
+/// age and whether a pass changed zvols since; `None` when nothing is kept.
+pub fn decide(
+    kept: Option<(&BTreeSet<String>, Duration, bool)>,
+    links: &BTreeSet<String>,
+    full_every: Duration,
+) -> ZvolSource {
+    match kept {
+        None => ZvolSource::Full,
+        Some((_, _, true)) => ZvolSource::Changed,
+        Some((_, age, _)) if age >= full_every => ZvolSource::Timer,
+        Some((had, _, _)) if had != links => ZvolSource::Links,
+        Some(_) => ZvolSource::Cached,
+    }
+}
+
+/// The zvol device links under our two parents, as dataset names: one directory read each, the
+/// cheap sign that a zvol was made or destroyed outside a pass.
+pub fn zvol_links(dev: &Path, pool: &str) -> BTreeSet<String> {
+    let mut s = BTreeSet::new();
+    for enc in [true, false] {
+        let parent = zvol::parent(pool, enc);
+        if let Ok(rd) = std::fs::read_dir(dev.join("zvol").join(&parent)) {
+            for e in rd.flatten() {
+                s.insert(format!("{parent}/{}", e.file_name().to_string_lossy()));
+            }
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_is_parsed_again_only_when_it_changed() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a.toml");
+        let m: Memo<u32> = Memo::default();
+        assert_eq!(m.get(&p).unwrap(), Found::Missing);
+        std::fs::write(&p, "1").unwrap();
+        let Found::Changed(k) = m.get(&p).unwrap() else {
+            panic!("a new file is read")
+        };
+        m.put(&p, k, 1);
+        assert_eq!(m.get(&p).unwrap(), Found::Cached(1));
+        // Same size, rewritten in place: the ctime moves.
+        std::thread::sleep(Duration::from_millis(10));
+        std::fs::write(&p, "2").unwrap();
+        assert!(matches!(m.get(&p).unwrap(), Found::Changed(_)));
+        // Replaced by rename: a new inode.
+        let q = d.path().join("a.tmp");
+        std::fs::write(&q, "3").unwrap();
+        let Found::Changed(k) = m.get(&p).unwrap() else {
+            panic!()
+        };
+        m.put(&p, k, 2);
+        std::fs::rename(&q, &p).unwrap();
+        assert!(matches!(m.get(&p).unwrap(), Found::Changed(_)));
+        std::fs::remove_file(&p).unwrap();
+        assert_eq!(m.get(&p).unwrap(), Found::Missing);
+        assert!(m.is_empty(), "a removed file is forgotten");
+    }
+
+    #[test]
+    fn the_zvol_list_is_kept_only_while_nothing_says_it_changed() {
+        let l = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+        let a = l(&["p/vault/volumes/a"]);
+        let hour = Duration::from_secs(3600);
+        assert_eq!(decide(None, &a, hour), ZvolSource::Full);
+        assert_eq!(
+            decide(Some((&a, Duration::ZERO, false)), &a, hour),
+            ZvolSource::Cached
+        );
+        assert_eq!(
+            decide(Some((&a, hour, false)), &a, hour),
+            ZvolSource::Timer,
+            "drift that leaves the links alone (a property set by hand) is found on the timer"
+        );
+        assert_eq!(
+            decide(Some((&a, Duration::ZERO, false)), &l(&[]), hour),
+            ZvolSource::Links,
+            "a zvol destroyed behind our back"
+        );
+        assert_eq!(
+            decide(
+                Some((&a, Duration::ZERO, false)),
+                &l(&["p/vault/volumes/a", "p/x"]),
+                hour
+            ),
+            ZvolSource::Links
+        );
+        assert_eq!(
+            decide(Some((&a, Duration::ZERO, true)), &a, hour),
+            ZvolSource::Changed
+        );
+    }
+
+    #[test]
+    fn a_pass_that_changed_zvols_or_a_failed_read_forces_a_read() {
+        let c = Cache::new(Duration::from_secs(3600));
+        let links = BTreeSet::from(["p/vault/volumes/a".to_string()]);
+        let reads = std::cell::Cell::new(0);
+        let read = || {
+            reads.set(reads.get() + 1);
+            Ok((Vec::new(), Some((10, 5))))
+        };
+        assert_eq!(c.zvols(links.clone(), read).unwrap().2, ZvolSource::Full);
+        assert_eq!(c.zvols(links.clone(), read).unwrap().2, ZvolSource::Cached);
+        assert_eq!(reads.get(), 1);
+        c.zvols_changed();
+        assert_eq!(c.zvols(links.clone(), read).unwrap().2, ZvolSource::Changed);
+        assert_eq!(reads.get(), 2);
+        c.zvols_changed();
+        assert!(c
+            .zvols(links.clone(), || Err(crate::Error::Refused(
+                "zfs failed".into()
+            )))
+            .is_err());
+        assert_eq!(
+            c.zvols(links, read).unwrap().2,
+            ZvolSource::Full,
+            "nothing is kept from a failed read"
+        );
+    }
+}
