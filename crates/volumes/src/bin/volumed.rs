@@ -140,10 +140,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let roots = Roots::host();
+    // SIGUSR1 asks for a pass now; taken through a signalfd so it only ever wakes the poll. Blocked
+    // before anything else, so one sent while the vault is still locked does not end the daemon.
+    let mut usr1 = SigSet::empty();
+    usr1.add(Signal::SIGUSR1);
+    let sigfd = usr1.thread_block().ok().and_then(|_| {
+        SignalFd::with_flags(&usr1, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).ok()
+    });
     // The spool and the state live on the vault. Until it is unlocked and mounted there is
     // nothing to read: a pass is skipped (and said) every interval, never run on what happens to
     // be at those paths.
-    let roots = Roots::host();
     let mut skipped = 0u64;
     loop {
         let env = Env {
@@ -174,12 +181,6 @@ fn main() -> ExitCode {
                 | AddWatchFlags::IN_DELETE,
         );
     }
-    // SIGUSR1 asks for a pass now; taken through a signalfd so it only ever wakes the poll.
-    let mut usr1 = SigSet::empty();
-    usr1.add(Signal::SIGUSR1);
-    let sigfd = usr1.thread_block().ok().and_then(|_| {
-        SignalFd::with_flags(&usr1, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).ok()
-    });
     let cache = Arc::new(Cache::new(Duration::from_secs(cli.full_every)));
     log(format!(
         "watching {} (pool {}, NVMe/TCP on {}:{})",
