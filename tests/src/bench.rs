@@ -123,6 +123,36 @@ pub struct Report {
     pub footprint: BTreeMap<String, u64>,
     /// What did not run, and why.
     pub notes: Vec<String>,
+    /// Figures measured against a baseline from the same run, with the ratio the issue allows.
+    pub targets: Vec<Target>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Target {
+    pub what: String,
+    pub ours_ms: u64,
+    pub baseline: String,
+    pub baseline_ms: u64,
+    /// The largest ours/baseline ratio that meets the target.
+    pub max_ratio: f64,
+    /// An absolute ceiling as well, when the target has one.
+    pub max_ms: Option<u64>,
+}
+
+impl Target {
+    pub fn ratio(&self) -> f64 {
+        self.ours_ms as f64 / (self.baseline_ms.max(1)) as f64
+    }
+    pub fn met(&self) -> bool {
+        self.ratio() <= self.max_ratio && self.max_ms.is_none_or(|m| self.ours_ms <= m)
+    }
+}
+
+/// The median of a few timings (the upper middle for an even count); 0 for none.
+pub fn median(v: &[u64]) -> u64 {
+    let mut v = v.to_vec();
+    v.sort_unstable();
+    v.get(v.len() / 2).copied().unwrap_or(0)
 }
 
 fn ratio(a: f64, b: f64) -> String {
@@ -193,6 +223,29 @@ impl Report {
                 let _ = writeln!(s, "| {k} | {v} |");
             }
         }
+        if !self.targets.is_empty() {
+            s.push_str(
+                "\n## Targets (each measured beside its baseline in this run)\n\n\
+                 | target | ours ms | baseline | baseline ms | ratio | allowed | met |\n\
+                 |---|---:|---|---:|---:|---|---|\n",
+            );
+            for t in &self.targets {
+                let allowed = match t.max_ms {
+                    Some(m) => format!("<= {:.1}x and <= {m} ms", t.max_ratio),
+                    None => format!("<= {:.1}x", t.max_ratio),
+                };
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} | {:.2} | {allowed} | {} |",
+                    t.what,
+                    t.ours_ms,
+                    t.baseline,
+                    t.baseline_ms,
+                    t.ratio(),
+                    if t.met() { "yes" } else { "**no**" }
+                );
+            }
+        }
         if !self.footprint.is_empty() {
             s.push_str("\n## Footprint\n\n| what | value |\n|---|---:|\n");
             for (k, v) in &self.footprint {
@@ -209,6 +262,34 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_target_needs_both_its_ratio_and_its_ceiling() {
+        assert_eq!(median(&[30, 10, 20]), 20);
+        assert_eq!(median(&[]), 0);
+        let t = |ours, max_ms| Target {
+            what: "no-op pass".into(),
+            ours_ms: ours,
+            baseline: "zfs list".into(),
+            baseline_ms: 1000,
+            max_ratio: 2.0,
+            max_ms,
+        };
+        assert!(t(2000, Some(2000)).met());
+        assert!(!t(2001, None).met(), "over the ratio");
+        assert!(!t(1500, Some(1000)).met(), "over the ceiling");
+        let r = Report {
+            targets: vec![t(2500, Some(2000))],
+            ..Report::default()
+        };
+        let md = r.markdown();
+        assert!(
+            md.contains(
+                "| no-op pass | 2500 | zfs list | 1000 | 2.50 | <= 2.0x and <= 2000 ms | **no** |"
+            ),
+            "{md}"
+        );
+    }
 
     const FIO: &str = r#"note: both iodepth >= 1 and synchronous I/O engine are selected
 {
