@@ -191,19 +191,21 @@ pub fn write_private(path: &Path, data: &[u8]) -> Result<(), Error> {
     Ok(())
 }
 
-impl Store {
-    fn get<T: for<'de> Deserialize<'de>>(&self, path: &Path) -> Result<Option<T>, Error> {
-        match std::fs::read(path) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map(Some)
-                .map_err(|e| Error::State {
-                    path: path.into(),
-                    msg: e.to_string(),
-                }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io("read", path)(e)),
-        }
+/// A JSON state file, `None` when it does not exist; a damaged one is an error naming it.
+pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, Error> {
+    match std::fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| Error::State {
+                path: path.into(),
+                msg: e.to_string(),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io("read", path)(e)),
     }
+}
+
+impl Store {
     fn vol_path(&self, name: &str) -> PathBuf {
         self.dir.join("volumes").join(format!("{name}.json"))
     }
@@ -226,7 +228,7 @@ impl Store {
             Some(Err(e)) => return Err(io("stat", path)(e)),
             None => None,
         };
-        let v: Option<T> = self.get(path)?;
+        let v: Option<T> = read_json(path)?;
         if let Some(v) = &v {
             check(v).map_err(|msg| Error::State {
                 path: path.into(),

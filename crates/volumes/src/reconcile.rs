@@ -96,6 +96,8 @@ pub struct Observed {
     pub nvmet: Nvmet,
     pub lio: Lio,
     pub loops: BTreeMap<String, Vec<hostside::Ctrl>>,
+    /// The zvols (and the pool's space) are the daemon's kept copy, not read by this pass.
+    pub zvols_kept: bool,
 }
 
 /// What a pass may remove. A zvol is destroyed only on an explicit deletion (a tombstone written
@@ -276,6 +278,7 @@ impl Env<'_> {
         Ok((
             Observed {
                 pool,
+                zvols_kept: zsrc == ZvolSource::Cached,
                 zvols,
                 nvmet,
                 lio,
@@ -968,7 +971,7 @@ pub fn pass(env: &Env, dry_run: bool) -> Result<(Plan, Report)> {
     let (mut have, observed) = env.observe()?;
     // A kept zvol list carries the free space of its read; a volume about to be created is
     // checked against the free-space floor as it is now.
-    if let Some(c) = &env.cache {
+    if let (Some(c), true) = (&env.cache, have.zvols_kept) {
         let known: BTreeSet<&str> = have.zvols.iter().map(|z| z.volume.as_str()).collect();
         if vols.keys().any(|n| !known.contains(n.as_str())) {
             have.pool = env.pool_space()?;

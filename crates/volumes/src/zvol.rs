@@ -40,21 +40,7 @@ impl Intent {
     }
 
     pub fn read(state: &Path) -> Result<Option<Intent>> {
-        let p = state.join(Self::FILE);
-        match std::fs::read(&p) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map(Some)
-                .map_err(|e| Error::State {
-                    path: p,
-                    msg: e.to_string(),
-                }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(Error::Io {
-                op: "read",
-                path: p,
-                source,
-            }),
-        }
+        crate::ids::read_json(&state.join(Self::FILE))
     }
 
     pub fn write(&self, state: &Path) -> Result<()> {
@@ -561,5 +547,23 @@ mod tests {
             "older than the record, not named, or outside our parents: left alone; tagged: complete"
         );
         assert_eq!(v[0].volume, "new");
+    }
+
+    #[test]
+    fn a_damaged_intent_record_is_an_error_naming_it_and_a_missing_one_is_none() {
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(Intent::read(d.path()).unwrap(), None);
+        std::fs::write(d.path().join(Intent::FILE), "{\"at\":\"soon\"}").unwrap();
+        let e = Intent::read(d.path()).unwrap_err().to_string();
+        assert!(e.contains(Intent::FILE), "{e}");
+        let i = Intent {
+            at: 5,
+            datasets: ["p/vault/volumes/a".to_string()].into(),
+        };
+        i.write(d.path()).unwrap();
+        assert_eq!(Intent::read(d.path()).unwrap(), Some(i));
+        Intent::clear(d.path()).unwrap();
+        Intent::clear(d.path()).unwrap();
+        assert_eq!(Intent::read(d.path()).unwrap(), None);
     }
 }
