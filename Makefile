@@ -94,7 +94,7 @@ test: deps lint unit repro vmtest
 
 # Benchmarks (figures, not assertions): about 22 minutes on 2 cores under TCG. Results in results/.
 bench: dev-image
-	$(CARGO) run --release --locked -q -p eve-vmtest --bin eve-bench -- --image $(OUT)/eve-storage-dev.raw --out results
+	$(CARGO) run --release --locked -q -p eve-vmtest --bin eve-bench -- --image $(OUT)/eve-storage-dev.raw --out results --benchmarks BENCHMARKS.md $(BENCH_ARGS)
 
 # Coverage-guided fuzzing of every parser of outside input (opt-in, not part of `make test`):
 # FUZZ_SECONDS per target. cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP lets the stable

@@ -1,11 +1,14 @@
 //! eve-bench (`make bench`): boots the appliance under qemu and measures, in one run, guest-disk
 //! data paths side by side (zvol, nvmet loop and TCP, LIO through tcm_loop, a qcow2 served by
-//! qemu's block layer), scaling with the number of disks, bring-up and control-plane times, and
-//! footprint. Prints a Markdown table and writes it with a JSON file under the results folder.
-//! Figures, not assertions: correctness of each path is checked by the VM tests.
+//! qemu's block layer), the same export paths on a RAM disk with ZFS out of the picture, scaling
+//! with the number of disks, bring-up and control-plane times, and footprint. Each 4k cell is the
+//! median of several runs, taken in turn across paths so drift hits them alike. Prints Markdown,
+//! writes it with a JSON file under the results folder, compares every figure with the earlier
+//! runs there, and can rewrite the latest-run part of BENCHMARKS.md. Figures, not assertions:
+//! correctness of each path is checked by the VM tests.
 
 use clap::Parser;
-use eve_vmtest::bench::{self, median, FioResult, PathRun, Report, ScaleRun, Target};
+use eve_vmtest::bench::{self, median, FioResult, PathRun, Report, Sample, ScaleRun, Target};
 use eve_vmtest::{test_dir, DiskKind, DiskSpec, Machine, MachineSpec};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -19,11 +22,17 @@ struct Cli {
     image: PathBuf,
     #[arg(long, default_value = "results")]
     out: PathBuf,
-    /// Seconds per fio run.
-    #[arg(long, default_value_t = 4)]
+    /// Seconds per fio run (after a half-second ramp).
+    #[arg(long, default_value_t = 2)]
     runtime: u32,
+    /// Runs per 4k cell; the table shows the median run with the lowest and highest.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    runs: u32,
+    /// A Markdown file whose latest-run part (between the eve-bench markers) this run replaces.
+    #[arg(long)]
+    benchmarks: Option<PathBuf>,
     /// Volume counts for the control plane, each exported from scratch on top of the previous.
-    #[arg(long, value_delimiter = ',', default_value = "10,100,1000")]
+    #[arg(long, value_delimiter = ',', default_value = "100,1000")]
     volumes: Vec<usize>,
     /// Sections to run (all by default).
     #[arg(long, value_delimiter = ',', value_enum)]
@@ -32,6 +41,7 @@ struct Cli {
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum SectionName {
+    ExportOverhead,
     DataPaths,
     Scaling,
     ControlPlane,
@@ -167,16 +177,17 @@ fn wait_dev(m: &mut Machine, find: &str) -> R<String> {
     }
 }
 
-/// A LUN through tcm_loop on a vhost-scsi volume's backstore: the path vhost-scsi uses, seen on
-/// this host as a SCSI disk.
-fn tcm_loop(m: &mut Machine, name: &str, i: usize) -> R<String> {
+/// A LUN through tcm_loop on an LIO backstore (`<hba>/<name>` under core; a vhost-scsi volume's
+/// is `iblock_100/<volume>`): the path vhost-scsi uses, seen on this host as a SCSI disk.
+fn tcm_loop(m: &mut Machine, backstore: &str, i: usize) -> R<String> {
     let t = "/sys/kernel/config/target";
     let lb = format!("{t}/loopback/naa.50014050000001{i:02x}/tpgt_1");
+    let link = backstore.rsplit('/').next().unwrap_or(backstore);
     let before = sh(m, "ls /sys/block | grep ^sd; true")?;
     sh(
         m,
         &format!(
-            "mkdir -p {lb}/lun/lun_0 && echo naa.50014050000002{i:02x} > {lb}/nexus && ln -s {t}/core/iblock_100/{name} {lb}/lun/lun_0/{name}"
+            "mkdir -p {lb}/lun/lun_0 && echo naa.50014050000002{i:02x} > {lb}/nexus && ln -s {t}/core/{backstore} {lb}/lun/lun_0/{link}"
         ),
     )?;
     let t0 = Instant::now();
@@ -186,7 +197,7 @@ fn tcm_loop(m: &mut Machine, name: &str, i: usize) -> R<String> {
             return Ok(format!("/dev/{d}"));
         }
         if t0.elapsed() > Duration::from_secs(60) {
-            return Err(format!("no tcm_loop disk for {name}"));
+            return Err(format!("no tcm_loop disk for {backstore}"));
         }
         std::thread::sleep(Duration::from_millis(300));
     }
@@ -206,17 +217,121 @@ fn qemu_nbd(m: &mut Machine, i: usize, size: &str) -> R<String> {
     Ok(format!("/dev/nbd{i}"))
 }
 
-const WORKLOADS: [(&str, &str, &str); 4] = [
-    ("randread-4k", "randread", "4k"),
-    ("randwrite-4k", "randwrite", "4k"),
-    ("seqread-128k", "read", "128k"),
-    ("seqwrite-128k", "write", "128k"),
+/// A cell: name, fio's rw, block size, queue depth.
+type Cell = (&'static str, &'static str, &'static str, u32);
+
+/// The cells that matter for VM disks, each run `--runs` times.
+const CELLS_4K: [Cell; 4] = [
+    ("randread-4k", "randread", "4k", 1),
+    ("randread-4k", "randread", "4k", 32),
+    ("randwrite-4k", "randwrite", "4k", 1),
+    ("randwrite-4k", "randwrite", "4k", 32),
 ];
+
+/// Sequential throughput, one quick run each (marked so in the table).
+const CELLS_QUICK: [Cell; 2] = [
+    ("seqread-128k", "read", "128k", 32),
+    ("seqwrite-128k", "write", "128k", 32),
+];
+
+/// Fills each device's first `span` so reads hit written blocks (a thin zvol or a RAM disk reads
+/// holes for free).
+fn precondition(m: &mut Machine, paths: &[(String, String)], span: &str) -> R<()> {
+    for (name, dev) in paths {
+        log(format!("{name}: {dev}: preconditioning {span}"));
+        sh(m, &format!("fio --name=pre --filename={dev} --rw=write --bs=1M --size={span} --direct=1 --ioengine=libaio --iodepth=8 >/dev/null"))?;
+    }
+    Ok(())
+}
+
+/// Every cell on every path, `runs` times over. A round is one fio process running its jobs one
+/// after another (`stonewall`), each job bracketed by the machine's CPU counters (fio's
+/// `exec_prerun`/`exec_postrun`): fio and the libraries it loads take seconds to start under TCG,
+/// once per round instead of once per figure. Each round takes the cells and paths in turn, so a
+/// slow spell of the emulator spreads over all paths instead of one path's runs. Returns the
+/// cells in table order (cell, then path).
+fn measure(
+    m: &mut Machine,
+    cli: &Cli,
+    paths: &[(String, String)],
+    cells: &[Cell],
+    runs: u32,
+    span: &str,
+) -> R<Vec<PathRun>> {
+    let mut got: Vec<Vec<Sample>> = vec![Vec::new(); cells.len() * paths.len()];
+    let global = format!(
+        "--ioengine=libaio --direct=1 --size={span} --time_based --runtime={} --ramp_time=500ms \
+         --norandommap --randrepeat=1",
+        cli.runtime
+    );
+    for round in 1..=runs {
+        let mut jobs = String::new();
+        for (ci, (_, rw, bs, qd)) in cells.iter().enumerate() {
+            for (pi, (_, dev)) in paths.iter().enumerate() {
+                jobs.push_str(&format!(
+                    " --name=c{ci}p{pi} --filename={dev} --rw={rw} --bs={bs} --iodepth={qd} --stonewall \
+                     '--exec_prerun=head -1 /proc/stat' '--exec_postrun=head -1 /proc/stat'"
+                ));
+            }
+        }
+        let t0 = Instant::now();
+        let out = sh(
+            m,
+            &format!(
+                "rm -rf /run/fst && mkdir /run/fst && cd /run/fst && \
+                 fio --output-format=json --output=/run/fio.json {global}{jobs} >/run/fio.err 2>&1 \
+                 || {{ cat /run/fio.err; exit 1; }}; \
+                 for f in *.txt; do printf '%s ' $f; head -1 $f; done; echo ===; cat /run/fio.json"
+            ),
+        )?;
+        let (cpu, json) = out.split_once("===").ok_or("no fio output")?;
+        let cpu = bench::cpu_by_job(cpu)?;
+        for (job, fio) in bench::parse_fio_jobs(json)? {
+            let idx = job
+                .strip_prefix('c')
+                .and_then(|x| x.split_once('p'))
+                .and_then(|(c, p)| Some((c.parse::<usize>().ok()?, p.parse::<usize>().ok()?)))
+                .filter(|&(c, p)| c < cells.len() && p < paths.len())
+                .ok_or(format!("fio reported an unknown job `{job}`"))?;
+            if fio.errors > 0 {
+                return Err(format!(
+                    "fio job {job} ({}): {} errors",
+                    paths[idx.1].1, fio.errors
+                ));
+            }
+            let cpu_s = *cpu.get(&job).ok_or(format!("job {job}: no CPU figure"))?;
+            let (w, _, _, qd) = cells[idx.0];
+            log(format!(
+                "{} {w} qd{qd} run {round}/{runs}: {:.0} IOPS, {cpu_s:.2} CPU s",
+                paths[idx.1].0, fio.iops
+            ));
+            got[idx.0 * paths.len() + idx.1].push(Sample { fio, cpu_s });
+        }
+        log(format!(
+            "round {round}/{runs}: {} s",
+            t0.elapsed().as_secs()
+        ));
+    }
+    let mut out = Vec::new();
+    for (ci, (w, _, _, qd)) in cells.iter().enumerate() {
+        for (pi, (name, _)) in paths.iter().enumerate() {
+            let s = &got[ci * paths.len() + pi];
+            if s.len() != runs as usize {
+                return Err(format!(
+                    "{name} {w} qd{qd}: {} of {runs} runs reported",
+                    s.len()
+                ));
+            }
+            out.push(PathRun::from_samples(name, w, *qd, s));
+        }
+    }
+    Ok(out)
+}
 
 fn data_paths(m: &mut Machine, cli: &Cli, rep: &mut Report) -> R<()> {
     log("data paths: creating one volume per path");
-    // Enough NBD devices for the scaling section too.
-    sh(m, "modprobe nbd nbds_max=32")?;
+    // Enough NBD devices for the scaling and overhead sections too.
+    sh(m, "lsmod | grep -q '^nbd ' || modprobe nbd nbds_max=32")?;
     for (n, t) in [
         ("bz", "nvme-tcp"),
         ("bl", "nvme-loop"),
@@ -243,46 +358,137 @@ fn data_paths(m: &mut Machine, cli: &Cli, rep: &mut Report) -> R<()> {
                 .into(),
         ),
         ("3 nvmet tcp".into(), connect_tcp(m, "bt")?),
-        ("4 LIO tcm_loop".into(), tcm_loop(m, "bs", 0)?),
+        ("4 LIO tcm_loop".into(), tcm_loop(m, "iblock_100/bs", 0)?),
     ];
     paths.push(("5 qemu qcow2 (nbd)".into(), qemu_nbd(m, 0, "1G")?));
-    for (name, dev) in &paths {
-        log(format!("{name}: {dev}: preconditioning"));
-        sh(m, &format!("fio --name=pre --filename={dev} --rw=write --bs=1M --size=256M --direct=1 --ioengine=libaio --iodepth=8 >/dev/null"))?;
+    precondition(m, &paths, "256M")?;
+    rep.paths = measure(m, cli, &paths, &CELLS_4K, cli.runs, "256M")?;
+    let mut quick = measure(m, cli, &paths, &CELLS_QUICK, 1, "256M")?;
+    for q in &mut quick {
+        q.quick = true;
     }
-    for (w, rw, bs) in WORKLOADS {
-        for qd in [1u32, 32] {
-            for (name, dev) in &paths {
-                let args = format!(
-                    "--rw={rw} --bs={bs} --iodepth={qd} --ioengine=libaio --direct=1 --size=256M \
-                     --time_based --runtime={} --ramp_time=1 --norandommap --randrepeat=1",
-                    cli.runtime
-                );
-                let (f, cpu) = fio(m, std::slice::from_ref(dev), &args)?;
-                log(format!(
-                    "{name} {w} qd{qd}: {:.0} IOPS, {cpu:.2} CPU s",
-                    f.iops
-                ));
-                rep.paths.push(PathRun {
-                    path: name.clone(),
-                    workload: w.into(),
-                    qd,
-                    cpu_s_per_gib: bench::cpu_per_gib(cpu, f.io_bytes),
-                    fio: f,
-                    cpu_s: cpu,
-                });
-            }
-        }
-    }
+    rep.paths.append(&mut quick);
     Ok(())
 }
 
+/// The bench's own NVMe-oF names: outside volumed's NQN prefix and port ids, so its reconciler
+/// leaves them alone.
+const RAM_NQN: &str = "nqn.2026-12.io.eve-bench:ram";
+/// Its own host ID too: the kernel refuses a second host NQN under one host ID.
+const RAM_HOST_ID: &str = "0e7e0000-0000-4000-8000-00000000b0b0";
+const RAM_HOST: &str = "nqn.2014-08.org.nvmexpress:uuid:0e7e0000-0000-4000-8000-00000000b0b0";
+
+/// The guest commands that make the RAM-disk exports: brd's /dev/ram0 behind one nvmet subsystem
+/// per transport (one host reaching one subsystem over two would be merged by multipath) and
+/// /dev/ram1 as an LIO iblock backstore (which opens its device exclusively).
+fn ram_setup() -> String {
+    let n = "/sys/kernel/config/nvmet";
+    let mut s = String::from(
+        "modprobe brd rd_nr=2 rd_size=131072 || exit 1; lsmod | grep -q '^nbd ' || modprobe nbd nbds_max=32; ",
+    );
+    for (sub, port, ports) in [
+        ("loop", 91, "echo loop > addr_trtype".to_string()),
+        (
+            "tcp",
+            92,
+            "echo tcp > addr_trtype && echo ipv4 > addr_adrfam && echo 127.0.0.1 > addr_traddr && echo 4421 > addr_trsvcid"
+                .to_string(),
+        ),
+    ] {
+        let sd = format!("{n}/subsystems/{RAM_NQN}-{sub}");
+        s.push_str(&format!(
+            "mkdir {sd} && echo 1 > {sd}/attr_allow_any_host && mkdir {sd}/namespaces/1 && \
+             echo /dev/ram0 > {sd}/namespaces/1/device_path && echo 1 > {sd}/namespaces/1/enable && \
+             mkdir {n}/ports/{port} && (cd {n}/ports/{port} && {ports}) && \
+             ln -s {sd} {n}/ports/{port}/subsystems/ || exit 1; "
+        ));
+    }
+    let c = "/sys/kernel/config/target/core/iblock_200/ram";
+    s.push_str(&format!(
+        "modprobe tcm_loop; mkdir -p {c} && echo udev_path=/dev/ram1 > {c}/control && echo 1 > {c}/enable"
+    ));
+    s
+}
+
+/// Undoes `ram_setup` and the connections made on it, in the reverse order; best effort, so a
+/// half-made setup is cleaned up too.
+fn ram_teardown(m: &mut Machine) {
+    let n = "/sys/kernel/config/nvmet";
+    let t = "/sys/kernel/config/target";
+    let lb = format!("{t}/loopback/naa.5001405000000140");
+    let cmd = format!(
+        "for s in loop tcp; do nvme disconnect -n {RAM_NQN}-$s; done; qemu-nbd -d /dev/nbd30; \
+         umount /run/ramfs; rm -f {lb}/tpgt_1/lun/lun_0/ram; rmdir {lb}/tpgt_1/lun/lun_0 {lb}/tpgt_1 {lb}; \
+         rmdir {t}/core/iblock_200/ram {t}/core/iblock_200; \
+         for p in 91 92; do rm -f {n}/ports/$p/subsystems/*; rmdir {n}/ports/$p; done; \
+         for s in loop tcp; do d={n}/subsystems/{RAM_NQN}-$s; echo 0 > $d/namespaces/1/enable; \
+         rmdir $d/namespaces/1 $d; done; rmmod brd; true"
+    );
+    if let Err(x) = m.sh(&cmd) {
+        log(format!("export overhead: teardown: {x}"));
+    }
+}
+
+/// The export paths alone: the same 4k cells on a RAM disk, directly and through each export,
+/// so what is measured is the wiring, not ZFS or the emulated disks under it.
+fn export_overhead(m: &mut Machine, cli: &Cli, rep: &mut Report) -> R<()> {
+    log("export overhead: RAM disks and their exports");
+    let r = build_ram_paths(m).and_then(|paths| {
+        precondition(m, &paths, "128M")?;
+        measure(m, cli, &paths, &CELLS_4K, cli.runs, "128M")
+    });
+    ram_teardown(m);
+    rep.overhead = r?;
+    Ok(())
+}
+
+fn build_ram_paths(m: &mut Machine) -> R<Vec<(String, String)>> {
+    sh(m, &ram_setup())?;
+    let mut paths = vec![("1 RAM disk (brd)".to_string(), "/dev/ram0".to_string())];
+    for (name, sub, how) in [
+        ("2 nvmet loop", "loop", "-t loop".to_string()),
+        (
+            "3 nvmet tcp",
+            "tcp",
+            "-t tcp -a 127.0.0.1 -s 4421".to_string(),
+        ),
+    ] {
+        let nqn = format!("{RAM_NQN}-{sub}");
+        sh(
+            m,
+            &format!("nvme connect {how} -n {nqn} -q {RAM_HOST} -I {RAM_HOST_ID} >/dev/null"),
+        )?;
+        let dev = wait_dev(m, &format!(
+            "for s in /sys/class/nvme-subsystem/*; do [ \"$(cat $s/subsysnqn)\" = {nqn} ] && ls $s | grep -E '^nvme[0-9]+n[0-9]+$' | head -1; done; true"
+        ))?;
+        paths.push((name.into(), dev));
+    }
+    paths.push((
+        "4 LIO tcm_loop".into(),
+        tcm_loop(m, "iblock_200/ram", 0x40)?,
+    ));
+    // qemu's block layer on a raw file in RAM. O_DIRECT on tmpfs is refused by some kernels:
+    // then the page cache is the RAM the file lives in anyway.
+    let cache = sh(
+        m,
+        "mkdir -p /run/ramfs && mount -t tmpfs -o size=160m tmpfs /run/ramfs && \
+         truncate -s 128M /run/ramfs/d.raw && \
+         for c in none writeback; do qemu-nbd -c /dev/nbd30 -k /run/qemu-nbd30.sock -f raw --cache=$c \
+         --aio=threads /run/ramfs/d.raw 2>/dev/null && echo $c && exit 0; done; exit 1",
+    )?;
+    paths.push((
+        format!("5 qemu-nbd raw file in tmpfs (cache={})", cache.trim()),
+        "/dev/nbd30".into(),
+    ));
+    Ok(paths)
+}
+
 fn scaling(m: &mut Machine, cli: &Cli, rep: &mut Report) -> R<()> {
-    let ns = [1usize, 4, 16];
+    let ns = [1usize, 16];
     let max = 16;
     let args = format!(
         "--rw=randwrite --bs=4k --iodepth=4 --ioengine=libaio --direct=1 --size=64M --time_based \
-         --runtime={} --ramp_time=1 --norandommap",
+         --runtime={} --ramp_time=500ms --norandommap",
         cli.runtime
     );
     for path in [
@@ -323,7 +529,7 @@ fn scaling(m: &mut Machine, cli: &Cli, rep: &mut Report) -> R<()> {
                 }
                 "LIO tcm_loop" => {
                     sh(m, &format!("storagectl volume create {name} --size 256M --vm s{i} --transport vhost-scsi >/dev/null"))?;
-                    tcm_loop(m, &name, i + 1)?
+                    tcm_loop(m, &format!("iblock_100/{name}"), i + 1)?
                 }
                 _ => qemu_nbd(m, i + 1, "256M")?,
             };
@@ -393,7 +599,10 @@ fn control_plane(m: &mut Machine, cli: &Cli, rep: &mut Report) -> R<()> {
                 "i=0; while [ $i -lt {n} ]; do zfs create -s -V 16M persist/vault/bare/b$i || exit 1; i=$((i + 1)); done"
             ),
         )?;
-        sh(m, "zfs destroy -r persist/vault/bare")?;
+        let gone = timed(m, "zfs destroy -r persist/vault/bare")?;
+        log(format!(
+            "control plane: bare loop of {n}: {bare} ms, destroyed in {gone} ms"
+        ));
         // A loop in the guest: a thousand specs would not fit one console command.
         sh(
             m,
@@ -450,14 +659,23 @@ fn control_plane(m: &mut Machine, cli: &Cli, rep: &mut Report) -> R<()> {
         }
         hold_daemon(m)?;
         let (list_ms, pass_ms) = (median(&list), median(&passes));
-        rep.times_ms.insert(
-            format!("`zfs list -H -o name -t volume`, {all} volumes (median of 3)"),
-            list_ms,
-        );
-        rep.times_ms.insert(
-            format!("no-op pass, daemon, {all} volumes (median of 3)"),
-            pass_ms,
-        );
+        for (k, v, all_runs) in [
+            (
+                format!("`zfs list -H -o name -t volume`, {all} volumes (median of 3)"),
+                list_ms,
+                &list,
+            ),
+            (
+                format!("no-op pass, daemon, {all} volumes (median of 3)"),
+                pass_ms,
+                &passes,
+            ),
+        ] {
+            let lo = all_runs.iter().min().copied().unwrap_or(0);
+            let hi = all_runs.iter().max().copied().unwrap_or(0);
+            rep.spread_ms.insert(k.clone(), (lo, hi));
+            rep.times_ms.insert(k, v);
+        }
         rep.notes.push(format!(
             "idle daemon pass with {all} volumes: {:?} ms; the last: {}",
             passes,
@@ -571,7 +789,12 @@ fn run(cli: &Cli) -> R<Report> {
         }
     }
 
-    let steps: [(SectionName, &str, Section); 3] = [
+    let steps: [(SectionName, &str, Section); 4] = [
+        (
+            SectionName::ExportOverhead,
+            "export overhead",
+            export_overhead,
+        ),
         (SectionName::DataPaths, "data paths", data_paths),
         (SectionName::Scaling, "scaling", scaling),
         (SectionName::ControlPlane, "control plane", control_plane),
@@ -586,43 +809,96 @@ fn run(cli: &Cli) -> R<Report> {
             rep.notes.push(format!("{name} did not finish: {x}"));
         }
         log(format!("{name}: {} s", t0.elapsed().as_secs()));
+        rep.times_ms.insert(
+            format!("bench section: {name}"),
+            t0.elapsed().as_millis() as u64,
+        );
     }
     let _ = m.poweroff();
     Ok(rep)
 }
 
+/// Earlier reports in the results folder, newest first, with their file stems; a file that does
+/// not parse is skipped with a line saying so.
+fn earlier_reports(dir: &Path) -> Vec<(String, Report)> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| Some(e.ok()?.path()))
+                .filter(|p| {
+                    p.extension().is_some_and(|x| x == "json")
+                        && p.file_name()
+                            .and_then(|n| n.to_str())
+                            .is_some_and(|n| n.starts_with("bench-"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files.reverse();
+    files
+        .into_iter()
+        .filter_map(|p| {
+            let stem = p.file_stem()?.to_string_lossy().into_owned();
+            match std::fs::read_to_string(&p)
+                .map_err(e)
+                .and_then(|t| serde_json::from_str::<Report>(&t).map_err(e))
+            {
+                Ok(r) => Some((stem, r)),
+                Err(x) => {
+                    log(format!("{}: not compared: {x}", p.display()));
+                    None
+                }
+            }
+        })
+        .collect()
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let t0 = Instant::now();
-    match run(&cli) {
-        Ok(rep) => {
-            let md = rep.markdown();
-            print!("{md}");
-            let stamp = std::process::Command::new("date")
-                .arg("-u")
-                .arg("+%Y%m%dT%H%M%SZ")
-                .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-                .unwrap_or_else(|_| "run".into());
-            let _ = std::fs::create_dir_all(&cli.out);
-            let base = cli.out.join(format!("bench-{stamp}"));
-            let json = serde_json::to_string_pretty(&rep).unwrap_or_default();
-            if let Err(x) = std::fs::write(base.with_extension("md"), &md)
-                .and_then(|_| std::fs::write(base.with_extension("json"), json))
-            {
-                log(format!("writing {}: {x}", base.display()));
-                return ExitCode::FAILURE;
-            }
-            log(format!(
-                "wrote {}.{{md,json}} in {} s",
-                base.display(),
-                t0.elapsed().as_secs()
-            ));
-            ExitCode::SUCCESS
-        }
+    let mut rep = match run(&cli) {
+        Ok(rep) => rep,
         Err(x) => {
             log(x);
-            ExitCode::FAILURE
+            return ExitCode::FAILURE;
         }
+    };
+    let stamp = std::process::Command::new("date")
+        .arg("-u")
+        .arg("+%Y%m%dT%H%M%SZ")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|_| "run".into());
+    rep.times_ms
+        .insert("bench: whole run".into(), t0.elapsed().as_millis() as u64);
+    rep.changes = bench::compare(&rep, &earlier_reports(&cli.out));
+    let md = rep.markdown();
+    print!("{md}");
+    let _ = std::fs::create_dir_all(&cli.out);
+    let run = format!("bench-{stamp}");
+    let base = cli.out.join(&run);
+    let json = serde_json::to_string_pretty(&rep).unwrap_or_default();
+    if let Err(x) = std::fs::write(base.with_extension("md"), &md)
+        .and_then(|_| std::fs::write(base.with_extension("json"), json))
+    {
+        log(format!("writing {}: {x}", base.display()));
+        return ExitCode::FAILURE;
     }
+    if let Some(doc) = &cli.benchmarks {
+        let r = std::fs::read_to_string(doc)
+            .map_err(e)
+            .and_then(|d| bench::with_latest(&d, &md, &run))
+            .and_then(|d| std::fs::write(doc, d).map_err(e));
+        if let Err(x) = r {
+            log(format!("{}: {x}", doc.display()));
+            return ExitCode::FAILURE;
+        }
+        log(format!("{}: latest run replaced", doc.display()));
+    }
+    log(format!(
+        "wrote {}.{{md,json}} in {} s",
+        base.display(),
+        t0.elapsed().as_secs()
+    ));
+    ExitCode::SUCCESS
 }
