@@ -301,6 +301,21 @@ pub fn fatal_marker(console: &str) -> Option<&'static str> {
     FATAL_MARKERS.iter().find(|m| console.contains(*m)).copied()
 }
 
+const PROC_NET_UNIX: &str = "/proc/net/unix";
+/// `__SO_ACCEPTCON` in /proc/net/unix's Flags column: the socket is listening.
+const SO_ACCEPTCON: u32 = 0x1_0000;
+
+/// Whether the socket table (the text of /proc/net/unix) holds a listening socket bound to `path`.
+fn unix_listening(table: &str, path: &Path) -> bool {
+    let want = path.as_os_str().as_encoded_bytes();
+    table.lines().skip(1).any(|line| {
+        let mut fields = line.split_whitespace();
+        let flags = fields.nth(3).and_then(|x| u32::from_str_radix(x, 16).ok());
+        let bound = fields.nth(3);
+        flags.is_some_and(|x| x & SO_ACCEPTCON != 0) && bound.is_some_and(|b| b.as_bytes() == want)
+    })
+}
+
 fn tail(path: &Path, n: usize) -> String {
     let text = std::fs::read(path)
         .map(|b| String::from_utf8_lossy(&b).into_owned())
@@ -421,15 +436,26 @@ impl Machine {
         }
     }
 
+    /// Waits until a process listens on the unix socket at `path`. The file appears at bind(),
+    /// before listen(): a connect in between is refused (a CI run lost a boot to that), and a
+    /// probe connection would end swtpm (`--terminate`), so the kernel's socket table is read.
     fn wait_for_socket(&mut self, path: &Path, what: &str) -> Result<()> {
         let start = Instant::now();
-        while !path.exists() {
-            if start.elapsed() > Duration::from_secs(20) {
+        loop {
+            let table = std::fs::read_to_string(PROC_NET_UNIX).unwrap_or_default();
+            if unix_listening(&table, path) {
+                return Ok(());
+            }
+            let exited = self
+                .qemu
+                .as_mut()
+                .and_then(|q| q.try_wait().ok().flatten())
+                .is_some();
+            if exited || start.elapsed() > Duration::from_secs(20) {
                 return Err(self.timeout(what, start));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Ok(())
     }
 
     fn timeout(&mut self, what: &str, since: Instant) -> Error {
@@ -1139,5 +1165,21 @@ mod tests {
             Some("eve-init: FATAL:")
         );
         assert_eq!(super::fatal_marker("eve-init: up: 2 onboot steps"), None);
+    }
+
+    #[test]
+    fn a_bound_socket_counts_only_once_it_listens() {
+        let p = std::path::Path::new("/t/vm/agent.sock");
+        let bound = "Num       RefCount Protocol Flags    Type St Inode Path\n\
+            000000006aead860: 00000002 00000000 00000000 0001 01 1058 /t/vm/agent.sock\n";
+        let listening = "Num       RefCount Protocol Flags    Type St Inode Path\n\
+            000000006aead860: 00000003 00000000 00000000 0001 03  1058\n\
+            000000007bea074a: 00000002 00000000 00010000 0001 01 1059 /t/vm/agent.sock\n";
+        let other = "Num       RefCount Protocol Flags    Type St Inode Path\n\
+            000000007bea074a: 00000002 00000000 00010000 0001 01 1059 /t/vm/agent.sock.old\n";
+        assert!(!super::unix_listening(bound, p));
+        assert!(super::unix_listening(listening, p));
+        assert!(!super::unix_listening(other, p));
+        assert!(!super::unix_listening("", p));
     }
 }
