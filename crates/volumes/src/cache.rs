@@ -2,10 +2,13 @@
 //! not what exists: spec and identity files are re-parsed only when their inode, size, mtime or
 //! ctime moved, and the zvol list (the costly `zfs list` with our user properties) is re-read
 //! only when a pass changed a zvol, when the set of zvol device links under our parents differs
-//! from the one seen at the last read, or when the full re-read interval is up. nvmet, LIO and
-//! loop connections are read every pass (configfs gives no change events), so a namespace
-//! disabled by hand is repaired by the next pass. The CLI runs without a cache: every
-//! `storagectl volume reconcile` is a full re-read.
+//! from the one seen at the last read, or when the full re-read interval is up. configfs gives
+//! no change events, so nvmet is read every pass, but lightly once an earlier read is kept
+//! ([`ktarget::nvmet::observe_since`]: enablement and who may connect, not the attributes the
+//! kernel fixes under an enabled namespace); a pass that changed nvmet, or the full re-read
+//! interval, has the next pass read it in full. A namespace disabled by hand is still repaired
+//! by the next pass. LIO and loop connections are read every pass. The CLI runs without a
+//! cache: every `storagectl volume reconcile` is a full re-read.
 
 use crate::zvol::{self, Zvol};
 use std::collections::{BTreeSet, HashMap};
@@ -139,6 +142,8 @@ pub struct Cache {
     pub volume_ids: Memo<crate::ids::VolumeIds>,
     pub host_ids: Memo<crate::ids::HostIds>,
     zvols: Mutex<Option<Zvols>>,
+    /// The last nvmet observation and when its full read was.
+    nvmet: Mutex<Option<(ktarget::nvmet::Nvmet, Instant)>>,
     /// How long an observed zvol list is trusted when no link and no pass says it changed.
     pub full_every: Duration,
 }
@@ -150,8 +155,29 @@ impl Cache {
             volume_ids: Memo::default(),
             host_ids: Memo::default(),
             zvols: Mutex::new(None),
+            nvmet: Mutex::new(None),
             full_every,
         }
+    }
+
+    /// nvmet as observed now: a light read against the kept observation, or a full one when
+    /// nothing is kept or its full read is older than the interval. Says which it was.
+    pub fn nvmet(
+        &self,
+        read: impl FnOnce(Option<&ktarget::nvmet::Nvmet>) -> crate::Result<ktarget::nvmet::Nvmet>,
+    ) -> crate::Result<(ktarget::nvmet::Nvmet, bool)> {
+        let mut k = self.nvmet.lock().unwrap_or_else(|e| e.into_inner());
+        let kept = k.take().filter(|(_, at)| at.elapsed() < self.full_every);
+        let light = kept.is_some();
+        let n = read(kept.as_ref().map(|(n, _)| n))?;
+        let at = kept.map_or_else(Instant::now, |(_, at)| at);
+        *k = Some((n.clone(), at));
+        Ok((n, light))
+    }
+
+    /// A pass is about to change nvmet (or failed part-way): the next one reads it in full.
+    pub fn nvmet_changed(&self) {
+        *self.nvmet.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     /// The zvol list to plan with: the kept one, or `read()` when [`decide`] says so.
@@ -329,5 +355,42 @@ mod tests {
             ZvolSource::Full,
             "nothing is kept from a failed read"
         );
+    }
+
+    #[test]
+    fn nvmet_is_read_lightly_against_the_last_read_until_a_pass_changes_it_or_time_is_up() {
+        use ktarget::nvmet::Nvmet;
+        let c = Cache::new(Duration::from_secs(600));
+        let mut n = Nvmet::default();
+        n.ports.insert(1, Default::default());
+        let seen = |c: &Cache, give: &Nvmet| {
+            let mut had = None;
+            let (_, light) = c
+                .nvmet(|p| {
+                    had = p.cloned();
+                    Ok(give.clone())
+                })
+                .unwrap();
+            (had, light)
+        };
+        assert_eq!(seen(&c, &n), (None, false), "the first read is full");
+        assert_eq!(seen(&c, &Nvmet::default()), (Some(n.clone()), true));
+        assert_eq!(
+            seen(&c, &n),
+            (Some(Nvmet::default()), true),
+            "against the newest read"
+        );
+        c.nvmet_changed();
+        assert_eq!(seen(&c, &n), (None, false), "a pass changed nvmet");
+        let err = c.nvmet(|_| Err(crate::Error::Refused("configfs gone".into())));
+        assert!(err.is_err());
+        assert_eq!(
+            seen(&c, &n),
+            (None, false),
+            "nothing is kept from a failed read"
+        );
+        let c = Cache::new(Duration::ZERO);
+        seen(&c, &n);
+        assert_eq!(seen(&c, &n), (None, false), "the interval is up");
     }
 }

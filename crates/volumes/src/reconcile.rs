@@ -257,7 +257,12 @@ impl Env<'_> {
         };
         let t_zfs = t.elapsed();
         let t = Instant::now();
-        let nvmet = nvmet::observe(self.fs, &self.nvmet_tree(), &plan::nvmet_scope(&self.cfg))?;
+        let (tree, scope) = (self.nvmet_tree(), plan::nvmet_scope(&self.cfg));
+        let read = |prev: Option<&Nvmet>| Ok(nvmet::observe_since(self.fs, &tree, &scope, prev)?);
+        let (nvmet, light) = match &self.cache {
+            Some(c) => c.nvmet(read)?,
+            None => (read(None)?, false),
+        };
         let t_nvmet = t.elapsed();
         let t = Instant::now();
         let lio = lio::observe(self.fs, &self.lio_tree())?;
@@ -265,10 +270,11 @@ impl Env<'_> {
         let t = Instant::now();
         let loops = hostside::loop_connections(&self.roots, &format!("{}:", ids::NQN_BASE));
         let times = format!(
-            "{} zvols {zsrc} {} ms, {} nvmet subsystems {} ms, {} LIO backstores {} ms, {} loop hosts {} ms",
+            "{} zvols {zsrc} {} ms, {} nvmet subsystems {} {} ms, {} LIO backstores {} ms, {} loop hosts {} ms",
             zvols.len(),
             t_zfs.as_millis(),
             nvmet.subsystems.len(),
+            if light { "read lightly" } else { "read" },
             t_nvmet.as_millis(),
             lio.backstores.len(),
             t_lio.as_millis(),
@@ -1027,6 +1033,10 @@ pub fn pass(env: &Env, dry_run: bool) -> Result<(Plan, Report)> {
     // Whatever the outcome, a pass that set out to change zvols has the next one read them.
     if let (Some(c), false) = (&env.cache, p.zvols.is_empty()) {
         c.zvols_changed();
+    }
+    // Any step may reach nvmet (a new zvol is exported in the same pass).
+    if let (Some(c), true) = (&env.cache, p.steps() > 0) {
+        c.nvmet_changed();
     }
     let mut r = if p.steps() == 0 {
         Report::default()
