@@ -92,7 +92,7 @@ vmtest: image dev-image
 
 test: deps lint unit repro vmtest
 
-# Benchmarks (figures, not assertions): about 22 minutes on 2 cores under TCG. Results in results/.
+# Benchmarks (figures, not assertions): about 30 minutes on 2 cores under TCG (BENCH_ARGS="--volumes 100" for a shorter run). Results in results/.
 bench: dev-image
 	$(CARGO) run --release --locked -q -p eve-vmtest --bin eve-bench -- --image $(OUT)/eve-storage-dev.raw --out results --benchmarks BENCHMARKS.md $(BENCH_ARGS)
 
