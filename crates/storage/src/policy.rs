@@ -42,6 +42,32 @@ pub enum Size {
     Percent(f64),
 }
 
+/// Bytes for people, in powers of 1024 like `zfs list`: `512B`, `16M`, `1.50G`, `234G`.
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["K", "M", "G", "T", "P", "E"];
+    if bytes < 1024 {
+        return format!("{bytes}B");
+    }
+    let mut unit = 0;
+    let mut div: u64 = 1024;
+    while unit + 1 < UNITS.len() && bytes / div >= 1024 {
+        unit += 1;
+        div *= 1024;
+    }
+    let u = UNITS[unit];
+    if bytes % div == 0 {
+        return format!("{}{u}", bytes / div);
+    }
+    let x = bytes as f64 / div as f64;
+    if x < 10.0 {
+        format!("{x:.2}{u}")
+    } else if x < 100.0 {
+        format!("{x:.1}{u}")
+    } else {
+        format!("{x:.0}{u}")
+    }
+}
+
 impl Size {
     pub fn parse(s: &str) -> Result<Size, String> {
         let t = s.trim();
@@ -705,6 +731,19 @@ pub fn choose(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn human_sizes_read_like_zfs_list() {
+        use super::human;
+        assert_eq!(human(0), "0B");
+        assert_eq!(human(1023), "1023B");
+        assert_eq!(human(16 << 20), "16M");
+        assert_eq!(human(1536 << 20), "1.50G");
+        assert_eq!(human(12_288), "12K");
+        assert_eq!(human(12_800), "12.5K");
+        assert_eq!(human(234 * (1 << 30) + (1 << 29)), "234G");
+        assert_eq!(human(u64::MAX), "16.0E");
+    }
+
     use super::*;
 
     fn parse(text: &str) -> Result<Policy, PolicyError> {

@@ -90,7 +90,49 @@ enum VolCmd {
         #[arg(long)]
         force: bool,
     },
+    /// Every volume with its size, space used (and by its snapshots), provisioning and state.
     List {
+        #[arg(long)]
+        json: bool,
+        /// Sizes in bytes instead of human units.
+        #[arg(long)]
+        bytes: bool,
+    },
+    /// Take a snapshot of a volume (named SNAP, or after the UTC time); `snapshot delete NAME
+    /// SNAP` destroys one. Snapshots taken by hand are never pruned by a schedule.
+    Snapshot(SnapshotArgs),
+    /// A volume's snapshots, oldest first, with the space each holds and its clones.
+    Snapshots {
+        name: String,
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        bytes: bool,
+    },
+    /// Put a volume back to a snapshot; refused while a host is connected. Newer snapshots are
+    /// destroyed only with --destroy-newer, and never one with a clone.
+    Rollback {
+        name: String,
+        snapshot: String,
+        #[arg(long)]
+        destroy_newer: bool,
+        /// Roll back even though a host is connected (its view of the disk becomes wrong).
+        #[arg(long)]
+        force: bool,
+    },
+    /// A new volume from a snapshot: its own identity and export, sharing unchanged blocks.
+    Clone {
+        /// The new volume's name.
+        new: String,
+        /// VOLUME@SNAPSHOT
+        #[arg(long)]
+        from: String,
+        /// The VM it is for [default: the origin's].
+        #[arg(long)]
+        vm: Option<String>,
+        /// [default: the origin's]
+        #[arg(long, value_parser = ["nvme-tcp", "nvme-loop", "vhost-scsi", "vhost-nvme"])]
+        transport: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -108,6 +150,34 @@ enum VolCmd {
     /// Accept the spool as it is now (after restoring or moving it): volumes whose spec files are
     /// missing from it are then deleted. Until then a lost or older spool deletes nothing.
     AdoptSpool,
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct SnapshotArgs {
+    #[command(subcommand)]
+    cmd: Option<SnapCmd>,
+    /// The volume.
+    name: Option<String>,
+    /// The snapshot's name [default: the UTC time, like 20261204T010203Z].
+    snap: Option<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum SnapCmd {
+    /// Destroy a snapshot; refused while a clone depends on it.
+    Delete { name: String, snapshot: String },
+}
+
+fn transport_arg(s: &str) -> Transport {
+    match s {
+        "nvme-tcp" => Transport::NvmeTcp,
+        "nvme-loop" => Transport::NvmeLoop,
+        "vhost-scsi" => Transport::VhostScsi,
+        _ => Transport::VhostNvme,
+    }
 }
 
 #[derive(Args)]
@@ -150,12 +220,7 @@ fn raw_from_args(a: &CreateArgs) -> Result<(RawSpec, String), String> {
     }
     let need =
         |v: &Option<String>, f: &str| v.clone().ok_or(format!("--{f} is required (or --spec)"));
-    let transport = match need(&a.transport, "transport")?.as_str() {
-        "nvme-tcp" => Transport::NvmeTcp,
-        "nvme-loop" => Transport::NvmeLoop,
-        "vhost-scsi" => Transport::VhostScsi,
-        _ => Transport::VhostNvme,
-    };
+    let transport = transport_arg(&need(&a.transport, "transport")?);
     let format = match a.format.as_str() {
         "raw" => Format::Raw,
         "vmdk" => Format::Vmdk,
@@ -173,6 +238,8 @@ fn raw_from_args(a: &CreateArgs) -> Result<(RawSpec, String), String> {
             encrypted: !a.clear,
             vcpus: a.vcpus,
             source: a.import.clone().map(|path| Source { path, format }),
+            origin: None,
+            snapshots: Vec::new(),
         },
         "command line".into(),
     ))
@@ -350,7 +417,64 @@ fn volume(config: Option<&std::path::Path>, cmd: VolCmd) -> ExitCode {
             }
             Err(e) => fail(&e),
         },
-        VolCmd::List { json } => emit(volumes::ops::list(&env), json, |l| l.render()),
+        VolCmd::List { json, bytes } => emit(volumes::ops::list(&env), json, |l| l.render(bytes)),
+        VolCmd::Snapshot(SnapshotArgs {
+            cmd: Some(SnapCmd::Delete { name, snapshot }),
+            ..
+        }) => match volumes::ops::snapshot_delete(&env, &name, &snapshot) {
+            Ok(()) => {
+                println!("deleted {name}@{snapshot}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
+        VolCmd::Snapshot(SnapshotArgs {
+            name: Some(name),
+            snap,
+            json,
+            ..
+        }) => emit(
+            volumes::ops::snapshot(&env, &name, snap.as_deref()),
+            json,
+            |s| format!("{name}@{}\n", s.name),
+        ),
+        VolCmd::Snapshot(_) => {
+            eprintln!("storagectl: volume snapshot needs a volume name (or `delete NAME SNAP`)");
+            ExitCode::from(2)
+        }
+        VolCmd::Snapshots { name, json, bytes } => {
+            emit(volumes::ops::snapshots(&env, &name), json, |l| {
+                l.render(bytes)
+            })
+        }
+        VolCmd::Rollback {
+            name,
+            snapshot,
+            destroy_newer,
+            force,
+        } => match volumes::ops::rollback(&env, &name, &snapshot, destroy_newer, force) {
+            Ok(_) => {
+                println!("{name} rolled back to {snapshot}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
+        VolCmd::Clone {
+            new,
+            from,
+            vm,
+            transport,
+            json,
+        } => shown(
+            volumes::ops::clone(
+                &env,
+                &new,
+                &from,
+                vm.as_deref(),
+                transport.as_deref().map(transport_arg),
+            ),
+            json,
+        ),
         VolCmd::AdoptSpool => match volumes::ops::adopt_spool(&env) {
             Ok(m) => {
                 println!("{m}");

@@ -15,6 +15,7 @@ pub mod parallel;
 pub mod plan;
 pub mod reconcile;
 pub mod roots;
+pub mod snap;
 pub mod spec;
 pub mod zvol;
 

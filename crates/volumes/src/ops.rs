@@ -6,6 +6,7 @@ use crate::error::{Error, Result};
 use crate::hostside;
 use crate::ids;
 use crate::reconcile::{self, log, Env};
+use crate::snap;
 use crate::spec::{RawSpec, Transport, Volume};
 use crate::zvol;
 use serde::Serialize;
@@ -172,6 +173,18 @@ pub fn delete(env: &Env, name: &str, force: bool) -> Result<()> {
             )));
         }
     }
+    let ds = zvol::dataset(&env.cfg.pool, &v);
+    if let Some(s) = snap::list(std::slice::from_ref(&ds))
+        .unwrap_or_default()
+        .iter()
+        .find(|s| !s.clones.is_empty())
+    {
+        return Err(Error::Refused(format!(
+            "{name}: its snapshot {} has clones ({}); delete them first",
+            s.name,
+            s.clones.join(", ")
+        )));
+    }
     let before = std::fs::read(&path).map_err(io("read", &path))?;
     env.store().tombstone(name)?;
     std::fs::remove_file(&path).map_err(io("remove", &path))?;
@@ -318,6 +331,15 @@ pub fn show(env: &Env, name: &str) -> Result<Shown> {
     })
 }
 
+/// A size in a table: bytes when asked for, else human units.
+fn size_cell(b: u64, bytes: bool) -> String {
+    if bytes {
+        b.to_string()
+    } else {
+        storage::policy::human(b)
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct Listing {
     pub volumes: Vec<ListRow>,
@@ -335,6 +357,8 @@ pub struct ListRow {
     pub transport: Transport,
     pub size: u64,
     pub used: Option<u64>,
+    /// Of `used`, what only its snapshots hold.
+    pub snapshots_used: Option<u64>,
     pub thin: bool,
     pub encrypted: bool,
     pub ready: bool,
@@ -365,6 +389,7 @@ pub fn list(env: &Env) -> Result<Listing> {
                     transport: v.transport,
                     size: v.size,
                     used: z.map(|z| z.used),
+                    snapshots_used: z.map(|z| z.snapshots_used),
                     thin: v.thin,
                     encrypted: v.encrypted,
                     ready: z.is_some_and(|z| z.ready),
@@ -383,28 +408,43 @@ pub fn list(env: &Env) -> Result<Listing> {
 }
 
 impl Listing {
-    pub fn render(&self) -> String {
-        let mut s = format!(
-            "{:<24} {:<12} {:<10} {:>14} {:>14} {:<5} {:<9} {}\n",
-            "NAME", "VM", "TRANSPORT", "SIZE", "USED", "PROV", "CRYPT", "READY"
-        );
+    /// A table; sizes in human units unless `bytes`.
+    pub fn render(&self, bytes: bool) -> String {
+        let sz = |b: u64| size_cell(b, bytes);
+        let row = |c: [&str; 9]| {
+            format!(
+                "{:<24} {:<12} {:<10} {:>10} {:>10} {:>10} {:<5} {:<9} {}\n",
+                c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8]
+            )
+        };
+        let mut s = row([
+            "NAME",
+            "VM",
+            "TRANSPORT",
+            "SIZE",
+            "USED",
+            "SNAPS",
+            "PROV",
+            "CRYPT",
+            "READY",
+        ]);
         for r in &self.volumes {
-            s.push_str(&format!(
-                "{:<24} {:<12} {:<10} {:>14} {:>14} {:<5} {:<9} {}\n",
-                r.name,
-                r.vm,
+            s.push_str(&row([
+                &r.name,
+                &r.vm,
                 r.transport.as_str(),
-                r.size,
-                r.used.map_or("-".into(), |u| u.to_string()),
+                &sz(r.size),
+                &r.used.map_or("-".into(), sz),
+                &r.snapshots_used.map_or("-".into(), sz),
                 if r.thin { "thin" } else { "thick" },
                 if r.encrypted { "encrypted" } else { "clear" },
-                if r.ready { "yes" } else { "no" }
-            ));
+                if r.ready { "yes" } else { "no" },
+            ]));
         }
         s.push_str(&format!(
-            "pool: {} of {} bytes free; volumes commit {:.0}% of the pool{}\n",
-            self.pool_free,
-            self.pool_size,
+            "pool: {} of {} free; volumes commit {:.0}% of the pool{}\n",
+            sz(self.pool_free),
+            sz(self.pool_size),
             self.commit_ratio * 100.0,
             if self.commit_ratio > 1.0 {
                 " (over-committed)"
@@ -438,4 +478,257 @@ pub fn export_save(env: &Env) -> Result<serde_json::Value> {
         },
     )?;
     Ok(ktarget::nvmetcli::to_json(&n))
+}
+
+/// A volume's spec and zvol dataset, for the snapshot commands; the zvol must exist.
+fn volume_dataset(env: &Env, name: &str) -> Result<(Volume, String)> {
+    let path = spool_file(env, name).ok_or_else(|| Error::NoVolume(name.into()))?;
+    let v = crate::spec::load_file(&path)?;
+    let ds = zvol::dataset(&env.cfg.pool, &v);
+    // One `zfs get` on the dataset, not a list of the pool.
+    zvol::volsize(&ds)
+        .map_err(|_| Error::Refused(format!("{name}: its zvol {ds} does not exist yet")))?;
+    Ok((v, ds))
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Takes a snapshot by hand (named `SNAP`, or after the UTC time); retention never removes it.
+pub fn snapshot(env: &Env, name: &str, snap: Option<&str>) -> Result<snap::Snapshot> {
+    let snap = match snap {
+        Some(s) => s.to_string(),
+        None => snap::stamp(now_secs()),
+    };
+    snap::check_snap_name(&snap).map_err(|m| Error::Refused(format!("snapshot name {m}")))?;
+    let _lock = locked(env)?;
+    let (_, ds) = volume_dataset(env, name)?;
+    if snap::list(std::slice::from_ref(&ds))?
+        .iter()
+        .any(|s| s.name == snap)
+    {
+        return Err(Error::Exists(format!("{name}@{snap}")));
+    }
+    snap::take(&[format!("{ds}@{snap}")])?;
+    log(format!("{name}: snapshot {snap} taken"));
+    snap::list(std::slice::from_ref(&ds))?
+        .into_iter()
+        .find(|s| s.name == snap)
+        .ok_or_else(|| Error::Refused(format!("{ds}@{snap} was taken but is not listed")))
+}
+
+#[derive(Debug, Serialize)]
+pub struct Snapshots {
+    pub volume: String,
+    pub dataset: String,
+    pub schedules: Vec<snap::Schedule>,
+    pub snapshots: Vec<snap::Snapshot>,
+}
+
+pub fn snapshots(env: &Env, name: &str) -> Result<Snapshots> {
+    env.check_vault()?;
+    let (v, ds) = volume_dataset(env, name)?;
+    Ok(Snapshots {
+        snapshots: snap::list(std::slice::from_ref(&ds))?,
+        volume: v.name,
+        dataset: ds,
+        schedules: v.snapshots,
+    })
+}
+
+impl Snapshots {
+    /// A table, oldest first; sizes in human units unless `bytes`.
+    pub fn render(&self, bytes: bool) -> String {
+        let sz = |b: u64| size_cell(b, bytes);
+        let mut s = format!(
+            "{:<36} {:<17} {:>10} {:>10}  {}\n",
+            "SNAPSHOT", "CREATED (UTC)", "USED", "REFER", "CLONES"
+        );
+        for x in &self.snapshots {
+            s.push_str(&format!(
+                "{:<36} {:<17} {:>10} {:>10}  {}\n",
+                x.name,
+                snap::stamp(x.creation),
+                sz(x.used),
+                sz(x.referenced),
+                if x.clones.is_empty() {
+                    "-".into()
+                } else {
+                    x.clones.join(",")
+                }
+            ));
+        }
+        let total: u64 = self.snapshots.iter().map(|x| x.used).sum();
+        s.push_str(&format!(
+            "{} snapshots of {} ({}), {} held by them alone",
+            self.snapshots.len(),
+            self.volume,
+            self.dataset,
+            sz(total)
+        ));
+        if self.schedules.is_empty() {
+            s.push_str("; no schedule\n");
+        } else {
+            let sc: Vec<String> = self
+                .schedules
+                .iter()
+                .map(|x| format!("every {} keep {}", snap::every_label(x.every), x.keep))
+                .collect();
+            s.push_str(&format!("; scheduled {}\n", sc.join(", ")));
+        }
+        s
+    }
+}
+
+/// Refuses while anyone but this box's own loop connection uses the volume (as delete does);
+/// for vhost-scsi, where the kernel does not say whether a VM holds the endpoint, unless forced.
+fn refuse_if_in_use(env: &Env, v: &Volume, what: &str, force: bool) -> Result<()> {
+    if force {
+        return Ok(());
+    }
+    if v.transport.is_nvmet() {
+        let users = hostside::connected_hosts(&env.roots, &ids::subsystem_nqn(&v.name), true);
+        if !users.is_empty() {
+            return Err(Error::Refused(format!(
+                "{} is in use by {}; disconnect them before {what}, or use --force",
+                v.name,
+                users.join(", ")
+            )));
+        }
+    } else if v.transport == Transport::VhostScsi {
+        return Err(Error::Refused(format!(
+            "{}: whether a VM holds its vhost-scsi endpoint cannot be seen from here; stop its VM, then use --force for {what}",
+            v.name
+        )));
+    }
+    Ok(())
+}
+
+/// Rolls a volume back to `snap`. Newer snapshots are destroyed only with `destroy_newer` and
+/// never when one of them has a clone; refused while a host is connected.
+pub fn rollback(
+    env: &Env,
+    name: &str,
+    snap_name: &str,
+    destroy_newer: bool,
+    force: bool,
+) -> Result<snap::Snapshot> {
+    let _lock = locked(env)?;
+    let (v, ds) = volume_dataset(env, name)?;
+    let all = snap::list(std::slice::from_ref(&ds))?;
+    let target = all
+        .iter()
+        .find(|s| s.name == snap_name)
+        .cloned()
+        .ok_or_else(|| Error::NoVolume(format!("{name}@{snap_name}")))?;
+    let newer: Vec<&snap::Snapshot> = all
+        .iter()
+        .filter(|s| s.createtxg > target.createtxg)
+        .collect();
+    if let Some(c) = newer.iter().find(|s| !s.clones.is_empty()) {
+        return Err(Error::Refused(format!(
+            "{name}: rolling back to {snap_name} would destroy {}, which {} cloned from; delete the clones first",
+            c.name,
+            c.clones.join(", ")
+        )));
+    }
+    if !newer.is_empty() && !destroy_newer {
+        let n: Vec<&str> = newer.iter().map(|s| s.name.as_str()).collect();
+        return Err(Error::Refused(format!(
+            "{name}: {snap_name} is not the newest snapshot; rolling back destroys {}: use --destroy-newer",
+            n.join(", ")
+        )));
+    }
+    refuse_if_in_use(env, &v, "a rollback", force)?;
+    snap::rollback(&ds, snap_name, destroy_newer)?;
+    log(format!(
+        "{name}: rolled back to {snap_name}{}",
+        if newer.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", destroying {}",
+                newer
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+    ));
+    // The box's own loop connection may hold the old blocks in its page cache.
+    if v.transport == Transport::NvmeLoop {
+        if let Some(dev) = hostside::namespace_dev(&env.roots, &ids::subsystem_nqn(name)) {
+            let d = dev.display().to_string();
+            zfs::run(
+                storage::bringup::BLOCKDEV,
+                &["--flushbufs".to_string(), d],
+                None,
+            )?;
+        }
+    }
+    Ok(target)
+}
+
+/// Destroys a snapshot (scheduled or by hand); refused while a clone depends on it.
+pub fn snapshot_delete(env: &Env, name: &str, snap_name: &str) -> Result<()> {
+    let _lock = locked(env)?;
+    let (_, ds) = volume_dataset(env, name)?;
+    let all = snap::list(std::slice::from_ref(&ds))?;
+    let s = all
+        .iter()
+        .find(|s| s.name == snap_name)
+        .ok_or_else(|| Error::NoVolume(format!("{name}@{snap_name}")))?;
+    if !s.clones.is_empty() {
+        return Err(Error::Refused(format!(
+            "{name}@{snap_name} has clones ({}); delete them first",
+            s.clones.join(", ")
+        )));
+    }
+    snap::destroy(&ds, &[snap_name])?;
+    log(format!("{name}: snapshot {snap_name} destroyed"));
+    Ok(())
+}
+
+/// A new volume `new` cloned from `origin` (`VOLUME@SNAP`): the origin's spec under the new name
+/// (its own identity and export, thin, no schedule), for `vm` and over `transport` when given.
+pub fn clone(
+    env: &Env,
+    new: &str,
+    origin: &str,
+    vm: Option<&str>,
+    transport: Option<Transport>,
+) -> Result<Shown> {
+    let (ovol, osnap) =
+        snap::parse_ref(origin).map_err(|m| Error::Refused(format!("--from: {m}")))?;
+    let (ov, ods) = {
+        env.check_vault()?;
+        volume_dataset(env, &ovol)?
+    };
+    if !snap::list(std::slice::from_ref(&ods))?
+        .iter()
+        .any(|s| s.name == osnap)
+    {
+        return Err(Error::NoVolume(format!("{ovol}@{osnap}")));
+    }
+    let mut raw = ov.to_raw();
+    raw.name = new.into();
+    raw.origin = Some(format!("{ovol}@{osnap}"));
+    raw.source = None;
+    raw.snapshots = Vec::new();
+    raw.provisioning = "thin".into();
+    if let Some(vm) = vm {
+        raw.vm = vm.into();
+    }
+    if let Some(t) = transport {
+        raw.transport = t;
+        if t != Transport::VhostScsi {
+            raw.vcpus = None;
+        }
+    }
+    create(env, &raw, "clone")
 }

@@ -378,6 +378,7 @@ mod tests {
             volblocksize: 16384,
             refreservation: 0,
             used: 0,
+            snapshots_used: 0,
             ready,
             staging: ds.ends_with(":new"),
         }

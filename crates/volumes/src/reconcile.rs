@@ -599,11 +599,33 @@ impl Report {
     }
 }
 
+/// A staging zvol that came whole from elsewhere (a stream, a snapshot): our properties, the
+/// spec's size when it asks for more than the copy has, then the ready marker; on a failure it is
+/// destroyed, so nothing half-made stays.
+fn finish_copied(stage: &str, v: &Volume) -> Result<()> {
+    let finish = || -> Result<()> {
+        zvol::set_props(stage, v)?;
+        if zvol::volsize(stage)? < v.size {
+            zvol::resize(stage, v.size)?;
+        }
+        zvol::mark_ready(stage)
+    };
+    finish().inspect_err(|_| {
+        let _ = zvol::destroy(stage);
+    })
+}
+
 /// Builds the zvol under its staging name (create or receive, then the initial content, then the
 /// ready marker) and renames it into place, so a final name always means a complete volume. The
 /// parent exists (see [`apply`]).
-fn fill(roots: &Roots, v: &Volume, ds: &str, state: &Path) -> Result<()> {
+fn fill(roots: &Roots, v: &Volume, ds: &str, state: &Path, origin: Option<&str>) -> Result<()> {
     let stage = zvol::staging(ds);
+    if let Some(o) = origin {
+        log(format!("cloning {o} into {stage}"));
+        zvol::clone_from(v, o, &stage)?;
+        finish_copied(&stage, v)?;
+        return zvol::rename(&stage, ds);
+    }
     // The pass refused unsafe sources before planning (`refuse_bad_sources`); import and receive
     // check again on the file they open, and a failure destroys what was made.
     let also = [state];
@@ -611,18 +633,7 @@ fn fill(roots: &Roots, v: &Volume, ds: &str, state: &Path) -> Result<()> {
         Some(src) if src.format == Format::ZfsStream => {
             log(format!("receiving {} into {stage}", src.path.display()));
             zvol::receive(src, &stage, &also)?;
-            let finish = || -> Result<()> {
-                zvol::set_props(&stage, v)?;
-                // A stream carries its own size: grow to the spec's when it asks for more.
-                if zvol::volsize(&stage)? < v.size {
-                    zvol::resize(&stage, v.size)?;
-                }
-                zvol::mark_ready(&stage)
-            };
-            if let Err(e) = finish() {
-                let _ = zvol::destroy(&stage);
-                return Err(e);
-            }
+            finish_copied(&stage, v)?;
         }
         Some(src) => {
             zvol::create(v, &stage, false)?;
@@ -643,6 +654,32 @@ fn fill(roots: &Roots, v: &Volume, ds: &str, state: &Path) -> Result<()> {
     zvol::rename(&stage, ds)
 }
 
+/// A clone's origin snapshot as `dataset@snapshot`, checked against the origin volume's spec:
+/// ZFS gives a clone its origin's block size and encryption, so a spec asking otherwise is
+/// refused rather than made into a volume that differs from its spec forever.
+fn origin_of(pool: &str, v: &Volume, spool: &BTreeMap<String, Volume>) -> Result<Option<String>> {
+    let Some(o) = &v.origin else { return Ok(None) };
+    let ov = spool.get(&o.volume).ok_or_else(|| {
+        Error::Refused(format!(
+            "{}: its origin volume `{}` has no spec in the spool",
+            v.name, o.volume
+        ))
+    })?;
+    if ov.encrypted != v.encrypted || ov.volblocksize != v.volblocksize {
+        return Err(Error::Refused(format!(
+            "{}: a clone of `{}@{}` has its origin's encryption ({}) and volblocksize ({}); the spec asks for {} and {}",
+            v.name,
+            o.volume,
+            o.snapshot,
+            if ov.encrypted { "encrypted" } else { "clear" },
+            ov.volblocksize,
+            if v.encrypted { "encrypted" } else { "clear" },
+            v.volblocksize
+        )));
+    }
+    Ok(Some(format!("{}@{}", zvol::dataset(pool, ov), o.snapshot)))
+}
+
 /// One zvol step; the removals (destroy, discard) must all be done before the builds start, as
 /// a discarded staging zvol may have the name a build is about to use.
 fn zvol_step(
@@ -654,12 +691,14 @@ fn zvol_step(
         ZOp::Destroy { dataset, .. } => zvol::destroy_volume(dataset),
         ZOp::Discard { dataset } => zvol::destroy(dataset),
         ZOp::Recreate { name, dataset } => {
+            let origin = origin_of(pool, &spool[name], spool)?;
             zvol::destroy(dataset)?;
-            fill(roots, &spool[name], dataset, state)
+            fill(roots, &spool[name], dataset, state, origin.as_deref())
         }
         ZOp::Create { name } => {
             let v = &spool[name];
-            fill(roots, v, &zvol::dataset(pool, v), state)
+            let origin = origin_of(pool, v, spool)?;
+            fill(roots, v, &zvol::dataset(pool, v), state, origin.as_deref())
         }
         ZOp::Grow { dataset, to, .. } => zvol::resize(dataset, *to),
     }
@@ -693,12 +732,10 @@ fn apply_zvols(
     let in_place: BTreeSet<String> = builds
         .iter()
         .filter_map(|z| match z {
-            ZOp::Create { name } if spool[name].source.is_none() => {
+            ZOp::Create { name } if spool[name].in_place() => {
                 Some(zvol::dataset(&env.cfg.pool, &spool[name]))
             }
-            ZOp::Recreate { name, dataset } if spool[name].source.is_none() => {
-                Some(dataset.clone())
-            }
+            ZOp::Recreate { name, dataset } if spool[name].in_place() => Some(dataset.clone()),
             _ => None,
         })
         .collect();
@@ -1117,6 +1154,7 @@ mod tests {
             volblocksize: 16384,
             refreservation: 0,
             used: 0,
+            snapshots_used: 0,
             ready: true,
             staging: false,
         }

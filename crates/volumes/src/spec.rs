@@ -2,6 +2,7 @@
 //! and its validation. Nothing is applied from a spec that does not validate; every error names
 //! the file and the field.
 
+use crate::snap::Schedule;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use storage::policy::Size;
@@ -81,9 +82,34 @@ pub struct RawSpec {
     /// Queues for vhost-scsi (the VM's vCPU count).
     #[serde(default)]
     pub vcpus: Option<u32>,
+    /// Made as a clone of another volume's snapshot (`web@before-upgrade`) instead of empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
     #[serde(default)]
     pub source: Option<Source>,
+    /// Scheduled snapshots, each `[[snapshots]]` with `every = "1h"` and `keep = 24`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub snapshots: Vec<RawSchedule>,
 }
+
+/// One snapshot schedule as written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSchedule {
+    /// `30s`, `15m`, `1h`, `1d`, `1w`.
+    pub every: String,
+    /// How many of this schedule's snapshots are kept (the oldest beyond it are destroyed).
+    pub keep: u32,
+}
+
+/// The snapshot a cloned volume starts from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    pub volume: String,
+    pub snapshot: String,
+}
+
+pub const MAX_SCHEDULES: usize = 8;
 
 fn default_provisioning() -> String {
     "thin".into()
@@ -107,6 +133,18 @@ pub struct Volume {
     pub encrypted: bool,
     pub vcpus: u32,
     pub source: Option<Source>,
+    #[serde(default)]
+    pub origin: Option<Origin>,
+    #[serde(default)]
+    pub snapshots: Vec<Schedule>,
+}
+
+impl Volume {
+    /// Whether its zvol is made in place (empty, under the intent record) rather than built under
+    /// the staging name (an import, a stream or a clone).
+    pub fn in_place(&self) -> bool {
+        self.source.is_none() && self.origin.is_none()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -240,7 +278,61 @@ impl RawSpec {
                 return Err(e("source.path", why));
             }
         }
+        let origin = match &self.origin {
+            None => None,
+            Some(o) => {
+                let (volume, snapshot) = crate::snap::parse_ref(o).map_err(|m| e("origin", m))?;
+                if volume == self.name {
+                    return Err(e("origin", format!("`{o}` is this volume's own snapshot")));
+                }
+                if self.provisioning != "thin" {
+                    return Err(e(
+                        "provisioning",
+                        "a clone is thin: it shares its origin's blocks".into(),
+                    ));
+                }
+                if self.source.is_some() {
+                    return Err(e(
+                        "origin",
+                        "a volume starts from a clone or from a source, not both".into(),
+                    ));
+                }
+                Some(Origin { volume, snapshot })
+            }
+        };
+        if self.snapshots.len() > MAX_SCHEDULES {
+            return Err(e(
+                "snapshots",
+                format!(
+                    "{} schedules; at most {MAX_SCHEDULES}",
+                    self.snapshots.len()
+                ),
+            ));
+        }
+        let mut snapshots: Vec<Schedule> = Vec::new();
+        for (i, r) in self.snapshots.iter().enumerate() {
+            let every = crate::snap::parse_every(&r.every)
+                .map_err(|m| e(&format!("snapshots[{i}].every"), m))?;
+            if !(1..=crate::snap::MAX_KEEP).contains(&r.keep) {
+                return Err(e(
+                    &format!("snapshots[{i}].keep"),
+                    format!("{} is outside 1-{}", r.keep, crate::snap::MAX_KEEP),
+                ));
+            }
+            if snapshots.iter().any(|s| s.every == every) {
+                return Err(e(
+                    &format!("snapshots[{i}].every"),
+                    format!("a second schedule every `{}`", r.every),
+                ));
+            }
+            snapshots.push(Schedule {
+                every,
+                keep: r.keep,
+            });
+        }
         Ok(Volume {
+            origin,
+            snapshots,
             name: self.name.clone(),
             size,
             vm: self.vm.clone(),
@@ -267,6 +359,18 @@ impl Volume {
             encrypted: self.encrypted,
             vcpus: (self.transport == Transport::VhostScsi).then_some(self.vcpus),
             source: self.source.clone(),
+            origin: self
+                .origin
+                .as_ref()
+                .map(|o| format!("{}@{}", o.volume, o.snapshot)),
+            snapshots: self
+                .snapshots
+                .iter()
+                .map(|s| RawSchedule {
+                    every: crate::snap::every_label(s.every),
+                    keep: s.keep,
+                })
+                .collect(),
         }
     }
 }
@@ -386,5 +490,58 @@ mod tests {
         let x = v("name = \"a\"\nsize = \"3G\"\nvm = \"v\"\ntransport = \"vhost-scsi\"\nvcpus = 2\nencrypted = false\n").unwrap();
         let t = toml::to_string(&x.to_raw()).unwrap();
         assert_eq!(v(&t).unwrap(), x);
+    }
+
+    #[test]
+    fn schedules_and_an_origin_validate_by_field_and_round_trip() {
+        let base = "name = \"a\"\nsize = \"1G\"\nvm = \"v\"\ntransport = \"nvme-tcp\"\n";
+        let x = v(&format!(
+            "{base}origin = \"b@before\"\n[[snapshots]]\nevery = \"1h\"\nkeep = 24\n[[snapshots]]\nevery = \"1d\"\nkeep = 7\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            x.snapshots,
+            [
+                Schedule {
+                    every: 3600,
+                    keep: 24
+                },
+                Schedule {
+                    every: 86_400,
+                    keep: 7
+                }
+            ]
+        );
+        assert_eq!(
+            x.origin.as_ref().map(|o| o.snapshot.as_str()),
+            Some("before")
+        );
+        assert!(!x.in_place());
+        let t = toml::to_string(&x.to_raw()).unwrap();
+        assert_eq!(v(&t).unwrap(), x);
+        for (extra, field) in [
+            ("[[snapshots]]\nevery = \"5s\"\nkeep = 1\n", "snapshots[0].every"),
+            ("[[snapshots]]\nevery = \"1h\"\nkeep = 0\n", "snapshots[0].keep"),
+            (
+                "[[snapshots]]\nevery = \"1h\"\nkeep = 1\n[[snapshots]]\nevery = \"60m\"\nkeep = 2\n",
+                "snapshots[1].every",
+            ),
+            ("origin = \"a@s\"\n", "origin"),
+            ("origin = \"b\"\n", "origin"),
+            ("origin = \"../b@s\"\n", "origin"),
+            ("origin = \"b@s\"\nprovisioning = \"thick\"\n", "provisioning"),
+            (
+                "origin = \"b@s\"\nsource = { path = \"/tmp/x\", format = \"raw\" }\n",
+                "origin",
+            ),
+        ] {
+            let e = v(&format!("{base}{extra}")).unwrap_err();
+            assert_eq!(e.field, field, "{extra}: {e}");
+        }
+        let e = v(&format!(
+            "{base}[[snapshots]]\nevery = \"1h\"\nkeep = 1\nprune = true\n"
+        ))
+        .unwrap_err();
+        assert!(e.msg.contains("prune"), "{e}");
     }
 }

@@ -76,13 +76,15 @@ pub struct Zvol {
     pub refreservation: u64,
     /// Bytes the zvol uses in the pool (thin volumes use only what was written).
     pub used: u64,
+    /// Of `used`, what only its snapshots hold.
+    pub snapshots_used: u64,
     pub ready: bool,
     /// An interrupted creation under the staging name.
     pub staging: bool,
 }
 
 const LIST_PROPS: &str =
-    "name,volsize,volblocksize,refreservation,used,org.lfedge.eve:volume,org.lfedge.eve:vm,org.lfedge.eve:content,creation";
+    "name,volsize,volblocksize,refreservation,used,org.lfedge.eve:volume,org.lfedge.eve:vm,org.lfedge.eve:content,creation,usedbysnapshots";
 
 /// `zfs list -H -p -t volume -o LIST_PROPS`: our zvols (tagged), staging zvols under our
 /// parents in `pool` (tagged or not), and untagged ones that `intent` claims.
@@ -91,8 +93,8 @@ pub fn parse_list(out: &str, pool: &str, intent: Option<&Intent>) -> Result<Vec<
     let mut v = Vec::new();
     for l in out.lines().filter(|l| !l.trim().is_empty()) {
         let f: Vec<&str> = l.split('\t').collect();
-        if f.len() != 9 {
-            return Err(format!("expected 9 fields, got {}: `{l}`", f.len()));
+        if f.len() != 10 {
+            return Err(format!("expected 10 fields, got {}: `{l}`", f.len()));
         }
         let n = |i: usize| {
             f[i].parse::<u64>()
@@ -122,6 +124,7 @@ pub fn parse_list(out: &str, pool: &str, intent: Option<&Intent>) -> Result<Vec<
             volblocksize: n(2)?,
             refreservation: n(3)?,
             used: n(4)?,
+            snapshots_used: n(9)?,
             ready: f[7] == "ready",
             staging: staged.is_some(),
         });
@@ -471,6 +474,18 @@ pub fn receive(src: &Source, ds: &str, also: &[&Path]) -> Result<()> {
     Ok(())
 }
 
+/// Makes `ds` a clone of `origin` (`dataset@snapshot`) with our properties; its volblocksize and
+/// encryption are the origin's (ZFS gives a clone no choice).
+pub fn clone_from(v: &Volume, origin: &str, ds: &str) -> Result<()> {
+    let mut args = vec!["clone".to_string()];
+    for p in volume_props(v) {
+        args.extend(["-o".into(), p]);
+    }
+    args.extend([origin.into(), ds.into()]);
+    zfs::run(ZFS, &args, None)?;
+    Ok(())
+}
+
 /// After a receive: the properties a created zvol would have had.
 pub fn set_props(ds: &str, v: &Volume) -> Result<()> {
     let mut args = vec!["set".to_string()];
@@ -489,13 +504,13 @@ mod tests {
 
     #[test]
     fn lists_only_our_zvols() {
-        let out = "persist/vault/volumes/a\t1073741824\t16384\t0\t12288\ta\tvm1\tready\t100\n\
-                   persist/other\t1048576\t8192\t1081344\t1081344\t-\t-\t-\t100\n\
-                   persist/elsewhere/e\t1048576\t8192\t0\t0\te\tvm1\tready\t100\n\
-                   persist/vault/volumes/f\t1048576\t8192\t0\t0\tg\tvm1\tready\t100\n\
-                   persist/clear/volumes/b\t2147483648\t16384\t2181038080\t2181038080\tb\tvm2\t-\t100\n\
-                   persist/vault/volumes/c:new\t1048576\t16384\t0\t0\t-\t-\t-\t100\n\
-                   persist/elsewhere/d:new\t1048576\t16384\t0\t0\t-\t-\t-\t100\n";
+        let out = "persist/vault/volumes/a\t1073741824\t16384\t0\t12288\ta\tvm1\tready\t100\t0\n\
+                   persist/other\t1048576\t8192\t1081344\t1081344\t-\t-\t-\t100\t0\n\
+                   persist/elsewhere/e\t1048576\t8192\t0\t0\te\tvm1\tready\t100\t0\n\
+                   persist/vault/volumes/f\t1048576\t8192\t0\t0\tg\tvm1\tready\t100\t0\n\
+                   persist/clear/volumes/b\t2147483648\t16384\t2181038080\t2181038080\tb\tvm2\t-\t100\t0\n\
+                   persist/vault/volumes/c:new\t1048576\t16384\t0\t0\t-\t-\t-\t100\t0\n\
+                   persist/elsewhere/d:new\t1048576\t16384\t0\t0\t-\t-\t-\t100\t0\n";
         let v = parse_list(out, "persist", None).unwrap();
         assert_eq!(v.len(), 3);
         assert_eq!(v[0].volume, "a");
@@ -507,7 +522,7 @@ mod tests {
         );
         assert!(parse_list("a\tb\n", "persist", None).is_err());
         assert!(parse_list(
-            "persist/clear/volumes/v\tnan\t1\t1\t1\tv\tvm\t-\t100\n",
+            "persist/clear/volumes/v\tnan\t1\t1\t1\tv\tvm\t-\t100\t0\n",
             "persist",
             None
         )
@@ -516,11 +531,11 @@ mod tests {
 
     #[test]
     fn an_untagged_zvol_is_ours_only_when_the_intent_record_names_it_and_it_is_not_older() {
-        let out = "persist/vault/volumes/new\t1048576\t16384\t0\t0\t-\t-\t-\t200\n\
-                   persist/vault/volumes/old\t1048576\t16384\t0\t0\t-\t-\t-\t150\n\
-                   persist/vault/volumes/other\t1048576\t16384\t0\t0\t-\t-\t-\t300\n\
-                   persist/elsewhere/new\t1048576\t16384\t0\t0\t-\t-\t-\t300\n\
-                   persist/vault/volumes/done\t1048576\t16384\t0\t0\tdone\tvm\tready\t200\n";
+        let out = "persist/vault/volumes/new\t1048576\t16384\t0\t0\t-\t-\t-\t200\t0\n\
+                   persist/vault/volumes/old\t1048576\t16384\t0\t0\t-\t-\t-\t150\t0\n\
+                   persist/vault/volumes/other\t1048576\t16384\t0\t0\t-\t-\t-\t300\t0\n\
+                   persist/elsewhere/new\t1048576\t16384\t0\t0\t-\t-\t-\t300\t0\n\
+                   persist/vault/volumes/done\t1048576\t16384\t0\t0\tdone\tvm\tready\t200\t0\n";
         assert!(
             parse_list(out, "persist", None).unwrap().len() == 1,
             "without a record, untagged zvols are someone else's"

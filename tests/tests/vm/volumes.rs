@@ -43,6 +43,20 @@ fn guest_net(m: &mut Machine) {
     .unwrap();
 }
 
+/// A booted machine whose NVMe/TCP port is on the host-only link instead of loopback.
+fn tcp_machine(name: &str, disk_mib: u64) -> Machine {
+    let mut m = machine(name, disk_mib);
+    m.boot().unwrap();
+    guest_net(&mut m);
+    m.write_file(
+        "/persist/config/volumes.toml",
+        format!("[nvme_tcp]\naddress = \"{HOST_ADDR}\"\n").as_bytes(),
+        0o644,
+    )
+    .unwrap();
+    m
+}
+
 fn show(m: &mut Machine, name: &str) -> Value {
     serde_json::from_str(
         &m.ok(&format!("storagectl volume show {name} --json"))
@@ -149,16 +163,7 @@ fn converged(m: &mut Machine) -> bool {
 
 #[test]
 fn thin_thick_and_encrypted_volumes_carry_verified_data_over_nvmet_across_a_reboot() {
-    let mut m = machine("volumes-nvmet", 4096);
-    m.boot().unwrap();
-    guest_net(&mut m);
-    // NVMe/TCP on the host-only link instead of loopback.
-    m.write_file(
-        "/persist/config/volumes.toml",
-        format!("[nvme_tcp]\naddress = \"{HOST_ADDR}\"\n").as_bytes(),
-        0o644,
-    )
-    .unwrap();
+    let mut m = tcp_machine("volumes-nvmet", 4096);
 
     // Invalid specs are refused whole, naming the field, and leave nothing behind.
     for (args, field) in [
@@ -332,6 +337,248 @@ fn thin_thick_and_encrypted_volumes_carry_verified_data_over_nvmet_across_a_rebo
     let saved = m.ok("storagectl export save").unwrap();
     assert!(!saved.contains(&thin_nqn), "{saved}");
     assert!(converged(&mut m));
+    m.poweroff().unwrap();
+}
+
+/// `storagectl volume snapshots NAME --json`: the snapshot names, oldest first, and their clones.
+fn snaps(m: &mut Machine, vol: &str) -> Vec<(String, Vec<String>)> {
+    let v: Value = serde_json::from_str(
+        &m.ok(&format!("storagectl volume snapshots {vol} --json"))
+            .unwrap(),
+    )
+    .unwrap();
+    v["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_string(),
+                s["clones"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|c| c.as_str().unwrap().to_string())
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+fn autos(m: &mut Machine, vol: &str) -> Vec<String> {
+    snaps(m, vol)
+        .into_iter()
+        .map(|(n, _)| n)
+        .filter(|n| n.starts_with("auto-"))
+        .collect()
+}
+
+/// Whether the first 4 MiB of `dev` are the file `want` in the guest (a fresh connection or a
+/// volume read with O_DIRECT, so no page cache answers).
+fn holds(m: &mut Machine, dev: &str, want: &str) -> bool {
+    m.sh(&format!(
+        "dd if={dev} bs=1M count=4 iflag=direct 2>/dev/null | cmp -s - {want}"
+    ))
+    .unwrap()
+    .status
+        == 0
+}
+
+#[test]
+fn snapshots_roll_back_and_clone_through_the_export_and_schedules_prune_across_a_reboot() {
+    let mut m = tcp_machine("volumes-snap", 2048);
+    m.ok("for f in A B C; do dd if=/dev/urandom of=/tmp/$f bs=1M count=4 2>/dev/null; done")
+        .unwrap();
+    m.ok("storagectl volume create web --size 64M --vm vm1 --transport nvme-tcp")
+        .unwrap();
+    let web = show(&mut m, "web");
+    let nqn = web["subsystem_nqn"].as_str().unwrap().to_string();
+    let host = (
+        web["host_nqn"].as_str().unwrap().to_string(),
+        web["host_id"].as_str().unwrap().to_string(),
+    );
+    let sec = secrets(&mut m, "vm1");
+    let attach = |m: &mut Machine| {
+        assert_eq!(connect(m, &nqn, (&host.0, &host.1), &sec), 0);
+        dev_of(m, &nqn)
+    };
+    let detach = |m: &mut Machine| {
+        m.ok(&format!("nvme disconnect -n {nqn}")).unwrap();
+    };
+    let write = |m: &mut Machine, dev: &str, f: &str| {
+        m.ok(&format!(
+            "dd if=/tmp/{f} of={dev} bs=1M oflag=direct conv=fsync 2>&1"
+        ))
+        .unwrap();
+    };
+
+    // Write, snapshot, overwrite through the export.
+    let dev = attach(&mut m);
+    write(&mut m, &dev, "A");
+    detach(&mut m);
+    assert_eq!(
+        m.ok("storagectl volume snapshot web s1").unwrap().trim(),
+        "web@s1"
+    );
+    let dev = attach(&mut m);
+    write(&mut m, &dev, "B");
+    // Bad names and a connected host are refused, and nothing changes.
+    for (cmd, why) in [
+        (
+            "storagectl volume snapshot web auto-1h-x",
+            "kept for scheduled",
+        ),
+        ("storagectl volume snapshot web ../x", "snapshot name"),
+        ("storagectl volume snapshot web s1", "already exists"),
+        ("storagectl volume snapshot nosuch", "does not exist"),
+        ("storagectl volume rollback web s1", "in use by"),
+        ("storagectl volume rollback web nosuch", "does not exist"),
+    ] {
+        let o = m.sh(cmd).unwrap();
+        assert_eq!(o.status, 1, "{cmd}: {o:?}");
+        assert!(o.stderr.contains(why), "{cmd}: {}", o.stderr);
+    }
+    assert!(holds(&mut m, &dev, "/tmp/B"));
+    detach(&mut m);
+
+    // Rolled back, the export serves the old content.
+    m.ok("storagectl volume rollback web s1").unwrap();
+    let dev = attach(&mut m);
+    assert!(holds(&mut m, &dev, "/tmp/A"), "web is back to A");
+    write(&mut m, &dev, "B");
+    detach(&mut m);
+    m.ok("storagectl volume snapshot web s2").unwrap();
+    let o = m.sh("storagectl volume rollback web s1").unwrap();
+    assert!(
+        o.status == 1 && o.stderr.contains("not the newest") && o.stderr.contains("s2"),
+        "{o:?}"
+    );
+
+    // A clone of s1 is a volume of its own, with its own identity, and diverges from web.
+    let c: Value = serde_json::from_str(
+        &m.ok("storagectl volume clone web2 --from web@s1 --transport nvme-loop --json")
+            .unwrap(),
+    )
+    .unwrap();
+    assert_ne!(c["uuid"], web["uuid"], "{c}");
+    assert_ne!(c["serial"], web["serial"], "{c}");
+    assert_eq!(
+        m.ok("zfs get -H -o value origin persist/vault/volumes/web2")
+            .unwrap()
+            .trim(),
+        "persist/vault/volumes/web@s1"
+    );
+    let dev2 = c["host_device"].as_str().unwrap().to_string();
+    assert!(holds(&mut m, &dev2, "/tmp/A"), "the clone starts at s1");
+    write(&mut m, &dev2, "C");
+    let dev = attach(&mut m);
+    assert!(holds(&mut m, &dev, "/tmp/B"), "web keeps its own content");
+    write(&mut m, &dev, "A");
+    detach(&mut m);
+    assert!(holds(&mut m, &dev2, "/tmp/C"), "web2 keeps its own content");
+    assert_eq!(
+        snaps(&mut m, "web"),
+        [
+            (
+                "s1".to_string(),
+                vec!["persist/vault/volumes/web2".to_string()]
+            ),
+            ("s2".to_string(), vec![])
+        ]
+    );
+    // What a clone depends on is not destroyed by any path.
+    for (cmd, why) in [
+        ("storagectl volume snapshot delete web s1", "has clones"),
+        ("storagectl volume delete web --force", "has clones"),
+    ] {
+        let o = m.sh(cmd).unwrap();
+        assert_eq!(o.status, 1, "{cmd}: {o:?}");
+        assert!(o.stderr.contains(why), "{cmd}: {}", o.stderr);
+    }
+    // Back past s2 only when asked; s2 goes, s1 and its clone stay.
+    m.ok("storagectl volume rollback web s1 --destroy-newer")
+        .unwrap();
+    assert_eq!(
+        snaps(&mut m, "web")
+            .into_iter()
+            .map(|s| s.0)
+            .collect::<Vec<_>>(),
+        ["s1"]
+    );
+    let dev = attach(&mut m);
+    assert!(holds(&mut m, &dev, "/tmp/A"));
+    detach(&mut m);
+    // Space held by snapshots shows in the list, in human units unless --bytes.
+    let list = m.ok("storagectl volume list").unwrap();
+    assert!(list.contains("SNAPS") && list.contains("64M"), "{list}");
+    let l: Value = serde_json::from_str(&m.ok("storagectl volume list --json").unwrap()).unwrap();
+    let row = l["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "web")
+        .unwrap()
+        .clone();
+    assert!(row["snapshots_used"].as_u64().unwrap() > 0, "{row}");
+    let o = m
+        .sh("storagectl volume snapshot delete web2 nosuch")
+        .unwrap();
+    assert!(
+        o.status == 1 && o.stderr.contains("does not exist"),
+        "{o:?}"
+    );
+
+    // A schedule in the spec: every 10 s, keep 3; a snapshot taken by hand is never pruned.
+    m.write_file(
+        "/persist/config/volumes/specs/tick.toml",
+        b"name = \"tick\"\nsize = \"16M\"\nvm = \"vm1\"\ntransport = \"nvme-loop\"\nencrypted = false\n\
+          [[snapshots]]\nevery = \"10s\"\nkeep = 3\n",
+        0o600,
+    )
+    .unwrap();
+    wait_for(&mut m, "tick's zvol", 120, |m| {
+        m.sh("zfs list -H persist/clear/volumes/tick")
+            .unwrap()
+            .status
+            == 0
+    });
+    m.ok("storagectl volume snapshot tick keepme").unwrap();
+    wait_for(&mut m, "three scheduled snapshots and a prune", 240, |m| {
+        autos(m, "tick").len() == 3
+            && m.sh("grep -q 'snapshots pruned.*tick@auto-10s-' /run/log/volumed.log")
+                .unwrap()
+                .status
+                == 0
+    });
+    let before = autos(&mut m, "tick");
+    let sum_c = m.ok("sha256sum < /tmp/C").unwrap();
+    assert!(
+        before.iter().all(|n| n.starts_with("auto-10s-")),
+        "{before:?}"
+    );
+    m.reboot().unwrap();
+    guest_net(&mut m);
+    wait_for(&mut m, "exports to be restored", 180, converged);
+    wait_for(&mut m, "scheduled snapshots after the reboot", 240, |m| {
+        let now = autos(m, "tick");
+        now.len() == 3 && !now.contains(&before[0]) && !now.contains(&before[1])
+    });
+    let all = snaps(&mut m, "tick");
+    assert!(all.iter().any(|s| s.0 == "keepme"), "{all:?}");
+    assert_eq!(autos(&mut m, "tick").len(), 3, "{all:?}");
+    // The clone and its origin came back as they were.
+    assert_eq!(snaps(&mut m, "web")[0].1, ["persist/vault/volumes/web2"]);
+    let dev2 = show(&mut m, "web2")["host_device"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        m.ok(&format!(
+            "dd if={dev2} bs=1M count=4 iflag=direct 2>/dev/null | sha256sum"
+        ))
+        .unwrap(),
+        sum_c
+    );
     m.poweroff().unwrap();
 }
 

@@ -2,8 +2,9 @@
 //! exports after a reboot or its own restart), whenever the spool directory changes, on SIGUSR1,
 //! and every `--interval` seconds to repair drift. Between passes it keeps what it read
 //! (`volumes::cache`), so an idle pass re-reads only what changed, with a full re-read every
-//! `--full-every` seconds. Each pass is recorded in `/run/volumed.json`. Stopping it leaves the
-//! exports in place.
+//! `--full-every` seconds. Each pass is recorded in `/run/volumed.json`. After each pass it takes
+//! and prunes the volumes' scheduled snapshots, waking early when one falls due. Stopping it
+//! leaves the exports in place.
 
 use clap::Parser;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
@@ -18,6 +19,8 @@ use volumes::cache::Cache;
 use volumes::config::Config;
 use volumes::reconcile::{self, log, Env};
 use volumes::roots::Roots;
+use volumes::snap::Scheduler;
+use volumes::zvol;
 
 #[derive(Parser)]
 #[command(
@@ -64,12 +67,47 @@ fn record(roots: &Roots, r: &PassRecord) {
     }
 }
 
+/// Scheduled snapshots after a pass, under its lock: only volumes whose zvol exists (its device
+/// link is there) and whose spec has schedules. Returns when the next one falls due.
+fn snapshots(env: &Env, sched: &mut Scheduler) -> Result<Option<u64>, volumes::Error> {
+    let spool = reconcile::read_spool_with(&env.cfg.spool, env.cache.as_deref().map(|c| &c.specs))?;
+    let vols: Vec<(String, Vec<volumes::snap::Schedule>)> = spool
+        .volumes
+        .values()
+        .filter(|v| !v.snapshots.is_empty())
+        .map(|v| (zvol::dataset(&env.cfg.pool, v), v.snapshots.clone()))
+        .filter(|(ds, _)| zvol::dev_path(&env.roots, ds).exists())
+        .collect();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let d = sched.tick(&vols, now)?;
+    if !d.taken.is_empty() {
+        log(format!("snapshots taken: {}", d.taken.join(", ")));
+    }
+    if !d.destroyed.is_empty() {
+        log(format!(
+            "snapshots pruned (beyond their schedule's keep): {}",
+            d.destroyed.join(", ")
+        ));
+    }
+    for (s, clones) in &d.held {
+        log(format!(
+            "snapshot {s} is beyond its schedule's keep but kept: {} cloned from it",
+            clones.join(", ")
+        ));
+    }
+    Ok(d.next)
+}
+
 fn one(
     cli: &Cli,
     dry_run: bool,
     cache: Option<Arc<Cache>>,
     seq: u64,
-) -> Result<(), volumes::Error> {
+    sched: Option<&mut Scheduler>,
+) -> Result<Option<u64>, volumes::Error> {
     let env = &Env {
         roots: Roots::host(),
         cfg: Config::load_layered(cli.config.as_deref())?,
@@ -97,6 +135,18 @@ fn one(
             },
         );
     }
+    // Snapshots are taken even when an export step failed: one unreachable port must not stop
+    // every volume's schedule.
+    let next = match sched {
+        Some(s) if !dry_run => snapshots(env, s).unwrap_or_else(|e| {
+            log(format!(
+                "scheduled snapshots: {}",
+                storage::bringup::error_chain(&e)
+            ));
+            None
+        }),
+        _ => None,
+    };
     let (plan, report) = r?;
     if dry_run {
         print!("{}", plan.render());
@@ -119,14 +169,14 @@ fn one(
             }
         }
     }
-    Ok(())
+    Ok(next)
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if cli.once || cli.dry_run {
-        return match one(&cli, cli.dry_run, None, 0) {
-            Ok(()) => ExitCode::SUCCESS,
+        return match one(&cli, cli.dry_run, None, 0, None) {
+            Ok(_) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("volumed: {}", storage::bringup::error_chain(&e));
                 ExitCode::FAILURE
@@ -189,14 +239,26 @@ fn main() -> ExitCode {
         cfg.nvme_tcp.address,
         cfg.nvme_tcp.port
     ));
+    let mut sched = Scheduler::new(Duration::from_secs(cli.full_every));
     for seq in 1.. {
-        if let Err(e) = one(&cli, false, Some(cache.clone()), seq) {
-            log(format!(
-                "pass failed: {}",
-                storage::bringup::error_chain(&e)
-            ));
-        }
-        let timeout = Duration::from_secs(cli.interval);
+        let next = match one(&cli, false, Some(cache.clone()), seq, Some(&mut sched)) {
+            Ok(n) => n,
+            Err(e) => {
+                log(format!(
+                    "pass failed: {}",
+                    storage::bringup::error_chain(&e)
+                ));
+                None
+            }
+        };
+        // Woken for the next scheduled snapshot when it falls due before the next pass.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let timeout = Duration::from_secs(next.map_or(cli.interval, |n| {
+            n.saturating_sub(now).clamp(1, cli.interval)
+        }));
         let mut fds = Vec::new();
         if let Some(i) = &inotify {
             fds.push(nix::poll::PollFd::new(
