@@ -44,7 +44,7 @@ deps:
 
 binaries:
 	$(STATIC) CARGO_TARGET_DIR=target/static $(CARGO) build --release --locked --target $(TARGET) -p eve-init -p eve-agent
-	$(CARGO) build --release --locked --target $(TARGET) -p storage -p storagectl -p abupdate -p volumes
+	$(CARGO) build --release --locked --target $(TARGET) -p storage -p storagectl -p storaged -p abupdate -p volumes
 
 # The builder caches downloads and the ZFS module build under $(CACHE); a rebuild takes about a minute.
 # `make image`: the production image, out/eve-storage.{raw,raw.zst,update,build.json}.

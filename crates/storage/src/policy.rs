@@ -68,6 +68,63 @@ pub fn human(bytes: u64) -> String {
     }
 }
 
+/// `30s`, `15m`, `1h`, `1d`, `1w` (or a plain number of seconds) to seconds, from `min` up to
+/// 366 days.
+pub fn parse_interval(s: &str, min: u64) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not an interval like 30s, 15m, 1h, 1d or 1w"))?;
+    let mul = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 604_800,
+        _ => return Err(format!("`{s}`: the unit must be s, m, h, d or w")),
+    };
+    let secs = n
+        .checked_mul(mul)
+        .ok_or_else(|| format!("`{s}` is too long"))?;
+    if !(min..=366 * 86_400).contains(&secs) {
+        return Err(format!("`{s}` must be from {min}s to 366d"));
+    }
+    Ok(secs)
+}
+
+/// An interval in the largest unit that divides it: 3600 -> `1h`, 5400 -> `90m`.
+pub fn interval_label(secs: u64) -> String {
+    for (u, m) in [("w", 604_800), ("d", 86_400), ("h", 3600), ("m", 60)] {
+        if secs % m == 0 && secs > 0 {
+            return format!("{}{u}", secs / m);
+        }
+    }
+    format!("{secs}s")
+}
+
+/// Seconds since the epoch as `20261204T010203Z`: UTC, sortable, safe in a dataset name.
+pub fn utc_stamp(epoch: u64) -> String {
+    let days = (epoch / 86_400) as i64;
+    let s = epoch % 86_400;
+    // Days to a civil date (proleptic Gregorian), after Howard Hinnant's published algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
+        s / 3600,
+        s % 3600 / 60,
+        s % 60
+    )
+}
+
 impl Size {
     pub fn parse(s: &str) -> Result<Size, String> {
         let t = s.trim();
@@ -270,6 +327,56 @@ pub struct Policy {
     pub reserved: Reserved,
     #[serde(default)]
     pub datasets: BTreeMap<String, Dataset>,
+    #[serde(default)]
+    pub maintenance: Maintenance,
+}
+
+/// Scheduled pool maintenance, run by storaged one operation at a time. Intervals are like
+/// `35d` or `off`; a scrub is due that long after the last one finished (TrueNAS's threshold
+/// rule), a trim that long after each device's last trim.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Maintenance {
+    #[serde(default = "default_scrub_every")]
+    pub scrub_every: String,
+    #[serde(default = "default_trim_every")]
+    pub trim_every: String,
+}
+
+impl Default for Maintenance {
+    fn default() -> Self {
+        Maintenance {
+            scrub_every: default_scrub_every(),
+            trim_every: default_trim_every(),
+        }
+    }
+}
+
+fn default_scrub_every() -> String {
+    "35d".into()
+}
+fn default_trim_every() -> String {
+    "7d".into()
+}
+
+/// The shortest maintenance interval accepted (short ones are for tests).
+pub const MIN_MAINTENANCE_EVERY: u64 = 10;
+
+impl Maintenance {
+    /// Seconds between scrubs, `None` when `off` (checked by [`Policy::parse`]).
+    pub fn scrub_secs(&self) -> Option<u64> {
+        interval_or_off(&self.scrub_every).ok().flatten()
+    }
+    pub fn trim_secs(&self) -> Option<u64> {
+        interval_or_off(&self.trim_every).ok().flatten()
+    }
+}
+
+fn interval_or_off(s: &str) -> Result<Option<u64>, String> {
+    if s.trim() == "off" {
+        return Ok(None);
+    }
+    parse_interval(s, MIN_MAINTENANCE_EVERY).map(Some)
 }
 
 fn default_encryption() -> Encryption {
@@ -429,10 +536,15 @@ impl Policy {
                 .to_string();
             // The key on the offending line names the field (for bad values and unknown keys alike).
             let line_text = text.lines().nth(line.saturating_sub(1)).unwrap_or("");
-            let field = match line_text.split_once('=') {
-                Some((k, _)) if line > 0 => k.trim().trim_matches('"').to_string(),
-                _ => msg.split('`').nth(1).unwrap_or("-").to_string(),
-            };
+            // A line that starts with `=` has no key: the message's name, or `-`, stands in.
+            let key = line_text
+                .split_once('=')
+                .map(|(k, _)| k.trim().trim_matches('"'))
+                .filter(|k| line > 0 && !k.is_empty());
+            let field = key
+                .or_else(|| msg.split('`').nth(1).filter(|n| !n.is_empty()))
+                .unwrap_or("-")
+                .to_string();
             err(line, &field, msg)
         })?;
         let at = |s: &Spanned<Size>| line_of(text, s.span().start);
@@ -463,6 +575,18 @@ impl Policy {
                 "encryption.pcrs",
                 format!("PCR {pcr} does not exist (0-23)"),
             ));
+        }
+        for (key, v) in [
+            ("scrub_every", &p.maintenance.scrub_every),
+            ("trim_every", &p.maintenance.trim_every),
+        ] {
+            if let Err(m) = interval_or_off(v) {
+                return Err(err(
+                    line_of_key(text, "maintenance", key),
+                    &format!("maintenance.{key}"),
+                    format!("{m}, or `off`"),
+                ));
+            }
         }
         let mut reserved_pct = p.reserved.share.get_ref().percent_of(pool_size);
         if reserved_pct >= 100.0 {
@@ -731,6 +855,51 @@ pub fn choose(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn maintenance_defaults_to_35_and_7_days_and_names_a_bad_interval() {
+        use super::*;
+        let p = Policy::parse(Path::new("s.toml"), "[pool]\n", None).unwrap();
+        assert_eq!(p.maintenance.scrub_secs(), Some(35 * 86_400));
+        assert_eq!(p.maintenance.trim_secs(), Some(7 * 86_400));
+        let p = Policy::parse(
+            Path::new("s.toml"),
+            "[pool]\n[maintenance]\nscrub_every = \"off\"\ntrim_every = \"90m\"\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(p.maintenance.scrub_secs(), None);
+        assert_eq!(p.maintenance.trim_secs(), Some(5400));
+        for (text, line) in [
+            ("[pool]\n[maintenance]\nscrub_every = \"often\"\n", 3),
+            ("[pool]\n[maintenance]\ntrim_every = \"5s\"\n", 3),
+        ] {
+            let e = Policy::parse(Path::new("s.toml"), text, None).unwrap_err();
+            assert!(e.field.starts_with("maintenance."), "{e}");
+            assert_eq!(e.line, line, "{e}");
+        }
+        let e = Policy::parse(
+            Path::new("s.toml"),
+            "[pool]\n[maintenance]\nscrub = 1\n",
+            None,
+        )
+        .unwrap_err();
+        assert!(e.msg.contains("scrub"), "{e}");
+        assert_eq!(interval_label(3600), "1h");
+        assert_eq!(interval_label(45), "45s");
+        assert!(parse_interval("99999999999999999999w", 1).is_err());
+    }
+
+    #[test]
+    fn a_line_without_a_key_still_names_a_field() {
+        let e = super::Policy::parse(
+            std::path::Path::new("s.toml"),
+            "[pool]\n[datasets.a]\n=ountpoint = \"/persist/a\"\n",
+            None,
+        )
+        .unwrap_err();
+        assert!(!e.field.is_empty() && e.line == 3, "{e}");
+    }
+
     #[test]
     fn human_sizes_read_like_zfs_list() {
         use super::human;

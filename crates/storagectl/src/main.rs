@@ -304,6 +304,18 @@ fn gather(pool: &str) -> Result<Status, zfs::CmdError> {
     })
 }
 
+/// `storagectl status`: the pool's state with its maintenance schedule.
+#[derive(serde::Serialize)]
+struct FullStatus {
+    #[serde(flatten)]
+    status: Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    maintenance: Option<storaged::maint::View>,
+    /// Why the maintenance view could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    maintenance_error: Option<String>,
+}
+
 /// Prints a result as JSON or as text, or its error chain; the exit code follows.
 fn emit<T: serde::Serialize, E: std::error::Error>(
     r: Result<T, E>,
@@ -504,7 +516,35 @@ fn volume(config: Option<&std::path::Path>, cmd: VolCmd) -> ExitCode {
 
 fn main() -> ExitCode {
     match Cli::parse().cmd {
-        Cmd::Status { json, pool } => emit(gather(&pool), json, status::render),
+        Cmd::Status { json, pool } => {
+            let r = gather(&pool).map(|status| {
+                // Maintenance is shown once the pool is there; a failure to read it is said.
+                let m = status
+                    .pool
+                    .as_ref()
+                    .map(|_| storaged::view(&pool, std::path::Path::new("/")));
+                let (maintenance, maintenance_error) = match m {
+                    Some(Ok(v)) => (Some(v), None),
+                    Some(Err(e)) => (None, Some(storage::bringup::error_chain(&e))),
+                    None => (None, None),
+                };
+                FullStatus {
+                    status,
+                    maintenance,
+                    maintenance_error,
+                }
+            });
+            emit(r, json, |s| {
+                let mut t = status::render(&s.status);
+                if let Some(v) = &s.maintenance {
+                    t.push_str(&v.render());
+                }
+                if let Some(e) = &s.maintenance_error {
+                    t.push_str(&format!("maintenance: unknown ({e})\n"));
+                }
+                t
+            })
+        }
         Cmd::Volume { config, cmd } => volume(config.as_deref(), cmd),
         Cmd::Vault { pool, cmd } => vault(&pool, cmd),
         Cmd::Export {

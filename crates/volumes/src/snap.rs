@@ -30,60 +30,19 @@ impl Schedule {
     }
 }
 
-/// `30s`, `15m`, `1h`, `1d`, `1w` (or a plain number of seconds) to seconds.
+/// A schedule's interval: `30s`, `15m`, `1h`, `1d`, `1w`, at least [`MIN_EVERY`].
 pub fn parse_every(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not an interval like 30s, 15m, 1h, 1d or 1w"))?;
-    let mul = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        "w" => 604_800,
-        _ => return Err(format!("`{s}`: the unit must be s, m, h, d or w")),
-    };
-    let secs = n
-        .checked_mul(mul)
-        .ok_or_else(|| format!("`{s}` is too long"))?;
-    if !(MIN_EVERY..=366 * 86_400).contains(&secs) {
-        return Err(format!("`{s}` must be from {MIN_EVERY}s to 366d"));
-    }
-    Ok(secs)
+    storage::policy::parse_interval(s, MIN_EVERY)
 }
 
 /// The largest unit that divides the interval: 3600 -> `1h`, 5400 -> `90m`.
 pub fn every_label(secs: u64) -> String {
-    for (u, m) in [("w", 604_800), ("d", 86_400), ("h", 3600), ("m", 60)] {
-        if secs % m == 0 {
-            return format!("{}{u}", secs / m);
-        }
-    }
-    format!("{secs}s")
+    storage::policy::interval_label(secs)
 }
 
-/// Seconds since the epoch as `20261204T010203Z` (a sortable, dataset-safe UTC stamp).
+/// Seconds since the epoch as `20261204T010203Z` (see [`storage::policy::utc_stamp`]).
 pub fn stamp(epoch: u64) -> String {
-    let days = (epoch / 86_400) as i64;
-    let s = epoch % 86_400;
-    // Days to a civil date (proleptic Gregorian), after Howard Hinnant's published algorithm.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
-        s / 3600,
-        s % 3600 / 60,
-        s % 60
-    )
+    storage::policy::utc_stamp(epoch)
 }
 
 /// A snapshot name given by hand: a volume-name-like word that is not a scheduled one's.

@@ -9,6 +9,7 @@ use std::path::Path;
 use volumes::spec::RawSpec;
 
 const SPEC: &str = "name = \"db\"\nsize = \"10G\"\nvm = \"vm1\"\ntransport = \"vhost-scsi\"\nvcpus = 2\nprovisioning = \"thick\"\nvolblocksize = \"16k\"\nencrypted = false\nsource = { path = \"/persist/import/a.qcow2\", format = \"qcow2\" }\n";
+const SPEC_SNAP: &str = "name = \"web2\"\nsize = \"1G\"\nvm = \"vm1\"\ntransport = \"nvme-tcp\"\norigin = \"web@s1\"\n[[snapshots]]\nevery = \"1h\"\nkeep = 24\n[[snapshots]]\nevery = \"1d\"\nkeep = 7\n";
 const SPEC_JSON: &str = r#"{"name":"db","size":"10G","vm":"vm1","transport":"nvme-tcp","source":{"path":"/x/s.zstream","format":"zfs-stream"}}"#;
 
 fn mutated(seed: &'static str) -> impl Strategy<Value = String> {
@@ -41,6 +42,14 @@ fn spec_checked(file: &str, text: &str) {
                 assert!(s.path.is_absolute());
                 assert!(volumes::import::denied(&s.path, &[]).is_none());
             }
+            // A clone's origin names a dataset and a snapshot safely; schedules are sane.
+            if let Some(o) = &v.origin {
+                assert!(volumes::spec::check_name(&o.volume).is_ok() && o.volume != v.name);
+                assert!(volumes::spec::check_name(&o.snapshot).is_ok());
+            }
+            for s in &v.snapshots {
+                assert!(s.every >= volumes::snap::MIN_EVERY && (1..=1000).contains(&s.keep));
+            }
         }
     }
 }
@@ -54,9 +63,10 @@ proptest! {
     }
 
     #[test]
-    fn mutated_specs_never_panic(t in mutated(SPEC), j in mutated(SPEC_JSON)) {
+    fn mutated_specs_never_panic(t in mutated(SPEC), j in mutated(SPEC_JSON), n in mutated(SPEC_SNAP)) {
         spec_checked("db.toml", &t);
         spec_checked("db.json", &j);
+        spec_checked("web2.toml", &n);
     }
 
     #[test]
@@ -90,6 +100,10 @@ proptest! {
         let i = volumes::zvol::Intent { at: 0, datasets: ["persist/vault/volumes/a".to_string()].into() };
         let _ = volumes::zvol::parse_list(&text, "persist", None);
         let _ = volumes::zvol::parse_list(&text, "persist", Some(&i));
+        if let Ok(s) = volumes::snap::parse_list(&text) {
+            let v = vec![("persist/vault/volumes/a".to_string(), vec![volumes::snap::Schedule { every: 60, keep: 2 }])];
+            let _ = volumes::snap::decide(&v, &s, 1_000_000);
+        }
     }
 
     #[test]

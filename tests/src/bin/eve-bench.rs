@@ -784,7 +784,7 @@ fn run(cli: &Cli) -> R<Report> {
         "accelerator".into(),
         "TCG (no KVM): absolute numbers mean little, ratios do".into(),
     );
-    for d in ["volumed", "zed", "eve-agent"] {
+    for d in ["volumed", "storaged", "zed", "eve-agent"] {
         rep.footprint
             .insert(format!("idle RSS KiB: {d}"), rss_kib(&mut m, d)?);
     }
@@ -802,6 +802,7 @@ fn run(cli: &Cli) -> R<Report> {
         ("storage-init", "x86_64-unknown-linux-gnu/release"),
         ("storagectl", "x86_64-unknown-linux-gnu/release"),
         ("volumed", "x86_64-unknown-linux-gnu/release"),
+        ("storaged", "x86_64-unknown-linux-gnu/release"),
         ("abupdate", "x86_64-unknown-linux-gnu/release"),
     ] {
         if let Ok(md) = std::fs::metadata(bins.join(d).join(b)) {

@@ -1,4 +1,5 @@
-//! Helpers shared by the VM tests that install updates: OS variants repacked from the built one.
+//! Helpers shared by the VM tests: OS variants repacked from the built one (for the tests that
+//! install updates), and the image's own storage policy as a base for CONFIG overrides.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // each test file uses a subset
 
@@ -75,4 +76,12 @@ pub fn unsquash(sq: &Path, root: &Path) {
 /// Variants carry security epoch 1, above the built image's 0.
 pub fn variant(dir: &Path, version: &str, edit: impl FnOnce(&Path)) -> PathBuf {
     variant_with(dir, version, &dev_key(), info(1), edit)
+}
+
+/// The policy the image ships, as the base for CONFIG overrides.
+pub fn image_policy() -> String {
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../rootfs/etc/storage.toml"),
+    )
+    .unwrap()
 }

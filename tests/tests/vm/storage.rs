@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic with context on failure
 
+use crate::common::image_policy;
 use eve_vmtest::{image_path, test_dir, Content, DiskKind, DiskSpec, Machine, MachineSpec};
 use std::path::Path;
 use std::process::Command;
@@ -41,14 +42,6 @@ fn keystatus(m: &mut Machine) -> String {
         .unwrap()
         .trim()
         .to_string()
-}
-
-/// The policy the image ships, as the base for CONFIG overrides.
-fn image_policy() -> String {
-    std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../rootfs/etc/storage.toml"),
-    )
-    .unwrap()
 }
 
 fn four_disks() -> Vec<DiskSpec> {

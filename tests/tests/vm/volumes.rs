@@ -14,10 +14,16 @@ const HOST_ADDR: &str = "10.77.0.1";
 const NQN: &str = "nqn.2026-11.org.lfedge.eve";
 
 fn machine(name: &str, disk_mib: u64) -> Machine {
+    machine_with(name, disk_mib, vec![])
+}
+
+/// A machine with `config` files on its CONFIG partition.
+fn machine_with(name: &str, disk_mib: u64, config: Vec<(String, Vec<u8>)>) -> Machine {
     let dir = test_dir(name);
     std::fs::create_dir_all(&dir).unwrap();
     let mut spec = MachineSpec::new(name, &image_path());
     spec.disks = vec![DiskSpec::blank(DiskKind::Nvme, disk_mib, "VOLS1")];
+    spec.config_files = config;
     Machine::create(spec, &dir.join("vm")).unwrap()
 }
 
@@ -44,8 +50,8 @@ fn guest_net(m: &mut Machine) {
 }
 
 /// A booted machine whose NVMe/TCP port is on the host-only link instead of loopback.
-fn tcp_machine(name: &str, disk_mib: u64) -> Machine {
-    let mut m = machine(name, disk_mib);
+fn tcp_machine(name: &str, disk_mib: u64, config: Vec<(String, Vec<u8>)>) -> Machine {
+    let mut m = machine_with(name, disk_mib, config);
     m.boot().unwrap();
     guest_net(&mut m);
     m.write_file(
@@ -163,7 +169,7 @@ fn converged(m: &mut Machine) -> bool {
 
 #[test]
 fn thin_thick_and_encrypted_volumes_carry_verified_data_over_nvmet_across_a_reboot() {
-    let mut m = tcp_machine("volumes-nvmet", 4096);
+    let mut m = tcp_machine("volumes-nvmet", 4096, vec![]);
 
     // Invalid specs are refused whole, naming the field, and leave nothing behind.
     for (args, field) in [
@@ -384,9 +390,63 @@ fn holds(m: &mut Machine, dev: &str, want: &str) -> bool {
         == 0
 }
 
+/// The maintenance history storaged keeps on the pool: (op, started, ended, result, by).
+type Hist = Vec<(String, u64, Option<u64>, String, String)>;
+
+fn history(m: &mut Machine) -> Hist {
+    let v: Value = serde_json::from_str(
+        &m.ok("cat /persist/.storage/maintenance.json 2>/dev/null || echo '{\"history\":[]}'")
+            .unwrap(),
+    )
+    .unwrap();
+    v["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["op"].as_str().unwrap().to_string(),
+                e["started"].as_u64().unwrap(),
+                e["ended"].as_u64(),
+                e["result"].as_str().unwrap_or_default().to_string(),
+                e["by"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// A completed scrub and trim started by the schedule, and no two operations at once.
+fn maintained(h: &Hist) -> bool {
+    let done = |op: &str| {
+        h.iter()
+            .any(|e| e.0 == op && e.4 == "storaged" && e.2.is_some() && e.3 == "ok")
+    };
+    done("scrub") && done("trim")
+}
+
+fn no_overlap(h: &Hist) {
+    let mut ours: Vec<_> = h.iter().filter(|e| e.4 == "storaged").collect();
+    ours.sort_by_key(|e| e.1);
+    for w in ours.windows(2) {
+        let end = w[0]
+            .2
+            .expect("an earlier operation still open while a later one started");
+        assert!(w[1].1 + 1 >= end, "{:?} overlaps {:?}", w[0], w[1]);
+    }
+}
+
+/// Day-2 operations on one box: snapshots, rollback and clones of volumes through the export,
+/// scheduled snapshots pruned across a reboot, and the pool's scheduled scrub and trim (short
+/// intervals from the CONFIG partition) run one at a time with their schedule kept on the pool.
 #[test]
 fn snapshots_roll_back_and_clone_through_the_export_and_schedules_prune_across_a_reboot() {
-    let mut m = tcp_machine("volumes-snap", 2048);
+    let policy = crate::common::image_policy()
+        + "\n[maintenance]\nscrub_every = \"40s\"\ntrim_every = \"40s\"\n";
+    let mut m = tcp_machine(
+        "volumes-snap",
+        2048,
+        vec![("storage.toml".into(), policy.into_bytes())],
+    );
     m.ok("for f in A B C; do dd if=/dev/urandom of=/tmp/$f bs=1M count=4 2>/dev/null; done")
         .unwrap();
     m.ok("storagectl volume create web --size 64M --vm vm1 --transport nvme-tcp")
@@ -552,11 +612,35 @@ fn snapshots_roll_back_and_clone_through_the_export_and_schedules_prune_across_a
     });
     let before = autos(&mut m, "tick");
     let sum_c = m.ok("sha256sum < /tmp/C").unwrap();
+
+    // The pool's scheduled maintenance: a scrub and a trim, one after the other, shown in status.
+    wait_for(&mut m, "a scheduled scrub and trim", 300, |m| {
+        maintained(&history(m))
+    });
+    let hist = history(&mut m);
+    no_overlap(&hist);
+    let st: Value = serde_json::from_str(&m.ok("storagectl status --json").unwrap()).unwrap();
+    let mt = &st["maintenance"];
+    assert_eq!(mt["scrub"]["every"], 40, "{st}");
+    let last_scrub = mt["scrub"]["last"].as_u64().unwrap();
+    assert_eq!(
+        mt["scrub"]["next"].as_u64().unwrap(),
+        last_scrub + 40,
+        "{mt}"
+    );
+    assert!(mt["trim"]["last"].as_u64().is_some(), "{mt}");
+    let text = m.ok("storagectl status").unwrap();
+    assert!(
+        text.contains("scrub every 40s: last 20") && text.contains("(ok)"),
+        "{text}"
+    );
+
     assert!(
         before.iter().all(|n| n.starts_with("auto-10s-")),
         "{before:?}"
     );
     m.reboot().unwrap();
+    let booted = m.ok("date +%s").unwrap().trim().parse::<u64>().unwrap();
     guest_net(&mut m);
     wait_for(&mut m, "exports to be restored", 180, converged);
     wait_for(&mut m, "scheduled snapshots after the reboot", 240, |m| {
@@ -566,6 +650,26 @@ fn snapshots_roll_back_and_clone_through_the_export_and_schedules_prune_across_a
     let all = snaps(&mut m, "tick");
     assert!(all.iter().any(|s| s.0 == "keepme"), "{all:?}");
     assert_eq!(autos(&mut m, "tick").len(), 3, "{all:?}");
+    // The maintenance schedule carried over: the history is the one from before, and the first
+    // scrub after the reboot waited for its interval from the last one, not for the boot.
+    let after = history(&mut m);
+    assert!(after.len() >= hist.len() && after[..hist.len() - 1] == hist[..hist.len() - 1]);
+    no_overlap(&after);
+    let last_before = hist
+        .iter()
+        .filter(|e| e.0 == "scrub" && e.3 == "ok")
+        .filter_map(|e| e.2)
+        .max()
+        .unwrap();
+    for e in after
+        .iter()
+        .filter(|e| e.0 == "scrub" && e.4 == "storaged" && e.1 >= booted)
+    {
+        assert!(
+            e.1 + 1 >= last_before + 40,
+            "{e:?} started before its time ({last_before})"
+        );
+    }
     // The clone and its origin came back as they were.
     assert_eq!(snaps(&mut m, "web")[0].1, ["persist/vault/volumes/web2"]);
     let dev2 = show(&mut m, "web2")["host_device"]

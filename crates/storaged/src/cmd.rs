@@ -1,0 +1,42 @@
+//! The zpool and zfs calls maintenance makes, by absolute path through storage's runner (errors
+//! carry argv, exit status and stderr).
+
+use crate::pool::{self, PoolState};
+use crate::{Error, Result};
+use storage::zfs::{self, CmdError, ZFS, ZPOOL};
+
+fn run(prog: &str, args: &[&str]) -> Result<String> {
+    let a: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    Ok(zfs::run(prog, &a, None)?)
+}
+
+pub fn status(name: &str) -> Result<PoolState> {
+    let args = ["status", "-j", "--json-int", "-p", "-t", name];
+    let out = run(ZPOOL, &args)?;
+    pool::parse_status(&out, name).map_err(|msg| {
+        Error::Cmd(CmdError::Output {
+            argv: format!("{ZPOOL} {}", args.join(" ")),
+            msg,
+        })
+    })
+}
+
+/// The pool's creation time: its root dataset's.
+pub fn created(name: &str) -> Result<u64> {
+    let args = ["get", "-H", "-p", "-o", "value", "creation", name];
+    let out = run(ZFS, &args)?;
+    out.trim().parse().map_err(|_| {
+        Error::Cmd(CmdError::Output {
+            argv: format!("{ZFS} {}", args.join(" ")),
+            msg: format!("creation `{}` is not a number", out.trim()),
+        })
+    })
+}
+
+pub fn scrub(name: &str) -> Result<()> {
+    run(ZPOOL, &["scrub", name]).map(|_| ())
+}
+
+pub fn trim(name: &str) -> Result<()> {
+    run(ZPOOL, &["trim", name]).map(|_| ())
+}

@@ -1,0 +1,52 @@
+//! Pool maintenance on a schedule: scrub every N days and trim every M days, one operation at a
+//! time, as TrueNAS does. The pool's own records (`zpool status -j`: the last scan, each device's
+//! last trim) say what was done; a small history kept on the pool covers what a later resilver
+//! overwrites. `storaged` runs it; `storagectl status` shows the same view.
+
+pub mod cmd;
+pub mod maint;
+pub mod pool;
+pub mod record;
+
+/// The crate's one error type: I/O errors name their path, commands their argv.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{op} {path}")]
+    Io {
+        op: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {msg}")]
+    State {
+        path: std::path::PathBuf,
+        msg: String,
+    },
+    #[error(transparent)]
+    Cmd(#[from] storage::zfs::CmdError),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Seconds since the epoch now.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The maintenance view of `pool` as it is now (for `storagectl status`), changing nothing: the
+/// schedule storage-init last applied, the pool's records and the history on the pool.
+pub fn view(pool: &str, root: &std::path::Path) -> Result<maint::View> {
+    let policy =
+        storage::config::last_good_policy(pool).unwrap_or_else(storage::policy::Policy::builtin);
+    let sched = maint::Schedule::from_policy(&policy.maintenance);
+    let st = cmd::status(pool)?;
+    let created = cmd::created(pool)?;
+    let mut rec = record::Record::load(&record::path(root, pool))?;
+    let t = now();
+    rec.observe(&st, t);
+    Ok(maint::decide(&st, &rec, created, &sched, t))
+}

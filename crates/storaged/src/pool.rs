@@ -1,0 +1,213 @@
+//! The parts of `zpool status -j --json-int -p -t POOL` that maintenance needs, read by a pure
+//! function: the pool's state, its last (or current) scan, and each leaf device's errors and trim.
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// The last or current scan (scrub or resilver) as the pool records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Scan {
+    /// `SCRUB` or `RESILVER`.
+    pub function: String,
+    /// `SCANNING`, `FINISHED`, `CANCELED`.
+    pub state: String,
+    pub start: u64,
+    /// 0 while scanning.
+    pub end: u64,
+    pub examined: u64,
+    pub to_examine: u64,
+    pub errors: u64,
+    /// Paused by hand (`zpool scrub -p`).
+    pub paused: bool,
+}
+
+impl Scan {
+    pub fn is_scrub(&self) -> bool {
+        self.function == "SCRUB"
+    }
+    pub fn running(&self) -> bool {
+        self.state == "SCANNING"
+    }
+    pub fn percent(&self) -> f64 {
+        if self.to_examine == 0 {
+            0.0
+        } else {
+            (self.examined as f64 * 100.0 / self.to_examine as f64).min(100.0)
+        }
+    }
+}
+
+/// A leaf device (a disk partition, or a file) of the pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Leaf {
+    pub name: String,
+    pub path: Option<String>,
+    pub state: String,
+    pub read_errors: u64,
+    pub write_errors: u64,
+    pub checksum_errors: u64,
+    /// `UNTRIMMED`, `ACTIVE`, `SUSPENDED`, `CANCELED`, `COMPLETE`.
+    pub trim_state: String,
+    /// When its last trim completed (0: never).
+    pub trim_time: u64,
+    pub trimmed: u64,
+    pub to_trim: u64,
+    /// The device does not support trim.
+    pub trim_notsup: bool,
+    pub trim_errors: u64,
+}
+
+impl Leaf {
+    pub fn trimming(&self) -> bool {
+        self.trim_state == "ACTIVE"
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PoolState {
+    pub name: String,
+    /// `ONLINE`, `DEGRADED`, `FAULTED`, `SUSPENDED`, `UNAVAIL`.
+    pub state: String,
+    pub scan: Option<Scan>,
+    pub leaves: Vec<Leaf>,
+    /// Data errors the pool knows of (files with unrecoverable blocks).
+    pub error_count: u64,
+}
+
+fn num(v: &Value, k: &str) -> u64 {
+    match &v[k] {
+        Value::Number(n) => n.as_u64().unwrap_or(0),
+        Value::String(s) => s.parse().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+fn text(v: &Value, k: &str) -> String {
+    v[k].as_str().unwrap_or_default().to_string()
+}
+
+fn leaves(v: &Value, out: &mut Vec<Leaf>) {
+    let Some(children) = v["vdevs"].as_object() else {
+        if v["vdev_type"] != "root" {
+            out.push(Leaf {
+                name: text(v, "name"),
+                path: v["path"].as_str().map(String::from),
+                state: text(v, "state"),
+                read_errors: num(v, "read_errors"),
+                write_errors: num(v, "write_errors"),
+                checksum_errors: num(v, "checksum_errors"),
+                trim_state: text(v, "trim_state"),
+                trim_time: num(v, "trim_time"),
+                trimmed: num(v, "trimmed"),
+                to_trim: num(v, "to_trim"),
+                trim_notsup: num(v, "trim_notsup") != 0,
+                trim_errors: num(v, "trim_errors"),
+            });
+        }
+        return;
+    };
+    for c in children.values() {
+        leaves(c, out);
+    }
+}
+
+/// Reads `pool` from `zpool status -j --json-int -p -t` output.
+pub fn parse_status(json: &str, pool: &str) -> Result<PoolState, String> {
+    let v: Value = serde_json::from_str(json).map_err(|e| format!("not JSON: {e}"))?;
+    let p = &v["pools"][pool];
+    if !p.is_object() {
+        return Err(format!("pool `{pool}` is not in the output"));
+    }
+    let scan = p.get("scan_stats").filter(|s| s.is_object()).map(|s| Scan {
+        function: text(s, "function"),
+        state: text(s, "state"),
+        start: num(s, "start_time"),
+        end: num(s, "end_time"),
+        examined: num(s, "examined"),
+        to_examine: num(s, "to_examine"),
+        errors: num(s, "errors"),
+        paused: num(s, "scrub_pause") != 0,
+    });
+    let mut ls = Vec::new();
+    if let Some(root) = p["vdevs"].as_object() {
+        for r in root.values() {
+            leaves(r, &mut ls);
+        }
+    }
+    Ok(PoolState {
+        name: pool.into(),
+        state: text(p, "state"),
+        scan,
+        leaves: ls,
+        error_count: num(p, "error_count"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(n: &str) -> String {
+        std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures")
+                .join(n),
+        )
+        .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_new_pool_has_no_scan_and_untrimmed_leaves() {
+        let p = parse_status(&fixture("status-new.json"), "persist").unwrap();
+        assert_eq!(p.state, "ONLINE");
+        assert_eq!(p.scan, None);
+        assert_eq!(p.leaves.len(), 4);
+        assert!(p
+            .leaves
+            .iter()
+            .all(|l| l.trim_state == "UNTRIMMED" && l.trim_time == 0 && !l.trim_notsup));
+        assert!(p.leaves[0]
+            .path
+            .as_deref()
+            .is_some_and(|x| x.starts_with("/dev/disk/by-partuuid/")));
+    }
+
+    #[test]
+    fn a_finished_scrub_and_a_complete_trim_read_with_their_times() {
+        let p = parse_status(&fixture("status-scrubbed-trimmed.json"), "persist").unwrap();
+        let s = p.scan.unwrap();
+        assert!(s.is_scrub() && !s.running());
+        assert_eq!((s.start, s.end, s.errors), (1796346249, 1796346250, 0));
+        assert!(p
+            .leaves
+            .iter()
+            .all(|l| l.trim_state == "COMPLETE" && l.trim_time == 1796346251));
+    }
+
+    #[test]
+    fn a_running_scrub_reads_as_running_with_its_progress() {
+        let p = parse_status(&fixture("status-scrubbing.json"), "persist").unwrap();
+        let s = p.scan.unwrap();
+        assert!(s.running() && s.end == 0);
+        assert!(
+            s.percent() > 99.0 && s.percent() <= 100.0,
+            "{}",
+            s.percent()
+        );
+    }
+
+    #[test]
+    fn nested_vdevs_are_walked_to_their_leaves_and_bad_output_is_an_error() {
+        let j = r#"{"pools":{"p":{"state":"DEGRADED","error_count":"2","vdevs":{"p":{"vdev_type":"root","vdevs":{
+            "mirror-0":{"vdev_type":"mirror","state":"DEGRADED","vdevs":{
+              "a":{"name":"a","vdev_type":"disk","state":"ONLINE","read_errors":0},
+              "b":{"name":"b","vdev_type":"disk","state":"FAULTED","read_errors":7,"trim_notsup":1}}}}}}}}}"#;
+        let p = parse_status(j, "p").unwrap();
+        assert_eq!(p.leaves.len(), 2);
+        assert_eq!(p.error_count, 2);
+        let b = p.leaves.iter().find(|l| l.name == "b").unwrap();
+        assert!(b.trim_notsup && b.read_errors == 7 && b.state == "FAULTED");
+        assert!(parse_status(j, "other").is_err());
+        assert!(parse_status("zpool: no such pool", "p").is_err());
+    }
+}
