@@ -282,15 +282,7 @@ pub fn add_new_drives(obs: &Observation, policy: &Policy) -> Result<Vec<String>,
             "{} ({}): adding to pool {}",
             d.name, d.stable_id, policy.pool.name
         ));
-        let guid = crate::gptops::partition_whole(&bd.dev, PART_PENDING)?;
-        run(
-            BLOCKDEV,
-            &["--rereadpt".into(), bd.dev.display().to_string()],
-            None,
-        )?;
-        let _ = run(UDEVADM, &["settle".into(), "--timeout=30".into()], None);
-        let p = by_partuuid(&guid.to_string());
-        wait_for(&p, "partition link")?;
+        let p = partition_for_pool(bd)?;
         run(
             zfs::ZPOOL,
             &[
@@ -301,10 +293,32 @@ pub fn add_new_drives(obs: &Observation, policy: &Policy) -> Result<Vec<String>,
             ],
             None,
         )?;
-        crate::gptops::rename(&bd.dev, PART_PENDING, PART_DONE)?;
+        finalize_partition(bd)?;
         added.push(d.name.clone());
     }
     Ok(added)
+}
+
+/// Gives a blank drive one whole-disk partition named pending (so an interrupted step is
+/// recognisably ours) and returns its stable path once udev has made it. The caller hands it to
+/// ZFS, then finalises the name.
+pub fn partition_for_pool(bd: &BlockDev) -> Result<PathBuf, Error> {
+    let guid = crate::gptops::partition_whole(&bd.dev, PART_PENDING)?;
+    run(
+        BLOCKDEV,
+        &["--rereadpt".into(), bd.dev.display().to_string()],
+        None,
+    )?;
+    let _ = run(UDEVADM, &["settle".into(), "--timeout=30".into()], None);
+    let p = by_partuuid(&guid.to_string());
+    wait_for(&p, "partition link")?;
+    Ok(p)
+}
+
+/// The pending partition of a drive ZFS now holds gets its final name.
+pub fn finalize_partition(bd: &BlockDev) -> Result<(), Error> {
+    crate::gptops::rename(&bd.dev, PART_PENDING, PART_DONE)?;
+    Ok(())
 }
 
 /// ashift for the drives: the policy's, or more when a drive's physical sectors are larger.

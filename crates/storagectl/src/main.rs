@@ -44,6 +44,13 @@ enum Cmd {
         #[command(subcommand)]
         cmd: VaultCmd,
     },
+    /// The pool's drives: list them with their health and risks, replace, offline or online a member.
+    Disk {
+        #[arg(long, default_value = "persist")]
+        pool: String,
+        #[command(subcommand)]
+        cmd: DiskCmd,
+    },
     /// The live nvmet configuration.
     Export {
         #[arg(long)]
@@ -64,6 +71,30 @@ enum VaultCmd {
     /// Make a new recovery key for the unlocked vault (the old one stops working) and print it
     /// once.
     RecoveryKey,
+}
+
+#[derive(Subcommand)]
+enum DiskCmd {
+    /// Every drive with its verdict, pool role, state and error counters; missing members; risks.
+    List {
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        bytes: bool,
+    },
+    /// Replace member OLD (its name, guid or disk as `disk list` shows) with the blank drive NEW,
+    /// partitioned as at first boot; waits for the resilver unless --no-wait. A power cut during
+    /// the resilver is safe: ZFS resumes it at the next import.
+    Replace {
+        old: String,
+        new: String,
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Take a member offline (it stops being read and written; a mirror keeps working).
+    Offline { member: String },
+    /// Bring an offline member back (ZFS resilvers what it missed).
+    Online { member: String },
 }
 
 #[derive(Subcommand)]
@@ -514,8 +545,73 @@ fn volume(config: Option<&std::path::Path>, cmd: VolCmd) -> ExitCode {
     }
 }
 
+/// Waits for a resilver of `pool` to finish, its progress on stderr.
+fn wait_resilver(pool: &str) -> Result<(), storaged::Error> {
+    let mut last = String::new();
+    loop {
+        let st = storaged::cmd::status(pool)?;
+        match st.scan.as_ref().filter(|s| s.running()) {
+            Some(s) => {
+                let line = format!("{} {:.0}%", s.function.to_lowercase(), s.percent());
+                if line != last {
+                    eprintln!("storagectl: {pool}: {line}");
+                    last = line;
+                }
+            }
+            None => {
+                let r = st
+                    .scan
+                    .map(|s| format!("{} {}", s.function.to_lowercase(), s.state.to_lowercase()));
+                eprintln!(
+                    "storagectl: {pool}: {} ({})",
+                    st.state,
+                    r.unwrap_or_else(|| "no scan".into())
+                );
+                return Ok(());
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
+}
+
+fn disk(pool: &str, cmd: DiskCmd) -> ExitCode {
+    use storaged::disks;
+    match cmd {
+        DiskCmd::List { json, bytes } => emit(disks::list(pool), json, |l| l.render(bytes)),
+        DiskCmd::Replace { old, new, no_wait } => {
+            let r = disks::replace(pool, &old, &new).and_then(|part| {
+                println!("{old} is being replaced by {new} ({part})");
+                if no_wait {
+                    Ok(())
+                } else {
+                    wait_resilver(pool)
+                }
+            });
+            match r {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&e),
+            }
+        }
+        DiskCmd::Offline { member } => match disks::set_online(pool, &member, false) {
+            Ok(n) => {
+                println!("{n} is offline");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
+        DiskCmd::Online { member } => match disks::set_online(pool, &member, true) {
+            Ok(n) => {
+                println!("{n} is online");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
+    }
+}
+
 fn main() -> ExitCode {
     match Cli::parse().cmd {
+        Cmd::Disk { pool, cmd } => disk(&pool, cmd),
         Cmd::Status { json, pool } => {
             let r = gather(&pool).map(|status| {
                 // Maintenance is shown once the pool is there; a failure to read it is said.

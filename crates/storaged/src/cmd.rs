@@ -40,3 +40,16 @@ pub fn scrub(name: &str) -> Result<()> {
 pub fn trim(name: &str) -> Result<()> {
     run(ZPOOL, &["trim", name]).map(|_| ())
 }
+
+/// `zpool replace -f POOL OLD NEW`: `-f` because NEW's fresh partition has no label to protect.
+pub fn replace(name: &str, old: &str, new: &str) -> Result<()> {
+    run(ZPOOL, &["replace", "-f", name, old, new]).map(|_| ())
+}
+
+pub fn online(name: &str, member: &str, online: bool) -> Result<()> {
+    run(
+        ZPOOL,
+        &[if online { "online" } else { "offline" }, name, member],
+    )
+    .map(|_| ())
+}

@@ -4,6 +4,7 @@
 //! overwrites. `storaged` runs it; `storagectl status` shows the same view.
 
 pub mod cmd;
+pub mod disks;
 pub mod maint;
 pub mod pool;
 pub mod record;
@@ -25,6 +26,8 @@ pub enum Error {
     },
     #[error(transparent)]
     Cmd(#[from] storage::zfs::CmdError),
+    #[error("{0}")]
+    Refused(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

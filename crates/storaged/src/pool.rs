@@ -41,6 +41,15 @@ impl Scan {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Leaf {
     pub name: String,
+    /// The ZFS guid: a missing device is named by it.
+    pub guid: u64,
+    /// The redundancy group it is in (`mirror-0`, `raidz1-0`), or `None` for a top-level device
+    /// (a stripe member, with no redundancy).
+    pub group: Option<String>,
+    /// The group's state (a top-level device's own).
+    pub group_state: String,
+    /// Bytes of the device ZFS uses (a replacement must be at least this big).
+    pub size: u64,
     pub path: Option<String>,
     pub state: String,
     pub read_errors: u64,
@@ -86,11 +95,15 @@ fn text(v: &Value, k: &str) -> String {
     v[k].as_str().unwrap_or_default().to_string()
 }
 
-fn leaves(v: &Value, out: &mut Vec<Leaf>) {
+fn leaves(v: &Value, group: Option<&Value>, out: &mut Vec<Leaf>) {
     let Some(children) = v["vdevs"].as_object() else {
         if v["vdev_type"] != "root" {
             out.push(Leaf {
                 name: text(v, "name"),
+                guid: num(v, "guid"),
+                group: group.map(|g| text(g, "name")),
+                group_state: text(group.unwrap_or(v), "state"),
+                size: num(v, "phys_space").max(num(v, "rep_dev_size")),
                 path: v["path"].as_str().map(String::from),
                 state: text(v, "state"),
                 read_errors: num(v, "read_errors"),
@@ -106,8 +119,11 @@ fn leaves(v: &Value, out: &mut Vec<Leaf>) {
         }
         return;
     };
+    // Below the root, a vdev with children is a redundancy group (mirror, raidz) or a
+    // replacing/spare pair inside one; the outermost group is the one that says the risk.
+    let top = v["vdev_type"] != "root";
     for c in children.values() {
-        leaves(c, out);
+        leaves(c, if top { group.or(Some(v)) } else { None }, out);
     }
 }
 
@@ -131,7 +147,7 @@ pub fn parse_status(json: &str, pool: &str) -> Result<PoolState, String> {
     let mut ls = Vec::new();
     if let Some(root) = p["vdevs"].as_object() {
         for r in root.values() {
-            leaves(r, &mut ls);
+            leaves(r, None, &mut ls);
         }
     }
     Ok(PoolState {
@@ -166,6 +182,10 @@ mod tests {
             .leaves
             .iter()
             .all(|l| l.trim_state == "UNTRIMMED" && l.trim_time == 0 && !l.trim_notsup));
+        assert!(p
+            .leaves
+            .iter()
+            .all(|l| l.group.is_none() && l.size > 0 && l.guid > 0));
         assert!(p.leaves[0]
             .path
             .as_deref()
@@ -199,7 +219,7 @@ mod tests {
     #[test]
     fn nested_vdevs_are_walked_to_their_leaves_and_bad_output_is_an_error() {
         let j = r#"{"pools":{"p":{"state":"DEGRADED","error_count":"2","vdevs":{"p":{"vdev_type":"root","vdevs":{
-            "mirror-0":{"vdev_type":"mirror","state":"DEGRADED","vdevs":{
+            "mirror-0":{"name":"mirror-0","vdev_type":"mirror","state":"DEGRADED","vdevs":{
               "a":{"name":"a","vdev_type":"disk","state":"ONLINE","read_errors":0},
               "b":{"name":"b","vdev_type":"disk","state":"FAULTED","read_errors":7,"trim_notsup":1}}}}}}}}}"#;
         let p = parse_status(j, "p").unwrap();
@@ -207,6 +227,8 @@ mod tests {
         assert_eq!(p.error_count, 2);
         let b = p.leaves.iter().find(|l| l.name == "b").unwrap();
         assert!(b.trim_notsup && b.read_errors == 7 && b.state == "FAULTED");
+        assert_eq!(b.group.as_deref(), Some("mirror-0"));
+        assert_eq!(b.group_state, "DEGRADED");
         assert!(parse_status(j, "other").is_err());
         assert!(parse_status("zpool: no such pool", "p").is_err());
     }

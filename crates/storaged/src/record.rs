@@ -228,6 +228,10 @@ pub(crate) mod tests {
                 .enumerate()
                 .map(|(i, (st, t))| Leaf {
                     name: format!("d{i}"),
+                    guid: i as u64 + 1,
+                    group: None,
+                    group_state: "ONLINE".into(),
+                    size: 1 << 30,
                     path: None,
                     state: "ONLINE".into(),
                     read_errors: 0,

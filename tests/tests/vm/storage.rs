@@ -429,7 +429,7 @@ fn another_pool_is_left_alone_and_a_new_blank_drive_joins_when_allowed() {
 }
 
 #[test]
-fn fresh_tpm_leaves_the_vault_locked_and_a_missing_mirror_member_gives_a_degraded_import() {
+fn fresh_tpm_leaves_the_vault_locked_and_a_missing_mirror_member_is_replaced_through_a_power_cut() {
     let mut spec = MachineSpec::new("storage-tpm", &image_path());
     spec.disks = vec![
         DiskSpec::blank(DiskKind::Nvme, 2048, "NVMEA"),
@@ -491,7 +491,99 @@ fn fresh_tpm_leaves_the_vault_locked_and_a_missing_mirror_member_gives_a_degrade
         console.contains("DEGRADED"),
         "degraded import is not reported on the console"
     );
+
+    // `disk list` names the missing member and what it risks.
+    let l: serde_json::Value =
+        serde_json::from_str(&m.ok("storagectl disk list --json").unwrap()).unwrap();
+    let missing = l["missing"].as_array().unwrap();
+    assert_eq!(missing.len(), 1, "{l}");
+    let gone = missing[0]["guid"].as_u64().unwrap().to_string();
+    // A three-way mirror (the boot disk's P3 and two drives) keeps two healthy members.
+    let risks = l["risks"].to_string();
+    assert!(
+        risks.contains("in mirror-0 is CANT_OPEN") && risks.contains("2 healthy members"),
+        "{l}"
+    );
+    assert!(
+        l["disks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| !d["name"].as_str().unwrap().starts_with("loop")),
+        "{l}"
+    );
+    let text = m.ok("storagectl disk list").unwrap();
+    assert!(
+        text.contains("(missing)") && text.contains("RISK:"),
+        "{text}"
+    );
+    // Enough data that the resilver takes a while, to cut the power in the middle of it.
+    m.ok("dd if=/dev/urandom of=/persist/containerd/big bs=1M count=256 2>/dev/null && sync")
+        .unwrap();
+    let sum = m.ok("sha256sum < /persist/containerd/big").unwrap();
+    m.poweroff().unwrap();
+
+    // A blank drive replaces it; drives that are not eligible are refused with the reason.
+    m.attach_disk(&DiskSpec::blank(DiskKind::Virtio, 2048, "NEWVIRT"))
+        .unwrap();
+    m.attach_disk(&DiskSpec::blank(DiskKind::Virtio, 512, "SMALL"))
+        .unwrap();
+    m.boot().unwrap();
+    let member = m
+        .ok("readlink -f /dev/disk/by-id/nvme-*NVMEA | head -1")
+        .unwrap();
+    for (old, new, why) in [
+        (gone.as_str(), "/dev/disk/by-id/virtio-SMALL", "too-small"),
+        (gone.as_str(), member.trim(), "of pool `persist`"),
+        ("nosuch", "/dev/disk/by-id/virtio-NEWVIRT", "not a member"),
+    ] {
+        let o = m
+            .sh(&format!("storagectl disk replace {old} {new} --no-wait"))
+            .unwrap();
+        assert_eq!(o.status, 1, "{old} {new}: {o:?}");
+        assert!(o.stderr.contains(why), "{old} {new}: {}", o.stderr);
+    }
+    let o = m
+        .ok(&format!(
+            "storagectl disk replace {gone} /dev/disk/by-id/virtio-NEWVIRT --no-wait && zpool status persist"
+        ))
+        .unwrap();
+    let cut_mid_resilver = o.contains("resilver in progress");
     m.power_cut().unwrap();
+
+    // The next boot resumes the resilver; it completes and the data verifies.
+    m.boot().unwrap();
+    wait_for_resilver(&mut m);
+    let l: serde_json::Value =
+        serde_json::from_str(&m.ok("storagectl disk list --json").unwrap()).unwrap();
+    assert_eq!(l["missing"].as_array().unwrap().len(), 0, "{l}");
+    assert_eq!(l["risks"].as_array().unwrap().len(), 0, "{l}");
+    assert_eq!(
+        m.ok("zpool get -H -o value health persist").unwrap().trim(),
+        "ONLINE"
+    );
+    assert_eq!(m.ok("sha256sum < /persist/containerd/big").unwrap(), sum);
+    m.ok("zpool scrub -w persist").unwrap();
+    let st = m.ok("zpool status persist").unwrap();
+    assert!(st.contains("with 0 errors"), "{st}");
+    eprintln!("power cut landed mid-resilver: {cut_mid_resilver}");
+    m.power_cut().unwrap();
+}
+
+/// Waits (up to 5 minutes) until the pool has no resilver running.
+fn wait_for_resilver(m: &mut Machine) {
+    let t0 = std::time::Instant::now();
+    loop {
+        let st = m.ok("zpool status persist").unwrap();
+        if !st.contains("resilver in progress") && !st.contains("replacing") {
+            return;
+        }
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(300),
+            "the resilver did not finish: {st}"
+        );
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
 }
 
 /// Odd devices never stop bring-up: an empty CD drive (its probe fails: no medium) is reported

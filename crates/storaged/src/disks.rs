@@ -1,0 +1,501 @@
+//! Disk lifecycle: which device is which pool member, what a missing or failing one risks, and
+//! replacing, offlining and onlining members. The decisions (finding a member by any of its
+//! names, judging a replacement, naming the risk) are pure; the steps go through zpool and
+//! storage's partitioning.
+
+use crate::pool::{Leaf, PoolState};
+use crate::{cmd, Error, Result};
+use serde::Serialize;
+use storage::discover::Verdict;
+
+/// A member by any name `disk list` shows: its ZFS name (the partition's uuid), its guid (the
+/// only name a missing device keeps), its path, or the disk it is on (`nvme1n1`, `/dev/vdb`).
+/// `disk_of` maps a member's path to its disk's kernel name.
+pub fn find_member<'a>(
+    pool: &'a PoolState,
+    name: &str,
+    disk_of: impl Fn(&str) -> Option<String>,
+) -> Option<&'a Leaf> {
+    let bare = name.trim_start_matches("/dev/");
+    pool.leaves.iter().find(|l| {
+        l.name == name
+            || l.guid.to_string() == name
+            || l.path.as_deref() == Some(name)
+            || l.path
+                .as_deref()
+                .and_then(&disk_of)
+                .is_some_and(|d| d == bare)
+    })
+}
+
+/// What the pool's members put at risk, worst first.
+pub fn risks(pool: &PoolState) -> Vec<String> {
+    let mut out = Vec::new();
+    let bad = |l: &Leaf| l.state != "ONLINE";
+    for l in pool.leaves.iter().filter(|l| bad(l)) {
+        match &l.group {
+            None => out.push(format!(
+                "{} is {}: it is a stripe member (no redundancy), so the pool's data is at risk until it is back",
+                l.name, l.state
+            )),
+            Some(g) => {
+                let healthy = pool
+                    .leaves
+                    .iter()
+                    .filter(|x| x.group.as_deref() == Some(g) && !bad(x))
+                    .count();
+                out.push(format!(
+                    "{} in {g} is {}: {g} is {} with {healthy} healthy member{}{}",
+                    l.name,
+                    l.state,
+                    l.group_state,
+                    if healthy == 1 { "" } else { "s" },
+                    if g.starts_with("mirror") && healthy <= 1 {
+                        "; one more failure loses its data: replace it (storagectl disk replace)"
+                    } else {
+                        "; replace it (storagectl disk replace)"
+                    }
+                ));
+            }
+        }
+    }
+    for l in &pool.leaves {
+        let e = l.read_errors + l.write_errors + l.checksum_errors;
+        if e > 0 {
+            out.push(format!(
+                "{} has {} read, {} write and {} checksum errors: watch it, and replace it if they grow",
+                l.name, l.read_errors, l.write_errors, l.checksum_errors
+            ));
+        }
+    }
+    if pool.error_count > 0 {
+        out.push(format!(
+            "the pool knows of {} data errors (`zpool status -v {}` names the files)",
+            pool.error_count, pool.name
+        ));
+    }
+    out
+}
+
+/// Whether `verdict` (of a whole disk of `size` bytes; `ours_pending`: it only holds a partition
+/// an interrupted step of ours made) may replace `old`; the refusal says why.
+pub fn check_replacement(
+    name: &str,
+    verdict: &Verdict,
+    ours_pending: bool,
+    size: u64,
+    old: &Leaf,
+) -> Result<(), String> {
+    let ok = *verdict == Verdict::Eligible
+        || (ours_pending
+            && storage::discover::reusable(verdict)
+            && !matches!(verdict, Verdict::PoolMember { .. }));
+    if !ok {
+        let why = serde_json::to_value(verdict)
+            .ok()
+            .map(|v| {
+                let word = v["verdict"].as_str().unwrap_or("?").to_string();
+                match v["reason"].as_str() {
+                    Some(r) => format!("{word}: {r}"),
+                    None => match verdict {
+                        Verdict::PoolMember { pool, .. } | Verdict::OtherPool { pool, .. } => {
+                            format!("{word} of pool `{pool}`")
+                        }
+                        _ => word,
+                    },
+                }
+            })
+            .unwrap_or_default();
+        return Err(format!(
+            "{name} is not eligible ({why}); a replacement must be a blank fixed drive"
+        ));
+    }
+    // A whole-disk partition loses about 2 MiB to the table and alignment.
+    if size.saturating_sub(4 << 20) < old.size {
+        return Err(format!(
+            "{name} ({} bytes) is too small to replace {} ({} bytes in use by ZFS)",
+            size, old.name, old.size
+        ));
+    }
+    Ok(())
+}
+
+/// Replaces `old` (a member, by any name) with the blank disk `new` (`nvme2n1` or a /dev path):
+/// partitioned as storage-init would, then `zpool replace`. Returns the new member's path.
+pub fn replace(pool_name: &str, old: &str, new: &str) -> Result<String> {
+    let refuse = |m: String| Error::Refused(m);
+    let pool = cmd::status(pool_name)?;
+    let roots = storage::roots::Roots::host();
+    let devs = storage::discover::enumerate(&roots);
+    let disk_of = |p: &str| disk_of(p, &devs);
+    let old_leaf = find_member(&pool, old, disk_of)
+        .ok_or_else(|| refuse(format!("{old} is not a member of pool {pool_name}")))?
+        .clone();
+    let new_name = std::fs::canonicalize(if new.starts_with('/') {
+        new.to_string()
+    } else {
+        format!("/dev/{new}")
+    })
+    .ok()
+    .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+    .ok_or_else(|| refuse(format!("{new}: no such device")))?;
+    let policy = storage::config::last_good_policy(pool_name)
+        .unwrap_or_else(storage::policy::Policy::builtin);
+    let obs = storage::bringup::observe(&roots, &policy, &mountinfo()).map_err(|e| {
+        refuse(format!(
+            "looking at the drives: {}",
+            storage::bringup::error_chain(&e)
+        ))
+    })?;
+    let drive = obs
+        .observed
+        .drives
+        .iter()
+        .find(|d| d.name == new_name)
+        .ok_or_else(|| refuse(format!("{new} ({new_name}) is not a drive this box could pool (the boot disk, a partition, or not a disk)")))?;
+    let (bd, _) = obs
+        .devices
+        .iter()
+        .find(|(b, _)| b.name == new_name)
+        .ok_or_else(|| refuse(format!("{new_name}: not found")))?;
+    check_replacement(
+        &new_name,
+        &drive.verdict,
+        drive.ours_pending,
+        bd.size_bytes,
+        &old_leaf,
+    )
+    .map_err(refuse)?;
+    storage::bringup::log(format!(
+        "{new_name} ({}): replacing {} ({}) in pool {pool_name}",
+        drive.stable_id, old_leaf.name, old_leaf.state
+    ));
+    let part = storage::bringup::partition_for_pool(bd).map_err(|e| {
+        refuse(format!(
+            "partitioning {new_name}: {}",
+            storage::bringup::error_chain(&e)
+        ))
+    })?;
+    let part = part.display().to_string();
+    cmd::replace(pool_name, &old_leaf.guid.to_string(), &part)?;
+    storage::bringup::finalize_partition(bd).map_err(|e| {
+        refuse(format!(
+            "naming {new_name}'s partition: {}",
+            storage::bringup::error_chain(&e)
+        ))
+    })?;
+    Ok(part)
+}
+
+/// This process's mount table, which tells bring-up the boot disk. (storage's roots have no
+/// /proc yet; storage-init reads the same file.)
+fn mountinfo() -> String {
+    std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default()
+}
+
+/// `/dev/disk/by-partuuid/<x>` (or any device path) to the kernel name of the whole disk.
+pub fn disk_of(path: &str, devs: &[storage::discover::BlockDev]) -> Option<String> {
+    let real = std::fs::canonicalize(path).ok()?;
+    let part = real.file_name()?.to_string_lossy().into_owned();
+    devs.iter()
+        .find(|d| d.partitions.contains(&part) || d.name == part)
+        .map(|d| d.name.clone())
+}
+
+/// Takes a member offline (`zpool offline`) or brings it back (`zpool online`).
+pub fn set_online(pool_name: &str, member: &str, online: bool) -> Result<String> {
+    let pool = cmd::status(pool_name)?;
+    let devs = storage::discover::enumerate(&storage::roots::Roots::host());
+    let leaf = find_member(&pool, member, |p| disk_of(p, &devs))
+        .ok_or_else(|| Error::Refused(format!("{member} is not a member of pool {pool_name}")))?;
+    cmd::online(pool_name, &leaf.guid.to_string(), online)?;
+    Ok(leaf.name.clone())
+}
+
+/// One device of `disk list`: a drive, what bring-up thinks of it, and its pool role.
+#[derive(Debug, Clone, Serialize)]
+pub struct DiskRow {
+    pub name: String,
+    pub stable_id: String,
+    pub transport: String,
+    pub size: u64,
+    pub verdict: Verdict,
+    /// The pool member on it, when it is one.
+    pub member: Option<Leaf>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DiskList {
+    pub disks: Vec<DiskRow>,
+    /// Members of the pool no present drive holds.
+    pub missing: Vec<Leaf>,
+    pub risks: Vec<String>,
+}
+
+impl DiskList {
+    pub fn render(&self, bytes: bool) -> String {
+        let sz = |b: u64| {
+            if bytes {
+                b.to_string()
+            } else {
+                storage::policy::human(b)
+            }
+        };
+        let row = |c: [&str; 8]| {
+            format!(
+                "{:<10} {:<8} {:>8}  {:<14} {:<10} {:<9} {:>11}  {}\n",
+                c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]
+            )
+        };
+        let mut s = row([
+            "DEVICE",
+            "BUS",
+            "SIZE",
+            "VERDICT",
+            "ROLE",
+            "STATE",
+            "ERR R/W/C",
+            "ID",
+        ]);
+        let member_cells = |l: &Leaf| {
+            (
+                l.group.clone().unwrap_or_else(|| "stripe".into()),
+                l.state.clone(),
+                format!("{}/{}/{}", l.read_errors, l.write_errors, l.checksum_errors),
+            )
+        };
+        for d in &self.disks {
+            let verdict = serde_json::to_value(&d.verdict)
+                .ok()
+                .and_then(|v| v["verdict"].as_str().map(String::from))
+                .unwrap_or_default();
+            let (role, state, err) =
+                d.member
+                    .as_ref()
+                    .map(member_cells)
+                    .unwrap_or(("-".into(), "-".into(), "-".into()));
+            s.push_str(&row([
+                &d.name,
+                &d.transport,
+                &sz(d.size),
+                &verdict,
+                &role,
+                &state,
+                &err,
+                &d.stable_id,
+            ]));
+        }
+        for l in &self.missing {
+            let (role, state, err) = member_cells(l);
+            s.push_str(&row([
+                "(missing)",
+                "-",
+                &sz(l.size),
+                "-",
+                &role,
+                &state,
+                &err,
+                &format!("{} (guid {})", l.name, l.guid),
+            ]));
+        }
+        if self.risks.is_empty() {
+            s.push_str("no known risk\n");
+        }
+        for r in &self.risks {
+            s.push_str(&format!("RISK: {r}\n"));
+        }
+        s
+    }
+}
+
+/// Every drive with its verdict and pool role, the members no drive holds, and the risks.
+pub fn list(pool_name: &str) -> Result<DiskList> {
+    let roots = storage::roots::Roots::host();
+    let policy = storage::config::last_good_policy(pool_name)
+        .unwrap_or_else(storage::policy::Policy::builtin);
+    let obs = storage::bringup::observe(&roots, &policy, &mountinfo()).map_err(|e| {
+        Error::Refused(format!(
+            "looking at the drives: {}",
+            storage::bringup::error_chain(&e)
+        ))
+    })?;
+    let pool = cmd::status(pool_name).ok();
+    let devs: Vec<_> = obs.devices.iter().map(|(b, _)| b.clone()).collect();
+    let member_of = |name: &str| {
+        pool.as_ref().and_then(|p| {
+            p.leaves
+                .iter()
+                .find(|l| {
+                    l.path.as_deref().and_then(|x| disk_of(x, &devs)).as_deref() == Some(name)
+                })
+                .cloned()
+        })
+    };
+    let boot = obs.observed.boot_disk.as_deref();
+    let mut disks: Vec<DiskRow> = obs
+        .devices
+        .iter()
+        // Loop, device-mapper, zvol and nbd devices are not drives.
+        .filter(|(b, _)| {
+            !storage::discover::is_virtual_name(&b.name) || Some(b.name.as_str()) == boot
+        })
+        .map(|(b, _)| {
+            let drive = obs.observed.drives.iter().find(|d| d.name == b.name);
+            DiskRow {
+                name: b.name.clone(),
+                stable_id: storage::discover::stable_id(b).0,
+                transport: format!("{:?}", b.transport).to_lowercase(),
+                size: b.size_bytes,
+                verdict: drive.map(|d| d.verdict.clone()).unwrap_or_else(|| {
+                    if Some(b.name.as_str()) == boot {
+                        Verdict::BootMedia {
+                            reason: "the boot disk (its P3 partition may be a member)".into(),
+                        }
+                    } else {
+                        Verdict::Virtual {
+                            reason: "not a drive".into(),
+                        }
+                    }
+                }),
+                member: member_of(&b.name),
+            }
+        })
+        .collect();
+    disks.sort_by(|a, b| a.name.cmp(&b.name));
+    let missing = pool
+        .as_ref()
+        .map(|p| {
+            p.leaves
+                .iter()
+                .filter(|l| !disks.iter().any(|d| d.member.as_ref() == Some(*l)))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(DiskList {
+        risks: pool.as_ref().map(risks).unwrap_or_default(),
+        disks,
+        missing,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pool::parse_status;
+
+    fn mirror(b_state: &str) -> PoolState {
+        let j = format!(
+            r#"{{"pools":{{"p":{{"state":"DEGRADED","vdevs":{{"p":{{"vdev_type":"root","vdevs":{{
+            "mirror-0":{{"name":"mirror-0","vdev_type":"mirror","state":"DEGRADED","vdevs":{{
+              "aaaa":{{"name":"aaaa","guid":11,"vdev_type":"disk","state":"ONLINE","path":"/dev/disk/by-partuuid/aaaa","phys_space":1000000000}},
+              "22":{{"name":"22","guid":22,"vdev_type":"disk","state":"{b_state}","path":"/dev/disk/by-partuuid/bbbb","phys_space":1000000000}}}}}},
+            "cccc":{{"name":"cccc","guid":33,"vdev_type":"disk","state":"ONLINE","path":"/dev/disk/by-partuuid/cccc","checksum_errors":4}}}}}}}}}}}}}}"#
+        );
+        parse_status(&j, "p").unwrap()
+    }
+
+    #[test]
+    fn a_member_is_found_by_any_of_its_names_and_nothing_else() {
+        let p = mirror("UNAVAIL");
+        let disk_of =
+            |path: &str| (path == "/dev/disk/by-partuuid/aaaa").then(|| "nvme0n1".to_string());
+        assert_eq!(find_member(&p, "aaaa", disk_of).unwrap().guid, 11);
+        assert_eq!(find_member(&p, "22", disk_of).unwrap().guid, 22);
+        assert_eq!(find_member(&p, "nvme0n1", disk_of).unwrap().guid, 11);
+        assert_eq!(find_member(&p, "/dev/nvme0n1", disk_of).unwrap().guid, 11);
+        assert_eq!(
+            find_member(&p, "/dev/disk/by-partuuid/cccc", disk_of)
+                .unwrap()
+                .guid,
+            33
+        );
+        assert!(find_member(&p, "nvme9n1", disk_of).is_none());
+        assert!(find_member(&p, "", disk_of).is_none());
+    }
+
+    #[test]
+    fn risks_say_what_a_missing_member_costs_by_topology() {
+        let r = risks(&mirror("UNAVAIL"));
+        assert!(
+            r[0].contains("22 in mirror-0 is UNAVAIL") && r[0].contains("one more failure"),
+            "{r:?}"
+        );
+        assert!(
+            r[1].contains("cccc has 0 read, 0 write and 4 checksum"),
+            "{r:?}"
+        );
+        let mut p = mirror("ONLINE");
+        let c = p.leaves.iter().position(|l| l.name == "cccc").unwrap();
+        p.leaves[c].state = "UNAVAIL".into();
+        p.leaves[c].checksum_errors = 0;
+        let r = risks(&p);
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert!(
+            r[0].contains("stripe member") && r[0].contains("at risk"),
+            "{r:?}"
+        );
+        p.leaves[c].state = "ONLINE".into();
+        assert!(risks(&p).is_empty());
+    }
+
+    #[test]
+    fn a_replacement_must_be_blank_fixed_and_big_enough() {
+        let p = mirror("UNAVAIL");
+        let old = p.leaves.iter().find(|l| l.guid == 22).unwrap();
+        let gib = 1u64 << 30;
+        assert!(check_replacement("vdc", &Verdict::Eligible, false, gib, old).is_ok());
+        let e = check_replacement("vdc", &Verdict::Eligible, false, 900_000_000, old).unwrap_err();
+        assert!(e.contains("too small"), "{e}");
+        for (v, word) in [
+            (
+                Verdict::ForeignData {
+                    reason: "ext4 on vdc1".into(),
+                },
+                "foreign-data: ext4",
+            ),
+            (
+                Verdict::Removable {
+                    reason: "USB".into(),
+                },
+                "removable",
+            ),
+            (
+                Verdict::PoolMember {
+                    pool: "p".into(),
+                    guid: 1,
+                },
+                "of pool `p`",
+            ),
+            (
+                Verdict::OtherPool {
+                    pool: "tank".into(),
+                    guid: 1,
+                },
+                "of pool `tank`",
+            ),
+            (
+                Verdict::TooSmall {
+                    reason: "512 MiB".into(),
+                },
+                "too-small",
+            ),
+        ] {
+            let e = check_replacement("vdc", &v, false, gib, old).unwrap_err();
+            assert!(e.contains(word) && e.contains("not eligible"), "{e}");
+        }
+        // A drive an interrupted replace left with only our pending partition is taken again.
+        assert!(check_replacement("vdc", &Verdict::Eligible, true, gib, old).is_ok());
+        assert!(check_replacement(
+            "vdc",
+            &Verdict::PoolMember {
+                pool: "p".into(),
+                guid: 1
+            },
+            true,
+            gib,
+            old
+        )
+        .is_err());
+    }
+}
