@@ -255,6 +255,10 @@ pub struct Pool {
     /// Add blank drives found on later boots (when the topology allows).
     #[serde(default)]
     pub add_new_drives: bool,
+    /// storaged replaces a missing or faulted member of a redundant group with a blank eligible
+    /// drive found in the box, without being asked.
+    #[serde(default)]
+    pub autoreplace: bool,
     /// Stable ids of drives with foreign data that may be wiped and pooled.
     #[serde(default)]
     pub wipe: Vec<String>,

@@ -193,6 +193,74 @@ fn mountinfo() -> String {
     std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default()
 }
 
+/// Automatic replacement's pure decision: the member to replace (one not ONLINE, in a redundant
+/// group, so the pool still has its data) and the blank drive to take, when the pool is not
+/// already resilvering. Members of a stripe are never auto-replaced: the data on them is what is
+/// missing, and a new disk cannot bring it back. `blank` is the eligible drives, name and size.
+pub fn auto_pick(pool: &PoolState, blank: &[(String, u64)]) -> Option<(Leaf, String)> {
+    if pool.scan.as_ref().is_some_and(|s| s.running())
+        || pool.leaves.iter().any(|l| {
+            l.group
+                .as_deref()
+                .is_some_and(|g| g.starts_with("replacing"))
+        })
+    {
+        return None;
+    }
+    let old = pool.leaves.iter().find(|l| {
+        l.group.as_deref().is_some_and(|g| !g.starts_with("spare"))
+            && matches!(
+                l.state.as_str(),
+                "UNAVAIL" | "FAULTED" | "REMOVED" | "CANT_OPEN"
+            )
+    })?;
+    let mut fits: Vec<&(String, u64)> = blank
+        .iter()
+        .filter(|(_, size)| size.saturating_sub(4 << 20) >= old.size)
+        .collect();
+    // The smallest that fits: bigger drives stay for bigger needs.
+    fits.sort_by_key(|(n, size)| (*size, n.clone()));
+    fits.first().map(|(n, _)| (old.clone(), n.clone()))
+}
+
+/// Runs automatic replacement once, if the policy allows it and something is to be done: returns
+/// what was replaced by what.
+pub fn autoreplace(pool_name: &str) -> Result<Option<(String, String)>> {
+    let policy = storage::config::last_good_policy(pool_name)
+        .unwrap_or_else(storage::policy::Policy::builtin);
+    if !policy.pool.autoreplace {
+        return Ok(None);
+    }
+    let pool = cmd::status(pool_name)?;
+    if !pool.leaves.iter().any(|l| l.state != "ONLINE") {
+        return Ok(None);
+    }
+    let roots = storage::roots::Roots::host();
+    let obs = storage::bringup::observe(&roots, &policy, &mountinfo()).map_err(|e| {
+        Error::Refused(format!(
+            "looking at the drives: {}",
+            storage::bringup::error_chain(&e)
+        ))
+    })?;
+    let blank: Vec<(String, u64)> = obs
+        .observed
+        .drives
+        .iter()
+        .filter(|d| d.verdict == Verdict::Eligible && !d.ours_pending)
+        .filter_map(|d| {
+            obs.devices
+                .iter()
+                .find(|(b, _)| b.name == d.name)
+                .map(|(b, _)| (d.name.clone(), b.size_bytes))
+        })
+        .collect();
+    let Some((old, new)) = auto_pick(&pool, &blank) else {
+        return Ok(None);
+    };
+    replace(pool_name, &old.guid.to_string(), &new)?;
+    Ok(Some((old.name, new)))
+}
+
 /// `/dev/disk/by-partuuid/<x>` (or any device path) to the kernel name of the whole disk.
 pub fn disk_of(path: &str, devs: &[storage::discover::BlockDev]) -> Option<String> {
     let real = std::fs::canonicalize(path).ok()?;
@@ -437,6 +505,31 @@ mod tests {
         );
         p.leaves[c].state = "ONLINE".into();
         assert!(risks(&p).is_empty());
+    }
+
+    #[test]
+    fn autoreplace_takes_the_smallest_blank_that_fits_for_a_redundant_member_only() {
+        let p = mirror("UNAVAIL");
+        let blank = vec![
+            ("vdd".to_string(), 8u64 << 30),
+            ("vdc".to_string(), 2u64 << 30),
+            ("vde".to_string(), 900_000_000),
+        ];
+        let (old, new) = auto_pick(&p, &blank).unwrap();
+        assert_eq!((old.guid, new.as_str()), (22, "vdc"));
+        assert!(auto_pick(&p, &blank[2..]).is_none(), "too small");
+        assert!(auto_pick(&p, &[]).is_none());
+        // Not while a resilver runs, and never for a stripe member.
+        let mut busy = p.clone();
+        busy.scan = Some(crate::record::tests::scan("RESILVER", "SCANNING", 1, 0, 0));
+        assert!(auto_pick(&busy, &blank).is_none());
+        let mut stripe = mirror("ONLINE");
+        let c = stripe.leaves.iter().position(|l| l.name == "cccc").unwrap();
+        stripe.leaves[c].state = "UNAVAIL".into();
+        assert!(auto_pick(&stripe, &blank).is_none());
+        let mut replacing = p.clone();
+        replacing.leaves[0].group = Some("replacing-1".into());
+        assert!(auto_pick(&replacing, &blank).is_none());
     }
 
     #[test]

@@ -567,6 +567,58 @@ fn fresh_tpm_leaves_the_vault_locked_and_a_missing_mirror_member_is_replaced_thr
     let st = m.ok("zpool status persist").unwrap();
     assert!(st.contains("with 0 errors"), "{st}");
     eprintln!("power cut landed mid-resilver: {cut_mid_resilver}");
+
+    // With `autoreplace = true` in the policy, a blank drive put in place of a pulled member is
+    // taken without a command (the too-small drive beside it is not).
+    // (The config dataset's 1G quota is cut to fit this small pool: with the pool's size known,
+    // the image's quotas add up to more than it.)
+    let auto = image_policy()
+        .replace(
+            "topology = \"stripe\"",
+            "topology = \"mirror\"\nautoreplace = true",
+        )
+        .replace("quota = \"1G\"", "quota = \"256M\"");
+    assert!(auto.contains("autoreplace = true") && auto.contains("256M"));
+    m.ok("mount -o remount,rw /config").unwrap();
+    m.write_file("/config/storage.toml", auto.as_bytes(), 0o644)
+        .unwrap();
+    m.ok("sync && mount -o remount,ro /config").unwrap();
+    m.poweroff().unwrap();
+    m.detach_disk("NEWVIRT").unwrap();
+    m.attach_disk(&DiskSpec::blank(DiskKind::Virtio, 2048, "AUTO"))
+        .unwrap();
+    m.boot().unwrap();
+    let console = std::fs::read_to_string(m.console_log()).unwrap();
+    assert!(
+        !console.contains("policy REJECTED"),
+        "the autoreplace policy was rejected"
+    );
+    let t0 = std::time::Instant::now();
+    loop {
+        let st = m.ok("zpool status persist").unwrap();
+        if st.contains("state: ONLINE") && !st.contains("resilver in progress") {
+            break;
+        }
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(300),
+            "no automatic replacement: {st}\n{}",
+            m.ok("cat /run/log/storaged.log; true").unwrap()
+        );
+        std::thread::sleep(std::time::Duration::from_secs(3));
+    }
+    let log = m.ok("cat /run/log/storaged.log").unwrap();
+    assert!(
+        log.contains("autoreplace:") && log.contains("blank drive vd"),
+        "{log}"
+    );
+    let auto_dev = m.ok("readlink -f /dev/disk/by-id/virtio-AUTO").unwrap();
+    let list = m.ok("storagectl disk list").unwrap();
+    let row = list
+        .lines()
+        .find(|l| l.starts_with(auto_dev.trim().trim_start_matches("/dev/")))
+        .unwrap_or_default();
+    assert!(row.contains("mirror-0") && row.contains("ONLINE"), "{list}");
+    assert_eq!(m.ok("sha256sum < /persist/containerd/big").unwrap(), sum);
     m.power_cut().unwrap();
 }
 

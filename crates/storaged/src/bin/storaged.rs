@@ -79,6 +79,25 @@ fn look(cli: &Cli) -> Result<Option<u64>> {
             e.result.as_deref().unwrap_or("-")
         ));
     }
+    if !cli.dry_run && policy.pool.autoreplace {
+        match storaged::disks::autoreplace(&cli.pool) {
+            Ok(Some((old, new))) => {
+                log(format!(
+                    "autoreplace: {old} (not online) is being replaced by the blank drive {new}; resilvering"
+                ));
+                // The resilver now runs; nothing else starts beside it.
+                if changed {
+                    rec.save(&path)?;
+                }
+                return Ok(Some(t + 30));
+            }
+            Ok(None) => {}
+            Err(e) => log(format!(
+                "autoreplace: {}",
+                storage::bringup::error_chain(&e)
+            )),
+        }
+    }
     let view = maint::decide(&pool, &rec, created, &sched, t);
     if let Some(op) = view.start {
         if cli.dry_run {
