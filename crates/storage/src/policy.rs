@@ -68,6 +68,15 @@ pub fn human(bytes: u64) -> String {
     }
 }
 
+/// A size in a table: exact bytes when asked for (`--bytes`), else [`human`].
+pub fn size_cell(b: u64, bytes: bool) -> String {
+    if bytes {
+        b.to_string()
+    } else {
+        human(b)
+    }
+}
+
 /// `30s`, `15m`, `1h`, `1d`, `1w` (or a plain number of seconds) to seconds, from `min` up to
 /// 366 days.
 pub fn parse_interval(s: &str, min: u64) -> Result<u64, String> {

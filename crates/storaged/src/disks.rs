@@ -139,31 +139,36 @@ pub fn replace(pool_name: &str, old: &str, new: &str) -> Result<String> {
     .ok()
     .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
     .ok_or_else(|| refuse(format!("{new}: no such device")))?;
-    let policy = storage::config::last_good_policy(pool_name)
-        .unwrap_or_else(storage::policy::Policy::builtin);
-    let obs = storage::bringup::observe(&roots, &policy, &mountinfo()).map_err(|e| {
-        refuse(format!(
-            "looking at the drives: {}",
-            storage::bringup::error_chain(&e)
-        ))
-    })?;
+    let obs = observe_drives(&crate::policy(pool_name))?;
+    replace_with(pool_name, &old_leaf, &new_name, &obs)
+}
+
+/// The replacement itself, on drives already observed: judge `new_name`, partition it, `zpool
+/// replace`, name the partition.
+fn replace_with(
+    pool_name: &str,
+    old_leaf: &Leaf,
+    new_name: &str,
+    obs: &storage::bringup::Observation,
+) -> Result<String> {
+    let refuse = |m: String| Error::Refused(m);
     let drive = obs
         .observed
         .drives
         .iter()
         .find(|d| d.name == new_name)
-        .ok_or_else(|| refuse(format!("{new} ({new_name}) is not a drive this box could pool (the boot disk, a partition, or not a disk)")))?;
+        .ok_or_else(|| refuse(format!("{new_name} is not a drive this box could pool (the boot disk, a partition, or not a disk)")))?;
     let (bd, _) = obs
         .devices
         .iter()
         .find(|(b, _)| b.name == new_name)
         .ok_or_else(|| refuse(format!("{new_name}: not found")))?;
     check_replacement(
-        &new_name,
+        new_name,
         &drive.verdict,
         drive.ours_pending,
         bd.size_bytes,
-        &old_leaf,
+        old_leaf,
     )
     .map_err(refuse)?;
     storage::bringup::log(format!(
@@ -191,6 +196,16 @@ pub fn replace(pool_name: &str, old: &str, new: &str) -> Result<String> {
 /// /proc yet; storage-init reads the same file.)
 fn mountinfo() -> String {
     std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default()
+}
+
+/// Every drive and what bring-up thinks of it, as storage-init sees them.
+fn observe_drives(policy: &storage::policy::Policy) -> Result<storage::bringup::Observation> {
+    storage::bringup::observe(&storage::roots::Roots::host(), policy, &mountinfo()).map_err(|e| {
+        Error::Refused(format!(
+            "looking at the drives: {}",
+            storage::bringup::error_chain(&e)
+        ))
+    })
 }
 
 /// Automatic replacement's pure decision: the member to replace (one not ONLINE, in a redundant
@@ -225,23 +240,15 @@ pub fn auto_pick(pool: &PoolState, blank: &[(String, u64)]) -> Option<(Leaf, Str
 
 /// Runs automatic replacement once, if the policy allows it and something is to be done: returns
 /// what was replaced by what.
-pub fn autoreplace(pool_name: &str) -> Result<Option<(String, String)>> {
-    let policy = storage::config::last_good_policy(pool_name)
-        .unwrap_or_else(storage::policy::Policy::builtin);
-    if !policy.pool.autoreplace {
+pub fn autoreplace(
+    pool_name: &str,
+    policy: &storage::policy::Policy,
+    pool: &PoolState,
+) -> Result<Option<(String, String)>> {
+    if !policy.pool.autoreplace || pool.leaves.iter().all(|l| l.state == "ONLINE") {
         return Ok(None);
     }
-    let pool = cmd::status(pool_name)?;
-    if !pool.leaves.iter().any(|l| l.state != "ONLINE") {
-        return Ok(None);
-    }
-    let roots = storage::roots::Roots::host();
-    let obs = storage::bringup::observe(&roots, &policy, &mountinfo()).map_err(|e| {
-        Error::Refused(format!(
-            "looking at the drives: {}",
-            storage::bringup::error_chain(&e)
-        ))
-    })?;
+    let obs = observe_drives(policy)?;
     let blank: Vec<(String, u64)> = obs
         .observed
         .drives
@@ -254,10 +261,10 @@ pub fn autoreplace(pool_name: &str) -> Result<Option<(String, String)>> {
                 .map(|(b, _)| (d.name.clone(), b.size_bytes))
         })
         .collect();
-    let Some((old, new)) = auto_pick(&pool, &blank) else {
+    let Some((old, new)) = auto_pick(pool, &blank) else {
         return Ok(None);
     };
-    replace(pool_name, &old.guid.to_string(), &new)?;
+    replace_with(pool_name, &old, &new, &obs)?;
     Ok(Some((old.name, new)))
 }
 
@@ -302,13 +309,7 @@ pub struct DiskList {
 
 impl DiskList {
     pub fn render(&self, bytes: bool) -> String {
-        let sz = |b: u64| {
-            if bytes {
-                b.to_string()
-            } else {
-                storage::policy::human(b)
-            }
-        };
+        let sz = |b: u64| storage::policy::size_cell(b, bytes);
         let row = |c: [&str; 8]| {
             format!(
                 "{:<10} {:<8} {:>8}  {:<14} {:<10} {:<9} {:>11}  {}\n",
@@ -378,15 +379,7 @@ impl DiskList {
 
 /// Every drive with its verdict and pool role, the members no drive holds, and the risks.
 pub fn list(pool_name: &str) -> Result<DiskList> {
-    let roots = storage::roots::Roots::host();
-    let policy = storage::config::last_good_policy(pool_name)
-        .unwrap_or_else(storage::policy::Policy::builtin);
-    let obs = storage::bringup::observe(&roots, &policy, &mountinfo()).map_err(|e| {
-        Error::Refused(format!(
-            "looking at the drives: {}",
-            storage::bringup::error_chain(&e)
-        ))
-    })?;
+    let obs = observe_drives(&crate::policy(pool_name))?;
     let pool = cmd::status(pool_name).ok();
     let devs: Vec<_> = obs.devices.iter().map(|(b, _)| b.clone()).collect();
     let member_of = |name: &str| {

@@ -40,12 +40,15 @@ pub fn now() -> u64 {
         .unwrap_or(0)
 }
 
+/// The policy storage-init last applied on `pool` (kept there), else the image's, else built in.
+pub fn policy(pool: &str) -> storage::policy::Policy {
+    storage::config::last_good_policy(pool).unwrap_or_else(storage::policy::Policy::builtin)
+}
+
 /// The maintenance view of `pool` as it is now (for `storagectl status`), changing nothing: the
 /// schedule storage-init last applied, the pool's records and the history on the pool.
 pub fn view(pool: &str, root: &std::path::Path) -> Result<maint::View> {
-    let policy =
-        storage::config::last_good_policy(pool).unwrap_or_else(storage::policy::Policy::builtin);
-    let sched = maint::Schedule::from_policy(&policy.maintenance);
+    let sched = maint::Schedule::from_policy(&policy(pool).maintenance);
     let st = cmd::status(pool)?;
     let created = cmd::created(pool)?;
     let mut rec = record::Record::load(&record::path(root, pool))?;

@@ -331,15 +331,6 @@ pub fn show(env: &Env, name: &str) -> Result<Shown> {
     })
 }
 
-/// A size in a table: bytes when asked for, else human units.
-fn size_cell(b: u64, bytes: bool) -> String {
-    if bytes {
-        b.to_string()
-    } else {
-        storage::policy::human(b)
-    }
-}
-
 #[derive(Debug, Serialize)]
 pub struct Listing {
     pub volumes: Vec<ListRow>,
@@ -410,7 +401,7 @@ pub fn list(env: &Env) -> Result<Listing> {
 impl Listing {
     /// A table; sizes in human units unless `bytes`.
     pub fn render(&self, bytes: bool) -> String {
-        let sz = |b: u64| size_cell(b, bytes);
+        let sz = |b: u64| storage::policy::size_cell(b, bytes);
         let row = |c: [&str; 9]| {
             format!(
                 "{:<24} {:<12} {:<10} {:>10} {:>10} {:>10} {:<5} {:<9} {}\n",
@@ -543,7 +534,7 @@ pub fn snapshots(env: &Env, name: &str) -> Result<Snapshots> {
 impl Snapshots {
     /// A table, oldest first; sizes in human units unless `bytes`.
     pub fn render(&self, bytes: bool) -> String {
-        let sz = |b: u64| size_cell(b, bytes);
+        let sz = |b: u64| storage::policy::size_cell(b, bytes);
         let mut s = format!(
             "{:<36} {:<17} {:>10} {:>10}  {}\n",
             "SNAPSHOT", "CREATED (UTC)", "USED", "REFER", "CLONES"

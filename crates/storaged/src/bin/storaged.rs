@@ -57,8 +57,7 @@ fn load_record(path: &Path) -> Record {
 
 /// One look: returns when to look again at the latest.
 fn look(cli: &Cli) -> Result<Option<u64>> {
-    let policy = storage::config::last_good_policy(&cli.pool)
-        .unwrap_or_else(storage::policy::Policy::builtin);
+    let policy = storaged::policy(&cli.pool);
     let sched = Schedule::from_policy(&policy.maintenance);
     let pool = cmd::status(&cli.pool)?;
     let created = cmd::created(&cli.pool)?;
@@ -80,7 +79,7 @@ fn look(cli: &Cli) -> Result<Option<u64>> {
         ));
     }
     if !cli.dry_run && policy.pool.autoreplace {
-        match storaged::disks::autoreplace(&cli.pool) {
+        match storaged::disks::autoreplace(&cli.pool, &policy, &pool) {
             Ok(Some((old, new))) => {
                 log(format!(
                     "autoreplace: {old} (not online) is being replaced by the blank drive {new}; resilvering"
