@@ -37,6 +37,10 @@ pub struct BlockDev {
     pub wwid: Option<String>,
     pub partitions: Vec<String>,
     pub holders: Vec<String>,
+    /// NVMe: the controllers' transport when none is PCIe (`loop`, `tcp`, `rdma`, `fc`): a
+    /// namespace reached over a fabric, such as one of our own volumes connected back to this
+    /// box, and never a drive to pool.
+    pub fabric: Option<String>,
 }
 
 /// What a probe found on a device.
@@ -167,6 +171,20 @@ fn usb_serial(dev_dir: &Path) -> Option<String> {
     None
 }
 
+/// The transports of an NVMe namespace's controllers: its `device` is the controller, or (a
+/// multipath head node) the subsystem, which links each of its controllers.
+fn nvme_transports(dir: &Path) -> Vec<String> {
+    let dev = dir.join("device");
+    if let Some(t) = read(&dev.join("transport")) {
+        return vec![t];
+    }
+    list(&dev)
+        .into_iter()
+        .filter(|c| c.starts_with("nvme"))
+        .filter_map(|c| read(&dev.join(c).join("transport")))
+        .collect()
+}
+
 /// All whole block devices, sorted by name. Hidden NVMe multipath paths (`nvme0c0n1`) are skipped:
 /// the `nvme0n1` head node is the device.
 pub fn enumerate(roots: &Roots) -> Vec<BlockDev> {
@@ -185,9 +203,20 @@ pub fn enumerate(roots: &Roots) -> Vec<BlockDev> {
             .into_iter()
             .filter(|p| dir.join(p).join("partition").exists())
             .collect();
+        let fabric = if name.starts_with("nvme") {
+            let t = nvme_transports(&dir);
+            (!t.is_empty() && !t.iter().any(|t| t == "pcie")).then(|| t.join(","))
+        } else {
+            None
+        };
         out.push(BlockDev {
             dev: roots.dev.join(&name),
-            transport: transport(&name, &devpath),
+            transport: if fabric.is_some() {
+                Transport::Virtual
+            } else {
+                transport(&name, &devpath)
+            },
+            fabric,
             size_bytes: read_u64(&dir.join("size")).unwrap_or(0) * 512,
             removable: read(&dir.join("removable")).as_deref() == Some("1"),
             read_only: read(&dir.join("ro")).as_deref() == Some("1"),
@@ -244,6 +273,14 @@ pub struct Context<'a> {
 /// The verdict for one device. Order matters: the reasons that make a device untouchable whatever
 /// is on it come first, so e.g. a USB stick holding a ZFS label is still just "removable".
 pub fn verdict(d: &BlockDev, sig: &Signatures, ctx: &Context) -> Verdict {
+    if let Some(t) = &d.fabric {
+        return Verdict::Virtual {
+            reason: format!(
+                "{} is an NVMe-oF namespace (transport {t}), not a drive in this box",
+                d.name
+            ),
+        };
+    }
     if d.transport == Transport::Virtual {
         return Verdict::Virtual {
             reason: format!("{} is a virtual device", d.name),
@@ -407,6 +444,7 @@ mod tests {
                 ("wwid", "eui.0123456789abcdef"),
                 ("device/model", "Samsung SSD 980"),
                 ("device/serial", "S1234"),
+                ("device/transport", "pcie"),
             ],
         );
         f.disk(
@@ -419,7 +457,27 @@ mod tests {
             "nvme1n1",
             "virtual/nvme-subsystem/nvme-subsys1",
             8 * GIB,
-            &[("wwid", "nvme.1b36-4e564d45")],
+            &[
+                ("wwid", "nvme.1b36-4e564d45"),
+                ("device/nvme1/transport", "pcie"),
+            ],
+        );
+        // One of our volumes connected back over nvme-loop: a head node whose only controller's
+        // transport is `loop`.
+        f.disk(
+            "nvme2n1",
+            "virtual/nvme-subsystem/nvme-subsys2",
+            3 * GIB,
+            &[
+                ("wwid", "uuid.984da7d1"),
+                ("device/nvme2/transport", "loop"),
+            ],
+        );
+        f.disk(
+            "nvme3n1",
+            "virtual/nvme-fabrics/ctl/nvme3",
+            GIB,
+            &[("device/transport", "tcp")],
         );
         f.disk(
             "sda",
@@ -538,6 +596,32 @@ mod tests {
         // The subsystem head lives under /sys/devices/virtual but is a real NVMe namespace.
         assert_eq!(head.transport, Transport::Nvme);
         assert_eq!(head.wwid.as_deref(), Some("nvme.1b36-4e564d45"));
+        assert_eq!(head.fabric, None);
+    }
+
+    #[test]
+    fn namespaces_reached_over_a_fabric_are_never_drives() {
+        let devs = enumerate(&fixture().roots());
+        for (n, t) in [("nvme2n1", "loop"), ("nvme3n1", "tcp")] {
+            let d = by_name(&devs, n);
+            assert_eq!(
+                (d.transport, d.fabric.as_deref()),
+                (Transport::Virtual, Some(t))
+            );
+            let ctx = Context {
+                boot_disk: None,
+                min_size_bytes: 0,
+                pool: "persist",
+                pool_guid: None,
+            };
+            match verdict(d, &Signatures::default(), &ctx) {
+                Verdict::Virtual { reason } => {
+                    assert!(reason.contains("NVMe-oF") && reason.contains(t), "{reason}")
+                }
+                v => panic!("{n}: {v:?}"),
+            }
+        }
+        assert_eq!(by_name(&devs, "nvme0n1").fabric, None);
     }
 
     #[test]
