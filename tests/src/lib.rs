@@ -37,6 +37,9 @@ pub struct DiskSpec {
     pub content: Content,
     /// Every read of the disk fails with EIO.
     pub io_errors: bool,
+    /// NVMe only: the SMART critical-warning bits the drive reports from power-on (qemu's
+    /// `smart_critical_warning`: 0x01 spare, 0x02 temperature, 0x04 reliability, 0x08 read-only).
+    pub nvme_critical_warning: u8,
 }
 
 impl DiskSpec {
@@ -48,6 +51,7 @@ impl DiskSpec {
             serial: serial.into(),
             content: Content::Blank,
             io_errors: false,
+            nvme_critical_warning: 0,
         }
     }
 }
@@ -189,6 +193,7 @@ fn make_disk(dir: &Path, i: usize, d: &DiskSpec) -> Result<qemu::Disk> {
         file,
         format,
         io_errors: d.io_errors,
+        nvme_critical_warning: d.nvme_critical_warning,
     })
 }
 
@@ -361,6 +366,7 @@ impl Machine {
             file: boot_file,
             format: Format::Qcow2,
             io_errors: false,
+            nvme_critical_warning: 0,
         };
         let mut disks = Vec::new();
         for (i, d) in spec.disks.iter().enumerate() {

@@ -68,6 +68,8 @@ pub struct Disk {
     pub format: Format,
     /// Every read fails with EIO (qemu's blkdebug): a dying drive.
     pub io_errors: bool,
+    /// NVMe: SMART critical-warning bits reported from power-on.
+    pub nvme_critical_warning: u8,
 }
 
 #[derive(Debug, Clone)]
@@ -92,6 +94,10 @@ pub struct Invocation {
 fn device(d: &Disk, id: &str, sata_port: &mut u32, boot: bool) -> Vec<String> {
     let bootindex = if boot { ",bootindex=0" } else { "" };
     let dev = match d.kind {
+        DiskKind::Nvme if d.nvme_critical_warning != 0 => format!(
+            "nvme,drive={id},serial={},smart_critical_warning={}{bootindex}",
+            d.serial, d.nvme_critical_warning
+        ),
         DiskKind::Nvme => format!("nvme,drive={id},serial={}{bootindex}", d.serial),
         DiskKind::Virtio => format!("virtio-blk-pci,drive={id},serial={}{bootindex}", d.serial),
         DiskKind::Sata => {
@@ -164,6 +170,12 @@ pub fn qemu_args(inv: &Invocation) -> Result<Vec<String>, String> {
     }
     let mut seen = std::collections::BTreeSet::new();
     for d in &all {
+        if d.nvme_critical_warning != 0 && d.kind != DiskKind::Nvme {
+            return Err(format!(
+                "{}: disk `{}`: only NVMe drives report a critical warning",
+                inv.name, d.serial
+            ));
+        }
         if !seen.insert(&d.serial) {
             return Err(format!(
                 "{}: disk serial `{}` used twice",
@@ -313,6 +325,7 @@ mod tests {
             file: PathBuf::from(format!("/t/{serial}.img")),
             format: Format::Raw,
             io_errors: false,
+            nvme_critical_warning: 0,
         }
     }
 
@@ -355,7 +368,7 @@ mod tests {
             a.contains("file=/t/EVEBOOT.img,if=none,id=boot,format=qcow2"),
             "{a}"
         );
-        assert!(a.contains("-device nvme,drive=d0,serial=N1"));
+        assert!(a.contains("-device nvme,drive=d0,serial=N1 "));
         assert!(a.contains("virtio-blk-pci,drive=d1,serial=V1"));
         assert!(a.contains("ide-hd,drive=d2,bus=ide.0,serial=S1"));
         assert!(a.contains("ide-hd,drive=d3,bus=ide.1,serial=S2"));
@@ -406,5 +419,19 @@ mod tests {
         i.disks = vec![disk(DiskKind::Nvme, "bad serial")];
         assert!(qemu_args(&i).unwrap_err().contains("bad serial"));
         assert!("floppy".parse::<DiskKind>().unwrap_err().contains("floppy"));
+        let mut i = inv();
+        i.disks[1].nvme_critical_warning = 4;
+        assert!(qemu_args(&i).unwrap_err().contains("only NVMe"));
+    }
+
+    #[test]
+    fn an_nvme_drive_can_report_a_critical_warning_from_power_on() {
+        let mut i = inv();
+        i.disks[0].nvme_critical_warning = 4;
+        let a = qemu_args(&i).unwrap().join(" ");
+        assert!(
+            a.contains("-device nvme,drive=d0,serial=N1,smart_critical_warning=4 "),
+            "{a}"
+        );
     }
 }
