@@ -342,6 +342,66 @@ pub struct Policy {
     pub datasets: BTreeMap<String, Dataset>,
     #[serde(default)]
     pub maintenance: Maintenance,
+    #[serde(default)]
+    pub health: Health,
+}
+
+/// How storaged watches the drives and the pool: how often it looks, and the capacity tiers
+/// (percent full) at which a pool, or a dataset against its quota, raises a notice, a warning
+/// and a critical alert.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    #[serde(default = "default_health_every")]
+    pub every: String,
+    #[serde(default = "default_capacity_tiers")]
+    pub capacity_tiers: Vec<u64>,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            every: default_health_every(),
+            capacity_tiers: default_capacity_tiers(),
+        }
+    }
+}
+
+fn default_health_every() -> String {
+    "5m".into()
+}
+fn default_capacity_tiers() -> Vec<u64> {
+    vec![80, 90, 95]
+}
+
+impl Health {
+    /// Seconds between looks (checked by [`Policy::parse`]).
+    pub fn every_secs(&self) -> u64 {
+        parse_interval(&self.every, MIN_MAINTENANCE_EVERY).unwrap_or(300)
+    }
+    /// The notice, warning and critical tiers (checked by [`Policy::parse`]).
+    pub fn tiers(&self) -> [u64; 3] {
+        match self.capacity_tiers[..] {
+            [a, b, c] => [a, b, c],
+            _ => [80, 90, 95],
+        }
+    }
+}
+
+/// Why capacity tiers are unusable, if they are: three percentages, each above the last.
+fn check_tiers(t: &[u64]) -> Result<(), String> {
+    if t.len() != 3 {
+        return Err(format!(
+            "{} values; give three percentages (notice, warning, critical), e.g. [80, 90, 95]",
+            t.len()
+        ));
+    }
+    if t.iter().any(|&v| v == 0 || v > 100) || !(t[0] < t[1] && t[1] < t[2]) {
+        return Err(format!(
+            "{t:?}: each must be 1-100 and above the one before"
+        ));
+    }
+    Ok(())
 }
 
 /// Scheduled pool maintenance, run by storaged one operation at a time. Intervals are like
@@ -600,6 +660,16 @@ impl Policy {
                     format!("{m}, or `off`"),
                 ));
             }
+        }
+        if let Err(m) = parse_interval(&p.health.every, MIN_MAINTENANCE_EVERY) {
+            return Err(err(line_of_key(text, "health", "every"), "health.every", m));
+        }
+        if let Err(m) = check_tiers(&p.health.capacity_tiers) {
+            return Err(err(
+                line_of_key(text, "health", "capacity_tiers"),
+                "health.capacity_tiers",
+                m,
+            ));
         }
         let mut reserved_pct = p.reserved.share.get_ref().percent_of(pool_size);
         if reserved_pct >= 100.0 {
@@ -868,6 +938,52 @@ pub fn choose(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn health_defaults_to_five_minutes_and_80_90_95_and_names_a_bad_field() {
+        let p = parse("[pool]\n").unwrap();
+        assert_eq!(
+            (p.health.every_secs(), p.health.tiers()),
+            (300, [80, 90, 95])
+        );
+        let p =
+            parse("[pool]\n[health]\nevery = \"30s\"\ncapacity_tiers = [50, 60, 100]\n").unwrap();
+        assert_eq!(
+            (p.health.every_secs(), p.health.tiers()),
+            (30, [50, 60, 100])
+        );
+        for (t, line, field) in [
+            ("[pool]\n[health]\nevery = \"soon\"\n", 3, "health.every"),
+            ("[pool]\n[health]\nevery = \"1s\"\n", 3, "health.every"),
+            (
+                "[pool]\n[health]\ncapacity_tiers = [90, 80, 95]\n",
+                3,
+                "health.capacity_tiers",
+            ),
+            (
+                "[pool]\n[health]\ncapacity_tiers = [80, 90]\n",
+                3,
+                "health.capacity_tiers",
+            ),
+            (
+                "[pool]\n[health]\ncapacity_tiers = [80, 90, 101]\n",
+                3,
+                "health.capacity_tiers",
+            ),
+            (
+                "[pool]\n[health]\ncapacity_tiers = [0, 90, 95]\n",
+                3,
+                "health.capacity_tiers",
+            ),
+        ] {
+            let e = parse(t).unwrap_err();
+            assert_eq!((e.line, e.field.as_str()), (line, field), "{t}: {e}");
+        }
+        let e = parse("[pool]\n[health]\ncapacity_tiers = [80, -1, 95]\n").unwrap_err();
+        assert!(e.field.contains("capacity_tiers"), "{e}");
+        let e = parse("[pool]\n[health]\nalert = 1\n").unwrap_err();
+        assert!(e.field.contains("alert") || e.msg.contains("alert"), "{e}");
+    }
+
     #[test]
     fn maintenance_defaults_to_35_and_7_days_and_names_a_bad_interval() {
         use super::*;

@@ -23,6 +23,86 @@ pub enum CmdError {
     },
     #[error("`{argv}`: unexpected output: {msg}")]
     Output { argv: String, msg: String },
+    #[error("`{argv}` did not finish within {secs} s (killed)")]
+    Timeout { argv: String, secs: u64 },
+}
+
+/// What a tool printed and how it ended, whatever the status (for tools such as smartctl,
+/// whose exit bits report findings).
+#[derive(Debug, Clone)]
+pub struct Finished {
+    /// The exit code; `None` when a signal ended it.
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs a tool that may hang on a failing device: killed after `timeout`. Only a tool that
+/// cannot start or does not finish is an error; the caller judges the exit status.
+pub fn run_timed(
+    prog: &str,
+    args: &[&str],
+    timeout: std::time::Duration,
+) -> Result<Finished, CmdError> {
+    let argv = format!("{prog} {}", args.join(" "));
+    let mut child = Command::new(prog)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| CmdError::Spawn {
+            argv: argv.clone(),
+            source,
+        })?;
+    // The pipes are drained beside the wait, so a chatty tool cannot block on a full pipe.
+    let drain = |p: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut b = Vec::new();
+            if let Some(mut p) = p {
+                let _ = p.read_to_end(&mut b);
+            }
+            String::from_utf8_lossy(&b).into_owned()
+        })
+    };
+    use std::io::Read;
+    let out = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let err = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(st)) => {
+                return Ok(Finished {
+                    code: st.code(),
+                    stdout: out.join().unwrap_or_default(),
+                    stderr: err.join().unwrap_or_default(),
+                })
+            }
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            Ok(None) => {
+                let _ = child.kill();
+                // A process stuck in the kernel may never be reaped; the readers are left to end
+                // with it.
+                return Err(CmdError::Timeout {
+                    argv,
+                    secs: timeout.as_secs(),
+                });
+            }
+            Err(source) => return Err(CmdError::Spawn { argv, source }),
+        }
+    }
 }
 
 /// Runs a tool, optionally feeding `stdin` (key material goes this way, never through argv).
@@ -199,6 +279,37 @@ pub fn parse_importable(out: &str) -> Vec<(String, u64)> {
         }
     }
     v
+}
+
+#[cfg(test)]
+mod timed_tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_timed_tool_gives_its_output_and_status_or_is_killed() {
+        let f = run_timed(
+            "/bin/sh",
+            &["-c", "echo out; echo err >&2; exit 4"],
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        assert_eq!(
+            (f.code, f.stdout.as_str(), f.stderr.as_str()),
+            (Some(4), "out\n", "err\n")
+        );
+        let t0 = std::time::Instant::now();
+        let e = run_timed("/bin/sleep", &["30"], Duration::from_millis(300)).unwrap_err();
+        assert!(t0.elapsed() < Duration::from_secs(5));
+        assert!(
+            e.to_string().contains("/bin/sleep 30") && e.to_string().contains("killed"),
+            "{e}"
+        );
+        assert!(matches!(
+            run_timed("/nonexistent/tool", &[], Duration::from_secs(1)),
+            Err(CmdError::Spawn { .. })
+        ));
+    }
 }
 
 #[cfg(test)]

@@ -44,7 +44,19 @@ enum Cmd {
         #[command(subcommand)]
         cmd: VaultCmd,
     },
-    /// The pool's drives: list them with their health and risks, replace, offline or online a member.
+    /// Alerts (drive reports, pool state, capacity and quotas) with when each began, every
+    /// drive's temperature, wear and errors, and the last events from the journal on the pool.
+    Health {
+        #[arg(long)]
+        json: bool,
+        /// Sizes in bytes instead of human units.
+        #[arg(long)]
+        bytes: bool,
+        #[arg(long, default_value = "persist")]
+        pool: String,
+    },
+    /// The pool's drives: list them with their health and risks; replace, add, offline or
+    /// online members.
     Disk {
         #[arg(long, default_value = "persist")]
         pool: String,
@@ -90,6 +102,12 @@ enum DiskCmd {
         new: String,
         #[arg(long)]
         no_wait: bool,
+    },
+    /// Grow the pool with blank drives, within its layout: a stripe by any number, a mirror or
+    /// raidz pool by whole groups as wide as its own (`disk add vdc vdd` adds a 2-way mirror).
+    Add {
+        #[arg(required = true)]
+        drives: Vec<String>,
     },
     /// Take a member offline (it stops being read and written; a mirror keeps working).
     Offline { member: String },
@@ -164,6 +182,16 @@ enum VolCmd {
         /// [default: the origin's]
         #[arg(long, value_parser = ["nvme-tcp", "nvme-loop", "vhost-scsi", "vhost-nvme"])]
         transport: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// I/O per volume over --interval seconds: IOPS, throughput, mean latency and how busy its
+    /// zvol was (the kernel's counters; storaged exports them for Prometheus as well).
+    Iostat {
+        /// Volumes to show (all when none).
+        names: Vec<String>,
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
         #[arg(long)]
         json: bool,
     },
@@ -345,6 +373,9 @@ struct FullStatus {
     /// Why the maintenance view could not be read.
     #[serde(skip_serializing_if = "Option::is_none")]
     maintenance_error: Option<String>,
+    /// The alerts storaged's last health look left in the journal on the pool.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    alerts: Option<Vec<storaged::journal::Active>>,
 }
 
 /// Prints a result as JSON or as text, or its error chain; the exit code follows.
@@ -453,6 +484,11 @@ fn volume(config: Option<&std::path::Path>, cmd: VolCmd) -> ExitCode {
             shown(volumes::ops::resize(&env, &name, &size), json)
         }
         VolCmd::Show { name, json } => shown(volumes::ops::show(&env, &name), json),
+        VolCmd::Iostat {
+            names,
+            interval,
+            json,
+        } => iostat(&env.cfg.pool, &names, interval, json),
         VolCmd::Delete { name, force } => match volumes::ops::delete(&env, &name, force) {
             Ok(()) => {
                 println!("deleted {name}");
@@ -545,6 +581,83 @@ fn volume(config: Option<&std::path::Path>, cmd: VolCmd) -> ExitCode {
     }
 }
 
+#[derive(serde::Serialize)]
+struct VolumeRates {
+    volume: String,
+    dataset: String,
+    device: String,
+    #[serde(flatten)]
+    rates: storaged::iostat::Rates,
+}
+
+fn iostat(pool: &str, names: &[String], interval: f64, json: bool) -> ExitCode {
+    use storaged::iostat;
+    if !(0.1..=3600.0).contains(&interval) {
+        eprintln!("storagectl: --interval {interval}: give 0.1 to 3600 seconds");
+        return ExitCode::from(2);
+    }
+    let roots = Roots::host();
+    let pick = |v: &iostat::VolumeIo| names.is_empty() || names.contains(&v.volume);
+    let a: Vec<_> = iostat::volumes(&roots, pool)
+        .into_iter()
+        .filter(pick)
+        .collect();
+    if let Some(n) = names.iter().find(|n| !a.iter().any(|v| &v.volume == *n)) {
+        eprintln!("storagectl: {n}: no such volume with a device in pool {pool}");
+        return ExitCode::FAILURE;
+    }
+    let t0 = std::time::Instant::now();
+    std::thread::sleep(std::time::Duration::from_secs_f64(interval));
+    let b = iostat::volumes(&roots, pool);
+    let secs = t0.elapsed().as_secs_f64();
+    let rows: Vec<VolumeRates> = a
+        .iter()
+        .filter_map(|x| {
+            let y = b
+                .iter()
+                .find(|y| y.dataset == x.dataset && y.device == x.device)?;
+            Some(VolumeRates {
+                volume: x.volume.clone(),
+                dataset: x.dataset.clone(),
+                device: x.device.clone(),
+                rates: iostat::rates(&x.stat, &y.stat, secs),
+            })
+        })
+        .collect();
+    emit(Ok::<_, storaged::Error>(rows), json, |rows| {
+        let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
+        let mut s = format!(
+            "{:<20} {:<6} {:>9} {:>9} {:>10} {:>10} {:>9} {:>9} {:>5}\n",
+            "VOLUME",
+            "DEVICE",
+            "READ/s",
+            "WRITE/s",
+            "READ B/s",
+            "WRITE B/s",
+            "R-LAT ms",
+            "W-LAT ms",
+            "BUSY"
+        );
+        for r in rows {
+            let x = &r.rates;
+            s.push_str(&format!(
+                "{:<20} {:<6} {:>9.1} {:>9.1} {:>10} {:>10} {:>9} {:>9} {:>4.0}%\n",
+                r.volume,
+                r.device,
+                x.read_iops,
+                x.write_iops,
+                storage::policy::human(x.read_bytes_per_sec as u64),
+                storage::policy::human(x.write_bytes_per_sec as u64),
+                ms(x.read_latency_ms),
+                ms(x.write_latency_ms),
+                x.busy_pct
+            ));
+        }
+        s.push_str(&format!("over {secs:.1} s\n"));
+        s
+    })
+}
+
 /// Waits for a resilver of `pool` to finish, its progress on stderr.
 fn wait_resilver(pool: &str) -> Result<(), storaged::Error> {
     let mut last = String::new();
@@ -592,6 +705,17 @@ fn disk(pool: &str, cmd: DiskCmd) -> ExitCode {
                 Err(e) => fail(&e),
             }
         }
+        DiskCmd::Add { drives } => match disks::add(pool, &drives) {
+            Ok(parts) => {
+                println!(
+                    "pool {pool} grew by {} ({})",
+                    drives.join(", "),
+                    parts.join(", ")
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
         DiskCmd::Offline { member } => match disks::set_online(pool, &member, false) {
             Ok(n) => {
                 println!("{n} is offline");
@@ -612,6 +736,10 @@ fn disk(pool: &str, cmd: DiskCmd) -> ExitCode {
 fn main() -> ExitCode {
     match Cli::parse().cmd {
         Cmd::Disk { pool, cmd } => disk(&pool, cmd),
+        Cmd::Health { json, bytes, pool } => {
+            let v = storaged::health_view(&pool, std::path::Path::new("/"));
+            emit(Ok::<_, storaged::Error>(v), json, |v| v.render(bytes))
+        }
         Cmd::Status { json, pool } => {
             let r = gather(&pool).map(|status| {
                 // Maintenance is shown once the pool is there; a failure to read it is said.
@@ -624,10 +752,19 @@ fn main() -> ExitCode {
                     Some(Err(e)) => (None, Some(storage::bringup::error_chain(&e))),
                     None => (None, None),
                 };
+                let alerts = status.pool.as_ref().and_then(|_| {
+                    storaged::journal::Journal::load(&storaged::journal::path(
+                        std::path::Path::new("/"),
+                        &pool,
+                    ))
+                    .ok()
+                    .map(|j| j.active)
+                });
                 FullStatus {
                     status,
                     maintenance,
                     maintenance_error,
+                    alerts,
                 }
             });
             emit(r, json, |s| {
@@ -637,6 +774,20 @@ fn main() -> ExitCode {
                 }
                 if let Some(e) = &s.maintenance_error {
                     t.push_str(&format!("maintenance: unknown ({e})\n"));
+                }
+                if let Some(a) = &s.alerts {
+                    use storaged::health::Severity::*;
+                    let n = |sev| a.iter().filter(|x| x.alert.severity == sev).count();
+                    t.push_str(&if a.is_empty() {
+                        "health: no alerts at storaged's last look\n".to_string()
+                    } else {
+                        format!(
+                            "health: {} critical, {} warning, {} notice at storaged's last look (storagectl health)\n",
+                            n(Critical),
+                            n(Warning),
+                            n(Notice)
+                        )
+                    });
                 }
                 t
             })

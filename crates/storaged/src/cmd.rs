@@ -53,3 +53,11 @@ pub fn online(name: &str, member: &str, online: bool) -> Result<()> {
     )
     .map(|_| ())
 }
+
+/// `zpool add -f POOL VDEVS...`: `-f` because the fresh partitions have no label to protect, and
+/// the layout was matched before (`disks::plan_add`).
+pub fn add(name: &str, vdevs: &[String]) -> Result<()> {
+    let mut a = vec!["add", "-f", name];
+    a.extend(vdevs.iter().map(String::as_str));
+    run(ZPOOL, &a).map(|_| ())
+}

@@ -77,6 +77,41 @@ pub fn risks(pool: &PoolState) -> Vec<String> {
     out
 }
 
+/// Whether a drive with `verdict` may be given to the pool (`ours_pending`: it only holds a
+/// partition an interrupted step of ours made); the refusal names the drive and says why.
+pub fn check_blank(
+    name: &str,
+    verdict: &Verdict,
+    ours_pending: bool,
+    role: &str,
+) -> Result<(), String> {
+    let ok = *verdict == Verdict::Eligible
+        || (ours_pending
+            && storage::discover::reusable(verdict)
+            && !matches!(verdict, Verdict::PoolMember { .. }));
+    if ok {
+        return Ok(());
+    }
+    let why = serde_json::to_value(verdict)
+        .ok()
+        .map(|v| {
+            let word = v["verdict"].as_str().unwrap_or("?").to_string();
+            match v["reason"].as_str() {
+                Some(r) => format!("{word}: {r}"),
+                None => match verdict {
+                    Verdict::PoolMember { pool, .. } | Verdict::OtherPool { pool, .. } => {
+                        format!("{word} of pool `{pool}`")
+                    }
+                    _ => word,
+                },
+            }
+        })
+        .unwrap_or_default();
+    Err(format!(
+        "{name} is not eligible ({why}); {role} must be a blank fixed drive"
+    ))
+}
+
 /// Whether `verdict` (of a whole disk of `size` bytes; `ours_pending`: it only holds a partition
 /// an interrupted step of ours made) may replace `old`; the refusal says why.
 pub fn check_replacement(
@@ -86,30 +121,7 @@ pub fn check_replacement(
     size: u64,
     old: &Leaf,
 ) -> Result<(), String> {
-    let ok = *verdict == Verdict::Eligible
-        || (ours_pending
-            && storage::discover::reusable(verdict)
-            && !matches!(verdict, Verdict::PoolMember { .. }));
-    if !ok {
-        let why = serde_json::to_value(verdict)
-            .ok()
-            .map(|v| {
-                let word = v["verdict"].as_str().unwrap_or("?").to_string();
-                match v["reason"].as_str() {
-                    Some(r) => format!("{word}: {r}"),
-                    None => match verdict {
-                        Verdict::PoolMember { pool, .. } | Verdict::OtherPool { pool, .. } => {
-                            format!("{word} of pool `{pool}`")
-                        }
-                        _ => word,
-                    },
-                }
-            })
-            .unwrap_or_default();
-        return Err(format!(
-            "{name} is not eligible ({why}); a replacement must be a blank fixed drive"
-        ));
-    }
+    check_blank(name, verdict, ours_pending, "a replacement")?;
     // A whole-disk partition loses about 2 MiB to the table and alignment.
     if size.saturating_sub(4 << 20) < old.size {
         return Err(format!(
@@ -131,14 +143,7 @@ pub fn replace(pool_name: &str, old: &str, new: &str) -> Result<String> {
     let old_leaf = find_member(&pool, old, disk_of)
         .ok_or_else(|| refuse(format!("{old} is not a member of pool {pool_name}")))?
         .clone();
-    let new_name = std::fs::canonicalize(if new.starts_with('/') {
-        new.to_string()
-    } else {
-        format!("/dev/{new}")
-    })
-    .ok()
-    .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-    .ok_or_else(|| refuse(format!("{new}: no such device")))?;
+    let new_name = kernel_name(new).ok_or_else(|| refuse(format!("{new}: no such device")))?;
     let obs = observe_drives(&crate::policy(pool_name))?;
     replace_with(pool_name, &old_leaf, &new_name, &obs)
 }
@@ -190,6 +195,190 @@ fn replace_with(
         ))
     })?;
     Ok(part)
+}
+
+/// A drive offered to `disk add`: its kernel name, verdict and whether only our own pending
+/// partition is on it.
+#[derive(Debug, Clone)]
+pub struct Offered {
+    pub name: String,
+    pub verdict: Verdict,
+    pub ours_pending: bool,
+}
+
+/// The pool's data layout: each top-level group's kind (`stripe`, `mirror`, `raidz1`, ...) and
+/// width. A replacement or spare in progress hides the layout, so it is refused.
+pub fn layout(pool: &PoolState) -> Result<(String, Vec<usize>), String> {
+    // (group, kind, width) in the pool's order.
+    let mut groups: Vec<(String, String, usize)> = Vec::new();
+    for l in &pool.leaves {
+        let (id, kind) = match &l.group {
+            None => (l.name.clone(), "stripe".to_string()),
+            Some(g) if g.starts_with("mirror") || g.starts_with("raidz") => (
+                g.clone(),
+                g.rsplit_once('-')
+                    .map_or(g.as_str(), |(k, _)| k)
+                    .to_string(),
+            ),
+            Some(g) => {
+                return Err(format!(
+                    "{g} is in the pool (a replacement or spare at work): let it finish first"
+                ))
+            }
+        };
+        match groups.iter_mut().find(|(g, _, _)| *g == id) {
+            Some((_, _, n)) => *n += 1,
+            None => groups.push((id, kind, 1)),
+        }
+    }
+    let kinds: std::collections::BTreeSet<&str> =
+        groups.iter().map(|(_, k, _)| k.as_str()).collect();
+    match kinds.len() {
+        1 => Ok((
+            groups[0].1.clone(),
+            groups.iter().map(|(_, _, n)| *n).collect(),
+        )),
+        0 => Err(format!("pool {} has no members", pool.name)),
+        _ => Err(format!(
+            "the pool mixes layouts ({}); add drives by hand with zpool",
+            kinds.into_iter().collect::<Vec<_>>().join(", ")
+        )),
+    }
+}
+
+/// `disk add`'s pure decision: the new groups (each a list of drive names) that grow `pool`
+/// within its layout, or why not. A stripe takes drives one by one; a mirror or raidz pool
+/// takes whole groups as wide as its narrowest, so no new data has less redundancy than the old.
+pub fn plan_add(
+    pool: &PoolState,
+    offered: &[Offered],
+) -> Result<(String, Vec<Vec<String>>), String> {
+    if offered.is_empty() {
+        return Err("name at least one drive to add".into());
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    if let Some(d) = offered.iter().find(|d| !seen.insert(d.name.as_str())) {
+        return Err(format!("{} is named twice", d.name));
+    }
+    if pool.state != "ONLINE" || pool.leaves.iter().any(|l| l.state != "ONLINE") {
+        return Err(format!(
+            "pool {} is {}: bring back or replace its missing members before growing it",
+            pool.name, pool.state
+        ));
+    }
+    if pool
+        .scan
+        .as_ref()
+        .is_some_and(|s| s.running() && !s.is_scrub())
+    {
+        return Err(format!(
+            "pool {} is resilvering: wait for it to finish",
+            pool.name
+        ));
+    }
+    let (kind, widths) = layout(pool)?;
+    let width = if kind == "stripe" {
+        1
+    } else {
+        widths.iter().copied().min().unwrap_or(1)
+    };
+    if offered.len() % width != 0 {
+        return Err(format!(
+            "a {kind} pool of {width}-drive groups grows by {width} drives at a time; {} given",
+            offered.len()
+        ));
+    }
+    for d in offered {
+        check_blank(&d.name, &d.verdict, d.ours_pending, "a drive to add")?;
+    }
+    let groups = offered
+        .chunks(width)
+        .map(|c| c.iter().map(|d| d.name.clone()).collect())
+        .collect();
+    Ok((kind, groups))
+}
+
+/// Grows the pool with the blank drives `new` (kernel names or /dev paths), partitioned as
+/// storage-init would, in one `zpool add` (all groups or none). Returns the new members' paths.
+pub fn add(pool_name: &str, new: &[String]) -> Result<Vec<String>> {
+    let refuse = |m: String| Error::Refused(m);
+    let pool = cmd::status(pool_name)?;
+    let mut names = Vec::new();
+    for n in new {
+        names.push(kernel_name(n).ok_or_else(|| refuse(format!("{n}: no such device")))?);
+    }
+    let obs = observe_drives(&crate::policy(pool_name))?;
+    let offered: Vec<Offered> = names
+        .iter()
+        .map(|n| {
+            obs.observed
+                .drives
+                .iter()
+                .find(|d| &d.name == n)
+                .map(|d| Offered {
+                    name: n.clone(),
+                    verdict: d.verdict.clone(),
+                    ours_pending: d.ours_pending,
+                })
+                .ok_or_else(|| {
+                    let why = obs
+                        .report
+                        .iter()
+                        .find(|r| &r.name == n)
+                        .and_then(|r| serde_json::to_value(&r.verdict).ok())
+                        .and_then(|v| v["reason"].as_str().map(String::from))
+                        .map(|r| format!(" ({r})"))
+                        .unwrap_or_default();
+                    refuse(format!("{n} is not a drive this box could pool{why}"))
+                })
+        })
+        .collect::<Result<_>>()?;
+    let (kind, groups) = plan_add(&pool, &offered).map_err(refuse)?;
+    let mut args = Vec::new();
+    let mut done = Vec::new();
+    for g in &groups {
+        if kind != "stripe" {
+            args.push(kind.clone());
+        }
+        for n in g {
+            let (bd, _) = obs
+                .devices
+                .iter()
+                .find(|(b, _)| &b.name == n)
+                .ok_or_else(|| refuse(format!("{n}: not found")))?;
+            storage::bringup::log(format!("{n}: partitioning to add to pool {pool_name}"));
+            let part = storage::bringup::partition_for_pool(bd).map_err(|e| {
+                refuse(format!(
+                    "partitioning {n}: {}",
+                    storage::bringup::error_chain(&e)
+                ))
+            })?;
+            args.push(part.display().to_string());
+            done.push((bd, part.display().to_string()));
+        }
+    }
+    cmd::add(pool_name, &args)?;
+    for (bd, _) in &done {
+        storage::bringup::finalize_partition(bd).map_err(|e| {
+            refuse(format!(
+                "naming {}'s partition: {}",
+                bd.name,
+                storage::bringup::error_chain(&e)
+            ))
+        })?;
+    }
+    Ok(done.into_iter().map(|(_, p)| p).collect())
+}
+
+/// `nvme2n1`, `/dev/nvme2n1` or any link to it, as the kernel names it.
+fn kernel_name(dev: &str) -> Option<String> {
+    std::fs::canonicalize(if dev.starts_with('/') {
+        dev.to_string()
+    } else {
+        format!("/dev/{dev}")
+    })
+    .ok()
+    .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
 }
 
 /// This process's mount table, which tells bring-up the boot disk. (storage's roots have no
@@ -297,6 +486,9 @@ pub struct DiskRow {
     pub verdict: Verdict,
     /// The pool member on it, when it is one.
     pub member: Option<Leaf>,
+    /// The drive's own report, read now (`storagectl health` has the details).
+    pub health: String,
+    pub alerts: Vec<crate::health::Alert>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -310,10 +502,10 @@ pub struct DiskList {
 impl DiskList {
     pub fn render(&self, bytes: bool) -> String {
         let sz = |b: u64| storage::policy::size_cell(b, bytes);
-        let row = |c: [&str; 8]| {
+        let row = |c: [&str; 9]| {
             format!(
-                "{:<10} {:<8} {:>8}  {:<14} {:<10} {:<9} {:>11}  {}\n",
-                c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]
+                "{:<10} {:<8} {:>8}  {:<14} {:<10} {:<9} {:>11}  {:<10} {}\n",
+                c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8]
             )
         };
         let mut s = row([
@@ -324,6 +516,7 @@ impl DiskList {
             "ROLE",
             "STATE",
             "ERR R/W/C",
+            "HEALTH",
             "ID",
         ]);
         let member_cells = |l: &Leaf| {
@@ -351,6 +544,7 @@ impl DiskList {
                 &role,
                 &state,
                 &err,
+                &d.health,
                 &d.stable_id,
             ]));
         }
@@ -364,14 +558,20 @@ impl DiskList {
                 &role,
                 &state,
                 &err,
+                "-",
                 &format!("{} (guid {})", l.name, l.guid),
             ]));
         }
-        if self.risks.is_empty() {
+        let alerts: Vec<&crate::health::Alert> =
+            self.disks.iter().flat_map(|d| &d.alerts).collect();
+        if self.risks.is_empty() && alerts.is_empty() {
             s.push_str("no known risk\n");
         }
         for r in &self.risks {
             s.push_str(&format!("RISK: {r}\n"));
+        }
+        for a in alerts {
+            s.push_str(&format!("ALERT ({}): {}\n", a.severity.as_str(), a.message));
         }
         s
     }
@@ -402,7 +602,23 @@ pub fn list(pool_name: &str) -> Result<DiskList> {
         })
         .map(|(b, _)| {
             let drive = obs.observed.drives.iter().find(|d| d.name == b.name);
+            let (health, alerts) = if b.transport == storage::discover::Transport::Virtual {
+                ("-".to_string(), vec![])
+            } else {
+                let dev = crate::health::Device {
+                    name: b.name.clone(),
+                    stable_id: storage::discover::stable_id(b).0,
+                    bus: String::new(),
+                    size: b.size_bytes,
+                    reading: crate::gather::read_device(b),
+                };
+                let mut a = Vec::new();
+                crate::health::device_alerts(&dev, &mut a);
+                (dev.summary(&a), a)
+            };
             DiskRow {
+                health,
+                alerts,
                 name: b.name.clone(),
                 stable_id: storage::discover::stable_id(b).0,
                 transport: format!("{:?}", b.transport).to_lowercase(),
@@ -523,6 +739,97 @@ mod tests {
         let mut replacing = p.clone();
         replacing.leaves[0].group = Some("replacing-1".into());
         assert!(auto_pick(&replacing, &blank).is_none());
+    }
+
+    fn offered(names: &[&str]) -> Vec<Offered> {
+        names
+            .iter()
+            .map(|n| Offered {
+                name: n.to_string(),
+                verdict: Verdict::Eligible,
+                ours_pending: false,
+            })
+            .collect()
+    }
+
+    fn pool_of(vdevs: &str) -> PoolState {
+        parse_status(
+            &format!(
+                r#"{{"pools":{{"p":{{"state":"ONLINE","vdevs":{{"p":{{"vdev_type":"root","vdevs":{{{vdevs}}}}}}}}}}}}}"#
+            ),
+            "p",
+        )
+        .unwrap()
+    }
+
+    fn leaf(name: &str, guid: u64) -> String {
+        format!(r#""{name}":{{"name":"{name}","guid":{guid},"vdev_type":"disk","state":"ONLINE"}}"#)
+    }
+
+    #[test]
+    fn a_pool_grows_within_its_layout_and_nothing_else_is_added() {
+        let stripe = pool_of(&format!("{},{}", leaf("a", 1), leaf("b", 2)));
+        assert_eq!(layout(&stripe).unwrap(), ("stripe".into(), vec![1, 1]));
+        let (kind, g) = plan_add(&stripe, &offered(&["vdc", "vdd"])).unwrap();
+        assert_eq!(
+            (kind.as_str(), g),
+            (
+                "stripe",
+                vec![vec!["vdc".to_string()], vec!["vdd".to_string()]]
+            )
+        );
+
+        let mirror3 = pool_of(&format!(
+            r#""mirror-0":{{"name":"mirror-0","vdev_type":"mirror","state":"ONLINE","vdevs":{{{},{},{}}}}}"#,
+            leaf("a", 1),
+            leaf("b", 2),
+            leaf("c", 3)
+        ));
+        assert_eq!(layout(&mirror3).unwrap(), ("mirror".into(), vec![3]));
+        let e = plan_add(&mirror3, &offered(&["vdc"])).unwrap_err();
+        assert!(e.contains("grows by 3 drives at a time; 1 given"), "{e}");
+        let (kind, g) = plan_add(&mirror3, &offered(&["x", "y", "z"])).unwrap();
+        assert_eq!((kind.as_str(), g.len(), g[0].len()), ("mirror", 1, 3));
+
+        let raidz = pool_of(&format!(
+            r#""raidz1-0":{{"name":"raidz1-0","vdev_type":"raidz","state":"ONLINE","vdevs":{{{},{},{}}}}}"#,
+            leaf("a", 1),
+            leaf("b", 2),
+            leaf("c", 3)
+        ));
+        let (kind, g) = plan_add(&raidz, &offered(&["x", "y", "z", "u", "v", "w"])).unwrap();
+        assert_eq!((kind.as_str(), g.len()), ("raidz1", 2));
+        assert!(plan_add(&raidz, &offered(&["x", "y"])).is_err());
+
+        // Refusals: none named, one named twice, a drive that is not blank, a degraded pool,
+        // a replacement at work, mixed layouts.
+        assert!(plan_add(&stripe, &[]).unwrap_err().contains("at least one"));
+        assert!(plan_add(&stripe, &offered(&["x", "x"]))
+            .unwrap_err()
+            .contains("named twice"));
+        let mut o = offered(&["x"]);
+        o[0].verdict = Verdict::ForeignData {
+            reason: "ext4 on x1".into(),
+        };
+        let e = plan_add(&stripe, &o).unwrap_err();
+        assert!(
+            e.contains("x is not eligible (foreign-data: ext4 on x1)"),
+            "{e}"
+        );
+        let e = plan_add(&mirror("UNAVAIL"), &offered(&["x", "y", "z"])).unwrap_err();
+        assert!(e.contains("is DEGRADED") && e.contains("replace"), "{e}");
+        let replacing = pool_of(&format!(
+            r#""replacing-0":{{"name":"replacing-0","vdev_type":"replacing","state":"ONLINE","vdevs":{{{},{}}}}}"#,
+            leaf("a", 1),
+            leaf("b", 2)
+        ));
+        assert!(plan_add(&replacing, &offered(&["x"]))
+            .unwrap_err()
+            .contains("let it finish"));
+        let mut mixed = mirror("ONLINE");
+        mixed.state = "ONLINE".into();
+        let e = plan_add(&mixed, &offered(&["x"])).unwrap_err();
+        assert!(e.contains("mixes layouts (mirror, stripe)"), "{e}");
     }
 
     #[test]

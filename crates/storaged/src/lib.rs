@@ -1,13 +1,21 @@
 //! Pool maintenance on a schedule: scrub every N days and trim every M days, one operation at a
 //! time, as TrueNAS does. The pool's own records (`zpool status -j`: the last scan, each device's
 //! last trim) say what was done; a small history kept on the pool covers what a later resilver
-//! overwrites. `storaged` runs it; `storagectl status` shows the same view.
+//! overwrites. It also watches health: drives' own reports, pool state, space and quotas,
+//! as alerts in a journal on the pool and a Prometheus textfile. `storaged` runs both;
+//! `storagectl status` and `storagectl health` show the same views.
 
 pub mod cmd;
 pub mod disks;
+pub mod gather;
+pub mod health;
+pub mod iostat;
+pub mod journal;
 pub mod maint;
+pub mod metrics;
 pub mod pool;
 pub mod record;
+pub mod smart;
 
 /// The crate's one error type: I/O errors name their path, commands their argv.
 #[derive(Debug, thiserror::Error)]
@@ -55,4 +63,31 @@ pub fn view(pool: &str, root: &std::path::Path) -> Result<maint::View> {
     let t = now();
     rec.observe(&st, t);
     Ok(maint::decide(&st, &rec, created, &sched, t))
+}
+
+/// The health view of `pool` as it is now (for `storagectl health`): a fresh look at the drives
+/// and the pool, with the journal on the pool for when each alert began and what happened last.
+/// Writes nothing: the journal is storaged's.
+pub fn health_view(pool: &str, root: &std::path::Path) -> health::HealthView {
+    let tiers = policy(pool).health.tiers();
+    let t = now();
+    let observed = gather::observe(&storage::roots::Roots::host(), pool, t);
+    let alerts = health::assess(&observed, tiers);
+    let (mut j, journal_error) = match journal::Journal::load(&journal::path(root, pool)) {
+        Ok(j) => (j, None),
+        Err(e) if observed.pool.is_some() => (
+            journal::Journal::default(),
+            Some(storage::bringup::error_chain(&e)),
+        ),
+        Err(_) => (journal::Journal::default(), None),
+    };
+    let skip = j.events.len().saturating_sub(health::RECENT_EVENTS);
+    let events = j.events[skip..].to_vec();
+    j.update(&alerts, &observed.unknown(), t);
+    health::HealthView {
+        observed,
+        alerts: j.active,
+        events,
+        journal_error,
+    }
 }

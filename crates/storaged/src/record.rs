@@ -56,6 +56,28 @@ pub struct Record {
     pub history: Vec<Entry>,
 }
 
+/// Writes `body` to `path` whole or not at all: a temporary file beside it, synced, renamed over
+/// it (a power cut leaves the old file or the new one).
+pub fn write_atomic(path: &Path, body: &[u8]) -> Result<()> {
+    let io = |op: &'static str, p: &Path| {
+        let p = p.to_path_buf();
+        move |source| Error::Io {
+            op,
+            path: p,
+            source,
+        }
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io("create", dir))?;
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    let tmp = dir.join(name);
+    let mut f = std::fs::File::create(&tmp).map_err(io("create", &tmp))?;
+    f.write_all(body).map_err(io("write", &tmp))?;
+    f.sync_all().map_err(io("fsync", &tmp))?;
+    std::fs::rename(&tmp, path).map_err(io("rename", path))
+}
+
 pub fn path(root: &Path, pool: &str) -> PathBuf {
     root.join(pool).join(".storage").join("maintenance.json")
 }
@@ -78,22 +100,7 @@ impl Record {
     }
 
     pub fn save(&self, path: &Path) -> Result<()> {
-        let io = |op: &'static str, p: &Path| {
-            let p = p.to_path_buf();
-            move |source| Error::Io {
-                op,
-                path: p,
-                source,
-            }
-        };
-        let dir = path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(io("create", dir))?;
-        let tmp = path.with_extension("json.tmp");
-        let body = serde_json::to_vec_pretty(self).unwrap_or_default();
-        let mut f = std::fs::File::create(&tmp).map_err(io("create", &tmp))?;
-        f.write_all(&body).map_err(io("write", &tmp))?;
-        f.sync_all().map_err(io("fsync", &tmp))?;
-        std::fs::rename(&tmp, path).map_err(io("rename", path))
+        write_atomic(path, &serde_json::to_vec_pretty(self).unwrap_or_default())
     }
 
     pub fn open(&self, op: Op) -> Option<&Entry> {

@@ -1,5 +1,6 @@
-//! Property tests: the `zpool status -j` reader returns a value or an error for any input,
-//! arbitrary or a mutation of real output, and the decision never panics on what it returns.
+//! Property tests: the `zpool status -j` reader and the drive-report readers (nvme-cli, smartctl,
+//! the kernel's stat lines, zpool/zfs script output) return a value or an error for any input,
+//! arbitrary or a mutation of real output, and the decisions never panic on what they return.
 
 #![allow(clippy::unwrap_used)]
 
@@ -9,6 +10,28 @@ use storaged::pool::parse_status;
 use storaged::record::Record;
 
 const REAL: &str = include_str!("fixtures/status-scrubbed-trimmed.json");
+const NVME: &str = include_str!("fixtures/nvme-smart-log-reliability.json");
+const SATA: &str = include_str!("fixtures/smartctl-sata.json");
+
+fn mutate(s: &str, at: usize, byte: u8) -> String {
+    let mut b = s.as_bytes().to_vec();
+    let i = at % b.len();
+    b[i] = byte;
+    String::from_utf8_lossy(&b).into_owned()
+}
+
+fn judge(reading: storaged::smart::Reading) {
+    let d = storaged::health::Device {
+        name: "x".into(),
+        stable_id: "x".into(),
+        bus: "nvme".into(),
+        size: 1,
+        reading,
+    };
+    let mut a = Vec::new();
+    storaged::health::device_alerts(&d, &mut a);
+    let _ = d.summary(&a);
+}
 
 proptest! {
     #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
@@ -29,5 +52,18 @@ proptest! {
             let v = decide(&p, &r, now / 2, &s, now);
             let _ = v.render();
         }
+    }
+
+    #[test]
+    fn drive_reports_never_panic(text in any::<String>(), at in any::<usize>(), byte in any::<u8>()) {
+        let _ = storaged::smart::parse_nvme(&text, Some(&text));
+        judge(storaged::smart::parse_smartctl(&text));
+        if let Ok(h) = storaged::smart::parse_nvme(&mutate(NVME, at, byte), None) {
+            judge(storaged::smart::Reading::Data(Box::new(h)));
+        }
+        judge(storaged::smart::parse_smartctl(&mutate(SATA, at, byte)));
+        let _ = storaged::iostat::parse_stat(&text);
+        let _ = storaged::gather::parse_space(&text);
+        let _ = storaged::gather::parse_quotas(&text);
     }
 }

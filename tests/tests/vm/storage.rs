@@ -47,7 +47,11 @@ fn keystatus(m: &mut Machine) -> String {
 fn four_disks() -> Vec<DiskSpec> {
     vec![
         DiskSpec::blank(DiskKind::Nvme, 2048, "NVMEA"),
-        DiskSpec::blank(DiskKind::Nvme, 2048, "NVMEB"),
+        DiskSpec {
+            // It reports "reliability degraded" from power-on: a drive that is failing.
+            nvme_critical_warning: 0x04,
+            ..DiskSpec::blank(DiskKind::Nvme, 2048, "NVMEB")
+        },
         DiskSpec::blank(DiskKind::Virtio, 2048, "VIRTA"),
         DiskSpec::blank(DiskKind::Sata, 2048, "SATAA"),
     ]
@@ -73,6 +77,11 @@ fn four_blank_disks_become_one_encrypted_pool_that_survives_reboot_and_foreign_d
     let mut spec = MachineSpec::new("storage-4disk", &image_path());
     spec.boot_kind = DiskKind::Nvme;
     spec.disks = four_disks();
+    // storaged looks at health every 15 s here (5 minutes by default).
+    spec.config_files = vec![(
+        "storage.toml".into(),
+        (image_policy() + "\n[health]\nevery = \"15s\"\n").into_bytes(),
+    )];
     spec.disks.push(DiskSpec {
         content: Content::Copy(ext4.clone()),
         ..DiskSpec::blank(DiskKind::Sata, 1536, "EXTFOUR")
@@ -179,6 +188,138 @@ fn four_blank_disks_become_one_encrypted_pool_that_survives_reboot_and_foreign_d
         .find(|d| d["name"] == "persist/newlog")
         .unwrap();
     assert_eq!(newlog["quota"].as_u64(), Some(quota));
+
+    // Health: every drive's own report by its bus. The failing NVMe drive is a critical alert,
+    // logged once, kept in the journal on the pool and exported for Prometheus.
+    let name_of = |m: &mut Machine, link: &str| {
+        m.ok(&format!("readlink -f {link} | head -1"))
+            .unwrap()
+            .trim()
+            .trim_start_matches("/dev/")
+            .to_string()
+    };
+    let nvmea = name_of(&mut m, "/dev/disk/by-id/nvme-*NVMEA");
+    let nvmeb = name_of(&mut m, "/dev/disk/by-id/nvme-*NVMEB");
+    let h: serde_json::Value =
+        serde_json::from_str(&m.ok("storagectl health --json").unwrap()).unwrap();
+    let devs = h["observed"]["devices"].as_array().unwrap().clone();
+    let by_name = |n: &str| {
+        devs.iter()
+            .find(|d| d["name"] == n)
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(by_name(&nvmeb)["critical_warning"], 4, "{h}");
+    assert_eq!(by_name(&nvmea)["critical_warning"], 0, "{h}");
+    assert!(by_name(&nvmea)["temperature_c"].as_i64().is_some(), "{h}");
+    let sata = devs.iter().find(|d| d["serial"] == "SATAA").unwrap();
+    assert_eq!(
+        (sata["source"].as_str(), sata["smart_passed"].as_bool()),
+        (Some("smartctl"), Some(true)),
+        "{sata}"
+    );
+    for d in &devs {
+        if d["bus"] == "virtio" || d["bus"] == "usb" {
+            assert_eq!(d["reading"], "no-data", "{d}");
+        }
+    }
+    let alerts = h["alerts"].as_array().unwrap();
+    assert_eq!(alerts.len(), 1, "{h}");
+    assert_eq!(alerts[0]["severity"], "critical");
+    assert!(
+        alerts[0]["key"]
+            .as_str()
+            .unwrap()
+            .ends_with(":critical-warning")
+            && alerts[0]["message"].as_str().unwrap().contains(&nvmeb)
+            && alerts[0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("reliability degraded"),
+        "{h}"
+    );
+    let text = m.ok("storagectl health").unwrap();
+    assert!(
+        text.contains("ALERTS: 1 critical") && text.contains("no health report"),
+        "{text}"
+    );
+    let wait = |m: &mut Machine, what: &str, f: &dyn Fn(&str) -> bool| {
+        let t0 = std::time::Instant::now();
+        loop {
+            let log = m.ok("cat /run/log/storaged.log; true").unwrap();
+            if f(&log) {
+                return log;
+            }
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(90),
+                "no {what}:\n{log}"
+            );
+            std::thread::sleep(std::time::Duration::from_secs(2));
+        }
+    };
+    wait(&mut m, "alert for the failing drive", &|l| {
+        l.contains(&format!("alert raised [critical] {nvmeb} ("))
+    });
+    let journal: serde_json::Value =
+        serde_json::from_slice(&m.read_file("/persist/.storage/health.json").unwrap()).unwrap();
+    let since = journal["active"][0]["since"].as_u64().unwrap();
+    assert_eq!(journal["active"].as_array().unwrap().len(), 1, "{journal}");
+    let prom = m.ok("cat /run/metrics/eve-storage.prom").unwrap();
+    for line in [
+        format!("eve_storage_disk_critical_warning{{device=\"{nvmeb}\","),
+        "eve_storage_alerts{severity=\"critical\"} 1".to_string(),
+        "eve_storage_pool_state{pool=\"persist\",state=\"ONLINE\"} 1".to_string(),
+    ] {
+        assert!(prom.contains(&line), "{line} not in\n{prom}");
+    }
+    assert!(
+        prom.lines().any(|l| l.starts_with(&format!(
+            "eve_storage_disk_critical_warning{{device=\"{nvmeb}\""
+        )) && l.ends_with(" 4")),
+        "{prom}"
+    );
+    // `disk list` carries each drive's health, and `status` the journal's alert count.
+    let l: serde_json::Value =
+        serde_json::from_str(&m.ok("storagectl disk list --json").unwrap()).unwrap();
+    let health_of = |n: &str| {
+        l["disks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["name"] == n)
+            .map(|d| d["health"].as_str().unwrap_or_default().to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        (health_of(&nvmeb).as_str(), health_of(&nvmea).as_str()),
+        ("critical", "ok"),
+        "{l}"
+    );
+    assert!(
+        m.ok("storagectl disk list")
+            .unwrap()
+            .contains("ALERT (critical): "),
+        "no alert under disk list"
+    );
+    let st = m.ok("storagectl status").unwrap();
+    assert!(
+        st.contains("health: 1 critical, 0 warning, 0 notice"),
+        "{st}"
+    );
+    // A drive running hot (its temperature threshold set below its temperature, as the kernel
+    // or an operator may) raises a warning, and clears when it cools.
+    let ctrl = format!("/dev/{}", nvmea.trim_end_matches("n1"));
+    m.ok(&format!("nvme set-feature {ctrl} -f 4 -v 300"))
+        .unwrap();
+    wait(&mut m, "temperature alert", &|l| {
+        l.contains(&format!("alert raised [warning] {nvmea} (")) && l.contains("temperature beyond")
+    });
+    m.ok(&format!("nvme set-feature {ctrl} -f 4 -v 343"))
+        .unwrap();
+    wait(&mut m, "cleared temperature alert", &|l| {
+        l.contains(&format!("alert cleared [warning] {nvmea} ("))
+    });
+
     // ARC is capped for a box that runs VMs: a quarter of RAM here.
     let arc: u64 = m
         .ok("cat /sys/module/zfs/parameters/zfs_arc_max")
@@ -209,10 +350,57 @@ fn four_blank_disks_become_one_encrypted_pool_that_survives_reboot_and_foreign_d
     let g = guid(&mut m);
     m.ok("echo log-data > /persist/newlog/before && echo secret > /persist/config/before && sync")
         .unwrap();
-    m.reboot().unwrap();
+    // A blank drive is plugged in while the box is off; the policy does not add drives by
+    // itself, so it waits for the operator.
+    m.poweroff().unwrap();
+    m.attach_disk(&DiskSpec::blank(DiskKind::Virtio, 2048, "ADDME"))
+        .unwrap();
+    m.boot().unwrap();
 
     assert_eq!(guid(&mut m), g, "a different pool after reboot");
     assert_eq!(members(&mut m), 5);
+    // The alert journal is on the pool: the failing drive's alert is the same one, not new.
+    let journal: serde_json::Value =
+        serde_json::from_slice(&m.read_file("/persist/.storage/health.json").unwrap()).unwrap();
+    assert_eq!(
+        journal["active"][0]["since"].as_u64(),
+        Some(since),
+        "{journal}"
+    );
+    // `disk add` grows the stripe by the blank drive and refuses every other kind, naming why.
+    for (link, why) in [
+        ("/dev/disk/by-id/ata-QEMU_HARDDISK_EXTFOUR", "foreign-data"),
+        ("/dev/disk/by-id/virtio-TINY", "too-small"),
+        // A member of this pool (kernel names may change across boots; the serial does not).
+        (
+            "$(readlink -f /dev/disk/by-id/nvme-*NVMEA | head -1)",
+            "of pool `persist`",
+        ),
+        ("/dev/nosuch", "no such device"),
+    ] {
+        let o = m.sh(&format!("storagectl disk add {link}")).unwrap();
+        assert_eq!(o.status, 1, "{link}: {o:?}");
+        assert!(o.stderr.contains(why), "{link}: {}", o.stderr);
+    }
+    assert_eq!(members(&mut m), 5);
+    let o = m
+        .ok("storagectl disk add /dev/disk/by-id/virtio-ADDME")
+        .unwrap();
+    assert!(o.contains("grew by"), "{o}");
+    assert_eq!(members(&mut m), 6, "{}", m.ok("zpool status -P").unwrap());
+    assert_eq!(
+        m.ok("zpool get -H -o value health persist").unwrap().trim(),
+        "ONLINE"
+    );
+    let addme = m.ok("readlink -f /dev/disk/by-id/virtio-ADDME").unwrap();
+    let list = m.ok("storagectl disk list").unwrap();
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with(addme.trim().trim_start_matches("/dev/"))
+                && l.contains("pool-member")
+                && l.contains("ONLINE")),
+        "{list}"
+    );
     assert_eq!(
         m.ok("cat /persist/newlog/before /persist/config/before")
             .unwrap(),
@@ -253,6 +441,10 @@ fn four_blank_disks_become_one_encrypted_pool_that_survives_reboot_and_foreign_d
         free >= reserved,
         "reserved share eaten: free {free} < reserved {reserved}"
     );
+    // The full dataset is a critical alert (its quota at the last capacity tier).
+    wait(&mut m, "quota alert", &|l| {
+        l.contains("[critical] persist/newlog uses")
+    });
     m.poweroff().unwrap();
     assert_eq!(
         sha256(&ext4_disk),
@@ -260,7 +452,7 @@ fn four_blank_disks_become_one_encrypted_pool_that_survives_reboot_and_foreign_d
         "the ext4 disk was modified"
     );
     // The raw key is nowhere on any disk image, boot disk included.
-    let mut files: Vec<std::path::PathBuf> = (0..7).map(|i| m.disk_file(i).to_path_buf()).collect();
+    let mut files: Vec<std::path::PathBuf> = (0..8).map(|i| m.disk_file(i).to_path_buf()).collect();
     files.push(m.dir.join("boot.qcow2"));
     for f in files {
         assert!(
@@ -619,6 +811,17 @@ fn fresh_tpm_leaves_the_vault_locked_and_a_missing_mirror_member_is_replaced_thr
         .unwrap_or_default();
     assert!(row.contains("mirror-0") && row.contains("ONLINE"), "{list}");
     assert_eq!(m.ok("sha256sum < /persist/containerd/big").unwrap(), sum);
+    // A three-way mirror grows by three drives at a time, never by one.
+    let o = m
+        .sh("storagectl disk add /dev/disk/by-id/virtio-SMALL")
+        .unwrap();
+    assert_eq!(o.status, 1, "{o:?}");
+    assert!(
+        o.stderr
+            .contains("mirror pool of 3-drive groups grows by 3 drives at a time; 1 given"),
+        "{}",
+        o.stderr
+    );
     m.power_cut().unwrap();
 }
 

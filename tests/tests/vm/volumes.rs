@@ -441,7 +441,7 @@ fn no_overlap(h: &Hist) {
 #[test]
 fn snapshots_roll_back_and_clone_through_the_export_and_schedules_prune_across_a_reboot() {
     let policy = crate::common::image_policy()
-        + "\n[maintenance]\nscrub_every = \"40s\"\ntrim_every = \"40s\"\n";
+        + "\n[maintenance]\nscrub_every = \"40s\"\ntrim_every = \"40s\"\n[health]\nevery = \"10s\"\n";
     let mut m = tcp_machine(
         "volumes-snap",
         2048,
@@ -499,6 +499,50 @@ fn snapshots_roll_back_and_clone_through_the_export_and_schedules_prune_across_a
         assert!(o.stderr.contains(why), "{cmd}: {}", o.stderr);
     }
     assert!(holds(&mut m, &dev, "/tmp/B"));
+    // Per-volume I/O: web's zvol counters reach the Prometheus textfile (8 MiB written so far)
+    // and `volume iostat` makes rates of them while a reader runs.
+    wait_for(&mut m, "web's I/O in the textfile", 90, |m| {
+        let t = m
+            .ok("cat /run/metrics/eve-storage.prom 2>/dev/null; true")
+            .unwrap();
+        t.lines().any(|l| {
+            l.starts_with("eve_storage_volume_written_bytes_total{volume=\"web\",")
+                && l.rsplit(' ')
+                    .next()
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .is_some_and(|v| v >= 8.0 * 1048576.0)
+        })
+    });
+    let io: Value = serde_json::from_str(
+        &m.ok(&format!(
+            "(dd if={dev} of=/dev/null bs=4k count=3000 iflag=direct 2>/dev/null &); storagectl volume iostat web --interval 2 --json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(io[0]["volume"], "web", "{io}");
+    assert!(io[0]["read_iops"].as_f64().unwrap() > 0.0, "{io}");
+    assert!(io[0]["read_bytes_per_sec"].as_f64().unwrap() > 0.0, "{io}");
+    assert!(io[0]["read_latency_ms"].as_f64().is_some(), "{io}");
+    let o = m
+        .sh("storagectl volume iostat nosuch --interval 0.1")
+        .unwrap();
+    assert!(o.status == 1 && o.stderr.contains("nosuch"), "{o:?}");
+    // The namespace this box reaches web through is a volume of the pool, never a drive to
+    // add or to replace a member with.
+    let l: Value = serde_json::from_str(&m.ok("storagectl disk list --json").unwrap()).unwrap();
+    let row = l["disks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| format!("/dev/{}", d["name"].as_str().unwrap()) == dev)
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(row["verdict"]["verdict"], "virtual", "{l}");
+    let o = m.sh(&format!("storagectl disk add {dev}")).unwrap();
+    assert!(o.status == 1 && o.stderr.contains("NVMe-oF"), "{o:?}");
+    m.ok("while pidof dd >/dev/null; do sleep 0.5; done")
+        .unwrap();
     detach(&mut m);
 
     // Rolled back, the export serves the old content.

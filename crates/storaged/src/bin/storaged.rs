@@ -1,14 +1,17 @@
-//! storaged: runs the pool's scheduled maintenance. Every `--interval` seconds (sooner when
-//! something falls due) it reads the pool, brings the history on the pool up to date, and starts
-//! at most one due scrub or trim. The schedule is the policy storage-init last applied.
+//! storaged: runs the pool's scheduled maintenance and watches health. Every `--interval`
+//! seconds (sooner when something falls due) it reads the pool, brings the history on the pool
+//! up to date, and starts at most one due scrub or trim. Every `health.every` it reads the
+//! drives' reports and the pool, keeps the alert journal on the pool, logs each alert raised or
+//! cleared, and rewrites the Prometheus textfile. The policy is the one storage-init last applied.
 
 use clap::Parser;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
+use storaged::journal::{self, Journal};
 use storaged::maint::{self, Schedule};
 use storaged::record::{self, Op, Record};
-use storaged::{cmd, now, Result};
+use storaged::{cmd, gather, health, metrics, now, Result};
 
 #[derive(Parser)]
 #[command(
@@ -30,6 +33,72 @@ struct Cli {
     /// Where the pool's datasets are mounted (the pool's root is `<root>/<pool>`).
     #[arg(long, default_value = "/")]
     root: PathBuf,
+    /// The Prometheus textfile (for node_exporter's textfile collector), rewritten after every
+    /// health look. A flag of the image, not of the policy: the CONFIG partition must not choose
+    /// where a root daemon writes.
+    #[arg(long, default_value = "/run/metrics/eve-storage.prom")]
+    textfile: PathBuf,
+}
+
+/// The alert journal between looks: the one on the pool once it could be read, else one in
+/// memory (alerts are still logged and exported).
+#[derive(Default)]
+struct HealthState {
+    journal: Journal,
+    on_pool: bool,
+}
+
+/// One health look: returns when the next is due.
+fn health_look(cli: &Cli, st: &mut HealthState) -> u64 {
+    let policy = storaged::policy(&cli.pool);
+    let t = now();
+    let obs = gather::observe(&storage::roots::Roots::host(), &cli.pool, t);
+    let alerts = health::assess(&obs, policy.health.tiers());
+    let path = journal::path(&cli.root, &cli.pool);
+    if !st.on_pool && obs.pool.is_some() {
+        st.journal = match Journal::load(&path) {
+            Ok(j) => j,
+            Err(e) => {
+                let aside = path.with_extension("json.damaged");
+                let _ = std::fs::rename(&path, &aside);
+                log(format!(
+                    "{}; kept as {} and starting a new alert journal",
+                    storage::bringup::error_chain(&e),
+                    aside.display()
+                ));
+                Journal::default()
+            }
+        };
+        st.on_pool = true;
+    }
+    if cli.dry_run {
+        for a in &alerts {
+            println!("alert [{}] {}", a.severity.as_str(), a.message);
+        }
+        return t + policy.health.every_secs();
+    }
+    let events = st.journal.update(&alerts, &obs.unknown(), t);
+    for e in &events {
+        log(format!(
+            "alert {} [{}] {}",
+            e.change.as_str(),
+            e.alert.severity.as_str(),
+            e.alert.message
+        ));
+    }
+    if !events.is_empty() && st.on_pool && obs.pool.is_some() {
+        if let Err(e) = st.journal.save(&path) {
+            log(format!(
+                "alert journal: {}",
+                storage::bringup::error_chain(&e)
+            ));
+        }
+    }
+    let text = metrics::render(&obs, &st.journal);
+    if let Err(e) = storaged::record::write_atomic(&cli.textfile, text.as_bytes()) {
+        log(format!("textfile: {}", storage::bringup::error_chain(&e)));
+    }
+    t + policy.health.every_secs()
 }
 
 fn log(m: impl std::fmt::Display) {
@@ -137,7 +206,9 @@ fn look(cli: &Cli) -> Result<Option<u64>> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let mut hs = HealthState::default();
     if cli.once || cli.dry_run {
+        health_look(&cli, &mut hs);
         return match look(&cli) {
             Ok(_) => ExitCode::SUCCESS,
             Err(e) => {
@@ -147,7 +218,11 @@ fn main() -> ExitCode {
         };
     }
     let mut waiting = false;
+    let mut health_due = 0;
     loop {
+        if now() >= health_due {
+            health_due = health_look(&cli, &mut hs);
+        }
         let next = match look(&cli) {
             Ok(n) => {
                 waiting = false;
@@ -166,9 +241,8 @@ fn main() -> ExitCode {
                 None
             }
         };
-        let secs = next.map_or(cli.interval, |n| {
-            n.saturating_sub(now()).clamp(1, cli.interval)
-        });
+        let next = next.map_or(health_due, |n| n.min(health_due));
+        let secs = next.saturating_sub(now()).clamp(1, cli.interval);
         std::thread::sleep(Duration::from_secs(secs));
     }
 }
