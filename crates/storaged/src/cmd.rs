@@ -21,6 +21,24 @@ pub fn status(name: &str) -> Result<PoolState> {
     })
 }
 
+/// `pool` as `zpool import` lists it when it is not imported (where storage-init looks), or
+/// `None` when it is not there either.
+pub fn importable(name: &str) -> Option<PoolState> {
+    // It exits 1 with "no pools available" when there are none.
+    run(ZPOOL, &["import", "-d", "/dev/disk/by-partuuid"])
+        .ok()
+        .and_then(|o| pool::parse_import(&o, name))
+        .map(|mut p| {
+            // Members are named by their partition's uuid (a missing one by its guid).
+            for l in &mut p.leaves {
+                if l.guid == 0 {
+                    l.path = Some(format!("/dev/disk/by-partuuid/{}", l.name));
+                }
+            }
+            p
+        })
+}
+
 /// The pool's creation time: its root dataset's.
 pub fn created(name: &str) -> Result<u64> {
     let args = ["get", "-H", "-p", "-o", "value", "creation", name];

@@ -580,7 +580,11 @@ impl DiskList {
 /// Every drive with its verdict and pool role, the members no drive holds, and the risks.
 pub fn list(pool_name: &str) -> Result<DiskList> {
     let obs = observe_drives(&crate::policy(pool_name))?;
-    let pool = cmd::status(pool_name).ok();
+    // A pool that cannot be imported (a stripe member missing) is read from the import listing.
+    let (pool, imported) = match cmd::status(pool_name) {
+        Ok(p) => (Some(p), true),
+        Err(_) => (cmd::importable(pool_name), false),
+    };
     let devs: Vec<_> = obs.devices.iter().map(|(b, _)| b.clone()).collect();
     let member_of = |name: &str| {
         pool.as_ref().and_then(|p| {
@@ -649,8 +653,18 @@ pub fn list(pool_name: &str) -> Result<DiskList> {
                 .collect()
         })
         .unwrap_or_default();
+    let mut risk = pool.as_ref().map(risks).unwrap_or_default();
+    if let (Some(p), false) = (&pool, imported) {
+        risk.insert(
+            0,
+            format!(
+                "pool {pool_name} is not imported: `zpool import` lists it {}; nothing is written to its drives until it can be (put back what is missing)",
+                p.state
+            ),
+        );
+    }
     Ok(DiskList {
-        risks: pool.as_ref().map(risks).unwrap_or_default(),
+        risks: risk,
         disks,
         missing,
     })

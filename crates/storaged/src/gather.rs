@@ -111,11 +111,15 @@ pub fn observe(roots: &Roots, pool: &str, at: u64) -> Observed {
             name: b.name,
         })
         .collect();
-    let (pool_state, pool_error) = match crate::cmd::status(pool) {
-        Ok(p) => (Some(p), None),
-        Err(e) => (None, Some(storage::bringup::error_chain(&e))),
+    let (pool_state, imported, pool_error) = match crate::cmd::status(pool) {
+        Ok(p) => (Some(p), true, None),
+        Err(e) => (
+            crate::cmd::importable(pool),
+            false,
+            Some(storage::bringup::error_chain(&e)),
+        ),
     };
-    let space = pool_state.as_ref().and_then(|_| {
+    let space = imported.then_some(()).and_then(|_| {
         run(
             ZPOOL,
             &[
@@ -129,7 +133,7 @@ pub fn observe(roots: &Roots, pool: &str, at: u64) -> Observed {
         .ok()
         .and_then(|o| parse_space(&o))
     });
-    let quotas = if pool_state.is_some() {
+    let quotas = if imported {
         run(
             ZFS,
             &[
@@ -153,6 +157,7 @@ pub fn observe(roots: &Roots, pool: &str, at: u64) -> Observed {
         pool_name: pool.into(),
         devices,
         pool: pool_state,
+        imported,
         pool_error,
         space,
         quotas,

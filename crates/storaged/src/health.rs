@@ -101,7 +101,9 @@ pub struct Observed {
     pub at: u64,
     pub pool_name: String,
     pub devices: Vec<Device>,
+    /// The pool: from `zpool status` when imported, else as `zpool import` lists it.
     pub pool: Option<PoolState>,
+    pub imported: bool,
     /// Why the pool could not be read, when it could not.
     pub pool_error: Option<String>,
     pub space: Option<Space>,
@@ -122,7 +124,7 @@ impl Observed {
             out.push(format!("pool:{}:", self.pool_name));
             out.push("member:".into());
         }
-        if self.space.is_none() {
+        if self.space.is_none() || !self.imported {
             out.push(format!("pool:{}:capacity", self.pool_name));
             out.push("dataset:".into());
         }
@@ -254,6 +256,15 @@ pub fn device_alerts(d: &Device, out: &mut Vec<Alert>) {
     }
 }
 
+/// A member's name in alert keys: its guid, or its name when the listing gave no guid.
+fn member_id(l: &crate::pool::Leaf) -> String {
+    if l.guid != 0 {
+        l.guid.to_string()
+    } else {
+        l.name.clone()
+    }
+}
+
 fn pool_alerts(o: &Observed, tiers: [u64; 3], out: &mut Vec<Alert>) {
     let name = &o.pool_name;
     let Some(p) = &o.pool else {
@@ -267,14 +278,28 @@ fn pool_alerts(o: &Observed, tiers: [u64; 3], out: &mut Vec<Alert>) {
         });
         return;
     };
-    match p.state.as_str() {
-        "ONLINE" => {}
-        "DEGRADED" => {}
-        s => out.push(Alert {
-            key: format!("pool:{name}:state"),
+    if !o.imported {
+        out.push(Alert {
+            key: format!("pool:{name}:unavailable"),
             severity: Severity::Critical,
-            message: format!("pool {name} is {s}"),
-        }),
+            message: format!(
+                "pool {name} is not imported: `zpool import` lists it {}{}",
+                p.state,
+                o.pool_error
+                    .as_deref()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
+            ),
+        });
+    } else {
+        match p.state.as_str() {
+            "ONLINE" | "DEGRADED" => {}
+            s => out.push(Alert {
+                key: format!("pool:{name}:state"),
+                severity: Severity::Critical,
+                message: format!("pool {name} is {s}"),
+            }),
+        }
     }
     for l in &p.leaves {
         let bad = |x: &crate::pool::Leaf| x.state != "ONLINE";
@@ -314,7 +339,7 @@ fn pool_alerts(o: &Observed, tiers: [u64; 3], out: &mut Vec<Alert>) {
                 }
             };
             out.push(Alert {
-                key: format!("member:{}:state", l.guid),
+                key: format!("member:{}:state", member_id(l)),
                 severity: sev,
                 message: format!("member {} of pool {name} is {}: {why}", l.name, l.state),
             });
@@ -322,7 +347,7 @@ fn pool_alerts(o: &Observed, tiers: [u64; 3], out: &mut Vec<Alert>) {
         let e = l.read_errors + l.write_errors + l.checksum_errors;
         if e > 0 {
             out.push(Alert {
-                key: format!("member:{}:errors", l.guid),
+                key: format!("member:{}:errors", member_id(l)),
                 severity: Severity::Warning,
                 message: format!(
                     "member {} of pool {name} has {} read, {} write and {} checksum errors",
@@ -568,6 +593,7 @@ mod tests {
         Observed {
             pool_name: "persist".into(),
             pool: Some(pool),
+            imported: true,
             space: Some(Space {
                 size: 10 << 30,
                 allocated: 1 << 30,
@@ -790,5 +816,33 @@ mod tests {
         );
         assert!(a[0].message.contains("no such pool"));
         assert!(o.unknown().contains(&"member:".to_string()));
+        // Not imported, but listed by `zpool import` with a stripe member missing: the
+        // missing member is the data risk it is.
+        o.pool = crate::pool::parse_import(
+            "  pool: p\n state: UNAVAIL\nconfig:\n\n\tp  UNAVAIL  insufficient replicas\n\t  aaaa  ONLINE\n\t  bbbb  UNAVAIL\n",
+            "p",
+        );
+        o.pool_error = Some("cannot open 'p': no such pool".into());
+        o.imported = false;
+        let a = assess(&o, [80, 90, 95]);
+        let k = keys(&a);
+        assert_eq!(
+            k,
+            [
+                ("member:bbbb:state".to_string(), Severity::Critical),
+                ("pool:p:unavailable".to_string(), Severity::Critical)
+            ]
+        );
+        assert!(
+            a[0].message.contains("bbbb") && a[0].message.contains("stripe member"),
+            "{}",
+            a[0].message
+        );
+        assert!(
+            a[1].message.contains("not imported") && a[1].message.contains("UNAVAIL"),
+            "{}",
+            a[1].message
+        );
+        assert!(o.unknown().contains(&"dataset:".to_string()));
     }
 }

@@ -61,11 +61,11 @@ pub fn render(o: &Observed, j: &Journal) -> String {
     w.one(
         "eve_storage_pool_up",
         "gauge",
-        "1 when the pool could be read.",
+        "1 when the pool is imported.",
         &p,
-        if o.pool.is_some() { 1.0 } else { 0.0 },
+        if o.imported { 1.0 } else { 0.0 },
     );
-    if let Some(st) = &o.pool {
+    if let Some(st) = o.pool.as_ref().filter(|_| o.imported) {
         for s in ["ONLINE", "DEGRADED", "FAULTED", "SUSPENDED", "UNAVAIL"] {
             w.one(
                 "eve_storage_pool_state",
@@ -374,6 +374,7 @@ mod tests {
                 )
                 .unwrap(),
             ),
+            imported: true,
             space: Some(Space {
                 size: 1000,
                 allocated: 820,

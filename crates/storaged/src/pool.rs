@@ -159,6 +159,78 @@ pub fn parse_status(json: &str, pool: &str) -> Result<PoolState, String> {
     })
 }
 
+/// A pool that is not imported, as `zpool import` describes it (it has no JSON form): its state
+/// and the tree under `config:`, enough to say which member is missing and what that risks.
+/// `None` when `pool` is not in the listing.
+pub fn parse_import(out: &str, pool: &str) -> Option<PoolState> {
+    let mut lines = out.lines();
+    // The block of this pool.
+    loop {
+        let l = lines.next()?;
+        if l.trim().strip_prefix("pool:").map(str::trim) == Some(pool) {
+            break;
+        }
+    }
+    let mut state = String::new();
+    let mut tree: Vec<(usize, String, String)> = Vec::new();
+    let mut in_config = false;
+    for l in lines {
+        let t = l.trim();
+        if t.starts_with("pool:") {
+            break;
+        }
+        if let Some(st) = t.strip_prefix("state:") {
+            state = st.trim().to_string();
+        } else if t == "config:" {
+            in_config = true;
+        } else if in_config && !t.is_empty() && l.starts_with('\t') {
+            let indent = l.trim_start_matches('\t');
+            let depth = (indent.len() - indent.trim_start().len()) / 2;
+            let mut f = t.split_whitespace();
+            if let (Some(name), Some(st)) = (f.next(), f.next()) {
+                tree.push((depth, name.to_string(), st.to_string()));
+            }
+        } else if in_config && t.is_empty() && !tree.is_empty() {
+            break;
+        }
+    }
+    let mut leaves = Vec::new();
+    for (i, (depth, name, st)) in tree.iter().enumerate() {
+        let has_children = tree.get(i + 1).is_some_and(|(d, _, _)| d > depth);
+        if *depth == 0 || has_children {
+            continue;
+        }
+        let group = (*depth >= 2)
+            .then(|| tree[..i].iter().rev().find(|(d, _, _)| *d == 1))
+            .flatten();
+        leaves.push(Leaf {
+            name: name.clone(),
+            guid: name.parse().unwrap_or(0),
+            group: group.map(|g| g.1.clone()),
+            group_state: group.map_or(st.clone(), |g| g.2.clone()),
+            size: 0,
+            path: None,
+            state: st.clone(),
+            read_errors: 0,
+            write_errors: 0,
+            checksum_errors: 0,
+            trim_state: String::new(),
+            trim_time: 0,
+            trimmed: 0,
+            to_trim: 0,
+            trim_notsup: false,
+            trim_errors: 0,
+        });
+    }
+    Some(PoolState {
+        name: pool.into(),
+        state,
+        scan: None,
+        leaves,
+        error_count: 0,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,5 +303,41 @@ mod tests {
         assert_eq!(b.group_state, "DEGRADED");
         assert!(parse_status(j, "other").is_err());
         assert!(parse_status("zpool: no such pool", "p").is_err());
+    }
+
+    #[test]
+    fn a_pool_that_cannot_be_imported_is_read_from_the_import_listing() {
+        // As the guest printed it with a stripe member pulled.
+        let out = "  pool: persist\n    id: 747367351290284001\n state: UNAVAIL\nstatus: One or more devices contains corrupted data.\naction: The pool cannot be imported due to damaged devices or data.\n   see: https://openzfs.github.io/openzfs-docs/msg/ZFS-8000-5E\nconfig:\n\n\tpersist                                 UNAVAIL  insufficient replicas\n\t  c62e4966-adad-405d-990a-5ae221417ce2  ONLINE\n\t  fdcec447-0d37-4d61-8e01-cb8682c18bfd  ONLINE\n\t  2b9e355f-6f2a-49bf-8efa-6bf4a4ff1692  UNAVAIL\n";
+        let p = parse_import(out, "persist").unwrap();
+        assert_eq!(p.state, "UNAVAIL");
+        let l: Vec<(&str, Option<&str>, &str)> = p
+            .leaves
+            .iter()
+            .map(|l| (l.name.as_str(), l.group.as_deref(), l.state.as_str()))
+            .collect();
+        assert_eq!(
+            l,
+            [
+                ("c62e4966-adad-405d-990a-5ae221417ce2", None, "ONLINE"),
+                ("fdcec447-0d37-4d61-8e01-cb8682c18bfd", None, "ONLINE"),
+                ("2b9e355f-6f2a-49bf-8efa-6bf4a4ff1692", None, "UNAVAIL")
+            ]
+        );
+        let mirror = "   pool: tank\n     id: 1\n  state: ONLINE\n config:\n\n\ttank  ONLINE\n\t  a  ONLINE\n\n   pool: persist\n     id: 2\n  state: DEGRADED\n config:\n\n\tpersist          DEGRADED\n\t  mirror-0       DEGRADED\n\t    aaaa         ONLINE\n\t    12345678     UNAVAIL\n\t  bbbb           ONLINE\n";
+        let p = parse_import(mirror, "persist").unwrap();
+        assert_eq!(p.state, "DEGRADED");
+        assert_eq!(p.leaves.len(), 3);
+        assert_eq!(
+            (
+                p.leaves[1].guid,
+                p.leaves[1].group.as_deref(),
+                p.leaves[1].group_state.as_str()
+            ),
+            (12345678, Some("mirror-0"), "DEGRADED")
+        );
+        assert_eq!(p.leaves[2].group, None);
+        assert!(parse_import(mirror, "other").is_none());
+        assert!(parse_import("", "persist").is_none());
     }
 }

@@ -618,6 +618,31 @@ fn another_pool_is_left_alone_and_a_new_blank_drive_joins_when_allowed() {
         tank_sum,
         "the other pool's disk was modified"
     );
+
+    // A stripe member pulled: the pool cannot be imported, and nothing is written; `disk list`
+    // and `health` read it from the import listing and name the missing member as the data
+    // risk it is.
+    m.detach_disk("NEWDRIVE").unwrap();
+    m.boot().unwrap();
+    assert!(m.ok("zpool list -H -o name").unwrap().trim().is_empty());
+    let l: serde_json::Value =
+        serde_json::from_str(&m.ok("storagectl disk list --json").unwrap()).unwrap();
+    let risks = l["risks"].to_string();
+    assert!(
+        risks.contains("is not imported")
+            && risks.contains("stripe member")
+            && risks.contains("at risk"),
+        "{l}"
+    );
+    assert_eq!(l["missing"].as_array().unwrap().len(), 1, "{l}");
+    let h: serde_json::Value =
+        serde_json::from_str(&m.ok("storagectl health --json").unwrap()).unwrap();
+    let alerts = h["alerts"].to_string();
+    assert!(
+        alerts.contains("stripe member") && alerts.contains("not imported"),
+        "{h}"
+    );
+    m.power_cut().unwrap();
 }
 
 #[test]

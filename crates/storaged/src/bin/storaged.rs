@@ -55,7 +55,7 @@ fn health_look(cli: &Cli, st: &mut HealthState) -> u64 {
     let obs = gather::observe(&storage::roots::Roots::host(), &cli.pool, t);
     let alerts = health::assess(&obs, policy.health.tiers());
     let path = journal::path(&cli.root, &cli.pool);
-    if !st.on_pool && obs.pool.is_some() {
+    if !st.on_pool && obs.imported {
         st.journal = match Journal::load(&path) {
             Ok(j) => j,
             Err(e) => {
@@ -86,7 +86,7 @@ fn health_look(cli: &Cli, st: &mut HealthState) -> u64 {
             e.alert.message
         ));
     }
-    if !events.is_empty() && st.on_pool && obs.pool.is_some() {
+    if !events.is_empty() && st.on_pool && obs.imported {
         if let Err(e) = st.journal.save(&path) {
             log(format!(
                 "alert journal: {}",
