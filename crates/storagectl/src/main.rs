@@ -44,8 +44,8 @@ enum Cmd {
         #[command(subcommand)]
         cmd: VaultCmd,
     },
-    /// Alerts (drive reports, pool state, capacity and quotas) with when each began, every
-    /// drive's temperature, wear and errors, and the last events from the journal on the pool.
+    /// Alerts from the drives' own reports, pool state, capacity and quotas; each drive's
+    /// temperature, wear and errors; the last events.
     Health {
         #[arg(long)]
         json: bool,
@@ -87,7 +87,8 @@ enum VaultCmd {
 
 #[derive(Subcommand)]
 enum DiskCmd {
-    /// Every drive with its verdict, pool role, state and error counters; missing members; risks.
+    /// Every drive with its verdict, pool role, state, error counters and health; missing
+    /// members; risks and alerts.
     List {
         #[arg(long)]
         json: bool,
@@ -779,7 +780,7 @@ fn main() -> ExitCode {
                     use storaged::health::Severity::*;
                     let n = |sev| a.iter().filter(|x| x.alert.severity == sev).count();
                     t.push_str(&if a.is_empty() {
-                        "health: no alerts at storaged's last look\n".to_string()
+                        "health: no alerts recorded (storagectl health looks now)\n".to_string()
                     } else {
                         format!(
                             "health: {} critical, {} warning, {} notice at storaged's last look (storagectl health)\n",

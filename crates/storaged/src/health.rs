@@ -147,7 +147,12 @@ fn tier(pct: u64, tiers: [u64; 3]) -> Option<Severity> {
 
 /// The alerts one drive's reading raises.
 pub fn device_alerts(d: &Device, out: &mut Vec<Alert>) {
-    let who = format!("{} ({})", d.name, d.stable_id);
+    // The id comes from the drive's own model and serial strings: no control characters from a
+    // hostile device reach the log or the console.
+    let who: String = format!("{} ({})", d.name, d.stable_id)
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
     let mut push = |what: &str, severity, message: String| {
         out.push(Alert {
             key: format!("{}{what}", d.key()),
@@ -301,6 +306,22 @@ fn pool_alerts(o: &Observed, tiers: [u64; 3], out: &mut Vec<Alert>) {
             }),
         }
     }
+    member_alerts(p, name, out);
+    if p.error_count > 0 {
+        out.push(Alert {
+            key: format!("pool:{name}:data-errors"),
+            severity: Severity::Critical,
+            message: format!(
+                "pool {name} has {} data errors: files with unrecoverable blocks (`zpool status -v {name}` names them)",
+                p.error_count
+            ),
+        });
+    }
+    space_alerts(o, tiers, out);
+}
+
+/// Members that are not ONLINE, by what their group can still lose, and members with errors.
+fn member_alerts(p: &PoolState, name: &str, out: &mut Vec<Alert>) {
     for l in &p.leaves {
         let bad = |x: &crate::pool::Leaf| x.state != "ONLINE";
         if bad(l) {
@@ -356,16 +377,11 @@ fn pool_alerts(o: &Observed, tiers: [u64; 3], out: &mut Vec<Alert>) {
             });
         }
     }
-    if p.error_count > 0 {
-        out.push(Alert {
-            key: format!("pool:{name}:data-errors"),
-            severity: Severity::Critical,
-            message: format!(
-                "pool {name} has {} data errors: files with unrecoverable blocks (`zpool status -v {name}` names them)",
-                p.error_count
-            ),
-        });
-    }
+}
+
+/// The pool and each dataset with a quota against the capacity tiers.
+fn space_alerts(o: &Observed, tiers: [u64; 3], out: &mut Vec<Alert>) {
+    let name = &o.pool_name;
     if let Some(s) = &o.space {
         if let Some(sev) = tier(s.capacity_pct, tiers) {
             out.push(Alert {
@@ -702,6 +718,27 @@ mod tests {
             "{}",
             cw.message
         );
+    }
+
+    #[test]
+    fn a_drive_s_own_strings_cannot_put_control_characters_in_an_alert() {
+        let mut d = dev(
+            "sda",
+            DriveHealth {
+                smart_passed: Some(false),
+                ..DriveHealth::default()
+            },
+        );
+        d.stable_id = "EVIL\x1b[2J\nfake: all ok".into();
+        let mut a = Vec::new();
+        device_alerts(&d, &mut a);
+        assert!(
+            a[0].message
+                .starts_with("sda (EVIL?[2J?fake: all ok): SMART"),
+            "{}",
+            a[0].message
+        );
+        assert!(!a[0].message.chars().any(|c| c.is_control()));
     }
 
     #[test]

@@ -49,6 +49,16 @@ pub fn render(o: &Observed, j: &Journal) -> String {
         s: String::new(),
         last: String::new(),
     };
+    pool_section(&mut w, o);
+    quota_section(&mut w, o);
+    disk_section(&mut w, o);
+    volume_section(&mut w, o);
+    alert_section(&mut w, j);
+    w.s
+}
+
+/// The pool's state, members and space.
+fn pool_section(w: &mut Out, o: &Observed) {
     let pool = o.pool_name.as_str();
     let p = [("pool", pool)];
     w.one(
@@ -155,6 +165,9 @@ pub fn render(o: &Observed, j: &Journal) -> String {
             );
         }
     }
+}
+
+fn quota_section(w: &mut Out, o: &Observed) {
     for q in &o.quotas {
         w.one(
             "eve_storage_dataset_used_bytes",
@@ -173,6 +186,10 @@ pub fn render(o: &Observed, j: &Journal) -> String {
             q.quota as f64,
         );
     }
+}
+
+/// Each drive's report, one family at a time.
+fn disk_section(w: &mut Out, o: &Observed) {
     type Get = fn(&crate::smart::DriveHealth) -> Option<f64>;
     let disk: [(&str, &str, &str, Get); 9] = [
         (
@@ -260,6 +277,10 @@ pub fn render(o: &Observed, j: &Journal) -> String {
             },
         );
     }
+}
+
+/// Each volume's counters, named as node_exporter names a disk's.
+fn volume_section(w: &mut Out, o: &Observed) {
     type Io = fn(&crate::iostat::IoStat) -> f64;
     let io: [(&str, &str, &str, Io); 8] = [
         (
@@ -326,6 +347,9 @@ pub fn render(o: &Observed, j: &Journal) -> String {
             );
         }
     }
+}
+
+fn alert_section(w: &mut Out, j: &Journal) {
     let counts = j.counts();
     for s in [Severity::Notice, Severity::Warning, Severity::Critical] {
         w.one(
@@ -349,7 +373,6 @@ pub fn render(o: &Observed, j: &Journal) -> String {
             1.0,
         );
     }
-    w.s
 }
 
 #[cfg(test)]
