@@ -11,12 +11,8 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("`{argv}` failed ({status}): {stderr}")]
-    Command {
-        argv: String,
-        status: String,
-        stderr: String,
-    },
+    #[error(transparent)]
+    Cmd(#[from] platform::CmdError),
     #[error("`{argv}` could not be started")]
     Spawn {
         argv: String,

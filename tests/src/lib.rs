@@ -246,22 +246,7 @@ fn qcow2_overlay(base: &Path, file: &Path, size_mib: u64) -> Result<()> {
 }
 
 fn run_tool(prog: &str, args: &[String]) -> Result<()> {
-    let argv = format!("{prog} {}", args.join(" "));
-    let out = Command::new(prog)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|source| Error::Spawn {
-            argv: argv.clone(),
-            source,
-        })?;
-    if !out.status.success() {
-        return Err(Error::Command {
-            argv,
-            status: out.status.to_string(),
-            stderr: String::from_utf8_lossy(&out.stderr).into(),
-        });
-    }
+    platform::cmd::run(prog, args)?;
     Ok(())
 }
 

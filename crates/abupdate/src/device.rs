@@ -2,9 +2,9 @@
 //! and its ESP and slot partitions by GPT name.
 
 use crate::error::{Error, Result};
-use crate::roots::Roots;
 use crate::state::Slot;
 use gpt::disk::LogicalBlockSize;
+use platform::Roots;
 use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
@@ -61,20 +61,10 @@ pub fn refused_slot(cmdline: &str) -> Option<Slot> {
         .and_then(Slot::parse)
 }
 
+/// A disk the boot disk may be: not made by the kernel, and not an optical drive (reading an
+/// empty one's GPT only waits).
 fn candidate_disk(name: &str) -> bool {
-    ![
-        "loop",
-        "ram",
-        "zram",
-        "sr",
-        "dm-",
-        "md",
-        "nbd",
-        "zd",
-        "nvme-fabrics",
-    ]
-    .iter()
-    .any(|p| name.starts_with(p))
+    !platform::disk::is_virtual_name(name) && !platform::disk::is_optical_name(name)
 }
 
 type Table = Vec<(u32, String, Uuid, u64)>;
@@ -151,7 +141,7 @@ pub fn find(roots: &Roots, running: Slot, root: Uuid) -> Result<BootDisk> {
         let bd = BootDisk {
             disk: dev.clone(),
             running,
-            esp: by_name("EFI")?,
+            esp: by_name(platform::layout::EFI)?,
             a: by_name(Slot::A.partition_name())?,
             b: by_name(Slot::B.partition_name())?,
         };

@@ -57,7 +57,7 @@ fn write_in_place(p: &Path, block: &[u8]) -> Result<()> {
     f.seek(SeekFrom::Start(0)).at("seek", p)?;
     f.write_all(block).at("write", p)?;
     f.set_len(block.len() as u64).at("truncate", p)?;
-    f.sync_all().at("fsync", p)
+    Ok(f.sync_all().at("fsync", p)?)
 }
 
 /// Writes both copies, copy 1 first.
@@ -94,10 +94,12 @@ impl Mounted {
             MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_NOATIME,
             None::<&str>,
         )
-        .map_err(|e| Error::Io {
-            op: "mount the ESP (vfat)",
-            path: dev.to_path_buf(),
-            source: std::io::Error::from(e),
+        .map_err(|e| {
+            Error::Io(platform::IoError {
+                op: "mount the ESP (vfat)",
+                path: dev.to_path_buf(),
+                source: std::io::Error::from(e),
+            })
         })?;
         Ok(Mounted { dir: dir.into() })
     }

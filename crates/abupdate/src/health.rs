@@ -2,37 +2,11 @@
 //! succeeded, the pool is imported, the vault is unlocked, and every service has stayed up.
 //! `evaluate` is pure; `Watch` feeds it observations over time.
 
-use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// The part of eve-init's `/run/eve-init/status.json` the check reads.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct InitStatus {
-    #[serde(default)]
-    pub onboot: Vec<Step>,
-    #[serde(default)]
-    pub services: Vec<Service>,
-    #[serde(default)]
-    pub errors: Vec<String>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct Step {
-    pub name: String,
-    pub exit: Option<i32>,
-    pub error: Option<String>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct Service {
-    pub name: String,
-    pub pid: Option<i32>,
-    pub state: String,
-    pub starts: u32,
-    #[serde(default)]
-    pub last_exit: Option<i32>,
-}
+/// eve-init's `/run/eve-init/status.json`, the schema eve-init writes.
+pub use platform::status::{Service, Status as InitStatus, Step};
 
 #[derive(Debug, Clone)]
 pub struct Rules {
@@ -215,7 +189,7 @@ mod tests {
             onboot: vec![Step {
                 name: "storage-init".into(),
                 exit: storage_exit,
-                error: None,
+                ..Step::default()
             }],
             services: services
                 .iter()
@@ -227,7 +201,7 @@ mod tests {
                     last_exit: (*st == "exited").then_some(0),
                 })
                 .collect(),
-            errors: vec![],
+            ..InitStatus::default()
         }
     }
 

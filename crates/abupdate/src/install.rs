@@ -315,14 +315,14 @@ mod tests {
             let f = t.path().join(what);
             std::fs::write(&f, &bytes).unwrap();
             let mut src = Source::open(f.to_str().unwrap()).unwrap();
-            let e = crate::error::chain(&verified(&mut src).unwrap_err());
+            let e = platform::chain(&verified(&mut src).unwrap_err());
             assert!(e.contains(what) && e.contains(f.to_str().unwrap()), "{e}");
         }
         let mut src = Source::open(p.to_str().unwrap()).unwrap();
         let m = verified(&mut src).unwrap();
         let slot = t.path().join("small");
         std::fs::write(&slot, b"x").unwrap();
-        let e = crate::error::chain(&write(&mut src, &m, &slot, 1 << 20).unwrap_err());
+        let e = platform::chain(&write(&mut src, &m, &slot, 1 << 20).unwrap_err());
         assert!(e.contains("does not fit"), "{e}");
         assert_eq!(std::fs::read(&slot).unwrap(), b"x");
     }

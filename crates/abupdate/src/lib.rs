@@ -11,7 +11,6 @@ pub mod grubenv;
 pub mod health;
 pub mod install;
 pub mod release;
-pub mod roots;
 pub mod state;
 pub mod system;
 pub mod trust;

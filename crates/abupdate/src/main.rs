@@ -1,11 +1,10 @@
 //! `abupdate`: A/B OS update CLI and the end-of-boot health check.
 
-use abupdate::error::chain;
 use abupdate::health::{Rules, Verdict};
-use abupdate::roots::Roots;
 use abupdate::state::{self, Slot, State};
 use abupdate::system::System;
 use clap::{Parser, Subcommand};
+use platform::Roots;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -231,7 +230,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("abupdate: error: {}", chain(&e));
+            eprintln!("abupdate: error: {}", platform::chain(&e));
             ExitCode::FAILURE
         }
     }

@@ -51,11 +51,11 @@ pub fn load_chain(esp: &Path) -> Result<Vec<SignedKeyList>> {
             ))
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(Error::Io {
+        Err(e) => Err(Error::Io(platform::IoError {
             op: "read",
             path: p,
             source: e,
-        }),
+        })),
     }
 }
 

@@ -38,8 +38,8 @@ impl Slot {
     /// The GPT partition name holding this slot's image.
     pub fn partition_name(self) -> &'static str {
         match self {
-            Slot::A => "IMGA",
-            Slot::B => "IMGB",
+            Slot::A => platform::layout::IMGA,
+            Slot::B => platform::layout::IMGB,
         }
     }
 }

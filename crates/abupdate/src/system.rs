@@ -9,8 +9,8 @@ use crate::esp::{self, Mounted};
 use crate::health::{self, Observation, Rules, Uptimes, Verdict};
 use crate::install::{self, Source};
 use crate::release::{self, Release};
-use crate::roots::Roots;
 use crate::state::{Changed, Slot, SlotInfo, Slots, StateError};
+use platform::Roots;
 use serde::Serialize;
 use std::fs::File;
 use std::path::Path;
@@ -46,11 +46,11 @@ fn lock(path: &Path, wait: bool) -> Result<Option<Lock>> {
     match nix::fcntl::Flock::lock(f, how) {
         Ok(l) => Ok(Some(Lock(l))),
         Err((_, nix::errno::Errno::EWOULDBLOCK)) if !wait => Ok(None),
-        Err((_, e)) => Err(Error::Io {
+        Err((_, e)) => Err(Error::Io(platform::IoError {
             op: "lock",
             path: path.into(),
             source: e.into(),
-        }),
+        })),
     }
 }
 
@@ -277,7 +277,7 @@ impl System {
     pub fn report(&self, s: &Slots) -> Report {
         let (updates, updates_error) = match self.update_policy() {
             Ok(u) => (Some(u), None),
-            Err(e) => (None, Some(crate::error::chain(&e))),
+            Err(e) => (None, Some(platform::chain(&e))),
         };
         let o = self.storage_outcome();
         let boot = BootReport {
@@ -369,11 +369,11 @@ impl System {
                 Ok(m.version)
             }
             Err(e) => {
-                let why = crate::error::chain(&e);
+                let why = platform::chain(&e);
                 if let Err(e2) = self.change(|s| Ok(s.install_failed(running, &why))) {
                     log(format!(
                         "could not record the failure: {}",
-                        crate::error::chain(&e2)
+                        platform::chain(&e2)
                     ));
                 }
                 Err(e)
@@ -394,7 +394,7 @@ impl System {
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
         let up_for = up.observe(&init, t);
-        let err = |e: Error| crate::error::chain(&e);
+        let err = |e: platform::CmdError| platform::chain(&e);
         Observation {
             pool_health: cmd::run(cmd::ZPOOL, &["list", "-H", "-o", "health", &rules.pool])
                 .map_err(err),
@@ -410,7 +410,7 @@ impl System {
 
     /// storage-init's outcome of this boot, if it wrote one.
     pub fn storage_outcome(&self) -> Option<health::StorageOutcome> {
-        let p = self.roots.run.join("eve/storage.json");
+        let p = self.roots.storage_outcome();
         let b = std::fs::read(&p).ok()?;
         match serde_json::from_slice(&b) {
             Ok(o) => Some(o),
@@ -426,7 +426,7 @@ impl System {
 
     /// Waits until the system is healthy, fails, or `timeout` passes.
     pub fn check_health(&self, rules: &Rules, timeout: Duration) -> Verdict {
-        let status_path = self.roots.run.join("eve-init/status.json");
+        let status_path = platform::status::path(&self.roots.run);
         let start = Instant::now();
         let mut up = Uptimes::default();
         let mut last = String::new();

@@ -1,7 +1,7 @@
 //! Finds the partition with a given GPT unique GUID (GRUB passes the slot's as root=PARTUUID=).
 
-use crate::roots::Roots;
 use gpt::disk::LogicalBlockSize;
+use platform::Roots;
 use std::path::PathBuf;
 use uuid::Uuid;
 
@@ -60,14 +60,7 @@ pub fn find(roots: &Roots, guid: Uuid) -> Vec<PathBuf> {
 
 /// A one-line inventory of block devices, for the error when the root is not found.
 pub fn inventory(roots: &Roots) -> String {
-    let mut v: Vec<String> = std::fs::read_dir(roots.sys.join("class/block"))
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
+    let v = platform::sysfs::names(&roots.sys.join("class/block"));
     if v.is_empty() {
         "no block devices".into()
     } else {

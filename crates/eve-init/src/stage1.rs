@@ -4,10 +4,11 @@
 //! the ESP and the box reboots into the other slot, or stops with the reason when there is none;
 //! other failures reboot, so GRUB's boot counting can fall back.
 
-use crate::{partfind, roots::Roots, sys, verity};
+use crate::{partfind, sys, verity};
 use abupdate::device::BootDisk;
 use abupdate::state::{Slot, State};
 use nix::mount::{mount, MsFlags};
+use platform::Roots;
 use std::ffi::CString;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -157,7 +158,7 @@ pub fn run() -> ! {
         dev.display(),
         start.elapsed().as_secs_f32()
     ));
-    let bd = abupdate::device::find(&abupdate::roots::Roots::host(), slot, guid)
+    let bd = abupdate::device::find(&platform::Roots::host(), slot, guid)
         .map_err(|e| sys::log(format!("WARNING: boot disk: {e}")))
         .ok();
     let chain = bd

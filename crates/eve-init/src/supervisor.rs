@@ -2,12 +2,12 @@
 
 use crate::backoff::Backoff;
 use crate::bundle::{self, Bundle};
-use crate::status::{self, Status};
 use crate::{cmdline, logsink::Sink, sys};
 use nix::mount::MsFlags;
 use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
+use platform::status::{self, Status};
 use std::fs::{File, OpenOptions};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};

@@ -9,6 +9,7 @@ use crate::manifest::{self, Config, Manifest};
 use crate::secureboot::BootKeys;
 use crate::{cmd, disk, grub, keys, kmod, rootfs, secureboot, update, verity, workspace};
 use eve_init::bundle;
+use platform::layout;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
@@ -228,10 +229,12 @@ fn find_bin(dirs: &[PathBuf], name: &str) -> Result<PathBuf> {
     dirs.iter()
         .map(|d| d.join(name))
         .find(|p| p.is_file())
-        .ok_or_else(|| Error::Io {
-            op: "find (build the workspace first: make binaries)",
-            path: dirs.first().cloned().unwrap_or_default().join(name),
-            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        .ok_or_else(|| {
+            Error::Io(platform::IoError {
+                op: "find (build the workspace first: make binaries)",
+                path: dirs.first().cloned().unwrap_or_default().join(name),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            })
         })
 }
 
@@ -641,7 +644,7 @@ fn write(root: &Path, rel: &str, data: impl AsRef<[u8]>) -> Result<()> {
     if let Some(d) = p.parent() {
         fs::create_dir_all(d).at("mkdir", d)?;
     }
-    fs::write(&p, data).at("write", &p)
+    Ok(fs::write(&p, data).at("write", &p)?)
 }
 
 fn symlink(target: &str, root: &Path, rel: &str) -> Result<()> {
@@ -652,7 +655,7 @@ fn symlink(target: &str, root: &Path, rel: &str) -> Result<()> {
     if p.symlink_metadata().is_ok() {
         fs::remove_file(&p).at("replace", &p)?;
     }
-    std::os::unix::fs::symlink(target, &p).at("symlink", &p)
+    Ok(std::os::unix::fs::symlink(target, &p).at("symlink", &p)?)
 }
 
 /// The OCI bundles init runs, in LinuxKit's layout.
@@ -1511,10 +1514,15 @@ pub fn build(opts: &Options) -> Result<BuildManifest> {
             content: c.cloned(),
         };
         let specs = [
-            spec("EFI", disk::EFI_TYPE, 32 << 20, Some(&esp)),
-            spec("IMGA", disk::LINUX_TYPE, slot, Some(&slot_img)),
-            spec("IMGB", disk::LINUX_TYPE, slot, None),
-            spec("CONFIG", disk::BASIC_DATA_TYPE, 16 << 20, Some(&config)),
+            spec(layout::EFI, disk::EFI_TYPE, 32 << 20, Some(&esp)),
+            spec(layout::IMGA, disk::LINUX_TYPE, slot, Some(&slot_img)),
+            spec(layout::IMGB, disk::LINUX_TYPE, slot, None),
+            spec(
+                layout::CONFIG,
+                disk::BASIC_DATA_TYPE,
+                16 << 20,
+                Some(&config),
+            ),
         ];
         let (parts, total) = disk::layout(&specs, &seed)?;
         disk::assemble(&image, &parts, disk::disk_guid(&seed), total)

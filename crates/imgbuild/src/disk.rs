@@ -159,6 +159,7 @@ pub fn assemble(path: &Path, parts: &[Placed], disk: Uuid, total: u64) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+    use platform::layout;
     use std::io::Cursor;
 
     fn specs() -> Vec<PartSpec> {
@@ -169,10 +170,10 @@ mod tests {
             content: None,
         };
         vec![
-            p("EFI", EFI_TYPE, 32),
-            p("IMGA", LINUX_TYPE, 300),
-            p("IMGB", LINUX_TYPE, 300),
-            p("CONFIG", BASIC_DATA_TYPE, 1),
+            p(layout::EFI, EFI_TYPE, 32),
+            p(layout::IMGA, LINUX_TYPE, 300),
+            p(layout::IMGB, LINUX_TYPE, 300),
+            p(layout::CONFIG, BASIC_DATA_TYPE, 1),
         ]
     }
 

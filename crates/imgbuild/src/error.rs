@@ -4,25 +4,10 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{path}: {op}")]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("command `{argv}` failed ({status}): {stderr}")]
-    Command {
-        argv: String,
-        status: String,
-        stderr: String,
-    },
-    #[error("command `{argv}` could not be started")]
-    Spawn {
-        argv: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] platform::IoError),
+    #[error(transparent)]
+    Cmd(#[from] platform::CmdError),
     #[error("{path}: {msg}")]
     Parse { path: PathBuf, msg: String },
     #[error("manifest {path}: {msg}")]
@@ -61,17 +46,4 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Attaches a path to an `io::Error`.
-pub trait IoContext<T> {
-    fn at(self, op: &'static str, path: impl Into<PathBuf>) -> Result<T>;
-}
-
-impl<T> IoContext<T> for std::io::Result<T> {
-    fn at(self, op: &'static str, path: impl Into<PathBuf>) -> Result<T> {
-        self.map_err(|source| Error::Io {
-            op,
-            path: path.into(),
-            source,
-        })
-    }
-}
+pub use platform::IoContext;

@@ -135,13 +135,7 @@ enum Cmd {
 }
 
 fn report(e: &dyn std::error::Error) {
-    let mut msg = format!("eve-imgbuild: error: {e}");
-    let mut src = e.source();
-    while let Some(s) = src {
-        msg.push_str(&format!("\n  caused by: {s}"));
-        src = s.source();
-    }
-    eprintln!("{msg}");
+    eprintln!("eve-imgbuild: error: {}", platform::chain(e));
 }
 
 fn main() -> ExitCode {
@@ -187,10 +181,12 @@ fn main() -> ExitCode {
         } => keys::rotation(&signing_key, &list, serial).and_then(|r| {
             let text = serde_json::to_vec_pretty(&r).unwrap_or_default();
             std::fs::write(&out, text)
-                .map_err(|source| imgbuild::error::Error::Io {
-                    op: "write",
-                    path: out.clone(),
-                    source,
+                .map_err(|source| {
+                    imgbuild::error::Error::Io(platform::IoError {
+                        op: "write",
+                        path: out.clone(),
+                        source,
+                    })
                 })
                 .map(|_| {
                     eprintln!(

@@ -137,6 +137,6 @@ mod tests {
         assert_eq!((d.version.as_str(), d.hash_offset), ("v2", 12288));
         fs::write(&sq, b"not squashfs").unwrap();
         let e = pack(&sq, "v2", Default::default(), &key, &out).unwrap_err();
-        assert!(abupdate::error::chain(&e).contains("not a squashfs"));
+        assert!(platform::chain(&e).contains("not a squashfs"));
     }
 }

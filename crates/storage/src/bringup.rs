@@ -1,20 +1,17 @@
 //! storage-init's bring-up: observe drives and pools, decide (plan.rs), apply, reconcile datasets.
 //! Each step logs what it does and why on stderr; the summary goes to stdout.
 
+use crate::cmd::{run, CmdError, BLOCKDEV, PARTX, UDEVADM};
 use crate::datasets::{self, Action};
 use crate::discover::{self, BlockDev, Context, Verdict};
 use crate::plan::{Drive, Observed, Plan, P3};
 use crate::policy::Policy;
 use crate::probe::{self, Probed, P3_DONE, P3_PENDING, PART_DONE, PART_PENDING};
-use crate::roots::Roots;
-use crate::zfs::{self, run, CmdError};
+use crate::zfs;
+use platform::Roots;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-pub const PARTX: &str = "/usr/bin/partx";
-pub const BLOCKDEV: &str = "/sbin/blockdev";
-pub const UDEVADM: &str = "/bin/udevadm";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -651,17 +648,6 @@ pub fn gather_pool_facts(name: &str) -> crate::policy::PoolFacts {
     )
     .unwrap_or_default();
     pool_facts(name, &list_v, &ashift, &vault)
-}
-
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(x) = src {
-        s.push_str(": ");
-        s.push_str(&x.to_string());
-        src = x.source();
-    }
-    s
 }
 
 #[cfg(test)]

@@ -2,30 +2,29 @@
 //! /etc/storage.toml; the last policy that validated is kept on the pool.
 
 use crate::bringup::log;
-use crate::zfs::run;
+use crate::cmd::{run, MOUNT};
 use std::path::{Path, PathBuf};
 
-pub const MOUNT: &str = "/bin/mount";
 pub const CONFIG_DIR: &str = "/config";
 pub const IMAGE_POLICY: &str = "/etc/storage.toml";
 
 /// Mounts the boot disk's CONFIG partition read-only at /config (idempotent; absent is fine).
 /// A CONFIG partition that is there but does not mount is an error: the policy it may hold cannot
 /// be read, which must not look like "no override".
-pub fn mount_config(boot_disk: Option<&str>) -> Result<(), String> {
+pub fn mount_config(roots: &platform::Roots, boot_disk: Option<&str>) -> Result<(), String> {
     let Some(disk) = boot_disk else { return Ok(()) };
-    let parts = crate::probe::gpt_partitions(&Path::new("/dev").join(disk));
-    let Some((_, _, guid)) = parts.iter().find(|(_, n, _)| n == "CONFIG") else {
+    let parts = crate::probe::gpt_partitions(&roots.dev.join(disk));
+    let Some((_, _, guid)) = parts.iter().find(|(_, n, _)| n == platform::layout::CONFIG) else {
         return Ok(());
     };
-    if std::fs::read_to_string("/proc/self/mounts")
+    if std::fs::read_to_string(roots.mounts())
         .unwrap_or_default()
         .lines()
         .any(|l| l.split_whitespace().nth(1) == Some(CONFIG_DIR))
     {
         return Ok(());
     }
-    let dev = format!("/dev/disk/by-partuuid/{guid}");
+    let dev = roots.by_partuuid(&guid.to_string()).display().to_string();
     run(
         MOUNT,
         &[
@@ -97,18 +96,17 @@ pub fn last_good_policy(pool: &str) -> Option<crate::policy::Policy> {
         })
 }
 
-/// Where storage-init records this boot's outcome (pool, vault state) for the health check.
-pub const OUTCOME: &str = "/run/eve/storage.json";
-
-/// Records a later change of the vault's state (unlocked by the recovery key) in the outcome.
-pub fn record_vault_state(pool: &str, state: &str) {
-    let mut v: serde_json::Value = std::fs::read(OUTCOME)
+/// Records a later change of the vault's state (unlocked by the recovery key) in the outcome
+/// storage-init wrote for the health check ([`platform::Roots::storage_outcome`]).
+pub fn record_vault_state(roots: &platform::Roots, pool: &str, state: &str) {
+    let path = roots.storage_outcome();
+    let mut v: serde_json::Value = std::fs::read(&path)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_else(|| serde_json::json!({ "pool": pool, "vault": format!("{pool}/vault") }));
     v["vault_state"] = state.into();
-    if let Err(e) = std::fs::write(OUTCOME, v.to_string()) {
-        eprintln!("storagectl: {OUTCOME}: {e}");
+    if let Err(e) = std::fs::write(&path, v.to_string()) {
+        eprintln!("storagectl: {}: {e}", path.display());
     }
 }
 

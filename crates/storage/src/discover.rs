@@ -3,7 +3,8 @@
 //! Enumeration reads only sysfs; what is *on* a device (partition table, filesystem, ZFS label)
 //! comes from a `Signatures` value the caller probes, so the verdict logic stays pure.
 
-use crate::roots::Roots;
+use platform::sysfs::{attr as read, attr_u64 as read_u64, names as list};
+use platform::Roots;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -90,36 +91,9 @@ pub enum Verdict {
     },
 }
 
-fn read(p: &Path) -> Option<String> {
-    std::fs::read_to_string(p)
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-}
-
-fn read_u64(p: &Path) -> Option<u64> {
-    read(p)?.parse().ok()
-}
-
-fn list(p: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(p)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
-/// Names that are never physical drives. (Optical drives, `sr*`, are physical: their
-/// removable flag keeps them out.)
-pub fn is_virtual_name(name: &str) -> bool {
-    ["loop", "ram", "zram", "dm-", "md", "nbd", "zd"]
-        .iter()
-        .any(|p| name.starts_with(p))
-}
+/// Names that are never physical drives (optical drives, `sr*`, are physical: their removable
+/// flag keeps them out).
+pub use platform::disk::is_virtual_name;
 
 /// eMMC hardware partitions are exposed as separate block devices; they are never for data.
 pub fn is_mmc_special(name: &str) -> bool {

@@ -2,6 +2,7 @@
 //! (Issue #3; the pool, encryption and datasets build on this.)
 
 pub mod bringup;
+pub mod cmd;
 pub mod config;
 pub mod datasets;
 pub mod discover;
@@ -9,7 +10,6 @@ pub mod gptops;
 pub mod plan;
 pub mod policy;
 pub mod probe;
-pub mod roots;
 pub mod status;
 pub mod tpm;
 pub mod vault;

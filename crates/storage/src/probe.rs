@@ -120,7 +120,7 @@ impl Probed {
     }
 }
 
-pub fn probe(d: &BlockDev, roots: &crate::roots::Roots) -> Result<Probed, ProbeError> {
+pub fn probe(d: &BlockDev, roots: &platform::Roots) -> Result<Probed, ProbeError> {
     let whole = probe_one(&d.dev)?;
     let mut parts = Vec::new();
     for p in &d.partitions {

@@ -7,10 +7,11 @@
 //! The decisions (what to bind to, whether to re-seal, what the vault's properties say) are pure
 //! and unit-tested; `ensure` and `recover` do the I/O through `zfs` and `tpm`.
 
-use crate::bringup::{error_chain, log};
+use crate::bringup::log;
+use crate::cmd::{run, CmdError};
 use crate::policy::{Encryption, Policy, WithoutTpm};
 use crate::tpm::{self, Key};
-use crate::zfs::{self, run};
+use crate::zfs;
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::engine::general_purpose::STANDARD as B64;
@@ -44,7 +45,7 @@ pub enum VaultError {
     #[error(transparent)]
     Tpm(#[from] tpm::TpmError),
     #[error(transparent)]
-    Cmd(#[from] zfs::CmdError),
+    Cmd(#[from] CmdError),
 }
 
 /// The firmware's Secure Boot state, from efivarfs.
@@ -322,11 +323,11 @@ pub fn parse_props(out: &str) -> Observed {
 
 /// Pure: whether `zfs get` failed because the dataset does not exist (anything else, such as a
 /// pool that is suspended, says nothing about existence and must never lead to creating it).
-pub fn missing(e: &zfs::CmdError) -> bool {
+pub fn missing(e: &CmdError) -> bool {
     e.to_string().contains("dataset does not exist")
 }
 
-fn observe(name: &str) -> Result<Option<Observed>, zfs::CmdError> {
+fn observe(name: &str) -> Result<Option<Observed>, CmdError> {
     match run(
         zfs::ZFS,
         &[
@@ -364,7 +365,7 @@ fn keyfile(policy: &Policy) -> Result<Key, String> {
     Ok(k)
 }
 
-fn set_property(name: &str, prop: &str, value: &str) -> Result<(), zfs::CmdError> {
+fn set_property(name: &str, prop: &str, value: &str) -> Result<(), CmdError> {
     run(
         zfs::ZFS,
         &["set".into(), format!("{prop}={value}"), name.into()],
@@ -429,7 +430,7 @@ fn maintain(name: &str, key: &Key, obs: &Observed, wanted: &[u8], shower: &mut d
                 Err(e) => log(format!(
                     "{name}: re-sealing to {} failed ({}); the key stays sealed to {}",
                     binding_text(wanted),
-                    error_chain(&e),
+                    platform::chain(&e),
                     binding_text(&s.pcrs)
                 )),
             },
@@ -445,7 +446,10 @@ fn maintain(name: &str, key: &Key, obs: &Observed, wanted: &[u8], shower: &mut d
                 Ok(rk)
             }) {
             Ok(rk) => shower.show(name, &rk),
-            Err(e) => log(format!("{name}: no recovery key made: {}", error_chain(&e))),
+            Err(e) => log(format!(
+                "{name}: no recovery key made: {}",
+                platform::chain(&e)
+            )),
         }
     }
 }
@@ -464,7 +468,7 @@ pub fn reseal(name: &str, key: &Key, pcrs: &[u8]) -> Result<(), VaultError> {
     Ok(())
 }
 
-fn load_key(name: &str, key: &Key) -> Result<(), zfs::CmdError> {
+fn load_key(name: &str, key: &Key) -> Result<(), CmdError> {
     run(
         zfs::ZFS,
         &["load-key".into(), "-L".into(), "prompt".into(), name.into()],
@@ -508,7 +512,7 @@ pub fn ensure(policy: &Policy, sb: SecureBoot, shower: &mut dyn Shower) -> Vault
                 .unwrap_or_default();
             format!(
                 "{}{bound}; Secure Boot is {}",
-                error_chain(&e),
+                platform::chain(&e),
                 sb.describe()
             )
         }),
@@ -550,13 +554,13 @@ fn create(policy: &Policy, name: &str, wanted: &[u8], shower: &mut dyn Shower) -
                 match rec {
                     Ok(r) => (k, Some(b), Some(r)),
                     Err(e) => {
-                        log(format!("{name}: no recovery key: {}", error_chain(&e)));
+                        log(format!("{name}: no recovery key: {}", platform::chain(&e)));
                         (k, Some(b), None)
                     }
                 }
             }
             Err(e) => {
-                let reason = error_chain(&e);
+                let reason = platform::chain(&e);
                 log(format!(
                     "vault not created: sealing the key failed: {reason}"
                 ));
@@ -835,13 +839,13 @@ mod tests {
         assert_eq!(o.keystatus, "unavailable");
         assert_eq!(o.sealed.as_deref(), Some("v1:7:AA==:AA=="));
         assert_eq!(o.recovery, None);
-        let gone = zfs::CmdError::Failed {
+        let gone = CmdError::Failed {
             argv: "zfs get".into(),
             status: "exit status: 1".into(),
             stderr: "cannot open 'persist/vault': dataset does not exist".into(),
         };
         assert!(missing(&gone));
-        let io = zfs::CmdError::Failed {
+        let io = CmdError::Failed {
             argv: "zfs get".into(),
             status: "exit status: 1".into(),
             stderr: "cannot open 'persist/vault': pool I/O is currently suspended".into(),

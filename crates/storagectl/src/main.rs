@@ -1,9 +1,9 @@
 //! storagectl: the operator's view of the appliance's storage (pool status) and guest volumes.
 
 use clap::{Args, Parser, Subcommand};
+use platform::Roots;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use storage::roots::Roots;
 use storage::status::{self, Member, Status};
 use storage::{discover, zfs};
 use volumes::config::Config;
@@ -323,7 +323,7 @@ fn disk_of(path: &str, devs: &[discover::BlockDev]) -> (Option<String>, Option<S
     )
 }
 
-fn gather(pool: &str) -> Result<Status, zfs::CmdError> {
+fn gather(pool: &str) -> Result<Status, storage::cmd::CmdError> {
     // No such pool is a status ("none imported"), not an error.
     let Ok(pools) = zfs::list_pools(Some(pool)) else {
         return Ok(Status {
@@ -336,7 +336,7 @@ fn gather(pool: &str) -> Result<Status, zfs::CmdError> {
     };
     let info = pools.into_iter().next();
     let devs = discover::enumerate(&Roots::host());
-    let st = zfs::run(
+    let st = storage::cmd::run(
         zfs::ZPOOL,
         &["status".into(), "-P".into(), pool.into()],
         None,
@@ -419,7 +419,7 @@ fn vault(pool: &str, cmd: VaultCmd) -> ExitCode {
             let r = vault::recover(pool, &rk, &enc, sb);
             if let Ok(v) = &r {
                 if v.unlocked {
-                    storage::config::record_vault_state(pool, "unlocked");
+                    storage::config::record_vault_state(&Roots::host(), pool, "unlocked");
                 }
             }
             emit(r, json, |v| {
@@ -452,14 +452,14 @@ fn vault(pool: &str, cmd: VaultCmd) -> ExitCode {
 }
 
 fn fail(e: &dyn std::error::Error) -> ExitCode {
-    eprintln!("storagectl: {}", storage::bringup::error_chain(e));
+    eprintln!("storagectl: {}", platform::chain(e));
     ExitCode::FAILURE
 }
 
 /// The volume settings (layered, see `Config::load_layered`) on this host's kernel trees.
 fn host_env(config: Option<&std::path::Path>) -> volumes::Result<Env<'static>> {
     Ok(Env {
-        roots: volumes::roots::Roots::host(),
+        roots: platform::Roots::host(),
         cfg: Config::load_layered(config)?,
         fs: &ktarget::HostFs,
         // Every CLI pass is a full re-read.
@@ -750,7 +750,7 @@ fn main() -> ExitCode {
                     .map(|_| storaged::view(&pool, std::path::Path::new("/")));
                 let (maintenance, maintenance_error) = match m {
                     Some(Ok(v)) => (Some(v), None),
-                    Some(Err(e)) => (None, Some(storage::bringup::error_chain(&e))),
+                    Some(Err(e)) => (None, Some(platform::chain(&e))),
                     None => (None, None),
                 };
                 let alerts = status.pool.as_ref().and_then(|_| {

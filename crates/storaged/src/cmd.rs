@@ -1,13 +1,13 @@
-//! The zpool and zfs calls maintenance makes, by absolute path through storage's runner (errors
-//! carry argv, exit status and stderr).
+//! The zpool and zfs calls maintenance makes, by absolute path through the platform runner
+//! (errors carry argv, exit status and stderr).
 
 use crate::pool::{self, PoolState};
 use crate::{Error, Result};
-use storage::zfs::{self, CmdError, ZFS, ZPOOL};
+use platform::zfs::{ZFS, ZPOOL};
+use platform::CmdError;
 
 fn run(prog: &str, args: &[&str]) -> Result<String> {
-    let a: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    Ok(zfs::run(prog, &a, None)?)
+    Ok(platform::cmd::run(prog, args)?)
 }
 
 pub fn status(name: &str) -> Result<PoolState> {

@@ -137,7 +137,7 @@ pub fn check_replacement(
 pub fn replace(pool_name: &str, old: &str, new: &str) -> Result<String> {
     let refuse = |m: String| Error::Refused(m);
     let pool = cmd::status(pool_name)?;
-    let roots = storage::roots::Roots::host();
+    let roots = platform::Roots::host();
     let devs = storage::discover::enumerate(&roots);
     let disk_of = |p: &str| disk_of(p, &devs);
     let old_leaf = find_member(&pool, old, disk_of)
@@ -180,18 +180,14 @@ fn replace_with(
         "{new_name} ({}): replacing {} ({}) in pool {pool_name}",
         drive.stable_id, old_leaf.name, old_leaf.state
     ));
-    let part = storage::bringup::partition_for_pool(bd).map_err(|e| {
-        refuse(format!(
-            "partitioning {new_name}: {}",
-            storage::bringup::error_chain(&e)
-        ))
-    })?;
+    let part = storage::bringup::partition_for_pool(bd)
+        .map_err(|e| refuse(format!("partitioning {new_name}: {}", platform::chain(&e))))?;
     let part = part.display().to_string();
     cmd::replace(pool_name, &old_leaf.guid.to_string(), &part)?;
     storage::bringup::finalize_partition(bd).map_err(|e| {
         refuse(format!(
             "naming {new_name}'s partition: {}",
-            storage::bringup::error_chain(&e)
+            platform::chain(&e)
         ))
     })?;
     Ok(part)
@@ -347,12 +343,8 @@ pub fn add(pool_name: &str, new: &[String]) -> Result<Vec<String>> {
                 .find(|(b, _)| &b.name == n)
                 .ok_or_else(|| refuse(format!("{n}: not found")))?;
             storage::bringup::log(format!("{n}: partitioning to add to pool {pool_name}"));
-            let part = storage::bringup::partition_for_pool(bd).map_err(|e| {
-                refuse(format!(
-                    "partitioning {n}: {}",
-                    storage::bringup::error_chain(&e)
-                ))
-            })?;
+            let part = storage::bringup::partition_for_pool(bd)
+                .map_err(|e| refuse(format!("partitioning {n}: {}", platform::chain(&e))))?;
             args.push(part.display().to_string());
             done.push((bd, part.display().to_string()));
         }
@@ -363,7 +355,7 @@ pub fn add(pool_name: &str, new: &[String]) -> Result<Vec<String>> {
             refuse(format!(
                 "naming {}'s partition: {}",
                 bd.name,
-                storage::bringup::error_chain(&e)
+                platform::chain(&e)
             ))
         })?;
     }
@@ -381,20 +373,13 @@ fn kernel_name(dev: &str) -> Option<String> {
     .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
 }
 
-/// This process's mount table, which tells bring-up the boot disk. (storage's roots have no
-/// /proc yet; storage-init reads the same file.)
-fn mountinfo() -> String {
-    std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default()
-}
-
-/// Every drive and what bring-up thinks of it, as storage-init sees them.
+/// Every drive and what bring-up thinks of it, as storage-init sees them (this process's mount
+/// table tells it the boot disk).
 fn observe_drives(policy: &storage::policy::Policy) -> Result<storage::bringup::Observation> {
-    storage::bringup::observe(&storage::roots::Roots::host(), policy, &mountinfo()).map_err(|e| {
-        Error::Refused(format!(
-            "looking at the drives: {}",
-            storage::bringup::error_chain(&e)
-        ))
-    })
+    let roots = platform::Roots::host();
+    let mountinfo = std::fs::read_to_string(roots.mountinfo()).unwrap_or_default();
+    storage::bringup::observe(&roots, policy, &mountinfo)
+        .map_err(|e| Error::Refused(format!("looking at the drives: {}", platform::chain(&e))))
 }
 
 /// Automatic replacement's pure decision: the member to replace (one not ONLINE, in a redundant
@@ -469,7 +454,7 @@ pub fn disk_of(path: &str, devs: &[storage::discover::BlockDev]) -> Option<Strin
 /// Takes a member offline (`zpool offline`) or brings it back (`zpool online`).
 pub fn set_online(pool_name: &str, member: &str, online: bool) -> Result<String> {
     let pool = cmd::status(pool_name)?;
-    let devs = storage::discover::enumerate(&storage::roots::Roots::host());
+    let devs = storage::discover::enumerate(&platform::Roots::host());
     let leaf = find_member(&pool, member, |p| disk_of(p, &devs))
         .ok_or_else(|| Error::Refused(format!("{member} is not a member of pool {pool_name}")))?;
     cmd::online(pool_name, &leaf.guid.to_string(), online)?;

@@ -4,17 +4,17 @@
 
 use crate::health::{Device, Observed, Quota, Space};
 use crate::smart::{self, Reading};
+use platform::Roots;
 use std::time::Duration;
 use storage::discover::{BlockDev, Transport};
-use storage::roots::Roots;
-use storage::zfs::{self, ZFS, ZPOOL};
+use storage::zfs::{ZFS, ZPOOL};
 
 pub const NVME: &str = "/usr/sbin/nvme";
 pub const SMARTCTL: &str = "/usr/sbin/smartctl";
 const TOOL_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn timed(prog: &str, args: &[&str]) -> Result<zfs::Finished, String> {
-    zfs::run_timed(prog, args, TOOL_TIMEOUT).map_err(|e| e.to_string())
+fn timed(prog: &str, args: &[&str]) -> Result<platform::cmd::Finished, String> {
+    platform::cmd::run_timed(prog, args, TOOL_TIMEOUT).map_err(|e| e.to_string())
 }
 
 /// The drive's own report, by the protocol its bus speaks.
@@ -94,8 +94,7 @@ pub fn parse_quotas(out: &str) -> Vec<Quota> {
 }
 
 fn run(prog: &str, args: &[&str]) -> Result<String, String> {
-    let a: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    zfs::run(prog, &a, None).map_err(|e| e.to_string())
+    platform::cmd::run(prog, args).map_err(|e| e.to_string())
 }
 
 /// Everything a health look needs, at time `at`.
@@ -116,7 +115,7 @@ pub fn observe(roots: &Roots, pool: &str, at: u64) -> Observed {
         Err(e) => (
             crate::cmd::importable(pool),
             false,
-            Some(storage::bringup::error_chain(&e)),
+            Some(platform::chain(&e)),
         ),
     };
     let space = imported.then_some(()).and_then(|_| {

@@ -3,9 +3,9 @@
 //! Counters go to the Prometheus export as they are; rates (IOPS, throughput, mean latency)
 //! come from two samples.
 
+use platform::Roots;
 use serde::Serialize;
 use std::path::Path;
-use storage::roots::Roots;
 
 /// The cumulative counters of one block device. Sectors are always 512 bytes here.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]

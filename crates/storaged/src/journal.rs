@@ -68,11 +68,11 @@ impl Journal {
                 msg: e.to_string(),
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Journal::default()),
-            Err(source) => Err(Error::Io {
+            Err(source) => Err(Error::Io(platform::IoError {
                 op: "read",
                 path: path.into(),
                 source,
-            }),
+            })),
         }
     }
 

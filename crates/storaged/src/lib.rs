@@ -20,20 +20,15 @@ pub mod smart;
 /// The crate's one error type: I/O errors name their path, commands their argv.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{op} {path}")]
-    Io {
-        op: &'static str,
-        path: std::path::PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] platform::IoError),
     #[error("{path}: {msg}")]
     State {
         path: std::path::PathBuf,
         msg: String,
     },
     #[error(transparent)]
-    Cmd(#[from] storage::zfs::CmdError),
+    Cmd(#[from] platform::CmdError),
     #[error("{0}")]
     Refused(String),
 }
@@ -71,14 +66,13 @@ pub fn view(pool: &str, root: &std::path::Path) -> Result<maint::View> {
 pub fn health_view(pool: &str, root: &std::path::Path) -> health::HealthView {
     let tiers = policy(pool).health.tiers();
     let t = now();
-    let observed = gather::observe(&storage::roots::Roots::host(), pool, t);
+    let observed = gather::observe(&platform::Roots::host(), pool, t);
     let alerts = health::assess(&observed, tiers);
     let (mut j, journal_error) = match journal::Journal::load(&journal::path(root, pool)) {
         Ok(j) => (j, None),
-        Err(e) if observed.pool.is_some() => (
-            journal::Journal::default(),
-            Some(storage::bringup::error_chain(&e)),
-        ),
+        Err(e) if observed.pool.is_some() => {
+            (journal::Journal::default(), Some(platform::chain(&e)))
+        }
         Err(_) => (journal::Journal::default(), None),
     };
     let skip = j.events.len().saturating_sub(health::RECENT_EVENTS);

@@ -61,10 +61,12 @@ pub struct Record {
 pub fn write_atomic(path: &Path, body: &[u8]) -> Result<()> {
     let io = |op: &'static str, p: &Path| {
         let p = p.to_path_buf();
-        move |source| Error::Io {
-            op,
-            path: p,
-            source,
+        move |source| {
+            Error::Io(platform::IoError {
+                op,
+                path: p,
+                source,
+            })
         }
     };
     let dir = path.parent().unwrap_or(Path::new("."));
@@ -91,11 +93,11 @@ impl Record {
                 msg: e.to_string(),
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Record::default()),
-            Err(source) => Err(Error::Io {
+            Err(source) => Err(Error::Io(platform::IoError {
                 op: "read",
                 path: path.into(),
                 source,
-            }),
+            })),
         }
     }
 

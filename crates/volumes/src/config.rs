@@ -2,9 +2,9 @@
 //! the pool's free-space floor for new volumes, and where NVMe/TCP listens.
 
 use crate::error::{Error, Result};
+use platform::Size;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use storage::policy::Size;
 
 pub const DEFAULT_PATH: &str = "/etc/volumes.toml";
 /// An operator's settings on the vault take precedence over the image's and survive OS updates.
@@ -71,11 +71,11 @@ impl Config {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
             Err(source) => {
-                return Err(Error::Io {
+                return Err(Error::Io(platform::IoError {
                     op: "read",
                     path: path.into(),
                     source,
-                })
+                }))
             }
         };
         Config::parse(path, &text)

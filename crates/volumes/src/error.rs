@@ -5,19 +5,14 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{op} {path}")]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] platform::IoError),
     #[error("{path}: {msg}")]
     State { path: PathBuf, msg: String },
     #[error(transparent)]
     Spec(#[from] crate::spec::SpecError),
     #[error(transparent)]
-    Cmd(#[from] storage::zfs::CmdError),
+    Cmd(#[from] platform::CmdError),
     #[error(transparent)]
     Plan(#[from] ktarget::PlanError),
     #[error("configfs")]

@@ -7,10 +7,10 @@
 //! read is the one this box has been reconciling from: a lost, recreated or restored-from-backup
 //! spool is not trusted to mean deletions, so a single fault cannot turn into mass destruction.
 
+use crate::cmd::{self, ZFS};
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use storage::zfs::{self, ZFS};
 
 /// One line of /proc/self/mountinfo that matters here.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,10 +109,12 @@ pub fn key_usable(keystatus: &str) -> bool {
 
 /// Refuses, with the reason, unless the spool and the state are on the unlocked vault.
 pub fn vault_ready(mountinfo: &Path, spool: &Path, state: &Path, pool: &str) -> Result<()> {
-    let text = std::fs::read_to_string(mountinfo).map_err(|source| Error::Io {
-        op: "read",
-        path: mountinfo.into(),
-        source,
+    let text = std::fs::read_to_string(mountinfo).map_err(|source| {
+        Error::Io(platform::IoError {
+            op: "read",
+            path: mountinfo.into(),
+            source,
+        })
     })?;
     let mounts = parse_mountinfo(&text);
     let mut datasets = Vec::new();
@@ -123,7 +125,7 @@ pub fn vault_ready(mountinfo: &Path, spool: &Path, state: &Path, pool: &str) -> 
         }
     }
     for ds in datasets {
-        let out = zfs::run(
+        let out = cmd::run(
             ZFS,
             &["get", "-H", "-o", "value", "keystatus", &ds].map(String::from),
             None,
@@ -200,11 +202,11 @@ fn read_marker(path: &Path) -> Result<Option<SpoolId>> {
                 msg: format!("unreadable spool marker: {e}"),
             }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(Error::Io {
+        Err(source) => Err(Error::Io(platform::IoError {
             op: "read",
             path: path.into(),
             source,
-        }),
+        })),
     }
 }
 

@@ -3,7 +3,7 @@
 //! `/dev/nvmeXnY`, and which hosts are connected to a subsystem (for refusing a delete).
 
 use crate::error::{Error, Result};
-use crate::roots::Roots;
+use platform::Roots;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -19,9 +19,7 @@ pub struct Ctrl {
 }
 
 fn attr(d: &Path, f: &str) -> String {
-    std::fs::read_to_string(d.join(f))
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
+    platform::sysfs::attr(&d.join(f)).unwrap_or_default()
 }
 
 /// Fabrics controllers the host has (`/sys/class/nvme/nvme*`), by name.
@@ -114,10 +112,12 @@ pub fn connect_loop(
     let p = roots.dev.join("nvme-fabrics");
     let io = |op: &'static str| {
         let p = p.clone();
-        move |source| Error::Io {
-            op,
-            path: p,
-            source,
+        move |source| {
+            Error::Io(platform::IoError {
+                op,
+                path: p,
+                source,
+            })
         }
     };
     let mut f = std::fs::OpenOptions::new()
@@ -155,10 +155,12 @@ pub fn disconnect(roots: &Roots, ctrl: &str) -> Result<()> {
         .join("class/nvme")
         .join(ctrl)
         .join("delete_controller");
-    std::fs::write(&p, "1").map_err(|source| Error::Io {
-        op: "write",
-        path: p,
-        source,
+    std::fs::write(&p, "1").map_err(|source| {
+        Error::Io(platform::IoError {
+            op: "write",
+            path: p,
+            source,
+        })
     })
 }
 

@@ -149,10 +149,12 @@ pub struct Store {
 }
 
 fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
-    move |source| Error::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
+    move |source| {
+        Error::Io(platform::IoError {
+            op,
+            path: path.to_path_buf(),
+            source,
+        })
     }
 }
 

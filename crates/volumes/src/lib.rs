@@ -4,6 +4,7 @@
 //! directory; the daemon (`volumed`) and the CLI (`storagectl volume`) run the same reconcile pass.
 
 pub mod cache;
+pub mod cmd;
 pub mod config;
 pub mod error;
 pub mod guard;
@@ -14,7 +15,6 @@ pub mod ops;
 pub mod parallel;
 pub mod plan;
 pub mod reconcile;
-pub mod roots;
 pub mod snap;
 pub mod spec;
 pub mod zvol;

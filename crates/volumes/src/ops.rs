@@ -2,6 +2,7 @@
 //! a reconcile pass under the lock and, when the pass fails, puts the spool back and reconciles
 //! again so nothing stays half-applied.
 
+use crate::cmd;
 use crate::error::{Error, Result};
 use crate::hostside;
 use crate::ids;
@@ -11,7 +12,6 @@ use crate::spec::{RawSpec, Transport, Volume};
 use crate::zvol;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
-use storage::zfs;
 
 fn spool_file(env: &Env, name: &str) -> Option<PathBuf> {
     ["toml", "json"]
@@ -21,10 +21,12 @@ fn spool_file(env: &Env, name: &str) -> Option<PathBuf> {
 }
 
 fn io<'a>(op: &'static str, p: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
-    move |source| Error::Io {
-        op,
-        path: p.into(),
-        source,
+    move |source| {
+        Error::Io(platform::IoError {
+            op,
+            path: p.into(),
+            source,
+        })
     }
 }
 
@@ -38,10 +40,7 @@ fn pass_or_restore(env: &Env, path: &Path, before: Option<&[u8]>, name: &str) ->
         }
     });
     let Err(e) = result else { return Ok(()) };
-    log(format!(
-        "{name}: {}; undoing",
-        storage::bringup::error_chain(&e)
-    ));
+    log(format!("{name}: {}; undoing", platform::chain(&e)));
     let undo = match before {
         Some(b) => crate::ids::write_private(path, b),
         None => std::fs::remove_file(path).map_err(io("remove", path)),
@@ -50,7 +49,7 @@ fn pass_or_restore(env: &Env, path: &Path, before: Option<&[u8]>, name: &str) ->
         Ok(_) => log(format!("{name}: undone")),
         Err(u) => log(format!(
             "{name}: undoing failed too: {}",
-            storage::bringup::error_chain(&u)
+            platform::chain(&u)
         )),
     }
     Err(e)
@@ -95,7 +94,7 @@ pub fn create(env: &Env, raw: &RawSpec, label: &str) -> Result<Shown> {
     {
         return Err(Error::Exists(v.name));
     }
-    let pool = zfs::list_pools(Some(&env.cfg.pool))?
+    let pool = cmd::list_pools(Some(&env.cfg.pool))?
         .into_iter()
         .next()
         .ok_or_else(|| Error::Refused(format!("pool {} is not imported", env.cfg.pool)))?;
@@ -365,7 +364,7 @@ pub fn list(env: &Env) -> Result<Listing> {
     let zvols = zvol::list(&env.cfg.pool)?;
     // A spec whose source the pass refuses is listed as the invalid spec it is.
     reconcile::refuse_bad_sources(env, &mut spool, &zvols);
-    let pool = zfs::list_pools(Some(&env.cfg.pool))?.into_iter().next();
+    let pool = cmd::list_pools(Some(&env.cfg.pool))?.into_iter().next();
     let (size, free) = pool.map_or((0, 0), |p| (p.size, p.free));
     let total: u64 = spool.volumes.values().map(|v| v.size).sum();
     Ok(Listing {
@@ -401,7 +400,7 @@ pub fn list(env: &Env) -> Result<Listing> {
 impl Listing {
     /// A table; sizes in human units unless `bytes`.
     pub fn render(&self, bytes: bool) -> String {
-        let sz = |b: u64| storage::policy::size_cell(b, bytes);
+        let sz = |b: u64| platform::units::size_cell(b, bytes);
         let row = |c: [&str; 9]| {
             format!(
                 "{:<24} {:<12} {:<10} {:>10} {:>10} {:>10} {:<5} {:<9} {}\n",
@@ -534,7 +533,7 @@ pub fn snapshots(env: &Env, name: &str) -> Result<Snapshots> {
 impl Snapshots {
     /// A table, oldest first; sizes in human units unless `bytes`.
     pub fn render(&self, bytes: bool) -> String {
-        let sz = |b: u64| storage::policy::size_cell(b, bytes);
+        let sz = |b: u64| platform::units::size_cell(b, bytes);
         let mut s = format!(
             "{:<36} {:<17} {:>10} {:>10}  {}\n",
             "SNAPSHOT", "CREATED (UTC)", "USED", "REFER", "CLONES"
@@ -655,11 +654,7 @@ pub fn rollback(
     if v.transport == Transport::NvmeLoop {
         if let Some(dev) = hostside::namespace_dev(&env.roots, &ids::subsystem_nqn(name)) {
             let d = dev.display().to_string();
-            zfs::run(
-                storage::bringup::BLOCKDEV,
-                &["--flushbufs".to_string(), d],
-                None,
-            )?;
+            cmd::run(cmd::BLOCKDEV, &["--flushbufs".to_string(), d], None)?;
         }
     }
     Ok(target)

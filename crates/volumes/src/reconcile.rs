@@ -10,12 +10,12 @@ use crate::guard;
 use crate::hostside;
 use crate::ids::{self, Store};
 use crate::plan::{self, Conflict, Wanted, ZOp};
-use crate::roots::Roots;
 use crate::spec::{self, Format, SpecError, Transport, Volume};
 use crate::zvol::{self, Zvol};
 use ktarget::lio::{self, Lio};
 use ktarget::nvmet::{self, Nvmet};
 use ktarget::Cfs;
+use platform::Roots;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -40,10 +40,12 @@ pub fn read_spool(dir: &Path) -> Result<Spool> {
 
 /// [`read_spool`], parsing only the files that changed since `memo` saw them.
 pub fn read_spool_with(dir: &Path, memo: Option<&Memo<SpecResult>>) -> Result<Spool> {
-    let rd = std::fs::read_dir(dir).map_err(|source| Error::Io {
-        op: "read spool directory",
-        path: dir.into(),
-        source,
+    let rd = std::fs::read_dir(dir).map_err(|source| {
+        Error::Io(platform::IoError {
+            op: "read spool directory",
+            path: dir.into(),
+            source,
+        })
     })?;
     let mut paths: Vec<_> = rd
         .flatten()
@@ -141,11 +143,11 @@ fn names_in(dir: &Path, ext: &str) -> Result<BTreeSet<String>> {
             })
             .collect()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeSet::new()),
-        Err(source) => Err(Error::Io {
+        Err(source) => Err(Error::Io(platform::IoError {
             op: "read",
             path: dir.into(),
             source,
-        }),
+        })),
     }
 }
 
@@ -194,10 +196,12 @@ impl Env<'_> {
             .recursive(true)
             .mode(0o700)
             .create(&self.cfg.spool)
-            .map_err(|source| Error::Io {
-                op: "create",
-                path: self.cfg.spool.clone(),
-                source,
+            .map_err(|source| {
+                Error::Io(platform::IoError {
+                    op: "create",
+                    path: self.cfg.spool.clone(),
+                    source,
+                })
             })
     }
 
@@ -227,7 +231,7 @@ impl Env<'_> {
 
     /// The pool's (size, free) bytes.
     pub fn pool_space(&self) -> Result<Option<(u64, u64)>> {
-        Ok(storage::zfs::list_pools(Some(&self.cfg.pool))?
+        Ok(crate::cmd::list_pools(Some(&self.cfg.pool))?
             .into_iter()
             .next()
             .map(|p| (p.size, p.free)))
@@ -841,10 +845,12 @@ pub fn apply(env: &Env, p: &Plan, spool: &BTreeMap<String, Volume>) -> Result<Re
             .join("subsystems")
             .join(nqn)
             .join("namespaces/1/revalidate_size");
-        env.fs.write(&f, "1").map_err(|source| Error::Io {
-            op: "write",
-            path: f.clone(),
-            source,
+        env.fs.write(&f, "1").map_err(|source| {
+            Error::Io(platform::IoError {
+                op: "write",
+                path: f.clone(),
+                source,
+            })
         })?;
         r.step(format!("nvmet: revalidate the size of {nqn}"), true);
     }
@@ -950,15 +956,19 @@ pub fn lock(roots: &Roots) -> Result<nix::fcntl::Flock<std::fs::File>> {
         .truncate(false)
         .write(true)
         .open(&p)
-        .map_err(|source| Error::Io {
-            op: "open",
-            path: p.clone(),
-            source,
+        .map_err(|source| {
+            Error::Io(platform::IoError {
+                op: "open",
+                path: p.clone(),
+                source,
+            })
         })?;
-    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| Error::Io {
-        op: "lock",
-        path: p,
-        source: e.into(),
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| {
+        Error::Io(platform::IoError {
+            op: "lock",
+            path: p,
+            source: e.into(),
+        })
     })
 }
 
@@ -989,7 +999,7 @@ pub(crate) fn refuse_bad_sources(env: &Env, spool: &mut Spool, zvols: &[Zvol]) {
                         .display()
                         .to_string(),
                     field: "source".into(),
-                    msg: storage::bringup::error_chain(&e),
+                    msg: platform::chain(&e),
                 },
             ))
         })

@@ -4,11 +4,11 @@
 //! destroyed. Order is ZFS's `createtxg`, not the clock: a box without a battery-backed clock may
 //! boot in the past, and retention must still drop the oldest.
 
+use crate::cmd::{self, CmdError, ZFS};
 use crate::error::{Error, Result};
 use crate::spec::check_name;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use storage::zfs::{self, CmdError, ZFS};
 
 /// Scheduled snapshots' prefix; a name given by hand may not use it.
 pub const AUTO: &str = "auto-";
@@ -32,17 +32,17 @@ impl Schedule {
 
 /// A schedule's interval: `30s`, `15m`, `1h`, `1d`, `1w`, at least [`MIN_EVERY`].
 pub fn parse_every(s: &str) -> Result<u64, String> {
-    storage::policy::parse_interval(s, MIN_EVERY)
+    platform::units::parse_interval(s, MIN_EVERY)
 }
 
 /// The largest unit that divides the interval: 3600 -> `1h`, 5400 -> `90m`.
 pub fn every_label(secs: u64) -> String {
-    storage::policy::interval_label(secs)
+    platform::units::interval_label(secs)
 }
 
-/// Seconds since the epoch as `20261204T010203Z` (see [`storage::policy::utc_stamp`]).
+/// Seconds since the epoch as `20261204T010203Z` (see [`platform::units::utc_stamp`]).
 pub fn stamp(epoch: u64) -> String {
-    storage::policy::utc_stamp(epoch)
+    platform::units::utc_stamp(epoch)
 }
 
 /// A snapshot name given by hand: a volume-name-like word that is not a scheduled one's.
@@ -153,7 +153,7 @@ pub fn prune<'a>(
 
 fn run(args: &[&str]) -> Result<String> {
     let a: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    Ok(zfs::run(ZFS, &a, None)?)
+    Ok(cmd::run(ZFS, &a, None)?)
 }
 
 /// The snapshots of `datasets` (none listed when it is empty), oldest first per dataset.
@@ -167,7 +167,7 @@ pub fn list(datasets: &[String]) -> Result<Vec<Snapshot>> {
     .map(String::from)
     .into();
     a.extend(datasets.iter().cloned());
-    let out = zfs::run(ZFS, &a, None)?;
+    let out = cmd::run(ZFS, &a, None)?;
     parse_list(&out).map_err(|msg| {
         Error::Cmd(CmdError::Output {
             argv: format!("{ZFS} {}", a.join(" ")),

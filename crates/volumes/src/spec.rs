@@ -3,9 +3,9 @@
 //! the file and the field.
 
 use crate::snap::Schedule;
+use platform::Size;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use storage::policy::Size;
 
 pub const MAX_NAME: usize = 64;
 

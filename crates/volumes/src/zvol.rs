@@ -1,15 +1,14 @@
 //! The zvols behind volumes: zfs and qemu-img by absolute path, and a pure parser of `zfs list`.
 //! Ours carry the user property `org.lfedge.eve:volume`; others are never touched.
 
+use crate::cmd::{self, CmdError, QEMU_IMG, UDEVADM, ZFS};
 use crate::error::{Error, Result};
 use crate::import;
-use crate::roots::Roots;
 use crate::spec::{Format, Source, Volume};
+use platform::Roots;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use storage::zfs::{self, CmdError, ZFS};
 
-pub const QEMU_IMG: &str = "/usr/bin/qemu-img";
 pub const PROP_VOLUME: &str = "org.lfedge.eve:volume";
 pub const PROP_VM: &str = "org.lfedge.eve:vm";
 /// `ready` once the initial content is in; a zvol without it is an interrupted creation.
@@ -52,11 +51,13 @@ impl Intent {
     pub fn clear(state: &Path) -> Result<()> {
         let p = state.join(Self::FILE);
         match std::fs::remove_file(&p) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::Io {
-                op: "remove",
-                path: p,
-                source: e,
-            }),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(Error::Io(platform::IoError {
+                    op: "remove",
+                    path: p,
+                    source: e,
+                }))
+            }
             _ => Ok(()),
         }
     }
@@ -143,7 +144,7 @@ pub fn list_claiming(pool: &str, intent: Option<&Intent>) -> Result<Vec<Zvol>> {
     ]
     .map(String::from)
     .into();
-    let out = zfs::run(ZFS, &args, None)?;
+    let out = cmd::run(ZFS, &args, None)?;
     parse_list(&out, pool, intent).map_err(|msg| {
         Error::Cmd(CmdError::Output {
             argv: format!("{ZFS} {}", args.join(" ")),
@@ -169,7 +170,7 @@ fn zfs_args(a: &[&str]) -> Vec<String> {
 }
 
 fn exists(ds: &str) -> bool {
-    zfs::run(ZFS, &zfs_args(&["list", "-H", "-o", "name", ds]), None).is_ok()
+    cmd::run(ZFS, &zfs_args(&["list", "-H", "-o", "name", ds]), None).is_ok()
 }
 
 /// The parent dataset chain, unmounted; the vault's volumes dataset comes from the storage
@@ -188,13 +189,13 @@ pub fn ensure_parent(pool: &str, encrypted: bool) -> Result<()> {
             )));
         }
     } else if !exists(&format!("{pool}/clear")) {
-        zfs::run(
+        cmd::run(
             ZFS,
             &zfs_args(&["create", "-o", "mountpoint=none", &format!("{pool}/clear")]),
             None,
         )?;
     }
-    zfs::run(
+    cmd::run(
         ZFS,
         &zfs_args(&["create", "-o", "mountpoint=none", "-o", "volmode=dev", &p]),
         None,
@@ -203,13 +204,13 @@ pub fn ensure_parent(pool: &str, encrypted: bool) -> Result<()> {
 }
 
 fn ensure_parent_volmode(p: &str) -> Result<()> {
-    let cur = zfs::run(
+    let cur = cmd::run(
         ZFS,
         &zfs_args(&["get", "-H", "-o", "value,source", "volmode", p]),
         None,
     )?;
     if cur.split_whitespace().collect::<Vec<_>>() != ["dev", "local"] {
-        zfs::run(ZFS, &zfs_args(&["set", "volmode=dev", p]), None)?;
+        cmd::run(ZFS, &zfs_args(&["set", "volmode=dev", p]), None)?;
     }
     Ok(())
 }
@@ -255,17 +256,17 @@ pub fn create(v: &Volume, ds: &str, ready: bool) -> Result<()> {
         args.extend(["-o".into(), p]);
     }
     args.push(ds.into());
-    zfs::run(ZFS, &args, None)?;
+    cmd::run(ZFS, &args, None)?;
     Ok(())
 }
 
 pub fn rename(from: &str, to: &str) -> Result<()> {
-    zfs::run(ZFS, &zfs_args(&["rename", from, to]), None)?;
+    cmd::run(ZFS, &zfs_args(&["rename", from, to]), None)?;
     Ok(())
 }
 
 pub fn mark_ready(ds: &str) -> Result<()> {
-    zfs::run(
+    cmd::run(
         ZFS,
         &zfs_args(&["set", &format!("{PROP_CONTENT}=ready"), ds]),
         None,
@@ -276,7 +277,7 @@ pub fn mark_ready(ds: &str) -> Result<()> {
 /// One zvol's size, without listing the pool (which costs per zvol).
 pub fn volsize(ds: &str) -> Result<u64> {
     let args = zfs_args(&["get", "-H", "-p", "-o", "value", "volsize", ds]);
-    let out = zfs::run(ZFS, &args, None)?;
+    let out = cmd::run(ZFS, &args, None)?;
     out.trim().parse().map_err(|_| {
         Error::Cmd(CmdError::Output {
             argv: format!("{ZFS} {}", args.join(" ")),
@@ -286,7 +287,7 @@ pub fn volsize(ds: &str) -> Result<u64> {
 }
 
 pub fn resize(ds: &str, size: u64) -> Result<()> {
-    zfs::run(
+    cmd::run(
         ZFS,
         &zfs_args(&["set", &format!("volsize={size}"), ds]),
         None,
@@ -298,7 +299,7 @@ pub fn resize(ds: &str, size: u64) -> Result<()> {
 /// destructive step a spec-less pass takes is only ever taken on a zvol we made.
 pub fn destroy_volume(ds: &str) -> Result<()> {
     let args = zfs_args(&["get", "-H", "-o", "source", PROP_VOLUME, ds]);
-    let src = zfs::run(ZFS, &args, None)?;
+    let src = cmd::run(ZFS, &args, None)?;
     if src.trim() != "local" {
         return Err(Error::Refused(format!(
             "{ds}: {PROP_VOLUME} is {} (not set locally); not ours to destroy",
@@ -309,7 +310,7 @@ pub fn destroy_volume(ds: &str) -> Result<()> {
 }
 
 pub fn destroy(ds: &str) -> Result<()> {
-    zfs::run(ZFS, &zfs_args(&["destroy", "-r", ds]), None)?;
+    cmd::run(ZFS, &zfs_args(&["destroy", "-r", ds]), None)?;
     Ok(())
 }
 
@@ -322,11 +323,7 @@ pub fn export_path(ds: &str) -> String {
     format!("/dev/zvol/{ds}")
 }
 
-/// udev makes the link shortly after `zfs create`.
-/// udev's tool, to have it process the zvols' block devices again.
-pub const UDEVADM: &str = "/bin/udevadm";
-
-/// Waits for a zvol's udev link (see [`wait_devs`]).
+/// Waits for a zvol's udev link, which udev makes shortly after `zfs create` (see [`wait_devs`]).
 pub fn wait_dev(roots: &Roots, ds: &str, timeout: Duration) -> Result<PathBuf> {
     match wait_devs(roots, &[ds.to_string()], timeout).pop() {
         Some(ds) => Err(Error::DeviceTimeout {
@@ -357,7 +354,7 @@ pub fn wait_devs(roots: &Roots, dss: &[String], timeout: Duration) -> Vec<String
                 dev_path(roots, &missing[0]).display(),
                 t0.elapsed().as_secs()
             );
-            if let Err(e) = zfs::run(
+            if let Err(e) = cmd::run(
                 UDEVADM,
                 &zfs_args(&[
                     "trigger",
@@ -380,7 +377,7 @@ pub fn check_image(src: &Source, also: &[&Path]) -> Result<(import::Opened, u64)
     let fmt = src.format.qemu_name().unwrap_or("raw");
     let o = import::open(src, also)?;
     let own = o.path();
-    let out = zfs::run(
+    let out = cmd::run(
         QEMU_IMG,
         &zfs_args(&["info", "--output=json", "--backing-chain", "-f", fmt, &own]),
         None,
@@ -432,7 +429,7 @@ pub fn import_image(src: &Source, dev: &Path, volsize: u64, also: &[&Path]) -> R
         "raw".into(),
         dev.to_string_lossy().into_owned(),
     ]);
-    let r = zfs::run_progress(QEMU_IMG, &args, None);
+    let r = cmd::run_progress(QEMU_IMG, &args, None);
     drop(o);
     Ok(r?)
 }
@@ -451,7 +448,7 @@ pub fn receive(src: &Source, ds: &str, also: &[&Path]) -> Result<()> {
         args.extend(["-x".into(), (*p).into()]);
     }
     args.push(ds.into());
-    let r = zfs::run_progress(ZFS, &args, Some(o.file));
+    let r = cmd::run_progress(ZFS, &args, Some(o.file));
     if let Err(e) = r {
         if exists(ds) {
             let _ = destroy(ds);
@@ -459,7 +456,7 @@ pub fn receive(src: &Source, ds: &str, also: &[&Path]) -> Result<()> {
         return Err(e.into());
     }
     // Belt and braces: the header said volume; what arrived must be one.
-    let t = zfs::run(
+    let t = cmd::run(
         ZFS,
         &zfs_args(&["get", "-H", "-o", "value", "type", ds]),
         None,
@@ -482,7 +479,7 @@ pub fn clone_from(v: &Volume, origin: &str, ds: &str) -> Result<()> {
         args.extend(["-o".into(), p]);
     }
     args.extend([origin.into(), ds.into()]);
-    zfs::run(ZFS, &args, None)?;
+    cmd::run(ZFS, &args, None)?;
     Ok(())
 }
 
@@ -494,7 +491,7 @@ pub fn set_props(ds: &str, v: &Volume) -> Result<()> {
         args.push("refreservation=none".into());
     }
     args.push(ds.into());
-    zfs::run(ZFS, &args, None)?;
+    cmd::run(ZFS, &args, None)?;
     Ok(())
 }
 

@@ -3,8 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic with context on failure
 
-use eve_init::status::Status;
 use eve_vmtest::{image_path, test_dir, Content, DiskKind, DiskSpec, Format, Machine, MachineSpec};
+use platform::status::Status;
 use std::path::Path;
 use std::time::{Duration, Instant};
 

@@ -1,12 +1,12 @@
 //! storage-init: the onboot step that turns the box's drives into /persist.
 
 use clap::{Parser, Subcommand};
+use platform::Roots;
 use std::process::ExitCode;
 use storage::bringup::{self, log};
 use storage::plan;
 use storage::policy::{self, Source};
-use storage::roots::Roots;
-use storage::{config, zfs};
+use storage::{cmd, config, zfs};
 
 #[derive(Parser)]
 #[command(
@@ -67,18 +67,12 @@ fn load_policy(
 }
 
 fn report(e: &dyn std::error::Error) -> ExitCode {
-    let mut msg = format!("storage-init: error: {e}");
-    let mut s = e.source();
-    while let Some(x) = s {
-        msg.push_str(&format!("\n  caused by: {x}"));
-        s = x.source();
-    }
-    eprintln!("{msg}");
+    eprintln!("storage-init: error: {}", platform::chain(e));
     ExitCode::FAILURE
 }
 
 fn pool_size(name: &str) -> Option<u64> {
-    let out = zfs::run(
+    let out = cmd::run(
         zfs::ZFS,
         &[
             "get".into(),
@@ -123,7 +117,7 @@ fn unseal_key(out: &std::path::Path, pool: &str) -> ExitCode {
         return ExitCode::from(2);
     }
     let vault = format!("{pool}/vault");
-    let blob = match zfs::run(
+    let blob = match cmd::run(
         zfs::ZFS,
         &[
             "get".into(),
@@ -176,9 +170,9 @@ fn main() -> ExitCode {
         Cmd::Run { dry_run } => Action::Run { dry_run },
     };
     let roots = Roots::host();
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mountinfo = std::fs::read_to_string(roots.mountinfo()).unwrap_or_default();
     let config_error =
-        config::mount_config(bringup::boot_disk(&roots, &mountinfo).as_deref()).err();
+        config::mount_config(&roots, bringup::boot_disk(&roots, &mountinfo).as_deref()).err();
     let (mut policy, _, _) = load_policy(
         config_error.clone(),
         None,
@@ -257,13 +251,10 @@ fn main() -> ExitCode {
                 plan::Plan::Import { .. } | plan::Plan::AlreadyImported { .. }
             ) {
                 if let Err(e) = bringup::add_new_drives(&obs, &policy) {
-                    log(format!(
-                        "adding new drives failed: {}",
-                        bringup::error_chain(&e)
-                    ));
+                    log(format!("adding new drives failed: {}", platform::chain(&e)));
                 }
             }
-            let health = zfs::run(
+            let health = cmd::run(
                 zfs::ZPOOL,
                 &[
                     "get".into(),
@@ -278,7 +269,7 @@ fn main() -> ExitCode {
             .map(|h| h.trim().to_string())
             .unwrap_or_else(|e| e.to_string());
             if health != "ONLINE" {
-                let status = zfs::run(
+                let status = cmd::run(
                     zfs::ZPOOL,
                     &["status".into(), "-P".into(), policy.pool.name.clone()],
                     None,
@@ -286,7 +277,7 @@ fn main() -> ExitCode {
                 .unwrap_or_default();
                 log(format!("WARNING: POOL {} IS {health}: a member is missing or failing; data is served from the rest\n{status}", policy.pool.name));
             }
-            if let Err(e) = zfs::run(zfs::ZFS, &["mount".into(), "-a".into()], None) {
+            if let Err(e) = cmd::run(zfs::ZFS, &["mount".into(), "-a".into()], None) {
                 log(format!("zfs mount -a: {e}"));
             }
             // With the pool up, a rejected policy falls back to the last good one stored there.
@@ -294,7 +285,7 @@ fn main() -> ExitCode {
             let last = std::fs::read_to_string(config::last_good_path(&policy.pool.name)).ok();
             let facts = bringup::gather_pool_facts(&policy.pool.name);
             let (policy, _, keep) = load_policy(config_error, Some(size), last.as_deref(), &facts);
-            let ram = std::fs::read_to_string("/proc/meminfo")
+            let ram = std::fs::read_to_string(roots.proc.join("meminfo"))
                 .ok()
                 .and_then(|m| {
                     m.lines()
@@ -304,15 +295,14 @@ fn main() -> ExitCode {
                 .unwrap_or(0)
                 * 1024;
             let arc = bringup::arc_max(&policy, ram, size);
-            match std::fs::write("/sys/module/zfs/parameters/zfs_arc_max", arc.to_string()) {
+            let arc_param = roots.module("zfs").join("parameters/zfs_arc_max");
+            match std::fs::write(&arc_param, arc.to_string()) {
                 Ok(()) => log(format!(
                     "ARC capped at {} MiB (RAM {} MiB)",
                     arc >> 20,
                     ram >> 20
                 )),
-                Err(e) => log(format!(
-                    "ARC cap not set: /sys/module/zfs/parameters/zfs_arc_max: {e}"
-                )),
+                Err(e) => log(format!("ARC cap not set: {}: {e}", arc_param.display())),
             }
             let sb = storage::vault::secure_boot(&roots.sys);
             log(format!("Secure Boot: {}", sb.describe()));
@@ -329,7 +319,7 @@ fn main() -> ExitCode {
                     log(format!("{}: {e}", p.display()));
                 }
             }
-            if let Err(e) = zfs::run(zfs::ZFS, &["mount".into(), "-a".into()], None) {
+            if let Err(e) = cmd::run(zfs::ZFS, &["mount".into(), "-a".into()], None) {
                 log(format!("zfs mount -a: {e}"));
             }
             // What ab-health judges this boot by: the names under the policy in force and what
@@ -342,9 +332,10 @@ fn main() -> ExitCode {
                 "secure_boot_text": sb.describe(),
                 "vault_bound_to": storage::vault::binding_of(&policy.pool.name),
             });
-            let _ = std::fs::create_dir_all("/run/eve");
-            if let Err(e) = std::fs::write(config::OUTCOME, outcome.to_string()) {
-                log(format!("{}: {e}", config::OUTCOME));
+            let outcome_path = roots.storage_outcome();
+            let _ = std::fs::create_dir_all(outcome_path.parent().unwrap_or(&outcome_path));
+            if let Err(e) = std::fs::write(&outcome_path, outcome.to_string()) {
+                log(format!("{}: {e}", outcome_path.display()));
             }
             println!(
                 "storage-init: pool {} guid {guid} ready at /{} ({} MiB usable); vault {vault:?}",

@@ -52,7 +52,7 @@ struct HealthState {
 fn health_look(cli: &Cli, st: &mut HealthState) -> u64 {
     let policy = storaged::policy(&cli.pool);
     let t = now();
-    let obs = gather::observe(&storage::roots::Roots::host(), &cli.pool, t);
+    let obs = gather::observe(&platform::Roots::host(), &cli.pool, t);
     let alerts = health::assess(&obs, policy.health.tiers());
     let path = journal::path(&cli.root, &cli.pool);
     if !st.on_pool && obs.imported {
@@ -63,7 +63,7 @@ fn health_look(cli: &Cli, st: &mut HealthState) -> u64 {
                 let _ = std::fs::rename(&path, &aside);
                 log(format!(
                     "{}; kept as {} and starting a new alert journal",
-                    storage::bringup::error_chain(&e),
+                    platform::chain(&e),
                     aside.display()
                 ));
                 Journal::default()
@@ -88,15 +88,12 @@ fn health_look(cli: &Cli, st: &mut HealthState) -> u64 {
     }
     if !events.is_empty() && st.on_pool && obs.imported {
         if let Err(e) = st.journal.save(&path) {
-            log(format!(
-                "alert journal: {}",
-                storage::bringup::error_chain(&e)
-            ));
+            log(format!("alert journal: {}", platform::chain(&e)));
         }
     }
     let text = metrics::render(&obs, &st.journal);
     if let Err(e) = storaged::record::write_atomic(&cli.textfile, text.as_bytes()) {
-        log(format!("textfile: {}", storage::bringup::error_chain(&e)));
+        log(format!("textfile: {}", platform::chain(&e)));
     }
     t + policy.health.every_secs()
 }
@@ -116,7 +113,7 @@ fn load_record(path: &Path) -> Record {
             let _ = std::fs::rename(path, &aside);
             log(format!(
                 "{}; kept as {} and starting a new history from the pool's own records",
-                storage::bringup::error_chain(&e),
+                platform::chain(&e),
                 aside.display()
             ));
             Record::default()
@@ -160,10 +157,7 @@ fn look(cli: &Cli) -> Result<Option<u64>> {
                 return Ok(Some(t + 30));
             }
             Ok(None) => {}
-            Err(e) => log(format!(
-                "autoreplace: {}",
-                storage::bringup::error_chain(&e)
-            )),
+            Err(e) => log(format!("autoreplace: {}", platform::chain(&e))),
         }
     }
     let view = maint::decide(&pool, &rec, created, &sched, t);
@@ -212,7 +206,7 @@ fn main() -> ExitCode {
         return match look(&cli) {
             Ok(_) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("storaged: {}", storage::bringup::error_chain(&e));
+                eprintln!("storaged: {}", platform::chain(&e));
                 ExitCode::FAILURE
             }
         };
@@ -233,7 +227,7 @@ fn main() -> ExitCode {
                 if !waiting {
                     log(format!(
                         "{}; looking again every {} s",
-                        storage::bringup::error_chain(&e),
+                        platform::chain(&e),
                         cli.interval
                     ));
                 }

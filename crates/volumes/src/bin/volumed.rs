@@ -10,6 +10,7 @@ use clap::Parser;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
+use platform::Roots;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,7 +19,6 @@ use std::time::{Duration, Instant};
 use volumes::cache::Cache;
 use volumes::config::Config;
 use volumes::reconcile::{self, log, Env};
-use volumes::roots::Roots;
 use volumes::snap::Scheduler;
 use volumes::zvol;
 
@@ -139,10 +139,7 @@ fn one(
     // every volume's schedule.
     let next = match sched {
         Some(s) if !dry_run => snapshots(env, s).unwrap_or_else(|e| {
-            log(format!(
-                "scheduled snapshots: {}",
-                storage::bringup::error_chain(&e)
-            ));
+            log(format!("scheduled snapshots: {}", platform::chain(&e)));
             None
         }),
         _ => None,
@@ -178,7 +175,7 @@ fn main() -> ExitCode {
         return match one(&cli, cli.dry_run, None, 0, None) {
             Ok(_) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("volumed: {}", storage::bringup::error_chain(&e));
+                eprintln!("volumed: {}", platform::chain(&e));
                 ExitCode::FAILURE
             }
         };
@@ -186,7 +183,7 @@ fn main() -> ExitCode {
     let cfg = match Config::load_layered(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("volumed: {}", storage::bringup::error_chain(&e));
+            eprintln!("volumed: {}", platform::chain(&e));
             return ExitCode::FAILURE;
         }
     };
@@ -215,7 +212,7 @@ fn main() -> ExitCode {
                 skipped += 1;
                 log(format!(
                     "pass skipped ({skipped}): {}; every volume is kept as it is. Unlock the vault (boot with this box's TPM, or see `storagectl status`)",
-                    storage::bringup::error_chain(&e)
+                    platform::chain(&e)
                 ));
                 std::thread::sleep(Duration::from_secs(cli.interval));
             }
@@ -244,10 +241,7 @@ fn main() -> ExitCode {
         let next = match one(&cli, false, Some(cache.clone()), seq, Some(&mut sched)) {
             Ok(n) => n,
             Err(e) => {
-                log(format!(
-                    "pass failed: {}",
-                    storage::bringup::error_chain(&e)
-                ));
+                log(format!("pass failed: {}", platform::chain(&e)));
                 None
             }
         };
