@@ -427,55 +427,38 @@ fn keep_observed(name: &str, have_n: &Nvmet, have_l: &Lio, n: &mut Nvmet, l: &mu
     }
 }
 
-/// Plans a pass. With `persist`, identities for new volumes and VMs are made and stored now (a
-/// dry run makes throwaway ones instead). `gate` decides which spec-less zvols may go.
+/// Plans a pass in three steps: a pure draft of the zvol steps (what is refused, what is held),
+/// the identities of the volumes that go ahead (the one step that reads and writes the store:
+/// with `persist`, new ones are made and stored now; a dry run makes throwaway ones), then the
+/// pure rest. `gate` decides which spec-less zvols may go.
 pub fn plan(env: &Env, spool: Spool, have: &Observed, gate: &Gate, persist: bool) -> Result<Plan> {
-    let store = env.store();
-    let (mut zops, mut conflicts) = plan::zvol_diff(&spool.volumes, &have.zvols, &env.cfg.pool);
-    // The free-space floor holds for specs dropped into the spool, not only for the CLI: a new
-    // volume that does not fit is reported and left out, the others go ahead.
-    if let Some((size, free)) = have.pool {
-        let new: Vec<(&str, u64)> = zops
-            .iter()
-            .filter_map(|z| match z {
-                ZOp::Create { name } => {
-                    let v = &spool.volumes[name];
-                    Some((name.as_str(), if v.thin { 0 } else { v.size }))
-                }
-                _ => None,
-            })
-            .collect();
-        let refused = plan::over_floor(&new, free, env.cfg.floor_bytes(size));
-        zops.retain(
-            |z| !matches!(z, ZOp::Create { name } if refused.iter().any(|(n, _)| n == name)),
-        );
-        conflicts.extend(refused.into_iter().map(|(name, msg)| Conflict {
-            name,
-            msg: format!("{msg} (free_floor {})", env.cfg.free_floor),
-        }));
+    let d = draft(&env.cfg, &spool, have, gate);
+    let wanted = identities(&env.store(), &spool, &d, persist)?;
+    decide(&env.cfg, spool, have, gate, d, wanted)
+}
+
+/// The zvol half of a plan, before any identity is known.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Draft {
+    pub zops: Vec<ZOp>,
+    /// Volumes refused this pass (a conflict with what exists, the free-space floor).
+    pub conflicts: Vec<Conflict>,
+    /// Spec-less zvols kept, and why.
+    pub held: Vec<(String, String)>,
+}
+
+impl Draft {
+    /// Whether `name` goes ahead this pass (is not refused).
+    pub fn goes_ahead(&self, name: &str) -> bool {
+        !self.conflicts.iter().any(|c| c.name == name)
     }
-    let conflicted: Vec<&str> = conflicts.iter().map(|c| c.name.as_str()).collect();
-    let spool_valid = spool.invalid.is_empty();
-    let mut held = Vec::new();
-    zops.retain(|o| match o {
-        ZOp::Destroy { name, dataset } if !gate.may_remove(name, spool_valid) => {
-            let why = if let Some(u) = &gate.untrusted {
-                format!("{dataset} has no spec, and the spool is not trusted with deletions: {u}")
-            } else if !spool_valid {
-                format!("{dataset} has no valid spec; nothing is removed while a spec is invalid")
-            } else {
-                format!("{dataset} has no spec and this box's state never saw it (not created here, or the state was lost); delete it with `storagectl volume delete {name}`")
-            };
-            held.push((name.clone(), why));
-            false
-        }
-        _ => true,
-    });
+}
+
+/// The spool's volumes that go ahead, each with its identities and its VM's: kept ones from the
+/// store; for new ones, made and stored when `persist`, throwaway otherwise.
+pub fn identities(store: &Store, spool: &Spool, d: &Draft, persist: bool) -> Result<Vec<Wanted>> {
     let mut wanted = Vec::new();
-    for (name, v) in &spool.volumes {
-        if conflicted.contains(&name.as_str()) {
-            continue;
-        }
+    for (name, v) in spool.volumes.iter().filter(|(n, _)| d.goes_ahead(n)) {
         let vids = match store.volume(name)? {
             Some(x) => x,
             None if persist => store.volume_or_new(name)?,
@@ -492,8 +475,74 @@ pub fn plan(env: &Env, spool: Spool, have: &Observed, gate: &Gate, persist: bool
             host,
         });
     }
+    Ok(wanted)
+}
+
+/// Pure: the zvol steps, the refusals and the held removals.
+pub fn draft(cfg: &Config, spool: &Spool, have: &Observed, gate: &Gate) -> Draft {
+    let (mut zops, mut conflicts) = plan::zvol_diff(&spool.volumes, &have.zvols, &cfg.pool);
+    // The free-space floor holds for specs dropped into the spool, not only for the CLI: a new
+    // volume that does not fit is reported and left out, the others go ahead.
+    if let Some((size, free)) = have.pool {
+        let new: Vec<(&str, u64)> = zops
+            .iter()
+            .filter_map(|z| match z {
+                ZOp::Create { name } => {
+                    let v = &spool.volumes[name];
+                    Some((name.as_str(), if v.thin { 0 } else { v.size }))
+                }
+                _ => None,
+            })
+            .collect();
+        let refused = plan::over_floor(&new, free, cfg.floor_bytes(size));
+        zops.retain(
+            |z| !matches!(z, ZOp::Create { name } if refused.iter().any(|(n, _)| n == name)),
+        );
+        conflicts.extend(refused.into_iter().map(|(name, msg)| Conflict {
+            name,
+            msg: format!("{msg} (free_floor {})", cfg.free_floor),
+        }));
+    }
+    let spool_valid = spool.invalid.is_empty();
+    let mut held = Vec::new();
+    zops.retain(|o| match o {
+        ZOp::Destroy { name, dataset } if !gate.may_remove(name, spool_valid) => {
+            let why = if let Some(u) = &gate.untrusted {
+                format!("{dataset} has no spec, and the spool is not trusted with deletions: {u}")
+            } else if !spool_valid {
+                format!("{dataset} has no valid spec; nothing is removed while a spec is invalid")
+            } else {
+                format!("{dataset} has no spec and this box's state never saw it (not created here, or the state was lost); delete it with `storagectl volume delete {name}`")
+            };
+            held.push((name.clone(), why));
+            false
+        }
+        _ => true,
+    });
+    Draft {
+        zops,
+        conflicts,
+        held,
+    }
+}
+
+/// Pure: the whole plan from the draft and the identities of the volumes that go ahead.
+pub fn decide(
+    cfg: &Config,
+    spool: Spool,
+    have: &Observed,
+    gate: &Gate,
+    d: Draft,
+    wanted: Vec<Wanted>,
+) -> Result<Plan> {
+    let Draft {
+        zops,
+        conflicts,
+        held,
+    } = d;
+    let spool_valid = spool.invalid.is_empty();
     let (mut want_n, mut want_l) =
-        plan::targets(&wanted, &env.cfg.pool, &env.cfg).map_err(Error::Refused)?;
+        plan::targets(&wanted, &cfg.pool, cfg).map_err(Error::Refused)?;
     for name in conflicts
         .iter()
         .map(|c| &c.name)
@@ -1168,6 +1217,90 @@ mod tests {
             ready: true,
             staging: false,
         }
+    }
+
+    /// A spool of `(name, transport)` volumes for VM `vm1`, as read from specs.
+    fn spool_of(vols: &[(&str, &str)]) -> Spool {
+        let volumes = vols
+            .iter()
+            .map(|(n, t)| {
+                let text = format!("name=\"{n}\"\nsize=\"1G\"\nvm=\"vm1\"\ntransport=\"{t}\"\n");
+                let v = spec::RawSpec::parse("t.toml", &text)
+                    .unwrap()
+                    .validate("t.toml")
+                    .unwrap();
+                (n.to_string(), v)
+            })
+            .collect();
+        Spool {
+            volumes,
+            invalid: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_plan_is_pure_once_identities_are_given_and_refused_volumes_get_none() {
+        // No store, no spool directory, no configfs: the draft and the decision read nothing.
+        let cfg = Config::default();
+        let spool = spool_of(&[("a", "nvme-tcp"), ("big", "nvme-tcp")]);
+        let have = Observed {
+            pool: Some((10 << 30, 1 << 30)),
+            ..Observed::default()
+        };
+        let gate = Gate {
+            untrusted: None,
+            spool_id: None,
+            seen: BTreeSet::new(),
+            deleted: BTreeSet::new(),
+        };
+        let mut spool = spool;
+        spool.volumes.get_mut("big").unwrap().thin = false;
+        spool.volumes.get_mut("big").unwrap().size = 8 << 30;
+        let d = draft(&cfg, &spool, &have, &gate);
+        assert_eq!(d.zops, [ZOp::Create { name: "a".into() }], "{d:?}");
+        assert!(!d.goes_ahead("big") && d.goes_ahead("a"), "{d:?}");
+        let ids = ids::VolumeIds {
+            serial: "SERIAL-A".into(),
+            ..ids::new_volume_ids()
+        };
+        let wanted = vec![Wanted {
+            vol: spool.volumes["a"].clone(),
+            ids: ids.clone(),
+            host: ids::new_host_ids("vm1"),
+        }];
+        let p1 = decide(
+            &cfg,
+            spool_of(&[("a", "nvme-tcp")]),
+            &have,
+            &gate,
+            d.clone(),
+            wanted.clone(),
+        )
+        .unwrap();
+        let p2 = decide(
+            &cfg,
+            spool_of(&[("a", "nvme-tcp")]),
+            &have,
+            &gate,
+            d,
+            wanted,
+        )
+        .unwrap();
+        assert_eq!(p1.render(), p2.render(), "same inputs, same plan");
+        assert!(
+            p1.nvmet_up
+                .iter()
+                .any(|o| matches!(o, nvmet::Op::AddSubsystem { nqn, serial, .. }
+                if *nqn == ids::subsystem_nqn("a") && serial == "SERIAL-A")),
+            "{:?}",
+            p1.nvmet_up
+        );
+        assert_eq!(p1.wanted.len(), 1);
+        assert!(
+            p1.conflicts.iter().any(|c| c.name == "big"),
+            "{:?}",
+            p1.conflicts
+        );
     }
 
     #[test]
