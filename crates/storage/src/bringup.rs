@@ -1,9 +1,10 @@
 //! storage-init's bring-up: observe drives and pools, decide (plan.rs), apply, reconcile datasets.
 //! Each step logs what it does and why on stderr; the summary goes to stdout.
 
-use crate::cmd::{run, CmdError, BLOCKDEV, PARTX, UDEVADM};
+use crate::cmd::{run, CmdError};
 use crate::datasets::{self, Action};
 use crate::discover::{self, BlockDev, Context, Verdict};
+use crate::host::Host;
 use crate::plan::{Drive, Observed, Plan, P3};
 use crate::policy::Policy;
 use crate::probe::{self, Probed, P3_DONE, P3_PENDING, PART_DONE, PART_PENDING};
@@ -11,7 +12,6 @@ use crate::zfs;
 use platform::Roots;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -202,31 +202,12 @@ pub fn observe(roots: &Roots, policy: &Policy, mountinfo: &str) -> Result<Observ
     })
 }
 
-fn wait_for(path: &Path, what: &'static str) -> Result<(), Error> {
-    let start = Instant::now();
-    while !path.exists() {
-        if start.elapsed() > Duration::from_secs(30) {
-            return Err(Error::Timeout {
-                path: path.into(),
-                what,
-                secs: 30,
-            });
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Ok(())
-}
-
-fn by_partuuid(guid: &str) -> PathBuf {
-    PathBuf::from("/dev/disk/by-partuuid").join(guid.to_lowercase())
-}
-
 /// Renames storage-init's pending partitions (boot disk P3 and pooled drives) to their final names.
-fn finalize_names(obs: &Observation) -> Result<(), Error> {
+fn finalize_names(host: &mut dyn Host, obs: &Observation) -> Result<(), Error> {
     for (d, probed) in &obs.devices {
         let is_boot = obs.observed.boot_disk.as_deref() == Some(d.name.as_str());
         if is_boot && matches!(obs.observed.p3, P3::Pending { .. }) {
-            crate::gptops::rename(&d.dev, P3_PENDING, P3_DONE)?;
+            host.rename_partitions(&d.dev, P3_PENDING, P3_DONE)?;
             log(format!("{}: P3 finalised", d.name));
         } else if !is_boot
             && probed.only_ours()
@@ -237,7 +218,7 @@ fn finalize_names(obs: &Observation) -> Result<(), Error> {
                 .iter()
                 .any(|x| x.name == d.name && discover::reusable(&x.verdict))
         {
-            crate::gptops::rename(&d.dev, PART_PENDING, PART_DONE)?;
+            host.rename_partitions(&d.dev, PART_PENDING, PART_DONE)?;
             log(format!("{}: partition finalised", d.name));
         }
     }
@@ -246,7 +227,11 @@ fn finalize_names(obs: &Observation) -> Result<(), Error> {
 
 /// Later boots: blank eligible drives join a striped pool when the policy says so. Other
 /// topologies cannot grow by one drive; those drives are reported and left blank.
-pub fn add_new_drives(obs: &Observation, policy: &Policy) -> Result<Vec<String>, Error> {
+pub fn add_new_drives(
+    host: &mut dyn Host,
+    obs: &Observation,
+    policy: &Policy,
+) -> Result<Vec<String>, Error> {
     let new: Vec<&Drive> = obs
         .observed
         .drives
@@ -279,18 +264,14 @@ pub fn add_new_drives(obs: &Observation, policy: &Policy) -> Result<Vec<String>,
             "{} ({}): adding to pool {}",
             d.name, d.stable_id, policy.pool.name
         ));
-        let p = partition_for_pool(bd)?;
-        run(
-            zfs::ZPOOL,
-            &[
-                "add".into(),
-                "-f".into(),
-                policy.pool.name.clone(),
-                p.display().to_string(),
-            ],
-            None,
-        )?;
-        finalize_partition(bd)?;
+        let p = partition_for_pool(host, bd)?;
+        host.zpool(&[
+            "add".into(),
+            "-f".into(),
+            policy.pool.name.clone(),
+            p.display().to_string(),
+        ])?;
+        finalize_partition(host, bd)?;
         added.push(d.name.clone());
     }
     Ok(added)
@@ -299,23 +280,18 @@ pub fn add_new_drives(obs: &Observation, policy: &Policy) -> Result<Vec<String>,
 /// Gives a blank drive one whole-disk partition named pending (so an interrupted step is
 /// recognisably ours) and returns its stable path once udev has made it. The caller hands it to
 /// ZFS, then finalises the name.
-pub fn partition_for_pool(bd: &BlockDev) -> Result<PathBuf, Error> {
-    let guid = crate::gptops::partition_whole(&bd.dev, PART_PENDING)?;
-    run(
-        BLOCKDEV,
-        &["--rereadpt".into(), bd.dev.display().to_string()],
-        None,
-    )?;
-    let _ = run(UDEVADM, &["settle".into(), "--timeout=30".into()], None);
-    let p = by_partuuid(&guid.to_string());
-    wait_for(&p, "partition link")?;
+pub fn partition_for_pool(host: &mut dyn Host, bd: &BlockDev) -> Result<PathBuf, Error> {
+    let guid = host.partition_whole(&bd.dev, PART_PENDING)?;
+    host.reread_table(&bd.dev)?;
+    host.settle();
+    let p = host.by_partuuid(&guid.to_string());
+    host.wait_for(&p, "partition link")?;
     Ok(p)
 }
 
 /// The pending partition of a drive ZFS now holds gets its final name.
-pub fn finalize_partition(bd: &BlockDev) -> Result<(), Error> {
-    crate::gptops::rename(&bd.dev, PART_PENDING, PART_DONE)?;
-    Ok(())
+pub fn finalize_partition(host: &mut dyn Host, bd: &BlockDev) -> Result<(), Error> {
+    host.rename_partitions(&bd.dev, PART_PENDING, PART_DONE)
 }
 
 /// ashift for the drives: the policy's, or more when a drive's physical sectors are larger.
@@ -338,7 +314,15 @@ pub fn arc_max(policy: &Policy, ram: u64, pool_size: u64) -> u64 {
 }
 
 /// Applies the pool part of the plan; returns the pool GUID.
-pub fn apply_pool(plan: &Plan, obs: &Observation, policy: &Policy) -> Result<u64, Error> {
+/// Applies the plan through `host`: imports, or partitions the chosen drives (names pending),
+/// creates the pool, and only then gives the partitions their final names, so a cut at any point
+/// leaves either a pool or partitions the next boot recognises as its own.
+pub fn apply_pool(
+    host: &mut dyn Host,
+    plan: &Plan,
+    obs: &Observation,
+    policy: &Policy,
+) -> Result<u64, Error> {
     let name = &policy.pool.name;
     let dev_of = |n: &str| {
         obs.devices
@@ -351,22 +335,9 @@ pub fn apply_pool(plan: &Plan, obs: &Observation, policy: &Policy) -> Result<u64
         Plan::AlreadyImported { guid } => Ok(*guid),
         Plan::Import { guid } => {
             log(format!("importing pool {name} (guid {guid})"));
-            run(
-                zfs::ZPOOL,
-                &[
-                    "import".into(),
-                    "-N".into(),
-                    "-f".into(),
-                    "-o".into(),
-                    "cachefile=none".into(),
-                    "-d".into(),
-                    "/dev/disk/by-partuuid".into(),
-                    guid.to_string(),
-                ],
-                None,
-            )?;
+            host.zpool(&import_args(&host.partuuid_dir(), *guid))?;
             // A cut between `zpool create` and the rename leaves members pending: finish it.
-            finalize_names(obs)?;
+            finalize_names(host, obs)?;
             Ok(*guid)
         }
         Plan::Create {
@@ -385,29 +356,25 @@ pub fn apply_pool(plan: &Plan, obs: &Observation, policy: &Policy) -> Result<u64
                 ));
             }
             if let (Some(boot), true) = (&obs.observed.boot_disk, *use_p3) {
-                let bdev = PathBuf::from("/dev").join(boot);
+                let bdev = obs
+                    .devices
+                    .iter()
+                    .find(|(d, _)| &d.name == boot)
+                    .map(|(d, _)| d.dev.clone())
+                    .unwrap_or_else(|| PathBuf::from("/dev").join(boot));
                 let guid = match (&obs.observed.p3, new_p3) {
                     (P3::Pending { partuuid }, _) => partuuid.clone(),
                     (_, true) => {
                         log(format!("creating P3 in the free space of boot disk {boot}"));
-                        let (num, guid) = crate::gptops::add_tail_partition(&bdev, P3_PENDING)?;
+                        let (num, guid) = host.add_tail_partition(&bdev, P3_PENDING)?;
                         // The disk is busy (the root is on it): add just this partition (BLKPG).
-                        run(
-                            PARTX,
-                            &[
-                                "--add".into(),
-                                "--nr".into(),
-                                num.to_string(),
-                                bdev.display().to_string(),
-                            ],
-                            None,
-                        )?;
+                        host.partx_add(&bdev, num)?;
                         guid.to_string()
                     }
                     _ => return Err(Error::Refused("P3 state does not allow creation".into())),
                 };
-                let p = by_partuuid(&guid);
-                wait_for(&p, "P3 partition link")?;
+                let p = host.by_partuuid(&guid);
+                host.wait_for(&p, "P3 partition link")?;
                 vdevs.push(p);
                 renames.push((bdev, P3_PENDING, P3_DONE));
             }
@@ -421,85 +388,105 @@ pub fn apply_pool(plan: &Plan, obs: &Observation, policy: &Policy) -> Result<u64
                 log(format!(
                     "{n}: reusing partition from an interrupted first boot"
                 ));
-                let p = by_partuuid(&guid.to_string());
-                wait_for(&p, "partition link")?;
+                let p = host.by_partuuid(&guid.to_string());
+                host.wait_for(&p, "partition link")?;
                 vdevs.push(p);
                 renames.push((dev, PART_PENDING, PART_DONE));
             }
             for n in partition {
                 let Some((dev, _)) = dev_of(n) else { continue };
                 log(format!("{n}: writing a GPT with one persist partition"));
-                let guid = crate::gptops::partition_whole(&dev, PART_PENDING)?;
-                run(
-                    BLOCKDEV,
-                    &["--rereadpt".into(), dev.display().to_string()],
-                    None,
-                )?;
-                let p = by_partuuid(&guid.to_string());
-                wait_for(&p, "partition link")?;
+                let guid = host.partition_whole(&dev, PART_PENDING)?;
+                host.reread_table(&dev)?;
+                let p = host.by_partuuid(&guid.to_string());
+                host.wait_for(&p, "partition link")?;
                 vdevs.push(p);
                 renames.push((dev, PART_PENDING, PART_DONE));
             }
             // A table re-read makes udev remove and re-add the disk's partition links: let it finish,
             // then make sure every link is there before handing the paths to zpool.
-            let _ = run(UDEVADM, &["settle".into(), "--timeout=30".into()], None);
+            host.settle();
             for p in &vdevs {
-                wait_for(p, "partition link")?;
+                host.wait_for(p, "partition link")?;
             }
-            let mut args: Vec<String> = vec![
-                "create".into(),
-                "-f".into(),
-                "-o".into(),
-                format!(
-                    "ashift={}",
-                    ashift_for(
-                        policy.pool.ashift,
-                        &obs.devices
-                            .iter()
-                            .filter(|(d, _)| partition.contains(&d.name)
-                                || reuse_pending.contains(&d.name)
-                                || (*use_p3
-                                    && obs.observed.boot_disk.as_deref() == Some(d.name.as_str())))
-                            .map(|(d, _)| d.physical_block_size)
-                            .collect::<Vec<_>>()
-                    )
-                ),
-                "-o".into(),
-                "cachefile=none".into(),
-            ];
-            if *autotrim {
-                args.extend(["-o".into(), "autotrim=on".into()]);
-            }
-            for o in [
-                format!("compression={}", policy.pool.compression),
-                "atime=off".into(),
-                "xattr=sa".into(),
-                format!("mountpoint=/{name}"),
-                "canmount=on".into(),
-            ] {
-                args.extend(["-O".into(), o]);
-            }
-            args.push(name.clone());
-            match topology {
-                crate::policy::Topology::Stripe => {}
-                t => args.push(format!("{t:?}").to_lowercase()),
-            }
-            args.extend(vdevs.iter().map(|p| p.display().to_string()));
+            let ashift = ashift_for(
+                policy.pool.ashift,
+                &obs.devices
+                    .iter()
+                    .filter(|(d, _)| {
+                        partition.contains(&d.name)
+                            || reuse_pending.contains(&d.name)
+                            || (*use_p3
+                                && obs.observed.boot_disk.as_deref() == Some(d.name.as_str()))
+                    })
+                    .map(|(d, _)| d.physical_block_size)
+                    .collect::<Vec<_>>(),
+            );
             log(format!(
                 "creating pool {name} ({topology:?}) on {} devices",
                 vdevs.len()
             ));
-            run(zfs::ZPOOL, &args, None)?;
+            host.zpool(&create_args(policy, *topology, ashift, *autotrim, &vdevs))?;
             // Only now are the partitions final: a cut before this point leaves them pending.
             for (dev, from, to) in renames {
-                crate::gptops::rename(&dev, from, to)?;
+                host.rename_partitions(&dev, from, to)?;
             }
-            zfs::list_pools(Some(name))?
-                .first()
-                .map(|p| p.guid)
-                .ok_or_else(|| Error::Parse(format!("pool {name} not listed after creation")))
+            host.pool_guid(name)
         }
     }
+}
+
+/// Pure: `zpool import` of the pool with `guid` from the stable partition links, not mounted,
+/// with no cache file (the box finds its pool by scanning, every boot).
+pub fn import_args(link_dir: &Path, guid: u64) -> Vec<String> {
+    vec![
+        "import".into(),
+        "-N".into(),
+        "-f".into(),
+        "-o".into(),
+        "cachefile=none".into(),
+        "-d".into(),
+        link_dir.display().to_string(),
+        guid.to_string(),
+    ]
+}
+
+/// Pure: `zpool create` for the policy's pool on `vdevs` in `topology`.
+pub fn create_args(
+    policy: &Policy,
+    topology: crate::policy::Topology,
+    ashift: u8,
+    autotrim: bool,
+    vdevs: &[PathBuf],
+) -> Vec<String> {
+    let name = &policy.pool.name;
+    let mut args: Vec<String> = vec![
+        "create".into(),
+        "-f".into(),
+        "-o".into(),
+        format!("ashift={ashift}"),
+        "-o".into(),
+        "cachefile=none".into(),
+    ];
+    if autotrim {
+        args.extend(["-o".into(), "autotrim=on".into()]);
+    }
+    for o in [
+        format!("compression={}", policy.pool.compression),
+        "atime=off".into(),
+        "xattr=sa".into(),
+        format!("mountpoint=/{name}"),
+        "canmount=on".into(),
+    ] {
+        args.extend(["-O".into(), o]);
+    }
+    args.push(name.clone());
+    match topology {
+        crate::policy::Topology::Stripe => {}
+        t => args.push(format!("{t:?}").to_lowercase()),
+    }
+    args.extend(vdevs.iter().map(|p| p.display().to_string()));
+    args
 }
 
 /// Reconciles datasets; returns the actions taken (or that would be, with `dry_run`).
@@ -653,6 +640,220 @@ pub fn gather_pool_facts(name: &str) -> crate::policy::PoolFacts {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::discover::Transport;
+    use crate::host::fake::FakeHost;
+    use crate::policy::Topology;
+    use uuid::Uuid;
+
+    fn bd(name: &str, pbs: u64) -> BlockDev {
+        BlockDev {
+            name: name.into(),
+            dev: PathBuf::from("/dev").join(name),
+            transport: Transport::Virtio,
+            size_bytes: 8 << 30,
+            removable: false,
+            read_only: false,
+            rotational: false,
+            physical_block_size: pbs,
+            model: None,
+            serial: None,
+            wwid: None,
+            partitions: vec![],
+            holders: vec![],
+            fabric: None,
+        }
+    }
+
+    fn drive(name: &str) -> Drive {
+        Drive {
+            name: name.into(),
+            stable_id: format!("virtio-{name}"),
+            verdict: Verdict::Eligible,
+            ours_pending: false,
+            rotational: false,
+        }
+    }
+
+    /// Two blank drives (one with 8 KiB physical sectors) and a boot disk `vda`.
+    fn two_blank() -> Observation {
+        Observation {
+            observed: Observed {
+                boot_disk: Some("vda".into()),
+                p3: P3::Absent,
+                p3_room: true,
+                drives: vec![drive("vdb"), drive("vdc")],
+                importable: vec![],
+                imported: vec![],
+            },
+            devices: vec![
+                (bd("vda", 512), Probed::default()),
+                (bd("vdb", 4096), Probed::default()),
+                (bd("vdc", 8192), Probed::default()),
+            ],
+            report: vec![],
+        }
+    }
+
+    fn create(use_p3: bool) -> Plan {
+        Plan::Create {
+            topology: Topology::Mirror,
+            new_p3: use_p3,
+            use_p3,
+            partition: vec!["vdb".into(), "vdc".into()],
+            reuse_pending: vec![],
+            autotrim: true,
+        }
+    }
+
+    fn link(n: u128) -> String {
+        format!("/l/{}", Uuid::from_u128(n))
+    }
+
+    #[test]
+    fn a_pool_is_made_on_pending_partitions_and_they_are_named_final_only_after_create() {
+        let mut h = FakeHost {
+            guid: 42,
+            ..FakeHost::default()
+        };
+        let p = Policy::builtin();
+        let guid = apply_pool(&mut h, &create(true), &two_blank(), &p).unwrap();
+        assert_eq!(guid, 42);
+        let create_at = h
+            .calls
+            .iter()
+            .position(|c| c.starts_with("zpool create"))
+            .unwrap();
+        let c = &h.calls[create_at];
+        // P3 first (added live to the busy boot disk), then each drive; ashift follows the
+        // largest physical sector (8 KiB: 13) over the policy's 12.
+        assert_eq!(
+            &h.calls[..4],
+            [
+                format!("add-tail /dev/vda {P3_PENDING}"),
+                "partx-add /dev/vda 3".to_string(),
+                format!("wait {}", link(1)),
+                format!("partition /dev/vdb {PART_PENDING}"),
+            ]
+        );
+        assert!(
+            c.contains("-o ashift=13") && c.contains("-o autotrim=on"),
+            "{c}"
+        );
+        assert!(
+            c.ends_with(&format!(
+                "persist mirror {} {} {}",
+                link(1),
+                link(2),
+                link(3)
+            )),
+            "{c}"
+        );
+        let renames: Vec<usize> = h
+            .calls
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.starts_with("rename"))
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(renames.len(), 3, "{:?}", h.calls);
+        assert!(renames.iter().all(|&i| i > create_at), "{:?}", h.calls);
+        assert!(h
+            .calls
+            .contains(&format!("rename /dev/vda {P3_PENDING} {P3_DONE}")));
+    }
+
+    #[test]
+    fn a_failed_create_leaves_every_partition_pending_for_the_next_boot() {
+        let mut h = FakeHost {
+            fail: Some("zpool create"),
+            ..FakeHost::default()
+        };
+        let e = apply_pool(&mut h, &create(false), &two_blank(), &Policy::builtin()).unwrap_err();
+        assert!(e.to_string().contains("zpool create"), "{e}");
+        assert!(
+            !h.calls.iter().any(|c| c.starts_with("rename")),
+            "{:?}",
+            h.calls
+        );
+        // Without P3 the boot disk is not touched at all.
+        assert!(
+            !h.calls.iter().any(|c| c.contains("/dev/vda")),
+            "{:?}",
+            h.calls
+        );
+    }
+
+    #[test]
+    fn a_link_that_never_appears_stops_before_zpool_sees_anything() {
+        let mut h = FakeHost {
+            fail: Some("wait"),
+            ..FakeHost::default()
+        };
+        assert!(apply_pool(&mut h, &create(false), &two_blank(), &Policy::builtin()).is_err());
+        assert!(
+            !h.calls.iter().any(|c| c.starts_with("zpool")),
+            "{:?}",
+            h.calls
+        );
+    }
+
+    #[test]
+    fn an_import_finishes_the_names_an_interrupted_first_boot_left_pending() {
+        let mut o = two_blank();
+        o.observed.p3 = P3::Pending {
+            partuuid: "aa".into(),
+        };
+        o.devices[1].1.gpt = vec![(1, PART_PENDING.into(), Uuid::from_u128(9))];
+        o.observed.drives[0].ours_pending = true;
+        let mut h = FakeHost::default();
+        let g = apply_pool(&mut h, &Plan::Import { guid: 7 }, &o, &Policy::builtin()).unwrap();
+        assert_eq!(g, 7);
+        assert_eq!(
+            h.calls,
+            [
+                "zpool import -N -f -o cachefile=none -d /l 7".to_string(),
+                format!("rename /dev/vda {P3_PENDING} {P3_DONE}"),
+                format!("rename /dev/vdb {PART_PENDING} {PART_DONE}"),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_refusal_or_an_imported_pool_touches_nothing() {
+        let mut h = FakeHost::default();
+        let refuse = Plan::Refuse {
+            reason: "foreign pool".into(),
+        };
+        assert!(apply_pool(&mut h, &refuse, &two_blank(), &Policy::builtin()).is_err());
+        let up = Plan::AlreadyImported { guid: 3 };
+        assert_eq!(
+            apply_pool(&mut h, &up, &two_blank(), &Policy::builtin()).unwrap(),
+            3
+        );
+        assert!(h.calls.is_empty(), "{:?}", h.calls);
+    }
+
+    #[test]
+    fn new_drives_join_only_a_stripe_whose_policy_allows_it() {
+        let o = two_blank();
+        let mut p = Policy::builtin();
+        p.pool.topology = Topology::Mirror;
+        p.pool.add_new_drives = true;
+        let mut h = FakeHost::default();
+        assert!(add_new_drives(&mut h, &o, &p).unwrap().is_empty());
+        p.pool.topology = Topology::Stripe;
+        p.pool.add_new_drives = false;
+        assert!(add_new_drives(&mut h, &o, &p).unwrap().is_empty());
+        assert!(h.calls.is_empty(), "{:?}", h.calls);
+        p.pool.add_new_drives = true;
+        assert_eq!(add_new_drives(&mut h, &o, &p).unwrap(), ["vdb", "vdc"]);
+        let add = format!("zpool add -f persist {}", link(1));
+        let at = h.calls.iter().position(|c| *c == add).unwrap();
+        assert_eq!(
+            h.calls[at + 1],
+            format!("rename /dev/vdb {PART_PENDING} {PART_DONE}")
+        );
+    }
 
     #[test]
     fn facts_of_an_existing_pool_from_tool_output() {

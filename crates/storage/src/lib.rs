@@ -7,6 +7,7 @@ pub mod config;
 pub mod datasets;
 pub mod discover;
 pub mod gptops;
+pub mod host;
 pub mod plan;
 pub mod policy;
 pub mod probe;

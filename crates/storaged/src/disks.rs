@@ -8,6 +8,11 @@ use crate::{cmd, Error, Result};
 use serde::Serialize;
 use storage::discover::Verdict;
 
+/// The box, as bring-up's partitioning sees it.
+fn host() -> storage::host::RealHost {
+    storage::host::RealHost::new(platform::Roots::host())
+}
+
 /// A member by any name `disk list` shows: its ZFS name (the partition's uuid), its guid (the
 /// only name a missing device keeps), its path, or the disk it is on (`nvme1n1`, `/dev/vdb`).
 /// `disk_of` maps a member's path to its disk's kernel name.
@@ -180,11 +185,11 @@ fn replace_with(
         "{new_name} ({}): replacing {} ({}) in pool {pool_name}",
         drive.stable_id, old_leaf.name, old_leaf.state
     ));
-    let part = storage::bringup::partition_for_pool(bd)
+    let part = storage::bringup::partition_for_pool(&mut host(), bd)
         .map_err(|e| refuse(format!("partitioning {new_name}: {}", platform::chain(&e))))?;
     let part = part.display().to_string();
     cmd::replace(pool_name, &old_leaf.guid.to_string(), &part)?;
-    storage::bringup::finalize_partition(bd).map_err(|e| {
+    storage::bringup::finalize_partition(&mut host(), bd).map_err(|e| {
         refuse(format!(
             "naming {new_name}'s partition: {}",
             platform::chain(&e)
@@ -343,7 +348,7 @@ pub fn add(pool_name: &str, new: &[String]) -> Result<Vec<String>> {
                 .find(|(b, _)| &b.name == n)
                 .ok_or_else(|| refuse(format!("{n}: not found")))?;
             storage::bringup::log(format!("{n}: partitioning to add to pool {pool_name}"));
-            let part = storage::bringup::partition_for_pool(bd)
+            let part = storage::bringup::partition_for_pool(&mut host(), bd)
                 .map_err(|e| refuse(format!("partitioning {n}: {}", platform::chain(&e))))?;
             args.push(part.display().to_string());
             done.push((bd, part.display().to_string()));
@@ -351,7 +356,7 @@ pub fn add(pool_name: &str, new: &[String]) -> Result<Vec<String>> {
     }
     cmd::add(pool_name, &args)?;
     for (bd, _) in &done {
-        storage::bringup::finalize_partition(bd).map_err(|e| {
+        storage::bringup::finalize_partition(&mut host(), bd).map_err(|e| {
             refuse(format!(
                 "naming {}'s partition: {}",
                 bd.name,

@@ -242,7 +242,8 @@ fn main() -> ExitCode {
                 }
                 return ExitCode::SUCCESS;
             }
-            let guid = match bringup::apply_pool(&plan, &obs, &policy) {
+            let mut host = storage::host::RealHost::new(roots.clone());
+            let guid = match bringup::apply_pool(&mut host, &plan, &obs, &policy) {
                 Ok(g) => g,
                 Err(e) => return report(&e),
             };
@@ -250,7 +251,7 @@ fn main() -> ExitCode {
                 plan,
                 plan::Plan::Import { .. } | plan::Plan::AlreadyImported { .. }
             ) {
-                if let Err(e) = bringup::add_new_drives(&obs, &policy) {
+                if let Err(e) = bringup::add_new_drives(&mut host, &obs, &policy) {
                     log(format!("adding new drives failed: {}", platform::chain(&e)));
                 }
             }
