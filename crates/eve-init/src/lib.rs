@@ -5,6 +5,7 @@ pub mod backoff;
 pub mod bundle;
 pub mod cmdline;
 pub mod logsink;
+pub mod machine;
 pub mod partfind;
 pub mod stage1;
 pub mod supervisor;

@@ -1,7 +1,7 @@
 //! Stage 2: bring the system up, run onboot steps in order, then keep services running.
 
-use crate::backoff::Backoff;
 use crate::bundle::{self, Bundle};
+use crate::machine::Supervision;
 use crate::{cmdline, logsink::Sink, sys};
 use nix::mount::MsFlags;
 use nix::sys::signal::{kill, SigSet, Signal};
@@ -22,15 +22,6 @@ const UDEVD: &str = "/lib/systemd/systemd-udevd";
 const UDEVADM: &str = "/bin/udevadm";
 const IP: &str = "/bin/ip";
 const MODPROBE: &str = "/sbin/modprobe";
-
-#[derive(Debug)]
-struct Svc {
-    bundle: Bundle,
-    pid: Option<Pid>,
-    started: Instant,
-    backoff: Backoff,
-    restart_at: Option<Instant>,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Shutdown {
@@ -160,11 +151,15 @@ fn internal(name: &str, args: &[&str]) -> Bundle {
     }
 }
 
+/// The syscall side of supervision: spawning, reaping, signals, the status file. What to do
+/// is decided by [`Supervision`].
 #[derive(Debug)]
 pub struct Init {
     console: String,
+    /// The slot, onboot steps and bundle errors; the services' part comes from `machine`.
     status: Status,
-    services: Vec<Svc>,
+    bundles: Vec<Bundle>,
+    machine: Supervision,
     signals: SigSet,
     shutdown: Option<Shutdown>,
 }
@@ -199,84 +194,41 @@ impl Init {
     }
 
     fn on_exit(&mut self, pid: Pid, ws: WaitStatus) {
-        let Some(i) = self.services.iter().position(|s| s.pid == Some(pid)) else {
-            return;
-        };
-        let stopping = self.shutdown.is_some();
-        let s = &mut self.services[i];
-        s.pid = None;
-        if stopping {
-            sys::log(format!(
-                "service {} (pid {pid}) stopped: {ws:?}",
-                s.bundle.name
-            ));
-            self.status.services[i].pid = None;
-            self.status.services[i].state = "stopped".into();
-            self.status.services[i].last_exit = exit_code(ws);
-            return;
+        let how = format!("{ws:?}");
+        if let Some(line) = self
+            .machine
+            .exited(pid.as_raw(), exit_code(ws), &how, Instant::now())
+        {
+            sys::log(line);
+            self.write_status();
         }
-        if exit_code(ws) == Some(0) && !s.bundle.restart_on_success() {
-            sys::log(format!("service {} (pid {pid}) finished", s.bundle.name));
-            let st = &mut self.status.services[i];
-            st.pid = None;
-            st.state = "exited".into();
-            st.last_exit = Some(0);
-            write_status(&self.status);
-            return;
-        }
-        let delay = s.backoff.next_delay(s.started.elapsed());
-        s.restart_at = Some(Instant::now() + delay);
-        sys::log(format!(
-            "service {} (pid {pid}) exited: {ws:?}; restarting in {delay:?}",
-            s.bundle.name
-        ));
-        let st = &mut self.status.services[i];
-        st.pid = None;
-        st.state = "restarting".into();
-        st.last_exit = exit_code(ws);
-        write_status(&self.status);
     }
 
     fn start_service(&mut self, i: usize) {
-        let s = &mut self.services[i];
-        s.restart_at = None;
-        s.started = Instant::now();
-        let st = &mut self.status.services[i];
-        st.starts += 1;
-        match spawn(&s.bundle, &self.console) {
-            Ok(pid) => {
-                s.pid = Some(pid);
-                st.pid = Some(pid.as_raw());
-                st.state = "running".into();
-                sys::log(format!("service {} started (pid {pid})", s.bundle.name));
-            }
-            Err(e) => {
-                let delay = s.backoff.next_delay(Duration::ZERO);
-                s.restart_at = Some(Instant::now() + delay);
-                st.state = format!("failed to start: {e}");
-                sys::log(format!(
-                    "service {}: cannot start {:?}: {e}; retry in {delay:?}",
-                    s.bundle.name, s.bundle.config.process.args
-                ));
-            }
-        }
-        write_status(&self.status);
+        let b = &self.bundles[i];
+        let line = match spawn(b, &self.console) {
+            Ok(pid) => self.machine.started(i, pid.as_raw(), Instant::now()),
+            Err(e) => self.machine.start_failed(
+                i,
+                &format!("{:?}: {e}", b.config.process.args),
+                Instant::now(),
+            ),
+        };
+        sys::log(line);
+        self.write_status();
     }
 
     fn add_service(&mut self, b: Bundle) {
-        self.status.services.push(status::Service {
-            name: b.name.clone(),
-            state: "pending".into(),
-            ..Default::default()
-        });
-        self.services.push(Svc {
-            bundle: b,
-            pid: None,
-            started: Instant::now(),
-            backoff: Backoff::default(),
-            restart_at: None,
-        });
-        self.start_service(self.services.len() - 1);
+        let i = self
+            .machine
+            .add(&b.name, b.restart_on_success(), b.tty().is_some());
+        self.bundles.push(b);
+        self.start_service(i);
+    }
+
+    fn write_status(&mut self) {
+        self.status.services = self.machine.status().to_vec();
+        write_status(&self.status);
     }
 
     /// Runs a one-shot command to completion, supervising services meanwhile. None if it could not start.
@@ -420,7 +372,8 @@ impl Init {
                 slot: cmdline::get(&params, "eve.slot").map(str::to_string),
                 ..Default::default()
             },
-            services: Vec::new(),
+            bundles: Vec::new(),
+            machine: Supervision::default(),
             signals,
             shutdown: None,
         };
@@ -461,60 +414,49 @@ impl Init {
         sys::log(format!(
             "up: {} onboot steps, {} services",
             init.status.onboot.len(),
-            init.services.len()
+            init.machine.len()
         ));
         init.supervise()
     }
 
     fn supervise(mut self) -> ! {
         loop {
-            let now = Instant::now();
-            let next = self.services.iter().filter_map(|s| s.restart_at).min();
-            let wait = next
-                .map(|t| t.saturating_duration_since(now))
-                .unwrap_or(Duration::from_secs(60));
+            let wait = self.machine.wait(Instant::now());
             self.wait_events(wait.max(Duration::from_millis(10)));
             if let Some(how) = self.shutdown {
                 self.shut_down(how);
             }
-            let now = Instant::now();
-            for i in 0..self.services.len() {
-                if self.services[i].restart_at.is_some_and(|t| t <= now) {
-                    self.start_service(i);
-                }
+            for i in self.machine.due(Instant::now()) {
+                self.start_service(i);
             }
         }
     }
 
     fn shut_down(&mut self, how: Shutdown) -> ! {
         sys::log(format!("{how:?}: stopping services"));
-        for s in self.services.iter_mut() {
-            s.restart_at = None;
-            if let Some(p) = s.pid {
-                // Interactive shells ignore SIGTERM; a terminal session ends on hangup.
-                let sigs: &[Signal] = if s.bundle.tty().is_some() {
-                    &[Signal::SIGHUP, Signal::SIGTERM]
-                } else {
-                    &[Signal::SIGTERM]
-                };
-                for sig in sigs {
-                    let _ = kill(Pid::from_raw(-p.as_raw()), *sig);
-                    let _ = kill(p, *sig);
-                }
+        for (p, tty) in self.machine.stop() {
+            // Interactive shells ignore SIGTERM; a terminal session ends on hangup.
+            let sigs: &[Signal] = if tty {
+                &[Signal::SIGHUP, Signal::SIGTERM]
+            } else {
+                &[Signal::SIGTERM]
+            };
+            for sig in sigs {
+                let _ = kill(Pid::from_raw(-p), *sig);
+                let _ = kill(Pid::from_raw(p), *sig);
             }
         }
         let deadline = Instant::now() + Duration::from_secs(10);
-        while self.services.iter().any(|s| s.pid.is_some()) && Instant::now() < deadline {
+        while !self.machine.live().is_empty() && Instant::now() < deadline {
             self.wait_events(Duration::from_millis(200));
-            for s in self.services.iter_mut() {
-                s.restart_at = None;
-            }
         }
-        for s in &self.services {
-            if let Some(p) = s.pid {
-                sys::log(format!("{} did not stop; killing", s.bundle.name));
-                let _ = kill(p, Signal::SIGKILL);
-            }
+        for (p, _) in self.machine.live() {
+            let name = self.machine.status().iter().find(|s| s.pid == Some(p));
+            sys::log(format!(
+                "{} did not stop; killing",
+                name.map_or("?", |s| s.name.as_str())
+            ));
+            let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
         }
         let (hooks, _) = bundle::load_dir(&Path::new(CONTAINERS).join("onshutdown"));
         for b in hooks {

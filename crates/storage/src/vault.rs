@@ -516,11 +516,13 @@ pub fn decide(
     policy: &Policy,
 ) -> Decision {
     let obs = match obs {
-        Err(e) => return Decision::Unreadable {
-            reason: format!(
+        Err(e) => {
+            return Decision::Unreadable {
+                reason: format!(
                 "could not read {name}'s state ({e}); it is neither created nor unlocked this boot"
             ),
-        },
+            }
+        }
         Ok(o) => o,
     };
     let Some(obs) = obs else {
@@ -833,7 +835,11 @@ mod tests {
         };
         // A suspended pool, an I/O error: nothing is created, whatever the TPM and policy say.
         for tpm in [true, false] {
-            for w in [WithoutTpm::Require, WithoutTpm::AllowUnencrypted, WithoutTpm::Keyfile] {
+            for w in [
+                WithoutTpm::Require,
+                WithoutTpm::AllowUnencrypted,
+                WithoutTpm::Keyfile,
+            ] {
                 p.encryption.without_tpm = w;
                 let r = d(Err("pool I/O is currently suspended".into()), tpm, &p);
                 assert!(
@@ -845,9 +851,15 @@ mod tests {
         // Absent: made the way the box and the policy allow.
         p.encryption.without_tpm = WithoutTpm::Require;
         assert_eq!(d(Ok(None), true, &p), Decision::Create(NewKey::Tpm));
-        assert!(matches!(d(Ok(None), false, &p), Decision::CannotCreate { .. }));
+        assert!(matches!(
+            d(Ok(None), false, &p),
+            Decision::CannotCreate { .. }
+        ));
         p.encryption.without_tpm = WithoutTpm::AllowUnencrypted;
-        assert_eq!(d(Ok(None), false, &p), Decision::Create(NewKey::Unencrypted));
+        assert_eq!(
+            d(Ok(None), false, &p),
+            Decision::Create(NewKey::Unencrypted)
+        );
         p.encryption.without_tpm = WithoutTpm::Keyfile;
         assert_eq!(d(Ok(None), false, &p), Decision::Create(NewKey::Keyfile));
         // Present: unlocked as it was made; a locked one whose TPM is gone is still unsealed
