@@ -11,6 +11,7 @@ pub mod kmod;
 pub mod manifest;
 pub mod rootfs;
 pub mod secureboot;
+pub mod step;
 pub mod update;
 pub mod verity;
 pub mod workspace;

@@ -1,0 +1,106 @@
+//! Step "esp+config+firmware": the ESP (shim and our GRUB, both signed with the project's db key,
+//! and the factory slot state), the CONFIG partition's filesystem, and the firmware variables that
+//! enrol the keys and revoke the distribution's shim certificate.
+
+use crate::build::{deb_path, extract_plain, vfat, Options, Profile};
+use crate::error::{Error, IoContext, Result};
+use crate::grub;
+use crate::secureboot::{self, BootKeys};
+use crate::step::resolve::BootPackages;
+use std::fs;
+use std::path::Path;
+
+/// The two partitions' images and the firmware's variable store, with their volume ids.
+#[derive(Debug)]
+pub struct Outputs<'a> {
+    pub esp: &'a Path,
+    pub esp_id: &'a str,
+    pub config: &'a Path,
+    pub config_id: &'a str,
+    pub vars: &'a Path,
+}
+
+pub fn esp_config_firmware(
+    opts: &Options,
+    work: &Path,
+    boot: &BootKeys,
+    boot_pkgs: &BootPackages,
+    epoch: u64,
+    out: &Outputs,
+) -> Result<()> {
+    let Outputs {
+        esp,
+        esp_id,
+        config,
+        config_id,
+        vars,
+    } = *out;
+    let bp = work.join("boot-pkgs");
+    let _ = fs::remove_dir_all(&bp);
+    extract_plain(&deb_path(&opts.cache, &boot_pkgs.shim), &bp)?;
+    extract_plain(&deb_path(&opts.cache, &boot_pkgs.grub_signed), &bp)?;
+    let shim_in = bp.join("usr/lib/shim/shimx64.efi");
+    let distro_grub = bp.join("usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed");
+    let sbat_path = work.join("sbat.csv");
+    let distro_sbat = secureboot::sbat_text(&secureboot::pe_section(&distro_grub, ".sbat", work)?);
+    fs::write(&sbat_path, grub::sbat(&distro_sbat, &boot_pkgs.host_grub))
+        .at("write", &sbat_path)?;
+    let cfg_text = grub::embedded_cfg(&grub::esp_label(esp_id), opts.profile == Profile::Prod);
+    let cfgp = work.join("grub.cfg");
+    fs::write(&cfgp, &cfg_text).at("write", &cfgp)?;
+    let grub_raw = work.join("grubx64.unsigned.efi");
+    grub::efi(&cfg_text, &boot.grub_public(), &sbat_path, &grub_raw)?;
+    let grub_efi = work.join("grubx64.efi");
+    boot.sign_pe(&grub_raw, &grub_efi, epoch)?;
+    let shim = work.join("BOOTX64.EFI");
+    boot.sign_pe(&shim_in, &shim, epoch)?;
+    // The stock shim trusts its distribution's certificate by itself: revoke it in dbx so
+    // nothing but the project's signatures boots.
+    let vendor =
+        secureboot::shim_vendor_cert(&secureboot::pe_section(&shim_in, ".vendor_cert", work)?)
+            .ok_or_else(|| Error::Parse {
+                path: shim_in.clone(),
+                msg: "no vendor certificate in .vendor_cert".into(),
+            })?;
+    boot.ovmf_vars(vars, &[vendor], work)?;
+    let _ = fs::remove_dir_all(&bp);
+    // The factory slot state: this build in A, proven by the build; B empty.
+    let state = work.join("state.env");
+    let block =
+        abupdate::grubenv::serialize(&abupdate::state::Slots::factory(&opts.version).to_env())
+            .map_err(|e| Error::Parse {
+                path: state.clone(),
+                msg: e.to_string(),
+            })?;
+    fs::write(&state, block).at("write", &state)?;
+    let [env1, env2] = abupdate::esp::COPIES;
+    vfat(
+        esp,
+        32,
+        "EFI",
+        esp_id,
+        epoch,
+        &[
+            (&shim, "EFI/BOOT/BOOTX64.EFI"),
+            (&grub_efi, "EFI/BOOT/grubx64.efi"),
+            (&state, env1),
+            (&state, env2),
+        ],
+        &["EFI", "EFI/BOOT", "EFI/eve"],
+    )?;
+    let readme = work.join("config-readme.txt");
+    fs::write(
+        &readme,
+        "Drop overrides here, e.g. storage.toml; the appliance reads this partition at boot.\n",
+    )
+    .at("write", &readme)?;
+    vfat(
+        config,
+        16,
+        "CONFIG",
+        config_id,
+        epoch,
+        &[(&readme, "README.txt")],
+        &[],
+    )
+}
