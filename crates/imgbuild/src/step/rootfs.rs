@@ -296,7 +296,8 @@ pub(crate) fn work_dir(opts: &Options) -> PathBuf {
     opts.out.join(format!("work-{}", opts.profile.name()))
 }
 
-/// Assembles the root filesystem tree; returns the kernel release and module count.
+/// Builds the root filesystem under the work directory and the initramfs in its /boot; returns
+/// how many kernel modules the root carries.
 pub(crate) fn build_rootfs(
     opts: &Options,
     m: &Manifest,
@@ -305,11 +306,33 @@ pub(crate) fn build_rootfs(
     kernel: &KernelParts,
     release: &abupdate::release::Release,
 ) -> Result<usize> {
-    let (kver, zfs_dir, signer) = (kernel.release, kernel.zfs_dir, kernel.signer);
     let root = work_dir(opts).join("rootfs");
     if root.exists() {
         fs::remove_dir_all(&root).at("clean", &root)?;
     }
+    skeleton(&root)?;
+    let (kernel_pkgs, others): (Vec<&Package>, Vec<&Package>) = pkgs
+        .iter()
+        .partition(|p| p.name.starts_with("linux-image-"));
+    unpack_packages(opts, &others, &root)?;
+    let (modules, initramfs_modules) = kernel_and_modules(opts, cfg, &kernel_pkgs, kernel, &root)?;
+    busybox_applets(&root)?;
+    workspace_binaries(opts, m, cfg, &root)?;
+    symlink("/usr/bin/eve-init", &root, "usr/sbin/init")?;
+    base_etc(opts, release, &root)?;
+    manifest_files(m, &root)?;
+    bundles(m, cfg, &root)?;
+    cmd::run(
+        cmd::LDCONFIG,
+        &[std::ffi::OsStr::new("-r"), root.as_os_str()],
+        None,
+    )?;
+    initramfs(opts, release, initramfs_modules, &root)?;
+    Ok(modules)
+}
+
+/// The merged-/usr skeleton.
+fn skeleton(root: &Path) -> Result<()> {
     for d in [
         "usr/bin",
         "usr/sbin",
@@ -336,21 +359,35 @@ pub(crate) fn build_rootfs(
         ("lib", "usr/lib"),
         ("lib64", "usr/lib64"),
     ] {
-        symlink(t, &root, l)?;
+        symlink(t, root, l)?;
     }
-    let kernel_pkgs: Vec<&Package> = pkgs
-        .iter()
-        .filter(|p| p.name.starts_with("linux-image-"))
-        .collect();
+    Ok(())
+}
+
+/// Every package but the kernel, unpacked into `root` with a progress bar.
+fn unpack_packages(opts: &Options, pkgs: &[&Package], root: &Path) -> Result<()> {
     let b = bar(pkgs.len() as u64, "unpack");
-    for p in pkgs.iter().filter(|p| !p.name.starts_with("linux-image-")) {
-        unpack_deb(&deb_path(&opts.cache, p), &root)?;
+    for p in pkgs {
+        unpack_deb(&deb_path(&opts.cache, p), root)?;
         b.inc(1);
     }
     b.finish_and_clear();
-    // Kernel: unpack aside, keep vmlinuz and the module closure only.
+    Ok(())
+}
+
+/// The kernel unpacked aside: vmlinuz signed into /boot, the configured module closure and our
+/// signed ZFS modules into the root. Returns the root's module count and the initramfs's
+/// modules (decompressed) with their load order.
+fn kernel_and_modules(
+    opts: &Options,
+    cfg: &Config,
+    kernel_pkgs: &[&Package],
+    kernel: &KernelParts,
+    root: &Path,
+) -> Result<(usize, (Tree, String))> {
+    let (kver, zfs_dir, signer) = (kernel.release, kernel.zfs_dir, kernel.signer);
     let kdir = tempfile_dir(&work_dir(opts), "kernel")?;
-    for p in &kernel_pkgs {
+    for p in kernel_pkgs {
         extract_plain(&deb_path(&opts.cache, p), &kdir)?;
     }
     let kmods = kdir.join("lib/modules").join(kver);
@@ -425,9 +462,11 @@ pub(crate) fn build_rootfs(
         tree.insert(&path, Node::File { data, mode: 0o644 });
     }
     fs::remove_dir_all(&kdir).at("clean", &kdir)?;
-    let modules = closure.len() + 2;
+    Ok((closure.len() + 2, (tree, order)))
+}
 
-    // Busybox applets where no real tool exists.
+/// Busybox applets where no real tool exists.
+fn busybox_applets(root: &Path) -> Result<()> {
     let bb = root.join("usr/bin/busybox");
     let list = cmd::run(bb.to_string_lossy().as_ref(), &["--list-full"], None)?;
     for applet in String::from_utf8_lossy(&list).lines() {
@@ -435,10 +474,14 @@ pub(crate) fn build_rootfs(
             continue;
         };
         if root.join(&rel).symlink_metadata().is_err() {
-            symlink("/usr/bin/busybox", &root, &rel)?;
+            symlink("/usr/bin/busybox", root, &rel)?;
         }
     }
-    // Workspace binaries.
+    Ok(())
+}
+
+/// The workspace binaries of every image the manifests use.
+fn workspace_binaries(opts: &Options, m: &Manifest, cfg: &Config, root: &Path) -> Result<()> {
     let bins: BTreeSet<String> = cfg
         .images
         .iter()
@@ -461,51 +504,52 @@ pub(crate) fn build_rootfs(
         let to = root.join("usr/bin").join(bin);
         fs::copy(&from, &to).at("copy", &from)?;
     }
-    symlink("/usr/bin/eve-init", &root, "usr/sbin/init")?;
-    // Base /etc the packages' maintainer scripts would have made.
-    write(&root, "etc/passwd", PASSWD)?;
-    write(&root, "etc/group", GROUP)?;
+    Ok(())
+}
+
+/// Base /etc the packages' maintainer scripts would have made, and the release the image is.
+fn base_etc(opts: &Options, release: &abupdate::release::Release, root: &Path) -> Result<()> {
+    write(root, "etc/passwd", PASSWD)?;
+    write(root, "etc/group", GROUP)?;
     // dev: root with no password on the console shell; prod: root cannot log in at all.
     let shadow = match opts.profile {
         Profile::Dev => "root::0:0:99999:7:::\n",
         Profile::Prod => "root:!*:0:0:99999:7:::\n",
     };
-    write(&root, "etc/shadow", shadow)?;
+    write(root, "etc/shadow", shadow)?;
     write(
-        &root,
+        root,
         &format!("etc/{}", abupdate::release::RELEASE),
         serde_json::to_vec_pretty(release).unwrap_or_default(),
     )?;
-    write(&root, "etc/hostname", "eve-storage\n")?;
+    write(root, "etc/hostname", "eve-storage\n")?;
     write(
-        &root,
+        root,
         "etc/hosts",
         "127.0.0.1 localhost eve-storage\n::1 localhost\n",
     )?;
-    write(&root, "etc/profile", PROFILE)?;
+    write(root, "etc/profile", PROFILE)?;
+    write(root, "etc/ld.so.conf", "include /etc/ld.so.conf.d/*.conf\n")?;
     write(
-        &root,
-        "etc/ld.so.conf",
-        "include /etc/ld.so.conf.d/*.conf\n",
-    )?;
-    write(
-        &root,
+        root,
         "etc/os-release",
         format!(
             "NAME=\"EVE storage\"\nID=eve-storage\nVERSION_ID={}\nPRETTY_NAME=\"EVE storage {}\"\n",
             opts.version, opts.version
         ),
     )?;
-    symlink("../proc/self/mounts", &root, "etc/mtab")?;
-    manifest_files(m, &root)?;
-    bundles(m, cfg, &root)?;
-    cmd::run(
-        cmd::LDCONFIG,
-        &[std::ffi::OsStr::new("-r"), root.as_os_str()],
-        None,
-    )?;
+    symlink("../proc/self/mounts", root, "etc/mtab")?;
+    Ok(())
+}
 
-    // The initramfs: eve-init (static) and the drivers to reach the slot.
+/// The initramfs: eve-init (static), the drivers to reach the slot in load order, and the keys
+/// stage 1 checks the slot's verity descriptor with; zstd-compressed into the root's /boot.
+fn initramfs(
+    opts: &Options,
+    release: &abupdate::release::Release,
+    (mut tree, order): (Tree, String),
+    root: &Path,
+) -> Result<()> {
     let init_path = find_bin(&opts.bins, "eve-init")?;
     let init_bin = fs::read(&init_path).at("read", &init_path)?;
     tree.insert(
@@ -558,7 +602,7 @@ pub(crate) fn build_rootfs(
         ],
         None,
     )?;
-    Ok(modules)
+    Ok(())
 }
 
 #[cfg(test)]
