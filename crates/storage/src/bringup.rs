@@ -294,6 +294,16 @@ pub fn finalize_partition(host: &mut dyn Host, bd: &BlockDev) -> Result<(), Erro
     host.rename_partitions(&bd.dev, PART_PENDING, PART_DONE)
 }
 
+/// Pure: bytes of RAM from /proc/meminfo's `MemTotal:` line (0 when it is not there).
+pub fn mem_total(meminfo: &str) -> u64 {
+    meminfo
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024
+}
+
 /// ashift for the drives: the policy's, or more when a drive's physical sectors are larger.
 pub fn ashift_for(policy_ashift: u8, physical_block_sizes: &[u64]) -> u8 {
     let need = physical_block_sizes
@@ -831,6 +841,12 @@ mod tests {
             3
         );
         assert!(h.calls.is_empty(), "{:?}", h.calls);
+    }
+
+    #[test]
+    fn ram_from_meminfo() {
+        assert_eq!(mem_total("MemFree: 5 kB\nMemTotal:  2048 kB\n"), 2 << 20);
+        assert_eq!(mem_total("garbage"), 0);
     }
 
     #[test]

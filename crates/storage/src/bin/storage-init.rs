@@ -255,29 +255,7 @@ fn main() -> ExitCode {
                     log(format!("adding new drives failed: {}", platform::chain(&e)));
                 }
             }
-            let health = cmd::run(
-                zfs::ZPOOL,
-                &[
-                    "get".into(),
-                    "-H".into(),
-                    "-o".into(),
-                    "value".into(),
-                    "health".into(),
-                    policy.pool.name.clone(),
-                ],
-                None,
-            )
-            .map(|h| h.trim().to_string())
-            .unwrap_or_else(|e| e.to_string());
-            if health != "ONLINE" {
-                let status = cmd::run(
-                    zfs::ZPOOL,
-                    &["status".into(), "-P".into(), policy.pool.name.clone()],
-                    None,
-                )
-                .unwrap_or_default();
-                log(format!("WARNING: POOL {} IS {health}: a member is missing or failing; data is served from the rest\n{status}", policy.pool.name));
-            }
+            warn_if_degraded(&policy.pool.name);
             if let Err(e) = cmd::run(zfs::ZFS, &["mount".into(), "-a".into()], None) {
                 log(format!("zfs mount -a: {e}"));
             }
@@ -286,25 +264,7 @@ fn main() -> ExitCode {
             let last = std::fs::read_to_string(config::last_good_path(&policy.pool.name)).ok();
             let facts = bringup::gather_pool_facts(&policy.pool.name);
             let (policy, _, keep) = load_policy(config_error, Some(size), last.as_deref(), &facts);
-            let ram = std::fs::read_to_string(roots.proc.join("meminfo"))
-                .ok()
-                .and_then(|m| {
-                    m.lines()
-                        .find(|l| l.starts_with("MemTotal:"))
-                        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-                })
-                .unwrap_or(0)
-                * 1024;
-            let arc = bringup::arc_max(&policy, ram, size);
-            let arc_param = roots.module("zfs").join("parameters/zfs_arc_max");
-            match std::fs::write(&arc_param, arc.to_string()) {
-                Ok(()) => log(format!(
-                    "ARC capped at {} MiB (RAM {} MiB)",
-                    arc >> 20,
-                    ram >> 20
-                )),
-                Err(e) => log(format!("ARC cap not set: {}: {e}", arc_param.display())),
-            }
+            cap_arc(&roots, &policy, size);
             let sb = storage::vault::secure_boot(&roots.sys);
             log(format!("Secure Boot: {}", sb.describe()));
             let mut console = storage::vault::Console(roots.dev.join("console"));
@@ -314,30 +274,12 @@ fn main() -> ExitCode {
                 Err(e) => return report(&e),
             }
             if let Some(text) = keep {
-                let p = config::last_good_path(&policy.pool.name);
-                let _ = std::fs::create_dir_all(p.parent().unwrap_or(&p));
-                if let Err(e) = std::fs::write(&p, text) {
-                    log(format!("{}: {e}", p.display()));
-                }
+                keep_last_good(&policy.pool.name, &text);
             }
             if let Err(e) = cmd::run(zfs::ZFS, &["mount".into(), "-a".into()], None) {
                 log(format!("zfs mount -a: {e}"));
             }
-            // What ab-health judges this boot by: the names under the policy in force and what
-            // became of the vault.
-            let outcome = serde_json::json!({
-                "pool": policy.pool.name,
-                "vault": format!("{}/vault", policy.pool.name),
-                "vault_state": vault.state(),
-                "secure_boot": sb,
-                "secure_boot_text": sb.describe(),
-                "vault_bound_to": storage::vault::binding_of(&policy.pool.name),
-            });
-            let outcome_path = roots.storage_outcome();
-            let _ = std::fs::create_dir_all(outcome_path.parent().unwrap_or(&outcome_path));
-            if let Err(e) = std::fs::write(&outcome_path, outcome.to_string()) {
-                log(format!("{}: {e}", outcome_path.display()));
-            }
+            write_outcome(&roots, &policy.pool.name, &vault, sb);
             println!(
                 "storage-init: pool {} guid {guid} ready at /{} ({} MiB usable); vault {vault:?}",
                 policy.pool.name,
@@ -346,5 +288,80 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
+    }
+}
+
+/// A degraded pool is served from the rest, loudly: the console gets zpool's own account.
+fn warn_if_degraded(pool: &str) {
+    let health = cmd::run(
+        zfs::ZPOOL,
+        &[
+            "get".into(),
+            "-H".into(),
+            "-o".into(),
+            "value".into(),
+            "health".into(),
+            pool.into(),
+        ],
+        None,
+    )
+    .map(|h| h.trim().to_string())
+    .unwrap_or_else(|e| e.to_string());
+    if health != "ONLINE" {
+        let status = cmd::run(
+            zfs::ZPOOL,
+            &["status".into(), "-P".into(), pool.into()],
+            None,
+        )
+        .unwrap_or_default();
+        log(format!("WARNING: POOL {pool} IS {health}: a member is missing or failing; data is served from the rest\n{status}"));
+    }
+}
+
+/// Caps the ARC as the policy says for this box's RAM and pool.
+fn cap_arc(roots: &Roots, policy: &policy::Policy, size: u64) {
+    let meminfo = std::fs::read_to_string(roots.proc.join("meminfo")).unwrap_or_default();
+    let ram = bringup::mem_total(&meminfo);
+    let arc = bringup::arc_max(policy, ram, size);
+    let arc_param = roots.module("zfs").join("parameters/zfs_arc_max");
+    match std::fs::write(&arc_param, arc.to_string()) {
+        Ok(()) => log(format!(
+            "ARC capped at {} MiB (RAM {} MiB)",
+            arc >> 20,
+            ram >> 20
+        )),
+        Err(e) => log(format!("ARC cap not set: {}: {e}", arc_param.display())),
+    }
+}
+
+/// Keeps the policy that validated on the pool, for a later boot whose override is rejected.
+fn keep_last_good(pool: &str, text: &str) {
+    let p = config::last_good_path(pool);
+    let _ = std::fs::create_dir_all(p.parent().unwrap_or(&p));
+    if let Err(e) = std::fs::write(&p, text) {
+        log(format!("{}: {e}", p.display()));
+    }
+}
+
+/// What ab-health judges this boot by: the names under the policy in force and what became of
+/// the vault.
+fn write_outcome(
+    roots: &Roots,
+    pool: &str,
+    vault: &storage::vault::Vault,
+    sb: storage::vault::SecureBoot,
+) {
+    let outcome = serde_json::json!({
+        "pool": pool,
+        "vault": format!("{pool}/vault"),
+        "vault_state": vault.state(),
+        "secure_boot": sb,
+        "secure_boot_text": sb.describe(),
+        "vault_bound_to": storage::vault::binding_of(pool),
+    });
+    let outcome_path = roots.storage_outcome();
+    let _ = std::fs::create_dir_all(outcome_path.parent().unwrap_or(&outcome_path));
+    if let Err(e) = std::fs::write(&outcome_path, outcome.to_string()) {
+        log(format!("{}: {e}", outcome_path.display()));
     }
 }
