@@ -272,27 +272,32 @@ impl Cmd {
         // The pipes are drained beside the wait, so a chatty tool cannot block on a full pipe.
         let out = drain(child.stdout.take());
         let err = drain(child.stderr.take());
-        let deadline = self.timeout.map(|t| Instant::now() + t);
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(st)) => break st,
-                Ok(None) if deadline.is_none_or(|d| Instant::now() < d) => {
-                    std::thread::sleep(Duration::from_millis(if deadline.is_some() {
-                        20
-                    } else {
-                        5
-                    }))
+        let status = match self.timeout {
+            // The common case blocks in wait(2): no polling, no wakeups while a tool runs.
+            None => child.wait().map_err(|source| CmdError::Spawn {
+                argv: argv.clone(),
+                source,
+            })?,
+            Some(t) => {
+                let deadline = Instant::now() + t;
+                loop {
+                    match child.try_wait() {
+                        Ok(Some(st)) => break st,
+                        Ok(None) if Instant::now() < deadline => {
+                            std::thread::sleep(Duration::from_millis(20))
+                        }
+                        Ok(None) => {
+                            let _ = child.kill();
+                            // A process stuck in the kernel may never be reaped; the readers
+                            // are left to end with it.
+                            return Err(CmdError::Timeout {
+                                argv,
+                                secs: t.as_secs(),
+                            });
+                        }
+                        Err(source) => return Err(CmdError::Spawn { argv, source }),
+                    }
                 }
-                Ok(None) => {
-                    let _ = child.kill();
-                    // A process stuck in the kernel may never be reaped; the readers are left
-                    // to end with it.
-                    return Err(CmdError::Timeout {
-                        argv,
-                        secs: self.timeout.map_or(0, |t| t.as_secs()),
-                    });
-                }
-                Err(source) => return Err(CmdError::Spawn { argv, source }),
             }
         };
         let stdout = out.join().unwrap_or_default();
