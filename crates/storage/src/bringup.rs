@@ -96,7 +96,11 @@ pub fn observe(roots: &Roots, policy: &Policy, mountinfo: &str) -> Result<Observ
     // `zpool import` exits 1 with "no pools available" when there are none.
     let importable = match run(
         zfs::ZPOOL,
-        &["import".into(), "-d".into(), "/dev/disk/by-partuuid".into()],
+        &[
+            "import".into(),
+            "-d".into(),
+            roots.dev.join("disk/by-partuuid").display().to_string(),
+        ],
         None,
     ) {
         Ok(out) => zfs::parse_importable(&out),
@@ -501,13 +505,15 @@ pub fn create_args(
 
 /// Reconciles datasets; returns the actions taken (or that would be, with `dry_run`).
 pub fn reconcile_datasets(
+    host: &mut dyn Host,
     policy: &Policy,
     pool_size: u64,
     vault_ok: bool,
     dry_run: bool,
 ) -> Result<Vec<Action>, Error> {
     let name = &policy.pool.name;
-    let have = zfs::get_recursive(name, &datasets::MANAGED.join(","))?;
+    let args = zfs::get_recursive_args(name, &datasets::MANAGED.join(","));
+    let have = zfs::parse_get_output(&args, &host.zfs(&args, None)?)?;
     let actions = datasets::diff(&datasets::desired(policy, pool_size), &have, name);
     for a in &actions {
         match a {
@@ -531,7 +537,7 @@ pub fn reconcile_datasets(
                 }
                 args.push(ds.clone());
                 log(format!("{ds}: create {props:?}"));
-                run(zfs::ZFS, &args, None)?;
+                host.zfs(&args, None)?;
             }
             Action::Set {
                 name: ds,
@@ -540,11 +546,7 @@ pub fn reconcile_datasets(
                 to,
             } => {
                 log(format!("{ds}: {prop} {from} -> {to}"));
-                run(
-                    zfs::ZFS,
-                    &["set".into(), format!("{prop}={to}"), ds.clone()],
-                    None,
-                )?;
+                host.zfs(&["set".into(), format!("{prop}={to}"), ds.clone()], None)?;
             }
         }
     }
@@ -621,29 +623,24 @@ pub fn pool_facts(
 }
 
 /// The facts of the imported pool `name`, from the tools; what cannot be read stays unknown.
-pub fn gather_pool_facts(name: &str) -> crate::policy::PoolFacts {
+pub fn gather_pool_facts(host: &mut dyn Host, name: &str) -> crate::policy::PoolFacts {
     let s = |a: &[&str]| a.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-    let list_v = run(zfs::ZPOOL, &s(&["list", "-v", "-H", "-P", name]), None).unwrap_or_default();
-    let ashift = run(
-        zfs::ZPOOL,
-        &s(&["get", "-H", "-p", "-o", "value", "ashift", name]),
-        None,
-    )
-    .unwrap_or_default();
+    let list_v = host
+        .zpool(&s(&["list", "-v", "-H", "-P", name]))
+        .unwrap_or_default();
+    let ashift = host
+        .zpool(&s(&["get", "-H", "-p", "-o", "value", "ashift", name]))
+        .unwrap_or_default();
     let props = format!("encryption,{}", crate::tpm::SEALED_PROPERTY);
-    let vault = run(
-        zfs::ZFS,
-        &s(&[
-            "get",
-            "-H",
-            "-o",
-            "property,value",
-            &props,
-            &format!("{name}/vault"),
-        ]),
-        None,
-    )
-    .unwrap_or_default();
+    let vault_args = s(&[
+        "get",
+        "-H",
+        "-o",
+        "property,value",
+        &props,
+        &format!("{name}/vault"),
+    ]);
+    let vault = host.zfs(&vault_args, None).unwrap_or_default();
     pool_facts(name, &list_v, &ashift, &vault)
 }
 

@@ -83,7 +83,12 @@ pub fn candidates(config_error: Option<String>) -> Vec<Candidate> {
 }
 
 pub fn last_good_path(pool: &str) -> PathBuf {
-    Path::new("/").join(pool).join(".storage/policy.toml")
+    last_good_in(&Path::new("/").join(pool))
+}
+
+/// Where the last good policy is kept on the pool mounted at `mount`.
+pub fn last_good_in(mount: &Path) -> PathBuf {
+    mount.join(".storage/policy.toml")
 }
 
 /// The policy storage-init last applied on `pool` (kept there), else the image's.

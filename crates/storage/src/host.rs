@@ -1,10 +1,13 @@
-//! What bring-up does to the box, behind one trait: [`RealHost`] writes GPTs and runs partx,
-//! blockdev, udevadm and zpool; a fake in the unit tests records each call and can fail any of
-//! them, so pool creation, import, finishing an interrupted first boot and growing a stripe are
-//! tested as decisions, without a VM.
+//! What bring-up does to the box, behind one trait: [`RealHost`] writes GPTs, runs partx,
+//! blockdev, udevadm, zpool and zfs, and talks to the TPM; a fake in the unit tests records each
+//! call, answers zfs as a test scripts it, seals with a stand-in TPM and can fail any call, so
+//! pool creation, import, finishing an interrupted first boot, growing a stripe, the vault's key
+//! handling and a whole bring-up pass are tested as decisions, without a VM.
 
 use crate::bringup::Error;
-use crate::cmd::{run, BLOCKDEV, PARTX, UDEVADM};
+use crate::cmd::{run, CmdError, BLOCKDEV, PARTX, UDEVADM};
+use crate::tpm::{Key, Tpm, TpmError};
+use crate::vault::RecoveryKey;
 use platform::Roots;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -32,8 +35,24 @@ pub trait Host {
     fn zpool(&mut self, args: &[String]) -> Result<String, Error>;
     /// The GUID of the imported pool `name`.
     fn pool_guid(&mut self, name: &str) -> Result<u64, Error>;
+    /// Runs zfs with `args` (key material only ever on `stdin`); its stdout.
+    fn zfs(&mut self, args: &[String], stdin: Option<&[u8]>) -> Result<String, CmdError>;
+    /// Whether the box has a TPM.
+    fn tpm_present(&self) -> bool;
+    /// Seals `key` to this TPM, bound to the current values of `pcrs`: the blob to store.
+    fn tpm_seal(&mut self, key: &[u8], pcrs: &[u8]) -> Result<String, TpmError>;
+    /// Unseals a stored blob with this TPM.
+    fn tpm_unseal(&mut self, blob: &str) -> Result<Key, TpmError>;
+    /// Shows a new recovery key once where a person sees it and no log keeps it (the console).
+    fn show_recovery(&mut self, vault: &str, key: &RecoveryKey);
+    /// The trees the box's own files are read and written under.
+    fn roots(&self) -> &Roots;
+    /// Where the pool `pool`'s root dataset is mounted (`/<pool>` on the box).
+    fn pool_mount(&self, pool: &str) -> PathBuf;
     /// Where the partitions' stable links are (`/dev/disk/by-partuuid`): the names ZFS records.
-    fn partuuid_dir(&self) -> PathBuf;
+    fn partuuid_dir(&self) -> PathBuf {
+        self.roots().dev.join("disk/by-partuuid")
+    }
     /// The stable path of the partition with this GUID.
     fn by_partuuid(&self, guid: &str) -> PathBuf {
         self.partuuid_dir().join(guid.to_lowercase())
@@ -44,11 +63,13 @@ pub trait Host {
 #[derive(Debug, Clone)]
 pub struct RealHost {
     pub roots: Roots,
+    tpm: Tpm,
 }
 
 impl RealHost {
     pub fn new(roots: Roots) -> RealHost {
-        RealHost { roots }
+        let tpm = Tpm::at(&roots);
+        RealHost { roots, tpm }
     }
 }
 
@@ -117,26 +138,97 @@ impl Host for RealHost {
             .ok_or_else(|| Error::Parse(format!("pool {name} is not listed")))
     }
 
-    fn partuuid_dir(&self) -> PathBuf {
-        self.roots.dev.join("disk/by-partuuid")
+    fn zfs(&mut self, args: &[String], stdin: Option<&[u8]>) -> Result<String, CmdError> {
+        run(crate::zfs::ZFS, args, stdin)
+    }
+
+    fn tpm_present(&self) -> bool {
+        self.tpm.present()
+    }
+
+    fn tpm_seal(&mut self, key: &[u8], pcrs: &[u8]) -> Result<String, TpmError> {
+        crate::tpm::seal(&self.tpm, key, pcrs)
+    }
+
+    fn tpm_unseal(&mut self, blob: &str) -> Result<Key, TpmError> {
+        crate::tpm::unseal(&self.tpm, blob)
+    }
+
+    fn show_recovery(&mut self, vault: &str, key: &RecoveryKey) {
+        crate::vault::show_on_console(&self.roots.dev.join("console"), vault, key)
+    }
+
+    fn roots(&self) -> &Roots {
+        &self.roots
+    }
+
+    fn pool_mount(&self, pool: &str) -> PathBuf {
+        Path::new("/").join(pool)
     }
 }
 
 /// A host that records every call as one line and fails the first call starting with `fail`.
+/// zpool and zfs answer from `answers` (the first whose prefix the call's line starts with; no
+/// match: empty output). Its stand-in TPM keeps what it sealed and the PCR 7 value it was sealed
+/// under; changing `pcr7` (Secure Boot turned off, other keys) or clearing `sealed` (a cleared or
+/// swapped TPM) makes unsealing fail as the real one would.
 #[cfg(test)]
 pub mod fake {
     use super::*;
+    use base64::Engine;
 
-    #[derive(Debug, Default)]
+    #[derive(Debug)]
     pub struct FakeHost {
         pub calls: Vec<String>,
         pub fail: Option<&'static str>,
         /// What `pool_guid` answers.
         pub guid: u64,
         pub next: u128,
+        /// `(prefix of "zfs <args>" or "zpool <args>", Ok(stdout) or Err(stderr))`.
+        pub answers: Vec<(String, Result<String, String>)>,
+        /// What was given on stdin, in call order (key material).
+        pub stdin: Vec<Vec<u8>>,
+        pub tpm: bool,
+        /// The stand-in TPM's sealed objects: (key, PCRs, PCR 7 when sealed).
+        pub sealed: Vec<(Vec<u8>, Vec<u8>, u8)>,
+        /// The current value of PCR 7.
+        pub pcr7: u8,
+        /// The recovery keys shown, as shown.
+        pub shown: Vec<String>,
+        /// The box's trees and pool mounts are under it.
+        pub base: PathBuf,
+        pub roots: Roots,
+    }
+
+    impl Default for FakeHost {
+        fn default() -> FakeHost {
+            FakeHost {
+                calls: Vec::new(),
+                fail: None,
+                guid: 0,
+                next: 0,
+                answers: Vec::new(),
+                stdin: Vec::new(),
+                tpm: true,
+                sealed: Vec::new(),
+                pcr7: 1,
+                shown: Vec::new(),
+                base: PathBuf::from("/nonexistent/fake-host"),
+                roots: Roots::under(Path::new("/nonexistent/fake-host")),
+            }
+        }
     }
 
     impl FakeHost {
+        /// A fake whose trees and pool mounts are under `base` (a test's temporary directory).
+        pub fn under(base: &Path) -> FakeHost {
+            FakeHost {
+                base: base.into(),
+                roots: Roots::under(base),
+                ..FakeHost::default()
+            }
+        }
+
         fn call(&mut self, line: String) -> Result<(), Error> {
             let failing = self.fail.is_some_and(|f| line.starts_with(f));
             self.calls.push(line.clone());
@@ -151,6 +243,38 @@ pub mod fake {
             self.next += 1;
             Uuid::from_u128(self.next)
         }
+
+        /// Scripts calls whose line starts with `prefix` (`zfs get ...`, `zpool status ...`) to
+        /// answer `answer` (`Err`: fail with that stderr); a later script wins over an earlier.
+        pub fn answer(&mut self, prefix: &str, answer: Result<&str, &str>) {
+            self.answers.insert(
+                0,
+                (
+                    prefix.to_string(),
+                    answer.map(String::from).map_err(String::from),
+                ),
+            );
+        }
+
+        fn answered(&self, line: &str) -> Option<Result<String, String>> {
+            self.answers
+                .iter()
+                .find(|(p, _)| line.starts_with(p.as_str()))
+                .map(|(_, a)| a.clone())
+        }
+
+        /// The recorded calls that start with `prefix`.
+        pub fn calls_to(&self, prefix: &str) -> Vec<&str> {
+            self.calls
+                .iter()
+                .filter(|c| c.starts_with(prefix))
+                .map(String::as_str)
+                .collect()
+        }
+    }
+
+    fn tpm_err(e: Error) -> TpmError {
+        TpmError::Blob(e.to_string())
     }
 
     impl Host for FakeHost {
@@ -178,12 +302,78 @@ pub mod fake {
             self.call(format!("rename {} {from} {to}", dev.display()))
         }
         fn zpool(&mut self, args: &[String]) -> Result<String, Error> {
-            self.call(format!("zpool {}", args.join(" ")))?;
-            Ok(String::new())
+            let line = format!("zpool {}", args.join(" "));
+            self.call(line.clone())?;
+            match self.answered(&line) {
+                Some(Ok(out)) => Ok(out),
+                Some(Err(stderr)) => Err(Error::Refused(stderr)),
+                None => Ok(String::new()),
+            }
         }
         fn pool_guid(&mut self, name: &str) -> Result<u64, Error> {
             self.call(format!("guid {name}"))?;
             Ok(self.guid)
+        }
+        fn zfs(&mut self, args: &[String], stdin: Option<&[u8]>) -> Result<String, CmdError> {
+            let line = format!("zfs {}", args.join(" "));
+            let failed = |stderr: String| CmdError::Failed {
+                argv: line.clone(),
+                status: "exit status: 1".into(),
+                stderr,
+            };
+            let shown = match stdin {
+                Some(k) => {
+                    self.stdin.push(k.to_vec());
+                    format!("{line} <stdin {} bytes>", k.len())
+                }
+                None => line.clone(),
+            };
+            self.call(shown).map_err(|e| failed(e.to_string()))?;
+            match self.answered(&line) {
+                Some(Ok(out)) => Ok(out),
+                Some(Err(stderr)) => Err(failed(stderr)),
+                None => Ok(String::new()),
+            }
+        }
+        fn tpm_present(&self) -> bool {
+            self.tpm
+        }
+        fn tpm_seal(&mut self, key: &[u8], pcrs: &[u8]) -> Result<String, TpmError> {
+            let p = pcrs.iter().map(u8::to_string).collect::<Vec<_>>().join(",");
+            self.call(format!("tpm-seal [{p}]")).map_err(tpm_err)?;
+            self.sealed.push((key.to_vec(), pcrs.to_vec(), self.pcr7));
+            let b64 = base64::engine::general_purpose::STANDARD;
+            let handle = (self.sealed.len() as u32).to_be_bytes();
+            Ok(format!("v1:{p}:{}:AA==", b64.encode(handle)))
+        }
+        fn tpm_unseal(&mut self, blob: &str) -> Result<Key, TpmError> {
+            self.call("tpm-unseal".into()).map_err(tpm_err)?;
+            let s = crate::tpm::parse_blob(blob)?;
+            let handle = <[u8; 4]>::try_from(s.public.as_slice())
+                .map(|b| u32::from_be_bytes(b) as usize)
+                .map_err(|_| TpmError::Blob("not one of this TPM's".into()))?;
+            let Some((key, pcrs, at)) = handle.checked_sub(1).and_then(|i| self.sealed.get(i))
+            else {
+                return Err(TpmError::Blob(
+                    "the sealed key could not be loaded by this TPM (stand-in)".into(),
+                ));
+            };
+            if pcrs.contains(&7) && *at != self.pcr7 {
+                return Err(TpmError::Blob(
+                    "the TPM refused to unseal the key (PCR 7 changed; stand-in)".into(),
+                ));
+            }
+            Ok(Key::new(key.clone()))
+        }
+        fn show_recovery(&mut self, vault: &str, key: &RecoveryKey) {
+            let _ = self.call(format!("show-recovery {vault}"));
+            self.shown.push(key.display());
+        }
+        fn roots(&self) -> &Roots {
+            &self.roots
+        }
+        fn pool_mount(&self, pool: &str) -> PathBuf {
+            self.base.join(pool)
         }
         fn partuuid_dir(&self) -> PathBuf {
             PathBuf::from("/l")

@@ -8,6 +8,7 @@ pub mod datasets;
 pub mod discover;
 pub mod gptops;
 pub mod host;
+pub mod init;
 pub mod plan;
 pub mod policy;
 pub mod probe;

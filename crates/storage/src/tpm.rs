@@ -4,7 +4,8 @@
 //! only in memory and on the pipe to `zfs`.
 
 use base64::Engine;
-use std::path::Path;
+use platform::Roots;
+use std::path::PathBuf;
 use tss_esapi::attributes::ObjectAttributesBuilder;
 use tss_esapi::constants::SessionType;
 use tss_esapi::handles::{KeyHandle, ObjectHandle};
@@ -21,7 +22,8 @@ use tss_esapi::tcti_ldr::{DeviceConfig, TctiNameConf};
 use tss_esapi::traits::{Marshall, UnMarshall};
 use tss_esapi::Context;
 
-pub const DEVICE: &str = "/dev/tpmrm0";
+/// The TPM's resource-manager device, under the dev root.
+pub const DEVICE: &str = "tpmrm0";
 /// The vault dataset property holding the sealed key (base64 of public and private blobs).
 pub const SEALED_PROPERTY: &str = "org.lfedge.eve:sealed-key";
 pub const KEY_LEN: usize = 32;
@@ -44,24 +46,43 @@ pub enum TpmError {
     Blob(String),
     #[error("PCR {0} does not exist")]
     Pcr(u8),
-    #[error("reading the kernel RNG")]
-    Random(#[source] std::io::Error),
+    #[error("no randomness from the kernel: {0}")]
+    Random(String),
 }
 
 fn tss(op: &'static str) -> impl FnOnce(tss_esapi::Error) -> TpmError {
     move |source| TpmError::Tss { op, source }
 }
 
-pub fn present() -> bool {
-    Path::new(DEVICE).exists()
+/// The box's TPM, reached through its resource manager (`/dev/tpmrm0` on the box).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tpm {
+    pub device: PathBuf,
 }
 
-fn context() -> Result<Context, TpmError> {
-    if !present() {
-        return Err(TpmError::Absent(DEVICE.into()));
+impl Tpm {
+    pub fn at(roots: &Roots) -> Tpm {
+        Tpm {
+            device: roots.dev.join(DEVICE),
+        }
     }
-    let dev: DeviceConfig = DEVICE.parse().map_err(tss("device name"))?;
-    Context::new(TctiNameConf::Device(dev)).map_err(tss("open"))
+
+    pub fn present(&self) -> bool {
+        self.device.exists()
+    }
+
+    fn context(&self) -> Result<Context, TpmError> {
+        if !self.present() {
+            return Err(TpmError::Absent(self.device.display().to_string()));
+        }
+        let dev: DeviceConfig = self
+            .device
+            .to_str()
+            .unwrap_or_default()
+            .parse()
+            .map_err(tss("device name"))?;
+        Context::new(TctiNameConf::Device(dev)).map_err(tss("open"))
+    }
 }
 
 /// The storage primary key; the same template always yields the same key on the same TPM.
@@ -122,16 +143,14 @@ fn pcr_session(
 /// A fresh vault key from the kernel RNG.
 pub fn generate() -> Result<Key, TpmError> {
     let mut key = Key::new(vec![0u8; KEY_LEN]);
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut key))
-        .map_err(TpmError::Random)?;
+    getrandom::fill(&mut key[..]).map_err(|e| TpmError::Random(e.to_string()))?;
     Ok(key)
 }
 
 /// Seals `key` under this TPM's storage key, bound to the current values of `pcrs`; returns the
 /// blob to store.
-pub fn seal(key: &[u8], pcrs: &[u8]) -> Result<String, TpmError> {
-    let mut ctx = context()?;
+pub fn seal(tpm: &Tpm, key: &[u8], pcrs: &[u8]) -> Result<String, TpmError> {
+    let mut ctx = tpm.context()?;
     let parent = primary(&mut ctx)?;
     let auth_policy = if pcrs.is_empty() {
         Digest::default()
@@ -218,7 +237,7 @@ pub fn parse_blob(blob: &str) -> Result<Sealed, TpmError> {
 pub type Key = zeroize::Zeroizing<Vec<u8>>;
 
 /// Unseals the key from a stored blob with this box's TPM.
-pub fn unseal(blob: &str) -> Result<Key, TpmError> {
+pub fn unseal(tpm: &Tpm, blob: &str) -> Result<Key, TpmError> {
     let Sealed {
         pcrs,
         public,
@@ -226,7 +245,7 @@ pub fn unseal(blob: &str) -> Result<Key, TpmError> {
     } = parse_blob(blob)?;
     let public = Public::unmarshall(&public).map_err(|e| TpmError::Blob(e.to_string()))?;
     let private = Private::try_from(private).map_err(|e| TpmError::Blob(e.to_string()))?;
-    let mut ctx = context()?;
+    let mut ctx = tpm.context()?;
     let parent = primary(&mut ctx)?;
     let obj = ctx
         .execute_with_nullauth_session(|c| c.load(parent, private, public))

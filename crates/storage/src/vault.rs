@@ -5,13 +5,14 @@
 //! vault key kept on the vault itself, for a box whose TPM or board was replaced.
 //!
 //! The decisions (what to bind to, whether to re-seal, what the vault's properties say) are pure
-//! and unit-tested; `ensure` and `recover` do the I/O through `zfs` and `tpm`.
+//! and unit-tested; `ensure` and `recover` act through the [`Host`] seam (zfs and the TPM), so
+//! they are unit-tested against its fake too.
 
 use crate::bringup::log;
-use crate::cmd::{run, CmdError};
+use crate::cmd::CmdError;
+use crate::host::Host;
 use crate::policy::{Encryption, Policy, WithoutTpm};
 use crate::tpm::{self, Key};
-use crate::zfs;
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::engine::general_purpose::STANDARD as B64;
@@ -327,20 +328,18 @@ pub fn missing(e: &CmdError) -> bool {
     e.to_string().contains("dataset does not exist")
 }
 
-fn observe(name: &str) -> Result<Option<Observed>, CmdError> {
-    match run(
-        zfs::ZFS,
-        &[
-            "get".into(),
-            "-H".into(),
-            "-p".into(),
-            "-o".into(),
-            "property,value".into(),
-            PROPS.join(","),
-            name.into(),
-        ],
-        None,
-    ) {
+fn observe(host: &mut dyn Host, name: &str) -> Result<Option<Observed>, CmdError> {
+    let args = [
+        "get",
+        "-H",
+        "-p",
+        "-o",
+        "property,value",
+        &PROPS.join(","),
+        name,
+    ]
+    .map(String::from);
+    match host.zfs(&args, None) {
         Ok(out) => Ok(Some(parse_props(&out))),
         Err(e) if missing(&e) => Ok(None),
         Err(e) => Err(e),
@@ -365,41 +364,31 @@ fn keyfile(policy: &Policy) -> Result<Key, String> {
     Ok(k)
 }
 
-fn set_property(name: &str, prop: &str, value: &str) -> Result<(), CmdError> {
-    run(
-        zfs::ZFS,
+fn set_property(host: &mut dyn Host, name: &str, prop: &str, value: &str) -> Result<(), CmdError> {
+    host.zfs(
         &["set".into(), format!("{prop}={value}"), name.into()],
         None,
     )
     .map(|_| ())
 }
 
-/// Where a recovery key is shown: the console device itself, so it is seen once and never lands
-/// in a log file (init copies every service's output to /run/log and /persist/log).
-pub trait Shower {
-    fn show(&mut self, vault: &str, key: &RecoveryKey);
-}
-
-/// Writes to a console device (`/dev/console` on the box).
-#[derive(Debug)]
-pub struct Console(pub std::path::PathBuf);
-
-impl Shower for Console {
-    fn show(&mut self, vault: &str, key: &RecoveryKey) {
-        let text = recovery_banner(vault, key);
-        let r = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&self.0)
-            .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()));
-        match r {
-            Ok(()) => log(format!(
-                "{vault}: a recovery key was made and shown on the console (it is not logged)"
-            )),
-            Err(e) => log(format!(
-                "{vault}: a recovery key was made but could not be shown on {}: {e}; make a new one with `storagectl vault recovery-key`",
-                self.0.display()
-            )),
-        }
+/// Writes the recovery banner to the console device `console` (`/dev/console` on the box), so it
+/// is seen once and never lands in a log file (init copies every service's output to /run/log
+/// and /persist/log).
+pub fn show_on_console(console: &Path, vault: &str, key: &RecoveryKey) {
+    let text = recovery_banner(vault, key);
+    let r = std::fs::OpenOptions::new()
+        .write(true)
+        .open(console)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()));
+    match r {
+        Ok(()) => log(format!(
+            "{vault}: a recovery key was made and shown on the console (it is not logged)"
+        )),
+        Err(e) => log(format!(
+            "{vault}: a recovery key was made but could not be shown on {}: {e}; make a new one with `storagectl vault recovery-key`",
+            console.display()
+        )),
     }
 }
 
@@ -418,10 +407,10 @@ pub fn recovery_banner(vault: &str, key: &RecoveryKey) -> String {
 /// After the vault was unlocked with `key` (sealed as `obs` says): re-seal to `wanted` when that
 /// adds a binding, and make a recovery key if the vault has none. Failures are logged; the vault
 /// stays unlocked and the old seal stays in place.
-fn maintain(name: &str, key: &Key, obs: &Observed, wanted: &[u8], shower: &mut dyn Shower) {
+fn maintain(host: &mut dyn Host, name: &str, key: &Key, obs: &Observed, wanted: &[u8]) {
     if let Some(blob) = &obs.sealed {
         match tpm::parse_blob(blob) {
-            Ok(s) if should_reseal(&s.pcrs, wanted) => match reseal(name, key, wanted) {
+            Ok(s) if should_reseal(&s.pcrs, wanted) => match reseal(host, name, key, wanted) {
                 Ok(()) => log(format!(
                     "{name}: key re-sealed from {} to {}",
                     binding_text(&s.pcrs),
@@ -439,13 +428,14 @@ fn maintain(name: &str, key: &Key, obs: &Observed, wanted: &[u8], shower: &mut d
         }
     }
     if obs.recovery.is_none() {
-        match RecoveryKey::generate()
+        let made = RecoveryKey::generate()
             .and_then(|rk| wrap(key, &rk).map(|w| (rk, w)))
             .and_then(|(rk, w)| {
-                set_property(name, RECOVERY_PROPERTY, &w)?;
+                set_property(host, name, RECOVERY_PROPERTY, &w)?;
                 Ok(rk)
-            }) {
-            Ok(rk) => shower.show(name, &rk),
+            });
+        match made {
+            Ok(rk) => host.show_recovery(name, &rk),
             Err(e) => log(format!(
                 "{name}: no recovery key made: {}",
                 platform::chain(&e)
@@ -456,25 +446,21 @@ fn maintain(name: &str, key: &Key, obs: &Observed, wanted: &[u8], shower: &mut d
 
 /// Seals `key` to `pcrs`, checks the new seal opens, then replaces the stored one (one property
 /// write: a power cut leaves the old seal or the new one, both valid).
-pub fn reseal(name: &str, key: &Key, pcrs: &[u8]) -> Result<(), VaultError> {
-    let blob = tpm::seal(key, pcrs)?;
-    let back = tpm::unseal(&blob)?;
+pub fn reseal(host: &mut dyn Host, name: &str, key: &Key, pcrs: &[u8]) -> Result<(), VaultError> {
+    let blob = host.tpm_seal(key, pcrs)?;
+    let back = host.tpm_unseal(&blob)?;
     if back[..] != key[..] {
         return Err(VaultError::Blob(
             "the new seal does not give the key back".into(),
         ));
     }
-    set_property(name, tpm::SEALED_PROPERTY, &blob)?;
+    set_property(host, name, tpm::SEALED_PROPERTY, &blob)?;
     Ok(())
 }
 
-fn load_key(name: &str, key: &Key) -> Result<(), CmdError> {
-    run(
-        zfs::ZFS,
-        &["load-key".into(), "-L".into(), "prompt".into(), name.into()],
-        Some(key),
-    )
-    .map(|_| ())
+fn load_key(host: &mut dyn Host, name: &str, key: &Key) -> Result<(), CmdError> {
+    let args = ["load-key", "-L", "prompt", name].map(String::from);
+    host.zfs(&args, Some(key)).map(|_| ())
 }
 
 /// What to do with `<pool>/vault` this boot, from what could be read of it.
@@ -529,7 +515,7 @@ pub fn decide(
         return match (tpm_present, policy.encryption.without_tpm) {
             (true, _) => Decision::Create(NewKey::Tpm),
             (false, WithoutTpm::Require) => Decision::CannotCreate {
-                reason: format!("no TPM ({}) and the policy requires one (encryption.without_tpm = \"require\")", tpm::DEVICE),
+                reason: format!("no TPM (no /dev/{}) and the policy requires one (encryption.without_tpm = \"require\")", tpm::DEVICE),
             },
             (false, WithoutTpm::AllowUnencrypted) => Decision::Create(NewKey::Unencrypted),
             (false, WithoutTpm::Keyfile) => Decision::Create(NewKey::Keyfile),
@@ -549,45 +535,37 @@ pub fn decide(
 
 /// Creates or unlocks `<pool>/vault` as [`decide`] says. Never destroys or recreates an existing
 /// vault, and never creates one whose existence it could not establish.
-pub fn ensure(policy: &Policy, sb: SecureBoot, shower: &mut dyn Shower) -> Vault {
+pub fn ensure(host: &mut dyn Host, policy: &Policy, sb: SecureBoot) -> Vault {
     let name = format!("{}/vault", policy.pool.name);
     let wanted = wanted_pcrs(&policy.encryption, sb);
-    let observed = observe(&name).map_err(|e| e.to_string());
+    let observed = observe(host, &name).map_err(|e| e.to_string());
+    let obs = observed.as_ref().ok().and_then(Option::as_ref);
     let decision = decide(
         &name,
         observed.as_ref().map(Option::as_ref).map_err(Clone::clone),
-        tpm::present(),
+        host.tpm_present(),
         policy,
     );
-    let obs = match (decision, observed) {
-        (Decision::Unreadable { reason }, _) => {
+    let key = match decision {
+        Decision::Unreadable { reason } => {
             log(format!("VAULT UNAVAILABLE: {reason}"));
             return Vault::Absent { reason };
         }
-        (Decision::CannotCreate { reason }, _) => {
+        Decision::CannotCreate { reason } => {
             log(format!("vault not created: {reason}"));
             return Vault::Absent { reason };
         }
-        (Decision::Create(how), _) => return create(policy, &name, how, &wanted, shower),
-        (Decision::Unencrypted, _) => {
+        Decision::Create(how) => return create(host, policy, &name, how, &wanted),
+        Decision::Unencrypted => {
             log(format!(
                 "WARNING: {name} is NOT encrypted (created without a TPM under allow-unencrypted)"
             ));
             return Vault::Unencrypted;
         }
-        (Decision::Unlocked, _) => return Vault::Unlocked,
-        (_, Ok(Some(obs))) => obs,
-        // Unseal and Keyfile come only from an observed vault.
-        (_, _) => {
-            return Vault::Absent {
-                reason: format!("{name}: no state to unlock from"),
-            }
-        }
-    };
-    let key = match &obs.sealed {
-        None => keyfile(policy),
-        Some(blob) => tpm::unseal(blob).map_err(|e| {
-            let bound = tpm::parse_blob(blob)
+        Decision::Unlocked => return Vault::Unlocked,
+        Decision::Keyfile => keyfile(policy),
+        Decision::Unseal { blob } => host.tpm_unseal(&blob).map_err(|e| {
+            let bound = tpm::parse_blob(&blob)
                 .map(|s| format!(" (sealed to {})", binding_text(&s.pcrs)))
                 .unwrap_or_default();
             format!(
@@ -602,7 +580,7 @@ pub fn ensure(policy: &Policy, sb: SecureBoot, shower: &mut dyn Shower) -> Vault
         Err(reason) => {
             log(format!(
                 "VAULT LOCKED: {name}: {reason}; its data is kept, nothing under it is changed{}",
-                if obs.recovery.is_some() {
+                if obs.is_some_and(|o| o.recovery.is_some()) {
                     "; `storagectl vault recover` unlocks it with the recovery key"
                 } else {
                     ""
@@ -611,72 +589,76 @@ pub fn ensure(policy: &Policy, sb: SecureBoot, shower: &mut dyn Shower) -> Vault
             return Vault::Locked { reason };
         }
     };
-    if let Err(e) = load_key(&name, &key) {
+    if let Err(e) = load_key(host, &name, &key) {
         log(format!("VAULT LOCKED: {name}: {e}"));
         return Vault::Locked {
             reason: e.to_string(),
         };
     }
     log(format!("{name}: unlocked"));
-    if obs.sealed.is_some() {
-        maintain(&name, &key, &obs, &wanted, shower);
+    if let Some(o) = obs.filter(|o| o.sealed.is_some()) {
+        maintain(host, &name, &key, o, &wanted);
     }
     Vault::Unlocked
 }
 
-fn create(
+/// A new key and what is stored beside it: (key, sealed blob, recovery key and its wrapped copy).
+type Made = (Key, Option<String>, Option<(RecoveryKey, String)>);
+
+/// The key for a new vault made `how`; `Err`: why none could be had.
+fn new_key(
+    host: &mut dyn Host,
     policy: &Policy,
     name: &str,
     how: NewKey,
     wanted: &[u8],
-    shower: &mut dyn Shower,
-) -> Vault {
-    let mountpoint = format!("mountpoint=/{}/vault", policy.pool.name);
-    let (key, sealed, recovery) = match how {
+) -> Result<Made, String> {
+    match how {
         NewKey::Tpm => {
-            let made = tpm::generate().and_then(|k| tpm::seal(&k, wanted).map(|b| (k, b)));
-            match made {
-                Ok((k, b)) => {
-                    let rec = RecoveryKey::generate().and_then(|rk| wrap(&k, &rk).map(|w| (rk, w)));
-                    match rec {
-                        Ok(r) => (k, Some(b), Some(r)),
-                        Err(e) => {
-                            log(format!("{name}: no recovery key: {}", platform::chain(&e)));
-                            (k, Some(b), None)
-                        }
-                    }
-                }
+            let sealed = tpm::generate()
+                .and_then(|k| host.tpm_seal(&k, wanted).map(|b| (k, b)))
+                .map_err(|e| format!("sealing the key failed: {}", platform::chain(&e)))?;
+            let (k, b) = sealed;
+            let rec = RecoveryKey::generate().and_then(|rk| wrap(&k, &rk).map(|w| (rk, w)));
+            match rec {
+                Ok(r) => Ok((k, Some(b), Some(r))),
                 Err(e) => {
-                    let reason = platform::chain(&e);
-                    log(format!(
-                        "vault not created: sealing the key failed: {reason}"
-                    ));
-                    return Vault::Absent { reason };
+                    log(format!("{name}: no recovery key: {}", platform::chain(&e)));
+                    Ok((k, Some(b), None))
                 }
             }
         }
-        NewKey::Unencrypted => {
-            log(format!(
-                "WARNING: no TPM: creating {name} UNENCRYPTED as the policy allows"
-            ));
-            return match run(
-                zfs::ZFS,
-                &["create".into(), "-o".into(), mountpoint, name.into()],
-                None,
-            ) {
-                Ok(_) => Vault::Unencrypted,
-                Err(e) => Vault::Absent {
-                    reason: e.to_string(),
-                },
-            };
+        NewKey::Keyfile => {
+            let k = keyfile(policy)?;
+            log("WARNING: no TPM: vault key from the development keyfile");
+            Ok((k, None, None))
         }
-        NewKey::Keyfile => match keyfile(policy) {
-            Ok(k) => {
-                log("WARNING: no TPM: vault key from the development keyfile");
-                (k, None, None)
-            }
-            Err(reason) => return Vault::Absent { reason },
-        },
+        NewKey::Unencrypted => Err("no key for an unencrypted vault".into()),
+    }
+}
+
+fn create(host: &mut dyn Host, policy: &Policy, name: &str, how: NewKey, wanted: &[u8]) -> Vault {
+    let mountpoint = format!("mountpoint=/{}/vault", policy.pool.name);
+    if how == NewKey::Unencrypted {
+        log(format!(
+            "WARNING: no TPM: creating {name} UNENCRYPTED as the policy allows"
+        ));
+        return match host.zfs(
+            &["create".into(), "-o".into(), mountpoint, name.into()],
+            None,
+        ) {
+            Ok(_) => Vault::Unencrypted,
+            Err(e) => Vault::Absent {
+                reason: e.to_string(),
+            },
+        };
+    }
+    let (key, sealed, recovery) = match new_key(host, policy, name, how, wanted) {
+        Ok(m) => m,
+        Err(reason) => {
+            log(format!("vault not created: {reason}"));
+            return Vault::Absent { reason };
+        }
     };
     let mut args: Vec<String> = [
         "create",
@@ -698,32 +680,30 @@ fn create(
         args.extend(["-o".into(), format!("{RECOVERY_PROPERTY}={w}")]);
     }
     args.push(name.into());
-    match run(zfs::ZFS, &args, Some(&key)) {
-        Ok(_) => {
-            if sealed.is_some() {
-                log(format!(
-                    "{name}: created, aes-256-gcm, key sealed to {}",
-                    binding_text(wanted)
-                ));
-            } else {
-                log(format!(
-                    "{name}: created, aes-256-gcm, key from the keyfile"
-                ));
-            }
-            if let Some((rk, _)) = recovery {
-                shower.show(name, &rk);
-            }
-            Vault::Unlocked
-        }
-        Err(e) => Vault::Absent {
+    if let Err(e) = host.zfs(&args, Some(&key)) {
+        log(format!("vault not created: {}", platform::chain(&e)));
+        return Vault::Absent {
             reason: e.to_string(),
-        },
+        };
     }
+    match &sealed {
+        Some(_) => log(format!(
+            "{name}: created, aes-256-gcm, key sealed to {}",
+            binding_text(wanted)
+        )),
+        None => log(format!(
+            "{name}: created, aes-256-gcm, key from the keyfile"
+        )),
+    }
+    if let Some((rk, _)) = recovery {
+        host.show_recovery(name, &rk);
+    }
+    Vault::Unlocked
 }
 
 /// What `<pool>/vault`'s key is sealed to now, in words (`None`: no vault, or not TPM-sealed).
-pub fn binding_of(pool: &str) -> Option<String> {
-    let obs = observe(&format!("{pool}/vault")).ok()??;
+pub fn binding_of(host: &mut dyn Host, pool: &str) -> Option<String> {
+    let obs = observe(host, &format!("{pool}/vault")).ok()??;
     tpm::parse_blob(obs.sealed.as_deref()?)
         .ok()
         .map(|s| binding_text(&s.pcrs))
@@ -754,9 +734,10 @@ pub fn binding(obs: Option<&Observed>, sb: SecureBoot) -> Binding {
 }
 
 /// Gathers [`binding`] for `<pool>/vault`.
-pub fn gather_binding(pool: &str, sys: &Path) -> Binding {
-    let obs = observe(&format!("{pool}/vault")).ok().flatten();
-    binding(obs.as_ref(), secure_boot(sys))
+pub fn gather_binding(host: &mut dyn Host, pool: &str) -> Binding {
+    let obs = observe(host, &format!("{pool}/vault")).ok().flatten();
+    let sb = secure_boot(&host.roots().sys);
+    binding(obs.as_ref(), sb)
 }
 
 /// What `recover` did.
@@ -772,13 +753,15 @@ pub struct Recovered {
 /// Unlocks `<pool>/vault` with the recovery key and seals its key to this box's TPM (under the
 /// current Secure Boot state), so the next boot unlocks by itself.
 pub fn recover(
+    host: &mut dyn Host,
     pool: &str,
     rk: &RecoveryKey,
     enc: &Encryption,
     sb: SecureBoot,
 ) -> Result<Recovered, VaultError> {
     let name = format!("{pool}/vault");
-    let obs = observe(&name)?.ok_or_else(|| VaultError::NoRecovery(format!("{name} (absent)")))?;
+    let obs =
+        observe(host, &name)?.ok_or_else(|| VaultError::NoRecovery(format!("{name} (absent)")))?;
     if obs.keystatus == "available" {
         return Ok(Recovered {
             vault: name,
@@ -791,13 +774,13 @@ pub fn recover(
         .as_deref()
         .ok_or_else(|| VaultError::NoRecovery(name.clone()))?;
     let key = unwrap(blob, rk)?;
-    load_key(&name, &key)?;
-    if let Err(e) = run(zfs::ZFS, &["mount".into(), "-a".into()], None) {
+    load_key(host, &name, &key)?;
+    if let Err(e) = host.zfs(&["mount".into(), "-a".into()], None) {
         log(format!("zfs mount -a: {e}"));
     }
     let wanted = wanted_pcrs(enc, sb);
-    let sealed_to = if tpm::present() {
-        reseal(&name, &key, &wanted)?;
+    let sealed_to = if host.tpm_present() {
+        reseal(host, &name, &key, &wanted)?;
         Some(binding_text(&wanted))
     } else {
         None
@@ -811,15 +794,16 @@ pub fn recover(
 
 /// Makes a new recovery key for an unlocked vault (its key unsealed from this TPM), replacing the
 /// old one; the caller shows it.
-pub fn new_recovery_key(pool: &str) -> Result<RecoveryKey, VaultError> {
+pub fn new_recovery_key(host: &mut dyn Host, pool: &str) -> Result<RecoveryKey, VaultError> {
     let name = format!("{pool}/vault");
-    let obs = observe(&name)?.ok_or_else(|| VaultError::NoRecovery(format!("{name} (absent)")))?;
+    let obs =
+        observe(host, &name)?.ok_or_else(|| VaultError::NoRecovery(format!("{name} (absent)")))?;
     let blob = obs.sealed.as_deref().ok_or_else(|| {
         VaultError::NoRecovery(format!("{name} (its key is not sealed to a TPM)"))
     })?;
-    let key = tpm::unseal(blob)?;
+    let key = host.tpm_unseal(blob)?;
     let rk = RecoveryKey::generate()?;
-    set_property(&name, RECOVERY_PROPERTY, &wrap(&key, &rk)?)?;
+    set_property(host, &name, RECOVERY_PROPERTY, &wrap(&key, &rk)?)?;
     Ok(rk)
 }
 
@@ -1000,5 +984,189 @@ mod tests {
             stderr: "cannot open 'persist/vault': pool I/O is currently suspended".into(),
         };
         assert!(!missing(&io), "an unreadable vault is not an absent one");
+    }
+
+    use crate::host::fake::FakeHost;
+
+    const GET: &str = "zfs get -H -p -o property,value";
+    const ABSENT: &str = "cannot open 'persist/vault': dataset does not exist";
+
+    /// `zfs get` of the vault as a locked, sealed one with these properties.
+    fn vault_props(h: &mut FakeHost, sealed: &str, recovery: Option<&str>) {
+        let out = format!(
+            "encryption\taes-256-gcm\nkeystatus\tunavailable\n{}\t{sealed}\n{RECOVERY_PROPERTY}\t{}\n",
+            tpm::SEALED_PROPERTY,
+            recovery.unwrap_or("-")
+        );
+        h.answer(GET, Ok(&out));
+    }
+
+    /// The value `zfs create`/`zfs set` gave `prop` in the recorded calls (the last one).
+    fn written(h: &FakeHost, prop: &str) -> Option<String> {
+        h.calls.iter().rev().find_map(|c| {
+            c.split_whitespace()
+                .find_map(|w| w.strip_prefix(&format!("{prop}=")).map(String::from))
+        })
+    }
+
+    #[test]
+    fn a_new_vault_gets_a_tpm_sealed_key_on_stdin_and_a_recovery_key_shown_once() {
+        let mut h = FakeHost::default();
+        h.answer(GET, Err(ABSENT));
+        let v = ensure(&mut h, &Policy::builtin(), SecureBoot::On);
+        assert_eq!(v, Vault::Unlocked);
+        assert_eq!(h.calls_to("tpm-seal"), ["tpm-seal [7]"]);
+        let create = h.calls_to("zfs create");
+        assert_eq!(create.len(), 1);
+        assert!(
+            create[0].contains("encryption=aes-256-gcm")
+                && create[0].contains("keylocation=prompt")
+                && create[0].ends_with("persist/vault <stdin 32 bytes>"),
+            "{}",
+            create[0]
+        );
+        // The key went on stdin only; the recovery key shown once opens the wrapped copy.
+        let key = h.stdin[0].clone();
+        assert!(!h.calls.iter().any(|c| c.contains(&B64.encode(&key))));
+        assert_eq!(h.shown.len(), 1);
+        let rk = RecoveryKey::parse(&h.shown[0]).unwrap();
+        let wrapped = written(&h, RECOVERY_PROPERTY).unwrap();
+        assert_eq!(unwrap(&wrapped, &rk).unwrap()[..], key[..]);
+        // What is stored is a seal this TPM opens to the same key.
+        let blob = written(&h, tpm::SEALED_PROPERTY).unwrap();
+        assert_eq!(h.tpm_unseal(&blob).unwrap()[..], key[..]);
+    }
+
+    #[test]
+    fn an_unreadable_or_uncreatable_vault_is_left_exactly_as_it_is() {
+        for (answer, tpm, reason) in [
+            (Err("pool I/O is currently suspended"), true, "suspended"),
+            (Err(ABSENT), false, "requires one"),
+        ] {
+            let mut h = FakeHost {
+                tpm,
+                ..FakeHost::default()
+            };
+            h.answer(GET, answer);
+            let v = ensure(&mut h, &Policy::builtin(), SecureBoot::On);
+            assert!(
+                matches!(&v, Vault::Absent { reason: r } if r.contains(reason)),
+                "{v:?}"
+            );
+            assert_eq!(h.calls.len(), 1, "only the read: {:?}", h.calls);
+        }
+    }
+
+    #[test]
+    fn a_vault_whose_seal_no_longer_opens_stays_locked_and_untouched() {
+        let mut h = FakeHost::default();
+        let blob = h.tpm_seal(&[3u8; 32], &[7]).unwrap();
+        vault_props(&mut h, &blob, Some("r1:a:b:c"));
+        h.calls.clear();
+        // Secure Boot turned off (PCR 7 moved), then a cleared TPM: locked each time, never
+        // loaded, re-sealed, re-keyed or recreated.
+        for change in [
+            |h: &mut FakeHost| h.pcr7 = 2,
+            |h: &mut FakeHost| h.sealed.clear(),
+        ] {
+            change(&mut h);
+            let v = ensure(&mut h, &Policy::builtin(), SecureBoot::Off);
+            match &v {
+                Vault::Locked { reason } => {
+                    assert!(reason.contains("sealed to this TPM and PCR 7"), "{reason}")
+                }
+                v => panic!("{v:?}"),
+            }
+            assert!(h
+                .calls
+                .iter()
+                .all(|c| c.starts_with("zfs get") || c == "tpm-unseal"));
+            h.calls.clear();
+        }
+    }
+
+    #[test]
+    fn unlocking_loads_the_unsealed_key_and_only_strengthens_the_seal() {
+        // Sealed to no PCRs and no recovery key yet; this boot has Secure Boot on.
+        let mut h = FakeHost::default();
+        let blob = h.tpm_seal(&[5u8; 32], &[]).unwrap();
+        vault_props(&mut h, &blob, None);
+        h.calls.clear();
+        assert_eq!(
+            ensure(&mut h, &Policy::builtin(), SecureBoot::On),
+            Vault::Unlocked
+        );
+        assert_eq!(h.stdin, [vec![5u8; 32]], "load-key got the unsealed key");
+        assert_eq!(
+            h.calls_to("zfs load-key"),
+            ["zfs load-key -L prompt persist/vault <stdin 32 bytes>"]
+        );
+        // Re-sealed to PCR 7 (checked to open before it replaced the old seal), and a recovery
+        // key made and shown.
+        let new = written(&h, tpm::SEALED_PROPERTY).unwrap();
+        assert!(new.starts_with("v1:7:"), "{new}");
+        assert_eq!(h.tpm_unseal(&new).unwrap()[..], [5u8; 32]);
+        assert_eq!(h.shown.len(), 1);
+
+        // Sealed to PCR 7, booted with Secure Boot off: no weaker re-seal, no new recovery key.
+        let mut h = FakeHost::default();
+        let blob = h.tpm_seal(&[5u8; 32], &[7]).unwrap();
+        vault_props(&mut h, &blob, Some("r1:a:b:c"));
+        h.calls.clear();
+        assert_eq!(
+            ensure(&mut h, &Policy::builtin(), SecureBoot::Off),
+            Vault::Unlocked
+        );
+        assert!(h.calls_to("tpm-seal").is_empty() && h.calls_to("zfs set").is_empty());
+        assert!(h.shown.is_empty());
+    }
+
+    #[test]
+    fn a_failed_load_or_reseal_never_loses_the_working_seal() {
+        let mut h = FakeHost::default();
+        let blob = h.tpm_seal(&[5u8; 32], &[]).unwrap();
+        vault_props(&mut h, &blob, Some("r1:a:b:c"));
+        h.fail = Some("zfs load-key");
+        assert!(matches!(
+            ensure(&mut h, &Policy::builtin(), SecureBoot::On),
+            Vault::Locked { .. }
+        ));
+        assert!(h.calls_to("tpm-seal").len() == 1 && h.calls_to("zfs set").is_empty());
+        // The re-seal's seal fails: unlocked all the same, the old seal kept.
+        h.calls.clear();
+        h.fail = Some("tpm-seal");
+        assert_eq!(
+            ensure(&mut h, &Policy::builtin(), SecureBoot::On),
+            Vault::Unlocked
+        );
+        assert!(h.calls_to("zfs set").is_empty(), "{:?}", h.calls);
+    }
+
+    #[test]
+    fn recovery_opens_only_with_the_right_key_then_seals_to_this_tpm() {
+        let rk = RecoveryKey::from_bytes([0x11; 32]);
+        let wrapped = wrap(&[8u8; 32], &rk).unwrap();
+        let mut h = FakeHost::default();
+        vault_props(&mut h, "v1:7:AAAAAQ==:AA==", Some(&wrapped));
+        let enc = Policy::builtin().encryption;
+        let wrong = RecoveryKey::from_bytes([0x12; 32]);
+        assert!(matches!(
+            recover(&mut h, "persist", &wrong, &enc, SecureBoot::On),
+            Err(VaultError::WrongRecoveryKey)
+        ));
+        assert!(h.calls_to("zfs load-key").is_empty() && h.calls_to("tpm").is_empty());
+        let r = recover(&mut h, "persist", &rk, &enc, SecureBoot::On).unwrap();
+        assert!(r.unlocked && r.sealed_to.as_deref() == Some(binding_text(&[7]).as_str()));
+        assert_eq!(h.stdin, [vec![8u8; 32]]);
+        let sealed = written(&h, tpm::SEALED_PROPERTY).unwrap();
+        assert_eq!(h.tpm_unseal(&sealed).unwrap()[..], [8u8; 32]);
+        // No vault at all: nothing to recover, nothing made.
+        let mut h = FakeHost::default();
+        h.answer(GET, Err(ABSENT));
+        assert!(matches!(
+            recover(&mut h, "persist", &rk, &enc, SecureBoot::On),
+            Err(VaultError::NoRecovery(_))
+        ));
+        assert_eq!(h.calls.len(), 1);
     }
 }

@@ -7,6 +7,12 @@ pub use platform::zfs::{list_pools, parse_pool_list, PoolInfo, ZFS, ZPOOL};
 
 /// `props` of `root` and every filesystem and volume below it.
 pub fn get_recursive(root: &str, props: &str) -> Result<Props, CmdError> {
+    let args = get_recursive_args(root, props);
+    parse_get_output(&args, &run(ZFS, &args, None)?)
+}
+
+/// The zfs arguments that read `props` of `root` and everything below it.
+pub fn get_recursive_args(root: &str, props: &str) -> Vec<String> {
     let mut args: Vec<String> = [
         "get",
         "-H",
@@ -20,8 +26,12 @@ pub fn get_recursive(root: &str, props: &str) -> Result<Props, CmdError> {
     .map(String::from)
     .to_vec();
     args.extend([props.to_string(), root.to_string()]);
-    let out = run(ZFS, &args, None)?;
-    parse_get(&out).map_err(|msg| CmdError::Output {
+    args
+}
+
+/// Pure: [`parse_get`] of what `zfs <args>` printed, a parse failure naming the command.
+pub fn parse_get_output(args: &[String], out: &str) -> Result<Props, CmdError> {
+    parse_get(out).map_err(|msg| CmdError::Output {
         argv: format!("{ZFS} {}", args.join(" ")),
         msg,
     })

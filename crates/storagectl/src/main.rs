@@ -4,6 +4,7 @@ use clap::{Args, Parser, Subcommand};
 use platform::Roots;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use storage::host::RealHost;
 use storage::status::{self, Member, Status};
 use storage::{discover, zfs};
 use volumes::config::Config;
@@ -331,7 +332,10 @@ fn gather(pool: &str) -> Result<Status, storage::cmd::CmdError> {
             members: vec![],
             datasets: vec![],
             vault: None,
-            boot: Some(storage::vault::gather_binding(pool, &Roots::host().sys)),
+            boot: Some(storage::vault::gather_binding(
+                &mut RealHost::new(Roots::host()),
+                pool,
+            )),
         });
     };
     let info = pools.into_iter().next();
@@ -359,7 +363,10 @@ fn gather(pool: &str) -> Result<Status, storage::cmd::CmdError> {
         pool: info,
         members,
         vault: Some(status::vault_view(pool, &datasets)),
-        boot: Some(storage::vault::gather_binding(pool, &Roots::host().sys)),
+        boot: Some(storage::vault::gather_binding(
+            &mut RealHost::new(Roots::host()),
+            pool,
+        )),
         datasets,
     })
 }
@@ -415,8 +422,9 @@ fn vault(pool: &str, cmd: VaultCmd) -> ExitCode {
             let enc = storage::config::last_good_policy(pool)
                 .map(|p| p.encryption)
                 .unwrap_or_else(|| storage::policy::Policy::builtin().encryption);
-            let sb = vault::secure_boot(&Roots::host().sys);
-            let r = vault::recover(pool, &rk, &enc, sb);
+            let mut host = RealHost::new(Roots::host());
+            let sb = vault::secure_boot(&host.roots.sys);
+            let r = vault::recover(&mut host, pool, &rk, &enc, sb);
             if let Ok(v) = &r {
                 if v.unlocked {
                     storage::config::record_vault_state(&Roots::host(), pool, "unlocked");
@@ -440,14 +448,16 @@ fn vault(pool: &str, cmd: VaultCmd) -> ExitCode {
                 }
             })
         }
-        VaultCmd::RecoveryKey => match vault::new_recovery_key(pool) {
-            Ok(rk) => {
-                println!("{}", rk.display());
-                eprintln!("storagectl: new recovery key for {pool}/vault (the old one no longer works); it is not stored anywhere");
-                ExitCode::SUCCESS
+        VaultCmd::RecoveryKey => {
+            match vault::new_recovery_key(&mut RealHost::new(Roots::host()), pool) {
+                Ok(rk) => {
+                    println!("{}", rk.display());
+                    eprintln!("storagectl: new recovery key for {pool}/vault (the old one no longer works); it is not stored anywhere");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
             }
-            Err(e) => fail(&e),
-        },
+        }
     }
 }
 
