@@ -1,0 +1,64 @@
+//! `storagectl vault`: unlock with the recovery key after a board or TPM change, or make a new
+//! recovery key.
+
+use crate::cli::VaultCmd;
+use crate::{emit, fail};
+use platform::Roots;
+use std::process::ExitCode;
+use storage::host::RealHost;
+
+pub fn vault(pool: &str, cmd: VaultCmd) -> ExitCode {
+    use storage::vault;
+    match cmd {
+        VaultCmd::Recover { json } => {
+            let mut line = zeroize::Zeroizing::new(String::new());
+            if let Err(e) = std::io::stdin().read_line(&mut line) {
+                eprintln!("storagectl: reading the recovery key on stdin: {e}");
+                return ExitCode::FAILURE;
+            }
+            let rk = match vault::RecoveryKey::parse(&line) {
+                Ok(k) => k,
+                Err(e) => return fail(&e),
+            };
+            // The policy in force on this pool (its PCRs), as storage-init last kept it.
+            let enc = storage::config::last_good_policy(pool)
+                .map(|p| p.encryption)
+                .unwrap_or_else(|| storage::policy::Policy::builtin().encryption);
+            let mut host = RealHost::new(Roots::host());
+            let sb = vault::secure_boot(&host.roots.sys);
+            let r = vault::recover(&mut host, pool, &rk, &enc, sb);
+            if let Ok(v) = &r {
+                if v.unlocked {
+                    storage::config::record_vault_state(&Roots::host(), pool, "unlocked");
+                }
+            }
+            emit(r, json, |v| {
+                if !v.unlocked {
+                    format!("{}: already unlocked; nothing changed\n", v.vault)
+                } else {
+                    format!(
+                        "{}: unlocked with the recovery key; {}\n",
+                        v.vault,
+                        match &v.sealed_to {
+                            Some(b) => format!(
+                                "its key is now sealed to {b}: the next boot unlocks by itself"
+                            ),
+                            None =>
+                                "no TPM here: the next boot needs the recovery key again".into(),
+                        }
+                    )
+                }
+            })
+        }
+        VaultCmd::RecoveryKey => {
+            match vault::new_recovery_key(&mut RealHost::new(Roots::host()), pool) {
+                Ok(rk) => {
+                    println!("{}", rk.display());
+                    eprintln!("storagectl: new recovery key for {pool}/vault (the old one no longer works); it is not stored anywhere");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
+        }
+    }
+}

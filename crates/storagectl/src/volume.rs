@@ -1,0 +1,236 @@
+//! `storagectl volume` and `export`: guest volumes through the volumes crate's operations on this
+//! host's kernel trees, and their I/O rates.
+
+use crate::cli::{raw_from_args, transport_arg, SnapCmd, SnapshotArgs, VolCmd};
+use crate::{emit, fail};
+use platform::Roots;
+use std::process::ExitCode;
+use volumes::config::Config;
+use volumes::reconcile::Env;
+
+/// The volume settings (layered, see `Config::load_layered`) on this host's kernel trees.
+pub fn host_env(config: Option<&std::path::Path>) -> volumes::Result<Env<'static>> {
+    Ok(Env {
+        roots: platform::Roots::host(),
+        cfg: Config::load_layered(config)?,
+        fs: &ktarget::HostFs,
+        // Every CLI pass is a full re-read.
+        cache: None,
+    })
+}
+
+pub fn volume(config: Option<&std::path::Path>, cmd: VolCmd) -> ExitCode {
+    let env = match host_env(config) {
+        Ok(e) => e,
+        Err(e) => return fail(&e),
+    };
+    let shown = |r: volumes::Result<volumes::ops::Shown>, json: bool| emit(r, json, |s| s.render());
+    match cmd {
+        VolCmd::Create(a) => match raw_from_args(&a) {
+            Ok((raw, label)) => shown(volumes::ops::create(&env, &raw, &label), a.json),
+            Err(m) => {
+                eprintln!("storagectl: {m}");
+                ExitCode::from(2)
+            }
+        },
+        VolCmd::Resize { name, size, json } => {
+            shown(volumes::ops::resize(&env, &name, &size), json)
+        }
+        VolCmd::Show { name, json } => shown(volumes::ops::show(&env, &name), json),
+        VolCmd::Iostat {
+            names,
+            interval,
+            json,
+        } => iostat(&env.cfg.pool, &names, interval, json),
+        VolCmd::Delete { name, force } => match volumes::ops::delete(&env, &name, force) {
+            Ok(()) => {
+                println!("deleted {name}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
+        VolCmd::List { json, bytes } => emit(volumes::ops::list(&env), json, |l| l.render(bytes)),
+        VolCmd::Snapshot(SnapshotArgs {
+            cmd: Some(SnapCmd::Delete { name, snapshot }),
+            ..
+        }) => match volumes::ops::snapshot_delete(&env, &name, &snapshot) {
+            Ok(()) => {
+                println!("deleted {name}@{snapshot}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
+        VolCmd::Snapshot(SnapshotArgs {
+            name: Some(name),
+            snap,
+            json,
+            ..
+        }) => emit(
+            volumes::ops::snapshot(&env, &name, snap.as_deref()),
+            json,
+            |s| format!("{name}@{}\n", s.name),
+        ),
+        VolCmd::Snapshot(_) => {
+            eprintln!("storagectl: volume snapshot needs a volume name (or `delete NAME SNAP`)");
+            ExitCode::from(2)
+        }
+        VolCmd::Snapshots { name, json, bytes } => {
+            emit(volumes::ops::snapshots(&env, &name), json, |l| {
+                l.render(bytes)
+            })
+        }
+        VolCmd::Rollback {
+            name,
+            snapshot,
+            destroy_newer,
+            force,
+        } => match volumes::ops::rollback(&env, &name, &snapshot, destroy_newer, force) {
+            Ok(_) => {
+                println!("{name} rolled back to {snapshot}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
+        VolCmd::Clone {
+            new,
+            from,
+            vm,
+            transport,
+            json,
+        } => shown(
+            volumes::ops::clone(
+                &env,
+                &new,
+                &from,
+                vm.as_deref(),
+                transport.as_deref().map(transport_arg),
+            ),
+            json,
+        ),
+        VolCmd::AdoptSpool => match volumes::ops::adopt_spool(&env) {
+            Ok(m) => {
+                println!("{m}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
+        VolCmd::Reconcile { dry_run } => {
+            let r = env
+                .check_vault()
+                .and_then(|_| volumes::reconcile::lock(&env.roots))
+                .and_then(|_l| volumes::reconcile::pass(&env, dry_run));
+            match r {
+                Ok((p, rep)) => {
+                    if dry_run {
+                        print!("{}", p.render());
+                    } else {
+                        println!("{} steps, {} changed", rep.steps.len(), rep.changed());
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
+        }
+    }
+}
+
+#[derive(serde::Serialize)]
+struct VolumeRates {
+    volume: String,
+    dataset: String,
+    device: String,
+    #[serde(flatten)]
+    rates: storaged::iostat::Rates,
+}
+
+pub fn iostat(pool: &str, names: &[String], interval: f64, json: bool) -> ExitCode {
+    use storaged::iostat;
+    if !(0.1..=3600.0).contains(&interval) {
+        eprintln!("storagectl: --interval {interval}: give 0.1 to 3600 seconds");
+        return ExitCode::from(2);
+    }
+    let roots = Roots::host();
+    let pick = |v: &iostat::VolumeIo| names.is_empty() || names.contains(&v.volume);
+    let a: Vec<_> = iostat::volumes(&roots, pool)
+        .into_iter()
+        .filter(pick)
+        .collect();
+    if let Some(n) = names.iter().find(|n| !a.iter().any(|v| &v.volume == *n)) {
+        eprintln!("storagectl: {n}: no such volume with a device in pool {pool}");
+        return ExitCode::FAILURE;
+    }
+    let t0 = std::time::Instant::now();
+    std::thread::sleep(std::time::Duration::from_secs_f64(interval));
+    let b = iostat::volumes(&roots, pool);
+    let secs = t0.elapsed().as_secs_f64();
+    let rows: Vec<VolumeRates> = a
+        .iter()
+        .filter_map(|x| {
+            let y = b
+                .iter()
+                .find(|y| y.dataset == x.dataset && y.device == x.device)?;
+            Some(VolumeRates {
+                volume: x.volume.clone(),
+                dataset: x.dataset.clone(),
+                device: x.device.clone(),
+                rates: iostat::rates(&x.stat, &y.stat, secs),
+            })
+        })
+        .collect();
+    emit(Ok::<_, storaged::Error>(rows), json, |rows| {
+        let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
+        let mut s = format!(
+            "{:<20} {:<6} {:>9} {:>9} {:>10} {:>10} {:>9} {:>9} {:>5}\n",
+            "VOLUME",
+            "DEVICE",
+            "READ/s",
+            "WRITE/s",
+            "READ B/s",
+            "WRITE B/s",
+            "R-LAT ms",
+            "W-LAT ms",
+            "BUSY"
+        );
+        for r in rows {
+            let x = &r.rates;
+            s.push_str(&format!(
+                "{:<20} {:<6} {:>9.1} {:>9.1} {:>10} {:>10} {:>9} {:>9} {:>4.0}%\n",
+                r.volume,
+                r.device,
+                x.read_iops,
+                x.write_iops,
+                storage::policy::human(x.read_bytes_per_sec as u64),
+                storage::policy::human(x.write_bytes_per_sec as u64),
+                ms(x.read_latency_ms),
+                ms(x.write_latency_ms),
+                x.busy_pct
+            ));
+        }
+        s.push_str(&format!("over {secs:.1} s\n"));
+        s
+    })
+}
+
+/// `storagectl export save [FILE]`: every volume's identity, for a new box.
+pub fn export_save(config: Option<&std::path::Path>, file: Option<std::path::PathBuf>) -> ExitCode {
+    let env = match host_env(config) {
+        Ok(e) => e,
+        Err(e) => return fail(&e),
+    };
+    match volumes::ops::export_save(&env) {
+        Ok(j) => {
+            let text = serde_json::to_string_pretty(&j).unwrap_or_default() + "\n";
+            match file {
+                Some(f) => match volumes::ids::write_private(&f, text.as_bytes()) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => fail(&e),
+                },
+                None => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+            }
+        }
+        Err(e) => fail(&e),
+    }
+}
