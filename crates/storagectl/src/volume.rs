@@ -14,6 +14,7 @@ pub fn host_env(config: Option<&std::path::Path>) -> volumes::Result<Env<'static
         roots: platform::Roots::host(),
         cfg: Config::load_layered(config)?,
         fs: &ktarget::HostFs,
+        tools: &volumes::cmd::SYSTEM,
         // Every CLI pass is a full re-read.
         cache: None,
     })

@@ -7,7 +7,7 @@
 //! read is the one this box has been reconciling from: a lost, recreated or restored-from-backup
 //! spool is not trusted to mean deletions, so a single fault cannot turn into mass destruction.
 
-use crate::cmd::{self, ZFS};
+use crate::cmd::{Tools, ZFS};
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -108,7 +108,13 @@ pub fn key_usable(keystatus: &str) -> bool {
 }
 
 /// Refuses, with the reason, unless the spool and the state are on the unlocked vault.
-pub fn vault_ready(mountinfo: &Path, spool: &Path, state: &Path, pool: &str) -> Result<()> {
+pub fn vault_ready(
+    t: &dyn Tools,
+    mountinfo: &Path,
+    spool: &Path,
+    state: &Path,
+    pool: &str,
+) -> Result<()> {
     let text = std::fs::read_to_string(mountinfo).map_err(|source| {
         Error::Io(platform::IoError {
             op: "read",
@@ -125,7 +131,7 @@ pub fn vault_ready(mountinfo: &Path, spool: &Path, state: &Path, pool: &str) -> 
         }
     }
     for ds in datasets {
-        let out = cmd::run(
+        let out = t.run(
             ZFS,
             &["get", "-H", "-o", "value", "keystatus", &ds].map(String::from),
             None,

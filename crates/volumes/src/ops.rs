@@ -83,18 +83,18 @@ pub fn create(env: &Env, raw: &RawSpec, label: &str) -> Result<Shown> {
     let v = raw.validate(label)?;
     check_transport(env, v.transport)?;
     if let Some(src) = &v.source {
-        zvol::check_source(src, v.size, &[env.cfg.state.as_path()])?;
+        zvol::check_source(env.tools, src, v.size, &[env.cfg.state.as_path()])?;
     }
     let _lock = locked(env)?;
     env.ensure_spool()?;
     if spool_file(env, &v.name).is_some()
-        || zvol::list(&env.cfg.pool)?
+        || zvol::list(env.tools, &env.cfg.pool)?
             .iter()
             .any(|z| z.volume == v.name)
     {
         return Err(Error::Exists(v.name));
     }
-    let pool = cmd::list_pools(Some(&env.cfg.pool))?
+    let pool = cmd::list_pools(env.tools, Some(&env.cfg.pool))?
         .into_iter()
         .next()
         .ok_or_else(|| Error::Refused(format!("pool {} is not imported", env.cfg.pool)))?;
@@ -153,7 +153,7 @@ pub fn delete(env: &Env, name: &str, force: bool) -> Result<()> {
     let path = spool_file(env, name);
     let Some(path) = path else {
         // A zvol the spool does not name (held by a pass) can still be deleted explicitly.
-        if zvol::list(&env.cfg.pool)?
+        if zvol::list(env.tools, &env.cfg.pool)?
             .iter()
             .any(|z| z.volume == name && !z.staging)
         {
@@ -173,7 +173,7 @@ pub fn delete(env: &Env, name: &str, force: bool) -> Result<()> {
         }
     }
     let ds = zvol::dataset(&env.cfg.pool, &v);
-    if let Some(s) = snap::list(std::slice::from_ref(&ds))
+    if let Some(s) = snap::list(env.tools, std::slice::from_ref(&ds))
         .unwrap_or_default()
         .iter()
         .find(|s| !s.clones.is_empty())
@@ -361,10 +361,12 @@ pub fn list(env: &Env) -> Result<Listing> {
     } else {
         Default::default()
     };
-    let zvols = zvol::list(&env.cfg.pool)?;
+    let zvols = zvol::list(env.tools, &env.cfg.pool)?;
     // A spec whose source the pass refuses is listed as the invalid spec it is.
     reconcile::refuse_bad_sources(env, &mut spool, &zvols);
-    let pool = cmd::list_pools(Some(&env.cfg.pool))?.into_iter().next();
+    let pool = cmd::list_pools(env.tools, Some(&env.cfg.pool))?
+        .into_iter()
+        .next();
     let (size, free) = pool.map_or((0, 0), |p| (p.size, p.free));
     let total: u64 = spool.volumes.values().map(|v| v.size).sum();
     Ok(Listing {
@@ -476,7 +478,7 @@ fn volume_dataset(env: &Env, name: &str) -> Result<(Volume, String)> {
     let v = crate::spec::load_file(&path)?;
     let ds = zvol::dataset(&env.cfg.pool, &v);
     // One `zfs get` on the dataset, not a list of the pool.
-    zvol::volsize(&ds)
+    zvol::volsize(env.tools, &ds)
         .map_err(|_| Error::Refused(format!("{name}: its zvol {ds} does not exist yet")))?;
     Ok((v, ds))
 }
@@ -497,15 +499,15 @@ pub fn snapshot(env: &Env, name: &str, snap: Option<&str>) -> Result<snap::Snaps
     snap::check_snap_name(&snap).map_err(|m| Error::Refused(format!("snapshot name {m}")))?;
     let _lock = locked(env)?;
     let (_, ds) = volume_dataset(env, name)?;
-    if snap::list(std::slice::from_ref(&ds))?
+    if snap::list(env.tools, std::slice::from_ref(&ds))?
         .iter()
         .any(|s| s.name == snap)
     {
         return Err(Error::Exists(format!("{name}@{snap}")));
     }
-    snap::take(&[format!("{ds}@{snap}")])?;
+    snap::take(env.tools, &[format!("{ds}@{snap}")])?;
     log(format!("{name}: snapshot {snap} taken"));
-    snap::list(std::slice::from_ref(&ds))?
+    snap::list(env.tools, std::slice::from_ref(&ds))?
         .into_iter()
         .find(|s| s.name == snap)
         .ok_or_else(|| Error::Refused(format!("{ds}@{snap} was taken but is not listed")))
@@ -523,7 +525,7 @@ pub fn snapshots(env: &Env, name: &str) -> Result<Snapshots> {
     env.check_vault()?;
     let (v, ds) = volume_dataset(env, name)?;
     Ok(Snapshots {
-        snapshots: snap::list(std::slice::from_ref(&ds))?,
+        snapshots: snap::list(env.tools, std::slice::from_ref(&ds))?,
         volume: v.name,
         dataset: ds,
         schedules: v.snapshots,
@@ -609,7 +611,7 @@ pub fn rollback(
 ) -> Result<snap::Snapshot> {
     let _lock = locked(env)?;
     let (v, ds) = volume_dataset(env, name)?;
-    let all = snap::list(std::slice::from_ref(&ds))?;
+    let all = snap::list(env.tools, std::slice::from_ref(&ds))?;
     let target = all
         .iter()
         .find(|s| s.name == snap_name)
@@ -634,7 +636,7 @@ pub fn rollback(
         )));
     }
     refuse_if_in_use(env, &v, "a rollback", force)?;
-    snap::rollback(&ds, snap_name, destroy_newer)?;
+    snap::rollback(env.tools, &ds, snap_name, destroy_newer)?;
     log(format!(
         "{name}: rolled back to {snap_name}{}",
         if newer.is_empty() {
@@ -654,7 +656,8 @@ pub fn rollback(
     if v.transport == Transport::NvmeLoop {
         if let Some(dev) = hostside::namespace_dev(&env.roots, &ids::subsystem_nqn(name)) {
             let d = dev.display().to_string();
-            cmd::run(cmd::BLOCKDEV, &["--flushbufs".to_string(), d], None)?;
+            env.tools
+                .run(cmd::BLOCKDEV, &["--flushbufs".to_string(), d], None)?;
         }
     }
     Ok(target)
@@ -664,7 +667,7 @@ pub fn rollback(
 pub fn snapshot_delete(env: &Env, name: &str, snap_name: &str) -> Result<()> {
     let _lock = locked(env)?;
     let (_, ds) = volume_dataset(env, name)?;
-    let all = snap::list(std::slice::from_ref(&ds))?;
+    let all = snap::list(env.tools, std::slice::from_ref(&ds))?;
     let s = all
         .iter()
         .find(|s| s.name == snap_name)
@@ -675,7 +678,7 @@ pub fn snapshot_delete(env: &Env, name: &str, snap_name: &str) -> Result<()> {
             s.clones.join(", ")
         )));
     }
-    snap::destroy(&ds, &[snap_name])?;
+    snap::destroy(env.tools, &ds, &[snap_name])?;
     log(format!("{name}: snapshot {snap_name} destroyed"));
     Ok(())
 }
@@ -695,7 +698,7 @@ pub fn clone(
         env.check_vault()?;
         volume_dataset(env, &ovol)?
     };
-    if !snap::list(std::slice::from_ref(&ods))?
+    if !snap::list(env.tools, std::slice::from_ref(&ods))?
         .iter()
         .any(|s| s.name == osnap)
     {

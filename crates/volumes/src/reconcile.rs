@@ -4,6 +4,7 @@
 //! finished by the next one.
 
 use crate::cache::{self, Cache, Found, Memo, ZvolSource};
+use crate::cmd::Tools;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::guard;
@@ -156,6 +157,8 @@ pub struct Env<'a> {
     pub roots: Roots,
     pub cfg: Config,
     pub fs: &'a dyn Cfs,
+    /// zfs, zpool, qemu-img and udevadm ([`crate::cmd::SYSTEM`] on the box).
+    pub tools: &'a dyn Tools,
     /// The daemon's memory between passes; `None` (the CLI, tests) reads everything each pass.
     pub cache: Option<std::sync::Arc<Cache>>,
 }
@@ -180,7 +183,8 @@ impl Env<'_> {
     /// Refuses unless the spool and the state are on the unlocked vault.
     pub fn check_vault(&self) -> Result<()> {
         guard::vault_ready(
-            &self.roots.proc.join("self/mountinfo"),
+            self.tools,
+            &self.roots.mountinfo(),
             &self.cfg.spool,
             &self.cfg.state,
             &self.cfg.pool,
@@ -231,7 +235,7 @@ impl Env<'_> {
 
     /// The pool's (size, free) bytes.
     pub fn pool_space(&self) -> Result<Option<(u64, u64)>> {
-        Ok(crate::cmd::list_pools(Some(&self.cfg.pool))?
+        Ok(crate::cmd::list_pools(self.tools, Some(&self.cfg.pool))?
             .into_iter()
             .next()
             .map(|p| (p.size, p.free)))
@@ -248,7 +252,7 @@ impl Env<'_> {
         }
         let read = || {
             Ok((
-                zvol::list_claiming(&self.cfg.pool, intent.as_ref())?,
+                zvol::list_claiming(self.tools, &self.cfg.pool, intent.as_ref())?,
                 self.pool_space()?,
             ))
         };
@@ -655,29 +659,34 @@ impl Report {
 /// A staging zvol that came whole from elsewhere (a stream, a snapshot): our properties, the
 /// spec's size when it asks for more than the copy has, then the ready marker; on a failure it is
 /// destroyed, so nothing half-made stays.
-fn finish_copied(stage: &str, v: &Volume) -> Result<()> {
+fn finish_copied(t: &dyn Tools, stage: &str, v: &Volume) -> Result<()> {
     let finish = || -> Result<()> {
-        zvol::set_props(stage, v)?;
-        if zvol::volsize(stage)? < v.size {
-            zvol::resize(stage, v.size)?;
+        zvol::set_props(t, stage, v)?;
+        if zvol::volsize(t, stage)? < v.size {
+            zvol::resize(t, stage, v.size)?;
         }
-        zvol::mark_ready(stage)
+        zvol::mark_ready(t, stage)
     };
     finish().inspect_err(|_| {
-        let _ = zvol::destroy(stage);
+        let _ = zvol::destroy(t, stage);
     })
 }
 
 /// Builds the zvol under its staging name (create or receive, then the initial content, then the
 /// ready marker) and renames it into place, so a final name always means a complete volume. The
 /// parent exists (see [`apply`]).
-fn fill(roots: &Roots, v: &Volume, ds: &str, state: &Path, origin: Option<&str>) -> Result<()> {
+fn fill(
+    (t, roots, state): (&dyn Tools, &Roots, &Path),
+    v: &Volume,
+    ds: &str,
+    origin: Option<&str>,
+) -> Result<()> {
     let stage = zvol::staging(ds);
     if let Some(o) = origin {
         log(format!("cloning {o} into {stage}"));
-        zvol::clone_from(v, o, &stage)?;
-        finish_copied(&stage, v)?;
-        return zvol::rename(&stage, ds);
+        zvol::clone_from(t, v, o, &stage)?;
+        finish_copied(t, &stage, v)?;
+        return zvol::rename(t, &stage, ds);
     }
     // The pass refused unsafe sources before planning (`refuse_bad_sources`); import and receive
     // check again on the file they open, and a failure destroys what was made.
@@ -685,26 +694,27 @@ fn fill(roots: &Roots, v: &Volume, ds: &str, state: &Path, origin: Option<&str>)
     match &v.source {
         Some(src) if src.format == Format::ZfsStream => {
             log(format!("receiving {} into {stage}", src.path.display()));
-            zvol::receive(src, &stage, &also)?;
-            finish_copied(&stage, v)?;
+            zvol::receive(t, src, &stage, &also)?;
+            finish_copied(t, &stage, v)?;
         }
         Some(src) => {
-            zvol::create(v, &stage, false)?;
-            let filled = zvol::wait_dev(roots, &stage, Duration::from_secs(60)).and_then(|dev| {
-                log(format!("importing {} onto {stage}", src.path.display()));
-                zvol::import_image(src, &dev, v.size, &also)
-            });
-            if let Err(e) = filled.and_then(|_| zvol::mark_ready(&stage)) {
+            zvol::create(t, v, &stage, false)?;
+            let filled =
+                zvol::wait_dev(t, roots, &stage, Duration::from_secs(60)).and_then(|dev| {
+                    log(format!("importing {} onto {stage}", src.path.display()));
+                    zvol::import_image(t, src, &dev, v.size, &also)
+                });
+            if let Err(e) = filled.and_then(|_| zvol::mark_ready(t, &stage)) {
                 // Nothing half-imported stays behind.
-                let _ = zvol::destroy(&stage);
+                let _ = zvol::destroy(t, &stage);
                 return Err(e);
             }
         }
         // Its content is its zeros: created in place, tagged and ready in one step, under the
         // pass's intent record (written by `apply_zvols`) instead of a staging name.
-        None => return zvol::create(v, ds, true),
+        None => return zvol::create(t, v, ds, true),
     }
-    zvol::rename(&stage, ds)
+    zvol::rename(t, &stage, ds)
 }
 
 /// A clone's origin snapshot as `dataset@snapshot`, checked against the origin volume's spec:
@@ -736,24 +746,29 @@ fn origin_of(pool: &str, v: &Volume, spool: &BTreeMap<String, Volume>) -> Result
 /// One zvol step; the removals (destroy, discard) must all be done before the builds start, as
 /// a discarded staging zvol may have the name a build is about to use.
 fn zvol_step(
-    (roots, pool, state): (&Roots, &str, &Path),
+    (t, roots, pool, state): (&dyn Tools, &Roots, &str, &Path),
     z: &ZOp,
     spool: &BTreeMap<String, Volume>,
 ) -> Result<()> {
     match z {
-        ZOp::Destroy { dataset, .. } => zvol::destroy_volume(dataset),
-        ZOp::Discard { dataset } => zvol::destroy(dataset),
+        ZOp::Destroy { dataset, .. } => zvol::destroy_volume(t, dataset),
+        ZOp::Discard { dataset } => zvol::destroy(t, dataset),
         ZOp::Recreate { name, dataset } => {
             let origin = origin_of(pool, &spool[name], spool)?;
-            zvol::destroy(dataset)?;
-            fill(roots, &spool[name], dataset, state, origin.as_deref())
+            zvol::destroy(t, dataset)?;
+            fill((t, roots, state), &spool[name], dataset, origin.as_deref())
         }
         ZOp::Create { name } => {
             let v = &spool[name];
             let origin = origin_of(pool, v, spool)?;
-            fill(roots, v, &zvol::dataset(pool, v), state, origin.as_deref())
+            fill(
+                (t, roots, state),
+                v,
+                &zvol::dataset(pool, v),
+                origin.as_deref(),
+            )
         }
-        ZOp::Grow { dataset, to, .. } => zvol::resize(dataset, *to),
+        ZOp::Grow { dataset, to, .. } => zvol::resize(t, dataset, *to),
     }
 }
 
@@ -780,7 +795,7 @@ fn apply_zvols(
         })
         .collect();
     for encrypted in parents {
-        zvol::ensure_parent(&env.cfg.pool, encrypted)?;
+        zvol::ensure_parent(env.tools, &env.cfg.pool, encrypted)?;
     }
     let in_place: BTreeSet<String> = builds
         .iter()
@@ -812,7 +827,12 @@ fn run_zvol_group(
     spool: &BTreeMap<String, Volume>,
     r: &mut Report,
 ) -> Result<()> {
-    let ctx = (&env.roots, env.cfg.pool.as_str(), env.cfg.state.as_path());
+    let ctx = (
+        env.tools,
+        &env.roots,
+        env.cfg.pool.as_str(),
+        env.cfg.state.as_path(),
+    );
     let results = crate::parallel::each(group, env.cfg.zfs_workers, |z| {
         let res = zvol_step(ctx, z, spool);
         if res.is_ok() {
@@ -876,7 +896,7 @@ pub fn apply(env: &Env, p: &Plan, spool: &BTreeMap<String, Volume>) -> Result<Re
         .map(|w| zvol::dataset(&env.cfg.pool, &w.vol))
         .collect();
     let wait = Duration::from_secs(60);
-    let lost = zvol::wait_devs(&env.roots, &dss, wait);
+    let lost = zvol::wait_devs(env.tools, &env.roots, &dss, wait);
     let missing: BTreeSet<String> = lost.iter().map(|ds| zvol::export_path(ds)).collect();
     let up = exports_without(p, &missing);
     for h in &up.held {
@@ -1036,7 +1056,7 @@ pub(crate) fn refuse_bad_sources(env: &Env, spool: &mut Spool, zvols: &[Zvol]) {
         })
         .filter_map(|(name, v)| {
             let src = v.source.as_ref()?;
-            let e = zvol::check_source(src, v.size, &[env.cfg.state.as_path()]).err()?;
+            let e = zvol::check_source(env.tools, src, v.size, &[env.cfg.state.as_path()]).err()?;
             Some((
                 name.clone(),
                 SpecError {
@@ -1161,9 +1181,17 @@ pub fn pass(env: &Env, dry_run: bool) -> Result<(Plan, Report)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cmd::fake::FakeZfs;
+    use crate::cmd::ZFS;
     use ktarget::cfs::fake::FaultyFs;
 
     fn env<'a>(d: &Path, fs: &'a FaultyFs) -> Env<'a> {
+        // Plans run no tool; a test that applies gives its own zfs (`env_with`).
+        let zfs = Box::leak(Box::new(FakeZfs::new(d, &["persist"])));
+        env_with(d, fs, zfs)
+    }
+
+    fn env_with<'a>(d: &Path, fs: &'a FaultyFs, tools: &'a FakeZfs) -> Env<'a> {
         let cfg = Config {
             spool: d.join("spool"),
             state: d.join("state"),
@@ -1174,6 +1202,7 @@ mod tests {
             roots: Roots::under(d),
             cfg,
             fs,
+            tools,
             cache: None,
         }
     }
@@ -1632,5 +1661,137 @@ mod tests {
         assert_eq!(e.connect, vec!["a".to_string()]);
         assert_eq!(e.held.len(), 5, "{:?}", e.held);
         assert!(e.held.iter().all(|h| h.contains("b")), "{:?}", e.held);
+    }
+
+    /// A box with an unlocked vault (in the fake zfs) and nvmet's configfs tree.
+    fn whole_box(d: &Path) -> (FaultyFs, FakeZfs) {
+        let roots = Roots::under(d);
+        for s in ["hosts", "subsystems", "ports"] {
+            std::fs::create_dir_all(roots.configfs.join("nvmet").join(s)).unwrap();
+        }
+        let fs = FaultyFs::with_groups(vec![
+            ("subsystems", vec!["namespaces", "allowed_hosts"]),
+            ("ports", vec!["subsystems", "referrals"]),
+        ]);
+        (fs, FakeZfs::new(&roots.dev, &["persist", "persist/vault"]))
+    }
+
+    fn subsystem(e: &Env, name: &str) -> std::path::PathBuf {
+        e.nvmet_tree()
+            .root
+            .join("subsystems")
+            .join(ids::subsystem_nqn(name))
+    }
+
+    #[test]
+    fn a_whole_pass_makes_zvols_and_exports_and_the_next_pass_changes_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let (fs, zfs) = whole_box(d.path());
+        let e = env_with(d.path(), &fs, &zfs);
+        spec(&e, "a", "nvme-tcp");
+        spec(&e, "b", "nvme-tcp");
+        let (p, r) = pass(&e, false).unwrap();
+        assert!(r.changed() > 0, "{}", p.render());
+        assert_eq!(
+            zfs.volumes(),
+            ["persist/vault/volumes/a", "persist/vault/volumes/b"]
+        );
+        // Made in place, tagged ready in the same create, under a parent made once.
+        let creates = zfs.take_calls("zfs create");
+        assert_eq!(creates.len(), 3, "{creates:#?}");
+        assert!(creates[0].ends_with("volmode=dev persist/vault/volumes"));
+        assert!(creates[1..]
+            .iter()
+            .all(|c| c.contains("org.lfedge.eve:content=ready") && c.contains(" -s ")));
+        assert!(subsystem(&e, "a").join("namespaces/1").exists());
+        assert!(!e.cfg.state.join(zvol::Intent::FILE).exists());
+        // Idempotent: the next pass has no step and runs no zfs command that changes anything.
+        let (p2, r2) = pass(&e, false).unwrap();
+        assert_eq!((p2.steps(), r2.changed()), (0, 0), "{}", p2.render());
+        let writes: Vec<String> = zfs
+            .take_calls("zfs")
+            .into_iter()
+            .filter(|c| !c.starts_with("zfs list") && !c.starts_with("zfs get"))
+            .collect();
+        assert!(writes.is_empty(), "{writes:?}");
+        // b's spec is removed: its exports go, then its zvol; a is not touched.
+        std::fs::remove_file(e.cfg.spool.join("b.toml")).unwrap();
+        pass(&e, false).unwrap();
+        assert_eq!(zfs.volumes(), ["persist/vault/volumes/a"]);
+        assert!(!subsystem(&e, "b").exists() && subsystem(&e, "a").exists());
+        assert_eq!(
+            zfs.take_calls("zfs destroy"),
+            ["zfs destroy -r persist/vault/volumes/b"]
+        );
+    }
+
+    #[test]
+    fn a_failed_create_leaves_the_rest_and_the_next_pass_finishes_it() {
+        let d = tempfile::tempdir().unwrap();
+        let (fs, zfs) = whole_box(d.path());
+        let e = env_with(d.path(), &fs, &zfs);
+        spec(&e, "a", "nvme-tcp");
+        pass(&e, false).unwrap();
+        spec(&e, "c", "nvme-tcp");
+        zfs.fail("zfs create -s -V");
+        let err = pass(&e, false).unwrap_err().to_string();
+        assert!(
+            err.contains("zfs create") && err.contains("injected"),
+            "{err}"
+        );
+        assert_eq!(zfs.volumes(), ["persist/vault/volumes/a"]);
+        assert!(!subsystem(&e, "c").exists(), "no export without its zvol");
+        assert!(subsystem(&e, "a").exists());
+        // The intent record stays for the next pass, which finishes the job.
+        assert!(e.cfg.state.join(zvol::Intent::FILE).exists());
+        pass(&e, false).unwrap();
+        assert_eq!(
+            zfs.volumes(),
+            ["persist/vault/volumes/a", "persist/vault/volumes/c"]
+        );
+        assert!(subsystem(&e, "c").join("namespaces/1").exists());
+    }
+
+    #[test]
+    fn a_zvol_that_is_not_ours_is_never_touched_and_an_inherited_tag_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let (fs, zfs) = whole_box(d.path());
+        let e = env_with(d.path(), &fs, &zfs);
+        spec(&e, "a", "nvme-tcp");
+        pass(&e, false).unwrap();
+        // Someone else's zvol under our parent (no tag), and one elsewhere with a tag.
+        let t = &zfs as &dyn Tools;
+        let run = |a: &[&str]| {
+            t.run(
+                ZFS,
+                &a.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+                None,
+            )
+            .unwrap()
+        };
+        run(&["create", "-V", "1024", "persist/vault/volumes/theirs"]);
+        run(&[
+            "create",
+            "-V",
+            "1024",
+            "-o",
+            "org.lfedge.eve:volume=a",
+            "persist/vault/a",
+        ]);
+        zfs.take_calls("");
+        std::fs::remove_file(e.cfg.spool.join("a.toml")).unwrap();
+        pass(&e, false).unwrap();
+        assert_eq!(
+            zfs.take_calls("zfs destroy"),
+            ["zfs destroy -r persist/vault/volumes/a"]
+        );
+        assert_eq!(
+            zfs.volumes(),
+            ["persist/vault/a", "persist/vault/volumes/theirs"]
+        );
+        // A zvol whose tag is inherited, not set on it, is refused at destroy time.
+        run(&["create", "-V", "1024", "persist/vault/volumes/x"]);
+        let err = zvol::destroy_volume(t, "persist/vault/volumes/x").unwrap_err();
+        assert!(err.to_string().contains("not ours to destroy"), "{err}");
     }
 }

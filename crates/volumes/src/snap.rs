@@ -4,7 +4,7 @@
 //! destroyed. Order is ZFS's `createtxg`, not the clock: a box without a battery-backed clock may
 //! boot in the past, and retention must still drop the oldest.
 
-use crate::cmd::{self, CmdError, ZFS};
+use crate::cmd::{CmdError, Tools, ZFS};
 use crate::error::{Error, Result};
 use crate::spec::check_name;
 use serde::{Deserialize, Serialize};
@@ -151,13 +151,13 @@ pub fn prune<'a>(
     mine[..over].iter().partition(|s| s.clones.is_empty())
 }
 
-fn run(args: &[&str]) -> Result<String> {
+fn run(t: &dyn Tools, args: &[&str]) -> Result<String> {
     let a: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    Ok(cmd::run(ZFS, &a, None)?)
+    Ok(t.run(ZFS, &a, None)?)
 }
 
 /// The snapshots of `datasets` (none listed when it is empty), oldest first per dataset.
-pub fn list(datasets: &[String]) -> Result<Vec<Snapshot>> {
+pub fn list(t: &dyn Tools, datasets: &[String]) -> Result<Vec<Snapshot>> {
     if datasets.is_empty() {
         return Ok(Vec::new());
     }
@@ -167,7 +167,7 @@ pub fn list(datasets: &[String]) -> Result<Vec<Snapshot>> {
     .map(String::from)
     .into();
     a.extend(datasets.iter().cloned());
-    let out = cmd::run(ZFS, &a, None)?;
+    let out = t.run(ZFS, &a, None)?;
     parse_list(&out).map_err(|msg| {
         Error::Cmd(CmdError::Output {
             argv: format!("{ZFS} {}", a.join(" ")),
@@ -178,32 +178,32 @@ pub fn list(datasets: &[String]) -> Result<Vec<Snapshot>> {
 
 /// Takes every `ds@name` at once: one transaction group, so snapshots due together are
 /// consistent with each other.
-pub fn take(full_names: &[String]) -> Result<()> {
+pub fn take(t: &dyn Tools, full_names: &[String]) -> Result<()> {
     if full_names.is_empty() {
         return Ok(());
     }
     let mut a = vec!["snapshot"];
     a.extend(full_names.iter().map(String::as_str));
-    run(&a).map(|_| ())
+    run(t, &a).map(|_| ())
 }
 
 /// Destroys snapshots `names` of `ds` in one call (`ds@a,b,c`); never a dataset, never a clone.
-pub fn destroy(ds: &str, names: &[&str]) -> Result<()> {
+pub fn destroy(t: &dyn Tools, ds: &str, names: &[&str]) -> Result<()> {
     if names.is_empty() {
         return Ok(());
     }
     let spec = format!("{ds}@{}", names.join(","));
-    run(&["destroy", &spec]).map(|_| ())
+    run(t, &["destroy", &spec]).map(|_| ())
 }
 
 /// Rolls `ds` back to `snap`; `-r` (destroying newer snapshots) only when the caller has checked
 /// that none of them has a clone and the operator asked for it.
-pub fn rollback(ds: &str, snap: &str, destroy_newer: bool) -> Result<()> {
+pub fn rollback(t: &dyn Tools, ds: &str, snap: &str, destroy_newer: bool) -> Result<()> {
     let full = format!("{ds}@{snap}");
     if destroy_newer {
-        run(&["rollback", "-r", &full])
+        run(t, &["rollback", "-r", &full])
     } else {
-        run(&["rollback", &full])
+        run(t, &["rollback", &full])
     }
     .map(|_| ())
 }
@@ -289,11 +289,11 @@ impl Scheduler {
         }
     }
 
-    fn relist(&mut self, dss: &[String]) -> Result<()> {
+    fn relist(&mut self, tools: &dyn Tools, dss: &[String]) -> Result<()> {
         for d in dss {
             self.known.insert(d.clone(), Vec::new());
         }
-        for sn in list(dss)? {
+        for sn in list(tools, dss)? {
             self.known.entry(sn.dataset.clone()).or_default().push(sn);
         }
         Ok(())
@@ -301,8 +301,13 @@ impl Scheduler {
 
     /// One tick over `vols` (each scheduled volume's zvol dataset, which exists, and its
     /// schedules) at `now`. On an error nothing is kept, so the next tick reads afresh.
-    pub fn tick(&mut self, vols: &[(String, Vec<Schedule>)], now: u64) -> Result<Done> {
-        let r = self.tick_inner(vols, now);
+    pub fn tick(
+        &mut self,
+        tools: &dyn Tools,
+        vols: &[(String, Vec<Schedule>)],
+        now: u64,
+    ) -> Result<Done> {
+        let r = self.tick_inner(tools, vols, now);
         if r.is_err() {
             self.known.clear();
             self.listed = None;
@@ -310,7 +315,12 @@ impl Scheduler {
         r
     }
 
-    fn tick_inner(&mut self, vols: &[(String, Vec<Schedule>)], now: u64) -> Result<Done> {
+    fn tick_inner(
+        &mut self,
+        tools: &dyn Tools,
+        vols: &[(String, Vec<Schedule>)],
+        now: u64,
+    ) -> Result<Done> {
         if self.listed.is_none_or(|t| t.elapsed() >= self.refresh) {
             self.known.clear();
             self.listed = Some(std::time::Instant::now());
@@ -322,7 +332,7 @@ impl Scheduler {
             .map(|(d, _)| d.clone())
             .collect();
         if !unknown.is_empty() {
-            self.relist(&unknown)?;
+            self.relist(tools, &unknown)?;
         }
         let all: Vec<Snapshot> = self.known.values().flatten().cloned().collect();
         let planned = decide(vols, &all, now);
@@ -343,7 +353,7 @@ impl Scheduler {
             return Ok(done);
         }
         // Decided again on a fresh read of just those volumes.
-        self.relist(&touched)?;
+        self.relist(tools, &touched)?;
         let fresh: Vec<Snapshot> = touched
             .iter()
             .flat_map(|d| self.known[d].iter().cloned())
@@ -353,16 +363,16 @@ impl Scheduler {
             .filter(|(d, _)| touched.contains(d))
             .cloned()
             .collect();
-        let t = decide(&due, &fresh, now);
-        take(&t.take)?;
-        done.taken = t.take;
-        for (ds, names) in &t.destroy {
+        let plan = decide(&due, &fresh, now);
+        take(tools, &plan.take)?;
+        done.taken = plan.take;
+        for (ds, names) in &plan.destroy {
             let n: Vec<&str> = names.iter().map(String::as_str).collect();
-            destroy(ds, &n)?;
+            destroy(tools, ds, &n)?;
             done.destroyed
                 .extend(names.iter().map(|x| format!("{ds}@{x}")));
         }
-        self.relist(&touched)?;
+        self.relist(tools, &touched)?;
         let all: Vec<Snapshot> = self.known.values().flatten().cloned().collect();
         done.next = decide(vols, &all, now).next;
         Ok(done)

@@ -1,7 +1,7 @@
 //! The zvols behind volumes: zfs and qemu-img by absolute path, and a pure parser of `zfs list`.
 //! Ours carry the user property `org.lfedge.eve:volume`; others are never touched.
 
-use crate::cmd::{self, CmdError, QEMU_IMG, UDEVADM, ZFS};
+use crate::cmd::{CmdError, Tools, QEMU_IMG, UDEVADM, ZFS};
 use crate::error::{Error, Result};
 use crate::import;
 use crate::spec::{Format, Source, Volume};
@@ -133,18 +133,18 @@ pub fn parse_list(out: &str, pool: &str, intent: Option<&Intent>) -> Result<Vec<
     Ok(v)
 }
 
-pub fn list(pool: &str) -> Result<Vec<Zvol>> {
-    list_claiming(pool, None)
+pub fn list(t: &dyn Tools, pool: &str) -> Result<Vec<Zvol>> {
+    list_claiming(t, pool, None)
 }
 
 /// [`list`], with the untagged zvols `intent` claims as interrupted creations.
-pub fn list_claiming(pool: &str, intent: Option<&Intent>) -> Result<Vec<Zvol>> {
+pub fn list_claiming(t: &dyn Tools, pool: &str, intent: Option<&Intent>) -> Result<Vec<Zvol>> {
     let args: Vec<String> = [
         "list", "-H", "-p", "-t", "volume", "-r", "-o", LIST_PROPS, pool,
     ]
     .map(String::from)
     .into();
-    let out = cmd::run(ZFS, &args, None)?;
+    let out = t.run(ZFS, &args, None)?;
     parse_list(&out, pool, intent).map_err(|msg| {
         Error::Cmd(CmdError::Output {
             argv: format!("{ZFS} {}", args.join(" ")),
@@ -169,33 +169,34 @@ fn zfs_args(a: &[&str]) -> Vec<String> {
     a.iter().map(|s| s.to_string()).collect()
 }
 
-fn exists(ds: &str) -> bool {
-    cmd::run(ZFS, &zfs_args(&["list", "-H", "-o", "name", ds]), None).is_ok()
+fn exists(t: &dyn Tools, ds: &str) -> bool {
+    t.run(ZFS, &zfs_args(&["list", "-H", "-o", "name", ds]), None)
+        .is_ok()
 }
 
 /// The parent dataset chain, unmounted; the vault's volumes dataset comes from the storage
 /// policy. The parent carries `volmode=dev` (no partition scanning on the host) for its zvols to
 /// inherit: set at `zfs create`, volmode is a transaction group sync of its own per zvol.
-pub fn ensure_parent(pool: &str, encrypted: bool) -> Result<()> {
+pub fn ensure_parent(t: &dyn Tools, pool: &str, encrypted: bool) -> Result<()> {
     let p = parent(pool, encrypted);
-    if exists(&p) {
-        return ensure_parent_volmode(&p);
+    if exists(t, &p) {
+        return ensure_parent_volmode(t, &p);
     }
     if encrypted {
         // Created under the vault so it inherits its key; never a clear fallback.
-        if !exists(&format!("{pool}/vault")) {
+        if !exists(t, &format!("{pool}/vault")) {
             return Err(Error::Refused(format!(
                 "{pool}/vault does not exist (is the vault unlocked?); encrypted volumes need it"
             )));
         }
-    } else if !exists(&format!("{pool}/clear")) {
-        cmd::run(
+    } else if !exists(t, &format!("{pool}/clear")) {
+        t.run(
             ZFS,
             &zfs_args(&["create", "-o", "mountpoint=none", &format!("{pool}/clear")]),
             None,
         )?;
     }
-    cmd::run(
+    t.run(
         ZFS,
         &zfs_args(&["create", "-o", "mountpoint=none", "-o", "volmode=dev", &p]),
         None,
@@ -203,14 +204,14 @@ pub fn ensure_parent(pool: &str, encrypted: bool) -> Result<()> {
     Ok(())
 }
 
-fn ensure_parent_volmode(p: &str) -> Result<()> {
-    let cur = cmd::run(
+fn ensure_parent_volmode(t: &dyn Tools, p: &str) -> Result<()> {
+    let cur = t.run(
         ZFS,
         &zfs_args(&["get", "-H", "-o", "value,source", "volmode", p]),
         None,
     )?;
     if cur.split_whitespace().collect::<Vec<_>>() != ["dev", "local"] {
-        cmd::run(ZFS, &zfs_args(&["set", "volmode=dev", p]), None)?;
+        t.run(ZFS, &zfs_args(&["set", "volmode=dev", p]), None)?;
     }
     Ok(())
 }
@@ -242,7 +243,7 @@ fn create_props(v: &Volume) -> Vec<String> {
 
 /// Creates the zvol `ds` (sparse when thin) under a parent made by [`ensure_parent`]. `ready`
 /// sets the content marker at once, for a volume whose initial content is its zeros.
-pub fn create(v: &Volume, ds: &str, ready: bool) -> Result<()> {
+pub fn create(t: &dyn Tools, v: &Volume, ds: &str, ready: bool) -> Result<()> {
     let mut args = vec!["create".to_string()];
     if v.thin {
         args.push("-s".into());
@@ -256,17 +257,17 @@ pub fn create(v: &Volume, ds: &str, ready: bool) -> Result<()> {
         args.extend(["-o".into(), p]);
     }
     args.push(ds.into());
-    cmd::run(ZFS, &args, None)?;
+    t.run(ZFS, &args, None)?;
     Ok(())
 }
 
-pub fn rename(from: &str, to: &str) -> Result<()> {
-    cmd::run(ZFS, &zfs_args(&["rename", from, to]), None)?;
+pub fn rename(t: &dyn Tools, from: &str, to: &str) -> Result<()> {
+    t.run(ZFS, &zfs_args(&["rename", from, to]), None)?;
     Ok(())
 }
 
-pub fn mark_ready(ds: &str) -> Result<()> {
-    cmd::run(
+pub fn mark_ready(t: &dyn Tools, ds: &str) -> Result<()> {
+    t.run(
         ZFS,
         &zfs_args(&["set", &format!("{PROP_CONTENT}=ready"), ds]),
         None,
@@ -275,9 +276,9 @@ pub fn mark_ready(ds: &str) -> Result<()> {
 }
 
 /// One zvol's size, without listing the pool (which costs per zvol).
-pub fn volsize(ds: &str) -> Result<u64> {
+pub fn volsize(t: &dyn Tools, ds: &str) -> Result<u64> {
     let args = zfs_args(&["get", "-H", "-p", "-o", "value", "volsize", ds]);
-    let out = cmd::run(ZFS, &args, None)?;
+    let out = t.run(ZFS, &args, None)?;
     out.trim().parse().map_err(|_| {
         Error::Cmd(CmdError::Output {
             argv: format!("{ZFS} {}", args.join(" ")),
@@ -286,8 +287,8 @@ pub fn volsize(ds: &str) -> Result<u64> {
     })
 }
 
-pub fn resize(ds: &str, size: u64) -> Result<()> {
-    cmd::run(
+pub fn resize(t: &dyn Tools, ds: &str, size: u64) -> Result<()> {
+    t.run(
         ZFS,
         &zfs_args(&["set", &format!("volsize={size}"), ds]),
         None,
@@ -297,20 +298,20 @@ pub fn resize(ds: &str, size: u64) -> Result<()> {
 
 /// Destroys a volume's zvol after checking that its tag is set on it (not inherited): the one
 /// destructive step a spec-less pass takes is only ever taken on a zvol we made.
-pub fn destroy_volume(ds: &str) -> Result<()> {
+pub fn destroy_volume(t: &dyn Tools, ds: &str) -> Result<()> {
     let args = zfs_args(&["get", "-H", "-o", "source", PROP_VOLUME, ds]);
-    let src = cmd::run(ZFS, &args, None)?;
+    let src = t.run(ZFS, &args, None)?;
     if src.trim() != "local" {
         return Err(Error::Refused(format!(
             "{ds}: {PROP_VOLUME} is {} (not set locally); not ours to destroy",
             src.trim()
         )));
     }
-    destroy(ds)
+    destroy(t, ds)
 }
 
-pub fn destroy(ds: &str) -> Result<()> {
-    cmd::run(ZFS, &zfs_args(&["destroy", "-r", ds]), None)?;
+pub fn destroy(t: &dyn Tools, ds: &str) -> Result<()> {
+    t.run(ZFS, &zfs_args(&["destroy", "-r", ds]), None)?;
     Ok(())
 }
 
@@ -324,8 +325,8 @@ pub fn export_path(ds: &str) -> String {
 }
 
 /// Waits for a zvol's udev link, which udev makes shortly after `zfs create` (see [`wait_devs`]).
-pub fn wait_dev(roots: &Roots, ds: &str, timeout: Duration) -> Result<PathBuf> {
-    match wait_devs(roots, &[ds.to_string()], timeout).pop() {
+pub fn wait_dev(t: &dyn Tools, roots: &Roots, ds: &str, timeout: Duration) -> Result<PathBuf> {
+    match wait_devs(t, roots, &[ds.to_string()], timeout).pop() {
         Some(ds) => Err(Error::DeviceTimeout {
             dev: dev_path(roots, &ds),
             secs: timeout.as_secs(),
@@ -338,7 +339,7 @@ pub fn wait_dev(roots: &Roots, ds: &str, timeout: Duration) -> Result<PathBuf> {
 /// is still missing. udev can lose a zvol's event (seen once after a power cut, under TCG load:
 /// one link never made), so after a third of `timeout` with a link missing, every zvol's block
 /// device is triggered again, once.
-pub fn wait_devs(roots: &Roots, dss: &[String], timeout: Duration) -> Vec<String> {
+pub fn wait_devs(t: &dyn Tools, roots: &Roots, dss: &[String], timeout: Duration) -> Vec<String> {
     let mut missing = dss.to_vec();
     let t0 = Instant::now();
     let mut retriggered = false;
@@ -354,7 +355,7 @@ pub fn wait_devs(roots: &Roots, dss: &[String], timeout: Duration) -> Vec<String
                 dev_path(roots, &missing[0]).display(),
                 t0.elapsed().as_secs()
             );
-            if let Err(e) = cmd::run(
+            if let Err(e) = t.run(
                 UDEVADM,
                 &zfs_args(&[
                     "trigger",
@@ -373,19 +374,20 @@ pub fn wait_devs(roots: &Roots, dss: &[String], timeout: Duration) -> Vec<String
 
 /// Opens and checks an image source (see [`crate::import`]); returns it with its virtual size.
 /// `also` names directories that are never read (the volume state with its secrets).
-pub fn check_image(src: &Source, also: &[&Path]) -> Result<(import::Opened, u64)> {
+pub fn check_image(t: &dyn Tools, src: &Source, also: &[&Path]) -> Result<(import::Opened, u64)> {
     let fmt = src.format.qemu_name().unwrap_or("raw");
     let o = import::open(src, also)?;
     let own = o.path();
-    let out = cmd::run(
-        QEMU_IMG,
-        &zfs_args(&["info", "--output=json", "--backing-chain", "-f", fmt, &own]),
-        None,
-    )
-    .map_err(|e| Error::Import {
-        path: src.path.clone(),
-        msg: format!("not a readable {fmt} image: {e}"),
-    })?;
+    let out = t
+        .run(
+            QEMU_IMG,
+            &zfs_args(&["info", "--output=json", "--backing-chain", "-f", fmt, &own]),
+            None,
+        )
+        .map_err(|e| Error::Import {
+            path: src.path.clone(),
+            msg: format!("not a readable {fmt} image: {e}"),
+        })?;
     let size = import::check_info(&out, &own).map_err(|msg| Error::Import {
         path: src.path.clone(),
         msg,
@@ -395,11 +397,11 @@ pub fn check_image(src: &Source, also: &[&Path]) -> Result<(import::Opened, u64)
 
 /// Checks a source before anything is created for it: an image's checks and size, or a
 /// stream's first record.
-pub fn check_source(src: &Source, volsize: u64, also: &[&Path]) -> Result<()> {
+pub fn check_source(t: &dyn Tools, src: &Source, volsize: u64, also: &[&Path]) -> Result<()> {
     if src.format == Format::ZfsStream {
         return import::open_stream(src, also).map(|_| ());
     }
-    let (_, size) = check_image(src, also)?;
+    let (_, size) = check_image(t, src, also)?;
     if size > volsize {
         return Err(Error::Import {
             path: src.path.clone(),
@@ -411,9 +413,15 @@ pub fn check_source(src: &Source, volsize: u64, also: &[&Path]) -> Result<()> {
 
 /// Writes an image onto a freshly created (all-zero) zvol, skipping zero regions. The image is
 /// read through the file checked, with any backing file switched off.
-pub fn import_image(src: &Source, dev: &Path, volsize: u64, also: &[&Path]) -> Result<()> {
+pub fn import_image(
+    t: &dyn Tools,
+    src: &Source,
+    dev: &Path,
+    volsize: u64,
+    also: &[&Path],
+) -> Result<()> {
     let fmt = src.format.qemu_name().unwrap_or("raw");
-    let (o, size) = check_image(src, also)?;
+    let (o, size) = check_image(t, src, also)?;
     if size > volsize {
         return Err(Error::Import {
             path: src.path.clone(),
@@ -429,7 +437,7 @@ pub fn import_image(src: &Source, dev: &Path, volsize: u64, also: &[&Path]) -> R
         "raw".into(),
         dev.to_string_lossy().into_owned(),
     ]);
-    let r = cmd::run_progress(QEMU_IMG, &args, None);
+    let r = t.run_progress(QEMU_IMG, &args, None);
     drop(o);
     Ok(r?)
 }
@@ -441,31 +449,34 @@ pub const RECEIVE_EXCLUDED: &[&str] = &["volmode", "snapdev", PROP_VOLUME, PROP_
 
 /// Receives a checked `zfs send` stream of one volume as the dataset `ds`, unmounted and with
 /// none of [`RECEIVE_EXCLUDED`] taken from it. Whatever a failed receive leaves is destroyed.
-pub fn receive(src: &Source, ds: &str, also: &[&Path]) -> Result<()> {
+pub fn receive(t: &dyn Tools, src: &Source, ds: &str, also: &[&Path]) -> Result<()> {
     let o = import::open_stream(src, also)?;
     let mut args = zfs_args(&["receive", "-u"]);
     for p in RECEIVE_EXCLUDED {
         args.extend(["-x".into(), (*p).into()]);
     }
     args.push(ds.into());
-    let r = cmd::run_progress(ZFS, &args, Some(o.file));
+    let r = t.run_progress(ZFS, &args, Some(o.file));
     if let Err(e) = r {
-        if exists(ds) {
-            let _ = destroy(ds);
+        if exists(t, ds) {
+            let _ = destroy(t, ds);
         }
         return Err(e.into());
     }
     // Belt and braces: the header said volume; what arrived must be one.
-    let t = cmd::run(
+    let kind = t.run(
         ZFS,
         &zfs_args(&["get", "-H", "-o", "value", "type", ds]),
         None,
     )?;
-    if t.trim() != "volume" {
-        destroy(ds)?;
+    if kind.trim() != "volume" {
+        destroy(t, ds)?;
         return Err(Error::Import {
             path: src.path.clone(),
-            msg: format!("received a {} instead of a volume; destroyed it", t.trim()),
+            msg: format!(
+                "received a {} instead of a volume; destroyed it",
+                kind.trim()
+            ),
         });
     }
     Ok(())
@@ -473,25 +484,25 @@ pub fn receive(src: &Source, ds: &str, also: &[&Path]) -> Result<()> {
 
 /// Makes `ds` a clone of `origin` (`dataset@snapshot`) with our properties; its volblocksize and
 /// encryption are the origin's (ZFS gives a clone no choice).
-pub fn clone_from(v: &Volume, origin: &str, ds: &str) -> Result<()> {
+pub fn clone_from(t: &dyn Tools, v: &Volume, origin: &str, ds: &str) -> Result<()> {
     let mut args = vec!["clone".to_string()];
     for p in volume_props(v) {
         args.extend(["-o".into(), p]);
     }
     args.extend([origin.into(), ds.into()]);
-    cmd::run(ZFS, &args, None)?;
+    t.run(ZFS, &args, None)?;
     Ok(())
 }
 
 /// After a receive: the properties a created zvol would have had.
-pub fn set_props(ds: &str, v: &Volume) -> Result<()> {
+pub fn set_props(t: &dyn Tools, ds: &str, v: &Volume) -> Result<()> {
     let mut args = vec!["set".to_string()];
     args.extend(volume_props(v));
     if v.thin {
         args.push("refreservation=none".into());
     }
     args.push(ds.into());
-    cmd::run(ZFS, &args, None)?;
+    t.run(ZFS, &args, None)?;
     Ok(())
 }
 

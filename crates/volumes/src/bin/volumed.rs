@@ -82,7 +82,7 @@ fn snapshots(env: &Env, sched: &mut Scheduler) -> Result<Option<u64>, volumes::E
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let d = sched.tick(&vols, now)?;
+    let d = sched.tick(env.tools, &vols, now)?;
     if !d.taken.is_empty() {
         log(format!("snapshots taken: {}", d.taken.join(", ")));
     }
@@ -112,6 +112,7 @@ fn one(
         roots: Roots::host(),
         cfg: Config::load_layered(cli.config.as_deref())?,
         fs: &ktarget::HostFs,
+        tools: &volumes::cmd::SYSTEM,
         cache,
     };
     env.check_vault()?;
@@ -204,6 +205,7 @@ fn main() -> ExitCode {
             roots: roots.clone(),
             cfg: cfg.clone(),
             fs: &ktarget::HostFs,
+            tools: &volumes::cmd::SYSTEM,
             cache: None,
         };
         match env.check_vault().and_then(|_| env.ensure_spool()) {
