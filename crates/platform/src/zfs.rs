@@ -43,6 +43,15 @@ pub fn parse_pool_list(out: &str) -> Result<Vec<PoolInfo>, String> {
 
 /// `zpool list` of all pools, or of `name` only.
 pub fn list_pools(name: Option<&str>) -> Result<Vec<PoolInfo>, CmdError> {
+    list_pools_with(name, |args| run(ZPOOL, args))
+}
+
+/// [`list_pools`] through `run`, which runs zpool with the arguments it is given (a crate's own
+/// tool seam).
+pub fn list_pools_with(
+    name: Option<&str>,
+    run: impl FnOnce(&[String]) -> Result<String, CmdError>,
+) -> Result<Vec<PoolInfo>, CmdError> {
     let mut args: Vec<String> = [
         "list",
         "-H",
@@ -53,7 +62,7 @@ pub fn list_pools(name: Option<&str>) -> Result<Vec<PoolInfo>, CmdError> {
     .map(String::from)
     .to_vec();
     args.extend(name.map(String::from));
-    let out = run(ZPOOL, &args)?;
+    let out = run(&args)?;
     parse_pool_list(&out).map_err(|msg| CmdError::Output {
         argv: format!("{ZPOOL} {}", args.join(" ")),
         msg,

@@ -249,6 +249,18 @@ mod tests {
         )]
     }
 
+    /// One bring-up with the built-in policy over a box where nothing new was seen.
+    fn bring(h: &mut FakeHost, plan: Plan) -> Result<Outcome, Error> {
+        bring_up(h, &candidates(), &plan, &nothing_seen(), &Policy::builtin())
+    }
+
+    /// The outcome file the boot health check reads.
+    fn outcome(h: &FakeHost) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(h.roots.storage_outcome()).unwrap()).unwrap()
+    }
+
+    const NO_VAULT: &str = "cannot open 'persist/vault': dataset does not exist";
+
     fn position(h: &FakeHost, prefix: &str) -> usize {
         h.calls
             .iter()
@@ -259,13 +271,9 @@ mod tests {
     #[test]
     fn a_whole_pass_caps_the_arc_makes_the_vault_before_its_datasets_and_reports() {
         let t = tempfile::tempdir().unwrap();
-        let mut h = imported_pool(
-            t.path(),
-            Err("cannot open 'persist/vault': dataset does not exist"),
-        );
+        let mut h = imported_pool(t.path(), Err(NO_VAULT));
         let policy = Policy::builtin();
-        let plan = Plan::AlreadyImported { guid: 7 };
-        let o = bring_up(&mut h, &candidates(), &plan, &nothing_seen(), &policy).unwrap();
+        let o = bring(&mut h, Plan::AlreadyImported { guid: 7 }).unwrap();
         assert_eq!(
             (o.guid, o.size, &o.vault, o.secure_boot),
             (7, 10 << 30, &Vault::Unlocked, SecureBoot::Unknown)
@@ -293,8 +301,7 @@ mod tests {
         let last_create = h.calls.iter().rposition(|c| c.starts_with("zfs create"));
         let last_mount = h.calls.iter().rposition(|c| c == "zfs mount -a");
         assert!(last_mount > last_create, "{:#?}", h.calls);
-        let out: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(h.roots.storage_outcome()).unwrap()).unwrap();
+        let out = outcome(&h);
         assert_eq!(out["vault_state"], "unlocked");
         assert_eq!(out["pool"], "persist");
         assert_eq!(
@@ -307,15 +314,7 @@ mod tests {
     fn a_vault_that_cannot_be_read_costs_only_what_lives_in_it() {
         let t = tempfile::tempdir().unwrap();
         let mut h = imported_pool(t.path(), Err("pool I/O is currently suspended"));
-        let plan = Plan::AlreadyImported { guid: 7 };
-        let o = bring_up(
-            &mut h,
-            &candidates(),
-            &plan,
-            &nothing_seen(),
-            &Policy::builtin(),
-        )
-        .unwrap();
+        let o = bring(&mut h, Plan::AlreadyImported { guid: 7 }).unwrap();
         assert!(matches!(o.vault, Vault::Absent { .. }), "{:?}", o.vault);
         assert!(
             h.calls_to("zfs create")
@@ -329,8 +328,7 @@ mod tests {
             "the clear datasets are made"
         );
         assert!(h.calls_to("zfs load-key").is_empty() && h.calls_to("tpm").is_empty());
-        let out: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(h.roots.storage_outcome()).unwrap()).unwrap();
+        let out = outcome(&h);
         assert_eq!(out["vault_state"], "absent");
     }
 
@@ -341,14 +339,7 @@ mod tests {
         let plan = Plan::Refuse {
             reason: "two pools claim to be ours".into(),
         };
-        let e = bring_up(
-            &mut h,
-            &candidates(),
-            &plan,
-            &nothing_seen(),
-            &Policy::builtin(),
-        )
-        .unwrap_err();
+        let e = bring(&mut h, plan).unwrap_err();
         assert!(e.to_string().contains("two pools"), "{e}");
         assert!(h.calls.is_empty(), "{:?}", h.calls);
         assert!(!h.roots.storage_outcome().exists());
@@ -357,20 +348,9 @@ mod tests {
     #[test]
     fn a_degraded_pool_still_comes_up() {
         let t = tempfile::tempdir().unwrap();
-        let mut h = imported_pool(
-            t.path(),
-            Err("cannot open 'persist/vault': dataset does not exist"),
-        );
+        let mut h = imported_pool(t.path(), Err(NO_VAULT));
         h.answer("zpool get -H -o value health persist", Ok("DEGRADED\n"));
-        let plan = Plan::AlreadyImported { guid: 7 };
-        let o = bring_up(
-            &mut h,
-            &candidates(),
-            &plan,
-            &nothing_seen(),
-            &Policy::builtin(),
-        )
-        .unwrap();
+        let o = bring(&mut h, Plan::AlreadyImported { guid: 7 }).unwrap();
         assert_eq!(o.vault, Vault::Unlocked);
         assert_eq!(h.calls_to("zpool status -P persist").len(), 1);
     }

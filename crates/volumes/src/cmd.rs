@@ -3,7 +3,7 @@
 //! (observe, plan, apply, and the pass after it) runs without a pool.
 
 pub use platform::cmd::CmdError;
-pub use platform::zfs::{parse_pool_list, PoolInfo, ZFS, ZPOOL};
+pub use platform::zfs::{PoolInfo, ZFS, ZPOOL};
 
 pub const QEMU_IMG: &str = "/usr/bin/qemu-img";
 /// udev's tool, to have it process the zvols' block devices again.
@@ -43,29 +43,9 @@ impl Tools for System {
     }
 }
 
-/// The argument list of `zpool list` for [`list_pools`].
-pub fn pool_list_args(name: Option<&str>) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "list",
-        "-H",
-        "-p",
-        "-o",
-        "name,guid,health,size,allocated,free",
-    ]
-    .map(String::from)
-    .to_vec();
-    args.extend(name.map(String::from));
-    args
-}
-
 /// The imported pools (only `name`, when given).
 pub fn list_pools(t: &dyn Tools, name: Option<&str>) -> Result<Vec<PoolInfo>, CmdError> {
-    let args = pool_list_args(name);
-    let out = t.run(ZPOOL, &args, None)?;
-    parse_pool_list(&out).map_err(|msg| CmdError::Output {
-        argv: format!("{ZPOOL} {}", args.join(" ")),
-        msg,
-    })
+    platform::zfs::list_pools_with(name, |args| t.run(ZPOOL, args, None))
 }
 
 /// A stand-in for zfs, zpool and udevadm that keeps its datasets in memory: enough of each

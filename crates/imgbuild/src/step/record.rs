@@ -1,9 +1,10 @@
 //! Step "build-manifest": the compressed image and `<stem>.build.json`, which records what went
 //! into the image (packages, kernel, ZFS, keys, sizes) for the tests and the reproducibility check.
 
-use crate::build::*;
+use crate::build::{sha256_file, Options};
 use crate::cmd;
 use crate::error::{IoContext, Result};
+use crate::record::*;
 use crate::step::resolve::Resolved;
 use std::fs;
 use std::path::Path;
