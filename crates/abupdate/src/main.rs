@@ -216,6 +216,7 @@ fn health(sys: &System, timeout: u64, settle: u64, no_reboot: bool) -> abupdate:
 }
 
 fn main() -> ExitCode {
+    platform::log::set_name("abupdate");
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

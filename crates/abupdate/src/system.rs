@@ -166,9 +166,7 @@ fn state_word(i: &SlotInfo) -> String {
         .unwrap_or_default()
 }
 
-fn log(msg: impl AsRef<str>) {
-    eprintln!("abupdate: {}", msg.as_ref());
-}
+use platform::log;
 
 impl System {
     pub fn open(roots: Roots) -> Result<System> {

@@ -31,6 +31,7 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    platform::log::set_name("eve-init");
     if std::process::id() == 1 {
         if Path::new(INITRAMFS_MARKER).exists() {
             stage1::run();

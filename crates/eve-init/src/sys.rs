@@ -1,14 +1,11 @@
 //! Thin wrappers over the system calls init makes, each logging what failed and why.
 
 use nix::mount::{mount, MsFlags};
-use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
-/// Writes a line to the console (init's stderr) with a prefix; never fails.
-pub fn log(msg: impl std::fmt::Display) {
-    let _ = writeln!(std::io::stderr(), "eve-init: {msg}");
-}
+/// A line on the console (init's stderr); never fails.
+pub use platform::log;
 
 /// Milliseconds since boot.
 pub fn uptime_ms() -> u64 {

@@ -1,12 +1,14 @@
 //! What every crate of the appliance shares: where the kernel's trees are ([`Roots`]), the one
 //! command runner ([`cmd`]), I/O errors that name their path and the error chain a binary prints
 //! ([`error`]), sizes and intervals ([`units`]), the boot disk's partition names ([`layout`]),
-//! which block devices are never drives ([`disk`]) and eve-init's status schema ([`status`]).
+//! which block devices are never drives ([`disk`]), eve-init's status schema ([`status`]) and
+//! the one logger ([`log`]).
 
 pub mod cmd;
 pub mod disk;
 pub mod error;
 pub mod layout;
+pub mod log;
 pub mod roots;
 pub mod status;
 pub mod sysfs;
@@ -15,5 +17,6 @@ pub mod zfs;
 
 pub use cmd::{Cmd, CmdError};
 pub use error::{chain, io, IoContext, IoError};
+pub use log::log;
 pub use roots::Roots;
 pub use units::Size;

@@ -33,9 +33,7 @@ pub enum Error {
     Parse(String),
 }
 
-pub fn log(msg: impl std::fmt::Display) {
-    eprintln!("storage-init: {msg}");
-}
+pub use platform::log;
 
 /// One device in the report: what it is and what storage-init decided about it.
 #[derive(Debug, Clone, Serialize)]

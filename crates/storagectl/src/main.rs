@@ -3,5 +3,6 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    platform::log::set_name("storagectl");
     storagectl::run(storagectl::cli::Cli::parse())
 }

@@ -181,7 +181,7 @@ fn replace_with(
         old_leaf,
     )
     .map_err(refuse)?;
-    storage::bringup::log(format!(
+    platform::log(format!(
         "{new_name} ({}): replacing {} ({}) in pool {pool_name}",
         drive.stable_id, old_leaf.name, old_leaf.state
     ));
@@ -347,7 +347,7 @@ pub fn add(pool_name: &str, new: &[String]) -> Result<Vec<String>> {
                 .iter()
                 .find(|(b, _)| &b.name == n)
                 .ok_or_else(|| refuse(format!("{n}: not found")))?;
-            storage::bringup::log(format!("{n}: partitioning to add to pool {pool_name}"));
+            platform::log(format!("{n}: partitioning to add to pool {pool_name}"));
             let part = storage::bringup::partition_for_pool(&mut host(), bd)
                 .map_err(|e| refuse(format!("partitioning {n}: {}", platform::chain(&e))))?;
             args.push(part.display().to_string());

@@ -22,9 +22,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-pub fn log(msg: impl std::fmt::Display) {
-    eprintln!("volumes: {msg}");
-}
+pub use platform::log;
 
 type SpecResult = std::result::Result<Volume, SpecError>;
 

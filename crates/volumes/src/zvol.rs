@@ -350,11 +350,11 @@ pub fn wait_devs(t: &dyn Tools, roots: &Roots, dss: &[String], timeout: Duration
         }
         if !retriggered && t0.elapsed() > timeout / 3 {
             retriggered = true;
-            eprintln!(
-                "volumes: {} missing after {} s: asking udev to process the zvols again",
+            platform::log(format!(
+                "{} missing after {} s: asking udev to process the zvols again",
                 dev_path(roots, &missing[0]).display(),
                 t0.elapsed().as_secs()
-            );
+            ));
             if let Err(e) = t.run(
                 UDEVADM,
                 &zfs_args(&[
@@ -365,7 +365,7 @@ pub fn wait_devs(t: &dyn Tools, roots: &Roots, dss: &[String], timeout: Duration
                 ]),
                 None,
             ) {
-                eprintln!("volumes: {e}");
+                platform::log(e);
             }
         }
         std::thread::sleep(Duration::from_millis(100));

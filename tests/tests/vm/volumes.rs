@@ -1287,7 +1287,7 @@ fn control_plane_figures_for_100_volumes() {
     let console = std::fs::read_to_string(m.console_log()).unwrap();
     let restore = console
         .lines()
-        .find(|l| l.contains("volumes: pass:"))
+        .find(|l| l.contains("volumed: pass:"))
         .unwrap_or("no pass line")
         .to_string();
     std::thread::sleep(Duration::from_secs(20));

@@ -115,6 +115,7 @@ enum Action {
 }
 
 fn main() -> ExitCode {
+    platform::log::set_name("storage-init");
     let action = match Cli::parse().cmd {
         Cmd::UnsealKey { out, pool } => return unseal_key(&out, &pool),
         Cmd::Plan { json } => Action::Plan { json },

@@ -98,9 +98,7 @@ fn health_look(cli: &Cli, st: &mut HealthState) -> u64 {
     t + policy.health.every_secs()
 }
 
-fn log(m: impl std::fmt::Display) {
-    eprintln!("storaged: {m}");
-}
+use platform::log;
 
 /// The history, or a fresh one when the file is damaged: it is a log of what was done, not an
 /// authority, and the pool's own records still say when it last scrubbed and trimmed. The damaged
@@ -199,6 +197,7 @@ fn look(cli: &Cli) -> Result<Option<u64>> {
 }
 
 fn main() -> ExitCode {
+    platform::log::set_name("storaged");
     let cli = Cli::parse();
     let mut hs = HealthState::default();
     if cli.once || cli.dry_run {

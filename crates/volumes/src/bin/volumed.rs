@@ -171,6 +171,7 @@ fn one(
 }
 
 fn main() -> ExitCode {
+    platform::log::set_name("volumed");
     let cli = Cli::parse();
     if cli.once || cli.dry_run {
         return match one(&cli, cli.dry_run, None, 0, None) {
