@@ -147,6 +147,19 @@ fn open_rw(dev: &Path) -> Result<std::fs::File, GptError> {
         })
 }
 
+/// `dev`'s existing GPT, opened for writing, and the device's name for errors.
+fn open_table(dev: &Path) -> Result<(gpt::GptDisk<std::fs::File>, String), GptError> {
+    let d = dev.display().to_string();
+    let g = gpt::GptConfig::new()
+        .writable(true)
+        .open_from_device(open_rw(dev)?)
+        .map_err(|source| GptError::Gpt {
+            dev: d.clone(),
+            source,
+        })?;
+    Ok((g, d))
+}
+
 /// Writes a new GPT with one partition named `name` spanning the drive; returns its GUID.
 pub fn partition_whole(dev: &Path, name: &str) -> Result<Uuid, GptError> {
     let d = dev.display().to_string();
@@ -196,15 +209,7 @@ pub fn partition_whole(dev: &Path, name: &str) -> Result<Uuid, GptError> {
 /// Adds a partition named `name` in the largest free region of an existing GPT (moving the backup
 /// header to the real end of a disk larger than the image written to it). Returns (number, GUID).
 pub fn add_tail_partition(dev: &Path, name: &str) -> Result<(u32, Uuid), GptError> {
-    let d = dev.display().to_string();
-    let f = open_rw(dev)?;
-    let mut g = gpt::GptConfig::new()
-        .writable(true)
-        .open_from_device(f)
-        .map_err(|source| GptError::Gpt {
-            dev: d.clone(),
-            source,
-        })?;
+    let (mut g, d) = open_table(dev)?;
     // Re-initialising the headers relocates the backup GPT to the device's last sector.
     let entries = g.header().num_parts;
     let parts = full_table(g.partitions(), entries);
@@ -231,15 +236,7 @@ pub fn add_tail_partition(dev: &Path, name: &str) -> Result<(u32, Uuid), GptErro
 
 /// Renames partitions called `from` to `to`; returns how many changed.
 pub fn rename(dev: &Path, from: &str, to: &str) -> Result<usize, GptError> {
-    let d = dev.display().to_string();
-    let f = open_rw(dev)?;
-    let g = gpt::GptConfig::new()
-        .writable(true)
-        .open_from_device(f)
-        .map_err(|source| GptError::Gpt {
-            dev: d.clone(),
-            source,
-        })?;
+    let (g, d) = open_table(dev)?;
     let entries = g.header().num_parts;
     let mut parts = full_table(g.partitions(), entries);
     let mut n = 0;
