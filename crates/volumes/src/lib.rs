@@ -3,6 +3,7 @@
 //! ends in the block layer instead of a per-VM qemu block layer. Specs are files in a spool
 //! directory; the daemon (`volumed`) and the CLI (`storagectl volume`) run the same reconcile pass.
 
+pub mod apply;
 pub mod cache;
 pub mod cmd;
 pub mod config;
