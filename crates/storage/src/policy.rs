@@ -367,10 +367,38 @@ fn line_of_table(text: &str, table: &str) -> usize {
         .map_or(0, |i| i + 1)
 }
 
+/// What is wrong with a policy, before it gets its file: (line, field, message).
+type Bad = (usize, String, String);
+
+/// Where a TOML error is and which field it names: the key on the offending line (for bad
+/// values and unknown keys alike), else the name in toml's message.
+fn toml_error(text: &str, e: &toml::de::Error) -> Bad {
+    let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
+    // toml names unknown and missing fields in its message; keep only its first line.
+    let msg = e
+        .message()
+        .lines()
+        .next()
+        .unwrap_or("invalid TOML")
+        .to_string();
+    // The key on the offending line names the field (for bad values and unknown keys alike).
+    let line_text = text.lines().nth(line.saturating_sub(1)).unwrap_or("");
+    // A line that starts with `=` has no key: the message's name, or `-`, stands in.
+    let key = line_text
+        .split_once('=')
+        .map(|(k, _)| k.trim().trim_matches('"'))
+        .filter(|k| line > 0 && !k.is_empty());
+    let field = key
+        .or_else(|| msg.split('`').nth(1).filter(|n| !n.is_empty()))
+        .unwrap_or("-")
+        .to_string();
+    (line, field, msg)
+}
+
 /// No dataset may mount on or inside another's mount point, nor on the vault's or the pool's
 /// own directories: one dataset mounted over another (the volume spool on the vault, say) would
 /// hide it and make what is read there something else.
-fn check_mountpoints(p: &Policy, text: &str) -> Result<(), (usize, String, String)> {
+fn check_mountpoints(p: &Policy, text: &str) -> Result<(), Bad> {
     let pool = &p.pool.name;
     let reserved = [
         format!("/{pool}/vault"),
@@ -416,58 +444,47 @@ impl Policy {
     /// Parses and validates policy text. `pool_size` (usable bytes), when known, also checks that
     /// quotas and reservations fit.
     pub fn parse(file: &Path, text: &str, pool_size: Option<u64>) -> Result<Policy, PolicyError> {
-        let err = |line: usize, field: &str, msg: String| PolicyError {
+        let err = |(line, field, msg): Bad| PolicyError {
             file: file.into(),
             line,
-            field: field.into(),
+            field,
             msg,
         };
-        let p: Policy = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
-            // toml names unknown and missing fields in its message; keep only its first line.
-            let msg = e
-                .message()
-                .lines()
-                .next()
-                .unwrap_or("invalid TOML")
-                .to_string();
-            // The key on the offending line names the field (for bad values and unknown keys alike).
-            let line_text = text.lines().nth(line.saturating_sub(1)).unwrap_or("");
-            // A line that starts with `=` has no key: the message's name, or `-`, stands in.
-            let key = line_text
-                .split_once('=')
-                .map(|(k, _)| k.trim().trim_matches('"'))
-                .filter(|k| line > 0 && !k.is_empty());
-            let field = key
-                .or_else(|| msg.split('`').nth(1).filter(|n| !n.is_empty()))
-                .unwrap_or("-")
-                .to_string();
-            err(line, &field, msg)
-        })?;
-        let at = |s: &Spanned<Size>| line_of(text, s.span().start);
+        let p: Policy = toml::from_str(text).map_err(|e| err(toml_error(text, &e)))?;
+        p.check_settings(text).map_err(err)?;
+        p.check_datasets(text, pool_size).map_err(err)?;
+        check_mountpoints(&p, text).map_err(err)?;
+        Ok(p)
+    }
+
+    /// Pool, encryption, maintenance and health settings: (line, field, message) of the first
+    /// that is out of range.
+    fn check_settings(&self, text: &str) -> Result<(), Bad> {
+        let p = self;
+        let fail = |line: usize, field: &str, msg: String| (line, field.to_string(), msg);
         if !valid_component(&p.pool.name) {
-            return Err(err(
+            return Err(fail(
                 line_of_key(text, "pool", "name"),
                 "pool.name",
                 format!("`{}` is not a valid pool name", p.pool.name),
             ));
         }
         if !(9..=16).contains(&p.pool.ashift) {
-            return Err(err(
+            return Err(fail(
                 line_of_key(text, "pool", "ashift"),
                 "pool.ashift",
                 format!("{} is outside 9..=16", p.pool.ashift),
             ));
         }
         if p.encryption.without_tpm == WithoutTpm::Keyfile && p.encryption.keyfile.is_none() {
-            return Err(err(
+            return Err(fail(
                 line_of_key(text, "encryption", "without_tpm"),
                 "encryption.keyfile",
                 "without_tpm = \"keyfile\" needs a keyfile path".into(),
             ));
         }
         if let Some(pcr) = p.encryption.pcrs.iter().find(|&&n| n > 23) {
-            return Err(err(
+            return Err(fail(
                 line_of_key(text, "encryption", "pcrs"),
                 "encryption.pcrs",
                 format!("PCR {pcr} does not exist (0-23)"),
@@ -478,7 +495,7 @@ impl Policy {
             ("trim_every", &p.maintenance.trim_every),
         ] {
             if let Err(m) = interval_or_off(v) {
-                return Err(err(
+                return Err(fail(
                     line_of_key(text, "maintenance", key),
                     &format!("maintenance.{key}"),
                     format!("{m}, or `off`"),
@@ -486,18 +503,31 @@ impl Policy {
             }
         }
         if let Err(m) = parse_interval(&p.health.every, MIN_MAINTENANCE_EVERY) {
-            return Err(err(line_of_key(text, "health", "every"), "health.every", m));
+            return Err(fail(
+                line_of_key(text, "health", "every"),
+                "health.every",
+                m,
+            ));
         }
         if let Err(m) = check_tiers(&p.health.capacity_tiers) {
-            return Err(err(
+            return Err(fail(
                 line_of_key(text, "health", "capacity_tiers"),
                 "health.capacity_tiers",
                 m,
             ));
         }
+        Ok(())
+    }
+
+    /// The reserved share, quotas and reservations (against the pool's size when it is known)
+    /// and each dataset's name, mountpoint and record size.
+    fn check_datasets(&self, text: &str, pool_size: Option<u64>) -> Result<(), Bad> {
+        let p = self;
+        let fail = |line: usize, field: &str, msg: String| (line, field.to_string(), msg);
+        let at = |s: &Spanned<Size>| line_of(text, s.span().start);
         let mut reserved_pct = p.reserved.share.get_ref().percent_of(pool_size);
         if reserved_pct >= 100.0 {
-            return Err(err(
+            return Err(fail(
                 at(&p.reserved.share),
                 "reserved.share",
                 "must leave room for data".into(),
@@ -508,7 +538,7 @@ impl Policy {
             if let Some(q) = &d.quota {
                 quota_pct += q.get_ref().percent_of(pool_size);
                 if quota_pct > 100.0 {
-                    return Err(err(
+                    return Err(fail(
                         at(q),
                         &format!("datasets.{name}.quota"),
                         format!("quotas add up to {quota_pct:.0}% of the pool"),
@@ -519,7 +549,7 @@ impl Policy {
         for (name, d) in &p.datasets {
             let f = |k: &str| format!("datasets.{name}.{k}");
             if !valid_component(name) || name == "vault" || name == "reserved" {
-                return Err(err(
+                return Err(fail(
                     line_of_table(text, &format!("datasets.{name}")),
                     &format!("datasets.{name}"),
                     format!("`{name}` is not allowed as a dataset name"),
@@ -527,7 +557,7 @@ impl Policy {
             }
             if let Some(m) = &d.mountpoint {
                 if m != "none" && !clean_under(m, "/persist/") {
-                    return Err(err(
+                    return Err(fail(
                         line_of_key(text, &format!("datasets.{name}"), "mountpoint"),
                         &f("mountpoint"),
                         format!("`{m}` must be `none` or a plain path under /persist/"),
@@ -540,7 +570,7 @@ impl Policy {
                     || !b.is_power_of_two()
                     || !(512..=(16 << 20)).contains(&b)
                 {
-                    return Err(err(
+                    return Err(fail(
                         at(rs),
                         &f("recordsize"),
                         "must be a power of two from 512 to 16M".into(),
@@ -552,7 +582,7 @@ impl Policy {
                     matches!((q.get_ref(), r.get_ref()), (Size::Bytes(_), Size::Bytes(_)))
                 })) {
                     if r.get_ref().bytes(size) > q.get_ref().bytes(size) {
-                        return Err(err(
+                        return Err(fail(
                             at(r),
                             &f("reservation"),
                             "is larger than the quota".into(),
@@ -563,12 +593,12 @@ impl Policy {
             if let Some(r) = &d.reservation {
                 reserved_pct += r.get_ref().percent_of(pool_size);
                 if reserved_pct > 100.0 {
-                    return Err(err(at(r), &f("reservation"), format!("reservations and the reserved share add up to {reserved_pct:.0}% of the pool")));
+                    return Err(fail(at(r), &f("reservation"), format!("reservations and the reserved share add up to {reserved_pct:.0}% of the pool")));
                 }
             }
             if let (Some(q), Some(size)) = (&d.quota, pool_size) {
                 if q.get_ref().bytes(size) > size {
-                    return Err(err(
+                    return Err(fail(
                         at(q),
                         &f("quota"),
                         format!(
@@ -579,8 +609,7 @@ impl Policy {
                 }
             }
         }
-        check_mountpoints(&p, text).map_err(|(line, field, msg)| err(line, &field, msg))?;
-        Ok(p)
+        Ok(())
     }
 
     /// Where each dataset mounts (`none` left out): the policy's path or `/<pool>/<name>`.
