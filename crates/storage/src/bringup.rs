@@ -1,7 +1,7 @@
 //! storage-init's bring-up: observe drives and pools, decide (plan.rs), apply, reconcile datasets.
 //! Each step logs what it does and why on stderr; the summary goes to stdout.
 
-use crate::cmd::{run, CmdError};
+use crate::cmd::CmdError;
 use crate::datasets::{self, Action};
 use crate::discover::{self, BlockDev, Context, Verdict};
 use crate::host::Host;
@@ -85,22 +85,20 @@ pub struct Observation {
     pub report: Vec<DeviceReport>,
 }
 
-pub fn observe(roots: &Roots, policy: &Policy, mountinfo: &str) -> Result<Observation, Error> {
+pub fn observe(
+    host: &mut dyn Host,
+    roots: &Roots,
+    policy: &Policy,
+    mountinfo: &str,
+) -> Result<Observation, Error> {
     let boot = boot_disk(roots, mountinfo);
-    let imported: Vec<(String, u64)> = zfs::list_pools(None)?
+    let imported: Vec<(String, u64)> = platform::zfs::list_pools_with(None, |a| host.zpool(a))?
         .into_iter()
         .map(|p| (p.name, p.guid))
         .collect();
     // `zpool import` exits 1 with "no pools available" when there are none.
-    let importable = match run(
-        zfs::ZPOOL,
-        &[
-            "import".into(),
-            "-d".into(),
-            roots.dev.join("disk/by-partuuid").display().to_string(),
-        ],
-        None,
-    ) {
+    let dir = host.partuuid_dir().display().to_string();
+    let importable = match host.zpool(&["import".into(), "-d".into(), dir]) {
         Ok(out) => zfs::parse_importable(&out),
         Err(CmdError::Failed { .. }) => Vec::new(),
         Err(e) => return Err(e.into()),

@@ -32,7 +32,7 @@ pub trait Host {
     /// Renames `dev`'s partitions named `from` to `to`.
     fn rename_partitions(&mut self, dev: &Path, from: &str, to: &str) -> Result<(), Error>;
     /// Runs zpool with `args`; its stdout.
-    fn zpool(&mut self, args: &[String]) -> Result<String, Error>;
+    fn zpool(&mut self, args: &[String]) -> Result<String, CmdError>;
     /// The GUID of the imported pool `name`.
     fn pool_guid(&mut self, name: &str) -> Result<u64, Error>;
     /// Runs zfs with `args` (key material only ever on `stdin`); its stdout.
@@ -127,8 +127,8 @@ impl Host for RealHost {
         Ok(())
     }
 
-    fn zpool(&mut self, args: &[String]) -> Result<String, Error> {
-        Ok(run(crate::zfs::ZPOOL, args, None)?)
+    fn zpool(&mut self, args: &[String]) -> Result<String, CmdError> {
+        run(crate::zfs::ZPOOL, args, None)
     }
 
     fn pool_guid(&mut self, name: &str) -> Result<u64, Error> {
@@ -301,12 +301,17 @@ pub mod fake {
         fn rename_partitions(&mut self, dev: &Path, from: &str, to: &str) -> Result<(), Error> {
             self.call(format!("rename {} {from} {to}", dev.display()))
         }
-        fn zpool(&mut self, args: &[String]) -> Result<String, Error> {
+        fn zpool(&mut self, args: &[String]) -> Result<String, CmdError> {
             let line = format!("zpool {}", args.join(" "));
-            self.call(line.clone())?;
+            let failed = |stderr: String| CmdError::Failed {
+                argv: line.clone(),
+                status: "exit status: 1".into(),
+                stderr,
+            };
+            self.call(line.clone()).map_err(|e| failed(e.to_string()))?;
             match self.answered(&line) {
                 Some(Ok(out)) => Ok(out),
-                Some(Err(stderr)) => Err(Error::Refused(stderr)),
+                Some(Err(stderr)) => Err(failed(stderr)),
                 None => Ok(String::new()),
             }
         }

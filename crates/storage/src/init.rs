@@ -38,12 +38,13 @@ pub fn load_policy(
 /// a name; a policy that calls it something else is rejected (not obeyed by making a new pool or
 /// refusing to import the one there is), and the drives are observed again under the right one.
 pub fn observe(
-    roots: &Roots,
+    host: &mut dyn Host,
     candidates: &[Candidate],
     mountinfo: &str,
 ) -> Result<(Policy, Observation), Error> {
+    let roots = host.roots().clone();
     let (policy, _, _) = load_policy(candidates, None, None, &PoolFacts::default());
-    let obs = bringup::observe(roots, &policy, mountinfo)?;
+    let obs = bringup::observe(host, &roots, &policy, mountinfo)?;
     match bringup::our_pools(&obs).as_slice() {
         [name] if *name != policy.pool.name => {
             let facts = PoolFacts {
@@ -51,7 +52,7 @@ pub fn observe(
                 ..Default::default()
             };
             let policy = load_policy(candidates, None, None, &facts).0;
-            let obs = bringup::observe(roots, &policy, mountinfo)?;
+            let obs = bringup::observe(host, &roots, &policy, mountinfo)?;
             Ok((policy, obs))
         }
         _ => Ok((policy, obs)),
@@ -353,5 +354,29 @@ mod tests {
         let o = bring(&mut h, Plan::AlreadyImported { guid: 7 }).unwrap();
         assert_eq!(o.vault, Vault::Unlocked);
         assert_eq!(h.calls_to("zpool status -P persist").len(), 1);
+    }
+
+    #[test]
+    fn observing_reads_pools_through_the_host_and_an_unreadable_list_is_no_empty_one() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t.path().join("sys/block")).unwrap();
+        let mut h = FakeHost::under(t.path());
+        h.answer("zpool list -H -p", Ok("persist\t42\tONLINE\t100\t1\t99\n"));
+        h.answer(
+            "zpool import -d",
+            Ok("   pool: tank\n     id: 77\n  state: ONLINE\n"),
+        );
+        let (policy, obs) = observe(&mut h, &candidates(), "").unwrap();
+        assert_eq!(policy.pool.name, "persist");
+        assert_eq!(obs.observed.imported, [("persist".to_string(), 42)]);
+        assert_eq!(obs.observed.importable, [("tank".to_string(), 77)]);
+        // zpool import's "no pools available" (exit 1) is none to import...
+        h.answer("zpool import -d", Err("no pools available to import"));
+        let (_, obs) = observe(&mut h, &candidates(), "").unwrap();
+        assert!(obs.observed.importable.is_empty());
+        // ...but a pool list that cannot be read says nothing, and bring-up stops there.
+        h.answer("zpool list -H -p", Err("the ZFS modules are not loaded"));
+        let e = observe(&mut h, &candidates(), "").unwrap_err();
+        assert!(e.to_string().contains("not loaded"), "{e}");
     }
 }

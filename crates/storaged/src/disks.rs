@@ -381,9 +381,10 @@ fn kernel_name(dev: &str) -> Option<String> {
 /// Every drive and what bring-up thinks of it, as storage-init sees them (this process's mount
 /// table tells it the boot disk).
 fn observe_drives(policy: &storage::policy::Policy) -> Result<storage::bringup::Observation> {
-    let roots = platform::Roots::host();
+    let mut h = host();
+    let roots = h.roots.clone();
     let mountinfo = std::fs::read_to_string(roots.mountinfo()).unwrap_or_default();
-    storage::bringup::observe(&roots, policy, &mountinfo)
+    storage::bringup::observe(&mut h, &roots, policy, &mountinfo)
         .map_err(|e| Error::Refused(format!("looking at the drives: {}", platform::chain(&e))))
 }
 

@@ -126,7 +126,8 @@ fn main() -> ExitCode {
     let config_error =
         config::mount_config(&roots, bringup::boot_disk(&roots, &mountinfo).as_deref()).err();
     let candidates = config::candidates(config_error);
-    let (policy, obs) = match init::observe(&roots, &candidates, &mountinfo) {
+    let mut host = RealHost::new(roots);
+    let (policy, obs) = match init::observe(&mut host, &candidates, &mountinfo) {
         Ok(o) => o,
         Err(e) => return report(&e),
     };
@@ -149,7 +150,6 @@ fn main() -> ExitCode {
         ));
     }
     log(format!("plan: {plan:?}"));
-    let mut host = RealHost::new(roots);
     if dry_run {
         return match init::dry_run(&mut host, &plan, &policy) {
             Ok(()) => ExitCode::SUCCESS,
