@@ -32,6 +32,10 @@ SIGN_FLAGS := $(if $(SIGNING_KEY),--signing-key $(abspath $(SIGNING_KEY))) $(if 
     $(if $(BOOT_KEYS),--boot-keys $(abspath $(BOOT_KEYS))) \
     --security-epoch $(SECURITY_EPOCH) --key-serial $(KEY_SERIAL) $(addprefix --trusted-key ,$(TRUSTED_KEYS)) \
     $(if $(ROTATION),--rotation $(abspath $(ROTATION)))
+# A development build is never signed with the vendor's keys and never released: it gets its own
+# keys in the cache, which no production image trusts (the builder refuses SIGNING_KEY, BOOT_KEYS
+# and --release with the dev profile).
+DEV_SIGN_FLAGS := --security-epoch $(SECURITY_EPOCH) --key-serial $(KEY_SERIAL)
 IMGBUILD = $(CARGO) run --release --locked -q -p imgbuild --
 CARGO      ?= cargo
 # Shipped binaries are static so they run in the initramfs and in LinuxKit's scratch images alike.
@@ -55,7 +59,7 @@ image: deps binaries
 # `make dev-image`: the development image, out/eve-storage-dev.*, for `make run` and the VM tests.
 dev-image: deps binaries
 	$(IMGBUILD) build --profile dev $(addprefix --manifest ,$(MANIFESTS_dev)) \
-	    --bins $(STATIC_BINS) --bins $(BINS) --out $(OUT) --cache $(CACHE) --version $(VERSION) $(SIGN_FLAGS)
+	    --bins $(STATIC_BINS) --bins $(BINS) --out $(OUT) --cache $(CACHE) --version $(VERSION) $(DEV_SIGN_FLAGS)
 
 # A vendor build: the production image signed with SIGNING_KEY, never with a development key.
 release:

@@ -44,6 +44,10 @@ pub struct Manifest {
     pub security_epoch: u32,
     /// `release`, or `dev` for a build signed with a development key made by the builder.
     pub signing: String,
+    /// The build profile, `prod` or `dev` (console shell, test agent): a production box installs
+    /// `prod` builds only. Signed with the rest.
+    #[serde(default)]
+    pub profile: String,
     pub payload: Payload,
     /// A key rotation, signed by a key the box trusts now; the manifest itself is then checked
     /// against the new list.
@@ -59,6 +63,8 @@ pub struct Manifest {
 pub struct Running {
     pub version: String,
     pub security_epoch: u32,
+    /// `prod` or `dev`.
+    pub profile: String,
 }
 
 /// Everything an artifact is checked against.
@@ -92,6 +98,8 @@ pub enum ArtifactError {
         epoch: u32,
         running: u32,
     },
+    #[error("update {version} is a {profile} build: a production box installs production builds only (development builds carry a console shell and test agent, and are signed with keys it does not trust)")]
+    Profile { version: String, profile: String },
     #[error("update {version} is older than the running {running}; pass --allow-downgrade to install it anyway")]
     Downgrade { version: String, running: String },
     #[error("update is truncated: {0}")]
@@ -293,6 +301,16 @@ fn check_manifest(m: &Manifest, want: &Expect) -> Result<(), ArtifactError> {
             "payload sha256 is not 64 hex digits".into(),
         ));
     }
+    if want.running.profile == "prod" && m.profile != "prod" {
+        return Err(ArtifactError::Profile {
+            version: m.version.clone(),
+            profile: if m.profile.is_empty() {
+                "unnamed".into()
+            } else {
+                m.profile.clone()
+            },
+        });
+    }
     if m.security_epoch < want.running.security_epoch {
         return Err(ArtifactError::Epoch {
             version: m.version.clone(),
@@ -317,6 +335,8 @@ fn check_manifest(m: &Manifest, want: &Expect) -> Result<(), ArtifactError> {
 pub struct BuildInfo {
     pub security_epoch: u32,
     pub signing: String,
+    /// `prod` or `dev`.
+    pub profile: String,
     pub keys: Option<SignedKeyList>,
     pub build: std::collections::BTreeMap<String, String>,
 }
@@ -339,6 +359,7 @@ pub fn manifest_for(
         arch: arch.into(),
         security_epoch: info.security_epoch,
         signing: info.signing,
+        profile: info.profile,
         payload: Payload {
             kind: "squashfs".into(),
             offset: PAYLOAD_OFFSET,
@@ -363,6 +384,7 @@ mod tests {
         BuildInfo {
             security_epoch: epoch,
             signing: "dev".into(),
+            profile: "prod".into(),
             ..Default::default()
         }
     }
@@ -393,6 +415,7 @@ mod tests {
                 running: Running {
                     version: "v2".into(),
                     security_epoch: 3,
+                    profile: "prod".into(),
                 },
             }
         }
@@ -419,7 +442,7 @@ mod tests {
         assert_eq!(
             lines[1],
             format!(
-                r#"{{"format":2,"version":"v3","arch":"x86_64","security_epoch":3,"signing":"dev","payload":{{"kind":"squashfs","offset":4096,"size":10004,"sha256":"{}"}},"build":{{}}}}"#,
+                r#"{{"format":2,"version":"v3","arch":"x86_64","security_epoch":3,"signing":"dev","profile":"prod","payload":{{"kind":"squashfs","offset":4096,"size":10004,"sha256":"{}"}},"build":{{}}}}"#,
                 m.payload.sha256
             )
         );
@@ -427,7 +450,28 @@ mod tests {
         assert_eq!(Box_::new().check(&a, false).unwrap().manifest, m);
     }
     const FIXED_HEADER_SHA256: &str =
-        "589c04bb197bec054c418caf8de8fc19d5f0d241ffcf0eb5862aa75f6d66f6fa";
+        "4fa2be2cd64ff2e347feda3124ae6fa0bf9059578e112d0feee1305a9aa20b74";
+
+    #[test]
+    fn a_production_box_installs_production_builds_only() {
+        let mut b = Box_::new();
+        for profile in ["dev", "", "Prod"] {
+            let p = payload();
+            let info = BuildInfo {
+                profile: profile.into(),
+                ..info(3)
+            };
+            let m = manifest_for("v3", "x86_64", &p, info).unwrap();
+            let a = header(&m, &key(1)).unwrap();
+            let e = b.check(&a, false).unwrap_err();
+            assert!(matches!(e, ArtifactError::Profile { .. }), "{profile}: {e}");
+            assert!(e.to_string().contains("production builds only"), "{e}");
+        }
+        // A development box takes either (its own keys decide what it trusts).
+        b.running.profile = "dev".into();
+        let (a, _) = sample("v3", 3, &key(1));
+        assert!(b.check(&a, false).is_ok());
+    }
 
     #[test]
     fn unsigned_wrongly_signed_and_tampered_headers_are_refused() {

@@ -264,6 +264,7 @@ mod tests {
         let running = Running {
             version: "v1".into(),
             security_epoch: 0,
+            profile: "dev".into(),
         };
         let want = Expect {
             arch: "x86_64",

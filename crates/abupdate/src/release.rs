@@ -35,6 +35,7 @@ impl Release {
         Running {
             version: self.version.clone(),
             security_epoch: self.security_epoch,
+            profile: self.profile.clone(),
         }
     }
 }

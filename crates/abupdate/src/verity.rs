@@ -32,6 +32,9 @@ pub struct Descriptor {
     /// The OS version of the image (informative; the update manifest is what versions an update).
     pub version: String,
     pub security_epoch: u32,
+    /// The build profile, `prod` or `dev`: stage 1 of a production image boots `prod` slots only.
+    #[serde(default)]
+    pub profile: String,
     /// Bytes of the data area (the padded squashfs): a multiple of 4 KiB.
     pub data_size: u64,
     /// Where the hash tree starts: right after the descriptor block.
@@ -204,6 +207,7 @@ mod tests {
     }
     fn desc() -> Descriptor {
         Descriptor {
+            profile: "prod".into(),
             version: "v1".into(),
             security_epoch: 0,
             data_size: 8192,

@@ -26,6 +26,7 @@ fn valid_header() -> (Vec<u8>, artifact::Manifest) {
 fn parse(b: &[u8], len: Option<u64>) -> Result<artifact::Checked, artifact::ArtifactError> {
     let trust = Trust::from_list(&KeyList::new(1, &[key().public()])).unwrap();
     let running = Running {
+        profile: "prod".into(),
         version: "1.0".into(),
         security_epoch: 0,
     };

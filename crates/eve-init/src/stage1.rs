@@ -173,6 +173,10 @@ pub fn run() -> ! {
         Ok(v) => v,
         Err(e) => refuse(bd.as_ref(), slot, &e),
     };
+    let built = std::fs::read_to_string(verity::PROFILE).ok();
+    if let Err(e) = verity::check_profile(built.as_deref(), &v.descriptor.profile) {
+        refuse(bd.as_ref(), slot, &e);
+    }
     let bytes = match verity::read_all(&v.node) {
         Ok(b) => b,
         Err(e) => refuse(bd.as_ref(), slot, &e),

@@ -14,7 +14,27 @@ use std::time::{Duration, Instant};
 
 /// In the initramfs: the update keys the image was built to trust (a `KeyList`).
 pub const BOOT_KEYS: &str = "/etc/eve/boot-keys.json";
+/// In the initramfs: the profile it was built for (`prod` or `dev`).
+pub const PROFILE: &str = "/etc/eve/profile";
 const DM_NAME: &str = "eve-root";
+
+/// Pure: whether an initramfs built for `built` (`None`: it says nothing, taken as production)
+/// may boot a slot whose signed descriptor names `slot`: a production image boots production
+/// slots only, so a development build (console shell, test agent) written to its disk never runs.
+pub fn check_profile(built: Option<&str>, slot: &str) -> Result<(), String> {
+    let built = built.map(str::trim).unwrap_or("prod");
+    if built != "dev" && slot != "prod" {
+        return Err(format!(
+            "the slot holds a {} build; this production box boots production builds only",
+            if slot.is_empty() {
+                "profile-less"
+            } else {
+                slot
+            }
+        ));
+    }
+    Ok(())
+}
 
 #[derive(Debug)]
 pub struct Verified {
@@ -101,6 +121,32 @@ pub fn read_all(node: &Path) -> Result<u64, String> {
                     "the image does not match its signed root hash near byte {total} ({e})"
                 ))
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_production_initramfs_boots_production_slots_only() {
+        assert!(check_profile(Some("prod\n"), "prod").is_ok());
+        assert!(check_profile(Some("dev"), "dev").is_ok());
+        assert!(check_profile(Some("dev"), "prod").is_ok());
+        for (built, slot) in [
+            (Some("prod"), "dev"),
+            (Some("prod"), ""),
+            // An initramfs that says nothing is a production one.
+            (None, "dev"),
+            (Some(""), "dev"),
+            (Some("anything"), "dev"),
+        ] {
+            let e = check_profile(built, slot).unwrap_err();
+            assert!(
+                e.contains("production builds only"),
+                "{built:?} {slot}: {e}"
+            );
         }
     }
 }

@@ -399,14 +399,24 @@ pub fn build(opts: &Options) -> Result<crate::record::BuildManifest> {
         Ok((m, cfg))
     })?;
     // Keys before the long steps, so a missing or bad key fails in a second.
-    let signing = keys::for_build(opts.signing_key.as_deref(), opts.release, &opts.cache)?;
+    let signing = keys::for_build(
+        opts.signing_key.as_deref(),
+        opts.release,
+        &opts.cache,
+        opts.profile,
+    )?;
     let trusted = keys::trusted(&signing, &opts.trusted_keys, opts.key_serial)?;
     let rotation = opts
         .rotation
         .as_deref()
         .map(keys::read_rotation)
         .transpose()?;
-    let boot = BootKeys::for_build(opts.boot_keys.as_deref(), opts.release, &opts.cache)?;
+    let boot = BootKeys::for_build(
+        opts.boot_keys.as_deref(),
+        opts.release,
+        &opts.cache,
+        opts.profile,
+    )?;
     let keys = step::Keys {
         signing: &signing,
         trusted: &trusted,
@@ -517,6 +527,7 @@ pub fn build(opts: &Options) -> Result<crate::record::BuildManifest> {
         let info = abupdate::artifact::BuildInfo {
             security_epoch: opts.security_epoch,
             signing: signing.kind.into(),
+            profile: opts.profile.name().into(),
             keys: rotation.clone(),
             build,
         };

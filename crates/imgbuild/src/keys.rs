@@ -2,6 +2,7 @@
 //! `openssl genpkey -algorithm ed25519` writes it), or a development key the builder makes once in
 //! its cache; the key list the image trusts; and rotations (a new list signed by a trusted key).
 
+use crate::build::Profile;
 use crate::error::{Error, IoContext, Result};
 use abupdate::trust::{self, KeyList, SignedKeyList, Signer25519};
 use std::io::Write;
@@ -52,9 +53,53 @@ pub fn generate(out: &Path) -> Result<Signer25519> {
     Ok(k)
 }
 
+/// Refuses the vendor's keys and `--release` for a development build: its keys are its own, never
+/// enrolled in or trusted by a production image, so a development build can never run on one.
+pub fn check_dev(
+    profile: Profile,
+    explicit: Option<&Path>,
+    what: &str,
+    release: bool,
+) -> Result<()> {
+    if profile != Profile::Dev {
+        return Ok(());
+    }
+    if release {
+        return Err(Error::Parse {
+            path: "--release".into(),
+            msg: "a release is a production build; the dev profile (console shell, test agent) is never released".into(),
+        });
+    }
+    if let Some(p) = explicit {
+        return Err(Error::Parse {
+            path: what.into(),
+            msg: format!(
+                "{}: a development build is never signed with the vendor's keys; it gets its own (made in the cache), which no production image trusts",
+                p.display()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Where a profile's development keys live in the cache: the dev profile's are apart from the
+/// ones a development-signed production image uses.
+pub fn dev_dir(cache: &Path, profile: Profile) -> PathBuf {
+    match profile {
+        Profile::Prod => cache.join("keys"),
+        Profile::Dev => cache.join("keys/dev-profile"),
+    }
+}
+
 /// The signing key for a build: `explicit` if given; otherwise (not for a release build) the
-/// cache's development key, made on first use.
-pub fn for_build(explicit: Option<&Path>, release: bool, cache: &Path) -> Result<Signing> {
+/// cache's development key for `profile`, made on first use.
+pub fn for_build(
+    explicit: Option<&Path>,
+    release: bool,
+    cache: &Path,
+    profile: Profile,
+) -> Result<Signing> {
+    check_dev(profile, explicit, "SIGNING_KEY", release)?;
     match explicit {
         Some(p) => Ok(Signing {
             key: load(p)?,
@@ -68,7 +113,7 @@ pub fn for_build(explicit: Option<&Path>, release: bool, cache: &Path) -> Result
                 .into(),
         }),
         None => {
-            let p = cache.join("keys/dev-update-key.pem");
+            let p = dev_dir(cache, profile).join("dev-update-key.pem");
             let key = if p.exists() {
                 load(&p)?
             } else {
@@ -144,23 +189,48 @@ mod tests {
     #[test]
     fn dev_key_is_made_once_and_release_builds_refuse_it() {
         let t = tempfile::tempdir().unwrap();
-        let a = for_build(None, false, t.path()).unwrap();
+        let a = for_build(None, false, t.path(), Profile::Prod).unwrap();
         assert_eq!(a.kind, "dev");
-        let b = for_build(None, false, t.path()).unwrap();
+        let b = for_build(None, false, t.path(), Profile::Prod).unwrap();
         assert_eq!(a.key.id(), b.key.id(), "the cached key is reused");
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&a.key_file).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
-        let e = for_build(None, true, t.path()).unwrap_err().to_string();
+        let e = for_build(None, true, t.path(), Profile::Prod)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("SIGNING_KEY"), "{e}");
-        let r = for_build(Some(&a.key_file), true, t.path()).unwrap();
+        let r = for_build(Some(&a.key_file), true, t.path(), Profile::Prod).unwrap();
         assert_eq!((r.kind, r.key.id()), ("release", a.key.id()));
         let bad = t.path().join("bad.pem");
         std::fs::write(&bad, "nope").unwrap();
-        let e = for_build(Some(&bad), true, t.path())
+        let e = for_build(Some(&bad), true, t.path(), Profile::Prod)
             .unwrap_err()
             .to_string();
         assert!(e.contains("bad.pem"), "{e}");
+    }
+
+    #[test]
+    fn a_development_build_has_keys_of_its_own_and_is_never_released() {
+        let t = tempfile::tempdir().unwrap();
+        let prod = for_build(None, false, t.path(), Profile::Prod).unwrap();
+        let dev = for_build(None, false, t.path(), Profile::Dev).unwrap();
+        assert_ne!(prod.key.id(), dev.key.id());
+        assert_ne!(prod.key_file, dev.key_file);
+        let e = for_build(None, true, t.path(), Profile::Dev)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--release") && e.contains("never released"),
+            "{e}"
+        );
+        let e = for_build(Some(&prod.key_file), false, t.path(), Profile::Dev)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("SIGNING_KEY") && e.contains("never signed"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -71,6 +71,10 @@ struct PackUpdateArgs {
     /// `release` or `dev`, recorded in the manifest.
     #[arg(long, default_value = "release")]
     signing: String,
+    /// The build profile of the root tree, `prod` or `dev`, signed into the manifest and the
+    /// slot's descriptor (a production box installs and boots `prod` only).
+    #[arg(long, default_value = "prod", value_parser = ["prod", "dev"])]
+    profile: String,
     #[arg(long, default_value_t = 0)]
     security_epoch: u32,
     /// A key rotation (from `rotate-keys`) for the box to take with this update.
@@ -249,6 +253,7 @@ fn pack_update(a: PackUpdateArgs) -> Result<()> {
         let info = abupdate::artifact::BuildInfo {
             security_epoch: a.security_epoch,
             signing: a.signing.clone(),
+            profile: a.profile.clone(),
             keys,
             build: Default::default(),
         };

@@ -63,7 +63,13 @@ impl BootKeys {
 
     /// The key set for a build: `explicit` if given; otherwise (not for a release) the cache's
     /// development set, made on first use.
-    pub fn for_build(explicit: Option<&Path>, release: bool, cache: &Path) -> Result<BootKeys> {
+    pub fn for_build(
+        explicit: Option<&Path>,
+        release: bool,
+        cache: &Path,
+        profile: crate::build::Profile,
+    ) -> Result<BootKeys> {
+        crate::keys::check_dev(profile, explicit, "BOOT_KEYS", release)?;
         match explicit {
             Some(d) => BootKeys::open(d, "release"),
             None if release => Err(Error::Parse {
@@ -73,9 +79,11 @@ impl BootKeys {
                     .into(),
             }),
             None => {
-                let d = cache.join("keys/dev-boot");
+                let dir = crate::keys::dev_dir(cache, profile);
+                let d = dir.join("dev-boot");
                 if !d.join(GRUB_PUBLIC).is_file() {
-                    let tmp = cache.join(format!("keys/.dev-boot.{}", std::process::id()));
+                    let _ = std::fs::create_dir_all(&dir);
+                    let tmp = dir.join(format!(".dev-boot.{}", std::process::id()));
                     let _ = std::fs::remove_dir_all(&tmp);
                     generate(&tmp, "EVE storage development")?;
                     // Another build may have made the set meanwhile; keep whichever came first.

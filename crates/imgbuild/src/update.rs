@@ -55,7 +55,14 @@ pub fn pack(
     out: &Path,
 ) -> Result<artifact::Manifest> {
     let slot = out.with_extension("slot");
-    crate::verity::slot_image(squashfs, &slot, key, version, info.security_epoch)?;
+    crate::verity::slot_image(
+        squashfs,
+        &slot,
+        key,
+        version,
+        info.security_epoch,
+        &info.profile,
+    )?;
     let m = pack_slot(&slot, version, info, key, out);
     let _ = fs::remove_file(&slot);
     m
@@ -111,6 +118,7 @@ mod tests {
         let running = artifact::Running {
             version: "v1".into(),
             security_epoch: 0,
+            profile: "dev".into(),
         };
         let want = artifact::Expect {
             arch: "x86_64",

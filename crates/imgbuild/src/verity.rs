@@ -26,6 +26,7 @@ pub fn slot_image(
     key: &Signer25519,
     version: &str,
     security_epoch: u32,
+    profile: &str,
 ) -> Result<Descriptor> {
     let data = fs::read(squashfs).at("read", squashfs)?;
     let data_size = verity::align(data.len() as u64);
@@ -62,6 +63,7 @@ pub fn slot_image(
     let d = Descriptor {
         version: version.into(),
         security_epoch,
+        profile: profile.into(),
         data_size,
         hash_offset,
         hash_size: total - hash_offset,

@@ -24,6 +24,7 @@ pub fn info(epoch: u32) -> BuildInfo {
     BuildInfo {
         security_epoch: epoch,
         signing: "dev".into(),
+        profile: "dev".into(),
         ..Default::default()
     }
 }

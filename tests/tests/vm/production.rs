@@ -105,3 +105,111 @@ fn the_production_image_boots_to_a_working_box_and_opens_nothing() {
     );
     m.power_cut().unwrap();
 }
+
+/// A copy of the production image (and its enrolled firmware variables) whose slot A holds
+/// `slot` (bytes from offset 0 of the partition); slot B stays empty.
+fn prod_with_slot_a(dir: &std::path::Path, name: &str, slot: &[u8]) -> std::path::PathBuf {
+    let src = prod_image_path();
+    let out = dir.join(format!("{name}.raw"));
+    let st = Command::new("/bin/cp")
+        .args(["--sparse=always"])
+        .arg(&src)
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::copy(
+        eve_vmtest::secure_boot_vars(&src),
+        eve_vmtest::secure_boot_vars(&out),
+    )
+    .unwrap();
+    let (a_off, a_len) = eve_vmtest::partition_of(&out, "IMGA").unwrap();
+    assert!(slot.len() as u64 <= a_len);
+    use std::io::{Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new().write(true).open(&out).unwrap();
+    f.seek(SeekFrom::Start(a_off)).unwrap();
+    f.write_all(slot).unwrap();
+    out
+}
+
+/// Slot A of a built image, as the build wrote it.
+fn slot_a(img: &std::path::Path) -> Vec<u8> {
+    let len = build_manifest(img)["image"]["slot_size"].as_u64().unwrap() as usize;
+    let (off, _) = eve_vmtest::partition_of(img, "IMGA").unwrap();
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(img).unwrap();
+    f.seek(SeekFrom::Start(off)).unwrap();
+    let mut b = vec![0u8; len];
+    f.read_exact(&mut b).unwrap();
+    b
+}
+
+#[test]
+fn a_development_build_written_to_a_production_box_never_runs() {
+    let dir = test_dir("prod-dev-slot");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let dev = eve_vmtest::image_path();
+    // The two profiles are signed with different keys.
+    let (pm, dm) = (build_manifest(&prod_image_path()), build_manifest(&dev));
+    assert_ne!(
+        pm["signing"]["key_id"], dm["signing"]["key_id"],
+        "{pm} {dm}"
+    );
+    assert_ne!(pm["signing"]["dev_key_file"], dm["signing"]["dev_key_file"]);
+    let boot = |name: &str, img: &std::path::Path| {
+        let mut spec = MachineSpec::new(name, img);
+        spec.disks = vec![DiskSpec::blank(DiskKind::Virtio, 1024, "DATA1")];
+        spec.secure_boot = true;
+        let mut m = Machine::create(spec, &dir.join(name)).unwrap();
+        m.boot_until_console("this box stops here").unwrap();
+        let c = m.console();
+        m.power_cut().unwrap();
+        c
+    };
+
+    // The development image's whole slot: GRUB refuses its kernel (the dev boot key is not the
+    // production one) and no kernel runs.
+    let img = prod_with_slot_a(&dir, "whole", &slot_a(&dev));
+    let c = boot("whole", &img);
+    assert!(
+        c.contains(
+            "EVE: slot A REFUSED: /boot/vmlinuz is missing or not signed by the project's key"
+        ),
+        "{c}"
+    );
+    assert!(!c.contains("eve-init: stage 1"), "a kernel ran: {c}");
+
+    // The development root with the production kernel, initrd and GRUB config put in, sealed
+    // again with the development update key (which is no secret): GRUB accepts the production
+    // boot files, and the production initramfs refuses the root.
+    let sq = dir.join("dev.squashfs");
+    std::fs::write(&sq, slot_a(&dev)).unwrap();
+    let root = dir.join("dev.root");
+    crate::common::unsquash(&sq, &root);
+    let psq = dir.join("prod.squashfs");
+    std::fs::write(&psq, slot_a(&prod_image_path())).unwrap();
+    let proot = dir.join("prod.root");
+    crate::common::unsquash(&psq, &proot);
+    let st = Command::new("/bin/cp")
+        .arg("-a")
+        .arg(proot.join("boot/."))
+        .arg(root.join("boot"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    imgbuild::update::squash_quick(&root, &sq).unwrap();
+    let key = imgbuild::keys::load(&eve_vmtest::dev_signing_key(&dev)).unwrap();
+    let slot = dir.join("mixed.slot");
+    imgbuild::verity::slot_image(&sq, &slot, &key, "dev", 0, "dev").unwrap();
+    let img = prod_with_slot_a(&dir, "mixed", &std::fs::read(&slot).unwrap());
+    let c = boot("mixed", &img);
+    assert!(
+        c.contains("eve-init: stage 1") && c.contains("SLOT A REFUSED"),
+        "{c}"
+    );
+    assert!(!c.contains("stage 2"), "the development root ran: {c}");
+    for p in [&root, &proot] {
+        std::fs::remove_dir_all(p).unwrap();
+    }
+}

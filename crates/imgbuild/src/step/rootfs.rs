@@ -574,6 +574,14 @@ fn initramfs(
             mode: 0o644,
         },
     );
+    // The profile stage 1 boots: a production initramfs refuses a development slot.
+    tree.insert(
+        eve_init::verity::PROFILE,
+        Node::File {
+            data: release.profile.clone().into_bytes(),
+            mode: 0o644,
+        },
+    );
     tree.insert(
         "lib/modules/load-order",
         Node::File {

@@ -30,5 +30,6 @@ pub fn slot(
         &signing.key,
         &opts.version,
         opts.security_epoch,
+        opts.profile.name(),
     )
 }
