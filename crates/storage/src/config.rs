@@ -101,15 +101,34 @@ pub fn last_good_policy(pool: &str) -> Option<crate::policy::Policy> {
         })
 }
 
+/// The `[encryption]` section of the image's own policy (verified with the rest of the image),
+/// else the built-in one: the only source of how the vault is sealed.
+pub fn image_encryption() -> crate::policy::Encryption {
+    std::fs::read_to_string(IMAGE_POLICY)
+        .ok()
+        .and_then(|t| crate::policy::Policy::parse(Path::new(IMAGE_POLICY), &t, None).ok())
+        .unwrap_or_else(crate::policy::Policy::builtin)
+        .encryption
+}
+
 /// Records a later change of the vault's state (unlocked by the recovery key) in the outcome
 /// storage-init wrote for the health check ([`platform::Roots::storage_outcome`]).
-pub fn record_vault_state(roots: &platform::Roots, pool: &str, state: &str) {
+pub fn record_vault_state(
+    roots: &platform::Roots,
+    pool: &str,
+    state: &str,
+    bound_to: Option<&str>,
+) {
     let path = roots.storage_outcome();
     let mut v: serde_json::Value = std::fs::read(&path)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_else(|| serde_json::json!({ "pool": pool, "vault": format!("{pool}/vault") }));
     v["vault_state"] = state.into();
+    v["vault_reason"] = serde_json::Value::Null;
+    if let Some(b) = bound_to {
+        v["vault_bound_to"] = b.into();
+    }
     if let Err(e) = std::fs::write(&path, v.to_string()) {
         eprintln!("storagectl: {}: {e}", path.display());
     }

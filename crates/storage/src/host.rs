@@ -39,10 +39,13 @@ pub trait Host {
     fn zfs(&mut self, args: &[String], stdin: Option<&[u8]>) -> Result<String, CmdError>;
     /// Whether the box has a TPM.
     fn tpm_present(&self) -> bool;
-    /// Seals `key` to this TPM, bound to the current values of `pcrs`: the blob to store.
-    fn tpm_seal(&mut self, key: &[u8], pcrs: &[u8]) -> Result<String, TpmError>;
+    /// Seals `data` to this TPM, bound to the current values of `pcrs` and to this boot's unlock
+    /// phase: the blob to store.
+    fn tpm_seal(&mut self, data: &[u8], pcrs: &[u8]) -> Result<String, TpmError>;
     /// Unseals a stored blob with this TPM.
     fn tpm_unseal(&mut self, blob: &str) -> Result<Key, TpmError>;
+    /// Ends this boot's unlock phase: no seal opens again until the next boot.
+    fn tpm_end_unlock_phase(&mut self) -> Result<(), TpmError>;
     /// Shows a new recovery key once where a person sees it and no log keeps it (the console).
     fn show_recovery(&mut self, vault: &str, key: &RecoveryKey);
     /// The trees the box's own files are read and written under.
@@ -146,12 +149,16 @@ impl Host for RealHost {
         self.tpm.present()
     }
 
-    fn tpm_seal(&mut self, key: &[u8], pcrs: &[u8]) -> Result<String, TpmError> {
-        crate::tpm::seal(&self.tpm, key, pcrs)
+    fn tpm_seal(&mut self, data: &[u8], pcrs: &[u8]) -> Result<String, TpmError> {
+        crate::tpm::seal(&self.tpm, data, pcrs)
     }
 
     fn tpm_unseal(&mut self, blob: &str) -> Result<Key, TpmError> {
         crate::tpm::unseal(&self.tpm, blob)
+    }
+
+    fn tpm_end_unlock_phase(&mut self) -> Result<(), TpmError> {
+        crate::tpm::end_unlock_phase(&self.tpm)
     }
 
     fn show_recovery(&mut self, vault: &str, key: &RecoveryKey) {
@@ -193,6 +200,8 @@ pub mod fake {
         pub sealed: Vec<(Vec<u8>, Vec<u8>, u8)>,
         /// The current value of PCR 7.
         pub pcr7: u8,
+        /// Whether this boot's unlock phase is over (the phase PCR extended).
+        pub phase_over: bool,
         /// The recovery keys shown, as shown.
         pub shown: Vec<String>,
         /// The box's trees and pool mounts are under it.
@@ -212,6 +221,7 @@ pub mod fake {
                 tpm: true,
                 sealed: Vec::new(),
                 pcr7: 1,
+                phase_over: false,
                 shown: Vec::new(),
                 base: PathBuf::from("/nonexistent/fake-host"),
                 roots: Roots::under(Path::new("/nonexistent/fake-host")),
@@ -343,13 +353,20 @@ pub mod fake {
         fn tpm_present(&self) -> bool {
             self.tpm
         }
-        fn tpm_seal(&mut self, key: &[u8], pcrs: &[u8]) -> Result<String, TpmError> {
+        fn tpm_seal(&mut self, data: &[u8], pcrs: &[u8]) -> Result<String, TpmError> {
             let p = pcrs.iter().map(u8::to_string).collect::<Vec<_>>().join(",");
             self.call(format!("tpm-seal [{p}]")).map_err(tpm_err)?;
-            self.sealed.push((key.to_vec(), pcrs.to_vec(), self.pcr7));
+            self.sealed.push((data.to_vec(), pcrs.to_vec(), self.pcr7));
             let b64 = base64::engine::general_purpose::STANDARD;
             let handle = (self.sealed.len() as u32).to_be_bytes();
-            Ok(format!("v1:{p}:{}:AA==", b64.encode(handle)))
+            // As the real one: the phase PCR always bound, the parent gated on the others.
+            let mut all = pcrs.to_vec();
+            all.push(crate::tpm::PHASE_PCR);
+            all.sort_unstable();
+            all.dedup();
+            let gate = if pcrs.is_empty() { "" } else { "Rw==" };
+            let all = all.iter().map(u8::to_string).collect::<Vec<_>>().join(",");
+            Ok(format!("v2:{all}:{gate}:{}:AA==", b64.encode(handle)))
         }
         fn tpm_unseal(&mut self, blob: &str) -> Result<Key, TpmError> {
             self.call("tpm-unseal".into()).map_err(tpm_err)?;
@@ -357,7 +374,7 @@ pub mod fake {
             let handle = <[u8; 4]>::try_from(s.public.as_slice())
                 .map(|b| u32::from_be_bytes(b) as usize)
                 .map_err(|_| TpmError::Blob("not one of this TPM's".into()))?;
-            let Some((key, pcrs, at)) = handle.checked_sub(1).and_then(|i| self.sealed.get(i))
+            let Some((data, pcrs, at)) = handle.checked_sub(1).and_then(|i| self.sealed.get(i))
             else {
                 return Err(TpmError::Blob(
                     "the sealed key could not be loaded by this TPM (stand-in)".into(),
@@ -368,7 +385,17 @@ pub mod fake {
                     "the TPM refused to unseal the key (PCR 7 changed; stand-in)".into(),
                 ));
             }
-            Ok(Key::new(key.clone()))
+            if s.version == 2 && self.phase_over {
+                return Err(TpmError::Blob(
+                    "the TPM refused to unseal the key (unlock phase over; stand-in)".into(),
+                ));
+            }
+            Ok(Key::new(data.clone()))
+        }
+        fn tpm_end_unlock_phase(&mut self) -> Result<(), TpmError> {
+            self.call("tpm-end-unlock-phase".into()).map_err(tpm_err)?;
+            self.phase_over = true;
+            Ok(())
         }
         fn show_recovery(&mut self, vault: &str, key: &RecoveryKey) {
             let _ = self.call(format!("show-recovery {vault}"));

@@ -21,6 +21,11 @@ pub fn load_policy(
     facts: &PoolFacts,
 ) -> (Policy, Source, Option<String>) {
     let (p, src, keep) = policy::choose(candidates, last_good, pool_size, facts);
+    // How the vault is sealed is the signed image's to say, never the CONFIG partition's.
+    let (p, ignored) = policy::pin_encryption(p, &config::image_encryption());
+    if let Some(why) = ignored {
+        log(format!("policy: {why}"));
+    }
     match &src {
         Source::File(f) => log(format!("policy: {}", f.display())),
         Source::LastGood { rejected } => log(format!(
@@ -91,7 +96,9 @@ pub fn bring_up(
     }
     let name = policy.pool.name.clone();
     warn_if_degraded(host, &name);
-    mount_all(host);
+    // The vault's subtree waits until the vault is checked: a dataset put in its place must not
+    // be mounted where services would write into it.
+    mount_outside_vault(host, &name);
     let size = pool_size(host, &name).unwrap_or(0);
     let last = std::fs::read_to_string(config::last_good_in(&host.pool_mount(&name))).ok();
     let facts = bringup::gather_pool_facts(host, &name);
@@ -99,14 +106,27 @@ pub fn bring_up(
     cap_arc(host.roots(), &policy, size);
     let sb = vault::secure_boot(&host.roots().sys);
     log(format!("Secure Boot: {}", sb.describe()));
-    let vault = vault::ensure(host, &policy, sb);
+    let (vault, recovery) = vault::ensure(host, &policy, sb);
+    if host.tpm_present() {
+        // Whatever became of the vault, no later process of this boot may unseal.
+        match host.tpm_end_unlock_phase() {
+            Ok(()) => log("TPM: unlock phase over (PCR 11 extended)"),
+            Err(e) => log(format!(
+                "TPM: ending the unlock phase failed: {}",
+                platform::chain(&e)
+            )),
+        }
+    }
     let actions = bringup::reconcile_datasets(host, &policy, size, vault.usable(), false)?;
     log(format!("datasets: {} change(s)", actions.len()));
     if let Some(text) = keep {
         keep_last_good(host, &name, &text);
     }
-    mount_all(host);
-    write_outcome(host, &name, &vault, sb);
+    match vault.usable() {
+        true => mount_all(host),
+        false => mount_outside_vault(host, &name),
+    }
+    write_outcome(host, &name, &vault, recovery.as_ref(), sb);
     Ok(Outcome {
         pool: name,
         guid,
@@ -129,6 +149,46 @@ pub fn dry_run(host: &mut dyn Host, plan: &Plan, policy: &Policy) -> Result<(), 
 fn mount_all(host: &mut dyn Host) {
     if let Err(e) = host.zfs(&["mount".into(), "-a".into()], None) {
         log(format!("zfs mount -a: {e}"));
+    }
+}
+
+/// Pure: the filesystems of `zfs list -H -o name,canmount,mounted` output to mount, leaving out
+/// `<pool>/vault` and everything under it.
+pub fn to_mount_outside_vault(list: &str, pool: &str) -> Vec<String> {
+    let vault = format!("{pool}/vault");
+    list.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            match f.as_slice() {
+                [name, "on", "no"] if *name != vault && !name.starts_with(&format!("{vault}/")) => {
+                    Some(name.to_string())
+                }
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+fn mount_outside_vault(host: &mut dyn Host, pool: &str) {
+    let args = [
+        "list",
+        "-H",
+        "-o",
+        "name,canmount,mounted",
+        "-t",
+        "filesystem",
+        "-r",
+        pool,
+    ]
+    .map(String::from);
+    let list = match host.zfs(&args, None) {
+        Ok(l) => l,
+        Err(e) => return log(format!("listing {pool}'s filesystems: {e}")),
+    };
+    for name in to_mount_outside_vault(&list, pool) {
+        if let Err(e) = host.zfs(&["mount".into(), name.clone()], None) {
+            log(format!("zfs mount {name}: {e}"));
+        }
     }
 }
 
@@ -185,11 +245,22 @@ fn keep_last_good(host: &dyn Host, pool: &str, text: &str) {
 
 /// What ab-health judges this boot by: the names under the policy in force and what became of
 /// the vault.
-fn write_outcome(host: &mut dyn Host, pool: &str, vault: &Vault, sb: SecureBoot) {
+fn write_outcome(
+    host: &mut dyn Host,
+    pool: &str,
+    vault: &Vault,
+    recovery: Option<&vault::RecoveryState>,
+    sb: SecureBoot,
+) {
     let outcome = serde_json::json!({
         "pool": pool,
         "vault": format!("{pool}/vault"),
         "vault_state": vault.state(),
+        "vault_reason": match vault {
+            Vault::Locked { reason } | Vault::Absent { reason } => Some(reason.as_str()),
+            _ => None,
+        },
+        "vault_recovery": recovery.map(vault::RecoveryState::as_str),
         "secure_boot": sb,
         "secure_boot_text": sb.describe(),
         "vault_bound_to": vault::binding_of(host, pool),
@@ -240,6 +311,7 @@ mod tests {
             Ok("persist\tmountpoint\t/persist\tdefault\n"),
         );
         h.answer("zfs get -H -p -o property,value", vault);
+        h.answer("zfs get -H -p -o value guid persist/vault", Ok("42\n"));
         h
     }
 
@@ -295,6 +367,9 @@ mod tests {
             .position(|c| c.starts_with("zfs create") && c.ends_with(" persist/vault/config"))
             .unwrap();
         assert!(vault < under && h.calls_to("tpm-seal").len() == 1);
+        // The unlock phase ends after the vault, before anything else of the boot.
+        let phase = position(&h, "tpm-end-unlock-phase");
+        assert!(position(&h, "tpm-seal") < phase && phase < under);
         let made = h.calls_to("zfs create").len();
         assert_eq!(made, o.dataset_changes, "{:#?}", h.calls);
         assert!(h.shown.len() == 1, "the recovery key is shown once");
@@ -328,9 +403,23 @@ mod tests {
             h.calls_to("zfs create").len() >= 2,
             "the clear datasets are made"
         );
-        assert!(h.calls_to("zfs load-key").is_empty() && h.calls_to("tpm").is_empty());
+        assert!(h.calls_to("zfs load-key").is_empty());
+        assert!(h.calls_to("tpm-seal").is_empty() && h.calls_to("tpm-unseal").is_empty());
+        // Nothing of the vault's subtree is mounted: only the pool's other filesystems.
+        assert!(h.calls_to("zfs mount -a").is_empty(), "{:#?}", h.calls);
         let out = outcome(&h);
         assert_eq!(out["vault_state"], "absent");
+    }
+
+    #[test]
+    fn before_the_vault_is_checked_nothing_under_it_is_mounted() {
+        let list = "persist\ton\tyes\npersist/newlog\ton\tno\npersist/vault\ton\tno\n\
+                    persist/vault/config\ton\tno\npersist/vaulty\ton\tno\n\
+                    persist/clear\toff\tno\npersist/x\tnoauto\tno\n";
+        assert_eq!(
+            to_mount_outside_vault(list, "persist"),
+            ["persist/newlog", "persist/vaulty"]
+        );
     }
 
     #[test]

@@ -319,6 +319,13 @@ mountpoint = "/persist/config"
 quota = "1G"
 reservation = "64M"
 encrypted = true
+
+# Volume sources (VM images, zfs send streams): `storagectl volume create --import` reads
+# only files here, on the encrypted vault.
+[datasets.import]
+mountpoint = "/persist/import"
+quota = "20%"
+encrypted = true
 "#;
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -734,6 +741,36 @@ impl Policy {
     }
 }
 
+/// Pure: `p` with the image's `[encryption]` section in place of its own, and, when they differed,
+/// what was ignored. The sealing policy (PCRs, Secure Boot binding, what happens without a TPM)
+/// comes from the signed image only: the CONFIG partition is not signed, and a policy there that
+/// unbound PCR 7 would let the next seal be made without it.
+pub fn pin_encryption(mut p: Policy, image: &Encryption) -> (Policy, Option<String>) {
+    if p.encryption == *image {
+        return (p, None);
+    }
+    let why = format!(
+        "[encryption] ({}) ignored: how the vault is sealed comes from the signed image ({})",
+        describe_encryption(&p.encryption),
+        describe_encryption(image)
+    );
+    p.encryption = image.clone();
+    (p, Some(why))
+}
+
+fn describe_encryption(e: &Encryption) -> String {
+    format!(
+        "without_tpm = {:?}, pcrs = {:?}, bind_secure_boot = {}{}",
+        e.without_tpm,
+        e.pcrs,
+        e.bind_secure_boot,
+        e.keyfile
+            .as_ref()
+            .map(|k| format!(", keyfile = {}", k.display()))
+            .unwrap_or_default()
+    )
+}
+
 /// Which policy is in force and why.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Source {
@@ -957,6 +994,24 @@ mod tests {
             None
         )
         .is_err());
+    }
+
+    #[test]
+    fn the_encryption_section_is_the_image_s_whatever_config_says() {
+        let image = Policy::builtin().encryption;
+        let (p, why) = pin_encryption(Policy::builtin(), &image);
+        assert_eq!((p.encryption, why), (image.clone(), None));
+        for text in [
+            "[pool]\n[encryption]\nbind_secure_boot = false\n",
+            "[pool]\n[encryption]\npcrs = [0]\n",
+            "[pool]\n[encryption]\nwithout_tpm = \"allow-unencrypted\"\n",
+            "[pool]\n[encryption]\nwithout_tpm = \"keyfile\"\nkeyfile = \"/persist/k\"\n",
+        ] {
+            let config = parse(text).unwrap();
+            let (p, why) = pin_encryption(config, &image);
+            assert_eq!(p.encryption, image, "{text}");
+            assert!(why.unwrap().contains("ignored"), "{text}");
+        }
     }
 
     #[test]

@@ -61,8 +61,7 @@ pub fn vault_view(pool: &str, ds: &[DatasetStatus]) -> VaultView {
 Nothing under the vault is read, changed or deleted: guest volumes are kept but not exported, and volumed waits. \
 To recover, boot with the original TPM (and Secure Boot on with the project's keys, if the key is sealed to PCR 7); \
 or unlock it with the recovery key shown when the vault was made: `storagectl vault recover` (reads it on stdin), \
-which also seals the key to this box's TPM; or load the escrowed key (`storage-init unseal-key` on the original box) with \
-`zfs load-key -L file:///run/vault.key {name} && zfs mount -a`, and volumed resumes by itself"
+which also seals a new key to this box's TPM; volumed resumes by itself"
         ))),
     };
     VaultView {

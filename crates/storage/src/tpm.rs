@@ -1,21 +1,27 @@
-//! The vault key, sealed to the TPM. The key is 32 bytes from the kernel RNG; the TPM seals it as a
-//! keyed-hash object under a primary key it re-derives from its owner seed, optionally bound to
-//! PCRs. Only the sealed blobs are stored (as a property of the vault dataset); the raw key exists
-//! only in memory and on the pipe to `zfs`.
+//! The vault key, sealed to the TPM. The TPM seals it as a keyed-hash object whose policy binds it
+//! to PCRs: the boot-state PCRs the policy asks for (PCR 7 under Secure Boot) and always the
+//! boot-phase PCR, which storage-init extends once it has unsealed, so no later process of the same
+//! boot can unseal again. When boot-state PCRs are bound, the parent key itself may only be used
+//! in that boot state: nothing booted otherwise (a live USB, Secure Boot off) can create or load a
+//! sealed object under it, so a seal the vault presents cannot have been forged off the box.
+//! Every command that carries the key travels over a salted session with parameter encryption.
+//! Only the sealed blobs are stored (as properties of the vault dataset).
 
 use base64::Engine;
 use platform::Roots;
+use sha2::Digest as _;
 use std::path::PathBuf;
-use tss_esapi::attributes::ObjectAttributesBuilder;
+use tss_esapi::attributes::{ObjectAttributesBuilder, SessionAttributesBuilder};
 use tss_esapi::constants::SessionType;
-use tss_esapi::handles::{KeyHandle, ObjectHandle};
+use tss_esapi::handles::{KeyHandle, ObjectHandle, PcrHandle, SessionHandle};
 use tss_esapi::interface_types::algorithm::{HashingAlgorithm, PublicAlgorithm};
 use tss_esapi::interface_types::key_bits::RsaKeyBits;
 use tss_esapi::interface_types::resource_handles::Hierarchy;
 use tss_esapi::interface_types::session_handles::{AuthSession, PolicySession};
 use tss_esapi::structures::{
-    Digest, KeyedHashScheme, PcrSelectionList, PcrSelectionListBuilder, PcrSlot, Private, Public,
-    PublicBuilder, PublicKeyedHashParameters, RsaExponent, SensitiveData, SymmetricDefinition,
+    Digest, DigestValues, KeyedHashScheme, PcrSelectionList, PcrSelectionListBuilder, PcrSlot,
+    Private, Public, PublicBuilder, PublicKeyRsa, PublicKeyedHashParameters,
+    PublicRsaParametersBuilder, RsaExponent, SensitiveData, SymmetricDefinition,
     SymmetricDefinitionObject,
 };
 use tss_esapi::tcti_ldr::{DeviceConfig, TctiNameConf};
@@ -24,9 +30,14 @@ use tss_esapi::Context;
 
 /// The TPM's resource-manager device, under the dev root.
 pub const DEVICE: &str = "tpmrm0";
-/// The vault dataset property holding the sealed key (base64 of public and private blobs).
+/// The vault dataset property holding the sealed key.
 pub const SEALED_PROPERTY: &str = "org.lfedge.eve:sealed-key";
 pub const KEY_LEN: usize = 32;
+/// The boot-phase PCR (as Talos uses PCR 11): zero until storage-init has unsealed the vault key,
+/// then extended, so the seal, bound to its zero value, no longer opens in this boot.
+pub const PHASE_PCR: u8 = 11;
+/// What storage-init extends the phase PCR with.
+pub const PHASE_UNLOCKED: &[u8] = b"org.lfedge.eve: vault unlock phase over";
 
 #[derive(Debug, thiserror::Error)]
 pub enum TpmError {
@@ -38,9 +49,9 @@ pub enum TpmError {
         #[source]
         source: tss_esapi::Error,
     },
-    #[error("the sealed key could not be loaded by this TPM (a different or cleared TPM?)")]
+    #[error("the sealed key could not be loaded by this TPM (a different or cleared TPM, another boot state, or a seal this box did not make)")]
     WrongTpm(#[source] tss_esapi::Error),
-    #[error("the TPM refused to unseal the key (PCR values changed?)")]
+    #[error("the TPM refused to unseal the key (PCR values changed, or the unlock phase of this boot is over)")]
     Policy(#[source] tss_esapi::Error),
     #[error("sealed key property is malformed: {0}")]
     Blob(String),
@@ -85,14 +96,36 @@ impl Tpm {
     }
 }
 
-/// The storage primary key; the same template always yields the same key on the same TPM.
-fn primary(ctx: &mut Context) -> Result<KeyHandle, TpmError> {
-    let public = tss_esapi::utils::create_restricted_decryption_rsa_public(
-        SymmetricDefinitionObject::AES_128_CFB,
-        RsaKeyBits::Rsa2048,
-        RsaExponent::default(),
-    )
-    .map_err(tss("primary template"))?;
+/// A storage primary key; the same template always yields the same key on the same TPM. With a
+/// `gate` policy digest, the key can only be used (to create or load a child) by a session that
+/// satisfies that policy: anyone may re-derive it, nobody outside the gated boot state can use it.
+fn primary(ctx: &mut Context, gate: Option<&Digest>) -> Result<KeyHandle, TpmError> {
+    let attrs = ObjectAttributesBuilder::new()
+        .with_fixed_tpm(true)
+        .with_fixed_parent(true)
+        .with_sensitive_data_origin(true)
+        .with_user_with_auth(gate.is_none())
+        .with_decrypt(true)
+        .with_restricted(true)
+        .build()
+        .map_err(tss("primary attributes"))?;
+    let public = PublicBuilder::new()
+        .with_public_algorithm(PublicAlgorithm::Rsa)
+        .with_name_hashing_algorithm(HashingAlgorithm::Sha256)
+        .with_object_attributes(attrs)
+        .with_auth_policy(gate.cloned().unwrap_or_default())
+        .with_rsa_parameters(
+            PublicRsaParametersBuilder::new_restricted_decryption_key(
+                SymmetricDefinitionObject::AES_128_CFB,
+                RsaKeyBits::Rsa2048,
+                RsaExponent::default(),
+            )
+            .build()
+            .map_err(tss("primary parameters"))?,
+        )
+        .with_rsa_unique_identifier(PublicKeyRsa::default())
+        .build()
+        .map_err(tss("primary template"))?;
     ctx.execute_with_nullauth_session(|c| {
         c.create_primary(Hierarchy::Owner, public, None, None, None, None)
     })
@@ -117,15 +150,62 @@ fn selection(pcrs: &[u8]) -> Result<PcrSelectionList, TpmError> {
         .map_err(tss("PCR selection"))
 }
 
-/// A policy session (or trial session) that has run PolicyPCR over the current values.
-fn pcr_session(
+/// The current SHA-256 values of `pcrs`, in ascending order.
+fn read_pcrs(ctx: &mut Context, pcrs: &[u8]) -> Result<Vec<Vec<u8>>, TpmError> {
+    let mut sorted = pcrs.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut out = Vec::new();
+    // PCR_Read returns at most 8 values per call.
+    for chunk in sorted.chunks(8) {
+        let (_, _, vals) = ctx.pcr_read(selection(chunk)?).map_err(tss("PCR read"))?;
+        if vals.len() != chunk.len() {
+            return Err(TpmError::Blob(format!(
+                "the TPM returned {} of PCRs {chunk:?}",
+                vals.len()
+            )));
+        }
+        out.extend(vals.value().iter().map(|d| d.value().to_vec()));
+    }
+    Ok(out)
+}
+
+/// Pure: the `pcrDigest` of TPM2_PolicyPCR over `values` (in ascending PCR order).
+pub fn pcr_digest(values: &[Vec<u8>]) -> Vec<u8> {
+    let mut h = sha2::Sha256::new();
+    for v in values {
+        h.update(v);
+    }
+    h.finalize().to_vec()
+}
+
+/// The values a seal to `pcrs` is bound to: the current ones, and zero for the phase PCR (the
+/// value it has until storage-init ends the unlock phase), so a seal made later in the boot, by
+/// `storagectl`, still opens at the next boot.
+fn expected(ctx: &mut Context, pcrs: &[u8]) -> Result<Vec<Vec<u8>>, TpmError> {
+    let mut sorted = pcrs.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let current = read_pcrs(ctx, &sorted)?;
+    Ok(sorted
+        .iter()
+        .zip(current)
+        .map(|(&n, v)| if n == PHASE_PCR { vec![0u8; 32] } else { v })
+        .collect())
+}
+
+/// Starts a session salted with `salt` (so its session key never crosses the bus), optionally
+/// flagged for command (`decrypt`) or response (`encrypt`) parameter encryption.
+fn session(
     ctx: &mut Context,
-    pcrs: &[u8],
+    salt: KeyHandle,
     kind: SessionType,
-) -> Result<PolicySession, TpmError> {
+    decrypt: bool,
+    encrypt: bool,
+) -> Result<AuthSession, TpmError> {
     let s = ctx
         .start_auth_session(
-            None,
+            Some(salt),
             None,
             None,
             kind,
@@ -134,10 +214,85 @@ fn pcr_session(
         )
         .map_err(tss("start session"))?
         .ok_or_else(|| TpmError::Blob("no session handle".into()))?;
+    let (attrs, mask) = SessionAttributesBuilder::new()
+        .with_continue_session(true)
+        .with_decrypt(decrypt)
+        .with_encrypt(encrypt)
+        .build();
+    ctx.tr_sess_set_attributes(s, attrs, mask)
+        .map_err(tss("session attributes"))?;
+    Ok(s)
+}
+
+/// A policy session that has run PolicyPCR over the current values of `pcrs`.
+fn pcr_session(
+    ctx: &mut Context,
+    salt: KeyHandle,
+    pcrs: &[u8],
+    decrypt: bool,
+    encrypt: bool,
+) -> Result<AuthSession, TpmError> {
+    let s = session(ctx, salt, SessionType::Policy, decrypt, encrypt)?;
     let ps = PolicySession::try_from(s).map_err(tss("policy session"))?;
     ctx.policy_pcr(ps, Digest::default(), selection(pcrs)?)
         .map_err(tss("PolicyPCR"))?;
-    Ok(ps)
+    Ok(s)
+}
+
+/// The policy digest of PolicyPCR over `pcrs` holding `values`, from a trial session.
+fn trial_digest(ctx: &mut Context, pcrs: &[u8], values: &[Vec<u8>]) -> Result<Digest, TpmError> {
+    let s = ctx
+        .start_auth_session(
+            None,
+            None,
+            None,
+            SessionType::Trial,
+            SymmetricDefinition::AES_128_CFB,
+            HashingAlgorithm::Sha256,
+        )
+        .map_err(tss("start trial session"))?
+        .ok_or_else(|| TpmError::Blob("no session handle".into()))?;
+    let ps = PolicySession::try_from(s).map_err(tss("policy session"))?;
+    let want = Digest::try_from(pcr_digest(values)).map_err(tss("PCR digest"))?;
+    let r = ctx
+        .policy_pcr(ps, want, selection(pcrs)?)
+        .map_err(tss("PolicyPCR"))
+        .and_then(|()| ctx.policy_get_digest(ps).map_err(tss("policy digest")));
+    flush_session(ctx, s);
+    r
+}
+
+fn flush_session(ctx: &mut Context, s: AuthSession) {
+    let _ = ctx.flush_context(ObjectHandle::from(SessionHandle::from(s)));
+}
+
+/// The boot-state PCRs of a seal: the parent is gated on them (the phase PCR is not among them,
+/// so the parent stays usable for sealing after the unlock phase).
+fn gate_pcrs(pcrs: &[u8]) -> Vec<u8> {
+    pcrs.iter().copied().filter(|&p| p != PHASE_PCR).collect()
+}
+
+/// Runs `f` with the parent of a seal bound to `pcrs` loaded, and a session authorising its use:
+/// a PolicyPCR session over the gate when there is one, else a salted HMAC session.
+fn with_parent<T>(
+    ctx: &mut Context,
+    gate_digest: Option<&Digest>,
+    gate: &[u8],
+    decrypt: bool,
+    f: impl FnOnce(&mut Context, KeyHandle, AuthSession) -> Result<T, TpmError>,
+) -> Result<T, TpmError> {
+    let parent = primary(ctx, gate_digest)?;
+    let s = match gate_digest {
+        Some(_) => pcr_session(ctx, parent, gate, decrypt, false),
+        None => session(ctx, parent, SessionType::Hmac, decrypt, false),
+    };
+    let r = s.and_then(|s| {
+        let r = f(ctx, parent, s);
+        flush_session(ctx, s);
+        r
+    });
+    let _ = ctx.flush_context(parent.into());
+    r
 }
 
 /// A fresh vault key from the kernel RNG.
@@ -147,51 +302,64 @@ pub fn generate() -> Result<Key, TpmError> {
     Ok(key)
 }
 
-/// Seals `key` under this TPM's storage key, bound to the current values of `pcrs`; returns the
-/// blob to store.
-pub fn seal(tpm: &Tpm, key: &[u8], pcrs: &[u8]) -> Result<String, TpmError> {
+/// Seals `data` under this TPM, bound to `pcrs` (the boot-state PCRs at their current values, and
+/// the phase PCR, always added, at zero); returns the blob to store. The parent is gated on the
+/// boot-state PCRs.
+pub fn seal(tpm: &Tpm, data: &[u8], pcrs: &[u8]) -> Result<String, TpmError> {
+    let mut all = pcrs.to_vec();
+    all.push(PHASE_PCR);
+    all.sort_unstable();
+    all.dedup();
+    let gate = gate_pcrs(&all);
     let mut ctx = tpm.context()?;
-    let parent = primary(&mut ctx)?;
-    let auth_policy = if pcrs.is_empty() {
-        Digest::default()
+    let values = expected(&mut ctx, &all)?;
+    let policy = trial_digest(&mut ctx, &all, &values)?;
+    let gate_digest = if gate.is_empty() {
+        None
     } else {
-        let ps = pcr_session(&mut ctx, pcrs, SessionType::Trial)?;
-        let d = ctx.policy_get_digest(ps).map_err(tss("policy digest"))?;
-        ctx.flush_context(ObjectHandle::from(tss_esapi::handles::SessionHandle::from(
-            ps,
-        )))
-        .map_err(tss("flush session"))?;
-        d
+        let v = read_pcrs(&mut ctx, &gate)?;
+        Some(trial_digest(&mut ctx, &gate, &v)?)
     };
     let attrs = ObjectAttributesBuilder::new()
         .with_fixed_tpm(true)
         .with_fixed_parent(true)
         .with_no_da(true)
-        .with_user_with_auth(pcrs.is_empty())
+        .with_user_with_auth(false)
         .build()
         .map_err(tss("attributes"))?;
     let public = PublicBuilder::new()
         .with_public_algorithm(PublicAlgorithm::KeyedHash)
         .with_name_hashing_algorithm(HashingAlgorithm::Sha256)
         .with_object_attributes(attrs)
-        .with_auth_policy(auth_policy)
+        .with_auth_policy(policy)
         .with_keyed_hash_parameters(PublicKeyedHashParameters::new(KeyedHashScheme::Null))
         .with_keyed_hash_unique_identifier(Digest::default())
         .build()
         .map_err(tss("sealed object template"))?;
-    let data = SensitiveData::try_from(key.to_vec()).map_err(tss("sensitive data"))?;
-    let created = ctx
-        .execute_with_nullauth_session(|c| c.create(parent, public, None, Some(data), None, None))
-        .map_err(tss("seal"))?;
-    let _ = ctx.flush_context(parent.into());
+    let data = SensitiveData::try_from(data.to_vec()).map_err(tss("sensitive data"))?;
+    let created = with_parent(
+        &mut ctx,
+        gate_digest.as_ref(),
+        &gate,
+        true,
+        |c, parent, s| {
+            c.execute_with_session(Some(s), |c| {
+                c.create(parent, public, None, Some(data), None, None)
+            })
+            .map_err(tss("seal"))
+        },
+    )?;
     let pub_bytes = created
         .out_public
         .marshall()
         .map_err(tss("marshal public"))?;
     let b64 = base64::engine::general_purpose::STANDARD;
     Ok(format!(
-        "v1:{}:{}:{}",
-        pcrs.iter().map(u8::to_string).collect::<Vec<_>>().join(","),
+        "v2:{}:{}:{}:{}",
+        all.iter().map(u8::to_string).collect::<Vec<_>>().join(","),
+        gate_digest
+            .map(|d| b64.encode(d.value()))
+            .unwrap_or_default(),
         b64.encode(pub_bytes),
         b64.encode(created.out_private.value())
     ))
@@ -200,72 +368,150 @@ pub fn seal(tpm: &Tpm, key: &[u8], pcrs: &[u8]) -> Result<String, TpmError> {
 /// The parts of a stored sealed key.
 #[derive(Debug, PartialEq)]
 pub struct Sealed {
+    /// 1: an earlier release's seal (under the ungated parent, holding the bare key); 2: this one.
+    pub version: u8,
     pub pcrs: Vec<u8>,
+    /// The parent's gate policy digest (empty: ungated).
+    pub gate: Vec<u8>,
     pub public: Vec<u8>,
     pub private: Vec<u8>,
 }
 
+impl Sealed {
+    /// The boot-state PCRs the sealed object is bound to (the phase PCR left out).
+    pub fn boot_pcrs(&self) -> Vec<u8> {
+        gate_pcrs(&self.pcrs)
+    }
+
+    /// The boot-state PCRs the parent is gated on (none for an ungated parent).
+    pub fn gated_on(&self) -> Vec<u8> {
+        if self.gate.is_empty() {
+            Vec::new()
+        } else {
+            gate_pcrs(&self.pcrs)
+        }
+    }
+}
+
 pub fn parse_blob(blob: &str) -> Result<Sealed, TpmError> {
     let parts: Vec<&str> = blob.trim().split(':').collect();
-    let [ver, pcrs, public, private] = parts.as_slice() else {
-        return Err(TpmError::Blob(format!(
-            "expected 4 fields, found {}",
-            parts.len()
-        )));
+    let (version, pcrs, gate, public, private) = match parts.as_slice() {
+        ["v1", pcrs, public, private] => (1, *pcrs, "", *public, *private),
+        ["v2", pcrs, gate, public, private] => (2, *pcrs, *gate, *public, *private),
+        [ver, ..] if *ver != "v1" && *ver != "v2" => {
+            return Err(TpmError::Blob(format!("unknown version `{ver}`")))
+        }
+        _ => {
+            return Err(TpmError::Blob(format!(
+                "expected v1 (4 fields) or v2 (5 fields), found {} fields",
+                parts.len()
+            )))
+        }
     };
-    if *ver != "v1" {
-        return Err(TpmError::Blob(format!("unknown version `{ver}`")));
-    }
     let pcrs = pcrs
         .split(',')
         .filter(|s| !s.is_empty())
-        .map(|s| {
-            s.parse::<u8>()
-                .map_err(|_| TpmError::Blob(format!("bad PCR `{s}`")))
+        .map(|s| match s.parse::<u8>() {
+            Ok(n) if n <= 23 => Ok(n),
+            _ => Err(TpmError::Blob(format!("bad PCR `{s}`"))),
         })
         .collect::<Result<Vec<_>, _>>()?;
     let b64 = base64::engine::general_purpose::STANDARD;
     let dec = |s: &str| b64.decode(s).map_err(|e| TpmError::Blob(e.to_string()));
+    let gate = dec(gate)?;
+    if version == 2 && !pcrs.contains(&PHASE_PCR) {
+        return Err(TpmError::Blob(format!(
+            "a v2 seal is always bound to PCR {PHASE_PCR}"
+        )));
+    }
+    if version == 2 && gate.is_empty() != gate_pcrs(&pcrs).is_empty() {
+        return Err(TpmError::Blob(
+            "its parent's gate does not match its PCRs".into(),
+        ));
+    }
     Ok(Sealed {
+        version,
         pcrs,
+        gate,
         public: dec(public)?,
         private: dec(private)?,
     })
 }
 
-/// A raw vault key: wiped from memory when dropped.
+/// Raw key material: wiped from memory when dropped.
 pub type Key = zeroize::Zeroizing<Vec<u8>>;
 
-/// Unseals the key from a stored blob with this box's TPM.
+/// Unseals the data of a stored blob with this box's TPM.
 pub fn unseal(tpm: &Tpm, blob: &str) -> Result<Key, TpmError> {
-    let Sealed {
-        pcrs,
-        public,
-        private,
-    } = parse_blob(blob)?;
-    let public = Public::unmarshall(&public).map_err(|e| TpmError::Blob(e.to_string()))?;
-    let private = Private::try_from(private).map_err(|e| TpmError::Blob(e.to_string()))?;
+    let sealed = parse_blob(blob)?;
+    let public = Public::unmarshall(&sealed.public).map_err(|e| TpmError::Blob(e.to_string()))?;
+    let private =
+        Private::try_from(sealed.private.clone()).map_err(|e| TpmError::Blob(e.to_string()))?;
     let mut ctx = tpm.context()?;
-    let parent = primary(&mut ctx)?;
-    let obj = ctx
-        .execute_with_nullauth_session(|c| c.load(parent, private, public))
-        .map_err(TpmError::WrongTpm)?;
-    let _ = ctx.flush_context(parent.into());
-    let data = if pcrs.is_empty() {
-        ctx.execute_with_nullauth_session(|c| c.unseal(obj.into()))
-            .map_err(TpmError::Policy)?
+    let gate_digest = if sealed.gate.is_empty() {
+        None
     } else {
-        let ps = pcr_session(&mut ctx, &pcrs, SessionType::Policy)?;
-        let r = ctx
-            .execute_with_session(Some(AuthSession::from(ps)), |c| c.unseal(obj.into()))
-            .map_err(TpmError::Policy);
-        let _ = ctx.flush_context(ObjectHandle::from(tss_esapi::handles::SessionHandle::from(
-            ps,
-        )));
-        r?
+        Some(Digest::try_from(sealed.gate.clone()).map_err(|e| TpmError::Blob(e.to_string()))?)
     };
-    let _ = ctx.flush_context(obj.into());
-    Ok(Key::new(data.value().to_vec()))
+    let gate = sealed.gated_on();
+    // The parent stays loaded for the unseal: it salts the session that carries the key back.
+    let parent = primary(&mut ctx, gate_digest.as_ref())?;
+    let auth = match gate_digest {
+        Some(_) => pcr_session(&mut ctx, parent, &gate, true, false).map_err(|e| match e {
+            TpmError::Tss { source, .. } => TpmError::Policy(source),
+            e => e,
+        }),
+        None => session(&mut ctx, parent, SessionType::Hmac, true, false),
+    };
+    let loaded = auth.and_then(|s| {
+        let r = ctx
+            .execute_with_session(Some(s), |c| c.load(parent, private, public))
+            .map_err(TpmError::WrongTpm);
+        flush_session(&mut ctx, s);
+        r
+    });
+    let r = loaded.and_then(|obj| {
+        let r = unseal_object(&mut ctx, parent, obj, &sealed);
+        let _ = ctx.flush_context(obj.into());
+        r
+    });
+    let _ = ctx.flush_context(parent.into());
+    r
+}
+
+fn unseal_object(
+    ctx: &mut Context,
+    parent: KeyHandle,
+    obj: KeyHandle,
+    sealed: &Sealed,
+) -> Result<Key, TpmError> {
+    let s = if sealed.pcrs.is_empty() {
+        session(ctx, parent, SessionType::Hmac, false, true)?
+    } else {
+        pcr_session(ctx, parent, &sealed.pcrs, false, true)?
+    };
+    let r = ctx
+        .execute_with_session(Some(s), |c| c.unseal(obj.into()))
+        .map_err(TpmError::Policy);
+    flush_session(ctx, s);
+    Ok(Key::new(r?.value().to_vec()))
+}
+
+/// The phase PCR's current value (all zero until the unlock phase of this boot is over).
+pub fn phase_value(tpm: &Tpm) -> Result<Vec<u8>, TpmError> {
+    let mut ctx = tpm.context()?;
+    Ok(read_pcrs(&mut ctx, &[PHASE_PCR])?.remove(0))
+}
+
+/// Ends the unlock phase of this boot: extends the phase PCR, so no seal opens again until reboot.
+pub fn end_unlock_phase(tpm: &Tpm) -> Result<(), TpmError> {
+    let mut ctx = tpm.context()?;
+    let mut vals = DigestValues::new();
+    let d = Digest::try_from(sha2::Sha256::digest(PHASE_UNLOCKED).to_vec())
+        .map_err(tss("phase digest"))?;
+    vals.set(HashingAlgorithm::Sha256, d);
+    ctx.execute_with_nullauth_session(|c| c.pcr_extend(PcrHandle::Pcr11, vals))
+        .map_err(tss("PCR extend"))
 }
 
 #[cfg(test)]
@@ -278,16 +524,44 @@ mod tests {
         assert_eq!(
             s,
             Sealed {
+                version: 1,
                 pcrs: vec![7, 11],
+                gate: vec![],
                 public: vec![0, 1],
                 private: vec![2, 3]
             }
         );
         assert!(parse_blob("v1::AAE=:AgM=").unwrap().pcrs.is_empty());
-        assert!(matches!(parse_blob("v2::a:b"), Err(TpmError::Blob(m)) if m.contains("v2")));
+        let v2 = parse_blob("v2:7,11:BAU=:AAE=:AgM=").unwrap();
+        assert_eq!((v2.version, v2.gate.clone()), (2, vec![4, 5]));
+        assert_eq!(v2.gated_on(), vec![7]);
+        assert!(parse_blob("v2:11::AAE=:AgM=")
+            .unwrap()
+            .gated_on()
+            .is_empty());
+        // A v2 seal without the phase PCR, or whose gate does not match its PCRs, is not ours.
+        assert!(parse_blob("v2:7:BAU=:AAE=:AgM=").is_err());
+        assert!(parse_blob("v2:7,11::AAE=:AgM=").is_err());
+        assert!(parse_blob("v2:11:BAU=:AAE=:AgM=").is_err());
+        assert!(matches!(parse_blob("v3::a:b"), Err(TpmError::Blob(m)) if m.contains("v3")));
         assert!(parse_blob("v1:x:AA==:AA==").is_err());
+        assert!(parse_blob("v1:24:AA==:AA==").is_err());
         assert!(parse_blob("v1:7:***:AA==").is_err());
         assert!(parse_blob("nonsense").is_err());
         assert!(matches!(selection(&[24]), Err(TpmError::Pcr(24))));
+    }
+
+    #[test]
+    fn the_pcr_digest_is_sha256_over_the_values_in_order() {
+        let z = vec![0u8; 32];
+        let one = vec![1u8; 32];
+        let mut h = sha2::Sha256::new();
+        h.update(&one);
+        h.update(&z);
+        assert_eq!(pcr_digest(&[one.clone(), z.clone()]), h.finalize().to_vec());
+        assert_ne!(
+            pcr_digest(&[z, one.clone()]),
+            pcr_digest(&[one.clone(), one])
+        );
     }
 }

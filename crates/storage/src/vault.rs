@@ -1,12 +1,18 @@
-//! The vault and its key: create or unlock `<pool>/vault`, bind the sealed key to the boot state
-//! (PCR 7, Secure Boot's state and keys, whenever Secure Boot is on), re-seal a key sealed to a
-//! weaker policy once the box boots where the stronger one is possible, and the recovery key:
-//! 32 random bytes shown once on the console when the vault is made, which unwrap a copy of the
-//! vault key kept on the vault itself, for a box whose TPM or board was replaced.
+//! The vault and its key: create or unlock `<pool>/vault`, its key sealed to the TPM and bound
+//! to the boot state (PCR 7 whenever Secure Boot is on) and to this vault's identity (its GUID),
+//! and the recovery key: 32 random bytes shown once on the console when the vault is made, whose
+//! X25519 public half the vault key is wrapped to in a property of the vault, for a box whose
+//! TPM or board was replaced.
 //!
-//! The decisions (what to bind to, whether to re-seal, what the vault's properties say) are pure
-//! and unit-tested; `ensure` and `recover` act through the [`Host`] seam (zfs and the TPM), so
-//! they are unit-tested against its fake too.
+//! What is on the disk never decides more than the TPM and the operator did: a vault that is not
+//! encrypted where this box would encrypt, a seal not made in this boot state, or a seal naming
+//! another vault is refused; a missing or changed recovery property is reported as tampering and
+//! never replaced by a new key. New seals and recovery keys are made only with a new vault or by
+//! an operator's command, and each one rotates the vault key (`zfs change-key`), so old seals and
+//! wraps, kept in old properties or `zpool history`, open nothing.
+//!
+//! The decisions are pure and unit-tested; `ensure`, `recover` and `new_recovery_key` act through
+//! the [`Host`] seam (zfs and the TPM), so they are unit-tested against its fake too.
 
 use crate::bringup::log;
 use crate::cmd::CmdError;
@@ -41,6 +47,8 @@ pub enum VaultError {
     NoRecovery(String),
     #[error("recovery property is malformed: {0}")]
     Blob(String),
+    #[error("{0} is locked: unlock it first")]
+    Locked(String),
     #[error("no randomness: {0}")]
     Random(String),
     #[error(transparent)]
@@ -111,12 +119,6 @@ pub fn wanted_pcrs(enc: &Encryption, sb: SecureBoot) -> Vec<u8> {
     p.sort_unstable();
     p.dedup();
     p
-}
-
-/// Whether a key sealed to `sealed` should be re-sealed to `wanted`: only to add a binding,
-/// never to drop one (a weaker seal is an operator's decision, not something a boot infers).
-pub fn should_reseal(sealed: &[u8], wanted: &[u8]) -> bool {
-    wanted.iter().any(|p| !sealed.contains(p))
 }
 
 /// What a sealed key is bound to, in words.
@@ -203,8 +205,10 @@ impl RecoveryKey {
     }
 }
 
-/// The vault key wrapped by `rk` (AES-256-GCM under a key derived by HKDF-SHA256 with a random
+/// An earlier release's recovery property (kept to test that it still unwraps): the vault key
+/// wrapped by `rk` (AES-256-GCM under a key derived by HKDF-SHA256 with a random
 /// salt): `r1:<salt>:<nonce>:<ciphertext>`, base64 fields.
+#[cfg(test)]
 pub fn wrap(vault_key: &[u8], rk: &RecoveryKey) -> Result<String, VaultError> {
     let mut salt = [0u8; 16];
     let mut nonce = [0u8; 12];
@@ -228,7 +232,15 @@ pub fn wrap(vault_key: &[u8], rk: &RecoveryKey) -> Result<String, VaultError> {
     ))
 }
 
+/// The vault key from a recovery property (either form) with the recovery key.
 pub fn unwrap(blob: &str, rk: &RecoveryKey) -> Result<Key, VaultError> {
+    if blob.trim().starts_with("r2:") {
+        return unwrap2(blob, rk);
+    }
+    unwrap1(blob, rk)
+}
+
+fn unwrap1(blob: &str, rk: &RecoveryKey) -> Result<Key, VaultError> {
     let parts: Vec<&str> = blob.trim().split(':').collect();
     let ["r1", salt, nonce, ct] = parts.as_slice() else {
         return Err(VaultError::Blob(format!(
@@ -257,6 +269,195 @@ pub fn unwrap(blob: &str, rk: &RecoveryKey) -> Result<Key, VaultError> {
     Ok(Key::new(key))
 }
 
+/// Version 2 of the recovery property: the vault key encrypted to the recovery key's X25519
+/// public key (so the box can re-wrap a rotated vault key for the same recovery key without
+/// knowing it), with a tag keyed by the vault key itself, so a property the box did not write
+/// (deleted, replaced, or an old copy from `zpool history`) is told from its own.
+const RECOVERY2_INFO: &[u8] = b"org.lfedge.eve:recovery v2";
+
+impl RecoveryKey {
+    /// The X25519 secret the recovery key stands for.
+    fn secret(&self) -> Result<x25519_dalek::StaticSecret, VaultError> {
+        let mut s = zeroize::Zeroizing::new([0u8; 32]);
+        hkdf::Hkdf::<sha2::Sha256>::new(None, &self.0[..])
+            .expand(b"org.lfedge.eve:recovery x25519", &mut s[..])
+            .map_err(|e| VaultError::Blob(e.to_string()))?;
+        Ok(x25519_dalek::StaticSecret::from(*s))
+    }
+
+    /// The public half, stored in the recovery property.
+    pub fn public(&self) -> Result<[u8; 32], VaultError> {
+        Ok(x25519_dalek::PublicKey::from(&self.secret()?).to_bytes())
+    }
+}
+
+fn kek2(shared: &[u8], eph: &[u8], rpub: &[u8]) -> Result<Aes256Gcm, VaultError> {
+    let mut salt = Vec::with_capacity(64);
+    salt.extend_from_slice(eph);
+    salt.extend_from_slice(rpub);
+    let mut kek = zeroize::Zeroizing::new([0u8; 32]);
+    hkdf::Hkdf::<sha2::Sha256>::new(Some(&salt), shared)
+        .expand(RECOVERY2_INFO, &mut kek[..])
+        .map_err(|e| VaultError::Blob(e.to_string()))?;
+    Aes256Gcm::new_from_slice(&kek[..]).map_err(|e| VaultError::Blob(e.to_string()))
+}
+
+/// The tag over a v2 recovery property's fields, keyed by the vault key it wraps.
+fn tag2(vault_key: &[u8], fields: &[&[u8]]) -> Result<Vec<u8>, VaultError> {
+    use hmac::Mac;
+    let mut m = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(vault_key)
+        .map_err(|e| VaultError::Blob(e.to_string()))?;
+    m.update(RECOVERY2_INFO);
+    for f in fields {
+        m.update(&(f.len() as u32).to_be_bytes());
+        m.update(f);
+    }
+    Ok(m.finalize().into_bytes().to_vec())
+}
+
+/// The vault key wrapped for the recovery key whose public half is `rpub`:
+/// `r2:<rpub>:<ephemeral public>:<nonce>:<ciphertext>:<tag>`, base64 fields.
+pub fn wrap_to(vault_key: &[u8], rpub: &[u8; 32]) -> Result<String, VaultError> {
+    let mut eph = zeroize::Zeroizing::new([0u8; 32]);
+    let mut nonce = [0u8; 12];
+    getrandom::fill(&mut eph[..]).map_err(|e| VaultError::Random(e.to_string()))?;
+    getrandom::fill(&mut nonce).map_err(|e| VaultError::Random(e.to_string()))?;
+    let eph = x25519_dalek::StaticSecret::from(*eph);
+    let eph_pub = x25519_dalek::PublicKey::from(&eph).to_bytes();
+    let shared = eph.diffie_hellman(&x25519_dalek::PublicKey::from(*rpub));
+    let ct = kek2(shared.as_bytes(), &eph_pub, rpub)?
+        .encrypt(
+            Nonce::from_slice(&nonce),
+            Payload {
+                msg: vault_key,
+                aad: RECOVERY2_INFO,
+            },
+        )
+        .map_err(|e| VaultError::Blob(e.to_string()))?;
+    let tag = tag2(vault_key, &[rpub, &eph_pub, &nonce, &ct])?;
+    Ok(format!(
+        "r2:{}:{}:{}:{}:{}",
+        B64.encode(rpub),
+        B64.encode(eph_pub),
+        B64.encode(nonce),
+        B64.encode(ct),
+        B64.encode(tag)
+    ))
+}
+
+/// The fields of a v2 recovery property.
+struct Recovery2 {
+    rpub: [u8; 32],
+    eph: [u8; 32],
+    nonce: Vec<u8>,
+    ct: Vec<u8>,
+    tag: Vec<u8>,
+}
+
+fn parse2(blob: &str) -> Result<Recovery2, VaultError> {
+    let parts: Vec<&str> = blob.trim().split(':').collect();
+    let ["r2", rpub, eph, nonce, ct, tag] = parts.as_slice() else {
+        return Err(VaultError::Blob(format!(
+            "expected r2:<public>:<ephemeral>:<nonce>:<ciphertext>:<tag>, found {} fields",
+            parts.len()
+        )));
+    };
+    let dec = |s: &str| B64.decode(s).map_err(|e| VaultError::Blob(e.to_string()));
+    let key32 = |s: &str| {
+        <[u8; 32]>::try_from(dec(s)?).map_err(|_| VaultError::Blob("a key is not 32 bytes".into()))
+    };
+    let r = Recovery2 {
+        rpub: key32(rpub)?,
+        eph: key32(eph)?,
+        nonce: dec(nonce)?,
+        ct: dec(ct)?,
+        tag: dec(tag)?,
+    };
+    if r.nonce.len() != 12 {
+        return Err(VaultError::Blob("nonce is not 12 bytes".into()));
+    }
+    Ok(r)
+}
+
+fn unwrap2(blob: &str, rk: &RecoveryKey) -> Result<Key, VaultError> {
+    let r = parse2(blob)?;
+    let secret = rk.secret()?;
+    if x25519_dalek::PublicKey::from(&secret).to_bytes() != r.rpub {
+        return Err(VaultError::WrongRecoveryKey);
+    }
+    let shared = secret.diffie_hellman(&x25519_dalek::PublicKey::from(r.eph));
+    let key = kek2(shared.as_bytes(), &r.eph, &r.rpub)?
+        .decrypt(
+            Nonce::from_slice(&r.nonce),
+            Payload {
+                msg: &r.ct,
+                aad: RECOVERY2_INFO,
+            },
+        )
+        .map_err(|_| VaultError::Blob("the recovery property does not decrypt".into()))?;
+    let key = Key::new(key);
+    if key.len() != tpm::KEY_LEN {
+        return Err(VaultError::Blob(format!("a {}-byte key", key.len())));
+    }
+    let want = tag2(&key, &[&r.rpub, &r.eph, &r.nonce, &r.ct])?;
+    if !constant_eq(&want, &r.tag) {
+        return Err(VaultError::Blob(
+            "the recovery property's tag does not match: it was not written by this box".into(),
+        ));
+    }
+    Ok(key)
+}
+
+fn constant_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// What the recovery property says, checked against the vault key that unlocked the vault.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RecoveryState {
+    /// Written by this box for this key: a rotated key can be re-wrapped to its public half.
+    Ok,
+    /// Gone: tampering (the box never removes it). No new key is made behind the operator's back.
+    Missing,
+    /// Not what this box wrote for this key (replaced, or an old copy put back): tampering.
+    Changed,
+    /// An earlier release's form, which cannot be checked; `storagectl vault recovery-key`
+    /// replaces it.
+    Legacy,
+}
+
+impl RecoveryState {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RecoveryState::Ok => "ok",
+            RecoveryState::Missing => "missing",
+            RecoveryState::Changed => "changed",
+            RecoveryState::Legacy => "legacy",
+        }
+    }
+}
+
+/// Pure: the recovery property `blob` checked with the vault key; `Ok` carries its public half.
+pub fn check_recovery(blob: Option<&str>, vault_key: &[u8]) -> (RecoveryState, Option<[u8; 32]>) {
+    let Some(blob) = blob else {
+        return (RecoveryState::Missing, None);
+    };
+    if blob.starts_with("r1:") {
+        return (RecoveryState::Legacy, None);
+    }
+    match parse2(blob) {
+        Ok(r) => {
+            let want = tag2(vault_key, &[&r.rpub, &r.eph, &r.nonce, &r.ct]);
+            if want.is_ok_and(|w| constant_eq(&w, &r.tag)) {
+                (RecoveryState::Ok, Some(r.rpub))
+            } else {
+                (RecoveryState::Changed, None)
+            }
+        }
+        Err(_) => (RecoveryState::Changed, None),
+    }
+}
 /// What became of the vault this boot.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "state", rename_all = "kebab-case")]
@@ -264,7 +465,7 @@ pub enum Vault {
     Unlocked,
     /// Created unencrypted because the policy allows it without a TPM.
     Unencrypted,
-    /// Exists but stays locked; nothing under it is touched.
+    /// Exists but stays locked (or was refused as not this box's); nothing under it is touched.
     Locked {
         reason: String,
     },
@@ -288,20 +489,32 @@ impl Vault {
     }
 }
 
+/// The vault dataset property holding the next sealed key while the key is being rotated.
+pub const SEALED_NEXT: &str = "org.lfedge.eve:sealed-key-next";
+/// The vault dataset property holding the next recovery wrap while the key is being rotated.
+pub const RECOVERY_NEXT: &str = "org.lfedge.eve:recovery-next";
+
 /// The vault's properties, as `zfs get` gave them.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Observed {
     pub encryption: String,
     pub keystatus: String,
+    /// The dataset's GUID: its identity, which a seal of this box names.
+    pub guid: Option<u64>,
     pub sealed: Option<String>,
     pub recovery: Option<String>,
+    pub sealed_next: Option<String>,
+    pub recovery_next: Option<String>,
 }
 
-pub const PROPS: [&str; 4] = [
+pub const PROPS: [&str; 7] = [
     "encryption",
     "keystatus",
+    "guid",
     tpm::SEALED_PROPERTY,
     RECOVERY_PROPERTY,
+    SEALED_NEXT,
+    RECOVERY_NEXT,
 ];
 
 /// Pure: the properties from `zfs get -H -p -o property,value` output (`-` is "not set").
@@ -317,8 +530,11 @@ pub fn parse_props(out: &str) -> Observed {
     Observed {
         encryption: get("encryption").unwrap_or_default(),
         keystatus: get("keystatus").unwrap_or_default(),
+        guid: get("guid").and_then(|g| g.parse().ok()),
         sealed: set(tpm::SEALED_PROPERTY),
         recovery: set(RECOVERY_PROPERTY),
+        sealed_next: set(SEALED_NEXT),
+        recovery_next: set(RECOVERY_NEXT),
     }
 }
 
@@ -364,12 +580,21 @@ fn keyfile(policy: &Policy) -> Result<Key, String> {
     Ok(k)
 }
 
-fn set_property(host: &mut dyn Host, name: &str, prop: &str, value: &str) -> Result<(), CmdError> {
-    host.zfs(
-        &["set".into(), format!("{prop}={value}"), name.into()],
-        None,
-    )
-    .map(|_| ())
+/// Sets `props` on `name` in one `zfs set` (one transaction: all or none).
+fn set_properties(host: &mut dyn Host, name: &str, props: &[(&str, &str)]) -> Result<(), CmdError> {
+    let mut args = vec!["set".to_string()];
+    args.extend(props.iter().map(|(p, v)| format!("{p}={v}")));
+    args.push(name.into());
+    host.zfs(&args, None).map(|_| ())
+}
+
+/// Drops the rotation's `-next` properties (logged, not fatal: a stale one is tried and ignored).
+fn clear_next(host: &mut dyn Host, name: &str) {
+    for p in [SEALED_NEXT, RECOVERY_NEXT] {
+        if let Err(e) = host.zfs(&["inherit".into(), p.into(), name.into()], None) {
+            log(format!("{name}: clearing {p}: {e}"));
+        }
+    }
 }
 
 /// Writes the recovery banner to the console device `console` (`/dev/console` on the box), so it
@@ -404,63 +629,41 @@ pub fn recovery_banner(vault: &str, key: &RecoveryKey) -> String {
     )
 }
 
-/// After the vault was unlocked with `key` (sealed as `obs` says): re-seal to `wanted` when that
-/// adds a binding, and make a recovery key if the vault has none. Failures are logged; the vault
-/// stays unlocked and the old seal stays in place.
-fn maintain(host: &mut dyn Host, name: &str, key: &Key, obs: &Observed, wanted: &[u8]) {
-    if let Some(blob) = &obs.sealed {
-        match tpm::parse_blob(blob) {
-            Ok(s) if should_reseal(&s.pcrs, wanted) => match reseal(host, name, key, wanted) {
-                Ok(()) => log(format!(
-                    "{name}: key re-sealed from {} to {}",
-                    binding_text(&s.pcrs),
-                    binding_text(wanted)
-                )),
-                Err(e) => log(format!(
-                    "{name}: re-sealing to {} failed ({}); the key stays sealed to {}",
-                    binding_text(wanted),
-                    platform::chain(&e),
-                    binding_text(&s.pcrs)
-                )),
-            },
-            Ok(_) => {}
-            Err(e) => log(format!("{name}: sealed key: {e}")),
-        }
-    }
-    if obs.recovery.is_none() {
-        let made = RecoveryKey::generate()
-            .and_then(|rk| wrap(key, &rk).map(|w| (rk, w)))
-            .and_then(|(rk, w)| {
-                set_property(host, name, RECOVERY_PROPERTY, &w)?;
-                Ok(rk)
-            });
-        match made {
-            Ok(rk) => host.show_recovery(name, &rk),
-            Err(e) => log(format!(
-                "{name}: no recovery key made: {}",
-                platform::chain(&e)
-            )),
-        }
-    }
+/// What a seal of this release holds: a tag, the vault's GUID, then the key, so a seal names the
+/// one vault it opens.
+const PAYLOAD_TAG: &[u8; 4] = b"eve2";
+
+/// Pure: the data sealed for the vault with `guid` and `key`.
+pub fn payload(guid: u64, key: &[u8]) -> Key {
+    let mut p = Key::new(Vec::with_capacity(12 + key.len()));
+    p.extend_from_slice(PAYLOAD_TAG);
+    p.extend_from_slice(&guid.to_le_bytes());
+    p.extend_from_slice(key);
+    p
 }
 
-/// Seals `key` to `pcrs`, checks the new seal opens, then replaces the stored one (one property
-/// write: a power cut leaves the old seal or the new one, both valid).
-pub fn reseal(host: &mut dyn Host, name: &str, key: &Key, pcrs: &[u8]) -> Result<(), VaultError> {
-    let blob = host.tpm_seal(key, pcrs)?;
-    let back = host.tpm_unseal(&blob)?;
-    if back[..] != key[..] {
-        return Err(VaultError::Blob(
-            "the new seal does not give the key back".into(),
-        ));
+/// Pure: the key in unsealed `data` (a seal of `version`), if it names the vault with `guid`.
+/// An earlier release's seal (version 1) holds the bare key and names no vault.
+pub fn open_payload(data: &[u8], version: u8, guid: Option<u64>) -> Result<Key, String> {
+    if version == 1 {
+        return match data.len() {
+            tpm::KEY_LEN => Ok(Key::new(data.to_vec())),
+            n => Err(format!("the unsealed key is {n} bytes")),
+        };
     }
-    set_property(host, name, tpm::SEALED_PROPERTY, &blob)?;
-    Ok(())
-}
-
-fn load_key(host: &mut dyn Host, name: &str, key: &Key) -> Result<(), CmdError> {
-    let args = ["load-key", "-L", "prompt", name].map(String::from);
-    host.zfs(&args, Some(key)).map(|_| ())
+    if data.len() != 12 + tpm::KEY_LEN || &data[..4] != PAYLOAD_TAG {
+        return Err("the unsealed data is not a vault key of this release".into());
+    }
+    let mut g = [0u8; 8];
+    g.copy_from_slice(&data[4..12]);
+    let sealed_for = u64::from_le_bytes(g);
+    match guid {
+        Some(g) if g == sealed_for => Ok(Key::new(data[12..].to_vec())),
+        Some(g) => Err(format!(
+            "the seal belongs to the vault with GUID {sealed_for}, not to this dataset (GUID {g}): a vault put in place of the one this box made"
+        )),
+        None => Err("the dataset's GUID could not be read".into()),
+    }
 }
 
 /// What to do with `<pool>/vault` this boot, from what could be read of it.
@@ -476,9 +679,13 @@ pub enum Decision {
     Unencrypted,
     /// Its key is loaded already.
     Unlocked,
-    /// Locked: unseal its key with the TPM, load it, then keep the seal current.
-    Unseal { blob: String },
-    /// Locked, not sealed: load the key from the development keyfile.
+    /// Left locked, untouched: not a vault this box made, or sealed more weakly than this boot
+    /// requires. Only the recovery key opens it.
+    Refused { reason: String },
+    /// Locked: unseal its key with the TPM (the seals in order: current, then a rotation's next),
+    /// check it names this vault, load it.
+    Unseal { blobs: Vec<String> },
+    /// Locked, not sealed, no TPM: load the key from the development keyfile.
     Keyfile,
 }
 
@@ -493,13 +700,18 @@ pub enum NewKey {
     Unencrypted,
 }
 
+const RECOVER_HINT: &str = "`storagectl vault recover` unlocks it with the recovery key";
+
 /// Pure: the decision from the vault's observed properties (`Err`: `zfs get` failed for a reason
-/// other than absence), whether the box has a TPM, and the policy.
+/// other than absence), whether the box has a TPM, the policy, and the boot-state PCRs this boot
+/// seals to (`wanted`): a seal whose parent is not gated on all of them could have been made
+/// outside this boot state (by anyone with the TPM), so it is not trusted.
 pub fn decide(
     name: &str,
     obs: Result<Option<&Observed>, String>,
     tpm_present: bool,
     policy: &Policy,
+    wanted: &[u8],
 ) -> Decision {
     let obs = match obs {
         Err(e) => {
@@ -511,6 +723,7 @@ pub fn decide(
         }
         Ok(o) => o,
     };
+    let require = policy.encryption.without_tpm == WithoutTpm::Require;
     let Some(obs) = obs else {
         return match (tpm_present, policy.encryption.without_tpm) {
             (true, _) => Decision::Create(NewKey::Tpm),
@@ -521,120 +734,284 @@ pub fn decide(
             (false, WithoutTpm::Keyfile) => Decision::Create(NewKey::Keyfile),
         };
     };
-    if obs.encryption == "off" {
+    if obs.encryption == "off" || obs.encryption.is_empty() {
+        if tpm_present || require {
+            return Decision::Refused {
+                reason: format!(
+                    "{name} is not encrypted, but this box {}: it is not the vault this box made, and nothing is written into it",
+                    if tpm_present { "has a TPM" } else { "requires one (encryption.without_tpm = \"require\")" }
+                ),
+            };
+        }
         return Decision::Unencrypted;
     }
     if obs.keystatus == "available" {
         return Decision::Unlocked;
     }
-    match &obs.sealed {
-        Some(blob) => Decision::Unseal { blob: blob.clone() },
-        None => Decision::Keyfile,
+    let blobs: Vec<&String> = [&obs.sealed, &obs.sealed_next]
+        .into_iter()
+        .flatten()
+        .collect();
+    if !tpm_present {
+        return match blobs.is_empty() {
+            true => Decision::Keyfile,
+            false => Decision::Refused {
+                reason: format!(
+                    "its key is sealed to a TPM and this box has none (no /dev/{}); {RECOVER_HINT}",
+                    tpm::DEVICE
+                ),
+            },
+        };
     }
+    if blobs.is_empty() {
+        return Decision::Refused {
+            reason: format!(
+                "{name} is encrypted but holds no sealed key: not a vault this box sealed (or its first boot was cut short); {RECOVER_HINT}"
+            ),
+        };
+    }
+    let trusted: Vec<String> = blobs
+        .iter()
+        .filter(|b| {
+            tpm::parse_blob(b).is_ok_and(|s| {
+                let gate = s.gated_on();
+                wanted.iter().all(|p| gate.contains(p))
+            })
+        })
+        .map(|b| b.to_string())
+        .collect();
+    if trusted.is_empty() {
+        let sealed_to = tpm::parse_blob(blobs[0])
+            .map(|s| binding_text(&s.gated_on()))
+            .unwrap_or_else(|e| e.to_string());
+        return Decision::Refused {
+            reason: format!(
+                "its key is sealed to {sealed_to}, but this boot seals to {}: a seal made while Secure Boot was off, by an earlier release, or not by this box could have been made by anyone holding the TPM, so it is not trusted; {RECOVER_HINT} and seals it anew",
+                binding_text(wanted)
+            ),
+        };
+    }
+    Decision::Unseal { blobs: trusted }
 }
 
-/// Creates or unlocks `<pool>/vault` as [`decide`] says. Never destroys or recreates an existing
-/// vault, and never creates one whose existence it could not establish.
-pub fn ensure(host: &mut dyn Host, policy: &Policy, sb: SecureBoot) -> Vault {
+/// Unseals each blob in turn, checks it names the vault (`guid`) and loads it; the first that
+/// loads wins. `Ok((key, index))`, or every reason it failed.
+fn unseal_and_load(
+    host: &mut dyn Host,
+    name: &str,
+    guid: Option<u64>,
+    blobs: &[String],
+) -> Result<(Key, usize), String> {
+    let mut why = Vec::new();
+    for (i, blob) in blobs.iter().enumerate() {
+        let r = tpm::parse_blob(blob)
+            .and_then(|s| host.tpm_unseal(blob).map(|d| (s, d)))
+            .map_err(|e| {
+                let bound = tpm::parse_blob(blob)
+                    .map(|s| format!(" (sealed to {})", binding_text(&s.boot_pcrs())))
+                    .unwrap_or_default();
+                format!("{}{bound}", platform::chain(&e))
+            })
+            .and_then(|(s, data)| open_payload(&data, s.version, guid));
+        let key = match r {
+            Ok(k) => k,
+            Err(e) => {
+                why.push(e);
+                continue;
+            }
+        };
+        match load_key(host, name, &key) {
+            Ok(()) => return Ok((key, i)),
+            Err(e) => why.push(format!("the unsealed key does not open {name}: {e}")),
+        }
+    }
+    why.dedup();
+    Err(why.join("; "))
+}
+
+/// Creates or unlocks `<pool>/vault` as [`decide`] says, and checks its recovery property. Never
+/// destroys or recreates an existing vault, never creates one whose existence it could not
+/// establish, never makes a recovery key for an existing vault and never re-seals: a new seal is
+/// made only with a new vault, or by an operator's command ([`recover`], [`new_recovery_key`]).
+pub fn ensure(
+    host: &mut dyn Host,
+    policy: &Policy,
+    sb: SecureBoot,
+) -> (Vault, Option<RecoveryState>) {
     let name = format!("{}/vault", policy.pool.name);
     let wanted = wanted_pcrs(&policy.encryption, sb);
     let observed = observe(host, &name).map_err(|e| e.to_string());
-    let obs = observed.as_ref().ok().and_then(Option::as_ref);
+    let obs = observed.as_ref().ok().and_then(Option::as_ref).cloned();
     let decision = decide(
         &name,
         observed.as_ref().map(Option::as_ref).map_err(Clone::clone),
         host.tpm_present(),
         policy,
+        &wanted,
     );
-    let key = match decision {
+    let locked = |reason: String| {
+        log(format!(
+            "VAULT LOCKED: {name}: {reason}; its data is kept, nothing under it is changed"
+        ));
+        (Vault::Locked { reason }, None)
+    };
+    let (key, used) = match decision {
         Decision::Unreadable { reason } => {
             log(format!("VAULT UNAVAILABLE: {reason}"));
-            return Vault::Absent { reason };
+            return (Vault::Absent { reason }, None);
         }
         Decision::CannotCreate { reason } => {
             log(format!("vault not created: {reason}"));
-            return Vault::Absent { reason };
+            return (Vault::Absent { reason }, None);
         }
-        Decision::Create(how) => return create(host, policy, &name, how, &wanted),
+        Decision::Create(how) => return (create(host, policy, &name, how, &wanted), None),
         Decision::Unencrypted => {
             log(format!(
                 "WARNING: {name} is NOT encrypted (created without a TPM under allow-unencrypted)"
             ));
-            return Vault::Unencrypted;
+            return (Vault::Unencrypted, None);
         }
-        Decision::Unlocked => return Vault::Unlocked,
-        Decision::Keyfile => keyfile(policy),
-        Decision::Unseal { blob } => host.tpm_unseal(&blob).map_err(|e| {
-            let bound = tpm::parse_blob(&blob)
-                .map(|s| format!(" (sealed to {})", binding_text(&s.pcrs)))
-                .unwrap_or_default();
-            format!(
-                "{}{bound}; Secure Boot is {}",
-                platform::chain(&e),
-                sb.describe()
-            )
-        }),
-    };
-    let key = match key {
-        Ok(k) => k,
-        Err(reason) => {
-            log(format!(
-                "VAULT LOCKED: {name}: {reason}; its data is kept, nothing under it is changed{}",
-                if obs.is_some_and(|o| o.recovery.is_some()) {
-                    "; `storagectl vault recover` unlocks it with the recovery key"
-                } else {
-                    ""
-                }
-            ));
-            return Vault::Locked { reason };
+        Decision::Unlocked => return (Vault::Unlocked, None),
+        Decision::Refused { reason } => {
+            log(format!("VAULT REFUSED: {name}: {reason}"));
+            return locked(reason);
         }
-    };
-    if let Err(e) = load_key(host, &name, &key) {
-        log(format!("VAULT LOCKED: {name}: {e}"));
-        return Vault::Locked {
-            reason: e.to_string(),
-        };
-    }
-    log(format!("{name}: unlocked"));
-    if let Some(o) = obs.filter(|o| o.sealed.is_some()) {
-        maintain(host, &name, &key, o, &wanted);
-    }
-    Vault::Unlocked
-}
-
-/// A new key and what is stored beside it: (key, sealed blob, recovery key and its wrapped copy).
-type Made = (Key, Option<String>, Option<(RecoveryKey, String)>);
-
-/// The key for a new vault made `how`; `Err`: why none could be had.
-fn new_key(
-    host: &mut dyn Host,
-    policy: &Policy,
-    name: &str,
-    how: NewKey,
-    wanted: &[u8],
-) -> Result<Made, String> {
-    match how {
-        NewKey::Tpm => {
-            let sealed = tpm::generate()
-                .and_then(|k| host.tpm_seal(&k, wanted).map(|b| (k, b)))
-                .map_err(|e| format!("sealing the key failed: {}", platform::chain(&e)))?;
-            let (k, b) = sealed;
-            let rec = RecoveryKey::generate().and_then(|rk| wrap(&k, &rk).map(|w| (rk, w)));
-            match rec {
-                Ok(r) => Ok((k, Some(b), Some(r))),
-                Err(e) => {
-                    log(format!("{name}: no recovery key: {}", platform::chain(&e)));
-                    Ok((k, Some(b), None))
+        Decision::Keyfile => match keyfile(policy) {
+            Ok(k) => match load_key(host, &name, &k) {
+                Ok(()) => (k, None),
+                Err(e) => return locked(e.to_string()),
+            },
+            Err(e) => return locked(e),
+        },
+        Decision::Unseal { blobs } => {
+            let guid = obs.as_ref().and_then(|o| o.guid);
+            match unseal_and_load(host, &name, guid, &blobs) {
+                Ok((k, i)) => (k, Some(blobs[i].clone())),
+                Err(reason) => {
+                    return locked(format!(
+                        "{reason}; Secure Boot is {}; {RECOVER_HINT}",
+                        sb.describe()
+                    ))
                 }
             }
         }
-        NewKey::Keyfile => {
-            let k = keyfile(policy)?;
-            log("WARNING: no TPM: vault key from the development keyfile");
-            Ok((k, None, None))
+    };
+    log(format!("{name}: unlocked"));
+    let Some(obs) = obs else {
+        return (Vault::Unlocked, None);
+    };
+    let Some(used) = used else {
+        return (Vault::Unlocked, None);
+    };
+    (
+        Vault::Unlocked,
+        Some(settle_rotation(host, &name, &obs, &used, &key)),
+    )
+}
+
+/// After unlocking with seal `used`: finishes or drops a rotation a power cut interrupted, and
+/// checks the recovery property that goes with the key now in force.
+fn settle_rotation(
+    host: &mut dyn Host,
+    name: &str,
+    obs: &Observed,
+    used: &str,
+    key: &Key,
+) -> RecoveryState {
+    let by_next = obs.sealed.as_deref() != Some(used);
+    let recovery = if by_next {
+        // change-key happened, the switch of the properties did not: make it now.
+        log(format!(
+            "{name}: finishing a key rotation that was cut short"
+        ));
+        let r = obs.recovery_next.clone();
+        let mut props = vec![(tpm::SEALED_PROPERTY, used)];
+        if let Some(r) = &r {
+            props.push((RECOVERY_PROPERTY, r.as_str()));
         }
-        NewKey::Unencrypted => Err("no key for an unencrypted vault".into()),
+        match set_properties(host, name, &props) {
+            Ok(()) => clear_next(host, name),
+            Err(e) => log(format!("{name}: {e}")),
+        }
+        r
+    } else {
+        if obs.sealed_next.is_some() || obs.recovery_next.is_some() {
+            // A rotation stopped before change-key: the old key is still in force.
+            clear_next(host, name);
+        }
+        obs.recovery.clone()
+    };
+    let (state, _) = check_recovery(recovery.as_deref(), key);
+    match state {
+        RecoveryState::Ok => {}
+        RecoveryState::Legacy => log(format!(
+            "{name}: its recovery key is in an earlier release's form; `storagectl vault recovery-key` makes a new one (and rotates the vault key)"
+        )),
+        RecoveryState::Missing | RecoveryState::Changed => log(format!(
+            "TAMPER ALERT: {name}: its recovery property ({RECOVERY_PROPERTY}) is {}: the box never does that, so someone with the disks did; no new recovery key is made. If your recovery key is safe, make a new one with `storagectl vault recovery-key` (that rotates the vault key, so copies of old properties open nothing)",
+            if state == RecoveryState::Missing { "gone" } else { "not the one this box wrote" }
+        )),
     }
+    state
+}
+
+/// Rotates the vault's wrapping key (`zfs change-key`; the vault's key must be loaded): a new key
+/// sealed for `guid` to `pcrs` and wrapped for the recovery key `rpub`, so every seal and wrap
+/// made before, in old properties or `zpool history`, opens nothing. Power-cut safe: the new seal
+/// and wrap are stored as `-next` first, so whichever key is in force has its seal on disk.
+pub fn rotate(
+    host: &mut dyn Host,
+    name: &str,
+    guid: u64,
+    pcrs: &[u8],
+    rpub: &[u8; 32],
+) -> Result<(), VaultError> {
+    let key = tpm::generate()?;
+    let sealed = host.tpm_seal(&payload(guid, &key), pcrs)?;
+    let wrapped = wrap_to(&key, rpub)?;
+    set_properties(
+        host,
+        name,
+        &[(SEALED_NEXT, &sealed), (RECOVERY_NEXT, &wrapped)],
+    )?;
+    let args = [
+        "change-key",
+        "-o",
+        "keyformat=raw",
+        "-o",
+        "keylocation=prompt",
+        name,
+    ]
+    .map(String::from);
+    if let Err(e) = host.zfs(&args, Some(&key)) {
+        clear_next(host, name);
+        return Err(e.into());
+    }
+    set_properties(
+        host,
+        name,
+        &[
+            (tpm::SEALED_PROPERTY, &sealed),
+            (RECOVERY_PROPERTY, &wrapped),
+        ],
+    )?;
+    clear_next(host, name);
+    Ok(())
+}
+
+fn load_key(host: &mut dyn Host, name: &str, key: &Key) -> Result<(), CmdError> {
+    let args = ["load-key", "-L", "prompt", name].map(String::from);
+    host.zfs(&args, Some(key)).map(|_| ())
+}
+
+fn guid_of(host: &mut dyn Host, name: &str) -> Result<u64, VaultError> {
+    let out = host.zfs(
+        &["get", "-H", "-p", "-o", "value", "guid", name].map(String::from),
+        None,
+    )?;
+    out.trim()
+        .parse()
+        .map_err(|_| VaultError::Blob(format!("{name}: guid `{}`", out.trim())))
 }
 
 fn create(host: &mut dyn Host, policy: &Policy, name: &str, how: NewKey, wanted: &[u8]) -> Vault {
@@ -653,12 +1030,26 @@ fn create(host: &mut dyn Host, policy: &Policy, name: &str, how: NewKey, wanted:
             },
         };
     }
-    let (key, sealed, recovery) = match new_key(host, policy, name, how, wanted) {
-        Ok(m) => m,
-        Err(reason) => {
-            log(format!("vault not created: {reason}"));
-            return Vault::Absent { reason };
-        }
+    let key = match how {
+        NewKey::Keyfile => match keyfile(policy) {
+            Ok(k) => {
+                log("WARNING: no TPM: vault key from the development keyfile");
+                k
+            }
+            Err(reason) => {
+                log(format!("vault not created: {reason}"));
+                return Vault::Absent { reason };
+            }
+        },
+        _ => match tpm::generate() {
+            Ok(k) => k,
+            Err(e) => {
+                log(format!("vault not created: {e}"));
+                return Vault::Absent {
+                    reason: e.to_string(),
+                };
+            }
+        },
     };
     let mut args: Vec<String> = [
         "create",
@@ -673,12 +1064,24 @@ fn create(host: &mut dyn Host, policy: &Policy, name: &str, how: NewKey, wanted:
     .map(String::from)
     .to_vec();
     args.push(mountpoint);
-    if let Some(b) = &sealed {
-        args.extend(["-o".into(), format!("{}={b}", tpm::SEALED_PROPERTY)]);
-    }
-    if let Some((_, w)) = &recovery {
-        args.extend(["-o".into(), format!("{RECOVERY_PROPERTY}={w}")]);
-    }
+    let recovery = match how {
+        NewKey::Tpm => {
+            let r = RecoveryKey::generate().and_then(|rk| Ok((wrap_to(&key, &rk.public()?)?, rk)));
+            match r {
+                Ok((w, rk)) => {
+                    args.extend(["-o".into(), format!("{RECOVERY_PROPERTY}={w}")]);
+                    Some(rk)
+                }
+                Err(e) => {
+                    log(format!("vault not created: {}", platform::chain(&e)));
+                    return Vault::Absent {
+                        reason: e.to_string(),
+                    };
+                }
+            }
+        }
+        _ => None,
+    };
     args.push(name.into());
     if let Err(e) = host.zfs(&args, Some(&key)) {
         log(format!("vault not created: {}", platform::chain(&e)));
@@ -686,17 +1089,36 @@ fn create(host: &mut dyn Host, policy: &Policy, name: &str, how: NewKey, wanted:
             reason: e.to_string(),
         };
     }
-    match &sealed {
-        Some(_) => log(format!(
-            "{name}: created, aes-256-gcm, key sealed to {}",
+    let Some(rk) = recovery else {
+        log(format!(
+            "{name}: created, aes-256-gcm, key from the keyfile"
+        ));
+        return Vault::Unlocked;
+    };
+    // Shown before the seal is made: if the seal cannot be stored, the recovery key still opens
+    // the vault at the next boot.
+    host.show_recovery(name, &rk);
+    let sealed = guid_of(host, name).and_then(|guid| {
+        let data = payload(guid, &key);
+        let blob = host.tpm_seal(&data, wanted)?;
+        let back = host.tpm_unseal(&blob)?;
+        if back[..] != data[..] {
+            return Err(VaultError::Blob(
+                "the new seal does not give the key back".into(),
+            ));
+        }
+        set_properties(host, name, &[(tpm::SEALED_PROPERTY, &blob)])?;
+        Ok(())
+    });
+    match sealed {
+        Ok(()) => log(format!(
+            "{name}: created, aes-256-gcm, key sealed to {} for this vault only",
             binding_text(wanted)
         )),
-        None => log(format!(
-            "{name}: created, aes-256-gcm, key from the keyfile"
+        Err(e) => log(format!(
+            "{name}: created and unlocked, but its key could not be sealed ({}): the next boot needs the recovery key",
+            platform::chain(&e)
         )),
-    }
-    if let Some((rk, _)) = recovery {
-        host.show_recovery(name, &rk);
     }
     Vault::Unlocked
 }
@@ -706,7 +1128,7 @@ pub fn binding_of(host: &mut dyn Host, pool: &str) -> Option<String> {
     let obs = observe(host, &format!("{pool}/vault")).ok()??;
     tpm::parse_blob(obs.sealed.as_deref()?)
         .ok()
-        .map(|s| binding_text(&s.pcrs))
+        .map(|s| binding_text(&s.boot_pcrs()))
 }
 
 /// The vault's boot binding as `storagectl status` shows it.
@@ -715,6 +1137,7 @@ pub struct Binding {
     pub secure_boot: SecureBoot,
     /// What the key is sealed to (`None`: not sealed to a TPM).
     pub sealed_to: Option<String>,
+    /// The boot-state PCRs the seal is bound to (the boot-phase PCR, always bound, not listed).
     pub pcrs: Option<Vec<u8>>,
     pub recovery_key: bool,
 }
@@ -724,7 +1147,7 @@ pub fn binding(obs: Option<&Observed>, sb: SecureBoot) -> Binding {
     let pcrs = obs
         .and_then(|o| o.sealed.as_deref())
         .and_then(|b| tpm::parse_blob(b).ok())
-        .map(|s| s.pcrs);
+        .map(|s| s.boot_pcrs());
     Binding {
         secure_boot: sb,
         sealed_to: pcrs.as_deref().map(binding_text),
@@ -750,8 +1173,9 @@ pub struct Recovered {
     pub sealed_to: Option<String>,
 }
 
-/// Unlocks `<pool>/vault` with the recovery key and seals its key to this box's TPM (under the
-/// current Secure Boot state), so the next boot unlocks by itself.
+/// Unlocks `<pool>/vault` with the recovery key, then (with a TPM) rotates its key and seals the
+/// new one to this box's TPM under the current Secure Boot state, so the next boot unlocks by
+/// itself; the same recovery key keeps working.
 pub fn recover(
     host: &mut dyn Host,
     pool: &str,
@@ -769,18 +1193,40 @@ pub fn recover(
             sealed_to: None,
         });
     }
-    let blob = obs
-        .recovery
-        .as_deref()
-        .ok_or_else(|| VaultError::NoRecovery(name.clone()))?;
-    let key = unwrap(blob, rk)?;
-    load_key(host, &name, &key)?;
+    let blobs: Vec<&String> = [&obs.recovery, &obs.recovery_next]
+        .into_iter()
+        .flatten()
+        .collect();
+    if blobs.is_empty() {
+        return Err(VaultError::NoRecovery(name));
+    }
+    let mut last = VaultError::WrongRecoveryKey;
+    let mut loaded = false;
+    for blob in blobs {
+        match unwrap(blob, rk) {
+            Ok(key) => match load_key(host, &name, &key) {
+                Ok(()) => {
+                    loaded = true;
+                    break;
+                }
+                // A wrap of a key the vault no longer has (an old copy put back): not this one.
+                Err(_) => last = VaultError::WrongRecoveryKey,
+            },
+            Err(e) => last = e,
+        }
+    }
+    if !loaded {
+        return Err(last);
+    }
     if let Err(e) = host.zfs(&["mount".into(), "-a".into()], None) {
         log(format!("zfs mount -a: {e}"));
     }
     let wanted = wanted_pcrs(enc, sb);
     let sealed_to = if host.tpm_present() {
-        reseal(host, &name, &key, &wanted)?;
+        let guid = obs
+            .guid
+            .ok_or_else(|| VaultError::Blob(format!("{name}: its guid could not be read")))?;
+        rotate(host, &name, guid, &wanted, &rk.public()?)?;
         Some(binding_text(&wanted))
     } else {
         None
@@ -792,18 +1238,31 @@ pub fn recover(
     })
 }
 
-/// Makes a new recovery key for an unlocked vault (its key unsealed from this TPM), replacing the
-/// old one; the caller shows it.
-pub fn new_recovery_key(host: &mut dyn Host, pool: &str) -> Result<RecoveryKey, VaultError> {
+/// Makes a new recovery key for the unlocked vault and rotates the vault key (sealed anew to
+/// `pcrs` on this TPM): the old recovery key, old seals and old wrapped copies open nothing. The
+/// caller shows the key.
+pub fn new_recovery_key(
+    host: &mut dyn Host,
+    pool: &str,
+    enc: &Encryption,
+    sb: SecureBoot,
+) -> Result<RecoveryKey, VaultError> {
     let name = format!("{pool}/vault");
     let obs =
         observe(host, &name)?.ok_or_else(|| VaultError::NoRecovery(format!("{name} (absent)")))?;
-    let blob = obs.sealed.as_deref().ok_or_else(|| {
-        VaultError::NoRecovery(format!("{name} (its key is not sealed to a TPM)"))
-    })?;
-    let key = host.tpm_unseal(blob)?;
+    if obs.keystatus != "available" {
+        return Err(VaultError::Locked(name));
+    }
+    if !host.tpm_present() {
+        return Err(VaultError::NoRecovery(format!(
+            "{name} (no TPM here to seal a rotated key to)"
+        )));
+    }
+    let guid = obs
+        .guid
+        .ok_or_else(|| VaultError::Blob(format!("{name}: its guid could not be read")))?;
     let rk = RecoveryKey::generate()?;
-    set_property(host, &name, RECOVERY_PROPERTY, &wrap(&key, &rk)?)?;
+    rotate(host, &name, guid, &wanted_pcrs(enc, sb), &rk.public()?)?;
     Ok(rk)
 }
 
@@ -811,11 +1270,21 @@ pub fn new_recovery_key(host: &mut dyn Host, pool: &str) -> Result<RecoveryKey, 
 mod tests {
     use super::*;
 
+    fn sealed_obs(blob: &str) -> Observed {
+        Observed {
+            encryption: "aes-256-gcm".into(),
+            keystatus: "unavailable".into(),
+            guid: Some(42),
+            sealed: Some(blob.into()),
+            ..Observed::default()
+        }
+    }
+
     #[test]
     fn a_vault_that_cannot_be_read_is_never_created_and_an_existing_one_never_remade() {
         let mut p = Policy::builtin();
         let d = |obs: Result<Option<&Observed>, String>, tpm: bool, p: &Policy| {
-            decide("persist/vault", obs, tpm, p)
+            decide("persist/vault", obs, tpm, p, &[7])
         };
         // A suspended pool, an I/O error: nothing is created, whatever the TPM and policy say.
         for tpm in [true, false] {
@@ -846,38 +1315,105 @@ mod tests {
         );
         p.encryption.without_tpm = WithoutTpm::Keyfile;
         assert_eq!(d(Ok(None), false, &p), Decision::Create(NewKey::Keyfile));
-        // Present: unlocked as it was made; a locked one whose TPM is gone is still unsealed
-        // (and stays locked when that fails), never recreated.
-        let sealed = Observed {
-            encryption: "aes-256-gcm".into(),
-            keystatus: "unavailable".into(),
-            sealed: Some("v1:blob".into()),
-            recovery: None,
-        };
-        for tpm in [true, false] {
-            assert_eq!(
-                d(Ok(Some(&sealed)), tpm, &p),
-                Decision::Unseal {
-                    blob: "v1:blob".into()
-                }
-            );
-        }
-        let plain = Observed {
-            sealed: None,
-            ..sealed.clone()
-        };
-        assert_eq!(d(Ok(Some(&plain)), false, &p), Decision::Keyfile);
+        // Present, sealed under the PCR 7 gate: unsealed (current seal first, then a rotation's).
+        let gated = "v2:7,11:Rw==:AAE=:AA==";
+        let mut o = sealed_obs(gated);
+        o.sealed_next = Some("v2:7,11:Rw==:AAI=:AA==".into());
+        assert_eq!(
+            d(Ok(Some(&o)), true, &p),
+            Decision::Unseal {
+                blobs: vec![gated.into(), "v2:7,11:Rw==:AAI=:AA==".into()]
+            }
+        );
         let open = Observed {
             keystatus: "available".into(),
-            ..sealed.clone()
+            ..o.clone()
         };
         assert_eq!(d(Ok(Some(&open)), true, &p), Decision::Unlocked);
+        // No TPM: a sealed vault is refused (the recovery key opens it); an unsealed one is the
+        // development keyfile's.
+        assert!(matches!(
+            d(Ok(Some(&o)), false, &p),
+            Decision::Refused { .. }
+        ));
+        let plain = Observed {
+            sealed: None,
+            sealed_next: None,
+            ..o.clone()
+        };
+        assert_eq!(d(Ok(Some(&plain)), false, &p), Decision::Keyfile);
+    }
+
+    #[test]
+    fn a_vault_this_box_did_not_make_is_refused_whatever_its_properties_say() {
+        let p = Policy::builtin();
+        let refused = |obs: &Observed, tpm: bool, wanted: &[u8]| match decide(
+            "persist/vault",
+            Ok(Some(obs)),
+            tpm,
+            &p,
+            wanted,
+        ) {
+            Decision::Refused { reason } => reason,
+            d => panic!("{obs:?}: {d:?}"),
+        };
+        // Unencrypted where a TPM is present or the policy requires one.
         let off = Observed {
             encryption: "off".into(),
             keystatus: "-".into(),
             ..Observed::default()
         };
-        assert_eq!(d(Ok(Some(&off)), true, &p), Decision::Unencrypted);
+        assert!(refused(&off, true, &[7]).contains("not encrypted"));
+        assert!(refused(&off, false, &[]).contains("requires one"));
+        let mut lax = Policy::builtin();
+        lax.encryption.without_tpm = WithoutTpm::AllowUnencrypted;
+        assert_eq!(
+            decide("persist/vault", Ok(Some(&off)), false, &lax, &[]),
+            Decision::Unencrypted
+        );
+        // Encrypted, with no seal at all.
+        let bare = Observed {
+            sealed: None,
+            ..sealed_obs("x")
+        };
+        assert!(refused(&bare, true, &[7]).contains("no sealed key"));
+        // With Secure Boot on, a seal whose parent is not gated on PCR 7 could have been made by
+        // anyone holding the TPM (a live USB): an ungated v2 seal, an earlier release's v1 seal
+        // even when it claims PCR 7, and garbage.
+        for blob in [
+            "v2:11::AAE=:AA==",
+            "v1:7:AAE=:AA==",
+            "v1::AAE=:AA==",
+            "nonsense",
+        ] {
+            let r = refused(&sealed_obs(blob), true, &[7]);
+            assert!(r.contains("not trusted") && r.contains("recover"), "{r}");
+        }
+        // With Secure Boot off nothing gates a seal anyway: the earlier forms are tried.
+        assert!(matches!(
+            decide(
+                "persist/vault",
+                Ok(Some(&sealed_obs("v1::AAE=:AA=="))),
+                true,
+                &p,
+                &[]
+            ),
+            Decision::Unseal { .. }
+        ));
+    }
+
+    #[test]
+    fn a_seal_names_its_vault() {
+        let data = payload(42, &[7u8; 32]);
+        assert_eq!(open_payload(&data, 2, Some(42)).unwrap()[..], [7u8; 32]);
+        let e = open_payload(&data, 2, Some(43)).unwrap_err();
+        assert!(e.contains("GUID 42") && e.contains("GUID 43"), "{e}");
+        assert!(open_payload(&data, 2, None).is_err());
+        assert!(open_payload(&[7u8; 32], 2, Some(42)).is_err());
+        assert!(open_payload(&data[..40], 2, Some(42)).is_err());
+        // An earlier release's seal holds the bare key.
+        assert_eq!(open_payload(&[7u8; 32], 1, None).unwrap()[..], [7u8; 32]);
+        assert!(open_payload(&data, 1, Some(42)).is_err());
     }
 
     fn enc(pcrs: &[u8]) -> Encryption {
@@ -911,23 +1447,17 @@ mod tests {
     }
 
     #[test]
-    fn the_seal_binds_pcr7_under_secure_boot_and_only_ever_gets_stronger() {
+    fn the_seal_binds_pcr7_under_secure_boot() {
         assert_eq!(wanted_pcrs(&enc(&[]), SecureBoot::On), vec![7]);
-        assert_eq!(wanted_pcrs(&enc(&[11, 7]), SecureBoot::On), vec![7, 11]);
+        assert_eq!(wanted_pcrs(&enc(&[4, 7]), SecureBoot::On), vec![4, 7]);
         assert!(wanted_pcrs(&enc(&[]), SecureBoot::Off).is_empty());
         assert!(wanted_pcrs(&enc(&[]), SecureBoot::SetupMode).is_empty());
         let mut opt_out = enc(&[]);
         opt_out.bind_secure_boot = false;
         assert!(wanted_pcrs(&opt_out, SecureBoot::On).is_empty());
-        // Sealed the old way (no PCRs), booted with Secure Boot on: re-seal.
-        assert!(should_reseal(&[], &[7]));
-        assert!(!should_reseal(&[7], &[7]));
-        // Never weaker: a PCR-7 seal is kept even where 7 is not wanted.
-        assert!(!should_reseal(&[7], &[]));
-        assert!(should_reseal(&[7], &[7, 11]));
         assert!(binding_text(&[7]).contains("Secure Boot"));
         assert!(binding_text(&[]).contains("no PCRs"));
-        assert!(binding_text(&[7, 11]).contains("7, 11"));
+        assert!(binding_text(&[4, 7]).contains("4, 7"));
     }
 
     #[test]
@@ -941,37 +1471,80 @@ mod tests {
             RecoveryKey::parse(&format!(" {}\n", shown.to_uppercase().replace('-', " "))).unwrap();
         assert_eq!(again.0[..], rk.0[..]);
         let vault_key = [9u8; 32];
-        let w = wrap(&vault_key, &rk).unwrap();
-        assert!(w.starts_with("r1:"));
-        assert_eq!(unwrap(&w, &again).unwrap()[..], vault_key[..]);
-        assert_ne!(w, wrap(&vault_key, &rk).unwrap(), "fresh salt and nonce");
         let other = RecoveryKey::from_bytes([0x5b; 32]);
-        assert!(matches!(
-            unwrap(&w, &other),
-            Err(VaultError::WrongRecoveryKey)
-        ));
-        // A flipped byte of the wrapped key is caught by the tag.
-        let mut bad = w.clone().into_bytes();
-        let n = bad.len() - 3;
-        bad[n] = if bad[n] == b'A' { b'B' } else { b'A' };
-        assert!(unwrap(&String::from_utf8(bad).unwrap(), &rk).is_err());
+        // This release's form, wrapped to the public half alone, and an earlier release's.
+        let w2 = wrap_to(&vault_key, &rk.public().unwrap()).unwrap();
+        let w1 = wrap(&vault_key, &rk).unwrap();
+        assert!(w2.starts_with("r2:") && w1.starts_with("r1:"));
+        for w in [&w2, &w1] {
+            assert_eq!(unwrap(w, &again).unwrap()[..], vault_key[..]);
+            assert!(matches!(
+                unwrap(w, &other),
+                Err(VaultError::WrongRecoveryKey)
+            ));
+            // A flipped byte of the wrapped key or its tag is caught.
+            let mut bad = w.clone().into_bytes();
+            let n = bad.len() - 3;
+            bad[n] = if bad[n] == b'A' { b'B' } else { b'A' };
+            assert!(unwrap(&String::from_utf8(bad).unwrap(), &rk).is_err());
+        }
+        assert_ne!(w2, wrap_to(&vault_key, &rk.public().unwrap()).unwrap());
         assert!(matches!(
             RecoveryKey::parse("cbdefghi"),
             Err(VaultError::BadRecoveryKey(_))
         ));
         assert!(RecoveryKey::parse(&shown.replace('c', "a")).is_err() || !shown.contains('c'));
         assert!(unwrap("r2:a:b:c", &rk).is_err());
+        assert!(unwrap("r3:a:b:c", &rk).is_err());
         assert!(recovery_banner("persist/vault", &rk).contains(&shown));
+    }
+
+    #[test]
+    fn only_a_recovery_property_this_box_wrote_for_this_key_checks_out() {
+        let rk = RecoveryKey::from_bytes([0x21; 32]);
+        let rpub = rk.public().unwrap();
+        let key = [3u8; 32];
+        let w = wrap_to(&key, &rpub).unwrap();
+        assert_eq!(
+            check_recovery(Some(&w), &key),
+            (RecoveryState::Ok, Some(rpub))
+        );
+        assert_eq!(check_recovery(None, &key).0, RecoveryState::Missing);
+        // Someone else's property: their own recovery key's public half, wrapped to without the
+        // vault key; an old copy wrapping the key before a rotation; garbage.
+        let theirs = RecoveryKey::from_bytes([0x22; 32]).public().unwrap();
+        let forged = wrap_to(&[0u8; 32], &theirs).unwrap();
+        let old = wrap_to(&[4u8; 32], &rpub).unwrap();
+        for blob in [forged.as_str(), old.as_str(), "r2:garbage", "x"] {
+            assert_eq!(
+                check_recovery(Some(blob), &key).0,
+                RecoveryState::Changed,
+                "{blob}"
+            );
+        }
+        // A public half swapped into a real property breaks its tag.
+        let mut f: Vec<&str> = w.split(':').collect();
+        let swapped = B64.encode(theirs);
+        f[1] = &swapped;
+        assert_eq!(
+            check_recovery(Some(&f.join(":")), &key).0,
+            RecoveryState::Changed
+        );
+        let legacy = wrap(&key, &rk).unwrap();
+        assert_eq!(check_recovery(Some(&legacy), &key).0, RecoveryState::Legacy);
     }
 
     #[test]
     fn vault_properties_and_only_a_missing_dataset_counts_as_missing() {
         let o = parse_props(
-            "encryption\taes-256-gcm\nkeystatus\tunavailable\norg.lfedge.eve:sealed-key\tv1:7:AA==:AA==\norg.lfedge.eve:recovery\t-\n",
+            "encryption\taes-256-gcm\nkeystatus\tunavailable\nguid\t1234\norg.lfedge.eve:sealed-key\tv1:7:AA==:AA==\norg.lfedge.eve:recovery\t-\norg.lfedge.eve:sealed-key-next\tv2:x\n",
         );
         assert_eq!(o.keystatus, "unavailable");
+        assert_eq!(o.guid, Some(1234));
         assert_eq!(o.sealed.as_deref(), Some("v1:7:AA==:AA=="));
+        assert_eq!(o.sealed_next.as_deref(), Some("v2:x"));
         assert_eq!(o.recovery, None);
+        assert_eq!(o.recovery_next, None);
         let gone = CmdError::Failed {
             argv: "zfs get".into(),
             status: "exit status: 1".into(),
@@ -989,15 +1562,15 @@ mod tests {
     use crate::host::fake::FakeHost;
 
     const GET: &str = "zfs get -H -p -o property,value";
+    const GUID: &str = "zfs get -H -p -o value guid";
     const ABSENT: &str = "cannot open 'persist/vault': dataset does not exist";
 
-    /// `zfs get` of the vault as a locked, sealed one with these properties.
-    fn vault_props(h: &mut FakeHost, sealed: &str, recovery: Option<&str>) {
-        let out = format!(
-            "encryption\taes-256-gcm\nkeystatus\tunavailable\n{}\t{sealed}\n{RECOVERY_PROPERTY}\t{}\n",
-            tpm::SEALED_PROPERTY,
-            recovery.unwrap_or("-")
-        );
+    /// `zfs get` of the vault as a locked one with GUID 42 and these properties.
+    fn vault_props(h: &mut FakeHost, props: &[(&str, &str)]) {
+        let mut out = "encryption\taes-256-gcm\nkeystatus\tunavailable\nguid\t42\n".to_string();
+        for (k, v) in props {
+            out.push_str(&format!("{k}\t{v}\n"));
+        }
         h.answer(GET, Ok(&out));
     }
 
@@ -1009,12 +1582,21 @@ mod tests {
         })
     }
 
+    /// A vault this box made: its key sealed for GUID 42 to `pcrs`, wrapped to `rk`.
+    fn made(h: &mut FakeHost, key: &[u8; 32], pcrs: &[u8], rk: &RecoveryKey) -> (String, String) {
+        let blob = h.tpm_seal(&payload(42, key), pcrs).unwrap();
+        let w = wrap_to(key, &rk.public().unwrap()).unwrap();
+        h.calls.clear();
+        (blob, w)
+    }
+
     #[test]
-    fn a_new_vault_gets_a_tpm_sealed_key_on_stdin_and_a_recovery_key_shown_once() {
+    fn a_new_vault_gets_a_key_on_stdin_sealed_for_it_and_a_recovery_key_shown_once() {
         let mut h = FakeHost::default();
         h.answer(GET, Err(ABSENT));
-        let v = ensure(&mut h, &Policy::builtin(), SecureBoot::On);
-        assert_eq!(v, Vault::Unlocked);
+        h.answer(GUID, Ok("42\n"));
+        let (v, rec) = ensure(&mut h, &Policy::builtin(), SecureBoot::On);
+        assert_eq!((v, rec), (Vault::Unlocked, None));
         assert_eq!(h.calls_to("tpm-seal"), ["tpm-seal [7]"]);
         let create = h.calls_to("zfs create");
         assert_eq!(create.len(), 1);
@@ -1025,34 +1607,54 @@ mod tests {
             "{}",
             create[0]
         );
-        // The key went on stdin only; the recovery key shown once opens the wrapped copy.
+        // The key went on stdin only; the recovery key, shown before the seal was stored, opens
+        // the wrapped copy, whose tag the key checks.
         let key = h.stdin[0].clone();
         assert!(!h.calls.iter().any(|c| c.contains(&B64.encode(&key))));
         assert_eq!(h.shown.len(), 1);
+        let shown_at = h.calls.iter().position(|c| c.starts_with("show-recovery"));
+        let sealed_at = h
+            .calls
+            .iter()
+            .position(|c| c.starts_with(&format!("zfs set {}=", tpm::SEALED_PROPERTY)));
+        assert!(shown_at < sealed_at, "{:?}", h.calls);
         let rk = RecoveryKey::parse(&h.shown[0]).unwrap();
         let wrapped = written(&h, RECOVERY_PROPERTY).unwrap();
         assert_eq!(unwrap(&wrapped, &rk).unwrap()[..], key[..]);
-        // What is stored is a seal this TPM opens to the same key.
+        assert_eq!(check_recovery(Some(&wrapped), &key).0, RecoveryState::Ok);
+        // What is stored is a seal this TPM opens to the key, naming this vault's GUID.
         let blob = written(&h, tpm::SEALED_PROPERTY).unwrap();
-        assert_eq!(h.tpm_unseal(&blob).unwrap()[..], key[..]);
+        let data = h.tpm_unseal(&blob).unwrap();
+        assert_eq!(open_payload(&data, 2, Some(42)).unwrap()[..], key[..]);
+        assert!(open_payload(&data, 2, Some(43)).is_err());
     }
 
     #[test]
-    fn an_unreadable_or_uncreatable_vault_is_left_exactly_as_it_is() {
+    fn an_unreadable_uncreatable_or_refused_vault_is_left_exactly_as_it_is() {
         for (answer, tpm, reason) in [
             (Err("pool I/O is currently suspended"), true, "suspended"),
             (Err(ABSENT), false, "requires one"),
+            (
+                Ok("encryption\toff\nkeystatus\t-\nguid\t9\n"),
+                true,
+                "not encrypted",
+            ),
+            (
+                Ok("encryption\taes-256-gcm\nkeystatus\tunavailable\nguid\t9\n"),
+                true,
+                "no sealed key",
+            ),
         ] {
             let mut h = FakeHost {
                 tpm,
                 ..FakeHost::default()
             };
             h.answer(GET, answer);
-            let v = ensure(&mut h, &Policy::builtin(), SecureBoot::On);
-            assert!(
-                matches!(&v, Vault::Absent { reason: r } if r.contains(reason)),
-                "{v:?}"
-            );
+            let (v, _) = ensure(&mut h, &Policy::builtin(), SecureBoot::On);
+            let (Vault::Absent { reason: r } | Vault::Locked { reason: r }) = &v else {
+                panic!("{v:?}")
+            };
+            assert!(r.contains(reason), "{r}");
             assert_eq!(h.calls.len(), 1, "only the read: {:?}", h.calls);
         }
     }
@@ -1060,17 +1662,24 @@ mod tests {
     #[test]
     fn a_vault_whose_seal_no_longer_opens_stays_locked_and_untouched() {
         let mut h = FakeHost::default();
-        let blob = h.tpm_seal(&[3u8; 32], &[7]).unwrap();
-        vault_props(&mut h, &blob, Some("r1:a:b:c"));
-        h.calls.clear();
-        // Secure Boot turned off (PCR 7 moved), then a cleared TPM: locked each time, never
-        // loaded, re-sealed, re-keyed or recreated.
+        let rk = RecoveryKey::from_bytes([1; 32]);
+        let (blob, w) = made(&mut h, &[3u8; 32], &[7], &rk);
+        vault_props(
+            &mut h,
+            &[(tpm::SEALED_PROPERTY, &blob), (RECOVERY_PROPERTY, &w)],
+        );
+        // PCR 7 moved (other keys enrolled), a cleared TPM, then this boot's unlock phase already
+        // over: locked each time, never loaded, re-sealed, re-keyed or recreated.
         for change in [
             |h: &mut FakeHost| h.pcr7 = 2,
+            |h: &mut FakeHost| {
+                h.pcr7 = 1;
+                h.phase_over = true
+            },
             |h: &mut FakeHost| h.sealed.clear(),
         ] {
             change(&mut h);
-            let v = ensure(&mut h, &Policy::builtin(), SecureBoot::Off);
+            let (v, _) = ensure(&mut h, &Policy::builtin(), SecureBoot::On);
             match &v {
                 Vault::Locked { reason } => {
                     assert!(reason.contains("sealed to this TPM and PCR 7"), "{reason}")
@@ -1086,68 +1695,186 @@ mod tests {
     }
 
     #[test]
-    fn unlocking_loads_the_unsealed_key_and_only_strengthens_the_seal() {
-        // Sealed to no PCRs and no recovery key yet; this boot has Secure Boot on.
+    fn a_seal_moved_to_another_dataset_opens_nothing() {
+        // The box's own seal, put on a dataset with another GUID: unsealed, then refused before
+        // load-key.
         let mut h = FakeHost::default();
-        let blob = h.tpm_seal(&[5u8; 32], &[]).unwrap();
-        vault_props(&mut h, &blob, None);
+        let rk = RecoveryKey::from_bytes([1; 32]);
+        let blob = h.tpm_seal(&payload(41, &[3u8; 32]), &[7]).unwrap();
+        let w = wrap_to(&[3u8; 32], &rk.public().unwrap()).unwrap();
+        vault_props(
+            &mut h,
+            &[(tpm::SEALED_PROPERTY, &blob), (RECOVERY_PROPERTY, &w)],
+        );
         h.calls.clear();
-        assert_eq!(
-            ensure(&mut h, &Policy::builtin(), SecureBoot::On),
-            Vault::Unlocked
+        let (v, _) = ensure(&mut h, &Policy::builtin(), SecureBoot::On);
+        assert!(
+            matches!(&v, Vault::Locked { reason } if reason.contains("GUID 41")),
+            "{v:?}"
         );
-        assert_eq!(h.stdin, [vec![5u8; 32]], "load-key got the unsealed key");
-        assert_eq!(
-            h.calls_to("zfs load-key"),
-            ["zfs load-key -L prompt persist/vault <stdin 32 bytes>"]
-        );
-        // Re-sealed to PCR 7 (checked to open before it replaced the old seal), and a recovery
-        // key made and shown.
-        let new = written(&h, tpm::SEALED_PROPERTY).unwrap();
-        assert!(new.starts_with("v1:7:"), "{new}");
-        assert_eq!(h.tpm_unseal(&new).unwrap()[..], [5u8; 32]);
-        assert_eq!(h.shown.len(), 1);
-
-        // Sealed to PCR 7, booted with Secure Boot off: no weaker re-seal, no new recovery key.
-        let mut h = FakeHost::default();
-        let blob = h.tpm_seal(&[5u8; 32], &[7]).unwrap();
-        vault_props(&mut h, &blob, Some("r1:a:b:c"));
-        h.calls.clear();
-        assert_eq!(
-            ensure(&mut h, &Policy::builtin(), SecureBoot::Off),
-            Vault::Unlocked
-        );
-        assert!(h.calls_to("tpm-seal").is_empty() && h.calls_to("zfs set").is_empty());
-        assert!(h.shown.is_empty());
+        assert!(h.calls_to("zfs load-key").is_empty() && h.stdin.is_empty());
     }
 
     #[test]
-    fn a_failed_load_or_reseal_never_loses_the_working_seal() {
+    fn unlocking_loads_the_key_and_never_reseals_or_makes_a_recovery_key() {
+        let rk = RecoveryKey::from_bytes([1; 32]);
+        for (recovery, state) in [
+            (Some(true), RecoveryState::Ok),
+            (None, RecoveryState::Missing),
+            (Some(false), RecoveryState::Changed),
+        ] {
+            let mut h = FakeHost::default();
+            let (blob, w) = made(&mut h, &[5u8; 32], &[7], &rk);
+            let other = wrap_to(&[6u8; 32], &rk.public().unwrap()).unwrap();
+            let mut props = vec![(tpm::SEALED_PROPERTY, blob.as_str())];
+            match recovery {
+                Some(true) => props.push((RECOVERY_PROPERTY, &w)),
+                Some(false) => props.push((RECOVERY_PROPERTY, &other)),
+                None => {}
+            }
+            vault_props(&mut h, &props);
+            let (v, rec) = ensure(&mut h, &Policy::builtin(), SecureBoot::On);
+            assert_eq!((v, rec), (Vault::Unlocked, Some(state)));
+            assert_eq!(h.stdin, [vec![5u8; 32]], "load-key got the unsealed key");
+            assert_eq!(
+                h.calls_to("zfs load-key"),
+                ["zfs load-key -L prompt persist/vault <stdin 32 bytes>"]
+            );
+            // Nothing written: no seal, no recovery key, no property.
+            assert!(h.calls_to("tpm-seal").is_empty() && h.shown.is_empty());
+            assert!(h.calls_to("zfs set").is_empty() && h.calls_to("zfs change-key").is_empty());
+        }
+        // An earlier release's seal, Secure Boot off: unlocked as it is (no re-seal at boot).
         let mut h = FakeHost::default();
-        let blob = h.tpm_seal(&[5u8; 32], &[]).unwrap();
-        vault_props(&mut h, &blob, Some("r1:a:b:c"));
+        h.sealed.push((vec![5u8; 32], vec![], 1));
+        vault_props(&mut h, &[(tpm::SEALED_PROPERTY, "v1::AAAAAQ==:AA==")]);
+        let (v, rec) = ensure(&mut h, &Policy::builtin(), SecureBoot::Off);
+        assert_eq!((v, rec), (Vault::Unlocked, Some(RecoveryState::Missing)));
+        assert!(h.calls_to("tpm-seal").is_empty() && h.calls_to("zfs set").is_empty());
+    }
+
+    #[test]
+    fn a_failed_load_leaves_the_vault_locked_and_untouched() {
+        let mut h = FakeHost::default();
+        let rk = RecoveryKey::from_bytes([1; 32]);
+        let (blob, w) = made(&mut h, &[5u8; 32], &[7], &rk);
+        vault_props(
+            &mut h,
+            &[(tpm::SEALED_PROPERTY, &blob), (RECOVERY_PROPERTY, &w)],
+        );
         h.fail = Some("zfs load-key");
         assert!(matches!(
-            ensure(&mut h, &Policy::builtin(), SecureBoot::On),
+            ensure(&mut h, &Policy::builtin(), SecureBoot::On).0,
             Vault::Locked { .. }
         ));
-        assert!(h.calls_to("tpm-seal").len() == 1 && h.calls_to("zfs set").is_empty());
-        // The re-seal's seal fails: unlocked all the same, the old seal kept.
-        h.calls.clear();
-        h.fail = Some("tpm-seal");
-        assert_eq!(
-            ensure(&mut h, &Policy::builtin(), SecureBoot::On),
-            Vault::Unlocked
-        );
-        assert!(h.calls_to("zfs set").is_empty(), "{:?}", h.calls);
+        assert!(h.calls_to("tpm-seal").is_empty() && h.calls_to("zfs set").is_empty());
     }
 
     #[test]
-    fn recovery_opens_only_with_the_right_key_then_seals_to_this_tpm() {
-        let rk = RecoveryKey::from_bytes([0x11; 32]);
-        let wrapped = wrap(&[8u8; 32], &rk).unwrap();
+    fn a_rotation_cut_short_at_any_step_leaves_a_seal_that_opens_the_vault() {
+        let rk = RecoveryKey::from_bytes([1; 32]);
+        // The old key (5) with its seal; the rotation's next seal and wrap of the new key (6).
         let mut h = FakeHost::default();
-        vault_props(&mut h, "v1:7:AAAAAQ==:AA==", Some(&wrapped));
+        let (old, old_w) = made(&mut h, &[5u8; 32], &[7], &rk);
+        let (next, next_w) = made(&mut h, &[6u8; 32], &[7], &rk);
+        // Stopped before change-key: the vault still has key 5; the next ones are dropped.
+        vault_props(
+            &mut h,
+            &[
+                (tpm::SEALED_PROPERTY, &old),
+                (RECOVERY_PROPERTY, &old_w),
+                (SEALED_NEXT, &next),
+                (RECOVERY_NEXT, &next_w),
+            ],
+        );
+        let (v, rec) = ensure(&mut h, &Policy::builtin(), SecureBoot::On);
+        assert_eq!((v, rec), (Vault::Unlocked, Some(RecoveryState::Ok)));
+        assert_eq!(h.stdin, [vec![5u8; 32]]);
+        assert_eq!(h.calls_to("zfs inherit").len(), 2);
+        assert!(h.calls_to("zfs set").is_empty());
+        // Stopped after change-key: key 5 no longer loads, key 6 does, and its seal and wrap
+        // become the vault's.
+        let mut h2 = FakeHost {
+            sealed: std::mem::take(&mut h.sealed),
+            ..FakeHost::default()
+        };
+        vault_props(
+            &mut h2,
+            &[
+                (tpm::SEALED_PROPERTY, &old),
+                (RECOVERY_PROPERTY, &old_w),
+                (SEALED_NEXT, &next),
+                (RECOVERY_NEXT, &next_w),
+            ],
+        );
+        h2.answer("zfs load-key", Ok(""));
+        // The fake's load-key takes any key; make the old one fail as ZFS would.
+        h2.fail = Some("zfs load-key");
+        let (v, rec) = ensure(&mut h2, &Policy::builtin(), SecureBoot::On);
+        assert_eq!((v, rec), (Vault::Unlocked, Some(RecoveryState::Ok)));
+        assert_eq!(h2.stdin, [vec![5u8; 32], vec![6u8; 32]]);
+        assert_eq!(
+            written(&h2, tpm::SEALED_PROPERTY).as_deref(),
+            Some(next.as_str())
+        );
+        assert_eq!(
+            written(&h2, RECOVERY_PROPERTY).as_deref(),
+            Some(next_w.as_str())
+        );
+        assert_eq!(h2.calls_to("zfs inherit").len(), 2);
+    }
+
+    #[test]
+    fn rotating_writes_next_first_then_changes_the_key_then_switches() {
+        let mut h = FakeHost::default();
+        let rk = RecoveryKey::from_bytes([1; 32]);
+        rotate(&mut h, "persist/vault", 42, &[7], &rk.public().unwrap()).unwrap();
+        let steps: Vec<&str> = h
+            .calls
+            .iter()
+            .map(|c| c.split_whitespace().take(2).collect::<Vec<_>>())
+            .map(|w| match w.as_slice() {
+                ["zfs", "set"] => "set",
+                ["zfs", "change-key"] => "change-key",
+                ["zfs", "inherit"] => "inherit",
+                _ => "tpm",
+            })
+            .collect();
+        assert_eq!(
+            steps,
+            ["tpm", "set", "change-key", "set", "inherit", "inherit"]
+        );
+        assert!(h.calls[1].contains(SEALED_NEXT) && h.calls[1].contains(RECOVERY_NEXT));
+        assert!(h.calls[2].ends_with("persist/vault <stdin 32 bytes>"));
+        // The new key went to change-key only on stdin; seal and wrap both give it back.
+        let key = h.stdin[0].clone();
+        let blob = written(&h, tpm::SEALED_PROPERTY).unwrap();
+        let data = h.tpm_unseal(&blob).unwrap();
+        assert_eq!(open_payload(&data, 2, Some(42)).unwrap()[..], key[..]);
+        let w = written(&h, RECOVERY_PROPERTY).unwrap();
+        assert_eq!(unwrap(&w, &rk).unwrap()[..], key[..]);
+        // change-key fails: the next properties are dropped, the current ones never touched.
+        let mut h = FakeHost {
+            fail: Some("zfs change-key"),
+            ..FakeHost::default()
+        };
+        assert!(rotate(&mut h, "persist/vault", 42, &[7], &rk.public().unwrap()).is_err());
+        assert_eq!(h.calls_to("zfs set").len(), 1);
+        assert_eq!(h.calls_to("zfs inherit").len(), 2);
+    }
+
+    #[test]
+    fn recovery_opens_only_with_the_right_key_then_rotates_and_seals_to_this_tpm() {
+        let rk = RecoveryKey::from_bytes([0x11; 32]);
+        let wrapped = wrap_to(&[8u8; 32], &rk.public().unwrap()).unwrap();
+        let mut h = FakeHost::default();
+        vault_props(
+            &mut h,
+            &[
+                (tpm::SEALED_PROPERTY, "v2:7,11:Rw==:AAAAAQ==:AA=="),
+                (RECOVERY_PROPERTY, &wrapped),
+            ],
+        );
         let enc = Policy::builtin().encryption;
         let wrong = RecoveryKey::from_bytes([0x12; 32]);
         assert!(matches!(
@@ -1157,9 +1884,38 @@ mod tests {
         assert!(h.calls_to("zfs load-key").is_empty() && h.calls_to("tpm").is_empty());
         let r = recover(&mut h, "persist", &rk, &enc, SecureBoot::On).unwrap();
         assert!(r.unlocked && r.sealed_to.as_deref() == Some(binding_text(&[7]).as_str()));
-        assert_eq!(h.stdin, [vec![8u8; 32]]);
+        // Loaded with the old key, then rotated: a new key, sealed here for this vault and
+        // wrapped for the same recovery key.
+        assert_eq!(h.stdin[0], vec![8u8; 32]);
+        assert_eq!(h.calls_to("zfs change-key").len(), 1);
+        let new = h.stdin[1].clone();
+        assert_ne!(new, vec![8u8; 32]);
         let sealed = written(&h, tpm::SEALED_PROPERTY).unwrap();
-        assert_eq!(h.tpm_unseal(&sealed).unwrap()[..], [8u8; 32]);
+        let data = h.tpm_unseal(&sealed).unwrap();
+        assert_eq!(open_payload(&data, 2, Some(42)).unwrap()[..], new[..]);
+        assert_eq!(
+            unwrap(&written(&h, RECOVERY_PROPERTY).unwrap(), &rk).unwrap()[..],
+            new[..]
+        );
+        // An earlier release's recovery property works the same way.
+        let mut h = FakeHost::default();
+        vault_props(
+            &mut h,
+            &[(RECOVERY_PROPERTY, &wrap(&[8u8; 32], &rk).unwrap())],
+        );
+        assert!(recover(&mut h, "persist", &rk, &enc, SecureBoot::On).is_ok());
+        assert!(written(&h, RECOVERY_PROPERTY).unwrap().starts_with("r2:"));
+        // An old copy put back (a wrap of a key the vault no longer has): refused.
+        let mut h = FakeHost {
+            fail: Some("zfs load-key"),
+            ..FakeHost::default()
+        };
+        vault_props(&mut h, &[(RECOVERY_PROPERTY, &wrapped)]);
+        assert!(matches!(
+            recover(&mut h, "persist", &rk, &enc, SecureBoot::On),
+            Err(VaultError::WrongRecoveryKey)
+        ));
+        assert!(h.calls_to("zfs change-key").is_empty());
         // No vault at all: nothing to recover, nothing made.
         let mut h = FakeHost::default();
         h.answer(GET, Err(ABSENT));
@@ -1168,5 +1924,33 @@ mod tests {
             Err(VaultError::NoRecovery(_))
         ));
         assert_eq!(h.calls.len(), 1);
+    }
+
+    #[test]
+    fn a_new_recovery_key_rotates_the_vault_key_and_the_old_one_opens_nothing() {
+        let old = RecoveryKey::from_bytes([0x11; 32]);
+        let mut h = FakeHost::default();
+        let enc = Policy::builtin().encryption;
+        // Locked: refused, nothing made.
+        vault_props(&mut h, &[]);
+        assert!(matches!(
+            new_recovery_key(&mut h, "persist", &enc, SecureBoot::On),
+            Err(VaultError::Locked(_))
+        ));
+        assert!(h.calls_to("tpm").is_empty() && h.shown.is_empty());
+        h.answer(
+            GET,
+            Ok("encryption\taes-256-gcm\nkeystatus\tavailable\nguid\t42\n"),
+        );
+        let rk = new_recovery_key(&mut h, "persist", &enc, SecureBoot::On).unwrap();
+        let key = h.stdin[0].clone();
+        assert_eq!(h.calls_to("zfs change-key").len(), 1);
+        let w = written(&h, RECOVERY_PROPERTY).unwrap();
+        assert_eq!(unwrap(&w, &rk).unwrap()[..], key[..]);
+        assert!(matches!(
+            unwrap(&w, &old),
+            Err(VaultError::WrongRecoveryKey)
+        ));
+        assert_eq!(h.calls_to("tpm-seal"), ["tpm-seal [7]"]);
     }
 }

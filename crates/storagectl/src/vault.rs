@@ -20,16 +20,19 @@ pub fn vault(pool: &str, cmd: VaultCmd) -> ExitCode {
                 Ok(k) => k,
                 Err(e) => return fail(&e),
             };
-            // The policy in force on this pool (its PCRs), as storage-init last kept it.
-            let enc = storage::config::last_good_policy(pool)
-                .map(|p| p.encryption)
-                .unwrap_or_else(|| storage::policy::Policy::builtin().encryption);
+            // What the key is sealed to is the signed image's to say (never CONFIG's).
+            let enc = storage::config::image_encryption();
             let mut host = RealHost::new(Roots::host());
             let sb = vault::secure_boot(&host.roots.sys);
             let r = vault::recover(&mut host, pool, &rk, &enc, sb);
             if let Ok(v) = &r {
                 if v.unlocked {
-                    storage::config::record_vault_state(&Roots::host(), pool, "unlocked");
+                    storage::config::record_vault_state(
+                        &Roots::host(),
+                        pool,
+                        "unlocked",
+                        v.sealed_to.as_deref(),
+                    );
                 }
             }
             emit(r, json, |v| {
@@ -51,10 +54,13 @@ pub fn vault(pool: &str, cmd: VaultCmd) -> ExitCode {
             })
         }
         VaultCmd::RecoveryKey => {
-            match vault::new_recovery_key(&mut RealHost::new(Roots::host()), pool) {
+            let mut host = RealHost::new(Roots::host());
+            let sb = vault::secure_boot(&host.roots.sys);
+            let enc = storage::config::image_encryption();
+            match vault::new_recovery_key(&mut host, pool, &enc, sb) {
                 Ok(rk) => {
                     println!("{}", rk.display());
-                    eprintln!("storagectl: new recovery key for {pool}/vault (the old one no longer works); it is not stored anywhere");
+                    eprintln!("storagectl: new recovery key for {pool}/vault; the vault key was rotated, so the old recovery key and every old seal or copy of them open nothing; the new key is not stored anywhere");
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(&e),

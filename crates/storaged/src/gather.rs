@@ -161,6 +161,9 @@ pub fn observe(roots: &Roots, pool: &str, at: u64) -> Observed {
         space,
         quotas,
         volumes: crate::iostat::volumes(roots, pool),
+        vault: std::fs::read(roots.storage_outcome())
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok()),
     }
 }
 

@@ -109,6 +109,49 @@ pub struct Observed {
     pub space: Option<Space>,
     pub quotas: Vec<Quota>,
     pub volumes: Vec<VolumeIo>,
+    /// What storage-init made of the vault this boot (`None`: it wrote no outcome).
+    pub vault: Option<VaultSeen>,
+}
+
+/// The vault as storage-init's outcome file reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VaultSeen {
+    #[serde(rename = "vault_state", default)]
+    pub state: String,
+    #[serde(rename = "vault_reason", default)]
+    pub reason: Option<String>,
+    /// `ok`, `missing`, `changed`, `legacy`; `None` when the vault was not unlocked by its seal.
+    #[serde(rename = "vault_recovery", default)]
+    pub recovery: Option<String>,
+}
+
+/// Pure: the vault's alerts. A missing or changed recovery property is tampering (the box never
+/// removes or rewrites it by itself); a locked or refused vault holds guest data hostage.
+fn vault_alerts(o: &Observed, out: &mut Vec<Alert>) {
+    let Some(v) = &o.vault else { return };
+    let name = &o.pool_name;
+    if v.state == "locked" {
+        out.push(Alert {
+            key: format!("vault:{name}:locked"),
+            severity: Severity::Critical,
+            message: format!(
+                "{name}/vault is locked: {}",
+                v.reason.as_deref().unwrap_or("see storage-init's log")
+            ),
+        });
+    }
+    let tampered = match v.recovery.as_deref() {
+        Some("missing") => "is gone",
+        Some("changed") => "is not the one this box wrote",
+        _ => return,
+    };
+    out.push(Alert {
+        key: format!("vault:{name}:recovery"),
+        severity: Severity::Critical,
+        message: format!(
+            "{name}/vault's recovery property {tampered}: someone with the disks changed it (the box never does); no new recovery key was made. If your recovery key is safe, `storagectl vault recovery-key` makes a new one and rotates the vault key"
+        ),
+    });
 }
 
 impl Observed {
@@ -424,6 +467,7 @@ pub fn assess(o: &Observed, tiers: [u64; 3]) -> Vec<Alert> {
         device_alerts(d, &mut out);
     }
     pool_alerts(o, tiers, &mut out);
+    vault_alerts(o, &mut out);
     out.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.key.cmp(&b.key)));
     out
 }
@@ -650,6 +694,50 @@ mod tests {
             assess(&o, [80, 90, 95]).is_empty(),
             "{:?}",
             assess(&o, [80, 90, 95])
+        );
+    }
+
+    #[test]
+    fn a_tampered_recovery_property_or_a_locked_vault_is_a_critical_alert() {
+        let seen = |state: &str, recovery: Option<&str>| VaultSeen {
+            state: state.into(),
+            reason: Some("its key is sealed to this TPM only".into()),
+            recovery: recovery.map(String::from),
+        };
+        let mut o = healthy_pool();
+        for (v, want) in [
+            (seen("unlocked", Some("ok")), vec![]),
+            (seen("unlocked", Some("legacy")), vec![]),
+            (seen("unlocked", None), vec![]),
+            (
+                seen("unlocked", Some("missing")),
+                vec![("vault:persist:recovery".to_string(), Severity::Critical)],
+            ),
+            (
+                seen("unlocked", Some("changed")),
+                vec![("vault:persist:recovery".to_string(), Severity::Critical)],
+            ),
+            (
+                seen("locked", None),
+                vec![("vault:persist:locked".to_string(), Severity::Critical)],
+            ),
+        ] {
+            o.vault = Some(v.clone());
+            let a = assess(&o, [80, 90, 95]);
+            assert_eq!(keys(&a), want, "{v:?}");
+            assert!(a.iter().all(|a| !a.message.contains("r2:")), "{a:?}");
+        }
+        // As storage-init writes it.
+        let v: VaultSeen = serde_json::from_str(
+            r#"{"pool":"persist","vault_state":"unlocked","vault_reason":null,"vault_recovery":"missing"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            v,
+            VaultSeen {
+                reason: None,
+                ..seen("unlocked", Some("missing"))
+            }
         );
     }
 

@@ -9,6 +9,8 @@ mod ab_update;
 mod b_volumes;
 #[path = "secureboot.rs"]
 mod c_secureboot;
+#[path = "trust.rs"]
+mod c_trust;
 #[path = "storage.rs"]
 mod d_storage;
 #[path = "boot.rs"]

@@ -1,5 +1,6 @@
 //! VM tests for the verified boot chain under OVMF's Secure Boot build with the project's keys
-//! enrolled: a vault sealed the old way is re-sealed to PCR 7, a signed update keeps unlocking it,
+//! enrolled: a vault sealed while Secure Boot was off is not trusted once it is on until the
+//! recovery key re-seals it to PCR 7, a signed update keeps unlocking it,
 //! Secure Boot off, or another key enrolled beside ours, locks it without destroying anything,
 //! and the recovery key unlocks it on a fresh TPM; a slot whose kernel, initrd, GRUB config or
 //! squashfs was changed is refused and the box boots the other slot, or stops with the reason
@@ -108,35 +109,50 @@ fn the_vault_follows_secure_boot_through_a_tpm_swap_recovery_and_a_signed_update
     let mut m = Machine::create(spec, &dir.join("vm")).unwrap();
     let mut report = Vec::new();
 
-    // 1. First boot without Secure Boot: the key is sealed to the TPM alone. Dropping the
-    //    recovery key makes this the vault an earlier release made.
+    // 1. First boot without Secure Boot: the key is sealed to the TPM alone (under the parent
+    //    anyone holding the TPM can use), the recovery key shown once.
     let t = m.boot_timed().unwrap();
     report.push(times("Secure Boot off", t));
     report.push(format!("  {}", verity_line(&m.console())));
+    let rk = recovery_key(&m.console()).expect("a recovery key on the first boot's console");
     let st = storage_status(&mut m);
     // Stock firmware variables have no platform key: setup mode, nothing enforced.
     assert_eq!(st["boot"]["secure_boot"], "setup-mode", "{st:#}");
     assert_eq!(st["boot"]["pcrs"], serde_json::json!([]), "{st:#}");
     m.ok("echo sealed-the-old-way > /persist/config/sb-marker && sync")
         .unwrap();
-    m.ok("zfs inherit org.lfedge.eve:recovery persist/vault")
-        .unwrap();
     let before = datasets(&mut m);
     m.poweroff().unwrap();
 
-    // 2. Secure Boot on, the project's keys enrolled: the first boot where PCR 7 means something
-    //    re-seals to it, and makes and shows a recovery key once.
+    // 2. Secure Boot on, the project's keys enrolled: a seal made while Secure Boot was off could
+    //    have been made by anyone holding the TPM, so it is not trusted and nothing is re-sealed
+    //    or made behind the operator's back. The recovery key unlocks and seals to PCR 7.
     m.set_secure_boot(true).unwrap();
     let t = m.boot_timed().unwrap();
     report.push(times("Secure Boot on", t));
     let console = m.console();
     report.push(format!("  {}", verity_line(&console)));
     assert!(
-        console.contains("key re-sealed from this TPM only")
-            && console.contains("to this TPM and PCR 7 (Secure Boot state and keys)"),
+        console.contains("VAULT REFUSED: persist/vault: its key is sealed to this TPM only")
+            && console.contains("not trusted"),
         "{console}"
     );
-    let rk = recovery_key(&console).expect("a recovery key on the console");
+    assert!(
+        recovery_key(&console).is_none(),
+        "a recovery key was made at boot"
+    );
+    assert_eq!(keystatus(&mut m), "unavailable");
+    assert_eq!(datasets(&mut m), before, "nothing created or destroyed");
+    let out = m
+        .exec_argv(
+            &["/usr/bin/storagectl", "vault", "recover"],
+            format!("{rk}\n").as_bytes(),
+            Duration::from_secs(120),
+        )
+        .unwrap();
+    assert_eq!(out.status, 0, "{out:?}");
+    assert!(out.stdout.contains("PCR 7"), "{out:?}");
+    assert_eq!(keystatus(&mut m), "available");
     let st = storage_status(&mut m);
     assert_eq!(st["boot"]["secure_boot"], "on", "{st:#}");
     assert_eq!(st["boot"]["pcrs"], serde_json::json!([7]), "{st:#}");

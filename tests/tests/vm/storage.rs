@@ -334,18 +334,24 @@ fn four_blank_disks_become_one_encrypted_pool_that_survives_reboot_and_foreign_d
         .parse()
         .unwrap();
     assert_eq!(arc, (ram / 4).max(256 << 20));
-    // The raw vault key, unsealed to RAM only (the escrow command refuses disk targets).
-    assert_eq!(
-        m.sh("storage-init unseal-key --out /persist/newlog/key")
+    // No process after storage-init can unseal the vault key (the unlock phase is over): the
+    // escrow command earlier releases had is gone; the recovery key replaces it.
+    assert_ne!(
+        m.sh("storage-init unseal-key --out /run/vault.key")
             .unwrap()
             .status,
-        2
+        0
     );
-    m.ok("storage-init unseal-key --out /run/vault.key")
-        .unwrap();
-    let key = m.read_file("/run/vault.key").unwrap();
-    assert_eq!(key.len(), 32);
-    m.ok("rm /run/vault.key").unwrap();
+    m.ok("test ! -e /run/vault.key").unwrap();
+    // What of the vault's secrets a test can hold: the recovery key the first boot showed, as
+    // text and as its 32 raw bytes (the key the vault key is wrapped to).
+    let console = std::fs::read_to_string(dir.join("console-1.log")).unwrap_or_default();
+    let shown = console
+        .split_whitespace()
+        .find(|w| w.len() == 71 && w.split('-').count() == 8)
+        .expect("the recovery key on the first boot's console")
+        .to_string();
+    let key = modhex(&shown);
 
     let g = guid(&mut m);
     m.ok("echo log-data > /persist/newlog/before && echo secret > /persist/config/before && sync")
@@ -451,16 +457,30 @@ fn four_blank_disks_become_one_encrypted_pool_that_survives_reboot_and_foreign_d
         ext4_before,
         "the ext4 disk was modified"
     );
-    // The raw key is nowhere on any disk image, boot disk included.
+    // The recovery key is nowhere on any disk image, boot disk included, as text or raw.
     let mut files: Vec<std::path::PathBuf> = (0..8).map(|i| m.disk_file(i).to_path_buf()).collect();
     files.push(m.dir.join("boot.qcow2"));
     for f in files {
-        assert!(
-            !contains(&f, &key),
-            "raw vault key found in {}",
-            f.display()
-        );
+        for needle in [&key[..], shown.as_bytes()] {
+            assert!(
+                !contains(&f, needle),
+                "the recovery key found in {}",
+                f.display()
+            );
+        }
     }
+}
+
+/// The 32 bytes a recovery key shown in modhex (8 dash-separated groups) stands for.
+fn modhex(shown: &str) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"cbdefghijklnrtuv";
+    let nib = |c: u8| ALPHABET.iter().position(|&a| a == c).unwrap() as u8;
+    let chars: Vec<u8> = shown.bytes().filter(|&b| b != b'-').collect();
+    assert_eq!(chars.len(), 64, "{shown}");
+    chars
+        .chunks(2)
+        .map(|p| nib(p[0]) << 4 | nib(p[1]))
+        .collect()
 }
 
 /// Streams `path` looking for `needle` (also across chunk boundaries).

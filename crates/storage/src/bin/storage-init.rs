@@ -4,7 +4,7 @@ use clap::{Parser, Subcommand};
 use platform::Roots;
 use std::process::ExitCode;
 use storage::bringup::{self, log};
-use storage::host::{Host, RealHost};
+use storage::host::RealHost;
 use storage::{config, init, plan};
 
 #[derive(Parser)]
@@ -24,14 +24,6 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Recovery/escrow: unseal the vault key with this box's TPM into FILE, which must be on a
-    /// memory filesystem (tmpfs/ramfs) so the raw key never reaches a disk.
-    UnsealKey {
-        #[arg(long)]
-        out: std::path::PathBuf,
-        #[arg(long, default_value = "persist")]
-        pool: String,
-    },
     /// Bring storage up (the onboot step).
     Run {
         /// Observe and print the plan and dataset diff only.
@@ -45,69 +37,6 @@ fn report(e: &dyn std::error::Error) -> ExitCode {
     ExitCode::FAILURE
 }
 
-/// True when `dir` is on tmpfs or ramfs.
-fn in_memory(dir: &std::path::Path) -> bool {
-    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else {
-        return false;
-    };
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: statfs writes into the zeroed struct we own; the path is a valid C string.
-    let r = unsafe { libc::statfs(c.as_ptr(), &mut st) };
-    r == 0 && (st.f_type == 0x0102_1994 || st.f_type as u64 == 0x8584_58f6)
-}
-
-fn unseal_key(out: &std::path::Path, pool: &str) -> ExitCode {
-    let parent = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
-    if !in_memory(parent) {
-        eprintln!(
-            "storage-init: {}: not on tmpfs or ramfs; refusing to write a raw key there",
-            parent.display()
-        );
-        return ExitCode::from(2);
-    }
-    let vault = format!("{pool}/vault");
-    let mut host = RealHost::new(Roots::host());
-    let args = [
-        "get",
-        "-H",
-        "-o",
-        "value",
-        storage::tpm::SEALED_PROPERTY,
-        &vault,
-    ]
-    .map(String::from);
-    let blob = match host.zfs(&args, None) {
-        Ok(b) => b,
-        Err(e) => return report(&e),
-    };
-    match host.tpm_unseal(&blob) {
-        Ok(key) => {
-            use std::os::unix::fs::OpenOptionsExt;
-            let w = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(out)
-                .and_then(|mut f| std::io::Write::write_all(&mut f, &key));
-            match w {
-                Ok(()) => {
-                    log(format!("{vault}: key written to {}", out.display()));
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("storage-init: {}: {e}", out.display());
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        Err(e) => report(&e),
-    }
-}
-
 /// The commands that observe storage first.
 enum Action {
     Plan { json: bool },
@@ -117,7 +46,6 @@ enum Action {
 fn main() -> ExitCode {
     platform::log::set_name("storage-init");
     let action = match Cli::parse().cmd {
-        Cmd::UnsealKey { out, pool } => return unseal_key(&out, &pool),
         Cmd::Plan { json } => Action::Plan { json },
         Cmd::Run { dry_run } => Action::Run { dry_run },
     };

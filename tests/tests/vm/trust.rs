@@ -1,0 +1,281 @@
+//! VM tests for what the disk may not decide (issue 27): one box under Secure Boot, attacked in
+//! turn the way someone holding it would, with the TPM and the operator's recovery key as the
+//! only authorities. A process after the unlock phase cannot unseal; a CONFIG policy cannot unbind
+//! PCR 7; a deleted recovery property is an alert, never a new key, and a new recovery key rotates
+//! the vault key so old seals and old recovery keys open nothing; a vault put in place of the
+//! box's own (unencrypted, or encrypted with a seal anyone could make) is refused and nothing is
+//! written into it. Every dataset's GUID and the vault's content are the same at the end.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic with context on failure
+
+use eve_vmtest::{image_path, test_dir, DiskKind, DiskSpec, Machine, MachineSpec};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::time::Duration;
+
+const SEALED: &str = "org.lfedge.eve:sealed-key";
+const RECOVERY: &str = "org.lfedge.eve:recovery";
+
+fn keystatus(m: &mut Machine, ds: &str) -> String {
+    m.ok(&format!("zfs get -H -o value keystatus {ds}"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+fn prop(m: &mut Machine, p: &str, ds: &str) -> String {
+    m.ok(&format!("zfs get -H -o value {p} {ds}"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+fn datasets(m: &mut Machine) -> String {
+    m.ok("zfs list -H -o name,guid -t all -r persist").unwrap()
+}
+
+/// The recovery key from the banner storage-init writes on the console, if this boot showed one.
+fn recovery_key(console: &str) -> Option<String> {
+    let at = console.find("VAULT RECOVERY KEY")?;
+    console[at..]
+        .split_whitespace()
+        .find(|w| {
+            w.len() == 71
+                && w.split('-').count() == 8
+                && w.bytes()
+                    .all(|b| b == b'-' || b"cbdefghijklnrtuv".contains(&b))
+        })
+        .map(String::from)
+}
+
+fn recover(m: &mut Machine, rk: &str) -> eve_vmtest::Output {
+    m.exec_argv(
+        &["/usr/bin/storagectl", "vault", "recover"],
+        format!("{rk}\n").as_bytes(),
+        Duration::from_secs(120),
+    )
+    .unwrap()
+}
+
+fn alerts(m: &mut Machine) -> String {
+    let h: Value = serde_json::from_str(&m.ok("storagectl health --json").unwrap()).unwrap();
+    h["alerts"].to_string()
+}
+
+/// The attacker's TPM tool, stripped, in the guest at /run/probe.
+fn copy_probe(m: &mut Machine, dir: &std::path::Path) {
+    let out = dir.join("eve-tpm-probe");
+    let st = std::process::Command::new("strip")
+        .arg("-o")
+        .arg(&out)
+        .arg(PathBuf::from(env!("CARGO_BIN_EXE_eve-tpm-probe")))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    m.copy_in(&out, "/run/probe").unwrap();
+    m.ok("chmod 755 /run/probe").unwrap();
+}
+
+#[test]
+fn what_is_on_the_disk_cannot_undo_what_the_tpm_and_the_operator_decided() {
+    let dir = test_dir("trust");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut spec = MachineSpec::new("trust", &image_path());
+    spec.disks = vec![DiskSpec::blank(DiskKind::Nvme, 2048, "DATA1")];
+    spec.secure_boot = true;
+    let mut m = Machine::create(spec, &dir.join("vm")).unwrap();
+
+    // First boot under Secure Boot: the vault is made, its key sealed to PCR 7 (and the phase
+    // PCR) for this vault only, the recovery key shown once.
+    m.boot().unwrap();
+    let rk1 = recovery_key(&m.console()).expect("a recovery key on the first boot's console");
+    assert_eq!(keystatus(&mut m, "persist/vault"), "available");
+    m.ok("echo vault-content > /persist/config/marker && sync")
+        .unwrap();
+    let st: Value = serde_json::from_str(&m.ok("storagectl status --json").unwrap()).unwrap();
+    assert_eq!(st["boot"]["pcrs"], serde_json::json!([7]), "{st:#}");
+    let before = datasets(&mut m);
+
+    // Attack 1: a process after the unlock phase (anything but storage-init) cannot unseal the
+    // vault key, even with the box's own seal in hand, and the phase PCR says so.
+    copy_probe(&mut m, &dir);
+    m.ok(&format!(
+        "zfs get -H -o value {SEALED} persist/vault > /run/blob"
+    ))
+    .unwrap();
+    let out = m.sh("/run/probe unseal /run/blob").unwrap();
+    assert_ne!(out.status, 0, "unsealed after the unlock phase: {out:?}");
+    assert!(out.stderr.contains("refused to unseal"), "{out:?}");
+    let pcr11 = m.ok("cat /sys/class/tpm/tpm0/pcr-sha256/11").unwrap();
+    assert!(pcr11.trim().chars().any(|c| c != '0'), "PCR 11: {pcr11}");
+    assert!(m.console().contains("unlock phase over"));
+
+    // Attack 2: a CONFIG policy that unbinds PCR 7 is ignored: the vault still unlocks, and the
+    // re-seal a new recovery key makes is still bound to PCR 7.
+    let policy = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../rootfs/etc/storage.toml"),
+    )
+    .unwrap()
+    .replace(
+        "without_tpm = \"require\"",
+        "without_tpm = \"allow-unencrypted\"\nbind_secure_boot = false\npcrs = []",
+    );
+    m.ok("mount -o remount,rw /config").unwrap();
+    m.write_file("/config/storage.toml", policy.as_bytes(), 0o644)
+        .unwrap();
+    m.ok("sync").unwrap();
+    m.reboot().unwrap();
+    let console = m.console();
+    assert!(
+        console.contains("[encryption] (without_tpm = AllowUnencrypted, pcrs = [], bind_secure_boot = false) ignored"),
+        "{console}"
+    );
+    assert_eq!(keystatus(&mut m, "persist/vault"), "available");
+    let sealed1 = prop(&mut m, SEALED, "persist/vault");
+    let recovery1 = prop(&mut m, RECOVERY, "persist/vault");
+    assert!(sealed1.starts_with("v2:7,11:"), "{sealed1}");
+
+    // Attack 3: the recovery property deleted (user properties need no key). The next boot makes
+    // no new key: no banner, a tamper alert, the vault unlocked as before.
+    m.ok(&format!("zfs inherit {RECOVERY} persist/vault"))
+        .unwrap();
+    m.reboot().unwrap();
+    let console = m.console();
+    assert!(
+        recovery_key(&console).is_none(),
+        "a new recovery key was shown"
+    );
+    assert!(console.contains("TAMPER ALERT: persist/vault"), "{console}");
+    assert_eq!(prop(&mut m, RECOVERY, "persist/vault"), "-");
+    assert_eq!(keystatus(&mut m, "persist/vault"), "available");
+    let a = alerts(&mut m);
+    assert!(a.contains("vault:persist:recovery"), "{a}");
+    // The operator makes a new one: the vault key rotates, and the seal is still bound to PCR 7
+    // (CONFIG's policy is still there).
+    let out = m
+        .exec_argv(
+            &["/usr/bin/storagectl", "vault", "recovery-key"],
+            &[],
+            Duration::from_secs(120),
+        )
+        .unwrap();
+    assert_eq!(out.status, 0, "{out:?}");
+    let rk2 = out.stdout.trim().to_string();
+    assert_eq!(rk2.len(), 71, "{out:?}");
+    let sealed2 = prop(&mut m, SEALED, "persist/vault");
+    let recovery2 = prop(&mut m, RECOVERY, "persist/vault");
+    assert!(
+        sealed2.starts_with("v2:7,11:") && sealed2 != sealed1,
+        "{sealed2}"
+    );
+    assert!(recovery2.starts_with("r2:"));
+    assert_eq!(
+        prop(&mut m, "org.lfedge.eve:sealed-key-next", "persist/vault"),
+        "-"
+    );
+    // The old seal and the old recovery property put back (as `zpool history` keeps them): the
+    // next boot unseals the old key, which no longer opens the vault: locked, nothing changed.
+    m.ok(&format!(
+        "zfs set {SEALED}={sealed1} {RECOVERY}={recovery1} persist/vault"
+    ))
+    .unwrap();
+    m.ok("mount -o remount,rw /config && rm /config/storage.toml && mount -o remount,ro /config")
+        .unwrap();
+    m.reboot().unwrap();
+    assert_eq!(keystatus(&mut m, "persist/vault"), "unavailable");
+    assert!(m.console().contains("does not open persist/vault"));
+    assert!(m.sh("cat /persist/config/marker").unwrap().status != 0);
+    // The old recovery key opens its old wrap, whose key the vault no longer takes.
+    let out = recover(&mut m, &rk1);
+    assert_eq!(out.status, 1, "{out:?}");
+    assert!(out.stderr.contains("does not open this vault"), "{out:?}");
+    assert_eq!(keystatus(&mut m, "persist/vault"), "unavailable");
+    // The operator's current key, with the current wrap back in place, unlocks.
+    m.ok(&format!(
+        "zfs set {SEALED}={sealed2} {RECOVERY}={recovery2} persist/vault"
+    ))
+    .unwrap();
+    let out = recover(&mut m, &rk2);
+    assert_eq!(out.status, 0, "{out:?}");
+    assert!(out.stdout.contains("PCR 7"), "{out:?}");
+    assert_eq!(
+        m.ok("cat /persist/config/marker").unwrap(),
+        "vault-content\n"
+    );
+
+    // Attack 4a: an unencrypted dataset in the vault's place, with a child where the vault's
+    // config dataset mounts. Refused: nothing of it is mounted or written, nothing is made in it.
+    m.ok("zfs rename -u persist/vault persist/stash").unwrap();
+    m.ok("zfs create -u -o mountpoint=/persist/vault persist/vault && zfs create -u -o mountpoint=/persist/config persist/vault/config && zpool sync persist")
+        .unwrap();
+    let fake = m.ok("zfs list -H -o name,guid -r persist/vault").unwrap();
+    m.power_cut().unwrap();
+    m.boot().unwrap();
+    let console = m.console();
+    assert!(
+        console.contains("VAULT REFUSED: persist/vault: persist/vault is not encrypted"),
+        "{console}"
+    );
+    assert_eq!(
+        m.ok("zfs get -H -o value mounted persist/vault persist/vault/config")
+            .unwrap(),
+        "no\nno\n"
+    );
+    assert_eq!(
+        m.ok("zfs list -H -o name,guid -r persist/vault").unwrap(),
+        fake,
+        "nothing made under it"
+    );
+    let a = alerts(&mut m);
+    assert!(a.contains("vault:persist:locked"), "{a}");
+
+    // Attack 4b: an encrypted dataset whose key the attacker knows, sealed for its GUID on this
+    // TPM under the parent anyone can use; and the same seal claiming the box's PCR 7 gate.
+    // Neither opens: the first is not trusted, the second cannot be loaded.
+    m.ok("zfs destroy -r persist/vault").unwrap();
+    m.ok("head -c 32 /dev/urandom > /run/k && zfs create -u -o encryption=aes-256-gcm -o keyformat=raw -o keylocation=file:///run/k -o mountpoint=/persist/vault persist/vault && zfs set keylocation=prompt persist/vault")
+        .unwrap();
+    let guid = prop(&mut m, "guid", "persist/vault");
+    copy_probe(&mut m, &dir);
+    let out = m
+        .sh(&format!("/run/probe seal-ungated /run/k {guid}"))
+        .unwrap();
+    assert_eq!(out.status, 0, "{out:?}");
+    let forged = out.stdout.trim().to_string();
+    let f: Vec<&str> = forged.split(':').collect();
+    let real: Vec<&str> = sealed2.split(':').collect();
+    let claimed = format!("v2:7,11:{}:{}:{}", real[2], f[3], f[4]);
+    m.ok(&format!(
+        "zfs set {SEALED}={forged} org.lfedge.eve:sealed-key-next={claimed} persist/vault && zpool sync persist"
+    ))
+    .unwrap();
+    let fake = m.ok("zfs list -H -o name,guid -r persist/vault").unwrap();
+    m.power_cut().unwrap();
+    m.boot().unwrap();
+    assert_eq!(keystatus(&mut m, "persist/vault"), "unavailable");
+    let console = m.console();
+    assert!(console.contains("VAULT LOCKED: persist/vault"), "{console}");
+    assert_eq!(
+        m.ok("zfs list -H -o name,guid -r persist/vault").unwrap(),
+        fake
+    );
+    assert_eq!(prop(&mut m, "mounted", "persist/vault"), "no");
+
+    // Put back: the box's own vault unlocks by itself with the seal `storagectl vault recover`
+    // made after the unlock phase, with every dataset and the content as they were.
+    m.ok("zfs destroy -r persist/vault && zfs rename -u persist/stash persist/vault && zpool sync persist")
+        .unwrap();
+    m.power_cut().unwrap();
+    m.boot().unwrap();
+    assert_eq!(keystatus(&mut m, "persist/vault"), "available");
+    assert_eq!(
+        m.ok("cat /persist/config/marker").unwrap(),
+        "vault-content\n"
+    );
+    assert_eq!(
+        datasets(&mut m),
+        before,
+        "every dataset's guid is unchanged"
+    );
+    m.poweroff().unwrap();
+}
