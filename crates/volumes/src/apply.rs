@@ -7,6 +7,7 @@ use crate::cmd::Tools;
 use crate::error::{Error, Result};
 use crate::hostside;
 use crate::ids;
+use crate::import::ImportDir;
 use crate::plan::ZOp;
 use crate::reconcile::{log, Env, Plan};
 use crate::spec::{Format, Volume};
@@ -15,7 +16,6 @@ use ktarget::lio;
 use ktarget::nvmet;
 use platform::Roots;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 use std::time::Duration;
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -63,7 +63,7 @@ fn finish_copied(t: &dyn Tools, stage: &str, v: &Volume) -> Result<()> {
 /// ready marker) and renames it into place, so a final name always means a complete volume. The
 /// parent exists (see [`apply`]).
 fn fill(
-    (t, roots, state): (&dyn Tools, &Roots, &Path),
+    (t, roots, imports): (&dyn Tools, &Roots, &ImportDir),
     v: &Volume,
     ds: &str,
     origin: Option<&str>,
@@ -77,11 +77,10 @@ fn fill(
     }
     // The pass refused unsafe sources before planning (`refuse_bad_sources`); import and receive
     // check again on the file they open, and a failure destroys what was made.
-    let also = [state];
     match &v.source {
         Some(src) if src.format == Format::ZfsStream => {
             log(format!("receiving {} into {stage}", src.path.display()));
-            zvol::receive(t, src, &stage, &also)?;
+            zvol::receive(t, src, &stage, imports)?;
             finish_copied(t, &stage, v)?;
         }
         Some(src) => {
@@ -89,7 +88,7 @@ fn fill(
             let filled =
                 zvol::wait_dev(t, roots, &stage, Duration::from_secs(60)).and_then(|dev| {
                     log(format!("importing {} onto {stage}", src.path.display()));
-                    zvol::import_image(t, src, &dev, v.size, &also)
+                    zvol::import_image(t, src, &dev, v.size, imports)
                 });
             if let Err(e) = filled.and_then(|_| zvol::mark_ready(t, &stage)) {
                 // Nothing half-imported stays behind.
@@ -115,6 +114,12 @@ fn origin_of(pool: &str, v: &Volume, spool: &BTreeMap<String, Volume>) -> Result
             v.name, o.volume
         ))
     })?;
+    if ov.vm != v.vm {
+        return Err(Error::Refused(format!(
+            "{}: a clone of `{}@{}` would give VM `{}` the data of VM `{}`; a clone's origin is a snapshot of the same VM's volume",
+            v.name, o.volume, o.snapshot, v.vm, ov.vm
+        )));
+    }
     if ov.encrypted != v.encrypted || ov.volblocksize != v.volblocksize {
         return Err(Error::Refused(format!(
             "{}: a clone of `{}@{}` has its origin's encryption ({}) and volblocksize ({}); the spec asks for {} and {}",
@@ -133,7 +138,7 @@ fn origin_of(pool: &str, v: &Volume, spool: &BTreeMap<String, Volume>) -> Result
 /// One zvol step; the removals (destroy, discard) must all be done before the builds start, as
 /// a discarded staging zvol may have the name a build is about to use.
 fn zvol_step(
-    (t, roots, pool, state): (&dyn Tools, &Roots, &str, &Path),
+    (t, roots, pool, imports): (&dyn Tools, &Roots, &str, &ImportDir),
     z: &ZOp,
     spool: &BTreeMap<String, Volume>,
 ) -> Result<()> {
@@ -143,13 +148,18 @@ fn zvol_step(
         ZOp::Recreate { name, dataset } => {
             let origin = origin_of(pool, &spool[name], spool)?;
             zvol::destroy(t, dataset)?;
-            fill((t, roots, state), &spool[name], dataset, origin.as_deref())
+            fill(
+                (t, roots, imports),
+                &spool[name],
+                dataset,
+                origin.as_deref(),
+            )
         }
         ZOp::Create { name } => {
             let v = &spool[name];
             let origin = origin_of(pool, v, spool)?;
             fill(
-                (t, roots, state),
+                (t, roots, imports),
                 v,
                 &zvol::dataset(pool, v),
                 origin.as_deref(),
@@ -214,12 +224,8 @@ fn run_zvol_group(
     spool: &BTreeMap<String, Volume>,
     r: &mut Report,
 ) -> Result<()> {
-    let ctx = (
-        env.tools,
-        &env.roots,
-        env.cfg.pool.as_str(),
-        env.cfg.state.as_path(),
-    );
+    let imports = env.cfg.imports();
+    let ctx = (env.tools, &env.roots, env.cfg.pool.as_str(), &imports);
     let results = crate::parallel::each(group, env.cfg.zfs_workers, |z| {
         let res = zvol_step(ctx, z, spool);
         if res.is_ok() {
@@ -402,4 +408,46 @@ pub fn exports_without(p: &Plan, missing: &BTreeSet<String>) -> Exports {
         }
     }
     e
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::RawSpec;
+
+    fn vol(name: &str, vm: &str, extra: &str) -> Volume {
+        RawSpec::parse(
+            "t.toml",
+            &format!("name=\"{name}\"\nsize=\"1G\"\nvm=\"{vm}\"\ntransport=\"nvme-loop\"\n{extra}"),
+        )
+        .unwrap()
+        .validate("t.toml")
+        .unwrap()
+    }
+
+    #[test]
+    fn a_clone_s_origin_is_a_snapshot_of_the_same_vm_s_volume() {
+        let mut spool = BTreeMap::new();
+        spool.insert("web".to_string(), vol("web", "vm1", ""));
+        let same = vol(
+            "web2",
+            "vm1",
+            "origin = \"web@s1\"\nprovisioning = \"thin\"",
+        );
+        assert_eq!(
+            origin_of("persist", &same, &spool).unwrap().as_deref(),
+            Some("persist/vault/volumes/web@s1")
+        );
+        let other = vol(
+            "steal",
+            "vm2",
+            "origin = \"web@s1\"\nprovisioning = \"thin\"",
+        );
+        let e = origin_of("persist", &other, &spool)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("VM `vm2`") && e.contains("VM `vm1`"), "{e}");
+        let none = vol("x", "vm1", "origin = \"gone@s1\"\nprovisioning = \"thin\"");
+        assert!(origin_of("persist", &none, &spool).is_err());
+    }
 }

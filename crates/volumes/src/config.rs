@@ -18,6 +18,8 @@ pub struct Config {
     pub spool: PathBuf,
     /// Persisted identities and CHAP secrets, on the encrypted vault.
     pub state: PathBuf,
+    /// The one directory volume sources (images, streams) are imported from, on the pool.
+    pub import_dir: PathBuf,
     /// New volumes are refused while the pool's free space is under this (bytes or `%` of pool).
     pub free_floor: String,
     pub nvme_tcp: TcpConfig,
@@ -54,6 +56,7 @@ impl Default for Config {
             pool: "persist".into(),
             spool: "/persist/config/volumes/specs".into(),
             state: "/persist/config/volumes/state".into(),
+            import_dir: "/persist/import".into(),
             free_floor: "10%".into(),
             nvme_tcp: TcpConfig::default(),
             loop_port: 1,
@@ -65,6 +68,11 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Where imports come from: [`Config::import_dir`], on the pool.
+    pub fn imports(&self) -> crate::import::ImportDir {
+        crate::import::ImportDir::on_pool(&self.import_dir)
+    }
+
     /// The file when it exists, the defaults when it does not.
     pub fn load(path: &Path) -> Result<Config> {
         let text = match std::fs::read_to_string(path) {

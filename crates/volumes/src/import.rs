@@ -1,8 +1,9 @@
 //! Initial content from outside the box (a VM image or a `zfs send` stream) is hostile until
 //! checked: it may name a backing file, an external data file or extents anywhere on the host, or
-//! be a device, a FIFO or a kernel file. Each source is opened once, checked on the open file,
-//! and then read by the tools through that same open file (`/proc/<pid>/fd/<n>`), so what was
-//! checked is what is read.
+//! be a device, a FIFO or a kernel file. Sources come from one place only, the import directory
+//! on the pool: each is opened beneath it with `openat2` (no symlink, no magic link, no other
+//! mount on the way), checked on the open file, and then read by the tools through that same
+//! open file (`/proc/<pid>/fd/<n>`), so what was checked is what is read.
 
 use crate::error::{Error, Result};
 use crate::spec::{Format, Source};
@@ -70,27 +71,113 @@ pub fn kind_of(ft: &std::fs::FileType) -> Option<&'static str> {
     }
 }
 
-/// Resolves symlinks, refuses kernel and box paths (and `also`, e.g. the volume state with its
-/// secrets), opens the file and checks on the open file that it is a regular file.
-pub fn open(src: &Source, also: &[&Path]) -> Result<Opened> {
+/// `statfs`'s `f_type` of ZFS.
+pub const ZFS_SUPER_MAGIC: i64 = 0x2fc1_2fc1;
+
+/// Where imports come from: one directory, on a filesystem of one type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportDir {
+    pub dir: PathBuf,
+    /// The filesystem the directory must be on (`statfs` `f_type`); `None` in unit tests.
+    pub fs_type: Option<i64>,
+}
+
+impl ImportDir {
+    /// The box's: `dir` on the pool (ZFS).
+    pub fn on_pool(dir: &Path) -> ImportDir {
+        ImportDir {
+            dir: dir.into(),
+            fs_type: Some(ZFS_SUPER_MAGIC),
+        }
+    }
+}
+
+/// Pure: `path` as a name beneath `dir`: a relative name, or an absolute path under `dir`. No
+/// `..` component: `openat2` would refuse it too, but the error reads better here.
+pub fn beneath(path: &Path, dir: &Path) -> std::result::Result<PathBuf, String> {
+    let rel = if path.is_absolute() {
+        path.strip_prefix(dir)
+            .map_err(|_| {
+                format!(
+                    "imports come from {} only: put the file there",
+                    dir.display()
+                )
+            })?
+            .to_path_buf()
+    } else {
+        path.to_path_buf()
+    };
+    use std::path::Component;
+    if rel.as_os_str().is_empty() || rel.components().any(|c| !matches!(c, Component::Normal(_))) {
+        return Err(format!(
+            "`{}` is not a file name beneath {}",
+            path.display(),
+            dir.display()
+        ));
+    }
+    Ok(rel)
+}
+
+/// Opens `src` beneath the import directory, without following any symlink or leaving its
+/// filesystem, and checks on the open file that it is a regular file.
+pub fn open(src: &Source, from: &ImportDir) -> Result<Opened> {
+    use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
     let p = &src.path;
-    let real =
-        std::fs::canonicalize(p).map_err(|e| refuse(p, format!("cannot be resolved: {e}")))?;
-    let also: Vec<PathBuf> = also
-        .iter()
-        .map(|a| std::fs::canonicalize(a).unwrap_or_else(|_| a.to_path_buf()))
-        .collect();
-    let also_refs: Vec<&Path> = also.iter().map(PathBuf::as_path).collect();
-    if let Some(why) = denied(&real, &also_refs) {
+    if let Some(why) = denied(p, &[]) {
         return Err(refuse(p, why));
     }
-    use std::os::unix::fs::OpenOptionsExt;
+    let rel = beneath(p, &from.dir).map_err(|m| refuse(p, m))?;
+    let dir = nix::fcntl::open(
+        &from.dir,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| {
+        refuse(
+            p,
+            format!(
+                "the import directory {} cannot be opened: {e}",
+                from.dir.display()
+            ),
+        )
+    })?;
+    if let Some(want) = from.fs_type {
+        let got = nix::sys::statfs::fstatfs(&dir)
+            .map(|s| s.filesystem_type().0 as i64)
+            .map_err(|e| refuse(p, format!("{}: statfs: {e}", from.dir.display())))?;
+        if got != want {
+            return Err(refuse(
+                p,
+                format!(
+                    "the import directory {} is not on the pool (filesystem type {got:#x})",
+                    from.dir.display()
+                ),
+            ));
+        }
+    }
     // O_NONBLOCK: opening a FIFO must not hang waiting for a writer; the type is checked next.
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(&real)
-        .map_err(|e| refuse(p, format!("cannot be opened: {e}")))?;
+    let how = OpenHow::new()
+        .flags(OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)
+        .resolve(
+            ResolveFlag::RESOLVE_BENEATH
+                | ResolveFlag::RESOLVE_NO_SYMLINKS
+                | ResolveFlag::RESOLVE_NO_MAGICLINKS
+                | ResolveFlag::RESOLVE_NO_XDEV,
+        );
+    let fd = nix::fcntl::openat2(&dir, &rel, how).map_err(|e| {
+        refuse(
+            p,
+            match e {
+                nix::errno::Errno::ELOOP | nix::errno::Errno::EXDEV => format!(
+                    "leaves {} (through a symlink or another mount); only files in it are imported",
+                    from.dir.display()
+                ),
+                e => format!("cannot be opened beneath {}: {e}", from.dir.display()),
+            },
+        )
+    })?;
+    let file = std::fs::File::from(fd);
+    let real = from.dir.join(&rel);
     let md = file
         .metadata()
         .map_err(|e| refuse(p, format!("cannot be examined: {e}")))?;
@@ -292,9 +379,9 @@ fn read_up_to(f: &mut std::fs::File, n: usize) -> std::io::Result<Vec<u8>> {
 }
 
 /// Opens a stream, checks its BEGIN record and rewinds it for `zfs receive`.
-pub fn open_stream(src: &Source, also: &[&Path]) -> Result<Opened> {
+pub fn open_stream(src: &Source, from: &ImportDir) -> Result<Opened> {
     debug_assert_eq!(src.format, Format::ZfsStream);
-    let mut o = open(src, also)?;
+    let mut o = open(src, from)?;
     let unreadable = |e: std::io::Error| refuse(&src.path, format!("cannot be read: {e}"));
     let head = read_up_to(&mut o.file, 312).map_err(unreadable)?;
     let h = parse_stream_head(&head).map_err(|m| refuse(&src.path, m))?;
@@ -403,39 +490,80 @@ mod tests {
     }
 
     #[test]
-    fn only_regular_files_outside_the_kernel_trees_are_opened() {
+    fn only_regular_files_in_the_import_directory_are_opened() {
         let d = tempfile::tempdir().unwrap();
+        let imports = d.path().join("import");
+        std::fs::create_dir_all(imports.join("sub")).unwrap();
+        let from = ImportDir {
+            dir: imports.clone(),
+            fs_type: None,
+        };
         let src = |p: &Path| Source {
             path: p.into(),
             format: Format::Raw,
         };
-        let f = d.path().join("img.raw");
-        std::fs::write(&f, b"data").unwrap();
-        let o = open(&src(&f), &[]).unwrap();
-        assert!(o.path().starts_with("/proc/"));
-        assert_eq!(std::fs::read(o.path()).unwrap(), b"data");
-        // A symlink is followed and its target checked like any path.
-        let l = d.path().join("link");
-        std::os::unix::fs::symlink("/dev/null", &l).unwrap();
-        let e = open(&src(&l), &[]).unwrap_err().to_string();
-        assert!(e.contains("/dev"), "{e}");
-        let e = open(&src(Path::new("/proc/self/environ")), &[])
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("/proc"), "{e}");
-        let e = open(&src(d.path()), &[]).unwrap_err().to_string();
+        std::fs::write(imports.join("img.raw"), b"data").unwrap();
+        std::fs::write(imports.join("sub/b.raw"), b"sub").unwrap();
+        // By absolute path or by name, in the directory or below it.
+        for p in [imports.join("img.raw"), PathBuf::from("img.raw")] {
+            let o = open(&src(&p), &from).unwrap();
+            assert!(o.path().starts_with("/proc/"));
+            assert_eq!(std::fs::read(o.path()).unwrap(), b"data");
+        }
+        assert_eq!(
+            std::fs::read(open(&src(Path::new("sub/b.raw")), &from).unwrap().path()).unwrap(),
+            b"sub"
+        );
+        // Anything elsewhere on the box, however named: the box's own files, the kernel's, a
+        // secret next to the import directory.
+        std::fs::write(d.path().join("secret.key"), b"secret").unwrap();
+        for (p, why) in [
+            (d.path().join("secret.key"), "come from"),
+            (PathBuf::from("/proc/self/environ"), "/proc"),
+            (PathBuf::from("/dev/null"), "/dev"),
+            (PathBuf::from("../secret.key"), "not a file name"),
+            (imports.join("sub/../../secret.key"), "not a file name"),
+            (PathBuf::from(""), "not a file name"),
+        ] {
+            let e = open(&src(&p), &from).unwrap_err().to_string();
+            assert!(e.contains(why), "{}: {e}", p.display());
+        }
+        // A symlink in the directory, to a file outside it or inside it, or a symlinked
+        // directory on the way: never followed.
+        std::os::unix::fs::symlink(d.path().join("secret.key"), imports.join("out")).unwrap();
+        std::os::unix::fs::symlink("img.raw", imports.join("in")).unwrap();
+        std::os::unix::fs::symlink(d.path(), imports.join("up")).unwrap();
+        for name in ["out", "in", "up/secret.key"] {
+            let e = open(&src(Path::new(name)), &from).unwrap_err().to_string();
+            assert!(e.contains("symlink"), "{name}: {e}");
+        }
+        // Not a regular file.
+        let e = open(&src(Path::new("sub")), &from).unwrap_err().to_string();
         assert!(e.contains("directory"), "{e}");
-        let fifo = d.path().join("fifo");
-        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-        let e = open(&src(&fifo), &[]).unwrap_err().to_string();
-        assert!(e.contains("FIFO"), "{e}");
-        let state = d.path().join("state");
-        std::fs::create_dir_all(&state).unwrap();
-        std::fs::write(state.join("k.json"), b"secret").unwrap();
-        let e = open(&src(&state.join("k.json")), &[&state])
+        nix::unistd::mkfifo(
+            &imports.join("fifo"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        let e = open(&src(Path::new("fifo")), &from)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("never imported"), "{e}");
-        assert!(open(&src(&d.path().join("missing")), &[]).is_err());
+        assert!(e.contains("FIFO"), "{e}");
+        assert!(open(&src(Path::new("missing")), &from).is_err());
+        // The directory on another filesystem than the pool: refused.
+        let wrong = ImportDir {
+            fs_type: Some(ZFS_SUPER_MAGIC),
+            ..from.clone()
+        };
+        let fs = nix::sys::statfs::statfs(&imports)
+            .unwrap()
+            .filesystem_type()
+            .0 as i64;
+        if fs != ZFS_SUPER_MAGIC {
+            let e = open(&src(Path::new("img.raw")), &wrong)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("not on the pool"), "{e}");
+        }
     }
 }

@@ -83,7 +83,7 @@ pub fn create(env: &Env, raw: &RawSpec, label: &str) -> Result<Shown> {
     let v = raw.validate(label)?;
     check_transport(env, v.transport)?;
     if let Some(src) = &v.source {
-        zvol::check_source(env.tools, src, v.size, &[env.cfg.state.as_path()])?;
+        zvol::check_source(env.tools, src, v.size, &env.cfg.imports())?;
     }
     let _lock = locked(env)?;
     env.ensure_spool()?;
@@ -710,8 +710,11 @@ pub fn clone(
     raw.source = None;
     raw.snapshots = Vec::new();
     raw.provisioning = "thin".into();
-    if let Some(vm) = vm {
-        raw.vm = vm.into();
+    if let Some(vm) = vm.filter(|vm| *vm != ov.vm) {
+        return Err(Error::Refused(format!(
+            "--vm {vm}: `{ovol}` belongs to VM `{}`; a clone stays with its origin's VM (copy the data in through an import instead)",
+            ov.vm
+        )));
     }
     if let Some(t) = transport {
         raw.transport = t;

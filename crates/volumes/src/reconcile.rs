@@ -670,7 +670,7 @@ pub(crate) fn refuse_bad_sources(env: &Env, spool: &mut Spool, zvols: &[Zvol]) {
         })
         .filter_map(|(name, v)| {
             let src = v.source.as_ref()?;
-            let e = zvol::check_source(env.tools, src, v.size, &[env.cfg.state.as_path()]).err()?;
+            let e = zvol::check_source(env.tools, src, v.size, &env.cfg.imports()).err()?;
             Some((
                 name.clone(),
                 SpecError {

@@ -373,10 +373,14 @@ pub fn wait_devs(t: &dyn Tools, roots: &Roots, dss: &[String], timeout: Duration
 }
 
 /// Opens and checks an image source (see [`crate::import`]); returns it with its virtual size.
-/// `also` names directories that are never read (the volume state with its secrets).
-pub fn check_image(t: &dyn Tools, src: &Source, also: &[&Path]) -> Result<(import::Opened, u64)> {
+/// Only files in the import directory `from` are opened.
+pub fn check_image(
+    t: &dyn Tools,
+    src: &Source,
+    from: &import::ImportDir,
+) -> Result<(import::Opened, u64)> {
     let fmt = src.format.qemu_name().unwrap_or("raw");
-    let o = import::open(src, also)?;
+    let o = import::open(src, from)?;
     let own = o.path();
     let out = t
         .run(
@@ -397,11 +401,16 @@ pub fn check_image(t: &dyn Tools, src: &Source, also: &[&Path]) -> Result<(impor
 
 /// Checks a source before anything is created for it: an image's checks and size, or a
 /// stream's first record.
-pub fn check_source(t: &dyn Tools, src: &Source, volsize: u64, also: &[&Path]) -> Result<()> {
+pub fn check_source(
+    t: &dyn Tools,
+    src: &Source,
+    volsize: u64,
+    from: &import::ImportDir,
+) -> Result<()> {
     if src.format == Format::ZfsStream {
-        return import::open_stream(src, also).map(|_| ());
+        return import::open_stream(src, from).map(|_| ());
     }
-    let (_, size) = check_image(t, src, also)?;
+    let (_, size) = check_image(t, src, from)?;
     if size > volsize {
         return Err(Error::Import {
             path: src.path.clone(),
@@ -418,10 +427,10 @@ pub fn import_image(
     src: &Source,
     dev: &Path,
     volsize: u64,
-    also: &[&Path],
+    from: &import::ImportDir,
 ) -> Result<()> {
     let fmt = src.format.qemu_name().unwrap_or("raw");
-    let (o, size) = check_image(t, src, also)?;
+    let (o, size) = check_image(t, src, from)?;
     if size > volsize {
         return Err(Error::Import {
             path: src.path.clone(),
@@ -449,8 +458,8 @@ pub const RECEIVE_EXCLUDED: &[&str] = &["volmode", "snapdev", PROP_VOLUME, PROP_
 
 /// Receives a checked `zfs send` stream of one volume as the dataset `ds`, unmounted and with
 /// none of [`RECEIVE_EXCLUDED`] taken from it. Whatever a failed receive leaves is destroyed.
-pub fn receive(t: &dyn Tools, src: &Source, ds: &str, also: &[&Path]) -> Result<()> {
-    let o = import::open_stream(src, also)?;
+pub fn receive(t: &dyn Tools, src: &Source, ds: &str, from: &import::ImportDir) -> Result<()> {
+    let o = import::open_stream(src, from)?;
     let mut args = zfs_args(&["receive", "-u"]);
     for p in RECEIVE_EXCLUDED {
         args.extend(["-x".into(), (*p).into()]);

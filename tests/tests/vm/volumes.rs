@@ -558,6 +558,29 @@ fn snapshots_roll_back_and_clone_through_the_export_and_schedules_prune_across_a
         "{o:?}"
     );
 
+    // Another VM may not be handed web's data through a clone, from the CLI or a spec.
+    let o = m
+        .sh("storagectl volume clone steal --from web@s1 --vm vm9 --transport nvme-loop")
+        .unwrap();
+    assert!(
+        o.status == 1 && o.stderr.contains("a clone stays with its origin's VM"),
+        "{o:?}"
+    );
+    m.write_file(
+        "/persist/config/volumes/specs/steal.toml",
+        b"name = \"steal\"\nsize = \"64M\"\nvm = \"vm9\"\ntransport = \"nvme-loop\"\norigin = \"web@s1\"\nprovisioning = \"thin\"\n",
+        0o600,
+    )
+    .unwrap();
+    let _ = m.sh("storagectl volume reconcile").unwrap();
+    assert_eq!(
+        m.sh("zfs list persist/vault/volumes/steal").unwrap().status,
+        1,
+        "a clone for another VM was made"
+    );
+    m.ok("rm /persist/config/volumes/specs/steal.toml && storagectl volume reconcile")
+        .unwrap();
+
     // A clone of s1 is a volume of its own, with its own identity, and diverges from web.
     let c: Value = serde_json::from_str(
         &m.ok("storagectl volume clone web2 --from web@s1 --transport nvme-loop --json")
@@ -799,17 +822,17 @@ fn vhost_scsi_wiring_and_qcow2_import_carry_the_right_data() {
     m.ok(
         "dd if=/dev/urandom of=/run/src.raw bs=1M count=3 2>/dev/null && \
           dd if=/dev/urandom of=/run/src.raw bs=1M seek=20 count=4 conv=notrunc 2>/dev/null && \
-          qemu-img convert -f raw -O qcow2 /run/src.raw /run/src.qcow2",
+          qemu-img convert -f raw -O qcow2 /run/src.raw /persist/import/src.qcow2",
     )
     .unwrap();
     let o = m
-        .sh("storagectl volume create big --size 8M --vm vm3 --transport nvme-loop --import /run/src.qcow2")
+        .sh("storagectl volume create big --size 8M --vm vm3 --transport nvme-loop --import /persist/import/src.qcow2")
         .unwrap();
     assert!(
-        o.status == 1 && o.stderr.contains("/run/src.qcow2"),
+        o.status == 1 && o.stderr.contains("/persist/import/src.qcow2"),
         "too small: {o:?}"
     );
-    m.ok("storagectl volume create img --size 64M --vm vm3 --transport nvme-loop --import /run/src.qcow2 --format qcow2")
+    m.ok("storagectl volume create img --size 64M --vm vm3 --transport nvme-loop --import /persist/import/src.qcow2 --format qcow2")
         .unwrap();
     let dev = show(&mut m, "img")["host_device"]
         .as_str()
@@ -836,9 +859,9 @@ fn vhost_scsi_wiring_and_qcow2_import_carry_the_right_data() {
     m.ok("qemu-nbd -d /dev/nbd0").unwrap();
 
     // A zfs send stream as initial content.
-    m.ok("zfs snapshot persist/vault/volumes/img@s && zfs send persist/vault/volumes/img@s > /run/img.zstream")
+    m.ok("zfs snapshot persist/vault/volumes/img@s && zfs send persist/vault/volumes/img@s > /persist/import/img.zstream")
         .unwrap();
-    m.ok("storagectl volume create rcv --size 64M --vm vm3 --transport nvme-loop --import /run/img.zstream --format zfs-stream")
+    m.ok("storagectl volume create rcv --size 64M --vm vm3 --transport nvme-loop --import /persist/import/img.zstream --format zfs-stream")
         .unwrap();
     let dev = show(&mut m, "rcv")["host_device"]
         .as_str()
@@ -893,21 +916,49 @@ fn a_locked_vault_costs_no_volume_and_hostile_imports_read_nothing_else() {
         );
     };
     // A qcow2 whose backing file is the host file.
-    m.ok("qemu-img create -q -f qcow2 -b /run/host.txt -F raw /run/evil.qcow2 1M")
+    m.ok("qemu-img create -q -f qcow2 -b /run/host.txt -F raw /persist/import/evil.qcow2 1M")
         .unwrap();
     refused(
         &mut m,
-        "--import /run/evil.qcow2 --format qcow2",
+        "--import /persist/import/evil.qcow2 --format qcow2",
         "backing file",
     );
     // A vmdk whose extent is a host file.
     m.write_file(
-        "/run/evil.vmdk",
+        "/persist/import/evil.vmdk",
         b"# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\nRW 2048 FLAT \"/run/host.txt\" 0\n",
         0o644,
     )
     .unwrap();
-    refused(&mut m, "--import /run/evil.vmdk --format vmdk", "extent");
+    refused(
+        &mut m,
+        "--import /persist/import/evil.vmdk --format vmdk",
+        "extent",
+    );
+    // Imports come from the import directory only: a file elsewhere on the box, named directly
+    // or through a symlink (to it, or to a directory above it) put in the import directory.
+    refused(
+        &mut m,
+        "--import /run/host.txt --format raw",
+        "come from /persist/import only",
+    );
+    m.ok("ln -sf /run/host.txt /persist/import/host.raw && ln -sfn /run /persist/import/up")
+        .unwrap();
+    refused(
+        &mut m,
+        "--import /persist/import/host.raw --format raw",
+        "symlink",
+    );
+    refused(
+        &mut m,
+        "--import /persist/import/up/host.txt --format raw",
+        "symlink",
+    );
+    refused(
+        &mut m,
+        "--import /persist/import/../../run/host.txt --format raw",
+        "not a file name",
+    );
     // A raw import naming a block device, directly and through a symlink.
     let blk = m
         .ok("ls /sys/block | grep -E '^(nvme[0-9]+n[0-9]+|vd[a-z]+|sd[a-z]+)$' | head -1")
@@ -915,35 +966,40 @@ fn a_locked_vault_costs_no_volume_and_hostile_imports_read_nothing_else() {
         .trim()
         .to_string();
     refused(&mut m, &format!("--import /dev/{blk} --format raw"), "/dev");
-    m.ok(&format!("ln -sf /dev/{blk} /run/disk.raw")).unwrap();
-    refused(&mut m, "--import /run/disk.raw --format raw", "/dev");
+    m.ok(&format!("ln -sf /dev/{blk} /persist/import/disk.raw"))
+        .unwrap();
+    refused(
+        &mut m,
+        "--import /persist/import/disk.raw --format raw",
+        "symlink",
+    );
     refused(&mut m, "--import /proc/kcore --format raw", "/proc");
     // A filesystem stream whose mountpoint is a system path, and a compound stream.
     m.ok(
         "zfs create -o canmount=noauto -o mountpoint=/etc persist/evilsrc && \
-          zfs snapshot persist/evilsrc@s && zfs send -p persist/evilsrc@s > /run/fs.zstream && \
+          zfs snapshot persist/evilsrc@s && zfs send -p persist/evilsrc@s > /persist/import/fs.zstream && \
           zfs destroy -r persist/evilsrc",
     )
     .unwrap();
     refused(
         &mut m,
-        "--import /run/fs.zstream --format zfs-stream",
+        "--import /persist/import/fs.zstream --format zfs-stream",
         "filesystem",
     );
-    m.ok("zfs snapshot -r persist/clear/volumes@r && zfs send -R persist/clear/volumes@r > /run/r.zstream && \
+    m.ok("zfs snapshot -r persist/clear/volumes@r && zfs send -R persist/clear/volumes@r > /persist/import/r.zstream && \
           zfs destroy -r persist/clear/volumes@r")
         .unwrap();
     refused(
         &mut m,
-        "--import /run/r.zstream --format zfs-stream",
+        "--import /persist/import/r.zstream --format zfs-stream",
         "compound",
     );
     // A `zfs send -p` stream of one volume is one volume: taken, with the stream's tags and
     // volmode replaced by the new volume's own.
-    m.ok("zfs snapshot persist/clear/volumes/pub@p && zfs send -p persist/clear/volumes/pub@p > /run/p.zstream && \
+    m.ok("zfs snapshot persist/clear/volumes/pub@p && zfs send -p persist/clear/volumes/pub@p > /persist/import/p.zstream && \
           zfs destroy persist/clear/volumes/pub@p")
         .unwrap();
-    m.ok("storagectl volume create pcopy --size 64M --vm vm3 --transport nvme-loop --clear --import /run/p.zstream --format zfs-stream")
+    m.ok("storagectl volume create pcopy --size 64M --vm vm3 --transport nvme-loop --clear --import /persist/import/p.zstream --format zfs-stream")
         .unwrap();
     assert_eq!(
         m.ok("zfs get -H -o value org.lfedge.eve:volume,org.lfedge.eve:vm,volmode persist/clear/volumes/pcopy")
@@ -957,14 +1013,14 @@ fn a_locked_vault_costs_no_volume_and_hostile_imports_read_nothing_else() {
     // The same checks for a spec dropped straight into the spool.
     m.write_file(
         "/persist/config/volumes/specs/evil2.toml",
-        b"name = \"evil2\"\nsize = \"8M\"\nvm = \"vm3\"\ntransport = \"nvme-loop\"\nsource = { path = \"/run/disk.raw\", format = \"raw\" }\n",
+        b"name = \"evil2\"\nsize = \"8M\"\nvm = \"vm3\"\ntransport = \"nvme-loop\"\nsource = { path = \"/persist/import/disk.raw\", format = \"raw\" }\n",
         0o600,
     )
     .unwrap();
     m.ok("storagectl volume reconcile").unwrap();
     let list = m.ok("storagectl volume list").unwrap();
     assert!(
-        list.contains("invalid spec") && list.contains("evil2") && list.contains("/dev"),
+        list.contains("invalid spec") && list.contains("evil2") && list.contains("symlink"),
         "{list}"
     );
     m.ok("rm /persist/config/volumes/specs/evil2.toml").unwrap();
@@ -1020,7 +1076,7 @@ fn a_locked_vault_costs_no_volume_and_hostile_imports_read_nothing_else() {
     }
     let st = m.ok("storagectl status").unwrap();
     assert!(
-        st.contains("persist/vault LOCKED") && st.contains("load-key"),
+        st.contains("persist/vault LOCKED") && st.contains("storagectl vault recover"),
         "{st}"
     );
     // Nothing was written where the spool would be, on the clear dataset.
