@@ -195,7 +195,7 @@ mod tests {
         assert_eq!(v.state, "locked");
         let a = v.advice.unwrap();
         assert!(
-            a.contains("TPM") && a.contains("zfs load-key") && a.contains("kept"),
+            a.contains("TPM") && a.contains("storagectl vault recover") && a.contains("kept"),
             "{a}"
         );
         assert_eq!(

@@ -143,7 +143,7 @@ pub fn open(src: &Source, from: &ImportDir) -> Result<Opened> {
     })?;
     if let Some(want) = from.fs_type {
         let got = nix::sys::statfs::fstatfs(&dir)
-            .map(|s| s.filesystem_type().0 as i64)
+            .map(|s| s.filesystem_type().0)
             .map_err(|e| refuse(p, format!("{}: statfs: {e}", from.dir.display())))?;
         if got != want {
             return Err(refuse(
