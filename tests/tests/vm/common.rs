@@ -86,3 +86,43 @@ pub fn image_policy() -> String {
     )
     .unwrap()
 }
+
+/// A sparse copy of the built image `src` at `out`, with the enrolled firmware variables beside it.
+pub fn copy_image(src: &Path, out: &Path) {
+    let st = Command::new("/bin/cp")
+        .args(["--sparse=always"])
+        .arg(src)
+        .arg(out)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::copy(
+        eve_vmtest::secure_boot_vars(src),
+        eve_vmtest::secure_boot_vars(out),
+    )
+    .unwrap();
+}
+
+/// The recovery key from the banner storage-init writes on the console, if this boot showed one.
+pub fn recovery_key(console: &str) -> Option<String> {
+    let at = console.find("VAULT RECOVERY KEY")?;
+    console[at..]
+        .split_whitespace()
+        .find(|w| {
+            w.len() == 71
+                && w.split('-').count() == 8
+                && w.bytes()
+                    .all(|b| b == b'-' || b"cbdefghijklnrtuv".contains(&b))
+        })
+        .map(String::from)
+}
+
+/// `storagectl vault recover` with `rk` typed on its stdin.
+pub fn recover(m: &mut eve_vmtest::Machine, rk: &str) -> eve_vmtest::Output {
+    m.exec_argv(
+        &["/usr/bin/storagectl", "vault", "recover"],
+        format!("{rk}\n").as_bytes(),
+        std::time::Duration::from_secs(120),
+    )
+    .unwrap()
+}

@@ -111,18 +111,7 @@ fn the_production_image_boots_to_a_working_box_and_opens_nothing() {
 fn prod_with_slot_a(dir: &std::path::Path, name: &str, slot: &[u8]) -> std::path::PathBuf {
     let src = prod_image_path();
     let out = dir.join(format!("{name}.raw"));
-    let st = Command::new("/bin/cp")
-        .args(["--sparse=always"])
-        .arg(&src)
-        .arg(&out)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    std::fs::copy(
-        eve_vmtest::secure_boot_vars(&src),
-        eve_vmtest::secure_boot_vars(&out),
-    )
-    .unwrap();
+    crate::common::copy_image(&src, &out);
     let (a_off, a_len) = eve_vmtest::partition_of(&out, "IMGA").unwrap();
     assert!(slot.len() as u64 <= a_len);
     use std::io::{Seek, SeekFrom, Write};

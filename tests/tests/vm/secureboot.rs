@@ -8,7 +8,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic with context on failure
 
-use crate::common::variant;
+use crate::common::{copy_image, recover, recovery_key, variant};
 use abupdate::state::{SlotInfo, Slots, State};
 use eve_vmtest::{
     build_manifest, image_path, partition_of, test_dir, BootTimes, DiskKind, DiskSpec, Machine,
@@ -32,20 +32,6 @@ fn keystatus(m: &mut Machine) -> String {
         .unwrap()
         .trim()
         .to_string()
-}
-
-/// The recovery key from the banner storage-init writes on the console.
-fn recovery_key(console: &str) -> Option<String> {
-    let at = console.find("VAULT RECOVERY KEY")?;
-    console[at..]
-        .split_whitespace()
-        .find(|w| {
-            w.len() == 71
-                && w.split('-').count() == 8
-                && w.bytes()
-                    .all(|b| b == b'-' || b"cbdefghijklnrtuv".contains(&b))
-        })
-        .map(String::from)
 }
 
 /// stage 1's "verified: N MiB ... in X s" line.
@@ -143,13 +129,7 @@ fn the_vault_follows_secure_boot_through_a_tpm_swap_recovery_and_a_signed_update
     );
     assert_eq!(keystatus(&mut m), "unavailable");
     assert_eq!(datasets(&mut m), before, "nothing created or destroyed");
-    let out = m
-        .exec_argv(
-            &["/usr/bin/storagectl", "vault", "recover"],
-            format!("{rk}\n").as_bytes(),
-            Duration::from_secs(120),
-        )
-        .unwrap();
+    let out = recover(&mut m, &rk);
     assert_eq!(out.status, 0, "{out:?}");
     assert!(out.stdout.contains("PCR 7"), "{out:?}");
     assert_eq!(keystatus(&mut m), "available");
@@ -236,23 +216,11 @@ fn the_vault_follows_secure_boot_through_a_tpm_swap_recovery_and_a_signed_update
     // Another key of the same shape: its first letter changed.
     let first = if rk.starts_with('c') { "d" } else { "c" };
     let wrong = format!("{first}{}", &rk[1..]);
-    let out = m
-        .exec_argv(
-            &["/usr/bin/storagectl", "vault", "recover"],
-            format!("{wrong}\n").as_bytes(),
-            Duration::from_secs(120),
-        )
-        .unwrap();
+    let out = recover(&mut m, &wrong);
     assert_eq!(out.status, 1, "{out:?}");
     assert!(out.stderr.contains("does not open this vault"), "{out:?}");
     assert_eq!(keystatus(&mut m), "unavailable");
-    let out = m
-        .exec_argv(
-            &["/usr/bin/storagectl", "vault", "recover"],
-            format!("{rk}\n").as_bytes(),
-            Duration::from_secs(120),
-        )
-        .unwrap();
+    let out = recover(&mut m, &rk);
     assert_eq!(out.status, 0, "{out:?}");
     assert!(
         out.stdout.contains("unlocked with the recovery key") && out.stdout.contains("PCR 7"),
@@ -310,19 +278,7 @@ enum Tamper {
 fn prepared(dir: &Path, name: &str, tamper: Tamper, populate_b: bool) -> PathBuf {
     let src = image_path();
     let out = dir.join(format!("{name}.raw"));
-    let st = Command::new("/bin/cp")
-        .args(["--sparse=always"])
-        .arg(&src)
-        .arg(&out)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    // The same enrolled firmware variables go with the copy.
-    std::fs::copy(
-        eve_vmtest::secure_boot_vars(&src),
-        eve_vmtest::secure_boot_vars(&out),
-    )
-    .unwrap();
+    copy_image(&src, &out);
     let slot_len = build_manifest(&src)["image"]["slot_size"].as_u64().unwrap() as usize;
     let (a_off, _) = partition_of(&out, "IMGA").unwrap();
     let (b_off, _) = partition_of(&out, "IMGB").unwrap();

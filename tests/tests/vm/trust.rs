@@ -8,6 +8,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic with context on failure
 
+use crate::common::{recover, recovery_key};
 use eve_vmtest::{image_path, test_dir, DiskKind, DiskSpec, Machine, MachineSpec};
 use serde_json::Value;
 use std::path::PathBuf;
@@ -32,29 +33,6 @@ fn prop(m: &mut Machine, p: &str, ds: &str) -> String {
 
 fn datasets(m: &mut Machine) -> String {
     m.ok("zfs list -H -o name,guid -t all -r persist").unwrap()
-}
-
-/// The recovery key from the banner storage-init writes on the console, if this boot showed one.
-fn recovery_key(console: &str) -> Option<String> {
-    let at = console.find("VAULT RECOVERY KEY")?;
-    console[at..]
-        .split_whitespace()
-        .find(|w| {
-            w.len() == 71
-                && w.split('-').count() == 8
-                && w.bytes()
-                    .all(|b| b == b'-' || b"cbdefghijklnrtuv".contains(&b))
-        })
-        .map(String::from)
-}
-
-fn recover(m: &mut Machine, rk: &str) -> eve_vmtest::Output {
-    m.exec_argv(
-        &["/usr/bin/storagectl", "vault", "recover"],
-        format!("{rk}\n").as_bytes(),
-        Duration::from_secs(120),
-    )
-    .unwrap()
 }
 
 fn alerts(m: &mut Machine) -> String {
