@@ -107,16 +107,8 @@ pub fn bring_up(
     let sb = vault::secure_boot(&host.roots().sys);
     log(format!("Secure Boot: {}", sb.describe()));
     let (vault, recovery) = vault::ensure(host, &policy, sb);
-    if host.tpm_present() {
-        // Whatever became of the vault, no later process of this boot may unseal.
-        match host.tpm_end_unlock_phase() {
-            Ok(()) => log("TPM: unlock phase over (PCR 11 extended)"),
-            Err(e) => log(format!(
-                "TPM: ending the unlock phase failed: {}",
-                platform::chain(&e)
-            )),
-        }
-    }
+    // Whatever became of the vault, no later process of this boot may unseal.
+    end_unlock_phase(host);
     let actions = bringup::reconcile_datasets(host, &policy, size, vault.usable(), false)?;
     log(format!("datasets: {} change(s)", actions.len()));
     if let Some(text) = keep {
@@ -144,6 +136,22 @@ pub fn dry_run(host: &mut dyn Host, plan: &Plan, policy: &Policy) -> Result<(), 
         bringup::reconcile_datasets(host, policy, size, true, true)?;
     }
     Ok(())
+}
+
+/// Ends this boot's unlock phase (extends PCR 11) when the box has a TPM. Called after the vault,
+/// and by `storage-init run` when bring-up stops before it: an early failure must not leave the
+/// phase open for a later process.
+pub fn end_unlock_phase(host: &mut dyn Host) {
+    if !host.tpm_present() {
+        return;
+    }
+    match host.tpm_end_unlock_phase() {
+        Ok(()) => log("TPM: unlock phase over (PCR 11 extended)"),
+        Err(e) => log(format!(
+            "TPM: ending the unlock phase failed: {}",
+            platform::chain(&e)
+        )),
+    }
 }
 
 fn mount_all(host: &mut dyn Host) {
@@ -409,6 +417,19 @@ mod tests {
         assert!(h.calls_to("zfs mount -a").is_empty(), "{:#?}", h.calls);
         let out = outcome(&h);
         assert_eq!(out["vault_state"], "absent");
+    }
+
+    #[test]
+    fn the_unlock_phase_ends_on_a_box_with_a_tpm_only() {
+        let mut h = FakeHost::default();
+        end_unlock_phase(&mut h);
+        assert!(h.phase_over && h.calls == ["tpm-end-unlock-phase"]);
+        let mut h = FakeHost {
+            tpm: false,
+            ..FakeHost::default()
+        };
+        end_unlock_phase(&mut h);
+        assert!(!h.phase_over && h.calls.is_empty());
     }
 
     #[test]

@@ -55,9 +55,15 @@ fn main() -> ExitCode {
         config::mount_config(&roots, bringup::boot_disk(&roots, &mountinfo).as_deref()).err();
     let candidates = config::candidates(config_error);
     let mut host = RealHost::new(roots);
+    let boot_run = matches!(action, Action::Run { dry_run: false });
     let (policy, obs) = match init::observe(&mut host, &candidates, &mountinfo) {
         Ok(o) => o,
-        Err(e) => return report(&e),
+        Err(e) => {
+            if boot_run {
+                init::end_unlock_phase(&mut host);
+            }
+            return report(&e);
+        }
     };
     let plan = plan::decide(&obs.observed, &policy);
     let dry_run = match action {
@@ -96,7 +102,12 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Err(e) => report(&e),
+        Err(e) => {
+            // Bring-up stopped, perhaps before the vault: the unlock phase ends all the same
+            // (a second extension after the vault's is harmless).
+            init::end_unlock_phase(&mut host);
+            report(&e)
+        }
     }
 }
 
