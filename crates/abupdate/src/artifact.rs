@@ -301,7 +301,8 @@ fn check_manifest(m: &Manifest, want: &Expect) -> Result<(), ArtifactError> {
             "payload sha256 is not 64 hex digits".into(),
         ));
     }
-    if want.running.profile == "prod" && m.profile != "prod" {
+    // Anything but a development box is held to production builds (fail closed).
+    if want.running.profile != "dev" && m.profile != "prod" {
         return Err(ArtifactError::Profile {
             version: m.version.clone(),
             profile: if m.profile.is_empty() {
@@ -467,6 +468,14 @@ mod tests {
             assert!(matches!(e, ArtifactError::Profile { .. }), "{profile}: {e}");
             assert!(e.to_string().contains("production builds only"), "{e}");
         }
+        // A box whose profile is anything but `dev` is held to production builds.
+        b.running.profile = "unknown".into();
+        let info = BuildInfo {
+            profile: "dev".into(),
+            ..info(3)
+        };
+        let m = manifest_for("v3", "x86_64", &payload(), info).unwrap();
+        assert!(b.check(&header(&m, &key(1)).unwrap(), false).is_err());
         // A development box takes either (its own keys decide what it trusts).
         b.running.profile = "dev".into();
         let (a, _) = sample("v3", 3, &key(1));

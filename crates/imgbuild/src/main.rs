@@ -72,8 +72,9 @@ struct PackUpdateArgs {
     #[arg(long, default_value = "release")]
     signing: String,
     /// The build profile of the root tree, `prod` or `dev`, signed into the manifest and the
-    /// slot's descriptor (a production box installs and boots `prod` only).
-    #[arg(long, default_value = "prod", value_parser = ["prod", "dev"])]
+    /// slot's descriptor (a production box installs and boots `prod` only). No default: a root
+    /// tree's own `etc/eve/release.json` must say the same.
+    #[arg(long, value_parser = ["prod", "dev"])]
     profile: String,
     #[arg(long, default_value_t = 0)]
     security_epoch: u32,
@@ -236,6 +237,30 @@ fn rotate_keys(a: RotateKeysArgs) -> Result<()> {
 }
 
 fn pack_update(a: PackUpdateArgs) -> Result<()> {
+    if a.rootfs.is_dir() {
+        let rel = a.rootfs.join("etc").join(abupdate::release::RELEASE);
+        let text = std::fs::read(&rel).map_err(|source| {
+            imgbuild::error::Error::Io(platform::IoError {
+                op: "read",
+                path: rel.clone(),
+                source,
+            })
+        })?;
+        let r: abupdate::release::Release =
+            serde_json::from_slice(&text).map_err(|e| imgbuild::error::Error::Parse {
+                path: rel.clone(),
+                msg: e.to_string(),
+            })?;
+        if r.profile != a.profile {
+            return Err(imgbuild::error::Error::Parse {
+                path: rel,
+                msg: format!(
+                    "the tree is a {} build; --profile {} would sign it as another",
+                    r.profile, a.profile
+                ),
+            });
+        }
+    }
     let sq = a.out.with_extension("squashfs");
     let squashed = if a.rootfs.is_dir() {
         a.boot_keys

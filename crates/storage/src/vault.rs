@@ -919,29 +919,31 @@ fn settle_rotation(
     key: &Key,
 ) -> RecoveryState {
     let by_next = obs.sealed.as_deref() != Some(used);
-    let recovery = if by_next {
+    // A rotation's recovery wrap is promoted only if this box wrote it for the key in force: a
+    // `-next` property is on the disk like any other and may be someone else's.
+    let next_ok = obs
+        .recovery_next
+        .as_deref()
+        .filter(|r| check_recovery(Some(r), key).0 == RecoveryState::Ok);
+    if by_next {
         // change-key happened, the switch of the properties did not: make it now.
         log(format!(
             "{name}: finishing a key rotation that was cut short"
         ));
-        let r = obs.recovery_next.clone();
         let mut props = vec![(tpm::SEALED_PROPERTY, used)];
-        if let Some(r) = &r {
-            props.push((RECOVERY_PROPERTY, r.as_str()));
+        if let Some(r) = next_ok {
+            props.push((RECOVERY_PROPERTY, r));
         }
         match set_properties(host, name, &props) {
             Ok(()) => clear_next(host, name),
             Err(e) => log(format!("{name}: {e}")),
         }
-        r
-    } else {
-        if obs.sealed_next.is_some() || obs.recovery_next.is_some() {
-            // A rotation stopped before change-key: the old key is still in force.
-            clear_next(host, name);
-        }
-        obs.recovery.clone()
-    };
-    let (state, _) = check_recovery(recovery.as_deref(), key);
+    } else if obs.sealed_next.is_some() || obs.recovery_next.is_some() {
+        // A rotation stopped before change-key: the old key is still in force.
+        clear_next(host, name);
+    }
+    let recovery = next_ok.filter(|_| by_next).or(obs.recovery.as_deref());
+    let (state, _) = check_recovery(recovery, key);
     match state {
         RecoveryState::Ok => {}
         RecoveryState::Legacy => log(format!(
@@ -984,7 +986,9 @@ pub fn rotate(
     ]
     .map(String::from);
     if let Err(e) = host.zfs(&args, Some(&key)) {
-        clear_next(host, name);
+        // The `-next` properties stay: change-key may have committed before it reported the
+        // error, and then they are the only seal and wrap of the key in force. A stale pair is
+        // tried after the current one at the next unlock and dropped.
         return Err(e.into());
     }
     set_properties(
@@ -1825,6 +1829,46 @@ mod tests {
     }
 
     #[test]
+    fn a_next_recovery_wrap_is_promoted_only_if_this_box_wrote_it_for_the_key() {
+        // The current seal (key 6) put in `-next` and an old one (key 5) as current, with a
+        // forged recovery wrap as `-next`: the seal is promoted, the forged wrap is not, and the
+        // valid current wrap stays.
+        let rk = RecoveryKey::from_bytes([1; 32]);
+        let mut h = FakeHost::default();
+        let (old, _) = made(&mut h, &[5u8; 32], &[7], &rk);
+        let (cur, cur_w) = made(&mut h, &[6u8; 32], &[7], &rk);
+        // The attacker does not know key 6: their wrap carries a key of theirs, to their own
+        // recovery key.
+        let theirs = RecoveryKey::from_bytes([9; 32]).public().unwrap();
+        let forged = wrap_to(&[7u8; 32], &theirs).unwrap();
+        let mut h2 = FakeHost {
+            sealed: std::mem::take(&mut h.sealed),
+            fail: Some("zfs load-key"),
+            ..FakeHost::default()
+        };
+        vault_props(
+            &mut h2,
+            &[
+                (tpm::SEALED_PROPERTY, &old),
+                (RECOVERY_PROPERTY, &cur_w),
+                (SEALED_NEXT, &cur),
+                (RECOVERY_NEXT, &forged),
+            ],
+        );
+        let (v, rec) = ensure(&mut h2, &Policy::builtin(), SecureBoot::On);
+        assert_eq!((v, rec), (Vault::Unlocked, Some(RecoveryState::Ok)));
+        assert_eq!(
+            written(&h2, tpm::SEALED_PROPERTY).as_deref(),
+            Some(cur.as_str())
+        );
+        assert!(
+            h2.calls_to("zfs set").iter().all(|c| !c.contains(&forged)),
+            "{:?}",
+            h2.calls
+        );
+    }
+
+    #[test]
     fn rotating_writes_next_first_then_changes_the_key_then_switches() {
         let mut h = FakeHost::default();
         let rk = RecoveryKey::from_bytes([1; 32]);
@@ -1860,7 +1904,10 @@ mod tests {
         };
         assert!(rotate(&mut h, "persist/vault", 42, &[7], &rk.public().unwrap()).is_err());
         assert_eq!(h.calls_to("zfs set").len(), 1);
-        assert_eq!(h.calls_to("zfs inherit").len(), 2);
+        assert!(
+            h.calls_to("zfs inherit").is_empty(),
+            "the next pair is kept"
+        );
     }
 
     #[test]
