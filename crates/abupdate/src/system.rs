@@ -242,6 +242,20 @@ impl System {
         })
     }
 
+    /// What this boot may raise the TPM's rollback floor to: the running release's security
+    /// epoch and the update-key serial in force, with the running and the other slot's states
+    /// (the floor rises only once the running slot is good, or when there is nothing to fall
+    /// back to).
+    pub fn floor_target(&self) -> Result<(u32, u32, crate::state::State, crate::state::State)> {
+        let t = self.trusted()?;
+        Ok((
+            t.release.security_epoch,
+            t.trust.serial,
+            t.slots.get(self.running()).state,
+            t.slots.get(self.running().other()).state,
+        ))
+    }
+
     fn update_policy(&self) -> Result<UpdatePolicy> {
         let t = self.trusted()?;
         Ok(UpdatePolicy {

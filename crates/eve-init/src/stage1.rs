@@ -2,11 +2,14 @@
 //! check its signed verity descriptor and every block of its squashfs (`verity`), mount it
 //! through dm-verity and switch_root into it. An image that fails verification is marked bad on
 //! the ESP and the box reboots into the other slot, or stops with the reason when there is none;
-//! other failures reboot, so GRUB's boot counting can fall back.
+//! other failures reboot, so GRUB's boot counting can fall back. A slot below the rollback floor
+//! in the TPM ([`platform::rollback`]) is refused the same way; the verdict is measured into the
+//! rollback PCR, which the vault's seal is bound to.
 
-use crate::{partfind, sys, verity};
+use crate::{partfind, sys, tpm, verity};
 use abupdate::device::BootDisk;
 use abupdate::state::{Slot, State};
+use abupdate::trust::Trust;
 use nix::mount::{mount, MsFlags};
 use platform::Roots;
 use std::ffi::CString;
@@ -18,6 +21,10 @@ const NEWROOT: &str = "/newroot";
 const LOAD_ORDER: &str = "/lib/modules/load-order";
 const ROOT_WAIT: Duration = Duration::from_secs(60);
 const ESP_DIR: &str = "/esp";
+/// How long the TPM driver may take to bind after its module is loaded: briefly on a box whose
+/// firmware declares no TPM, longer on one whose does (a slow TPM must not pass for none).
+const TPM_WAIT: Duration = Duration::from_secs(3);
+const TPM_DECLARED_WAIT: Duration = Duration::from_secs(30);
 
 fn load_modules() {
     let Ok(list) = std::fs::read_to_string(LOAD_ORDER) else {
@@ -71,11 +78,16 @@ fn with_esp<T>(bd: &BootDisk, f: impl FnOnce(&Path) -> abupdate::error::Result<T
 /// The slot's image failed verification: record it, then boot the other slot if it holds an
 /// image; never boot this one.
 fn refuse(bd: Option<&BootDisk>, slot: Slot, why: &str) -> ! {
+    refuse_as(bd, slot, "verity", why)
+}
+
+/// [`refuse`], recorded under `kind` (`verity`, `rollback`).
+fn refuse_as(bd: Option<&BootDisk>, slot: Slot, kind: &str, why: &str) -> ! {
     sys::log(format!("SLOT {slot} REFUSED: {why}"));
     let other = bd.and_then(|bd| {
         with_esp(bd, |dir| {
             let mut s = abupdate::esp::load(dir)?;
-            if s.image_refused(slot, &format!("boot: verity: {why}")) {
+            if s.image_refused(slot, &format!("boot: {kind}: {why}")) {
                 abupdate::esp::store(dir, &s)?;
             }
             Ok(s.get(slot.other()).state)
@@ -105,6 +117,129 @@ fn refuse(bd: Option<&BootDisk>, slot: Slot, why: &str) -> ! {
         None => fail(format!(
             "slot {slot} failed verification and the slot state could not be updated"
         )),
+    }
+}
+
+/// The kernel's TPM device, once its driver has bound (`None`: this box has no TPM).
+fn tpm_device(roots: &Roots) -> Option<tpm::Device> {
+    let class = roots.sys.join("class/tpm/tpm0");
+    let declared = roots.sys.join("firmware/acpi/tables/TPM2").exists();
+    let wait = if declared {
+        TPM_DECLARED_WAIT
+    } else {
+        TPM_WAIT
+    };
+    let start = Instant::now();
+    while !class.exists() {
+        if start.elapsed() > wait {
+            if declared {
+                sys::log(format!(
+                    "stage 1: WARNING: the firmware declares a TPM but none appeared in {wait:?}: the vault stays sealed this boot"
+                ));
+            }
+            return None;
+        }
+        sys::sleep(Duration::from_millis(100));
+    }
+    let dev = roots.dev.join("tpmrm0");
+    while !dev.exists() && start.elapsed() < wait {
+        sys::sleep(Duration::from_millis(100));
+    }
+    match tpm::Device::open(&dev) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            sys::log(format!("WARNING: TPM present but not usable: {e}"));
+            None
+        }
+    }
+}
+
+/// The other slot's release, when GRUB will boot it (good, or on trial with tries left) and its
+/// signed descriptor meets the epoch floor `fe`.
+fn other_at_floor(bd: &BootDisk, other: Slot, trust: &Trust, fe: u64) -> Option<String> {
+    let info = with_esp(bd, |dir| Ok(abupdate::esp::load(dir)?.get(other).clone()))?;
+    let bootable = match info.state {
+        State::Good => true,
+        State::Trial => info.tries > 0,
+        State::Empty | State::Bad => false,
+    };
+    if !bootable {
+        return None;
+    }
+    let d = verity::descriptor(&bd.slot(other).dev, trust)
+        .map_err(|e| sys::log(format!("slot {other}: {e}")))
+        .ok()?;
+    (u64::from(d.security_epoch) >= fe).then(|| {
+        format!(
+            "version {} of security epoch {}",
+            d.version, d.security_epoch
+        )
+    })
+}
+
+/// Checks the slot against the rollback floor: refuses it when below, else measures the verdict
+/// into the rollback PCR (a TPM that cannot be asked leaves the PCR as it is: the vault stays
+/// locked, the box still boots).
+fn rollback_check(roots: &Roots, bd: Option<&BootDisk>, slot: Slot, trust: &Trust, epoch: u32) {
+    let serial = trust.serial;
+    use platform::rollback::{self, Floor, Verdict};
+    let mut dev = tpm_device(roots);
+    let floor = match dev.as_mut() {
+        None => Floor::NoTpm,
+        Some(d) => tpm::read_floor(d),
+    };
+    let verdict = rollback::decide(&floor, epoch, serial);
+    let measure = match &verdict {
+        Verdict::NoTpm => {
+            sys::log("stage 1: no TPM: no rollback floor to check");
+            return;
+        }
+        Verdict::Refuse(why) => {
+            // Refused (and marked bad) only when the other slot holds a signed release at the
+            // floor: with none (a TPM whose counters restarted above every release), the box
+            // boots without the vault, reachable for an update, and no good slot is lost.
+            let fe = match floor {
+                Floor::Present { epoch, .. } => epoch,
+                _ => 0,
+            };
+            if let Some(other) = bd.and_then(|bd| other_at_floor(bd, slot.other(), trust, fe)) {
+                refuse_as(
+                    bd,
+                    slot,
+                    "rollback",
+                    &format!("{why}; slot {} holds {other}", slot.other()),
+                );
+            }
+            sys::log(format!(
+                "stage 1: WARNING: {why}; slot {} holds no release at the floor either: booting slot {slot} WITHOUT the vault (install a release at the floor)",
+                slot.other()
+            ));
+            rollback::UNCHECKED
+        }
+        Verdict::Checked => {
+            if let Floor::Present {
+                epoch: fe,
+                serial: fs,
+            } = floor
+            {
+                sys::log(format!(
+                    "stage 1: rollback floor met (epoch {epoch} >= {fe}, key serial {serial} >= {fs})"
+                ));
+            }
+            rollback::CHECKED
+        }
+        Verdict::Unchecked(why) => {
+            sys::log(format!("stage 1: WARNING: {why}"));
+            rollback::UNCHECKED
+        }
+    };
+    if let Some(d) = dev.as_mut() {
+        if let Err(e) = tpm::extend(d, measure) {
+            sys::log(format!(
+                "stage 1: WARNING: extending PCR {}: {e}; the vault will stay locked",
+                rollback::PCR
+            ));
+        }
     }
 }
 
@@ -177,6 +312,13 @@ pub fn run() -> ! {
     if let Err(e) = verity::check_profile(built.as_deref(), &v.descriptor.profile) {
         refuse(bd.as_ref(), slot, &e);
     }
+    rollback_check(
+        &roots,
+        bd.as_ref(),
+        slot,
+        &trust,
+        v.descriptor.security_epoch,
+    );
     let bytes = match verity::read_all(&v.node) {
         Ok(b) => b,
         Err(e) => refuse(bd.as_ref(), slot, &e),

@@ -63,8 +63,8 @@ fn device_bytes(f: &mut File, dev: &Path) -> Result<u64, String> {
         .map_err(|e| format!("size of {}: {e}", dev.display()))
 }
 
-/// Checks the descriptor of the slot on `dev` and maps it through dm-verity.
-pub fn open(dev: &Path, trust: &Trust, dev_root: &Path) -> Result<Verified, String> {
+/// The signed descriptor of the slot on `dev`, checked against `trust` (nothing mapped).
+pub fn descriptor(dev: &Path, trust: &Trust) -> Result<Descriptor, String> {
     let mut f = File::open(dev).map_err(|e| format!("open {}: {e}", dev.display()))?;
     let size = device_bytes(&mut f, dev)?;
     let mut head = vec![0u8; BLOCK as usize];
@@ -74,7 +74,12 @@ pub fn open(dev: &Path, trust: &Trust, dev_root: &Path) -> Result<Verified, Stri
     let mut block = vec![0u8; BLOCK as usize];
     f.read_exact_at(&mut block, at)
         .map_err(|e| format!("read the verity descriptor of {}: {e}", dev.display()))?;
-    let d = verity::verify(&block, at, size, trust).map_err(|e| e.to_string())?;
+    verity::verify(&block, at, size, trust).map_err(|e| e.to_string())
+}
+
+/// Checks the descriptor of the slot on `dev` and maps it through dm-verity.
+pub fn open(dev: &Path, trust: &Trust, dev_root: &Path) -> Result<Verified, String> {
+    let d = descriptor(dev, trust)?;
     let (sectors, params) = verity::table(&d, &dev.to_string_lossy());
     let dm = DM::new().map_err(|e| format!("device-mapper: {e}"))?;
     let name = DmName::new(DM_NAME).map_err(|e| format!("device-mapper name: {e}"))?;

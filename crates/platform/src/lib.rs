@@ -1,14 +1,15 @@
 //! What every crate of the appliance shares: where the kernel's trees are ([`Roots`]), the one
 //! command runner ([`cmd`]), I/O errors that name their path and the error chain a binary prints
 //! ([`error`]), sizes and intervals ([`units`]), the boot disk's partition names ([`layout`]),
-//! which block devices are never drives ([`disk`]), eve-init's status schema ([`status`]) and
-//! the one logger ([`log`]).
+//! which block devices are never drives ([`disk`]), eve-init's status schema ([`status`]), the
+//! rollback floor stage 1 and the vault share ([`rollback`]) and the one logger ([`log`]).
 
 pub mod cmd;
 pub mod disk;
 pub mod error;
 pub mod layout;
 pub mod log;
+pub mod rollback;
 pub mod roots;
 pub mod status;
 pub mod sysfs;

@@ -46,6 +46,12 @@ pub trait Host {
     fn tpm_unseal(&mut self, blob: &str) -> Result<Key, TpmError>;
     /// Ends this boot's unlock phase: no seal opens again until the next boot.
     fn tpm_end_unlock_phase(&mut self) -> Result<(), TpmError>;
+    /// Raises the TPM's rollback floor to the running release's security epoch and update-key
+    /// serial, defining its counters if absent; what moved, for the log.
+    fn tpm_raise_floor(&mut self) -> Result<String, TpmError>;
+    /// Whether the TPM holds no rollback floor yet (both counters absent or never incremented).
+    /// Anything unreadable counts as present: a seal from before the floor is then refused.
+    fn tpm_floor_absent(&mut self) -> bool;
     /// Shows a new recovery key once where a person sees it and no log keeps it (the console).
     fn show_recovery(&mut self, vault: &str, key: &RecoveryKey);
     /// The trees the box's own files are read and written under.
@@ -53,6 +59,10 @@ pub trait Host {
     /// Where the pool `pool`'s root dataset is mounted (`/<pool>` on the box).
     fn pool_mount(&self, pool: &str) -> PathBuf;
     /// Where the partitions' stable links are (`/dev/disk/by-partuuid`): the names ZFS records.
+    /// Where the box's absolute path `p` is (the fake host keeps the box's tree under a temp dir).
+    fn host_path(&self, p: &str) -> PathBuf {
+        PathBuf::from(p)
+    }
     fn partuuid_dir(&self) -> PathBuf {
         self.roots().dev.join("disk/by-partuuid")
     }
@@ -161,6 +171,20 @@ impl Host for RealHost {
         crate::tpm::end_unlock_phase(&self.tpm)
     }
 
+    fn tpm_floor_absent(&mut self) -> bool {
+        matches!(crate::floor::read(&self.tpm), Ok((None, None)))
+    }
+
+    fn tpm_raise_floor(&mut self) -> Result<String, TpmError> {
+        use crate::floor::AfterBoot;
+        match crate::floor::raise_for_running(&self.roots, &self.tpm) {
+            Ok(AfterBoot::Raised(r)) => Ok(r.text()),
+            Ok(AfterBoot::NotGood(why)) => Ok(why),
+            Ok(AfterBoot::NoTpm) => Ok("no TPM".into()),
+            Err(e) => Err(TpmError::Blob(e)),
+        }
+    }
+
     fn show_recovery(&mut self, vault: &str, key: &RecoveryKey) {
         crate::vault::show_on_console(&self.roots.dev.join("console"), vault, key)
     }
@@ -202,6 +226,11 @@ pub mod fake {
         pub pcr7: u8,
         /// Whether this boot's unlock phase is over (the phase PCR extended).
         pub phase_over: bool,
+        /// Whether stage 1 confirmed the rollback floor this boot (false: no floor yet, as on a
+        /// first boot; seals bound to it do not open).
+        pub floor_checked: bool,
+        /// Whether the TPM holds no rollback floor at all (a box before the floor).
+        pub floor_absent: bool,
         /// The recovery keys shown, as shown.
         pub shown: Vec<String>,
         /// The box's trees and pool mounts are under it.
@@ -222,6 +251,8 @@ pub mod fake {
                 sealed: Vec::new(),
                 pcr7: 1,
                 phase_over: false,
+                floor_checked: true,
+                floor_absent: false,
                 shown: Vec::new(),
                 base: PathBuf::from("/nonexistent/fake-host"),
                 roots: Roots::under(Path::new("/nonexistent/fake-host")),
@@ -359,9 +390,11 @@ pub mod fake {
             self.sealed.push((data.to_vec(), pcrs.to_vec(), self.pcr7));
             let b64 = base64::engine::general_purpose::STANDARD;
             let handle = (self.sealed.len() as u32).to_be_bytes();
-            // As the real one: the phase PCR always bound, the parent gated on the others.
+            // As the real one: the phase and rollback PCRs always bound, the parent gated on the
+            // others.
             let mut all = pcrs.to_vec();
             all.push(crate::tpm::PHASE_PCR);
+            all.push(platform::rollback::PCR);
             all.sort_unstable();
             all.dedup();
             let gate = if pcrs.is_empty() { "" } else { "Rw==" };
@@ -385,12 +418,25 @@ pub mod fake {
                     "the TPM refused to unseal the key (PCR 7 changed; stand-in)".into(),
                 ));
             }
+            if s.pcrs.contains(&platform::rollback::PCR) && !self.floor_checked {
+                return Err(TpmError::FloorUnchecked);
+            }
             if s.version == 2 && self.phase_over {
                 return Err(TpmError::Blob(
                     "the TPM refused to unseal the key (unlock phase over; stand-in)".into(),
                 ));
             }
             Ok(Key::new(data.clone()))
+        }
+        fn host_path(&self, p: &str) -> PathBuf {
+            self.base.join(p.trim_start_matches('/'))
+        }
+        fn tpm_floor_absent(&mut self) -> bool {
+            self.floor_absent
+        }
+        fn tpm_raise_floor(&mut self) -> Result<String, TpmError> {
+            self.call("tpm-raise-floor".into()).map_err(tpm_err)?;
+            Ok("security epoch (none) -> 0, key serial (none) -> 1".into())
         }
         fn tpm_end_unlock_phase(&mut self) -> Result<(), TpmError> {
             self.call("tpm-end-unlock-phase".into()).map_err(tpm_err)?;

@@ -5,6 +5,7 @@
 use crate::bringup::{self, log, Error, Observation};
 use crate::config::{self, Candidate};
 use crate::host::Host;
+use crate::mounts;
 use crate::plan::{self, Plan};
 use crate::policy::{self, Policy, PoolFacts, Source};
 use crate::vault::{self, SecureBoot, Vault};
@@ -98,7 +99,7 @@ pub fn bring_up(
     warn_if_degraded(host, &name);
     // The vault's subtree waits until the vault is checked: a dataset put in its place must not
     // be mounted where services would write into it.
-    mount_outside_vault(host, &name);
+    let mut refused = mounts::apply(host, policy, false);
     let size = pool_size(host, &name).unwrap_or(0);
     let last = std::fs::read_to_string(config::last_good_in(&host.pool_mount(&name))).ok();
     let facts = bringup::gather_pool_facts(host, &name);
@@ -114,11 +115,13 @@ pub fn bring_up(
     if let Some(text) = keep {
         keep_last_good(host, &name, &text);
     }
-    match vault.usable() {
-        true => mount_all(host),
-        false => mount_outside_vault(host, &name),
+    // A refusal the dataset reconcile has since repaired is still tampering to report.
+    for r in mounts::apply(host, &policy, vault.usable()) {
+        if !refused.contains(&r) {
+            refused.push(r);
+        }
     }
-    write_outcome(host, &name, &vault, recovery.as_ref(), sb);
+    write_outcome(host, &name, &vault, recovery.as_ref(), sb, &refused);
     Ok(Outcome {
         pool: name,
         guid,
@@ -151,52 +154,6 @@ pub fn end_unlock_phase(host: &mut dyn Host) {
             "TPM: ending the unlock phase failed: {}",
             platform::chain(&e)
         )),
-    }
-}
-
-fn mount_all(host: &mut dyn Host) {
-    if let Err(e) = host.zfs(&["mount".into(), "-a".into()], None) {
-        log(format!("zfs mount -a: {e}"));
-    }
-}
-
-/// Pure: the filesystems of `zfs list -H -o name,canmount,mounted` output to mount, leaving out
-/// `<pool>/vault` and everything under it.
-pub fn to_mount_outside_vault(list: &str, pool: &str) -> Vec<String> {
-    let vault = format!("{pool}/vault");
-    list.lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split('\t').collect();
-            match f.as_slice() {
-                [name, "on", "no"] if *name != vault && !name.starts_with(&format!("{vault}/")) => {
-                    Some(name.to_string())
-                }
-                _ => None,
-            }
-        })
-        .collect()
-}
-
-fn mount_outside_vault(host: &mut dyn Host, pool: &str) {
-    let args = [
-        "list",
-        "-H",
-        "-o",
-        "name,canmount,mounted",
-        "-t",
-        "filesystem",
-        "-r",
-        pool,
-    ]
-    .map(String::from);
-    let list = match host.zfs(&args, None) {
-        Ok(l) => l,
-        Err(e) => return log(format!("listing {pool}'s filesystems: {e}")),
-    };
-    for name in to_mount_outside_vault(&list, pool) {
-        if let Err(e) = host.zfs(&["mount".into(), name.clone()], None) {
-            log(format!("zfs mount {name}: {e}"));
-        }
     }
 }
 
@@ -259,6 +216,7 @@ fn write_outcome(
     vault: &Vault,
     recovery: Option<&vault::RecoveryState>,
     sb: SecureBoot,
+    mounts_refused: &[String],
 ) {
     let outcome = serde_json::json!({
         "pool": pool,
@@ -272,6 +230,7 @@ fn write_outcome(
         "secure_boot": sb,
         "secure_boot_text": sb.describe(),
         "vault_bound_to": vault::binding_of(host, pool),
+        "mounts_refused": mounts_refused,
     });
     let outcome_path = host.roots().storage_outcome();
     let _ = std::fs::create_dir_all(outcome_path.parent().unwrap_or(&outcome_path));
@@ -353,6 +312,10 @@ mod tests {
     fn a_whole_pass_caps_the_arc_makes_the_vault_before_its_datasets_and_reports() {
         let t = tempfile::tempdir().unwrap();
         let mut h = imported_pool(t.path(), Err(NO_VAULT));
+        h.answer(
+            "zfs list -H -o name,mountpoint,canmount,mounted",
+            Ok("persist\t/persist\ton\tyes\npersist/vault/config\t/persist/config\ton\tno\n"),
+        );
         let policy = Policy::builtin();
         let o = bring(&mut h, Plan::AlreadyImported { guid: 7 }).unwrap();
         assert_eq!(
@@ -381,10 +344,19 @@ mod tests {
         let made = h.calls_to("zfs create").len();
         assert_eq!(made, o.dataset_changes, "{:#?}", h.calls);
         assert!(h.shown.len() == 1, "the recovery key is shown once");
-        // Mounted again after the datasets, and the outcome and last good policy written.
+        // Mounted again after the datasets (as crate::mounts decides), and the outcome and last
+        // good policy written.
         let last_create = h.calls.iter().rposition(|c| c.starts_with("zfs create"));
-        let last_mount = h.calls.iter().rposition(|c| c == "zfs mount -a");
-        assert!(last_mount > last_create, "{:#?}", h.calls);
+        let last_list = h
+            .calls
+            .iter()
+            .rposition(|c| c.starts_with("zfs list -H -o name,mountpoint,canmount,mounted"));
+        assert!(last_list > last_create, "{:#?}", h.calls);
+        assert_eq!(
+            h.calls_to("zfs mount"),
+            ["zfs mount -o nodev,nosuid persist/vault/config"],
+            "only what the list said was unmounted"
+        );
         let out = outcome(&h);
         assert_eq!(out["vault_state"], "unlocked");
         assert_eq!(out["pool"], "persist");
@@ -398,6 +370,13 @@ mod tests {
     fn a_vault_that_cannot_be_read_costs_only_what_lives_in_it() {
         let t = tempfile::tempdir().unwrap();
         let mut h = imported_pool(t.path(), Err("pool I/O is currently suspended"));
+        h.answer(
+            "zfs list -H -o name,mountpoint,canmount,mounted",
+            Ok(
+                "persist/newlog\t/persist/newlog\ton\tno\npersist/vault\t/persist/vault\ton\tno\n\
+                persist/vault/config\t/persist/config\ton\tno\n",
+            ),
+        );
         let o = bring(&mut h, Plan::AlreadyImported { guid: 7 }).unwrap();
         assert!(matches!(o.vault, Vault::Absent { .. }), "{:?}", o.vault);
         assert!(
@@ -414,7 +393,12 @@ mod tests {
         assert!(h.calls_to("zfs load-key").is_empty());
         assert!(h.calls_to("tpm-seal").is_empty() && h.calls_to("tpm-unseal").is_empty());
         // Nothing of the vault's subtree is mounted: only the pool's other filesystems.
-        assert!(h.calls_to("zfs mount -a").is_empty(), "{:#?}", h.calls);
+        assert_eq!(
+            h.calls_to("zfs mount"),
+            ["zfs mount -o nodev,nosuid,noexec persist/newlog"; 2],
+            "{:#?}",
+            h.calls
+        );
         let out = outcome(&h);
         assert_eq!(out["vault_state"], "absent");
     }
@@ -430,17 +414,6 @@ mod tests {
         };
         end_unlock_phase(&mut h);
         assert!(!h.phase_over && h.calls.is_empty());
-    }
-
-    #[test]
-    fn before_the_vault_is_checked_nothing_under_it_is_mounted() {
-        let list = "persist\ton\tyes\npersist/newlog\ton\tno\npersist/vault\ton\tno\n\
-                    persist/vault/config\ton\tno\npersist/vaulty\ton\tno\n\
-                    persist/clear\toff\tno\npersist/x\tnoauto\tno\n";
-        assert_eq!(
-            to_mount_outside_vault(list, "persist"),
-            ["persist/newlog", "persist/vaulty"]
-        );
     }
 
     #[test]

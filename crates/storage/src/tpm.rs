@@ -4,10 +4,14 @@
 //! boot can unseal again. When boot-state PCRs are bound, the parent key itself may only be used
 //! in that boot state: nothing booted otherwise (a live USB, Secure Boot off) can create or load a
 //! sealed object under it, so a seal the vault presents cannot have been forged off the box.
+//! Every seal is also bound to the rollback PCR holding the value stage 1 extends only when the
+//! booted slot meets the rollback floor ([`platform::rollback`]): an older initramfs, which knows
+//! nothing of the floor, never gets the key.
 //! Every command that carries the key travels over a salted session with parameter encryption.
 //! Only the sealed blobs are stored (as properties of the vault dataset).
 
 use base64::Engine;
+use platform::rollback;
 use platform::Roots;
 use sha2::Digest as _;
 use std::path::PathBuf;
@@ -53,6 +57,8 @@ pub enum TpmError {
     WrongTpm(#[source] tss_esapi::Error),
     #[error("the TPM refused to unseal the key (PCR values changed, or the unlock phase of this boot is over)")]
     Policy(#[source] tss_esapi::Error),
+    #[error("stage 1 did not confirm the rollback floor this boot (PCR {}; see its console lines): the key stays sealed", platform::rollback::PCR)]
+    FloorUnchecked,
     #[error("sealed key property is malformed: {0}")]
     Blob(String),
     #[error("PCR {0} does not exist")]
@@ -61,7 +67,7 @@ pub enum TpmError {
     Random(String),
 }
 
-fn tss(op: &'static str) -> impl FnOnce(tss_esapi::Error) -> TpmError {
+pub(crate) fn tss(op: &'static str) -> impl FnOnce(tss_esapi::Error) -> TpmError {
     move |source| TpmError::Tss { op, source }
 }
 
@@ -82,7 +88,7 @@ impl Tpm {
         self.device.exists()
     }
 
-    fn context(&self) -> Result<Context, TpmError> {
+    pub(crate) fn context(&self) -> Result<Context, TpmError> {
         if !self.present() {
             return Err(TpmError::Absent(self.device.display().to_string()));
         }
@@ -179,9 +185,10 @@ pub fn pcr_digest(values: &[Vec<u8>]) -> Vec<u8> {
     h.finalize().to_vec()
 }
 
-/// The values a seal to `pcrs` is bound to: the current ones, and zero for the phase PCR (the
-/// value it has until storage-init ends the unlock phase), so a seal made later in the boot, by
-/// `storagectl`, still opens at the next boot.
+/// The values a seal to `pcrs` is bound to: the current ones, zero for the phase PCR (the value
+/// it has until storage-init ends the unlock phase), so a seal made later in the boot, by
+/// `storagectl`, still opens at the next boot; and for the rollback PCR the value stage 1 gives
+/// it when the floor is met (also on a first boot, when there was no floor yet).
 fn expected(ctx: &mut Context, pcrs: &[u8]) -> Result<Vec<Vec<u8>>, TpmError> {
     let mut sorted = pcrs.to_vec();
     sorted.sort_unstable();
@@ -190,7 +197,11 @@ fn expected(ctx: &mut Context, pcrs: &[u8]) -> Result<Vec<Vec<u8>>, TpmError> {
     Ok(sorted
         .iter()
         .zip(current)
-        .map(|(&n, v)| if n == PHASE_PCR { vec![0u8; 32] } else { v })
+        .map(|(&n, v)| match n {
+            PHASE_PCR => vec![0u8; 32],
+            n if n == rollback::PCR => rollback::pcr_after(rollback::CHECKED).to_vec(),
+            _ => v,
+        })
         .collect())
 }
 
@@ -266,10 +277,14 @@ fn flush_session(ctx: &mut Context, s: AuthSession) {
     let _ = ctx.flush_context(ObjectHandle::from(SessionHandle::from(s)));
 }
 
-/// The boot-state PCRs of a seal: the parent is gated on them (the phase PCR is not among them,
-/// so the parent stays usable for sealing after the unlock phase).
+/// The boot-state PCRs of a seal: the parent is gated on them (the phase and rollback PCRs are
+/// not among them, so the parent stays usable for sealing after the unlock phase and on a first
+/// boot).
 fn gate_pcrs(pcrs: &[u8]) -> Vec<u8> {
-    pcrs.iter().copied().filter(|&p| p != PHASE_PCR).collect()
+    pcrs.iter()
+        .copied()
+        .filter(|&p| p != PHASE_PCR && p != rollback::PCR)
+        .collect()
 }
 
 /// Runs `f` with the parent of a seal bound to `pcrs` loaded, and a session authorising its use:
@@ -302,12 +317,14 @@ pub fn generate() -> Result<Key, TpmError> {
     Ok(key)
 }
 
-/// Seals `data` under this TPM, bound to `pcrs` (the boot-state PCRs at their current values, and
-/// the phase PCR, always added, at zero); returns the blob to store. The parent is gated on the
+/// Seals `data` under this TPM, bound to `pcrs` (the boot-state PCRs at their current values; the
+/// phase PCR, always added, at zero; the rollback PCR, always added, at its checked value);
+/// returns the blob to store. The parent is gated on the
 /// boot-state PCRs.
 pub fn seal(tpm: &Tpm, data: &[u8], pcrs: &[u8]) -> Result<String, TpmError> {
     let mut all = pcrs.to_vec();
     all.push(PHASE_PCR);
+    all.push(rollback::PCR);
     all.sort_unstable();
     all.dedup();
     let gate = gate_pcrs(&all);
@@ -494,6 +511,12 @@ fn unseal_object(
         .execute_with_session(Some(s), |c| c.unseal(obj.into()))
         .map_err(TpmError::Policy);
     flush_session(ctx, s);
+    if r.is_err() && sealed.pcrs.contains(&rollback::PCR) {
+        let checked = rollback::pcr_after(rollback::CHECKED);
+        if read_pcrs(ctx, &[rollback::PCR]).is_ok_and(|v| v[0] != checked) {
+            return Err(TpmError::FloorUnchecked);
+        }
+    }
     Ok(Key::new(r?.value().to_vec()))
 }
 

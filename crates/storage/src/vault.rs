@@ -23,6 +23,7 @@ use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
+use platform::rollback;
 use serde::Serialize;
 use std::path::Path;
 
@@ -45,6 +46,10 @@ pub enum VaultError {
     WrongRecoveryKey,
     #[error("{0} has no recovery key (it was made before recovery keys, or without a TPM)")]
     NoRecovery(String),
+    #[error("{0} is not the vault this recovery key was made for (its proof does not match): a vault put in place of the box's own, wrapped to the recovery key's public half; nothing was opened. Look at the disks before anything else")]
+    NotThisVault(String),
+    #[error("{0} carries no proof that it is the vault this recovery key was made for (made by an earlier release, or the proof was removed); if you are sure nobody changed this box's disks, repeat with --accept-unproven")]
+    Unproven(String),
     #[error("recovery property is malformed: {0}")]
     Blob(String),
     #[error("{0} is locked: unlock it first")]
@@ -317,7 +322,11 @@ fn tag2(vault_key: &[u8], fields: &[&[u8]]) -> Result<Vec<u8>, VaultError> {
 
 /// The vault key wrapped for the recovery key whose public half is `rpub`:
 /// `r2:<rpub>:<ephemeral public>:<nonce>:<ciphertext>:<tag>`, base64 fields.
-pub fn wrap_to(vault_key: &[u8], rpub: &[u8; 32]) -> Result<String, VaultError> {
+pub fn wrap_to(
+    vault_key: &[u8],
+    rpub: &[u8; 32],
+    proof: Option<&str>,
+) -> Result<String, VaultError> {
     let mut eph = zeroize::Zeroizing::new([0u8; 32]);
     let mut nonce = [0u8; 12];
     getrandom::fill(&mut eph[..]).map_err(|e| VaultError::Random(e.to_string()))?;
@@ -335,32 +344,67 @@ pub fn wrap_to(vault_key: &[u8], rpub: &[u8; 32]) -> Result<String, VaultError> 
         )
         .map_err(|e| VaultError::Blob(e.to_string()))?;
     let tag = tag2(vault_key, &[rpub, &eph_pub, &nonce, &ct])?;
-    Ok(format!(
+    let mut w = format!(
         "r2:{}:{}:{}:{}:{}",
         B64.encode(rpub),
         B64.encode(eph_pub),
         B64.encode(nonce),
         B64.encode(ct),
         B64.encode(tag)
-    ))
+    );
+    if let Some(p) = proof {
+        w.push(':');
+        w.push_str(p);
+    }
+    Ok(w)
 }
 
-/// The fields of a v2 recovery property.
+/// What only the holder of recovery key `rk` can compute for the vault with `guid`: written
+/// with the wrap when the box makes the key, checked by [`recover`] before it opens anything.
+/// A vault put in place of the box's own, wrapped to the recovery key's public half (which is
+/// on the disk for anyone to read), cannot carry it.
+pub fn vault_proof(rk: &RecoveryKey, guid: u64) -> Result<String, VaultError> {
+    use hmac::Mac;
+    let mut k = zeroize::Zeroizing::new([0u8; 32]);
+    hkdf::Hkdf::<sha2::Sha256>::new(None, &rk.0[..])
+        .expand(b"org.lfedge.eve:vault proof v1", &mut k[..])
+        .map_err(|e| VaultError::Blob(e.to_string()))?;
+    let mut m = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(&k[..])
+        .map_err(|e| VaultError::Blob(e.to_string()))?;
+    m.update(&guid.to_le_bytes());
+    Ok(B64.encode(m.finalize().into_bytes()))
+}
+
+/// The proof a recovery property carries, if any.
+pub fn proof_of(blob: &str) -> Option<String> {
+    parse2(blob).ok().and_then(|r| r.proof)
+}
+
+/// The fields of a v2 recovery property. `proof` (optional, last) is [`vault_proof`]: it lets
+/// the holder of the recovery key tell the vault it was made for from one wrapped to its public
+/// half by someone else.
 struct Recovery2 {
     rpub: [u8; 32],
     eph: [u8; 32],
     nonce: Vec<u8>,
     ct: Vec<u8>,
     tag: Vec<u8>,
+    proof: Option<String>,
 }
 
 fn parse2(blob: &str) -> Result<Recovery2, VaultError> {
     let parts: Vec<&str> = blob.trim().split(':').collect();
-    let ["r2", rpub, eph, nonce, ct, tag] = parts.as_slice() else {
-        return Err(VaultError::Blob(format!(
-            "expected r2:<public>:<ephemeral>:<nonce>:<ciphertext>:<tag>, found {} fields",
-            parts.len()
-        )));
+    let (rpub, eph, nonce, ct, tag, proof) = match parts.as_slice() {
+        ["r2", rpub, eph, nonce, ct, tag] => (rpub, eph, nonce, ct, tag, None),
+        ["r2", rpub, eph, nonce, ct, tag, proof] => {
+            (rpub, eph, nonce, ct, tag, Some(proof.to_string()))
+        }
+        _ => {
+            return Err(VaultError::Blob(format!(
+                "expected r2:<public>:<ephemeral>:<nonce>:<ciphertext>:<tag>[:<proof>], found {} fields",
+                parts.len()
+            )))
+        }
     };
     let dec = |s: &str| B64.decode(s).map_err(|e| VaultError::Blob(e.to_string()));
     let key32 = |s: &str| {
@@ -372,6 +416,7 @@ fn parse2(blob: &str) -> Result<Recovery2, VaultError> {
         nonce: dec(nonce)?,
         ct: dec(ct)?,
         tag: dec(tag)?,
+        proof,
     };
     if r.nonce.len() != 12 {
         return Err(VaultError::Blob("nonce is not 12 bytes".into()));
@@ -705,13 +750,15 @@ const RECOVER_HINT: &str = "`storagectl vault recover` unlocks it with the recov
 /// Pure: the decision from the vault's observed properties (`Err`: `zfs get` failed for a reason
 /// other than absence), whether the box has a TPM, the policy, and the boot-state PCRs this boot
 /// seals to (`wanted`): a seal whose parent is not gated on all of them could have been made
-/// outside this boot state (by anyone with the TPM), so it is not trusted.
+/// outside this boot state (by anyone with the TPM), so it is not trusted. A seal without the
+/// rollback PCR is trusted only while the TPM holds no rollback floor (`floor_absent`).
 pub fn decide(
     name: &str,
     obs: Result<Option<&Observed>, String>,
     tpm_present: bool,
     policy: &Policy,
     wanted: &[u8],
+    floor_absent: bool,
 ) -> Decision {
     let obs = match obs {
         Err(e) => {
@@ -770,16 +817,35 @@ pub fn decide(
             ),
         };
     }
+    let gated = |s: &tpm::Sealed| {
+        let gate = s.gated_on();
+        wanted.iter().all(|p| gate.contains(p))
+    };
     let trusted: Vec<String> = blobs
         .iter()
         .filter(|b| {
+            // Without a boot-state gate anything may boot (and measure what it likes), so the
+            // rollback PCR matters only under one. A seal from before the floor is still good
+            // while the TPM holds no floor: the first boot of the release that brings it (the
+            // seal is replaced once the floor is set: `finish_floor_migration`).
             tpm::parse_blob(b).is_ok_and(|s| {
-                let gate = s.gated_on();
-                wanted.iter().all(|p| gate.contains(p))
+                gated(&s) && (wanted.is_empty() || floor_absent || s.pcrs.contains(&rollback::PCR))
             })
         })
         .map(|b| b.to_string())
         .collect();
+    if trusted.is_empty()
+        && blobs
+            .iter()
+            .any(|b| tpm::parse_blob(b).is_ok_and(|s| gated(&s)))
+    {
+        return Decision::Refused {
+            reason: format!(
+                "its key is sealed without the rollback floor (PCR {}): an older release could unseal it, so it is not trusted; {RECOVER_HINT} and seals it anew",
+                rollback::PCR
+            ),
+        };
+    }
     if trusted.is_empty() {
         let sealed_to = tpm::parse_blob(blobs[0])
             .map(|s| binding_text(&s.gated_on()))
@@ -842,12 +908,14 @@ pub fn ensure(
     let wanted = wanted_pcrs(&policy.encryption, sb);
     let observed = observe(host, &name).map_err(|e| e.to_string());
     let obs = observed.as_ref().ok().and_then(Option::as_ref).cloned();
+    let floor_absent = host.tpm_present() && host.tpm_floor_absent();
     let decision = decide(
         &name,
         observed.as_ref().map(Option::as_ref).map_err(Clone::clone),
         host.tpm_present(),
         policy,
         &wanted,
+        floor_absent,
     );
     let locked = |reason: String| {
         log(format!(
@@ -903,10 +971,90 @@ pub fn ensure(
     let Some(used) = used else {
         return (Vault::Unlocked, None);
     };
-    (
-        Vault::Unlocked,
-        Some(settle_rotation(host, &name, &obs, &used, &key)),
-    )
+    let state = settle_rotation(host, &name, &obs, &used, &key);
+    if !wanted.is_empty() && tpm::parse_blob(&used).is_ok_and(|s| !s.pcrs.contains(&rollback::PCR))
+    {
+        note_floor_migration(host, &name, &obs, &used, &key, &state);
+    }
+    (Vault::Unlocked, Some(state))
+}
+
+/// Where storage-init leaves, for `storage-init raise-floor` later in the same boot, what it
+/// needs to replace a seal from before the rollback floor: the vault, its GUID and the recovery
+/// key's public half, checked against the vault key (so the new key is wrapped for the
+/// operator's recovery key, not for one written on the disk). On tmpfs, for this boot only.
+pub fn migration_path(roots: &platform::Roots) -> std::path::PathBuf {
+    roots.run.join("eve/vault-floor-migration.json")
+}
+
+fn note_floor_migration(
+    host: &mut dyn Host,
+    name: &str,
+    obs: &Observed,
+    used: &str,
+    key: &Key,
+    state: &RecoveryState,
+) {
+    let recovery = if obs.sealed.as_deref() == Some(used) {
+        obs.recovery.as_deref()
+    } else {
+        obs.recovery_next.as_deref().or(obs.recovery.as_deref())
+    };
+    let checked = recovery
+        .filter(|r| check_recovery(Some(r), key).0 == RecoveryState::Ok)
+        .and_then(|r| parse2(r).ok());
+    let proof = checked.as_ref().and_then(|r| r.proof.clone());
+    let rpub = checked.map(|r| r.rpub);
+    let (Some(rpub), Some(guid)) = (rpub, obs.guid) else {
+        log(format!(
+            "{name}: its seal predates the rollback floor and its recovery property is {}: the seal is not replaced; once the floor is set the vault will need `storagectl vault recover`",
+            state.as_str()
+        ));
+        return;
+    };
+    let note = serde_json::json!({ "vault": name, "guid": guid, "rpub": B64.encode(rpub), "proof": proof });
+    let p = migration_path(host.roots());
+    let _ = std::fs::create_dir_all(p.parent().unwrap_or(&p));
+    match std::fs::write(&p, note.to_string()) {
+        Ok(()) => log(format!(
+            "{name}: unlocked with a seal from before the rollback floor; it is replaced once this release is judged good"
+        )),
+        Err(e) => log(format!("{}: {e}", p.display())),
+    }
+}
+
+/// `storage-init raise-floor`, once the floor is set: replaces a seal from before the floor
+/// (noted by this boot's storage-init) by rotating the vault key to a seal bound to it, wrapped
+/// for the same recovery key. `None` when there was nothing to replace.
+pub fn finish_floor_migration(
+    host: &mut dyn Host,
+    enc: &Encryption,
+    sb: SecureBoot,
+) -> Option<Result<String, VaultError>> {
+    let p = migration_path(host.roots());
+    let text = std::fs::read_to_string(&p).ok()?;
+    let r = (|| {
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| VaultError::Blob(format!("{}: {e}", p.display())))?;
+        let bad = |f: &str| VaultError::Blob(format!("{}: field {f}", p.display()));
+        let name = v["vault"].as_str().ok_or_else(|| bad("vault"))?.to_string();
+        let guid = v["guid"].as_u64().ok_or_else(|| bad("guid"))?;
+        let rpub: [u8; 32] = v["rpub"]
+            .as_str()
+            .and_then(|r| B64.decode(r).ok())
+            .and_then(|r| r.try_into().ok())
+            .ok_or_else(|| bad("rpub"))?;
+        let wanted = wanted_pcrs(enc, sb);
+        rotate(host, &name, guid, &wanted, &rpub, v["proof"].as_str())?;
+        Ok(format!(
+            "{name}: its key rotated and sealed to {} and the rollback floor; the seal from before the floor opens nothing now",
+            binding_text(&wanted)
+        ))
+    })();
+    if r.is_ok() {
+        let _ = std::fs::remove_file(&p);
+    }
+    Some(r)
 }
 
 /// After unlocking with seal `used`: finishes or drops a rotation a power cut interrupted, and
@@ -967,10 +1115,11 @@ pub fn rotate(
     guid: u64,
     pcrs: &[u8],
     rpub: &[u8; 32],
+    proof: Option<&str>,
 ) -> Result<(), VaultError> {
     let key = tpm::generate()?;
     let sealed = host.tpm_seal(&payload(guid, &key), pcrs)?;
-    let wrapped = wrap_to(&key, rpub)?;
+    let wrapped = wrap_to(&key, rpub, proof)?;
     set_properties(
         host,
         name,
@@ -1070,7 +1219,8 @@ fn create(host: &mut dyn Host, policy: &Policy, name: &str, how: NewKey, wanted:
     args.push(mountpoint);
     let recovery = match how {
         NewKey::Tpm => {
-            let r = RecoveryKey::generate().and_then(|rk| Ok((wrap_to(&key, &rk.public()?)?, rk)));
+            let r = RecoveryKey::generate()
+                .and_then(|rk| Ok((wrap_to(&key, &rk.public()?, None)?, rk)));
             match r {
                 Ok((w, rk)) => {
                     args.extend(["-o".into(), format!("{RECOVERY_PROPERTY}={w}")]);
@@ -1087,6 +1237,11 @@ fn create(host: &mut dyn Host, policy: &Policy, name: &str, how: NewKey, wanted:
         _ => None,
     };
     args.push(name.into());
+    if recovery.is_some() {
+        // Before the vault: a power cut after it must not leave a seal bound to a floor the TPM
+        // does not hold yet (the next boot would wait for the recovery key).
+        raise_floor(host);
+    }
     if let Err(e) = host.zfs(&args, Some(&key)) {
         log(format!("vault not created: {}", platform::chain(&e)));
         return Vault::Absent {
@@ -1105,13 +1260,24 @@ fn create(host: &mut dyn Host, policy: &Policy, name: &str, how: NewKey, wanted:
     let sealed = guid_of(host, name).and_then(|guid| {
         let data = payload(guid, &key);
         let blob = host.tpm_seal(&data, wanted)?;
-        let back = host.tpm_unseal(&blob)?;
-        if back[..] != data[..] {
-            return Err(VaultError::Blob(
-                "the new seal does not give the key back".into(),
-            ));
+        match host.tpm_unseal(&blob) {
+            Ok(back) if back[..] != data[..] => {
+                return Err(VaultError::Blob(
+                    "the new seal does not give the key back".into(),
+                ))
+            }
+            Ok(_) => {}
+            // A first boot: there was no floor for stage 1 to confirm; the next boot checks it.
+            Err(tpm::TpmError::FloorUnchecked) => {}
+            Err(e) => return Err(e.into()),
         }
-        set_properties(host, name, &[(tpm::SEALED_PROPERTY, &blob)])?;
+        // The wrap again, now with the proof (the GUID is known only once the vault exists).
+        let wrapped = wrap_to(&key, &rk.public()?, Some(&vault_proof(&rk, guid)?))?;
+        set_properties(
+            host,
+            name,
+            &[(tpm::SEALED_PROPERTY, &blob), (RECOVERY_PROPERTY, &wrapped)],
+        )?;
         Ok(())
     });
     match sealed {
@@ -1179,15 +1345,17 @@ pub struct Recovered {
 
 /// Unlocks `<pool>/vault` with the recovery key, then (with a TPM) rotates its key and seals the
 /// new one to this box's TPM under the current Secure Boot state, so the next boot unlocks by
-/// itself; the same recovery key keeps working.
+/// itself; the same recovery key keeps working. The vault's datasets are mounted as `policy`
+/// says ([`crate::mounts`]).
 pub fn recover(
     host: &mut dyn Host,
-    pool: &str,
+    policy: &Policy,
     rk: &RecoveryKey,
     enc: &Encryption,
     sb: SecureBoot,
+    accept_unproven: bool,
 ) -> Result<Recovered, VaultError> {
-    let name = format!("{pool}/vault");
+    let name = format!("{}/vault", policy.pool.name);
     let obs =
         observe(host, &name)?.ok_or_else(|| VaultError::NoRecovery(format!("{name} (absent)")))?;
     if obs.keystatus == "available" {
@@ -1203,6 +1371,23 @@ pub fn recover(
         .collect();
     if blobs.is_empty() {
         return Err(VaultError::NoRecovery(name));
+    }
+    // A key that is not the one these wraps are for (a typo, another box's key) says so plainly.
+    let rpub = rk.public()?;
+    let for_this_key = |b: &&String| parse2(b).map_or(true, |r| r.rpub == rpub);
+    if !blobs.iter().any(for_this_key) {
+        return Err(VaultError::WrongRecoveryKey);
+    }
+    // Before anything is opened: is this the vault the key was made for?
+    let proof = obs.guid.map(|g| vault_proof(rk, g)).transpose()?;
+    let carried: Vec<String> = blobs.iter().filter_map(|b| proof_of(b)).collect();
+    match (&proof, carried.is_empty()) {
+        (Some(p), false) if carried.iter().any(|c| constant_eq(c.as_bytes(), p.as_bytes())) => {}
+        (_, false) => return Err(VaultError::NotThisVault(name)),
+        (_, true) if accept_unproven => log(format!(
+            "{name}: WARNING: no proof that this is the vault the recovery key was made for; opened as the operator asked (--accept-unproven)"
+        )),
+        (_, true) => return Err(VaultError::Unproven(name)),
     }
     let mut last = VaultError::WrongRecoveryKey;
     let mut loaded = false;
@@ -1222,15 +1407,16 @@ pub fn recover(
     if !loaded {
         return Err(last);
     }
-    if let Err(e) = host.zfs(&["mount".into(), "-a".into()], None) {
-        log(format!("zfs mount -a: {e}"));
-    }
+    crate::mounts::apply(host, policy, true);
     let wanted = wanted_pcrs(enc, sb);
     let sealed_to = if host.tpm_present() {
         let guid = obs
             .guid
             .ok_or_else(|| VaultError::Blob(format!("{name}: its guid could not be read")))?;
-        rotate(host, &name, guid, &wanted, &rk.public()?)?;
+        // The floor first: a power cut between the two must not leave a new seal bound to a
+        // floor the TPM does not hold (another recovery would then be needed).
+        raise_floor(host);
+        rotate(host, &name, guid, &wanted, &rk.public()?, proof.as_deref())?;
         Some(binding_text(&wanted))
     } else {
         None
@@ -1240,6 +1426,19 @@ pub fn recover(
         unlocked: true,
         sealed_to,
     })
+}
+
+/// Raises the TPM's rollback floor to the running release (defining it on a new vault or after
+/// a recovery). A failure is loud: the next boot cannot confirm the floor, and the vault then
+/// waits for the recovery key.
+fn raise_floor(host: &mut dyn Host) {
+    match host.tpm_raise_floor() {
+        Ok(what) => log(format!("rollback floor in the TPM: {what}")),
+        Err(e) => log(format!(
+            "WARNING: the rollback floor could not be set in the TPM ({}): the next boot will need the recovery key",
+            platform::chain(&e)
+        )),
+    }
 }
 
 /// Makes a new recovery key for the unlocked vault and rotates the vault key (sealed anew to
@@ -1266,7 +1465,14 @@ pub fn new_recovery_key(
         .guid
         .ok_or_else(|| VaultError::Blob(format!("{name}: its guid could not be read")))?;
     let rk = RecoveryKey::generate()?;
-    rotate(host, &name, guid, &wanted_pcrs(enc, sb), &rk.public()?)?;
+    rotate(
+        host,
+        &name,
+        guid,
+        &wanted_pcrs(enc, sb),
+        &rk.public()?,
+        Some(&vault_proof(&rk, guid)?),
+    )?;
     Ok(rk)
 }
 
@@ -1288,7 +1494,7 @@ mod tests {
     fn a_vault_that_cannot_be_read_is_never_created_and_an_existing_one_never_remade() {
         let mut p = Policy::builtin();
         let d = |obs: Result<Option<&Observed>, String>, tpm: bool, p: &Policy| {
-            decide("persist/vault", obs, tpm, p, &[7])
+            decide("persist/vault", obs, tpm, p, &[7], false)
         };
         // A suspended pool, an I/O error: nothing is created, whatever the TPM and policy say.
         for tpm in [true, false] {
@@ -1320,13 +1526,13 @@ mod tests {
         p.encryption.without_tpm = WithoutTpm::Keyfile;
         assert_eq!(d(Ok(None), false, &p), Decision::Create(NewKey::Keyfile));
         // Present, sealed under the PCR 7 gate: unsealed (current seal first, then a rotation's).
-        let gated = "v2:7,11:Rw==:AAE=:AA==";
+        let gated = "v2:7,11,12:Rw==:AAE=:AA==";
         let mut o = sealed_obs(gated);
-        o.sealed_next = Some("v2:7,11:Rw==:AAI=:AA==".into());
+        o.sealed_next = Some("v2:7,11,12:Rw==:AAI=:AA==".into());
         assert_eq!(
             d(Ok(Some(&o)), true, &p),
             Decision::Unseal {
-                blobs: vec![gated.into(), "v2:7,11:Rw==:AAI=:AA==".into()]
+                blobs: vec![gated.into(), "v2:7,11,12:Rw==:AAI=:AA==".into()]
             }
         );
         let open = Observed {
@@ -1357,6 +1563,7 @@ mod tests {
             tpm,
             &p,
             wanted,
+            false,
         ) {
             Decision::Refused { reason } => reason,
             d => panic!("{obs:?}: {d:?}"),
@@ -1372,7 +1579,7 @@ mod tests {
         let mut lax = Policy::builtin();
         lax.encryption.without_tpm = WithoutTpm::AllowUnencrypted;
         assert_eq!(
-            decide("persist/vault", Ok(Some(&off)), false, &lax, &[]),
+            decide("persist/vault", Ok(Some(&off)), false, &lax, &[], false),
             Decision::Unencrypted
         );
         // Encrypted, with no seal at all.
@@ -1381,6 +1588,13 @@ mod tests {
             ..sealed_obs("x")
         };
         assert!(refused(&bare, true, &[7]).contains("no sealed key"));
+        // A seal made before the rollback floor (not bound to PCR 12): an older release would
+        // unseal it.
+        let r = refused(&sealed_obs("v2:7,11:Rw==:AAE=:AA=="), true, &[7]);
+        assert!(
+            r.contains("without the rollback floor (PCR 12)") && r.contains("recover"),
+            "{r}"
+        );
         // With Secure Boot on, a seal whose parent is not gated on PCR 7 could have been made by
         // anyone holding the TPM (a live USB): an ungated v2 seal, an earlier release's v1 seal
         // even when it claims PCR 7, and garbage.
@@ -1400,7 +1614,8 @@ mod tests {
                 Ok(Some(&sealed_obs("v1::AAE=:AA=="))),
                 true,
                 &p,
-                &[]
+                &[],
+                false
             ),
             Decision::Unseal { .. }
         ));
@@ -1477,7 +1692,7 @@ mod tests {
         let vault_key = [9u8; 32];
         let other = RecoveryKey::from_bytes([0x5b; 32]);
         // This release's form, wrapped to the public half alone, and an earlier release's.
-        let w2 = wrap_to(&vault_key, &rk.public().unwrap()).unwrap();
+        let w2 = wrap_to(&vault_key, &rk.public().unwrap(), None).unwrap();
         let w1 = wrap(&vault_key, &rk).unwrap();
         assert!(w2.starts_with("r2:") && w1.starts_with("r1:"));
         for w in [&w2, &w1] {
@@ -1492,7 +1707,10 @@ mod tests {
             bad[n] = if bad[n] == b'A' { b'B' } else { b'A' };
             assert!(unwrap(&String::from_utf8(bad).unwrap(), &rk).is_err());
         }
-        assert_ne!(w2, wrap_to(&vault_key, &rk.public().unwrap()).unwrap());
+        assert_ne!(
+            w2,
+            wrap_to(&vault_key, &rk.public().unwrap(), None).unwrap()
+        );
         assert!(matches!(
             RecoveryKey::parse("cbdefghi"),
             Err(VaultError::BadRecoveryKey(_))
@@ -1508,7 +1726,7 @@ mod tests {
         let rk = RecoveryKey::from_bytes([0x21; 32]);
         let rpub = rk.public().unwrap();
         let key = [3u8; 32];
-        let w = wrap_to(&key, &rpub).unwrap();
+        let w = wrap_to(&key, &rpub, None).unwrap();
         assert_eq!(
             check_recovery(Some(&w), &key),
             (RecoveryState::Ok, Some(rpub))
@@ -1517,8 +1735,8 @@ mod tests {
         // Someone else's property: their own recovery key's public half, wrapped to without the
         // vault key; an old copy wrapping the key before a rotation; garbage.
         let theirs = RecoveryKey::from_bytes([0x22; 32]).public().unwrap();
-        let forged = wrap_to(&[0u8; 32], &theirs).unwrap();
-        let old = wrap_to(&[4u8; 32], &rpub).unwrap();
+        let forged = wrap_to(&[0u8; 32], &theirs, None).unwrap();
+        let old = wrap_to(&[4u8; 32], &rpub, None).unwrap();
         for blob in [forged.as_str(), old.as_str(), "r2:garbage", "x"] {
             assert_eq!(
                 check_recovery(Some(blob), &key).0,
@@ -1589,7 +1807,7 @@ mod tests {
     /// A vault this box made: its key sealed for GUID 42 to `pcrs`, wrapped to `rk`.
     fn made(h: &mut FakeHost, key: &[u8; 32], pcrs: &[u8], rk: &RecoveryKey) -> (String, String) {
         let blob = h.tpm_seal(&payload(42, key), pcrs).unwrap();
-        let w = wrap_to(key, &rk.public().unwrap()).unwrap();
+        let w = wrap_to(key, &rk.public().unwrap(), None).unwrap();
         h.calls.clear();
         (blob, w)
     }
@@ -1626,11 +1844,190 @@ mod tests {
         let wrapped = written(&h, RECOVERY_PROPERTY).unwrap();
         assert_eq!(unwrap(&wrapped, &rk).unwrap()[..], key[..]);
         assert_eq!(check_recovery(Some(&wrapped), &key).0, RecoveryState::Ok);
+        assert_eq!(
+            proof_of(&wrapped),
+            Some(vault_proof(&rk, 42).unwrap()),
+            "the stored wrap proves the vault to the recovery key"
+        );
         // What is stored is a seal this TPM opens to the key, naming this vault's GUID.
         let blob = written(&h, tpm::SEALED_PROPERTY).unwrap();
         let data = h.tpm_unseal(&blob).unwrap();
         assert_eq!(open_payload(&data, 2, Some(42)).unwrap()[..], key[..]);
         assert!(open_payload(&data, 2, Some(43)).is_err());
+        // The rollback floor is set before the vault is made.
+        let floor = h.calls.iter().position(|c| c == "tpm-raise-floor");
+        let created = h.calls.iter().position(|c| c.starts_with("zfs create"));
+        assert!(floor.is_some() && floor < created, "{:?}", h.calls);
+    }
+
+    #[test]
+    fn a_first_boot_seals_to_the_rollback_floor_stage_1_could_not_yet_confirm() {
+        // No floor in the TPM yet: stage 1 measured "unchecked", so the new seal (bound to the
+        // checked value) cannot be opened in this boot; it is stored all the same, and the floor
+        // set for the next boot.
+        let mut h = FakeHost {
+            floor_checked: false,
+            ..FakeHost::default()
+        };
+        h.answer(GET, Err(ABSENT));
+        h.answer(GUID, Ok("42\n"));
+        let (v, _) = ensure(&mut h, &Policy::builtin(), SecureBoot::On);
+        assert_eq!(v, Vault::Unlocked);
+        let blob = written(&h, tpm::SEALED_PROPERTY).unwrap();
+        assert!(tpm::parse_blob(&blob).unwrap().pcrs.contains(&12), "{blob}");
+        assert_eq!(h.calls_to("tpm-raise-floor").len(), 1);
+        // At the next boot without the floor confirmed, the vault stays locked and says why.
+        let mut next = FakeHost {
+            floor_checked: false,
+            sealed: h.sealed.clone(),
+            ..FakeHost::default()
+        };
+        vault_props(&mut next, &[(tpm::SEALED_PROPERTY, &blob)]);
+        let (v, _) = ensure(&mut next, &Policy::builtin(), SecureBoot::On);
+        match v {
+            Vault::Locked { reason } => assert!(reason.contains("rollback floor"), "{reason}"),
+            v => panic!("{v:?}"),
+        }
+        assert!(
+            next.calls_to("tpm-raise-floor").is_empty(),
+            "never raised at an unlock"
+        );
+        // With the floor confirmed (the counters the first boot set), it unlocks by itself.
+        let mut confirmed = FakeHost {
+            sealed: h.sealed.clone(),
+            ..FakeHost::default()
+        };
+        vault_props(&mut confirmed, &[(tpm::SEALED_PROPERTY, &blob)]);
+        confirmed.answer(GUID, Ok("42\n"));
+        let (v, _) = ensure(&mut confirmed, &Policy::builtin(), SecureBoot::On);
+        assert_eq!(v, Vault::Unlocked);
+    }
+
+    #[test]
+    fn a_seal_from_before_the_floor_opens_only_while_there_is_none_and_is_then_replaced() {
+        let key = [6u8; 32];
+        let rk = RecoveryKey::from_bytes([0x21; 32]);
+        let wrapped = wrap_to(&key, &rk.public().unwrap(), None).unwrap();
+        let legacy = "v2:7,11:Rw==:AAAAAQ==:AA==";
+        let setup = |floor_absent: bool| {
+            let mut h = FakeHost {
+                floor_absent,
+                ..FakeHost::default()
+            };
+            let at = h.pcr7;
+            h.sealed.push((payload(42, &key).to_vec(), vec![7], at));
+            vault_props(
+                &mut h,
+                &[
+                    (tpm::SEALED_PROPERTY, legacy),
+                    (RECOVERY_PROPERTY, &wrapped),
+                ],
+            );
+            h
+        };
+        // The TPM holds a floor: an older release could open this seal, so it is refused.
+        let mut h = setup(false);
+        let (v, _) = ensure(&mut h, &Policy::builtin(), SecureBoot::On);
+        assert!(matches!(v, Vault::Locked { .. }), "{v:?}");
+        assert!(h.calls_to("zfs load-key").is_empty());
+        assert!(!migration_path(&h.roots).exists());
+        // No floor yet (the first boot of the release that brings it): unlocked, and the
+        // recovery key's checked public half noted for the replacement.
+        let t = tempfile::tempdir().unwrap();
+        let mut h = setup(true);
+        h.roots = platform::Roots::under(t.path());
+        let (v, rec) = ensure(&mut h, &Policy::builtin(), SecureBoot::On);
+        assert_eq!((v, rec), (Vault::Unlocked, Some(RecoveryState::Ok)));
+        assert!(
+            h.calls_to("zfs change-key").is_empty(),
+            "nothing rotated at boot"
+        );
+        assert!(migration_path(&h.roots).exists());
+        // Once the floor is set: rotated to a seal bound to it, wrapped for the same recovery
+        // key; the note is gone.
+        h.answer(GUID, Ok("42\n"));
+        let enc = Policy::builtin().encryption;
+        let done = finish_floor_migration(&mut h, &enc, SecureBoot::On);
+        assert!(matches!(done, Some(Ok(_))), "{done:?}");
+        assert_eq!(h.calls_to("zfs change-key").len(), 1);
+        let sealed = written(&h, SEALED_NEXT).unwrap();
+        assert!(
+            tpm::parse_blob(&sealed).unwrap().pcrs.contains(&12),
+            "{sealed}"
+        );
+        let new_key = h.stdin.last().unwrap().clone();
+        let rewrapped = written(&h, RECOVERY_NEXT).unwrap();
+        assert_eq!(unwrap(&rewrapped, &rk).unwrap()[..], new_key[..]);
+        assert!(!migration_path(&h.roots).exists());
+        assert!(finish_floor_migration(&mut h, &enc, SecureBoot::On).is_none());
+        // A recovery property that does not check out is not trusted for the new wrap.
+        let t = tempfile::tempdir().unwrap();
+        let mut h = setup(true);
+        h.roots = platform::Roots::under(t.path());
+        let other = wrap_to(
+            &key,
+            &RecoveryKey::from_bytes([0x22; 32]).public().unwrap(),
+            None,
+        )
+        .unwrap();
+        let forged = format!("{}AAAA", &other[..other.len() - 4]);
+        vault_props(
+            &mut h,
+            &[(tpm::SEALED_PROPERTY, legacy), (RECOVERY_PROPERTY, &forged)],
+        );
+        let (v, _) = ensure(&mut h, &Policy::builtin(), SecureBoot::On);
+        assert_eq!(v, Vault::Unlocked);
+        assert!(!migration_path(&h.roots).exists());
+    }
+
+    #[test]
+    fn recovery_opens_only_the_vault_its_key_was_made_for() {
+        let rk = RecoveryKey::from_bytes([0x31; 32]);
+        let rpub = rk.public().unwrap();
+        let enc = Policy::builtin().encryption;
+        let at = |proof: Option<&str>| {
+            let mut h = FakeHost::default();
+            let w = wrap_to(&[9u8; 32], &rpub, proof).unwrap();
+            vault_props(&mut h, &[(RECOVERY_PROPERTY, &w)]);
+            h
+        };
+        // A vault made in place of the box's own (GUID 42), wrapped to the public half that is
+        // on the disk for anyone to read, with the proof copied from the real vault (GUID 7):
+        // refused before anything is loaded.
+        let copied = vault_proof(&rk, 7).unwrap();
+        let mut h = at(Some(&copied));
+        let r = recover(&mut h, &Policy::builtin(), &rk, &enc, SecureBoot::On, true);
+        assert!(matches!(r, Err(VaultError::NotThisVault(_))), "{r:?}");
+        assert!(h.calls_to("zfs load-key").is_empty() && h.calls_to("tpm").is_empty());
+        // Another key altogether (a typo): said plainly, not as tampering.
+        let mut h = at(Some(&copied));
+        let other = RecoveryKey::from_bytes([0x33; 32]);
+        let r = recover(
+            &mut h,
+            &Policy::builtin(),
+            &other,
+            &enc,
+            SecureBoot::On,
+            true,
+        );
+        assert!(matches!(r, Err(VaultError::WrongRecoveryKey)), "{r:?}");
+        // No proof at all: refused unless the operator accepts it.
+        let mut h = at(None);
+        let r = recover(&mut h, &Policy::builtin(), &rk, &enc, SecureBoot::On, false);
+        assert!(matches!(r, Err(VaultError::Unproven(_))), "{r:?}");
+        assert!(h.calls_to("zfs load-key").is_empty());
+        // The right proof: opened, and the rotated wrap carries the proof on.
+        let proof = vault_proof(&rk, 42).unwrap();
+        let mut h = at(Some(&proof));
+        recover(&mut h, &Policy::builtin(), &rk, &enc, SecureBoot::On, false).unwrap();
+        let next = written(&h, RECOVERY_NEXT).unwrap();
+        assert_eq!(proof_of(&next).as_deref(), Some(proof.as_str()));
+        // Only the recovery key's holder computes it, per vault.
+        assert_ne!(vault_proof(&rk, 43).unwrap(), proof);
+        assert_ne!(
+            vault_proof(&RecoveryKey::from_bytes([0x32; 32]), 42).unwrap(),
+            proof
+        );
     }
 
     #[test]
@@ -1705,7 +2102,7 @@ mod tests {
         let mut h = FakeHost::default();
         let rk = RecoveryKey::from_bytes([1; 32]);
         let blob = h.tpm_seal(&payload(41, &[3u8; 32]), &[7]).unwrap();
-        let w = wrap_to(&[3u8; 32], &rk.public().unwrap()).unwrap();
+        let w = wrap_to(&[3u8; 32], &rk.public().unwrap(), None).unwrap();
         vault_props(
             &mut h,
             &[(tpm::SEALED_PROPERTY, &blob), (RECOVERY_PROPERTY, &w)],
@@ -1729,7 +2126,7 @@ mod tests {
         ] {
             let mut h = FakeHost::default();
             let (blob, w) = made(&mut h, &[5u8; 32], &[7], &rk);
-            let other = wrap_to(&[6u8; 32], &rk.public().unwrap()).unwrap();
+            let other = wrap_to(&[6u8; 32], &rk.public().unwrap(), None).unwrap();
             let mut props = vec![(tpm::SEALED_PROPERTY, blob.as_str())];
             match recovery {
                 Some(true) => props.push((RECOVERY_PROPERTY, &w)),
@@ -1840,7 +2237,7 @@ mod tests {
         // The attacker does not know key 6: their wrap carries a key of theirs, to their own
         // recovery key.
         let theirs = RecoveryKey::from_bytes([9; 32]).public().unwrap();
-        let forged = wrap_to(&[7u8; 32], &theirs).unwrap();
+        let forged = wrap_to(&[7u8; 32], &theirs, None).unwrap();
         let mut h2 = FakeHost {
             sealed: std::mem::take(&mut h.sealed),
             fail: Some("zfs load-key"),
@@ -1872,7 +2269,15 @@ mod tests {
     fn rotating_writes_next_first_then_changes_the_key_then_switches() {
         let mut h = FakeHost::default();
         let rk = RecoveryKey::from_bytes([1; 32]);
-        rotate(&mut h, "persist/vault", 42, &[7], &rk.public().unwrap()).unwrap();
+        rotate(
+            &mut h,
+            "persist/vault",
+            42,
+            &[7],
+            &rk.public().unwrap(),
+            None,
+        )
+        .unwrap();
         let steps: Vec<&str> = h
             .calls
             .iter()
@@ -1902,7 +2307,15 @@ mod tests {
             fail: Some("zfs change-key"),
             ..FakeHost::default()
         };
-        assert!(rotate(&mut h, "persist/vault", 42, &[7], &rk.public().unwrap()).is_err());
+        assert!(rotate(
+            &mut h,
+            "persist/vault",
+            42,
+            &[7],
+            &rk.public().unwrap(),
+            None
+        )
+        .is_err());
         assert_eq!(h.calls_to("zfs set").len(), 1);
         assert!(
             h.calls_to("zfs inherit").is_empty(),
@@ -1913,24 +2326,33 @@ mod tests {
     #[test]
     fn recovery_opens_only_with_the_right_key_then_rotates_and_seals_to_this_tpm() {
         let rk = RecoveryKey::from_bytes([0x11; 32]);
-        let wrapped = wrap_to(&[8u8; 32], &rk.public().unwrap()).unwrap();
+        let wrapped = wrap_to(&[8u8; 32], &rk.public().unwrap(), None).unwrap();
         let mut h = FakeHost::default();
         vault_props(
             &mut h,
             &[
-                (tpm::SEALED_PROPERTY, "v2:7,11:Rw==:AAAAAQ==:AA=="),
+                (tpm::SEALED_PROPERTY, "v2:7,11,12:Rw==:AAAAAQ==:AA=="),
                 (RECOVERY_PROPERTY, &wrapped),
             ],
         );
         let enc = Policy::builtin().encryption;
         let wrong = RecoveryKey::from_bytes([0x12; 32]);
         assert!(matches!(
-            recover(&mut h, "persist", &wrong, &enc, SecureBoot::On),
+            recover(
+                &mut h,
+                &Policy::builtin(),
+                &wrong,
+                &enc,
+                SecureBoot::On,
+                true
+            ),
             Err(VaultError::WrongRecoveryKey)
         ));
         assert!(h.calls_to("zfs load-key").is_empty() && h.calls_to("tpm").is_empty());
-        let r = recover(&mut h, "persist", &rk, &enc, SecureBoot::On).unwrap();
+        let r = recover(&mut h, &Policy::builtin(), &rk, &enc, SecureBoot::On, true).unwrap();
         assert!(r.unlocked && r.sealed_to.as_deref() == Some(binding_text(&[7]).as_str()));
+        // The operator's recovery also sets the rollback floor (a cleared TPM lost it).
+        assert_eq!(h.calls_to("tpm-raise-floor").len(), 1);
         // Loaded with the old key, then rotated: a new key, sealed here for this vault and
         // wrapped for the same recovery key.
         assert_eq!(h.stdin[0], vec![8u8; 32]);
@@ -1950,7 +2372,7 @@ mod tests {
             &mut h,
             &[(RECOVERY_PROPERTY, &wrap(&[8u8; 32], &rk).unwrap())],
         );
-        assert!(recover(&mut h, "persist", &rk, &enc, SecureBoot::On).is_ok());
+        assert!(recover(&mut h, &Policy::builtin(), &rk, &enc, SecureBoot::On, true).is_ok());
         assert!(written(&h, RECOVERY_PROPERTY).unwrap().starts_with("r2:"));
         // An old copy put back (a wrap of a key the vault no longer has): refused.
         let mut h = FakeHost {
@@ -1959,7 +2381,7 @@ mod tests {
         };
         vault_props(&mut h, &[(RECOVERY_PROPERTY, &wrapped)]);
         assert!(matches!(
-            recover(&mut h, "persist", &rk, &enc, SecureBoot::On),
+            recover(&mut h, &Policy::builtin(), &rk, &enc, SecureBoot::On, true),
             Err(VaultError::WrongRecoveryKey)
         ));
         assert!(h.calls_to("zfs change-key").is_empty());
@@ -1967,7 +2389,7 @@ mod tests {
         let mut h = FakeHost::default();
         h.answer(GET, Err(ABSENT));
         assert!(matches!(
-            recover(&mut h, "persist", &rk, &enc, SecureBoot::On),
+            recover(&mut h, &Policy::builtin(), &rk, &enc, SecureBoot::On, true),
             Err(VaultError::NoRecovery(_))
         ));
         assert_eq!(h.calls.len(), 1);

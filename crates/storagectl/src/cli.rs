@@ -74,6 +74,10 @@ pub enum VaultCmd {
     Recover {
         #[arg(long)]
         json: bool,
+        /// Open a vault that carries no proof it is the one this recovery key was made for (made
+        /// by an earlier release): only when nobody can have changed this box's disks.
+        #[arg(long)]
+        accept_unproven: bool,
     },
     /// Make a new recovery key for the unlocked vault (the old one stops working) and print it
     /// once.

@@ -10,7 +10,10 @@ use storage::host::RealHost;
 pub fn vault(pool: &str, cmd: VaultCmd) -> ExitCode {
     use storage::vault;
     match cmd {
-        VaultCmd::Recover { json } => {
+        VaultCmd::Recover {
+            json,
+            accept_unproven,
+        } => {
             let mut line = zeroize::Zeroizing::new(String::new());
             if let Err(e) = std::io::stdin().read_line(&mut line) {
                 eprintln!("storagectl: reading the recovery key on stdin: {e}");
@@ -24,7 +27,11 @@ pub fn vault(pool: &str, cmd: VaultCmd) -> ExitCode {
             let enc = storage::config::image_encryption();
             let mut host = RealHost::new(Roots::host());
             let sb = vault::secure_boot(&host.roots.sys);
-            let r = vault::recover(&mut host, pool, &rk, &enc, sb);
+            // Where the vault's datasets mount: the policy storage-init last applied here.
+            let mut policy = storage::config::last_good_policy(pool)
+                .unwrap_or_else(storage::policy::Policy::builtin);
+            policy.pool.name = pool.to_string();
+            let r = vault::recover(&mut host, &policy, &rk, &enc, sb, accept_unproven);
             if let Ok(v) = &r {
                 if v.unlocked {
                     storage::config::record_vault_state(

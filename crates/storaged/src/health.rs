@@ -123,6 +123,9 @@ pub struct VaultSeen {
     /// `ok`, `missing`, `changed`, `legacy`; `None` when the vault was not unlocked by its seal.
     #[serde(rename = "vault_recovery", default)]
     pub recovery: Option<String>,
+    /// Policy datasets left unmounted because their mountpoint was not the policy's.
+    #[serde(default)]
+    pub mounts_refused: Vec<String>,
 }
 
 /// Pure: the vault's alerts. A missing or changed recovery property is tampering (the box never
@@ -130,6 +133,16 @@ pub struct VaultSeen {
 fn vault_alerts(o: &Observed, out: &mut Vec<Alert>) {
     let Some(v) = &o.vault else { return };
     let name = &o.pool_name;
+    if !v.mounts_refused.is_empty() {
+        out.push(Alert {
+            key: format!("mounts:{name}:refused"),
+            severity: Severity::Critical,
+            message: format!(
+                "datasets left unmounted, their mountpoint changed on the disk: {}",
+                v.mounts_refused.join("; ")
+            ),
+        });
+    }
     if v.state == "locked" {
         out.push(Alert {
             key: format!("vault:{name}:locked"),
@@ -703,6 +716,7 @@ mod tests {
             state: state.into(),
             reason: Some("its key is sealed to this TPM only".into()),
             recovery: recovery.map(String::from),
+            mounts_refused: vec![],
         };
         let mut o = healthy_pool();
         for (v, want) in [
@@ -727,6 +741,17 @@ mod tests {
             assert_eq!(keys(&a), want, "{v:?}");
             assert!(a.iter().all(|a| !a.message.contains("r2:")), "{a:?}");
         }
+        // A dataset whose mountpoint was moved on the disk.
+        o.vault = Some(VaultSeen {
+            mounts_refused: vec!["persist/newlog: NOT MOUNTED: its mountpoint is /etc".into()],
+            ..seen("unlocked", Some("ok"))
+        });
+        let a = assess(&o, [80, 90, 95]);
+        assert_eq!(
+            keys(&a),
+            [("mounts:persist:refused".to_string(), Severity::Critical)]
+        );
+        assert!(a[0].message.contains("/etc"), "{a:?}");
         // As storage-init writes it.
         let v: VaultSeen = serde_json::from_str(
             r#"{"pool":"persist","vault_state":"unlocked","vault_reason":null,"vault_recovery":"missing"}"#,

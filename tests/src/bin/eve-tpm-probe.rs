@@ -5,6 +5,12 @@
 //! `eve-tpm-probe unseal BLOB_FILE`: unseal a stored seal (exit 0 and the byte count when it opens).
 //! `eve-tpm-probe seal-ungated KEY_FILE GUID`: seal a vault key of the caller's choosing for the
 //! vault GUID under the TPM's ungated parent (what anyone holding the TPM can do), print the blob.
+//! `eve-tpm-probe wrap KEY_FILE RECOVERY_PROPERTY_FILE`: wrap a key of the caller's choosing to
+//! the recovery key's public half found in a recovery property (public, on the disk), copying
+//! that property's proof: what anyone holding the disks can make.
+//! `eve-tpm-probe floor`: the rollback floor as the TPM holds it.
+//! `eve-tpm-probe undefine-floor`: delete the floor's counters with the owner's (empty) auth, as
+//! anyone with a shell on the box or a live USB can.
 
 use std::process::ExitCode;
 use storage::tpm::{self, Tpm};
@@ -29,7 +35,25 @@ fn main() -> ExitCode {
                 let data = storage::vault::payload(g, &k);
                 tpm::seal(&t, &data, &[]).map_err(|e| platform::chain(&e))
             }),
-        _ => Err("usage: eve-tpm-probe unseal BLOB_FILE | seal-ungated KEY_FILE GUID".into()),
+        ["wrap", key, prop] => std::fs::read(key)
+            .map_err(|e| format!("{key}: {e}"))
+            .and_then(|k| {
+                let text = std::fs::read_to_string(prop).map_err(|e| format!("{prop}: {e}"))?;
+                let f: Vec<&str> = text.trim().split(':').collect();
+                use base64::Engine;
+                let rpub: [u8; 32] = f
+                    .get(1)
+                    .and_then(|r| base64::engine::general_purpose::STANDARD.decode(r).ok())
+                    .and_then(|r| r.try_into().ok())
+                    .ok_or("no public half in the property")?;
+                storage::vault::wrap_to(&k, &rpub, f.get(6).copied())
+                    .map_err(|e| platform::chain(&e))
+            }),
+        ["floor"] => storage::floor::read(&t)
+            .map(|(e, s)| format!("epoch {e:?} serial {s:?}"))
+            .map_err(|e| platform::chain(&e)),
+        ["undefine-floor"] => undefine_floor(),
+        _ => Err("usage: eve-tpm-probe unseal BLOB_FILE | seal-ungated KEY_FILE GUID | floor | undefine-floor".into()),
     };
     match r {
         Ok(out) => {
@@ -41,4 +65,29 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn undefine_floor() -> Result<String, String> {
+    use tss_esapi::handles::{NvIndexHandle, NvIndexTpmHandle, TpmHandle};
+    use tss_esapi::interface_types::resource_handles::Provision;
+    let dev: tss_esapi::tcti_ldr::DeviceConfig =
+        "/dev/tpmrm0".parse().map_err(|e| format!("{e}"))?;
+    let mut ctx = tss_esapi::Context::new(tss_esapi::tcti_ldr::TctiNameConf::Device(dev))
+        .map_err(|e| format!("open the TPM: {e}"))?;
+    let mut done = Vec::new();
+    for index in [
+        platform::rollback::EPOCH_INDEX,
+        platform::rollback::SERIAL_INDEX,
+    ] {
+        let h = NvIndexTpmHandle::new(index).map_err(|e| format!("{e}"))?;
+        let obj = ctx
+            .tr_from_tpm_public(TpmHandle::NvIndex(h))
+            .map_err(|e| format!("{index:#010x}: {e}"))?;
+        ctx.execute_with_nullauth_session(|c| {
+            c.nv_undefine_space(Provision::Owner, NvIndexHandle::from(obj))
+        })
+        .map_err(|e| format!("undefine {index:#010x}: {e}"))?;
+        done.push(format!("{index:#010x}"));
+    }
+    Ok(format!("undefined {}", done.join(" ")))
 }

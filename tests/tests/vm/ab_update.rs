@@ -280,6 +280,50 @@ fn v2_installs_and_becomes_good_while_unbootable_and_unhealthy_v3_roll_back_by_t
     assert_eq!(m.ok("cat /etc/eve-release").unwrap(), "eve-storage v2\n");
     data_intact(&mut m);
 
+    // v2's good boot raised the TPM's rollback floor to its epoch (1).
+    let floor = m.ok("storage-init raise-floor").unwrap();
+    assert!(
+        floor.contains("rollback floor: security epoch 1, key serial 1"),
+        "{floor}"
+    );
+    // Attack: the slot order flipped back to v1 (epoch 0) in the unsigned boot state on the
+    // ESP. GRUB boots v1's slot; its stage 1 finds it below the floor, marks it bad and boots v2,
+    // whose vault unlocks as before.
+    m.ok("mkdir -p /run/esp && mount -t vfat /dev/disk/by-partlabel/EFI /run/esp && \
+          sed -i 's/EVE_ORDER=B A/EVE_ORDER=A B/' /run/esp/EFI/eve/state1.env /run/esp/EFI/eve/state2.env && \
+          grep -c 'EVE_ORDER=A B' /run/esp/EFI/eve/state1.env && umount /run/esp && sync")
+        .unwrap();
+    let _ = m.exec_argv(
+        &["/usr/bin/eve-init", "reboot"],
+        &[],
+        Duration::from_secs(30),
+    );
+    m.wait_guest_reset(Duration::from_secs(180)).unwrap();
+    let refused = m.boot_until_reset(Duration::from_secs(400)).unwrap();
+    assert!(
+        refused.contains("SLOT A REFUSED: security epoch 0 is below this box's floor 1"),
+        "{refused}"
+    );
+    m.boot().unwrap();
+    let console = std::fs::read_to_string(m.console_log()).unwrap();
+    assert!(console.contains("EVE: booting slot B"), "fell back to v2");
+    assert!(
+        console.contains("rollback floor met (epoch 1 >= 1, key serial 1 >= 1)"),
+        "{console}"
+    );
+    let st = wait_status(&mut m, "v1's refusal to be recorded", |s| {
+        s["running"] == "B" && slot(s, "A")["state"] == "bad"
+    });
+    assert!(
+        slot(&st, "A")["failure"]
+            .as_str()
+            .unwrap()
+            .starts_with("boot: rollback: security epoch 0"),
+        "{st:#}"
+    );
+    assert_eq!(m.ok("cat /etc/eve-release").unwrap(), "eve-storage v2\n");
+    data_intact(&mut m);
+
     // v2 runs security epoch 1: an artifact of epoch 0 is refused even as a deliberate downgrade;
     // an older version of the same epoch only with --allow-downgrade.
     let old_epoch = variant_with(&dir, "v9-epoch0", &dev_key(), info(0), |_| {});

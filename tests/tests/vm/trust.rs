@@ -4,7 +4,8 @@
 //! PCR 7; a deleted recovery property is an alert, never a new key, and a new recovery key rotates
 //! the vault key so old seals and old recovery keys open nothing; a vault put in place of the
 //! box's own (unencrypted, or encrypted with a seal anyone could make) is refused and nothing is
-//! written into it. Every dataset's GUID and the vault's content are the same at the end.
+//! written into it; a mountpoint written on the disk never puts a dataset over the system or the
+//! vault. Every dataset's GUID and the vault's content are the same at the end.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic with context on failure
 
@@ -74,20 +75,6 @@ fn what_is_on_the_disk_cannot_undo_what_the_tpm_and_the_operator_decided() {
     assert_eq!(st["boot"]["pcrs"], serde_json::json!([7]), "{st:#}");
     let before = datasets(&mut m);
 
-    // Attack 1: a process after the unlock phase (anything but storage-init) cannot unseal the
-    // vault key, even with the box's own seal in hand, and the phase PCR says so.
-    copy_probe(&mut m, &dir);
-    m.ok(&format!(
-        "zfs get -H -o value {SEALED} persist/vault > /run/blob"
-    ))
-    .unwrap();
-    let out = m.sh("/run/probe unseal /run/blob").unwrap();
-    assert_ne!(out.status, 0, "unsealed after the unlock phase: {out:?}");
-    assert!(out.stderr.contains("refused to unseal"), "{out:?}");
-    let pcr11 = m.ok("cat /sys/class/tpm/tpm0/pcr-sha256/11").unwrap();
-    assert!(pcr11.trim().chars().any(|c| c != '0'), "PCR 11: {pcr11}");
-    assert!(m.console().contains("unlock phase over"));
-
     // Attack 2: a CONFIG policy that unbinds PCR 7 is ignored: the vault still unlocks, and the
     // re-seal a new recovery key makes is still bound to PCR 7.
     let policy = std::fs::read_to_string(
@@ -111,14 +98,100 @@ fn what_is_on_the_disk_cannot_undo_what_the_tpm_and_the_operator_decided() {
     assert_eq!(keystatus(&mut m, "persist/vault"), "available");
     let sealed1 = prop(&mut m, SEALED, "persist/vault");
     let recovery1 = prop(&mut m, RECOVERY, "persist/vault");
-    assert!(sealed1.starts_with("v2:7,11:"), "{sealed1}");
+    assert!(sealed1.starts_with("v2:7,11,12:"), "{sealed1}");
+
+    // Attack 1 (in the second boot, the first with a rollback floor for stage 1 to confirm): a
+    // process after the unlock phase (anything but storage-init) cannot unseal the vault key,
+    // even with the box's own seal in hand, and the phase PCR says so.
+    copy_probe(&mut m, &dir);
+    m.ok(&format!(
+        "zfs get -H -o value {SEALED} persist/vault > /run/blob"
+    ))
+    .unwrap();
+    let out = m.sh("/run/probe unseal /run/blob").unwrap();
+    assert_ne!(out.status, 0, "unsealed after the unlock phase: {out:?}");
+    assert!(out.stderr.contains("refused to unseal"), "{out:?}");
+    let pcr11 = m.ok("cat /sys/class/tpm/tpm0/pcr-sha256/11").unwrap();
+    assert!(pcr11.trim().chars().any(|c| c != '0'), "PCR 11: {pcr11}");
+    assert!(m.console().contains("unlock phase over"));
+    // PCR 12 holds stage 1's "floor met", the value the seal is bound to.
+    let pcr12 = m.ok("cat /sys/class/tpm/tpm0/pcr-sha256/12").unwrap();
+    let want: String = platform::rollback::pcr_after(platform::rollback::CHECKED)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(pcr12.trim().to_lowercase(), want);
 
     // Attack 3: the recovery property deleted (user properties need no key). The next boot makes
     // no new key: no banner, a tamper alert, the vault unlocked as before.
     m.ok(&format!("zfs inherit {RECOVERY} persist/vault"))
         .unwrap();
+    // Attack 3b, in the same boot: mountpoints written on the disk. A new dataset over the
+    // system's binaries, and the log dataset moved over /etc. Neither is mounted there.
+    m.ok("zfs create -u -o mountpoint=/usr/sbin persist/evil && zfs set -u mountpoint=/etc persist/newlog && zpool sync persist")
+        .unwrap();
+    // And a symbolic link on the pool's root where another dataset mounts.
+    m.ok("zfs umount persist/containerd && rmdir /persist/containerd && ln -s /etc /persist/containerd && zpool sync persist")
+        .unwrap();
     m.reboot().unwrap();
     let console = m.console();
+    assert!(
+        console.contains(
+            "persist/newlog: NOT MOUNTED: its mountpoint is /etc, the policy says /persist/newlog"
+        ),
+        "{console}"
+    );
+    assert!(
+        console.contains(
+            "persist/evil: not mounted at /usr/sbin: not a dataset of the storage policy"
+        ),
+        "{console}"
+    );
+    let mounts = m.ok("cat /proc/self/mounts").unwrap();
+    let zfs_at = |path: &str| {
+        mounts
+            .lines()
+            .find(|l| l.split(' ').nth(1) == Some(path) && l.split(' ').nth(2) == Some("zfs"))
+            .map(|l| l.split(' ').next().unwrap_or("").to_string())
+    };
+    assert!(
+        console.contains("persist/containerd: NOT MOUNTED: /persist/containerd is a symbolic link"),
+        "{console}"
+    );
+    assert_eq!(zfs_at("/usr/sbin"), None, "{mounts}");
+    assert_eq!(zfs_at("/etc"), None, "{mounts}");
+    // The policy's own mountpoint is put back and the dataset is mounted there, with nothing
+    // set-uid, no device nodes and nothing executable outside the vault.
+    assert_eq!(
+        zfs_at("/persist/newlog").as_deref(),
+        Some("persist/newlog"),
+        "{mounts}"
+    );
+    let opts = |path: &str| {
+        mounts
+            .lines()
+            .find(|l| l.split(' ').nth(1) == Some(path))
+            .and_then(|l| l.split(' ').nth(3))
+            .unwrap_or("")
+            .to_string()
+    };
+    for o in ["nosuid", "nodev", "noexec"] {
+        assert!(
+            opts("/persist").split(',').any(|x| x == o),
+            "/persist: {mounts}"
+        );
+    }
+    assert!(
+        opts("/persist/config").split(',').any(|x| x == "nosuid"),
+        "{mounts}"
+    );
+    let a = alerts(&mut m);
+    assert!(
+        a.contains("mounts:persist:refused") && a.contains("/etc"),
+        "{a}"
+    );
+    m.ok("zfs destroy persist/evil && rm /persist/containerd && zfs mount persist/containerd")
+        .unwrap();
     assert!(
         recovery_key(&console).is_none(),
         "a new recovery key was shown"
@@ -143,7 +216,7 @@ fn what_is_on_the_disk_cannot_undo_what_the_tpm_and_the_operator_decided() {
     let sealed2 = prop(&mut m, SEALED, "persist/vault");
     let recovery2 = prop(&mut m, RECOVERY, "persist/vault");
     assert!(
-        sealed2.starts_with("v2:7,11:") && sealed2 != sealed1,
+        sealed2.starts_with("v2:7,11,12:") && sealed2 != sealed1,
         "{sealed2}"
     );
     assert!(recovery2.starts_with("r2:"));
@@ -215,6 +288,26 @@ fn what_is_on_the_disk_cannot_undo_what_the_tpm_and_the_operator_decided() {
         .unwrap();
     let guid = prop(&mut m, "guid", "persist/vault");
     copy_probe(&mut m, &dir);
+    // Attack 4c, on the same vault: wrapped to the operator's recovery key's public half (in the
+    // real vault's property, for anyone to read), with the real vault's proof copied. The
+    // operator's recovery key refuses it before anything is opened or sealed.
+    m.ok(&format!(
+        "zfs unload-key persist/vault && zfs get -H -o value {RECOVERY} persist/stash > /run/real && /run/probe wrap /run/k /run/real > /run/forged && zfs set {RECOVERY}=$(cat /run/forged) persist/vault"
+    ))
+    .unwrap();
+    let out = recover(&mut m, &rk2);
+    assert_eq!(out.status, 1, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("is not the vault this recovery key was made for"),
+        "{out:?}"
+    );
+    assert_eq!(keystatus(&mut m, "persist/vault"), "unavailable");
+    assert_eq!(
+        prop(&mut m, SEALED, "persist/vault"),
+        "-",
+        "nothing sealed for it"
+    );
     let out = m
         .sh(&format!("/run/probe seal-ungated /run/k {guid}"))
         .unwrap();
@@ -222,7 +315,7 @@ fn what_is_on_the_disk_cannot_undo_what_the_tpm_and_the_operator_decided() {
     let forged = out.stdout.trim().to_string();
     let f: Vec<&str> = forged.split(':').collect();
     let real: Vec<&str> = sealed2.split(':').collect();
-    let claimed = format!("v2:7,11:{}:{}:{}", real[2], f[3], f[4]);
+    let claimed = format!("v2:7,11,12:{}:{}:{}", real[2], f[3], f[4]);
     m.ok(&format!(
         "zfs set {SEALED}={forged} org.lfedge.eve:sealed-key-next={claimed} persist/vault && zpool sync persist"
     ))
@@ -255,5 +348,28 @@ fn what_is_on_the_disk_cannot_undo_what_the_tpm_and_the_operator_decided() {
         before,
         "every dataset's guid is unchanged"
     );
+
+    // Attack 6: the rollback floor deleted from the TPM (the owner's auth is empty: any shell
+    // or live USB can), as if to boot an older release. Stage 1 finds no floor and says so; the
+    // vault's seal, bound to stage 1's "floor met", does not open; nothing is changed.
+    copy_probe(&mut m, &dir);
+    let floor = m.ok("/run/probe floor").unwrap();
+    assert_eq!(floor.trim(), "epoch Some(0) serial Some(1)");
+    m.ok("/run/probe undefine-floor").unwrap();
+    m.reboot().unwrap();
+    let console = m.console();
+    assert!(
+        console.contains("stage 1: WARNING: no rollback floor in the TPM"),
+        "{console}"
+    );
+    assert_eq!(keystatus(&mut m, "persist/vault"), "unavailable");
+    assert!(
+        console.contains("stage 1 did not confirm the rollback floor this boot"),
+        "{console}"
+    );
+    assert_eq!(prop(&mut m, "mounted", "persist/vault"), "no");
+    let a = alerts(&mut m);
+    assert!(a.contains("vault:persist:locked"), "{a}");
+    assert_eq!(datasets(&mut m), before);
     m.poweroff().unwrap();
 }

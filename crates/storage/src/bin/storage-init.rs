@@ -30,6 +30,44 @@ enum Cmd {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Raise the TPM's rollback floor to the running release's security epoch and update-key
+    /// serial, once its slot is good (run after `abupdate health`). Exit 1 when it could not be
+    /// raised.
+    RaiseFloor,
+}
+
+fn raise_floor() -> ExitCode {
+    use storage::floor::{raise_after_good_boot, AfterBoot};
+    match raise_after_good_boot(&Roots::host()) {
+        Ok(AfterBoot::NoTpm) => println!("storage-init: no TPM: no rollback floor to keep"),
+        Ok(AfterBoot::NotGood(why)) => println!("storage-init: {why}"),
+        Ok(AfterBoot::Raised(r)) => {
+            match r.changed() {
+                true => println!("storage-init: rollback floor raised: {}", r.text()),
+                false => println!("storage-init: rollback floor: {}", r.text()),
+            }
+            // A vault unlocked this boot by a seal from before the floor gets a seal bound to it.
+            let mut host = RealHost::new(Roots::host());
+            let sb = storage::vault::secure_boot(&host.roots.sys);
+            let enc = config::image_encryption();
+            match storage::vault::finish_floor_migration(&mut host, &enc, sb) {
+                None => {}
+                Some(Ok(what)) => println!("storage-init: {what}"),
+                Some(Err(e)) => {
+                    eprintln!(
+                        "storage-init: error: replacing the seal from before the rollback floor: {}",
+                        platform::chain(&e)
+                    );
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("storage-init: error: raising the rollback floor: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn report(e: &dyn std::error::Error) -> ExitCode {
@@ -48,6 +86,7 @@ fn main() -> ExitCode {
     let action = match Cli::parse().cmd {
         Cmd::Plan { json } => Action::Plan { json },
         Cmd::Run { dry_run } => Action::Run { dry_run },
+        Cmd::RaiseFloor => return raise_floor(),
     };
     let roots = Roots::host();
     let mountinfo = std::fs::read_to_string(roots.mountinfo()).unwrap_or_default();

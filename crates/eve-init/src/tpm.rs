@@ -1,0 +1,412 @@
+//! Stage 1's three TPM 2.0 commands, spoken directly to the kernel's TPM device: read the rollback
+//! floor's NV counters (`TPM2_NV_ReadPublic`, `TPM2_NV_Read`) and extend the rollback PCR
+//! (`TPM2_PCR_Extend`). PID 1 is a static binary without the TSS libraries, and these commands
+//! have fixed layouts (TPM 2.0 part 3), so they are marshalled here; everything else that talks
+//! to the TPM uses tss-esapi. Commands and replies are pure byte functions, tested below.
+
+use platform::rollback::{self, Floor};
+use std::io::{Read, Write};
+use std::path::Path;
+
+const ST_NO_SESSIONS: u16 = 0x8001;
+const ST_SESSIONS: u16 = 0x8002;
+const CC_NV_READ: u32 = 0x0000_014E;
+const CC_NV_READ_PUBLIC: u32 = 0x0000_0169;
+const CC_PCR_EXTEND: u32 = 0x0000_0182;
+const RS_PW: u32 = 0x4000_0009;
+const ALG_SHA256: u16 = rollback::ALG_SHA256;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TpmError {
+    #[error("{0}")]
+    Io(String),
+    #[error("{command}: TPM response code {code:#x}")]
+    Code { command: &'static str, code: u32 },
+    #[error("{command}: malformed response: {why}")]
+    Malformed {
+        command: &'static str,
+        why: &'static str,
+    },
+}
+
+/// The empty-password authorisation area (TPM_RS_PW, no nonce, no attributes, empty HMAC).
+fn password_area(out: &mut Vec<u8>) {
+    out.extend_from_slice(&9u32.to_be_bytes());
+    out.extend_from_slice(&RS_PW.to_be_bytes());
+    out.extend_from_slice(&0u16.to_be_bytes());
+    out.push(0);
+    out.extend_from_slice(&0u16.to_be_bytes());
+}
+
+fn frame(tag: u16, cc: u32, body: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(10 + body.len());
+    v.extend_from_slice(&tag.to_be_bytes());
+    v.extend_from_slice(&((10 + body.len()) as u32).to_be_bytes());
+    v.extend_from_slice(&cc.to_be_bytes());
+    v.extend_from_slice(body);
+    v
+}
+
+pub fn nv_read_public_cmd(index: u32) -> Vec<u8> {
+    frame(ST_NO_SESSIONS, CC_NV_READ_PUBLIC, &index.to_be_bytes())
+}
+
+/// Reads `size` bytes at offset 0, authorised by the index's own (empty) auth value.
+pub fn nv_read_cmd(index: u32, size: u16) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend_from_slice(&index.to_be_bytes());
+    b.extend_from_slice(&index.to_be_bytes());
+    password_area(&mut b);
+    b.extend_from_slice(&size.to_be_bytes());
+    b.extend_from_slice(&0u16.to_be_bytes());
+    frame(ST_SESSIONS, CC_NV_READ, &b)
+}
+
+/// Extends the SHA-256 bank of `pcr` with `digest`.
+pub fn pcr_extend_cmd(pcr: u8, digest: &[u8; 32]) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend_from_slice(&u32::from(pcr).to_be_bytes());
+    password_area(&mut b);
+    b.extend_from_slice(&1u32.to_be_bytes());
+    b.extend_from_slice(&ALG_SHA256.to_be_bytes());
+    b.extend_from_slice(digest);
+    frame(ST_SESSIONS, CC_PCR_EXTEND, &b)
+}
+
+/// A reply cursor.
+struct Reader<'a> {
+    b: &'a [u8],
+    command: &'static str,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], TpmError> {
+        if self.b.len() < n {
+            return Err(TpmError::Malformed {
+                command: self.command,
+                why: "short",
+            });
+        }
+        let (h, t) = self.b.split_at(n);
+        self.b = t;
+        Ok(h)
+    }
+    fn u16(&mut self) -> Result<u16, TpmError> {
+        let b = self.take(2)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+    fn u32(&mut self) -> Result<u32, TpmError> {
+        let b = self.take(4)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+}
+
+/// Checks the header of `reply` and returns a reader past it.
+fn header<'a>(reply: &'a [u8], command: &'static str) -> Result<Reader<'a>, TpmError> {
+    let mut r = Reader { b: reply, command };
+    let _tag = r.u16()?;
+    let size = r.u32()? as usize;
+    let code = r.u32()?;
+    if code != 0 {
+        return Err(TpmError::Code { command, code });
+    }
+    if size != reply.len() {
+        return Err(TpmError::Malformed {
+            command,
+            why: "size field does not match",
+        });
+    }
+    Ok(r)
+}
+
+/// The public area of an NV index: (attributes, authPolicy length, dataSize).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NvPublic {
+    pub index: u32,
+    pub name_alg: u16,
+    pub attributes: u32,
+    pub policy_len: u16,
+    pub data_size: u16,
+}
+
+pub fn parse_nv_read_public(reply: &[u8]) -> Result<NvPublic, TpmError> {
+    let mut r = header(reply, "TPM2_NV_ReadPublic")?;
+    let _size = r.u16()?;
+    let index = r.u32()?;
+    let name_alg = r.u16()?;
+    let attributes = r.u32()?;
+    let policy_len = r.u16()?;
+    r.take(usize::from(policy_len))?;
+    let data_size = r.u16()?;
+    Ok(NvPublic {
+        index,
+        name_alg,
+        attributes,
+        policy_len,
+        data_size,
+    })
+}
+
+pub fn parse_nv_read(reply: &[u8]) -> Result<Vec<u8>, TpmError> {
+    let mut r = header(reply, "TPM2_NV_Read")?;
+    let _param_size = r.u32()?;
+    let n = r.u16()?;
+    Ok(r.take(usize::from(n))?.to_vec())
+}
+
+pub fn parse_pcr_extend(reply: &[u8]) -> Result<(), TpmError> {
+    header(reply, "TPM2_PCR_Extend").map(|_| ())
+}
+
+/// Why a public area is not the counter this box defines, if it is not
+/// ([`rollback::check_public`]), or was never incremented.
+pub fn foreign(p: &NvPublic, index: u32) -> Option<String> {
+    match rollback::check_public(
+        index,
+        p.index,
+        p.name_alg,
+        p.attributes,
+        usize::from(p.policy_len),
+        usize::from(p.data_size),
+    ) {
+        Err(why) => Some(why),
+        Ok(false) => Some(format!("{index:#010x} was never incremented")),
+        Ok(true) => None,
+    }
+}
+
+/// One command, one reply, over the device.
+pub trait Transport {
+    fn call(&mut self, cmd: &[u8]) -> Result<Vec<u8>, TpmError>;
+}
+
+/// The kernel's TPM character device.
+#[derive(Debug)]
+pub struct Device(std::fs::File);
+
+impl Device {
+    pub fn open(path: &Path) -> Result<Device, TpmError> {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map(Device)
+            .map_err(|e| TpmError::Io(format!("{}: {e}", path.display())))
+    }
+}
+
+impl Transport for Device {
+    fn call(&mut self, cmd: &[u8]) -> Result<Vec<u8>, TpmError> {
+        self.0
+            .write_all(cmd)
+            .map_err(|e| TpmError::Io(format!("TPM write: {e}")))?;
+        let mut buf = vec![0u8; 4096];
+        let n = self
+            .0
+            .read(&mut buf)
+            .map_err(|e| TpmError::Io(format!("TPM read: {e}")))?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+}
+
+/// One counter's value, or why it cannot stand for the floor (absent, never incremented, not
+/// ours, or the TPM could not be asked).
+fn counter(t: &mut dyn Transport, index: u32) -> Result<u64, String> {
+    let p = t
+        .call(&nv_read_public_cmd(index))
+        .map_err(|e| e.to_string())
+        .and_then(|r| parse_nv_read_public(&r).map_err(|e| e.to_string()))?;
+    if let Some(why) = foreign(&p, index) {
+        return Err(why);
+    }
+    let data = t
+        .call(&nv_read_cmd(index, 8))
+        .map_err(|e| e.to_string())
+        .and_then(|r| parse_nv_read(&r).map_err(|e| e.to_string()))?;
+    let b: [u8; 8] = data
+        .as_slice()
+        .try_into()
+        .map_err(|_| format!("{index:#010x}: {} bytes read, not 8", data.len()))?;
+    Ok(u64::from_be_bytes(b))
+}
+
+/// The floor the TPM holds.
+pub fn read_floor(t: &mut dyn Transport) -> Floor {
+    match (
+        counter(t, rollback::EPOCH_INDEX),
+        counter(t, rollback::SERIAL_INDEX),
+    ) {
+        (Ok(e), Ok(s)) => Floor::Present {
+            epoch: rollback::floor_of(e),
+            serial: rollback::floor_of(s),
+        },
+        (Err(why), _) | (_, Err(why)) => Floor::Absent(why),
+    }
+}
+
+pub fn extend(t: &mut dyn Transport, what: &[u8]) -> Result<(), TpmError> {
+    let r = t.call(&pcr_extend_cmd(rollback::PCR, &rollback::measure(what)))?;
+    parse_pcr_extend(&r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(body: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(&0x8001u16.to_be_bytes());
+        v.extend_from_slice(&((10 + body.len()) as u32).to_be_bytes());
+        v.extend_from_slice(&0u32.to_be_bytes());
+        v.extend_from_slice(body);
+        v
+    }
+
+    fn error(code: u32) -> Vec<u8> {
+        let mut v = vec![0x80, 0x01, 0, 0, 0, 10];
+        v.extend_from_slice(&code.to_be_bytes());
+        v
+    }
+
+    /// The public area tpm2-tools shows for `tpm2_nvdefine -s 8 -a
+    /// "nt=counter|authread|authwrite|no_da"`, incremented once.
+    fn public_reply(index: u32, attrs: u32) -> Vec<u8> {
+        let mut p = Vec::new();
+        p.extend_from_slice(&index.to_be_bytes());
+        p.extend_from_slice(&0x000Bu16.to_be_bytes());
+        p.extend_from_slice(&attrs.to_be_bytes());
+        p.extend_from_slice(&0u16.to_be_bytes());
+        p.extend_from_slice(&8u16.to_be_bytes());
+        let mut b = (p.len() as u16).to_be_bytes().to_vec();
+        b.extend_from_slice(&p);
+        b.extend_from_slice(&34u16.to_be_bytes());
+        b.extend_from_slice(&[0u8; 34]);
+        reply(&b)
+    }
+
+    fn read_reply(v: u64) -> Vec<u8> {
+        let mut b = 20u32.to_be_bytes().to_vec();
+        b.extend_from_slice(&8u16.to_be_bytes());
+        b.extend_from_slice(&v.to_be_bytes());
+        b.extend_from_slice(&[0, 0, 1, 0, 0]);
+        reply(&b)
+    }
+
+    #[test]
+    fn commands_have_the_layouts_of_part_3() {
+        assert_eq!(
+            nv_read_public_cmd(0x0180_0E70),
+            [0x80, 0x01, 0, 0, 0, 14, 0, 0, 1, 0x69, 0x01, 0x80, 0x0E, 0x70]
+        );
+        let r = nv_read_cmd(0x0180_0E70, 8);
+        assert_eq!(r.len(), 35);
+        assert_eq!(&r[..10], [0x80, 0x02, 0, 0, 0, 35, 0, 0, 1, 0x4E]);
+        assert_eq!(&r[18..22], [0, 0, 0, 9], "authorization size");
+        assert_eq!(&r[22..26], [0x40, 0, 0, 9], "TPM_RS_PW");
+        assert_eq!(&r[31..], [0, 8, 0, 0], "size 8 at offset 0");
+        let e = pcr_extend_cmd(12, &[7u8; 32]);
+        assert_eq!(e.len(), 10 + 4 + 13 + 4 + 2 + 32);
+        assert_eq!(&e[10..14], [0, 0, 0, 12]);
+        assert_eq!(&e[27..33], [0, 0, 0, 1, 0, 0x0B]);
+        assert_eq!(&e[33..], [7u8; 32]);
+    }
+
+    struct Fake(Vec<(Vec<u8>, Vec<u8>)>);
+    impl Transport for Fake {
+        fn call(&mut self, cmd: &[u8]) -> Result<Vec<u8>, TpmError> {
+            self.0
+                .iter()
+                .find(|(c, _)| c == cmd)
+                .map(|(_, r)| r.clone())
+                .ok_or_else(|| TpmError::Io("unexpected command".into()))
+        }
+    }
+
+    fn counters(epoch: Vec<u8>, serial: Vec<u8>, e: u64, s: u64) -> Fake {
+        Fake(vec![
+            (nv_read_public_cmd(rollback::EPOCH_INDEX), epoch),
+            (nv_read_public_cmd(rollback::SERIAL_INDEX), serial),
+            (nv_read_cmd(rollback::EPOCH_INDEX, 8), read_reply(e)),
+            (nv_read_cmd(rollback::SERIAL_INDEX, 8), read_reply(s)),
+        ])
+    }
+
+    #[test]
+    fn the_floor_is_read_only_from_the_counters_this_box_defines() {
+        let ours = rollback::ATTRIBUTES | rollback::WRITTEN;
+        let mut t = counters(
+            public_reply(rollback::EPOCH_INDEX, ours),
+            public_reply(rollback::SERIAL_INDEX, ours),
+            3,
+            2,
+        );
+        assert_eq!(
+            read_floor(&mut t),
+            Floor::Present {
+                epoch: 2,
+                serial: 1
+            }
+        );
+        // Missing (TPM_RC_HANDLE), never incremented, or an ordinary index anyone could write.
+        for (epoch, why) in [
+            (error(0x18B), "0x18b"),
+            (
+                public_reply(rollback::EPOCH_INDEX, rollback::ATTRIBUTES),
+                "never incremented",
+            ),
+            (
+                public_reply(
+                    rollback::EPOCH_INDEX,
+                    (rollback::ATTRIBUTES & !rollback::NT_COUNTER) | rollback::WRITTEN,
+                ),
+                "not the box's counter",
+            ),
+        ] {
+            let mut t = counters(epoch, public_reply(rollback::SERIAL_INDEX, ours), 0, 2);
+            match read_floor(&mut t) {
+                Floor::Absent(w) => assert!(w.contains(why), "{w}"),
+                f => panic!("{f:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_counter_with_another_name_algorithm_or_a_policy_is_not_ours() {
+        let ours = rollback::ATTRIBUTES | rollback::WRITTEN;
+        let mut reply = public_reply(rollback::EPOCH_INDEX, ours);
+        let p = parse_nv_read_public(&reply).unwrap();
+        assert_eq!(foreign(&p, rollback::EPOCH_INDEX), None);
+        // nameAlg SHA-1 (bytes 16..18 of the reply: header 10, size 2, index 4).
+        reply[16..18].copy_from_slice(&0x0004u16.to_be_bytes());
+        let p = parse_nv_read_public(&reply).unwrap();
+        assert!(foreign(&p, rollback::EPOCH_INDEX).is_some());
+        assert!(foreign(
+            &NvPublic {
+                policy_len: 32,
+                ..parse_nv_read_public(&public_reply(rollback::EPOCH_INDEX, ours)).unwrap()
+            },
+            rollback::EPOCH_INDEX
+        )
+        .is_some());
+    }
+
+    #[test]
+    fn replies_are_checked() {
+        assert_eq!(
+            parse_pcr_extend(&error(0x9A2)),
+            Err(TpmError::Code {
+                command: "TPM2_PCR_Extend",
+                code: 0x9A2
+            })
+        );
+        assert!(parse_pcr_extend(&reply(&[0, 0, 0, 0, 0, 0, 1, 0, 0])).is_ok());
+        assert!(
+            parse_nv_read(&reply(&[0, 0, 0, 10, 0, 8, 1])).is_err(),
+            "short"
+        );
+        let mut bad = read_reply(1);
+        bad[5] += 1;
+        assert!(parse_nv_read(&bad).is_err(), "size mismatch");
+    }
+}
