@@ -120,6 +120,7 @@ fn run(cli: Cli) -> abupdate::error::Result<()> {
             println!("slot {slot} is bad: {reason}");
         }
         Cmd::Rollback => {
+            sys.check_rollback()?;
             let (s, changed) = sys.change(|s| s.rollback(running))?;
             let o = running.other();
             println!(

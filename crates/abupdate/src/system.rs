@@ -168,6 +168,21 @@ fn state_word(i: &SlotInfo) -> String {
 
 use platform::log;
 
+/// Pure: why rolling back to `other`, whose signed descriptor is `d`, is refused on a box running a
+/// good release of epoch `running_epoch` (its rollback floor); `None` when it is not.
+pub fn rollback_refusal(
+    other: Slot,
+    d: &crate::verity::Descriptor,
+    running_epoch: u32,
+) -> Option<String> {
+    (d.security_epoch < running_epoch).then(|| {
+        format!(
+            "slot {other} holds version {} of security epoch {}, below this box's rollback floor {running_epoch}: stage 1 would refuse it at boot (an older release with fixed security holes); nothing changed",
+            d.version, d.security_epoch
+        )
+    })
+}
+
 impl System {
     pub fn open(roots: Roots) -> Result<System> {
         let cl = roots.proc.join("cmdline");
@@ -240,6 +255,26 @@ impl System {
             trust,
             slots,
         })
+    }
+
+    /// Refuses a rollback stage 1 would refuse at boot: from a good slot (whose release set the
+    /// TPM's rollback floor to its security epoch) to a slot of a lower epoch.
+    pub fn check_rollback(&self) -> Result<()> {
+        let t = self.trusted()?;
+        let running = self.running();
+        let other = running.other();
+        // Only a good slot can be rolled back to; the state machine says why for the rest.
+        if t.slots.get(running).state != crate::state::State::Good
+            || t.slots.get(other).state != crate::state::State::Good
+        {
+            return Ok(());
+        }
+        let d = crate::verity::read_descriptor(&self.disk.slot(other).dev, &t.trust)
+            .map_err(|e| Error::Device(format!("slot {other}: {e}")))?;
+        match rollback_refusal(other, &d, t.release.security_epoch) {
+            Some(why) => Err(Error::Device(why)),
+            None => Ok(()),
+        }
     }
 
     /// What this boot may raise the TPM's rollback floor to: the running release's security
@@ -458,5 +493,33 @@ impl System {
                 v => return v,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rollback_below_the_running_epoch_is_refused_before_anything_changes() {
+        let d = |epoch| crate::verity::Descriptor {
+            profile: "prod".into(),
+            version: "v1".into(),
+            security_epoch: epoch,
+            data_size: 8192,
+            hash_offset: 12288,
+            hash_size: 4096,
+            algorithm: "sha256".into(),
+            block_size: crate::verity::BLOCK,
+            salt: "ab".repeat(32),
+            root_hash: "cd".repeat(32),
+        };
+        let why = rollback_refusal(Slot::A, &d(0), 1).unwrap();
+        assert!(
+            why.contains("security epoch 0, below this box's rollback floor 1"),
+            "{why}"
+        );
+        assert_eq!(rollback_refusal(Slot::A, &d(1), 1), None);
+        assert_eq!(rollback_refusal(Slot::A, &d(2), 1), None);
     }
 }

@@ -194,6 +194,25 @@ pub fn table(d: &Descriptor, dev: &str) -> (u64, String) {
     )
 }
 
+/// Reads and checks the signed descriptor of the slot on `dev` against `trust` (nothing is
+/// mapped): stage 1 before it opens a slot, and `abupdate rollback` before it points GRUB at one.
+pub fn read_descriptor(dev: &std::path::Path, trust: &Trust) -> Result<Descriptor, String> {
+    use std::io::{Seek, SeekFrom};
+    use std::os::unix::fs::FileExt;
+    let mut f = std::fs::File::open(dev).map_err(|e| format!("open {}: {e}", dev.display()))?;
+    let size = f
+        .seek(SeekFrom::End(0))
+        .map_err(|e| format!("size of {}: {e}", dev.display()))?;
+    let mut head = vec![0u8; BLOCK as usize];
+    f.read_exact_at(&mut head, 0)
+        .map_err(|e| format!("read {}: {e}", dev.display()))?;
+    let at = descriptor_offset(&head, size).map_err(|e| e.to_string())?;
+    let mut block = vec![0u8; BLOCK as usize];
+    f.read_exact_at(&mut block, at)
+        .map_err(|e| format!("read the verity descriptor of {}: {e}", dev.display()))?;
+    verify(&block, at, size, trust).map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

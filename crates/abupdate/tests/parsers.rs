@@ -17,7 +17,13 @@ fn key() -> Signer25519 {
 fn valid_header() -> (Vec<u8>, artifact::Manifest) {
     let mut payload = b"hsqs".to_vec();
     payload.extend_from_slice(&[7u8; 64]);
-    let m = artifact::manifest_for("1.2.3", "x86_64", &payload, Default::default()).unwrap();
+    // A production build, as the production box in `parse` takes (anything else is refused for
+    // its profile, and every mutation would then pass for a refusal).
+    let info = artifact::BuildInfo {
+        profile: "prod".into(),
+        ..Default::default()
+    };
+    let m = artifact::manifest_for("1.2.3", "x86_64", &payload, info).unwrap();
     let mut a = artifact::header(&m, &key()).unwrap();
     a.extend_from_slice(&payload);
     (a, m)
@@ -63,6 +69,13 @@ fn mutate(mut b: Vec<u8>, edits: Vec<(usize, u8)>) -> Vec<u8> {
         }
     }
     b
+}
+
+#[test]
+fn the_unmutated_header_is_accepted() {
+    let (a, m) = valid_header();
+    let c = parse(&a[..4096], Some(a.len() as u64)).unwrap();
+    assert_eq!(c.manifest, m);
 }
 
 proptest! {

@@ -4,11 +4,10 @@
 //! here, before anything runs from it, instead of at some later read.
 
 use abupdate::trust::{KeyList, SignedKeyList, Trust};
-use abupdate::verity::{self, Descriptor, BLOCK};
+use abupdate::verity::{self, Descriptor};
 use devicemapper::{DevId, DmFlags, DmName, DmOptions, DM};
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
-use std::os::unix::fs::FileExt;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -58,23 +57,9 @@ pub fn trust(keys_file: &Path, chain: Option<&[SignedKeyList]>) -> Result<Trust,
     Ok(t)
 }
 
-fn device_bytes(f: &mut File, dev: &Path) -> Result<u64, String> {
-    f.seek(SeekFrom::End(0))
-        .map_err(|e| format!("size of {}: {e}", dev.display()))
-}
-
 /// The signed descriptor of the slot on `dev`, checked against `trust` (nothing mapped).
 pub fn descriptor(dev: &Path, trust: &Trust) -> Result<Descriptor, String> {
-    let mut f = File::open(dev).map_err(|e| format!("open {}: {e}", dev.display()))?;
-    let size = device_bytes(&mut f, dev)?;
-    let mut head = vec![0u8; BLOCK as usize];
-    f.read_exact_at(&mut head, 0)
-        .map_err(|e| format!("read {}: {e}", dev.display()))?;
-    let at = verity::descriptor_offset(&head, size).map_err(|e| e.to_string())?;
-    let mut block = vec![0u8; BLOCK as usize];
-    f.read_exact_at(&mut block, at)
-        .map_err(|e| format!("read the verity descriptor of {}: {e}", dev.display()))?;
-    verity::verify(&block, at, size, trust).map_err(|e| e.to_string())
+    verity::read_descriptor(dev, trust)
 }
 
 /// Checks the descriptor of the slot on `dev` and maps it through dm-verity.
