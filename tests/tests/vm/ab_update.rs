@@ -84,6 +84,19 @@ fn slot_digest(m: &mut Machine, dev: &str) -> String {
         .to_string()
 }
 
+/// Reboots the guest into a boot that ends by resetting itself (a refused slot, a dead init, a
+/// failed health check), and returns that boot's console.
+fn reboot_until_reset(m: &mut Machine, secs: u64) -> String {
+    // The agent goes down with the reboot it starts, so its reply may never come.
+    let _ = m.exec_argv(
+        &["/usr/bin/eve-init", "reboot"],
+        &[],
+        Duration::from_secs(30),
+    );
+    m.wait_guest_reset(Duration::from_secs(180)).unwrap();
+    m.boot_until_reset(Duration::from_secs(secs)).unwrap()
+}
+
 fn machine(name: &str) -> (Machine, PathBuf) {
     let dir = test_dir(name);
     std::fs::create_dir_all(&dir).unwrap();
@@ -293,13 +306,7 @@ fn v2_installs_and_becomes_good_while_unbootable_and_unhealthy_v3_roll_back_by_t
           sed -i 's/EVE_ORDER=B A/EVE_ORDER=A B/' /run/esp/EFI/eve/state1.env /run/esp/EFI/eve/state2.env && \
           grep -c 'EVE_ORDER=A B' /run/esp/EFI/eve/state1.env && umount /run/esp && sync")
         .unwrap();
-    let _ = m.exec_argv(
-        &["/usr/bin/eve-init", "reboot"],
-        &[],
-        Duration::from_secs(30),
-    );
-    m.wait_guest_reset(Duration::from_secs(180)).unwrap();
-    let refused = m.boot_until_reset(Duration::from_secs(400)).unwrap();
+    let refused = reboot_until_reset(&mut m, 400);
     assert!(
         refused.contains("SLOT A REFUSED: security epoch 0 is below this box's floor 1"),
         "{refused}"
@@ -366,13 +373,7 @@ fn v2_installs_and_becomes_good_while_unbootable_and_unhealthy_v3_roll_back_by_t
     // v3 whose init exits: tried once, then the box comes back on v2 by itself.
     m.copy_in(&v3_dead, "/run/v3.update").unwrap();
     m.ok("abupdate install /run/v3.update").unwrap();
-    let _ = m.exec_argv(
-        &["/usr/bin/eve-init", "reboot"],
-        &[],
-        Duration::from_secs(30),
-    );
-    m.wait_guest_reset(Duration::from_secs(180)).unwrap();
-    let failed = m.boot_until_reset(Duration::from_secs(400)).unwrap();
+    let failed = reboot_until_reset(&mut m, 400);
     assert!(failed.contains("EVE: trying slot A"), "{failed}");
     assert!(failed.contains("v3 init: exiting"), "the v3 image ran");
     m.boot().unwrap();
@@ -397,13 +398,7 @@ fn v2_installs_and_becomes_good_while_unbootable_and_unhealthy_v3_roll_back_by_t
     // v3 that boots but fails its health check: marked bad, the box reboots into v2 by itself.
     m.copy_in(&v3_sick, "/run/v3.update").unwrap();
     m.ok("abupdate install /run/v3.update").unwrap();
-    let _ = m.exec_argv(
-        &["/usr/bin/eve-init", "reboot"],
-        &[],
-        Duration::from_secs(30),
-    );
-    m.wait_guest_reset(Duration::from_secs(180)).unwrap();
-    let trial = m.boot_until_reset(Duration::from_secs(500)).unwrap();
+    let trial = reboot_until_reset(&mut m, 500);
     assert!(trial.contains("EVE: trying slot A"), "{trial}");
     assert!(
         trial.contains("slot A (version v3-unhealthy) failed its health check"),
