@@ -53,6 +53,12 @@ pub struct Manifest {
     /// against the new list.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keys: Option<SignedKeyList>,
+    /// The vendor's whole chain of key rotations, oldest first (`pack-update --key-chain`). A box
+    /// takes the entries past the keys it trusts, each checked against the list before it, so an
+    /// update carrying it repairs a box whose stored rotations (`EFI/eve/keys.json`, a cache) were
+    /// lost or damaged. Releases before this field refuse a manifest that has it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_chain: Vec<SignedKeyList>,
     /// Build facts for people (kernel, zfs, git revision); not acted on.
     #[serde(default)]
     pub build: std::collections::BTreeMap<String, String>,
@@ -67,11 +73,60 @@ pub struct Running {
     pub profile: String,
 }
 
+/// The newest key-list serial a box is known to have accepted, and the record that says so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyFloor {
+    pub serial: u32,
+    pub source: String,
+    /// The record is the TPM's (then the slot state's `EVE_KEYS` is only a copy).
+    pub tpm: bool,
+}
+
+impl KeyFloor {
+    /// No record: the keys the box has are all it knows of.
+    pub fn none() -> KeyFloor {
+        KeyFloor {
+            serial: 0,
+            source: "no record".into(),
+            tpm: false,
+        }
+    }
+
+    /// Pure: the record that counts. With a TPM holding the rollback floor, its key serial (the
+    /// disk cannot lower or raise it); without one, the slot state's `EVE_KEYS`, which is all a
+    /// box without a TPM has.
+    pub fn decide(tpm: &platform::rollback::Floor, esp_keys: u32) -> KeyFloor {
+        use platform::rollback::Floor;
+        match tpm {
+            Floor::Present { serial, .. } => KeyFloor {
+                serial: u32::try_from(*serial).unwrap_or(u32::MAX),
+                source: "the TPM's rollback floor".into(),
+                tpm: true,
+            },
+            Floor::Absent(why) => KeyFloor {
+                serial: esp_keys,
+                source: format!("EVE_KEYS in the slot state; the TPM holds no floor: {why}"),
+                tpm: false,
+            },
+            Floor::NoTpm => KeyFloor {
+                serial: esp_keys,
+                source: "EVE_KEYS in the slot state; no TPM".into(),
+                tpm: false,
+            },
+        }
+    }
+}
+
 /// Everything an artifact is checked against.
 #[derive(Debug, Clone)]
 pub struct Expect<'a> {
     pub arch: &'a str,
+    /// The keys the image and the stored rotations give.
     pub trust: &'a Trust,
+    /// The key-list serial this box is known to have accepted, and where that record lives (the
+    /// TPM's rollback floor, or the slot state when there is no TPM): an update is checked against
+    /// a list at least this new, so lost rotations never bring retired keys back.
+    pub key_floor: KeyFloor,
     pub running: &'a Running,
     pub allow_downgrade: bool,
 }
@@ -86,6 +141,12 @@ pub enum ArtifactError {
     Signature(#[source] TrustError),
     #[error("key rotation carried by the update refused")]
     Rotation(#[source] TrustError),
+    #[error("update keys: this box accepted key list {floor} ({record}), but the image, the rotations stored on the ESP (EFI/eve/keys.json) and the update give only list {have}: the stored key rotations are missing or were rolled back; refused, so retired keys are not trusted again. An update that carries the vendor's full key chain (pack-update --key-chain) is accepted and repairs them")]
+    KeysBelowFloor {
+        have: u32,
+        floor: u32,
+        record: String,
+    },
     #[error("update header is corrupt: {0}")]
     Corrupt(String),
     #[error("update is for {0}; this machine is {1}")]
@@ -171,6 +232,9 @@ pub fn header(m: &Manifest, key: &Signer25519) -> Result<Vec<u8>, ArtifactError>
 pub struct Checked {
     pub manifest: Manifest,
     pub rotated: Option<Trust>,
+    /// The rotations the box takes from this update, in order (from `key_chain`, then `keys`):
+    /// appended to the stored chain once the install succeeds.
+    pub new_rotations: Vec<SignedKeyList>,
 }
 
 /// Parses and checks the header block. `total_len` is the artifact's length when known (a
@@ -231,17 +295,27 @@ pub fn parse_header(
     // A rotation the box already has (or is past) is ignored: artifacts keep carrying a rotation
     // for boxes that missed the update that brought it, and the signature below must then verify
     // against the keys trusted now.
-    let rotated = match &m.keys {
-        Some(list) => match want.trust.rotate(list) {
-            Ok(t) => Some(t),
-            Err(TrustError::Stale(..)) => None,
+    let mut rotated: Option<Trust> = None;
+    let mut new_rotations = Vec::new();
+    for list in m.key_chain.iter().chain(m.keys.as_ref()) {
+        match rotated.as_ref().unwrap_or(want.trust).rotate(list) {
+            Ok(t) => {
+                rotated = Some(t);
+                new_rotations.push(list.clone());
+            }
+            Err(TrustError::Stale(..)) => {}
             Err(e) => return Err(ArtifactError::Rotation(e)),
-        },
-        None => None,
-    };
-    rotated
-        .as_ref()
-        .unwrap_or(want.trust)
+        }
+    }
+    let trust = rotated.as_ref().unwrap_or(want.trust);
+    if trust.serial < want.key_floor.serial {
+        return Err(ArtifactError::KeysBelowFloor {
+            have: trust.serial,
+            floor: want.key_floor.serial,
+            record: want.key_floor.source.clone(),
+        });
+    }
+    trust
         .verify(trust::MANIFEST_CONTEXT, json, &sig)
         .map_err(ArtifactError::Signature)?;
     check_manifest(&m, want)?;
@@ -271,6 +345,7 @@ pub fn parse_header(
     Ok(Checked {
         manifest: m,
         rotated,
+        new_rotations,
     })
 }
 
@@ -339,6 +414,8 @@ pub struct BuildInfo {
     /// `prod` or `dev`.
     pub profile: String,
     pub keys: Option<SignedKeyList>,
+    /// The vendor's full rotation chain ([`Manifest::key_chain`]).
+    pub key_chain: Vec<SignedKeyList>,
     pub build: std::collections::BTreeMap<String, String>,
 }
 
@@ -368,6 +445,7 @@ pub fn manifest_for(
             sha256: sha256_hex(payload),
         },
         keys: info.keys,
+        key_chain: info.key_chain,
         build: info.build,
     })
 }
@@ -424,6 +502,7 @@ mod tests {
             let want = Expect {
                 arch: "x86_64",
                 trust: &self.trust,
+                key_floor: crate::artifact::KeyFloor::none(),
                 running: &self.running,
                 allow_downgrade,
             };
@@ -544,6 +623,7 @@ mod tests {
         let want = Expect {
             arch: "aarch64",
             trust: &b.trust,
+            key_floor: crate::artifact::KeyFloor::none(),
             running: &b.running,
             allow_downgrade: false,
         };
@@ -626,6 +706,92 @@ mod tests {
             b.check(&mk(Some(forged), &evil), false),
             Err(ArtifactError::Rotation(TrustError::Untrusted(..)))
         ));
+    }
+
+    #[test]
+    fn lost_rotations_are_refused_until_an_update_carries_the_full_chain() {
+        // The vendor's chain: list 1 (key 1, in the image) -> list 2 (key 2) -> list 3 (key 3).
+        let (k1, k2, k3) = (key(1), key(2), key(3));
+        let r2 = k1.sign_list(&KeyList::new(2, &[k2.public()])).unwrap();
+        let r3 = k2.sign_list(&KeyList::new(3, &[k3.public()])).unwrap();
+        let builtin = Trust::from_list(&KeyList::new(1, &[k1.public()])).unwrap();
+        let running = Running {
+            version: "v1".into(),
+            security_epoch: 0,
+            profile: "prod".into(),
+        };
+        let p = payload();
+        let mk = |chain: Vec<SignedKeyList>, by: &Signer25519| {
+            let mut i = info(0);
+            i.key_chain = chain;
+            let m = manifest_for("v3", "x86_64", &p, i).unwrap();
+            let mut a = header(&m, by).unwrap();
+            a.extend_from_slice(&p);
+            a
+        };
+        // The ESP's keys.json lost: the box has only its image's list 1, the TPM says 3.
+        let check = |trust: &Trust, floor: u32, a: &[u8]| {
+            let want = Expect {
+                arch: "x86_64",
+                trust,
+                key_floor: KeyFloor::decide(
+                    &platform::rollback::Floor::Present {
+                        epoch: 0,
+                        serial: u64::from(floor),
+                    },
+                    // Whatever the ESP says, the TPM's record counts.
+                    if floor == 0 { 0 } else { u32::MAX },
+                ),
+                running: &running,
+                allow_downgrade: false,
+            };
+            parse_header(&a[..4096], &want, Some(a.len() as u64))
+        };
+        // The retired key 1 (or 2) signs nothing, with or without a chain stopping short.
+        for (chain, by) in [(vec![], &k1), (vec![r2.clone()], &k2), (vec![], &k3)] {
+            let e = check(&builtin, 3, &mk(chain, by)).unwrap_err();
+            assert!(
+                matches!(e, ArtifactError::KeysBelowFloor { floor: 3, .. }),
+                "{e}"
+            );
+            assert!(e.to_string().contains("--key-chain"), "{e}");
+        }
+        // The full chain, signed by key 3: accepted, and the box takes both rotations.
+        let c = check(&builtin, 3, &mk(vec![r2.clone(), r3.clone()], &k3)).unwrap();
+        assert_eq!(c.rotated.unwrap().serial, 3);
+        assert_eq!(c.new_rotations, vec![r2.clone(), r3.clone()]);
+        // A box whose cache is intact skips what it has; a chain with a forged link is refused.
+        let at3 =
+            Trust::with_chain(&KeyList::new(1, &[k1.public()]), &[r2.clone(), r3.clone()]).unwrap();
+        let c = check(&at3, 3, &mk(vec![r2.clone(), r3.clone()], &k3)).unwrap();
+        assert_eq!((c.rotated, c.new_rotations), (None, vec![]));
+        let forged = key(9)
+            .sign_list(&KeyList::new(3, &[key(9).public()]))
+            .unwrap();
+        assert!(matches!(
+            check(&builtin, 3, &mk(vec![r2, forged], &key(9))),
+            Err(ArtifactError::Rotation(TrustError::Untrusted(..)))
+        ));
+        // Signed by a key of the chain's last list only.
+        assert!(matches!(
+            check(
+                &builtin,
+                0,
+                &mk(
+                    vec![k1.sign_list(&KeyList::new(2, &[k2.public()])).unwrap()],
+                    &k1
+                )
+            ),
+            Err(ArtifactError::Signature(TrustError::Untrusted(..)))
+        ));
+        // Without a TPM the slot state's record counts; garbage there already reads as 0.
+        use platform::rollback::Floor;
+        assert_eq!(KeyFloor::decide(&Floor::NoTpm, 2).serial, 2);
+        let f = KeyFloor::decide(&Floor::Absent("index absent".into()), 2);
+        assert!(
+            !f.tpm && f.serial == 2 && f.source.contains("index absent"),
+            "{f:?}"
+        );
     }
 
     #[test]

@@ -269,6 +269,7 @@ mod tests {
         let want = Expect {
             arch: "x86_64",
             trust: &trust,
+            key_floor: crate::artifact::KeyFloor::none(),
             running: &running,
             allow_downgrade: false,
         };

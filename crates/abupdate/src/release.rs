@@ -40,17 +40,14 @@ impl Release {
     }
 }
 
-/// The accepted rotations, oldest first. Missing means none were made; a file that does not parse
-/// is an error, never "no rotations" (that would trust retired keys again).
+/// The accepted rotations, oldest first. Missing means none were made. A file that does not parse
+/// is an error here (stage 1 then trusts the image's keys alone, so the vault stays sealed until
+/// it is repaired); for updates it is a damaged cache ([`trust`]).
 pub fn load_chain(esp: &Path) -> Result<Vec<SignedKeyList>> {
     let p = esp.join(CHAIN);
     match std::fs::read(&p) {
-        Ok(b) => serde_json::from_slice(&b).map_err(|e| {
-            Error::Device(format!(
-                "{}: unreadable key rotations ({e}); refusing updates until it is restored",
-                p.display()
-            ))
-        }),
+        Ok(b) => serde_json::from_slice(&b)
+            .map_err(|e| Error::Device(format!("{}: unreadable key rotations ({e})", p.display()))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
         Err(e) => Err(Error::Io(platform::IoError {
             op: "read",
@@ -84,19 +81,30 @@ pub fn store_chain(esp: &Path, chain: &[SignedKeyList]) -> Result<()> {
     Ok(())
 }
 
-/// The keys this box trusts: the image's list, then every stored rotation in order. `recorded` is
-/// the newest list serial the slot state remembers accepting: a chain that ends below it was lost
-/// or rolled back, and the box refuses rather than trust retired keys again.
-pub fn trust(release: &Release, chain: &[SignedKeyList], recorded: u32) -> Result<Trust> {
-    let t = Trust::with_chain(&release.update_keys, chain)
-        .map_err(|e| Error::Device(format!("update keys ({CHAIN} on the ESP): {e}")))?;
-    if t.serial < recorded {
-        return Err(Error::Device(format!(
-            "update keys: this box accepted key list {recorded}, but the image and {CHAIN} on the              ESP give only list {}: the stored key rotations are missing or were rolled back;              refusing updates until {CHAIN} is restored",
-            t.serial
-        )));
+/// The keys the image and the stored rotations give, the part of the stored chain that verified
+/// (what a repaired chain is built on), and why the stored chain was not used, if it was not. The
+/// ESP's chain is a cache: a missing, unreadable or broken one leaves the image's own list, and
+/// the key floor (the TPM's, checked against every update) keeps retired keys out until an update
+/// carrying the vendor's full chain repairs it.
+pub fn trust(
+    release: &Release,
+    stored: Result<Vec<SignedKeyList>>,
+) -> Result<(Trust, Vec<SignedKeyList>, Option<String>)> {
+    let builtin = || {
+        Trust::from_list(&release.update_keys)
+            .map_err(|e| Error::Device(format!("the image's update keys ({RELEASE}): {e}")))
+    };
+    match stored {
+        Ok(chain) => match Trust::with_chain(&release.update_keys, &chain) {
+            Ok(t) => Ok((t, chain, None)),
+            Err(e) => Ok((
+                builtin()?,
+                Vec::new(),
+                Some(format!("the key rotations in {CHAIN} do not verify: {e}")),
+            )),
+        },
+        Err(e) => Ok((builtin()?, Vec::new(), Some(platform::chain(&e)))),
     }
-    Ok(t)
 }
 
 #[cfg(test)]
@@ -105,7 +113,7 @@ mod tests {
     use crate::trust::Signer25519;
 
     #[test]
-    fn chain_round_trips_and_garbage_is_an_error_not_an_empty_chain() {
+    fn a_lost_or_broken_chain_leaves_the_images_keys_and_says_why() {
         let t = tempfile::tempdir().unwrap();
         assert_eq!(load_chain(t.path()).unwrap(), vec![]);
         let (a, b) = (
@@ -122,16 +130,20 @@ mod tests {
             signing: "release".into(),
             update_keys: KeyList::new(1, &[a.public()]),
         };
+        let (tr, used, why) = trust(&rel, load_chain(t.path())).unwrap();
         assert_eq!(
-            trust(&rel, std::slice::from_ref(&rot), 2).unwrap().ids(),
-            vec![b.id()]
+            (tr.ids(), used, why),
+            (vec![b.id()], vec![rot.clone()], None)
         );
-        // The chain lost while the state remembers list 2: refused, not the built-in keys.
-        let e = trust(&rel, &[], 2).unwrap_err().to_string();
-        assert!(e.contains("missing or were rolled back"), "{e}");
-        assert_eq!(trust(&rel, &[], 0).unwrap().ids(), vec![a.id()]);
+        // Lost or garbage: the image's own list, and the reason (the key floor decides).
         std::fs::write(t.path().join(CHAIN), b"{garbage").unwrap();
-        let e = load_chain(t.path()).unwrap_err().to_string();
-        assert!(e.contains("keys.json") && e.contains("refusing"), "{e}");
+        let (tr, used, why) = trust(&rel, load_chain(t.path())).unwrap();
+        assert_eq!((tr.ids(), used), (vec![a.id()], vec![]));
+        assert!(why.unwrap().contains("keys.json: unreadable key rotations"));
+        // A chain whose link was not signed by a trusted key: the same.
+        let forged = b.sign_list(&KeyList::new(2, &[b.public()])).unwrap();
+        let (tr, _, why) = trust(&rel, Ok(vec![forged])).unwrap();
+        assert_eq!(tr.serial, 1);
+        assert!(why.unwrap().contains("do not verify"));
     }
 }

@@ -20,8 +20,12 @@ use std::time::{Duration, Instant};
 #[derive(Debug)]
 struct Trusted {
     release: Release,
+    /// The stored rotations that verified (empty when the ESP's copy is lost or broken).
     chain: Vec<crate::trust::SignedKeyList>,
+    /// Why the stored rotations were not used, when they were not.
+    chain_problem: Option<String>,
     trust: crate::trust::Trust,
+    key_floor: crate::artifact::KeyFloor,
     slots: Slots,
 }
 
@@ -71,6 +75,12 @@ pub struct UpdatePolicy {
     pub security_epoch: u32,
     pub key_serial: u32,
     pub trusted_keys: Vec<String>,
+    /// The key-list serial this box is known to have accepted, and the record that says so.
+    pub key_floor: u32,
+    pub key_floor_source: String,
+    /// Why the rotations stored on the ESP were not used (they are a cache).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stored_keys_problem: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -121,14 +131,23 @@ impl Report {
                 .unwrap_or_default()
         ));
         match (&self.updates, &self.updates_error) {
-            (Some(u), _) => s.push_str(&format!(
-                "image: {} profile, {}-signed, security epoch {}; updates must be signed by key {} (key list {})\n",
-                u.profile,
-                u.signing,
-                u.security_epoch,
-                u.trusted_keys.join(" or "),
-                u.key_serial
-            )),
+            (Some(u), _) => {
+                s.push_str(&format!(
+                    "image: {} profile, {}-signed, security epoch {}; updates must be signed by key {} (key list {}; this box has accepted list {}, by {})\n",
+                    u.profile,
+                    u.signing,
+                    u.security_epoch,
+                    u.trusted_keys.join(" or "),
+                    u.key_serial,
+                    u.key_floor,
+                    u.key_floor_source
+                ));
+                if let Some(p) = &u.stored_keys_problem {
+                    s.push_str(&format!(
+                        "stored key rotations not used (the next update rewrites them): {p}\n"
+                    ));
+                }
+            }
             (None, Some(e)) => s.push_str(&format!("updates refused: {e}\n")),
             (None, None) => {}
         }
@@ -239,22 +258,48 @@ impl System {
         Ok((s, changed))
     }
 
-    /// The release facts, the stored rotations and the trust they give.
-    /// The release facts, the stored rotations, the trust they give and the slot state, from one
-    /// mount of the ESP.
+    /// The release facts, the stored rotations, the trust they give, the key floor and the slot
+    /// state, from one mount of the ESP.
     fn trusted(&self) -> Result<Trusted> {
         let _l = self.state_lock()?;
         let m = self.mount()?;
         let release = Release::load(&self.roots.etc)?;
-        let chain = release::load_chain(&m.dir)?;
+        let (trust, chain, chain_problem) = release::trust(&release, release::load_chain(&m.dir))?;
         let slots = esp::load(&m.dir)?;
-        let trust = release::trust(&release, &chain, slots.keys)?;
+        let key_floor = crate::artifact::KeyFloor::decide(&self.tpm_floor(), slots.keys);
         Ok(Trusted {
             release,
             chain,
+            chain_problem,
             trust,
+            key_floor,
             slots,
         })
+    }
+
+    /// Raises the TPM's key-serial counter to `serial` (when the box has one: the first boot
+    /// defines it); a failure is logged, as the next good boot raises it too.
+    fn raise_key_floor(&self, serial: u32) {
+        let dev = self.roots.dev.join("tpmrm0");
+        let Ok(mut d) = platform::tpmcmd::Device::open(&dev) else {
+            return;
+        };
+        match platform::tpmcmd::raise_serial(&mut d, serial) {
+            Ok(f) => log(format!("the TPM's key floor is list {f}")),
+            Err(e) => log(format!(
+                "the TPM's key floor was not raised to list {serial} ({e}); the next good boot raises it"
+            )),
+        }
+    }
+
+    /// The TPM's rollback floor, read as stage 1 reads it.
+    fn tpm_floor(&self) -> platform::rollback::Floor {
+        let dev = self.roots.dev.join("tpmrm0");
+        match platform::tpmcmd::Device::open(&dev) {
+            Ok(mut d) => platform::tpmcmd::read_floor(&mut d),
+            Err(_) if !dev.exists() => platform::rollback::Floor::NoTpm,
+            Err(e) => platform::rollback::Floor::Absent(e.to_string()),
+        }
     }
 
     /// Refuses a rollback stage 1 would refuse at boot: from a good slot (whose release set the
@@ -293,7 +338,23 @@ impl System {
 
     fn update_policy(&self) -> Result<UpdatePolicy> {
         let t = self.trusted()?;
+        if t.trust.serial < t.key_floor.serial {
+            return Err(Error::Device(format!(
+                "{}{}",
+                crate::artifact::ArtifactError::KeysBelowFloor {
+                    have: t.trust.serial,
+                    floor: t.key_floor.serial,
+                    record: t.key_floor.source.clone(),
+                },
+                t.chain_problem
+                    .map(|p| format!(" ({p})"))
+                    .unwrap_or_default()
+            )));
+        }
         Ok(UpdatePolicy {
+            key_floor: t.key_floor.serial,
+            key_floor_source: t.key_floor.source,
+            stored_keys_problem: t.chain_problem,
             profile: t.release.profile,
             signing: t.release.signing,
             security_epoch: t.release.security_epoch,
@@ -309,6 +370,7 @@ impl System {
             &Expect {
                 arch: std::env::consts::ARCH,
                 trust: &t.trust,
+                key_floor: t.key_floor.clone(),
                 running: &t.release.running(),
                 allow_downgrade,
             },
@@ -386,27 +448,50 @@ impl System {
         self.change(|s| s.install_started(running))?;
         match install::write(&mut src, &m, &part.dev, part.bytes) {
             Ok(()) => {
-                if let (Some(new), Some(list)) = (&checked.rotated, &m.keys) {
+                if !checked.new_rotations.is_empty() || t.chain_problem.is_some() {
                     // The payload is verified and written: only now does the box take the new
-                    // keys. A cut after this and before the state change leaves the slot empty
-                    // and the rotation (which a trusted key signed) in place.
+                    // keys (and rewrite a damaged cache). A cut after this and before the state
+                    // change leaves the slot empty and the rotations (which trusted keys signed)
+                    // in place.
                     let _l = self.state_lock()?;
                     let mnt = self.mount()?;
                     let mut c = t.chain.clone();
-                    c.push(list.clone());
+                    c.extend(checked.new_rotations.iter().cloned());
                     release::store_chain(&mnt.dir, &c)?;
-                    log(format!(
-                        "update keys rotated to list {} (keys {}), signed by key {}",
-                        new.serial,
-                        new.ids().join(", "),
-                        list.key
-                    ));
-                }
-                let serial = checked.rotated.as_ref().map(|t| t.serial);
-                self.change(|s| {
-                    if let Some(n) = serial {
-                        s.keys = s.keys.max(n);
+                    if let Some(p) = &t.chain_problem {
+                        log(format!(
+                            "stored key rotations repaired ({} rotations): they were not usable: {p}",
+                            c.len()
+                        ));
                     }
+                    if let (Some(new), Some(last)) =
+                        (&checked.rotated, checked.new_rotations.last())
+                    {
+                        log(format!(
+                            "update keys rotated to list {} (keys {}), signed by key {}",
+                            new.serial,
+                            new.ids().join(", "),
+                            last.key
+                        ));
+                        // The rotation is stored on the ESP, so every slot's stage 1 now counts
+                        // list `new.serial`: the TPM's record follows at once, and losing the
+                        // ESP's copy before the next good boot cannot bring the old keys back.
+                        self.raise_key_floor(new.serial);
+                    }
+                }
+                let serial = checked
+                    .rotated
+                    .as_ref()
+                    .map_or(t.trust.serial, |t| t.serial);
+                let tpm_record = t.key_floor.tpm;
+                self.change(|s| {
+                    // With a TPM the slot state's copy follows the keys in force (an absurd
+                    // value written there is cleared); without one it only goes up.
+                    s.keys = if tpm_record {
+                        serial
+                    } else {
+                        s.keys.max(serial)
+                    };
                     s.install_complete(running, &m.version, tries)
                 })?;
                 log(format!(

@@ -39,6 +39,7 @@ fn parse(b: &[u8], len: Option<u64>) -> Result<artifact::Checked, artifact::Arti
     let want = Expect {
         arch: "x86_64",
         trust: &trust,
+        key_floor: artifact::KeyFloor::none(),
         running: &running,
         allow_downgrade: false,
     };

@@ -10,7 +10,7 @@ pub mod partfind;
 pub mod stage1;
 pub mod supervisor;
 pub mod sys;
-pub mod tpm;
+
 pub mod verity;
 
 /// Present only in the initramfs; its absence means stage 2.

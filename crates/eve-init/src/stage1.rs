@@ -6,7 +6,7 @@
 //! in the TPM ([`platform::rollback`]) is refused the same way; the verdict is measured into the
 //! rollback PCR, which the vault's seal is bound to.
 
-use crate::{partfind, sys, tpm, verity};
+use crate::{partfind, sys, verity};
 use abupdate::device::BootDisk;
 use abupdate::state::{Slot, State};
 use abupdate::trust::Trust;
@@ -121,7 +121,7 @@ fn refuse_as(bd: Option<&BootDisk>, slot: Slot, kind: &str, why: &str) -> ! {
 }
 
 /// The kernel's TPM device, once its driver has bound (`None`: this box has no TPM).
-fn tpm_device(roots: &Roots) -> Option<tpm::Device> {
+fn tpm_device(roots: &Roots) -> Option<platform::tpmcmd::Device> {
     let class = roots.sys.join("class/tpm/tpm0");
     let declared = roots.sys.join("firmware/acpi/tables/TPM2").exists();
     let wait = if declared {
@@ -145,7 +145,7 @@ fn tpm_device(roots: &Roots) -> Option<tpm::Device> {
     while !dev.exists() && start.elapsed() < wait {
         sys::sleep(Duration::from_millis(100));
     }
-    match tpm::Device::open(&dev) {
+    match platform::tpmcmd::Device::open(&dev) {
         Ok(d) => Some(d),
         Err(e) => {
             sys::log(format!("WARNING: TPM present but not usable: {e}"));
@@ -186,7 +186,7 @@ fn rollback_check(roots: &Roots, bd: Option<&BootDisk>, slot: Slot, trust: &Trus
     let mut dev = tpm_device(roots);
     let floor = match dev.as_mut() {
         None => Floor::NoTpm,
-        Some(d) => tpm::read_floor(d),
+        Some(d) => platform::tpmcmd::read_floor(d),
     };
     let verdict = rollback::decide(&floor, epoch, serial);
     let measure = match &verdict {
@@ -234,7 +234,7 @@ fn rollback_check(roots: &Roots, bd: Option<&BootDisk>, slot: Slot, trust: &Trus
         }
     };
     if let Some(d) = dev.as_mut() {
-        if let Err(e) = tpm::extend(d, measure) {
+        if let Err(e) = platform::tpmcmd::extend(d, measure) {
             sys::log(format!(
                 "stage 1: WARNING: extending PCR {}: {e}; the vault will stay locked",
                 rollback::PCR

@@ -529,6 +529,7 @@ pub fn build(opts: &Options) -> Result<crate::record::BuildManifest> {
             signing: signing.kind.into(),
             profile: opts.profile.name().into(),
             keys: rotation.clone(),
+            key_chain: Vec::new(),
             build,
         };
         update::pack_slot(&slot_img, &opts.version, info, &signing.key, &upd)

@@ -182,6 +182,24 @@ pub fn read_rotation(p: &Path) -> Result<SignedKeyList> {
     })
 }
 
+/// The vendor's chain of rotations, oldest first: a JSON array of rotations, as a box stores it
+/// (`EFI/eve/keys.json`). An update carrying it (`pack-update --key-chain`) repairs a box whose
+/// stored copy was lost.
+pub fn read_chain(p: &Path) -> Result<Vec<SignedKeyList>> {
+    let b = std::fs::read(p).at("read the key chain", p)?;
+    let chain: Vec<SignedKeyList> = serde_json::from_slice(&b).map_err(|e| Error::Parse {
+        path: p.into(),
+        msg: format!("not a JSON array of key rotations: {e}"),
+    })?;
+    for (i, r) in chain.iter().enumerate() {
+        abupdate::trust::KeyList::parse(r.list.as_bytes()).map_err(|e| Error::Parse {
+            path: p.into(),
+            msg: format!("rotation {i}: {e}"),
+        })?;
+    }
+    Ok(chain)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

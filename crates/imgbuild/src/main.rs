@@ -81,6 +81,11 @@ struct PackUpdateArgs {
     /// A key rotation (from `rotate-keys`) for the box to take with this update.
     #[arg(long)]
     rotation: Option<PathBuf>,
+    /// The vendor's whole chain of rotations, oldest first (a JSON array, as a box keeps it in
+    /// `EFI/eve/keys.json`): a box whose stored copy was lost or damaged takes what it lacks and
+    /// rewrites it. Boxes running releases from before this option refuse such an update.
+    #[arg(long)]
+    key_chain: Option<PathBuf>,
     /// With a root tree: sign its boot files (kernel, initrd, slot GRUB config) for GRUB with
     /// this boot key set first (`new-boot-keys`).
     #[arg(long)]
@@ -275,11 +280,18 @@ fn pack_update(a: PackUpdateArgs) -> Result<()> {
     let r = squashed.and_then(|s| {
         let key = keys::load(&a.signing_key)?;
         let keys = a.rotation.as_deref().map(keys::read_rotation).transpose()?;
+        let key_chain = a
+            .key_chain
+            .as_deref()
+            .map(keys::read_chain)
+            .transpose()?
+            .unwrap_or_default();
         let info = abupdate::artifact::BuildInfo {
             security_epoch: a.security_epoch,
             signing: a.signing.clone(),
             profile: a.profile.clone(),
             keys,
+            key_chain,
             build: Default::default(),
         };
         imgbuild::update::pack(&s, &a.version, info, &key, &a.out)

@@ -123,6 +123,7 @@ mod tests {
         let want = artifact::Expect {
             arch: "x86_64",
             trust: &trust,
+            key_floor: artifact::KeyFloor::none(),
             running: &running,
             allow_downgrade: false,
         };

@@ -13,6 +13,7 @@ pub mod rollback;
 pub mod roots;
 pub mod status;
 pub mod sysfs;
+pub mod tpmcmd;
 pub mod units;
 pub mod zfs;
 

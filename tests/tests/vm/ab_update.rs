@@ -520,7 +520,7 @@ fn a_power_cut_mid_install_boots_the_old_slot_and_the_install_can_be_repeated() 
     let rotation =
         imgbuild::keys::rotation(&dev_signing_key(&image_path()), &[new_pub], 2).unwrap();
     let mut i = info(1);
-    i.keys = Some(rotation);
+    i.keys = Some(rotation.clone());
     let v4 = variant_with(&dir, "v4-rotate", &new_key, i, |_| {});
     let v5_retired = variant(&dir, "v5-old-key", |_| {});
     let v5_new = variant_with(&dir, "v5", &new_key, info(1), |_| {});
@@ -536,7 +536,7 @@ fn a_power_cut_mid_install_boots_the_old_slot_and_the_install_can_be_repeated() 
         m.copy_in(&v5_new, "/run/v5.update").unwrap();
         let text = m.ok("abupdate status").unwrap();
         assert!(
-            text.contains(&format!("signed by key {} (key list 2)", new_key.id())),
+            text.contains(&format!("signed by key {} (key list 2;", new_key.id())),
             "{text}"
         );
         let out = m.sh("abupdate verify /run/v5-old.update").unwrap();
@@ -575,6 +575,73 @@ fn a_power_cut_mid_install_boots_the_old_slot_and_the_install_can_be_repeated() 
         "{esp} && mv /run/esp/keys.aside /run/esp/EFI/eve/keys.json && umount /run/esp"
     ))
     .unwrap();
+    check_keys(&mut m);
+
+    // The ESP's rotations are a cache; the TPM's floor (list 2, raised when v4 took the rotation)
+    // is the record. Garbage in keys.json and an absurd EVE_KEYS in both slot-state copies: the
+    // box neither freezes nor trusts the retired key. An update without the chain is refused
+    // (the image's own list 1 is below the floor), one signed by the retired key too; v5
+    // carrying the vendor's full chain is accepted, rewrites keys.json and resets EVE_KEYS, and
+    // boots with the vault.
+    for copy in abupdate::esp::COPIES {
+        let host = dir.join("state.env");
+        m.ok(&format!(
+            "{esp} && cp /run/esp/{copy} /run/state.env && umount /run/esp"
+        ))
+        .unwrap();
+        m.copy_out("/run/state.env", &host).unwrap();
+        let mut env = abupdate::grubenv::parse(&std::fs::read(&host).unwrap()).unwrap();
+        assert_eq!(env["EVE_KEYS"], "2");
+        env.insert("EVE_KEYS".into(), "4000000000".into());
+        std::fs::write(&host, abupdate::grubenv::serialize(&env).unwrap()).unwrap();
+        m.copy_in(&host, "/run/state.env").unwrap();
+        m.ok(&format!(
+            "{esp} && cp /run/state.env /run/esp/{copy} && umount /run/esp"
+        ))
+        .unwrap();
+    }
+    m.ok(&format!(
+        "{esp} && printf '{{garbage' > /run/esp/EFI/eve/keys.json && umount /run/esp"
+    ))
+    .unwrap();
+    let text = m.ok("abupdate status").unwrap();
+    assert!(
+        text.contains("updates refused:")
+            && text.contains("accepted key list 2 (the TPM's rollback floor)")
+            && text.contains("unreadable key rotations"),
+        "{text}"
+    );
+    for cmd in [
+        "abupdate verify /run/v5.update",
+        "abupdate verify /run/v5-old.update",
+    ] {
+        let out = m.sh(cmd).unwrap();
+        assert!(
+            out.status == 1 && out.stderr.contains("--key-chain"),
+            "{cmd}: {out:?}"
+        );
+    }
+    let mut i = info(1);
+    i.key_chain = vec![rotation];
+    let v5_chain = variant_with(&dir, "v5-chain", &new_key, i, |_| {});
+    m.copy_in(&v5_chain, "/run/v5-chain.update").unwrap();
+    let out = m.sh("abupdate install /run/v5-chain.update").unwrap();
+    assert!(
+        out.status == 0 && out.stderr.contains("stored key rotations repaired"),
+        "{out:?}"
+    );
+    let env = m
+        .ok(&format!(
+            "{esp} && cat /run/esp/{} && umount /run/esp",
+            abupdate::esp::COPIES[0]
+        ))
+        .unwrap();
+    assert!(env.contains("EVE_KEYS=2\n"), "{env}");
+    check_keys(&mut m);
+    m.reboot().unwrap();
+    let st = wait_status(&mut m, "v5-chain to be good", |s| good(s, "B"));
+    assert_eq!(slot(&st, "B")["version"], "v5-chain");
+    data_intact(&mut m);
     check_keys(&mut m);
     m.poweroff().unwrap();
 }

@@ -1,16 +1,18 @@
-//! Stage 1's three TPM 2.0 commands, spoken directly to the kernel's TPM device: read the rollback
-//! floor's NV counters (`TPM2_NV_ReadPublic`, `TPM2_NV_Read`) and extend the rollback PCR
-//! (`TPM2_PCR_Extend`). PID 1 is a static binary without the TSS libraries, and these commands
-//! have fixed layouts (TPM 2.0 part 3), so they are marshalled here; everything else that talks
-//! to the TPM uses tss-esapi. Commands and replies are pure byte functions, tested below.
+//! Three TPM 2.0 commands spoken directly to the kernel's TPM device: read the rollback floor's NV
+//! counters (`TPM2_NV_ReadPublic`, `TPM2_NV_Read`) and extend the rollback PCR
+//! (`TPM2_PCR_Extend`). Stage 1 (a static PID 1 without the TSS libraries) and abupdate (which
+//! only reads the floor) use them; these commands have fixed layouts (TPM 2.0 part 3), so they are
+//! marshalled here, and everything else that talks to the TPM uses tss-esapi. Commands and
+//! replies are pure byte functions, tested below.
 
-use platform::rollback::{self, Floor};
+use crate::rollback::{self, Floor};
 use std::io::{Read, Write};
 use std::path::Path;
 
 const ST_NO_SESSIONS: u16 = 0x8001;
 const ST_SESSIONS: u16 = 0x8002;
 const CC_NV_READ: u32 = 0x0000_014E;
+const CC_NV_INCREMENT: u32 = 0x0000_0134;
 const CC_NV_READ_PUBLIC: u32 = 0x0000_0169;
 const CC_PCR_EXTEND: u32 = 0x0000_0182;
 const RS_PW: u32 = 0x4000_0009;
@@ -60,6 +62,15 @@ pub fn nv_read_cmd(index: u32, size: u16) -> Vec<u8> {
     b.extend_from_slice(&size.to_be_bytes());
     b.extend_from_slice(&0u16.to_be_bytes());
     frame(ST_SESSIONS, CC_NV_READ, &b)
+}
+
+/// Increments a counter index, authorised by its own (empty) auth value.
+pub fn nv_increment_cmd(index: u32) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend_from_slice(&index.to_be_bytes());
+    b.extend_from_slice(&index.to_be_bytes());
+    password_area(&mut b);
+    frame(ST_SESSIONS, CC_NV_INCREMENT, &b)
 }
 
 /// Extends the SHA-256 bank of `pcr` with `digest`.
@@ -158,6 +169,10 @@ pub fn parse_pcr_extend(reply: &[u8]) -> Result<(), TpmError> {
     header(reply, "TPM2_PCR_Extend").map(|_| ())
 }
 
+pub fn parse_nv_increment(reply: &[u8]) -> Result<(), TpmError> {
+    header(reply, "TPM2_NV_Increment").map(|_| ())
+}
+
 /// Why a public area is not the counter this box defines, if it is not
 /// ([`rollback::check_public`]), or was never incremented.
 pub fn foreign(p: &NvPublic, index: u32) -> Option<String> {
@@ -245,6 +260,28 @@ pub fn read_floor(t: &mut dyn Transport) -> Floor {
     }
 }
 
+/// Raises the key-serial counter to stand for at least `serial`, when it exists and is the box's
+/// own (the first boot defines it; an absent or foreign one is left to storage-init). Returns the
+/// floor after, or why nothing was done.
+pub fn raise_serial(t: &mut dyn Transport, serial: u32) -> Result<u64, String> {
+    let index = rollback::SERIAL_INDEX;
+    let mut current = counter(t, index)?;
+    let mut steps = 0;
+    while rollback::needs_increment(Some(current), serial) {
+        if steps == 64 {
+            return Err(format!(
+                "{index:#010x}: still below {serial} after {steps} increments"
+            ));
+        }
+        t.call(&nv_increment_cmd(index))
+            .and_then(|r| parse_nv_increment(&r))
+            .map_err(|e| e.to_string())?;
+        current = counter(t, index)?;
+        steps += 1;
+    }
+    Ok(rollback::floor_of(current))
+}
+
 pub fn extend(t: &mut dyn Transport, what: &[u8]) -> Result<(), TpmError> {
     let r = t.call(&pcr_extend_cmd(rollback::PCR, &rollback::measure(what)))?;
     parse_pcr_extend(&r)
@@ -330,6 +367,56 @@ mod tests {
             (nv_read_cmd(rollback::EPOCH_INDEX, 8), read_reply(e)),
             (nv_read_cmd(rollback::SERIAL_INDEX, 8), read_reply(s)),
         ])
+    }
+
+    /// A TPM holding the serial counter at `value`, counting increments.
+    struct Counter {
+        value: u64,
+        increments: u32,
+        attrs: u32,
+    }
+    impl Transport for Counter {
+        fn call(&mut self, cmd: &[u8]) -> Result<Vec<u8>, TpmError> {
+            let i = rollback::SERIAL_INDEX;
+            if cmd == nv_read_public_cmd(i) {
+                Ok(public_reply(i, self.attrs))
+            } else if cmd == nv_read_cmd(i, 8) {
+                Ok(read_reply(self.value))
+            } else if cmd == nv_increment_cmd(i) {
+                self.value += 1;
+                self.increments += 1;
+                Ok(reply(&[0, 0, 0, 0, 0, 0, 1, 0, 0]))
+            } else {
+                Err(TpmError::Io("unexpected command".into()))
+            }
+        }
+    }
+
+    #[test]
+    fn the_serial_counter_is_raised_only_when_it_is_ours_and_below() {
+        let inc = nv_increment_cmd(rollback::SERIAL_INDEX);
+        assert_eq!(inc.len(), 10 + 8 + 4 + 9);
+        assert_eq!(&inc[6..10], [0, 0, 1, 0x34]);
+        assert_eq!(&inc[10..18], [1, 0x80, 0x0E, 0x71, 1, 0x80, 0x0E, 0x71]);
+        let ours = rollback::ATTRIBUTES | rollback::WRITTEN;
+        // Counter 2 stands for serial 1: two increments reach serial 3.
+        let mut t = Counter {
+            value: 2,
+            increments: 0,
+            attrs: ours,
+        };
+        assert_eq!(raise_serial(&mut t, 3), Ok(3));
+        assert_eq!(t.increments, 2);
+        assert_eq!(raise_serial(&mut t, 2), Ok(3), "never lowered");
+        assert_eq!(t.increments, 2);
+        // An index that is not the box's counter is left alone.
+        let mut t = Counter {
+            value: 2,
+            increments: 0,
+            attrs: ours & !rollback::NT_COUNTER,
+        };
+        assert!(raise_serial(&mut t, 3).is_err());
+        assert_eq!(t.increments, 0);
     }
 
     #[test]
