@@ -92,23 +92,22 @@ impl KeyFloor {
         }
     }
 
-    /// Pure: the record that counts. With a TPM holding the rollback floor, its key serial (the
-    /// disk cannot lower or raise it); without one, the slot state's `EVE_KEYS`, which is all a
-    /// box without a TPM has.
-    pub fn decide(tpm: &platform::rollback::Floor, esp_keys: u32) -> KeyFloor {
-        use platform::rollback::Floor;
+    /// Pure: the record that counts. `tpm`: the TPM's key-serial floor (`None`: no TPM; an
+    /// error: the counter is absent or not the box's). With the counter, its value (the disk
+    /// cannot lower it); without one, the slot state's `EVE_KEYS`, which is all such a box has.
+    pub fn decide(tpm: Option<Result<u64, String>>, esp_keys: u32) -> KeyFloor {
         match tpm {
-            Floor::Present { serial, .. } => KeyFloor {
-                serial: u32::try_from(*serial).unwrap_or(u32::MAX),
+            Some(Ok(serial)) => KeyFloor {
+                serial: u32::try_from(serial).unwrap_or(u32::MAX),
                 source: "the TPM's rollback floor".into(),
                 tpm: true,
             },
-            Floor::Absent(why) => KeyFloor {
+            Some(Err(why)) => KeyFloor {
                 serial: esp_keys,
                 source: format!("EVE_KEYS in the slot state; the TPM holds no floor: {why}"),
                 tpm: false,
             },
-            Floor::NoTpm => KeyFloor {
+            None => KeyFloor {
                 serial: esp_keys,
                 source: "EVE_KEYS in the slot state; no TPM".into(),
                 tpm: false,
@@ -735,10 +734,7 @@ mod tests {
                 arch: "x86_64",
                 trust,
                 key_floor: KeyFloor::decide(
-                    &platform::rollback::Floor::Present {
-                        epoch: 0,
-                        serial: u64::from(floor),
-                    },
+                    Some(Ok(u64::from(floor))),
                     // Whatever the ESP says, the TPM's record counts.
                     if floor == 0 { 0 } else { u32::MAX },
                 ),
@@ -785,9 +781,8 @@ mod tests {
             Err(ArtifactError::Signature(TrustError::Untrusted(..)))
         ));
         // Without a TPM the slot state's record counts; garbage there already reads as 0.
-        use platform::rollback::Floor;
-        assert_eq!(KeyFloor::decide(&Floor::NoTpm, 2).serial, 2);
-        let f = KeyFloor::decide(&Floor::Absent("index absent".into()), 2);
+        assert_eq!(KeyFloor::decide(None, 2).serial, 2);
+        let f = KeyFloor::decide(Some(Err("index absent".into())), 2);
         assert!(
             !f.tpm && f.serial == 2 && f.source.contains("index absent"),
             "{f:?}"

@@ -10,6 +10,7 @@ pub mod esp;
 pub mod grubenv;
 pub mod health;
 pub mod install;
+pub mod loader;
 pub mod release;
 pub mod state;
 pub mod system;

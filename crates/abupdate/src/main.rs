@@ -56,6 +56,16 @@ enum Cmd {
     Rollback,
     /// Withdraw an installed slot that has not been booted yet.
     Cancel,
+    /// Put the running image's boot loader (shim, GRUB) on the ESP, once the running slot is good,
+    /// unless the ESP holds a newer release's (run after the health check, before the rollback
+    /// floor is raised).
+    Bootloader {
+        /// Say what would be done; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// End-of-boot health check: records failed trials, then marks a slot on trial good or bad
     /// (and reboots into the other slot when it is bad).
     Health {
@@ -128,6 +138,16 @@ fn run(cli: Cli) -> abupdate::error::Result<()> {
                 s.get(o).version,
                 if changed { "" } else { " (unchanged)" }
             );
+        }
+        Cmd::Bootloader { dry_run, json } => {
+            let (a, changed) = sys.install_loader(dry_run)?;
+            if json {
+                let mut v = serde_json::to_value(&a).unwrap_or_default();
+                v["changed"] = changed.into();
+                println!("{v}");
+            } else {
+                println!("{}", a.text(changed));
+            }
         }
         Cmd::Cancel => {
             sys.change(|s| s.cancel(running))?;

@@ -60,19 +60,28 @@ pub fn load_chain(esp: &Path) -> Result<Vec<SignedKeyList>> {
 /// Replaces the chain: a new file beside it, fsynced, then renamed over it.
 pub fn store_chain(esp: &Path, chain: &[SignedKeyList]) -> Result<()> {
     let p = esp.join(CHAIN);
-    let tmp = esp.join("EFI/eve/keys.new");
     let text = serde_json::to_vec_pretty(chain)
         .map_err(|e| Error::Device(format!("{}: {e}", p.display())))?;
+    write_file(&p, &text)
+}
+
+/// Replaces `p` whole: `<p>.new` beside it (anything left in the way removed), fsynced, renamed
+/// over `p`, and the directory fsynced.
+pub fn write_file(p: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let tmp = p.with_extension("new");
     if let Some(d) = p.parent() {
         std::fs::create_dir_all(d).at("create", d)?;
     }
+    if tmp.is_dir() {
+        std::fs::remove_dir_all(&tmp).at("remove", &tmp)?;
+    }
     {
-        use std::io::Write;
         let mut f = std::fs::File::create(&tmp).at("create", &tmp)?;
-        f.write_all(&text).at("write", &tmp)?;
+        f.write_all(bytes).at("write", &tmp)?;
         f.sync_all().at("fsync", &tmp)?;
     }
-    std::fs::rename(&tmp, &p).at("rename", &p)?;
+    std::fs::rename(&tmp, p).at("rename", p)?;
     if let Some(d) = p.parent() {
         std::fs::File::open(d)
             .and_then(|f| f.sync_all())

@@ -266,7 +266,7 @@ impl System {
         let release = Release::load(&self.roots.etc)?;
         let (trust, chain, chain_problem) = release::trust(&release, release::load_chain(&m.dir))?;
         let slots = esp::load(&m.dir)?;
-        let key_floor = crate::artifact::KeyFloor::decide(&self.tpm_floor(), slots.keys);
+        let key_floor = crate::artifact::KeyFloor::decide(self.tpm_serial_floor(), slots.keys);
         Ok(Trusted {
             release,
             chain,
@@ -277,28 +277,39 @@ impl System {
         })
     }
 
-    /// Raises the TPM's key-serial counter to `serial` (when the box has one: the first boot
-    /// defines it); a failure is logged, as the next good boot raises it too.
-    fn raise_key_floor(&self, serial: u32) {
+    /// Raises the TPM's key-serial counter to `serial`, when the box has a TPM holding the
+    /// counter (the first boot defines it). A TPM that is there but cannot be raised fails the
+    /// install: until the counter follows, lost rotations on the ESP would bring the retired keys
+    /// back.
+    fn raise_key_floor(&self, serial: u32) -> Result<()> {
         let dev = self.roots.dev.join("tpmrm0");
-        let Ok(mut d) = platform::tpmcmd::Device::open(&dev) else {
-            return;
+        let mut d = match platform::tpmcmd::Device::open(&dev) {
+            Ok(d) => d,
+            Err(_) if !dev.exists() => return Ok(()),
+            Err(e) => return Err(Error::Device(format!("the TPM's key floor: {e}"))),
         };
-        match platform::tpmcmd::raise_serial(&mut d, serial) {
-            Ok(f) => log(format!("the TPM's key floor is list {f}")),
-            Err(e) => log(format!(
-                "the TPM's key floor was not raised to list {serial} ({e}); the next good boot raises it"
-            )),
+        if let Err(why) = platform::tpmcmd::read_serial_floor(&mut d) {
+            log(format!(
+                "the TPM holds no key floor yet ({why}); the next good boot defines it"
+            ));
+            return Ok(());
         }
+        let f = platform::tpmcmd::raise_serial(&mut d, serial).map_err(|e| {
+            Error::Device(format!(
+                "the TPM's key floor could not be raised to list {serial}: {e}"
+            ))
+        })?;
+        log(format!("the TPM's key floor is list {f}"));
+        Ok(())
     }
 
-    /// The TPM's rollback floor, read as stage 1 reads it.
-    fn tpm_floor(&self) -> platform::rollback::Floor {
+    /// The TPM's key-serial floor (`None`: no TPM).
+    fn tpm_serial_floor(&self) -> Option<std::result::Result<u64, String>> {
         let dev = self.roots.dev.join("tpmrm0");
         match platform::tpmcmd::Device::open(&dev) {
-            Ok(mut d) => platform::tpmcmd::read_floor(&mut d),
-            Err(_) if !dev.exists() => platform::rollback::Floor::NoTpm,
-            Err(e) => platform::rollback::Floor::Absent(e.to_string()),
+            Ok(mut d) => Some(platform::tpmcmd::read_serial_floor(&mut d)),
+            Err(_) if !dev.exists() => None,
+            Err(e) => Some(Err(e.to_string())),
         }
     }
 
@@ -328,6 +339,9 @@ impl System {
     /// back to).
     pub fn floor_target(&self) -> Result<(u32, u32, crate::state::State, crate::state::State)> {
         let t = self.trusted()?;
+        // Not capped at the ESP loader's epoch: a loader that could not be put in place must not
+        // hold the floor down (an older release would then pass at boot); stage 1 keeps the vault
+        // locked under a loader below the floor instead, and says why.
         Ok((
             t.release.security_epoch,
             t.trust.serial,
@@ -375,6 +389,40 @@ impl System {
                 allow_downgrade,
             },
         )
+    }
+
+    /// Puts the running image's boot loader on the ESP when the running slot is good and the ESP
+    /// holds an older or different one (never a newer release's); with `dry_run`, only says what
+    /// it would do. Returns the action and whether anything was written.
+    pub fn install_loader(&self, dry_run: bool) -> Result<(crate::loader::Action, Changed)> {
+        use crate::loader::{self, Action};
+        let _l = self.state_lock()?;
+        let m = self.mount()?;
+        let state = esp::load(&m.dir)?.get(self.running()).state;
+        if state != crate::state::State::Good {
+            let state = serde_json::to_value(state)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default();
+            return Ok((Action::NotGood { state }, false));
+        }
+        let ours = loader::read_ours(&self.roots.usr)?;
+        let label = loader::read_esp_label(&self.roots.usr)?;
+        let current = loader::read_esp(&m.dir);
+        let cl = self.roots.proc.join("cmdline");
+        let booted = platform::rollback::loader_epoch_of_cmdline(
+            &std::fs::read_to_string(&cl).at("read", &cl)?,
+        );
+        let action = loader::decide(&current, &ours, booted).map_err(Error::Device)?;
+        if dry_run || !matches!(action, Action::Install { .. }) {
+            return Ok((action, false));
+        }
+        // The marker first: a box whose ESP volume id came from an older build finds its ESP
+        // through it once the new GRUB is in place.
+        loader::write_marker(&m.dir, &label)?;
+        loader::write(&m.dir, &current, &ours)?;
+        log(action.text(true));
+        Ok((action, true))
     }
 
     /// Checks an artifact as `install` would, without writing anything.
@@ -476,7 +524,7 @@ impl System {
                         // The rotation is stored on the ESP, so every slot's stage 1 now counts
                         // list `new.serial`: the TPM's record follows at once, and losing the
                         // ESP's copy before the next good boot cannot bring the old keys back.
-                        self.raise_key_floor(new.serial);
+                        self.raise_key_floor(new.serial)?;
                     }
                 }
                 let serial = checked

@@ -180,7 +180,15 @@ fn other_at_floor(bd: &BootDisk, other: Slot, trust: &Trust, fe: u64) -> Option<
 /// Checks the slot against the rollback floor: refuses it when below, else measures the verdict
 /// into the rollback PCR (a TPM that cannot be asked leaves the PCR as it is: the vault stays
 /// locked, the box still boots).
-fn rollback_check(roots: &Roots, bd: Option<&BootDisk>, slot: Slot, trust: &Trust, epoch: u32) {
+/// `epochs`: the slot's signed security epoch, and the one the boot loader that started it was
+/// built for (from the command line its signed config wrote).
+fn rollback_check(
+    roots: &Roots,
+    bd: Option<&BootDisk>,
+    slot: Slot,
+    trust: &Trust,
+    (epoch, loader): (u32, u32),
+) {
     let serial = trust.serial;
     use platform::rollback::{self, Floor, Verdict};
     let mut dev = tpm_device(roots);
@@ -188,7 +196,7 @@ fn rollback_check(roots: &Roots, bd: Option<&BootDisk>, slot: Slot, trust: &Trus
         None => Floor::NoTpm,
         Some(d) => platform::tpmcmd::read_floor(d),
     };
-    let verdict = rollback::decide(&floor, epoch, serial);
+    let verdict = rollback::decide(&floor, epoch, serial, loader);
     let measure = match &verdict {
         Verdict::NoTpm => {
             sys::log("stage 1: no TPM: no rollback floor to check");
@@ -223,7 +231,7 @@ fn rollback_check(roots: &Roots, bd: Option<&BootDisk>, slot: Slot, trust: &Trus
             } = floor
             {
                 sys::log(format!(
-                    "stage 1: rollback floor met (epoch {epoch} >= {fe}, key serial {serial} >= {fs})"
+                    "stage 1: rollback floor met (epoch {epoch} >= {fe}, key serial {serial} >= {fs}, boot loader epoch {loader} >= {fe})"
                 ));
             }
             rollback::CHECKED
@@ -317,7 +325,10 @@ pub fn run() -> ! {
         bd.as_ref(),
         slot,
         &trust,
-        v.descriptor.security_epoch,
+        (
+            v.descriptor.security_epoch,
+            platform::rollback::loader_epoch_of_cmdline(&cmd),
+        ),
     );
     let bytes = match verity::read_all(&v.node) {
         Ok(b) => b,

@@ -386,7 +386,7 @@ fn kbuild_sign_file(opts: &Options, build_pkgs: &[Package]) -> Result<PathBuf> {
 pub fn build(opts: &Options) -> Result<crate::record::BuildManifest> {
     let mut pr = Progress {
         n: 0,
-        total: 10,
+        total: 11,
         start: Instant::now(),
     };
     abupdate::state::validate_version(&opts.version).map_err(|msg| Error::Parse {
@@ -494,6 +494,18 @@ pub fn build(opts: &Options) -> Result<crate::record::BuildManifest> {
         .as_ref()
         .map(|k| k.cmdline.clone())
         .unwrap_or_default();
+    let esp_id = step::esp::esp_id(&boot)?;
+    let loader = pr.step("bootloader", || {
+        step::esp::bootloader(
+            opts,
+            &work,
+            &work.join("rootfs"),
+            &boot,
+            boot_pkgs,
+            epoch,
+            &esp_id,
+        )
+    })?;
     let descriptor = pr.step("sign+squashfs+verity", || {
         step::slot::slot(opts, &work, &keys, &cmdline, epoch, (&sqfs, &slot_img))
     })?;
@@ -501,7 +513,7 @@ pub fn build(opts: &Options) -> Result<crate::record::BuildManifest> {
     let git_rev = git_revision(&opts.repo);
     let seed = format!("{}/{}/{git_rev}", opts.version, opts.profile.name());
     let guid = disk::disk_guid(&seed).simple().to_string();
-    let (esp_id, config_id) = (guid[..8].to_string(), guid[8..16].to_string());
+    let config_id = guid[8..16].to_string();
     let vars = opts.out.join(format!("{}.vars.fd", opts.profile.stem()));
     pr.step("esp+config+firmware", || {
         let out = step::esp::Outputs {
@@ -511,7 +523,7 @@ pub fn build(opts: &Options) -> Result<crate::record::BuildManifest> {
             config_id: &config_id,
             vars: &vars,
         };
-        step::esp::esp_config_firmware(opts, &work, &boot, boot_pkgs, epoch, &out)
+        step::esp::esp_config_firmware(opts, &work, &boot, &loader, epoch, &out)
     })?;
     let image = opts.out.join(format!("{}.raw", opts.profile.stem()));
     pr.step("disk", || {

@@ -27,6 +27,7 @@ pub const GRUB_MODULES: &[&str] = &[
     "probe",
     "search",
     "search_fs_uuid",
+    "search_fs_file",
     "part_gpt",
     "fat",
     "squash4",
@@ -59,6 +60,15 @@ pub fn slot_cfg(version: &str, cmdline: &str) -> Result<String> {
             msg: format!("`{cmdline}`: quotes, `$`, `;`, `\\` and newlines are not allowed"),
         });
     }
+    if cmdline.contains(platform::rollback::LOADER_ARG.trim_end_matches('=')) {
+        return Err(Error::Manifest {
+            path: "kernel.cmdline".into(),
+            msg: format!(
+                "`{cmdline}`: {} is the boot loader's to write",
+                platform::rollback::LOADER_ARG
+            ),
+        });
+    }
     Ok(format!(
         "# EVE storage {version}: this slot's kernel command line (signed: grub.cfg.sig)\nset eve_cmdline=\"{cmdline}\"\n"
     ))
@@ -66,8 +76,10 @@ pub fn slot_cfg(version: &str, cmdline: &str) -> Result<String> {
 
 /// The embedded config. A standalone GRUB has no usable $cmdpath, so it finds its own disk by
 /// the ESP's volume id, unique per build (`esp_id`, as GRUB prints FAT ids: `XXXX-XXXX`).
-/// `locked` (production): no GRUB command line for anyone (an empty superuser list).
-pub fn embedded_cfg(esp_id: &str, locked: bool) -> String {
+/// `locked` (production): no GRUB command line for anyone (an empty superuser list). `epoch`: the
+/// security epoch this GRUB is built for, passed to the kernel (stage 1 keeps the vault locked
+/// when it is below the box's rollback floor: an older GRUB put back on the ESP).
+pub fn embedded_cfg(esp_id: &str, locked: bool, epoch: u32) -> String {
     let [env1, env2] = abupdate::esp::COPIES;
     let vars = "EVE_FMT EVE_ORDER A_STATE A_TRIES B_STATE B_TRIES";
     let refused = |what: &str| {
@@ -91,6 +103,7 @@ insmod loadenv
 insmod test
 insmod pgp
 search --no-floppy --fs-uuid --set=esp {esp_id}
+if [ -z "$esp" ]; then search --no-floppy --file --set=esp /{marker}; fi
 regexp --set=1:bootdisk '^([^,]+),' "$esp"
 set EVE_FMT=""
 set EVE_ORDER="A B"
@@ -148,7 +161,7 @@ function eve_boot {{
     # The initrd is checked before the kernel is loaded: a kernel left loaded by a slot refused
     # at its initrd would be in the way of the other slot's.
     if verify_detached /boot/initrd.img /boot/initrd.img.sig; then
-      if linux /boot/vmlinuz root=PARTUUID=$partuuid eve.slot=$1 $eve_extra $eve_cmdline; then
+      if linux /boot/vmlinuz root=PARTUUID=$partuuid eve.slot=$1 {loader}{epoch} $eve_extra $eve_cmdline; then
         if initrd /boot/initrd.img; then
           boot
           echo "EVE: slot $1 did not start"
@@ -177,7 +190,16 @@ while true; do sleep 3600; done
         refused("/boot/initrd.img"),
         refused("/boot/vmlinuz"),
         refused("/boot/initrd.img"),
+        loader = platform::rollback::LOADER_ARG,
+        marker = esp_marker(esp_id),
     )
+}
+
+/// The file that also names the ESP to our GRUB (`EFI/eve/<id>.esp`), for a box whose ESP got its
+/// volume id from an older build (ids were once per build): `abupdate bootloader` writes it before
+/// it puts a GRUB on the ESP, and the build puts it on every new ESP.
+pub fn esp_marker(esp_label: &str) -> String {
+    format!("EFI/eve/{esp_label}.esp")
 }
 
 /// `9526c040` -> `9526-C040`, the form GRUB's search uses for FAT volume ids.
@@ -187,11 +209,13 @@ pub fn esp_label(id: &str) -> String {
 }
 
 /// The SBAT metadata of our GRUB: the distribution's lines for this GRUB build (the revocation
-/// generations its signed package declares) plus our own component line.
-pub fn sbat(distro: &str, grub_version: &str) -> String {
+/// generations its signed package declares) plus our own component line, whose generation is the
+/// security epoch plus one (generations start at 1): a release that raises the epoch raises it.
+pub fn sbat(distro: &str, grub_version: &str, epoch: u32) -> String {
     let mut s = distro.trim_end().to_string();
     s.push_str(&format!(
-        "\ngrub.eve-storage,1,LF Edge EVE storage,grub2,{grub_version},https://github.com/lf-edge/eve\n"
+        "\ngrub.eve-storage,{},LF Edge EVE storage,grub2,{grub_version},https://github.com/lf-edge/eve\n",
+        u64::from(epoch) + 1
     ));
     s
 }
@@ -248,23 +272,29 @@ mod tests {
     #[test]
     fn the_embedded_config_enforces_signatures_and_falls_back() {
         assert_eq!(esp_label("9526c040"), "9526-C040");
-        let c = embedded_cfg("9526-C040", false);
+        let c = embedded_cfg("9526-C040", false, 3);
         assert!(
             c.starts_with("set check_signatures=enforce\n"),
             "first, before any file is read"
         );
         assert!(!c.contains("superusers"));
         assert!(c.contains("search --no-floppy --fs-uuid --set=esp 9526-C040"));
+        assert!(c.contains(
+            "if [ -z \"$esp\" ]; then search --no-floppy --file --set=esp /EFI/eve/9526-C040.esp; fi"
+        ));
         assert!(c.contains(r#"load_env --skip-sig --file "($esp)/EFI/eve/state1.env""#));
         assert!(!c.contains("load_env --file"), "the state has no signature");
         assert!(c.contains(r#"save_env --file "($esp)/EFI/eve/state2.env" A_TRIES B_TRIES"#));
         assert!(c.contains(r#"source "($bootdisk,$eve_part)/boot/grub.cfg""#));
-        assert!(c.contains("root=PARTUUID=$partuuid eve.slot=$1 $eve_extra $eve_cmdline"));
+        assert!(c.contains(
+            "root=PARTUUID=$partuuid eve.slot=$1 eve.bootepoch=3 $eve_extra $eve_cmdline"
+        ));
+        assert_eq!(platform::rollback::loader_epoch_in(c.as_bytes()), Some(3));
         assert!(c.contains(r#"set eve_extra="eve.refused=$eve_refused""#));
         assert!(c.contains("eve_boot \"$eve_other\""));
         assert!(c.contains("if verify_detached /boot/initrd.img /boot/initrd.img.sig; then"));
         assert!(c.contains("this box stops here"));
-        let p = embedded_cfg("9526-C040", true);
+        let p = embedded_cfg("9526-C040", true, 0);
         assert!(p.contains("\nset superusers=\"\"\n"));
         for line in p.lines().filter_map(|l| l.trim().strip_prefix("insmod ")) {
             assert!(
@@ -278,16 +308,23 @@ mod tests {
     fn the_slot_config_sets_only_the_command_line() {
         let s = slot_cfg("v2", "console=ttyS0,115200 panic=10").unwrap();
         assert!(s.ends_with("set eve_cmdline=\"console=ttyS0,115200 panic=10\"\n"));
-        for bad in ["a\"; linux /x", "a $x", "a\nb", "a;b"] {
+        for bad in [
+            "a\"; linux /x",
+            "a $x",
+            "a\nb",
+            "a;b",
+            "quiet eve.bootepoch=9",
+        ] {
             assert!(slot_cfg("v2", bad).is_err(), "{bad:?}");
         }
         let s = sbat(
             "sbat,1,SBAT Version,sbat,1,x\ngrub,5,FSF,grub,2.06,u\n",
             "2.06-13",
+            1,
         );
         assert!(s.starts_with("sbat,1,"));
         assert!(s.ends_with(
-            "grub.eve-storage,1,LF Edge EVE storage,grub2,2.06-13,https://github.com/lf-edge/eve\n"
+            "grub.eve-storage,2,LF Edge EVE storage,grub2,2.06-13,https://github.com/lf-edge/eve\n"
         ));
     }
 }

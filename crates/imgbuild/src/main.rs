@@ -265,6 +265,41 @@ fn pack_update(a: PackUpdateArgs) -> Result<()> {
                 ),
             });
         }
+        if r.security_epoch != a.security_epoch {
+            return Err(imgbuild::error::Error::Parse {
+                path: rel,
+                msg: format!(
+                    "the tree is a build of security epoch {}; --security-epoch {} would sign it as another",
+                    r.security_epoch, a.security_epoch
+                ),
+            });
+        }
+        // The boot loader the box puts on its ESP after this slot's good boot: built for another
+        // epoch, it would keep the rollback floor below this release (or lock the vault).
+        let grub = a
+            .rootfs
+            .join("usr")
+            .join(abupdate::loader::IN_USR)
+            .join(abupdate::loader::FILES[0].0);
+        let text = std::fs::read(&grub).map_err(|source| {
+            imgbuild::error::Error::Io(platform::IoError {
+                op: "read (the tree's boot loader)",
+                path: grub.clone(),
+                source,
+            })
+        })?;
+        let loader = platform::rollback::loader_epoch_in(&text);
+        if loader != Some(a.security_epoch) {
+            return Err(imgbuild::error::Error::Parse {
+                path: grub,
+                msg: format!(
+                    "the tree's GRUB was built for security epoch {}, not {}: build the image with SECURITY_EPOCH={}",
+                    loader.map_or_else(|| "(none)".to_string(), |e| e.to_string()),
+                    a.security_epoch,
+                    a.security_epoch
+                ),
+            });
+        }
     }
     let sq = a.out.with_extension("squashfs");
     let squashed = if a.rootfs.is_dir() {

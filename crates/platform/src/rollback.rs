@@ -104,12 +104,52 @@ pub enum Verdict {
     NoTpm,
 }
 
+/// The kernel argument by which our GRUB says which security epoch it was built for (its embedded,
+/// signed config writes it; it is also the SBAT generation of our GRUB component, minus one).
+pub const LOADER_ARG: &str = "eve.bootepoch=";
+
+/// Pure: the boot loader's epoch from the kernel command line. Absent (a GRUB from before boot
+/// loaders carried their epoch), repeated or garbage: 0, the oldest.
+pub fn loader_epoch_of_cmdline(cmdline: &str) -> u32 {
+    let mut found = cmdline
+        .split_ascii_whitespace()
+        .filter_map(|w| w.strip_prefix(LOADER_ARG));
+    match (found.next(), found.next()) {
+        (Some(v), None) => v.parse().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// Pure: the epoch a GRUB binary of ours was built for, from the text of its embedded config
+/// (`None`: not one of ours, from before boot loaders carried their epoch, or naming it more than
+/// once).
+pub fn loader_epoch_in(binary: &[u8]) -> Option<u32> {
+    let arg = LOADER_ARG.as_bytes();
+    let mut hits = binary
+        .windows(arg.len())
+        .enumerate()
+        .filter(|(_, w)| *w == arg)
+        .map(|(i, _)| i);
+    let at = hits.next()? + arg.len();
+    if hits.next().is_some() {
+        return None;
+    }
+    let digits: Vec<u8> = binary[at..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .take(10)
+        .copied()
+        .collect();
+    std::str::from_utf8(&digits).ok()?.parse().ok()
+}
+
 /// Pure: the verdict on a slot whose signed descriptor says `epoch`, opened under update keys of
-/// serial `serial`. An epoch below the floor is an old, fixed-hole release: refused. A key serial
-/// below the floor means the key rotations on the ESP were lost or rolled back, so a retired key
-/// may have signed this slot: it boots (the ESP must not be able to brick the box) without the
-/// vault.
-pub fn decide(floor: &Floor, epoch: u32, serial: u32) -> Verdict {
+/// serial `serial`, started by a boot loader built for epoch `loader`. An epoch below the floor is
+/// an old, fixed-hole release: refused. A key serial below the floor means the key rotations on
+/// the ESP were lost or rolled back, so a retired key may have signed this slot; a loader below
+/// the floor is an older GRUB put back on the ESP: both boot (the ESP must not be able to brick
+/// the box) without the vault.
+pub fn decide(floor: &Floor, epoch: u32, serial: u32, loader: u32) -> Verdict {
     match floor {
         Floor::NoTpm => Verdict::NoTpm,
         Floor::Absent(why) => Verdict::Unchecked(format!(
@@ -120,6 +160,9 @@ pub fn decide(floor: &Floor, epoch: u32, serial: u32) -> Verdict {
         )),
         Floor::Present { serial: fs, .. } if u64::from(serial) < *fs => Verdict::Unchecked(format!(
             "the update keys in force have serial {serial}, below this box's floor {fs} (key rotations on the ESP lost or rolled back): the vault stays locked; a signed update repairs it"
+        )),
+        Floor::Present { epoch: fe, .. } if u64::from(loader) < *fe => Verdict::Unchecked(format!(
+            "the boot loader on the ESP was built for security epoch {loader}, below this box's floor {fe} (an older GRUB was put back): the vault stays locked; the running release puts its own boot loader back once its boot is judged good"
         )),
         Floor::Present { .. } => Verdict::Checked,
     }
@@ -144,23 +187,54 @@ mod tests {
             epoch: 2,
             serial: 3,
         };
-        assert_eq!(decide(&f, 2, 3), Verdict::Checked);
-        assert_eq!(decide(&f, 5, 9), Verdict::Checked);
-        match decide(&f, 1, 3) {
+        assert_eq!(decide(&f, 2, 3, 2), Verdict::Checked);
+        assert_eq!(decide(&f, 5, 9, 5), Verdict::Checked);
+        match decide(&f, 1, 3, 2) {
             Verdict::Refuse(why) => assert!(why.contains("epoch 1 is below this box's floor 2")),
             v => panic!("{v:?}"),
         }
         // Epoch first: an old release is refused whatever its keys.
-        assert!(matches!(decide(&f, 1, 1), Verdict::Refuse(_)));
-        match decide(&f, 2, 2) {
+        assert!(matches!(decide(&f, 1, 1, 2), Verdict::Refuse(_)));
+        match decide(&f, 2, 2, 2) {
             Verdict::Unchecked(why) => assert!(why.contains("serial 2, below"), "{why}"),
             v => panic!("{v:?}"),
         }
-        match decide(&Floor::Absent("0x01800e70: handle not found".into()), 0, 1) {
+        match decide(
+            &Floor::Absent("0x01800e70: handle not found".into()),
+            0,
+            1,
+            0,
+        ) {
             Verdict::Unchecked(why) => assert!(why.contains("0x01800e70")),
             v => panic!("{v:?}"),
         }
-        assert_eq!(decide(&Floor::NoTpm, 0, 0), Verdict::NoTpm);
+        assert_eq!(decide(&Floor::NoTpm, 0, 0, 0), Verdict::NoTpm);
+        // An older GRUB put back: the slot boots, the vault stays locked.
+        match decide(&f, 2, 3, 1) {
+            Verdict::Unchecked(why) => assert!(why.contains("epoch 1, below this box's floor 2")),
+            v => panic!("{v:?}"),
+        }
+        assert_eq!(decide(&f, 2, 3, 7), Verdict::Checked, "a newer loader");
+    }
+
+    #[test]
+    fn the_loader_says_its_epoch_once_or_counts_as_the_oldest() {
+        assert_eq!(
+            loader_epoch_of_cmdline("root=x eve.slot=A eve.bootepoch=3 quiet"),
+            3
+        );
+        assert_eq!(loader_epoch_of_cmdline("root=x eve.slot=A"), 0);
+        assert_eq!(
+            loader_epoch_of_cmdline("eve.bootepoch=3 eve.bootepoch=9"),
+            0
+        );
+        assert_eq!(loader_epoch_of_cmdline("eve.bootepoch=x"), 0);
+        assert_eq!(loader_epoch_of_cmdline("xeve.bootepoch=5"), 0);
+        let grub = b"\0\0linux /boot/vmlinuz root=PARTUUID=$partuuid eve.slot=$1 eve.bootepoch=12 $eve_extra";
+        assert_eq!(loader_epoch_in(grub), Some(12));
+        assert_eq!(loader_epoch_in(b"MZ... eve.slot=$1 $eve_extra"), None);
+        assert_eq!(loader_epoch_in(b"eve.bootepoch="), None);
+        assert_eq!(loader_epoch_in(b"eve.bootepoch=1 eve.bootepoch=9"), None);
     }
 
     #[test]

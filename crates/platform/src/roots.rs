@@ -1,5 +1,5 @@
 //! Where the kernel's trees and the box's runtime directories are: `/` on the box, a temporary
-//! tree in tests. Every path into /sys, /dev, /proc, /run, /etc or configfs is built from one.
+//! tree in tests. Every path into /sys, /dev, /proc, /run, /etc, /usr or configfs is built from one.
 
 use std::path::{Path, PathBuf};
 
@@ -10,6 +10,8 @@ pub struct Roots {
     pub proc: PathBuf,
     pub run: PathBuf,
     pub etc: PathBuf,
+    /// The running image's `/usr` (read-only, verified).
+    pub usr: PathBuf,
     pub configfs: PathBuf,
     pub debugfs: PathBuf,
 }
@@ -22,6 +24,7 @@ impl Roots {
             proc: base.join("proc"),
             run: base.join("run"),
             etc: base.join("etc"),
+            usr: base.join("usr"),
             configfs: base.join("sys/kernel/config"),
             debugfs: base.join("sys/kernel/debug"),
         }

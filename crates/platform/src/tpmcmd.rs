@@ -246,6 +246,11 @@ fn counter(t: &mut dyn Transport, index: u32) -> Result<u64, String> {
     Ok(u64::from_be_bytes(b))
 }
 
+/// The key-serial floor alone (the update path needs no epoch counter).
+pub fn read_serial_floor(t: &mut dyn Transport) -> Result<u64, String> {
+    counter(t, rollback::SERIAL_INDEX).map(rollback::floor_of)
+}
+
 /// The floor the TPM holds.
 pub fn read_floor(t: &mut dyn Transport) -> Floor {
     match (

@@ -97,6 +97,26 @@ fn reboot_until_reset(m: &mut Machine, secs: u64) -> String {
     m.boot_until_reset(Duration::from_secs(secs)).unwrap()
 }
 
+const ESP: &str = "mkdir -p /run/esp && mount -t vfat /dev/disk/by-partlabel/EFI /run/esp";
+
+/// Waits until the ESP holds the running image's boot loader (ab-health puts it there after the
+/// health check).
+fn wait_loader(m: &mut Machine, what: &str) {
+    let start = Instant::now();
+    loop {
+        let out = m.ok("abupdate bootloader --dry-run --json").unwrap();
+        let v: Value = serde_json::from_str(&out).unwrap();
+        if v["action"] == "current" {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "waiting for {what}: {out}"
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
 fn machine(name: &str) -> (Machine, PathBuf) {
     let dir = test_dir(name);
     std::fs::create_dir_all(&dir).unwrap();
@@ -155,6 +175,17 @@ fn v2_installs_and_becomes_good_while_unbootable_and_unhealthy_v3_roll_back_by_t
     let v1 = slot(&st, "A")["version"].as_str().unwrap().to_string();
     write_data(&mut m);
     let b_dev = slot(&st, "B")["device"].as_str().unwrap().to_string();
+    // v1's boot loader (built for epoch 0), kept for an attack below.
+    let v1_grub = dir.join("v1-grubx64.efi");
+    m.ok(&format!(
+        "{ESP} && cp /run/esp/EFI/BOOT/grubx64.efi /run/v1-grub.efi && umount /run/esp"
+    ))
+    .unwrap();
+    m.copy_out("/run/v1-grub.efi", &v1_grub).unwrap();
+    assert_eq!(
+        platform::rollback::loader_epoch_in(&std::fs::read(&v1_grub).unwrap()),
+        Some(0)
+    );
 
     // Bad update files are refused before anything is written: broken, unsigned, signed by a key
     // the box does not trust, tampered (payload changed and its checksum recomputed), for another
@@ -293,7 +324,9 @@ fn v2_installs_and_becomes_good_while_unbootable_and_unhealthy_v3_roll_back_by_t
     assert_eq!(m.ok("cat /etc/eve-release").unwrap(), "eve-storage v2\n");
     data_intact(&mut m);
 
-    // v2's good boot raised the TPM's rollback floor to its epoch (1).
+    // v2's good boot put its boot loader (epoch 1) on the ESP and raised the TPM's rollback floor
+    // to its epoch (1).
+    wait_loader(&mut m, "v2's boot loader to be on the ESP");
     let floor = m.ok("storage-init raise-floor").unwrap();
     assert!(
         floor.contains("rollback floor: security epoch 1, key serial 1"),
@@ -315,7 +348,9 @@ fn v2_installs_and_becomes_good_while_unbootable_and_unhealthy_v3_roll_back_by_t
     let console = std::fs::read_to_string(m.console_log()).unwrap();
     assert!(console.contains("EVE: booting slot B"), "fell back to v2");
     assert!(
-        console.contains("rollback floor met (epoch 1 >= 1, key serial 1 >= 1)"),
+        console.contains(
+            "rollback floor met (epoch 1 >= 1, key serial 1 >= 1, boot loader epoch 1 >= 1)"
+        ),
         "{console}"
     );
     let st = wait_status(&mut m, "v1's refusal to be recorded", |s| {
@@ -330,6 +365,48 @@ fn v2_installs_and_becomes_good_while_unbootable_and_unhealthy_v3_roll_back_by_t
     );
     assert_eq!(m.ok("cat /etc/eve-release").unwrap(), "eve-storage v2\n");
     data_intact(&mut m);
+
+    // Attack: v1's GRUB (project-signed, built for epoch 0) put back on the ESP over v2's. It
+    // still boots v2, but stage 1 finds a boot loader below the floor: v2 runs with the vault
+    // locked and every dataset kept; its boot (a good slot) puts its own loader back, and the next
+    // boot unlocks the vault with the data as it was.
+    let guids = m.ok("zfs get -H -o name,value -r guid persist").unwrap();
+    m.copy_in(&v1_grub, "/run/v1-grub.efi").unwrap();
+    m.ok(&format!(
+        "{ESP} && cp /run/v1-grub.efi /run/esp/EFI/BOOT/grubx64.efi && umount /run/esp && sync"
+    ))
+    .unwrap();
+    m.reboot().unwrap();
+    let console = std::fs::read_to_string(m.console_log()).unwrap();
+    assert!(
+        console.contains(
+            "the boot loader on the ESP was built for security epoch 0, below this box's floor 1"
+        ),
+        "{console}"
+    );
+    wait_loader(&mut m, "v2's boot loader to be put back");
+    assert_eq!(
+        m.ok("zfs get -H -o value keystatus persist/vault")
+            .unwrap()
+            .trim(),
+        "unavailable",
+        "the older GRUB's boot leaves the vault locked"
+    );
+    assert_eq!(
+        m.ok("zfs get -H -o name,value -r guid persist").unwrap(),
+        guids
+    );
+    let st = status(&mut m);
+    assert!(good(&st, "B") && st["running"] == "B", "{st:#}");
+    m.reboot().unwrap();
+    let console = std::fs::read_to_string(m.console_log()).unwrap();
+    assert!(console.contains("boot loader epoch 1 >= 1"), "{console}");
+    wait_status(&mut m, "v2 to be good again", |s| good(s, "B"));
+    data_intact(&mut m);
+    assert_eq!(
+        m.ok("zfs get -H -o name,value -r guid persist").unwrap(),
+        guids
+    );
 
     // v2 runs security epoch 1: an artifact of epoch 0 is refused even as a deliberate downgrade;
     // an older version of the same epoch only with --allow-downgrade.
@@ -623,7 +700,7 @@ fn a_power_cut_mid_install_boots_the_old_slot_and_the_install_can_be_repeated() 
     }
     let mut i = info(1);
     i.key_chain = vec![rotation];
-    let v5_chain = variant_with(&dir, "v5-chain", &new_key, i, |_| {});
+    let v5_chain = variant_with(&dir, "v4.5-chain", &new_key, i, |_| {});
     m.copy_in(&v5_chain, "/run/v5-chain.update").unwrap();
     let out = m.sh("abupdate install /run/v5-chain.update").unwrap();
     assert!(
@@ -639,8 +716,8 @@ fn a_power_cut_mid_install_boots_the_old_slot_and_the_install_can_be_repeated() 
     assert!(env.contains("EVE_KEYS=2\n"), "{env}");
     check_keys(&mut m);
     m.reboot().unwrap();
-    let st = wait_status(&mut m, "v5-chain to be good", |s| good(s, "B"));
-    assert_eq!(slot(&st, "B")["version"], "v5-chain");
+    let st = wait_status(&mut m, "v4.5-chain to be good", |s| good(s, "B"));
+    assert_eq!(slot(&st, "B")["version"], "v4.5-chain");
     data_intact(&mut m);
     check_keys(&mut m);
     m.poweroff().unwrap();

@@ -53,6 +53,7 @@ pub fn variant_with(
     rel.version = version.into();
     rel.security_epoch = info.security_epoch;
     std::fs::write(&rp, serde_json::to_vec_pretty(&rel).unwrap()).unwrap();
+    loader_for_epoch(&root, info.security_epoch);
     edit(&root);
     imgbuild::update::squash_quick(&root, &sq).unwrap();
     let out = dir.join(format!("{version}.update"));
@@ -60,6 +61,56 @@ pub fn variant_with(
     std::fs::remove_dir_all(&root).unwrap();
     std::fs::remove_file(&sq).unwrap();
     out
+}
+
+/// The tree's boot loader as a build of security epoch `epoch` makes it: the build writes the
+/// epoch into GRUB's embedded config (`eve.bootepoch=`) and its SBAT generation (epoch + 1), and
+/// those bytes are all that differ between GRUBs built with one key set; they are rewritten here
+/// (same length) and the binary is signed again with the image's development db key.
+pub fn loader_for_epoch(root: &Path, epoch: u32) {
+    let p = root
+        .join("usr")
+        .join(abupdate::loader::IN_USR)
+        .join("grubx64.efi");
+    let b = std::fs::read(&p).unwrap();
+    let cur = platform::rollback::loader_epoch_in(&b).unwrap();
+    if cur == epoch {
+        return;
+    }
+    assert!(cur < 9 && epoch < 9, "single digits keep the length");
+    let swap = |b: Vec<u8>, from: String, to: String| {
+        let (from, to) = (from.into_bytes(), to.into_bytes());
+        let at: Vec<usize> = (0..=b.len() - from.len())
+            .filter(|i| b[*i..].starts_with(&from))
+            .collect();
+        assert_eq!(at.len(), 1, "{}", String::from_utf8_lossy(&from));
+        let mut b = b;
+        b[at[0]..at[0] + to.len()].copy_from_slice(&to);
+        b
+    };
+    let b = swap(
+        b,
+        format!("eve.bootepoch={cur} "),
+        format!("eve.bootepoch={epoch} "),
+    );
+    let b = swap(
+        b,
+        format!("grub.eve-storage,{},", cur + 1),
+        format!("grub.eve-storage,{},", epoch + 1),
+    );
+    let unsigned = root.join("grubx64.patched");
+    std::fs::write(&unsigned, b).unwrap();
+    let m = eve_vmtest::build_manifest(&image_path());
+    let keys = m["secure_boot"]["dev_boot_keys_dir"].as_str().unwrap();
+    imgbuild::secureboot::BootKeys::open(Path::new(keys), "dev")
+        .unwrap()
+        .sign_pe(&unsigned, &p, 0)
+        .unwrap();
+    std::fs::remove_file(&unsigned).unwrap();
+    assert_eq!(
+        platform::rollback::loader_epoch_in(&std::fs::read(&p).unwrap()),
+        Some(epoch)
+    );
 }
 
 /// Unpacks the squashfs `sq` (a slot image: trailing verity data is ignored) into a fresh `root`.

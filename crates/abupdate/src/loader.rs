@@ -1,0 +1,218 @@
+//! The boot loader an image brings (shim and our GRUB, signed, in its `/usr/lib/eve/efi`) and the
+//! one on the ESP, which both slots share. Once the running slot's boot was judged good, its loader
+//! goes on the ESP (`abupdate bootloader`), never over a newer one; the TPM's rollback floor never
+//! rises above the ESP loader's epoch, and stage 1 keeps the vault locked when a loader below the
+//! floor started the boot, so a GRUB put back from an older release opens nothing and is replaced
+//! at the next good boot.
+
+use crate::error::{IoContext, Result};
+use platform::rollback::loader_epoch_in;
+use serde::Serialize;
+use std::path::Path;
+
+/// Under the image's `/usr`.
+pub const IN_USR: &str = "lib/eve/efi";
+
+/// GRUB first: it is the file whose epoch counts, and shim only starts whatever `grubx64.efi` is.
+pub const FILES: [(&str, &str); 2] = [
+    ("grubx64.efi", "EFI/BOOT/grubx64.efi"),
+    ("BOOTX64.EFI", "EFI/BOOT/BOOTX64.EFI"),
+];
+
+/// What `abupdate bootloader` found, or did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    /// The ESP's loader is the running image's.
+    Current { epoch: u32 },
+    /// The running image's loader goes on the ESP (`from`: the ESP's epoch; `None`: a loader
+    /// without one, from before loaders carried it, or not ours).
+    Install { from: Option<u32>, to: u32 },
+    /// The ESP holds a newer release's loader: left alone.
+    Newer { esp: u32, ours: u32 },
+    /// The running slot is not good (on trial, or it has nothing proven): the ESP stays.
+    NotGood { state: String },
+}
+
+impl Action {
+    pub fn text(&self, done: bool) -> String {
+        match self {
+            Action::Current { epoch } => {
+                format!("boot loader on the ESP is this release's (epoch {epoch}): unchanged")
+            }
+            Action::Install { from, to } => format!(
+                "boot loader on the ESP (epoch {}) {} this release's (epoch {to})",
+                from.map_or_else(|| "unknown".to_string(), |e| e.to_string()),
+                if done { "replaced by" } else { "would be replaced by" }
+            ),
+            Action::Newer { esp, ours } => format!(
+                "boot loader on the ESP is a newer release's (epoch {esp}, this release's is {ours}): unchanged"
+            ),
+            Action::NotGood { state } => format!(
+                "the running slot is {state}, not good: the boot loader on the ESP stays until it is"
+            ),
+        }
+    }
+}
+
+/// Pure: what to do with the ESP's files `esp` given the image's `ours` (same order as [`FILES`]);
+/// `booted`: the epoch of the loader that started this boot (from the kernel command line). A
+/// newer loader on the ESP is left alone only when it is the one that booted: bytes on the ESP
+/// that merely name a higher epoch are not trusted to keep this release's loader off.
+pub fn decide(
+    esp: &[Option<Vec<u8>>; 2],
+    ours: &[Vec<u8>; 2],
+    booted: u32,
+) -> std::result::Result<Action, String> {
+    let to = loader_epoch_in(&ours[0]).ok_or_else(|| {
+        format!(
+            "this image's {} names no epoch ({}): a build from before boot loaders carried theirs",
+            FILES[0].0,
+            platform::rollback::LOADER_ARG
+        )
+    })?;
+    let from = esp[0].as_deref().and_then(loader_epoch_in);
+    match from {
+        Some(e) if e > to && e == booted => Ok(Action::Newer { esp: e, ours: to }),
+        _ if esp[0].as_deref() == Some(&ours[0][..]) && esp[1].as_deref() == Some(&ours[1][..]) => {
+            Ok(Action::Current { epoch: to })
+        }
+        _ => Ok(Action::Install { from, to }),
+    }
+}
+
+/// The epoch of the GRUB on the ESP mounted at `esp` (0: none, or one that names none).
+pub fn esp_epoch(esp: &Path) -> u32 {
+    std::fs::read(esp.join(FILES[0].1))
+        .ok()
+        .and_then(|b| loader_epoch_in(&b))
+        .unwrap_or(0)
+}
+
+pub fn read_ours(usr: &Path) -> Result<[Vec<u8>; 2]> {
+    let one = |name: &str| {
+        let p = usr.join(IN_USR).join(name);
+        std::fs::read(&p).at("read (the image's boot loader)", &p)
+    };
+    Ok([one(FILES[0].0)?, one(FILES[1].0)?])
+}
+
+/// The ESP volume id our GRUB looks for (`XXXX-XXXX`), as the build wrote it beside the loader.
+pub fn read_esp_label(usr: &Path) -> Result<String> {
+    let p = usr.join(IN_USR).join("esp-id");
+    let t = std::fs::read_to_string(&p).at("read (the ESP id the image's GRUB looks for)", &p)?;
+    let t = t.trim();
+    if t.len() != 9 || !t.bytes().all(|b| b == b'-' || b.is_ascii_hexdigit()) {
+        return Err(crate::error::Error::Device(format!(
+            "{}: {t:?} is not a FAT volume id",
+            p.display()
+        )));
+    }
+    Ok(t.to_string())
+}
+
+/// Makes sure the ESP carries the file by which our GRUB also finds it (`EFI/eve/<id>.esp`):
+/// a box made by a build from before ids were derived from the keys has another volume id.
+pub fn write_marker(esp: &Path, label: &str) -> Result<bool> {
+    let p = esp.join("EFI/eve").join(format!("{label}.esp"));
+    let want = format!("{label}\n");
+    if std::fs::read_to_string(&p).ok().as_deref() == Some(want.as_str()) {
+        return Ok(false);
+    }
+    crate::release::write_file(&p, want.as_bytes())?;
+    Ok(true)
+}
+
+pub fn read_esp(esp: &Path) -> [Option<Vec<u8>>; 2] {
+    FILES.map(|(_, rel)| std::fs::read(esp.join(rel)).ok())
+}
+
+/// Writes the files of `ours` that differ, each whole beside the old one and renamed over it
+/// ([`crate::release::write_file`]), GRUB first.
+pub fn write(esp: &Path, current: &[Option<Vec<u8>>; 2], ours: &[Vec<u8>; 2]) -> Result<()> {
+    for (i, (_, rel)) in FILES.iter().enumerate() {
+        if current[i].as_deref() != Some(&ours[i][..]) {
+            crate::release::write_file(&esp.join(rel), &ours[i])?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grub(epoch: u32, tail: &str) -> Vec<u8> {
+        format!("MZ.. linux /boot/vmlinuz eve.slot=$1 eve.bootepoch={epoch} $eve_extra {tail}")
+            .into_bytes()
+    }
+
+    #[test]
+    fn the_esp_takes_this_releases_loader_unless_it_holds_a_newer_one() {
+        let ours = [grub(2, "v3"), b"shim".to_vec()];
+        let same = [Some(ours[0].clone()), Some(ours[1].clone())];
+        assert_eq!(decide(&same, &ours, 2), Ok(Action::Current { epoch: 2 }));
+        // An older GRUB put back; a same-epoch one that differs; one that names no epoch; none.
+        for (esp, from) in [
+            ([Some(grub(1, "v2")), Some(b"shim".to_vec())], Some(1)),
+            ([Some(grub(2, "other")), Some(b"shim".to_vec())], Some(2)),
+            (
+                [Some(b"MZ old grub".to_vec()), Some(b"shim".to_vec())],
+                None,
+            ),
+            ([None, None], None),
+        ] {
+            assert_eq!(decide(&esp, &ours, 0), Ok(Action::Install { from, to: 2 }));
+        }
+        // The same GRUB with another shim: replaced too.
+        let shim = [Some(ours[0].clone()), Some(b"old shim".to_vec())];
+        assert_eq!(
+            decide(&shim, &ours, 2),
+            Ok(Action::Install {
+                from: Some(2),
+                to: 2
+            })
+        );
+        // A newer release's loader, which started this boot: left alone. Bytes that only claim
+        // a newer epoch (this boot was started by another loader): replaced.
+        let newer = [Some(grub(3, "v4")), Some(b"shim".to_vec())];
+        assert_eq!(
+            decide(&newer, &ours, 3),
+            Ok(Action::Newer { esp: 3, ours: 2 })
+        );
+        assert_eq!(
+            decide(&newer, &ours, 1),
+            Ok(Action::Install {
+                from: Some(3),
+                to: 2
+            })
+        );
+        assert!(decide(&same, &[b"MZ".to_vec(), b"shim".to_vec()], 2).is_err());
+    }
+
+    #[test]
+    fn only_differing_files_are_replaced_and_the_epoch_is_read_back() {
+        let t = tempfile::tempdir().unwrap();
+        let ours = [grub(4, "v5"), b"shim5".to_vec()];
+        assert_eq!(esp_epoch(t.path()), 0);
+        // Something in the way of the new file.
+        std::fs::create_dir_all(t.path().join("EFI/BOOT/grubx64.new/x")).unwrap();
+        write(t.path(), &read_esp(t.path()), &ours).unwrap();
+        assert_eq!(
+            read_esp(t.path()),
+            [Some(ours[0].clone()), Some(ours[1].clone())]
+        );
+        assert_eq!(esp_epoch(t.path()), 4);
+        assert!(!t.path().join("EFI/BOOT/grubx64.new").exists());
+        assert!(write_marker(t.path(), "9526-C040").unwrap());
+        assert!(!write_marker(t.path(), "9526-C040").unwrap(), "once");
+        assert_eq!(
+            std::fs::read_to_string(t.path().join("EFI/eve/9526-C040.esp")).unwrap(),
+            "9526-C040\n"
+        );
+        assert_eq!(
+            decide(&read_esp(t.path()), &ours, 0),
+            Ok(Action::Current { epoch: 4 })
+        );
+    }
+}
