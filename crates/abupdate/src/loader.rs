@@ -111,16 +111,30 @@ pub fn read_esp_label(usr: &Path) -> Result<String> {
     Ok(t.to_string())
 }
 
-/// Makes sure the ESP carries the file by which our GRUB also finds it (`EFI/eve/<id>.esp`):
-/// a box made by a build from before ids were derived from the keys has another volume id.
-pub fn write_marker(esp: &Path, label: &str) -> Result<bool> {
+/// The marker by which our GRUB also finds the ESP, and its detached signature (GRUB opens it
+/// under `check_signatures=enforce`), as the build left them beside the loader.
+pub fn read_marker(usr: &Path) -> Result<[Vec<u8>; 2]> {
+    let one = |name: &str| {
+        let p = usr.join(IN_USR).join(name);
+        std::fs::read(&p).at("read (the ESP marker the image's GRUB looks for)", &p)
+    };
+    Ok([one("esp.marker")?, one("esp.marker.sig")?])
+}
+
+/// Makes sure the ESP carries the file by which our GRUB also finds it (`EFI/eve/<id>.esp`,
+/// with its `.sig`): a box made by a build from before ids were derived from the keys has
+/// another volume id.
+pub fn write_marker(esp: &Path, label: &str, marker: &[Vec<u8>; 2]) -> Result<bool> {
     let p = esp.join("EFI/eve").join(format!("{label}.esp"));
-    let want = format!("{label}\n");
-    if std::fs::read_to_string(&p).ok().as_deref() == Some(want.as_str()) {
-        return Ok(false);
+    let sig = esp.join("EFI/eve").join(format!("{label}.esp.sig"));
+    let mut changed = false;
+    for (path, want) in [(&p, &marker[0]), (&sig, &marker[1])] {
+        if std::fs::read(path).ok().as_deref() != Some(&want[..]) {
+            crate::release::write_file(path, want)?;
+            changed = true;
+        }
     }
-    crate::release::write_file(&p, want.as_bytes())?;
-    Ok(true)
+    Ok(changed)
 }
 
 pub fn read_esp(esp: &Path) -> [Option<Vec<u8>>; 2] {
@@ -204,11 +218,12 @@ mod tests {
         );
         assert_eq!(esp_epoch(t.path()), 4);
         assert!(!t.path().join("EFI/BOOT/grubx64.new").exists());
-        assert!(write_marker(t.path(), "9526-C040").unwrap());
-        assert!(!write_marker(t.path(), "9526-C040").unwrap(), "once");
+        let m = [b"9526-C040\n".to_vec(), b"sig".to_vec()];
+        assert!(write_marker(t.path(), "9526-C040", &m).unwrap());
+        assert!(!write_marker(t.path(), "9526-C040", &m).unwrap(), "once");
         assert_eq!(
-            std::fs::read_to_string(t.path().join("EFI/eve/9526-C040.esp")).unwrap(),
-            "9526-C040\n"
+            std::fs::read(t.path().join("EFI/eve/9526-C040.esp.sig")).unwrap(),
+            b"sig"
         );
         assert_eq!(
             decide(&read_esp(t.path()), &ours, 0),

@@ -408,6 +408,7 @@ impl System {
         }
         let ours = loader::read_ours(&self.roots.usr)?;
         let label = loader::read_esp_label(&self.roots.usr)?;
+        let marker = loader::read_marker(&self.roots.usr)?;
         let current = loader::read_esp(&m.dir);
         let cl = self.roots.proc.join("cmdline");
         let booted = platform::rollback::loader_epoch_of_cmdline(
@@ -419,7 +420,7 @@ impl System {
         }
         // The marker first: a box whose ESP volume id came from an older build finds its ESP
         // through it once the new GRUB is in place.
-        loader::write_marker(&m.dir, &label)?;
+        loader::write_marker(&m.dir, &label, &marker)?;
         loader::write(&m.dir, &current, &ours)?;
         log(action.text(true));
         Ok((action, true))

@@ -195,9 +195,10 @@ while true; do sleep 3600; done
     )
 }
 
-/// The file that also names the ESP to our GRUB (`EFI/eve/<id>.esp`), for a box whose ESP got its
-/// volume id from an older build (ids were once per build): `abupdate bootloader` writes it before
-/// it puts a GRUB on the ESP, and the build puts it on every new ESP.
+/// The file that also names the ESP to our GRUB (`EFI/eve/<id>.esp`, signed with the GRUB key like
+/// every file GRUB opens), for a box whose ESP got its volume id from an older build (ids were once
+/// per build): `abupdate bootloader` writes it before it puts a GRUB on the ESP, and the build puts
+/// it on every new ESP.
 pub fn esp_marker(esp_label: &str) -> String {
     format!("EFI/eve/{esp_label}.esp")
 }

@@ -93,7 +93,17 @@ pub fn bootloader(
     fs::create_dir_all(&dir).at("create", &dir)?;
     let id = dir.join("esp-id");
     fs::write(&id, format!("{}\n", grub::esp_label(esp_id))).at("write", &id)?;
-    for (f, name) in [(&shim, "BOOTX64.EFI"), (&grub_efi, "grubx64.efi")] {
+    // The marker GRUB also finds the ESP by: signed like every file GRUB opens under
+    // check_signatures=enforce (its search opens it).
+    let marker = work.join("esp.marker");
+    fs::write(&marker, format!("{}\n", grub::esp_label(esp_id))).at("write", &marker)?;
+    let marker_sig = boot.gpg(work)?.sign(&marker, epoch)?;
+    for (f, name) in [
+        (&shim, "BOOTX64.EFI"),
+        (&grub_efi, "grubx64.efi"),
+        (&marker, "esp.marker"),
+        (&marker_sig, "esp.marker.sig"),
+    ] {
         let to = dir.join(name);
         fs::copy(f, &to).at("copy into the root", &to)?;
     }
@@ -135,8 +145,8 @@ pub fn esp_config_firmware(
     fs::write(&state, block).at("write", &state)?;
     let [env1, env2] = abupdate::esp::COPIES;
     let marker = grub::esp_marker(&grub::esp_label(esp_id));
-    let marker_src = work.join("esp-marker");
-    fs::write(&marker_src, format!("{}\n", grub::esp_label(esp_id))).at("write", &marker_src)?;
+    let marker_sig = format!("{marker}.sig");
+    let (marker_src, marker_sig_src) = (work.join("esp.marker"), work.join("esp.marker.sig"));
     vfat(
         esp,
         32,
@@ -149,6 +159,7 @@ pub fn esp_config_firmware(
             (&state, env1),
             (&state, env2),
             (&marker_src, marker.as_str()),
+            (&marker_sig_src, marker_sig.as_str()),
         ],
         &["EFI", "EFI/BOOT", "EFI/eve"],
     )?;
