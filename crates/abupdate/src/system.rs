@@ -38,7 +38,7 @@ pub struct System {
 
 /// An exclusive flock held until dropped.
 #[derive(Debug)]
-struct Lock(#[allow(dead_code)] nix::fcntl::Flock<File>);
+pub struct Lock(#[allow(dead_code)] nix::fcntl::Flock<File>);
 
 fn lock(path: &Path, wait: bool) -> Result<Option<Lock>> {
     let f = File::create(path).at("create", path)?;
@@ -227,6 +227,14 @@ impl System {
         self.disk.running
     }
 
+    /// Serialises every change of the TPM's rollback-floor counters (`storage-init raise-floor`,
+    /// a vault made or recovered, a rotation taken at install): a counter read and then
+    /// incremented by two processes at once would move twice, and a counter never comes back.
+    pub fn floor_lock(&self) -> Result<Lock> {
+        let p = self.roots.run.join("eve-rollback-floor.lock");
+        lock(&p, true)?.ok_or_else(|| Error::Device(format!("{}: not locked", p.display())))
+    }
+
     /// The other slot, when GRUB refused its image (a signature that did not verify) on the way to
     /// this boot.
     pub fn refused(&self) -> Option<Slot> {
@@ -288,6 +296,7 @@ impl System {
             Err(_) if !dev.exists() => return Ok(()),
             Err(e) => return Err(Error::Device(format!("the TPM's key floor: {e}"))),
         };
+        let _floor = self.floor_lock()?;
         if let Err(why) = platform::tpmcmd::read_serial_floor(&mut d) {
             log(format!(
                 "the TPM holds no key floor yet ({why}); the next good boot defines it"

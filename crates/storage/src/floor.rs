@@ -190,6 +190,10 @@ pub fn raise_for_running(roots: &platform::Roots, tpm: &Tpm) -> Result<AfterBoot
             sys.running().other()
         )));
     }
+    // Held while the counters are read and raised (and nothing else: abupdate's install takes
+    // the slot-state lock before this one): two raises at once would each increment, and a
+    // counter never comes back.
+    let _floor = sys.floor_lock().map_err(|e| platform::chain(&e))?;
     raise(tpm, epoch, serial)
         .map(AfterBoot::Raised)
         .map_err(|e| platform::chain(&e))
