@@ -242,15 +242,10 @@ fn rotate_keys(a: RotateKeysArgs) -> Result<()> {
 }
 
 fn pack_update(a: PackUpdateArgs) -> Result<()> {
+    use imgbuild::error::IoContext;
     if a.rootfs.is_dir() {
         let rel = a.rootfs.join("etc").join(abupdate::release::RELEASE);
-        let text = std::fs::read(&rel).map_err(|source| {
-            imgbuild::error::Error::Io(platform::IoError {
-                op: "read",
-                path: rel.clone(),
-                source,
-            })
-        })?;
+        let text = std::fs::read(&rel).at("read", &rel)?;
         let r: abupdate::release::Release =
             serde_json::from_slice(&text).map_err(|e| imgbuild::error::Error::Parse {
                 path: rel.clone(),
@@ -281,13 +276,7 @@ fn pack_update(a: PackUpdateArgs) -> Result<()> {
             .join("usr")
             .join(abupdate::loader::IN_USR)
             .join(abupdate::loader::FILES[0].0);
-        let text = std::fs::read(&grub).map_err(|source| {
-            imgbuild::error::Error::Io(platform::IoError {
-                op: "read (the tree's boot loader)",
-                path: grub.clone(),
-                source,
-            })
-        })?;
+        let text = std::fs::read(&grub).at("read (the tree's boot loader)", &grub)?;
         let loader = platform::rollback::loader_epoch_in(&text);
         if loader != Some(a.security_epoch) {
             return Err(imgbuild::error::Error::Parse {
