@@ -346,14 +346,18 @@ impl System {
     /// epoch and the update-key serial in force, with the running and the other slot's states
     /// (the floor rises only once the running slot is good, or when there is nothing to fall
     /// back to).
-    pub fn floor_target(&self) -> Result<(u32, u32, crate::state::State, crate::state::State)> {
+    pub fn floor_target(
+        &self,
+    ) -> Result<(u32, u32, u32, crate::state::State, crate::state::State)> {
         let t = self.trusted()?;
         // Not capped at the ESP loader's epoch: a loader that could not be put in place must not
         // hold the floor down (an older release would then pass at boot); stage 1 keeps the vault
         // locked under a loader below the floor instead, and says why.
+        // The image's own key list is the one its initramfs was built with (one build input).
         Ok((
             t.release.security_epoch,
             t.trust.serial,
+            t.release.update_keys.serial,
             t.slots.get(self.running()).state,
             t.slots.get(self.running().other()).state,
         ))

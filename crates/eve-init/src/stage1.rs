@@ -180,14 +180,15 @@ fn other_at_floor(bd: &BootDisk, other: Slot, trust: &Trust, fe: u64) -> Option<
 /// Checks the slot against the rollback floor: refuses it when below, else measures the verdict
 /// into the rollback PCR (a TPM that cannot be asked leaves the PCR as it is: the vault stays
 /// locked, the box still boots).
-/// `epochs`: the slot's signed security epoch, and the one the boot loader that started it was
-/// built for (from the command line its signed config wrote).
+/// `facts`: the slot's signed security epoch, the serial of the key list built into this
+/// initramfs, and the epoch the boot loader that started it was built for (from the command line
+/// its signed config wrote).
 fn rollback_check(
     roots: &Roots,
     bd: Option<&BootDisk>,
     slot: Slot,
     trust: &Trust,
-    (epoch, loader): (u32, u32),
+    (epoch, builtin, loader): (u32, u32, u32),
 ) {
     let serial = trust.serial;
     use platform::rollback::{self, Floor, Verdict};
@@ -196,8 +197,16 @@ fn rollback_check(
         None => Floor::NoTpm,
         Some(d) => platform::tpmcmd::read_floor(d),
     };
-    let verdict = rollback::decide(&floor, epoch, serial, loader);
-    let measure = match &verdict {
+    let verdict = rollback::decide(
+        &floor,
+        rollback::Slot {
+            epoch,
+            serial,
+            builtin,
+            loader,
+        },
+    );
+    let measure: Vec<u8> = match &verdict {
         Verdict::NoTpm => {
             sys::log("stage 1: no TPM: no rollback floor to check");
             return;
@@ -222,27 +231,35 @@ fn rollback_check(
                 "stage 1: WARNING: {why}; slot {} holds no release at the floor either: booting slot {slot} WITHOUT the vault (install a release at the floor)",
                 slot.other()
             ));
-            rollback::UNCHECKED
+            rollback::UNCHECKED.to_vec()
         }
-        Verdict::Checked => {
+        Verdict::Checked(measured) => {
             if let Floor::Present {
                 epoch: fe,
                 serial: fs,
-            } = floor
+                keys,
+            } = &floor
             {
+                let keys = match keys {
+                    Some(k) => format!(
+                        ", built-in key list {builtin} >= {}; counters counted from {:?}",
+                        k.builtin, k.origins
+                    ),
+                    None => "; no origins recorded yet: the next good boot records them and seals the vault to them".into(),
+                };
                 sys::log(format!(
-                    "stage 1: rollback floor met (epoch {epoch} >= {fe}, key serial {serial} >= {fs}, boot loader epoch {loader} >= {fe})"
+                    "stage 1: rollback floor met (epoch {epoch} >= {fe}, key serial {serial} >= {fs}, boot loader epoch {loader} >= {fe}{keys})"
                 ));
             }
-            rollback::CHECKED
+            measured.clone()
         }
         Verdict::Unchecked(why) => {
             sys::log(format!("stage 1: WARNING: {why}"));
-            rollback::UNCHECKED
+            rollback::UNCHECKED.to_vec()
         }
     };
     if let Some(d) = dev.as_mut() {
-        if let Err(e) = platform::tpmcmd::extend(d, measure) {
+        if let Err(e) = platform::tpmcmd::extend(d, &measure) {
             sys::log(format!(
                 "stage 1: WARNING: extending PCR {}: {e}; the vault will stay locked",
                 rollback::PCR
@@ -307,7 +324,7 @@ pub fn run() -> ! {
     let chain = bd
         .as_ref()
         .and_then(|bd| with_esp(bd, abupdate::release::load_chain));
-    let trust = match verity::trust(Path::new(verity::BOOT_KEYS), chain.as_deref()) {
+    let (trust, builtin) = match verity::trust(Path::new(verity::BOOT_KEYS), chain.as_deref()) {
         Ok(t) => t,
         Err(e) => refuse(bd.as_ref(), slot, &format!("no boot keys: {e}")),
     };
@@ -327,6 +344,7 @@ pub fn run() -> ! {
         &trust,
         (
             v.descriptor.security_epoch,
+            builtin,
             platform::rollback::loader_epoch_of_cmdline(&cmd),
         ),
     );

@@ -42,7 +42,9 @@ pub struct Verified {
 }
 
 /// The built-in keys plus the rotations recorded on the ESP (`None` when it could not be read).
-pub fn trust(keys_file: &Path, chain: Option<&[SignedKeyList]>) -> Result<Trust, String> {
+/// Also the serial of the list built in, which the rollback floor checks on its own: a chain
+/// beyond it may have been forked by a key the list still trusts.
+pub fn trust(keys_file: &Path, chain: Option<&[SignedKeyList]>) -> Result<(Trust, u32), String> {
     let raw = std::fs::read(keys_file).map_err(|e| format!("{}: {e}", keys_file.display()))?;
     let list = KeyList::parse(&raw).map_err(|e| format!("{}: {e}", keys_file.display()))?;
     let (t, err) = Trust::boot(&list, chain.unwrap_or_default());
@@ -54,7 +56,7 @@ pub fn trust(keys_file: &Path, chain: Option<&[SignedKeyList]>) -> Result<Trust,
     if t.ids().is_empty() {
         return Err(format!("{}: no keys", keys_file.display()));
     }
-    Ok(t)
+    Ok((t, list.serial))
 }
 
 /// The signed descriptor of the slot on `dev`, checked against `trust` (nothing mapped).

@@ -1,7 +1,7 @@
-//! Three TPM 2.0 commands spoken directly to the kernel's TPM device: read the rollback floor's NV
-//! counters (`TPM2_NV_ReadPublic`, `TPM2_NV_Read`) and extend the rollback PCR
-//! (`TPM2_PCR_Extend`). Stage 1 (a static PID 1 without the TSS libraries) and abupdate (which
-//! only reads the floor) use them; these commands have fixed layouts (TPM 2.0 part 3), so they are
+//! Four TPM 2.0 commands spoken directly to the kernel's TPM device: read the rollback floor's NV
+//! counters and their origins (`TPM2_NV_ReadPublic`, `TPM2_NV_Read`), raise the serial counter
+//! (`TPM2_NV_Increment`) and extend the rollback PCR (`TPM2_PCR_Extend`). Stage 1 (a static PID 1
+//! without the TSS libraries) and abupdate use them; these commands have fixed layouts (TPM 2.0 part 3), so they are
 //! marshalled here, and everything else that talks to the TPM uses tss-esapi. Commands and
 //! replies are pure byte functions, tested below.
 
@@ -246,33 +246,73 @@ fn counter(t: &mut dyn Transport, index: u32) -> Result<u64, String> {
     Ok(u64::from_be_bytes(b))
 }
 
-/// The key-serial floor alone (the update path needs no epoch counter).
-pub fn read_serial_floor(t: &mut dyn Transport) -> Result<u64, String> {
-    counter(t, rollback::SERIAL_INDEX).map(rollback::floor_of)
+/// Whether a reply code is TPM_RC_HANDLE (the index is not defined), for any handle number.
+fn handle_missing(e: &TpmError) -> bool {
+    matches!(e, TpmError::Code { code, .. } if code & 0x0BF == 0x08B)
+}
+
+/// The origin record ([`rollback::ORIGIN_INDEX`]): `Ok(None)` when no index is there; `Err` when
+/// one is there that is not the box's record, was never written, or cannot be read with the
+/// empty auth (one defined with a secret auth value).
+pub fn read_origins(t: &mut dyn Transport) -> Result<Option<[u64; 3]>, String> {
+    let index = rollback::ORIGIN_INDEX;
+    let p = match t
+        .call(&nv_read_public_cmd(index))
+        .and_then(|r| parse_nv_read_public(&r))
+    {
+        Ok(p) => p,
+        Err(e) if handle_missing(&e) => return Ok(None),
+        Err(e) => return Err(format!("{index:#010x}: {e}")),
+    };
+    if !rollback::origin_public_ok(
+        p.index,
+        p.name_alg,
+        p.attributes,
+        usize::from(p.policy_len),
+        usize::from(p.data_size),
+    ) {
+        return Err(format!(
+            "{index:#010x} is not the box's origin record (attributes {:#x}, {} bytes)",
+            p.attributes, p.data_size
+        ));
+    }
+    let data = t
+        .call(&nv_read_cmd(index, rollback::ORIGIN_SIZE as u16))
+        .and_then(|r| parse_nv_read(&r))
+        .map_err(|e| format!("{index:#010x}: {e}"))?;
+    rollback::decode_origins(&data)
+        .map(Some)
+        .ok_or_else(|| format!("{index:#010x}: {} bytes read", data.len()))
 }
 
 /// The floor the TPM holds.
 pub fn read_floor(t: &mut dyn Transport) -> Floor {
-    match (
-        counter(t, rollback::EPOCH_INDEX),
-        counter(t, rollback::SERIAL_INDEX),
-    ) {
-        (Ok(e), Ok(s)) => Floor::Present {
-            epoch: rollback::floor_of(e),
-            serial: rollback::floor_of(s),
-        },
-        (Err(why), _) | (_, Err(why)) => Floor::Absent(why),
+    let epoch = counter(t, rollback::EPOCH_INDEX);
+    let serial = counter(t, rollback::SERIAL_INDEX);
+    let builtin = counter(t, rollback::BUILTIN_INDEX);
+    rollback::resolve(epoch, serial, builtin, read_origins(t))
+}
+
+/// The key-serial floor alone (the update path checks no epoch), as stage 1 reads it.
+pub fn read_serial_floor(t: &mut dyn Transport) -> Result<u64, String> {
+    match read_floor(t) {
+        Floor::Present { serial, .. } => Ok(serial),
+        Floor::Absent(why) => Err(why),
+        Floor::NoTpm => Err("no TPM".into()),
     }
 }
 
-/// Raises the key-serial counter to stand for at least `serial`, when it exists and is the box's
-/// own (the first boot defines it; an absent or foreign one is left to storage-init). Returns the
-/// floor after, or why nothing was done.
+/// Raises the key-serial counter to stand for at least `serial`, when the TPM holds a whole floor
+/// (the first boot and a recovery set it; an absent or inconsistent one is left to storage-init).
+/// Returns the floor after, or why nothing was done.
 pub fn raise_serial(t: &mut dyn Transport, serial: u32) -> Result<u64, String> {
     let index = rollback::SERIAL_INDEX;
+    let floor = read_serial_floor(t)?;
     let mut current = counter(t, index)?;
+    // The origin the floor was counted from: it stays as recorded while the counter rises.
+    let origin = current.saturating_sub(floor);
     let mut steps = 0;
-    while rollback::needs_increment(Some(current), serial) {
+    while rollback::needs_increment(Some(current), origin, serial) {
         if steps == 64 {
             return Err(format!(
                 "{index:#010x}: still below {serial} after {steps} increments"
@@ -284,7 +324,7 @@ pub fn raise_serial(t: &mut dyn Transport, serial: u32) -> Result<u64, String> {
         current = counter(t, index)?;
         steps += 1;
     }
-    Ok(rollback::floor_of(current))
+    Ok(rollback::floor_from(current, origin))
 }
 
 pub fn extend(t: &mut dyn Transport, what: &[u8]) -> Result<(), TpmError> {
@@ -371,19 +411,61 @@ mod tests {
             (nv_read_public_cmd(rollback::SERIAL_INDEX), serial),
             (nv_read_cmd(rollback::EPOCH_INDEX, 8), read_reply(e)),
             (nv_read_cmd(rollback::SERIAL_INDEX, 8), read_reply(s)),
+            (nv_read_public_cmd(rollback::BUILTIN_INDEX), error(0x18B)),
+            (nv_read_public_cmd(rollback::ORIGIN_INDEX), error(0x18B)),
         ])
     }
 
-    /// A TPM holding the serial counter at `value`, counting increments.
+    /// The origin index's public area as storage-init defines it, written.
+    fn origin_public() -> Vec<u8> {
+        let mut r = public_reply(
+            rollback::ORIGIN_INDEX,
+            rollback::ORIGIN_ATTRIBUTES | rollback::WRITTEN,
+        );
+        // dataSize: header 10, size 2, index 4, alg 2, attributes 4, policy length 2.
+        r[24..26].copy_from_slice(&24u16.to_be_bytes());
+        r
+    }
+
+    fn origin_reply(o: [u64; 3]) -> Vec<u8> {
+        let mut b = 36u32.to_be_bytes().to_vec();
+        b.extend_from_slice(&24u16.to_be_bytes());
+        b.extend_from_slice(&rollback::encode_origins(&o));
+        b.extend_from_slice(&[0, 0, 1, 0, 0]);
+        reply(&b)
+    }
+
+    /// A TPM holding the serial counter at `value` (and origins, if any), counting increments.
     struct Counter {
         value: u64,
         increments: u32,
         attrs: u32,
+        origins: Option<[u64; 3]>,
     }
     impl Transport for Counter {
         fn call(&mut self, cmd: &[u8]) -> Result<Vec<u8>, TpmError> {
             let i = rollback::SERIAL_INDEX;
-            if cmd == nv_read_public_cmd(i) {
+            if self.origins.is_some() && cmd == nv_read_public_cmd(rollback::ORIGIN_INDEX) {
+                Ok(origin_public())
+            } else if let (Some(o), true) =
+                (self.origins, cmd == nv_read_cmd(rollback::ORIGIN_INDEX, 24))
+            {
+                Ok(origin_reply(o))
+            } else if cmd == nv_read_public_cmd(rollback::ORIGIN_INDEX) {
+                Ok(error(0x18B))
+            } else if cmd == nv_read_public_cmd(rollback::EPOCH_INDEX) {
+                Ok(public_reply(rollback::EPOCH_INDEX, self.attrs))
+            } else if cmd == nv_read_cmd(rollback::EPOCH_INDEX, 8) {
+                Ok(read_reply(self.origins.map_or(1, |o| o[0])))
+            } else if self.origins.is_some() && cmd == nv_read_public_cmd(rollback::BUILTIN_INDEX) {
+                Ok(public_reply(rollback::BUILTIN_INDEX, self.attrs))
+            } else if let (Some(o), true) =
+                (self.origins, cmd == nv_read_cmd(rollback::BUILTIN_INDEX, 8))
+            {
+                Ok(read_reply(o[2]))
+            } else if cmd == nv_read_public_cmd(rollback::BUILTIN_INDEX) {
+                Ok(error(0x18B))
+            } else if cmd == nv_read_public_cmd(i) {
                 Ok(public_reply(i, self.attrs))
             } else if cmd == nv_read_cmd(i, 8) {
                 Ok(read_reply(self.value))
@@ -409,16 +491,28 @@ mod tests {
             value: 2,
             increments: 0,
             attrs: ours,
+            origins: None,
         };
         assert_eq!(raise_serial(&mut t, 3), Ok(3));
         assert_eq!(t.increments, 2);
         assert_eq!(raise_serial(&mut t, 2), Ok(3), "never lowered");
         assert_eq!(t.increments, 2);
+        // Counted from its origin: a counter remade after a TPM clear at 40 stands for 0.
+        let mut t = Counter {
+            value: 41,
+            increments: 0,
+            attrs: ours,
+            origins: Some([39, 40, 40]),
+        };
+        assert_eq!(read_serial_floor(&mut t), Ok(1));
+        assert_eq!(raise_serial(&mut t, 2), Ok(2));
+        assert_eq!(t.increments, 1);
         // An index that is not the box's counter is left alone.
         let mut t = Counter {
             value: 2,
             increments: 0,
             attrs: ours & !rollback::NT_COUNTER,
+            origins: None,
         };
         assert!(raise_serial(&mut t, 3).is_err());
         assert_eq!(t.increments, 0);
@@ -437,9 +531,46 @@ mod tests {
             read_floor(&mut t),
             Floor::Present {
                 epoch: 2,
-                serial: 1
+                serial: 1,
+                keys: None
             }
         );
+        // With the built-in list counter and the origins.
+        t.0.retain(|(c, _)| {
+            *c != nv_read_public_cmd(rollback::BUILTIN_INDEX)
+                && *c != nv_read_public_cmd(rollback::ORIGIN_INDEX)
+        });
+        t.0.extend([
+            (
+                nv_read_public_cmd(rollback::BUILTIN_INDEX),
+                public_reply(rollback::BUILTIN_INDEX, ours),
+            ),
+            (nv_read_cmd(rollback::BUILTIN_INDEX, 8), read_reply(9)),
+            (nv_read_public_cmd(rollback::ORIGIN_INDEX), origin_public()),
+            (
+                nv_read_cmd(rollback::ORIGIN_INDEX, 24),
+                origin_reply([1, 1, 7]),
+            ),
+        ]);
+        assert_eq!(
+            read_floor(&mut t),
+            Floor::Present {
+                epoch: 2,
+                serial: 1,
+                keys: Some(rollback::KeysFloor {
+                    builtin: 2,
+                    origins: [1, 1, 7]
+                })
+            }
+        );
+        // The record's index with the right shape that cannot be read with the empty auth (one
+        // defined with a secret auth value): no floor, not the older one.
+        t.0.retain(|(c, _)| *c != nv_read_cmd(rollback::ORIGIN_INDEX, 24));
+        t.0.push((nv_read_cmd(rollback::ORIGIN_INDEX, 24), error(0x98E)));
+        match read_floor(&mut t) {
+            Floor::Absent(w) => assert!(w.contains("0x01800e73"), "{w}"),
+            f => panic!("{f:?}"),
+        }
         // Missing (TPM_RC_HANDLE), never incremented, or an ordinary index anyone could write.
         for (epoch, why) in [
             (error(0x18B), "0x18b"),

@@ -13,25 +13,35 @@ use tss_esapi::constants::NvIndexType;
 use tss_esapi::handles::{NvIndexHandle, NvIndexTpmHandle, TpmHandle};
 use tss_esapi::interface_types::algorithm::HashingAlgorithm;
 use tss_esapi::interface_types::resource_handles::{NvAuth, Provision};
-use tss_esapi::structures::NvPublicBuilder;
+use tss_esapi::structures::{MaxNvBuffer, NvPublicBuilder};
 use tss_esapi::Context;
 
 /// Increments one run may make per counter: epochs and serials move by ones; more means a
-/// counter that started high (a TPM that held other counters) and is not worth wearing out.
+/// counter someone else raised (anyone may), which is not worth wearing out further.
 const MAX_STEPS: u32 = 64;
 
-/// What a raise did: each counter's floor before (`None`: absent) and after.
+/// What a raise did: each counter's floor before (`None`: absent, or not standing) and after,
+/// counted from its origin.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Raised {
     pub epoch: (Option<u64>, u64),
     pub serial: (Option<u64>, u64),
-    /// The running release's (epoch, serial) it was raised for.
-    pub target: (u32, u32),
+    /// `None`: a box from before the origins, whose key-list floor is set when its vault's seal
+    /// is replaced.
+    pub builtin: Option<(Option<u64>, u64)>,
+    /// The origins, when this raise recorded them anew.
+    pub recorded: Option<[u64; 3]>,
+    /// The running release's (epoch, serial, built-in list serial) it was raised for.
+    pub target: (u32, u32, u32),
 }
 
 impl Raised {
     pub fn changed(&self) -> bool {
-        self.epoch.0 != Some(self.epoch.1) || self.serial.0 != Some(self.serial.1)
+        self.recorded.is_some()
+            || [Some(self.epoch), Some(self.serial), self.builtin]
+                .iter()
+                .flatten()
+                .any(|(b, a)| *b != Some(*a))
     }
     pub fn text(&self) -> String {
         let one = |(b, a): (Option<u64>, u64)| match b {
@@ -40,21 +50,27 @@ impl Raised {
             None => format!("(none) -> {a}"),
         };
         let mut t = format!(
-            "security epoch {}, key serial {}",
+            "security epoch {}, key serial {}, built-in key list {}",
             one(self.epoch),
-            one(self.serial)
+            one(self.serial),
+            self.builtin
+                .map_or("(set when the vault's seal is replaced)".into(), one)
         );
-        if self.serial.1 > u64::from(self.target.1) {
-            t.push_str(&format!(
-                "; WARNING: the TPM's counters restarted above the update keys' serial {}: the vault needs the recovery key at every boot until keys of serial {} or later are in force",
-                self.target.1, self.serial.1
-            ));
+        if let Some(o) = self.recorded {
+            t.push_str(&format!("; counters counted from {o:?}"));
         }
+        let lowered = [Some(self.epoch), Some(self.serial), self.builtin]
+            .iter()
+            .flatten()
+            .any(|(b, a)| b.is_some_and(|b| b > *a));
+        if lowered {
+            t.push_str("; WARNING: lowered to the running release (counted again from the counters as they are, on the operator's recovery): make sure it is the release you mean to keep");
+        }
+        // Anyone may increment a counter (a denial of service, like a cleared TPM): say so.
         if self.epoch.1 > u64::from(self.target.0) {
-            // Counters restart above every value the TPM ever held (after a TPM clear).
             t.push_str(&format!(
-                "; WARNING: the TPM's counters restarted above this release's epoch {}: until a release of epoch {} or later runs here, the vault needs the recovery key at every boot",
-                self.target.0, self.epoch.1
+                "; WARNING: the epoch floor {} is above this release's epoch {} (the counter was raised by something else): stage 1 refuses this release; `storagectl vault recover` counts the counters again from their values now",
+                self.epoch.1, self.target.0
             ));
         }
         t
@@ -72,22 +88,10 @@ fn handle(ctx: &mut Context, index: u32) -> Result<Option<NvIndexHandle>, TpmErr
 /// The counter at `index`, made if absent; refused if something else holds the index.
 fn ours(ctx: &mut Context, index: u32) -> Result<(NvIndexHandle, bool), TpmError> {
     if let Some(h) = handle(ctx, index)? {
-        let (public, _) = ctx.nv_read_public(h).map_err(tss("NV_ReadPublic"))?;
-        let attrs: u32 = tss_esapi::tss2_esys::TPMA_NV::try_from(public.attributes())
-            .map_err(tss("NV attributes"))?;
-        let alg: u16 = tss_esapi::tss2_esys::TPM2_ALG_ID::from(public.name_algorithm());
-        match rollback::check_public(
-            index,
-            u32::from(public.nv_index()),
-            alg,
-            attrs,
-            public.authorization_policy().value().len(),
-            public.data_size(),
-        ) {
+        match counter_check(ctx, h, index)? {
             Ok(written) => return Ok((h, written)),
             // Something else at the box's index (put there to pass for a low floor): removed
-            // with the owner's auth, and the counter made again, which starts above every value
-            // this TPM's counters ever held.
+            // with the owner's auth, and the counter made again.
             Err(why) => {
                 crate::bringup::log(format!("rollback floor: {why}; replacing it"));
                 ctx.execute_with_nullauth_session(|c| c.nv_undefine_space(Provision::Owner, h))
@@ -95,8 +99,19 @@ fn ours(ctx: &mut Context, index: u32) -> Result<(NvIndexHandle, bool), TpmError
             }
         }
     }
+    Ok((define(ctx, index, NvIndexType::Counter, 8)?, false))
+}
+
+/// Defines the box's index `index` of `kind` and `size` bytes: SHA-256 names, read and written
+/// with its empty auth value, no lockout.
+fn define(
+    ctx: &mut Context,
+    index: u32,
+    kind: NvIndexType,
+    size: usize,
+) -> Result<NvIndexHandle, TpmError> {
     let attrs = NvIndexAttributesBuilder::new()
-        .with_nv_index_type(NvIndexType::Counter)
+        .with_nv_index_type(kind)
         .with_auth_write(true)
         .with_auth_read(true)
         .with_no_da(true)
@@ -106,13 +121,37 @@ fn ours(ctx: &mut Context, index: u32) -> Result<(NvIndexHandle, bool), TpmError
         .with_nv_index(NvIndexTpmHandle::new(index).map_err(tss("NV index handle"))?)
         .with_index_name_algorithm(HashingAlgorithm::Sha256)
         .with_index_attributes(attrs)
-        .with_data_area_size(8)
+        .with_data_area_size(size)
         .build()
         .map_err(tss("NV public"))?;
-    let h = ctx
-        .execute_with_nullauth_session(|c| c.nv_define_space(Provision::Owner, None, public))
-        .map_err(tss("NV_DefineSpace"))?;
-    Ok((h, false))
+    ctx.execute_with_nullauth_session(|c| c.nv_define_space(Provision::Owner, None, public))
+        .map_err(tss("NV_DefineSpace"))
+}
+
+/// The parts of an index's public area the box checks: (index, name algorithm, attributes,
+/// policy length, data size).
+fn public(ctx: &mut Context, h: NvIndexHandle) -> Result<(u32, u16, u32, usize, usize), TpmError> {
+    let (p, _) = ctx.nv_read_public(h).map_err(tss("NV_ReadPublic"))?;
+    let attrs: u32 =
+        tss_esapi::tss2_esys::TPMA_NV::try_from(p.attributes()).map_err(tss("NV attributes"))?;
+    let alg: u16 = tss_esapi::tss2_esys::TPM2_ALG_ID::from(p.name_algorithm());
+    Ok((
+        u32::from(p.nv_index()),
+        alg,
+        attrs,
+        p.authorization_policy().value().len(),
+        p.data_size(),
+    ))
+}
+
+/// [`rollback::check_public`] of the index at `h`.
+fn counter_check(
+    ctx: &mut Context,
+    h: NvIndexHandle,
+    index: u32,
+) -> Result<Result<bool, String>, TpmError> {
+    let (i, alg, attrs, policy, size) = public(ctx, h)?;
+    Ok(rollback::check_public(index, i, alg, attrs, policy, size))
 }
 
 fn value(ctx: &mut Context, h: NvIndexHandle) -> Result<u64, TpmError> {
@@ -126,47 +165,322 @@ fn value(ctx: &mut Context, h: NvIndexHandle) -> Result<u64, TpmError> {
     Ok(u64::from_be_bytes(b))
 }
 
-/// Raises one counter to stand for at least `target`; its floor before and after.
-fn raise_one(ctx: &mut Context, index: u32, target: u32) -> Result<(Option<u64>, u64), TpmError> {
-    let (h, written) = ours(ctx, index)?;
-    let mut current = if written { Some(value(ctx, h)?) } else { None };
-    let before = current.map(rollback::floor_of);
+fn increment(ctx: &mut Context, h: NvIndexHandle) -> Result<u64, TpmError> {
+    ctx.execute_with_nullauth_session(|c| c.nv_increment(NvAuth::NvIndex(h), h))
+        .map_err(tss("NV_Increment"))?;
+    value(ctx, h)
+}
+
+/// The public area at the origin index, if it is the box's ([`rollback::origin_public_ok`],
+/// except that it may be unwritten).
+fn origin_public_ours(ctx: &mut Context, h: NvIndexHandle) -> Result<(bool, bool), TpmError> {
+    let (i, alg, attrs, policy, size) = public(ctx, h)?;
+    Ok((
+        rollback::origin_public_ok(i, alg, attrs | rollback::WRITTEN, policy, size),
+        attrs & rollback::WRITTEN != 0,
+    ))
+}
+
+/// The origin record as found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Record {
+    /// No index there: a new or cleared TPM, or a box from before the record.
+    Absent,
+    Ours([u64; 3]),
+    /// An index that is not the box's record, never written, or unreadable with the empty auth
+    /// (defined with a secret one): why. Replaced when the record is next written.
+    Foreign(String),
+}
+
+impl Record {
+    fn stage1(&self) -> Result<Option<[u64; 3]>, String> {
+        match self {
+            Record::Absent => Ok(None),
+            Record::Ours(o) => Ok(Some(*o)),
+            Record::Foreign(why) => Err(why.clone()),
+        }
+    }
+}
+
+fn record(ctx: &mut Context) -> Result<Record, TpmError> {
+    let index = rollback::ORIGIN_INDEX;
+    let Some(h) = handle(ctx, index)? else {
+        return Ok(Record::Absent);
+    };
+    match origin_public_ours(ctx, h)? {
+        (false, _) => {
+            return Ok(Record::Foreign(format!(
+                "{index:#010x} is not the box's origin record"
+            )))
+        }
+        (true, false) => return Ok(Record::Foreign(format!("{index:#010x} was never written"))),
+        (true, true) => {}
+    }
+    let size = rollback::ORIGIN_SIZE as u16;
+    match ctx.execute_with_nullauth_session(|c| c.nv_read(NvAuth::NvIndex(h), h, size, 0)) {
+        Ok(d) => Ok(rollback::decode_origins(d.value()).map_or_else(
+            || Record::Foreign(format!("{index:#010x}: {} bytes", d.value().len())),
+            Record::Ours,
+        )),
+        Err(e) => Ok(Record::Foreign(format!(
+            "{index:#010x} cannot be read with the empty auth ({e})"
+        ))),
+    }
+}
+
+/// Writes the origin record, defining the index (after removing whatever else holds it, when
+/// `replace`).
+fn write_origins(ctx: &mut Context, o: &[u64; 3], replace: bool) -> Result<(), TpmError> {
+    let index = rollback::ORIGIN_INDEX;
+    let mut h = handle(ctx, index)?;
+    if let (Some(old), true) = (h, replace) {
+        crate::bringup::log(format!(
+            "rollback floor: {index:#010x} is not the box's origin record; replacing it"
+        ));
+        ctx.execute_with_nullauth_session(|c| c.nv_undefine_space(Provision::Owner, old))
+            .map_err(tss("NV_UndefineSpace"))?;
+        h = None;
+    }
+    let h = match h {
+        Some(h) => h,
+        None => define(ctx, index, NvIndexType::Ordinary, rollback::ORIGIN_SIZE)?,
+    };
+    let data =
+        MaxNvBuffer::try_from(rollback::encode_origins(o).to_vec()).map_err(tss("NV buffer"))?;
+    ctx.execute_with_nullauth_session(|c| c.nv_write(NvAuth::NvIndex(h), h, data, 0))
+        .map_err(tss("NV_Write"))
+}
+
+/// Increments the counter `h` (value `v`, counted from `origin`) until it stands for `target`.
+fn raise_to(
+    ctx: &mut Context,
+    (index, h): (u32, NvIndexHandle),
+    v: &mut u64,
+    origin: u64,
+    target: u32,
+) -> Result<(), TpmError> {
     let mut steps = 0;
-    while rollback::needs_increment(current, target) {
+    while rollback::needs_increment(Some(*v), origin, target) {
         if steps == MAX_STEPS {
             return Err(TpmError::Blob(format!(
                 "TPM NV counter {index:#010x}: still below {target} after {MAX_STEPS} increments"
             )));
         }
-        ctx.execute_with_nullauth_session(|c| c.nv_increment(NvAuth::NvIndex(h), h))
-            .map_err(tss("NV_Increment"))?;
-        current = Some(value(ctx, h)?);
+        *v = increment(ctx, h)?;
         steps += 1;
     }
-    Ok((before, current.map(rollback::floor_of).unwrap_or(0)))
+    Ok(())
 }
 
-/// Raises the floor to (`epoch`, `serial`), defining the counters if they are absent. Never
-/// lowers anything (counters cannot go down).
-pub fn raise(tpm: &Tpm, epoch: u32, serial: u32) -> Result<Raised, TpmError> {
+/// Who stands behind a raise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Authority {
+    /// A boot judged good, whose floor stage 1 confirmed: raises only. A box from before the
+    /// origins keeps counting from 1 and records them only when its vault's seal is replaced
+    /// ([`migrate_begin`]), so its seal keeps opening until then.
+    GoodBoot,
+    /// A new vault, or the operator's recovery key: the state of the TPM is taken as it is. A
+    /// counter that cannot stand (absent, its origin above it or pending, or a floor above the
+    /// running release: a counter raised by something else, a record left from before the
+    /// counters were made again) is counted again from its value now; a floor above the running
+    /// release only with `lower` (the vault's own record of the floors it saw confirmed says the
+    /// running release is not below them). `raise: false` (the running slot is on trial, the
+    /// other may be fallen back to): nothing is raised past that, so the floor may stand at 0
+    /// until the slot is judged good.
+    Operator { raise: bool, lower: bool },
+}
+
+/// Raises the floor to `target` (epoch, serial, built-in key list). Never lowers a counter.
+/// Power-cut safe: a counter made now is recorded as pending before its first increment, and
+/// goes past its first value only once its origin is recorded; a cut in between leaves a pending
+/// entry, which stage 1 takes as no floor and the next [`Authority::Operator`] raise completes.
+pub fn raise(tpm: &Tpm, target: [u32; 3], who: Authority) -> Result<Raised, TpmError> {
     let mut ctx = tpm.context()?;
+    let indexes = [
+        rollback::EPOCH_INDEX,
+        rollback::SERIAL_INDEX,
+        rollback::BUILTIN_INDEX,
+    ];
+    let mut hs = Vec::new();
+    let mut vals = [None; 3];
+    for (i, index) in indexes.iter().enumerate() {
+        let (h, written) = ours(&mut ctx, *index)?;
+        if written {
+            vals[i] = Some(value(&mut ctx, h)?);
+        }
+        hs.push(h);
+    }
+    let rec = record(&mut ctx)?;
+    let legacy = rec == Record::Absent && vals[0].is_some() && vals[1].is_some();
+    let from_record = match &rec {
+        Record::Ours(o) => *o,
+        Record::Absent if legacy || vals[0].is_some() || vals[1].is_some() => [1, 1, 0],
+        _ => [0; 3],
+    };
+    let before: [Option<u64>; 3] = std::array::from_fn(|i| match (vals[i], from_record[i]) {
+        (Some(v), o) if o != 0 && o <= v => Some(rollback::floor_from(v, o)),
+        _ => None,
+    });
+    if legacy && who == Authority::GoodBoot {
+        let mut after = [0u64; 2];
+        for i in 0..2 {
+            let mut v = vals[i].unwrap_or(0);
+            raise_to(&mut ctx, (indexes[i], hs[i]), &mut v, 1, target[i])?;
+            after[i] = rollback::floor_of(v);
+        }
+        return Ok(Raised {
+            epoch: (before[0], after[0]),
+            serial: (before[1], after[1]),
+            builtin: None,
+            recorded: None,
+            target: (target[0], target[1], target[2]),
+        });
+    }
+    let mut o = from_record;
+    for i in 0..3 {
+        let stands = match vals[i] {
+            None => false,
+            Some(v) => {
+                o[i] != 0
+                    && o[i] <= v
+                    && (!matches!(who, Authority::Operator { lower: true, .. })
+                        || rollback::floor_from(v, o[i]) <= u64::from(target[i]))
+            }
+        };
+        if !stands {
+            o[i] = 0;
+        }
+    }
+    let replace = matches!(rec, Record::Foreign(_));
+    let mut written = match rec {
+        Record::Ours(r) => Some(r),
+        _ => None,
+    };
+    if written != Some(o) {
+        write_origins(&mut ctx, &o, replace)?;
+        written = Some(o);
+    }
+    for i in 0..3 {
+        if vals[i].is_none() {
+            vals[i] = Some(increment(&mut ctx, hs[i])?);
+        }
+        if o[i] == 0 {
+            o[i] = vals[i].unwrap_or(0);
+        }
+    }
+    let recorded = if written != Some(o) {
+        write_origins(&mut ctx, &o, false)?;
+        Some(o)
+    } else {
+        None
+    };
+    let raise = !matches!(who, Authority::Operator { raise: false, .. });
+    let mut after = [0u64; 3];
+    for i in 0..3 {
+        let mut v = vals[i].unwrap_or(0);
+        if raise {
+            raise_to(&mut ctx, (indexes[i], hs[i]), &mut v, o[i], target[i])?;
+        }
+        after[i] = rollback::floor_from(v, o[i]);
+    }
     Ok(Raised {
-        epoch: raise_one(&mut ctx, rollback::EPOCH_INDEX, epoch)?,
-        serial: raise_one(&mut ctx, rollback::SERIAL_INDEX, serial)?,
-        target: (epoch, serial),
+        epoch: (before[0], after[0]),
+        serial: (before[1], after[1]),
+        builtin: Some((before[2], after[2])),
+        recorded,
+        target: (target[0], target[1], target[2]),
     })
 }
 
-/// The floor as stage 1 would read it (`None` per counter: absent or never incremented).
-pub fn read(tpm: &Tpm) -> Result<(Option<u64>, Option<u64>), TpmError> {
+/// The first step of replacing the seal of a box from before the origins: the key-list counter
+/// made (its first increment) and the origins it will be counted from, returned, not yet
+/// recorded: stage 1 keeps measuring the older value (which the seal in force is bound to) until
+/// [`migrate_commit`] records them, after the vault's key was sealed to [`rollback::checked`] of
+/// them. Its first value is its origin: it is never incremented again before the record.
+pub fn migrate_begin(tpm: &Tpm) -> Result<[u64; 3], TpmError> {
     let mut ctx = tpm.context()?;
-    let mut one = |index| -> Result<Option<u64>, TpmError> {
-        match handle(&mut ctx, index)? {
-            None => Ok(None),
-            Some(h) => Ok(value(&mut ctx, h).ok().map(rollback::floor_of)),
+    if record(&mut ctx)? != Record::Absent {
+        return Err(TpmError::Blob(
+            "the TPM already holds the counters' origins: nothing to replace".into(),
+        ));
+    }
+    let (h, written) = ours(&mut ctx, rollback::BUILTIN_INDEX)?;
+    // Never incremented past its first value before the record holds it: its value is its origin.
+    let v = if written {
+        value(&mut ctx, h)?
+    } else {
+        increment(&mut ctx, h)?
+    };
+    Ok([1, 1, v])
+}
+
+/// Records the origins [`migrate_begin`] returned and, when `builtin` says so, raises the key-list
+/// counter to it (a boot judged good).
+pub fn migrate_commit(tpm: &Tpm, o: &[u64; 3], builtin: Option<u32>) -> Result<(), TpmError> {
+    let mut ctx = tpm.context()?;
+    let rec = record(&mut ctx)?;
+    write_origins(&mut ctx, o, matches!(rec, Record::Foreign(_)))?;
+    if let Some(target) = builtin {
+        let (h, _) = ours(&mut ctx, rollback::BUILTIN_INDEX)?;
+        let mut v = value(&mut ctx, h)?;
+        raise_to(&mut ctx, (rollback::BUILTIN_INDEX, h), &mut v, o[2], target)?;
+    }
+    Ok(())
+}
+
+/// The floor as stage 1 reads it.
+pub fn floor(tpm: &Tpm) -> Result<rollback::Floor, TpmError> {
+    let mut ctx = tpm.context()?;
+    floor_in(&mut ctx)
+}
+
+pub(crate) fn floor_in(ctx: &mut Context) -> Result<rollback::Floor, TpmError> {
+    let ([e, s, k], record) = raw_in(ctx)?;
+    Ok(rollback::resolve(e, s, k, record))
+}
+
+type Raw = ([Result<u64, String>; 3], Result<Option<[u64; 3]>, String>);
+
+/// Each counter's value (or why it cannot count) and the origin record.
+fn raw_in(ctx: &mut Context) -> Result<Raw, TpmError> {
+    let mut one = |index| -> Result<Result<u64, String>, TpmError> {
+        let Some(h) = handle(ctx, index)? else {
+            return Ok(Err(format!("{index:#010x}: absent")));
+        };
+        match counter_check(ctx, h, index)? {
+            Ok(true) => Ok(Ok(value(ctx, h)?)),
+            Ok(false) => Ok(Err(format!("{index:#010x} was never incremented"))),
+            Err(why) => Ok(Err(why)),
         }
     };
-    Ok((one(rollback::EPOCH_INDEX)?, one(rollback::SERIAL_INDEX)?))
+    let e = one(rollback::EPOCH_INDEX)?;
+    let s = one(rollback::SERIAL_INDEX)?;
+    let k = one(rollback::BUILTIN_INDEX)?;
+    let record = record(ctx)?.stage1();
+    Ok(([e, s, k], record))
+}
+
+/// The epoch and serial floors as stage 1 reads them (`None`: no floor).
+pub fn read(tpm: &Tpm) -> Result<(Option<u64>, Option<u64>), TpmError> {
+    Ok(match floor(tpm)? {
+        rollback::Floor::Present { epoch, serial, .. } => (Some(epoch), Some(serial)),
+        _ => (None, None),
+    })
+}
+
+/// Whether the epoch and serial counters are both absent or never incremented (a TPM that holds
+/// no floor at all). Anything unreadable counts as present.
+pub fn counters_absent(tpm: &Tpm) -> bool {
+    let Ok(mut ctx) = tpm.context() else {
+        return false;
+    };
+    matches!(raw_in(&mut ctx), Ok(([Err(_), Err(_), _], _)))
+}
+
+/// Pure: the rollback PCR's value when stage 1 confirmed `floor` this boot (`None`: no floor,
+/// nothing to confirm).
+pub fn confirmed_value(floor: &rollback::Floor) -> Option<[u8; 32]> {
+    rollback::measurement_if_met(floor).map(|m| rollback::pcr_after(&m))
 }
 
 /// Pure: whether a boot may raise the floor to its own release: only once its slot is good, or
@@ -177,13 +491,25 @@ pub fn may_raise(running: State, other: State) -> bool {
 }
 
 /// Raises the floor to the running release if [`may_raise`]; what happened, for the log.
-pub fn raise_for_running(roots: &platform::Roots, tpm: &Tpm) -> Result<AfterBoot, String> {
+/// `confirmed_only`: only when stage 1 confirmed the floor the TPM holds now this boot (its PCR
+/// holds [`confirmed_value`]): a boot whose counters or origins were changed under it (deleted
+/// or forged on a live USB) must not build on them. Vault creation and recovery pass `false`:
+/// a new box, or the operator's recovery key, stands behind the state then.
+/// `lower` (an operator's raise only): a floor above the running release may be counted again.
+pub fn raise_for_running(
+    roots: &platform::Roots,
+    tpm: &Tpm,
+    confirmed_only: bool,
+    lower: bool,
+) -> Result<AfterBoot, String> {
     if !tpm.present() {
         return Ok(AfterBoot::NoTpm);
     }
     let sys = abupdate::system::System::open(roots.clone()).map_err(|e| platform::chain(&e))?;
-    let (epoch, serial, running, other) = sys.floor_target().map_err(|e| platform::chain(&e))?;
-    if !may_raise(running, other) {
+    let (epoch, serial, builtin, running, other) =
+        sys.floor_target().map_err(|e| platform::chain(&e))?;
+    let may = may_raise(running, other);
+    if !may && confirmed_only {
         return Ok(AfterBoot::NotGood(format!(
             "slot {} is {running:?}, not good, and slot {} can be fallen back to: the rollback floor stays (it rises once the slot is good)",
             sys.running(),
@@ -194,7 +520,30 @@ pub fn raise_for_running(roots: &platform::Roots, tpm: &Tpm) -> Result<AfterBoot
     // the slot-state lock before this one): two raises at once would each increment, and a
     // counter never comes back.
     let _floor = sys.floor_lock().map_err(|e| platform::chain(&e))?;
-    raise(tpm, epoch, serial)
+    let mut who = if confirmed_only {
+        Authority::GoodBoot
+    } else {
+        Authority::Operator { raise: may, lower }
+    };
+    if confirmed_only {
+        let now = floor(tpm).map_err(|e| platform::chain(&e))?;
+        let pcr = crate::tpm::rollback_pcr(tpm).map_err(|e| platform::chain(&e))?;
+        // A box from before the floor, whose vault this boot's storage-init unlocked with its
+        // seal from then (and noted for replacement): the floor is made now, as on a new box.
+        let before_the_floor = counters_absent(tpm) && crate::vault::migration_path(roots).exists();
+        if before_the_floor {
+            who = Authority::Operator {
+                raise: true,
+                lower: false,
+            };
+        } else if confirmed_value(&now).is_none_or(|v| pcr[..] != v[..]) {
+            return Ok(AfterBoot::NotGood(format!(
+                "stage 1 did not confirm the rollback floor the TPM holds now this boot (PCR {}): the floor stays as it is; see stage 1's console lines",
+                rollback::PCR
+            )));
+        }
+    }
+    raise(tpm, [epoch, serial, builtin], who)
         .map(AfterBoot::Raised)
         .map_err(|e| platform::chain(&e))
 }
@@ -203,14 +552,28 @@ pub fn raise_for_running(roots: &platform::Roots, tpm: &Tpm) -> Result<AfterBoot
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AfterBoot {
     NoTpm,
-    /// The running slot is not good yet (or any more): the floor stays.
+    /// The running slot is not good yet (or any more), or stage 1 did not confirm the floor this
+    /// boot: the floor stays.
     NotGood(String),
     Raised(Raised),
 }
 
 /// After a boot judged good (`storage-init raise-floor`, run after `abupdate health`).
 pub fn raise_after_good_boot(roots: &platform::Roots) -> Result<AfterBoot, String> {
-    raise_for_running(roots, &Tpm::at(roots))
+    raise_for_running(roots, &Tpm::at(roots), true, false)
+}
+
+/// Pure: the floors `floor` stands for, per counter (epoch, serial, built-in list; 0 for the list
+/// on a box from before the origins), or `None` without one.
+pub fn floors_of(floor: &rollback::Floor) -> Option<[u64; 3]> {
+    match floor {
+        rollback::Floor::Present {
+            epoch,
+            serial,
+            keys,
+        } => Some([*epoch, *serial, keys.as_ref().map_or(0, |k| k.builtin)]),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -236,35 +599,87 @@ mod tests {
         let r = Raised {
             epoch: (Some(0), 1),
             serial: (Some(1), 1),
-            target: (1, 1),
+            builtin: Some((Some(1), 1)),
+            recorded: None,
+            target: (1, 1, 1),
         };
         assert!(r.changed());
-        assert_eq!(r.text(), "security epoch 0 -> 1, key serial 1");
+        assert_eq!(
+            r.text(),
+            "security epoch 0 -> 1, key serial 1, built-in key list 1"
+        );
         let r = Raised {
             epoch: (None, 0),
             serial: (None, 1),
-            target: (0, 1),
+            builtin: Some((None, 1)),
+            recorded: Some([40, 40, 41]),
+            target: (0, 1, 1),
         };
         assert_eq!(
             r.text(),
-            "security epoch (none) -> 0, key serial (none) -> 1"
+            "security epoch (none) -> 0, key serial (none) -> 1, built-in key list (none) -> 1; counters counted from [40, 40, 41]"
         );
-        // A cleared TPM's counters restart high.
+        // A box from before the origins: its key-list floor waits for the seal's replacement.
         let r = Raised {
-            epoch: (None, 2),
-            serial: (None, 3),
-            target: (0, 1),
+            epoch: (Some(1), 1),
+            serial: (Some(1), 1),
+            builtin: None,
+            recorded: None,
+            target: (1, 1, 1),
+        };
+        assert!(!r.changed());
+        assert!(r.text().contains("set when the vault's seal is replaced"));
+        // A counter someone else raised.
+        let r = Raised {
+            epoch: (Some(3), 3),
+            serial: (Some(1), 1),
+            builtin: Some((Some(1), 1)),
+            recorded: None,
+            target: (0, 1, 1),
         };
         assert!(
-            r.text().contains("restarted above this release's epoch 0"),
+            r.text().contains("above this release's epoch 0"),
             "{}",
             r.text()
         );
         assert!(!Raised {
             epoch: (Some(2), 2),
             serial: (Some(1), 1),
-            target: (2, 1),
+            builtin: Some((Some(1), 1)),
+            recorded: None,
+            target: (2, 1, 1),
         }
         .changed());
+    }
+
+    #[test]
+    fn a_boot_confirms_only_the_floor_stage_1_measured() {
+        use rollback::{Floor, KeysFloor};
+        let f = |o| Floor::Present {
+            epoch: 1,
+            serial: 1,
+            keys: Some(KeysFloor {
+                builtin: 1,
+                origins: o,
+            }),
+        };
+        assert_eq!(
+            confirmed_value(&f([1, 1, 1])),
+            Some(rollback::pcr_after(&rollback::checked(&[1, 1, 1])))
+        );
+        assert_eq!(confirmed_value(&Floor::Absent("gone".into())), None);
+        assert_ne!(
+            confirmed_value(&f([1, 1, 1])),
+            confirmed_value(&f([1, 1, 9]))
+        );
+        let legacy = Floor::Present {
+            epoch: 1,
+            serial: 1,
+            keys: None,
+        };
+        assert_eq!(
+            confirmed_value(&legacy),
+            Some(rollback::pcr_after(rollback::CHECKED))
+        );
     }
 }

@@ -47,11 +47,34 @@ pub trait Host {
     /// Ends this boot's unlock phase: no seal opens again until the next boot.
     fn tpm_end_unlock_phase(&mut self) -> Result<(), TpmError>;
     /// Raises the TPM's rollback floor to the running release's security epoch and update-key
-    /// serial, defining its counters if absent; what moved, for the log.
-    fn tpm_raise_floor(&mut self) -> Result<String, TpmError>;
+    /// serial, defining its counters if absent (an operator's or a new box's raise); `lower`: a
+    /// floor above the running release may be counted again. What moved, for the log.
+    fn tpm_raise_floor(&mut self, lower: bool) -> Result<String, TpmError>;
+    /// The floors the TPM holds as stage 1 reads them (epoch, serial, built-in list), if any.
+    fn tpm_floor_now(&mut self) -> Option<[u64; 3]>;
+    /// What the running release would raise the floor to (epoch, serial, built-in list).
+    fn floor_target(&mut self) -> Option<[u32; 3]>;
     /// Whether the TPM holds no rollback floor yet (both counters absent or never incremented).
     /// Anything unreadable counts as present: a seal from before the floor is then refused.
     fn tpm_floor_absent(&mut self) -> bool;
+    /// Whether the TPM's floor records no origins yet (a box from before the built-in key-list
+    /// floor): stage 1 then measures the older "floor checked", which seals from those releases
+    /// are bound to, and such a seal is replaced once the floor records them.
+    fn tpm_floor_without_origins(&mut self) -> bool;
+    /// Seals as [`Host::tpm_seal`], bound to stage 1's value for the counters counted from
+    /// `origins` (which a seal replacement records right after).
+    fn tpm_seal_counted(
+        &mut self,
+        data: &[u8],
+        pcrs: &[u8],
+        origins: &[u64; 3],
+    ) -> Result<String, TpmError>;
+    /// A box from before the origins: makes the key-list counter and returns the origins the
+    /// floor will be counted from, not yet recorded ([`crate::floor::migrate_begin`]).
+    fn tpm_migrate_begin(&mut self) -> Result<[u64; 3], TpmError>;
+    /// Records them, and on a boot judged good raises the key-list counter to the running
+    /// release's list ([`crate::floor::migrate_commit`]).
+    fn tpm_migrate_commit(&mut self, origins: &[u64; 3]) -> Result<(), TpmError>;
     /// Shows a new recovery key once where a person sees it and no log keeps it (the console).
     fn show_recovery(&mut self, vault: &str, key: &RecoveryKey);
     /// The trees the box's own files are read and written under.
@@ -77,12 +100,24 @@ pub trait Host {
 pub struct RealHost {
     pub roots: Roots,
     tpm: Tpm,
+    /// The running release's built-in key list, when this boot was judged good and may raise the
+    /// key-list counter to it (`storage-init raise-floor` sets it from its raise, holding the
+    /// floor lock).
+    pub builtin_floor: Option<u32>,
+    /// The floor lock, held from a seal replacement's first step to its last when no caller
+    /// holds it (`storagectl vault recovery-key`).
+    migrating: Option<std::sync::Arc<abupdate::system::Lock>>,
 }
 
 impl RealHost {
     pub fn new(roots: Roots) -> RealHost {
         let tpm = Tpm::at(&roots);
-        RealHost { roots, tpm }
+        RealHost {
+            roots,
+            tpm,
+            builtin_floor: None,
+            migrating: None,
+        }
     }
 }
 
@@ -172,12 +207,66 @@ impl Host for RealHost {
     }
 
     fn tpm_floor_absent(&mut self) -> bool {
-        matches!(crate::floor::read(&self.tpm), Ok((None, None)))
+        crate::floor::counters_absent(&self.tpm)
     }
 
-    fn tpm_raise_floor(&mut self) -> Result<String, TpmError> {
+    fn tpm_seal_counted(
+        &mut self,
+        data: &[u8],
+        pcrs: &[u8],
+        origins: &[u64; 3],
+    ) -> Result<String, TpmError> {
+        crate::tpm::seal_counted(&self.tpm, data, pcrs, Some(origins))
+    }
+
+    fn tpm_migrate_begin(&mut self) -> Result<[u64; 3], TpmError> {
+        if self.builtin_floor.is_none() {
+            // Not from a good boot's raise: only once the running slot is good (a fall back to a
+            // release from before the origins would find its seal replaced), under the lock.
+            let err = |e: abupdate::error::Error| TpmError::Blob(platform::chain(&e));
+            let sys = abupdate::system::System::open(self.roots.clone()).map_err(err)?;
+            let (_, _, builtin, running, other) = sys.floor_target().map_err(err)?;
+            if !crate::floor::may_raise(running, other) {
+                return Err(TpmError::Blob(format!(
+                    "slot {} is {running:?} and slot {} can be fallen back to: the seal from before the key-list floor is replaced once the running slot is judged good",
+                    sys.running(),
+                    sys.running().other()
+                )));
+            }
+            self.migrating = Some(std::sync::Arc::new(sys.floor_lock().map_err(err)?));
+            self.builtin_floor = Some(builtin);
+        }
+        crate::floor::migrate_begin(&self.tpm)
+    }
+
+    fn tpm_migrate_commit(&mut self, origins: &[u64; 3]) -> Result<(), TpmError> {
+        let r = crate::floor::migrate_commit(&self.tpm, origins, self.builtin_floor);
+        self.migrating = None;
+        r
+    }
+
+    fn tpm_floor_without_origins(&mut self) -> bool {
+        matches!(
+            crate::floor::floor(&self.tpm),
+            Ok(platform::rollback::Floor::Present { keys: None, .. })
+        )
+    }
+
+    fn tpm_floor_now(&mut self) -> Option<[u64; 3]> {
+        crate::floor::floor(&self.tpm)
+            .ok()
+            .and_then(|f| crate::floor::floors_of(&f))
+    }
+
+    fn floor_target(&mut self) -> Option<[u32; 3]> {
+        let sys = abupdate::system::System::open(self.roots.clone()).ok()?;
+        let (e, s, k, _, _) = sys.floor_target().ok()?;
+        Some([e, s, k])
+    }
+
+    fn tpm_raise_floor(&mut self, lower: bool) -> Result<String, TpmError> {
         use crate::floor::AfterBoot;
-        match crate::floor::raise_for_running(&self.roots, &self.tpm) {
+        match crate::floor::raise_for_running(&self.roots, &self.tpm, false, lower) {
             Ok(AfterBoot::Raised(r)) => Ok(r.text()),
             Ok(AfterBoot::NotGood(why)) => Ok(why),
             Ok(AfterBoot::NoTpm) => Ok("no TPM".into()),
@@ -231,6 +320,12 @@ pub mod fake {
         pub floor_checked: bool,
         /// Whether the TPM holds no rollback floor at all (a box before the floor).
         pub floor_absent: bool,
+        /// Whether the TPM's floor records no origins (a box before the key-list floor).
+        pub floor_without_origins: bool,
+        /// The floors the TPM holds (as stage 1 reads them).
+        pub floor_now: Option<[u64; 3]>,
+        /// The running release's floor target.
+        pub target: Option<[u32; 3]>,
         /// The recovery keys shown, as shown.
         pub shown: Vec<String>,
         /// The box's trees and pool mounts are under it.
@@ -253,6 +348,9 @@ pub mod fake {
                 phase_over: false,
                 floor_checked: true,
                 floor_absent: false,
+                floor_without_origins: false,
+                floor_now: Some([0, 1, 1]),
+                target: Some([0, 1, 1]),
                 shown: Vec::new(),
                 base: PathBuf::from("/nonexistent/fake-host"),
                 roots: Roots::under(Path::new("/nonexistent/fake-host")),
@@ -434,8 +532,41 @@ pub mod fake {
         fn tpm_floor_absent(&mut self) -> bool {
             self.floor_absent
         }
-        fn tpm_raise_floor(&mut self) -> Result<String, TpmError> {
-            self.call("tpm-raise-floor".into()).map_err(tpm_err)?;
+        fn tpm_floor_without_origins(&mut self) -> bool {
+            self.floor_without_origins
+        }
+        fn tpm_seal_counted(
+            &mut self,
+            data: &[u8],
+            pcrs: &[u8],
+            origins: &[u64; 3],
+        ) -> Result<String, TpmError> {
+            self.call(format!("tpm-seal-counted {origins:?}"))
+                .map_err(tpm_err)?;
+            self.tpm_seal(data, pcrs)
+        }
+        fn tpm_migrate_begin(&mut self) -> Result<[u64; 3], TpmError> {
+            self.call("tpm-migrate-begin".into()).map_err(tpm_err)?;
+            Ok([1, 1, 5])
+        }
+        fn tpm_migrate_commit(&mut self, origins: &[u64; 3]) -> Result<(), TpmError> {
+            self.call(format!("tpm-migrate-commit {origins:?}"))
+                .map_err(tpm_err)?;
+            self.floor_without_origins = false;
+            Ok(())
+        }
+        fn tpm_floor_now(&mut self) -> Option<[u64; 3]> {
+            self.floor_now
+        }
+        fn floor_target(&mut self) -> Option<[u32; 3]> {
+            self.target
+        }
+        fn tpm_raise_floor(&mut self, lower: bool) -> Result<String, TpmError> {
+            self.call(format!("tpm-raise-floor lower={lower}"))
+                .map_err(tpm_err)?;
+            if let Some(t) = self.target {
+                self.floor_now = Some(t.map(u64::from));
+            }
             Ok("security epoch (none) -> 0, key serial (none) -> 1".into())
         }
         fn tpm_end_unlock_phase(&mut self) -> Result<(), TpmError> {

@@ -59,6 +59,8 @@ pub enum TpmError {
     Policy(#[source] tss_esapi::Error),
     #[error("stage 1 did not confirm the rollback floor this boot (PCR {}; see its console lines): the key stays sealed", platform::rollback::PCR)]
     FloorUnchecked,
+    #[error("the TPM holds no whole rollback floor to seal to ({0}); a recovery (`storagectl vault recover`) sets it")]
+    NoFloor(String),
     #[error("sealed key property is malformed: {0}")]
     Blob(String),
     #[error("PCR {0} does not exist")]
@@ -188,21 +190,49 @@ pub fn pcr_digest(values: &[Vec<u8>]) -> Vec<u8> {
 /// The values a seal to `pcrs` is bound to: the current ones, zero for the phase PCR (the value
 /// it has until storage-init ends the unlock phase), so a seal made later in the boot, by
 /// `storagectl`, still opens at the next boot; and for the rollback PCR the value stage 1 gives
-/// it when the floor is met (also on a first boot, when there was no floor yet).
-fn expected(ctx: &mut Context, pcrs: &[u8]) -> Result<Vec<Vec<u8>>, TpmError> {
+/// it when the floor the TPM holds now is met, counted from its origins (or after it extends
+/// `measured`: a seal replacement's, for the origins it is about to record). Never the older
+/// value, nor one for no floor, unless asked by `measured`.
+fn expected(
+    ctx: &mut Context,
+    pcrs: &[u8],
+    measured: Option<&[u8]>,
+) -> Result<Vec<Vec<u8>>, TpmError> {
     let mut sorted = pcrs.to_vec();
     sorted.sort_unstable();
     sorted.dedup();
     let current = read_pcrs(ctx, &sorted)?;
+    let checked = match (sorted.contains(&rollback::PCR), measured) {
+        (false, _) => Vec::new(),
+        (true, Some(m)) => rollback::pcr_after(m).to_vec(),
+        (true, None) => match crate::floor::floor_in(ctx)? {
+            rollback::Floor::Present { keys: Some(k), .. } => {
+                rollback::pcr_after(&rollback::checked(&k.origins)).to_vec()
+            }
+            rollback::Floor::Present { keys: None, .. } => {
+                return Err(TpmError::NoFloor(
+                    "the counters' origins are not recorded yet".into(),
+                ))
+            }
+            rollback::Floor::Absent(why) => return Err(TpmError::NoFloor(why)),
+            rollback::Floor::NoTpm => return Err(TpmError::NoFloor("no TPM".into())),
+        },
+    };
     Ok(sorted
         .iter()
         .zip(current)
         .map(|(&n, v)| match n {
             PHASE_PCR => vec![0u8; 32],
-            n if n == rollback::PCR => rollback::pcr_after(rollback::CHECKED).to_vec(),
+            n if n == rollback::PCR => checked.clone(),
             _ => v,
         })
         .collect())
+}
+
+/// The rollback PCR's value now.
+pub fn rollback_pcr(tpm: &Tpm) -> Result<Vec<u8>, TpmError> {
+    let mut ctx = tpm.context()?;
+    Ok(read_pcrs(&mut ctx, &[rollback::PCR])?.remove(0))
 }
 
 /// Starts a session salted with `salt` (so its session key never crosses the bus), optionally
@@ -322,6 +352,28 @@ pub fn generate() -> Result<Key, TpmError> {
 /// returns the blob to store. The parent is gated on the
 /// boot-state PCRs.
 pub fn seal(tpm: &Tpm, data: &[u8], pcrs: &[u8]) -> Result<String, TpmError> {
+    seal_counted(tpm, data, pcrs, None)
+}
+
+/// [`seal`], with the rollback PCR's value for `origins` (a seal replacement, before it records
+/// them) instead of the floor the TPM holds now.
+pub fn seal_counted(
+    tpm: &Tpm,
+    data: &[u8],
+    pcrs: &[u8],
+    origins: Option<&[u64; 3]>,
+) -> Result<String, TpmError> {
+    seal_measured(tpm, data, pcrs, origins.map(rollback::checked).as_deref())
+}
+
+/// [`seal`], with the rollback PCR at its value after stage 1 extends `measured` (`None`: the
+/// floor the TPM holds now, counted from its origins).
+pub fn seal_measured(
+    tpm: &Tpm,
+    data: &[u8],
+    pcrs: &[u8],
+    measured: Option<&[u8]>,
+) -> Result<String, TpmError> {
     let mut all = pcrs.to_vec();
     all.push(PHASE_PCR);
     all.push(rollback::PCR);
@@ -329,7 +381,7 @@ pub fn seal(tpm: &Tpm, data: &[u8], pcrs: &[u8]) -> Result<String, TpmError> {
     all.dedup();
     let gate = gate_pcrs(&all);
     let mut ctx = tpm.context()?;
-    let values = expected(&mut ctx, &all)?;
+    let values = expected(&mut ctx, &all, measured)?;
     let policy = trial_digest(&mut ctx, &all, &values)?;
     let gate_digest = if gate.is_empty() {
         None
@@ -512,9 +564,11 @@ fn unseal_object(
         .map_err(TpmError::Policy);
     flush_session(ctx, s);
     if r.is_err() && sealed.pcrs.contains(&rollback::PCR) {
-        let checked = rollback::pcr_after(rollback::CHECKED);
-        if read_pcrs(ctx, &[rollback::PCR]).is_ok_and(|v| v[0] != checked) {
-            return Err(TpmError::FloorUnchecked);
+        let checked = crate::floor::floor_in(ctx).map(|f| crate::floor::confirmed_value(&f));
+        if let (Ok(checked), Ok(v)) = (checked, read_pcrs(ctx, &[rollback::PCR])) {
+            if checked.is_none_or(|c| v[0][..] != c[..]) {
+                return Err(TpmError::FloorUnchecked);
+            }
         }
     }
     Ok(Key::new(r?.value().to_vec()))

@@ -538,6 +538,12 @@ impl Vault {
 pub const SEALED_NEXT: &str = "org.lfedge.eve:sealed-key-next";
 /// The vault dataset property holding the next recovery wrap while the key is being rotated.
 pub const RECOVERY_NEXT: &str = "org.lfedge.eve:recovery-next";
+/// The highest rollback floors (epoch, serial, built-in key list) this vault saw stage 1 confirm,
+/// tagged with the vault key: what a recovery may not set the floor below (someone who deletes
+/// the TPM's counters or clears it, then boots an older signed release and waits for the
+/// operator's recovery, does not get the vault sealed to that release). `s1:<e>,<s>,<k>:<tag>`.
+pub const SEEN_PROPERTY: &str = "org.lfedge.eve:floor-seen";
+const SEEN_INFO: &[u8] = b"org.lfedge.eve:floor-seen v1";
 
 /// The vault's properties, as `zfs get` gave them.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -550,9 +556,11 @@ pub struct Observed {
     pub recovery: Option<String>,
     pub sealed_next: Option<String>,
     pub recovery_next: Option<String>,
+    /// [`SEEN_PROPERTY`].
+    pub seen: Option<String>,
 }
 
-pub const PROPS: [&str; 7] = [
+pub const PROPS: [&str; 8] = [
     "encryption",
     "keystatus",
     "guid",
@@ -560,6 +568,7 @@ pub const PROPS: [&str; 7] = [
     RECOVERY_PROPERTY,
     SEALED_NEXT,
     RECOVERY_NEXT,
+    SEEN_PROPERTY,
 ];
 
 /// Pure: the properties from `zfs get -H -p -o property,value` output (`-` is "not set").
@@ -580,7 +589,65 @@ pub fn parse_props(out: &str) -> Observed {
         recovery: set(RECOVERY_PROPERTY),
         sealed_next: set(SEALED_NEXT),
         recovery_next: set(RECOVERY_NEXT),
+        seen: set(SEEN_PROPERTY),
     }
+}
+
+/// Pure: [`SEEN_PROPERTY`]'s value for floors `f` of the vault `guid`, tagged with its key.
+pub fn seen_value(vault_key: &[u8], guid: u64, f: &[u64; 3]) -> Result<String, VaultError> {
+    let text = format!("{},{},{}", f[0], f[1], f[2]);
+    let tag = seen_tag(vault_key, guid, &text)?;
+    Ok(format!("s1:{text}:{}", B64.encode(tag)))
+}
+
+fn seen_tag(vault_key: &[u8], guid: u64, text: &str) -> Result<Vec<u8>, VaultError> {
+    use hmac::Mac;
+    let mut m = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(vault_key)
+        .map_err(|e| VaultError::Blob(e.to_string()))?;
+    m.update(SEEN_INFO);
+    m.update(&guid.to_be_bytes());
+    m.update(text.as_bytes());
+    Ok(m.finalize().into_bytes().to_vec())
+}
+
+/// Pure: the floors [`SEEN_PROPERTY`] records, if it is this vault's and tagged with `vault_key`
+/// (`None`: missing, from another key, or changed).
+pub fn check_seen(prop: Option<&str>, vault_key: &[u8], guid: u64) -> Option<[u64; 3]> {
+    let rest = prop?.strip_prefix("s1:")?;
+    let (text, tag) = rest.rsplit_once(':')?;
+    let want = seen_tag(vault_key, guid, text).ok()?;
+    let tag = B64.decode(tag).ok()?;
+    if !constant_eq(&want, &tag) {
+        return None;
+    }
+    let v: Vec<u64> = text
+        .split(',')
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
+    v.try_into().ok()
+}
+
+/// Pure: the higher of two records, per counter.
+pub fn max_floors(a: Option<[u64; 3]>, b: Option<[u64; 3]>) -> Option<[u64; 3]> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(std::array::from_fn(|i| a[i].max(b[i]))),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Where storage-init leaves, for later seal replacements in the same boot (which do not hold
+/// the old key to check the property with), the floors the vault saw as checked at its unlock.
+pub fn seen_path(roots: &platform::Roots) -> std::path::PathBuf {
+    roots.run.join("eve/vault-floor-seen.json")
+}
+
+/// The floors to record with a key rotated without the old key in hand: what this boot's
+/// unlock found, and the TPM's now.
+fn seen_now(host: &mut dyn Host) -> Option<[u64; 3]> {
+    let at_unlock = std::fs::read(seen_path(host.roots()))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<[u64; 3]>(&b).ok());
+    max_floors(at_unlock, host.tpm_floor_now())
 }
 
 /// Pure: whether `zfs get` failed because the dataset does not exist (anything else, such as a
@@ -972,11 +1039,45 @@ pub fn ensure(
         return (Vault::Unlocked, None);
     };
     let state = settle_rotation(host, &name, &obs, &used, &key);
-    if !wanted.is_empty() && tpm::parse_blob(&used).is_ok_and(|s| !s.pcrs.contains(&rollback::PCR))
-    {
+    note_floor_seen(host, &name, &obs, &key);
+    // Seals from before the floor, and seals bound to the older "floor checked" (from before the
+    // built-in key-list floor, which any initramfs of those releases measures): replaced once
+    // this release is judged good and the floor records its origins.
+    let replace = tpm::parse_blob(&used).is_ok_and(|s| {
+        if s.pcrs.contains(&rollback::PCR) {
+            host.tpm_floor_without_origins()
+        } else {
+            !wanted.is_empty()
+        }
+    });
+    if replace {
         note_floor_migration(host, &name, &obs, &used, &key, &state);
     }
     (Vault::Unlocked, Some(state))
+}
+
+/// After an unlock by the seal (so stage 1 confirmed the floor the TPM holds): raises the
+/// vault's record of the floors it saw to them, and leaves it on /run for this boot.
+fn note_floor_seen(host: &mut dyn Host, name: &str, obs: &Observed, key: &Key) {
+    let Some(guid) = obs.guid else { return };
+    let old = check_seen(obs.seen.as_deref(), key, guid);
+    let seen = max_floors(old, host.tpm_floor_now());
+    let Some(f) = seen else { return };
+    if seen != old {
+        match seen_value(key, guid, &f) {
+            Ok(v) => {
+                if let Err(e) = set_properties(host, name, &[(SEEN_PROPERTY, &v)]) {
+                    log(format!("{name}: {e}"));
+                }
+            }
+            Err(e) => log(format!("{name}: {e}")),
+        }
+    }
+    let p = seen_path(host.roots());
+    let _ = std::fs::create_dir_all(p.parent().unwrap_or(&p));
+    if let Err(e) = std::fs::write(&p, serde_json::json!(f).to_string()) {
+        log(format!("{}: {e}", p.display()));
+    }
 }
 
 /// Where storage-init leaves, for `storage-init raise-floor` later in the same boot, what it
@@ -1017,22 +1118,26 @@ fn note_floor_migration(
     let _ = std::fs::create_dir_all(p.parent().unwrap_or(&p));
     match std::fs::write(&p, note.to_string()) {
         Ok(()) => log(format!(
-            "{name}: unlocked with a seal from before the rollback floor; it is replaced once this release is judged good"
+            "{name}: unlocked with a seal from before the rollback floor or its built-in key-list check; it is replaced once this release is judged good"
         )),
         Err(e) => log(format!("{}: {e}", p.display())),
     }
 }
 
-/// `storage-init raise-floor`, once the floor is set: replaces a seal from before the floor
-/// (noted by this boot's storage-init) by rotating the vault key to a seal bound to it, wrapped
-/// for the same recovery key. `None` when there was nothing to replace.
+/// `storage-init raise-floor`, once the floor is set: replaces a seal from before the floor, or
+/// from before its origins (noted by this boot's storage-init), by rotating the vault key to a
+/// seal bound to stage 1's value for the floor with its origins, wrapped for the same recovery
+/// key. `None` when there was nothing to replace. The caller holds the floor lock; the note is
+/// claimed (renamed) first, so two runs never both rotate.
 pub fn finish_floor_migration(
     host: &mut dyn Host,
     enc: &Encryption,
     sb: SecureBoot,
 ) -> Option<Result<String, VaultError>> {
     let p = migration_path(host.roots());
-    let text = std::fs::read_to_string(&p).ok()?;
+    let claimed = p.with_extension("claimed");
+    std::fs::rename(&p, &claimed).ok()?;
+    let text = std::fs::read_to_string(&claimed).ok()?;
     let r = (|| {
         let v: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| VaultError::Blob(format!("{}: {e}", p.display())))?;
@@ -1045,16 +1150,52 @@ pub fn finish_floor_migration(
             .and_then(|r| r.try_into().ok())
             .ok_or_else(|| bad("rpub"))?;
         let wanted = wanted_pcrs(enc, sb);
-        rotate(host, &name, guid, &wanted, &rpub, v["proof"].as_str())?;
+        rotate_recording_origins(host, &name, guid, &wanted, &rpub, v["proof"].as_str())?;
         Ok(format!(
-            "{name}: its key rotated and sealed to {} and the rollback floor; the seal from before the floor opens nothing now",
+            "{name}: its key rotated and sealed to {} and the rollback floor with its key-list check; the older seal opens nothing now",
             binding_text(&wanted)
         ))
     })();
-    if r.is_ok() {
-        let _ = std::fs::remove_file(&p);
-    }
+    let _ = std::fs::remove_file(&claimed);
     Some(r)
+}
+
+/// [`rotate`]; on a box whose floor records no origins yet, through the three steps that keep a
+/// seal in force that stage 1's measurement opens: the key-list counter made and the origins
+/// chosen (stage 1 still measures the older value), the key rotated to a seal bound to the
+/// value for those origins, then the origins recorded. A power cut between the last two leaves
+/// the vault waiting for the recovery key, once.
+fn rotate_recording_origins(
+    host: &mut dyn Host,
+    name: &str,
+    guid: u64,
+    pcrs: &[u8],
+    rpub: &[u8; 32],
+    proof: Option<&str>,
+) -> Result<(), VaultError> {
+    let seen = seen_now(host);
+    if !host.tpm_floor_without_origins() {
+        return rotate(
+            host,
+            name,
+            guid,
+            pcrs,
+            rpub,
+            proof,
+            Floors {
+                origins: None,
+                seen,
+            },
+        );
+    }
+    let origins = host.tpm_migrate_begin()?;
+    let floors = Floors {
+        origins: Some(origins),
+        seen,
+    };
+    rotate(host, name, guid, pcrs, rpub, proof, floors)?;
+    host.tpm_migrate_commit(&origins)?;
+    Ok(())
 }
 
 /// After unlocking with seal `used`: finishes or drops a rotation a power cut interrupted, and
@@ -1105,10 +1246,21 @@ fn settle_rotation(
     state
 }
 
+/// What a rotated key's seal and records say of the rollback floor.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Floors {
+    /// Seal for stage 1's value with these origins (a replacement about to record them), not for
+    /// the floor the TPM holds.
+    pub origins: Option<[u64; 3]>,
+    /// The floors the vault saw confirmed ([`SEEN_PROPERTY`]), recorded with the new key.
+    pub seen: Option<[u64; 3]>,
+}
+
 /// Rotates the vault's wrapping key (`zfs change-key`; the vault's key must be loaded): a new key
-/// sealed for `guid` to `pcrs` and wrapped for the recovery key `rpub`, so every seal and wrap
-/// made before, in old properties or `zpool history`, opens nothing. Power-cut safe: the new seal
-/// and wrap are stored as `-next` first, so whichever key is in force has its seal on disk.
+/// sealed for `guid` to `pcrs` (the rollback PCR at stage 1's value for the floor the TPM holds,
+/// or for `floors.origins`) and wrapped for the recovery key `rpub`, so every seal and wrap made
+/// before, in old properties or `zpool history`, opens nothing. Power-cut safe: the new seal and
+/// wrap are stored as `-next` first, so whichever key is in force has its seal on disk.
 pub fn rotate(
     host: &mut dyn Host,
     name: &str,
@@ -1116,9 +1268,14 @@ pub fn rotate(
     pcrs: &[u8],
     rpub: &[u8; 32],
     proof: Option<&str>,
+    floors: Floors,
 ) -> Result<(), VaultError> {
     let key = tpm::generate()?;
-    let sealed = host.tpm_seal(&payload(guid, &key), pcrs)?;
+    let data = payload(guid, &key);
+    let sealed = match &floors.origins {
+        Some(o) => host.tpm_seal_counted(&data, pcrs, o)?,
+        None => host.tpm_seal(&data, pcrs)?,
+    };
     let wrapped = wrap_to(&key, rpub, proof)?;
     set_properties(
         host,
@@ -1140,14 +1297,18 @@ pub fn rotate(
         // tried after the current one at the next unlock and dropped.
         return Err(e.into());
     }
-    set_properties(
-        host,
-        name,
-        &[
-            (tpm::SEALED_PROPERTY, &sealed),
-            (RECOVERY_PROPERTY, &wrapped),
-        ],
-    )?;
+    let seen = floors
+        .seen
+        .map(|f| seen_value(&key, guid, &f))
+        .transpose()?;
+    let mut props = vec![
+        (tpm::SEALED_PROPERTY, sealed.as_str()),
+        (RECOVERY_PROPERTY, wrapped.as_str()),
+    ];
+    if let Some(v) = &seen {
+        props.push((SEEN_PROPERTY, v.as_str()));
+    }
+    set_properties(host, name, &props)?;
     clear_next(host, name);
     Ok(())
 }
@@ -1240,7 +1401,7 @@ fn create(host: &mut dyn Host, policy: &Policy, name: &str, how: NewKey, wanted:
     if recovery.is_some() {
         // Before the vault: a power cut after it must not leave a seal bound to a floor the TPM
         // does not hold yet (the next boot would wait for the recovery key).
-        raise_floor(host);
+        raise_floor(host, false);
     }
     if let Err(e) = host.zfs(&args, Some(&key)) {
         log(format!("vault not created: {}", platform::chain(&e)));
@@ -1339,8 +1500,12 @@ pub struct Recovered {
     pub vault: String,
     /// False when the key was already loaded (nothing to do).
     pub unlocked: bool,
-    /// What the key is sealed to now, on this box's TPM (`None`: no TPM here, not re-sealed).
+    /// What the key is sealed to now, on this box's TPM (`None`: no TPM here, or not re-sealed:
+    /// `warning` says why).
     pub sealed_to: Option<String>,
+    /// What the operator must know: the seal not replaced, or a floor left above the release.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
 /// Unlocks `<pool>/vault` with the recovery key, then (with a TPM) rotates its key and seals the
@@ -1363,6 +1528,7 @@ pub fn recover(
             vault: name,
             unlocked: false,
             sealed_to: None,
+            warning: None,
         });
     }
     let blobs: Vec<&String> = [&obs.recovery, &obs.recovery_next]
@@ -1390,12 +1556,12 @@ pub fn recover(
         (_, true) => return Err(VaultError::Unproven(name)),
     }
     let mut last = VaultError::WrongRecoveryKey;
-    let mut loaded = false;
+    let mut loaded = None;
     for blob in blobs {
         match unwrap(blob, rk) {
             Ok(key) => match load_key(host, &name, &key) {
                 Ok(()) => {
-                    loaded = true;
+                    loaded = Some(key);
                     break;
                 }
                 // A wrap of a key the vault no longer has (an old copy put back): not this one.
@@ -1404,35 +1570,84 @@ pub fn recover(
             Err(e) => last = e,
         }
     }
-    if !loaded {
+    let Some(key) = loaded else {
         return Err(last);
-    }
+    };
     crate::mounts::apply(host, policy, true);
     let wanted = wanted_pcrs(enc, sb);
-    let sealed_to = if host.tpm_present() {
-        let guid = obs
-            .guid
-            .ok_or_else(|| VaultError::Blob(format!("{name}: its guid could not be read")))?;
-        // The floor first: a power cut between the two must not leave a new seal bound to a
-        // floor the TPM does not hold (another recovery would then be needed).
-        raise_floor(host);
-        rotate(host, &name, guid, &wanted, &rk.public()?, proof.as_deref())?;
-        Some(binding_text(&wanted))
-    } else {
-        None
+    if !host.tpm_present() {
+        return Ok(Recovered {
+            vault: name,
+            unlocked: true,
+            sealed_to: None,
+            warning: None,
+        });
+    }
+    let guid = obs
+        .guid
+        .ok_or_else(|| VaultError::Blob(format!("{name}: its guid could not be read")))?;
+    // The floors this vault saw confirmed (tagged with its key, so only this box wrote them): the
+    // running release must not be below them, whatever the TPM holds now.
+    let seen = check_seen(obs.seen.as_deref(), &key, guid);
+    let target = host.floor_target();
+    if let Some(why) = below_seen(seen, target) {
+        return Ok(Recovered {
+            vault: name,
+            unlocked: true,
+            sealed_to: None,
+            warning: Some(format!(
+                "{why}: the vault is unlocked for this boot only and its seal is not replaced; install a release at that floor (or boot the slot that holds one), then recover again"
+            )),
+        });
+    }
+    // The floor first: a power cut between the two must not leave a new seal bound to a floor
+    // the TPM does not hold (another recovery would then be needed). A floor above the running
+    // release is counted again only when the vault's record says the release is not below what
+    // it saw.
+    raise_floor(host, seen.is_some());
+    let now = host.tpm_floor_now();
+    let warning = match (now, target) {
+        (Some(f), Some(t)) if (0..3).any(|i| f[i] > u64::from(t[i])) => Some(format!(
+            "the TPM's rollback floor {f:?} stays above the running release's {t:?} (the vault holds no record of the floors it saw that would let it be counted again): stage 1 will not give this release the vault; install a release at the floor"
+        )),
+        _ => None,
     };
+    rotate(
+        host,
+        &name,
+        guid,
+        &wanted,
+        &rk.public()?,
+        proof.as_deref(),
+        Floors {
+            origins: None,
+            seen: max_floors(seen, now),
+        },
+    )?;
     Ok(Recovered {
         vault: name,
         unlocked: true,
-        sealed_to,
+        sealed_to: Some(binding_text(&wanted)),
+        warning,
     })
+}
+
+/// Pure: why the running release (its floor target) is below the floors the vault saw, if it is.
+pub fn below_seen(seen: Option<[u64; 3]>, target: Option<[u32; 3]>) -> Option<String> {
+    let (s, t) = (seen?, target?);
+    let names = ["security epoch", "update-key serial", "built-in key list"];
+    let i = (0..3).find(|&i| u64::from(t[i]) < s[i])?;
+    Some(format!(
+        "the running release's {} is {}, below {} which this vault saw confirmed",
+        names[i], t[i], s[i]
+    ))
 }
 
 /// Raises the TPM's rollback floor to the running release (defining it on a new vault or after
 /// a recovery). A failure is loud: the next boot cannot confirm the floor, and the vault then
 /// waits for the recovery key.
-fn raise_floor(host: &mut dyn Host) {
-    match host.tpm_raise_floor() {
+fn raise_floor(host: &mut dyn Host, lower: bool) {
+    match host.tpm_raise_floor(lower) {
         Ok(what) => log(format!("rollback floor in the TPM: {what}")),
         Err(e) => log(format!(
             "WARNING: the rollback floor could not be set in the TPM ({}): the next boot will need the recovery key",
@@ -1465,7 +1680,10 @@ pub fn new_recovery_key(
         .guid
         .ok_or_else(|| VaultError::Blob(format!("{name}: its guid could not be read")))?;
     let rk = RecoveryKey::generate()?;
-    rotate(
+    // A seal replacement this boot's storage-init noted would wrap for the old recovery key: this
+    // rotation replaces the seal itself.
+    let _ = std::fs::remove_file(migration_path(host.roots()));
+    rotate_recording_origins(
         host,
         &name,
         guid,
@@ -1479,6 +1697,14 @@ pub fn new_recovery_key(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The `zfs set` calls other than the record of the floors seen.
+    fn sets_but_seen(h: &FakeHost) -> Vec<&str> {
+        h.calls_to("zfs set")
+            .into_iter()
+            .filter(|c| !c.contains(SEEN_PROPERTY))
+            .collect()
+    }
 
     fn sealed_obs(blob: &str) -> Observed {
         Observed {
@@ -1855,7 +2081,10 @@ mod tests {
         assert_eq!(open_payload(&data, 2, Some(42)).unwrap()[..], key[..]);
         assert!(open_payload(&data, 2, Some(43)).is_err());
         // The rollback floor is set before the vault is made.
-        let floor = h.calls.iter().position(|c| c == "tpm-raise-floor");
+        let floor = h
+            .calls
+            .iter()
+            .position(|c| c == "tpm-raise-floor lower=false");
         let created = h.calls.iter().position(|c| c.starts_with("zfs create"));
         assert!(floor.is_some() && floor < created, "{:?}", h.calls);
     }
@@ -1901,6 +2130,67 @@ mod tests {
         confirmed.answer(GUID, Ok("42\n"));
         let (v, _) = ensure(&mut confirmed, &Policy::builtin(), SecureBoot::On);
         assert_eq!(v, Vault::Unlocked);
+    }
+
+    #[test]
+    fn a_seal_from_before_the_key_list_floor_is_replaced_once_the_floor_records_origins() {
+        let key = [6u8; 32];
+        let rk = RecoveryKey::from_bytes([0x21; 32]);
+        let wrapped = wrap_to(&key, &rk.public().unwrap(), None).unwrap();
+        // Bound to PCR 12, as every seal since the floor: what it was bound to (the older "floor
+        // checked" or the value naming the origins) is told by the TPM's floor.
+        let bound = "v2:7,11,12:Rw==:AAAAAQ==:AA==";
+        for without_origins in [true, false] {
+            let t = tempfile::tempdir().unwrap();
+            let mut h = FakeHost {
+                floor_without_origins: without_origins,
+                roots: platform::Roots::under(t.path()),
+                ..FakeHost::default()
+            };
+            let at = h.pcr7;
+            h.sealed.push((payload(42, &key).to_vec(), vec![7], at));
+            vault_props(
+                &mut h,
+                &[(tpm::SEALED_PROPERTY, bound), (RECOVERY_PROPERTY, &wrapped)],
+            );
+            h.answer(GUID, Ok("42\n"));
+            let (v, _) = ensure(&mut h, &Policy::builtin(), SecureBoot::On);
+            assert_eq!(v, Vault::Unlocked);
+            assert!(
+                h.calls_to("zfs change-key").is_empty(),
+                "nothing rotated at boot"
+            );
+            assert_eq!(
+                migration_path(&h.roots).exists(),
+                without_origins,
+                "replaced only when the floor records no origins yet"
+            );
+            if !without_origins {
+                continue;
+            }
+            // The good boot's replacement: the key-list counter made and the origins chosen,
+            // the key rotated to a seal for them, and only then the origins recorded (until
+            // then stage 1 measures the older value the seal in force opens with).
+            h.calls.clear();
+            h.answer(GUID, Ok("42\n"));
+            let enc = Policy::builtin().encryption;
+            let done = finish_floor_migration(&mut h, &enc, SecureBoot::On);
+            assert!(matches!(done, Some(Ok(_))), "{done:?}");
+            let at = |what: &str| {
+                h.calls
+                    .iter()
+                    .position(|c| c.starts_with(what))
+                    .unwrap_or_else(|| panic!("{what}: {:?}", h.calls))
+            };
+            assert!(at("tpm-migrate-begin") < at("tpm-seal-counted [1, 1, 5]"));
+            assert!(at("tpm-seal-counted") < at("zfs change-key"));
+            assert!(at("zfs change-key") < at("tpm-migrate-commit [1, 1, 5]"));
+            assert!(!migration_path(&h.roots).exists());
+            assert!(
+                finish_floor_migration(&mut h, &enc, SecureBoot::On).is_none(),
+                "claimed once"
+            );
+        }
     }
 
     #[test]
@@ -2141,9 +2431,14 @@ mod tests {
                 h.calls_to("zfs load-key"),
                 ["zfs load-key -L prompt persist/vault <stdin 32 bytes>"]
             );
-            // Nothing written: no seal, no recovery key, no property.
+            // Nothing written but the record of the floors seen: no seal, no recovery key.
             assert!(h.calls_to("tpm-seal").is_empty() && h.shown.is_empty());
-            assert!(h.calls_to("zfs set").is_empty() && h.calls_to("zfs change-key").is_empty());
+            assert!(sets_but_seen(&h).is_empty() && h.calls_to("zfs change-key").is_empty());
+            assert_eq!(
+                check_seen(written(&h, SEEN_PROPERTY).as_deref(), &[5u8; 32], 42),
+                Some([0, 1, 1]),
+                "the TPM's floor, which stage 1 confirmed, recorded with the vault key"
+            );
         }
         // An earlier release's seal, Secure Boot off: unlocked as it is (no re-seal at boot).
         let mut h = FakeHost::default();
@@ -2151,7 +2446,7 @@ mod tests {
         vault_props(&mut h, &[(tpm::SEALED_PROPERTY, "v1::AAAAAQ==:AA==")]);
         let (v, rec) = ensure(&mut h, &Policy::builtin(), SecureBoot::Off);
         assert_eq!((v, rec), (Vault::Unlocked, Some(RecoveryState::Missing)));
-        assert!(h.calls_to("tpm-seal").is_empty() && h.calls_to("zfs set").is_empty());
+        assert!(h.calls_to("tpm-seal").is_empty() && sets_but_seen(&h).is_empty());
     }
 
     #[test]
@@ -2192,7 +2487,7 @@ mod tests {
         assert_eq!((v, rec), (Vault::Unlocked, Some(RecoveryState::Ok)));
         assert_eq!(h.stdin, [vec![5u8; 32]]);
         assert_eq!(h.calls_to("zfs inherit").len(), 2);
-        assert!(h.calls_to("zfs set").is_empty());
+        assert!(sets_but_seen(&h).is_empty());
         // Stopped after change-key: key 5 no longer loads, key 6 does, and its seal and wrap
         // become the vault's.
         let mut h2 = FakeHost {
@@ -2276,6 +2571,7 @@ mod tests {
             &[7],
             &rk.public().unwrap(),
             None,
+            Floors::default(),
         )
         .unwrap();
         let steps: Vec<&str> = h
@@ -2313,7 +2609,8 @@ mod tests {
             42,
             &[7],
             &rk.public().unwrap(),
-            None
+            None,
+            Floors::default()
         )
         .is_err());
         assert_eq!(h.calls_to("zfs set").len(), 1);
@@ -2393,6 +2690,72 @@ mod tests {
             Err(VaultError::NoRecovery(_))
         ));
         assert_eq!(h.calls.len(), 1);
+    }
+
+    #[test]
+    fn a_recovery_never_seals_for_a_release_below_the_floors_the_vault_saw() {
+        let rk = RecoveryKey::from_bytes([0x11; 32]);
+        let key = [8u8; 32];
+        let wrapped = wrap_to(&key, &rk.public().unwrap(), None).unwrap();
+        let seen = seen_value(&key, 42, &[2, 3, 3]).unwrap();
+        let enc = Policy::builtin().encryption;
+        let host = |target, seen: Option<&str>| {
+            let mut h = FakeHost {
+                target: Some(target),
+                floor_now: None,
+                ..FakeHost::default()
+            };
+            let mut props = vec![(RECOVERY_PROPERTY, wrapped.as_str())];
+            if let Some(v) = seen {
+                props.push((SEEN_PROPERTY, v));
+            }
+            vault_props(&mut h, &props);
+            h
+        };
+        // The TPM's counters deleted (or the TPM cleared) and an older signed release (epoch 1)
+        // booted: the recovery unlocks for this boot only; nothing raised, rotated or sealed.
+        let mut h = host([1, 3, 3], Some(&seen));
+        let r = recover(&mut h, &Policy::builtin(), &rk, &enc, SecureBoot::On, true).unwrap();
+        assert!(r.unlocked && r.sealed_to.is_none(), "{r:?}");
+        let w = r.warning.unwrap();
+        assert!(w.contains("security epoch is 1, below 2"), "{w}");
+        assert!(h.calls_to("tpm").is_empty(), "{:?}", h.calls);
+        assert!(h.calls_to("zfs change-key").is_empty());
+        // A release built before the newest key rotation, the same.
+        let mut h = host([2, 3, 2], Some(&seen));
+        let r = recover(&mut h, &Policy::builtin(), &rk, &enc, SecureBoot::On, true).unwrap();
+        assert!(r
+            .warning
+            .unwrap()
+            .contains("built-in key list is 2, below 3"));
+        // At or above them: raised (a floor above the release may be counted again), rotated,
+        // and the record carried over to the new key.
+        let mut h = host([2, 3, 3], Some(&seen));
+        let r = recover(&mut h, &Policy::builtin(), &rk, &enc, SecureBoot::On, true).unwrap();
+        assert!(r.sealed_to.is_some() && r.warning.is_none(), "{r:?}");
+        assert_eq!(h.calls_to("tpm-raise-floor lower=true").len(), 1);
+        let new = h.stdin[1].clone();
+        assert_eq!(
+            check_seen(written(&h, SEEN_PROPERTY).as_deref(), &new, 42),
+            Some([2, 3, 3])
+        );
+        // No record (deleted, or a box from before it): a floor above the release stays.
+        let mut h = host([1, 1, 1], None);
+        recover(&mut h, &Policy::builtin(), &rk, &enc, SecureBoot::On, true).unwrap();
+        assert_eq!(h.calls_to("tpm-raise-floor lower=false").len(), 1);
+        // Only this vault's record, tagged with its key, as written, counts.
+        assert_eq!(check_seen(Some(&seen), &key, 42), Some([2, 3, 3]));
+        assert_eq!(check_seen(Some(&seen), &[9u8; 32], 42), None);
+        assert_eq!(check_seen(Some(&seen), &key, 43), None);
+        assert_eq!(
+            check_seen(Some(&seen.replacen("s1:2,", "s1:1,", 1)), &key, 42),
+            None
+        );
+        assert_eq!(check_seen(Some("s1:1,1,1"), &key, 42), None);
+        assert_eq!(
+            max_floors(Some([1, 5, 2]), Some([3, 1, 2])),
+            Some([3, 5, 2])
+        );
     }
 
     #[test]

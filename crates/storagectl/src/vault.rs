@@ -46,17 +46,23 @@ pub fn vault(pool: &str, cmd: VaultCmd) -> ExitCode {
                 if !v.unlocked {
                     format!("{}: already unlocked; nothing changed\n", v.vault)
                 } else {
-                    format!(
+                    let mut t = format!(
                         "{}: unlocked with the recovery key; {}\n",
                         v.vault,
-                        match &v.sealed_to {
-                            Some(b) => format!(
+                        match (&v.sealed_to, &v.warning) {
+                            (Some(b), _) => format!(
                                 "its key is now sealed to {b}: the next boot unlocks by itself"
                             ),
-                            None =>
+                            (None, Some(_)) =>
+                                "its seal is not replaced: the next boot needs the recovery key again".into(),
+                            (None, None) =>
                                 "no TPM here: the next boot needs the recovery key again".into(),
                         }
-                    )
+                    );
+                    if let Some(w) = &v.warning {
+                        t.push_str(&format!("WARNING: {w}\n"));
+                    }
+                    t
                 }
             })
         }

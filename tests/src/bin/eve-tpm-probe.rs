@@ -11,6 +11,14 @@
 //! `eve-tpm-probe floor`: the rollback floor as the TPM holds it.
 //! `eve-tpm-probe undefine-floor`: delete the floor's counters with the owner's (empty) auth, as
 //! anyone with a shell on the box or a live USB can.
+//! `eve-tpm-probe legacy-seal RECOVERY_KEY_FILE RECOVERY_PROPERTY_FILE GUID`: what a box from
+//! before the built-in key-list floor holds: the vault key (opened with the operator's recovery
+//! key) sealed as that release sealed it, to stage 1's older "floor checked"; printed as a blob.
+//! `eve-tpm-probe forget-origins`: delete the key-list counter and the origin record (with the
+//! first, a box from before them).
+//! `eve-tpm-probe origins`: the origin record, if any.
+//! `eve-tpm-probe clear`: `TPM2_Clear` with the lockout hierarchy's (empty) auth, as the
+//! firmware's "clear TPM" does: new storage seeds, every owner NV index gone.
 
 use std::process::ExitCode;
 use storage::tpm::{self, Tpm};
@@ -52,8 +60,21 @@ fn main() -> ExitCode {
         ["floor"] => storage::floor::read(&t)
             .map(|(e, s)| format!("epoch {e:?} serial {s:?}"))
             .map_err(|e| platform::chain(&e)),
-        ["undefine-floor"] => undefine_floor(),
-        _ => Err("usage: eve-tpm-probe unseal BLOB_FILE | seal-ungated KEY_FILE GUID | floor | undefine-floor".into()),
+        ["undefine-floor"] => undefine(&[
+            platform::rollback::EPOCH_INDEX,
+            platform::rollback::SERIAL_INDEX,
+        ]),
+        ["forget-origins"] => undefine(&[
+            platform::rollback::BUILTIN_INDEX,
+            platform::rollback::ORIGIN_INDEX,
+        ]),
+        ["origins"] => platform::tpmcmd::Device::open(std::path::Path::new("/dev/tpmrm0"))
+            .map_err(|e| e.to_string())
+            .and_then(|mut d| platform::tpmcmd::read_origins(&mut d))
+            .map(|o| format!("{o:?}")),
+        ["legacy-seal", rk, prop, guid] => legacy_seal(&t, rk, prop, guid),
+        ["clear"] => clear(),
+        _ => Err("usage: eve-tpm-probe unseal BLOB_FILE | seal-ungated KEY_FILE GUID | floor | undefine-floor | forget-origins | origins | legacy-seal RK PROP GUID | clear".into()),
     };
     match r {
         Ok(out) => {
@@ -67,7 +88,29 @@ fn main() -> ExitCode {
     }
 }
 
-fn undefine_floor() -> Result<String, String> {
+fn clear() -> Result<String, String> {
+    use tss_esapi::handles::AuthHandle;
+    let dev: tss_esapi::tcti_ldr::DeviceConfig =
+        "/dev/tpmrm0".parse().map_err(|e| format!("{e}"))?;
+    let mut ctx = tss_esapi::Context::new(tss_esapi::tcti_ldr::TctiNameConf::Device(dev))
+        .map_err(|e| format!("open the TPM: {e}"))?;
+    ctx.execute_with_nullauth_session(|c| c.clear(AuthHandle::Lockout))
+        .map_err(|e| format!("TPM2_Clear: {e}"))?;
+    Ok("cleared".into())
+}
+
+fn legacy_seal(t: &Tpm, rk: &str, prop: &str, guid: &str) -> Result<String, String> {
+    let rk = std::fs::read_to_string(rk).map_err(|e| format!("{rk}: {e}"))?;
+    let rk = storage::vault::RecoveryKey::parse(rk.trim()).map_err(|e| platform::chain(&e))?;
+    let blob = std::fs::read_to_string(prop).map_err(|e| format!("{prop}: {e}"))?;
+    let key = storage::vault::unwrap(blob.trim(), &rk).map_err(|e| platform::chain(&e))?;
+    let g: u64 = guid.parse().map_err(|_| format!("guid `{guid}`"))?;
+    let data = storage::vault::payload(g, &key);
+    tpm::seal_measured(t, &data, &[7], Some(platform::rollback::CHECKED))
+        .map_err(|e| platform::chain(&e))
+}
+
+fn undefine(indexes: &[u32]) -> Result<String, String> {
     use tss_esapi::handles::{NvIndexHandle, NvIndexTpmHandle, TpmHandle};
     use tss_esapi::interface_types::resource_handles::Provision;
     let dev: tss_esapi::tcti_ldr::DeviceConfig =
@@ -75,10 +118,7 @@ fn undefine_floor() -> Result<String, String> {
     let mut ctx = tss_esapi::Context::new(tss_esapi::tcti_ldr::TctiNameConf::Device(dev))
         .map_err(|e| format!("open the TPM: {e}"))?;
     let mut done = Vec::new();
-    for index in [
-        platform::rollback::EPOCH_INDEX,
-        platform::rollback::SERIAL_INDEX,
-    ] {
+    for &index in indexes {
         let h = NvIndexTpmHandle::new(index).map_err(|e| format!("{e}"))?;
         let obj = ctx
             .tr_from_tpm_public(TpmHandle::NvIndex(h))

@@ -4,7 +4,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic with context on failure
 
-use crate::common::{dev_key, info, variant, variant_with};
+use crate::common::{
+    builtin_keys, copy_probe, dev_key, info, recover, recovery_key, variant, variant_with,
+};
 use abupdate::artifact::Manifest;
 use eve_vmtest::{dev_signing_key, image_path, test_dir, DiskKind, DiskSpec, Machine, MachineSpec};
 use serde_json::Value;
@@ -41,6 +43,32 @@ fn doctored(
     let out = dir.join(name);
     std::fs::write(&out, h).unwrap();
     out
+}
+
+/// Rewrites both slot-state copies on the ESP as someone with the disk would, through the GRUB
+/// environment serializer (so the blocks stay 1024 bytes).
+fn edit_state(
+    m: &mut Machine,
+    dir: &Path,
+    edit: impl Fn(&mut std::collections::BTreeMap<String, String>),
+) {
+    let mount = "mkdir -p /run/esp && mount -t vfat /dev/disk/by-partlabel/EFI /run/esp";
+    for copy in abupdate::esp::COPIES {
+        let host = dir.join("state.env");
+        m.ok(&format!(
+            "{mount} && cp /run/esp/{copy} /run/state.env && umount /run/esp"
+        ))
+        .unwrap();
+        m.copy_out("/run/state.env", &host).unwrap();
+        let mut env = abupdate::grubenv::parse(&std::fs::read(&host).unwrap()).unwrap();
+        edit(&mut env);
+        std::fs::write(&host, abupdate::grubenv::serialize(&env).unwrap()).unwrap();
+        m.copy_in(&host, "/run/state.env").unwrap();
+        m.ok(&format!(
+            "{mount} && cp /run/state.env /run/esp/{copy} && umount /run/esp && sync"
+        ))
+        .unwrap();
+    }
 }
 
 fn status(m: &mut Machine) -> Value {
@@ -170,6 +198,7 @@ fn v2_installs_and_becomes_good_while_unbootable_and_unhealthy_v3_roll_back_by_t
     });
 
     m.boot().unwrap();
+    let rk = recovery_key(&m.console()).expect("the first boot shows the recovery key");
     let st = wait_status(&mut m, "the factory slot A to be good", |s| good(s, "A"));
     assert_eq!(slot(&st, "B")["state"], "empty");
     let v1 = slot(&st, "A")["version"].as_str().unwrap().to_string();
@@ -353,7 +382,7 @@ fn v2_installs_and_becomes_good_while_unbootable_and_unhealthy_v3_roll_back_by_t
     assert!(console.contains("EVE: booting slot B"), "fell back to v2");
     assert!(
         console.contains(
-            "rollback floor met (epoch 1 >= 1, key serial 1 >= 1, boot loader epoch 1 >= 1)"
+            "rollback floor met (epoch 1 >= 1, key serial 1 >= 1, boot loader epoch 1 >= 1, built-in key list 1 >= 1;"
         ),
         "{console}"
     );
@@ -405,6 +434,76 @@ fn v2_installs_and_becomes_good_while_unbootable_and_unhealthy_v3_roll_back_by_t
     m.reboot().unwrap();
     let console = std::fs::read_to_string(m.console_log()).unwrap();
     assert!(console.contains("boot loader epoch 1 >= 1"), "{console}");
+    wait_status(&mut m, "v2 to be good again", |s| good(s, "B"));
+    data_intact(&mut m);
+    assert_eq!(
+        m.ok("zfs get -H -o name,value -r guid persist").unwrap(),
+        guids
+    );
+
+    // Attack: the TPM's counters deleted (any shell or live USB can) and v1 (epoch 0, signed,
+    // still in slot A) made first and good again in the unsigned slot state; stage 1 finds no
+    // floor, so v1 boots, without the vault. The operator is asked to recover. The vault's own
+    // record of the floors it saw confirmed (epoch 1, tagged with its key) refuses to seal for
+    // v1: unlocked for that boot only, nothing raised or sealed. Back on v2 the recovery seals
+    // again, and the next boot unlocks by itself.
+    copy_probe(&mut m, &dir);
+    m.ok("/run/probe undefine-floor").unwrap();
+    edit_state(&mut m, &dir, |env| {
+        env.insert("EVE_ORDER".into(), "A B".into());
+        env.insert("A_STATE".into(), "good".into());
+    });
+    m.reboot().unwrap();
+    let console = m.console();
+    assert!(
+        console.contains("EVE: booting slot A")
+            && console.contains("stage 1: WARNING: no rollback floor in the TPM"),
+        "{console}"
+    );
+    assert_eq!(status(&mut m)["running"], "A");
+    let vault_key = |m: &mut Machine| {
+        m.ok("zfs get -H -o value keystatus persist/vault")
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    assert_eq!(vault_key(&mut m), "unavailable");
+    let out = recover(&mut m, &rk);
+    assert!(
+        out.status == 0
+            && out
+                .stdout
+                .contains("WARNING: the running release's security epoch is 0, below 1 which this vault saw confirmed")
+            && out.stdout.contains("its seal is not replaced"),
+        "{out:?}"
+    );
+    assert_eq!(vault_key(&mut m), "available", "for this boot");
+    copy_probe(&mut m, &dir);
+    assert_eq!(
+        m.ok("/run/probe floor").unwrap().trim(),
+        "epoch None serial None",
+        "nothing raised for v1"
+    );
+    m.ok(&format!(
+        "{ESP} && sed -i 's/EVE_ORDER=A B/EVE_ORDER=B A/' /run/esp/EFI/eve/state1.env /run/esp/EFI/eve/state2.env && umount /run/esp && sync"
+    ))
+    .unwrap();
+    m.reboot().unwrap();
+    assert!(m.console().contains("EVE: booting slot B"));
+    assert_eq!(vault_key(&mut m), "unavailable");
+    let out = recover(&mut m, &rk);
+    assert!(
+        out.status == 0
+            && out.stdout.contains("the next boot unlocks by itself")
+            && !out.stdout.contains("WARNING"),
+        "{out:?}"
+    );
+    m.reboot().unwrap();
+    let console = m.console();
+    assert!(
+        console.contains("rollback floor met (epoch 1 >= 1, key serial 1 >= 1"),
+        "{console}"
+    );
     wait_status(&mut m, "v2 to be good again", |s| good(s, "B"));
     data_intact(&mut m);
     assert_eq!(
@@ -681,23 +780,10 @@ fn a_power_cut_mid_install_boots_the_old_slot_and_the_install_can_be_repeated() 
     // (the image's own list 1 is below the floor), one signed by the retired key too; v5
     // carrying the vendor's full chain is accepted, rewrites keys.json and resets EVE_KEYS, and
     // boots with the vault.
-    for copy in abupdate::esp::COPIES {
-        let host = dir.join("state.env");
-        m.ok(&format!(
-            "{esp} && cp /run/esp/{copy} /run/state.env && umount /run/esp"
-        ))
-        .unwrap();
-        m.copy_out("/run/state.env", &host).unwrap();
-        let mut env = abupdate::grubenv::parse(&std::fs::read(&host).unwrap()).unwrap();
+    edit_state(&mut m, &dir, |env| {
         assert_eq!(env["EVE_KEYS"], "2");
         env.insert("EVE_KEYS".into(), "4000000000".into());
-        std::fs::write(&host, abupdate::grubenv::serialize(&env).unwrap()).unwrap();
-        m.copy_in(&host, "/run/state.env").unwrap();
-        m.ok(&format!(
-            "{esp} && cp /run/state.env /run/esp/{copy} && umount /run/esp"
-        ))
-        .unwrap();
-    }
+    });
     m.ok(&format!(
         "{esp} && printf '{{garbage' > /run/esp/EFI/eve/keys.json && umount /run/esp"
     ))
@@ -719,9 +805,14 @@ fn a_power_cut_mid_install_boots_the_old_slot_and_the_install_can_be_repeated() 
             "{cmd}: {out:?}"
         );
     }
+    // v4.5 is also the first release built after the rotation: list 2 is the one built into its
+    // initramfs and its release facts, so its good boot raises the built-in key-list floor.
+    let list2 = abupdate::trust::KeyList::parse(rotation.list.as_bytes()).unwrap();
     let mut i = info(1);
     i.key_chain = vec![rotation];
-    let v5_chain = variant_with(&dir, "v4.5-chain", &new_key, i, |_| {});
+    let v5_chain = variant_with(&dir, "v4.5-chain", &new_key, i, |root| {
+        builtin_keys(root, &list2)
+    });
     m.copy_in(&v5_chain, "/run/v5-chain.update").unwrap();
     let out = m.sh("abupdate install /run/v5-chain.update").unwrap();
     assert!(
@@ -741,5 +832,67 @@ fn a_power_cut_mid_install_boots_the_old_slot_and_the_install_can_be_repeated() 
     assert_eq!(slot(&st, "B")["version"], "v4.5-chain");
     data_intact(&mut m);
     check_keys(&mut m);
+    // ab-health raised the floor once v4.5 was good (this call may take the turn before it).
+    let floor = m.ok("storage-init raise-floor").unwrap();
+    assert!(
+        floor.contains("built-in key list 2") || floor.contains("built-in key list 1 -> 2"),
+        "{floor}"
+    );
+
+    // Attack: a fork by the retired key. Whoever holds the key the box trusted before the
+    // rotation (the development key here) signs a slot of their own and writes it straight to
+    // slot A, first in the boot order. Its initramfs is a genuine one built before the rotation:
+    // it still trusts the retired key, so its stage 1 opens the slot (under the ESP's chain the
+    // keys in force even read as list 2). The built-in key-list floor keeps the vault locked,
+    // and every dataset as it was; the box's own release, put back first, unlocks as before.
+    let guids = m.ok("zfs get -H -o name,value -r guid persist").unwrap();
+    let fork = variant(&dir, "v6-fork", |_| {});
+    m.copy_in(&fork, "/run/fork.update").unwrap();
+    m.ok(&format!(
+        "dd if=/run/fork.update of=/dev/disk/by-partlabel/IMGA bs=4096 skip=1 conv=fsync 2>/dev/null && rm /run/fork.update && \
+         {esp} && sed -i 's/EVE_ORDER=B A/EVE_ORDER=A B/' /run/esp/EFI/eve/state1.env /run/esp/EFI/eve/state2.env && \
+         grep -c 'EVE_ORDER=A B' /run/esp/EFI/eve/state1.env && umount /run/esp && sync"
+    ))
+    .unwrap();
+    m.reboot().unwrap();
+    let console = m.console();
+    assert!(
+        console.contains("EVE: booting slot A")
+            && console.contains(
+                "the key list built into this initramfs has serial 1, below this box's floor 2"
+            ),
+        "{console}"
+    );
+    assert_eq!(
+        m.ok("cat /etc/eve-release").unwrap(),
+        "eve-storage v6-fork\n"
+    );
+    assert_eq!(
+        m.ok("zfs get -H -o value keystatus persist/vault")
+            .unwrap()
+            .trim(),
+        "unavailable",
+        "the fork's boot leaves the vault locked"
+    );
+    assert_eq!(
+        m.ok("zfs get -H -o name,value -r guid persist").unwrap(),
+        guids
+    );
+    m.ok(&format!(
+        "{esp} && sed -i 's/EVE_ORDER=A B/EVE_ORDER=B A/' /run/esp/EFI/eve/state1.env /run/esp/EFI/eve/state2.env && umount /run/esp && sync"
+    ))
+    .unwrap();
+    m.reboot().unwrap();
+    let console = m.console();
+    assert!(console.contains("built-in key list 2 >= 2"), "{console}");
+    assert_eq!(
+        m.ok("cat /etc/eve-release").unwrap(),
+        "eve-storage v4.5-chain\n"
+    );
+    data_intact(&mut m);
+    assert_eq!(
+        m.ok("zfs get -H -o name,value -r guid persist").unwrap(),
+        guids
+    );
     m.poweroff().unwrap();
 }

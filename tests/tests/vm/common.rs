@@ -113,6 +113,50 @@ pub fn loader_for_epoch(root: &Path, epoch: u32) {
     );
 }
 
+/// The tree as a build made after a key rotation makes it: `list` is the update-key list built in,
+/// in the image's release facts and in the initramfs (appended as a second cpio archive, whose
+/// file replaces the first one's when the kernel unpacks them), and the boot files are signed
+/// again with the image's development boot keys, as the build signs them.
+pub fn builtin_keys(root: &Path, list: &abupdate::trust::KeyList) {
+    let rp = root.join("etc").join(abupdate::release::RELEASE);
+    let mut rel: Release = serde_json::from_slice(&std::fs::read(&rp).unwrap()).unwrap();
+    rel.update_keys = list.clone();
+    std::fs::write(&rp, serde_json::to_vec_pretty(&rel).unwrap()).unwrap();
+    let initrd = root.join("boot/initrd.img");
+    let out = Command::new("zstd")
+        .args(["-q", "-d", "-c"])
+        .arg(&initrd)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "zstd -d {}", initrd.display());
+    let mut cpio = out.stdout;
+    // Zero bytes between archives are skipped; the next one starts aligned.
+    cpio.resize(cpio.len().div_ceil(512) * 512, 0);
+    let mut t = imgbuild::cpio::Tree::default();
+    t.insert(
+        "etc/eve/boot-keys.json",
+        imgbuild::cpio::Node::File {
+            data: serde_json::to_vec_pretty(list).unwrap(),
+            mode: 0o644,
+        },
+    );
+    let cpio = t.write(cpio).unwrap();
+    let raw = root.join("initrd.cpio");
+    std::fs::write(&raw, cpio).unwrap();
+    let st = Command::new("zstd")
+        .args(["-q", "-f", "-3"])
+        .arg(&raw)
+        .arg("-o")
+        .arg(&initrd)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::remove_file(&raw).unwrap();
+    let m = eve_vmtest::build_manifest(&image_path());
+    let keys = m["secure_boot"]["dev_boot_keys_dir"].as_str().unwrap();
+    imgbuild::build::sign_boot_files(Path::new(keys), root).unwrap();
+}
+
 /// Unpacks the squashfs `sq` (a slot image: trailing verity data is ignored) into a fresh `root`.
 pub fn unsquash(sq: &Path, root: &Path) {
     let _ = std::fs::remove_dir_all(root);
@@ -166,6 +210,20 @@ pub fn recovery_key(console: &str) -> Option<String> {
                     .all(|b| b == b'-' || b"cbdefghijklnrtuv".contains(&b))
         })
         .map(String::from)
+}
+
+/// The attacker's TPM tool, stripped, in the guest at /run/probe.
+pub fn copy_probe(m: &mut eve_vmtest::Machine, dir: &Path) {
+    let out = dir.join("eve-tpm-probe");
+    let st = Command::new("strip")
+        .arg("-o")
+        .arg(&out)
+        .arg(PathBuf::from(env!("CARGO_BIN_EXE_eve-tpm-probe")))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    m.copy_in(&out, "/run/probe").unwrap();
+    m.ok("chmod 755 /run/probe").unwrap();
 }
 
 /// `storagectl vault recover` with `rk` typed on its stdin.

@@ -9,10 +9,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic with context on failure
 
-use crate::common::{recover, recovery_key};
+use crate::common::{copy_probe, recover, recovery_key};
 use eve_vmtest::{image_path, test_dir, DiskKind, DiskSpec, Machine, MachineSpec};
 use serde_json::Value;
-use std::path::PathBuf;
 use std::time::Duration;
 
 const SEALED: &str = "org.lfedge.eve:sealed-key";
@@ -41,18 +40,16 @@ fn alerts(m: &mut Machine) -> String {
     h["alerts"].to_string()
 }
 
-/// The attacker's TPM tool, stripped, in the guest at /run/probe.
-fn copy_probe(m: &mut Machine, dir: &std::path::Path) {
-    let out = dir.join("eve-tpm-probe");
-    let st = std::process::Command::new("strip")
-        .arg("-o")
-        .arg(&out)
-        .arg(PathBuf::from(env!("CARGO_BIN_EXE_eve-tpm-probe")))
-        .status()
-        .unwrap();
-    assert!(st.success());
-    m.copy_in(&out, "/run/probe").unwrap();
-    m.ok("chmod 755 /run/probe").unwrap();
+/// The origins the TPM records for the floor's counters (the probe must be in the guest).
+fn recorded_origins(m: &mut Machine) -> [u64; 3] {
+    let out = m.ok("/run/probe origins").unwrap();
+    let inner = out
+        .trim()
+        .strip_prefix("Some([")
+        .and_then(|r| r.strip_suffix("])"))
+        .unwrap_or_else(|| panic!("no origins recorded: {out}"));
+    let v: Vec<u64> = inner.split(", ").map(|x| x.parse().unwrap()).collect();
+    v.try_into().unwrap()
 }
 
 #[test]
@@ -114,9 +111,18 @@ fn what_is_on_the_disk_cannot_undo_what_the_tpm_and_the_operator_decided() {
     let pcr11 = m.ok("cat /sys/class/tpm/tpm0/pcr-sha256/11").unwrap();
     assert!(pcr11.trim().chars().any(|c| c != '0'), "PCR 11: {pcr11}");
     assert!(m.console().contains("unlock phase over"));
-    // PCR 12 holds stage 1's "floor met", the value the seal is bound to.
+    // PCR 12 holds stage 1's "floor met, counted from these origins", the value the seal is
+    // bound to.
     let pcr12 = m.ok("cat /sys/class/tpm/tpm0/pcr-sha256/12").unwrap();
-    let want: String = platform::rollback::pcr_after(platform::rollback::CHECKED)
+    let console = m.console();
+    let from = "counters counted from [";
+    let at = console.find(from).expect("stage 1 names the origins") + from.len();
+    let origins: Vec<u64> = console[at..at + console[at..].find(']').unwrap()]
+        .split(", ")
+        .map(|v| v.parse().unwrap())
+        .collect();
+    let origins: [u64; 3] = origins.try_into().unwrap();
+    let want: String = platform::rollback::pcr_after(&platform::rollback::checked(&origins))
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
@@ -349,6 +355,55 @@ fn what_is_on_the_disk_cannot_undo_what_the_tpm_and_the_operator_decided() {
         "every dataset's guid is unchanged"
     );
 
+    // A box from before the built-in key-list floor, as the previous release left it: two
+    // counters, no origins, the vault key sealed to stage 1's older "floor checked". Its stage 1
+    // now measures that older value, so the vault opens; the boot (already good) replaces the
+    // seal and records the origins, and the next boot opens the new seal, counted from them.
+    copy_probe(&mut m, &dir);
+    let guid = prop(&mut m, "guid", "persist/vault");
+    m.write_file("/run/rk", rk2.as_bytes(), 0o600).unwrap();
+    m.ok(&format!(
+        "zfs get -H -o value {RECOVERY} persist/vault > /run/rprop"
+    ))
+    .unwrap();
+    let legacy = m
+        .ok(&format!("/run/probe legacy-seal /run/rk /run/rprop {guid}"))
+        .unwrap()
+        .trim()
+        .to_string();
+    m.ok("rm /run/rk && /run/probe forget-origins").unwrap();
+    m.ok(&format!(
+        "zfs set {SEALED}={legacy} persist/vault && zpool sync persist"
+    ))
+    .unwrap();
+    m.reboot().unwrap();
+    let console = m.console();
+    assert!(console.contains("no origins recorded yet"), "{console}");
+    assert_eq!(keystatus(&mut m, "persist/vault"), "available");
+    copy_probe(&mut m, &dir);
+    let t = std::time::Instant::now();
+    while m.ok("/run/probe origins").unwrap().trim() == "None" {
+        assert!(
+            t.elapsed() < Duration::from_secs(300),
+            "the origins were never recorded: {}",
+            m.console()
+        );
+        std::thread::sleep(Duration::from_secs(5));
+    }
+    assert_ne!(
+        prop(&mut m, SEALED, "persist/vault"),
+        legacy,
+        "seal replaced"
+    );
+    m.reboot().unwrap();
+    let console = m.console();
+    assert!(
+        console.contains("built-in key list 1 >= 1; counters counted from [1, 1, "),
+        "{console}"
+    );
+    assert_eq!(keystatus(&mut m, "persist/vault"), "available");
+    assert_eq!(datasets(&mut m), before);
+
     // Attack 6: the rollback floor deleted from the TPM (the owner's auth is empty: any shell
     // or live USB can), as if to boot an older release. Stage 1 finds no floor and says so; the
     // vault's seal, bound to stage 1's "floor met", does not open; nothing is changed.
@@ -371,5 +426,80 @@ fn what_is_on_the_disk_cannot_undo_what_the_tpm_and_the_operator_decided() {
     let a = alerts(&mut m);
     assert!(a.contains("vault:persist:locked"), "{a}");
     assert_eq!(datasets(&mut m), before);
+
+    // The operator recovers. The counters are made again, and a counter made again starts above
+    // every value this TPM's counters ever held; each is counted from its recorded origin, so the
+    // floor is the running release's again (not its raw value), and the next boot confirms it and
+    // unlocks by itself.
+    let out = recover(&mut m, &rk2);
+    assert_eq!(out.status, 0, "{out:?}");
+    copy_probe(&mut m, &dir);
+    assert_eq!(
+        m.ok("/run/probe floor").unwrap().trim(),
+        "epoch Some(0) serial Some(1)"
+    );
+    // The counters made again started above every value they held (the raw values would have
+    // stood for floors above this release): only their origins make the floor right.
+    let after6 = recorded_origins(&mut m);
+    assert!(after6[0] > 2 && after6[1] > 2, "{after6:?}");
+    m.reboot().unwrap();
+    let console = m.console();
+    assert!(
+        console.contains("stage 1: rollback floor met (epoch 0 >= 0, key serial 1 >= 1"),
+        "{console}"
+    );
+    assert_eq!(keystatus(&mut m, "persist/vault"), "available");
+    assert_eq!(datasets(&mut m), before);
+
+    // Attack 7: the TPM cleared (the firmware's "clear TPM": new seeds, every NV index gone). The
+    // seal opens nothing; after the operator's recovery the counters restart far above their old
+    // values, yet the box boots its release with the vault and still takes updates signed under
+    // its key list (the key floor is list 1, not the counter's raw value).
+    copy_probe(&mut m, &dir);
+    let before_clear = recorded_origins(&mut m);
+    m.ok("/run/probe clear").unwrap();
+    m.reboot().unwrap();
+    let console = m.console();
+    assert!(
+        console.contains("stage 1: WARNING: no rollback floor in the TPM"),
+        "{console}"
+    );
+    assert_eq!(keystatus(&mut m, "persist/vault"), "unavailable");
+    assert_eq!(datasets(&mut m), before);
+    let out = recover(&mut m, &rk2);
+    assert_eq!(out.status, 0, "{out:?}");
+    assert!(
+        out.stdout.contains("the next boot unlocks by itself") && !out.stdout.contains("WARNING"),
+        "{out:?}"
+    );
+    copy_probe(&mut m, &dir);
+    let after_clear = recorded_origins(&mut m);
+    assert!(
+        (0..3).all(|i| after_clear[i] > before_clear[i]),
+        "the cleared TPM's counters restart above their old values: {before_clear:?} -> {after_clear:?}"
+    );
+    assert_eq!(
+        m.ok("/run/probe floor").unwrap().trim(),
+        "epoch Some(0) serial Some(1)"
+    );
+    m.reboot().unwrap();
+    let console = m.console();
+    assert!(
+        console.contains("stage 1: rollback floor met (epoch 0 >= 0, key serial 1 >= 1, boot loader epoch 0 >= 0, built-in key list 1 >= 1; counters counted from"),
+        "{console}"
+    );
+    assert!(!console.contains("REFUSED"), "{console}");
+    assert_eq!(keystatus(&mut m, "persist/vault"), "available");
+    assert_eq!(
+        m.ok("cat /persist/config/marker").unwrap(),
+        "vault-content\n"
+    );
+    assert_eq!(datasets(&mut m), before);
+    let st: Value = serde_json::from_str(&m.ok("abupdate status --json").unwrap()).unwrap();
+    assert_eq!(st["updates"]["key_floor"], 1, "{st:#}");
+    // The vault's own record of the floors it saw confirmed, carried through every rotation and
+    // recovery (tagged with the vault key: a recovery never seals for a release below it).
+    let seen = prop(&mut m, "org.lfedge.eve:floor-seen", "persist/vault");
+    assert!(seen.starts_with("s1:0,1,1:"), "{seen}");
     m.poweroff().unwrap();
 }

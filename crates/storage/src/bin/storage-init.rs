@@ -46,8 +46,21 @@ fn raise_floor() -> ExitCode {
                 true => println!("storage-init: rollback floor raised: {}", r.text()),
                 false => println!("storage-init: rollback floor: {}", r.text()),
             }
-            // A vault unlocked this boot by a seal from before the floor gets a seal bound to it.
+            // A vault unlocked this boot by a seal from before the floor (or its origins) gets a
+            // seal bound to it, under the floor lock (the key-list counter moves).
+            let lock = abupdate::system::System::open(Roots::host()).and_then(|s| s.floor_lock());
+            let _lock = match lock {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!(
+                        "storage-init: error: the rollback floor's lock: {}",
+                        platform::chain(&e)
+                    );
+                    return ExitCode::FAILURE;
+                }
+            };
             let mut host = RealHost::new(Roots::host());
+            host.builtin_floor = Some(r.target.2);
             let sb = storage::vault::secure_boot(&host.roots.sys);
             let enc = config::image_encryption();
             match storage::vault::finish_floor_migration(&mut host, &enc, sb) {
