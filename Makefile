@@ -93,7 +93,8 @@ unit:
 # VM tier: the built image in qemu. Two tests at a time suit a 2-core machine under TCG.
 # LONG_VM_TESTS run in `make test-long` instead, so `make test` fits its hour: run both before a
 # change is called done.
-LONG_VM_TESTS := d_storage::power_cut_during_first_boot_setup_always_converges
+LONG_VM_TESTS := d_storage::power_cut_during_first_boot_setup_always_converges \
+	ab_update::v2_installs_and_becomes_good_while_unbootable_and_unhealthy_v3_roll_back_by_themselves
 VM_ENV = EVE_IMAGE=$(abspath $(OUT)/eve-storage-dev.raw) EVE_PROD_IMAGE=$(abspath $(OUT)/eve-storage.raw)
 vmtest: image dev-image
 	$(VM_ENV) $(CARGO) test --locked -p eve-vmtest --test vm -- --test-threads=2 $(foreach t,$(LONG_VM_TESTS),--skip $(t))
