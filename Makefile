@@ -28,14 +28,18 @@ SECURITY_EPOCH ?= 0
 TRUSTED_KEYS   ?=
 ROTATION       ?=
 KEY_SERIAL     ?= 1
+# REVOKE_LOADERS: older boot loader files (GRUB or shim .efi) this release revokes: their
+# Authenticode hashes go into a KEK-signed dbx append the image carries, which a box writes to
+# its firmware once this release is good on it and its loader is on the ESP.
+REVOKE_LOADERS ?=
 SIGN_FLAGS := $(if $(SIGNING_KEY),--signing-key $(abspath $(SIGNING_KEY))) $(if $(RELEASE),--release) \
     $(if $(BOOT_KEYS),--boot-keys $(abspath $(BOOT_KEYS))) \
     --security-epoch $(SECURITY_EPOCH) --key-serial $(KEY_SERIAL) $(addprefix --trusted-key ,$(TRUSTED_KEYS)) \
-    $(if $(ROTATION),--rotation $(abspath $(ROTATION)))
+    $(if $(ROTATION),--rotation $(abspath $(ROTATION))) $(addprefix --revoke-loader ,$(abspath $(REVOKE_LOADERS)))
 # A development build is never signed with the vendor's keys and never released: it gets its own
 # keys in the cache, which no production image trusts (the builder refuses SIGNING_KEY, BOOT_KEYS
 # and --release with the dev profile).
-DEV_SIGN_FLAGS := --security-epoch $(SECURITY_EPOCH) --key-serial $(KEY_SERIAL)
+DEV_SIGN_FLAGS := --security-epoch $(SECURITY_EPOCH) --key-serial $(KEY_SERIAL) $(addprefix --revoke-loader ,$(abspath $(REVOKE_LOADERS)))
 IMGBUILD = $(CARGO) run --release --locked -q -p imgbuild --
 CARGO      ?= cargo
 # Shipped binaries are static so they run in the initramfs and in LinuxKit's scratch images alike.

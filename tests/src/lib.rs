@@ -541,6 +541,48 @@ impl Machine {
         )))
     }
 
+    /// Replaces the file `rel` on the boot disk's ESP with `data`, with the machine off: someone
+    /// editing the ESP from another computer (mtools on a copy of the partition, written back
+    /// through the overlay).
+    pub fn write_esp_file(&mut self, rel: &str, data: &[u8]) -> Result<()> {
+        self.require_off("editing the ESP")?;
+        let (off, len) = partition_of(&self.spec.image, "EFI")?;
+        let part = self.dir.join("esp.raw");
+        let file = self.dir.join("esp-file.bin");
+        let _ = std::fs::remove_file(&part);
+        run_tool(
+            qemu::QEMU_IMG,
+            &[
+                "dd".into(),
+                "-f".into(),
+                "qcow2".into(),
+                "-O".into(),
+                "raw".into(),
+                "bs=512".into(),
+                format!("skip={}", off / 512),
+                format!("count={}", len / 512),
+                format!("if={}", self.boot_disk.file.display()),
+                format!("of={}", part.display()),
+            ],
+        )?;
+        std::fs::write(&file, data).at("write", &file)?;
+        run_tool(
+            "/usr/bin/mcopy",
+            &[
+                "-o".into(),
+                "-i".into(),
+                part.display().to_string(),
+                file.display().to_string(),
+                format!("::{rel}"),
+            ],
+        )?;
+        let bytes = std::fs::read(&part).at("read", &part)?;
+        self.patch_boot_disk(off, &bytes)?;
+        let _ = std::fs::remove_file(&part);
+        let _ = std::fs::remove_file(&file);
+        Ok(())
+    }
+
     /// Writes `data` at `offset` of the boot disk (through its qcow2 overlay), with the machine
     /// off: someone editing the disk of a box that is not running.
     pub fn patch_boot_disk(&mut self, offset: u64, data: &[u8]) -> Result<()> {

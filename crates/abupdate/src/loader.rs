@@ -81,6 +81,74 @@ pub fn decide(
     }
 }
 
+/// The Authenticode SHA-256 of a PE image: what firmware compares with the hashes in `dbx` (the
+/// signature and the header fields that carry it are left out, so a signed and an unsigned copy
+/// of one image hash alike).
+pub fn image_hash(pe: &[u8]) -> std::result::Result<[u8; 32], String> {
+    use object::read::pe::{PeFile32, PeFile64};
+    use sha2::Digest as _;
+    let kind = object::FileKind::parse(pe).map_err(|e| format!("not a PE image: {e}"))?;
+    let mut h = sha2::Sha256::new();
+    let r = match kind {
+        object::FileKind::Pe64 => PeFile64::parse(pe)
+            .map_err(|e| format!("not a PE image: {e}"))
+            .and_then(|f| authenticode::authenticode_digest(&f, &mut h).map_err(|e| e.to_string())),
+        object::FileKind::Pe32 => PeFile32::parse(pe)
+            .map_err(|e| format!("not a PE image: {e}"))
+            .and_then(|f| authenticode::authenticode_digest(&f, &mut h).map_err(|e| e.to_string())),
+        other => Err(format!("not a PE image ({other:?})")),
+    };
+    r.map(|()| h.finalize().into())
+}
+
+/// Every EFI program on the ESP `esp` (files ending in `.efi`, any case, under `EFI/`), relative
+/// paths in order, with their image hashes (or why none could be computed).
+pub fn esp_programs(esp: &Path) -> Vec<(String, std::result::Result<[u8; 32], String>)> {
+    let mut out = Vec::new();
+    let mut dirs = vec![esp.join("EFI")];
+    while let Some(d) = dirs.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x.eq_ignore_ascii_case("efi")) {
+                let rel = p.strip_prefix(esp).unwrap_or(&p).display().to_string();
+                let h = std::fs::read(&p)
+                    .map_err(|e| format!("{}: {e}", p.display()))
+                    .and_then(|b| image_hash(&b));
+                out.push((rel, h));
+            }
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// Pure: whether writing a `dbx` that forbids `revoked` leaves the ESP bootable: no program on it
+/// may be among them, and every one must have been hashed (fwupd refuses such a `dbx` update
+/// for the same reason).
+pub fn check_revocable(
+    programs: &[(String, std::result::Result<[u8; 32], String>)],
+    revoked: &[[u8; 32]],
+) -> std::result::Result<(), String> {
+    for (rel, h) in programs {
+        match h {
+            Ok(h) if revoked.contains(h) => {
+                return Err(format!(
+                    "{rel} on the ESP is among the images the update revokes (SHA-256 {}): the firmware would refuse it",
+                    platform::efisig::short(h)
+                ))
+            }
+            Ok(_) => {}
+            Err(e) => return Err(format!("{rel} on the ESP could not be hashed ({e})")),
+        }
+    }
+    Ok(())
+}
+
 pub fn read_ours(usr: &Path) -> Result<[Vec<u8>; 2]> {
     let one = |name: &str| {
         let p = usr.join(IN_USR).join(name);
@@ -194,6 +262,31 @@ mod tests {
             })
         );
         assert!(decide(&same, &[b"MZ".to_vec(), b"shim".to_vec()], 2).is_err());
+    }
+
+    #[test]
+    fn a_revocation_that_names_a_program_on_the_esp_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t.path().join("EFI/BOOT")).unwrap();
+        std::fs::create_dir_all(t.path().join("EFI/eve/old")).unwrap();
+        std::fs::write(t.path().join("EFI/eve/state1.env"), b"# not a program").unwrap();
+        std::fs::write(t.path().join("EFI/eve/old/Grub.EFI"), b"MZ not a real one").unwrap();
+        let p = esp_programs(t.path());
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].0, "EFI/eve/old/Grub.EFI");
+        let e = check_revocable(&p, &[[1; 32]]).unwrap_err();
+        assert!(
+            e.contains("EFI/eve/old/Grub.EFI") && e.contains("could not be hashed"),
+            "{e}"
+        );
+        let ok = vec![("EFI/BOOT/grubx64.efi".to_string(), Ok([2u8; 32]))];
+        assert!(check_revocable(&ok, &[[1; 32]]).is_ok());
+        let e = check_revocable(&ok, &[[1; 32], [2; 32]]).unwrap_err();
+        assert!(
+            e.contains("EFI/BOOT/grubx64.efi") && e.contains("0202020202020202"),
+            "{e}"
+        );
+        assert!(image_hash(b"MZ").is_err());
     }
 
     #[test]

@@ -439,6 +439,19 @@ impl System {
         Ok((action, true))
     }
 
+    /// What a firmware `dbx` update must know of the ESP first: whether the running slot is
+    /// good and the ESP holds its boot loader ([`Self::install_loader`]'s dry run), and every
+    /// EFI program on the ESP with its image hash.
+    pub fn esp_programs(&self) -> Result<EspPrograms> {
+        let (loader, _) = self.install_loader(true)?;
+        let _l = self.state_lock()?;
+        let m = self.mount()?;
+        Ok(EspPrograms {
+            loader,
+            programs: crate::loader::esp_programs(&m.dir),
+        })
+    }
+
     /// Checks an artifact as `install` would, without writing anything.
     pub fn verify(&self, arg: &str, allow_downgrade: bool) -> Result<Checked> {
         let t = self.trusted()?;
@@ -669,4 +682,11 @@ mod tests {
         assert_eq!(rollback_refusal(Slot::A, &d(1), 1), None);
         assert_eq!(rollback_refusal(Slot::A, &d(2), 1), None);
     }
+}
+
+/// See [`System::esp_programs`].
+#[derive(Debug)]
+pub struct EspPrograms {
+    pub loader: crate::loader::Action,
+    pub programs: Vec<(String, std::result::Result<[u8; 32], String>)>,
 }

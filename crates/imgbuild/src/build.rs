@@ -43,6 +43,8 @@ pub struct Options {
     pub key_serial: u32,
     /// A key rotation (`eve-imgbuild rotate-keys`) the update artifact carries.
     pub rotation: Option<PathBuf>,
+    /// Older boot loaders this release revokes (a signed `dbx` append in the image).
+    pub revoke_loaders: Vec<PathBuf>,
 }
 
 /// What an image is for: `prod` has no shell and no test agent, and root is locked; `dev` adds

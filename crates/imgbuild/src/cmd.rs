@@ -28,6 +28,8 @@ pub const GPGCONF: &str = "/usr/bin/gpgconf";
 pub const OSSLSIGNCODE: &str = "/usr/bin/osslsigncode";
 pub const VERITYSETUP: &str = "/usr/sbin/veritysetup";
 pub const VIRT_FW_VARS: &str = "/usr/bin/virt-fw-vars";
+/// efitools: signs a signature list for an authenticated variable write (`dbx` appends).
+pub const SIGN_EFI_SIG_LIST: &str = "/usr/bin/sign-efi-sig-list";
 pub const DPKG_QUERY: &str = "/usr/bin/dpkg-query";
 
 /// Runs `prog args...` in `cwd` and returns stdout; a non-zero exit is an error with its argv,

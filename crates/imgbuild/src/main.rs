@@ -151,6 +151,10 @@ struct BuildArgs {
     /// A key rotation the update artifact carries.
     #[arg(long)]
     rotation: Option<PathBuf>,
+    /// An older boot loader (.efi) this release revokes through a signed firmware dbx append
+    /// (repeatable).
+    #[arg(long = "revoke-loader")]
+    revoke_loaders: Vec<PathBuf>,
 }
 
 fn report(e: &dyn std::error::Error) {
@@ -168,6 +172,7 @@ impl BuildArgs {
             trusted_keys: self.trusted_keys,
             key_serial: self.key_serial,
             rotation: self.rotation,
+            revoke_loaders: self.revoke_loaders,
             repo: self.common.repo,
             manifests: self.common.manifests,
             config: self.common.config,

@@ -188,6 +188,53 @@ impl BootKeys {
         .map(|_| ())
     }
 
+    /// A signed append to the firmware's `dbx` (an `EFI_VARIABLE_AUTHENTICATION_2` over one
+    /// SHA-256 signature list) forbidding the images with Authenticode hashes `hashes`, signed
+    /// with `KEK` (efitools' `sign-efi-sig-list`) at time `epoch` (seconds; a fixed time keeps
+    /// the build reproducible; firmware does not check the time of an append).
+    pub fn dbx_append(
+        &self,
+        hashes: &[[u8; 32]],
+        epoch: u64,
+        work: &Path,
+        out: &Path,
+    ) -> Result<()> {
+        use platform::efisig;
+        let owner = uuid_bytes(OWNER_GUID);
+        let esl = efisig::encode_lists(&[efisig::SigList {
+            kind: efisig::CERT_SHA256_GUID,
+            header: Vec::new(),
+            entries: hashes
+                .iter()
+                .map(|h| [&owner[..], &h[..]].concat())
+                .collect(),
+            entry_size: 48,
+        }]);
+        let esl_path = work.join("dbx-append.esl");
+        std::fs::write(&esl_path, esl).at("write", &esl_path)?;
+        let time = time_text(epoch);
+        cmd::run_env(
+            cmd::SIGN_EFI_SIG_LIST,
+            &[
+                "-a".as_ref(),
+                "-g".as_ref(),
+                OWNER_GUID.as_ref(),
+                "-t".as_ref(),
+                time.as_ref(),
+                "-c".as_ref(),
+                self.cert("KEK").as_os_str(),
+                "-k".as_ref(),
+                self.key("KEK").as_os_str(),
+                platform::efisig::DBX.as_ref(),
+                esl_path.as_os_str(),
+                out.as_os_str(),
+            ],
+            &[("LC_ALL", "C".to_string())],
+        )?;
+        let _ = std::fs::remove_file(&esl_path);
+        Ok(())
+    }
+
     /// A session that makes GRUB's detached OpenPGP signatures (`file.sig`).
     pub fn gpg(&self, work: &Path) -> Result<Gpg> {
         Gpg::open(&self.dir.join(GRUB_SECRET), work)
@@ -430,6 +477,49 @@ pub fn x509_signature_list(certs: &[Vec<u8>]) -> Vec<u8> {
 }
 
 /// virt-fw-vars JSON setting dbx to `revoked` (authenticated variable, fixed time stamp).
+/// A GUID's bytes as UEFI stores them (the first three fields little-endian).
+fn uuid_bytes(text: &str) -> [u8; 16] {
+    let hex: String = text.chars().filter(|c| *c != '-').collect();
+    let mut b = [0u8; 16];
+    for (i, o) in b.iter_mut().enumerate() {
+        *o = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap_or(0);
+    }
+    b[..4].reverse();
+    b[4..6].reverse();
+    b[6..8].reverse();
+    b
+}
+
+/// `epoch` as the C locale's `%c` (how sign-efi-sig-list reads `-t`), in UTC.
+fn time_text(epoch: u64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let days = epoch / 86_400;
+    let secs = epoch % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{} {} {:>2} {:02}:{:02}:{:02} {}",
+        DAYS[(days % 7) as usize],
+        MONTHS[(m - 1) as usize],
+        d,
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60,
+        y
+    )
+}
+
 fn dbx_json(revoked: &[Vec<u8>]) -> String {
     serde_json::json!({
         "version": 2,
@@ -504,6 +594,15 @@ mod tests {
         assert_eq!(&l[44..47], &[0x30, 1, 2]);
         let j: serde_json::Value = serde_json::from_str(&dbx_json(&[vec![0x30]])).unwrap();
         assert_eq!(j["variables"][0]["name"], "dbx");
+    }
+
+    #[test]
+    fn append_times_and_owner_guids_are_as_efitools_and_firmware_read_them() {
+        assert_eq!(time_text(0), "Thu Jan  1 00:00:00 1970");
+        assert_eq!(time_text(1_796_590_800), "Sun Dec  6 21:00:00 2026");
+        assert_eq!(time_text(951_782_400), "Tue Feb 29 00:00:00 2000");
+        let g = uuid_bytes("d719b2cb-3d3a-4596-a3bc-dad00e67656f");
+        assert_eq!(g, platform::efisig::SECURITY_DATABASE_GUID);
     }
 
     #[test]

@@ -2,11 +2,14 @@
 //! command runner ([`cmd`]), I/O errors that name their path and the error chain a binary prints
 //! ([`error`]), sizes and intervals ([`units`]), the boot disk's partition names ([`layout`]),
 //! which block devices are never drives ([`disk`]), eve-init's status schema ([`status`]), the
-//! rollback floor stage 1 and the vault share ([`rollback`]) and the one logger ([`log`]).
+//! rollback floor stage 1 and the vault share ([`rollback`]), UEFI signature databases
+//! ([`efisig`]), the firmware's TPM event log ([`eventlog`]) and the one logger ([`log`]).
 
 pub mod cmd;
 pub mod disk;
+pub mod efisig;
 pub mod error;
+pub mod eventlog;
 pub mod layout;
 pub mod log;
 pub mod rollback;

@@ -75,6 +75,19 @@ pub trait Host {
     /// Records them, and on a boot judged good raises the key-list counter to the running
     /// release's list ([`crate::floor::migrate_commit`]).
     fn tpm_migrate_commit(&mut self, origins: &[u64; 3]) -> Result<(), TpmError>;
+    /// Seals as [`Host::tpm_seal`], open in both boot states of a firmware `dbx` update
+    /// ([`crate::dbx`]).
+    fn tpm_seal_transition(
+        &mut self,
+        data: &[u8],
+        pcrs: &[u8],
+        origins: Option<&[u64; 3]>,
+        t: &crate::tpm::Transition,
+    ) -> Result<String, TpmError>;
+    /// The transition a seal made now needs for the firmware's `dbx` (written this boot, or about
+    /// to be by the running release's signed append): `None` when this boot measured it as it
+    /// will be.
+    fn dbx_transition(&mut self) -> Result<Option<crate::tpm::Transition>, String>;
     /// Shows a new recovery key once where a person sees it and no log keeps it (the console).
     fn show_recovery(&mut self, vault: &str, key: &RecoveryKey);
     /// The trees the box's own files are read and written under.
@@ -118,6 +131,12 @@ impl RealHost {
             builtin_floor: None,
             migrating: None,
         }
+    }
+
+    /// This boot's PCR 7 measurements, checked against the TPM.
+    fn boot(&self) -> Result<crate::dbx::Boot, String> {
+        let pcr7 = crate::tpm::pcr7(&self.tpm).map_err(|e| platform::chain(&e))?;
+        crate::dbx::observe(&self.roots, &pcr7)
     }
 }
 
@@ -199,7 +218,28 @@ impl Host for RealHost {
     }
 
     fn tpm_unseal(&mut self, blob: &str) -> Result<Key, TpmError> {
-        crate::tpm::unseal(&self.tpm, blob)
+        crate::tpm::unseal_with(&self.tpm, blob, |t| self.boot()?.states(t))
+    }
+
+    fn tpm_seal_transition(
+        &mut self,
+        data: &[u8],
+        pcrs: &[u8],
+        origins: Option<&[u64; 3]>,
+        t: &crate::tpm::Transition,
+    ) -> Result<String, TpmError> {
+        let states = self
+            .boot()
+            .and_then(|b| b.states(t))
+            .map_err(TpmError::Transition)?;
+        let measured = origins.map(platform::rollback::checked);
+        crate::tpm::seal_transition(&self.tpm, data, pcrs, measured.as_deref(), t, &states)
+    }
+
+    fn dbx_transition(&mut self) -> Result<Option<crate::tpm::Transition>, String> {
+        let append = crate::dbx::carried(&self.roots)?;
+        let now = platform::efisig::read_dbx(&self.roots.sys).map_err(|e| platform::chain(&e))?;
+        self.boot()?.transition(&now, append.as_deref())
     }
 
     fn tpm_end_unlock_phase(&mut self) -> Result<(), TpmError> {
@@ -313,6 +353,10 @@ pub mod fake {
         pub sealed: Vec<(Vec<u8>, Vec<u8>, u8)>,
         /// The current value of PCR 7.
         pub pcr7: u8,
+        /// Sealed objects (by index) that also open with PCR 7 at another value (transitions).
+        pub also_opens: Vec<(usize, u8)>,
+        /// What the running release's `dbx` append needs, and PCR 7 of the boot after it.
+        pub dbx: Option<(crate::tpm::Transition, u8)>,
         /// Whether this boot's unlock phase is over (the phase PCR extended).
         pub phase_over: bool,
         /// Whether stage 1 confirmed the rollback floor this boot (false: no floor yet, as on a
@@ -345,6 +389,8 @@ pub mod fake {
                 tpm: true,
                 sealed: Vec::new(),
                 pcr7: 1,
+                also_opens: Vec::new(),
+                dbx: None,
                 phase_over: false,
                 floor_checked: true,
                 floor_absent: false,
@@ -511,7 +557,8 @@ pub mod fake {
                     "the sealed key could not be loaded by this TPM (stand-in)".into(),
                 ));
             };
-            if pcrs.contains(&7) && *at != self.pcr7 {
+            let also = self.also_opens.contains(&(handle - 1, self.pcr7));
+            if pcrs.contains(&7) && *at != self.pcr7 && !also {
                 return Err(TpmError::Blob(
                     "the TPM refused to unseal the key (PCR 7 changed; stand-in)".into(),
                 ));
@@ -519,12 +566,46 @@ pub mod fake {
             if s.pcrs.contains(&platform::rollback::PCR) && !self.floor_checked {
                 return Err(TpmError::FloorUnchecked);
             }
-            if s.version == 2 && self.phase_over {
+            if s.version >= 2 && self.phase_over {
                 return Err(TpmError::Blob(
                     "the TPM refused to unseal the key (unlock phase over; stand-in)".into(),
                 ));
             }
             Ok(Key::new(data.clone()))
+        }
+        fn tpm_seal_transition(
+            &mut self,
+            data: &[u8],
+            pcrs: &[u8],
+            _origins: Option<&[u64; 3]>,
+            t: &crate::tpm::Transition,
+        ) -> Result<String, TpmError> {
+            self.call(format!("tpm-seal-transition keep={}", t.keep))
+                .map_err(tpm_err)?;
+            let next = match &self.dbx {
+                Some((want, next)) if want == t => *next,
+                _ => return Err(TpmError::Transition("not this boot's (stand-in)".into())),
+            };
+            let plain = self.tpm_seal(data, pcrs)?;
+            let handle = self.sealed.len() - 1;
+            self.also_opens.push((handle, next));
+            let f: Vec<&str> = plain.split(':').collect();
+            let b64 = base64::engine::general_purpose::STANDARD;
+            Ok(format!(
+                "v3:{}:{}:{}:{}:{}",
+                f[1],
+                t.keep,
+                t.appends
+                    .iter()
+                    .map(|a| b64.encode(a))
+                    .collect::<Vec<_>>()
+                    .join(","),
+                f[3],
+                f[4]
+            ))
+        }
+        fn dbx_transition(&mut self) -> Result<Option<crate::tpm::Transition>, String> {
+            Ok(self.dbx.as_ref().map(|(t, _)| t.clone()))
         }
         fn host_path(&self, p: &str) -> PathBuf {
             self.base.join(p.trim_start_matches('/'))

@@ -5,6 +5,7 @@ pub mod bringup;
 pub mod cmd;
 pub mod config;
 pub mod datasets;
+pub mod dbx;
 pub mod discover;
 pub mod floor;
 pub mod gptops;

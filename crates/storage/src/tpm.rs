@@ -23,8 +23,8 @@ use tss_esapi::interface_types::key_bits::RsaKeyBits;
 use tss_esapi::interface_types::resource_handles::Hierarchy;
 use tss_esapi::interface_types::session_handles::{AuthSession, PolicySession};
 use tss_esapi::structures::{
-    Digest, DigestValues, KeyedHashScheme, PcrSelectionList, PcrSelectionListBuilder, PcrSlot,
-    Private, Public, PublicBuilder, PublicKeyRsa, PublicKeyedHashParameters,
+    Digest, DigestList, DigestValues, KeyedHashScheme, PcrSelectionList, PcrSelectionListBuilder,
+    PcrSlot, Private, Public, PublicBuilder, PublicKeyRsa, PublicKeyedHashParameters,
     PublicRsaParametersBuilder, RsaExponent, SensitiveData, SymmetricDefinition,
     SymmetricDefinitionObject,
 };
@@ -61,6 +61,8 @@ pub enum TpmError {
     FloorUnchecked,
     #[error("the TPM holds no whole rollback floor to seal to ({0}); a recovery (`storagectl vault recover`) sets it")]
     NoFloor(String),
+    #[error("the seal made for a firmware dbx update cannot be checked against this boot: {0}")]
+    Transition(String),
     #[error("sealed key property is malformed: {0}")]
     Blob(String),
     #[error("PCR {0} does not exist")]
@@ -229,6 +231,12 @@ fn expected(
         .collect())
 }
 
+/// PCR 7's value now.
+pub fn pcr7(tpm: &Tpm) -> Result<Vec<u8>, TpmError> {
+    let mut ctx = tpm.context()?;
+    Ok(read_pcrs(&mut ctx, &[7])?.remove(0))
+}
+
 /// The rollback PCR's value now.
 pub fn rollback_pcr(tpm: &Tpm) -> Result<Vec<u8>, TpmError> {
     let mut ctx = tpm.context()?;
@@ -303,6 +311,76 @@ fn trial_digest(ctx: &mut Context, pcrs: &[u8], values: &[Vec<u8>]) -> Result<Di
     r
 }
 
+fn digest_list(branches: &[Digest]) -> Result<DigestList, TpmError> {
+    let mut l = DigestList::new();
+    for d in branches {
+        l.add(d.clone()).map_err(tss("PolicyOR branches"))?;
+    }
+    Ok(l)
+}
+
+/// Runs PolicyOR over `branches` in policy session `s` (nothing without branches).
+fn or_step(ctx: &mut Context, s: AuthSession, branches: Option<&[Digest]>) -> Result<(), TpmError> {
+    let Some(b) = branches else { return Ok(()) };
+    let ps = PolicySession::try_from(s).map_err(tss("policy session"))?;
+    let r = ctx.policy_or(ps, digest_list(b)?).map_err(tss("PolicyOR"));
+    if r.is_err() {
+        flush_session(ctx, s);
+    }
+    r
+}
+
+/// The policy digest of PolicyOR over `branches`, from a trial session.
+fn or_digest(ctx: &mut Context, branches: &[Digest]) -> Result<Digest, TpmError> {
+    let s = ctx
+        .start_auth_session(
+            None,
+            None,
+            None,
+            SessionType::Trial,
+            SymmetricDefinition::AES_128_CFB,
+            HashingAlgorithm::Sha256,
+        )
+        .map_err(tss("start trial session"))?
+        .ok_or_else(|| TpmError::Blob("no session handle".into()))?;
+    let ps = PolicySession::try_from(s).map_err(tss("policy session"))?;
+    let r = digest_list(branches)
+        .and_then(|l| ctx.policy_or(ps, l).map_err(tss("PolicyOR")))
+        .and_then(|()| ctx.policy_get_digest(ps).map_err(tss("policy digest")));
+    flush_session(ctx, s);
+    r
+}
+
+/// The object and gate branches of a transition seal: PolicyPCR over `all` holding `values` with
+/// PCR 7 at each of `pcr7`, and over PCR 7 alone at each.
+fn transition_branches(
+    ctx: &mut Context,
+    all: &[u8],
+    values: &[Vec<u8>],
+    pcr7: &[[u8; 32]],
+) -> Result<(Vec<Digest>, Vec<Digest>), TpmError> {
+    if !(2..=MAX_APPENDS + 1).contains(&pcr7.len()) {
+        return Err(TpmError::Transition(format!(
+            "{} boot states; a transition has 2 to {}",
+            pcr7.len(),
+            MAX_APPENDS + 1
+        )));
+    }
+    let at7 = all
+        .iter()
+        .position(|&p| p == 7)
+        .ok_or_else(|| TpmError::Blob("a transition seal binds PCR 7".into()))?;
+    let mut object = Vec::new();
+    let mut gate = Vec::new();
+    for b in pcr7 {
+        let mut v = values.to_vec();
+        v[at7] = b.to_vec();
+        object.push(trial_digest(ctx, all, &v)?);
+        gate.push(trial_digest(ctx, &[7], &[b.to_vec()])?);
+    }
+    Ok((object, gate))
+}
+
 fn flush_session(ctx: &mut Context, s: AuthSession) {
     let _ = ctx.flush_context(ObjectHandle::from(SessionHandle::from(s)));
 }
@@ -318,17 +396,20 @@ fn gate_pcrs(pcrs: &[u8]) -> Vec<u8> {
 }
 
 /// Runs `f` with the parent of a seal bound to `pcrs` loaded, and a session authorising its use:
-/// a PolicyPCR session over the gate when there is one, else a salted HMAC session.
-fn with_parent<T>(
+/// a PolicyPCR session over the gate when there is one (then PolicyOR over `branches`, for a
+/// transition seal's parent), else a salted HMAC session.
+fn with_parent_or<T>(
     ctx: &mut Context,
     gate_digest: Option<&Digest>,
     gate: &[u8],
+    branches: Option<&[Digest]>,
     decrypt: bool,
     f: impl FnOnce(&mut Context, KeyHandle, AuthSession) -> Result<T, TpmError>,
 ) -> Result<T, TpmError> {
     let parent = primary(ctx, gate_digest)?;
     let s = match gate_digest {
-        Some(_) => pcr_session(ctx, parent, gate, decrypt, false),
+        Some(_) => pcr_session(ctx, parent, gate, decrypt, false)
+            .and_then(|s| or_step(ctx, s, branches).map(|()| s)),
         None => session(ctx, parent, SessionType::Hmac, decrypt, false),
     };
     let r = s.and_then(|s| {
@@ -389,6 +470,35 @@ pub fn seal_measured(
         let v = read_pcrs(&mut ctx, &gate)?;
         Some(trial_digest(&mut ctx, &gate, &v)?)
     };
+    let (public, private) =
+        create_sealed(&mut ctx, data, policy, gate_digest.as_ref(), &gate, None)?;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    Ok(format!(
+        "v2:{}:{}:{}:{}",
+        pcr_list(&all),
+        gate_digest
+            .map(|d| b64.encode(d.value()))
+            .unwrap_or_default(),
+        b64.encode(public),
+        b64.encode(private)
+    ))
+}
+
+fn pcr_list(pcrs: &[u8]) -> String {
+    pcrs.iter().map(u8::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// Creates the sealed object holding `data` with authorisation policy `policy` under the parent
+/// gated by `gate_digest` (over `branches` when the gate is a PolicyOR); its public and private
+/// parts, marshalled.
+fn create_sealed(
+    ctx: &mut Context,
+    data: &[u8],
+    policy: Digest,
+    gate_digest: Option<&Digest>,
+    gate: &[u8],
+    branches: Option<&[Digest]>,
+) -> Result<(Vec<u8>, Vec<u8>), TpmError> {
     let attrs = ObjectAttributesBuilder::new()
         .with_fixed_tpm(true)
         .with_fixed_parent(true)
@@ -406,31 +516,88 @@ pub fn seal_measured(
         .build()
         .map_err(tss("sealed object template"))?;
     let data = SensitiveData::try_from(data.to_vec()).map_err(tss("sensitive data"))?;
-    let created = with_parent(
-        &mut ctx,
-        gate_digest.as_ref(),
-        &gate,
-        true,
-        |c, parent, s| {
-            c.execute_with_session(Some(s), |c| {
-                c.create(parent, public, None, Some(data), None, None)
-            })
-            .map_err(tss("seal"))
-        },
-    )?;
+    let created = with_parent_or(ctx, gate_digest, gate, branches, true, |c, parent, s| {
+        c.execute_with_session(Some(s), |c| {
+            c.create(parent, public, None, Some(data), None, None)
+        })
+        .map_err(tss("seal"))
+    })?;
     let pub_bytes = created
         .out_public
         .marshall()
         .map_err(tss("marshal public"))?;
+    Ok((pub_bytes, created.out_private.value().to_vec()))
+}
+
+/// What a transition seal needs beyond a plain one: the firmware's `dbx` in the boot state it is
+/// made in is the first `keep` bytes of the `dbx` a later boot measured, and in each state it is
+/// also made for, those bytes followed by one of `appends` (what a signed append may leave, by
+/// firmware that drops entries already held and by firmware that does not). The states are
+/// derived again from the event log of the boot that opens it, never read from the disk, so a
+/// seal someone made elsewhere cannot name a state of theirs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    pub keep: usize,
+    pub appends: Vec<Vec<u8>>,
+}
+
+/// PolicyOR takes at most eight branches.
+pub const MAX_APPENDS: usize = 7;
+
+/// [`seal_measured`], bound by PolicyOR to two boot states that differ only in PCR 7 (the
+/// `dbx` before and after a firmware update, `pcr7`), the parent gated the same way. This boot
+/// must be in one of them. Made just before the firmware's `dbx` is written and replaced by a
+/// plain seal at the first unlock after it, so the older state opens nothing for long.
+pub fn seal_transition(
+    tpm: &Tpm,
+    data: &[u8],
+    pcrs: &[u8],
+    measured: Option<&[u8]>,
+    t: &Transition,
+    pcr7: &[[u8; 32]],
+) -> Result<String, TpmError> {
+    let mut all = pcrs.to_vec();
+    all.push(PHASE_PCR);
+    all.push(rollback::PCR);
+    all.sort_unstable();
+    all.dedup();
+    if gate_pcrs(&all) != [7] {
+        return Err(TpmError::Blob(format!(
+            "a transition seal is for a seal bound to PCR 7 alone among the boot PCRs, not to {}",
+            pcr_list(&gate_pcrs(&all))
+        )));
+    }
+    let mut ctx = tpm.context()?;
+    let now = read_pcrs(&mut ctx, &[7])?.remove(0);
+    if !pcr7.iter().any(|b| b[..] == now[..]) {
+        return Err(TpmError::Blob(
+            "neither state of the transition is this boot's PCR 7".into(),
+        ));
+    }
+    let values = expected(&mut ctx, &all, measured)?;
+    let (object, gate) = transition_branches(&mut ctx, &all, &values, pcr7)?;
+    let policy = or_digest(&mut ctx, &object)?;
+    let gate_digest = or_digest(&mut ctx, &gate)?;
+    let (public, private) = create_sealed(
+        &mut ctx,
+        data,
+        policy,
+        Some(&gate_digest),
+        &[7],
+        Some(&gate),
+    )?;
     let b64 = base64::engine::general_purpose::STANDARD;
     Ok(format!(
-        "v2:{}:{}:{}:{}",
-        all.iter().map(u8::to_string).collect::<Vec<_>>().join(","),
-        gate_digest
-            .map(|d| b64.encode(d.value()))
-            .unwrap_or_default(),
-        b64.encode(pub_bytes),
-        b64.encode(created.out_private.value())
+        "v3:{}:{}:{}:{}:{}",
+        pcr_list(&all),
+        t.keep,
+        t.appends
+            .iter()
+            .map(|a| b64.encode(a))
+            .collect::<Vec<_>>()
+            .join(","),
+        b64.encode(public),
+        b64.encode(private)
     ))
 }
 
@@ -444,6 +611,8 @@ pub struct Sealed {
     pub gate: Vec<u8>,
     pub public: Vec<u8>,
     pub private: Vec<u8>,
+    /// 3: a transition seal, open in two boot states around a firmware `dbx` update.
+    pub transition: Option<Transition>,
 }
 
 impl Sealed {
@@ -454,7 +623,7 @@ impl Sealed {
 
     /// The boot-state PCRs the parent is gated on (none for an ungated parent).
     pub fn gated_on(&self) -> Vec<u8> {
-        if self.gate.is_empty() {
+        if self.gate.is_empty() && self.transition.is_none() {
             Vec::new()
         } else {
             gate_pcrs(&self.pcrs)
@@ -464,15 +633,34 @@ impl Sealed {
 
 pub fn parse_blob(blob: &str) -> Result<Sealed, TpmError> {
     let parts: Vec<&str> = blob.trim().split(':').collect();
+    let mut transition = None;
     let (version, pcrs, gate, public, private) = match parts.as_slice() {
         ["v1", pcrs, public, private] => (1, *pcrs, "", *public, *private),
         ["v2", pcrs, gate, public, private] => (2, *pcrs, *gate, *public, *private),
-        [ver, ..] if *ver != "v1" && *ver != "v2" => {
+        ["v3", pcrs, keep, append, public, private] => {
+            let keep = keep
+                .parse()
+                .map_err(|_| TpmError::Blob(format!("bad dbx length `{keep}`")))?;
+            let appends = append
+                .split(',')
+                .map(|a| {
+                    base64::engine::general_purpose::STANDARD
+                        .decode(a)
+                        .map_err(|e| TpmError::Blob(e.to_string()))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if appends.is_empty() || appends.len() > MAX_APPENDS {
+                return Err(TpmError::Blob(format!("{} dbx appends", appends.len())));
+            }
+            transition = Some(Transition { keep, appends });
+            (3, *pcrs, "", *public, *private)
+        }
+        [ver, ..] if !["v1", "v2", "v3"].contains(ver) => {
             return Err(TpmError::Blob(format!("unknown version `{ver}`")))
         }
         _ => {
             return Err(TpmError::Blob(format!(
-                "expected v1 (4 fields) or v2 (5 fields), found {} fields",
+                "expected v1 (4 fields), v2 (5 fields) or v3 (6 fields), found {} fields",
                 parts.len()
             )))
         }
@@ -488,10 +676,15 @@ pub fn parse_blob(blob: &str) -> Result<Sealed, TpmError> {
     let b64 = base64::engine::general_purpose::STANDARD;
     let dec = |s: &str| b64.decode(s).map_err(|e| TpmError::Blob(e.to_string()));
     let gate = dec(gate)?;
-    if version == 2 && !pcrs.contains(&PHASE_PCR) {
+    if version >= 2 && !pcrs.contains(&PHASE_PCR) {
         return Err(TpmError::Blob(format!(
-            "a v2 seal is always bound to PCR {PHASE_PCR}"
+            "a v{version} seal is always bound to PCR {PHASE_PCR}"
         )));
+    }
+    if version == 3 && gate_pcrs(&pcrs) != [7] {
+        return Err(TpmError::Blob(
+            "a v3 seal binds PCR 7 alone among the boot PCRs".into(),
+        ));
     }
     if version == 2 && gate.is_empty() != gate_pcrs(&pcrs).is_empty() {
         return Err(TpmError::Blob(
@@ -504,32 +697,57 @@ pub fn parse_blob(blob: &str) -> Result<Sealed, TpmError> {
         gate,
         public: dec(public)?,
         private: dec(private)?,
+        transition,
     })
 }
 
 /// Raw key material: wiped from memory when dropped.
 pub type Key = zeroize::Zeroizing<Vec<u8>>;
 
-/// Unseals the data of a stored blob with this box's TPM.
+/// Unseals the data of a stored blob with this box's TPM. A transition seal (v3) needs the two
+/// boot states it was made for: [`unseal_with`].
 pub fn unseal(tpm: &Tpm, blob: &str) -> Result<Key, TpmError> {
+    unseal_with(tpm, blob, |_| {
+        Err("only a caller that reads the boot's event log opens it".into())
+    })
+}
+
+/// [`unseal`]; `states` gives a transition seal's two PCR 7 values, derived from this boot.
+pub fn unseal_with(
+    tpm: &Tpm,
+    blob: &str,
+    states: impl FnOnce(&Transition) -> Result<Vec<[u8; 32]>, String>,
+) -> Result<Key, TpmError> {
     let sealed = parse_blob(blob)?;
     let public = Public::unmarshall(&sealed.public).map_err(|e| TpmError::Blob(e.to_string()))?;
     let private =
         Private::try_from(sealed.private.clone()).map_err(|e| TpmError::Blob(e.to_string()))?;
     let mut ctx = tpm.context()?;
-    let gate_digest = if sealed.gate.is_empty() {
-        None
-    } else {
-        Some(Digest::try_from(sealed.gate.clone()).map_err(|e| TpmError::Blob(e.to_string()))?)
+    let (gate_digest, gate_branches, object_branches) = match &sealed.transition {
+        None if sealed.gate.is_empty() => (None, None, None),
+        None => (
+            Some(Digest::try_from(sealed.gate.clone()).map_err(|e| TpmError::Blob(e.to_string()))?),
+            None,
+            None,
+        ),
+        Some(t) => {
+            let pcr7 = states(t).map_err(TpmError::Transition)?;
+            let values = read_pcrs(&mut ctx, &sealed.pcrs)?;
+            let (object, gate) = transition_branches(&mut ctx, &sealed.pcrs, &values, &pcr7)?;
+            let g = or_digest(&mut ctx, &gate)?;
+            (Some(g), Some(gate), Some(object))
+        }
     };
     let gate = sealed.gated_on();
     // The parent stays loaded for the unseal: it salts the session that carries the key back.
     let parent = primary(&mut ctx, gate_digest.as_ref())?;
     let auth = match gate_digest {
-        Some(_) => pcr_session(&mut ctx, parent, &gate, true, false).map_err(|e| match e {
-            TpmError::Tss { source, .. } => TpmError::Policy(source),
-            e => e,
-        }),
+        Some(_) => pcr_session(&mut ctx, parent, &gate, true, false)
+            .and_then(|s| or_step(&mut ctx, s, gate_branches.as_deref()).map(|()| s))
+            .map_err(|e| match e {
+                TpmError::Tss { source, .. } => TpmError::Policy(source),
+                e => e,
+            }),
         None => session(&mut ctx, parent, SessionType::Hmac, true, false),
     };
     let loaded = auth.and_then(|s| {
@@ -540,7 +758,7 @@ pub fn unseal(tpm: &Tpm, blob: &str) -> Result<Key, TpmError> {
         r
     });
     let r = loaded.and_then(|obj| {
-        let r = unseal_object(&mut ctx, parent, obj, &sealed);
+        let r = unseal_object(&mut ctx, parent, obj, &sealed, object_branches.as_deref());
         let _ = ctx.flush_context(obj.into());
         r
     });
@@ -553,16 +771,25 @@ fn unseal_object(
     parent: KeyHandle,
     obj: KeyHandle,
     sealed: &Sealed,
+    branches: Option<&[Digest]>,
 ) -> Result<Key, TpmError> {
     let s = if sealed.pcrs.is_empty() {
         session(ctx, parent, SessionType::Hmac, false, true)?
     } else {
         pcr_session(ctx, parent, &sealed.pcrs, false, true)?
     };
-    let r = ctx
-        .execute_with_session(Some(s), |c| c.unseal(obj.into()))
-        .map_err(TpmError::Policy);
-    flush_session(ctx, s);
+    let r = or_step(ctx, s, branches)
+        .map_err(|e| match e {
+            TpmError::Tss { source, .. } => TpmError::Policy(source),
+            e => e,
+        })
+        .and_then(|()| {
+            let r = ctx
+                .execute_with_session(Some(s), |c| c.unseal(obj.into()))
+                .map_err(TpmError::Policy);
+            flush_session(ctx, s);
+            r
+        });
     if r.is_err() && sealed.pcrs.contains(&rollback::PCR) {
         let checked = crate::floor::floor_in(ctx).map(|f| crate::floor::confirmed_value(&f));
         if let (Ok(checked), Ok(v)) = (checked, read_pcrs(ctx, &[rollback::PCR])) {
@@ -605,7 +832,8 @@ mod tests {
                 pcrs: vec![7, 11],
                 gate: vec![],
                 public: vec![0, 1],
-                private: vec![2, 3]
+                private: vec![2, 3],
+                transition: None,
             }
         );
         assert!(parse_blob("v1::AAE=:AgM=").unwrap().pcrs.is_empty());
@@ -621,6 +849,32 @@ mod tests {
         assert!(parse_blob("v2:7,11::AAE=:AgM=").is_err());
         assert!(parse_blob("v2:11:BAU=:AAE=:AgM=").is_err());
         assert!(matches!(parse_blob("v3::a:b"), Err(TpmError::Blob(m)) if m.contains("v3")));
+        let v3 = parse_blob("v3:7,11,12:96:BAU=:AAE=:AgM=").unwrap();
+        assert_eq!(
+            v3.transition,
+            Some(Transition {
+                keep: 96,
+                appends: vec![vec![4, 5]]
+            })
+        );
+        assert_eq!((v3.version, v3.gated_on()), (3, vec![7]));
+        // A transition is for PCR 7 alone, always with the phase PCR, and names a length.
+        assert!(parse_blob("v3:7,8,11,12:96:BAU=:AAE=:AgM=").is_err());
+        assert!(parse_blob("v3:11,12:96:BAU=:AAE=:AgM=").is_err());
+        assert!(parse_blob("v3:7,12:96:BAU=:AAE=:AgM=").is_err());
+        assert!(parse_blob("v3:7,11,12:-1:BAU=:AAE=:AgM=").is_err());
+        let two = parse_blob("v3:7,11,12:0:BAU=,BgY=:AAE=:AgM=").unwrap();
+        assert_eq!(
+            two.transition.unwrap().appends,
+            vec![vec![4, 5], vec![6, 6]]
+        );
+        assert!(
+            parse_blob("v3:7,11,12:0:AA==,AA==,AA==,AA==,AA==,AA==,AA==,AA==:AAE=:AgM=").is_err()
+        );
+        assert!(parse_blob("v4:7:1:2:3:4")
+            .unwrap_err()
+            .to_string()
+            .contains("v4"));
         assert!(parse_blob("v1:x:AA==:AA==").is_err());
         assert!(parse_blob("v1:24:AA==:AA==").is_err());
         assert!(parse_blob("v1:7:***:AA==").is_err());

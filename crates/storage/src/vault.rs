@@ -1040,6 +1040,10 @@ pub fn ensure(
     };
     let state = settle_rotation(host, &name, &obs, &used, &key);
     note_floor_seen(host, &name, &obs, &key);
+    if let (Some((rpub, proof)), Some(guid)) = (checked_recovery(&obs, &used, &key), obs.guid) {
+        note_recovery(host, &name, guid, &rpub, proof.as_deref());
+    }
+    settle_transition(host, &name, &obs, &used, &key, &wanted);
     // Seals from before the floor, and seals bound to the older "floor checked" (from before the
     // built-in key-list floor, which any initramfs of those releases measures): replaced once
     // this release is judged good and the floor records its origins.
@@ -1096,16 +1100,9 @@ fn note_floor_migration(
     key: &Key,
     state: &RecoveryState,
 ) {
-    let recovery = if obs.sealed.as_deref() == Some(used) {
-        obs.recovery.as_deref()
-    } else {
-        obs.recovery_next.as_deref().or(obs.recovery.as_deref())
-    };
-    let checked = recovery
-        .filter(|r| check_recovery(Some(r), key).0 == RecoveryState::Ok)
-        .and_then(|r| parse2(r).ok());
-    let proof = checked.as_ref().and_then(|r| r.proof.clone());
-    let rpub = checked.map(|r| r.rpub);
+    let checked = checked_recovery(obs, used, key);
+    let proof = checked.as_ref().and_then(|r| r.1.clone());
+    let rpub = checked.map(|r| r.0);
     let (Some(rpub), Some(guid)) = (rpub, obs.guid) else {
         log(format!(
             "{name}: its seal predates the rollback floor and its recovery property is {}: the seal is not replaced; once the floor is set the vault will need `storagectl vault recover`",
@@ -1272,9 +1269,10 @@ pub fn rotate(
 ) -> Result<(), VaultError> {
     let key = tpm::generate()?;
     let data = payload(guid, &key);
-    let sealed = match &floors.origins {
-        Some(o) => host.tpm_seal_counted(&data, pcrs, o)?,
-        None => host.tpm_seal(&data, pcrs)?,
+    let sealed = match (&floors.origins, transition_now(host, name, pcrs)) {
+        (origins, Some(t)) => host.tpm_seal_transition(&data, pcrs, origins.as_ref(), &t)?,
+        (Some(o), None) => host.tpm_seal_counted(&data, pcrs, o)?,
+        (None, None) => host.tpm_seal(&data, pcrs)?,
     };
     let wrapped = wrap_to(&key, rpub, proof)?;
     set_properties(
@@ -1311,6 +1309,190 @@ pub fn rotate(
     set_properties(host, name, &props)?;
     clear_next(host, name);
     Ok(())
+}
+
+/// The firmware `dbx` transition a seal to `pcrs` made now must cover ([`crate::dbx`]): while
+/// the firmware's `dbx` differs from what this boot measured, or is about to, a seal of this
+/// boot's PCR 7 alone would not open at the next boot.
+fn transition_now(host: &mut dyn Host, name: &str, pcrs: &[u8]) -> Option<tpm::Transition> {
+    if !pcrs.contains(&7) || !host.tpm_present() {
+        return None;
+    }
+    match host.dbx_transition() {
+        Ok(t) => t,
+        Err(e) => {
+            log(format!(
+                "WARNING: {name}: the firmware's dbx could not be checked against this boot's event log ({e}): the key is sealed to this boot's PCR 7 alone"
+            ));
+            None
+        }
+    }
+}
+
+/// Where storage-init leaves, for this boot, the recovery key's public half checked against the
+/// unlocked vault's key, so a rotation later in the boot (a firmware `dbx` update) wraps the new
+/// key for the operator's recovery key and not for one written on the disk. On tmpfs.
+pub fn recovery_note_path(roots: &platform::Roots) -> std::path::PathBuf {
+    roots.run.join("eve/vault-recovery.json")
+}
+
+/// The recovery wrap that goes with the seal `used` (its `-next` when a rotation was cut short),
+/// checked against `key`: its public half and proof.
+fn checked_recovery(obs: &Observed, used: &str, key: &Key) -> Option<([u8; 32], Option<String>)> {
+    let recovery = if obs.sealed.as_deref() == Some(used) {
+        obs.recovery.as_deref()
+    } else {
+        obs.recovery_next.as_deref().or(obs.recovery.as_deref())
+    };
+    let checked = recovery
+        .filter(|r| check_recovery(Some(r), key).0 == RecoveryState::Ok)
+        .and_then(|r| parse2(r).ok())?;
+    Some((checked.rpub, checked.proof))
+}
+
+fn note_recovery(host: &mut dyn Host, name: &str, guid: u64, rpub: &[u8; 32], proof: Option<&str>) {
+    let note = serde_json::json!({ "vault": name, "guid": guid, "rpub": B64.encode(rpub), "proof": proof });
+    let p = recovery_note_path(host.roots());
+    let _ = std::fs::create_dir_all(p.parent().unwrap_or(&p));
+    if let Err(e) = std::fs::write(&p, note.to_string()) {
+        log(format!("{}: {e}", p.display()));
+    }
+}
+
+/// After an unlock by a transition seal (made before a firmware `dbx` update): rotates the key
+/// to a seal of the state this boot is in, so the state before the update opens nothing more
+/// (the firmware never goes back to it, and a seal that still named it would open for whoever
+/// rebuilt it). A transition still pending is kept.
+fn settle_transition(
+    host: &mut dyn Host,
+    name: &str,
+    obs: &Observed,
+    used: &str,
+    key: &Key,
+    wanted: &[u8],
+) {
+    let Ok(sealed) = tpm::parse_blob(used) else {
+        return;
+    };
+    let Some(had) = sealed.transition else { return };
+    if transition_now(host, name, wanted).as_ref() == Some(&had) {
+        log(format!(
+            "{name}: its seal covers the firmware dbx update still to be written"
+        ));
+        return;
+    }
+    let (Some((rpub, proof)), Some(guid)) = (checked_recovery(obs, used, key), obs.guid) else {
+        log(format!(
+            "{name}: unlocked by the seal made for a firmware dbx update; its recovery property does not check out, so it is not rotated"
+        ));
+        return;
+    };
+    let floors = Floors {
+        origins: None,
+        seen: seen_now(host),
+    };
+    match rotate(host, name, guid, wanted, &rpub, proof.as_deref(), floors) {
+        Ok(()) => log(format!(
+            "{name}: unlocked by the seal made for the firmware dbx update; its key rotated and sealed to {} as it is now",
+            binding_text(wanted)
+        )),
+        Err(e) => log(format!(
+            "{name}: the seal made for the firmware dbx update could not be replaced ({}); it still opens at the next boot",
+            platform::chain(&e)
+        )),
+    }
+}
+
+/// What [`prepare_dbx`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DbxReady {
+    /// Nothing the vault opens with changes (no TPM, no vault, or a seal without PCR 7).
+    Unaffected(String),
+    /// The seal in force opens in both states already.
+    Covered,
+    /// The key was rotated to a seal that opens in both.
+    Rotated,
+}
+
+/// Before the firmware's `dbx` is written: makes sure the vault's seal opens at the next boot,
+/// whose PCR 7 measures the new `dbx`, by rotating the key to a transition seal (or finding one
+/// in force). Refuses while the vault is locked: its seal, made for another state, would then
+/// never open again. The caller holds the floor lock (rotations take turns).
+pub fn prepare_dbx(
+    host: &mut dyn Host,
+    pool: &str,
+    enc: &Encryption,
+    sb: SecureBoot,
+) -> Result<DbxReady, VaultError> {
+    let name = format!("{pool}/vault");
+    if !host.tpm_present() {
+        return Ok(DbxReady::Unaffected(
+            "no TPM: the vault is not sealed".into(),
+        ));
+    }
+    let Some(obs) = observe(host, &name)? else {
+        return Ok(DbxReady::Unaffected(format!("no {name}")));
+    };
+    if obs.encryption == "off" || obs.encryption.is_empty() {
+        return Ok(DbxReady::Unaffected(format!("{name} is not encrypted")));
+    }
+    let wanted = wanted_pcrs(enc, sb);
+    let current = obs.sealed.as_deref().and_then(|b| tpm::parse_blob(b).ok());
+    let binds7 = current.as_ref().is_some_and(|s| s.pcrs.contains(&7));
+    if !binds7 && !wanted.contains(&7) {
+        return Ok(DbxReady::Unaffected(format!(
+            "{name}'s seal does not bind PCR 7"
+        )));
+    }
+    if obs.keystatus != "available" {
+        return Err(VaultError::Locked(name));
+    }
+    let needed = host.dbx_transition().map_err(|e| {
+        VaultError::Blob(format!(
+            "the firmware's dbx against this boot's event log: {e}"
+        ))
+    })?;
+    if needed.is_none() || current.as_ref().and_then(|s| s.transition.clone()) == needed {
+        return Ok(DbxReady::Covered);
+    }
+    let p = recovery_note_path(host.roots());
+    let note: serde_json::Value = std::fs::read(&p)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .filter(|v: &serde_json::Value| v["vault"] == name.as_str())
+        .ok_or_else(|| {
+            VaultError::NoRecovery(format!(
+                "{name} (no recovery key checked against its key this boot: {} is missing)",
+                p.display()
+            ))
+        })?;
+    let bad = |f: &str| VaultError::Blob(format!("{}: field {f}", p.display()));
+    let guid = note["guid"].as_u64().ok_or_else(|| bad("guid"))?;
+    if obs.guid != Some(guid) {
+        return Err(VaultError::Blob(format!(
+            "{}: it names another vault than {name}",
+            p.display()
+        )));
+    }
+    let rpub: [u8; 32] = note["rpub"]
+        .as_str()
+        .and_then(|r| B64.decode(r).ok())
+        .and_then(|r| r.try_into().ok())
+        .ok_or_else(|| bad("rpub"))?;
+    let floors = Floors {
+        origins: None,
+        seen: seen_now(host),
+    };
+    rotate(
+        host,
+        &name,
+        guid,
+        &wanted,
+        &rpub,
+        note["proof"].as_str(),
+        floors,
+    )?;
+    Ok(DbxReady::Rotated)
 }
 
 fn load_key(host: &mut dyn Host, name: &str, key: &Key) -> Result<(), CmdError> {
@@ -2784,5 +2966,123 @@ mod tests {
             Err(VaultError::WrongRecoveryKey)
         ));
         assert_eq!(h.calls_to("tpm-seal"), ["tpm-seal [7]"]);
+    }
+
+    #[test]
+    fn a_firmware_dbx_update_is_sealed_for_first_and_its_old_state_opens_nothing_after_it() {
+        let t = tempfile::tempdir().unwrap();
+        let mut h = FakeHost::under(t.path());
+        let enc = Policy::builtin().encryption;
+        let rk = RecoveryKey::from_bytes([0x22; 32]);
+        let (blob, w) = made(&mut h, &[3u8; 32], &[7], &rk);
+        let unlocked = |sealed: &str, recovery: &str| {
+            format!("encryption\taes-256-gcm\nkeystatus\tavailable\nguid\t42\n{}\t{sealed}\n{RECOVERY_PROPERTY}\t{recovery}\n", tpm::SEALED_PROPERTY)
+        };
+        // Boot 1 (PCR 7 is 1): an unlock leaves the checked recovery key's public half for later.
+        vault_props(
+            &mut h,
+            &[(tpm::SEALED_PROPERTY, &blob), (RECOVERY_PROPERTY, &w)],
+        );
+        assert_eq!(
+            ensure(&mut h, &Policy::builtin(), SecureBoot::On).0,
+            Vault::Unlocked
+        );
+        assert!(recovery_note_path(&h.roots).exists());
+        assert!(
+            h.calls_to("zfs change-key").is_empty(),
+            "nothing pending: no rotation"
+        );
+        // Nothing pending: nothing to prepare.
+        h.answer(GET, Ok(&unlocked(&blob, &w)));
+        assert_eq!(
+            prepare_dbx(&mut h, "persist", &enc, SecureBoot::On).unwrap(),
+            DbxReady::Covered
+        );
+        // The release carries an update; the boot after it measures PCR 7 as 5.
+        let tr = tpm::Transition {
+            keep: 10,
+            appends: vec![vec![1, 2]],
+        };
+        h.dbx = Some((tr.clone(), 5));
+        // Locked: refused, so the firmware is not written.
+        vault_props(
+            &mut h,
+            &[(tpm::SEALED_PROPERTY, &blob), (RECOVERY_PROPERTY, &w)],
+        );
+        h.calls.clear();
+        assert!(matches!(
+            prepare_dbx(&mut h, "persist", &enc, SecureBoot::On),
+            Err(VaultError::Locked(_))
+        ));
+        assert!(h.calls_to("tpm").is_empty() && h.calls_to("zfs change-key").is_empty());
+        // Unlocked: the key is rotated to a seal that opens in both states.
+        h.answer(GET, Ok(&unlocked(&blob, &w)));
+        h.stdin.clear();
+        assert_eq!(
+            prepare_dbx(&mut h, "persist", &enc, SecureBoot::On).unwrap(),
+            DbxReady::Rotated
+        );
+        let v3 = written(&h, tpm::SEALED_PROPERTY).unwrap();
+        assert_eq!(tpm::parse_blob(&v3).unwrap().transition, Some(tr.clone()));
+        let w2 = written(&h, RECOVERY_PROPERTY).unwrap();
+        let key2 = h.stdin.last().unwrap().clone();
+        assert_eq!(
+            unwrap(&w2, &rk).unwrap()[..],
+            key2[..],
+            "wrapped for the same recovery key"
+        );
+        assert_eq!(h.calls_to("zfs change-key").len(), 1);
+        // Asked again with that seal in force: nothing to do.
+        h.answer(GET, Ok(&unlocked(&v3, &w2)));
+        h.calls.clear();
+        assert_eq!(
+            prepare_dbx(&mut h, "persist", &enc, SecureBoot::On).unwrap(),
+            DbxReady::Covered
+        );
+        assert!(h.calls_to("zfs change-key").is_empty());
+        // A power cut before the write: the same state boots, the seal opens and stays.
+        vault_props(
+            &mut h,
+            &[(tpm::SEALED_PROPERTY, &v3), (RECOVERY_PROPERTY, &w2)],
+        );
+        h.stdin.clear();
+        assert_eq!(
+            ensure(&mut h, &Policy::builtin(), SecureBoot::On).0,
+            Vault::Unlocked
+        );
+        assert_eq!(h.stdin, std::slice::from_ref(&key2));
+        assert!(h.calls_to("zfs change-key").is_empty());
+        // Boot 2, after the write: PCR 7 is 5 and nothing is pending. The transition seal opens,
+        // and the key is rotated at once to a seal of this state only.
+        h.pcr7 = 5;
+        h.dbx = None;
+        h.stdin.clear();
+        h.calls.clear();
+        assert_eq!(
+            ensure(&mut h, &Policy::builtin(), SecureBoot::On).0,
+            Vault::Unlocked
+        );
+        assert_eq!(
+            h.stdin[0], key2,
+            "the transition seal opened in the new state"
+        );
+        assert_eq!(h.calls_to("zfs change-key").len(), 1);
+        let plain = written(&h, tpm::SEALED_PROPERTY).unwrap();
+        assert!(plain.starts_with("v2:"), "{plain}");
+        let key3 = h.stdin.last().unwrap().clone();
+        assert_eq!(
+            unwrap(&written(&h, RECOVERY_PROPERTY).unwrap(), &rk).unwrap()[..],
+            key3[..]
+        );
+        // The state before the update opens neither the new seal nor (its key rotated away)
+        // anything the transition seal holds.
+        h.pcr7 = 1;
+        h.phase_over = false;
+        assert!(h.tpm_unseal(&plain).is_err());
+        h.pcr7 = 5;
+        assert_eq!(
+            open_payload(&h.tpm_unseal(&plain).unwrap(), 2, Some(42)).unwrap()[..],
+            key3[..]
+        );
     }
 }

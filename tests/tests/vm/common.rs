@@ -157,6 +157,21 @@ pub fn builtin_keys(root: &Path, list: &abupdate::trust::KeyList) {
     imgbuild::build::sign_boot_files(Path::new(keys), root).unwrap();
 }
 
+/// The tree as a build with `REVOKE_LOADERS=<files>` makes it: a dbx append revoking `files`,
+/// signed with the image's development KEK, beside its boot loader.
+pub fn revoke_loaders(root: &Path, files: &[PathBuf]) {
+    let m = eve_vmtest::build_manifest(&image_path());
+    let keys = m["secure_boot"]["dev_boot_keys_dir"].as_str().unwrap();
+    let boot = imgbuild::secureboot::BootKeys::open(Path::new(keys), "dev").unwrap();
+    let dir = root.join("usr").join(abupdate::loader::IN_USR);
+    let ours = [dir.join("grubx64.efi"), dir.join("BOOTX64.EFI")];
+    let work = root.join("revoke-work");
+    std::fs::create_dir_all(&work).unwrap();
+    imgbuild::step::esp::revoke(&boot, files, &[&ours[0], &ours[1]], 0, &work, &dir).unwrap();
+    std::fs::remove_dir_all(&work).unwrap();
+    assert!(root.join("usr").join(platform::efisig::CARRIED).is_file());
+}
+
 /// Unpacks the squashfs `sq` (a slot image: trailing verity data is ignored) into a fresh `root`.
 pub fn unsquash(sq: &Path, root: &Path) {
     let _ = std::fs::remove_dir_all(root);

@@ -1,6 +1,8 @@
 //! VM tests for the verified boot chain under OVMF's Secure Boot build with the project's keys
 //! enrolled: a vault sealed while Secure Boot was off is not trusted once it is on until the
-//! recovery key re-seals it to PCR 7, a signed update keeps unlocking it,
+//! recovery key re-seals it to PCR 7, a signed update keeps unlocking it, and one that revokes
+//! the older GRUB through a KEK-signed dbx append has the firmware refuse that GRUB while the
+//! vault keeps opening (its seal made for the new PCR 7 first),
 //! Secure Boot off, or another key enrolled beside ours, locks it without destroying anything,
 //! and the recovery key unlocks it on a fresh TPM; a slot whose kernel, initrd, GRUB config or
 //! squashfs was changed is refused and the box boots the other slot, or stops with the reason
@@ -8,7 +10,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic with context on failure
 
-use crate::common::{copy_image, recover, recovery_key, variant};
+use crate::common::{copy_image, recover, recovery_key, revoke_loaders, variant};
 use abupdate::state::{SlotInfo, Slots, State};
 use eve_vmtest::{
     build_manifest, image_path, partition_of, test_dir, BootTimes, DiskKind, DiskSpec, Machine,
@@ -75,6 +77,41 @@ fn other_keys_vars(dir: &Path) -> PathBuf {
         .unwrap();
     assert!(st.status.success(), "{st:?}");
     out
+}
+
+const ESP: &str = "mkdir -p /run/esp && mount -t vfat /dev/disk/by-partlabel/EFI /run/esp";
+const DBX_SUM: &str =
+    "sha256sum /sys/firmware/efi/efivars/dbx-d719b2cb-3d3a-4596-a3bc-dad00e67656f";
+
+fn sealed_key(m: &mut Machine) -> String {
+    m.ok("zfs get -H -o value org.lfedge.eve:sealed-key persist/vault")
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// Waits until the running slot is good, the ESP holds its boot loader and ab-health's steps
+/// after that are over.
+fn wait_boot_jobs(m: &mut Machine) {
+    let start = Instant::now();
+    loop {
+        let out = m.ok("abupdate bootloader --dry-run --json").unwrap();
+        let v: Value = serde_json::from_str(&out).unwrap();
+        // ab-health's shell, whose command line names all of its steps, lives until the last.
+        let busy = m
+            .sh("for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null; echo; done | grep -q '[a]bupdate health &&'")
+            .unwrap()
+            .status
+            == 0;
+        if v["action"] == "current" && !busy {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "waiting for ab-health: {out}"
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
 }
 
 fn times(what: &str, t: BootTimes) -> String {
@@ -233,8 +270,18 @@ fn the_vault_follows_secure_boot_through_a_tpm_swap_recovery_and_a_signed_update
     );
 
     // 6. A signed update to v2, booted under Secure Boot on the new TPM: the vault unlocks by
-    //    itself (PCR 7 does not change with a signed update).
-    let v2 = variant(&dir, "v2", |_| {});
+    //    itself (PCR 7 does not change with a signed update). v2 revokes v1's boot loader (say
+    //    its GRUB had a hole) by a dbx append signed with the KEK. A copy of v1's GRUB is left
+    //    on the ESP beside the loader, where the update must notice it.
+    let v1_grub = dir.join("v1-grubx64.efi");
+    m.ok(&format!(
+        "{ESP} && cp /run/esp/EFI/BOOT/grubx64.efi /run/v1-grub.efi && cp /run/v1-grub.efi /run/esp/EFI/BOOT/old-grub.efi && umount /run/esp && sync"
+    ))
+    .unwrap();
+    m.copy_out("/run/v1-grub.efi", &v1_grub).unwrap();
+    let v2 = variant(&dir, "v2", |root| {
+        revoke_loaders(root, std::slice::from_ref(&v1_grub))
+    });
     m.copy_in(&v2, "/run/v2.update").unwrap();
     let out = m.sh("abupdate install /run/v2.update").unwrap();
     assert_eq!(out.status, 0, "{out:?}");
@@ -252,6 +299,99 @@ fn the_vault_follows_secure_boot_through_a_tpm_swap_recovery_and_a_signed_update
     assert_eq!(
         storage_status(&mut m)["boot"]["pcrs"],
         serde_json::json!([7])
+    );
+
+    // 7. v2 is good and its boot loader went on the ESP; the copy of v1's GRUB is still there,
+    //    so the firmware's dbx is not written (by ab-health, nor asked again).
+    wait_boot_jobs(&mut m);
+    let dbx_before = m.ok(DBX_SUM).unwrap();
+    // This boot's event log and PCR 7, kept beside the test's logs (the unit tier's fixture came
+    // from here).
+    m.copy_out(
+        "/sys/kernel/security/tpm0/binary_bios_measurements",
+        &dir.join("binary_bios_measurements"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("pcr7"),
+        m.ok("cat /sys/class/tpm/tpm0/pcr-sha256/7").unwrap(),
+    )
+    .unwrap();
+    let out = m.sh("storage-init dbx-update").unwrap();
+    assert_eq!(out.status, 1, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("EFI/BOOT/old-grub.efi on the ESP is among the images the update revokes"),
+        "{out:?}"
+    );
+    assert_eq!(m.ok(DBX_SUM).unwrap(), dbx_before, "dbx unchanged");
+    assert!(sealed_key(&mut m).starts_with("v2:"));
+    // The copy gone: the vault's key is rotated to a seal that opens before and after the
+    // update, then the firmware takes it.
+    m.ok(&format!(
+        "{ESP} && rm /run/esp/EFI/BOOT/old-grub.efi && umount /run/esp && sync"
+    ))
+    .unwrap();
+    let out = m.ok("storage-init dbx-update --dry-run").unwrap();
+    assert!(
+        out.contains("would add 1 revoked boot loader image(s)"),
+        "{out}"
+    );
+    assert_eq!(
+        m.ok(DBX_SUM).unwrap(),
+        dbx_before,
+        "a dry run writes nothing"
+    );
+    let out = m.sh("storage-init dbx-update").unwrap();
+    assert_eq!(out.status, 0, "{out:?}");
+    assert!(
+        out.stdout.contains("the firmware's dbx now forbids 1 more boot loader image(s); the vault key was rotated first"),
+        "{out:?}"
+    );
+    assert_ne!(m.ok(DBX_SUM).unwrap(), dbx_before);
+    assert!(sealed_key(&mut m).starts_with("v3:"));
+    let out = m.ok("storage-init dbx-update").unwrap();
+    assert!(out.contains("already forbids the 1"), "{out}");
+
+    // 8. The next boot measures the new dbx into PCR 7: the seal made for it opens, and the key
+    //    is rotated at once to a seal of this state alone.
+    m.reboot().unwrap();
+    assert_eq!(keystatus(&mut m), "available");
+    assert_eq!(
+        m.ok("cat /persist/config/sb-marker").unwrap(),
+        "sealed-the-old-way\n"
+    );
+    assert!(
+        m.console()
+            .contains("unlocked by the seal made for the firmware dbx update; its key rotated"),
+        "{}",
+        m.console()
+    );
+    assert!(sealed_key(&mut m).starts_with("v2:"));
+    let v2_grub = dir.join("v2-grubx64.efi");
+    m.ok(&format!(
+        "{ESP} && cp /run/esp/EFI/BOOT/grubx64.efi /run/v2-grub.efi && umount /run/esp"
+    ))
+    .unwrap();
+    m.copy_out("/run/v2-grub.efi", &v2_grub).unwrap();
+    m.poweroff().unwrap();
+
+    // 9. Attack: v1's GRUB (project-signed) put back on the ESP. shim finds it in the firmware's
+    //    dbx and refuses it: nothing of v1's boot chain runs.
+    m.write_esp_file("EFI/BOOT/grubx64.efi", &std::fs::read(&v1_grub).unwrap())
+        .unwrap();
+    m.boot_until_console("Security Violation").unwrap();
+    let console = m.console();
+    assert!(!console.contains("eve-init"), "{console}");
+    m.power_cut().unwrap();
+    // The operator puts v2's loader back: the box boots and its vault opens as it was.
+    m.write_esp_file("EFI/BOOT/grubx64.efi", &std::fs::read(&v2_grub).unwrap())
+        .unwrap();
+    m.boot().unwrap();
+    assert_eq!(keystatus(&mut m), "available");
+    assert_eq!(
+        m.ok("cat /persist/config/sb-marker").unwrap(),
+        "sealed-the-old-way\n"
     );
     m.poweroff().unwrap();
 

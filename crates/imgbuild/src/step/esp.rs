@@ -98,6 +98,16 @@ pub fn bootloader(
     let marker = work.join("esp.marker");
     fs::write(&marker, format!("{}\n", grub::esp_label(esp_id))).at("write", &marker)?;
     let marker_sig = boot.gpg(work)?.sign(&marker, epoch)?;
+    if !opts.revoke_loaders.is_empty() {
+        revoke(
+            boot,
+            &opts.revoke_loaders,
+            &[&shim, &grub_efi],
+            epoch,
+            work,
+            &dir,
+        )?;
+    }
     for (f, name) in [
         (&shim, "BOOTX64.EFI"),
         (&grub_efi, "grubx64.efi"),
@@ -111,6 +121,46 @@ pub fn bootloader(
         shim,
         grub: grub_efi,
     })
+}
+
+/// The signed `dbx` append revoking `files` (older boot loaders), as `dir`'s
+/// [`platform::efisig::CARRIED`] name; never one that names this build's own loader (`ours`).
+pub fn revoke(
+    boot: &BootKeys,
+    files: &[std::path::PathBuf],
+    ours: &[&Path],
+    epoch: u64,
+    work: &Path,
+    dir: &Path,
+) -> Result<()> {
+    let hash = |p: &Path| -> Result<[u8; 32]> {
+        let b = fs::read(p).at("read (a boot loader to revoke)", p)?;
+        abupdate::loader::image_hash(&b).map_err(|msg| Error::Parse {
+            path: p.into(),
+            msg,
+        })
+    };
+    let own: Vec<[u8; 32]> = ours.iter().map(|p| hash(p)).collect::<Result<_>>()?;
+    let mut hashes = Vec::new();
+    for f in files {
+        let h = hash(f)?;
+        if own.contains(&h) {
+            return Err(Error::Parse {
+                path: f.clone(),
+                msg: "is this build's own boot loader: revoking it would leave the box unbootable"
+                    .into(),
+            });
+        }
+        if !hashes.contains(&h) {
+            hashes.push(h);
+        }
+    }
+    let out = dir.join(
+        Path::new(platform::efisig::CARRIED)
+            .file_name()
+            .unwrap_or_default(),
+    );
+    boot.dbx_append(&hashes, epoch, work, &out)
 }
 
 pub fn esp_config_firmware(

@@ -34,6 +34,43 @@ enum Cmd {
     /// serial, once its slot is good (run after `abupdate health`). Exit 1 when it could not be
     /// raised.
     RaiseFloor,
+    /// Write the firmware dbx update the running release carries (revoking older boot loaders),
+    /// once its slot is good and the ESP holds its boot loader; the vault's seal is made to open
+    /// after it first. Exit 1 when it could not be written.
+    DbxUpdate {
+        /// Say what would be done; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+fn dbx_update(dry_run: bool) -> ExitCode {
+    let roots = Roots::host();
+    let outcome = roots.storage_outcome();
+    let pool = std::fs::read(&outcome)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v["pool"].as_str().map(String::from));
+    let Some(pool) = pool else {
+        eprintln!(
+            "storage-init: error: {}: no pool recorded this boot; the firmware's dbx is not changed",
+            outcome.display()
+        );
+        return ExitCode::FAILURE;
+    };
+    let mut host = RealHost::new(roots);
+    let sb = storage::vault::secure_boot(&host.roots.sys);
+    let enc = config::image_encryption();
+    match storage::dbx::update(&mut host, &pool, &enc, sb, dry_run) {
+        Ok(o) => {
+            println!("storage-init: {}", o.text());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("storage-init: error: firmware dbx update: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn raise_floor() -> ExitCode {
@@ -100,6 +137,7 @@ fn main() -> ExitCode {
         Cmd::Plan { json } => Action::Plan { json },
         Cmd::Run { dry_run } => Action::Run { dry_run },
         Cmd::RaiseFloor => return raise_floor(),
+        Cmd::DbxUpdate { dry_run } => return dbx_update(dry_run),
     };
     let roots = Roots::host();
     let mountinfo = std::fs::read_to_string(roots.mountinfo()).unwrap_or_default();
