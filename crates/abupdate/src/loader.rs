@@ -127,26 +127,42 @@ pub fn esp_programs(esp: &Path) -> Vec<(String, std::result::Result<[u8; 32], St
     out
 }
 
-/// Pure: whether writing a `dbx` that forbids `revoked` leaves the ESP bootable: no program on it
-/// may be among them, and every one must have been hashed (fwupd refuses such a `dbx` update
-/// for the same reason).
+/// Pure: whether writing a `dbx` that forbids `revoked` leaves the ESP bootable. The files of
+/// the boot path ([`FILES`]) must not be among them and must have been hashed (fwupd refuses a
+/// `dbx` update for the same reason); any other program on the ESP that is among them only
+/// stops booting, which is the point: the warnings name them. A copy of an old loader put
+/// anywhere else on the ESP cannot hold a revocation back.
 pub fn check_revocable(
     programs: &[(String, std::result::Result<[u8; 32], String>)],
     revoked: &[[u8; 32]],
-) -> std::result::Result<(), String> {
+) -> std::result::Result<Vec<String>, String> {
+    let mut warnings = Vec::new();
+    for (_, rel) in FILES {
+        if !programs.iter().any(|(p, _)| p == rel) {
+            return Err(format!("{rel} is not on the ESP"));
+        }
+    }
     for (rel, h) in programs {
+        let boot_path = FILES.iter().any(|(_, f)| f == rel);
         match h {
-            Ok(h) if revoked.contains(h) => {
+            Ok(h) if revoked.contains(h) && boot_path => {
                 return Err(format!(
-                    "{rel} on the ESP is among the images the update revokes (SHA-256 {}): the firmware would refuse it",
+                    "{rel} on the ESP is among the images the update revokes (SHA-256 {}): the box would not boot",
                     platform::efisig::short(h)
                 ))
             }
+            Ok(h) if revoked.contains(h) => warnings.push(format!(
+                "{rel} on the ESP is among the images the update revokes (SHA-256 {}): it will not boot any more",
+                platform::efisig::short(h)
+            )),
             Ok(_) => {}
-            Err(e) => return Err(format!("{rel} on the ESP could not be hashed ({e})")),
+            Err(e) if boot_path => {
+                return Err(format!("{rel} on the ESP could not be hashed ({e})"))
+            }
+            Err(_) => {}
         }
     }
-    Ok(())
+    Ok(warnings)
 }
 
 pub fn read_ours(usr: &Path) -> Result<[Vec<u8>; 2]> {
@@ -265,7 +281,7 @@ mod tests {
     }
 
     #[test]
-    fn a_revocation_that_names_a_program_on_the_esp_is_refused() {
+    fn a_revocation_is_refused_only_when_it_names_the_boot_path() {
         let t = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(t.path().join("EFI/BOOT")).unwrap();
         std::fs::create_dir_all(t.path().join("EFI/eve/old")).unwrap();
@@ -274,16 +290,34 @@ mod tests {
         let p = esp_programs(t.path());
         assert_eq!(p.len(), 1, "{p:?}");
         assert_eq!(p[0].0, "EFI/eve/old/Grub.EFI");
+        assert!(p[0].1.is_err());
         let e = check_revocable(&p, &[[1; 32]]).unwrap_err();
-        assert!(
-            e.contains("EFI/eve/old/Grub.EFI") && e.contains("could not be hashed"),
-            "{e}"
+        assert!(e.contains("EFI/BOOT/grubx64.efi is not on the ESP"), "{e}");
+        let mut esp = vec![
+            ("EFI/BOOT/BOOTX64.EFI".to_string(), Ok([3u8; 32])),
+            ("EFI/BOOT/grubx64.efi".to_string(), Ok([2u8; 32])),
+            ("EFI/BOOT/old.efi".to_string(), Ok([1u8; 32])),
+            (
+                "EFI/eve/junk.efi".to_string(),
+                Err("not a PE image".to_string()),
+            ),
+        ];
+        assert_eq!(
+            check_revocable(&esp, &[[9; 32]]).unwrap(),
+            Vec::<String>::new()
         );
-        let ok = vec![("EFI/BOOT/grubx64.efi".to_string(), Ok([2u8; 32]))];
-        assert!(check_revocable(&ok, &[[1; 32]]).is_ok());
-        let e = check_revocable(&ok, &[[1; 32], [2; 32]]).unwrap_err();
+        // A revoked copy elsewhere: written, with a warning naming it.
+        let w = check_revocable(&esp, &[[1; 32]]).unwrap();
+        assert!(w.len() == 1 && w[0].contains("EFI/BOOT/old.efi"), "{w:?}");
+        // The boot path revoked, or not readable: refused.
+        for revoked in [[2u8; 32], [3u8; 32]] {
+            let e = check_revocable(&esp, &[revoked]).unwrap_err();
+            assert!(e.contains("the box would not boot"), "{e}");
+        }
+        esp[1].1 = Err("short read".into());
+        let e = check_revocable(&esp, &[[9; 32]]).unwrap_err();
         assert!(
-            e.contains("EFI/BOOT/grubx64.efi") && e.contains("0202020202020202"),
+            e.contains("EFI/BOOT/grubx64.efi") && e.contains("could not be hashed"),
             "{e}"
         );
         assert!(image_hash(b"MZ").is_err());

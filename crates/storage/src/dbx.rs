@@ -195,12 +195,15 @@ pub fn update(
             ))
         }
     }
-    abupdate::loader::check_revocable(&esp.programs, &revoked)
+    let warnings = abupdate::loader::check_revocable(&esp.programs, &revoked)
         .map_err(|e| format!("{e}; the firmware's dbx is not changed"))?;
     let now = efisig::read_dbx(&roots.sys).map_err(|e| platform::chain(&e))?;
     let new = newly_forbidden(&now, &append)?;
     if new.is_empty() {
         return Ok(Outcome::Held(revoked.len()));
+    }
+    for w in &warnings {
+        platform::log(format!("WARNING: {w}"));
     }
     if dry_run {
         return Ok(Outcome::WouldWrite(new.len()));
