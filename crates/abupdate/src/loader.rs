@@ -32,6 +32,10 @@ pub enum Action {
     Newer { esp: u32, ours: u32 },
     /// The running slot is not good (on trial, or it has nothing proven): the ESP stays.
     NotGood { state: String },
+    /// The running image's loader is among the images the firmware's `dbx` forbids (an older
+    /// release, fallen back to after a newer one revoked its loader): putting it on the ESP
+    /// would leave the box unable to boot, so the ESP keeps the loader it has.
+    Revoked { file: String },
 }
 
 impl Action {
@@ -50,6 +54,9 @@ impl Action {
             ),
             Action::NotGood { state } => format!(
                 "the running slot is {state}, not good: the boot loader on the ESP stays until it is"
+            ),
+            Action::Revoked { file } => format!(
+                "this release's {file} is revoked by the firmware's dbx: the boot loader on the ESP stays"
             ),
         }
     }
@@ -163,6 +170,15 @@ pub fn check_revocable(
         }
     }
     Ok(warnings)
+}
+
+/// Pure: the first of the image's loader files (`ours`, as [`FILES`]) whose image hash is in
+/// `forbidden` (the firmware's `dbx`), by its ESP name.
+pub fn revoked_file(ours: &[Vec<u8>; 2], forbidden: &[[u8; 32]]) -> Option<String> {
+    ours.iter()
+        .zip(FILES)
+        .find(|(b, _)| image_hash(b).is_ok_and(|h| forbidden.contains(&h)))
+        .map(|(_, (_, rel))| rel.to_string())
 }
 
 pub fn read_ours(usr: &Path) -> Result<[Vec<u8>; 2]> {
@@ -321,6 +337,11 @@ mod tests {
             "{e}"
         );
         assert!(image_hash(b"MZ").is_err());
+        // Not PE images: never found revoked (a real loader's hash is checked in the VM tier).
+        assert_eq!(
+            revoked_file(&[b"MZ".to_vec(), b"x".to_vec()], &[[1; 32]]),
+            None
+        );
     }
 
     #[test]

@@ -427,7 +427,17 @@ impl System {
         let booted = platform::rollback::loader_epoch_of_cmdline(
             &std::fs::read_to_string(&cl).at("read", &cl)?,
         );
-        let action = loader::decide(&current, &ours, booted).map_err(Error::Device)?;
+        let mut action = loader::decide(&current, &ours, booted).map_err(Error::Device)?;
+        if matches!(action, Action::Install { .. }) {
+            // An unreadable dbx is taken as empty: firmware without one forbids nothing.
+            let forbidden = platform::efisig::read_dbx(&self.roots.sys)
+                .ok()
+                .and_then(|d| platform::efisig::sha256s(&d).ok())
+                .unwrap_or_default();
+            if let Some(file) = loader::revoked_file(&ours, &forbidden) {
+                action = Action::Revoked { file };
+            }
+        }
         if dry_run || !matches!(action, Action::Install { .. }) {
             return Ok((action, false));
         }

@@ -490,12 +490,8 @@ fn uuid_bytes(text: &str) -> [u8; 16] {
     b
 }
 
-/// `epoch` as the C locale's `%c` (how sign-efi-sig-list reads `-t`), in UTC.
+/// `epoch` as `sign-efi-sig-list -t` reads it (`%Y-%m-%d %H:%M:%S`, UTC).
 fn time_text(epoch: u64) -> String {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
     let days = epoch / 86_400;
     let secs = epoch % 86_400;
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
@@ -509,14 +505,10 @@ fn time_text(epoch: u64) -> String {
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
     format!(
-        "{} {} {:>2} {:02}:{:02}:{:02} {}",
-        DAYS[(days % 7) as usize],
-        MONTHS[(m - 1) as usize],
-        d,
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
         secs / 3600,
         secs % 3600 / 60,
-        secs % 60,
-        y
+        secs % 60
     )
 }
 
@@ -598,11 +590,32 @@ mod tests {
 
     #[test]
     fn append_times_and_owner_guids_are_as_efitools_and_firmware_read_them() {
-        assert_eq!(time_text(0), "Thu Jan  1 00:00:00 1970");
-        assert_eq!(time_text(1_796_590_800), "Sun Dec  6 21:00:00 2026");
-        assert_eq!(time_text(951_782_400), "Tue Feb 29 00:00:00 2000");
+        assert_eq!(time_text(0), "1970-01-01 00:00:00");
+        assert_eq!(time_text(1_796_590_800), "2026-12-06 21:00:00");
+        assert_eq!(time_text(951_782_400), "2000-02-29 00:00:00");
         let g = uuid_bytes("d719b2cb-3d3a-4596-a3bc-dad00e67656f");
         assert_eq!(g, platform::efisig::SECURITY_DATABASE_GUID);
+    }
+
+    #[test]
+    fn a_dbx_append_is_signed_at_the_given_time_and_carries_the_hashes() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("keys");
+        generate(&dir, "test").unwrap();
+        let boot = BootKeys::open(&dir, "dev").unwrap();
+        let out = t.path().join("dbx-append.auth");
+        boot.dbx_append(&[[7; 32], [8; 32]], 1_796_590_800, t.path(), &out)
+            .unwrap();
+        let auth = std::fs::read(&out).unwrap();
+        // EFI_TIME: year (LE), month, day, hour, minute, second.
+        assert_eq!(&auth[..7], &[0xea, 0x07, 12, 6, 21, 0, 0]);
+        let lists = platform::efisig::auth2_payload(&auth).unwrap();
+        assert_eq!(
+            platform::efisig::sha256s(lists).unwrap(),
+            vec![[7; 32], [8; 32]]
+        );
+        let l = platform::efisig::parse_lists(lists).unwrap();
+        assert_eq!(l[0].entries[0][..16], uuid_bytes(OWNER_GUID));
     }
 
     #[test]

@@ -69,7 +69,8 @@ pub fn parse(b: &[u8]) -> Result<Vec<Event>, String> {
         sizes.push((alg, usize::from(len)));
     }
     let mut out = Vec::new();
-    while r.at < b.len() {
+    // Some firmware pads the log's buffer with zeros after the last event.
+    while r.at < b.len() && b[r.at..].iter().any(|&x| x != 0) {
         let pcr = r.u32("an event")?;
         let kind = r.u32("an event")?;
         let count = r.u32("an event's digests")?;
@@ -261,6 +262,9 @@ mod tests {
         let mut not_agile = good.clone();
         not_agile[32] = b'X';
         assert!(parse(&not_agile).unwrap_err().contains("crypto-agile"));
+        let mut padded = good.clone();
+        padded.extend_from_slice(&[0; 64]);
+        assert_eq!(parse(&padded).unwrap(), parse(&good).unwrap());
         let none = parse(&log(&[])).unwrap();
         assert!(variable(&none, &efisig::SECURITY_DATABASE_GUID, "dbx")
             .unwrap_err()

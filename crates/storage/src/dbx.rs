@@ -152,12 +152,23 @@ impl Outcome {
     }
 }
 
-/// Pure: the images a signed append forbids that `now` does not forbid yet.
-pub fn newly_forbidden(now: &[u8], append: &[u8]) -> Result<Vec<[u8; 32]>, String> {
-    let held = efisig::sha256s(now).map_err(|e| format!("the firmware's dbx: {e}"))?;
-    Ok(efisig::sha256s(append)?
-        .into_iter()
-        .filter(|h| !held.contains(h))
+/// Pure: the entries (of any kind) a signed append forbids that `now` does not forbid yet.
+pub fn newly_forbidden(now: &[u8], append: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    let held = efisig::parse_lists(now).map_err(|e| format!("the firmware's dbx: {e}"))?;
+    let adding = efisig::parse_lists(append)?;
+    Ok(adding
+        .iter()
+        .flat_map(|l| {
+            l.entries
+                .iter()
+                .filter(|e| {
+                    !held
+                        .iter()
+                        .any(|h| h.kind == l.kind && h.entries.contains(e))
+                })
+                .cloned()
+                .collect::<Vec<_>>()
+        })
         .collect())
 }
 
@@ -194,6 +205,25 @@ pub fn update(
                     .into(),
             ))
         }
+        Action::Revoked { file } => {
+            return Ok(Outcome::Waiting(format!(
+                "this release's own {file} is already revoked (an older release, fallen back to)"
+            )))
+        }
+    }
+    // The older slot must not be able to boot and run its own ab-health (whose loader this
+    // update may revoke): only once the floor stands at this release's epoch.
+    if host.tpm_present() {
+        match (host.tpm_floor_now(), host.floor_target()) {
+            (Some(f), Some(t)) if f[0] >= u64::from(t[0]) => {}
+            (f, t) => {
+                return Ok(Outcome::Waiting(format!(
+                    "the TPM's rollback floor (epoch {}) is not yet at this release's epoch ({}): an older slot could still boot",
+                    f.map_or_else(|| "none".into(), |f| f[0].to_string()),
+                    t.map_or_else(|| "unknown".into(), |t| t[0].to_string())
+                )))
+            }
+        }
     }
     let warnings = abupdate::loader::check_revocable(&esp.programs, &revoked)
         .map_err(|e| format!("{e}; the firmware's dbx is not changed"))?;
@@ -214,12 +244,6 @@ pub fn update(
     let auth = std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?;
     write_append(&roots.sys, &auth)?;
     let after = efisig::read_dbx(&roots.sys).map_err(|e| platform::chain(&e))?;
-    if !newly_forbidden(&after, &append)?.is_empty() {
-        return Err(format!(
-            "the firmware accepted the dbx update but its dbx does not forbid all {} images",
-            revoked.len()
-        ));
-    }
     // The seal was made for the results firmware gives; if this one gave another, seal again
     // for what it holds now, before anything reboots.
     let expected = [
@@ -230,7 +254,18 @@ pub fn update(
         platform::log(
             "WARNING: the firmware's dbx after the update is not what was predicted: sealing the vault again for it",
         );
-        crate::vault::prepare_dbx(host, pool, enc, sb).map_err(|e| platform::chain(&e))?;
+        crate::vault::prepare_dbx(host, pool, enc, sb).map_err(|e| {
+            format!(
+                "the firmware's dbx was written, but the vault could not be sealed for what it holds now ({}): the next boot will ask for the recovery key",
+                platform::chain(&e)
+            )
+        })?;
+    }
+    if !newly_forbidden(&after, &append)?.is_empty() {
+        return Err(format!(
+            "the firmware took the signed dbx update but does not forbid all {} images",
+            revoked.len()
+        ));
     }
     Ok(Outcome::Written(new.len(), ready))
 }
@@ -392,10 +427,9 @@ mod tests {
 
     #[test]
     fn only_images_not_yet_forbidden_count() {
-        assert_eq!(
-            newly_forbidden(&hashes(&[1, 2]), &hashes(&[2, 3])).unwrap(),
-            vec![[3; 32]]
-        );
+        let n = newly_forbidden(&hashes(&[1, 2]), &hashes(&[2, 3])).unwrap();
+        assert_eq!(n.len(), 1);
+        assert_eq!(n[0][16..], [3; 32]);
         assert!(newly_forbidden(&hashes(&[1, 2]), &hashes(&[1]))
             .unwrap()
             .is_empty());

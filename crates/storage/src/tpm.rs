@@ -352,7 +352,7 @@ fn or_digest(ctx: &mut Context, branches: &[Digest]) -> Result<Digest, TpmError>
 }
 
 /// The object and gate branches of a transition seal: PolicyPCR over `all` holding `values` with
-/// PCR 7 at each of `pcr7`, and over PCR 7 alone at each.
+/// PCR 7 at each of `pcr7`, and over the gate's PCRs (the boot-state ones) the same way.
 fn transition_branches(
     ctx: &mut Context,
     all: &[u8],
@@ -370,13 +370,20 @@ fn transition_branches(
         .iter()
         .position(|&p| p == 7)
         .ok_or_else(|| TpmError::Blob("a transition seal binds PCR 7".into()))?;
+    let gate_pcrs = gate_pcrs(all);
     let mut object = Vec::new();
     let mut gate = Vec::new();
     for b in pcr7 {
         let mut v = values.to_vec();
         v[at7] = b.to_vec();
         object.push(trial_digest(ctx, all, &v)?);
-        gate.push(trial_digest(ctx, &[7], &[b.to_vec()])?);
+        let gv: Vec<Vec<u8>> = all
+            .iter()
+            .zip(&v)
+            .filter(|(p, _)| gate_pcrs.contains(p))
+            .map(|(_, v)| v.clone())
+            .collect();
+        gate.push(trial_digest(ctx, &gate_pcrs, &gv)?);
     }
     Ok((object, gate))
 }
@@ -561,9 +568,9 @@ pub fn seal_transition(
     all.push(rollback::PCR);
     all.sort_unstable();
     all.dedup();
-    if gate_pcrs(&all) != [7] {
+    if !gate_pcrs(&all).contains(&7) {
         return Err(TpmError::Blob(format!(
-            "a transition seal is for a seal bound to PCR 7 alone among the boot PCRs, not to {}",
+            "a transition seal binds PCR 7, not only {}",
             pcr_list(&gate_pcrs(&all))
         )));
     }
@@ -583,7 +590,7 @@ pub fn seal_transition(
         data,
         policy,
         Some(&gate_digest),
-        &[7],
+        &gate_pcrs(&all),
         Some(&gate),
     )?;
     let b64 = base64::engine::general_purpose::STANDARD;
@@ -639,8 +646,11 @@ pub fn parse_blob(blob: &str) -> Result<Sealed, TpmError> {
         ["v2", pcrs, gate, public, private] => (2, *pcrs, *gate, *public, *private),
         ["v3", pcrs, keep, append, public, private] => {
             let keep = keep
-                .parse()
-                .map_err(|_| TpmError::Blob(format!("bad dbx length `{keep}`")))?;
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+                .then(|| keep.parse::<usize>().ok())
+                .flatten()
+                .ok_or_else(|| TpmError::Blob(format!("bad dbx length `{keep}`")))?;
             let appends = append
                 .split(',')
                 .map(|a| {
@@ -681,10 +691,14 @@ pub fn parse_blob(blob: &str) -> Result<Sealed, TpmError> {
             "a v{version} seal is always bound to PCR {PHASE_PCR}"
         )));
     }
-    if version == 3 && gate_pcrs(&pcrs) != [7] {
-        return Err(TpmError::Blob(
-            "a v3 seal binds PCR 7 alone among the boot PCRs".into(),
-        ));
+    if version == 3 && !pcrs.contains(&7) {
+        return Err(TpmError::Blob("a v3 seal binds PCR 7".into()));
+    }
+    if pcrs.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(TpmError::Blob(format!(
+            "its PCRs are not in ascending order: {}",
+            pcr_list(&pcrs)
+        )));
     }
     if version == 2 && gate.is_empty() != gate_pcrs(&pcrs).is_empty() {
         return Err(TpmError::Blob(
@@ -858,8 +872,15 @@ mod tests {
             })
         );
         assert_eq!((v3.version, v3.gated_on()), (3, vec![7]));
-        // A transition is for PCR 7 alone, always with the phase PCR, and names a length.
-        assert!(parse_blob("v3:7,8,11,12:96:BAU=:AAE=:AgM=").is_err());
+        // A transition binds PCR 7, always with the phase PCR, and names a length.
+        assert_eq!(
+            parse_blob("v3:0,7,11,12:96:BAU=:AAE=:AgM=")
+                .unwrap()
+                .gated_on(),
+            vec![0, 7]
+        );
+        assert!(parse_blob("v3:7,12,11:96:BAU=:AAE=:AgM=").is_err());
+        assert!(parse_blob("v2:7,7,11:BAU=:AAE=:AgM=").is_err());
         assert!(parse_blob("v3:11,12:96:BAU=:AAE=:AgM=").is_err());
         assert!(parse_blob("v3:7,12:96:BAU=:AAE=:AgM=").is_err());
         assert!(parse_blob("v3:7,11,12:-1:BAU=:AAE=:AgM=").is_err());

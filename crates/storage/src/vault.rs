@@ -1182,6 +1182,7 @@ fn rotate_recording_origins(
             Floors {
                 origins: None,
                 seen,
+                transition: None,
             },
         );
     }
@@ -1189,6 +1190,7 @@ fn rotate_recording_origins(
     let floors = Floors {
         origins: Some(origins),
         seen,
+        transition: None,
     };
     rotate(host, name, guid, pcrs, rpub, proof, floors)?;
     host.tpm_migrate_commit(&origins)?;
@@ -1244,13 +1246,16 @@ fn settle_rotation(
 }
 
 /// What a rotated key's seal and records say of the rollback floor.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Floors {
     /// Seal for stage 1's value with these origins (a replacement about to record them), not for
     /// the floor the TPM holds.
     pub origins: Option<[u64; 3]>,
     /// The floors the vault saw confirmed ([`SEEN_PROPERTY`]), recorded with the new key.
     pub seen: Option<[u64; 3]>,
+    /// Seal for this firmware `dbx` transition ([`prepare_dbx`], which found it and writes the
+    /// firmware only if the seal is made for it); `None`: whatever one is pending now.
+    pub transition: Option<tpm::Transition>,
 }
 
 /// Rotates the vault's wrapping key (`zfs change-key`; the vault's key must be loaded): a new key
@@ -1269,7 +1274,11 @@ pub fn rotate(
 ) -> Result<(), VaultError> {
     let key = tpm::generate()?;
     let data = payload(guid, &key);
-    let sealed = match (&floors.origins, transition_now(host, name, pcrs)) {
+    let transition = match &floors.transition {
+        Some(t) => Some(t.clone()),
+        None => transition_now(host, name, pcrs),
+    };
+    let sealed = match (&floors.origins, transition) {
         (origins, Some(t)) => host.tpm_seal_transition(&data, pcrs, origins.as_ref(), &t)?,
         (Some(o), None) => host.tpm_seal_counted(&data, pcrs, o)?,
         (None, None) => host.tpm_seal(&data, pcrs)?,
@@ -1315,7 +1324,7 @@ pub fn rotate(
 /// the firmware's `dbx` differs from what this boot measured, or is about to, a seal of this
 /// boot's PCR 7 alone would not open at the next boot.
 fn transition_now(host: &mut dyn Host, name: &str, pcrs: &[u8]) -> Option<tpm::Transition> {
-    if !pcrs.contains(&7) || !host.tpm_present() {
+    if !transition_fits(pcrs) || !host.tpm_present() {
         return None;
     }
     match host.dbx_transition() {
@@ -1327,6 +1336,11 @@ fn transition_now(host: &mut dyn Host, name: &str, pcrs: &[u8]) -> Option<tpm::T
             None
         }
     }
+}
+
+/// Whether a seal to `pcrs` can be a transition seal: one that binds PCR 7.
+fn transition_fits(pcrs: &[u8]) -> bool {
+    pcrs.contains(&7)
 }
 
 /// Where storage-init leaves, for this boot, the recovery key's public half checked against the
@@ -1390,6 +1404,7 @@ fn settle_transition(
     let floors = Floors {
         origins: None,
         seen: seen_now(host),
+        transition: None,
     };
     match rotate(host, name, guid, wanted, &rpub, proof.as_deref(), floors) {
         Ok(()) => log(format!(
@@ -1452,7 +1467,10 @@ pub fn prepare_dbx(
             "the firmware's dbx against this boot's event log: {e}"
         ))
     })?;
-    if needed.is_none() || current.as_ref().and_then(|s| s.transition.clone()) == needed {
+    let Some(needed) = needed else {
+        return Ok(DbxReady::Covered);
+    };
+    if current.as_ref().and_then(|s| s.transition.as_ref()) == Some(&needed) {
         return Ok(DbxReady::Covered);
     }
     let p = recovery_note_path(host.roots());
@@ -1482,6 +1500,8 @@ pub fn prepare_dbx(
     let floors = Floors {
         origins: None,
         seen: seen_now(host),
+        // A policy that no longer binds PCR 7 gets a seal the update does not touch.
+        transition: transition_fits(&wanted).then_some(needed),
     };
     rotate(
         host,
@@ -1804,6 +1824,7 @@ pub fn recover(
         Floors {
             origins: None,
             seen: max_floors(seen, now),
+            transition: None,
         },
     )?;
     Ok(Recovered {

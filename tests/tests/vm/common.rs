@@ -167,7 +167,20 @@ pub fn revoke_loaders(root: &Path, files: &[PathBuf]) {
     let ours = [dir.join("grubx64.efi"), dir.join("BOOTX64.EFI")];
     let work = root.join("revoke-work");
     std::fs::create_dir_all(&work).unwrap();
-    imgbuild::step::esp::revoke(&boot, files, &[&ours[0], &ours[1]], 0, &work, &dir).unwrap();
+    let release: Release = serde_json::from_slice(
+        &std::fs::read(root.join("etc").join(abupdate::release::RELEASE)).unwrap(),
+    )
+    .unwrap();
+    imgbuild::step::esp::revoke(
+        &boot,
+        files,
+        &[&ours[0], &ours[1]],
+        release.security_epoch,
+        0,
+        &work,
+        &dir,
+    )
+    .unwrap();
     std::fs::remove_dir_all(&work).unwrap();
     assert!(root.join("usr").join(platform::efisig::CARRIED).is_file());
 }

@@ -103,6 +103,7 @@ pub fn bootloader(
             boot,
             &opts.revoke_loaders,
             &[&shim, &grub_efi],
+            opts.security_epoch,
             epoch,
             work,
             &dir,
@@ -124,11 +125,14 @@ pub fn bootloader(
 }
 
 /// The signed `dbx` append revoking `files` (older boot loaders), as `dir`'s
-/// [`platform::efisig::CARRIED`] name; never one that names this build's own loader (`ours`).
+/// [`platform::efisig::CARRIED`] name; never one that names this build's own loader (`ours`),
+/// and never a GRUB built for `security_epoch` or later: a slot of that epoch could still boot
+/// after the revocation (the rollback floor lets it) and would find its own loader refused.
 pub fn revoke(
     boot: &BootKeys,
     files: &[std::path::PathBuf],
     ours: &[&Path],
+    security_epoch: u32,
     epoch: u64,
     work: &Path,
     dir: &Path,
@@ -143,6 +147,15 @@ pub fn revoke(
     let own: Vec<[u8; 32]> = ours.iter().map(|p| hash(p)).collect::<Result<_>>()?;
     let mut hashes = Vec::new();
     for f in files {
+        let b = fs::read(f).at("read (a boot loader to revoke)", f)?;
+        if let Some(e) = platform::rollback::loader_epoch_in(&b).filter(|e| *e >= security_epoch) {
+            return Err(Error::Parse {
+                path: f.clone(),
+                msg: format!(
+                    "is a GRUB built for security epoch {e}, not below this build's {security_epoch}: raise SECURITY_EPOCH with the revocation, so no release that boots it can run after it"
+                ),
+            });
+        }
         let h = hash(f)?;
         if own.contains(&h) {
             return Err(Error::Parse {
