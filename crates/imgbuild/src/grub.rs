@@ -33,7 +33,7 @@ pub const GRUB_MODULES: &[&str] = &[
     "squash4",
     "gzio",
     "loadenv",
-    "linux",
+    "linuxefi",
     "serial",
     "terminal",
     "all_video",
@@ -159,10 +159,11 @@ function eve_boot {{
     if [ -n "$eve_refused" ]; then set eve_extra="eve.refused=$eve_refused"; fi
     echo "EVE: booting slot $1"
     # The initrd is checked before the kernel is loaded: a kernel left loaded by a slot refused
-    # at its initrd would be in the way of the other slot's.
+    # at its initrd would be in the way of the other slot's. linuxefi starts the kernel through
+    # its EFI stub, which hands the firmware's TPM event log on to the kernel.
     if verify_detached /boot/initrd.img /boot/initrd.img.sig; then
-      if linux /boot/vmlinuz root=PARTUUID=$partuuid eve.slot=$1 {loader}{epoch} $eve_extra $eve_cmdline; then
-        if initrd /boot/initrd.img; then
+      if linuxefi /boot/vmlinuz root=PARTUUID=$partuuid eve.slot=$1 {loader}{epoch} $eve_extra $eve_cmdline; then
+        if initrdefi /boot/initrd.img; then
           boot
           echo "EVE: slot $1 did not start"
         else
