@@ -252,6 +252,32 @@ mod tests {
         );
     }
 
+    /// A log the kernel exposed under OVMF's Secure Boot build with swtpm, booted through the
+    /// image's shim and GRUB (its `dbx` variable and PCR 7 read in the same boot).
+    #[test]
+    fn a_real_log_replays_to_its_pcr7_and_measured_the_dbx_the_firmware_holds() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/eventlog");
+        let raw = std::fs::read(dir.join("ovmf-secureboot-shim-grub.bin")).unwrap();
+        let pcr7 = std::fs::read_to_string(dir.join("pcr7.hex")).unwrap();
+        let efivar = std::fs::read(dir.join("dbx-efivar.bin")).unwrap();
+        let ev = parse(&raw).unwrap();
+        assert!(ev.len() > 20, "{}", ev.len());
+        let hex: String = replay(&ev, 7).iter().map(|b| format!("{b:02X}")).collect();
+        assert_eq!(hex, pcr7.trim());
+        let (_, measured) = variable(&ev, &efisig::SECURITY_DATABASE_GUID, efisig::DBX).unwrap();
+        assert_eq!(measured, efivar[4..]);
+        // The stock shim's vendor certificate is what the image's firmware variables revoke.
+        assert!(efisig::parse_lists(&measured).unwrap().len() == 1);
+        let same = pcr7_with(&ev, &efisig::SECURITY_DATABASE_GUID, efisig::DBX, &measured).unwrap();
+        assert_eq!(same, replay(&ev, 7));
+        let mut more = measured.clone();
+        more.extend_from_slice(&[0; 76]);
+        assert_ne!(
+            pcr7_with(&ev, &efisig::SECURITY_DATABASE_GUID, efisig::DBX, &more).unwrap(),
+            same
+        );
+    }
+
     #[test]
     fn logs_that_cannot_be_replayed_are_refused_with_the_reason() {
         let good = log(&[event(7, EV_EFI_VARIABLE_DRIVER_CONFIG, &dbx(b"x"))]);
