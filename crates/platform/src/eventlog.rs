@@ -6,8 +6,8 @@
 
 use crate::efisig;
 
-/// The log under securityfs.
-pub const IN_SECURITYFS: &str = "security/tpm0/binary_bios_measurements";
+/// The log under the sys root (securityfs at `/sys/kernel/security`).
+pub const IN_SYS: &str = "kernel/security/tpm0/binary_bios_measurements";
 pub const EV_NO_ACTION: u32 = 0x3;
 pub const EV_EFI_VARIABLE_DRIVER_CONFIG: u32 = 0x8000_0001;
 const SHA256: u16 = 0x000b;

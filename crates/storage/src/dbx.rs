@@ -18,7 +18,7 @@ pub struct Boot {
 
 /// Reads the event log under `roots.sys` and checks that it replays to `pcr7_now`.
 pub fn observe(roots: &Roots, pcr7_now: &[u8]) -> Result<Boot, String> {
-    let p = roots.sys.join(eventlog::IN_SECURITYFS);
+    let p = roots.sys.join(eventlog::IN_SYS);
     let raw = std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?;
     let events = eventlog::parse(&raw).map_err(|e| format!("{}: {e}", p.display()))?;
     if eventlog::replay(&events, 7)[..] != *pcr7_now {
@@ -452,7 +452,34 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let roots = Roots::under(t.path());
         let e = observe(&roots, &[0; 32]).unwrap_err();
-        assert!(e.contains("binary_bios_measurements"), "{e}");
+        assert!(
+            e.contains("kernel/security/tpm0/binary_bios_measurements"),
+            "{e}"
+        );
+        // The log the kernel exposed in a VM test, where the kernel puts it.
+        let fx = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../platform/tests/fixtures/eventlog");
+        let log = roots.sys.join(eventlog::IN_SYS);
+        std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+        std::fs::copy(fx.join("ovmf-secureboot-shim-grub.bin"), &log).unwrap();
+        let hex = std::fs::read_to_string(fx.join("pcr7.hex")).unwrap();
+        let pcr7: Vec<u8> = (0..32)
+            .map(|i| u8::from_str_radix(&hex.trim()[2 * i..2 * i + 2], 16).unwrap())
+            .collect();
+        let b = observe(&roots, &pcr7).unwrap();
+        assert_eq!(
+            b.measured,
+            std::fs::read(fx.join("dbx-efivar.bin")).unwrap()[4..]
+        );
+        let e = observe(&roots, &[0; 32]).unwrap_err();
+        assert!(e.contains("do not reproduce the TPM's PCR 7"), "{e}");
+        // A revocation of one image: the states before and after, the first this boot's.
+        let add = hashes(&[5]);
+        let t = b.transition(&b.measured, Some(&add)).unwrap().unwrap();
+        let s = b.states(&t).unwrap();
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0][..], pcr7[..]);
+        assert_ne!(s[1], s[0]);
         assert_eq!(carried(&roots).unwrap(), None);
         let p = roots.usr.join(efisig::CARRIED);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();

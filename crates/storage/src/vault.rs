@@ -54,6 +54,8 @@ pub enum VaultError {
     Blob(String),
     #[error("{0} is locked: unlock it first")]
     Locked(String),
+    #[error("the firmware's dbx against this boot's TPM event log: {0}")]
+    Firmware(String),
     #[error("no randomness: {0}")]
     Random(String),
     #[error(transparent)]
@@ -1462,11 +1464,7 @@ pub fn prepare_dbx(
     if obs.keystatus != "available" {
         return Err(VaultError::Locked(name));
     }
-    let needed = host.dbx_transition().map_err(|e| {
-        VaultError::Blob(format!(
-            "the firmware's dbx against this boot's event log: {e}"
-        ))
-    })?;
+    let needed = host.dbx_transition().map_err(VaultError::Firmware)?;
     let Some(needed) = needed else {
         return Ok(DbxReady::Covered);
     };
