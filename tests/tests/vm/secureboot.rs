@@ -338,6 +338,7 @@ fn the_vault_follows_secure_boot_through_a_tpm_swap_recovery_and_a_signed_update
     assert_eq!(sealed_key(&mut m), sealed);
     // An older loader on the ESP's boot path holds an update back (here it is already written,
     // so the wait shows): v1's GRUB in place of v2's.
+    m.copy_in(&v1_grub, "/run/v1-grub.efi").unwrap();
     m.ok(&format!(
         "{ESP} && cp /run/v1-grub.efi /run/esp/EFI/BOOT/grubx64.efi && umount /run/esp && sync"
     ))
