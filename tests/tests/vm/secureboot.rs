@@ -371,6 +371,7 @@ fn the_vault_follows_secure_boot_through_a_tpm_swap_recovery_and_a_signed_update
     ))
     .unwrap();
     m.copy_out("/run/v2-grub.efi", &v2_grub).unwrap();
+    let guids = datasets(&mut m);
     m.poweroff().unwrap();
 
     // 9. Attack: v1's GRUB (project-signed) put back on the ESP. shim finds it in the firmware's
@@ -390,6 +391,7 @@ fn the_vault_follows_secure_boot_through_a_tpm_swap_recovery_and_a_signed_update
         m.ok("cat /persist/config/sb-marker").unwrap(),
         "sealed-the-old-way\n"
     );
+    assert_eq!(datasets(&mut m), guids, "every dataset kept");
     m.poweroff().unwrap();
 
     let text = format!(
