@@ -80,8 +80,8 @@ pub fn interval_label(secs: u64) -> String {
     format!("{secs}s")
 }
 
-/// Seconds since the epoch as `20261204T010203Z`: UTC, sortable, safe in a dataset name.
-pub fn utc_stamp(epoch: u64) -> String {
+/// Seconds since the epoch as a UTC civil date and time: (year, month, day, hour, minute, second).
+pub fn civil(epoch: u64) -> (i64, i64, i64, u64, u64, u64) {
     let days = (epoch / 86_400) as i64;
     let s = epoch % 86_400;
     // Days to a civil date (proleptic Gregorian), after Howard Hinnant's published algorithm.
@@ -94,12 +94,13 @@ pub fn utc_stamp(epoch: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
-        s / 3600,
-        s % 3600 / 60,
-        s % 60
-    )
+    (y, m, d, s / 3600, s % 3600 / 60, s % 60)
+}
+
+/// Seconds since the epoch as `20261204T010203Z`: UTC, sortable, safe in a dataset name.
+pub fn utc_stamp(epoch: u64) -> String {
+    let (y, m, d, h, mi, s) = civil(epoch);
+    format!("{y:04}{m:02}{d:02}T{h:02}{mi:02}{s:02}Z")
 }
 
 impl Size {
