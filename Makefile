@@ -32,10 +32,16 @@ KEY_SERIAL     ?= 1
 # Authenticode hashes go into a KEK-signed dbx append the image carries, which a box writes to
 # its firmware once this release is good on it and its loader is on the ESP.
 REVOKE_LOADERS ?=
+# MGMT_CA=dir: the management API's operator CAs (admin-ca.pem, reader-ca.pem: client
+# certificates from the first get the admin role, from the second the reader role). Without it
+# a development pair is made once in $(CACHE)/keys/mgmt-dev with a client certificate from each
+# (admin.pem/.key, reader.pem/.key); RELEASE=1 refuses to build without it.
+MGMT_CA        ?=
 SIGN_FLAGS := $(if $(SIGNING_KEY),--signing-key $(abspath $(SIGNING_KEY))) $(if $(RELEASE),--release) \
     $(if $(BOOT_KEYS),--boot-keys $(abspath $(BOOT_KEYS))) \
     --security-epoch $(SECURITY_EPOCH) --key-serial $(KEY_SERIAL) $(addprefix --trusted-key ,$(TRUSTED_KEYS)) \
-    $(if $(ROTATION),--rotation $(abspath $(ROTATION))) $(addprefix --revoke-loader ,$(abspath $(REVOKE_LOADERS)))
+    $(if $(ROTATION),--rotation $(abspath $(ROTATION))) $(addprefix --revoke-loader ,$(abspath $(REVOKE_LOADERS))) \
+    $(if $(MGMT_CA),--mgmt-ca $(abspath $(MGMT_CA)))
 # A development build is never signed with the vendor's keys and never released: it gets its own
 # keys in the cache, which no production image trusts (the builder refuses SIGNING_KEY, BOOT_KEYS
 # and --release with the dev profile).
@@ -52,7 +58,7 @@ deps:
 
 binaries:
 	$(STATIC) CARGO_TARGET_DIR=target/static $(CARGO) build --release --locked --target $(TARGET) -p eve-init -p eve-agent
-	$(CARGO) build --release --locked --target $(TARGET) -p storage -p storagectl -p storaged -p abupdate -p volumes
+	$(CARGO) build --release --locked --target $(TARGET) -p storage -p storagectl -p storaged -p abupdate -p volumes -p mgmt
 
 # The builder caches downloads and the ZFS module build under $(CACHE); a rebuild takes about a minute.
 # `make image`: the production image, out/eve-storage.{raw,raw.zst,update,build.json}.

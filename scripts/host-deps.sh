@@ -8,7 +8,7 @@ HOST_PKGS="qemu-system-x86 ovmf swtpm swtpm-tools grub-efi-amd64-bin grub-common
  squashfs-tools mtools dosfstools gdisk xz-utils zstd cpio kmod e2fsprogs
  build-essential autoconf automake libtool bc flex bison libelf-dev dwarves
  pkg-config libssl-dev iproute2 socat libtss2-dev libblkid-dev libclang-dev libdevmapper-dev
- osslsigncode gnupg cryptsetup-bin python3-virt-firmware efitools"
+ osslsigncode gnupg cryptsetup-bin python3-virt-firmware efitools curl openssl"
 
 missing=""
 for p in $HOST_PKGS; do

@@ -78,6 +78,9 @@ pub struct MachineSpec {
     /// about the boot chain (and the production image's) pay for it.
     /// [`Machine::set_secure_boot`] switches it between boots.
     pub secure_boot: bool,
+    /// Guest TCP ports reachable from the host ([`Machine::host_port`]), through a user-mode
+    /// network on a virtio NIC; none means no NIC at all.
+    pub forward: Vec<u16>,
 }
 
 /// The firmware variables the image build made, with the project's keys enrolled.
@@ -101,6 +104,7 @@ impl MachineSpec {
             config_files: Vec::new(),
             console_input: false,
             secure_boot: false,
+            forward: Vec::new(),
         }
     }
 }
@@ -133,6 +137,14 @@ pub struct Machine {
     interactive: bool,
     /// Held open read-write so qemu's open of the FIFO never blocks and never sees EOF.
     console_in: Option<std::fs::File>,
+    /// (host, guest) TCP ports, chosen when the machine is made.
+    hostfwd: Vec<(u16, u16)>,
+}
+
+/// A TCP port free on the host's loopback now.
+fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").at("bind", Path::new("127.0.0.1:0"))?;
+    Ok(l.local_addr().at("bind", Path::new("127.0.0.1:0"))?.port())
 }
 
 /// Creates one disk's backing file in `dir` as the spec says.
@@ -357,6 +369,11 @@ impl Machine {
         for (i, d) in spec.disks.iter().enumerate() {
             disks.push(make_disk(dir, i, d)?);
         }
+        let hostfwd = spec
+            .forward
+            .iter()
+            .map(|g| free_port().map(|h| (h, *g)))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Machine {
             spec,
             dir: dir.into(),
@@ -368,6 +385,7 @@ impl Machine {
             boots: 0,
             interactive: false,
             console_in: None,
+            hostfwd,
         })
     }
 
@@ -424,7 +442,17 @@ impl Machine {
             console_log: self.console_log(),
             console_input: self.spec.console_input.then(|| self.dir.join("console.in")),
             interactive: self.interactive,
+            hostfwd: self.hostfwd.clone(),
         }
+    }
+
+    /// The host port (on 127.0.0.1) that reaches `guest` port in the machine.
+    pub fn host_port(&self, guest: u16) -> u16 {
+        self.hostfwd
+            .iter()
+            .find(|(_, g)| *g == guest)
+            .map(|(h, _)| *h)
+            .unwrap_or_else(|| panic!("guest port {guest} is not forwarded (MachineSpec.forward)"))
     }
 
     /// Waits until a process listens on the unix socket at `path`. The file appears at bind(),

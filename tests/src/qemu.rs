@@ -89,6 +89,9 @@ pub struct Invocation {
     /// A FIFO the harness writes to: keys typed on the serial console (tests only).
     pub console_input: Option<PathBuf>,
     pub interactive: bool,
+    /// TCP ports forwarded from the host's loopback to the guest (host, guest): a user-mode
+    /// network on a virtio NIC, restricted so the guest reaches nothing outside. None: no NIC.
+    pub hostfwd: Vec<(u16, u16)>,
 }
 
 fn device(d: &Disk, id: &str, sata_port: &mut u32, boot: bool) -> Vec<String> {
@@ -211,14 +214,27 @@ pub fn qemu_args(inv: &Invocation) -> Result<Vec<String>, String> {
         "-no-reboot",
         "-display",
         "none",
-        "-nic",
-        "none",
         "-device",
         "virtio-rng-pci",
     ]
     .iter()
     .map(|s| s.to_string())
     .collect();
+    if inv.hostfwd.is_empty() {
+        a.extend(["-nic".into(), "none".into()]);
+    } else {
+        let fwd: String = inv
+            .hostfwd
+            .iter()
+            .map(|(h, g)| format!(",hostfwd=tcp:127.0.0.1:{h}-:{g}"))
+            .collect();
+        a.extend([
+            "-netdev".into(),
+            format!("user,id=n0,restrict=on{fwd}"),
+            "-device".into(),
+            "virtio-net-pci,netdev=n0".into(),
+        ]);
+    }
     let code = if inv.secure_boot {
         // The variable store may only be written from SMM, so the OS cannot change the keys.
         a.extend([
@@ -354,7 +370,22 @@ mod tests {
             console_log: "/t/console.log".into(),
             console_input: None,
             interactive: false,
+            hostfwd: vec![],
         }
+    }
+
+    #[test]
+    fn no_nic_unless_ports_are_forwarded_and_then_a_restricted_one() {
+        let a = qemu_args(&inv()).unwrap().join(" ");
+        assert!(a.contains("-nic none") && !a.contains("netdev"), "{a}");
+        let a = qemu_args(&Invocation {
+            hostfwd: vec![(40001, 8443)],
+            ..inv()
+        })
+        .unwrap()
+        .join(" ");
+        assert!(!a.contains("-nic none"), "{a}");
+        assert!(a.contains("-netdev user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:40001-:8443 -device virtio-net-pci,netdev=n0"), "{a}");
     }
 
     #[test]

@@ -45,6 +45,9 @@ pub struct Options {
     pub rotation: Option<PathBuf>,
     /// Older boot loaders this release revokes (a signed `dbx` append in the image).
     pub revoke_loaders: Vec<PathBuf>,
+    /// The management API's operator CAs (`admin-ca.pem`, `reader-ca.pem`); without it the
+    /// cache's development CAs (not with `release`).
+    pub mgmt_ca: Option<PathBuf>,
 }
 
 /// What an image is for: `prod` has no shell and no test agent, and root is locked; `dev` adds
@@ -419,11 +422,18 @@ pub fn build(opts: &Options) -> Result<crate::record::BuildManifest> {
         &opts.cache,
         opts.profile,
     )?;
+    let mgmt = crate::mgmtca::MgmtCa::for_build(
+        opts.mgmt_ca.as_deref(),
+        opts.release,
+        &opts.cache,
+        opts.profile,
+    )?;
     let keys = step::Keys {
         signing: &signing,
         trusted: &trusted,
         rotation: rotation.as_ref(),
         boot: &boot,
+        mgmt: &mgmt,
     };
     eprintln!(
         "      Secure Boot: {} boot keys ({})",
@@ -486,7 +496,12 @@ pub fn build(opts: &Options) -> Result<crate::record::BuildManifest> {
             zfs_dir: &zfs_dir,
             signer: &signer,
         };
-        build_rootfs(opts, &m, &cfg, pkgs, &k, &release)
+        let n = build_rootfs(opts, &m, &cfg, pkgs, &k, &release)?;
+        // The operator CAs, on the verified root: only a signed update changes them.
+        let root = work_dir(opts).join("rootfs");
+        step::rootfs::write(&root, crate::mgmtca::ADMIN_CA, &mgmt.admin_pem)?;
+        step::rootfs::write(&root, crate::mgmtca::READER_CA, &mgmt.reader_pem)?;
+        Ok(n)
     })?;
     let work = work_dir(opts);
     let sqfs = work.join("slot.squashfs");

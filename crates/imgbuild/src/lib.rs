@@ -9,6 +9,7 @@ pub mod grub;
 pub mod keys;
 pub mod kmod;
 pub mod manifest;
+pub mod mgmtca;
 pub mod record;
 pub mod rootfs;
 pub mod secureboot;

@@ -155,6 +155,10 @@ struct BuildArgs {
     /// (repeatable).
     #[arg(long = "revoke-loader")]
     revoke_loaders: Vec<PathBuf>,
+    /// The management API's operator CAs: a directory with `admin-ca.pem` and `reader-ca.pem`;
+    /// without it development CAs in the cache (refused with --release).
+    #[arg(long)]
+    mgmt_ca: Option<PathBuf>,
 }
 
 fn report(e: &dyn std::error::Error) {
@@ -173,6 +177,7 @@ impl BuildArgs {
             key_serial: self.key_serial,
             rotation: self.rotation,
             revoke_loaders: self.revoke_loaders,
+            mgmt_ca: self.mgmt_ca,
             repo: self.common.repo,
             manifests: self.common.manifests,
             config: self.common.config,

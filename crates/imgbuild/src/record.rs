@@ -36,6 +36,18 @@ pub struct BuildManifest {
     pub image: ImageInfo,
     pub update: UpdateInfo,
     pub secure_boot: SecureBootInfo,
+    pub mgmt: MgmtInfo,
+}
+
+/// The management API's operator CAs.
+#[derive(Debug, Serialize)]
+pub struct MgmtInfo {
+    /// `release` (MGMT_CA) or `dev`.
+    pub ca: String,
+    /// Only for the development CAs: where their client certificates are (`admin.pem`,
+    /// `admin.key`, `reader.pem`, `reader.key`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dev_dir: Option<String>,
 }
 
 #[derive(Debug, Serialize)]

@@ -5,23 +5,10 @@ use crate::cli::{raw_from_args, transport_arg, SnapCmd, SnapshotArgs, VolCmd};
 use crate::{emit, fail};
 use platform::Roots;
 use std::process::ExitCode;
-use volumes::config::Config;
 use volumes::reconcile::Env;
 
-/// The volume settings (layered, see `Config::load_layered`) on this host's kernel trees.
-pub fn host_env(config: Option<&std::path::Path>) -> volumes::Result<Env<'static>> {
-    Ok(Env {
-        roots: platform::Roots::host(),
-        cfg: Config::load_layered(config)?,
-        fs: &ktarget::HostFs,
-        tools: &volumes::cmd::SYSTEM,
-        // Every CLI pass is a full re-read.
-        cache: None,
-    })
-}
-
 pub fn volume(config: Option<&std::path::Path>, cmd: VolCmd) -> ExitCode {
-    let env = match host_env(config) {
+    let env = match Env::host(config) {
         Ok(e) => e,
         Err(e) => return fail(&e),
     };
@@ -214,7 +201,7 @@ pub fn iostat(pool: &str, names: &[String], interval: f64, json: bool) -> ExitCo
 
 /// `storagectl export save [FILE]`: every volume's identity, for a new box.
 pub fn export_save(config: Option<&std::path::Path>, file: Option<std::path::PathBuf>) -> ExitCode {
-    let env = match host_env(config) {
+    let env = match Env::host(config) {
         Ok(e) => e,
         Err(e) => return fail(&e),
     };

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod pool;
 pub mod record;
 pub mod smart;
+pub mod status;
 
 /// The crate's one error type: I/O errors name their path, commands their argv.
 #[derive(Debug, thiserror::Error)]

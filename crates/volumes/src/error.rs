@@ -21,6 +21,11 @@ pub enum Error {
     NoVolume(String),
     #[error("volume `{0}` already exists")]
     Exists(String),
+    /// Another operation holds this volume; nothing was changed (try again when it is done).
+    #[error("volume `{0}` is busy with another operation; nothing was changed, try again")]
+    Busy(String),
+    #[error("volume name {0}")]
+    BadName(String),
     #[error("{0}")]
     Refused(String),
     /// The spool or the state is not on the unlocked vault; nothing is read or written.

@@ -55,11 +55,26 @@ fn pass_or_restore(env: &Env, path: &Path, before: Option<&[u8]>, name: &str) ->
     Err(e)
 }
 
-/// Takes the pass lock once the spool and state are known to be on the unlocked vault: nothing
-/// is read from or written to a directory that only looks like the spool.
-fn locked(env: &Env) -> Result<nix::fcntl::Flock<std::fs::File>> {
+/// The locks one operation holds until it returns.
+#[derive(Debug)]
+struct Held {
+    _volumes: Vec<nix::fcntl::Flock<std::fs::File>>,
+    _pass: nix::fcntl::Flock<std::fs::File>,
+}
+
+/// Takes the named volumes' own locks (refusing at once when one is busy), then the pass lock,
+/// once the spool and state are known to be on the unlocked vault: nothing is read from or
+/// written to a directory that only looks like the spool.
+fn locked(env: &Env, names: &[&str]) -> Result<Held> {
     env.check_vault()?;
-    reconcile::lock(&env.roots)
+    let volumes = names
+        .iter()
+        .map(|n| reconcile::volume_lock(&env.roots, n))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Held {
+        _volumes: volumes,
+        _pass: reconcile::lock(&env.roots)?,
+    })
 }
 
 /// Refuses a transport this kernel cannot serve, before anything is written.
@@ -85,7 +100,7 @@ pub fn create(env: &Env, raw: &RawSpec, label: &str) -> Result<Shown> {
     if let Some(src) = &v.source {
         zvol::check_source(env.tools, src, v.size, &env.cfg.imports())?;
     }
-    let _lock = locked(env)?;
+    let _lock = locked(env, &[&v.name])?;
     env.ensure_spool()?;
     if spool_file(env, &v.name).is_some()
         || zvol::list(env.tools, &env.cfg.pool)?
@@ -122,7 +137,7 @@ pub fn create(env: &Env, raw: &RawSpec, label: &str) -> Result<Shown> {
 }
 
 pub fn resize(env: &Env, name: &str, size: &str) -> Result<Shown> {
-    let _lock = locked(env)?;
+    let _lock = locked(env, &[name])?;
     let path = spool_file(env, name).ok_or_else(|| Error::NoVolume(name.into()))?;
     let before = std::fs::read(&path).map_err(io("read", &path))?;
     let label = path.display().to_string();
@@ -149,7 +164,7 @@ pub fn resize(env: &Env, name: &str, size: &str) -> Result<Shown> {
 }
 
 pub fn delete(env: &Env, name: &str, force: bool) -> Result<()> {
-    let _lock = locked(env)?;
+    let _lock = locked(env, &[name])?;
     let path = spool_file(env, name);
     let Some(path) = path else {
         // A zvol the spool does not name (held by a pass) can still be deleted explicitly.
@@ -196,7 +211,7 @@ pub fn delete(env: &Env, name: &str, force: bool) -> Result<()> {
 
 /// The operator's word that the spool as it is now is this box's: says what it will remove.
 pub fn adopt_spool(env: &Env) -> Result<String> {
-    let _lock = locked(env)?;
+    let _lock = locked(env, &[])?;
     env.ensure_spool()?;
     let dry = reconcile::pass(env, true)?.0;
     let id = env.markers().adopt()?;
@@ -497,7 +512,7 @@ pub fn snapshot(env: &Env, name: &str, snap: Option<&str>) -> Result<snap::Snaps
         None => snap::stamp(now_secs()),
     };
     snap::check_snap_name(&snap).map_err(|m| Error::Refused(format!("snapshot name {m}")))?;
-    let _lock = locked(env)?;
+    let _lock = locked(env, &[name])?;
     let (_, ds) = volume_dataset(env, name)?;
     if snap::list(env.tools, std::slice::from_ref(&ds))?
         .iter()
@@ -609,7 +624,7 @@ pub fn rollback(
     destroy_newer: bool,
     force: bool,
 ) -> Result<snap::Snapshot> {
-    let _lock = locked(env)?;
+    let _lock = locked(env, &[name])?;
     let (v, ds) = volume_dataset(env, name)?;
     let all = snap::list(env.tools, std::slice::from_ref(&ds))?;
     let target = all
@@ -665,7 +680,7 @@ pub fn rollback(
 
 /// Destroys a snapshot (scheduled or by hand); refused while a clone depends on it.
 pub fn snapshot_delete(env: &Env, name: &str, snap_name: &str) -> Result<()> {
-    let _lock = locked(env)?;
+    let _lock = locked(env, &[name])?;
     let (_, ds) = volume_dataset(env, name)?;
     let all = snap::list(env.tools, std::slice::from_ref(&ds))?;
     let s = all
@@ -694,10 +709,15 @@ pub fn clone(
 ) -> Result<Shown> {
     let (ovol, osnap) =
         snap::parse_ref(origin).map_err(|m| Error::Refused(format!("--from: {m}")))?;
-    let (ov, ods) = {
+    if new == ovol {
+        return Err(Error::Exists(new.into()));
+    }
+    // The origin is held while its snapshot is checked and the clone made.
+    let _origin = {
         env.check_vault()?;
-        volume_dataset(env, &ovol)?
+        reconcile::volume_lock(&env.roots, &ovol)?
     };
+    let (ov, ods) = volume_dataset(env, &ovol)?;
     if !snap::list(env.tools, std::slice::from_ref(&ods))?
         .iter()
         .any(|s| s.name == osnap)

@@ -161,6 +161,20 @@ pub struct Env<'a> {
     pub cache: Option<std::sync::Arc<Cache>>,
 }
 
+impl Env<'static> {
+    /// The volume settings (layered, see `Config::load_layered`) on this host's kernel trees,
+    /// reading everything each pass: what the CLI and the management API act through.
+    pub fn host(config: Option<&std::path::Path>) -> Result<Self> {
+        Ok(Env {
+            roots: Roots::host(),
+            cfg: Config::load_layered(config)?,
+            fs: &ktarget::HostFs,
+            tools: &crate::cmd::SYSTEM,
+            cache: None,
+        })
+    }
+}
+
 impl Env<'_> {
     pub fn nvmet_tree(&self) -> nvmet::Tree {
         nvmet::Tree::new(&self.roots.configfs)
@@ -655,6 +669,33 @@ pub fn lock(roots: &Roots) -> Result<nix::fcntl::Flock<std::fs::File>> {
     })
 }
 
+/// One volume's own lock, `{run}/volumes.d/<name>.lock`, taken without waiting: a second
+/// mutating operation on the same volume is refused with [`Error::Busy`] instead of queueing
+/// behind the first, so a caller never sees a mix of two.
+pub fn volume_lock(roots: &Roots, name: &str) -> Result<nix::fcntl::Flock<std::fs::File>> {
+    spec::check_name(name).map_err(Error::BadName)?;
+    let dir = roots.run.join("volumes.d");
+    let io = |op, path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Io(platform::IoError { op, path, source })
+    };
+    std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
+    let p = dir.join(format!("{name}.lock"));
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&p)
+        .map_err(io("open", &p))?;
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+        if e == nix::errno::Errno::EWOULDBLOCK {
+            Error::Busy(name.into())
+        } else {
+            io("lock", &p)(e.into())
+        }
+    })
+}
+
 /// A new volume's source is checked before its zvol is planned (a spec dropped into the spool
 /// gets the same checks as the CLI's): one that cannot be read safely makes the spec invalid,
 /// reported with the reason, and the other volumes go ahead.
@@ -794,6 +835,24 @@ pub fn pass(env: &Env, dry_run: bool) -> Result<(Plan, Report)> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_second_operation_on_a_busy_volume_is_refused_at_once() {
+        let d = tempfile::tempdir().unwrap();
+        let roots = Roots::under(d.path());
+        std::fs::create_dir_all(&roots.run).unwrap();
+        let held = volume_lock(&roots, "web").unwrap();
+        assert!(matches!(volume_lock(&roots, "web"), Err(Error::Busy(n)) if n == "web"));
+        // Another volume goes ahead; a name that is not one is refused before any file.
+        let other = volume_lock(&roots, "db").unwrap();
+        assert!(matches!(
+            volume_lock(&roots, "../x"),
+            Err(Error::BadName(_))
+        ));
+        drop(held);
+        let _again = volume_lock(&roots, "web").unwrap();
+        drop(other);
+    }
     use super::*;
     use crate::cmd::fake::FakeZfs;
     use crate::cmd::ZFS;

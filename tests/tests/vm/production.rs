@@ -1,6 +1,9 @@
 //! VM test for the production image (`make image`): it boots with disks and a TPM and brings the
-//! pool, the vault and the services up, which the console shows; and it opens nothing: no shell
-//! answers on the serial console, no agent answers on its port, root cannot log in.
+//! pool, the vault and the services up, which the console shows; it opens nothing but the
+//! management API: no shell answers on the serial console, no agent answers on its port, root
+//! cannot log in, and on the network only mutual TLS on 8443 answers. Through that API, with
+//! the development CAs' certificates, an operator reads and changes the box, and every refusal
+//! (no certificate, another CA's, a reader changing) changes nothing.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic with context on failure
 
@@ -59,6 +62,8 @@ fn the_production_image_boots_to_a_working_box_and_opens_nothing() {
     spec.console_input = true;
     // As shipped: Secure Boot on with the project's keys enrolled.
     spec.secure_boot = true;
+    // The API's port, and NVMe/TCP's, which the firewall must not let in.
+    spec.forward = vec![8443, 4420];
     let mut m = Machine::create(spec, &test_dir("production").join("vm")).unwrap();
 
     // The console shows the box coming up: storage, services, the status summary and the health
@@ -86,6 +91,8 @@ fn the_production_image_boots_to_a_working_box_and_opens_nothing() {
         assert!(console.contains(want), "console lacks {want:?}:\n{console}");
     }
     assert!(!console.contains("getty"), "{console}");
+
+    the_api_answers_only_mutual_tls(&m, &bm);
 
     // Nothing answers on the console: typed commands are never run.
     // Typed twice, 10 s apart, well after every service is up (as the dev image's check does).
@@ -201,4 +208,364 @@ fn a_development_build_written_to_a_production_box_never_runs() {
     for p in [&root, &proot] {
         std::fs::remove_dir_all(p).unwrap();
     }
+}
+
+/// A client on the host: curl with a certificate pair (or none), trusting the box's own
+/// certificate once its fingerprint matched the one on the console.
+struct Api {
+    port: u16,
+    dir: std::path::PathBuf,
+    server_pem: std::path::PathBuf,
+}
+
+impl Api {
+    /// (HTTP status, body); status 0 when no HTTP answer came (the handshake was refused).
+    fn call(
+        &self,
+        who: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> (u16, String) {
+        let mut c = Command::new("curl");
+        c.args([
+            "-sS",
+            "--max-time",
+            "120",
+            "--tlsv1.3",
+            "-X",
+            method,
+            "-w",
+            "\n%{http_code}",
+        ])
+        .arg("--cacert")
+        .arg(&self.server_pem)
+        .args(["--resolve", &format!("eve-storage:{}:127.0.0.1", self.port)]);
+        if let Some(w) = who {
+            c.arg("--cert").arg(self.dir.join(format!("{w}.pem")));
+            c.arg("--key").arg(self.dir.join(format!("{w}.key")));
+        }
+        if let Some(b) = body {
+            c.args(["-H", "content-type: application/json", "--data-binary", b]);
+        }
+        c.arg(format!("https://eve-storage:{}{path}", self.port));
+        let out = c.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", text.as_str()));
+        eprintln!(
+            "api: {} {method} {path} -> {code} ({})",
+            who.unwrap_or("no certificate"),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    }
+
+    fn json(
+        &self,
+        who: &str,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        want: u16,
+    ) -> serde_json::Value {
+        let (s, b) = self.call(Some(who), method, path, body);
+        assert_eq!(s, want, "{method} {path}: {b}");
+        serde_json::from_str(&b).unwrap_or_else(|e| panic!("{method} {path}: {e}: {b}"))
+    }
+}
+
+fn openssl(args: &[&str], dir: &std::path::Path) -> String {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn the_api_answers_only_mutual_tls(m: &Machine, bm: &serde_json::Value) {
+    let dev = std::path::PathBuf::from(
+        bm["mgmt"]["dev_dir"]
+            .as_str()
+            .expect("a development CA build"),
+    );
+    let work = test_dir("production").join("api");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).unwrap();
+    let port = m.host_port(8443);
+    // The console names the server certificate's fingerprint; the certificate the port presents
+    // must be that one.
+    let start = Instant::now();
+    let printed = loop {
+        let c = m.console();
+        if let Some(fp) = c.split("server certificate SHA-256 ").nth(1) {
+            break fp.split_whitespace().next().unwrap().to_string();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "mgmtd printed no fingerprint:\n{c}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let connect = format!("127.0.0.1:{port}");
+    let admin_pem = dev.join("admin.pem").display().to_string();
+    let admin_key = dev.join("admin.key").display().to_string();
+    let shown = openssl(
+        &[
+            "s_client", "-connect", &connect, "-cert", &admin_pem, "-key", &admin_key, "-tls1_3",
+        ],
+        &work,
+    );
+    let begin = shown
+        .find("-----BEGIN CERTIFICATE-----")
+        .expect("a server certificate");
+    let end = shown.find("-----END CERTIFICATE-----").unwrap() + "-----END CERTIFICATE-----".len();
+    std::fs::write(work.join("server.pem"), format!("{}\n", &shown[begin..end])).unwrap();
+    let fp = openssl(
+        &[
+            "x509",
+            "-in",
+            "server.pem",
+            "-noout",
+            "-fingerprint",
+            "-sha256",
+        ],
+        &work,
+    );
+    assert_eq!(
+        fp.trim().rsplit('=').next().unwrap(),
+        printed,
+        "the certificate on the port is the one on the console"
+    );
+    for f in ["admin", "reader"] {
+        for ext in ["pem", "key"] {
+            std::fs::copy(
+                dev.join(format!("{f}.{ext}")),
+                work.join(format!("{f}.{ext}")),
+            )
+            .unwrap();
+        }
+    }
+    // A CA of someone else's, issuing a certificate named like the admin's.
+    openssl(
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "other-ca.key",
+            "-out",
+            "other-ca.pem",
+            "-subj",
+            "/CN=eve-storage development admin CA",
+            "-days",
+            "30",
+        ],
+        &work,
+    );
+    openssl(
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "other.key",
+            "-out",
+            "other.csr",
+            "-subj",
+            "/CN=dev-admin",
+        ],
+        &work,
+    );
+    openssl(
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "other.csr",
+            "-CA",
+            "other-ca.pem",
+            "-CAkey",
+            "other-ca.key",
+            "-out",
+            "other.pem",
+            "-days",
+            "30",
+        ],
+        &work,
+    );
+    let api = Api {
+        port,
+        dir: work.clone(),
+        server_pem: work.join("server.pem"),
+    };
+
+    // Reading, as a reader.
+    let st = api.json("reader", "GET", "/v1/status", None, 200);
+    assert_eq!(st["pool"]["name"], "persist", "{st}");
+    let who = api.json("reader", "GET", "/v1/whoami", None, 200);
+    assert_eq!(
+        (who["role"].as_str(), who["subject"].as_str()),
+        (Some("reader"), Some("CN=dev-reader"))
+    );
+    let (s, b) = api.call(Some("reader"), "GET", "/v1/disks", None);
+    assert_eq!(s, 200, "{b}");
+
+    // Refusals: no certificate, another CA's, a reader asking for a change. None changes a thing.
+    let spec = r#"{"name":"web","size":"64M","vm":"vm1","transport":"nvme-tcp"}"#;
+    assert_eq!(
+        api.call(None, "POST", "/v1/volumes", Some(spec)).0,
+        0,
+        "no certificate: no HTTP answer"
+    );
+    assert_eq!(
+        api.call(Some("other"), "POST", "/v1/volumes", Some(spec)).0,
+        0,
+        "another CA: no HTTP answer"
+    );
+    let (s, b) = api.call(Some("reader"), "POST", "/v1/volumes", Some(spec));
+    assert_eq!(s, 403, "{b}");
+    assert!(b.contains("\"forbidden\""), "{b}");
+    let l = api.json("reader", "GET", "/v1/volumes", None, 200);
+    assert!(
+        !l.to_string().contains("\"web\""),
+        "a refused request made a volume: {l}"
+    );
+    // Bad input: an unknown field, a name with `..`, a body far over the limit.
+    let (s, b) = api.call(
+        Some("admin"),
+        "POST",
+        "/v1/volumes",
+        Some(r#"{"name":"web","size":"64M","vm":"vm1","transport":"nvme-tcp","owner":"x"}"#),
+    );
+    assert_eq!(s, 400, "{b}");
+    let (s, b) = api.call(
+        Some("admin"),
+        "POST",
+        "/v1/volumes",
+        Some(r#"{"name":"../web","size":"64M","vm":"vm1","transport":"nvme-tcp"}"#),
+    );
+    assert_eq!(s, 400, "{b}");
+    let huge = format!("{{\"name\":\"{}\"}}", "x".repeat(200_000));
+    assert_eq!(
+        api.call(Some("admin"), "POST", "/v1/volumes", Some(&huge))
+            .0,
+        413
+    );
+
+    // Changing, as an admin: a volume made, snapshotted, rolled back and deleted.
+    let v = api.json("admin", "POST", "/v1/volumes", Some(spec), 200);
+    assert_eq!(v["name"], "web", "{v}");
+    let l = api.json("reader", "GET", "/v1/volumes", None, 200);
+    assert!(l.to_string().contains("\"web\""), "{l}");
+    let shown = api.json("reader", "GET", "/v1/volumes/web", None, 200);
+    assert_eq!(shown["name"], "web", "{shown}");
+    let snap = api.json(
+        "admin",
+        "POST",
+        "/v1/volumes/web/snapshots",
+        Some(r#"{"name":"before"}"#),
+        200,
+    );
+    assert_eq!(snap["name"], "before", "{snap}");
+    let snaps = api.json("reader", "GET", "/v1/volumes/web/snapshots", None, 200);
+    assert!(snaps.to_string().contains("\"before\""), "{snaps}");
+    api.json(
+        "admin",
+        "POST",
+        "/v1/volumes/web/rollback",
+        Some(r#"{"snapshot":"before"}"#),
+        200,
+    );
+    let (s, b) = api.call(
+        Some("admin"),
+        "POST",
+        "/v1/volumes/web/rollback",
+        Some(r#"{"snapshot":"nope"}"#),
+    );
+    assert_eq!(s, 404, "{b}");
+    api.json("admin", "DELETE", "/v1/volumes/web", None, 200);
+    let (s, b) = api.call(Some("reader"), "GET", "/v1/volumes/web", None);
+    assert_eq!(s, 404, "{b}");
+
+    // Metrics: storaged's gauges and the API's own counters, refused handshakes among them.
+    let start = Instant::now();
+    let metrics = loop {
+        let (s, b) = api.call(Some("reader"), "GET", "/metrics", None);
+        if s == 200 {
+            break b;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(180),
+            "no metrics: {s} {b}"
+        );
+        std::thread::sleep(Duration::from_secs(5));
+    };
+    assert!(
+        metrics.contains("# TYPE eve_mgmt_requests_total counter"),
+        "{metrics}"
+    );
+    let refused: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("eve_mgmt_tls_handshakes_refused_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    assert!(refused >= 2, "{metrics}");
+    assert!(
+        metrics.contains("eve_storage_pool_up"),
+        "storaged's gauges: {metrics}"
+    );
+
+    // The audit journal: every change asked, with who asked and what came of it.
+    let audit = api.json("admin", "GET", "/v1/audit", None, 200);
+    let entries = audit["entries"].as_array().unwrap();
+    let find = |method: &str, path: &str, status: u64| {
+        entries
+            .iter()
+            .find(|e| e["method"] == method && e["path"] == path && e["status"] == status)
+    };
+    let refused = find("POST", "/v1/volumes", 403).unwrap_or_else(|| panic!("{audit}"));
+    assert_eq!(refused["subject"], "CN=dev-reader");
+    let made = find("POST", "/v1/volumes", 200).unwrap_or_else(|| panic!("{audit}"));
+    assert_eq!(
+        (made["subject"].as_str(), made["role"].as_str()),
+        (Some("CN=dev-admin"), Some("admin"))
+    );
+    assert!(find("DELETE", "/v1/volumes/web", 200).is_some(), "{audit}");
+    assert!(
+        find("POST", "/v1/volumes/web/rollback", 404).is_some(),
+        "{audit}"
+    );
+    let (s, _) = api.call(Some("reader"), "GET", "/v1/audit", None);
+    assert_eq!(s, 403);
+
+    // On the network nothing else answers: NVMe/TCP's port is dropped by the firewall.
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "20",
+            &format!("http://127.0.0.1:{}/", m.host_port(4420)),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && out.stdout.is_empty(), "{out:?}");
+    let console = m.console();
+    assert!(
+        console.contains("eve-net: firewall loaded (TCP 8443 only)"),
+        "{console}"
+    );
 }

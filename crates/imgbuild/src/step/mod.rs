@@ -21,4 +21,6 @@ pub struct Keys<'a> {
     pub rotation: Option<&'a abupdate::trust::SignedKeyList>,
     /// The Secure Boot set: signs shim, GRUB, the kernel, its modules and GRUB's files.
     pub boot: &'a crate::secureboot::BootKeys,
+    /// The operator CAs the management API trusts.
+    pub mgmt: &'a crate::mgmtca::MgmtCa,
 }

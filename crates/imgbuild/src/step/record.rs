@@ -37,6 +37,7 @@ pub fn record(
         trusted,
         rotation,
         boot,
+        mgmt,
     } = *keys;
     let Made {
         image,
@@ -125,6 +126,10 @@ pub fn record(
             path: upd.display().to_string(),
             size: fs::metadata(upd).at("stat", upd)?.len(),
             payload_sha256: upd_manifest.payload.sha256.clone(),
+        },
+        mgmt: crate::record::MgmtInfo {
+            ca: mgmt.kind.into(),
+            dev_dir: (mgmt.kind == "dev").then(|| mgmt.dir.display().to_string()),
         },
         secure_boot: SecureBootInfo {
             boot_keys: boot.kind.into(),

@@ -1,0 +1,381 @@
+//! The API's one route table: it drives dispatch (method, path, role) and the OpenAPI document
+//! (`mgmtd openapi`, committed as docs/api/openapi.json and checked for drift in the unit tier),
+//! so the two cannot disagree. Errors are JSON with a stable code.
+
+use crate::tls::Role;
+use serde_json::{json, Value};
+
+/// What a request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Whoami,
+    Status,
+    Health,
+    Disks,
+    Volumes,
+    VolumeShow,
+    VolumeCreate,
+    VolumeDelete,
+    Snapshots,
+    SnapshotCreate,
+    Rollback,
+    Audit,
+    Metrics,
+    OpenApi,
+}
+
+/// A request body's shape, for the document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Body {
+    None,
+    /// A volume spec, as `storagectl volume create --spec FILE.json` takes it.
+    Spec,
+    /// `{"name": "..."}` (optional).
+    Snapshot,
+    /// `{"snapshot": "...", "destroy_newer": false, "force": false}`.
+    Rollback,
+}
+
+#[derive(Debug)]
+pub struct Route {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub op: Op,
+    pub role: Role,
+    pub summary: &'static str,
+    pub body: Body,
+    /// Query parameters it takes (boolean flags).
+    pub query: &'static [&'static str],
+    /// The error statuses it can answer with, besides 400/401/403/429 common to all.
+    pub errors: &'static [u16],
+}
+
+impl Route {
+    /// A change to the box: audited.
+    pub fn mutates(&self) -> bool {
+        self.method != "GET"
+    }
+    pub fn name(&self) -> String {
+        format!("{:?}", self.op)
+    }
+}
+
+use Body as B;
+use Role::{Admin, Reader};
+
+pub const ROUTES: &[Route] = &[
+    Route { method: "GET", path: "/v1/whoami", op: Op::Whoami, role: Reader, body: B::None, query: &[], errors: &[],
+        summary: "The role, subject and fingerprint of the calling certificate" },
+    Route { method: "GET", path: "/v1/status", op: Op::Status, role: Reader, body: B::None, query: &[], errors: &[500],
+        summary: "Pool, members, datasets, vault and boot binding, maintenance, alerts (storagectl status --json)" },
+    Route { method: "GET", path: "/v1/health", op: Op::Health, role: Reader, body: B::None, query: &[], errors: &[],
+        summary: "A fresh health look: drives, pool, space, alerts and recent events (storagectl health --json)" },
+    Route { method: "GET", path: "/v1/disks", op: Op::Disks, role: Reader, body: B::None, query: &[], errors: &[500],
+        summary: "Every drive, its role in the pool and its health (storagectl disk list --json)" },
+    Route { method: "GET", path: "/v1/volumes", op: Op::Volumes, role: Reader, body: B::None, query: &[], errors: &[423, 500, 503],
+        summary: "Guest volumes (storagectl volume list --json)" },
+    Route { method: "POST", path: "/v1/volumes", op: Op::VolumeCreate, role: Admin, body: B::Spec, query: &[], errors: &[409, 413, 423, 500, 503],
+        summary: "Create a volume from a spec and export it" },
+    Route { method: "GET", path: "/v1/volumes/{name}", op: Op::VolumeShow, role: Reader, body: B::None, query: &[], errors: &[404, 423, 500, 503],
+        summary: "One volume, its export and connection details (storagectl volume show --json)" },
+    Route { method: "DELETE", path: "/v1/volumes/{name}", op: Op::VolumeDelete, role: Admin, body: B::None, query: &["force"], errors: &[404, 409, 423, 500, 503],
+        summary: "Delete a volume (force=true while a host is connected)" },
+    Route { method: "GET", path: "/v1/volumes/{name}/snapshots", op: Op::Snapshots, role: Reader, body: B::None, query: &[], errors: &[404, 423, 500, 503],
+        summary: "A volume's snapshots" },
+    Route { method: "POST", path: "/v1/volumes/{name}/snapshots", op: Op::SnapshotCreate, role: Admin, body: B::Snapshot, query: &[], errors: &[404, 409, 413, 423, 500, 503],
+        summary: "Snapshot a volume (a name, or a UTC time stamp)" },
+    Route { method: "POST", path: "/v1/volumes/{name}/rollback", op: Op::Rollback, role: Admin, body: B::Rollback, query: &[], errors: &[404, 409, 413, 423, 500, 503],
+        summary: "Roll a volume back to a snapshot (refused while a host is connected unless force)" },
+    Route { method: "GET", path: "/v1/audit", op: Op::Audit, role: Admin, body: B::None, query: &[], errors: &[500, 503],
+        summary: "The audit journal: every change asked of the API, who asked and the result" },
+    Route { method: "GET", path: "/v1/openapi.json", op: Op::OpenApi, role: Reader, body: B::None, query: &[], errors: &[],
+        summary: "This document" },
+    Route { method: "GET", path: "/metrics", op: Op::Metrics, role: Reader, body: B::None, query: &[], errors: &[503],
+        summary: "Prometheus text format: storaged's gauges and the API's own counters" },
+];
+
+/// An error sent to the client: an HTTP status, a stable code scripts can test, and a message
+/// that says what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: u16,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+    pub fn bad(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(400, code, message)
+    }
+    pub fn body(&self) -> Value {
+        json!({"error": {"code": self.code, "message": self.message}})
+    }
+}
+
+impl From<volumes::Error> for ApiError {
+    fn from(e: volumes::Error) -> ApiError {
+        use volumes::Error as E;
+        let msg = platform::chain(&e);
+        let (status, code) = match &e {
+            E::Spec(_) => (400, "invalid_spec"),
+            E::BadName(_) => (400, "invalid_name"),
+            E::Unsupported(_) => (400, "unsupported"),
+            E::Import { .. } => (400, "import_refused"),
+            E::NoVolume(_) => (404, "not_found"),
+            E::Exists(_) => (409, "exists"),
+            E::Busy(_) => (409, "volume_busy"),
+            E::Refused(_) => (409, "refused"),
+            E::VaultLocked(_) => (423, "vault_locked"),
+            _ => (500, "failed"),
+        };
+        ApiError::new(status, code, msg)
+    }
+}
+
+/// Path parameters, by name.
+pub type Params = Vec<(&'static str, String)>;
+
+/// The route for `method path`: 404 when no path matches, 405 when only the method differs.
+pub fn find(method: &str, path: &str) -> Result<(&'static Route, Params), ApiError> {
+    let segs: Vec<&str> = path.split('/').collect();
+    let mut path_known = false;
+    for r in ROUTES {
+        let pat: Vec<&str> = r.path.split('/').collect();
+        if pat.len() != segs.len() {
+            continue;
+        }
+        let mut params = Params::new();
+        let ok = pat
+            .iter()
+            .zip(&segs)
+            .all(|(p, s)| match p.strip_prefix('{') {
+                Some(n) => {
+                    params.push((n.trim_end_matches('}'), (*s).to_string()));
+                    !s.is_empty()
+                }
+                None => p == s,
+            });
+        if !ok {
+            continue;
+        }
+        if r.method == method {
+            return Ok((r, params));
+        }
+        path_known = true;
+    }
+    if path_known {
+        Err(ApiError::new(
+            405,
+            "method_not_allowed",
+            format!("{method} is not allowed on {path}"),
+        ))
+    } else {
+        Err(ApiError::new(
+            404,
+            "no_such_endpoint",
+            format!("no endpoint {path}; GET /v1/openapi.json lists them"),
+        ))
+    }
+}
+
+/// Boolean flags from a query string; anything unknown or not `true`/`false` is refused.
+pub fn flags(route: &Route, query: Option<&str>) -> Result<Vec<&'static str>, ApiError> {
+    let mut set = Vec::new();
+    for kv in query.unwrap_or("").split('&').filter(|s| !s.is_empty()) {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, "true"));
+        let Some(known) = route.query.iter().find(|q| **q == k) else {
+            return Err(ApiError::bad(
+                "unknown_parameter",
+                format!(
+                    "unknown query parameter `{k}`; this endpoint takes: {}",
+                    route.query.join(", ")
+                ),
+            ));
+        };
+        match v {
+            "true" | "1" => set.push(*known),
+            "false" | "0" => {}
+            _ => {
+                return Err(ApiError::bad(
+                    "invalid_parameter",
+                    format!("`{k}` must be true or false"),
+                ))
+            }
+        }
+    }
+    Ok(set)
+}
+
+fn status_text(s: u16) -> &'static str {
+    match s {
+        200 => "Done",
+        400 => "Bad input: malformed JSON, an unknown field or parameter, an invalid name",
+        401 => "No client certificate (the TLS handshake fails first)",
+        403 => "The certificate's role may not do this",
+        404 => "No such volume or snapshot",
+        409 => "A conflict: the volume exists, is busy with another operation, or the change is refused as it stands",
+        413 => "The body is larger than the limit",
+        423 => "The vault is locked: recover it first",
+        429 => "Too many requests from this client: slow down",
+        500 => "The operation failed: the message says why",
+        503 => "The pool is not imported",
+        _ => "",
+    }
+}
+
+fn body_schema(b: Body) -> Option<Value> {
+    let s = match b {
+        Body::None => return None,
+        Body::Spec => {
+            json!({"type": "object", "required": ["name", "size", "vm", "transport"], "additionalProperties": false,
+            "properties": {"name": {"type": "string"}, "size": {"type": "string"}, "vm": {"type": "string"},
+                "transport": {"type": "string", "enum": ["nvme-tcp", "nvme-loop", "vhost-scsi"]},
+                "provisioning": {"type": "string", "enum": ["thin", "thick"]}, "volblocksize": {"type": "string"},
+                "encrypted": {"type": "boolean"}, "vcpus": {"type": "integer"},
+                "source": {"type": "object"}, "snapshots": {"type": "array"}}})
+        }
+        Body::Snapshot => {
+            json!({"type": "object", "additionalProperties": false, "properties": {"name": {"type": "string"}}})
+        }
+        Body::Rollback => {
+            json!({"type": "object", "required": ["snapshot"], "additionalProperties": false,
+            "properties": {"snapshot": {"type": "string"}, "destroy_newer": {"type": "boolean"}, "force": {"type": "boolean"}}})
+        }
+    };
+    Some(s)
+}
+
+/// The OpenAPI 3.1 document, generated from [`ROUTES`].
+pub fn openapi() -> Value {
+    let mut paths = serde_json::Map::new();
+    for r in ROUTES {
+        let mut params: Vec<Value> = r
+            .path
+            .split('/')
+            .filter_map(|s| s.strip_prefix('{'))
+            .map(|n| json!({"name": n.trim_end_matches('}'), "in": "path", "required": true, "schema": {"type": "string"}}))
+            .collect();
+        params.extend(r.query.iter().map(
+            |q| json!({"name": q, "in": "query", "required": false, "schema": {"type": "boolean"}}),
+        ));
+        let mut codes: Vec<u16> = vec![200, 400, 401, 403, 429];
+        codes.extend(r.errors);
+        codes.sort_unstable();
+        codes.dedup();
+        let responses: serde_json::Map<String, Value> = codes
+            .iter()
+            .map(|c| {
+                let v = if *c == 200 {
+                    let ct = if r.op == Op::Metrics { "text/plain; version=0.0.4" } else { "application/json" };
+                    json!({"description": status_text(*c), "content": {ct: {}}})
+                } else {
+                    json!({"description": status_text(*c), "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+                };
+                (c.to_string(), v)
+            })
+            .collect();
+        let mut op = json!({
+            "operationId": r.name(),
+            "summary": r.summary,
+            "x-role": r.role.as_str(),
+            "responses": responses,
+        });
+        if !params.is_empty() {
+            op["parameters"] = Value::Array(params);
+        }
+        if let Some(s) = body_schema(r.body) {
+            op["requestBody"] = json!({"required": r.body == Body::Spec, "content": {"application/json": {"schema": s}}});
+        }
+        let entry = paths.entry(r.path.to_string()).or_insert_with(|| json!({}));
+        entry[r.method.to_ascii_lowercase()] = op;
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "eve-storage management API", "version": "1",
+            "description": "Mutual TLS only: a client certificate from the admin CA (role admin) or the reader CA (role reader)."},
+        "security": [{"mtls": []}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"mtls": {"type": "mutualTLS"}},
+            "schemas": {"Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object",
+                "required": ["code", "message"], "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}}}
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_routes_and_params_and_refuses_the_rest() {
+        let (r, p) = find("GET", "/v1/volumes/web").unwrap();
+        assert_eq!(r.op, Op::VolumeShow);
+        assert_eq!(p, vec![("name", "web".to_string())]);
+        assert_eq!(
+            find("DELETE", "/v1/volumes/web").unwrap().0.op,
+            Op::VolumeDelete
+        );
+        assert_eq!(find("PUT", "/v1/volumes/web").unwrap_err().status, 405);
+        assert_eq!(find("GET", "/v1/volumes/").unwrap_err().status, 404);
+        assert_eq!(find("GET", "/v1/volumes/a/b").unwrap_err().status, 404);
+        assert_eq!(find("GET", "/v2/status").unwrap_err().status, 404);
+        assert_eq!(find("GET", "/v1/status/").unwrap_err().status, 404);
+    }
+
+    #[test]
+    fn every_change_is_admin_only() {
+        for r in ROUTES {
+            if r.mutates() {
+                assert_eq!(r.role, Role::Admin, "{} {}", r.method, r.path);
+            }
+        }
+    }
+
+    #[test]
+    fn flags_are_strict() {
+        let (r, _) = find("DELETE", "/v1/volumes/x").unwrap();
+        assert_eq!(flags(r, Some("force=true")).unwrap(), vec!["force"]);
+        assert!(flags(r, Some("force=false")).unwrap().is_empty());
+        assert_eq!(
+            flags(r, Some("force=yes")).unwrap_err().code,
+            "invalid_parameter"
+        );
+        assert_eq!(
+            flags(r, Some("recursive=true")).unwrap_err().code,
+            "unknown_parameter"
+        );
+    }
+
+    /// The committed document is what the code generates (regenerate: `mgmtd openapi >
+    /// docs/api/openapi.json`).
+    #[test]
+    fn committed_openapi_matches_the_code() {
+        let p =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/api/openapi.json");
+        let committed = std::fs::read_to_string(&p).expect("docs/api/openapi.json");
+        let now = serde_json::to_string_pretty(&openapi()).unwrap() + "\n";
+        assert!(
+            committed == now,
+            "{} is stale: run `cargo run -p mgmt --bin mgmtd -- openapi > docs/api/openapi.json`",
+            p.display()
+        );
+    }
+
+    #[test]
+    fn volume_errors_map_to_statuses_that_mean_what_they_say() {
+        use volumes::Error as E;
+        assert_eq!(ApiError::from(E::NoVolume("x".into())).status, 404);
+        assert_eq!(ApiError::from(E::Busy("x".into())).status, 409);
+        assert_eq!(ApiError::from(E::VaultLocked("x".into())).status, 423);
+        assert_eq!(ApiError::from(E::BadName("x".into())).status, 400);
+        assert_eq!(ApiError::from(E::Exists("x".into())).code, "exists");
+    }
+}

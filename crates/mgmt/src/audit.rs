@@ -1,0 +1,161 @@
+//! The audit journal: one JSON line per change asked of the API (who, what, when, the result),
+//! appended and flushed to the pool before the answer goes out, so a change that happened is on
+//! record. It lives beside storaged's health journal, on the pool's clear root, so it can be
+//! read while the vault is locked; it is rotated by size, keeping one older file.
+
+use serde::{Deserialize, Serialize};
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+
+/// Rotated past this size: `audit.jsonl` becomes `audit.jsonl.1`.
+pub const MAX_BYTES: u64 = 4 << 20;
+
+/// `<root>/<pool>/.storage/audit.jsonl`.
+pub fn path(root: &Path, pool: &str) -> PathBuf {
+    root.join(pool).join(".storage").join("audit.jsonl")
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Seconds since the epoch.
+    pub time: u64,
+    /// `2026-12-07T01:02:03Z`.
+    pub when: String,
+    pub subject: String,
+    pub fingerprint: String,
+    pub role: String,
+    pub method: String,
+    pub path: String,
+    /// The HTTP status answered.
+    pub status: u16,
+    /// The error code, when it failed or was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+pub fn rfc3339(epoch: u64) -> String {
+    let (y, m, d, h, mi, s) = platform::units::civil(epoch);
+    format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+}
+
+#[derive(Debug, Clone)]
+pub struct Journal {
+    pub path: PathBuf,
+}
+
+fn io<'a>(op: &'static str, p: &'a Path) -> impl FnOnce(std::io::Error) -> crate::Error + 'a {
+    move |source| {
+        crate::Error::Io(platform::IoError {
+            op,
+            path: p.into(),
+            source,
+        })
+    }
+}
+
+impl Journal {
+    /// Whether an entry can be written now (the pool's root is there): a change is refused when
+    /// it could not be put on record.
+    pub fn ready(&self) -> crate::Result<()> {
+        let dir = self.path.parent().unwrap_or(Path::new("/"));
+        if dir.is_dir() {
+            Ok(())
+        } else {
+            Err(io("open", dir)(std::io::Error::from(
+                std::io::ErrorKind::NotFound,
+            )))
+        }
+    }
+
+    /// Appends one line and flushes it to disk.
+    pub fn append(&self, e: &Entry) -> crate::Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
+        if std::fs::metadata(&self.path).is_ok_and(|m| m.len() > MAX_BYTES) {
+            let old = self.path.with_extension("jsonl.1");
+            std::fs::rename(&self.path, &old).map_err(io("rename", &self.path))?;
+        }
+        let mut line = serde_json::to_vec(e).unwrap_or_default();
+        line.push(b'\n');
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&self.path)
+            .map_err(io("open", &self.path))?;
+        f.write_all(&line).map_err(io("write", &self.path))?;
+        f.sync_data().map_err(io("fsync", &self.path))
+    }
+
+    /// The last `n` entries, oldest first (from the rotated file too). A line that does not
+    /// parse (a torn write at a power cut) is skipped.
+    pub fn tail(&self, n: usize) -> crate::Result<Vec<Entry>> {
+        let mut all = Vec::new();
+        for p in [self.path.with_extension("jsonl.1"), self.path.clone()] {
+            let f = match std::fs::File::open(&p) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io("open", &p)(e)),
+            };
+            for line in std::io::BufReader::new(f).lines() {
+                let line = line.map_err(io("read", &p))?;
+                if let Ok(e) = serde_json::from_str::<Entry>(&line) {
+                    all.push(e);
+                }
+            }
+        }
+        let skip = all.len().saturating_sub(n);
+        Ok(all.split_off(skip))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(i: u64) -> Entry {
+        Entry {
+            time: i,
+            when: rfc3339(i),
+            subject: "CN=ops".into(),
+            fingerprint: "AB".into(),
+            role: "admin".into(),
+            method: "POST".into(),
+            path: "/v1/volumes".into(),
+            status: 200,
+            code: None,
+            message: None,
+        }
+    }
+
+    #[test]
+    fn appends_reads_back_and_skips_a_torn_line() {
+        let d = tempfile::tempdir().unwrap();
+        let j = Journal {
+            path: d.path().join("audit.jsonl"),
+        };
+        j.ready().unwrap();
+        for i in 0..5 {
+            j.append(&entry(i)).unwrap();
+        }
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&j.path)
+            .unwrap()
+            .write_all(b"{\"time\":9")
+            .unwrap();
+        let t = j.tail(3).unwrap();
+        assert_eq!(t.iter().map(|e| e.time).collect::<Vec<_>>(), vec![2, 3, 4]);
+        assert_eq!(rfc3339(1_796_601_723), "2026-12-07T00:02:03Z");
+    }
+
+    #[test]
+    fn not_ready_without_the_pool() {
+        let d = tempfile::tempdir().unwrap();
+        let j = Journal {
+            path: d.path().join("gone/.storage/audit.jsonl"),
+        };
+        assert!(j.ready().is_err());
+    }
+}

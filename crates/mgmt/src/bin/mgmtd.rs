@@ -1,0 +1,136 @@
+//! mgmtd: the management API daemon (see the crate's documentation), and `mgmtd openapi`, which
+//! prints the API's OpenAPI document.
+//!
+//! Exit codes: 0 done (openapi); 1 it could not start (a CA file, the server identity, the
+//! port); 2 usage.
+
+use clap::{Parser, Subcommand};
+use mgmt::tls::{Identity, Trust};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Parser, Debug)]
+#[command(version, about = "The management API: HTTPS with client certificates")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    /// Address and port to serve on.
+    #[arg(long, default_value = "0.0.0.0:8443")]
+    listen: std::net::SocketAddr,
+    /// PEM file of the CA(s) whose certificates carry the admin role.
+    #[arg(long, default_value = "/etc/eve/mgmt/admin-ca.pem")]
+    admin_ca: PathBuf,
+    /// PEM file of the CA(s) whose certificates carry the reader role.
+    #[arg(long, default_value = "/etc/eve/mgmt/reader-ca.pem")]
+    reader_ca: PathBuf,
+    /// Where the box's server key and certificate are kept: on the vault, used only while it
+    /// is unlocked.
+    #[arg(long, default_value = "/persist/config/mgmt")]
+    identity_dir: PathBuf,
+    #[arg(long, default_value = "persist")]
+    pool: String,
+    /// storaged's Prometheus textfile.
+    #[arg(long, default_value = "/run/metrics/eve-storage.prom")]
+    metrics: PathBuf,
+    /// Volume settings (default: /etc/volumes.toml layered as `storagectl volume` reads it).
+    #[arg(long)]
+    volumes_config: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Serve (the default).
+    Serve,
+    /// Print the OpenAPI document (docs/api/openapi.json).
+    Openapi,
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "eve-storage".into())
+}
+
+/// The kept identity when the vault holding it is open; one for this run otherwise (said).
+fn identity(cli: &Cli) -> mgmt::Result<Identity> {
+    let roots = platform::Roots::host();
+    let d = &cli.identity_dir;
+    match volumes::guard::vault_ready(&volumes::cmd::SYSTEM, &roots.mountinfo(), d, d, &cli.pool) {
+        Ok(()) => Identity::load_or_create(d, &hostname()),
+        Err(e) => {
+            platform::log(format!(
+                "{} is not on the unlocked vault ({}): a server key for this run only; its fingerprint changes when mgmtd next starts",
+                d.display(),
+                platform::chain(&e)
+            ));
+            Identity::generate(&hostname())
+        }
+    }
+}
+
+fn serve(cli: &Cli) -> mgmt::Result<()> {
+    let trust = Trust::load(&cli.admin_ca, &cli.reader_ca)?;
+    let id = identity(cli)?;
+    let tls = trust.server_config(&id)?;
+    let backend = Arc::new(mgmt::backend::Host {
+        pool: cli.pool.clone(),
+        volumes_config: cli.volumes_config.clone(),
+        metrics: cli.metrics.clone(),
+    });
+    let audit = mgmt::audit::Journal {
+        path: mgmt::audit::path(std::path::Path::new("/"), &cli.pool),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(8)
+        .build()
+        .map_err(|source| {
+            mgmt::Error::Io(platform::IoError {
+                op: "start",
+                path: "tokio runtime".into(),
+                source,
+            })
+        })?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(cli.listen).await.map_err(|source| {
+            mgmt::Error::Io(platform::IoError { op: "listen", path: cli.listen.to_string().into(), source })
+        })?;
+        platform::log(format!(
+            "serving https://{} (TLS 1.3, client certificates from {} and {}); server certificate SHA-256 {}",
+            cli.listen,
+            cli.admin_ca.display(),
+            cli.reader_ca.display(),
+            id.fingerprint()
+        ));
+        let server = mgmt::server::Server::new(trust, tls, backend, audit, Default::default());
+        tokio::select! {
+            _ = server.serve(listener) => {}
+            _ = tokio::signal::ctrl_c() => platform::log("stopping"),
+        }
+        Ok(())
+    })
+}
+
+fn main() -> ExitCode {
+    platform::log::set_name("mgmtd");
+    let cli = Cli::parse();
+    match cli.cmd {
+        Some(Cmd::Openapi) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&mgmt::api::openapi()).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Some(Cmd::Serve) | None => match serve(&cli) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                platform::log(platform::chain(&e));
+                ExitCode::FAILURE
+            }
+        },
+    }
+}

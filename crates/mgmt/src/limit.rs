@@ -1,0 +1,95 @@
+//! What one client can cost: a token bucket per client certificate (requests per second with a
+//! burst), so a script gone wrong slows down instead of starving other operators.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Request bodies (specs, snapshot names) above this are refused with 413.
+    pub max_body: usize,
+    /// Time for a client to send its request headers, and then its body.
+    pub request_secs: u64,
+    /// Time a read (status, lists) may take before 504.
+    pub read_secs: u64,
+    /// Connections served at once; more are closed unanswered.
+    pub connections: usize,
+    /// Per client: a steady rate and a burst.
+    pub per_second: f64,
+    pub burst: f64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_body: 64 << 10,
+            request_secs: 10,
+            read_secs: 60,
+            connections: 64,
+            per_second: 20.0,
+            burst: 40.0,
+        }
+    }
+}
+
+/// Token buckets by client key. Buckets idle long enough to be full again are forgotten, so the
+/// map stays as small as the set of clients active in the last few seconds.
+#[derive(Debug)]
+pub struct Rate {
+    per_second: f64,
+    burst: f64,
+    buckets: HashMap<String, (f64, Instant)>,
+}
+
+impl Rate {
+    pub fn new(per_second: f64, burst: f64) -> Rate {
+        Rate {
+            per_second,
+            burst,
+            buckets: HashMap::new(),
+        }
+    }
+
+    /// Takes one token for `key` at `now`; false when the client is over its rate.
+    pub fn allow(&mut self, key: &str, now: Instant) -> bool {
+        let refill = |tokens: f64, at: Instant| {
+            (tokens + now.saturating_duration_since(at).as_secs_f64() * self.per_second)
+                .min(self.burst)
+        };
+        if self.buckets.len() > 1024 {
+            let burst = self.burst;
+            self.buckets.retain(|_, (t, at)| refill(*t, *at) < burst);
+        }
+        let (tokens, at) = self.buckets.get(key).copied().unwrap_or((self.burst, now));
+        let tokens = refill(tokens, at);
+        let ok = tokens >= 1.0;
+        self.buckets.insert(
+            key.to_string(),
+            (if ok { tokens - 1.0 } else { tokens }, now),
+        );
+        ok
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_burst_then_the_steady_rate_per_client() {
+        let mut r = Rate::new(2.0, 5.0);
+        let t = Instant::now();
+        assert!((0..5).all(|_| r.allow("a", t)));
+        assert!(!r.allow("a", t));
+        // Another client has its own bucket.
+        assert!(r.allow("b", t));
+        // Half a second refills one token.
+        assert!(r.allow("a", t + Duration::from_millis(500)));
+        assert!(!r.allow("a", t + Duration::from_millis(500)));
+        // A long idle fills the bucket to the burst, not beyond.
+        let later = t + Duration::from_secs(100);
+        assert!((0..5).all(|_| r.allow("a", later)));
+        assert!(!r.allow("a", later));
+    }
+}

@@ -1,0 +1,393 @@
+//! The HTTPS server: a TLS 1.3 handshake that needs a client certificate from an operator CA,
+//! then HTTP/1.1 requests routed by [`crate::api::ROUTES`], each checked for its role, rate and
+//! size, run on a blocking thread through the [`Backend`], answered as JSON, and (when it asks
+//! for a change) written to the audit journal before the answer goes out.
+
+use crate::api::{self, ApiError, Op};
+use crate::audit::{self, Journal};
+use crate::backend::{self, Backend};
+use crate::limit::{Limits, Rate};
+use crate::tls::{Client, Trust};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+#[derive(Debug, Default)]
+struct Stats {
+    requests: Mutex<BTreeMap<u16, u64>>,
+    handshakes_refused: AtomicU64,
+    connections_refused: AtomicU64,
+}
+
+pub struct Server {
+    pub trust: Trust,
+    pub tls: Arc<rustls::ServerConfig>,
+    pub backend: Arc<dyn Backend>,
+    pub audit: Journal,
+    pub limits: Limits,
+    rate: Mutex<Rate>,
+    stats: Stats,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("audit", &self.audit)
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+/// An answer: JSON, or text (the metrics).
+enum Answer {
+    Json(Value),
+    Text(String),
+}
+
+fn respond(status: u16, ct: &str, body: Vec<u8>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() =
+        hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    if let Ok(v) = hyper::header::HeaderValue::from_str(ct) {
+        r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+impl Server {
+    pub fn new(
+        trust: Trust,
+        tls: Arc<rustls::ServerConfig>,
+        backend: Arc<dyn Backend>,
+        audit: Journal,
+        limits: Limits,
+    ) -> Arc<Server> {
+        Arc::new(Server {
+            trust,
+            tls,
+            backend,
+            audit,
+            rate: Mutex::new(Rate::new(limits.per_second, limits.burst)),
+            limits,
+            stats: Stats::default(),
+        })
+    }
+
+    /// Serves `listener` until the task is dropped.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        let acceptor = TlsAcceptor::from(self.tls.clone());
+        let slots = Arc::new(tokio::sync::Semaphore::new(self.limits.connections));
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors, say: wait rather than spin.
+                    platform::log(format!("accept: {e}"));
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                self.stats
+                    .connections_refused
+                    .fetch_add(1, Ordering::Relaxed);
+                drop(stream);
+                continue;
+            };
+            let me = self.clone();
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                me.connection(acceptor, stream, peer).await;
+            });
+        }
+    }
+
+    async fn connection(
+        self: Arc<Self>,
+        acceptor: TlsAcceptor,
+        stream: tokio::net::TcpStream,
+        peer: std::net::SocketAddr,
+    ) {
+        let limit = Duration::from_secs(self.limits.request_secs);
+        let tls = match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                self.stats
+                    .handshakes_refused
+                    .fetch_add(1, Ordering::Relaxed);
+                platform::log(format!("{peer}: TLS handshake refused: {e}"));
+                return;
+            }
+            Err(_) => {
+                self.stats
+                    .handshakes_refused
+                    .fetch_add(1, Ordering::Relaxed);
+                platform::log(format!(
+                    "{peer}: TLS handshake not finished within {} s",
+                    limit.as_secs()
+                ));
+                return;
+            }
+        };
+        let Some(client) = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| self.trust.client(c))
+        else {
+            return;
+        };
+        let me = self.clone();
+        let svc = hyper::service::service_fn(move |req| {
+            let me = me.clone();
+            let client = client.clone();
+            async move { Ok::<_, std::convert::Infallible>(me.handle(&client, req).await) }
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limit)
+            .max_buf_size(64 << 10)
+            .serve_connection(TokioIo::new(tls), svc);
+        if let Err(e) = conn.await {
+            if !e.is_incomplete_message() {
+                platform::log(format!("{peer}: {e}"));
+            }
+        }
+    }
+
+    async fn handle(
+        self: &Arc<Self>,
+        client: &Client,
+        req: Request<Incoming>,
+    ) -> Response<Full<Bytes>> {
+        let method = req.method().as_str().to_string();
+        let path = req.uri().path().to_string();
+        let route = api::find(&method, &path).ok().map(|(r, _)| r);
+        let answer = self.answer(client, req).await;
+        let status = match &answer {
+            Ok(_) => 200,
+            Err(e) => e.status,
+        };
+        if let Ok(mut m) = self.stats.requests.lock() {
+            *m.entry(status).or_default() += 1;
+        }
+        if let Some(r) = route.filter(|r| r.mutates()) {
+            // Refused attempts are on record too: who tried what.
+            let t = storaged::now();
+            let e = audit::Entry {
+                time: t,
+                when: audit::rfc3339(t),
+                subject: client.subject.clone(),
+                fingerprint: client.fingerprint.clone(),
+                role: client.role.as_str().into(),
+                method: method.clone(),
+                path: path.clone(),
+                status,
+                code: answer.as_ref().err().map(|e| e.code.to_string()),
+                message: answer.as_ref().err().map(|e| e.message.clone()),
+            };
+            if let Err(x) = self.audit.append(&e) {
+                platform::log(format!(
+                    "audit journal: {} (entry: {e:?})",
+                    platform::chain(&x)
+                ));
+            }
+            let _ = r;
+        }
+        if status >= 400 || route.is_some_and(|r| r.mutates()) {
+            let what = answer
+                .as_ref()
+                .err()
+                .map(|e| format!(" {}: {}", e.code, e.message))
+                .unwrap_or_default();
+            platform::log(format!(
+                "{} ({}) {method} {path} -> {status}{what}",
+                client.subject,
+                client.role.as_str()
+            ));
+        }
+        match answer {
+            Ok(Answer::Json(v)) => respond(
+                200,
+                "application/json",
+                serde_json::to_vec_pretty(&v).unwrap_or_default(),
+            ),
+            Ok(Answer::Text(t)) => respond(
+                200,
+                "text/plain; version=0.0.4; charset=utf-8",
+                t.into_bytes(),
+            ),
+            Err(e) => respond(
+                e.status,
+                "application/json",
+                serde_json::to_vec_pretty(&e.body()).unwrap_or_default(),
+            ),
+        }
+    }
+
+    async fn answer(
+        self: &Arc<Self>,
+        client: &Client,
+        req: Request<Incoming>,
+    ) -> Result<Answer, ApiError> {
+        let allowed = self
+            .rate
+            .lock()
+            .map(|mut r| r.allow(&client.fingerprint, Instant::now()))
+            .unwrap_or(true);
+        if !allowed {
+            return Err(ApiError::new(
+                429,
+                "rate_limited",
+                format!(
+                    "more than {} requests a second from this certificate; slow down",
+                    self.limits.per_second
+                ),
+            ));
+        }
+        let (route, params) = api::find(req.method().as_str(), req.uri().path())?;
+        if client.role < route.role {
+            return Err(ApiError::new(
+                403,
+                "forbidden",
+                format!(
+                    "{} {} needs the {} role; this certificate ({}) is a {}",
+                    route.method,
+                    route.path,
+                    route.role.as_str(),
+                    client.subject,
+                    client.role.as_str()
+                ),
+            ));
+        }
+        let flags = api::flags(route, req.uri().query())?;
+        if route.mutates() {
+            self.audit.ready().map_err(|e| {
+                ApiError::new(
+                    503,
+                    "pool_absent",
+                    format!(
+                        "the audit journal cannot be written ({}); nothing was changed",
+                        platform::chain(&e)
+                    ),
+                )
+            })?;
+        }
+        let body = if route.body == api::Body::None {
+            Bytes::new()
+        } else {
+            self.read_body(req).await?
+        };
+        match route.op {
+            Op::Whoami => {
+                return serde_json::to_value(client)
+                    .map(Answer::Json)
+                    .map_err(|e| ApiError::new(500, "failed", e.to_string()))
+            }
+            Op::OpenApi => return Ok(Answer::Json(api::openapi())),
+            Op::Audit => {
+                let j = self.audit.clone();
+                return tokio::task::spawn_blocking(move || j.tail(1000))
+                    .await
+                    .map_err(|e| ApiError::new(500, "failed", e.to_string()))?
+                    .map(|t| Answer::Json(serde_json::json!({"entries": t})))
+                    .map_err(|e| ApiError::new(503, "audit_unavailable", platform::chain(&e)));
+            }
+            Op::Metrics => {
+                let b = self.backend.clone();
+                let mut text = tokio::task::spawn_blocking(move || b.metrics())
+                    .await
+                    .map_err(|e| ApiError::new(500, "failed", e.to_string()))??;
+                text.push_str(&self.own_metrics());
+                return Ok(Answer::Text(text));
+            }
+            _ => {}
+        }
+        let b = self.backend.clone();
+        let op = route.op;
+        let work = tokio::task::spawn_blocking(move || {
+            b.call(&backend::Request {
+                op,
+                params: &params,
+                flags: &flags,
+                body: &body,
+            })
+        });
+        let joined = if route.mutates() {
+            // A change runs to its end: cutting the answer short would leave the caller unsure
+            // whether it happened. Its outcome is in the audit journal either way.
+            work.await
+        } else {
+            tokio::time::timeout(Duration::from_secs(self.limits.read_secs), work)
+                .await
+                .map_err(|_| {
+                    ApiError::new(
+                        504,
+                        "timeout",
+                        format!("no answer within {} s; try again", self.limits.read_secs),
+                    )
+                })?
+        };
+        joined
+            .map_err(|e| ApiError::new(500, "failed", e.to_string()))?
+            .map(Answer::Json)
+    }
+
+    async fn read_body(&self, req: Request<Incoming>) -> Result<Bytes, ApiError> {
+        let max = self.limits.max_body;
+        let too_big = || {
+            ApiError::new(
+                413,
+                "body_too_large",
+                format!("request bodies are limited to {max} bytes"),
+            )
+        };
+        if hyper::body::Body::size_hint(req.body()).lower() > max as u64 {
+            return Err(too_big());
+        }
+        let limit = Duration::from_secs(self.limits.request_secs);
+        match tokio::time::timeout(limit, Limited::new(req.into_body(), max).collect()).await {
+            Err(_) => Err(ApiError::new(
+                408,
+                "request_timeout",
+                format!(
+                    "the request body did not arrive within {} s",
+                    limit.as_secs()
+                ),
+            )),
+            Ok(Err(e))
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some() =>
+            {
+                Err(too_big())
+            }
+            Ok(Err(e)) => Err(ApiError::bad("bad_body", format!("request body: {e}"))),
+            Ok(Ok(c)) => Ok(c.to_bytes()),
+        }
+    }
+
+    /// The API's own counters, appended to storaged's textfile.
+    fn own_metrics(&self) -> String {
+        let mut t = String::from("# HELP eve_mgmt_requests_total API requests answered, by HTTP status.\n# TYPE eve_mgmt_requests_total counter\n");
+        if let Ok(m) = self.stats.requests.lock() {
+            for (code, n) in m.iter() {
+                t.push_str(&format!("eve_mgmt_requests_total{{code=\"{code}\"}} {n}\n"));
+            }
+        }
+        t.push_str(&format!(
+            "# HELP eve_mgmt_tls_handshakes_refused_total TLS handshakes refused (no, foreign or expired client certificate) or not finished in time.\n# TYPE eve_mgmt_tls_handshakes_refused_total counter\neve_mgmt_tls_handshakes_refused_total {}\n# HELP eve_mgmt_connections_refused_total Connections closed unanswered because the connection limit was reached.\n# TYPE eve_mgmt_connections_refused_total counter\neve_mgmt_connections_refused_total {}\n",
+            self.stats.handshakes_refused.load(Ordering::Relaxed),
+            self.stats.connections_refused.load(Ordering::Relaxed)
+        ));
+        t
+    }
+}
