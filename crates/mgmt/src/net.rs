@@ -14,8 +14,11 @@ pub struct Policy {
 }
 
 /// The nftables ruleset: input and forward drop by default; loopback, replies to what the box
-/// itself opened, ICMP errors and echo, DHCP replies and the API port get through. Applied as
-/// one transaction (`nft -f`), replacing whatever was there.
+/// itself opened, ICMP errors and echo, DHCP replies and the API port get through. Links the box
+/// makes itself for its VMs (veth, bridges, taps) are host-only: what listens on them (an NVMe/TCP
+/// port the volume settings put on a host-only address) is reached from there alone, never from
+/// an Ethernet port. A port that appears later is dropped like the rest, never let through.
+/// Applied as one transaction (`nft -f`), replacing whatever was there.
 pub fn ruleset(p: &Policy) -> String {
     let mut tcp = vec![p.api_port.to_string()];
     if let Some(m) = p.metrics_port {
@@ -27,6 +30,7 @@ table inet eve {{
   chain input {{
     type filter hook input priority filter; policy drop;
     iif \"lo\" accept
+    iifname {{ \"veth*\", \"br*\", \"vnet*\", \"tap*\" }} accept
     ct state established,related accept
     ct state invalid drop
     meta l4proto icmp icmp type {{ echo-request, destination-unreachable, time-exceeded, parameter-problem }} limit rate 20/second accept
@@ -130,6 +134,12 @@ mod tests {
             3,
             "DHCP, DHCPv6 and the API only:\n{r}"
         );
+        // Host-only links by name; nothing lets an Ethernet port through.
+        assert!(
+            r.contains(r#"iifname { "veth*", "br*", "vnet*", "tap*" } accept"#),
+            "{r}"
+        );
+        assert!(!r.contains("\"eth") && !r.contains("\"en"), "{r}");
         let m = ruleset(&Policy {
             api_port: 8443,
             metrics_port: Some(9100),
