@@ -124,7 +124,7 @@ bench: dev-image
 FUZZ_SECONDS ?= 60
 fuzz:
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
-	cd fuzz && set -o pipefail && for t in policy spec update_header grubenv kernel_and_tools; do \
+	cd fuzz && set -o pipefail && for t in policy spec update_header grubenv kernel_and_tools mgmt_request; do \
 	    echo "fuzz: $$t ($(FUZZ_SECONDS) s)"; \
 	    RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) 2>&1 | tail -n 2 || exit 1; \
 	done

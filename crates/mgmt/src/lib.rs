@@ -5,7 +5,6 @@
 //! as `storagectl` (storaged, volumes), through the [`backend::Backend`] seam.
 
 pub mod api;
-pub mod audit;
 pub mod backend;
 pub mod limit;
 pub mod net;

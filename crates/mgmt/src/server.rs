@@ -4,7 +4,6 @@
 //! for a change) written to the audit journal before the answer goes out.
 
 use crate::api::{self, ApiError, Op};
-use crate::audit::{self, Journal};
 use crate::backend::{self, Backend};
 use crate::limit::{Limits, Rate};
 use crate::tls::{Client, Trust};
@@ -17,6 +16,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use storaged::audit::{self, Journal};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 

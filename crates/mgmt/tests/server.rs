@@ -60,7 +60,7 @@ struct Box_ {
     addr: std::net::SocketAddr,
     server_cert: Vec<u8>,
     fake: Arc<Fake>,
-    audit: mgmt::audit::Journal,
+    audit: storaged::audit::Journal,
     _dir: tempfile::TempDir,
 }
 
@@ -73,7 +73,7 @@ async fn start(admin: &Ca, reader: &Ca, limits: Limits) -> Box_ {
     let id = Identity::generate("box.test").unwrap();
     let tls = trust.server_config(&id).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let audit = mgmt::audit::Journal {
+    let audit = storaged::audit::Journal {
         path: dir.path().join("audit.jsonl"),
     };
     let fake = Arc::new(Fake::default());

@@ -58,6 +58,17 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: DiskCmd,
     },
+    /// The management API's audit journal: every change asked through it, who asked, and what
+    /// came of it (the newest last).
+    Audit {
+        #[arg(long)]
+        json: bool,
+        /// How many entries, the newest.
+        #[arg(short = 'n', long, default_value_t = 50)]
+        lines: usize,
+        #[arg(long, default_value = "persist")]
+        pool: String,
+    },
     /// The live nvmet configuration.
     Export {
         #[arg(long)]

@@ -19,6 +19,31 @@ pub fn run(cli: Cli) -> ExitCode {
             emit(Ok::<_, storaged::Error>(v), json, |v| v.render(bytes))
         }
         Cmd::Status { json, pool } => pool::status(&pool, json),
+        Cmd::Audit { json, lines, pool } => {
+            let j = storaged::audit::Journal {
+                path: storaged::audit::path(std::path::Path::new("/"), &pool),
+            };
+            emit(j.tail(lines), json, |entries| {
+                entries
+                    .iter()
+                    .map(|e| {
+                        format!(
+                            "{}  {} ({})  {} {}  {}{}\n",
+                            e.when,
+                            e.subject,
+                            e.role,
+                            e.method,
+                            e.path,
+                            e.status,
+                            e.code
+                                .as_deref()
+                                .map(|c| format!(" {c}"))
+                                .unwrap_or_default()
+                        )
+                    })
+                    .collect()
+            })
+        }
         Cmd::Volume { config, cmd } => volume::volume(config.as_deref(), cmd),
         Cmd::Vault { pool, cmd } => vault::vault(&pool, cmd),
         Cmd::Export {

@@ -80,8 +80,8 @@ fn serve(cli: &Cli) -> mgmt::Result<()> {
         volumes_config: cli.volumes_config.clone(),
         metrics: cli.metrics.clone(),
     });
-    let audit = mgmt::audit::Journal {
-        path: mgmt::audit::path(std::path::Path::new("/"), &cli.pool),
+    let audit = storaged::audit::Journal {
+        path: storaged::audit::path(std::path::Path::new("/"), &cli.pool),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

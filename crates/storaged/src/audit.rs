@@ -1,7 +1,8 @@
-//! The audit journal: one JSON line per change asked of the API (who, what, when, the result),
+//! The audit journal: one JSON line per change asked of the management API (who, what, when, the result),
 //! appended and flushed to the pool before the answer goes out, so a change that happened is on
 //! record. It lives beside storaged's health journal, on the pool's clear root, so it can be
-//! read while the vault is locked; it is rotated by size, keeping one older file.
+//! read while the vault is locked; it is rotated by size, keeping one older file. mgmtd writes
+//! it; `storagectl audit` and `GET /v1/audit` read it.
 
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, Write};

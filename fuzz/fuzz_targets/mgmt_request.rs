@@ -1,0 +1,29 @@
+//! Fuzz target: a management API request as the server decodes it, after TLS: the request line's
+//! method, path and query (first line), then the body, through routing, the query flags and
+//! every body decoder.
+#![no_main]
+use mgmt::api;
+use mgmt::backend::{Request, RollbackBody, SnapshotBody};
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let (head, body) = match data.iter().position(|b| *b == b'\n') {
+        Some(i) => (&data[..i], &data[i + 1..]),
+        None => (data, &[][..]),
+    };
+    let Ok(head) = std::str::from_utf8(head) else { return };
+    let (method, target) = head.split_once(' ').unwrap_or(("GET", head));
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (target, None),
+    };
+    let Ok((route, params)) = api::find(method, path) else { return };
+    let Ok(flags) = api::flags(route, query) else { return };
+    let r = Request { op: route.op, params: &params, flags: &flags, body };
+    let _ = r.json::<SnapshotBody>(true);
+    let _ = r.json::<RollbackBody>(false);
+    if let Ok(text) = std::str::from_utf8(body) {
+        if let Ok(raw) = volumes::spec::RawSpec::parse("request body", text) {
+            let _ = raw.validate("request body");
+        }
+    }
+});
