@@ -3,7 +3,7 @@
 //! every body decoder.
 #![no_main]
 use mgmt::api;
-use mgmt::backend::{Request, RollbackBody, SnapshotBody};
+use mgmt::backend::{decode, Request};
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let (head, body) = match data.iter().position(|b| *b == b'\n') {
@@ -18,12 +18,8 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     };
     let Ok((route, params)) = api::find(method, path) else { return };
     let Ok(flags) = api::flags(route, query) else { return };
-    let r = Request { op: route.op, params: &params, flags: &flags, body };
-    let _ = r.json::<SnapshotBody>(true);
-    let _ = r.json::<RollbackBody>(false);
-    if let Ok(text) = std::str::from_utf8(body) {
-        if let Ok(raw) = volumes::spec::RawSpec::parse("request body", text) {
-            let _ = raw.validate("request body");
-        }
+    if let Ok(body) = decode(route.body, body) {
+        let r = Request { op: route.op, params: &params, flags: &flags, body };
+        let _ = (r.param("name"), r.flag("force"), format!("{r:?}"));
     }
 });

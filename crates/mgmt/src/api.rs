@@ -22,6 +22,13 @@ pub enum Op {
     Audit,
     Metrics,
     OpenApi,
+    DiskReplace,
+    DiskAdd,
+    DiskOffline,
+    DiskOnline,
+    Vault,
+    VaultRecover,
+    VaultRecoveryKey,
 }
 
 /// A request body's shape, for the document.
@@ -34,6 +41,14 @@ pub enum Body {
     Snapshot,
     /// `{"snapshot": "...", "destroy_newer": false, "force": false}`.
     Rollback,
+    /// `{"old": "...", "new": "..."}`.
+    Replace,
+    /// `{"drives": ["..."]}`.
+    Drives,
+    /// `{"member": "..."}`.
+    Member,
+    /// `{"recovery_key": "...", "accept_unproven": false}`.
+    Recover,
 }
 
 #[derive(Debug)]
@@ -72,6 +87,20 @@ pub const ROUTES: &[Route] = &[
         summary: "A fresh health look: drives, pool, space, alerts and recent events (storagectl health --json)" },
     Route { method: "GET", path: "/v1/disks", op: Op::Disks, role: Reader, body: B::None, query: &[], errors: &[500],
         summary: "Every drive, its role in the pool and its health (storagectl disk list --json)" },
+    Route { method: "POST", path: "/v1/disks/replace", op: Op::DiskReplace, role: Admin, body: B::Replace, query: &[], errors: &[409, 413, 500, 503],
+        summary: "Replace a pool member by a new drive; the resilver runs on (GET /v1/status shows it)" },
+    Route { method: "POST", path: "/v1/disks/add", op: Op::DiskAdd, role: Admin, body: B::Drives, query: &[], errors: &[409, 413, 500, 503],
+        summary: "Grow the pool with new drives, as the policy's layout says" },
+    Route { method: "POST", path: "/v1/disks/offline", op: Op::DiskOffline, role: Admin, body: B::Member, query: &[], errors: &[409, 413, 500, 503],
+        summary: "Take a member offline (the pool keeps its redundancy elsewhere)" },
+    Route { method: "POST", path: "/v1/disks/online", op: Op::DiskOnline, role: Admin, body: B::Member, query: &[], errors: &[409, 413, 500, 503],
+        summary: "Bring a member back online" },
+    Route { method: "GET", path: "/v1/vault", op: Op::Vault, role: Reader, body: B::None, query: &[], errors: &[500],
+        summary: "The vault (locked or not, what its key is sealed to) and the boot binding" },
+    Route { method: "POST", path: "/v1/vault/recover", op: Op::VaultRecover, role: Admin, body: B::Recover, query: &[], errors: &[409, 413, 500, 503],
+        summary: "Unlock the vault with its recovery key and seal it to this TPM (storagectl vault recover)" },
+    Route { method: "POST", path: "/v1/vault/recovery-key", op: Op::VaultRecoveryKey, role: Admin, body: B::None, query: &[], errors: &[423, 500, 503],
+        summary: "A new recovery key; the old one and every old seal open nothing after it (storagectl vault recovery-key)" },
     Route { method: "GET", path: "/v1/volumes", op: Op::Volumes, role: Reader, body: B::None, query: &[], errors: &[423, 500, 503],
         summary: "Guest volumes (storagectl volume list --json)" },
     Route { method: "POST", path: "/v1/volumes", op: Op::VolumeCreate, role: Admin, body: B::Spec, query: &[], errors: &[409, 413, 423, 500, 503],
@@ -133,6 +162,33 @@ impl From<volumes::Error> for ApiError {
             E::Busy(_) => (409, "volume_busy"),
             E::Refused(_) => (409, "refused"),
             E::VaultLocked(_) => (423, "vault_locked"),
+            _ => (500, "failed"),
+        };
+        ApiError::new(status, code, msg)
+    }
+}
+
+impl From<storaged::Error> for ApiError {
+    fn from(e: storaged::Error) -> ApiError {
+        let msg = platform::chain(&e);
+        match e {
+            storaged::Error::Refused(_) => ApiError::new(409, "refused", msg),
+            _ => ApiError::new(500, "failed", msg),
+        }
+    }
+}
+
+impl From<storage::vault::VaultError> for ApiError {
+    fn from(e: storage::vault::VaultError) -> ApiError {
+        use storage::vault::VaultError as V;
+        let msg = platform::chain(&e);
+        let (status, code) = match e {
+            V::BadRecoveryKey(_) => (400, "invalid_recovery_key"),
+            V::WrongRecoveryKey => (400, "wrong_recovery_key"),
+            V::NoRecovery(_) => (409, "no_recovery_key"),
+            V::NotThisVault(_) => (409, "not_this_vault"),
+            V::Unproven(_) => (409, "unproven_vault"),
+            V::Locked(_) => (423, "vault_locked"),
             _ => (500, "failed"),
         };
         ApiError::new(status, code, msg)
@@ -248,6 +304,22 @@ fn body_schema(b: Body) -> Option<Value> {
             json!({"type": "object", "required": ["snapshot"], "additionalProperties": false,
             "properties": {"snapshot": {"type": "string"}, "destroy_newer": {"type": "boolean"}, "force": {"type": "boolean"}}})
         }
+        Body::Replace => {
+            json!({"type": "object", "required": ["old", "new"], "additionalProperties": false,
+            "properties": {"old": {"type": "string"}, "new": {"type": "string"}}})
+        }
+        Body::Drives => {
+            json!({"type": "object", "required": ["drives"], "additionalProperties": false,
+            "properties": {"drives": {"type": "array", "items": {"type": "string"}}}})
+        }
+        Body::Member => {
+            json!({"type": "object", "required": ["member"], "additionalProperties": false,
+            "properties": {"member": {"type": "string"}}})
+        }
+        Body::Recover => {
+            json!({"type": "object", "required": ["recovery_key"], "additionalProperties": false,
+            "properties": {"recovery_key": {"type": "string"}, "accept_unproven": {"type": "boolean"}}})
+        }
     };
     Some(s)
 }
@@ -291,7 +363,7 @@ pub fn openapi() -> Value {
             op["parameters"] = Value::Array(params);
         }
         if let Some(s) = body_schema(r.body) {
-            op["requestBody"] = json!({"required": r.body == Body::Spec, "content": {"application/json": {"schema": s}}});
+            op["requestBody"] = json!({"required": r.body != Body::Snapshot, "content": {"application/json": {"schema": s}}});
         }
         let entry = paths.entry(r.path.to_string()).or_insert_with(|| json!({}));
         entry[r.method.to_ascii_lowercase()] = op;

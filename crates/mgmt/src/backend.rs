@@ -2,18 +2,18 @@
 //! library code `storagectl` runs (storaged's status, health and disks; the volumes crate's
 //! operations). [`Host`] is the box; tests use a recording fake.
 
-use crate::api::{ApiError, Op, Params};
+use crate::api::{ApiError, Body, Op, Params};
 use serde::Deserialize;
 use serde_json::Value;
 use std::path::PathBuf;
 
-/// One decoded request.
+/// One request, its body decoded and checked before anything runs.
 #[derive(Debug)]
 pub struct Request<'a> {
     pub op: Op,
     pub params: &'a Params,
     pub flags: &'a [&'static str],
-    pub body: &'a [u8],
+    pub body: Decoded,
 }
 
 impl Request<'_> {
@@ -27,26 +27,63 @@ impl Request<'_> {
     pub fn flag(&self, name: &str) -> bool {
         self.flags.contains(&name)
     }
+}
 
-    /// The body as JSON of type `T`; unknown fields are refused by `T` itself. An empty body is
-    /// `T`'s default where `empty_ok`.
-    pub fn json<T: serde::de::DeserializeOwned + Default>(
-        &self,
-        empty_ok: bool,
-    ) -> Result<T, ApiError> {
-        if self.body.iter().all(u8::is_ascii_whitespace) {
-            return if empty_ok {
-                Ok(T::default())
-            } else {
-                Err(ApiError::bad(
-                    "invalid_json",
-                    "the request needs a JSON body",
-                ))
-            };
-        }
-        serde_json::from_slice(self.body)
-            .map_err(|e| ApiError::bad("invalid_json", format!("request body: {e}")))
+/// A request body, by its route's [`Body`] shape.
+#[derive(Debug)]
+pub enum Decoded {
+    None,
+    Spec(Box<volumes::spec::RawSpec>),
+    Snapshot(SnapshotBody),
+    Rollback(RollbackBody),
+    Replace(ReplaceBody),
+    Drives(DrivesBody),
+    Member(MemberBody),
+    Recover(RecoverBody),
+}
+
+fn json<T: serde::de::DeserializeOwned + Default>(
+    body: &[u8],
+    empty_ok: bool,
+) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return if empty_ok {
+            Ok(T::default())
+        } else {
+            Err(ApiError::bad(
+                "invalid_json",
+                "the request needs a JSON body",
+            ))
+        };
     }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad("invalid_json", format!("request body: {e}")))
+}
+
+/// Decodes a body as its route says: JSON only, unknown fields refused (400).
+pub fn decode(shape: Body, body: &[u8]) -> Result<Decoded, ApiError> {
+    Ok(match shape {
+        Body::None => Decoded::None,
+        Body::Spec => {
+            let text = std::str::from_utf8(body)
+                .map_err(|_| ApiError::bad("invalid_json", "request body: not UTF-8"))?;
+            if !text.trim_start().starts_with('{') {
+                return Err(ApiError::bad(
+                    "invalid_json",
+                    "request body: a JSON object (a volume spec) is expected",
+                ));
+            }
+            let raw = volumes::spec::RawSpec::parse("request body", text)
+                .map_err(|e| ApiError::bad("invalid_spec", e.to_string()))?;
+            Decoded::Spec(Box::new(raw))
+        }
+        Body::Snapshot => Decoded::Snapshot(json(body, true)?),
+        Body::Rollback => Decoded::Rollback(json(body, false)?),
+        Body::Replace => Decoded::Replace(json(body, false)?),
+        Body::Drives => Decoded::Drives(json(body, false)?),
+        Body::Member => Decoded::Member(json(body, false)?),
+        Body::Recover => Decoded::Recover(json(body, false)?),
+    })
 }
 
 /// What the API asks of the box.
@@ -72,6 +109,49 @@ pub struct RollbackBody {
     pub force: bool,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplaceBody {
+    pub old: String,
+    pub new: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrivesBody {
+    pub drives: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberBody {
+    pub member: String,
+}
+
+/// The recovery key is wiped from this copy when it is dropped (the request's own buffer is
+/// hyper's and is freed with the request).
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecoverBody {
+    pub recovery_key: String,
+    #[serde(default)]
+    pub accept_unproven: bool,
+}
+
+impl Drop for RecoverBody {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.recovery_key);
+    }
+}
+
+impl std::fmt::Debug for RecoverBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecoverBody")
+            .field("accept_unproven", &self.accept_unproven)
+            .finish()
+    }
+}
+
 /// The box itself.
 #[derive(Debug, Clone)]
 pub struct Host {
@@ -86,13 +166,18 @@ fn value<T: serde::Serialize>(v: T) -> Result<Value, ApiError> {
     serde_json::to_value(v).map_err(|e| ApiError::new(500, "failed", e.to_string()))
 }
 
+/// A body that does not match its route's shape: the server decodes by the same table.
+fn shape() -> ApiError {
+    ApiError::new(500, "failed", "the request body does not match its route")
+}
+
 fn failed(e: &dyn std::error::Error) -> ApiError {
     ApiError::new(500, "failed", platform::chain(e))
 }
 
 impl Host {
-    /// Volume operations need the pool: 503 when it is not imported.
-    fn env(&self) -> Result<volumes::reconcile::Env<'static>, ApiError> {
+    /// 503 when the pool is not imported.
+    fn pool(&self) -> Result<(), ApiError> {
         if storage::zfs::list_pools(Some(&self.pool)).map_or(true, |p| p.is_empty()) {
             return Err(ApiError::new(
                 503,
@@ -103,6 +188,12 @@ impl Host {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    /// Volume operations need the pool.
+    fn env(&self) -> Result<volumes::reconcile::Env<'static>, ApiError> {
+        self.pool()?;
         volumes::reconcile::Env::host(self.volumes_config.as_deref()).map_err(ApiError::from)
     }
 }
@@ -118,18 +209,10 @@ impl Backend for Host {
             Op::Volumes => value(ops::list(&self.env()?)?),
             Op::VolumeShow => value(ops::show(&self.env()?, name)?),
             Op::VolumeCreate => {
-                let text = std::str::from_utf8(r.body)
-                    .map_err(|_| ApiError::bad("invalid_json", "request body: not UTF-8"))?;
-                if !text.trim_start().starts_with('{') {
-                    return Err(ApiError::bad(
-                        "invalid_json",
-                        "request body: a JSON object (a volume spec) is expected",
-                    ));
-                }
-                let raw = volumes::spec::RawSpec::parse("request body", text)
-                    .map_err(|e| ApiError::bad("invalid_spec", e.to_string()))?;
-                let env = self.env()?;
-                value(ops::create(&env, &raw, "request body")?)
+                let Decoded::Spec(raw) = &r.body else {
+                    return Err(shape());
+                };
+                value(ops::create(&self.env()?, raw, "request body")?)
             }
             Op::VolumeDelete => {
                 ops::delete(&self.env()?, name, r.flag("force"))?;
@@ -137,11 +220,15 @@ impl Backend for Host {
             }
             Op::Snapshots => value(ops::snapshots(&self.env()?, name)?),
             Op::SnapshotCreate => {
-                let b: SnapshotBody = r.json(true)?;
+                let Decoded::Snapshot(b) = &r.body else {
+                    return Err(shape());
+                };
                 value(ops::snapshot(&self.env()?, name, b.name.as_deref())?)
             }
             Op::Rollback => {
-                let b: RollbackBody = r.json(false)?;
+                let Decoded::Rollback(b) = &r.body else {
+                    return Err(shape());
+                };
                 value(ops::rollback(
                     &self.env()?,
                     name,
@@ -149,6 +236,55 @@ impl Backend for Host {
                     b.destroy_newer,
                     b.force,
                 )?)
+            }
+            Op::DiskReplace => {
+                let Decoded::Replace(b) = &r.body else {
+                    return Err(shape());
+                };
+                self.pool()?;
+                let part = storaged::disks::replace(&self.pool, &b.old, &b.new)?;
+                Ok(
+                    serde_json::json!({"replacing": b.old, "by": b.new, "partition": part,
+                    "resilver": "running: GET /v1/status shows its progress"}),
+                )
+            }
+            Op::DiskAdd => {
+                let Decoded::Drives(b) = &r.body else {
+                    return Err(shape());
+                };
+                self.pool()?;
+                Ok(serde_json::json!({"added": storaged::disks::add(&self.pool, &b.drives)?}))
+            }
+            Op::DiskOffline | Op::DiskOnline => {
+                let Decoded::Member(b) = &r.body else {
+                    return Err(shape());
+                };
+                self.pool()?;
+                let online = r.op == Op::DiskOnline;
+                let n = storaged::disks::set_online(&self.pool, &b.member, online)?;
+                Ok(serde_json::json!({"member": n, "online": online}))
+            }
+            Op::Vault => {
+                let s = storaged::status::gather(&self.pool).map_err(|e| failed(&e))?;
+                Ok(serde_json::json!({"vault": s.vault, "boot": s.boot}))
+            }
+            Op::VaultRecover => {
+                let Decoded::Recover(b) = &r.body else {
+                    return Err(shape());
+                };
+                self.pool()?;
+                let rk = storage::vault::RecoveryKey::parse(&b.recovery_key)?;
+                value(storage::vault::recover_here(
+                    &self.pool,
+                    &rk,
+                    b.accept_unproven,
+                )?)
+            }
+            Op::VaultRecoveryKey => {
+                self.pool()?;
+                let rk = storage::vault::new_recovery_key_here(&self.pool)?;
+                Ok(serde_json::json!({"recovery_key": rk.display(),
+                    "note": "the vault key was rotated: the old recovery key and every old seal open nothing; this key is stored nowhere"}))
             }
             Op::Whoami | Op::Audit | Op::Metrics | Op::OpenApi => Err(ApiError::new(
                 500,
@@ -172,8 +308,9 @@ impl Backend for Host {
     }
 }
 
-/// One call the fake saw: the operation, its path parameters and body.
-pub type Call = (Op, Params, Vec<u8>);
+/// One call the fake saw: the operation, its path parameters and its decoded body (as Debug
+/// shows it: a recovery key never appears).
+pub type Call = (Op, Params, String);
 
 /// A recording fake for the server's tests: answers from a script, remembers every call.
 #[derive(Debug, Default)]
@@ -186,15 +323,12 @@ pub struct Fake {
 impl Backend for Fake {
     fn call(&self, r: &Request) -> Result<Value, ApiError> {
         if let Ok(mut c) = self.calls.lock() {
-            c.push((r.op, r.params.clone(), r.body.to_vec()));
+            c.push((r.op, r.params.clone(), format!("{:?}", r.body)));
         }
         std::thread::sleep(std::time::Duration::from_millis(self.delay_ms));
-        match r.op {
-            Op::SnapshotCreate => {
-                let b: SnapshotBody = r.json(true)?;
-                Ok(serde_json::json!({"name": b.name}))
-            }
-            Op::VolumeShow if r.param("name") == "missing" => {
+        match (&r.op, &r.body) {
+            (Op::SnapshotCreate, Decoded::Snapshot(b)) => Ok(serde_json::json!({"name": b.name})),
+            (Op::VolumeShow, _) if r.param("name") == "missing" => {
                 Err(volumes::Error::NoVolume("missing".into()).into())
             }
             _ => Ok(serde_json::json!({"op": format!("{:?}", r.op)})),

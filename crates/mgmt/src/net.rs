@@ -18,7 +18,8 @@ pub struct Policy {
 /// makes itself for its VMs (veth, bridges, taps) are host-only: what listens on them (an NVMe/TCP
 /// port the volume settings put on a host-only address) is reached from there alone, never from
 /// an Ethernet port. A port that appears later is dropped like the rest, never let through.
-/// Applied as one transaction (`nft -f`), replacing whatever was there.
+/// Applied as one transaction (`nft -f`), replacing whatever was there. Protocols are nft's own
+/// keywords, never names nft would look up in /etc/protocols (the image has none).
 pub fn ruleset(p: &Policy) -> String {
     let mut tcp = vec![p.api_port.to_string()];
     if let Some(m) = p.metrics_port {
@@ -33,8 +34,8 @@ table inet eve {{
     iifname {{ \"veth*\", \"br*\", \"vnet*\", \"tap*\" }} accept
     ct state established,related accept
     ct state invalid drop
-    meta l4proto icmp icmp type {{ echo-request, destination-unreachable, time-exceeded, parameter-problem }} limit rate 20/second accept
-    meta l4proto ipv6-icmp accept
+    icmp type {{ echo-request, destination-unreachable, time-exceeded, parameter-problem }} limit rate 20/second accept
+    icmpv6 type {{ echo-request, destination-unreachable, packet-too-big, time-exceeded, parameter-problem, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert }} accept
     udp sport 67 udp dport 68 accept
     udp sport 547 udp dport 546 accept
     tcp dport {{ {} }} ct state new accept
@@ -133,6 +134,10 @@ mod tests {
             r.matches("dport").count(),
             3,
             "DHCP, DHCPv6 and the API only:\n{r}"
+        );
+        assert!(
+            !r.contains("l4proto"),
+            "a protocol name nft resolves through /etc/protocols:\n{r}"
         );
         // Host-only links by name; nothing lets an Ethernet port through.
         assert!(

@@ -312,6 +312,8 @@ impl Server {
             }
             _ => {}
         }
+        let decoded = backend::decode(route.body, &body)?;
+        drop(body);
         let b = self.backend.clone();
         let op = route.op;
         let work = tokio::task::spawn_blocking(move || {
@@ -319,7 +321,7 @@ impl Server {
                 op,
                 params: &params,
                 flags: &flags,
-                body: &body,
+                body: decoded,
             })
         });
         let joined = if route.mutates() {

@@ -350,15 +350,56 @@ async fn hostile_requests_get_their_status_and_change_nothing() {
     let huge = vec![b'x'; 4096];
     let (s, text) = call(&b, a, "POST", "/v1/volumes", &huge).await.unwrap();
     assert_eq!((s, code(&text).as_str()), (413, "body_too_large"));
-    // Nothing reached the backend but the two that parse and the lookup of `missing`.
+    // Nothing reached the backend but the lookup of `missing`: bad bodies are refused first.
     let ops: Vec<_> = b.fake.calls.lock().unwrap().iter().map(|c| c.0).collect();
-    assert_eq!(
-        ops,
-        vec![
-            mgmt::api::Op::SnapshotCreate,
-            mgmt::api::Op::SnapshotCreate,
-            mgmt::api::Op::VolumeShow
-        ]
+    assert_eq!(ops, vec![mgmt::api::Op::VolumeShow]);
+    // A reader cannot recover the vault or make a recovery key; an admin's body is checked.
+    let reader = issue(&reader_ca, "r", None);
+    let (s, _) = call(
+        &b,
+        Some(&reader),
+        "POST",
+        "/v1/vault/recover",
+        br#"{"recovery_key":"x"}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(s, 403);
+    let (s, _) = call(&b, Some(&reader), "POST", "/v1/vault/recovery-key", b"")
+        .await
+        .unwrap();
+    assert_eq!(s, 403);
+    let (s, t) = call(
+        &b,
+        a,
+        "POST",
+        "/v1/vault/recover",
+        br#"{"recovery_key":"x","extra":true}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!((s, code(&t).as_str()), (400, "invalid_json"));
+    let (s, t) = call(&b, a, "POST", "/v1/disks/replace", br#"{"old":"nvme0n1"}"#)
+        .await
+        .unwrap();
+    assert_eq!((s, code(&t).as_str()), (400, "invalid_json"), "{t}");
+    let (s, _) = call(
+        &b,
+        a,
+        "POST",
+        "/v1/vault/recover",
+        br#"{"recovery_key":"secret-words"}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(s, 200);
+    let calls = b.fake.calls.lock().unwrap();
+    let last = calls.last().unwrap();
+    assert_eq!(last.0, mgmt::api::Op::VaultRecover);
+    assert!(
+        !last.2.contains("secret-words"),
+        "a recovery key in a debug view: {}",
+        last.2
     );
 }
 

@@ -1895,6 +1895,41 @@ pub fn new_recovery_key(
     Ok(rk)
 }
 
+/// [`recover`] on this box: the image's encryption settings, the firmware's Secure Boot state,
+/// the policy storage-init last applied on `pool`; the unlocked state is recorded for the other
+/// programs. What `storagectl vault recover` and the management API run.
+pub fn recover_here(
+    pool: &str,
+    rk: &RecoveryKey,
+    accept_unproven: bool,
+) -> Result<Recovered, VaultError> {
+    // What the key is sealed to is the signed image's to say (never CONFIG's).
+    let enc = crate::config::image_encryption();
+    let mut host = crate::host::RealHost::new(platform::Roots::host());
+    let sb = secure_boot(&host.roots.sys);
+    // Where the vault's datasets mount: the policy storage-init last applied here.
+    let mut policy = crate::config::last_good_policy(pool).unwrap_or_else(Policy::builtin);
+    policy.pool.name = pool.to_string();
+    let r = recover(&mut host, &policy, rk, &enc, sb, accept_unproven)?;
+    if r.unlocked {
+        crate::config::record_vault_state(
+            &platform::Roots::host(),
+            pool,
+            "unlocked",
+            r.sealed_to.as_deref(),
+        );
+    }
+    Ok(r)
+}
+
+/// [`new_recovery_key`] on this box.
+pub fn new_recovery_key_here(pool: &str) -> Result<RecoveryKey, VaultError> {
+    let mut host = crate::host::RealHost::new(platform::Roots::host());
+    let sb = secure_boot(&host.roots.sys);
+    let enc = crate::config::image_encryption();
+    new_recovery_key(&mut host, pool, &enc, sb)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,9 +3,7 @@
 
 use crate::cli::VaultCmd;
 use crate::{emit, fail};
-use platform::Roots;
 use std::process::ExitCode;
-use storage::host::RealHost;
 
 pub fn vault(pool: &str, cmd: VaultCmd) -> ExitCode {
     use storage::vault;
@@ -23,25 +21,7 @@ pub fn vault(pool: &str, cmd: VaultCmd) -> ExitCode {
                 Ok(k) => k,
                 Err(e) => return fail(&e),
             };
-            // What the key is sealed to is the signed image's to say (never CONFIG's).
-            let enc = storage::config::image_encryption();
-            let mut host = RealHost::new(Roots::host());
-            let sb = vault::secure_boot(&host.roots.sys);
-            // Where the vault's datasets mount: the policy storage-init last applied here.
-            let mut policy = storage::config::last_good_policy(pool)
-                .unwrap_or_else(storage::policy::Policy::builtin);
-            policy.pool.name = pool.to_string();
-            let r = vault::recover(&mut host, &policy, &rk, &enc, sb, accept_unproven);
-            if let Ok(v) = &r {
-                if v.unlocked {
-                    storage::config::record_vault_state(
-                        &Roots::host(),
-                        pool,
-                        "unlocked",
-                        v.sealed_to.as_deref(),
-                    );
-                }
-            }
+            let r = vault::recover_here(pool, &rk, accept_unproven);
             emit(r, json, |v| {
                 if !v.unlocked {
                     format!("{}: already unlocked; nothing changed\n", v.vault)
@@ -66,18 +46,13 @@ pub fn vault(pool: &str, cmd: VaultCmd) -> ExitCode {
                 }
             })
         }
-        VaultCmd::RecoveryKey => {
-            let mut host = RealHost::new(Roots::host());
-            let sb = vault::secure_boot(&host.roots.sys);
-            let enc = storage::config::image_encryption();
-            match vault::new_recovery_key(&mut host, pool, &enc, sb) {
-                Ok(rk) => {
-                    println!("{}", rk.display());
-                    eprintln!("storagectl: new recovery key for {pool}/vault; the vault key was rotated, so the old recovery key and every old seal or copy of them open nothing; the new key is not stored anywhere");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => fail(&e),
+        VaultCmd::RecoveryKey => match vault::new_recovery_key_here(pool) {
+            Ok(rk) => {
+                println!("{}", rk.display());
+                eprintln!("storagectl: new recovery key for {pool}/vault; the vault key was rotated, so the old recovery key and every old seal or copy of them open nothing; the new key is not stored anywhere");
+                ExitCode::SUCCESS
             }
-        }
+            Err(e) => fail(&e),
+        },
     }
 }

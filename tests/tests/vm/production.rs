@@ -552,6 +552,30 @@ fn the_api_answers_only_mutual_tls(m: &Machine, bm: &serde_json::Value) {
     let (s, _) = api.call(Some("reader"), "GET", "/v1/audit", None);
     assert_eq!(s, 403);
 
+    // The vault, read and operated remotely: its state, a new recovery key (the vault key
+    // rotates), and a recovery with it on an unlocked vault changes nothing.
+    let v = api.json("reader", "GET", "/v1/vault", None, 200);
+    assert_eq!(v["vault"]["state"], "unlocked", "{v}");
+    let (s, _) = api.call(Some("reader"), "POST", "/v1/vault/recovery-key", None);
+    assert_eq!(s, 403);
+    let rk = api.json("admin", "POST", "/v1/vault/recovery-key", None, 200);
+    let key = rk["recovery_key"].as_str().unwrap().to_string();
+    let body = serde_json::json!({"recovery_key": key}).to_string();
+    let r = api.json("admin", "POST", "/v1/vault/recover", Some(&body), 200);
+    assert_eq!(r["unlocked"], false, "already unlocked: nothing to do: {r}");
+    let (s, b) = api.call(
+        Some("admin"),
+        "POST",
+        "/v1/vault/recover",
+        Some(r#"{"recovery_key":"not a key"}"#),
+    );
+    assert_eq!((s, b.contains("invalid_recovery_key")), (400, true), "{b}");
+    let audit = api.json("admin", "GET", "/v1/audit", None, 200).to_string();
+    assert!(
+        !audit.contains(&key),
+        "the recovery key is in the audit journal"
+    );
+
     // On the network nothing else answers: NVMe/TCP's port is dropped by the firewall.
     let out = Command::new("curl")
         .args([
