@@ -14,6 +14,8 @@ pub struct Limits {
     pub read_secs: u64,
     /// Connections served at once; more are closed unanswered.
     pub connections: usize,
+    /// Connections from one address at once, so one host cannot hold every slot.
+    pub per_address: usize,
     /// Per client: a steady rate and a burst.
     pub per_second: f64,
     pub burst: f64,
@@ -26,6 +28,7 @@ impl Default for Limits {
             request_secs: 10,
             read_secs: 60,
             connections: 64,
+            per_address: 16,
             per_second: 20.0,
             burst: 40.0,
         }
@@ -71,10 +74,65 @@ impl Rate {
     }
 }
 
+/// Connections open per peer address; a [`Slot`] counts one until it is dropped.
+#[derive(Debug, Default)]
+pub struct PerAddress {
+    open: std::sync::Mutex<HashMap<std::net::IpAddr, usize>>,
+}
+
+/// One connection's place in [`PerAddress`].
+#[derive(Debug)]
+pub struct Slot {
+    owner: std::sync::Arc<PerAddress>,
+    addr: std::net::IpAddr,
+}
+
+impl PerAddress {
+    /// A slot for `addr`, unless it already holds `max`.
+    pub fn take(self: &std::sync::Arc<Self>, addr: std::net::IpAddr, max: usize) -> Option<Slot> {
+        let mut m = self.open.lock().ok()?;
+        let n = m.entry(addr).or_default();
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(Slot {
+            owner: self.clone(),
+            addr,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.owner.open.lock() {
+            if let Some(n) = m.get_mut(&self.addr) {
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(&self.addr);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn one_address_holds_at_most_its_share_of_connections() {
+        let p = std::sync::Arc::new(PerAddress::default());
+        let (a, b): (std::net::IpAddr, std::net::IpAddr) =
+            ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let held: Vec<_> = (0..3).map(|_| p.take(a, 3).unwrap()).collect();
+        assert!(p.take(a, 3).is_none());
+        assert!(p.take(b, 3).is_some());
+        drop(held);
+        assert!(p.take(a, 3).is_some());
+        assert!(p.open.lock().unwrap().len() <= 1);
+    }
 
     #[test]
     fn a_burst_then_the_steady_rate_per_client() {

@@ -34,6 +34,7 @@ pub struct Server {
     pub audit: Journal,
     pub limits: Limits,
     rate: Mutex<Rate>,
+    per_address: Arc<crate::limit::PerAddress>,
     stats: Stats,
 }
 
@@ -76,6 +77,7 @@ impl Server {
             backend,
             audit,
             rate: Mutex::new(Rate::new(limits.per_second, limits.burst)),
+            per_address: Arc::default(),
             limits,
             stats: Stats::default(),
         })
@@ -95,6 +97,13 @@ impl Server {
                     continue;
                 }
             };
+            let Some(place) = self.per_address.take(peer.ip(), self.limits.per_address) else {
+                self.stats
+                    .connections_refused
+                    .fetch_add(1, Ordering::Relaxed);
+                drop(stream);
+                continue;
+            };
             let Ok(permit) = slots.clone().try_acquire_owned() else {
                 self.stats
                     .connections_refused
@@ -105,7 +114,7 @@ impl Server {
             let me = self.clone();
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
-                let _permit = permit;
+                let _held = (permit, place);
                 me.connection(acceptor, stream, peer).await;
             });
         }

@@ -453,6 +453,7 @@ async fn slow_and_piled_up_clients_do_not_take_the_server_down() {
         Limits {
             request_secs: 1,
             connections: 8,
+            per_address: 8,
             per_second: 1000.0,
             burst: 1000.0,
             ..Limits::default()
