@@ -246,7 +246,11 @@ impl Api {
             c.arg("--key").arg(self.dir.join(format!("{w}.key")));
         }
         if let Some(b) = body {
-            c.args(["-H", "content-type: application/json", "--data-binary", b]);
+            // From a file: a body can be larger than an argument may be.
+            let f = self.dir.join("body.json");
+            std::fs::write(&f, b).unwrap();
+            c.args(["-H", "content-type: application/json", "--data-binary"])
+                .arg(format!("@{}", f.display()));
         }
         c.arg(format!("https://eve-storage:{}{path}", self.port));
         let out = c.output().unwrap();
