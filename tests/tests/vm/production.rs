@@ -596,4 +596,11 @@ fn the_api_answers_only_mutual_tls(m: &Machine, bm: &serde_json::Value) {
         console.contains("eve-net: firewall loaded (TCP 8443 only)"),
         "{console}"
     );
+    // The box said why it refused each handshake.
+    for why in [
+        "TLS handshake refused: peer sent no certificates",
+        "TLS handshake refused: invalid peer certificate: UnknownIssuer",
+    ] {
+        assert!(console.contains(why), "console lacks {why:?}:\n{console}");
+    }
 }
