@@ -394,10 +394,19 @@ fn the_api_answers_only_mutual_tls(m: &Machine, bm: &serde_json::Value) {
         ],
         &work,
     );
+    // A v3 client certificate, as operators are told to make them (a v1 one is refused before
+    // its CA is even looked at).
+    std::fs::write(
+        work.join("client.ext"),
+        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n",
+    )
+    .unwrap();
     openssl(
         &[
             "x509",
             "-req",
+            "-extfile",
+            "client.ext",
             "-in",
             "other.csr",
             "-CA",
