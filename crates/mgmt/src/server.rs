@@ -36,6 +36,8 @@ pub struct Server {
     rate: Mutex<Rate>,
     per_address: Arc<crate::limit::PerAddress>,
     stats: Stats,
+    /// /proc, for the daemon's own memory figure.
+    proc: std::path::PathBuf,
 }
 
 impl std::fmt::Debug for Server {
@@ -78,6 +80,7 @@ impl Server {
             audit,
             rate: Mutex::new(Rate::new(limits.per_second, limits.burst)),
             per_address: Arc::default(),
+            proc: platform::Roots::host().proc,
             limits,
             stats: Stats::default(),
         })
@@ -399,6 +402,18 @@ impl Server {
             self.stats.handshakes_refused.load(Ordering::Relaxed),
             self.stats.connections_refused.load(Ordering::Relaxed)
         ));
+        if let Some(rss) = resident_bytes(&self.proc) {
+            t.push_str(&format!("# HELP eve_mgmt_resident_memory_bytes The API daemon's resident memory.\n# TYPE eve_mgmt_resident_memory_bytes gauge\neve_mgmt_resident_memory_bytes {rss}\n"));
+        }
         t
     }
+}
+
+/// Resident memory of this process: `statm`'s second field, in pages.
+fn resident_bytes(proc: &std::path::Path) -> Option<u64> {
+    let statm = std::fs::read_to_string(proc.join("self/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf only reads a constant.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page).ok()?)
 }

@@ -532,6 +532,18 @@ async fn slow_and_piled_up_clients_do_not_take_the_server_down() {
             .0,
         200
     );
+    let (s, m) = call(&b, Some(&reader), "GET", "/metrics", b"")
+        .await
+        .unwrap();
+    assert_eq!(s, 200);
+    let rss: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("eve_mgmt_resident_memory_bytes "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(rss > 1 << 20, "{m}");
+    assert!(m.contains("eve_mgmt_connections_refused_total"), "{m}");
     drop(held);
 }
 

@@ -212,6 +212,7 @@ fn a_development_build_written_to_a_production_box_never_runs() {
 
 /// A client on the host: curl with a certificate pair (or none), trusting the box's own
 /// certificate once its fingerprint matched the one on the console.
+#[derive(Clone)]
 struct Api {
     port: u16,
     dir: std::path::PathBuf,
@@ -587,6 +588,43 @@ fn the_api_answers_only_mutual_tls(m: &Machine, bm: &serde_json::Value) {
     assert!(
         !audit.contains(&key),
         "the recovery key is in the audit journal"
+    );
+
+    // A pile of parallel requests from one host: each is answered, slowed (429) or turned away
+    // at the connection limit; the daemon stays up and its memory stays flat.
+    let rss = |api: &Api| -> u64 {
+        let (s, m) = api.call(Some("reader"), "GET", "/metrics", None);
+        assert_eq!(s, 200, "{m}");
+        m.lines()
+            .find_map(|l| l.strip_prefix("eve_mgmt_resident_memory_bytes "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no memory figure: {m}"))
+    };
+    std::thread::sleep(Duration::from_secs(3));
+    let before = rss(&api);
+    let pile: Vec<_> = (0..200)
+        .map(|_| {
+            let api = api.clone();
+            std::thread::spawn(move || api.call(Some("reader"), "GET", "/v1/whoami", None).0)
+        })
+        .collect();
+    let statuses: Vec<u16> = pile.into_iter().map(|h| h.join().unwrap()).collect();
+    assert!(
+        statuses.iter().all(|s| [0, 200, 429].contains(s)),
+        "{statuses:?}"
+    );
+    assert!(statuses.contains(&200), "{statuses:?}");
+    std::thread::sleep(Duration::from_secs(3));
+    let after = rss(&api);
+    eprintln!(
+        "mgmtd resident memory: {before} bytes before 200 parallel requests, {after} after; answered {}, slowed {}, turned away {}",
+        statuses.iter().filter(|s| **s == 200).count(),
+        statuses.iter().filter(|s| **s == 429).count(),
+        statuses.iter().filter(|s| **s == 0).count()
+    );
+    assert!(
+        after < before + (32 << 20),
+        "mgmtd grew from {before} to {after} bytes"
     );
 
     // On the network nothing else answers: NVMe/TCP's port is dropped by the firewall.
