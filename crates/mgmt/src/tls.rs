@@ -111,6 +111,16 @@ impl Trust {
         admin: &[CertificateDer<'static>],
         reader: &[CertificateDer<'static>],
     ) -> Result<Trust> {
+        // One CA in both files would make every reader an admin: a mistake to refuse, not run.
+        if let Some(c) = admin.iter().find(|a| reader.contains(a)) {
+            return Err(Error::Tls {
+                what: "operator CAs",
+                msg: format!(
+                    "the CA {} is in both the admin and the reader file; every reader would be an admin",
+                    subject(c)
+                ),
+            });
+        }
         let all: Vec<_> = admin.iter().chain(reader).cloned().collect();
         Ok(Trust {
             admin: verifier("admin CA", admin)?,

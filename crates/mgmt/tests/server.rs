@@ -548,6 +548,17 @@ async fn slow_and_piled_up_clients_do_not_take_the_server_down() {
 }
 
 #[test]
+fn one_ca_as_both_roles_is_refused() {
+    let a = ca("both");
+    let der = [CertificateDer::from(a.cert.der().to_vec())];
+    let e = Trust::new(&der, &der).unwrap_err().to_string();
+    assert!(
+        e.contains("CN=both") && e.contains("both the admin and the reader"),
+        "{e}"
+    );
+}
+
+#[test]
 fn identity_is_kept_and_reused_and_never_replaced_when_unreadable() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path().join("mgmt");
