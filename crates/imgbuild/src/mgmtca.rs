@@ -79,12 +79,29 @@ impl MgmtCa {
         _profile: Profile,
     ) -> Result<MgmtCa> {
         match given {
-            Some(dir) => Ok(MgmtCa {
-                dir: dir.into(),
-                kind: "release",
-                admin_pem: read_ca(dir, "admin-ca.pem")?,
-                reader_pem: read_ca(dir, "reader-ca.pem")?,
-            }),
+            Some(dir) => {
+                let (admin_pem, reader_pem) = (read_ca(dir, "admin-ca.pem")?, read_ca(dir, "reader-ca.pem")?);
+                // mgmtd refuses to start on such a pair; a build must not make that image.
+                let blocks = |pem: &str| -> Vec<String> {
+                    pem.split("-----BEGIN CERTIFICATE-----")
+                        .skip(1)
+                        .map(|b| b.split_whitespace().collect())
+                        .collect()
+                };
+                let reader = blocks(&reader_pem);
+                if blocks(&admin_pem).iter().any(|b| reader.contains(b)) {
+                    return Err(Error::Parse {
+                        path: dir.join("reader-ca.pem"),
+                        msg: "holds a CA that admin-ca.pem holds too: every reader would be an admin".into(),
+                    });
+                }
+                Ok(MgmtCa {
+                    dir: dir.into(),
+                    kind: "release",
+                    admin_pem,
+                    reader_pem,
+                })
+            }
             None if release => Err(Error::Parse {
                 path: "MGMT_CA".into(),
                 msg: "a release needs the operators' CAs (MGMT_CA=dir with admin-ca.pem and reader-ca.pem); it never trusts the development CA".into(),
@@ -187,6 +204,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("not a CA"), "{e}");
+        // The same CA for both roles.
+        std::fs::copy(a.dir.join("admin-ca.pem"), given.join("reader-ca.pem")).unwrap();
+        let e = MgmtCa::for_build(Some(&given), true, d.path(), Profile::Prod)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("every reader would be an admin"), "{e}");
         std::fs::copy(a.dir.join("reader-ca.pem"), given.join("reader-ca.pem")).unwrap();
         let r = MgmtCa::for_build(Some(&given), true, d.path(), Profile::Prod).unwrap();
         assert_eq!(r.kind, "release");

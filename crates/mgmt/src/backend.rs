@@ -178,17 +178,23 @@ fn failed(e: &dyn std::error::Error) -> ApiError {
 impl Host {
     /// 503 when the pool is not imported.
     fn pool(&self) -> Result<(), ApiError> {
-        if storage::zfs::list_pools(Some(&self.pool)).map_or(true, |p| p.is_empty()) {
-            return Err(ApiError::new(
+        // No such pool is an absence; zpool failing for another reason is a failure, said.
+        let absent = || {
+            ApiError::new(
                 503,
                 "pool_absent",
                 format!(
                     "pool {} is not imported; GET /v1/status says why",
                     self.pool
                 ),
-            ));
+            )
+        };
+        match storage::zfs::list_pools(Some(&self.pool)) {
+            Ok(p) if p.is_empty() => Err(absent()),
+            Ok(_) => Ok(()),
+            Err(e) if platform::chain(&e).contains("no such pool") => Err(absent()),
+            Err(e) => Err(failed(&e)),
         }
-        Ok(())
     }
 
     /// Volume operations need the pool.

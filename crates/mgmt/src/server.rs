@@ -38,6 +38,12 @@ pub struct Server {
     stats: Stats,
     /// /proc, for the daemon's own memory figure.
     proc: std::path::PathBuf,
+    /// Audit line ids: unique within a run, increasing across runs (seeded from the clock).
+    next_id: AtomicU64,
+    /// Blocking threads reads may hold at once; changes are not counted here.
+    reads: Arc<tokio::sync::Semaphore>,
+    /// Refused-handshake lines: (window start, shown, not shown).
+    quiet: Mutex<(Instant, u32, u64)>,
 }
 
 impl std::fmt::Debug for Server {
@@ -81,6 +87,9 @@ impl Server {
             rate: Mutex::new(Rate::new(limits.per_second, limits.burst)),
             per_address: Arc::default(),
             proc: platform::Roots::host().proc,
+            next_id: AtomicU64::new(storaged::now().saturating_mul(1_000_000)),
+            reads: Arc::new(tokio::sync::Semaphore::new(4)),
+            quiet: Mutex::new((Instant::now(), 0, 0)),
             limits,
             stats: Stats::default(),
         })
@@ -136,14 +145,14 @@ impl Server {
                 self.stats
                     .handshakes_refused
                     .fetch_add(1, Ordering::Relaxed);
-                platform::log(format!("{peer}: TLS handshake refused: {e}"));
+                self.refusal(format!("{peer}: TLS handshake refused: {e}"));
                 return;
             }
             Err(_) => {
                 self.stats
                     .handshakes_refused
                     .fetch_add(1, Ordering::Relaxed);
-                platform::log(format!(
+                self.refusal(format!(
                     "{peer}: TLS handshake not finished within {} s",
                     limit.as_secs()
                 ));
@@ -184,7 +193,8 @@ impl Server {
         let method = req.method().as_str().to_string();
         let path = req.uri().path().to_string();
         let route = api::find(&method, &path).ok().map(|(r, _)| r);
-        let answer = self.answer(client, req).await;
+        let mut recorded = false;
+        let answer = self.answer(client, req, &mut recorded).await;
         let status = match &answer {
             Ok(_) => 200,
             Err(e) => e.status,
@@ -192,28 +202,18 @@ impl Server {
         if let Ok(mut m) = self.stats.requests.lock() {
             *m.entry(status).or_default() += 1;
         }
-        if let Some(r) = route.filter(|r| r.mutates()) {
-            // Refused attempts are on record too: who tried what.
-            let t = storaged::now();
-            let e = audit::Entry {
-                time: t,
-                when: audit::rfc3339(t),
-                subject: client.subject.clone(),
-                fingerprint: client.fingerprint.clone(),
-                role: client.role.as_str().into(),
-                method: method.clone(),
-                path: path.clone(),
-                status,
-                code: answer.as_ref().err().map(|e| e.code.to_string()),
-                message: answer.as_ref().err().map(|e| e.message.clone()),
-            };
-            if let Err(x) = self.audit.append(&e) {
-                platform::log(format!(
-                    "audit journal: {} (entry: {e:?})",
-                    platform::chain(&x)
-                ));
+        // A change that ran wrote its own lines; one refused before it ran is on record too (who
+        // tried what), except a client over its rate, which would only flood the journal.
+        if route.is_some_and(|r| r.mutates()) && !recorded && status != 429 {
+            let mut e = self.entry(client, &method, &path, None);
+            e.status = status;
+            if let Err(x) = &answer {
+                e.code = Some(x.code.to_string());
+                e.message = Some(x.message.clone());
             }
-            let _ = r;
+            if let Err(x) = self.audit.append(&e) {
+                platform::log(format!("audit journal: {}", platform::chain(&x)));
+            }
         }
         if status >= 400 || route.is_some_and(|r| r.mutates()) {
             let what = answer
@@ -222,9 +222,10 @@ impl Server {
                 .map(|e| format!(" {}: {}", e.code, e.message))
                 .unwrap_or_default();
             platform::log(format!(
-                "{} ({}) {method} {path} -> {status}{what}",
+                "{} ({}) {method} {} -> {status}{what}",
                 client.subject,
-                client.role.as_str()
+                client.role.as_str(),
+                short(&path, 256)
             ));
         }
         match answer {
@@ -246,16 +247,62 @@ impl Server {
         }
     }
 
+    /// Logs a refused handshake: every one while they are few, then one line in ten seconds
+    /// with how many were not shown, so a flood of them cannot flood the console and the logs.
+    fn refusal(&self, line: String) {
+        let Ok(mut q) = self.quiet.lock() else { return };
+        let now = Instant::now();
+        let (since, shown, hidden) = &mut *q;
+        if now.duration_since(*since) >= Duration::from_secs(10) {
+            if *hidden > 0 {
+                platform::log(format!("{hidden} more TLS handshakes refused in the last {} s (counted in eve_mgmt_tls_handshakes_refused_total)", now.duration_since(*since).as_secs()));
+            }
+            (*since, *shown, *hidden) = (now, 0, 0);
+        }
+        if *shown < 5 {
+            *shown += 1;
+            platform::log(line);
+        } else {
+            *hidden += 1;
+        }
+    }
+
+    /// An audit line for `client`'s request, status 0 (filled in by the caller).
+    fn entry(
+        &self,
+        client: &Client,
+        method: &str,
+        path: &str,
+        detail: Option<String>,
+    ) -> audit::Entry {
+        let t = storaged::now();
+        audit::Entry {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            time: t,
+            when: audit::rfc3339(t),
+            subject: client.subject.clone(),
+            fingerprint: client.fingerprint.clone(),
+            role: client.role.as_str().into(),
+            method: method.into(),
+            path: short(path, 256),
+            status: 0,
+            code: None,
+            message: None,
+            detail,
+        }
+    }
+
     async fn answer(
         self: &Arc<Self>,
         client: &Client,
         req: Request<Incoming>,
+        recorded: &mut bool,
     ) -> Result<Answer, ApiError> {
         let allowed = self
             .rate
             .lock()
             .map(|mut r| r.allow(&client.fingerprint, Instant::now()))
-            .unwrap_or(true);
+            .unwrap_or(false);
         if !allowed {
             return Err(ApiError::new(
                 429,
@@ -281,19 +328,9 @@ impl Server {
                 ),
             ));
         }
-        let flags = api::flags(route, req.uri().query())?;
-        if route.mutates() {
-            self.audit.ready().map_err(|e| {
-                ApiError::new(
-                    503,
-                    "pool_absent",
-                    format!(
-                        "the audit journal cannot be written ({}); nothing was changed",
-                        platform::chain(&e)
-                    ),
-                )
-            })?;
-        }
+        let query = req.uri().query().map(str::to_string);
+        let flags = api::flags(route, query.as_deref())?;
+        let path = req.uri().path().to_string();
         let body = if route.body == api::Body::None {
             Bytes::new()
         } else {
@@ -326,17 +363,78 @@ impl Server {
         }
         let decoded = backend::decode(route.body, &body)?;
         drop(body);
+        // Reads share a few threads, so a reader cannot hold every one while an admin waits.
+        let _read_slot = if route.mutates() {
+            None
+        } else {
+            Some(self.reads.clone().try_acquire_owned().map_err(|_| {
+                ApiError::new(503, "busy", "too many reads at once; try again in a moment")
+            })?)
+        };
         let b = self.backend.clone();
         let op = route.op;
+        let mutates = route.mutates();
+        // A change is on record before it runs (refused, 503, when it cannot be), and its outcome
+        // is written by the thread that ran it: a client that hangs up does not stop the change,
+        // nor its record.
+        let audit = if mutates {
+            let detail = short(
+                &format!(
+                    "{}{decoded:?}",
+                    query.map(|q| format!("?{q} ")).unwrap_or_default()
+                ),
+                1024,
+            );
+            let e = self.entry(client, route.method, &path, Some(detail));
+            let mut started = e.clone();
+            started.code = Some("started".into());
+            let j = self.audit.clone();
+            tokio::task::spawn_blocking(move || j.append(&started))
+                .await
+                .map_err(|e| ApiError::new(500, "failed", e.to_string()))?
+                .map_err(|x| {
+                    ApiError::new(
+                        503,
+                        "audit_unavailable",
+                        format!(
+                            "the audit journal cannot be written ({}); nothing was changed",
+                            platform::chain(&x)
+                        ),
+                    )
+                })?;
+            *recorded = true;
+            Some((self.audit.clone(), e))
+        } else {
+            None
+        };
         let work = tokio::task::spawn_blocking(move || {
-            b.call(&backend::Request {
+            let r = b.call(&backend::Request {
                 op,
                 params: &params,
                 flags: &flags,
                 body: decoded,
-            })
+            });
+            if let Some((j, mut e)) = audit {
+                e.detail = None;
+                match &r {
+                    Ok(_) => e.status = 200,
+                    Err(x) => {
+                        e.status = x.status;
+                        e.code = Some(x.code.to_string());
+                        e.message = Some(x.message.clone());
+                    }
+                }
+                if let Err(x) = j.append(&e) {
+                    platform::log(format!(
+                        "audit journal: {} (outcome of request {})",
+                        platform::chain(&x),
+                        e.id
+                    ));
+                }
+            }
+            r
         });
-        let joined = if route.mutates() {
+        let joined = if mutates {
             // A change runs to its end: cutting the answer short would leave the caller unsure
             // whether it happened. Its outcome is in the audit journal either way.
             work.await
@@ -416,4 +514,12 @@ fn resident_bytes(proc: &std::path::Path) -> Option<u64> {
     // SAFETY: sysconf only reads a constant.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     Some(pages * u64::try_from(page).ok()?)
+}
+
+/// At most `max` characters of `s`, marked when cut.
+fn short(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s.to_string(),
+    }
 }

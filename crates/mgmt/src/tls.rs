@@ -134,12 +134,15 @@ impl Trust {
     }
 
     /// Who the verified peer chain (end entity first) belongs to. The handshake already checked
-    /// it against both CAs; here it is checked against the admins' alone.
+    /// it against both CAs; here it is checked against the admins' alone, without the
+    /// intermediates the client sent: only a certificate an admin CA signed itself is an admin's,
+    /// so no chain a client assembles (a cross-certificate, a reader CA under an admin root)
+    /// makes a reader an admin.
     pub fn client(&self, chain: &[CertificateDer<'_>]) -> Option<Client> {
-        let (ee, rest) = chain.split_first()?;
+        let ee = chain.first()?;
         let admin = self
             .admin
-            .verify_client_cert(ee, rest, UnixTime::now())
+            .verify_client_cert(ee, &[], UnixTime::now())
             .is_ok();
         Some(Client {
             role: if admin { Role::Admin } else { Role::Reader },
@@ -221,35 +224,37 @@ impl Identity {
         })
     }
 
-    /// The identity kept in `dir` (`server.key`, `server.crt`), made there on first use. A key
-    /// that is there but unreadable is an error: it is never replaced behind the operator's back,
-    /// since clients pin its certificate.
+    /// The identity kept in `dir` (`server.pem`: the key and its certificate in one file, so a
+    /// power cut leaves the old pair, none, or the new one, never half), made there on first use.
+    /// A file that is there but unreadable is an error: it is never replaced behind the
+    /// operator's back, since clients pin its certificate.
     pub fn load_or_create(dir: &Path, host: &str) -> Result<Identity> {
-        let (kp, cp) = (dir.join("server.key"), dir.join("server.crt"));
+        let p = dir.join("server.pem");
         let io = |op: &'static str, path: &Path| {
             let path = path.to_path_buf();
             move |source| Error::Io(platform::IoError { op, path, source })
         };
-        if kp.exists() || cp.exists() {
-            let key = std::fs::read(&kp).map_err(io("read", &kp))?;
-            let cert = std::fs::read(&cp).map_err(io("read", &cp))?;
-            let key_der = PrivatePkcs8KeyDer::from_pem_slice(&key)
+        if p.exists() {
+            let text = std::fs::read(&p).map_err(io("read", &p))?;
+            let key_der = PrivatePkcs8KeyDer::from_pem_slice(&text)
                 .map_err(|e| Error::Pem {
-                    path: kp.clone(),
-                    msg: e.to_string(),
+                    path: p.clone(),
+                    msg: format!("no PKCS#8 private key: {e}"),
                 })?
                 .secret_pkcs8_der()
                 .to_vec();
-            let cert_der = certs_from_pem(&cert)
-                .map_err(|msg| Error::Pem {
-                    path: cp.clone(),
-                    msg,
-                })?
-                .remove(0)
-                .to_vec();
+            let cert = certs_from_pem(&text).map_err(|msg| Error::Pem {
+                path: p.clone(),
+                msg,
+            })?;
+            let cert_der = cert[0].to_vec();
+            let cert_pem = String::from_utf8_lossy(&text)
+                .split_inclusive('\n')
+                .skip_while(|l| !l.starts_with("-----BEGIN CERTIFICATE-----"))
+                .collect();
             return Ok(Identity {
                 cert_der,
-                cert_pem: String::from_utf8_lossy(&cert).into_owned(),
+                cert_pem,
                 key_der,
                 key_pem: String::new(),
                 kept: Some(dir.into()),
@@ -257,18 +262,17 @@ impl Identity {
         }
         let mut id = Identity::generate(host)?;
         std::fs::create_dir_all(dir).map_err(io("create", dir))?;
-        write_private(&kp, id.key_pem.as_bytes())?;
-        write_private(&cp, id.cert_pem.as_bytes())?;
+        write_private(&p, format!("{}{}", id.key_pem, id.cert_pem).as_bytes())?;
         id.kept = Some(dir.into());
         Ok(id)
     }
 }
 
-/// Written whole (temp file, fsync, rename), owner-only.
+/// Written whole (a fresh temp file, fsync, rename, fsync of the directory), owner-only.
 fn write_private(path: &Path, data: &[u8]) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
+    let tmp = path.with_extension("pem.tmp");
     let io = |op: &'static str, p: &Path| {
         let p = p.to_path_buf();
         move |source| {
@@ -279,14 +283,22 @@ fn write_private(path: &Path, data: &[u8]) -> Result<()> {
             })
         }
     };
+    // A leftover from a cut write may carry another mode: start from nothing.
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io("remove", &tmp)(e)),
+        _ => {}
+    }
     let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .write(true)
         .mode(0o600)
         .open(&tmp)
         .map_err(io("create", &tmp))?;
     f.write_all(data).map_err(io("write", &tmp))?;
     f.sync_all().map_err(io("fsync", &tmp))?;
-    std::fs::rename(&tmp, path).map_err(io("rename", path))
+    std::fs::rename(&tmp, path).map_err(io("rename", path))?;
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("fsync", dir))
 }

@@ -73,9 +73,7 @@ async fn start(admin: &Ca, reader: &Ca, limits: Limits) -> Box_ {
     let id = Identity::generate("box.test").unwrap();
     let tls = trust.server_config(&id).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let audit = storaged::audit::Journal {
-        path: dir.path().join("audit.jsonl"),
-    };
+    let audit = storaged::audit::Journal::at(dir.path().join("audit.jsonl"));
     let fake = Arc::new(Fake::default());
     let server = mgmt::server::Server::new(trust, tls, fake.clone(), audit.clone(), limits);
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -271,7 +269,9 @@ async fn roles_refusals_and_the_audit_journal() {
     assert_eq!(s, 200);
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     let e = v["entries"].as_array().unwrap();
-    assert_eq!(e.len(), 3, "{body}");
+    // Two refusals, then the change: its `started` line (with what was asked) before it ran,
+    // and its outcome, paired by id.
+    assert_eq!(e.len(), 4, "{body}");
     assert_eq!(
         (
             e[0]["status"].as_u64(),
@@ -283,16 +283,28 @@ async fn roles_refusals_and_the_audit_journal() {
     assert_eq!(
         (
             e[2]["status"].as_u64(),
-            e[2]["path"].as_str(),
-            e[2]["role"].as_str()
+            e[2]["code"].as_str(),
+            e[2]["path"].as_str()
         ),
-        (Some(200), Some("/v1/volumes/web/snapshots"), Some("admin"))
+        (Some(0), Some("started"), Some("/v1/volumes/web/snapshots"))
+    );
+    assert!(
+        e[2]["detail"].as_str().unwrap().contains("before"),
+        "{body}"
     );
     assert_eq!(
-        e[2]["fingerprint"].as_str().unwrap(),
+        (
+            e[3]["status"].as_u64(),
+            e[3]["role"].as_str(),
+            e[3]["id"].as_u64()
+        ),
+        (Some(200), Some("admin"), e[2]["id"].as_u64())
+    );
+    assert_eq!(
+        e[3]["fingerprint"].as_str().unwrap(),
         mgmt::tls::fingerprint(&admin.der)
     );
-    assert_eq!(b.audit.tail(10).unwrap().len(), 3);
+    assert_eq!(b.audit.tail(10).unwrap().len(), 4);
 }
 
 #[tokio::test]
@@ -567,20 +579,20 @@ fn identity_is_kept_and_reused_and_never_replaced_when_unreadable() {
     assert_eq!(a.fingerprint(), b.fingerprint());
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
-        std::fs::metadata(dir.join("server.key"))
+        std::fs::metadata(dir.join("server.pem"))
             .unwrap()
             .permissions()
             .mode()
             & 0o777,
         0o600
     );
-    std::fs::write(dir.join("server.key"), "garbage").unwrap();
+    std::fs::write(dir.join("server.pem"), "garbage").unwrap();
     let e = Identity::load_or_create(&dir, "box")
         .unwrap_err()
         .to_string();
-    assert!(e.contains("server.key"), "{e}");
+    assert!(e.contains("server.pem"), "{e}");
     assert_eq!(
-        std::fs::read_to_string(dir.join("server.key")).unwrap(),
+        std::fs::read_to_string(dir.join("server.pem")).unwrap(),
         "garbage"
     );
     assert!(!format!("{a:?}").contains("PRIVATE"));

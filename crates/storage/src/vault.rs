@@ -62,6 +62,8 @@ pub enum VaultError {
     Tpm(#[from] tpm::TpmError),
     #[error(transparent)]
     Cmd(#[from] CmdError),
+    #[error(transparent)]
+    Io(#[from] platform::IoError),
 }
 
 /// The firmware's Secure Boot state, from efivarfs.
@@ -1895,6 +1897,28 @@ pub fn new_recovery_key(
     Ok(rk)
 }
 
+/// The vault's own lock (`{run}/eve/vault.lock`), held by every program that changes its key
+/// on this box (recovery, a new recovery key, the firmware dbx update, the floor migration's
+/// re-seal): two rotations interleaved could leave a key in force that no seal or wrap holds.
+/// Waits for the holder.
+pub fn lock(roots: &platform::Roots) -> Result<nix::fcntl::Flock<std::fs::File>, VaultError> {
+    let dir = roots.run.join("eve");
+    let io = |op: &'static str, p: &Path| {
+        let path = p.to_path_buf();
+        move |source| VaultError::Io(platform::IoError { op, path, source })
+    };
+    std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
+    let p = dir.join("vault.lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&p)
+        .map_err(io("open", &p))?;
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| io("lock", &p)(e.into()))
+}
+
 /// [`recover`] on this box: the image's encryption settings, the firmware's Secure Boot state,
 /// the policy storage-init last applied on `pool`; the unlocked state is recorded for the other
 /// programs. What `storagectl vault recover` and the management API run.
@@ -1903,6 +1927,7 @@ pub fn recover_here(
     rk: &RecoveryKey,
     accept_unproven: bool,
 ) -> Result<Recovered, VaultError> {
+    let _lock = lock(&platform::Roots::host())?;
     // What the key is sealed to is the signed image's to say (never CONFIG's).
     let enc = crate::config::image_encryption();
     let mut host = crate::host::RealHost::new(platform::Roots::host());
@@ -1924,6 +1949,7 @@ pub fn recover_here(
 
 /// [`new_recovery_key`] on this box.
 pub fn new_recovery_key_here(pool: &str) -> Result<RecoveryKey, VaultError> {
+    let _lock = lock(&platform::Roots::host())?;
     let mut host = crate::host::RealHost::new(platform::Roots::host());
     let sb = secure_boot(&host.roots.sys);
     let enc = crate::config::image_encryption();

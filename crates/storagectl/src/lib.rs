@@ -20,9 +20,10 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         Cmd::Status { json, pool } => pool::status(&pool, json),
         Cmd::Audit { json, lines, pool } => {
-            let j = storaged::audit::Journal {
-                path: storaged::audit::path(std::path::Path::new("/"), &pool),
-            };
+            let j = storaged::audit::Journal::at(storaged::audit::path(
+                std::path::Path::new("/"),
+                &pool,
+            ));
             emit(j.tail(lines), json, |entries| {
                 entries
                     .iter()

@@ -137,9 +137,37 @@ pub fn check_replacement(
     Ok(())
 }
 
+/// The pool's disk-operation lock (`{run}/eve/disks-<pool>.lock`), taken without waiting: two
+/// replacements or additions at once could both take the same blank drive.
+pub fn lock(roots: &platform::Roots, pool: &str) -> Result<nix::fcntl::Flock<std::fs::File>> {
+    let dir = roots.run.join("eve");
+    let io = |op: &'static str, p: &std::path::Path| {
+        let path = p.to_path_buf();
+        move |source| Error::Io(platform::IoError { op, path, source })
+    };
+    std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
+    let p = dir.join(format!("disks-{pool}.lock"));
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&p)
+        .map_err(io("open", &p))?;
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+        if e == nix::errno::Errno::EWOULDBLOCK {
+            Error::Refused(format!(
+                "another disk operation on pool {pool} is running; nothing was changed, try again when it is done"
+            ))
+        } else {
+            io("lock", &p)(e.into())
+        }
+    })
+}
+
 /// Replaces `old` (a member, by any name) with the blank disk `new` (`nvme2n1` or a /dev path):
 /// partitioned as storage-init would, then `zpool replace`. Returns the new member's path.
 pub fn replace(pool_name: &str, old: &str, new: &str) -> Result<String> {
+    let _lock = lock(&platform::Roots::host(), pool_name)?;
     let refuse = |m: String| Error::Refused(m);
     let pool = cmd::status(pool_name)?;
     let roots = platform::Roots::host();
@@ -302,6 +330,7 @@ pub fn plan_add(
 /// Grows the pool with the blank drives `new` (kernel names or /dev paths), partitioned as
 /// storage-init would, in one `zpool add` (all groups or none). Returns the new members' paths.
 pub fn add(pool_name: &str, new: &[String]) -> Result<Vec<String>> {
+    let _lock = lock(&platform::Roots::host(), pool_name)?;
     let refuse = |m: String| Error::Refused(m);
     let pool = cmd::status(pool_name)?;
     let mut names = Vec::new();
@@ -428,6 +457,8 @@ pub fn autoreplace(
     if !policy.pool.autoreplace || pool.leaves.iter().all(|l| l.state == "ONLINE") {
         return Ok(None);
     }
+    // An operator's replacement in progress goes first; the next look tries again.
+    let _lock = lock(&platform::Roots::host(), pool_name)?;
     let obs = observe_drives(policy)?;
     let blank: Vec<(String, u64)> = obs
         .observed
@@ -459,6 +490,7 @@ pub fn disk_of(path: &str, devs: &[storage::discover::BlockDev]) -> Option<Strin
 
 /// Takes a member offline (`zpool offline`) or brings it back (`zpool online`).
 pub fn set_online(pool_name: &str, member: &str, online: bool) -> Result<String> {
+    let _lock = lock(&platform::Roots::host(), pool_name)?;
     let pool = cmd::status(pool_name)?;
     let devs = storage::discover::enumerate(&platform::Roots::host());
     let leaf = find_member(&pool, member, |p| disk_of(p, &devs))
@@ -663,6 +695,18 @@ pub fn list(pool_name: &str) -> Result<DiskList> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_second_disk_operation_on_a_pool_is_refused_while_one_runs() {
+        let d = tempfile::tempdir().unwrap();
+        let roots = platform::Roots::under(d.path());
+        let held = lock(&roots, "persist").unwrap();
+        let e = lock(&roots, "persist").unwrap_err().to_string();
+        assert!(e.contains("another disk operation on pool persist"), "{e}");
+        assert!(lock(&roots, "other").is_ok());
+        drop(held);
+        assert!(lock(&roots, "persist").is_ok());
+    }
     use super::*;
     use crate::pool::parse_status;
 

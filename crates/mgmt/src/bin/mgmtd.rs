@@ -80,9 +80,8 @@ fn serve(cli: &Cli) -> mgmt::Result<()> {
         volumes_config: cli.volumes_config.clone(),
         metrics: cli.metrics.clone(),
     });
-    let audit = storaged::audit::Journal {
-        path: storaged::audit::path(std::path::Path::new("/"), &cli.pool),
-    };
+    let audit =
+        storaged::audit::Journal::at(storaged::audit::path(std::path::Path::new("/"), &cli.pool));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .max_blocking_threads(8)
@@ -106,9 +105,14 @@ fn serve(cli: &Cli) -> mgmt::Result<()> {
             id.fingerprint()
         ));
         let server = mgmt::server::Server::new(trust, tls, backend, audit, Default::default());
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|source| mgmt::Error::Io(platform::IoError { op: "listen for", path: "SIGTERM".into(), source }))?;
+        // On SIGTERM or SIGINT no new request is taken; changes already running finish and
+        // write their outcome before the runtime (and the process) ends.
         tokio::select! {
             _ = server.serve(listener) => {}
-            _ = tokio::signal::ctrl_c() => platform::log("stopping"),
+            _ = tokio::signal::ctrl_c() => platform::log("stopping (SIGINT)"),
+            _ = term.recv() => platform::log("stopping (SIGTERM): changes already running finish first"),
         }
         Ok(())
     })

@@ -58,6 +58,10 @@ fn dbx_update(dry_run: bool) -> ExitCode {
         );
         return ExitCode::FAILURE;
     };
+    let _vault = match storage::vault::lock(&roots) {
+        Ok(l) => l,
+        Err(e) => return report(&e),
+    };
     let mut host = RealHost::new(roots);
     let sb = storage::vault::secure_boot(&host.roots.sys);
     let enc = config::image_encryption();
@@ -95,6 +99,10 @@ fn raise_floor() -> ExitCode {
                     );
                     return ExitCode::FAILURE;
                 }
+            };
+            let _vault = match storage::vault::lock(&Roots::host()) {
+                Ok(l) => l,
+                Err(e) => return report(&e),
             };
             let mut host = RealHost::new(Roots::host());
             host.builtin_floor = Some(r.target.2);
