@@ -3,6 +3,7 @@
 //! connected client is: its role, subject and certificate fingerprint.
 
 use crate::{Error, Result};
+use platform::io;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixTime};
 use rustls::server::danger::ClientCertVerifier;
@@ -230,10 +231,6 @@ impl Identity {
     /// operator's back, since clients pin its certificate.
     pub fn load_or_create(dir: &Path, host: &str) -> Result<Identity> {
         let p = dir.join("server.pem");
-        let io = |op: &'static str, path: &Path| {
-            let path = path.to_path_buf();
-            move |source| Error::Io(platform::IoError { op, path, source })
-        };
         if p.exists() {
             let text = std::fs::read(&p).map_err(io("read", &p))?;
             let key_der = PrivatePkcs8KeyDer::from_pem_slice(&text)
@@ -273,19 +270,11 @@ fn write_private(path: &Path, data: &[u8]) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("pem.tmp");
-    let io = |op: &'static str, p: &Path| {
-        let p = p.to_path_buf();
-        move |source| {
-            Error::Io(platform::IoError {
-                op,
-                path: p,
-                source,
-            })
-        }
-    };
     // A leftover from a cut write may carry another mode: start from nothing.
     match std::fs::remove_file(&tmp) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io("remove", &tmp)(e)),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(io("remove", &tmp)(e).into())
+        }
         _ => {}
     }
     let mut f = std::fs::OpenOptions::new()
@@ -300,5 +289,6 @@ fn write_private(path: &Path, data: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("/"));
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(io("fsync", dir))
+        .map_err(io("fsync", dir))?;
+    Ok(())
 }

@@ -11,6 +11,7 @@ pub mod efisig;
 pub mod error;
 pub mod eventlog;
 pub mod layout;
+pub mod lock;
 pub mod log;
 pub mod rollback;
 pub mod roots;

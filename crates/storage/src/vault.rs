@@ -1901,22 +1901,10 @@ pub fn new_recovery_key(
 /// on this box (recovery, a new recovery key, the firmware dbx update, the floor migration's
 /// re-seal): two rotations interleaved could leave a key in force that no seal or wrap holds.
 /// Waits for the holder.
-pub fn lock(roots: &platform::Roots) -> Result<nix::fcntl::Flock<std::fs::File>, VaultError> {
-    let dir = roots.run.join("eve");
-    let io = |op: &'static str, p: &Path| {
-        let path = p.to_path_buf();
-        move |source| VaultError::Io(platform::IoError { op, path, source })
-    };
-    std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
-    let p = dir.join("vault.lock");
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&p)
-        .map_err(io("open", &p))?;
-    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| io("lock", &p)(e.into()))
+pub fn lock(roots: &platform::Roots) -> Result<platform::lock::Held, VaultError> {
+    let p = roots.run.join("eve/vault.lock");
+    // Waiting: `None` cannot come back.
+    platform::lock::exclusive(&p, true)?.ok_or_else(|| VaultError::Locked(p.display().to_string()))
 }
 
 /// [`recover`] on this box: the image's encryption settings, the firmware's Secure Boot state,

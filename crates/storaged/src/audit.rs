@@ -4,6 +4,7 @@
 //! read while the vault is locked; it is rotated by size, keeping one older file. mgmtd writes
 //! it; `storagectl audit` and `GET /v1/audit` read it.
 
+use platform::io;
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -58,16 +59,6 @@ pub struct Journal {
     pub max_bytes: u64,
 }
 
-fn io<'a>(op: &'static str, p: &'a Path) -> impl FnOnce(std::io::Error) -> crate::Error + 'a {
-    move |source| {
-        crate::Error::Io(platform::IoError {
-            op,
-            path: p.into(),
-            source,
-        })
-    }
-}
-
 impl Journal {
     pub fn at(path: PathBuf) -> Journal {
         Journal {
@@ -83,9 +74,7 @@ impl Journal {
         if dir.is_dir() {
             Ok(())
         } else {
-            Err(io("open", dir)(std::io::Error::from(
-                std::io::ErrorKind::NotFound,
-            )))
+            Err(io("open", dir)(std::io::Error::from(std::io::ErrorKind::NotFound)).into())
         }
     }
 
@@ -112,7 +101,8 @@ impl Journal {
             .open(&self.path)
             .map_err(io("open", &self.path))?;
         f.write_all(&line).map_err(io("write", &self.path))?;
-        f.sync_data().map_err(io("fsync", &self.path))
+        f.sync_data().map_err(io("fsync", &self.path))?;
+        Ok(())
     }
 
     /// `audit.jsonl.<n>`: the n-th older file.
@@ -132,7 +122,7 @@ impl Journal {
             let f = match std::fs::File::open(&p) {
                 Ok(f) => f,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(io("open", &p)(e)),
+                Err(e) => return Err(io("open", &p)(e).into()),
             };
             for line in std::io::BufReader::new(f).lines() {
                 let line = line.map_err(io("read", &p))?;

@@ -139,28 +139,12 @@ pub fn check_replacement(
 
 /// The pool's disk-operation lock (`{run}/eve/disks-<pool>.lock`), taken without waiting: two
 /// replacements or additions at once could both take the same blank drive.
-pub fn lock(roots: &platform::Roots, pool: &str) -> Result<nix::fcntl::Flock<std::fs::File>> {
-    let dir = roots.run.join("eve");
-    let io = |op: &'static str, p: &std::path::Path| {
-        let path = p.to_path_buf();
-        move |source| Error::Io(platform::IoError { op, path, source })
-    };
-    std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
-    let p = dir.join(format!("disks-{pool}.lock"));
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&p)
-        .map_err(io("open", &p))?;
-    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
-        if e == nix::errno::Errno::EWOULDBLOCK {
-            Error::Refused(format!(
-                "another disk operation on pool {pool} is running; nothing was changed, try again when it is done"
-            ))
-        } else {
-            io("lock", &p)(e.into())
-        }
+pub fn lock(roots: &platform::Roots, pool: &str) -> Result<platform::lock::Held> {
+    let p = roots.run.join("eve").join(format!("disks-{pool}.lock"));
+    platform::lock::exclusive(&p, false)?.ok_or_else(|| {
+        Error::Refused(format!(
+            "another disk operation on pool {pool} is running; nothing was changed, try again when it is done"
+        ))
     })
 }
 

@@ -58,8 +58,8 @@ fn pass_or_restore(env: &Env, path: &Path, before: Option<&[u8]>, name: &str) ->
 /// The locks one operation holds until it returns.
 #[derive(Debug)]
 struct Held {
-    _volumes: Vec<nix::fcntl::Flock<std::fs::File>>,
-    _pass: nix::fcntl::Flock<std::fs::File>,
+    _volumes: Vec<platform::lock::Held>,
+    _pass: platform::lock::Held,
 }
 
 /// Takes the named volumes' own locks (refusing at once when one is busy), then the pass lock,

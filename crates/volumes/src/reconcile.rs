@@ -646,54 +646,18 @@ pub fn decide(
 pub use crate::apply::{apply, exports_without, Exports, Report};
 
 /// Serialises passes between the daemon and the CLI.
-pub fn lock(roots: &Roots) -> Result<nix::fcntl::Flock<std::fs::File>> {
+pub fn lock(roots: &Roots) -> Result<platform::lock::Held> {
     let p = roots.run.join("volumes.lock");
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&p)
-        .map_err(|source| {
-            Error::Io(platform::IoError {
-                op: "open",
-                path: p.clone(),
-                source,
-            })
-        })?;
-    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| {
-        Error::Io(platform::IoError {
-            op: "lock",
-            path: p,
-            source: e.into(),
-        })
-    })
+    platform::lock::exclusive(&p, true)?.ok_or_else(|| Error::Busy("volumes.lock".into()))
 }
 
 /// One volume's own lock, `{run}/volumes.d/<name>.lock`, taken without waiting: a second
 /// mutating operation on the same volume is refused with [`Error::Busy`] instead of queueing
 /// behind the first, so a caller never sees a mix of two.
-pub fn volume_lock(roots: &Roots, name: &str) -> Result<nix::fcntl::Flock<std::fs::File>> {
+pub fn volume_lock(roots: &Roots, name: &str) -> Result<platform::lock::Held> {
     spec::check_name(name).map_err(Error::BadName)?;
-    let dir = roots.run.join("volumes.d");
-    let io = |op, path: &std::path::Path| {
-        let path = path.to_path_buf();
-        move |source| Error::Io(platform::IoError { op, path, source })
-    };
-    std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
-    let p = dir.join(format!("{name}.lock"));
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&p)
-        .map_err(io("open", &p))?;
-    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
-        if e == nix::errno::Errno::EWOULDBLOCK {
-            Error::Busy(name.into())
-        } else {
-            io("lock", &p)(e.into())
-        }
-    })
+    let p = roots.run.join("volumes.d").join(format!("{name}.lock"));
+    platform::lock::exclusive(&p, false)?.ok_or_else(|| Error::Busy(name.into()))
 }
 
 /// A new volume's source is checked before its zvol is planned (a spec dropped into the spool
