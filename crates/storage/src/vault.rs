@@ -1900,7 +1900,7 @@ pub fn new_recovery_key(
 /// The vault's own lock (`{run}/eve/vault.lock`), held by every program that changes its key
 /// on this box (recovery, a new recovery key, the firmware dbx update, the floor migration's
 /// re-seal): two rotations interleaved could leave a key in force that no seal or wrap holds.
-/// Waits for the holder.
+/// Waits for the holder. Order: this lock before the rollback floor's (`floor_lock`), never after.
 pub fn lock(roots: &platform::Roots) -> Result<platform::lock::Held, VaultError> {
     let p = roots.run.join("eve/vault.lock");
     // Waiting: `None` cannot come back.

@@ -88,7 +88,13 @@ fn raise_floor() -> ExitCode {
                 false => println!("storage-init: rollback floor: {}", r.text()),
             }
             // A vault unlocked this boot by a seal from before the floor (or its origins) gets a
-            // seal bound to it, under the floor lock (the key-list counter moves).
+            // seal bound to it, under the floor lock (the key-list counter moves). The vault's
+            // lock comes first, as everywhere (recovery and the dbx update take the floor's
+            // inside it): the other order deadlocks against a recovery running meanwhile.
+            let _vault = match storage::vault::lock(&Roots::host()) {
+                Ok(l) => l,
+                Err(e) => return report(&e),
+            };
             let lock = abupdate::system::System::open(Roots::host()).and_then(|s| s.floor_lock());
             let _lock = match lock {
                 Ok(l) => l,
@@ -99,10 +105,6 @@ fn raise_floor() -> ExitCode {
                     );
                     return ExitCode::FAILURE;
                 }
-            };
-            let _vault = match storage::vault::lock(&Roots::host()) {
-                Ok(l) => l,
-                Err(e) => return report(&e),
             };
             let mut host = RealHost::new(Roots::host());
             host.builtin_floor = Some(r.target.2);
