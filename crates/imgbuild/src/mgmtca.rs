@@ -29,16 +29,25 @@ fn read_ca(dir: &Path, file: &str) -> Result<String> {
     Ok(text)
 }
 
+/// Each certificate's base64 body, whitespace removed (what the two CA files are compared by).
+fn pem_bodies(pem: &str) -> Vec<String> {
+    pem.split("-----BEGIN CERTIFICATE-----")
+        .skip(1)
+        .map(|block| {
+            block
+                .split("-----END CERTIFICATE-----")
+                .next()
+                .unwrap_or_default()
+                .split_whitespace()
+                .collect()
+        })
+        .collect()
+}
+
 /// At least one certificate, each parsed and marked as a CA.
 fn check_ca(pem: &str) -> std::result::Result<(), String> {
     let mut n = 0;
-    for block in pem.split("-----BEGIN CERTIFICATE-----").skip(1) {
-        let b64: String = block
-            .split("-----END CERTIFICATE-----")
-            .next()
-            .unwrap_or_default()
-            .split_whitespace()
-            .collect();
+    for b64 in pem_bodies(pem) {
         use base64::Engine;
         let der = base64::engine::general_purpose::STANDARD
             .decode(b64)
@@ -82,14 +91,8 @@ impl MgmtCa {
             Some(dir) => {
                 let (admin_pem, reader_pem) = (read_ca(dir, "admin-ca.pem")?, read_ca(dir, "reader-ca.pem")?);
                 // mgmtd refuses to start on such a pair; a build must not make that image.
-                let blocks = |pem: &str| -> Vec<String> {
-                    pem.split("-----BEGIN CERTIFICATE-----")
-                        .skip(1)
-                        .map(|b| b.split_whitespace().collect())
-                        .collect()
-                };
-                let reader = blocks(&reader_pem);
-                if blocks(&admin_pem).iter().any(|b| reader.contains(b)) {
+                let reader = pem_bodies(&reader_pem);
+                if pem_bodies(&admin_pem).iter().any(|b| reader.contains(b)) {
                     return Err(Error::Parse {
                         path: dir.join("reader-ca.pem"),
                         msg: "holds a CA that admin-ca.pem holds too: every reader would be an admin".into(),
