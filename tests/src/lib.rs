@@ -1205,6 +1205,19 @@ pub fn dev_signing_key(image: &Path) -> PathBuf {
     )
 }
 
+/// A program as `make binaries` built it for the image (an operator's CLI, run on the host).
+pub fn host_tool(name: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/x86_64-unknown-linux-gnu/release")
+        .join(name);
+    assert!(
+        p.exists(),
+        "{}: missing; `make image` builds it",
+        p.display()
+    );
+    p
+}
+
 /// Per-test output folder: $EVE_TEST_OUT/<name>, else target/vmtest/<name>.
 pub fn test_dir(name: &str) -> PathBuf {
     std::env::var_os("EVE_TEST_OUT")

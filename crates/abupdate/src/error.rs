@@ -24,6 +24,13 @@ pub enum Error {
     },
     #[error("{0}")]
     Device(String),
+    /// A call to a box's management API (`--remote`).
+    #[cfg(feature = "remote")]
+    #[error(transparent)]
+    Remote(mgmt_client::Error),
+    /// Another install holds the install lock.
+    #[error("{0}")]
+    Busy(String),
     #[error(transparent)]
     Cmd(#[from] platform::CmdError),
     #[error("what was written to {dev} reads back as sha256 {actual}, expected {expected}")]

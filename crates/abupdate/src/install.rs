@@ -14,12 +14,31 @@ use std::time::Instant;
 
 const CHUNK: usize = 1 << 20;
 
-/// Where the update comes from: a file (checked completely before anything is written) or stdin
-/// (checked while it streams, since it can be read only once).
-#[derive(Debug)]
+/// Where the update comes from: a file (checked completely before anything is written), or
+/// stdin or another stream (checked while it streams, since it can be read only once).
 pub enum Source {
     File(File, String),
     Stdin,
+    /// A stream read once, named for messages (the management API's upload when it has no
+    /// spool).
+    Stream(Box<dyn Read + Send>, String),
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Source({})", self.name())
+    }
+}
+
+/// Told of an install's progress: (phase, bytes done, bytes in all). The management API shows
+/// it to callers; the CLI prints [`Progress`] lines only.
+#[derive(Clone)]
+pub struct Observer(pub std::sync::Arc<dyn Fn(&'static str, u64, u64) + Send + Sync>);
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Observer")
+    }
 }
 
 impl Source {
@@ -34,12 +53,14 @@ impl Source {
         match self {
             Source::File(_, n) => n,
             Source::Stdin => "<stdin>",
+            Source::Stream(_, n) => n,
         }
     }
     fn reader(&mut self) -> Box<dyn Read + '_> {
         match self {
             Source::File(f, _) => Box::new(f),
             Source::Stdin => Box::new(std::io::stdin().lock()),
+            Source::Stream(r, _) => Box::new(r),
         }
     }
     fn artifact_err(&self, source: ArtifactError) -> Error {
@@ -51,7 +72,7 @@ impl Source {
 }
 
 /// Reads exactly `buf.len()` bytes unless the input ends first; returns how many were read.
-fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+pub fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match r.read(&mut buf[n..]) {
@@ -64,7 +85,8 @@ fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(n)
 }
 
-/// Progress on stderr: a live line on a terminal, a line per 10 % in logs.
+/// Progress on stderr: a live line on a terminal, a line per 10 % in logs; and to the observer,
+/// when there is one.
 #[derive(Debug)]
 pub struct Progress {
     what: &'static str,
@@ -72,19 +94,24 @@ pub struct Progress {
     last_decile: u64,
     tty: bool,
     start: Instant,
+    observer: Option<Observer>,
 }
 
 impl Progress {
-    pub fn new(what: &'static str, total: u64) -> Progress {
+    pub fn new(what: &'static str, total: u64, observer: Option<&Observer>) -> Progress {
         Progress {
             what,
             total: total.max(1),
             last_decile: 0,
             tty: std::io::stderr().is_terminal(),
             start: Instant::now(),
+            observer: observer.cloned(),
         }
     }
     pub fn update(&mut self, done: u64) {
+        if let Some(o) = &self.observer {
+            (o.0)(self.what, done, self.total);
+        }
         let pct = done * 100 / self.total;
         if self.tty {
             eprint!(
@@ -112,10 +139,10 @@ impl Progress {
 
 /// Reads and checks the header (signature first). For a file, also hashes the whole payload, so a
 /// corrupt or truncated file is refused before the caller touches the slot.
-pub fn check(src: &mut Source, want: &Expect) -> Result<Checked> {
+pub fn check(src: &mut Source, want: &Expect, observer: Option<&Observer>) -> Result<Checked> {
     let len = match src {
         Source::File(f, n) => Some(f.metadata().at("stat", Path::new(n))?.len()),
-        Source::Stdin => None,
+        Source::Stdin | Source::Stream(..) => None,
     };
     let mut head = vec![0u8; PAYLOAD_OFFSET as usize];
     let name = src.name().to_string();
@@ -126,7 +153,7 @@ pub fn check(src: &mut Source, want: &Expect) -> Result<Checked> {
     if let Source::File(f, n) = src {
         let mut h = Sha256::new();
         let mut buf = vec![0u8; CHUNK];
-        let mut p = Progress::new("verifying", m.payload.size);
+        let mut p = Progress::new("verifying", m.payload.size, observer);
         let mut done = 0u64;
         loop {
             let k = read_full(f, &mut buf).at("read", Path::new(n))?;
@@ -161,7 +188,13 @@ fn drop_cache(f: &File) {
 }
 
 /// Streams the payload (positioned just after the header) onto `dev`, then reads it back.
-pub fn write(src: &mut Source, m: &Manifest, dev: &Path, capacity: u64) -> Result<()> {
+pub fn write(
+    src: &mut Source,
+    m: &Manifest,
+    dev: &Path,
+    capacity: u64,
+    observer: Option<&Observer>,
+) -> Result<()> {
     if m.payload.size > capacity {
         return Err(src.artifact_err(ArtifactError::TooBig {
             size: m.payload.size,
@@ -180,7 +213,7 @@ pub fn write(src: &mut Source, m: &Manifest, dev: &Path, capacity: u64) -> Resul
     let mut h = Sha256::new();
     let mut buf = vec![0u8; CHUNK];
     let mut done = 0u64;
-    let mut p = Progress::new("writing", m.payload.size);
+    let mut p = Progress::new("writing", m.payload.size, observer);
     while done < m.payload.size {
         let want = (m.payload.size - done).min(CHUNK as u64) as usize;
         let k = read_full(&mut *r, &mut buf[..want]).at("read", Path::new(&name))?;
@@ -222,7 +255,7 @@ pub fn write(src: &mut Source, m: &Manifest, dev: &Path, capacity: u64) -> Resul
     drop_cache(&back);
     let mut h = Sha256::new();
     let mut left = m.payload.size;
-    let mut p = Progress::new("reading back", m.payload.size);
+    let mut p = Progress::new("reading back", m.payload.size, observer);
     while left > 0 {
         let want = left.min(CHUNK as u64) as usize;
         let k = read_full(&mut back, &mut buf[..want]).at("read", dev)?;
@@ -273,7 +306,7 @@ mod tests {
             running: &running,
             allow_downgrade: false,
         };
-        check(src, &want).map(|c| c.manifest)
+        check(src, &want, None).map(|c| c.manifest)
     }
 
     fn artifact(dir: &Path) -> (std::path::PathBuf, Vec<u8>) {
@@ -295,7 +328,7 @@ mod tests {
         std::fs::write(&slot, vec![0xAAu8; 4 << 20]).unwrap();
         let mut src = Source::open(p.to_str().unwrap()).unwrap();
         let m = verified(&mut src).unwrap();
-        write(&mut src, &m, &slot, 4 << 20).unwrap();
+        write(&mut src, &m, &slot, 4 << 20, None).unwrap();
         let got = std::fs::read(&slot).unwrap();
         assert_eq!(&got[..payload.len()], &payload[..]);
     }
@@ -324,7 +357,7 @@ mod tests {
         let m = verified(&mut src).unwrap();
         let slot = t.path().join("small");
         std::fs::write(&slot, b"x").unwrap();
-        let e = platform::chain(&write(&mut src, &m, &slot, 1 << 20).unwrap_err());
+        let e = platform::chain(&write(&mut src, &m, &slot, 1 << 20, None).unwrap_err());
         assert!(e.contains("does not fit"), "{e}");
         assert_eq!(std::fs::read(&slot).unwrap(), b"x");
     }

@@ -1,4 +1,7 @@
-//! `abupdate`: A/B OS update CLI and the end-of-boot health check.
+//! `abupdate`: A/B OS update CLI and the end-of-boot health check. With `--remote` (or
+//! `EVE_REMOTE`), `status` and `install` run against a box's management API instead.
+//!
+//! Exit codes: 0 done; 1 failed or refused (the message says why); 2 usage.
 
 use abupdate::health::{Rules, Verdict};
 use abupdate::state::{self, Slot, State};
@@ -16,6 +19,26 @@ use std::time::Duration;
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    #[command(flatten)]
+    remote: RemoteArgs,
+}
+
+/// A box to run `status` or `install` on through its management API.
+#[derive(clap::Args)]
+struct RemoteArgs {
+    /// The box's API, `https://HOST[:PORT]` (or set EVE_REMOTE).
+    #[arg(long, global = true, value_name = "URL")]
+    remote: Option<String>,
+    /// Client certificate, PEM (or EVE_REMOTE_CERT, or `cert` in ~/.config/eve-storage/remote.toml).
+    #[arg(long, global = true, value_name = "FILE")]
+    cert: Option<std::path::PathBuf>,
+    /// Its private key, PEM (or EVE_REMOTE_KEY, or `key` in the config file).
+    #[arg(long, global = true, value_name = "FILE")]
+    key: Option<std::path::PathBuf>,
+    /// The box's certificate, as its console printed its fingerprint, or its CA (or
+    /// EVE_REMOTE_CA, or `ca` in the config file).
+    #[arg(long, global = true, value_name = "FILE")]
+    ca: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -79,7 +102,116 @@ enum Cmd {
     },
 }
 
+fn remote(r: &mgmt_client::Remote, cmd: Cmd) -> Result<(), mgmt_client::Error> {
+    let usage = |what: &str| {
+        mgmt_client::Error::Config(format!(
+            "{what} is not available with --remote: status and install are"
+        ))
+    };
+    let c = mgmt_client::Client::new(r)?;
+    match cmd {
+        Cmd::Status { json } => {
+            let v = c.get("/v1/update")?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&v["status"]).unwrap_or_default()
+                );
+            } else {
+                let rep: abupdate::system::Report = serde_json::from_value(v["status"].clone())
+                    .map_err(|e| {
+                        mgmt_client::Error::Config(format!("{}: GET /v1/update: {e}", r.url))
+                    })?;
+                print!("{}", rep.text());
+            }
+        }
+        Cmd::Install {
+            image,
+            tries,
+            allow_downgrade,
+        } => {
+            if tries != state::DEFAULT_TRIES {
+                return Err(usage("--tries"));
+            }
+            if image == "-" {
+                return Err(usage("installing from stdin"));
+            }
+            let p = std::path::Path::new(&image);
+            let f = std::fs::File::open(p).map_err(|source| platform::IoError {
+                op: "open",
+                path: p.into(),
+                source,
+            })?;
+            let len = f
+                .metadata()
+                .map_err(|source| platform::IoError {
+                    op: "stat",
+                    path: p.into(),
+                    source,
+                })?
+                .len();
+            let bar = indicatif::ProgressBar::new(len);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "sending {bytes}/{total_bytes} [{bar:30}] {bytes_per_sec}, {eta} left",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            let b = bar.clone();
+            let mut decile = 0;
+            let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let progress = Box::new(move |sent: u64| {
+                b.set_position(sent);
+                // Without a terminal the bar is hidden: a line per 10 % for logs instead.
+                let d = sent * 10 / len.max(1);
+                if !tty && d > decile {
+                    decile = d;
+                    eprintln!(
+                        "abupdate: sent {}% ({} / {} MiB)",
+                        d * 10,
+                        sent >> 20,
+                        len >> 20
+                    );
+                }
+                if sent == len {
+                    b.set_message("sent");
+                }
+            });
+            let q = if allow_downgrade {
+                "?allow_downgrade=true"
+            } else {
+                ""
+            };
+            let reply = c.upload(&format!("/v1/update{q}"), f, len, progress);
+            bar.finish_and_clear();
+            let v = reply?.json()?;
+            println!(
+                "installed {} into slot {}; reboot to try it",
+                v["installed"].as_str().unwrap_or("?"),
+                v["slot"].as_str().unwrap_or("?")
+            );
+        }
+        Cmd::Verify { .. } => return Err(usage("verify (run it here, on the file)")),
+        Cmd::MarkGood | Cmd::MarkBad { .. } | Cmd::Rollback | Cmd::Cancel => {
+            return Err(usage("changing the slot state"))
+        }
+        Cmd::Bootloader { .. } | Cmd::Health { .. } => return Err(usage("this command")),
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> abupdate::error::Result<()> {
+    let flags = mgmt_client::Flags {
+        url: cli.remote.remote.clone(),
+        cert: cli.remote.cert.clone(),
+        key: cli.remote.key.clone(),
+        ca: cli.remote.ca.clone(),
+    };
+    if let Some(r) = mgmt_client::Remote::resolve(&flags, &|k| std::env::var(k).ok())
+        .map_err(abupdate::error::Error::Remote)?
+    {
+        return remote(&r, cli.cmd).map_err(abupdate::error::Error::Remote);
+    }
     let sys = System::open(Roots::host())?;
     let running = sys.running();
     match cli.cmd {

@@ -2,7 +2,7 @@
 //! write it back once. `grub_pick` mirrors the selection the GRUB script does at power-on, so unit
 //! tests can play whole update stories (install, boot, crash, fall back) without a VM.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -15,7 +15,7 @@ const MAX_DETAIL: usize = 60;
 /// The failure recorded while a slot is being written: if the box restarts, it reads as interrupted.
 pub const INSTALLING: &str = "install: in progress";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]
 pub enum Slot {
     A,
     B,
@@ -53,7 +53,7 @@ impl fmt::Display for Slot {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
     /// Nothing bootable (never written, or a write started and did not finish).
@@ -86,7 +86,7 @@ impl State {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SlotInfo {
     pub state: State,
     pub tries: u8,

@@ -11,7 +11,7 @@ use crate::install::{self, Source};
 use crate::release::{self, Release};
 use crate::state::{Changed, Slot, SlotInfo, Slots, StateError};
 use platform::Roots;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -34,6 +34,8 @@ pub struct System {
     pub roots: Roots,
     pub disk: BootDisk,
     refused: Option<Slot>,
+    /// Told of an install's progress besides the log lines.
+    observer: Option<install::Observer>,
 }
 
 /// An exclusive flock held until dropped.
@@ -58,7 +60,7 @@ fn lock(path: &Path, wait: bool) -> Result<Option<Lock>> {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct SlotReport {
     pub slot: Slot,
     pub device: String,
@@ -67,7 +69,7 @@ pub struct SlotReport {
 }
 
 /// How this system decides which updates it takes.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct UpdatePolicy {
     pub profile: String,
     /// `release`, or `dev` for an image signed with a builder's development key.
@@ -83,7 +85,7 @@ pub struct UpdatePolicy {
     pub stored_keys_problem: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Report {
     pub running: Slot,
     /// The slot GRUB tries first on the next boot.
@@ -99,7 +101,7 @@ pub struct Report {
     pub boot: BootReport,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct BootReport {
     pub secure_boot: String,
     pub vault: String,
@@ -111,13 +113,15 @@ pub struct BootReport {
 impl Report {
     pub fn text(&self) -> String {
         let mut s = String::new();
-        let run = &self.slots[if self.running == Slot::A { 0 } else { 1 }];
-        s.push_str(&format!(
-            "running slot {} ({}, version {})\n",
-            self.running,
-            state_word(&run.info),
-            or_dash(&run.info.version)
-        ));
+        // A report read from another box (`--remote`) is not trusted to list both slots.
+        if let Some(run) = self.slots.iter().find(|r| r.slot == self.running) {
+            s.push_str(&format!(
+                "running slot {} ({}, version {})\n",
+                self.running,
+                state_word(&run.info),
+                or_dash(&run.info.version)
+            ));
+        }
         s.push_str(&format!("next boot: slot {}\n", self.next));
         s.push_str(&format!(
             "secure boot: {}; {} {}{}\n",
@@ -213,7 +217,13 @@ impl System {
             roots,
             disk,
             refused,
+            observer: None,
         })
+    }
+
+    /// Reports install progress to `o` too (the management API shows it to callers).
+    pub fn set_observer(&mut self, o: install::Observer) {
+        self.observer = Some(o);
     }
 
     /// Serialises state reads and changes (short); installs have their own lock, so `status`
@@ -401,7 +411,46 @@ impl System {
                 running: &t.release.running(),
                 allow_downgrade,
             },
+            self.observer.as_ref(),
         )
+    }
+
+    /// The header of an artifact that arrives as a stream (`head`: its first
+    /// [`crate::artifact::PAYLOAD_OFFSET`] bytes), checked as `install` checks it (signature,
+    /// architecture, profile, epoch, version, key floor) and against the slot state, so a refused
+    /// one is refused before a byte of it is stored anywhere. `name` names it in errors.
+    pub fn precheck(
+        &self,
+        head: &[u8],
+        name: &str,
+        allow_downgrade: bool,
+    ) -> Result<crate::artifact::Manifest> {
+        let t = self.trusted()?;
+        t.slots.clone().install_started(self.running())?;
+        let want = Expect {
+            arch: std::env::consts::ARCH,
+            trust: &t.trust,
+            key_floor: t.key_floor.clone(),
+            running: &t.release.running(),
+            allow_downgrade,
+        };
+        crate::artifact::parse_header(head, &want, None)
+            .map(|c| c.manifest)
+            .map_err(|source| Error::Artifact {
+                path: name.into(),
+                source,
+            })
+    }
+
+    /// The install lock: one install at a time; a second is refused at once.
+    pub fn install_lock(&self) -> Result<Lock> {
+        let lp = self.roots.run.join("abupdate-install.lock");
+        lock(&lp, false)?.ok_or_else(|| {
+            Error::Busy(format!(
+                "another install is running (it holds {}); wait for it or stop it",
+                lp.display()
+            ))
+        })
     }
 
     /// Puts the running image's boot loader on the ESP when the running slot is good and the ESP
@@ -507,19 +556,28 @@ impl System {
     }
 
     pub fn install(&self, arg: &str, tries: u8, allow_downgrade: bool) -> Result<String> {
+        let held = self.install_lock()?;
+        // Refuse early (before reading a large file) when the state does not allow an install.
+        self.trusted()?
+            .slots
+            .clone()
+            .install_started(self.running())?;
+        self.install_from(&held, Source::open(arg)?, tries, allow_downgrade)
+    }
+
+    /// `install` from `src`, with the install lock already held (`_held`, from
+    /// [`Self::install_lock`]).
+    pub fn install_from(
+        &self,
+        _held: &Lock,
+        mut src: Source,
+        tries: u8,
+        allow_downgrade: bool,
+    ) -> Result<String> {
         let running = self.running();
         let target = running.other();
-        let lp = self.roots.run.join("abupdate-install.lock");
-        let _install = lock(&lp, false)?.ok_or_else(|| {
-            Error::Device(format!(
-                "another install is running (it holds {}); wait for it or stop it",
-                lp.display()
-            ))
-        })?;
-        // Refuse early (before reading a large file) when the state does not allow an install.
         let t = self.trusted()?;
         t.slots.clone().install_started(running)?;
-        let mut src = Source::open(arg)?;
         let checked = self.check(&mut src, &t, allow_downgrade)?;
         let m = checked.manifest;
         let part = self.disk.slot(target).clone();
@@ -531,7 +589,7 @@ impl System {
             part.dev.display()
         ));
         self.change(|s| s.install_started(running))?;
-        match install::write(&mut src, &m, &part.dev, part.bytes) {
+        match install::write(&mut src, &m, &part.dev, part.bytes, self.observer.as_ref()) {
             Ok(()) => {
                 if !checked.new_rotations.is_empty() || t.chain_problem.is_some() {
                     // The payload is verified and written: only now does the box take the new
@@ -642,6 +700,23 @@ impl System {
     }
 
     /// Waits until the system is healthy, fails, or `timeout` passes.
+    /// One look by the health check's rules, neither waiting nor acting on the verdict (the
+    /// management API shows it): services need only be running, not settled.
+    pub fn health_now(&self) -> Verdict {
+        let rules = Rules {
+            settle: Duration::ZERO,
+            ..Rules::default()
+        }
+        .for_storage(self.storage_outcome().as_ref());
+        let o = self.observe(
+            &platform::status::path(&self.roots.run),
+            &rules,
+            &mut Uptimes::default(),
+            Duration::ZERO,
+        );
+        health::evaluate(&rules, &o)
+    }
+
     pub fn check_health(&self, rules: &Rules, timeout: Duration) -> Verdict {
         let status_path = platform::status::path(&self.roots.run);
         let start = Instant::now();

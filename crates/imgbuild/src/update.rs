@@ -128,7 +128,9 @@ mod tests {
             allow_downgrade: false,
         };
         assert_eq!(
-            abupdate::install::check(&mut src, &want).unwrap().manifest,
+            abupdate::install::check(&mut src, &want, None)
+                .unwrap()
+                .manifest,
             m
         );
         // The payload is a verified slot: stage 1 finds and accepts its descriptor.

@@ -29,6 +29,9 @@ pub enum Op {
     Vault,
     VaultRecover,
     VaultRecoveryKey,
+    Update,
+    UpdateInstall,
+    Reboot,
 }
 
 /// A request body's shape, for the document.
@@ -49,6 +52,9 @@ pub enum Body {
     Member,
     /// `{"recovery_key": "...", "accept_unproven": false}`.
     Recover,
+    /// An update artifact as `make image` writes it, streamed (`application/octet-stream`): no
+    /// size limit but its own header's, checked before a byte is kept.
+    Stream,
 }
 
 #[derive(Debug)]
@@ -115,6 +121,12 @@ pub const ROUTES: &[Route] = &[
         summary: "Snapshot a volume (a name, or a UTC time stamp)" },
     Route { method: "POST", path: "/v1/volumes/{name}/rollback", op: Op::Rollback, role: Admin, body: B::Rollback, query: &[], errors: &[404, 409, 413, 423, 500, 503],
         summary: "Roll a volume back to a snapshot (refused while a host is connected unless force)" },
+    Route { method: "GET", path: "/v1/update", op: Op::Update, role: Reader, body: B::None, query: &[], errors: &[500],
+        summary: "The A/B slots (abupdate status --json), the health check's verdict now, and the progress of an install" },
+    Route { method: "POST", path: "/v1/update", op: Op::UpdateInstall, role: Admin, body: B::Stream, query: &["allow_downgrade"], errors: &[408, 409, 500, 503],
+        summary: "Install an update streamed as the body: its header is checked (signature, architecture, profile, epoch, version) before a byte is kept, its payload's checksum before a byte is written to the inactive slot; tried on the next boot" },
+    Route { method: "POST", path: "/v1/reboot", op: Op::Reboot, role: Admin, body: B::None, query: &[], errors: &[500],
+        summary: "Reboot the box (services stopped and the pool exported first), e.g. into an installed update" },
     Route { method: "GET", path: "/v1/audit", op: Op::Audit, role: Admin, body: B::None, query: &[], errors: &[500, 503],
         summary: "The audit journal: every change asked of the API, who asked and the result" },
     Route { method: "GET", path: "/v1/openapi.json", op: Op::OpenApi, role: Reader, body: B::None, query: &[], errors: &[],
@@ -189,6 +201,20 @@ impl From<storage::vault::VaultError> for ApiError {
             V::NotThisVault(_) => (409, "not_this_vault"),
             V::Unproven(_) => (409, "unproven_vault"),
             V::Locked(_) => (423, "vault_locked"),
+            _ => (500, "failed"),
+        };
+        ApiError::new(status, code, msg)
+    }
+}
+
+impl From<abupdate::error::Error> for ApiError {
+    fn from(e: abupdate::error::Error) -> ApiError {
+        use abupdate::error::Error as E;
+        let msg = platform::chain(&e);
+        let (status, code) = match e {
+            E::Artifact { .. } => (400, "update_refused"),
+            E::State(_) => (409, "update_not_allowed"),
+            E::Busy(_) => (409, "update_busy"),
             _ => (500, "failed"),
         };
         ApiError::new(status, code, msg)
@@ -276,6 +302,7 @@ fn status_text(s: u16) -> &'static str {
         401 => "No client certificate (the TLS handshake fails first)",
         403 => "The certificate's role may not do this",
         404 => "No such volume or snapshot",
+        408 => "The body stopped arriving: nothing was kept",
         409 => "A conflict: the volume exists, is busy with another operation, or the change is refused as it stands",
         413 => "The body is larger than the limit",
         423 => "The vault is locked: recover it first",
@@ -320,6 +347,7 @@ fn body_schema(b: Body) -> Option<Value> {
             json!({"type": "object", "required": ["recovery_key"], "additionalProperties": false,
             "properties": {"recovery_key": {"type": "string"}, "accept_unproven": {"type": "boolean"}}})
         }
+        Body::Stream => json!({"type": "string", "contentMediaType": "application/octet-stream"}),
     };
     Some(s)
 }
@@ -363,7 +391,13 @@ pub fn openapi() -> Value {
             op["parameters"] = Value::Array(params);
         }
         if let Some(s) = body_schema(r.body) {
-            op["requestBody"] = json!({"required": r.body != Body::Snapshot, "content": {"application/json": {"schema": s}}});
+            let ct = if r.body == Body::Stream {
+                "application/octet-stream"
+            } else {
+                "application/json"
+            };
+            op["requestBody"] =
+                json!({"required": r.body != Body::Snapshot, "content": {ct: {"schema": s}}});
         }
         let entry = paths.entry(r.path.to_string()).or_insert_with(|| json!({}));
         entry[r.method.to_ascii_lowercase()] = op;

@@ -40,6 +40,28 @@ pub enum Decoded {
     Drives(DrivesBody),
     Member(MemberBody),
     Recover(RecoverBody),
+    /// A streamed body (an update), read once by the operation.
+    Stream(StreamBody),
+}
+
+/// A body that arrives while the operation runs: the server feeds it chunk by chunk, and a
+/// client that stops sending makes the read fail (the server's idle limit).
+pub struct StreamBody(std::sync::Mutex<Option<Box<dyn std::io::Read + Send>>>);
+
+impl StreamBody {
+    pub fn new(r: Box<dyn std::io::Read + Send>) -> StreamBody {
+        StreamBody(std::sync::Mutex::new(Some(r)))
+    }
+    /// The reader; `None` once taken.
+    pub fn take(&self) -> Option<Box<dyn std::io::Read + Send>> {
+        self.0.lock().ok().and_then(|mut g| g.take())
+    }
+}
+
+impl std::fmt::Debug for StreamBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a streamed body")
+    }
 }
 
 fn json<T: serde::de::DeserializeOwned + Default>(
@@ -83,6 +105,8 @@ pub fn decode(shape: Body, body: &[u8]) -> Result<Decoded, ApiError> {
         Body::Drives => Decoded::Drives(json(body, false)?),
         Body::Member => Decoded::Member(json(body, false)?),
         Body::Recover => Decoded::Recover(json(body, false)?),
+        // The server hands these over as they arrive; never buffered here.
+        Body::Stream => return Err(self::shape()),
     })
 }
 
@@ -160,18 +184,35 @@ pub struct Host {
     pub volumes_config: Option<PathBuf>,
     /// storaged's textfile.
     pub metrics: PathBuf,
+    /// Where an uploaded update is kept until its checksum is known (a dataset of the pool);
+    /// without it, an upload streams into the inactive slot as `abupdate install -` does.
+    pub update_spool: PathBuf,
+    /// The last install's progress (`GET /v1/update`).
+    pub progress: std::sync::Arc<std::sync::Mutex<Value>>,
 }
 
-fn value<T: serde::Serialize>(v: T) -> Result<Value, ApiError> {
+impl Host {
+    pub fn new(pool: &str, volumes_config: Option<PathBuf>, metrics: PathBuf) -> Host {
+        Host {
+            pool: pool.into(),
+            volumes_config,
+            metrics,
+            update_spool: PathBuf::from("/persist/update"),
+            progress: std::sync::Arc::new(std::sync::Mutex::new(Value::Null)),
+        }
+    }
+}
+
+pub(crate) fn value<T: serde::Serialize>(v: T) -> Result<Value, ApiError> {
     serde_json::to_value(v).map_err(|e| ApiError::new(500, "failed", e.to_string()))
 }
 
 /// A body that does not match its route's shape: the server decodes by the same table.
-fn shape() -> ApiError {
+pub(crate) fn shape() -> ApiError {
     ApiError::new(500, "failed", "the request body does not match its route")
 }
 
-fn failed(e: &dyn std::error::Error) -> ApiError {
+pub(crate) fn failed(e: &dyn std::error::Error) -> ApiError {
     ApiError::new(500, "failed", platform::chain(e))
 }
 
@@ -292,6 +333,14 @@ impl Backend for Host {
                 Ok(serde_json::json!({"recovery_key": rk.display(),
                     "note": "the vault key was rotated: the old recovery key and every old seal open nothing; this key is stored nowhere"}))
             }
+            Op::Update => crate::update::status(self),
+            Op::UpdateInstall => {
+                let Decoded::Stream(b) = &r.body else {
+                    return Err(shape());
+                };
+                crate::update::install(self, b, r.flag("allow_downgrade"))
+            }
+            Op::Reboot => crate::update::reboot(),
             Op::Whoami | Op::Audit | Op::Metrics | Op::OpenApi => Err(ApiError::new(
                 500,
                 "failed",
@@ -334,6 +383,22 @@ impl Backend for Fake {
         std::thread::sleep(std::time::Duration::from_millis(self.delay_ms));
         match (&r.op, &r.body) {
             (Op::SnapshotCreate, Decoded::Snapshot(b)) => Ok(serde_json::json!({"name": b.name})),
+            (Op::UpdateInstall, Decoded::Stream(b)) => {
+                // Reads what the client sends, refusing (as a bad header would be) a stream that
+                // does not start with the update magic.
+                let mut rd = b.take().ok_or_else(shape)?;
+                let mut all = Vec::new();
+                let mut head = [0u8; 10];
+                let n = abupdate::install::read_full(&mut rd, &mut head)
+                    .map_err(crate::update::broken)?;
+                if &head[..n] != abupdate::artifact::MAGIC.as_bytes() {
+                    return Err(ApiError::bad("update_refused", "not an EVE update"));
+                }
+                all.extend_from_slice(&head);
+                std::io::Read::read_to_end(&mut rd, &mut all).map_err(crate::update::broken)?;
+                Ok(serde_json::json!({"bytes": all.len(),
+                    "sha256": abupdate::artifact::sha256_hex(&all)}))
+            }
             (Op::VolumeShow, _) if r.param("name") == "missing" => {
                 Err(volumes::Error::NoVolume("missing".into()).into())
             }

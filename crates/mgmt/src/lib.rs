@@ -9,7 +9,9 @@ pub mod backend;
 pub mod limit;
 pub mod net;
 pub mod server;
+pub mod stream;
 pub mod tls;
+pub mod update;
 
 /// The crate's one error type, for setting the daemon up; a request's own failures are
 /// [`api::ApiError`]s, sent to the client.

@@ -12,6 +12,11 @@ pub struct Limits {
     pub request_secs: u64,
     /// Time a read (status, lists) may take before 504.
     pub read_secs: u64,
+    /// A streamed body (an update) that brings nothing for this long is cut off (408).
+    pub stream_idle_secs: u64,
+    /// What is read and discarded of a streamed body after its operation refused it, so the
+    /// client gets to read the answer instead of a reset connection.
+    pub drain_max: u64,
     /// Connections served at once; more are closed unanswered.
     pub connections: usize,
     /// Connections from one address at once, so one host cannot hold every slot.
@@ -27,6 +32,8 @@ impl Default for Limits {
             max_body: 64 << 10,
             request_secs: 10,
             read_secs: 60,
+            stream_idle_secs: 30,
+            drain_max: 1 << 30,
             connections: 64,
             per_address: 16,
             per_second: 20.0,

@@ -194,7 +194,24 @@ impl Server {
         let path = req.uri().path().to_string();
         let route = api::find(&method, &path).ok().map(|(r, _)| r);
         let mut recorded = false;
-        let answer = self.answer(client, req, &mut recorded).await;
+        let (parts, body) = req.into_parts();
+        let mut body = Some(body);
+        let answer = self.answer(client, &parts, &mut body, &mut recorded).await;
+        // A streamed body refused before its operation read it (role, rate, parameters): read
+        // and drop it (within limits) before answering, so the client, still sending, reads
+        // the answer instead of a reset connection.
+        if let (Err(_), Some(b), true) = (
+            &answer,
+            body.take(),
+            route.is_some_and(|r| r.body == api::Body::Stream),
+        ) {
+            crate::stream::drain(
+                b,
+                Duration::from_secs(self.limits.stream_idle_secs),
+                self.limits.drain_max,
+            )
+            .await;
+        }
         let status = match &answer {
             Ok(_) => 200,
             Err(e) => e.status,
@@ -295,7 +312,8 @@ impl Server {
     async fn answer(
         self: &Arc<Self>,
         client: &Client,
-        req: Request<Incoming>,
+        req: &hyper::http::request::Parts,
+        body_in: &mut Option<Incoming>,
         recorded: &mut bool,
     ) -> Result<Answer, ApiError> {
         let allowed = self
@@ -313,7 +331,7 @@ impl Server {
                 ),
             ));
         }
-        let (route, params) = api::find(req.method().as_str(), req.uri().path())?;
+        let (route, params) = api::find(req.method.as_str(), req.uri.path())?;
         if client.role < route.role {
             return Err(ApiError::new(
                 403,
@@ -328,13 +346,21 @@ impl Server {
                 ),
             ));
         }
-        let query = req.uri().query().map(str::to_string);
+        let query = req.uri.query().map(str::to_string);
         let flags = api::flags(route, query.as_deref())?;
-        let path = req.uri().path().to_string();
-        let body = if route.body == api::Body::None {
-            Bytes::new()
-        } else {
-            self.read_body(req).await?
+        let path = req.uri.path().to_string();
+        let mut stream = None;
+        let body = match route.body {
+            api::Body::None => Bytes::new(),
+            // Handed to the operation as it arrives (an update is larger than any buffer).
+            api::Body::Stream => {
+                stream = body_in.take();
+                Bytes::new()
+            }
+            _ => match body_in.take() {
+                Some(b) => self.read_body(b).await?,
+                None => Bytes::new(),
+            },
         };
         match route.op {
             Op::Whoami => {
@@ -361,7 +387,17 @@ impl Server {
             }
             _ => {}
         }
-        let decoded = backend::decode(route.body, &body)?;
+        let (decoded, feed) = match stream {
+            Some(incoming) => {
+                let (tx, rx) = tokio::sync::mpsc::channel(4);
+                let r = Box::new(crate::stream::Receiver::new(rx));
+                (
+                    backend::Decoded::Stream(backend::StreamBody::new(r)),
+                    Some((incoming, tx)),
+                )
+            }
+            None => (backend::decode(route.body, &body)?, None),
+        };
         drop(body);
         // Reads share a few threads, so a reader cannot hold every one while an admin waits.
         let _read_slot = if route.mutates() {
@@ -434,6 +470,15 @@ impl Server {
             }
             r
         });
+        if let Some((incoming, tx)) = feed {
+            let idle = Duration::from_secs(self.limits.stream_idle_secs);
+            tokio::spawn(crate::stream::feed(
+                incoming,
+                tx,
+                idle,
+                self.limits.drain_max,
+            ));
+        }
         let joined = if mutates {
             // A change runs to its end: cutting the answer short would leave the caller unsure
             // whether it happened. Its outcome is in the audit journal either way.
@@ -454,7 +499,7 @@ impl Server {
             .map(Answer::Json)
     }
 
-    async fn read_body(&self, req: Request<Incoming>) -> Result<Bytes, ApiError> {
+    async fn read_body(&self, req: Incoming) -> Result<Bytes, ApiError> {
         let max = self.limits.max_body;
         let too_big = || {
             ApiError::new(
@@ -463,11 +508,11 @@ impl Server {
                 format!("request bodies are limited to {max} bytes"),
             )
         };
-        if hyper::body::Body::size_hint(req.body()).lower() > max as u64 {
+        if hyper::body::Body::size_hint(&req).lower() > max as u64 {
             return Err(too_big());
         }
         let limit = Duration::from_secs(self.limits.request_secs);
-        match tokio::time::timeout(limit, Limited::new(req.into_body(), max).collect()).await {
+        match tokio::time::timeout(limit, Limited::new(req, max).collect()).await {
             Err(_) => Err(ApiError::new(
                 408,
                 "request_timeout",

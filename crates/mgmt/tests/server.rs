@@ -597,3 +597,192 @@ fn identity_is_kept_and_reused_and_never_replaced_when_unreadable() {
     );
     assert!(!format!("{a:?}").contains("PRIVATE"));
 }
+
+fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine;
+    let b = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = b
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        lines.join("\n")
+    )
+}
+
+/// `mgmt_client`'s files for `who` calling `b`: the box's certificate pinned as `--ca`.
+fn remote(b: &Box_, who: &Cert, dir: &std::path::Path, name: &str) -> mgmt_client::Remote {
+    let f = |ext: &str, text: String| {
+        let p = dir.join(format!("{name}.{ext}"));
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    mgmt_client::Remote {
+        url: format!("https://{}", b.addr),
+        cert: f("pem", pem("CERTIFICATE", &who.der)),
+        key: f("key", pem("PRIVATE KEY", &who.key)),
+        ca: f("box.pem", pem("CERTIFICATE", &b.server_cert)),
+    }
+}
+
+/// A body that sends a few bytes and then nothing, ever.
+struct Stalls(bool);
+
+impl hyper::body::Body for Stalls {
+    type Data = Bytes;
+    type Error = std::io::Error;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, std::io::Error>>> {
+        if self.0 {
+            return std::task::Poll::Pending;
+        }
+        self.0 = true;
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(Bytes::from_static(
+            b"EVE-UPDATE 2\n",
+        )))))
+    }
+}
+
+/// The update upload end to end with the operators' client library (what `abupdate install
+/// --remote` runs): the stream reaches the operation whole, a reader may not send one, a stream
+/// the operation refuses gets its answer (not a reset) while the client is still sending, and
+/// one that stalls is cut off. Each is in the audit journal.
+#[test]
+fn updates_stream_to_the_operation_and_refusals_reach_the_client() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (admin_ca, reader_ca) = (ca("admins"), ca("readers"));
+    let limits = Limits {
+        stream_idle_secs: 1,
+        ..Limits::default()
+    };
+    let b = rt.block_on(start(&admin_ca, &reader_ca, limits));
+    let admin = issue(&admin_ca, "ops-admin", None);
+    let reader = issue(&reader_ca, "ops-reader", None);
+    let dir = tempfile::tempdir().unwrap();
+
+    let mut upd = b"EVE-UPDATE 2\n".to_vec();
+    upd.extend((0..3_000_000u32).map(|i| (i % 253) as u8));
+    let file = dir.path().join("u.update");
+    std::fs::write(&file, &upd).unwrap();
+    let c = mgmt_client::Client::new(&remote(&b, &admin, dir.path(), "admin")).unwrap();
+    let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let s2 = sent.clone();
+    let v = c
+        .upload(
+            "/v1/update",
+            std::fs::File::open(&file).unwrap(),
+            upd.len() as u64,
+            Box::new(move |n| s2.store(n, std::sync::atomic::Ordering::Relaxed)),
+        )
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(v["bytes"], upd.len());
+    assert_eq!(v["sha256"], abupdate::artifact::sha256_hex(&upd));
+    assert_eq!(
+        sent.load(std::sync::atomic::Ordering::Relaxed),
+        upd.len() as u64
+    );
+
+    // A reader may not install.
+    let r = mgmt_client::Client::new(&remote(&b, &reader, dir.path(), "reader")).unwrap();
+    let e = r
+        .upload(
+            "/v1/update",
+            std::fs::File::open(&file).unwrap(),
+            upd.len() as u64,
+            Box::new(|_| {}),
+        )
+        .unwrap()
+        .json()
+        .unwrap_err();
+    assert!(
+        matches!(&e, mgmt_client::Error::Api { status: 403, .. }),
+        "{e}"
+    );
+
+    // Not an update: refused on its first bytes; the answer arrives though 8 MB are on their way.
+    let junk = dir.path().join("junk");
+    std::fs::write(&junk, vec![7u8; 8 << 20]).unwrap();
+    let e = c
+        .upload(
+            "/v1/update",
+            std::fs::File::open(&junk).unwrap(),
+            8 << 20,
+            Box::new(|_| {}),
+        )
+        .unwrap()
+        .json()
+        .unwrap_err();
+    match &e {
+        mgmt_client::Error::Api { status, code, .. } => {
+            assert_eq!((*status, code.as_str()), (400, "update_refused"))
+        }
+        e => panic!("{e}"),
+    }
+
+    // A stream that stops: cut off after the idle limit, and said.
+    let (s, body) = rt.block_on(async {
+        let cfg = client_config(&b, Some(&admin), false);
+        let tcp = tokio::net::TcpStream::connect(b.addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("box.test").unwrap();
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        let (mut send, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let req = hyper::Request::builder()
+            .method("POST")
+            .uri("/v1/update")
+            .header("host", "box.test")
+            .header("content-length", "100000000")
+            .body(Stalls(false))
+            .unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(30), send.send_request(req))
+            .await
+            .expect("an answer within the idle limit")
+            .unwrap();
+        let s = resp.status().as_u16();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (s, String::from_utf8_lossy(&body).into_owned())
+    });
+    assert_eq!(
+        (s, code(&body).as_str()),
+        (408, "request_timeout"),
+        "{body}"
+    );
+    assert!(body.contains("nothing arrived for 1 s"), "{body}");
+
+    let lines: Vec<(u16, String)> = b
+        .audit
+        .tail(100)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.path == "/v1/update")
+        .map(|e| (e.status, e.code.unwrap_or_default()))
+        .collect();
+    for want in [
+        (200, ""),
+        (403, "forbidden"),
+        (400, "update_refused"),
+        (408, "request_timeout"),
+    ] {
+        assert!(
+            lines.iter().any(|(s, c)| *s == want.0 && c == want.1),
+            "{want:?} not in {lines:?}"
+        );
+    }
+    drop(rt);
+}

@@ -326,6 +326,12 @@ encrypted = true
 mountpoint = "/persist/import"
 quota = "20%"
 encrypted = true
+
+# An update uploaded through the management API is kept here until its checksum is checked,
+# so a broken or forged upload never reaches the inactive slot. Not secret: signed, public. No
+# quota: mgmtd writes only a signed update's payload here, never more than a slot holds.
+[datasets.update]
+mountpoint = "/persist/update"
 "#;
 
 fn line_of(text: &str, offset: usize) -> usize {

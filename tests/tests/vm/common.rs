@@ -20,6 +20,11 @@ pub fn dev_key() -> Signer25519 {
     imgbuild::keys::load(&dev_signing_key(&image_path())).unwrap()
 }
 
+/// The development key `image` was signed with.
+pub fn dev_key_of(image: &Path) -> Signer25519 {
+    imgbuild::keys::load(&dev_signing_key(image)).unwrap()
+}
+
 pub fn info(epoch: u32) -> BuildInfo {
     BuildInfo {
         security_epoch: epoch,
@@ -38,7 +43,19 @@ pub fn variant_with(
     info: BuildInfo,
     edit: impl FnOnce(&Path),
 ) -> PathBuf {
-    let art = std::fs::read(built_update()).unwrap();
+    variant_of(&built_update(), dir, version, key, info, edit)
+}
+
+/// [`variant_with`] from the update artifact `base` (the production image's, say).
+pub fn variant_of(
+    base: &Path,
+    dir: &Path,
+    version: &str,
+    key: &Signer25519,
+    info: BuildInfo,
+    edit: impl FnOnce(&Path),
+) -> PathBuf {
+    let art = std::fs::read(base).unwrap();
     let sq = dir.join(format!("{version}.squashfs"));
     std::fs::write(&sq, &art[abupdate::artifact::PAYLOAD_OFFSET as usize..]).unwrap();
     let root = dir.join(format!("{version}.root"));

@@ -92,7 +92,7 @@ fn the_production_image_boots_to_a_working_box_and_opens_nothing() {
     }
     assert!(!console.contains("getty"), "{console}");
 
-    the_api_answers_only_mutual_tls(&m, &bm);
+    let api = the_api_answers_only_mutual_tls(&m, &bm);
 
     // Nothing answers on the console: typed commands are never run.
     // Typed twice, 10 s apart, well after every service is up (as the dev image's check does).
@@ -110,7 +110,175 @@ fn the_production_image_boots_to_a_working_box_and_opens_nothing() {
         !m.agent_answers(Duration::from_secs(20)),
         "an agent answered"
     );
+    updates_through_the_api(&mut m, &api);
     m.power_cut().unwrap();
+}
+
+/// The operator's CLI as built for the image (the same binary the box runs).
+fn host_abupdate(api: &Api, args: &[&str]) -> std::process::Output {
+    let bin = eve_vmtest::host_tool("abupdate");
+    let out = Command::new(&bin)
+        .args(args)
+        .args(["--remote", &format!("https://127.0.0.1:{}", api.port)])
+        .arg("--cert")
+        .arg(api.dir.join("admin.pem"))
+        .arg("--key")
+        .arg(api.dir.join("admin.key"))
+        .arg("--ca")
+        .arg(&api.server_pem)
+        .output()
+        .unwrap();
+    eprintln!(
+        "abupdate {args:?} --remote: {:?}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Updates through the API: forged, foreign and development builds are refused with the slots
+/// unchanged; a signed one sent by `abupdate install --remote` from the host is installed, the
+/// box reboots on `POST /v1/reboot` and comes back healthy on it.
+fn updates_through_the_api(m: &mut Machine, api: &Api) {
+    let dir = test_dir("production").join("update");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let before = api.json("reader", "GET", "/v1/update", None, 200);
+    let slots = |v: &serde_json::Value| v["status"]["slots"].clone();
+    assert_eq!(before["status"]["running"], "A", "{before}");
+    assert_eq!(before["health"]["verdict"], "healthy", "{before}");
+
+    let key = crate::common::dev_key_of(&prod_image_path());
+    let prod = |epoch| abupdate::artifact::BuildInfo {
+        security_epoch: epoch,
+        signing: "dev".into(),
+        profile: "prod".into(),
+        ..Default::default()
+    };
+    let base = prod_image_path().with_extension("update");
+    let v2 = crate::common::variant_of(&base, &dir, "v2", &key, prod(0), |_| {});
+    let good = std::fs::read(&v2).unwrap();
+    let off = abupdate::artifact::PAYLOAD_OFFSET as usize;
+    let mut forged: Vec<(&str, Vec<u8>, &str)> = Vec::new();
+    // One payload byte changed: the header is signed and valid, the checksum is not.
+    let mut b = good.clone();
+    b[off + 100_000] ^= 1;
+    forged.push(("payload", b, "the update is corrupt"));
+    // The manifest edited (a version of its own): the signature fails.
+    let mut b = good.clone();
+    let at = b[..off].windows(4).position(|w| w == b"\"v2\"").unwrap();
+    b[at + 2] = b'3';
+    forged.push(("manifest", b, "signature"));
+    // Signed by a key the box does not trust.
+    let stranger = abupdate::trust::Signer25519::from_seed(&[9; 32]);
+    let other = crate::common::variant_of(&base, &dir, "v2-stranger", &stranger, prod(0), |_| {});
+    forged.push(("stranger", std::fs::read(&other).unwrap(), "signature"));
+    // A development build, signed with the very key the box trusts.
+    let dev =
+        crate::common::variant_of(&base, &dir, "v2-dev", &key, crate::common::info(0), |_| {});
+    forged.push((
+        "dev build",
+        std::fs::read(&dev).unwrap(),
+        "production builds only",
+    ));
+    // Cut short.
+    forged.push(("truncated", good[..good.len() / 2].to_vec(), "truncated"));
+    for (what, bytes, why) in &forged {
+        let f = dir.join("forged.update");
+        std::fs::write(&f, bytes).unwrap();
+        let (s, b) = api.upload("admin", &f);
+        assert_eq!(s, 400, "{what}: {b}");
+        assert!(
+            b.contains("update_refused") && b.contains(why),
+            "{what}: {b}"
+        );
+        let now = api.json("reader", "GET", "/v1/update", None, 200);
+        assert_eq!(slots(&now), slots(&before), "{what} changed the slots");
+    }
+    // A reader may not install even a good one.
+    let (s, b) = api.upload("reader", &v2);
+    assert_eq!(s, 403, "{b}");
+    assert_eq!(
+        slots(&api.json("reader", "GET", "/v1/update", None, 200)),
+        slots(&before)
+    );
+
+    // The signed one, from the operator's CLI.
+    let out = host_abupdate(api, &["install", v2.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "installed v2 into slot B; reboot to try it\n"
+    );
+    let out = host_abupdate(api, &["status", "--json"]);
+    assert!(out.status.success());
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let b_slot = st["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["slot"] == "B")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (&b_slot["state"], &b_slot["version"]),
+        (&"trial".into(), &"v2".into()),
+        "{st}"
+    );
+    let u = api.json("reader", "GET", "/v1/update", None, 200);
+    assert_eq!(u["install"]["phase"], "installed", "{u}");
+    let audit = api.json("admin", "GET", "/v1/audit", None, 200);
+    assert!(
+        audit["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["path"] == "/v1/update" && e["status"] == 200),
+        "{audit}"
+    );
+
+    // Reboot through the API; the box comes back on v2, which passes its health check.
+    api.json("admin", "POST", "/v1/reboot", None, 200);
+    m.wait_guest_reset(Duration::from_secs(180)).unwrap();
+    m.boot_until_console("passed its health check").unwrap();
+    let start = Instant::now();
+    let st = loop {
+        let out = host_abupdate(api, &["status", "--json"]);
+        if out.status.success() {
+            let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            if st["running"] == "B" && st["slots"].to_string().contains("\"good\"") {
+                let b = st["slots"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|s| s["slot"] == "B")
+                    .unwrap()
+                    .clone();
+                if b["state"] == "good" {
+                    break st;
+                }
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(180),
+            "v2 never reported good"
+        );
+        std::thread::sleep(Duration::from_secs(3));
+    };
+    let b_slot = st["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["slot"] == "B")
+        .unwrap()
+        .clone();
+    assert_eq!(b_slot["version"], "v2", "{st}");
+    let out = host_abupdate(api, &["status"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("running slot B (good, version v2)"),
+        "{out:?}"
+    );
 }
 
 /// A copy of the production image (and its enrolled firmware variables) whose slot A holds
@@ -265,6 +433,43 @@ impl Api {
         (code.trim().parse().unwrap_or(0), body.to_string())
     }
 
+    /// `POST /v1/update` with `file` as the body.
+    fn upload(&self, who: &str, file: &std::path::Path) -> (u16, String) {
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "600",
+                "--tlsv1.3",
+                "-w",
+                "\n%{http_code}",
+            ])
+            .arg("--cacert")
+            .arg(&self.server_pem)
+            .args(["--resolve", &format!("eve-storage:{}:127.0.0.1", self.port)])
+            .arg("--cert")
+            .arg(self.dir.join(format!("{who}.pem")))
+            .arg("--key")
+            .arg(self.dir.join(format!("{who}.key")))
+            .args([
+                "-H",
+                "content-type: application/octet-stream",
+                "--data-binary",
+            ])
+            .arg(format!("@{}", file.display()))
+            .arg(format!("https://eve-storage:{}/v1/update", self.port))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", text.as_str()));
+        eprintln!(
+            "api: {who} POST /v1/update ({}) -> {code} {body} ({})",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    }
+
     fn json(
         &self,
         who: &str,
@@ -294,7 +499,7 @@ fn openssl(args: &[&str], dir: &std::path::Path) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn the_api_answers_only_mutual_tls(m: &Machine, bm: &serde_json::Value) {
+fn the_api_answers_only_mutual_tls(m: &Machine, bm: &serde_json::Value) -> Api {
     let dev = std::path::PathBuf::from(
         bm["mgmt"]["dev_dir"]
             .as_str()
@@ -651,4 +856,5 @@ fn the_api_answers_only_mutual_tls(m: &Machine, bm: &serde_json::Value) {
     ] {
         assert!(console.contains(why), "console lacks {why:?}:\n{console}");
     }
+    api
 }

@@ -36,6 +36,10 @@ struct Cli {
     /// Volume settings (default: /etc/volumes.toml layered as `storagectl volume` reads it).
     #[arg(long)]
     volumes_config: Option<PathBuf>,
+    /// Where an uploaded update is kept until its checksum is checked: a dataset of the pool
+    /// (the image's policy makes it). Without it, uploads stream into the inactive slot.
+    #[arg(long, default_value = "/persist/update")]
+    update_spool: PathBuf,
 }
 
 #[derive(Subcommand, Debug)]
@@ -75,11 +79,10 @@ fn serve(cli: &Cli) -> mgmt::Result<()> {
     let trust = Trust::load(&cli.admin_ca, &cli.reader_ca)?;
     let id = identity(cli)?;
     let tls = trust.server_config(&id)?;
-    let backend = Arc::new(mgmt::backend::Host {
-        pool: cli.pool.clone(),
-        volumes_config: cli.volumes_config.clone(),
-        metrics: cli.metrics.clone(),
-    });
+    let mut host =
+        mgmt::backend::Host::new(&cli.pool, cli.volumes_config.clone(), cli.metrics.clone());
+    host.update_spool = cli.update_spool.clone();
+    let backend = Arc::new(host);
     let audit =
         storaged::audit::Journal::at(storaged::audit::path(std::path::Path::new("/"), &cli.pool));
     let rt = tokio::runtime::Builder::new_current_thread()
