@@ -20,25 +20,7 @@ struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
     #[command(flatten)]
-    remote: RemoteArgs,
-}
-
-/// A box to run `status` or `install` on through its management API.
-#[derive(clap::Args)]
-struct RemoteArgs {
-    /// The box's API, `https://HOST[:PORT]` (or set EVE_REMOTE).
-    #[arg(long, global = true, value_name = "URL")]
-    remote: Option<String>,
-    /// Client certificate, PEM (or EVE_REMOTE_CERT, or `cert` in ~/.config/eve-storage/remote.toml).
-    #[arg(long, global = true, value_name = "FILE")]
-    cert: Option<std::path::PathBuf>,
-    /// Its private key, PEM (or EVE_REMOTE_KEY, or `key` in the config file).
-    #[arg(long, global = true, value_name = "FILE")]
-    key: Option<std::path::PathBuf>,
-    /// The box's certificate, as its console printed its fingerprint, or its CA (or
-    /// EVE_REMOTE_CA, or `ca` in the config file).
-    #[arg(long, global = true, value_name = "FILE")]
-    ca: Option<std::path::PathBuf>,
+    remote: mgmt_client::Flags,
 }
 
 #[derive(Subcommand)]
@@ -201,13 +183,9 @@ fn remote(r: &mgmt_client::Remote, cmd: Cmd) -> Result<(), mgmt_client::Error> {
 }
 
 fn run(cli: Cli) -> abupdate::error::Result<()> {
-    let flags = mgmt_client::Flags {
-        url: cli.remote.remote.clone(),
-        cert: cli.remote.cert.clone(),
-        key: cli.remote.key.clone(),
-        ca: cli.remote.ca.clone(),
-    };
-    if let Some(r) = mgmt_client::Remote::resolve(&flags, &|k| std::env::var(k).ok())
+    if let Some(r) = cli
+        .remote
+        .remote()
         .map_err(abupdate::error::Error::Remote)?
     {
         return remote(&r, cli.cmd).map_err(abupdate::error::Error::Remote);

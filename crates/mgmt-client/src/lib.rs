@@ -58,13 +58,45 @@ pub struct Remote {
     pub ca: PathBuf,
 }
 
-/// The flags a CLI takes, each optional.
-#[derive(Debug, Clone, Default)]
+/// The flags a CLI takes, each optional: `--remote`, `--cert`, `--key`, `--ca`, global to
+/// every subcommand.
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct Flags {
+    /// Run on a box through its management API, `https://HOST[:PORT]` (or set EVE_REMOTE).
+    #[arg(long = "remote", global = true, value_name = "URL")]
     pub url: Option<String>,
+    /// Client certificate, PEM (or EVE_REMOTE_CERT, or `cert` in
+    /// ~/.config/eve-storage/remote.toml).
+    #[arg(long, global = true, value_name = "FILE")]
     pub cert: Option<PathBuf>,
+    /// Its private key, PEM (or EVE_REMOTE_KEY, or `key` in the config file).
+    #[arg(long, global = true, value_name = "FILE")]
     pub key: Option<PathBuf>,
+    /// The box's certificate (pinned from the fingerprint its console printed) or its CA (or
+    /// EVE_REMOTE_CA, or `ca` in the config file).
+    #[arg(long, global = true, value_name = "FILE")]
     pub ca: Option<PathBuf>,
+}
+
+impl Flags {
+    /// The box these flags and the environment name, if any.
+    pub fn remote(&self) -> Result<Option<Remote>> {
+        Remote::resolve(self, &|k| std::env::var(k).ok())
+    }
+}
+
+/// `s` as one path segment: every byte but the unreserved ones percent-encoded, so a name can
+/// never add a segment or a query.
+pub fn segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 /// The config file: `url`, `cert`, `key`, `ca`, each optional (relative paths are beside it).
@@ -212,11 +244,18 @@ impl ServerCertVerifier for Pinned {
         if self.certs.iter().any(|c| c.as_ref() == ee.as_ref()) {
             return Ok(ServerCertVerified::assertion());
         }
+        let not_pinned = |why: String| {
+            let fp = sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(ee));
+            rustls::Error::General(format!(
+                "the box's certificate (SHA-256 {}) is not the one in --ca, nor issued by a CA in it{why}",
+                hex::encode_upper(fp)
+            ))
+        };
         match &self.webpki {
-            Some(v) => v.verify_server_cert(ee, intermediates, name, ocsp, now),
-            None => Err(rustls::Error::General(
-                "the box's certificate is not the one in --ca (its fingerprint changed?)".into(),
-            )),
+            Some(v) => v
+                .verify_server_cert(ee, intermediates, name, ocsp, now)
+                .map_err(|e| not_pinned(format!(" ({e})"))),
+            None => Err(not_pinned(String::new())),
         }
     }
     fn verify_tls12_signature(
@@ -473,10 +512,27 @@ impl Client {
 
     /// `method path` with an optional JSON body.
     pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Reply> {
+        self.call_as(method, path, body, "application/json")
+    }
+
+    /// `method path`, asking for the text the CLI prints (`Accept: text/plain`).
+    pub fn text(&self, method: &str, path: &str, body: Option<&Value>) -> Result<String> {
+        self.call_as(method, path, body, "text/plain")?.text()
+    }
+
+    fn call_as(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        accept: &str,
+    ) -> Result<Reply> {
         let b = body
             .map(|v| serde_json::to_vec(v).unwrap_or_default())
             .unwrap_or_default();
-        let mut r = self.request(method, path);
+        let mut r = self
+            .request(method, path)
+            .header(hyper::header::ACCEPT, accept);
         if body.is_some() {
             r = r.header(hyper::header::CONTENT_TYPE, "application/json");
         }
@@ -523,6 +579,12 @@ mod tests {
                 .find(|(n, _)| *n == k)
                 .map(|(_, v)| v.to_string())
         }
+    }
+
+    #[test]
+    fn names_stay_one_segment() {
+        assert_eq!(segment("web-1.v2"), "web-1.v2");
+        assert_eq!(segment("../a/b?c=d#e f"), "..%2Fa%2Fb%3Fc%3Dd%23e%20f");
     }
 
     #[test]

@@ -32,6 +32,12 @@ pub enum Op {
     Update,
     UpdateInstall,
     Reboot,
+    Pool,
+    VolumeResize,
+    VolumeClone,
+    SnapshotDelete,
+    Iostat,
+    Export,
 }
 
 /// A request body's shape, for the document.
@@ -52,6 +58,10 @@ pub enum Body {
     Member,
     /// `{"recovery_key": "...", "accept_unproven": false}`.
     Recover,
+    /// `{"size": "20G"}`.
+    Resize,
+    /// `{"name": "...", "vm": "...", "transport": "..."}` (vm and transport: the origin's).
+    Clone,
     /// An update artifact as `make image` writes it, streamed (`application/octet-stream`): no
     /// size limit but its own header's, checked before a byte is kept.
     Stream,
@@ -65,7 +75,7 @@ pub struct Route {
     pub role: Role,
     pub summary: &'static str,
     pub body: Body,
-    /// Query parameters it takes (boolean flags).
+    /// Query parameters it takes: boolean flags, or numbers for those in [`NUMBERS`].
     pub query: &'static [&'static str],
     /// The error statuses it can answer with, besides 400/401/403/429 common to all.
     pub errors: &'static [u16],
@@ -79,7 +89,28 @@ impl Route {
     pub fn name(&self) -> String {
         format!("{:?}", self.op)
     }
+    /// Answers `text/plain` when asked (`Accept: text/plain`): what `storagectl` prints, made by
+    /// the same code, so `storagectl --remote` prints exactly what it prints on the box.
+    pub fn text(&self) -> bool {
+        matches!(
+            self.op,
+            Op::Status
+                | Op::Health
+                | Op::Disks
+                | Op::Volumes
+                | Op::VolumeShow
+                | Op::VolumeCreate
+                | Op::VolumeResize
+                | Op::VolumeClone
+                | Op::Snapshots
+                | Op::VaultRecover
+                | Op::Audit
+        )
+    }
 }
+
+/// Query parameters that are numbers; the rest are boolean flags.
+pub const NUMBERS: &[&str] = &["interval", "lines"];
 
 use Body as B;
 use Role::{Admin, Reader};
@@ -89,9 +120,11 @@ pub const ROUTES: &[Route] = &[
         summary: "The role, subject and fingerprint of the calling certificate" },
     Route { method: "GET", path: "/v1/status", op: Op::Status, role: Reader, body: B::None, query: &[], errors: &[500],
         summary: "Pool, members, datasets, vault and boot binding, maintenance, alerts (storagectl status --json)" },
-    Route { method: "GET", path: "/v1/health", op: Op::Health, role: Reader, body: B::None, query: &[], errors: &[],
+    Route { method: "GET", path: "/v1/health", op: Op::Health, role: Reader, body: B::None, query: &["bytes"], errors: &[],
         summary: "A fresh health look: drives, pool, space, alerts and recent events (storagectl health --json)" },
-    Route { method: "GET", path: "/v1/disks", op: Op::Disks, role: Reader, body: B::None, query: &[], errors: &[500],
+    Route { method: "GET", path: "/v1/pool", op: Op::Pool, role: Reader, body: B::None, query: &[], errors: &[500, 503],
+        summary: "The pool's state and its current or last scan (scrub or resilver) with progress" },
+    Route { method: "GET", path: "/v1/disks", op: Op::Disks, role: Reader, body: B::None, query: &["bytes"], errors: &[500],
         summary: "Every drive, its role in the pool and its health (storagectl disk list --json)" },
     Route { method: "POST", path: "/v1/disks/replace", op: Op::DiskReplace, role: Admin, body: B::Replace, query: &[], errors: &[409, 413, 500, 503],
         summary: "Replace a pool member by a new drive; the resilver runs on (GET /v1/status shows it)" },
@@ -107,7 +140,7 @@ pub const ROUTES: &[Route] = &[
         summary: "Unlock the vault with its recovery key and seal it to this TPM (storagectl vault recover)" },
     Route { method: "POST", path: "/v1/vault/recovery-key", op: Op::VaultRecoveryKey, role: Admin, body: B::None, query: &[], errors: &[423, 500, 503],
         summary: "A new recovery key; the old one and every old seal open nothing after it (storagectl vault recovery-key)" },
-    Route { method: "GET", path: "/v1/volumes", op: Op::Volumes, role: Reader, body: B::None, query: &[], errors: &[423, 500, 503],
+    Route { method: "GET", path: "/v1/volumes", op: Op::Volumes, role: Reader, body: B::None, query: &["bytes"], errors: &[423, 500, 503],
         summary: "Guest volumes (storagectl volume list --json)" },
     Route { method: "POST", path: "/v1/volumes", op: Op::VolumeCreate, role: Admin, body: B::Spec, query: &[], errors: &[409, 413, 423, 500, 503],
         summary: "Create a volume from a spec and export it" },
@@ -115,10 +148,20 @@ pub const ROUTES: &[Route] = &[
         summary: "One volume, its export and connection details (storagectl volume show --json)" },
     Route { method: "DELETE", path: "/v1/volumes/{name}", op: Op::VolumeDelete, role: Admin, body: B::None, query: &["force"], errors: &[404, 409, 423, 500, 503],
         summary: "Delete a volume (force=true while a host is connected)" },
-    Route { method: "GET", path: "/v1/volumes/{name}/snapshots", op: Op::Snapshots, role: Reader, body: B::None, query: &[], errors: &[404, 423, 500, 503],
+    Route { method: "GET", path: "/v1/volumes/{name}/snapshots", op: Op::Snapshots, role: Reader, body: B::None, query: &["bytes"], errors: &[404, 423, 500, 503],
         summary: "A volume's snapshots" },
     Route { method: "POST", path: "/v1/volumes/{name}/snapshots", op: Op::SnapshotCreate, role: Admin, body: B::Snapshot, query: &[], errors: &[404, 409, 413, 423, 500, 503],
         summary: "Snapshot a volume (a name, or a UTC time stamp)" },
+    Route { method: "DELETE", path: "/v1/volumes/{name}/snapshots/{snapshot}", op: Op::SnapshotDelete, role: Admin, body: B::None, query: &[], errors: &[404, 409, 423, 500, 503],
+        summary: "Destroy a snapshot (refused while a clone depends on it)" },
+    Route { method: "POST", path: "/v1/volumes/{name}/snapshots/{snapshot}/clone", op: Op::VolumeClone, role: Admin, body: B::Clone, query: &[], errors: &[404, 409, 413, 423, 500, 503],
+        summary: "A new volume from a snapshot: its own identity and export, sharing unchanged blocks" },
+    Route { method: "POST", path: "/v1/volumes/{name}/resize", op: Op::VolumeResize, role: Admin, body: B::Resize, query: &[], errors: &[404, 409, 413, 423, 500, 503],
+        summary: "Grow a volume; connected NVMe hosts are told the new size" },
+    Route { method: "GET", path: "/v1/iostat", op: Op::Iostat, role: Reader, body: B::None, query: &["interval"], errors: &[500, 503],
+        summary: "I/O per volume over `interval` seconds (default 1, at most 30): IOPS, throughput, latency, busy (storagectl volume iostat --json)" },
+    Route { method: "GET", path: "/v1/export", op: Op::Export, role: Admin, body: B::None, query: &[], errors: &[423, 500, 503],
+        summary: "Every volume's identity in nvmetcli's JSON layout, for a new box (storagectl export save); secrets included, so admin only" },
     Route { method: "POST", path: "/v1/volumes/{name}/rollback", op: Op::Rollback, role: Admin, body: B::Rollback, query: &[], errors: &[404, 409, 413, 423, 500, 503],
         summary: "Roll a volume back to a snapshot (refused while a host is connected unless force)" },
     Route { method: "GET", path: "/v1/update", op: Op::Update, role: Reader, body: B::None, query: &[], errors: &[500],
@@ -127,7 +170,7 @@ pub const ROUTES: &[Route] = &[
         summary: "Install an update streamed as the body: its header is checked (signature, architecture, profile, epoch, version) before a byte is kept, its payload's checksum before a byte is written to the inactive slot; tried on the next boot" },
     Route { method: "POST", path: "/v1/reboot", op: Op::Reboot, role: Admin, body: B::None, query: &[], errors: &[500],
         summary: "Reboot the box (services stopped and the pool exported first), e.g. into an installed update" },
-    Route { method: "GET", path: "/v1/audit", op: Op::Audit, role: Admin, body: B::None, query: &[], errors: &[500, 503],
+    Route { method: "GET", path: "/v1/audit", op: Op::Audit, role: Admin, body: B::None, query: &["lines"], errors: &[500, 503],
         summary: "The audit journal: every change asked of the API, who asked and the result" },
     Route { method: "GET", path: "/v1/openapi.json", op: Op::OpenApi, role: Reader, body: B::None, query: &[], errors: &[],
         summary: "This document" },
@@ -267,9 +310,17 @@ pub fn find(method: &str, path: &str) -> Result<(&'static Route, Params), ApiErr
     }
 }
 
-/// Boolean flags from a query string; anything unknown or not `true`/`false` is refused.
-pub fn flags(route: &Route, query: Option<&str>) -> Result<Vec<&'static str>, ApiError> {
-    let mut set = Vec::new();
+/// A request's query: the flags set and the numbers given.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Query {
+    pub flags: Vec<&'static str>,
+    pub numbers: Vec<(&'static str, f64)>,
+}
+
+/// The query string's parameters, each as its route takes it; anything unknown, a flag not
+/// `true`/`false`, or a number that is not a finite number is refused.
+pub fn query(route: &Route, query: Option<&str>) -> Result<Query, ApiError> {
+    let mut q = Query::default();
     for kv in query.unwrap_or("").split('&').filter(|s| !s.is_empty()) {
         let (k, v) = kv.split_once('=').unwrap_or((kv, "true"));
         let Some(known) = route.query.iter().find(|q| **q == k) else {
@@ -281,8 +332,20 @@ pub fn flags(route: &Route, query: Option<&str>) -> Result<Vec<&'static str>, Ap
                 ),
             ));
         };
+        if NUMBERS.contains(known) {
+            match v.parse::<f64>() {
+                Ok(n) if n.is_finite() && n >= 0.0 => q.numbers.push((*known, n)),
+                _ => {
+                    return Err(ApiError::bad(
+                        "invalid_parameter",
+                        format!("`{k}` must be a number"),
+                    ))
+                }
+            }
+            continue;
+        }
         match v {
-            "true" | "1" => set.push(*known),
+            "true" | "1" => q.flags.push(*known),
             "false" | "0" => {}
             _ => {
                 return Err(ApiError::bad(
@@ -292,7 +355,7 @@ pub fn flags(route: &Route, query: Option<&str>) -> Result<Vec<&'static str>, Ap
             }
         }
     }
-    Ok(set)
+    Ok(q)
 }
 
 fn status_text(s: u16) -> &'static str {
@@ -301,7 +364,7 @@ fn status_text(s: u16) -> &'static str {
         400 => "Bad input: malformed JSON, an unknown field or parameter, an invalid name",
         401 => "No client certificate (the TLS handshake fails first)",
         403 => "The certificate's role may not do this",
-        404 => "No such volume or snapshot",
+        404 => "No such volume, snapshot or endpoint",
         408 => "The body stopped arriving: nothing was kept",
         409 => "A conflict: the volume exists, is busy with another operation, or the change is refused as it stands",
         413 => "The body is larger than the limit",
@@ -348,6 +411,15 @@ fn body_schema(b: Body) -> Option<Value> {
             "properties": {"recovery_key": {"type": "string"}, "accept_unproven": {"type": "boolean"}}})
         }
         Body::Stream => json!({"type": "string", "contentMediaType": "application/octet-stream"}),
+        Body::Resize => {
+            json!({"type": "object", "required": ["size"], "additionalProperties": false,
+            "properties": {"size": {"type": "string"}}})
+        }
+        Body::Clone => {
+            json!({"type": "object", "required": ["name"], "additionalProperties": false,
+            "properties": {"name": {"type": "string"}, "vm": {"type": "string"},
+                "transport": {"type": "string", "enum": ["nvme-tcp", "nvme-loop", "vhost-scsi", "vhost-nvme"]}}})
+        }
     };
     Some(s)
 }
@@ -362,9 +434,14 @@ pub fn openapi() -> Value {
             .filter_map(|s| s.strip_prefix('{'))
             .map(|n| json!({"name": n.trim_end_matches('}'), "in": "path", "required": true, "schema": {"type": "string"}}))
             .collect();
-        params.extend(r.query.iter().map(
-            |q| json!({"name": q, "in": "query", "required": false, "schema": {"type": "boolean"}}),
-        ));
+        params.extend(r.query.iter().map(|q| {
+            let t = if NUMBERS.contains(q) {
+                "number"
+            } else {
+                "boolean"
+            };
+            json!({"name": q, "in": "query", "required": false, "schema": {"type": t}})
+        }));
         let mut codes: Vec<u16> = vec![200, 400, 401, 403, 429];
         codes.extend(r.errors);
         codes.sort_unstable();
@@ -374,7 +451,11 @@ pub fn openapi() -> Value {
             .map(|c| {
                 let v = if *c == 200 {
                     let ct = if r.op == Op::Metrics { "text/plain; version=0.0.4" } else { "application/json" };
-                    json!({"description": status_text(*c), "content": {ct: {}}})
+                    let mut content = json!({ct: {}});
+                    if r.text() {
+                        content["text/plain"] = json!({});
+                    }
+                    json!({"description": status_text(*c), "content": content})
                 } else {
                     json!({"description": status_text(*c), "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
                 };
@@ -446,18 +527,36 @@ mod tests {
     }
 
     #[test]
-    fn flags_are_strict() {
+    fn query_parameters_are_strict() {
         let (r, _) = find("DELETE", "/v1/volumes/x").unwrap();
-        assert_eq!(flags(r, Some("force=true")).unwrap(), vec!["force"]);
-        assert!(flags(r, Some("force=false")).unwrap().is_empty());
+        assert_eq!(query(r, Some("force=true")).unwrap().flags, vec!["force"]);
+        assert!(query(r, Some("force=false")).unwrap().flags.is_empty());
         assert_eq!(
-            flags(r, Some("force=yes")).unwrap_err().code,
+            query(r, Some("force=yes")).unwrap_err().code,
             "invalid_parameter"
         );
         assert_eq!(
-            flags(r, Some("recursive=true")).unwrap_err().code,
+            query(r, Some("recursive=true")).unwrap_err().code,
             "unknown_parameter"
         );
+        let (r, _) = find("GET", "/v1/iostat").unwrap();
+        assert_eq!(
+            query(r, Some("interval=2.5")).unwrap().numbers,
+            vec![("interval", 2.5)]
+        );
+        for bad in [
+            "interval=x",
+            "interval=NaN",
+            "interval=inf",
+            "interval=-1",
+            "interval",
+        ] {
+            assert_eq!(
+                query(r, Some(bad)).unwrap_err().code,
+                "invalid_parameter",
+                "{bad}"
+            );
+        }
     }
 
     /// The committed document is what the code generates (regenerate: `mgmtd openapi >

@@ -12,7 +12,9 @@ use std::path::PathBuf;
 pub struct Request<'a> {
     pub op: Op,
     pub params: &'a Params,
-    pub flags: &'a [&'static str],
+    pub query: &'a crate::api::Query,
+    /// The client asked for text (`Accept: text/plain`) and the route has it.
+    pub text: bool,
     pub body: Decoded,
 }
 
@@ -25,8 +27,35 @@ impl Request<'_> {
             .unwrap_or("")
     }
     pub fn flag(&self, name: &str) -> bool {
-        self.flags.contains(&name)
+        self.query.flags.contains(&name)
     }
+    pub fn number(&self, name: &str) -> Option<f64> {
+        self.query
+            .numbers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| *v)
+    }
+    /// `x` as JSON, or as `render` prints it when the client asked for text.
+    fn out<T: serde::Serialize>(
+        &self,
+        x: T,
+        render: impl Fn(&T) -> String,
+    ) -> Result<Out, ApiError> {
+        if self.text {
+            Ok(Out::Text(render(&x)))
+        } else {
+            value(x).map(Out::Json)
+        }
+    }
+}
+
+/// What an operation answers: JSON, or the text the CLI prints (when asked for and the route has
+/// it).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Out {
+    Json(Value),
+    Text(String),
 }
 
 /// A request body, by its route's [`Body`] shape.
@@ -40,6 +69,8 @@ pub enum Decoded {
     Drives(DrivesBody),
     Member(MemberBody),
     Recover(RecoverBody),
+    Resize(ResizeBody),
+    Clone(CloneBody),
     /// A streamed body (an update), read once by the operation.
     Stream(StreamBody),
 }
@@ -105,6 +136,8 @@ pub fn decode(shape: Body, body: &[u8]) -> Result<Decoded, ApiError> {
         Body::Drives => Decoded::Drives(json(body, false)?),
         Body::Member => Decoded::Member(json(body, false)?),
         Body::Recover => Decoded::Recover(json(body, false)?),
+        Body::Resize => Decoded::Resize(json(body, false)?),
+        Body::Clone => Decoded::Clone(json(body, false)?),
         // The server hands these over as they arrive; never buffered here.
         Body::Stream => return Err(self::shape()),
     })
@@ -112,7 +145,7 @@ pub fn decode(shape: Body, body: &[u8]) -> Result<Decoded, ApiError> {
 
 /// What the API asks of the box.
 pub trait Backend: Send + Sync + 'static {
-    fn call(&self, req: &Request) -> Result<Value, ApiError>;
+    fn call(&self, req: &Request) -> Result<Out, ApiError>;
     /// The Prometheus textfile storaged keeps.
     fn metrics(&self) -> Result<String, ApiError>;
 }
@@ -144,6 +177,20 @@ pub struct ReplaceBody {
 #[serde(deny_unknown_fields)]
 pub struct DrivesBody {
     pub drives: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResizeBody {
+    pub size: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloneBody {
+    pub name: String,
+    pub vm: Option<String>,
+    pub transport: Option<volumes::spec::Transport>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -246,31 +293,69 @@ impl Host {
 }
 
 impl Backend for Host {
-    fn call(&self, r: &Request) -> Result<Value, ApiError> {
+    fn call(&self, r: &Request) -> Result<Out, ApiError> {
         use volumes::ops;
         let name = r.param("name");
+        let bytes = r.flag("bytes");
+        let json = |v: Value| Ok(Out::Json(v));
         match r.op {
-            Op::Status => value(storaged::status::full(&self.pool).map_err(|e| failed(&e))?),
-            Op::Health => value(storaged::health_view(&self.pool, std::path::Path::new("/"))),
-            Op::Disks => value(storaged::disks::list(&self.pool).map_err(|e| failed(&e))?),
-            Op::Volumes => value(ops::list(&self.env()?)?),
-            Op::VolumeShow => value(ops::show(&self.env()?, name)?),
+            Op::Status => r.out(
+                storaged::status::full(&self.pool).map_err(|e| failed(&e))?,
+                |s| s.render(),
+            ),
+            Op::Health => r.out(
+                storaged::health_view(&self.pool, std::path::Path::new("/")),
+                |h| h.render(bytes),
+            ),
+            Op::Pool => {
+                self.pool()?;
+                value(storaged::cmd::status(&self.pool)?).map(Out::Json)
+            }
+            Op::Disks => r.out(
+                storaged::disks::list(&self.pool).map_err(|e| failed(&e))?,
+                |l| l.render(bytes),
+            ),
+            Op::Volumes => r.out(ops::list(&self.env()?)?, |l| l.render(bytes)),
+            Op::VolumeShow => r.out(ops::show(&self.env()?, name)?, |s| s.render()),
             Op::VolumeCreate => {
                 let Decoded::Spec(raw) = &r.body else {
                     return Err(shape());
                 };
-                value(ops::create(&self.env()?, raw, "request body")?)
+                r.out(ops::create(&self.env()?, raw, "request body")?, |s| {
+                    s.render()
+                })
+            }
+            Op::VolumeResize => {
+                let Decoded::Resize(b) = &r.body else {
+                    return Err(shape());
+                };
+                r.out(ops::resize(&self.env()?, name, &b.size)?, |s| s.render())
+            }
+            Op::VolumeClone => {
+                let Decoded::Clone(b) = &r.body else {
+                    return Err(shape());
+                };
+                let from = format!("{name}@{}", r.param("snapshot"));
+                r.out(
+                    ops::clone(&self.env()?, &b.name, &from, b.vm.as_deref(), b.transport)?,
+                    |s| s.render(),
+                )
             }
             Op::VolumeDelete => {
                 ops::delete(&self.env()?, name, r.flag("force"))?;
-                Ok(serde_json::json!({"deleted": name}))
+                json(serde_json::json!({"deleted": name}))
             }
-            Op::Snapshots => value(ops::snapshots(&self.env()?, name)?),
+            Op::Snapshots => r.out(ops::snapshots(&self.env()?, name)?, |l| l.render(bytes)),
             Op::SnapshotCreate => {
                 let Decoded::Snapshot(b) = &r.body else {
                     return Err(shape());
                 };
-                value(ops::snapshot(&self.env()?, name, b.name.as_deref())?)
+                value(ops::snapshot(&self.env()?, name, b.name.as_deref())?).map(Out::Json)
+            }
+            Op::SnapshotDelete => {
+                let snap = r.param("snapshot");
+                ops::snapshot_delete(&self.env()?, name, snap)?;
+                json(serde_json::json!({"deleted": format!("{name}@{snap}")}))
             }
             Op::Rollback => {
                 let Decoded::Rollback(b) = &r.body else {
@@ -283,16 +368,30 @@ impl Backend for Host {
                     b.destroy_newer,
                     b.force,
                 )?)
+                .map(Out::Json)
             }
+            Op::Iostat => {
+                let secs = r.number("interval").unwrap_or(1.0);
+                if !(0.1..=30.0).contains(&secs) {
+                    return Err(ApiError::bad(
+                        "invalid_parameter",
+                        format!("interval={secs}: give 0.1 to 30 seconds"),
+                    ));
+                }
+                self.pool()?;
+                let s = storaged::iostat::sample(&platform::Roots::host(), &self.pool, secs);
+                value(s).map(Out::Json)
+            }
+            Op::Export => value(ops::export_save(&self.env()?)?).map(Out::Json),
             Op::DiskReplace => {
                 let Decoded::Replace(b) = &r.body else {
                     return Err(shape());
                 };
                 self.pool()?;
                 let part = storaged::disks::replace(&self.pool, &b.old, &b.new)?;
-                Ok(
+                json(
                     serde_json::json!({"replacing": b.old, "by": b.new, "partition": part,
-                    "resilver": "running: GET /v1/status shows its progress"}),
+                    "resilver": "running: GET /v1/pool shows its progress"}),
                 )
             }
             Op::DiskAdd => {
@@ -300,7 +399,7 @@ impl Backend for Host {
                     return Err(shape());
                 };
                 self.pool()?;
-                Ok(serde_json::json!({"added": storaged::disks::add(&self.pool, &b.drives)?}))
+                json(serde_json::json!({"added": storaged::disks::add(&self.pool, &b.drives)?}))
             }
             Op::DiskOffline | Op::DiskOnline => {
                 let Decoded::Member(b) = &r.body else {
@@ -309,11 +408,11 @@ impl Backend for Host {
                 self.pool()?;
                 let online = r.op == Op::DiskOnline;
                 let n = storaged::disks::set_online(&self.pool, &b.member, online)?;
-                Ok(serde_json::json!({"member": n, "online": online}))
+                json(serde_json::json!({"member": n, "online": online}))
             }
             Op::Vault => {
                 let s = storaged::status::gather(&self.pool).map_err(|e| failed(&e))?;
-                Ok(serde_json::json!({"vault": s.vault, "boot": s.boot}))
+                json(serde_json::json!({"vault": s.vault, "boot": s.boot}))
             }
             Op::VaultRecover => {
                 let Decoded::Recover(b) = &r.body else {
@@ -321,26 +420,25 @@ impl Backend for Host {
                 };
                 self.pool()?;
                 let rk = storage::vault::RecoveryKey::parse(&b.recovery_key)?;
-                value(storage::vault::recover_here(
-                    &self.pool,
-                    &rk,
-                    b.accept_unproven,
-                )?)
+                r.out(
+                    storage::vault::recover_here(&self.pool, &rk, b.accept_unproven)?,
+                    |v| v.render(),
+                )
             }
             Op::VaultRecoveryKey => {
                 self.pool()?;
                 let rk = storage::vault::new_recovery_key_here(&self.pool)?;
-                Ok(serde_json::json!({"recovery_key": rk.display(),
+                json(serde_json::json!({"recovery_key": rk.display(),
                     "note": "the vault key was rotated: the old recovery key and every old seal open nothing; this key is stored nowhere"}))
             }
-            Op::Update => crate::update::status(self),
+            Op::Update => crate::update::status(self).map(Out::Json),
             Op::UpdateInstall => {
                 let Decoded::Stream(b) = &r.body else {
                     return Err(shape());
                 };
-                crate::update::install(self, b, r.flag("allow_downgrade"))
+                crate::update::install(self, b, r.flag("allow_downgrade")).map(Out::Json)
             }
-            Op::Reboot => crate::update::reboot(),
+            Op::Reboot => crate::update::reboot().map(Out::Json),
             Op::Whoami | Op::Audit | Op::Metrics | Op::OpenApi => Err(ApiError::new(
                 500,
                 "failed",
@@ -376,7 +474,20 @@ pub struct Fake {
 }
 
 impl Backend for Fake {
-    fn call(&self, r: &Request) -> Result<Value, ApiError> {
+    fn call(&self, r: &Request) -> Result<Out, ApiError> {
+        self.answer(r).map(|v| match (r.text, v) {
+            (true, Value::String(t)) => Out::Text(t),
+            (true, v) => Out::Text(format!("text of {v}\n")),
+            (false, v) => Out::Json(v),
+        })
+    }
+    fn metrics(&self) -> Result<String, ApiError> {
+        Ok("# TYPE eve_pool_healthy gauge\neve_pool_healthy 1\n".into())
+    }
+}
+
+impl Fake {
+    fn answer(&self, r: &Request) -> Result<Value, ApiError> {
         if let Ok(mut c) = self.calls.lock() {
             c.push((r.op, r.params.clone(), format!("{:?}", r.body)));
         }
@@ -404,8 +515,5 @@ impl Backend for Fake {
             }
             _ => Ok(serde_json::json!({"op": format!("{:?}", r.op)})),
         }
-    }
-    fn metrics(&self) -> Result<String, ApiError> {
-        Ok("# TYPE eve_pool_healthy gauge\neve_pool_healthy 1\n".into())
     }
 }

@@ -10,6 +10,7 @@ pub mod limit;
 pub mod net;
 pub mod server;
 pub mod stream;
+pub mod testing;
 pub mod tls;
 pub mod update;
 

@@ -55,10 +55,11 @@ impl std::fmt::Debug for Server {
     }
 }
 
-/// An answer: JSON, or text (the metrics).
+/// An answer: JSON, the metrics, or the text the CLI prints.
 enum Answer {
     Json(Value),
-    Text(String),
+    Metrics(String),
+    Plain(String),
 }
 
 fn respond(status: u16, ct: &str, body: Vec<u8>) -> Response<Full<Bytes>> {
@@ -251,11 +252,12 @@ impl Server {
                 "application/json",
                 serde_json::to_vec_pretty(&v).unwrap_or_default(),
             ),
-            Ok(Answer::Text(t)) => respond(
+            Ok(Answer::Metrics(t)) => respond(
                 200,
                 "text/plain; version=0.0.4; charset=utf-8",
                 t.into_bytes(),
             ),
+            Ok(Answer::Plain(t)) => respond(200, "text/plain; charset=utf-8", t.into_bytes()),
             Err(e) => respond(
                 e.status,
                 "application/json",
@@ -347,7 +349,14 @@ impl Server {
             ));
         }
         let query = req.uri.query().map(str::to_string);
-        let flags = api::flags(route, query.as_deref())?;
+        let flags = api::query(route, query.as_deref())?;
+        // Text, as the CLI prints it, for a client that asks for it and prefers it to JSON.
+        let text = route.text()
+            && req
+                .headers
+                .get(hyper::header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|a| a.starts_with("text/plain"));
         let path = req.uri.path().to_string();
         let mut stream = None;
         let body = match route.body {
@@ -371,10 +380,21 @@ impl Server {
             Op::OpenApi => return Ok(Answer::Json(api::openapi())),
             Op::Audit => {
                 let j = self.audit.clone();
-                return tokio::task::spawn_blocking(move || j.tail(1000))
+                let n = flags
+                    .numbers
+                    .iter()
+                    .find(|(k, _)| *k == "lines")
+                    .map_or(1000, |(_, v)| (*v as usize).min(10_000));
+                return tokio::task::spawn_blocking(move || j.tail(n))
                     .await
                     .map_err(|e| ApiError::new(500, "failed", e.to_string()))?
-                    .map(|t| Answer::Json(serde_json::json!({"entries": t})))
+                    .map(|t| {
+                        if text {
+                            Answer::Plain(storaged::audit::render(&t))
+                        } else {
+                            Answer::Json(serde_json::json!({"entries": t}))
+                        }
+                    })
                     .map_err(|e| ApiError::new(503, "audit_unavailable", platform::chain(&e)));
             }
             Op::Metrics => {
@@ -383,7 +403,7 @@ impl Server {
                     .await
                     .map_err(|e| ApiError::new(500, "failed", e.to_string()))??;
                 text.push_str(&self.own_metrics());
-                return Ok(Answer::Text(text));
+                return Ok(Answer::Metrics(text));
             }
             _ => {}
         }
@@ -447,7 +467,8 @@ impl Server {
             let r = b.call(&backend::Request {
                 op,
                 params: &params,
-                flags: &flags,
+                query: &flags,
+                text,
                 body: decoded,
             });
             if let Some((j, mut e)) = audit {
@@ -496,7 +517,10 @@ impl Server {
         };
         joined
             .map_err(|e| ApiError::new(500, "failed", e.to_string()))?
-            .map(Answer::Json)
+            .map(|o| match o {
+                backend::Out::Json(v) => Answer::Json(v),
+                backend::Out::Text(t) => Answer::Plain(t),
+            })
     }
 
     async fn read_body(&self, req: Incoming) -> Result<Bytes, ApiError> {

@@ -1710,6 +1710,30 @@ pub struct Recovered {
     pub warning: Option<String>,
 }
 
+impl Recovered {
+    /// What `storagectl vault recover` prints.
+    pub fn render(&self) -> String {
+        if !self.unlocked {
+            return format!("{}: already unlocked; nothing changed\n", self.vault);
+        }
+        let mut t = format!(
+            "{}: unlocked with the recovery key; {}\n",
+            self.vault,
+            match (&self.sealed_to, &self.warning) {
+                (Some(b), _) =>
+                    format!("its key is now sealed to {b}: the next boot unlocks by itself"),
+                (None, Some(_)) =>
+                    "its seal is not replaced: the next boot needs the recovery key again".into(),
+                (None, None) => "no TPM here: the next boot needs the recovery key again".into(),
+            }
+        );
+        if let Some(w) = &self.warning {
+            t.push_str(&format!("WARNING: {w}\n"));
+        }
+        t
+    }
+}
+
 /// Unlocks `<pool>/vault` with the recovery key, then (with a TPM) rotates its key and seals the
 /// new one to this box's TPM under the current Secure Boot state, so the next boot unlocks by
 /// itself; the same recovery key keeps working. The vault's datasets are mounted as `policy`

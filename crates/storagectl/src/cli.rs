@@ -13,6 +13,8 @@ use volumes::spec::{Format, RawSpec, Source, Transport};
 pub struct Cli {
     #[command(subcommand)]
     pub cmd: Cmd,
+    #[command(flatten)]
+    pub remote: mgmt_client::Flags,
 }
 
 #[derive(Debug, Subcommand)]

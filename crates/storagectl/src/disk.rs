@@ -4,11 +4,16 @@ use crate::cli::DiskCmd;
 use crate::{emit, fail};
 use std::process::ExitCode;
 
-/// Waits for a resilver of `pool` to finish, its progress on stderr.
-fn wait_resilver(pool: &str) -> Result<(), storaged::Error> {
+/// Waits for a resilver of `pool` to finish, its progress on stderr; `observe` reads the pool's
+/// state (here, or through the API). Fails when the resilver was cancelled or the pool's state
+/// cannot be read.
+pub fn wait_resilver<E: std::fmt::Display>(
+    pool: &str,
+    observe: impl Fn() -> Result<storaged::pool::PoolState, E>,
+) -> Result<(), String> {
     let mut last = String::new();
     loop {
-        let st = storaged::cmd::status(pool)?;
+        let st = observe().map_err(|e| e.to_string())?;
         match st.scan.as_ref().filter(|s| s.running()) {
             Some(s) => {
                 let line = format!("{} {:.0}%", s.function.to_lowercase(), s.percent());
@@ -38,17 +43,21 @@ pub fn disk(pool: &str, cmd: DiskCmd) -> ExitCode {
     match cmd {
         DiskCmd::List { json, bytes } => emit(disks::list(pool), json, |l| l.render(bytes)),
         DiskCmd::Replace { old, new, no_wait } => {
-            let r = disks::replace(pool, &old, &new).and_then(|part| {
-                println!("{old} is being replaced by {new} ({part})");
-                if no_wait {
-                    Ok(())
-                } else {
-                    wait_resilver(pool)
-                }
-            });
-            match r {
+            match disks::replace(pool, &old, &new) {
+                Ok(part) => println!("{old} is being replaced by {new} ({part})"),
+                Err(e) => return fail(&e),
+            }
+            if no_wait {
+                return ExitCode::SUCCESS;
+            }
+            match wait_resilver(pool, || {
+                storaged::cmd::status(pool).map_err(|e| platform::chain(&e))
+            }) {
                 Ok(()) => ExitCode::SUCCESS,
-                Err(e) => fail(&e),
+                Err(e) => {
+                    eprintln!("storagectl: {e}");
+                    ExitCode::FAILURE
+                }
             }
         }
         DiskCmd::Add { drives } => match disks::add(pool, &drives) {

@@ -1,9 +1,11 @@
 //! storagectl: the operator's view of the appliance's storage (pool status, drives, the vault)
-//! and guest volumes. `main` parses the command line; each command lives in its own module.
+//! and guest volumes, on the box or (`--remote`) through its management API. `main` parses the
+//! command line; each command lives in its own module.
 
 pub mod cli;
 pub mod disk;
 pub mod pool;
+pub mod remote;
 pub mod vault;
 pub mod volume;
 
@@ -12,6 +14,16 @@ use std::process::ExitCode;
 
 /// Runs one parsed command line; the exit code follows the result.
 pub fn run(cli: Cli) -> ExitCode {
+    match cli.remote.remote() {
+        Ok(Some(r)) => {
+            return match mgmt_client::Client::new(&r) {
+                Ok(c) => remote::run(&c, cli.cmd),
+                Err(e) => fail(&e),
+            }
+        }
+        Ok(None) => {}
+        Err(e) => return fail(&e),
+    }
     match cli.cmd {
         Cmd::Disk { pool, cmd } => disk::disk(&pool, cmd),
         Cmd::Health { json, bytes, pool } => {
@@ -24,26 +36,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 std::path::Path::new("/"),
                 &pool,
             ));
-            emit(j.tail(lines), json, |entries| {
-                entries
-                    .iter()
-                    .map(|e| {
-                        format!(
-                            "{}  {} ({})  {} {}  {}{}\n",
-                            e.when,
-                            e.subject,
-                            e.role,
-                            e.method,
-                            e.path,
-                            e.status,
-                            e.code
-                                .as_deref()
-                                .map(|c| format!(" {c}"))
-                                .unwrap_or_default()
-                        )
-                    })
-                    .collect()
-            })
+            emit(j.tail(lines), json, |e| storaged::audit::render(e))
         }
         Cmd::Volume { config, cmd } => volume::volume(config.as_deref(), cmd),
         Cmd::Vault { pool, cmd } => vault::vault(&pool, cmd),

@@ -22,29 +22,7 @@ pub fn vault(pool: &str, cmd: VaultCmd) -> ExitCode {
                 Err(e) => return fail(&e),
             };
             let r = vault::recover_here(pool, &rk, accept_unproven);
-            emit(r, json, |v| {
-                if !v.unlocked {
-                    format!("{}: already unlocked; nothing changed\n", v.vault)
-                } else {
-                    let mut t = format!(
-                        "{}: unlocked with the recovery key; {}\n",
-                        v.vault,
-                        match (&v.sealed_to, &v.warning) {
-                            (Some(b), _) => format!(
-                                "its key is now sealed to {b}: the next boot unlocks by itself"
-                            ),
-                            (None, Some(_)) =>
-                                "its seal is not replaced: the next boot needs the recovery key again".into(),
-                            (None, None) =>
-                                "no TPM here: the next boot needs the recovery key again".into(),
-                        }
-                    );
-                    if let Some(w) = &v.warning {
-                        t.push_str(&format!("WARNING: {w}\n"));
-                    }
-                    t
-                }
-            })
+            emit(r, json, |v| v.render())
         }
         VaultCmd::RecoveryKey => match vault::new_recovery_key_here(pool) {
             Ok(rk) => {

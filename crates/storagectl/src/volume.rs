@@ -122,80 +122,34 @@ pub fn volume(config: Option<&std::path::Path>, cmd: VolCmd) -> ExitCode {
     }
 }
 
-#[derive(serde::Serialize)]
-struct VolumeRates {
-    volume: String,
-    dataset: String,
-    device: String,
-    #[serde(flatten)]
-    rates: storaged::iostat::Rates,
-}
-
 pub fn iostat(pool: &str, names: &[String], interval: f64, json: bool) -> ExitCode {
-    use storaged::iostat;
     if !(0.1..=3600.0).contains(&interval) {
         eprintln!("storagectl: --interval {interval}: give 0.1 to 3600 seconds");
         return ExitCode::from(2);
     }
     let roots = Roots::host();
-    let pick = |v: &iostat::VolumeIo| names.is_empty() || names.contains(&v.volume);
-    let a: Vec<_> = iostat::volumes(&roots, pool)
-        .into_iter()
-        .filter(pick)
-        .collect();
-    if let Some(n) = names.iter().find(|n| !a.iter().any(|v| &v.volume == *n)) {
+    let have = storaged::iostat::volumes(&roots, pool);
+    if let Some(n) = names.iter().find(|n| !have.iter().any(|v| &v.volume == *n)) {
         eprintln!("storagectl: {n}: no such volume with a device in pool {pool}");
         return ExitCode::FAILURE;
     }
-    let t0 = std::time::Instant::now();
-    std::thread::sleep(std::time::Duration::from_secs_f64(interval));
-    let b = iostat::volumes(&roots, pool);
-    let secs = t0.elapsed().as_secs_f64();
-    let rows: Vec<VolumeRates> = a
-        .iter()
-        .filter_map(|x| {
-            let y = b
-                .iter()
-                .find(|y| y.dataset == x.dataset && y.device == x.device)?;
-            Some(VolumeRates {
-                volume: x.volume.clone(),
-                dataset: x.dataset.clone(),
-                device: x.device.clone(),
-                rates: iostat::rates(&x.stat, &y.stat, secs),
-            })
-        })
+    show_rates(
+        storaged::iostat::sample(&roots, pool, interval),
+        names,
+        json,
+    )
+}
+
+/// Prints the rates of `names` (every volume when empty) from `s`.
+pub fn show_rates(s: storaged::iostat::Sample, names: &[String], json: bool) -> ExitCode {
+    let secs = s.interval_secs;
+    let rows: Vec<_> = s
+        .volumes
+        .into_iter()
+        .filter(|v| names.is_empty() || names.contains(&v.volume))
         .collect();
     emit(Ok::<_, storaged::Error>(rows), json, |rows| {
-        let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
-        let mut s = format!(
-            "{:<20} {:<6} {:>9} {:>9} {:>10} {:>10} {:>9} {:>9} {:>5}\n",
-            "VOLUME",
-            "DEVICE",
-            "READ/s",
-            "WRITE/s",
-            "READ B/s",
-            "WRITE B/s",
-            "R-LAT ms",
-            "W-LAT ms",
-            "BUSY"
-        );
-        for r in rows {
-            let x = &r.rates;
-            s.push_str(&format!(
-                "{:<20} {:<6} {:>9.1} {:>9.1} {:>10} {:>10} {:>9} {:>9} {:>4.0}%\n",
-                r.volume,
-                r.device,
-                x.read_iops,
-                x.write_iops,
-                storage::policy::human(x.read_bytes_per_sec as u64),
-                storage::policy::human(x.write_bytes_per_sec as u64),
-                ms(x.read_latency_ms),
-                ms(x.write_latency_ms),
-                x.busy_pct
-            ));
-        }
-        s.push_str(&format!("over {secs:.1} s\n"));
-        s
+        storaged::iostat::render(rows, secs)
     })
 }
 

@@ -136,6 +136,28 @@ impl Journal {
     }
 }
 
+/// The lines `storagectl audit` prints, oldest first.
+pub fn render(entries: &[Entry]) -> String {
+    entries
+        .iter()
+        .map(|e| {
+            format!(
+                "{}  {} ({})  {} {}  {}{}\n",
+                e.when,
+                e.subject,
+                e.role,
+                e.method,
+                e.path,
+                e.status,
+                e.code
+                    .as_deref()
+                    .map(|c| format!(" {c}"))
+                    .unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,7 @@
 //! come from two samples.
 
 use platform::Roots;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 /// The cumulative counters of one block device. Sectors are always 512 bytes here.
@@ -107,7 +107,7 @@ fn is_partition_link(name: &str) -> bool {
 }
 
 /// Rates between two samples `secs` apart.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Rates {
     pub read_iops: f64,
     pub write_iops: f64,
@@ -134,6 +134,84 @@ pub fn rates(a: &IoStat, b: &IoStat, secs: f64) -> Rates {
         write_latency_ms: lat(w, d(a.write_ms, b.write_ms)),
         busy_pct: (d(a.io_ms, b.io_ms) / (secs * 10.0)).min(100.0),
     }
+}
+
+/// One volume's rates over a sample.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VolumeRates {
+    pub volume: String,
+    pub dataset: String,
+    pub device: String,
+    #[serde(flatten)]
+    pub rates: Rates,
+}
+
+/// Every volume's rates over about `secs` seconds (`interval_secs`: as measured).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    pub interval_secs: f64,
+    pub volumes: Vec<VolumeRates>,
+}
+
+/// Two reads of every volume's counters `secs` apart (blocks meanwhile).
+pub fn sample(roots: &Roots, pool: &str, secs: f64) -> Sample {
+    let a = volumes(roots, pool);
+    let t0 = std::time::Instant::now();
+    std::thread::sleep(std::time::Duration::from_secs_f64(secs));
+    let b = volumes(roots, pool);
+    let interval_secs = t0.elapsed().as_secs_f64();
+    let volumes = a
+        .iter()
+        .filter_map(|x| {
+            let y = b
+                .iter()
+                .find(|y| y.dataset == x.dataset && y.device == x.device)?;
+            Some(VolumeRates {
+                volume: x.volume.clone(),
+                dataset: x.dataset.clone(),
+                device: x.device.clone(),
+                rates: rates(&x.stat, &y.stat, interval_secs),
+            })
+        })
+        .collect();
+    Sample {
+        interval_secs,
+        volumes,
+    }
+}
+
+/// The table `storagectl volume iostat` prints.
+pub fn render(rows: &[VolumeRates], secs: f64) -> String {
+    let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
+    let mut s = format!(
+        "{:<20} {:<6} {:>9} {:>9} {:>10} {:>10} {:>9} {:>9} {:>5}\n",
+        "VOLUME",
+        "DEVICE",
+        "READ/s",
+        "WRITE/s",
+        "READ B/s",
+        "WRITE B/s",
+        "R-LAT ms",
+        "W-LAT ms",
+        "BUSY"
+    );
+    for r in rows {
+        let x = &r.rates;
+        s.push_str(&format!(
+            "{:<20} {:<6} {:>9.1} {:>9.1} {:>10} {:>10} {:>9} {:>9} {:>4.0}%\n",
+            r.volume,
+            r.device,
+            x.read_iops,
+            x.write_iops,
+            storage::policy::human(x.read_bytes_per_sec as u64),
+            storage::policy::human(x.write_bytes_per_sec as u64),
+            ms(x.read_latency_ms),
+            ms(x.write_latency_ms),
+            x.busy_pct
+        ));
+    }
+    s.push_str(&format!("over {secs:.1} s\n"));
+    s
 }
 
 #[cfg(test)]

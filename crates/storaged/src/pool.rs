@@ -1,11 +1,11 @@
 //! The parts of `zpool status -j --json-int -p -t POOL` that maintenance needs, read by a pure
 //! function: the pool's state, its last (or current) scan, and each leaf device's errors and trim.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// The last or current scan (scrub or resilver) as the pool records it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Scan {
     /// `SCRUB` or `RESILVER`.
     pub function: String,
@@ -38,7 +38,7 @@ impl Scan {
 }
 
 /// A leaf device (a disk partition, or a file) of the pool.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Leaf {
     pub name: String,
     /// The ZFS guid: a missing device is named by it.
@@ -72,7 +72,7 @@ impl Leaf {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PoolState {
     pub name: String,
     /// `ONLINE`, `DEGRADED`, `FAULTED`, `SUSPENDED`, `UNAVAIL`.

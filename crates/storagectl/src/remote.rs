@@ -1,0 +1,385 @@
+//! `storagectl --remote`: the same commands run on a box through its management API. Text comes
+//! rendered by the box with the code that renders it here (`Accept: text/plain`), JSON is the
+//! box's, and the lines a change prints are the ones printed on the box; errors print the box's
+//! message and exit 1, like a failure here. `volume reconcile` and `adopt-spool` are the box's
+//! own housekeeping and run on it only.
+
+use crate::cli::{Cmd, DiskCmd, ExportCmd, SnapCmd, SnapshotArgs, VaultCmd, VolCmd};
+use mgmt_client::{segment, Client, Error};
+use serde_json::{json, Value};
+use std::process::ExitCode;
+
+/// A command that has no remote form: a usage error (2).
+fn usage(what: &str) -> ExitCode {
+    eprintln!("storagectl: {what} runs on the box only; it is not available with --remote");
+    ExitCode::from(2)
+}
+
+fn fail(e: &Error) -> ExitCode {
+    crate::fail(e)
+}
+
+/// The box's JSON as it sent it, or its text.
+fn show(c: &Client, method: &str, path: &str, body: Option<&Value>, json: bool) -> ExitCode {
+    let r = if json {
+        c.call(method, path, body)
+            .and_then(|r| r.json())
+            .map(|v| serde_json::to_string_pretty(&v).unwrap_or_default() + "\n")
+    } else {
+        c.text(method, path, body)
+    };
+    match r {
+        Ok(t) => {
+            print!("{t}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+/// A change: its JSON answer handed to `line`, which prints what the local command prints.
+fn change(
+    c: &Client,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+    line: impl Fn(&Value) -> String,
+) -> ExitCode {
+    match c.call(method, path, body).and_then(|r| r.json()) {
+        Ok(v) => {
+            println!("{}", line(&v));
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+fn bytes_q(bytes: bool) -> &'static str {
+    if bytes {
+        "?bytes=true"
+    } else {
+        ""
+    }
+}
+
+fn strs(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Runs `cmd` on the box `c` calls.
+pub fn run(c: &Client, cmd: Cmd) -> ExitCode {
+    match cmd {
+        Cmd::Status { json, .. } => show(c, "GET", "/v1/status", None, json),
+        Cmd::Health { json, bytes, .. } => show(
+            c,
+            "GET",
+            &format!("/v1/health{}", bytes_q(bytes)),
+            None,
+            json,
+        ),
+        Cmd::Audit { json, lines, .. } => {
+            let path = format!("/v1/audit?lines={lines}");
+            if !json {
+                return show(c, "GET", &path, None, false);
+            }
+            // As on the box: the entries, oldest first.
+            match c.get(&path) {
+                Ok(v) => {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&v["entries"]).unwrap_or_default()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
+        }
+        Cmd::Disk { pool, cmd } => disk(c, &pool, cmd),
+        Cmd::Volume {
+            config: Some(_), ..
+        }
+        | Cmd::Export {
+            config: Some(_), ..
+        } => usage("--config (the box's volume settings)"),
+        Cmd::Volume { cmd, .. } => volume(c, cmd),
+        Cmd::Vault { pool, cmd } => vault(c, &pool, cmd),
+        Cmd::Export {
+            cmd: ExportCmd::Save { file },
+            ..
+        } => match c.get("/v1/export") {
+            Ok(v) => {
+                let text = serde_json::to_string_pretty(&v).unwrap_or_default() + "\n";
+                match file {
+                    // Identities and secrets: owner-only, as on the box.
+                    Some(f) => match volumes::ids::write_private(&f, text.as_bytes()) {
+                        Ok(()) => ExitCode::SUCCESS,
+                        Err(e) => crate::fail(&e),
+                    },
+                    None => {
+                        print!("{text}");
+                        ExitCode::SUCCESS
+                    }
+                }
+            }
+            Err(e) => fail(&e),
+        },
+    }
+}
+
+fn disk(c: &Client, pool: &str, cmd: DiskCmd) -> ExitCode {
+    match cmd {
+        DiskCmd::List { json, bytes } => show(
+            c,
+            "GET",
+            &format!("/v1/disks{}", bytes_q(bytes)),
+            None,
+            json,
+        ),
+        DiskCmd::Replace { old, new, no_wait } => {
+            let r = c
+                .call(
+                    "POST",
+                    "/v1/disks/replace",
+                    Some(&json!({"old": old, "new": new})),
+                )
+                .and_then(|r| r.json());
+            match r {
+                Ok(v) => println!(
+                    "{old} is being replaced by {new} ({})",
+                    v["partition"].as_str().unwrap_or("?")
+                ),
+                Err(e) => return fail(&e),
+            }
+            if no_wait {
+                return ExitCode::SUCCESS;
+            }
+            let observe = || -> Result<storaged::pool::PoolState, String> {
+                let v = c.get("/v1/pool").map_err(|e| platform::chain(&e))?;
+                serde_json::from_value(v).map_err(|e| format!("GET /v1/pool: {e}"))
+            };
+            match crate::disk::wait_resilver(pool, observe) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("storagectl: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        DiskCmd::Add { drives } => change(
+            c,
+            "POST",
+            "/v1/disks/add",
+            Some(&json!({"drives": drives})),
+            |v| {
+                format!(
+                    "pool {pool} grew by {} ({})",
+                    drives.join(", "),
+                    strs(&v["added"]).join(", ")
+                )
+            },
+        ),
+        DiskCmd::Offline { member } => change(
+            c,
+            "POST",
+            "/v1/disks/offline",
+            Some(&json!({"member": member})),
+            |v| format!("{} is offline", v["member"].as_str().unwrap_or(&member)),
+        ),
+        DiskCmd::Online { member } => change(
+            c,
+            "POST",
+            "/v1/disks/online",
+            Some(&json!({"member": member})),
+            |v| format!("{} is online", v["member"].as_str().unwrap_or(&member)),
+        ),
+    }
+}
+
+fn volume(c: &Client, cmd: VolCmd) -> ExitCode {
+    let vol = |n: &str| format!("/v1/volumes/{}", segment(n));
+    match cmd {
+        VolCmd::Create(a) => match crate::cli::raw_from_args(&a) {
+            Ok((raw, _)) => match serde_json::to_value(&raw) {
+                Ok(body) => show(c, "POST", "/v1/volumes", Some(&body), a.json),
+                Err(e) => {
+                    eprintln!("storagectl: {e}");
+                    ExitCode::FAILURE
+                }
+            },
+            Err(m) => {
+                eprintln!("storagectl: {m}");
+                ExitCode::from(2)
+            }
+        },
+        VolCmd::Resize { name, size, json } => show(
+            c,
+            "POST",
+            &format!("{}/resize", vol(&name)),
+            Some(&json!({"size": size})),
+            json,
+        ),
+        VolCmd::Show { name, json } => show(c, "GET", &vol(&name), None, json),
+        VolCmd::List { json, bytes } => show(
+            c,
+            "GET",
+            &format!("/v1/volumes{}", bytes_q(bytes)),
+            None,
+            json,
+        ),
+        VolCmd::Delete { name, force } => {
+            let q = if force { "?force=true" } else { "" };
+            change(c, "DELETE", &format!("{}{q}", vol(&name)), None, |_| {
+                format!("deleted {name}")
+            })
+        }
+        VolCmd::Snapshot(SnapshotArgs {
+            cmd: Some(SnapCmd::Delete { name, snapshot }),
+            ..
+        }) => change(
+            c,
+            "DELETE",
+            &format!("{}/snapshots/{}", vol(&name), segment(&snapshot)),
+            None,
+            |_| format!("deleted {name}@{snapshot}"),
+        ),
+        VolCmd::Snapshot(SnapshotArgs {
+            name: Some(name),
+            snap,
+            json,
+            ..
+        }) => {
+            let path = format!("{}/snapshots", vol(&name));
+            let body = json!({"name": snap});
+            if json {
+                return show(c, "POST", &path, Some(&body), true);
+            }
+            change(c, "POST", &path, Some(&body), |v| {
+                format!("{name}@{}", v["name"].as_str().unwrap_or("?"))
+            })
+        }
+        VolCmd::Snapshot(_) => {
+            eprintln!("storagectl: volume snapshot needs a volume name (or `delete NAME SNAP`)");
+            ExitCode::from(2)
+        }
+        VolCmd::Snapshots { name, json, bytes } => show(
+            c,
+            "GET",
+            &format!("{}/snapshots{}", vol(&name), bytes_q(bytes)),
+            None,
+            json,
+        ),
+        VolCmd::Rollback {
+            name,
+            snapshot,
+            destroy_newer,
+            force,
+        } => change(
+            c,
+            "POST",
+            &format!("{}/rollback", vol(&name)),
+            Some(&json!({"snapshot": snapshot, "destroy_newer": destroy_newer, "force": force})),
+            |_| format!("{name} rolled back to {snapshot}"),
+        ),
+        VolCmd::Clone {
+            new,
+            from,
+            vm,
+            transport,
+            json,
+        } => {
+            let Some((origin, snap)) = from.split_once('@') else {
+                eprintln!("storagectl: --from {from}: expected VOLUME@SNAPSHOT");
+                return ExitCode::from(2);
+            };
+            let mut body = json!({"name": new});
+            if let Some(v) = vm {
+                body["vm"] = v.into();
+            }
+            if let Some(t) = transport {
+                body["transport"] = t.into();
+            }
+            show(
+                c,
+                "POST",
+                &format!("{}/snapshots/{}/clone", vol(origin), segment(snap)),
+                Some(&body),
+                json,
+            )
+        }
+        VolCmd::Iostat {
+            names,
+            interval,
+            json,
+        } => {
+            if !(0.1..=30.0).contains(&interval) {
+                eprintln!(
+                    "storagectl: --interval {interval}: give 0.1 to 30 seconds with --remote"
+                );
+                return ExitCode::from(2);
+            }
+            let s: Result<storaged::iostat::Sample, String> = c
+                .get(&format!("/v1/iostat?interval={interval}"))
+                .map_err(|e| platform::chain(&e))
+                .and_then(|v| {
+                    serde_json::from_value(v).map_err(|e| format!("GET /v1/iostat: {e}"))
+                });
+            match s {
+                Ok(s) => {
+                    if let Some(n) = names
+                        .iter()
+                        .find(|n| !s.volumes.iter().any(|v| &v.volume == *n))
+                    {
+                        eprintln!("storagectl: {n}: no such volume with a device on the box");
+                        return ExitCode::FAILURE;
+                    }
+                    crate::volume::show_rates(s, &names, json)
+                }
+                Err(e) => {
+                    eprintln!("storagectl: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        VolCmd::Reconcile { .. } => usage("volume reconcile"),
+        VolCmd::AdoptSpool => usage("volume adopt-spool"),
+    }
+}
+
+fn vault(c: &Client, pool: &str, cmd: VaultCmd) -> ExitCode {
+    match cmd {
+        VaultCmd::Recover {
+            json,
+            accept_unproven,
+        } => {
+            let mut line = zeroize::Zeroizing::new(String::new());
+            if let Err(e) = std::io::stdin().read_line(&mut line) {
+                eprintln!("storagectl: reading the recovery key on stdin: {e}");
+                return ExitCode::FAILURE;
+            }
+            // The JSON copy is not wiped (serde_json's strings cannot be); it lives until the
+            // call returns.
+            let body = json!({
+                "recovery_key": line.trim(),
+                "accept_unproven": accept_unproven,
+            });
+            show(c, "POST", "/v1/vault/recover", Some(&body), json)
+        }
+        VaultCmd::RecoveryKey => match c
+            .call("POST", "/v1/vault/recovery-key", None)
+            .and_then(|r| r.json())
+        {
+            Ok(v) => {
+                println!("{}", v["recovery_key"].as_str().unwrap_or(""));
+                eprintln!("storagectl: new recovery key for {pool}/vault; the vault key was rotated, so the old recovery key and every old seal or copy of them open nothing; the new key is not stored anywhere");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
+    }
+}

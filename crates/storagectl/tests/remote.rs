@@ -1,0 +1,89 @@
+//! `storagectl --remote` end to end against a management API server over its recording fake:
+//! what is printed, which request each command makes, and the exit codes.
+
+#![allow(clippy::unwrap_used)]
+
+use mgmt::api::Op;
+use mgmt::testing::{Ca, FakeBox};
+use std::process::Command;
+
+fn storagectl(remote: &[String], args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_storagectl"))
+        .args(remote)
+        .args(args)
+        .env_remove("EVE_REMOTE")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn remote_commands_print_what_the_box_renders_and_exit_as_on_the_box() {
+    let dir = tempfile::tempdir().unwrap();
+    let (admin_ca, reader_ca) = (Ca::new("admins"), Ca::new("readers"));
+    let b = FakeBox::start(&admin_ca, &reader_ca, dir.path());
+    let admin = b.remote_args(&admin_ca.issue("ops-admin"), dir.path(), "admin");
+    let reader = b.remote_args(&reader_ca.issue("ops-reader"), dir.path(), "reader");
+
+    // Text is the box's rendering (the fake's stands in for it), JSON the box's JSON.
+    let (code, out, _) = storagectl(&reader, &["status"]);
+    assert_eq!((code, out.as_str()), (0, "text of {\"op\":\"Status\"}\n"));
+    let (code, out, _) = storagectl(&reader, &["volume", "list", "--json", "--bytes"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["op"],
+        "Volumes"
+    );
+    // A change prints the line it prints on the box.
+    let (code, out, _) = storagectl(&admin, &["volume", "delete", "web", "--force"]);
+    assert_eq!((code, out.as_str()), (0, "deleted web\n"));
+    let (code, out, _) = storagectl(&admin, &["volume", "rollback", "web", "before"]);
+    assert_eq!((code, out.as_str()), (0, "web rolled back to before\n"));
+    // A name cannot reach another endpoint.
+    let (code, _, _) = storagectl(&reader, &["volume", "show", "../../v1/audit"]);
+    assert_eq!(code, 0);
+    let calls = b.fake.calls.lock().unwrap().clone();
+    let shown: Vec<_> = calls.iter().filter(|c| c.0 == Op::VolumeShow).collect();
+    assert_eq!(shown.len(), 1, "{calls:?}");
+    assert_eq!(
+        shown[0].1,
+        vec![("name", "..%2F..%2Fv1%2Faudit".to_string())]
+    );
+
+    // Failures: the box's message, exit 1; a reader changing is refused and nothing runs.
+    let (code, _, err) = storagectl(&reader, &["volume", "delete", "db"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("needs the admin role") && err.contains("403 forbidden"),
+        "{err}"
+    );
+    let (code, _, err) = storagectl(&reader, &["volume", "show", "missing"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("404 not_found"), "{err}");
+    assert!(!b
+        .fake
+        .calls
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|c| c.0 == Op::VolumeDelete && c.1 == vec![("name", "db".to_string())]));
+    // The box's own housekeeping has no remote form: a usage error.
+    let (code, _, err) = storagectl(&admin, &["volume", "reconcile"]);
+    assert_eq!(code, 2, "{err}");
+    // A box whose certificate is not the pinned one: refused, nothing is sent.
+    let other = FakeBox::start(&admin_ca, &reader_ca, dir.path());
+    let mut wrong = admin.clone();
+    wrong[1] = format!("https://{}", other.addr);
+    let (code, _, err) = storagectl(&wrong, &["volume", "delete", "web"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("not the one in --ca"), "{err}");
+    assert!(other.fake.calls.lock().unwrap().is_empty());
+    // Bad flags are named.
+    let (code, _, err) = storagectl(&["--remote".into(), "http://box".into()], &["status"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("not an https:// URL"), "{err}");
+}
