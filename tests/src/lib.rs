@@ -1218,6 +1218,105 @@ pub fn host_tool(name: &str) -> PathBuf {
     p
 }
 
+/// What an operator on the host needs to call a box's management API: the development CA's
+/// certificates (the build record names their directory) and the box's own certificate, read off
+/// its forwarded port with `openssl s_client` (the console prints its fingerprint; the
+/// production test compares the two).
+#[derive(Debug, Clone)]
+pub struct ApiAccess {
+    pub url: String,
+    pub dir: PathBuf,
+    pub server_pem: PathBuf,
+}
+
+impl ApiAccess {
+    /// Pins the certificate `m` serves on its forwarded port `guest_port` now (a box whose
+    /// vault is locked makes a new one each start).
+    pub fn pin(m: &Machine, image: &Path, guest_port: u16, dir: &Path) -> ApiAccess {
+        let dev = PathBuf::from(
+            build_manifest(image)["mgmt"]["dev_dir"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{} has no development CA", image.display())),
+        );
+        std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        let port = m.host_port(guest_port);
+        let out = Command::new("openssl")
+            .args([
+                "s_client",
+                "-connect",
+                &format!("127.0.0.1:{port}"),
+                "-tls1_3",
+            ])
+            .arg("-cert")
+            .arg(dev.join("admin.pem"))
+            .arg("-key")
+            .arg(dev.join("admin.key"))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("openssl: {e}"));
+        let shown = String::from_utf8_lossy(&out.stdout).into_owned();
+        let begin = shown
+            .find("-----BEGIN CERTIFICATE-----")
+            .unwrap_or_else(|| panic!("no server certificate on port {port}: {out:?}"));
+        let end = shown
+            .find("-----END CERTIFICATE-----")
+            .unwrap_or(shown.len())
+            + "-----END CERTIFICATE-----".len();
+        let server_pem = dir.join("server.pem");
+        std::fs::write(
+            &server_pem,
+            format!("{}\n", &shown[begin..end.min(shown.len())]),
+        )
+        .unwrap_or_else(|e| panic!("{}: {e}", server_pem.display()));
+        for f in ["admin", "reader"] {
+            for ext in ["pem", "key"] {
+                let to = dir.join(format!("{f}.{ext}"));
+                std::fs::copy(dev.join(format!("{f}.{ext}")), &to)
+                    .unwrap_or_else(|e| panic!("{}: {e}", to.display()));
+            }
+        }
+        ApiAccess {
+            url: format!("https://127.0.0.1:{port}"),
+            dir: dir.into(),
+            server_pem,
+        }
+    }
+
+    /// `--remote`, `--cert`, `--key`, `--ca` for `who` (`admin` or `reader`).
+    pub fn args(&self, who: &str) -> Vec<String> {
+        let f = |ext: &str| self.dir.join(format!("{who}.{ext}")).display().to_string();
+        vec![
+            "--remote".into(),
+            self.url.clone(),
+            "--cert".into(),
+            f("pem"),
+            "--key".into(),
+            f("key"),
+            "--ca".into(),
+            self.server_pem.display().to_string(),
+        ]
+    }
+
+    /// Runs the host's `tool` (`storagectl`, `abupdate`) as `who` against the box.
+    pub fn run(&self, tool: &str, who: &str, args: &[&str]) -> Output {
+        let out = Command::new(host_tool(tool))
+            .args(self.args(who))
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("{tool}: {e}"));
+        let o = Output {
+            status: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        eprintln!(
+            "{tool} --remote ({who}) {args:?} -> {}\n{}{}",
+            o.status, o.stdout, o.stderr
+        );
+        o
+    }
+}
+
 /// Per-test output folder: $EVE_TEST_OUT/<name>, else target/vmtest/<name>.
 pub fn test_dir(name: &str) -> PathBuf {
     std::env::var_os("EVE_TEST_OUT")

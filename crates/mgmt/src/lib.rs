@@ -8,6 +8,7 @@ pub mod api;
 pub mod backend;
 pub mod limit;
 pub mod net;
+pub mod netpolicy;
 pub mod server;
 pub mod stream;
 pub mod testing;

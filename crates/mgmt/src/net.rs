@@ -1,7 +1,9 @@
 //! The production image's network (`eve-net`): a firewall that lets in only the management API
-//! (and DHCP replies), loaded before any link comes up, then DHCP on every Ethernet port. It
-//! observes the ports, decides one plan (pure, printable with `--dry-run`), then applies it.
+//! (and DHCP replies, and what `network.toml` opens), loaded before any link comes up, then the
+//! static addresses `network.toml` gives and DHCP on every other Ethernet port. It observes the
+//! ports and the settings, decides one plan (pure, printable with `--dry-run`), then applies it.
 
+use crate::netpolicy::{Net, NetPolicy};
 use platform::Roots;
 use std::path::Path;
 
@@ -9,8 +11,48 @@ use std::path::Path;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     pub api_port: u16,
-    /// A plain-HTTP metrics listener's port, when the policy enables one.
-    pub metrics_port: Option<u16>,
+    /// A plain-HTTP metrics listener's port and who may reach it (empty: anyone).
+    pub metrics: Option<(u16, Vec<Net>)>,
+    /// The NVMe/TCP port and the hosts that may reach it, when the volume settings put it beyond
+    /// loopback (nobody, when none are named).
+    pub nvme_tcp: Option<(u16, Vec<Net>)>,
+}
+
+impl Policy {
+    /// From the network settings and where NVMe/TCP listens (`address`, `port`).
+    pub fn new(n: &NetPolicy, nvme_address: &str, nvme_port: u16) -> Policy {
+        let loopback = nvme_address
+            .parse::<std::net::IpAddr>()
+            .map(|a| a.is_loopback())
+            .unwrap_or(false);
+        Policy {
+            api_port: n.api_port,
+            metrics: n
+                .metrics
+                .as_ref()
+                .map(|m| (m.listen.port(), m.allow.clone())),
+            nvme_tcp: (!loopback).then(|| (nvme_port, n.nvme_tcp_allow.clone())),
+        }
+    }
+}
+
+/// `ip saddr { .. } tcp dport P ct state new accept` for each family `from` has.
+fn from_rules(port: u16, from: &[Net]) -> String {
+    let mut out = String::new();
+    for (fam, v4) in [("ip", true), ("ip6", false)] {
+        let set: Vec<String> = from
+            .iter()
+            .filter(|n| n.addr.is_ipv4() == v4)
+            .map(|n| n.to_string())
+            .collect();
+        if !set.is_empty() {
+            out.push_str(&format!(
+                "    {fam} saddr {{ {} }} tcp dport {port} ct state new accept\n",
+                set.join(", ")
+            ));
+        }
+    }
+    out
 }
 
 /// The nftables ruleset: input and forward drop by default; loopback, replies to what the box
@@ -22,8 +64,14 @@ pub struct Policy {
 /// keywords, never names nft would look up in /etc/protocols (the image has none).
 pub fn ruleset(p: &Policy) -> String {
     let mut tcp = vec![p.api_port.to_string()];
-    if let Some(m) = p.metrics_port {
-        tcp.push(m.to_string());
+    let mut from = String::new();
+    match &p.metrics {
+        Some((port, allow)) if allow.is_empty() => tcp.push(port.to_string()),
+        Some((port, allow)) => from.push_str(&from_rules(*port, allow)),
+        None => {}
+    }
+    if let Some((port, allow)) = &p.nvme_tcp {
+        from.push_str(&from_rules(*port, allow));
     }
     format!(
         "flush ruleset
@@ -39,7 +87,7 @@ table inet eve {{
     udp sport 67 udp dport 68 accept
     udp sport 547 udp dport 546 accept
     tcp dport {{ {} }} ct state new accept
-  }}
+{from}  }}
   chain forward {{
     type filter hook forward priority filter; policy drop;
   }}
@@ -76,7 +124,15 @@ pub enum Step {
     LoadModules(Vec<&'static str>),
     Firewall(String),
     LinkUp(String),
+    /// A static address on a port, and its default route when it has a gateway.
+    Address {
+        port: String,
+        address: Net,
+        gateway: Option<std::net::IpAddr>,
+    },
     Dhcp(String),
+    /// Something the settings ask for that cannot be done (a port that is not there): said.
+    Note(String),
 }
 
 pub const MODULES: &[&str] = &[
@@ -87,14 +143,41 @@ pub const MODULES: &[&str] = &[
     "nf_conntrack",
 ];
 
-/// The firewall first: if it cannot be loaded, no link comes up (fail closed).
-pub fn decide(p: &Policy, ports: &[String]) -> Vec<Step> {
+/// The firewall first: if it cannot be loaded, no link comes up (fail closed). Then every port
+/// up, the static addresses, DHCP on the other ports.
+pub fn decide(p: &Policy, n: &NetPolicy, ports: &[String]) -> Vec<Step> {
     let mut s = vec![
         Step::LoadModules(MODULES.to_vec()),
         Step::Firewall(ruleset(p)),
     ];
     s.extend(ports.iter().map(|n| Step::LinkUp(n.clone())));
-    s.extend(ports.iter().map(|n| Step::Dhcp(n.clone())));
+    for port in ports {
+        match n.statics.get(port) {
+            Some(st) => s.push(Step::Address {
+                port: port.clone(),
+                address: st.address,
+                gateway: st.gateway,
+            }),
+            None => s.push(Step::Dhcp(port.clone())),
+        }
+    }
+    for name in n.statics.keys().filter(|k| !ports.contains(k)) {
+        s.push(Step::Note(format!(
+            "network.toml names port {name}, which this box does not have (ports: {})",
+            if ports.is_empty() {
+                "none".to_string()
+            } else {
+                ports.join(", ")
+            }
+        )));
+    }
+    if let Some((port, allow)) = &p.nvme_tcp {
+        if allow.is_empty() {
+            s.push(Step::Note(format!(
+                "NVMe/TCP listens beyond loopback (port {port}) but network.toml's nvme_tcp.allow names no host: the firewall lets nobody reach it"
+            )));
+        }
+    }
     s
 }
 
@@ -104,7 +187,19 @@ impl std::fmt::Display for Step {
             Step::LoadModules(m) => write!(f, "modprobe -a {}", m.join(" ")),
             Step::Firewall(r) => write!(f, "nft -f - <<EOF\n{r}EOF"),
             Step::LinkUp(n) => write!(f, "ip link set {n} up"),
+            Step::Address {
+                port,
+                address,
+                gateway,
+            } => {
+                write!(f, "ip addr replace {address} dev {port}")?;
+                if let Some(g) = gateway {
+                    write!(f, "; ip route replace default via {g} dev {port}")?;
+                }
+                Ok(())
+            }
             Step::Dhcp(n) => write!(f, "udhcpc on {n} (supervised)"),
+            Step::Note(m) => write!(f, "# {m}"),
         }
     }
 }
@@ -115,11 +210,10 @@ mod tests {
 
     #[test]
     fn the_firewall_comes_before_any_link_and_admits_only_the_api() {
+        let n = NetPolicy::default();
         let plan = decide(
-            &Policy {
-                api_port: 8443,
-                metrics_port: None,
-            },
+            &Policy::new(&n, "127.0.0.1", 4420),
+            &n,
             &["eth0".into(), "eth1".into()],
         );
         assert!(matches!(plan[1], Step::Firewall(_)));
@@ -145,11 +239,70 @@ mod tests {
             "{r}"
         );
         assert!(!r.contains("\"eth") && !r.contains("\"en"), "{r}");
-        let m = ruleset(&Policy {
-            api_port: 8443,
-            metrics_port: Some(9100),
-        });
-        assert!(m.contains("tcp dport { 8443, 9100 }"));
+    }
+
+    #[test]
+    fn the_settings_open_the_metrics_port_and_nvme_tcp_to_the_hosts_they_name() {
+        let n = NetPolicy::parse(
+            Path::new("network.toml"),
+            r#"
+[metrics]
+listen = "0.0.0.0:9100"
+[nvme_tcp]
+allow = ["10.1.0.7", "10.2.0.0/16", "fd00::5"]
+[interfaces.eth1]
+address = "192.0.2.10/24"
+gateway = "192.0.2.1"
+[interfaces.eth9]
+address = "192.0.2.11/24"
+"#,
+        )
+        .unwrap();
+        // Loopback NVMe/TCP: never in the firewall, whatever the allow list.
+        let r = ruleset(&Policy::new(&n, "127.0.0.1", 4420));
+        assert!(
+            r.contains("tcp dport { 8443, 9100 } ct state new accept"),
+            "{r}"
+        );
+        assert!(!r.contains("4420"), "{r}");
+        let r = ruleset(&Policy::new(&n, "10.0.0.5", 4420));
+        assert!(
+            r.contains("ip saddr { 10.1.0.7/32, 10.2.0.0/16 } tcp dport 4420 ct state new accept")
+                && r.contains("ip6 saddr { fd00::5/128 } tcp dport 4420 ct state new accept"),
+            "{r}"
+        );
+        // Metrics limited to a network: not in the open set.
+        let mut limited = n.clone();
+        if let Some(m) = limited.metrics.as_mut() {
+            m.allow = vec![Net::parse("192.0.2.0/24").unwrap()];
+        }
+        let r = ruleset(&Policy::new(&limited, "127.0.0.1", 4420));
+        assert!(
+            r.contains("tcp dport { 8443 } ct state new accept")
+                && r.contains("ip saddr { 192.0.2.0/24 } tcp dport 9100 ct state new accept"),
+            "{r}"
+        );
+        // Static where named, DHCP elsewhere, the absent port said; and NVMe/TCP beyond loopback
+        // with nobody allowed is said too.
+        let plan = decide(
+            &Policy::new(&n, "127.0.0.1", 4420),
+            &n,
+            &["eth0".into(), "eth1".into()],
+        );
+        assert!(plan.contains(&Step::Dhcp("eth0".into())));
+        assert!(!plan.contains(&Step::Dhcp("eth1".into())));
+        assert!(plan.iter().any(|s| s.to_string()
+            == "ip addr replace 192.0.2.10/24 dev eth1; ip route replace default via 192.0.2.1 dev eth1"));
+        assert!(plan
+            .iter()
+            .any(|s| matches!(s, Step::Note(m) if m.contains("eth9"))));
+        let none = NetPolicy::default();
+        let plan = decide(&Policy::new(&none, "0.0.0.0", 4420), &none, &[]);
+        assert!(plan
+            .iter()
+            .any(|s| matches!(s, Step::Note(m) if m.contains("lets nobody reach it"))));
+        let r = ruleset(&Policy::new(&none, "0.0.0.0", 4420));
+        assert!(!r.contains("4420"), "{r}");
     }
 
     #[test]

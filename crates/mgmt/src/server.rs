@@ -133,6 +133,73 @@ impl Server {
         }
     }
 
+    /// Serves `GET /metrics` alone, in plain HTTP, on `listener` (the address the network
+    /// settings name): no certificate is asked, nothing else is answered, eight connections at
+    /// most, each with the request time limit.
+    pub async fn serve_metrics(self: Arc<Self>, listener: TcpListener) {
+        let slots = Arc::new(tokio::sync::Semaphore::new(8));
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                self.stats
+                    .connections_refused
+                    .fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            let me = self.clone();
+            tokio::spawn(async move {
+                let _held = permit;
+                let limit = Duration::from_secs(me.limits.request_secs);
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let me = me.clone();
+                    async move {
+                        let r = if req.method() == hyper::Method::GET
+                            && req.uri().path() == "/metrics"
+                        {
+                            let b = me.backend.clone();
+                            match tokio::task::spawn_blocking(move || b.metrics()).await {
+                                Ok(Ok(mut t)) => {
+                                    t.push_str(&me.own_metrics());
+                                    respond(
+                                        200,
+                                        "text/plain; version=0.0.4; charset=utf-8",
+                                        t.into_bytes(),
+                                    )
+                                }
+                                Ok(Err(e)) => respond(
+                                    e.status,
+                                    "application/json",
+                                    serde_json::to_vec_pretty(&e.body()).unwrap_or_default(),
+                                ),
+                                Err(e) => respond(500, "text/plain", e.to_string().into_bytes()),
+                            }
+                        } else {
+                            let e = ApiError::new(404, "no_such_endpoint", "this listener serves GET /metrics only; the API is on its HTTPS port");
+                            respond(
+                                404,
+                                "application/json",
+                                serde_json::to_vec_pretty(&e.body()).unwrap_or_default(),
+                            )
+                        };
+                        Ok::<_, std::convert::Infallible>(r)
+                    }
+                });
+                let _ = tokio::time::timeout(
+                    limit * 3,
+                    hyper::server::conn::http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(limit)
+                        .keep_alive(false)
+                        .serve_connection(TokioIo::new(stream), svc),
+                )
+                .await;
+            });
+        }
+    }
+
     async fn connection(
         self: Arc<Self>,
         acceptor: TlsAcceptor,

@@ -786,3 +786,55 @@ fn updates_stream_to_the_operation_and_refusals_reach_the_client() {
     }
     drop(rt);
 }
+
+/// The plain-HTTP metrics listener answers `GET /metrics` and nothing else, with no certificate.
+#[tokio::test]
+async fn the_metrics_listener_serves_metrics_only() {
+    let (admin_ca, reader_ca) = (ca("admins"), ca("readers"));
+    let trust = Trust::new(
+        &[CertificateDer::from(admin_ca.cert.der().to_vec())],
+        &[CertificateDer::from(reader_ca.cert.der().to_vec())],
+    )
+    .unwrap();
+    let id = Identity::generate("box.test").unwrap();
+    let tls = trust.server_config(&id).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let audit = storaged::audit::Journal::at(dir.path().join("audit.jsonl"));
+    let server = mgmt::server::Server::new(
+        trust,
+        tls,
+        Arc::new(Fake::default()),
+        audit,
+        Limits::default(),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(server.serve_metrics(l));
+    let get = |path: &'static str| async move {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut send, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let req = hyper::Request::builder()
+            .uri(path)
+            .header("host", "box")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        let s = resp.status().as_u16();
+        let b = resp.into_body().collect().await.unwrap().to_bytes();
+        (s, String::from_utf8_lossy(&b).into_owned())
+    };
+    let (s, body) = get("/metrics").await;
+    assert_eq!(s, 200);
+    assert!(
+        body.contains("eve_pool_healthy 1") && body.contains("eve_mgmt_requests_total"),
+        "{body}"
+    );
+    for p in ["/v1/status", "/v1/volumes", "/metrics/../v1/audit"] {
+        let (s, body) = get(p).await;
+        assert_eq!(s, 404, "{p}: {body}");
+    }
+}

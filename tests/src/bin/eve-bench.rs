@@ -9,7 +9,7 @@
 
 use clap::Parser;
 use eve_vmtest::bench::{self, median, FioResult, PathRun, Report, Sample, ScaleRun, Target};
-use eve_vmtest::{test_dir, DiskKind, DiskSpec, Machine, MachineSpec};
+use eve_vmtest::{build_manifest, test_dir, DiskKind, DiskSpec, Machine, MachineSpec};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -45,6 +45,7 @@ enum SectionName {
     DataPaths,
     Scaling,
     ControlPlane,
+    Api,
 }
 
 type R<T> = Result<T, String>;
@@ -714,6 +715,71 @@ fn control_plane(m: &mut Machine, cli: &Cli, rep: &mut Report) -> R<()> {
     Ok(())
 }
 
+/// The management API beside the local CLI on the same box: `storagectl status` and `volume
+/// list` run in the guest as they are, and through `--remote https://127.0.0.1:8443` (a TCP
+/// connection, the TLS 1.3 handshake with client certificates, the request, and the box's
+/// rendering of the same text); medians of 5, each run a new process as an operator's would be.
+fn api(m: &mut Machine, cli: &Cli, rep: &mut Report) -> R<()> {
+    let dev = PathBuf::from(
+        build_manifest(&cli.image)["mgmt"]["dev_dir"]
+            .as_str()
+            .ok_or("the image has no development CA")?,
+    );
+    for ext in ["pem", "key"] {
+        m.copy_in(
+            &dev.join(format!("admin.{ext}")),
+            &format!("/run/bench-admin.{ext}"),
+        )
+        .map_err(e)?;
+    }
+    // The server's own file holds its certificate (and key): the pin an operator would take.
+    let remote = "--remote https://127.0.0.1:8443 --cert /run/bench-admin.pem --key /run/bench-admin.key --ca /persist/config/mgmt/server.pem";
+    rep.footprint
+        .insert("idle RSS KiB: mgmtd".into(), rss_kib(m, "mgmtd")?);
+    for what in ["status", "volume list"] {
+        let (mut local, mut api) = (Vec::new(), Vec::new());
+        for _ in 0..5 {
+            local.push(timed(m, &format!("storagectl {what} >/dev/null"))?);
+            api.push(timed(m, &format!("storagectl {remote} {what} >/dev/null"))?);
+        }
+        let (l, a) = (median(&local), median(&api));
+        log(format!(
+            "api: `storagectl {what}` local {local:?} ms, through the API {api:?} ms"
+        ));
+        for (k, v, runs) in [
+            (
+                format!("`storagectl {what}`, local (median of 5)"),
+                l,
+                &local,
+            ),
+            (
+                format!("`storagectl --remote {what}` on the box (median of 5)"),
+                a,
+                &api,
+            ),
+        ] {
+            let lo = runs.iter().min().copied().unwrap_or(0);
+            let hi = runs.iter().max().copied().unwrap_or(0);
+            rep.spread_ms.insert(k.clone(), (lo, hi));
+            rep.times_ms.insert(k, v);
+        }
+        rep.targets.push(Target {
+            what: format!("`storagectl {what}` through the API"),
+            ours_ms: a,
+            baseline: format!("local `storagectl {what}`"),
+            baseline_ms: l,
+            // The target is what the API adds (50 ms), not a ratio.
+            max_ratio: 100.0,
+            max_ms: Some(l + 50),
+        });
+    }
+    rep.footprint.insert(
+        "RSS KiB after the API runs: mgmtd".into(),
+        rss_kib(m, "mgmtd")?,
+    );
+    Ok(())
+}
+
 fn storage_policy(no_new_drives: bool) -> Vec<u8> {
     let base = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../rootfs/etc/storage.toml"),
@@ -804,13 +870,15 @@ fn run(cli: &Cli) -> R<Report> {
         ("volumed", "x86_64-unknown-linux-gnu/release"),
         ("storaged", "x86_64-unknown-linux-gnu/release"),
         ("abupdate", "x86_64-unknown-linux-gnu/release"),
+        ("mgmtd", "x86_64-unknown-linux-gnu/release"),
+        ("eve-net", "x86_64-unknown-linux-gnu/release"),
     ] {
         if let Ok(md) = std::fs::metadata(bins.join(d).join(b)) {
             rep.footprint.insert(format!("binary bytes: {b}"), md.len());
         }
     }
 
-    let steps: [(SectionName, &str, Section); 4] = [
+    let steps: [(SectionName, &str, Section); 5] = [
         // Data paths first, on a fresh pool and a full-grown ARC: the RAM disks of the overhead
         // section press the ARC down, and it grows back slowly.
         (SectionName::DataPaths, "data paths", data_paths),
@@ -821,6 +889,7 @@ fn run(cli: &Cli) -> R<Report> {
         ),
         (SectionName::Scaling, "scaling", scaling),
         (SectionName::ControlPlane, "control plane", control_plane),
+        (SectionName::Api, "management API", api),
     ];
     for (id, name, f) in steps {
         if !cli.only.is_empty() && !cli.only.contains(&id) {

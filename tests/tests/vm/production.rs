@@ -62,8 +62,15 @@ fn the_production_image_boots_to_a_working_box_and_opens_nothing() {
     spec.console_input = true;
     // As shipped: Secure Boot on with the project's keys enrolled.
     spec.secure_boot = true;
-    // The API's port, and NVMe/TCP's, which the firewall must not let in.
-    spec.forward = vec![8443, 4420];
+    // The API's port, the plain-HTTP metrics port network.toml opens, and NVMe/TCP's, which the
+    // firewall must not let in.
+    spec.forward = vec![8443, 9100, 4420];
+    // The operator's network settings on the CONFIG partition: a static address (qemu's user
+    // network is 10.0.2.0/24, its gateway .2) instead of DHCP, and a metrics listener.
+    spec.config_files = vec![(
+        "network.toml".into(),
+        b"[interfaces.enp0s3]\naddress = \"10.0.2.15/24\"\ngateway = \"10.0.2.2\"\n\n[metrics]\nlisten = \"0.0.0.0:9100\"\n".to_vec(),
+    )];
     let mut m = Machine::create(spec, &test_dir("production").join("vm")).unwrap();
 
     // The console shows the box coming up: storage, services, the status summary and the health
@@ -845,9 +852,31 @@ fn the_api_answers_only_mutual_tls(m: &Machine, bm: &serde_json::Value) -> Api {
     assert!(!out.status.success() && out.stdout.is_empty(), "{out:?}");
     let console = m.console();
     assert!(
-        console.contains("eve-net: firewall loaded (TCP 8443 only)"),
+        console.contains("eve-net: firewall loaded (TCP 8443, 9100 (metrics) only)")
+            && console.contains("eve-net: enp0s3 has 10.0.2.15/24 (static) via 10.0.2.2"),
         "{console}"
     );
+    assert!(
+        !console.contains("DHCP on enp0s3"),
+        "DHCP ran on a port with a static address:\n{console}"
+    );
+    // The plain-HTTP listener serves the metrics, no certificate needed, and nothing else.
+    let plain = |path: &str| {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "20", "-w", "\n%{http_code}"])
+            .arg(format!("http://127.0.0.1:{}{path}", m.host_port(9100)))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse::<u16>().unwrap_or(0), body.to_string())
+    };
+    let (s, body) = plain("/metrics");
+    assert_eq!(s, 200, "{body}");
+    assert!(body.contains("eve_mgmt_requests_total"), "{body}");
+    for p in ["/v1/status", "/v1/audit", "/v1/update"] {
+        assert_eq!(plain(p).0, 404, "{p} on the metrics port");
+    }
     // The box said why it refused each handshake.
     for why in [
         "TLS handshake refused: peer sent no certificates",

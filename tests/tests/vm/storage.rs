@@ -680,6 +680,8 @@ fn fresh_tpm_leaves_the_vault_locked_and_a_missing_mirror_member_is_replaced_thr
             .replace("topology = \"stripe\"", "topology = \"mirror\"")
             .into_bytes(),
     )];
+    // The management API's port: the replacement below is asked from the host through it.
+    spec.forward = vec![8443];
     let mut m = Machine::create(spec, &test_dir("storage-tpm")).unwrap();
     m.boot().unwrap();
     let g = guid(&mut m);
@@ -780,17 +782,77 @@ fn fresh_tpm_leaves_the_vault_locked_and_a_missing_mirror_member_is_replaced_thr
         assert_eq!(o.status, 1, "{old} {new}: {o:?}");
         assert!(o.stderr.contains(why), "{old} {new}: {}", o.stderr);
     }
-    let o = m
-        .ok(&format!(
-            "storagectl disk replace {gone} /dev/disk/by-id/virtio-NEWVIRT --no-wait && zpool status persist"
-        ))
-        .unwrap();
+    // The replacement itself is asked from the host through the management API, as an
+    // operator runs a production box (the vault is locked here: the API serves regardless).
+    let api = eve_vmtest::ApiAccess::pin(
+        &m,
+        &image_path(),
+        8443,
+        &test_dir("storage-tpm").join("api"),
+    );
+    let args = [
+        "disk",
+        "replace",
+        gone.as_str(),
+        "/dev/disk/by-id/virtio-NEWVIRT",
+        "--no-wait",
+    ];
+    let o = api.run("storagectl", "reader", &args);
+    assert_eq!(o.status, 1, "a reader replaced a disk");
+    assert!(o.stderr.contains("403 forbidden"), "{}", o.stderr);
+    let o = api.run(
+        "storagectl",
+        "admin",
+        &[
+            "disk",
+            "replace",
+            gone.as_str(),
+            "/dev/disk/by-id/virtio-SMALL",
+            "--no-wait",
+        ],
+    );
+    assert_eq!(o.status, 1, "{o:?}");
+    assert!(
+        o.stderr.contains("too-small") && o.stderr.contains("409 refused"),
+        "{}",
+        o.stderr
+    );
+    let o = api.run("storagectl", "admin", &args);
+    assert_eq!(o.status, 0, "{o:?}");
+    assert!(
+        o.stdout.starts_with(&format!(
+            "{gone} is being replaced by /dev/disk/by-id/virtio-NEWVIRT ("
+        )),
+        "{}",
+        o.stdout
+    );
+    let o = m.ok("zpool status persist").unwrap();
     let cut_mid_resilver = o.contains("resilver in progress");
     m.power_cut().unwrap();
 
-    // The next boot resumes the resilver; it completes and the data verifies.
+    // The next boot resumes the resilver; it completes and the data verifies. The change is on
+    // the audit journal: who asked for it and what came of it.
     m.boot().unwrap();
+    let api = eve_vmtest::ApiAccess::pin(
+        &m,
+        &image_path(),
+        8443,
+        &test_dir("storage-tpm").join("api"),
+    );
+    let audit = api.run("storagectl", "admin", &["audit", "--json"]);
+    let entries: serde_json::Value = serde_json::from_str(&audit.stdout).unwrap();
+    let done = |status: u64| {
+        entries.as_array().unwrap().iter().any(|e| {
+            e["path"] == "/v1/disks/replace"
+                && e["status"] == status
+                && e["subject"] == "CN=dev-admin"
+        })
+    };
+    assert!(done(200) && done(409), "{entries}");
     wait_for_resilver(&mut m);
+    let o = api.run("storagectl", "reader", &["disk", "list", "--json"]);
+    let l: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(l["missing"].as_array().unwrap().len(), 0, "{l}");
     let l: serde_json::Value =
         serde_json::from_str(&m.ok("storagectl disk list --json").unwrap()).unwrap();
     assert_eq!(l["missing"].as_array().unwrap().len(), 0, "{l}");

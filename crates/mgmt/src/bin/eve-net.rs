@@ -1,5 +1,6 @@
 //! eve-net: the production image's network. Loads the firewall, then brings every Ethernet port
-//! up with a DHCP client and keeps those clients running (see `mgmt::net`).
+//! up with its static address from `/config/network.toml` or a DHCP client, and keeps those
+//! clients running (see `mgmt::net` and `mgmt::netpolicy`).
 //!
 //! Exit codes: 0 `--dry-run` printed the plan; 1 a step failed (the firewall could not be
 //! loaded: no link was brought up); 2 usage.
@@ -11,11 +12,18 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::Duration;
 
 #[derive(Parser, Debug)]
-#[command(version, about = "Firewall, then DHCP on every Ethernet port")]
+#[command(
+    version,
+    about = "Firewall, then static addresses or DHCP on every Ethernet port"
+)]
 struct Cli {
-    /// The management API's port, the one TCP port let in.
-    #[arg(long, default_value_t = 8443)]
-    api_port: u16,
+    /// The network settings (CONFIG partition); the defaults when absent or wrong.
+    #[arg(long, default_value = mgmt::netpolicy::PATH)]
+    network: std::path::PathBuf,
+    /// The volume settings that say where NVMe/TCP listens [default: as `storagectl volume`
+    /// reads them].
+    #[arg(long)]
+    volumes_config: Option<std::path::PathBuf>,
     /// Print the plan and change nothing.
     #[arg(long)]
     dry_run: bool,
@@ -53,12 +61,26 @@ fn run(argv: &[&str], stdin: Option<&str>) -> Result<(), String> {
 fn main() -> ExitCode {
     platform::log::set_name("eve-net");
     let cli = Cli::parse();
-    let policy = Policy {
-        api_port: cli.api_port,
-        metrics_port: None,
-    };
+    let (settings, refused) = mgmt::netpolicy::NetPolicy::load(&cli.network);
+    if let Some(why) = refused {
+        platform::log(format!(
+            "network settings REJECTED: {why}; using the defaults (DHCP on every port, the API on 8443 only)"
+        ));
+    }
+    let (nvme_addr, nvme_port) =
+        match volumes::config::Config::load_layered(cli.volumes_config.as_deref()) {
+            Ok(c) => (c.nvme_tcp.address, c.nvme_tcp.port),
+            Err(e) => {
+                platform::log(format!(
+                    "volume settings: {}; NVMe/TCP is not let in",
+                    platform::chain(&e)
+                ));
+                ("127.0.0.1".to_string(), 0)
+            }
+        };
+    let policy = Policy::new(&settings, &nvme_addr, nvme_port);
     let ports = net::ports(&platform::Roots::host());
-    let plan = net::decide(&policy, &ports);
+    let plan = net::decide(&policy, &settings, &ports);
     if cli.dry_run {
         for s in &plan {
             println!("{s}");
@@ -75,6 +97,44 @@ fn main() -> ExitCode {
             }
             Step::Firewall(rules) => run(&[NFT, "-f", "-"], Some(rules)),
             Step::LinkUp(n) => run(&[IP, "link", "set", n, "up"], None),
+            Step::Address {
+                port,
+                address,
+                gateway,
+            } => {
+                let a = address.to_string();
+                let r =
+                    run(&[IP, "addr", "replace", &a, "dev", port], None).and_then(
+                        |()| match gateway {
+                            Some(g) => {
+                                let g = g.to_string();
+                                run(
+                                    &[IP, "route", "replace", "default", "via", &g, "dev", port],
+                                    None,
+                                )
+                            }
+                            None => Ok(()),
+                        },
+                    );
+                match r {
+                    Ok(()) => {
+                        platform::log(format!(
+                            "{port} has {a} (static){}",
+                            gateway.map(|g| format!(" via {g}")).unwrap_or_default()
+                        ));
+                        Ok(())
+                    }
+                    // One port's address failing leaves the others (and the firewall) in place.
+                    Err(e) => {
+                        platform::log(format!("{port}: {e}; its static address is not set"));
+                        Ok(())
+                    }
+                }
+            }
+            Step::Note(m) => {
+                platform::log(m.clone());
+                Ok(())
+            }
             Step::Dhcp(n) => {
                 dhcp.push(n.clone());
                 Ok(())
@@ -86,9 +146,20 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
+    let mut open = vec![policy.api_port.to_string()];
+    if let Some((p, allow)) = &policy.metrics {
+        open.push(if allow.is_empty() {
+            format!("{p} (metrics)")
+        } else {
+            format!("{p} (metrics, from {} networks)", allow.len())
+        });
+    }
+    if let Some((p, allow)) = &policy.nvme_tcp {
+        open.push(format!("{p} (NVMe/TCP, from {} networks)", allow.len()));
+    }
     platform::log(format!(
         "firewall loaded (TCP {} only); DHCP on {}",
-        cli.api_port,
+        open.join(", "),
         if dhcp.is_empty() {
             "no port".to_string()
         } else {

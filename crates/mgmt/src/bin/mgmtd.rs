@@ -15,9 +15,14 @@ use std::sync::Arc;
 struct Cli {
     #[command(subcommand)]
     cmd: Option<Cmd>,
-    /// Address and port to serve on.
-    #[arg(long, default_value = "0.0.0.0:8443")]
-    listen: std::net::SocketAddr,
+    /// Address and port to serve on [default: every address, the port network.toml names or
+    /// 8443].
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// The network settings (CONFIG partition): the API's port and the plain-HTTP metrics
+    /// listener, if any.
+    #[arg(long, default_value = mgmt::netpolicy::PATH)]
+    network: PathBuf,
     /// PEM file of the CA(s) whose certificates carry the admin role.
     #[arg(long, default_value = "/etc/eve/mgmt/admin-ca.pem")]
     admin_ca: PathBuf,
@@ -96,18 +101,33 @@ fn serve(cli: &Cli) -> mgmt::Result<()> {
                 source,
             })
         })?;
+    // eve-net says when the file is refused; the defaults apply here too.
+    let (net, _) = mgmt::netpolicy::NetPolicy::load(&cli.network);
+    let listen = cli
+        .listen
+        .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], net.api_port)));
     rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind(cli.listen).await.map_err(|source| {
-            mgmt::Error::Io(platform::IoError { op: "listen", path: cli.listen.to_string().into(), source })
+        let listener = tokio::net::TcpListener::bind(listen).await.map_err(|source| {
+            mgmt::Error::Io(platform::IoError { op: "listen", path: listen.to_string().into(), source })
         })?;
         platform::log(format!(
             "serving https://{} (TLS 1.3, client certificates from {} and {}); server certificate SHA-256 {}",
-            cli.listen,
+            listen,
             cli.admin_ca.display(),
             cli.reader_ca.display(),
             id.fingerprint()
         ));
         let server = mgmt::server::Server::new(trust, tls, backend, audit, Default::default());
+        if let Some(m) = &net.metrics {
+            // A metrics listener that cannot bind is said; the API serves regardless.
+            match tokio::net::TcpListener::bind(m.listen).await {
+                Ok(l) => {
+                    platform::log(format!("serving http://{}/metrics (plain HTTP, GET /metrics only)", m.listen));
+                    tokio::spawn(server.clone().serve_metrics(l));
+                }
+                Err(e) => platform::log(format!("metrics listener {}: {e}; not serving it", m.listen)),
+            }
+        }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(|source| mgmt::Error::Io(platform::IoError { op: "listen for", path: "SIGTERM".into(), source }))?;
         // On SIGTERM or SIGINT no new request is taken; changes already running finish and
