@@ -135,7 +135,7 @@ fn remote(r: &mgmt_client::Remote, cmd: Cmd) -> Result<(), mgmt_client::Error> {
             let bar = indicatif::ProgressBar::new(len);
             bar.set_style(
                 indicatif::ProgressStyle::with_template(
-                    "sending {bytes}/{total_bytes} [{bar:30}] {bytes_per_sec}, {eta} left",
+                    "sending {bytes}/{total_bytes} [{bar:30}] {bytes_per_sec}, {eta} left {msg}",
                 )
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
             );
@@ -164,7 +164,16 @@ fn remote(r: &mgmt_client::Remote, cmd: Cmd) -> Result<(), mgmt_client::Error> {
             } else {
                 ""
             };
+            // Once everything is sent the box checks, writes and reads the slot back: its
+            // progress, read from GET /v1/update on a connection of its own, is shown meanwhile.
+            let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let watcher = {
+                let (r, done, bar) = (r.clone(), done.clone(), bar.clone());
+                std::thread::spawn(move || watch_install(&r, &done, &bar, tty))
+            };
             let reply = c.upload(&format!("/v1/update{q}"), f, len, progress);
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            let _ = watcher.join();
             bar.finish_and_clear();
             let v = reply?.json()?;
             println!(
@@ -180,6 +189,41 @@ fn remote(r: &mgmt_client::Remote, cmd: Cmd) -> Result<(), mgmt_client::Error> {
         Cmd::Bootloader { .. } | Cmd::Health { .. } => return Err(usage("this command")),
     }
     Ok(())
+}
+
+/// Shows the box's own install progress (`GET /v1/update`) once the upload is sent, until
+/// `done`: in the bar's message on a terminal, a line per phase otherwise.
+fn watch_install(
+    r: &mgmt_client::Remote,
+    done: &std::sync::atomic::AtomicBool,
+    bar: &indicatif::ProgressBar,
+    tty: bool,
+) {
+    use std::sync::atomic::Ordering;
+    let Ok(c) = mgmt_client::Client::new(r) else {
+        return;
+    };
+    let mut last_phase = String::new();
+    while !done.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_secs(2));
+        if done.load(Ordering::Relaxed) || bar.position() < bar.length().unwrap_or(0) {
+            continue;
+        }
+        let Ok(v) = c.get("/v1/update") else { continue };
+        let i = &v["install"];
+        let (Some(phase), Some(d), Some(t)) =
+            (i["phase"].as_str(), i["done"].as_u64(), i["total"].as_u64())
+        else {
+            continue;
+        };
+        let line = format!("the box is {phase}: {}%", d * 100 / t.max(1));
+        if tty {
+            bar.set_message(line);
+        } else if phase != last_phase {
+            eprintln!("abupdate: {line}");
+        }
+        last_phase = phase.to_string();
+    }
 }
 
 fn run(cli: Cli) -> abupdate::error::Result<()> {
