@@ -1,6 +1,6 @@
 //! Fuzz target: a management API request as the server decodes it, after TLS: the request line's
-//! method, path and query (first line), then the body, through routing, the query flags and
-//! every body decoder.
+//! method, path and query (first line), then the body, through routing, the query parameters
+//! and every body decoder.
 #![no_main]
 use mgmt::api;
 use mgmt::backend::{decode, Request};
@@ -17,9 +17,9 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         None => (target, None),
     };
     let Ok((route, params)) = api::find(method, path) else { return };
-    let Ok(flags) = api::flags(route, query) else { return };
+    let Ok(q) = api::query(route, query) else { return };
     if let Ok(body) = decode(route.body, body) {
-        let r = Request { op: route.op, params: &params, flags: &flags, body };
-        let _ = (r.param("name"), r.flag("force"), format!("{r:?}"));
+        let r = Request { op: route.op, params: &params, query: &q, text: route.text(), body };
+        let _ = (r.param("name"), r.flag("force"), r.number("interval"), format!("{r:?}"));
     }
 });
