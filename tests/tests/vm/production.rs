@@ -56,8 +56,8 @@ fn the_production_image_boots_to_a_working_box_and_opens_nothing() {
 
     let mut spec = MachineSpec::new("production", &img);
     spec.disks = vec![
-        DiskSpec::blank(DiskKind::Nvme, 1024, "PROD1"),
-        DiskSpec::blank(DiskKind::Virtio, 1024, "PROD2"),
+        DiskSpec::blank(DiskKind::Nvme, 2048, "PROD1"),
+        DiskSpec::blank(DiskKind::Virtio, 2048, "PROD2"),
     ];
     spec.console_input = true;
     // As shipped: Secure Boot on with the project's keys enrolled.
@@ -67,10 +67,19 @@ fn the_production_image_boots_to_a_working_box_and_opens_nothing() {
     spec.forward = vec![8443, 9100, 4420];
     // The operator's network settings on the CONFIG partition: a static address (qemu's user
     // network is 10.0.2.0/24, its gateway .2) instead of DHCP, and a metrics listener.
-    spec.config_files = vec![(
+    // And a mirror (the config dataset's quota cut to fit a pool this small), so a member can be
+    // pulled and replaced through the API.
+    let mirror = crate::common::image_policy()
+        .replace("topology = \"stripe\"", "topology = \"mirror\"")
+        .replace("quota = \"1G\"", "quota = \"256M\"");
+    assert!(mirror.contains("mirror") && mirror.contains("256M"));
+    spec.config_files = vec![
+        ("storage.toml".into(), mirror.into_bytes()),
+        (
         "network.toml".into(),
         b"[interfaces.enp0s3]\naddress = \"10.0.2.15/24\"\ngateway = \"10.0.2.2\"\n\n[metrics]\nlisten = \"0.0.0.0:9100\"\n".to_vec(),
-    )];
+        ),
+    ];
     let mut m = Machine::create(spec, &test_dir("production").join("vm")).unwrap();
 
     // The console shows the box coming up: storage, services, the status summary and the health
@@ -118,30 +127,77 @@ fn the_production_image_boots_to_a_working_box_and_opens_nothing() {
         "an agent answered"
     );
     updates_through_the_api(&mut m, &api);
+    a_pulled_mirror_member_is_replaced_through_the_api(&mut m, &api);
     m.power_cut().unwrap();
 }
 
-/// The operator's CLI as built for the image (the same binary the box runs).
-fn host_abupdate(api: &Api, args: &[&str]) -> std::process::Output {
-    let bin = eve_vmtest::host_tool("abupdate");
+/// A mirror member pulled (with the power: a production box has no shell to power off from)
+/// and a blank drive put in its place: the operator finds the missing member and replaces it
+/// from the host with `storagectl --remote`, which waits for the resilver as it does on a box.
+fn a_pulled_mirror_member_is_replaced_through_the_api(m: &mut Machine, api: &Api) {
+    m.power_cut().unwrap();
+    m.detach_disk("PROD2").unwrap();
+    m.attach_disk(&DiskSpec::blank(DiskKind::Virtio, 2048, "PRODNEW"))
+        .unwrap();
+    m.boot_until_console("mgmtd: serving").unwrap();
+    let start = Instant::now();
+    let l = loop {
+        let o = host_cli("storagectl", api, "reader", &["disk", "list", "--json"]);
+        if o.status.success() {
+            break serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap();
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "{o:?}");
+        std::thread::sleep(Duration::from_secs(3));
+    };
+    let missing = l["missing"].as_array().unwrap();
+    assert_eq!(missing.len(), 1, "{l}");
+    let gone = missing[0]["guid"].as_u64().unwrap().to_string();
+    let o = host_cli(
+        "storagectl",
+        api,
+        "admin",
+        &["disk", "replace", &gone, "/dev/disk/by-id/virtio-PRODNEW"],
+    );
+    assert!(o.status.success(), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("storagectl: persist: ONLINE"), "{err}");
+    let o = host_cli("storagectl", api, "reader", &["disk", "list", "--json"]);
+    let l: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(l["missing"].as_array().unwrap().len(), 0, "{l}");
+    assert_eq!(l["risks"].as_array().unwrap().len(), 0, "{l}");
+    let o = host_cli("storagectl", api, "reader", &["status"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("virtio-PRODNEW") || text.contains("vd"),
+        "{text}"
+    );
+}
+
+/// An operator's CLI as built for the image (the same binary the box runs), as `who`.
+fn host_cli(tool: &str, api: &Api, who: &str, args: &[&str]) -> std::process::Output {
+    let bin = eve_vmtest::host_tool(tool);
     let out = Command::new(&bin)
         .args(args)
         .args(["--remote", &format!("https://127.0.0.1:{}", api.port)])
         .arg("--cert")
-        .arg(api.dir.join("admin.pem"))
+        .arg(api.dir.join(format!("{who}.pem")))
         .arg("--key")
-        .arg(api.dir.join("admin.key"))
+        .arg(api.dir.join(format!("{who}.key")))
         .arg("--ca")
         .arg(&api.server_pem)
         .output()
         .unwrap();
     eprintln!(
-        "abupdate {args:?} --remote: {:?}\n{}{}",
+        "{tool} {args:?} --remote ({who}): {:?}\n{}{}",
         out.status,
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
     out
+}
+
+fn host_abupdate(api: &Api, args: &[&str]) -> std::process::Output {
+    host_cli("abupdate", api, "admin", args)
 }
 
 /// Updates through the API: forged, foreign and development builds are refused with the slots
