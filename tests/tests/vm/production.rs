@@ -167,8 +167,11 @@ fn a_pulled_mirror_member_is_replaced_through_the_api(m: &mut Machine, api: &Api
     assert_eq!(l["risks"].as_array().unwrap().len(), 0, "{l}");
     let o = host_cli("storagectl", api, "reader", &["status"]);
     let text = String::from_utf8_lossy(&o.stdout);
+    // The box's own rendering: the pool whole again, the new drive a member by its stable id.
     assert!(
-        text.contains("virtio-PRODNEW") || text.contains("vd"),
+        text.starts_with("pool: persist guid ")
+            && text.lines().next().unwrap().contains(" ONLINE ")
+            && text.contains("virtio-PRODNEW"),
         "{text}"
     );
 }
