@@ -38,6 +38,8 @@ pub enum Op {
     SnapshotDelete,
     Iostat,
     Export,
+    Reconcile,
+    AdoptSpool,
 }
 
 /// A request body's shape, for the document.
@@ -105,6 +107,8 @@ impl Route {
                 | Op::Snapshots
                 | Op::VaultRecover
                 | Op::Audit
+                | Op::Reconcile
+                | Op::AdoptSpool
         )
     }
 }
@@ -158,6 +162,10 @@ pub const ROUTES: &[Route] = &[
         summary: "A new volume from a snapshot: its own identity and export, sharing unchanged blocks" },
     Route { method: "POST", path: "/v1/volumes/{name}/resize", op: Op::VolumeResize, role: Admin, body: B::Resize, query: &[], errors: &[404, 409, 413, 423, 500, 503],
         summary: "Grow a volume; connected NVMe hosts are told the new size" },
+    Route { method: "POST", path: "/v1/volumes/reconcile", op: Op::Reconcile, role: Admin, body: B::None, query: &["dry_run"], errors: &[423, 500, 503],
+        summary: "One reconcile pass now, as volumed runs them (dry_run=true: the plan only, nothing changed)" },
+    Route { method: "POST", path: "/v1/volumes/adopt-spool", op: Op::AdoptSpool, role: Admin, body: B::None, query: &[], errors: &[409, 423, 500, 503],
+        summary: "Accept the spool as it is now (after restoring or moving it): volumes whose specs are missing from it are then deleted" },
     Route { method: "GET", path: "/v1/iostat", op: Op::Iostat, role: Reader, body: B::None, query: &["interval"], errors: &[500, 503],
         summary: "I/O per volume over `interval` seconds (default 1, at most 30): IOPS, throughput, latency, busy (storagectl volume iostat --json)" },
     Route { method: "GET", path: "/v1/export", op: Op::Export, role: Admin, body: B::None, query: &[], errors: &[423, 500, 503],

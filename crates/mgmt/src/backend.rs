@@ -266,7 +266,13 @@ pub(crate) fn failed(e: &dyn std::error::Error) -> ApiError {
 impl Host {
     /// 503 when the pool is not imported.
     fn pool(&self) -> Result<(), ApiError> {
-        // No such pool is an absence; zpool failing for another reason is a failure, said.
+        // The kernel keeps `/proc/spl/kstat/zfs/<pool>/state` for every imported pool: asked on
+        // every volume and disk request, it costs no `zpool` process (tens of ms on a slow box).
+        let state = platform::Roots::host()
+            .proc
+            .join("spl/kstat/zfs")
+            .join(&self.pool)
+            .join("state");
         let absent = || {
             ApiError::new(
                 503,
@@ -277,11 +283,10 @@ impl Host {
                 ),
             )
         };
-        match storage::zfs::list_pools(Some(&self.pool)) {
-            Ok(p) if p.is_empty() => Err(absent()),
-            Ok(_) => Ok(()),
-            Err(e) if platform::chain(&e).contains("no such pool") => Err(absent()),
-            Err(e) => Err(failed(&e)),
+        if state.exists() {
+            Ok(())
+        } else {
+            Err(absent())
         }
     }
 
@@ -383,6 +388,32 @@ impl Backend for Host {
                 value(s).map(Out::Json)
             }
             Op::Export => value(ops::export_save(&self.env()?)?).map(Out::Json),
+            Op::Reconcile => {
+                let env = self.env()?;
+                env.check_vault()?;
+                let dry_run = r.flag("dry_run");
+                // Waits for a pass volumed may be running, as the CLI does.
+                let (p, rep) = volumes::reconcile::lock(&env.roots)
+                    .and_then(|_l| volumes::reconcile::pass(&env, dry_run))?;
+                let text = if dry_run {
+                    p.render()
+                } else {
+                    format!("{} steps, {} changed\n", rep.steps.len(), rep.changed())
+                };
+                let v = serde_json::json!({"dry_run": dry_run, "plan": p.render(),
+                    "steps": rep.steps.len(), "changed": rep.changed()});
+                Ok(if r.text {
+                    Out::Text(text)
+                } else {
+                    Out::Json(v)
+                })
+            }
+            Op::AdoptSpool => {
+                let m = ops::adopt_spool(&self.env()?)?;
+                r.out(serde_json::json!({"message": m}), |v| {
+                    format!("{}\n", v["message"].as_str().unwrap_or(""))
+                })
+            }
             Op::DiskReplace => {
                 let Decoded::Replace(b) = &r.body else {
                     return Err(shape());

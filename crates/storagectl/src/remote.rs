@@ -1,8 +1,7 @@
 //! `storagectl --remote`: the same commands run on a box through its management API. Text comes
 //! rendered by the box with the code that renders it here (`Accept: text/plain`), JSON is the
 //! box's, and the lines a change prints are the ones printed on the box; errors print the box's
-//! message and exit 1, like a failure here. `volume reconcile` and `adopt-spool` are the box's
-//! own housekeeping and run on it only.
+//! message and exit 1, like a failure here.
 
 use crate::cli::{Cmd, DiskCmd, ExportCmd, SnapCmd, SnapshotArgs, VaultCmd, VolCmd};
 use mgmt_client::{segment, Client, Error};
@@ -346,8 +345,14 @@ fn volume(c: &Client, cmd: VolCmd) -> ExitCode {
                 }
             }
         }
-        VolCmd::Reconcile { .. } => usage("volume reconcile"),
-        VolCmd::AdoptSpool => usage("volume adopt-spool"),
+        VolCmd::Reconcile { dry_run } => show(
+            c,
+            "POST",
+            &format!("/v1/volumes/reconcile?dry_run={dry_run}"),
+            None,
+            false,
+        ),
+        VolCmd::AdoptSpool => show(c, "POST", "/v1/volumes/adopt-spool", None, false),
     }
 }
 

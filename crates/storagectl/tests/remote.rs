@@ -71,9 +71,14 @@ fn remote_commands_print_what_the_box_renders_and_exit_as_on_the_box() {
         .unwrap()
         .iter()
         .any(|c| c.0 == Op::VolumeDelete && c.1 == vec![("name", "db".to_string())]));
-    // The box's own housekeeping has no remote form: a usage error.
-    let (code, _, err) = storagectl(&admin, &["volume", "reconcile"]);
+    // Usage errors are the CLI's own (2), before anything is sent.
+    let (code, _, err) = storagectl(&admin, &["volume", "clone", "c", "--from", "nosnap"]);
     assert_eq!(code, 2, "{err}");
+    let (code, out, _) = storagectl(&admin, &["volume", "reconcile", "--dry-run"]);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "text of {\"op\":\"Reconcile\"}\n")
+    );
     // A box whose certificate is not the pinned one: refused, nothing is sent.
     let other = FakeBox::start(&admin_ca, &reader_ca, dir.path());
     let mut wrong = admin.clone();
