@@ -84,6 +84,16 @@ pub struct Mounted {
 
 impl Mounted {
     pub fn new(dev: &Path, dir: &Path) -> Result<Mounted> {
+        Mounted::with(dev, dir, MsFlags::empty())
+    }
+
+    /// Read-only: a read-write vfat mount and unmount each write the boot sector (its dirty
+    /// flag), which reads (status, polled by the API) must not do.
+    pub fn read_only(dev: &Path, dir: &Path) -> Result<Mounted> {
+        Mounted::with(dev, dir, MsFlags::MS_RDONLY)
+    }
+
+    fn with(dev: &Path, dir: &Path, extra: MsFlags) -> Result<Mounted> {
         std::fs::create_dir_all(dir).at("create", dir)?;
         // A previous run killed mid-way may have left it mounted.
         let _ = umount2(dir, MntFlags::MNT_DETACH);
@@ -91,7 +101,11 @@ impl Mounted {
             Some(dev),
             dir,
             Some("vfat"),
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_NOATIME,
+            MsFlags::MS_NOSUID
+                | MsFlags::MS_NODEV
+                | MsFlags::MS_NOEXEC
+                | MsFlags::MS_NOATIME
+                | extra,
             None::<&str>,
         )
         .map_err(|e| {

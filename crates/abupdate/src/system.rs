@@ -255,9 +255,14 @@ impl System {
         Mounted::new(&self.disk.esp.dev, &self.roots.run.join("abupdate/esp"))
     }
 
+    /// For reads only (under the state lock, like every mount).
+    fn mount_ro(&self) -> Result<Mounted> {
+        Mounted::read_only(&self.disk.esp.dev, &self.roots.run.join("abupdate/esp"))
+    }
+
     pub fn read(&self) -> Result<Slots> {
         let _l = self.state_lock()?;
-        let m = self.mount()?;
+        let m = self.mount_ro()?;
         esp::load(&m.dir)
     }
 
@@ -280,7 +285,7 @@ impl System {
     /// state, from one mount of the ESP.
     fn trusted(&self) -> Result<Trusted> {
         let _l = self.state_lock()?;
-        let m = self.mount()?;
+        let m = self.mount_ro()?;
         let release = Release::load(&self.roots.etc)?;
         let (trust, chain, chain_problem) = release::trust(&release, release::load_chain(&m.dir))?;
         let slots = esp::load(&m.dir)?;

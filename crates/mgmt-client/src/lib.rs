@@ -463,13 +463,24 @@ impl Client {
         let name = ServerName::try_from(self.host.clone())
             .map_err(|e| self.connect_err(format!("host name: {e}")))?;
         self.rt.block_on(async {
-            let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
-                .await
-                .map_err(|e| self.connect_err(e))?;
-            let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
-                .connect(name, tcp)
-                .await
-                .map_err(|e| self.connect_err(format!("TLS: {e}")))?;
+            // Reaching the box and the handshake: bounded, so a dead address does not hang a
+            // script. The request itself runs as long as the box takes (a change runs to its end).
+            let limit = std::time::Duration::from_secs(30);
+            let slow = || self.connect_err(format!("no connection within {} s", limit.as_secs()));
+            let tcp = tokio::time::timeout(
+                limit,
+                tokio::net::TcpStream::connect((self.host.as_str(), self.port)),
+            )
+            .await
+            .map_err(|_| slow())?
+            .map_err(|e| self.connect_err(e))?;
+            let tls = tokio::time::timeout(
+                limit,
+                tokio_rustls::TlsConnector::from(self.tls.clone()).connect(name, tcp),
+            )
+            .await
+            .map_err(|_| slow())?
+            .map_err(|e| self.connect_err(format!("TLS: {e}")))?;
             let (mut send, conn) =
                 hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
                     .await
@@ -482,11 +493,11 @@ impl Client {
                     ))
                 })?;
                 let status = resp.status().as_u16();
-                let body = resp
-                    .into_body()
+                // No answer of the API is near this; a box that sends more is cut off.
+                let body = http_body_util::Limited::new(resp.into_body(), 64 << 20)
                     .collect()
                     .await
-                    .map_err(|e| self.connect_err(e))?
+                    .map_err(|e| self.connect_err(format!("reading the answer: {e}")))?
                     .to_bytes();
                 Ok(Reply { status, body })
             };

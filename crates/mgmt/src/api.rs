@@ -84,9 +84,13 @@ pub struct Route {
 }
 
 impl Route {
-    /// A change to the box: audited.
+    /// A change to the box.
     pub fn mutates(&self) -> bool {
         self.method != "GET"
+    }
+    /// Written to the audit journal: every change, and the reads that hand out secrets.
+    pub fn audited(&self) -> bool {
+        self.mutates() || self.op == Op::Export
     }
     pub fn name(&self) -> String {
         format!("{:?}", self.op)
@@ -167,14 +171,14 @@ pub const ROUTES: &[Route] = &[
     Route { method: "POST", path: "/v1/volumes/adopt-spool", op: Op::AdoptSpool, role: Admin, body: B::None, query: &[], errors: &[409, 423, 500, 503],
         summary: "Accept the spool as it is now (after restoring or moving it): volumes whose specs are missing from it are then deleted" },
     Route { method: "GET", path: "/v1/iostat", op: Op::Iostat, role: Reader, body: B::None, query: &["interval"], errors: &[500, 503],
-        summary: "I/O per volume over `interval` seconds (default 1, at most 30): IOPS, throughput, latency, busy (storagectl volume iostat --json)" },
+        summary: "I/O per volume over `interval` seconds (default 1, at most 5): IOPS, throughput, latency, busy (storagectl volume iostat --json)" },
     Route { method: "GET", path: "/v1/export", op: Op::Export, role: Admin, body: B::None, query: &[], errors: &[423, 500, 503],
         summary: "Every volume's identity in nvmetcli's JSON layout, for a new box (storagectl export save); secrets included, so admin only" },
     Route { method: "POST", path: "/v1/volumes/{name}/rollback", op: Op::Rollback, role: Admin, body: B::Rollback, query: &[], errors: &[404, 409, 413, 423, 500, 503],
         summary: "Roll a volume back to a snapshot (refused while a host is connected unless force)" },
     Route { method: "GET", path: "/v1/update", op: Op::Update, role: Reader, body: B::None, query: &[], errors: &[500],
         summary: "The A/B slots (abupdate status --json), the health check's verdict now, and the progress of an install" },
-    Route { method: "POST", path: "/v1/update", op: Op::UpdateInstall, role: Admin, body: B::Stream, query: &["allow_downgrade"], errors: &[408, 409, 500, 503],
+    Route { method: "POST", path: "/v1/update", op: Op::UpdateInstall, role: Admin, body: B::Stream, query: &["allow_downgrade", "direct"], errors: &[408, 409, 500, 503],
         summary: "Install an update streamed as the body: its header is checked (signature, architecture, profile, epoch, version) before a byte is kept, its payload's checksum before a byte is written to the inactive slot; tried on the next boot" },
     Route { method: "POST", path: "/v1/reboot", op: Op::Reboot, role: Admin, body: B::None, query: &[], errors: &[500],
         summary: "Reboot the box (services stopped and the pool exported first), e.g. into an installed update" },

@@ -15,8 +15,11 @@ pub struct Limits {
     /// A streamed body (an update) that brings nothing for this long is cut off (408).
     pub stream_idle_secs: u64,
     /// What is read and discarded of a streamed body after its operation refused it, so the
-    /// client gets to read the answer instead of a reset connection.
+    /// client gets to read the answer instead of a reset connection: at most this many bytes,
+    /// for at most `request_secs`.
     pub drain_max: u64,
+    /// A streamed body (an update) must arrive whole within this.
+    pub stream_total_secs: u64,
     /// Connections served at once; more are closed unanswered.
     pub connections: usize,
     /// Connections from one address at once, so one host cannot hold every slot.
@@ -34,6 +37,7 @@ impl Default for Limits {
             read_secs: 60,
             stream_idle_secs: 30,
             drain_max: 1 << 30,
+            stream_total_secs: 3600,
             connections: 64,
             per_address: 16,
             per_second: 20.0,

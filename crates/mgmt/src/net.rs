@@ -11,8 +11,8 @@ use std::path::Path;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     pub api_port: u16,
-    /// A plain-HTTP metrics listener's port and who may reach it (empty: anyone).
-    pub metrics: Option<(u16, Vec<Net>)>,
+    /// A plain-HTTP metrics listener's address and who may reach it (empty: anyone).
+    pub metrics: Option<(std::net::SocketAddr, Vec<Net>)>,
     /// The NVMe/TCP port and the hosts that may reach it, when the volume settings put it beyond
     /// loopback (nobody, when none are named).
     pub nvme_tcp: Option<(u16, Vec<Net>)>,
@@ -25,15 +25,44 @@ impl Policy {
             .parse::<std::net::IpAddr>()
             .map(|a| a.is_loopback())
             .unwrap_or(false);
+        let nvme_tcp = (!loopback).then(|| (nvme_port, n.nvme_tcp_allow.clone()));
         Policy {
             api_port: n.api_port,
+            // A metrics port that is NVMe/TCP's would let everyone reach the exports: not opened
+            // (`decide` says so).
             metrics: n
                 .metrics
                 .as_ref()
-                .map(|m| (m.listen.port(), m.allow.clone())),
-            nvme_tcp: (!loopback).then(|| (nvme_port, n.nvme_tcp_allow.clone())),
+                .filter(|m| nvme_tcp.as_ref().is_none_or(|(p, _)| *p != m.listen.port()))
+                .map(|m| (m.listen, m.allow.clone())),
+            nvme_tcp,
         }
     }
+}
+
+/// The metrics port's rules: to its listen address only (when it names one), from the allowed
+/// networks only (when there are any).
+fn metrics_rules(listen: std::net::SocketAddr, allow: &[Net]) -> String {
+    let ip = listen.ip();
+    let port = listen.port();
+    if ip.is_unspecified() {
+        return from_rules(port, allow);
+    }
+    let fam = if ip.is_ipv4() { "ip" } else { "ip6" };
+    let from: Vec<String> = allow
+        .iter()
+        .filter(|n| n.addr.is_ipv4() == ip.is_ipv4())
+        .map(|n| n.to_string())
+        .collect();
+    if !allow.is_empty() && from.is_empty() {
+        return String::new();
+    }
+    let saddr = if from.is_empty() {
+        String::new()
+    } else {
+        format!("{fam} saddr {{ {} }} ", from.join(", "))
+    };
+    format!("    {fam} daddr {ip} {saddr}tcp dport {port} ct state new accept\n")
 }
 
 /// `ip saddr { .. } tcp dport P ct state new accept` for each family `from` has.
@@ -66,8 +95,10 @@ pub fn ruleset(p: &Policy) -> String {
     let mut tcp = vec![p.api_port.to_string()];
     let mut from = String::new();
     match &p.metrics {
-        Some((port, allow)) if allow.is_empty() => tcp.push(port.to_string()),
-        Some((port, allow)) => from.push_str(&from_rules(*port, allow)),
+        Some((listen, allow)) if allow.is_empty() && listen.ip().is_unspecified() => {
+            tcp.push(listen.port().to_string())
+        }
+        Some((listen, allow)) => from.push_str(&metrics_rules(*listen, allow)),
         None => {}
     }
     if let Some((port, allow)) = &p.nvme_tcp {
@@ -170,6 +201,11 @@ pub fn decide(p: &Policy, n: &NetPolicy, ports: &[String]) -> Vec<Step> {
                 ports.join(", ")
             }
         )));
+    }
+    if n.metrics.is_some() && p.metrics.is_none() {
+        s.push(Step::Note(
+            "network.toml's metrics port is NVMe/TCP's: not opened (the exports would be open to all)".into(),
+        ));
     }
     if let Some((port, allow)) = &p.nvme_tcp {
         if allow.is_empty() {
@@ -282,6 +318,30 @@ address = "192.0.2.11/24"
                 && r.contains("ip saddr { 192.0.2.0/24 } tcp dport 9100 ct state new accept"),
             "{r}"
         );
+        // A metrics listener on one address: the rule names it.
+        let mut on_one = limited.clone();
+        if let Some(m) = on_one.metrics.as_mut() {
+            m.listen = "192.0.2.10:9100".parse().unwrap();
+        }
+        let r = ruleset(&Policy::new(&on_one, "127.0.0.1", 4420));
+        assert!(
+            r.contains(
+                "ip daddr 192.0.2.10 ip saddr { 192.0.2.0/24 } tcp dport 9100 ct state new accept"
+            ),
+            "{r}"
+        );
+        // On NVMe/TCP's port: never opened, and said.
+        let mut clash = n.clone();
+        if let Some(m) = clash.metrics.as_mut() {
+            m.listen = "0.0.0.0:4420".parse().unwrap();
+        }
+        let p = Policy::new(&clash, "10.0.0.5", 4420);
+        assert_eq!(p.metrics, None);
+        let r = ruleset(&p);
+        assert!(!r.contains("tcp dport { 8443, 4420 }"), "{r}");
+        assert!(decide(&p, &clash, &[])
+            .iter()
+            .any(|s| matches!(s, Step::Note(m) if m.contains("metrics port is NVMe/TCP's"))));
         // Static where named, DHCP elsewhere, the absent port said; and NVMe/TCP beyond loopback
         // with nobody allowed is said too.
         let plan = decide(

@@ -40,8 +40,10 @@ pub struct Server {
     proc: std::path::PathBuf,
     /// Audit line ids: unique within a run, increasing across runs (seeded from the clock).
     next_id: AtomicU64,
-    /// Blocking threads reads may hold at once; changes are not counted here.
+    /// Blocking threads readers' reads may hold at once; changes are not counted here.
     reads: Arc<tokio::sync::Semaphore>,
+    /// The same for admins' reads, so readers cannot starve them.
+    admin_reads: Arc<tokio::sync::Semaphore>,
     /// Refused-handshake lines: (window start, shown, not shown).
     quiet: Mutex<(Instant, u32, u64)>,
 }
@@ -90,6 +92,7 @@ impl Server {
             proc: platform::Roots::host().proc,
             next_id: AtomicU64::new(storaged::now().saturating_mul(1_000_000)),
             reads: Arc::new(tokio::sync::Semaphore::new(4)),
+            admin_reads: Arc::new(tokio::sync::Semaphore::new(4)),
             quiet: Mutex::new((Instant::now(), 0, 0)),
             limits,
             stats: Stats::default(),
@@ -273,12 +276,7 @@ impl Server {
             body.take(),
             route.is_some_and(|r| r.body == api::Body::Stream),
         ) {
-            crate::stream::drain(
-                b,
-                Duration::from_secs(self.limits.stream_idle_secs),
-                self.limits.drain_max,
-            )
-            .await;
+            crate::stream::drain(b, crate::stream::Limits::from(&self.limits)).await;
         }
         let status = match &answer {
             Ok(_) => 200,
@@ -289,7 +287,7 @@ impl Server {
         }
         // A change that ran wrote its own lines; one refused before it ran is on record too (who
         // tried what), except a client over its rate, which would only flood the journal.
-        if route.is_some_and(|r| r.mutates()) && !recorded && status != 429 {
+        if route.is_some_and(|r| r.audited()) && !recorded && status != 429 {
             let mut e = self.entry(client, &method, &path, None);
             e.status = status;
             if let Err(x) = &answer {
@@ -300,7 +298,7 @@ impl Server {
                 platform::log(format!("audit journal: {}", platform::chain(&x)));
             }
         }
-        if status >= 400 || route.is_some_and(|r| r.mutates()) {
+        if status >= 400 || route.is_some_and(|r| r.audited()) {
             let what = answer
                 .as_ref()
                 .err()
@@ -486,11 +484,16 @@ impl Server {
             None => (backend::decode(route.body, &body)?, None),
         };
         drop(body);
-        // Reads share a few threads, so a reader cannot hold every one while an admin waits.
+        // Reads share a few threads per role, so readers cannot hold every one while an admin
+        // waits.
         let _read_slot = if route.mutates() {
             None
         } else {
-            Some(self.reads.clone().try_acquire_owned().map_err(|_| {
+            let slots = match client.role {
+                crate::tls::Role::Admin => &self.admin_reads,
+                crate::tls::Role::Reader => &self.reads,
+            };
+            Some(slots.clone().try_acquire_owned().map_err(|_| {
                 ApiError::new(503, "busy", "too many reads at once; try again in a moment")
             })?)
         };
@@ -500,7 +503,7 @@ impl Server {
         // A change is on record before it runs (refused, 503, when it cannot be), and its outcome
         // is written by the thread that ran it: a client that hangs up does not stop the change,
         // nor its record.
-        let audit = if mutates {
+        let audit = if route.audited() {
             let detail = short(
                 &format!(
                     "{}{decoded:?}",
@@ -559,12 +562,10 @@ impl Server {
             r
         });
         if let Some((incoming, tx)) = feed {
-            let idle = Duration::from_secs(self.limits.stream_idle_secs);
             tokio::spawn(crate::stream::feed(
                 incoming,
                 tx,
-                idle,
-                self.limits.drain_max,
+                crate::stream::Limits::from(&self.limits),
             ));
         }
         let joined = if mutates {

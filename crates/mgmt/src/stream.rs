@@ -10,20 +10,55 @@ use tokio::sync::mpsc;
 
 pub type Chunk = io::Result<Bytes>;
 
+/// How long a streamed body may take, and what is drained of one that was refused.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Nothing arriving for this long ends the stream.
+    pub idle: Duration,
+    /// The whole body must have arrived by then.
+    pub total: Duration,
+    /// After a refusal: at most this many bytes, for at most `drain_time`, are read and dropped.
+    pub drain_max: u64,
+    pub drain_time: Duration,
+}
+
+impl Limits {
+    pub fn from(l: &crate::limit::Limits) -> Limits {
+        Limits {
+            idle: Duration::from_secs(l.stream_idle_secs),
+            total: Duration::from_secs(l.stream_total_secs),
+            drain_max: l.drain_max,
+            drain_time: Duration::from_secs(l.request_secs),
+        }
+    }
+}
+
 /// Copies `body` into `tx` until it ends (the reader then sees end of file). A body that brings
-/// nothing for `idle` ends in a `TimedOut` error, a broken one in an error of its own. When the
-/// operation stops reading early (it refused the stream), up to `drain_max` more bytes are read
-/// and dropped, so the client, still sending, can read the answer instead of a reset.
-pub async fn feed(mut body: Incoming, tx: mpsc::Sender<Chunk>, idle: Duration, drain_max: u64) {
-    let mut draining: Option<u64> = None;
+/// nothing for `idle`, or is not whole within `total`, ends in a `TimedOut` error, a broken one
+/// in an error of its own. When the operation stops reading early (it refused the stream), up to
+/// `drain_max` more bytes are read and dropped for at most `drain_time`, so the client, still
+/// sending, can read the answer instead of a reset; a client that trickles cannot hold the
+/// connection longer than that.
+pub async fn feed(mut body: Incoming, tx: mpsc::Sender<Chunk>, l: Limits) {
+    let mut draining: Option<(u64, tokio::time::Instant)> = None;
+    let end = tokio::time::Instant::now() + l.total;
     loop {
-        let frame = match tokio::time::timeout(idle, body.frame()).await {
+        let deadline = match draining {
+            Some((_, until)) => until.min(end),
+            None => end,
+        };
+        let wait = deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+            .min(l.idle);
+        let frame = match tokio::time::timeout(wait, body.frame()).await {
             Err(_) => {
+                let why = if tokio::time::Instant::now() >= end {
+                    format!("not whole within {} s", l.total.as_secs())
+                } else {
+                    format!("nothing arrived for {} s", l.idle.as_secs())
+                };
                 let _ = tx
-                    .send(Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!("nothing arrived for {} s", idle.as_secs()),
-                    )))
+                    .send(Err(io::Error::new(io::ErrorKind::TimedOut, why)))
                     .await;
                 return;
             }
@@ -39,25 +74,28 @@ pub async fn feed(mut body: Incoming, tx: mpsc::Sender<Chunk>, idle: Duration, d
         let Ok(data) = frame.into_data() else {
             continue;
         };
-        if let Some(left) = &mut draining {
+        if let Some((left, _)) = &mut draining {
             match left.checked_sub(data.len() as u64) {
-                Some(l) => *left = l,
+                Some(n) => *left = n,
                 None => return,
             }
             continue;
         }
         let n = data.len() as u64;
         if tx.send(Ok(data)).await.is_err() {
-            draining = Some(drain_max.saturating_sub(n));
+            draining = Some((
+                l.drain_max.saturating_sub(n),
+                tokio::time::Instant::now() + l.drain_time,
+            ));
         }
     }
 }
 
-/// Reads and drops up to `max` bytes of `body` (within the idle limit).
-pub async fn drain(body: Incoming, idle: Duration, max: u64) {
+/// Reads and drops what the drain limits allow of `body`.
+pub async fn drain(body: Incoming, l: Limits) {
     let (tx, rx) = mpsc::channel(1);
     drop(rx);
-    feed(body, tx, idle, max).await;
+    feed(body, tx, l).await;
 }
 
 /// The reading end: blocking, for the operation's thread (never an async task's).

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 /// What the upload is called in messages and the log.
 const NAME: &str = "the uploaded update";
-const SPOOL_FILE: &str = "upload.partial";
+pub const SPOOL_FILE: &str = "upload.partial";
 
 fn system() -> Result<System, ApiError> {
     System::open(platform::Roots::host()).map_err(ApiError::from)
@@ -41,9 +41,11 @@ pub fn status(h: &Host) -> Result<Value, ApiError> {
 /// runs (its slot would be left half-written and marked failed).
 pub fn reboot() -> Result<Value, ApiError> {
     let sys = system()?;
-    drop(sys.install_lock().map_err(ApiError::from)?);
+    // Held until the process ends: no install can start between this answer and the reboot.
+    let held = sys.install_lock().map_err(ApiError::from)?;
     platform::log("reboot asked through the API: asking init to reboot in 1 s");
-    std::thread::spawn(|| {
+    std::thread::spawn(move || {
+        let _held = held;
         std::thread::sleep(std::time::Duration::from_secs(1));
         if let Err(e) = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(1),
@@ -82,7 +84,23 @@ pub(crate) fn broken(e: std::io::Error) -> ApiError {
 }
 
 /// `POST /v1/update`.
-pub fn install(h: &Host, body: &StreamBody, allow_downgrade: bool) -> Result<Value, ApiError> {
+pub fn install(
+    h: &Host,
+    body: &StreamBody,
+    allow_downgrade: bool,
+    direct: bool,
+) -> Result<Value, ApiError> {
+    let spool = spool_dir(&h.update_spool);
+    if spool.is_none() && !direct {
+        return Err(ApiError::new(
+            503,
+            "update_spool_unavailable",
+            format!(
+                "{} is not a mounted dataset of the pool (is the pool imported, and does the storage policy have [datasets.update]?); nothing was installed. `?direct=true` writes the upload straight into the inactive slot instead, as `abupdate install -` does: a broken upload then leaves that slot failed and the version a rollback returns to is lost",
+                h.update_spool.display()
+            ),
+        ));
+    }
     let mut upload = body.take().ok_or_else(shape)?;
     let mut sys = system()?;
     let p = h.progress.clone();
@@ -118,19 +136,20 @@ pub fn install(h: &Host, body: &StreamBody, allow_downgrade: bool) -> Result<Val
         m.version,
         m.payload.size >> 20
     ));
-    let spool = spool_dir(&h.update_spool);
     let result = match &spool {
         Some(dir) => {
             let path = dir.join(SPOOL_FILE);
-            let r = receive(&path, &head, &mut upload, &m, &h.progress, started).and_then(|f| {
-                sys.install_from(
-                    &held,
-                    Source::File(f, NAME.into()),
-                    abupdate::state::DEFAULT_TRIES,
-                    allow_downgrade,
-                )
-                .map_err(ApiError::from)
-            });
+            let zfs = Some(volumes::import::ZFS_SUPER_MAGIC);
+            let r =
+                receive(&path, zfs, &head, &mut upload, &m, &h.progress, started).and_then(|f| {
+                    sys.install_from(
+                        &held,
+                        Source::File(f, NAME.into()),
+                        abupdate::state::DEFAULT_TRIES,
+                        allow_downgrade,
+                    )
+                    .map_err(ApiError::from)
+                });
             // The spool holds nothing worth keeping either way.
             if let Err(e) = std::fs::remove_file(&path) {
                 if e.kind() != std::io::ErrorKind::NotFound {
@@ -141,7 +160,7 @@ pub fn install(h: &Host, body: &StreamBody, allow_downgrade: bool) -> Result<Val
         }
         None => {
             platform::log(format!(
-                "{} is not a dataset of the pool: the update streams into the inactive slot, which is marked failed if its checksum is wrong",
+                "{} is not a dataset of the pool and direct=true was asked: the update streams into the inactive slot, which is marked failed if its checksum is wrong",
                 h.update_spool.display()
             ));
             let src = Source::Stream(
@@ -179,10 +198,12 @@ fn spool_dir(dir: &Path) -> Option<PathBuf> {
     (st.filesystem_type().0 == volumes::import::ZFS_SUPER_MAGIC).then(|| dir.to_path_buf())
 }
 
-/// Keeps the upload in `path` (the header already read), checking its payload's length and
-/// checksum against the signed manifest; returns the file, positioned at its start.
+/// Keeps the upload in `path` (the header already read; on a file system of type `fs_type`,
+/// `None` in unit tests), checking its payload's length and checksum against the signed manifest;
+/// returns the file, positioned at its start.
 fn receive(
     path: &Path,
+    fs_type: Option<i64>,
     head: &[u8],
     upload: &mut dyn Read,
     m: &abupdate::artifact::Manifest,
@@ -190,6 +211,21 @@ fn receive(
     started: u64,
 ) -> Result<std::fs::File, ApiError> {
     use std::os::unix::fs::OpenOptionsExt;
+    // A new file, never one found in the spool's place (a link planted there is not followed).
+    match std::fs::remove_file(path) {
+        Ok(()) => platform::log(format!(
+            "{}: left by an earlier upload; removed",
+            path.display()
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(failed(&platform::IoError {
+                op: "remove",
+                path: path.into(),
+                source: e,
+            }))
+        }
+    }
     let io = |op: &'static str| {
         move |source| {
             failed(&platform::IoError {
@@ -202,11 +238,23 @@ fn receive(
     let mut f = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(path)
         .map_err(io("create"))?;
+    // On the pool, checked on the file itself.
+    let fs = nix::sys::statfs::fstatfs(&f)
+        .map(|s| s.filesystem_type().0)
+        .map_err(|e| io("statfs")(std::io::Error::from(e)))?;
+    if fs_type.is_some_and(|want| fs != want) {
+        let _ = std::fs::remove_file(path);
+        return Err(failed(&platform::IoError {
+            op: "check",
+            path: path.into(),
+            source: std::io::Error::other("not on the pool"),
+        }));
+    }
     f.write_all(head).map_err(io("write"))?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -268,7 +316,7 @@ mod tests {
         let m = manifest(&payload);
         let head = vec![b'H'; PAYLOAD_OFFSET as usize];
         let progress = std::sync::Mutex::new(Value::Null);
-        let run = |body: &[u8]| receive(&path, &head, &mut &body[..], &m, &progress, 1);
+        let run = |body: &[u8]| receive(&path, None, &head, &mut &body[..], &m, &progress, 1);
 
         let mut f = run(&payload).unwrap();
         let mut kept = Vec::new();
@@ -291,6 +339,20 @@ mod tests {
         let e = run(&bad).unwrap_err();
         assert!(e.message.contains("the update is corrupt"), "{}", e.message);
         assert!(e.message.contains(NAME), "{}", e.message);
+    }
+
+    /// Without its spool on the pool an upload is refused before a byte is read, unless the
+    /// caller asks to stream into the slot.
+    #[test]
+    fn no_spool_no_install_unless_asked() {
+        let t = tempfile::tempdir().unwrap();
+        let mut h = Host::new("persist", None, t.path().join("m.prom"));
+        h.update_spool = t.path().to_path_buf();
+        let body = StreamBody::new(Box::new(std::io::empty()));
+        let e = install(&h, &body, false, false).unwrap_err();
+        assert_eq!((e.status, e.code), (503, "update_spool_unavailable"));
+        assert!(e.message.contains("nothing was installed") && e.message.contains("direct=true"));
+        assert!(body.take().is_some(), "the stream was read");
     }
 
     #[test]

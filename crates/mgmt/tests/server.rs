@@ -838,3 +838,34 @@ async fn the_metrics_listener_serves_metrics_only() {
         assert_eq!(s, 404, "{p}: {body}");
     }
 }
+
+/// Reading every volume's secrets is on the audit journal, like a change.
+#[tokio::test]
+async fn reading_the_export_is_audited() {
+    let (admin_ca, reader_ca) = (ca("admins"), ca("readers"));
+    let b = start(&admin_ca, &reader_ca, Limits::default()).await;
+    let admin = issue(&admin_ca, "ops-admin", None);
+    let reader = issue(&reader_ca, "ops-reader", None);
+    let (s, _) = call(&b, Some(&admin), "GET", "/v1/export", b"")
+        .await
+        .unwrap();
+    assert_eq!(s, 200);
+    let (s, _) = call(&b, Some(&reader), "GET", "/v1/export", b"")
+        .await
+        .unwrap();
+    assert_eq!(s, 403);
+    let seen: Vec<(u16, String)> = b
+        .audit
+        .tail(10)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.path == "/v1/export")
+        .map(|e| (e.status, e.subject))
+        .collect();
+    for want in [(200, "CN=ops-admin"), (403, "CN=ops-reader")] {
+        assert!(
+            seen.iter().any(|(s, who)| *s == want.0 && who == want.1),
+            "{want:?} not in {seen:?}"
+        );
+    }
+}

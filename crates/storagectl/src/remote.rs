@@ -316,10 +316,8 @@ fn volume(c: &Client, cmd: VolCmd) -> ExitCode {
             interval,
             json,
         } => {
-            if !(0.1..=30.0).contains(&interval) {
-                eprintln!(
-                    "storagectl: --interval {interval}: give 0.1 to 30 seconds with --remote"
-                );
+            if !(0.1..=5.0).contains(&interval) {
+                eprintln!("storagectl: --interval {interval}: give 0.1 to 5 seconds with --remote");
                 return ExitCode::from(2);
             }
             let s: Result<storaged::iostat::Sample, String> = c

@@ -147,7 +147,8 @@ fn main() -> ExitCode {
         }
     }
     let mut open = vec![policy.api_port.to_string()];
-    if let Some((p, allow)) = &policy.metrics {
+    if let Some((l, allow)) = &policy.metrics {
+        let p = l.port();
         open.push(if allow.is_empty() {
             format!("{p} (metrics)")
         } else {

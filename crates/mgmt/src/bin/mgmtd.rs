@@ -87,6 +87,14 @@ fn serve(cli: &Cli) -> mgmt::Result<()> {
     let mut host =
         mgmt::backend::Host::new(&cli.pool, cli.volumes_config.clone(), cli.metrics.clone());
     host.update_spool = cli.update_spool.clone();
+    // An upload cut short by a power cut or a kill: nothing in it is worth keeping.
+    let stale = cli.update_spool.join(mgmt::update::SPOOL_FILE);
+    if std::fs::remove_file(&stale).is_ok() {
+        platform::log(format!(
+            "{}: an interrupted upload's spool; removed",
+            stale.display()
+        ));
+    }
     let backend = Arc::new(host);
     let audit =
         storaged::audit::Journal::at(storaged::audit::path(std::path::Path::new("/"), &cli.pool));
