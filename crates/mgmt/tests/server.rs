@@ -64,7 +64,18 @@ struct Box_ {
     _dir: tempfile::TempDir,
 }
 
-async fn start(admin: &Ca, reader: &Ca, limits: Limits) -> Box_ {
+/// A server over a fake, not yet serving, with its certificate and audit journal.
+fn server(
+    admin: &Ca,
+    reader: &Ca,
+    limits: Limits,
+) -> (
+    Arc<mgmt::server::Server>,
+    Vec<u8>,
+    Arc<Fake>,
+    storaged::audit::Journal,
+    tempfile::TempDir,
+) {
     let trust = Trust::new(
         &[CertificateDer::from(admin.cert.der().to_vec())],
         &[CertificateDer::from(reader.cert.der().to_vec())],
@@ -76,12 +87,17 @@ async fn start(admin: &Ca, reader: &Ca, limits: Limits) -> Box_ {
     let audit = storaged::audit::Journal::at(dir.path().join("audit.jsonl"));
     let fake = Arc::new(Fake::default());
     let server = mgmt::server::Server::new(trust, tls, fake.clone(), audit.clone(), limits);
+    (server, id.cert_der.clone(), fake, audit, dir)
+}
+
+async fn start(admin: &Ca, reader: &Ca, limits: Limits) -> Box_ {
+    let (server, server_cert, fake, audit, dir) = server(admin, reader, limits);
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(server.serve(l));
     Box_ {
         addr,
-        server_cert: id.cert_der.clone(),
+        server_cert,
         fake,
         audit,
         _dir: dir,
@@ -791,22 +807,7 @@ fn updates_stream_to_the_operation_and_refusals_reach_the_client() {
 #[tokio::test]
 async fn the_metrics_listener_serves_metrics_only() {
     let (admin_ca, reader_ca) = (ca("admins"), ca("readers"));
-    let trust = Trust::new(
-        &[CertificateDer::from(admin_ca.cert.der().to_vec())],
-        &[CertificateDer::from(reader_ca.cert.der().to_vec())],
-    )
-    .unwrap();
-    let id = Identity::generate("box.test").unwrap();
-    let tls = trust.server_config(&id).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let audit = storaged::audit::Journal::at(dir.path().join("audit.jsonl"));
-    let server = mgmt::server::Server::new(
-        trust,
-        tls,
-        Arc::new(Fake::default()),
-        audit,
-        Limits::default(),
-    );
+    let (server, _, _, _, _dir) = server(&admin_ca, &reader_ca, Limits::default());
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(server.serve_metrics(l));

@@ -360,11 +360,10 @@ fn vault(c: &Client, pool: &str, cmd: VaultCmd) -> ExitCode {
             json,
             accept_unproven,
         } => {
-            let mut line = zeroize::Zeroizing::new(String::new());
-            if let Err(e) = std::io::stdin().read_line(&mut line) {
-                eprintln!("storagectl: reading the recovery key on stdin: {e}");
-                return ExitCode::FAILURE;
-            }
+            let line = match crate::vault::read_recovery_key() {
+                Ok(l) => l,
+                Err(code) => return code,
+            };
             // The JSON copy is not wiped (serde_json's strings cannot be); it lives until the
             // call returns.
             let body = json!({

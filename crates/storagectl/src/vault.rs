@@ -5,6 +5,18 @@ use crate::cli::VaultCmd;
 use crate::{emit, fail};
 use std::process::ExitCode;
 
+/// The recovery key, one line on stdin (wiped when dropped); on failure, what to exit with.
+pub fn read_recovery_key() -> Result<zeroize::Zeroizing<String>, ExitCode> {
+    let mut line = zeroize::Zeroizing::new(String::new());
+    match std::io::stdin().read_line(&mut line) {
+        Ok(_) => Ok(line),
+        Err(e) => {
+            eprintln!("storagectl: reading the recovery key on stdin: {e}");
+            Err(ExitCode::FAILURE)
+        }
+    }
+}
+
 pub fn vault(pool: &str, cmd: VaultCmd) -> ExitCode {
     use storage::vault;
     match cmd {
@@ -12,11 +24,10 @@ pub fn vault(pool: &str, cmd: VaultCmd) -> ExitCode {
             json,
             accept_unproven,
         } => {
-            let mut line = zeroize::Zeroizing::new(String::new());
-            if let Err(e) = std::io::stdin().read_line(&mut line) {
-                eprintln!("storagectl: reading the recovery key on stdin: {e}");
-                return ExitCode::FAILURE;
-            }
+            let line = match read_recovery_key() {
+                Ok(l) => l,
+                Err(code) => return code,
+            };
             let rk = match vault::RecoveryKey::parse(&line) {
                 Ok(k) => k,
                 Err(e) => return fail(&e),

@@ -176,6 +176,17 @@ fn a_pulled_mirror_member_is_replaced_through_the_api(m: &mut Machine, api: &Api
     );
 }
 
+/// One slot of `abupdate status --json`.
+fn slot_of(st: &serde_json::Value, slot: &str) -> serde_json::Value {
+    st["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["slot"] == slot)
+        .unwrap_or_else(|| panic!("no slot {slot}: {st}"))
+        .clone()
+}
+
 /// An operator's CLI as built for the image (the same binary the box runs), as `who`.
 fn host_cli(tool: &str, api: &Api, who: &str, args: &[&str]) -> std::process::Output {
     let bin = eve_vmtest::host_tool(tool);
@@ -280,13 +291,7 @@ fn updates_through_the_api(m: &mut Machine, api: &Api) {
     let out = host_abupdate(api, &["status", "--json"]);
     assert!(out.status.success());
     let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let b_slot = st["slots"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["slot"] == "B")
-        .unwrap()
-        .clone();
+    let b_slot = slot_of(&st, "B");
     assert_eq!(
         (&b_slot["state"], &b_slot["version"]),
         (&"trial".into(), &"v2".into()),
@@ -314,13 +319,7 @@ fn updates_through_the_api(m: &mut Machine, api: &Api) {
         if out.status.success() {
             let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
             if st["running"] == "B" && st["slots"].to_string().contains("\"good\"") {
-                let b = st["slots"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .find(|s| s["slot"] == "B")
-                    .unwrap()
-                    .clone();
+                let b = slot_of(&st, "B");
                 if b["state"] == "good" {
                     break st;
                 }
@@ -332,13 +331,7 @@ fn updates_through_the_api(m: &mut Machine, api: &Api) {
         );
         std::thread::sleep(Duration::from_secs(3));
     };
-    let b_slot = st["slots"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["slot"] == "B")
-        .unwrap()
-        .clone();
+    let b_slot = slot_of(&st, "B");
     assert_eq!(b_slot["version"], "v2", "{st}");
     let out = host_abupdate(api, &["status"]);
     assert!(
