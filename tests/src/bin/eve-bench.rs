@@ -653,24 +653,16 @@ fn control_plane(m: &mut Machine, cli: &Cli, rep: &mut Report) -> R<()> {
             last = r;
         }
         hold_daemon(m)?;
-        let (list_ms, pass_ms) = (median(&list), median(&passes));
-        for (k, v, all_runs) in [
-            (
-                format!("`zfs list -H -o name -t volume`, {all} volumes (median of 3)"),
-                list_ms,
-                &list,
-            ),
-            (
-                format!("no-op pass, daemon, {all} volumes (median of 3)"),
-                pass_ms,
-                &passes,
-            ),
-        ] {
-            let lo = all_runs.iter().min().copied().unwrap_or(0);
-            let hi = all_runs.iter().max().copied().unwrap_or(0);
-            rep.spread_ms.insert(k.clone(), (lo, hi));
-            rep.times_ms.insert(k, v);
-        }
+        let list_ms = record_median(
+            rep,
+            format!("`zfs list -H -o name -t volume`, {all} volumes (median of 3)"),
+            &list,
+        );
+        let pass_ms = record_median(
+            rep,
+            format!("no-op pass, daemon, {all} volumes (median of 3)"),
+            &passes,
+        );
         rep.notes.push(format!(
             "idle daemon pass with {all} volumes: {:?} ms; the last: {}",
             passes,
@@ -742,27 +734,19 @@ fn api(m: &mut Machine, cli: &Cli, rep: &mut Report) -> R<()> {
             local.push(timed(m, &format!("storagectl {what} >/dev/null"))?);
             api.push(timed(m, &format!("storagectl {remote} {what} >/dev/null"))?);
         }
-        let (l, a) = (median(&local), median(&api));
         log(format!(
             "api: `storagectl {what}` local {local:?} ms, through the API {api:?} ms"
         ));
-        for (k, v, runs) in [
-            (
-                format!("`storagectl {what}`, local (median of 5)"),
-                l,
-                &local,
-            ),
-            (
-                format!("`storagectl --remote {what}` on the box (median of 5)"),
-                a,
-                &api,
-            ),
-        ] {
-            let lo = runs.iter().min().copied().unwrap_or(0);
-            let hi = runs.iter().max().copied().unwrap_or(0);
-            rep.spread_ms.insert(k.clone(), (lo, hi));
-            rep.times_ms.insert(k, v);
-        }
+        let l = record_median(
+            rep,
+            format!("`storagectl {what}`, local (median of 5)"),
+            &local,
+        );
+        let a = record_median(
+            rep,
+            format!("`storagectl --remote {what}` on the box (median of 5)"),
+            &api,
+        );
         rep.targets.push(Target {
             what: format!("`storagectl {what}` through the API"),
             ours_ms: a,
@@ -778,6 +762,16 @@ fn api(m: &mut Machine, cli: &Cli, rep: &mut Report) -> R<()> {
         rss_kib(m, "mgmtd")?,
     );
     Ok(())
+}
+
+/// Records the median of `runs` under `key` with their lowest and highest; returns the median.
+fn record_median(rep: &mut Report, key: String, runs: &[u64]) -> u64 {
+    let m = median(runs);
+    let lo = runs.iter().min().copied().unwrap_or(0);
+    let hi = runs.iter().max().copied().unwrap_or(0);
+    rep.spread_ms.insert(key.clone(), (lo, hi));
+    rep.times_ms.insert(key, m);
+    m
 }
 
 fn storage_policy(no_new_drives: bool) -> Vec<u8> {
