@@ -8,7 +8,6 @@ pub mod api;
 pub mod backend;
 pub mod limit;
 pub mod net;
-pub mod netpolicy;
 pub mod server;
 pub mod stream;
 pub mod testing;

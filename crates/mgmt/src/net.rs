@@ -3,7 +3,7 @@
 //! static addresses `network.toml` gives and DHCP on every other Ethernet port. It observes the
 //! ports and the settings, decides one plan (pure, printable with `--dry-run`), then applies it.
 
-use crate::netpolicy::{Net, NetPolicy};
+use netconf::{Net, NetPolicy};
 use platform::Roots;
 use std::path::Path;
 

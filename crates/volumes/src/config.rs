@@ -89,13 +89,32 @@ impl Config {
         Config::parse(path, &text)
     }
 
-    /// `path` when given; otherwise the vault's override when present, else the image's file.
+    /// `path` alone when given; otherwise this host's settings (see [`Config::load_host`]).
     pub fn load_layered(path: Option<&Path>) -> Result<Config> {
         match path {
             Some(p) => Config::load(p),
-            None if Path::new(OVERRIDE_PATH).exists() => Config::load(Path::new(OVERRIDE_PATH)),
-            None => Config::load(Path::new(DEFAULT_PATH)),
+            None => Config::load_host(
+                Path::new(OVERRIDE_PATH),
+                Path::new(DEFAULT_PATH),
+                Path::new(netconf::PATH),
+            ),
         }
+    }
+
+    /// The vault's `over`ride when present, else the `image`'s file; then the NVMe/TCP address
+    /// the box's `network` settings name, over either: a production box has no other way to
+    /// set it. A network file that is wrong names no address (eve-net logs why at boot), so the
+    /// exports stay where the volume settings put them.
+    pub fn load_host(over: &Path, image: &Path, network: &Path) -> Result<Config> {
+        let mut c = if over.exists() {
+            Config::load(over)?
+        } else {
+            Config::load(image)?
+        };
+        if let Some(ip) = netconf::NetPolicy::load(network).0.nvme_tcp_listen {
+            c.nvme_tcp.address = ip.to_string();
+        }
+        Ok(c)
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<Config> {
@@ -159,5 +178,43 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("zfs_workers"), "{e}");
+    }
+
+    #[test]
+    fn the_network_settings_name_where_nvme_tcp_listens_over_either_file() {
+        let d = tempfile::tempdir().unwrap();
+        let (over, image, net) = (
+            d.path().join("over.toml"),
+            d.path().join("image.toml"),
+            d.path().join("network.toml"),
+        );
+        std::fs::write(&image, "[nvme_tcp]\naddress = \"127.0.0.2\"\n").unwrap();
+        let addr = || {
+            Config::load_host(&over, &image, &net)
+                .unwrap()
+                .nvme_tcp
+                .address
+        };
+        assert_eq!(addr(), "127.0.0.2", "no network file: the image's");
+        std::fs::write(&over, "free_floor = \"5%\"\n").unwrap();
+        assert_eq!(
+            addr(),
+            "127.0.0.1",
+            "the vault's file replaces the image's whole"
+        );
+        std::fs::write(
+            &net,
+            "[nvme_tcp]\nlisten = \"10.0.2.15\"\nallow = [\"10.0.2.2\"]\n",
+        )
+        .unwrap();
+        assert_eq!(addr(), "10.0.2.15");
+        std::fs::remove_file(&over).unwrap();
+        assert_eq!(addr(), "10.0.2.15");
+        // Wrong (beyond loopback, nobody allowed): refused whole, the exports stay on loopback.
+        std::fs::write(&net, "[nvme_tcp]\nlisten = \"0.0.0.0\"\n").unwrap();
+        assert_eq!(addr(), "127.0.0.2");
+        // A broken volume file is still an error, network file or not.
+        std::fs::write(&image, "zfs_workers = 0\n").unwrap();
+        assert!(Config::load_host(&over, &image, &net).is_err());
     }
 }

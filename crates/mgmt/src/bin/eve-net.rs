@@ -1,6 +1,6 @@
 //! eve-net: the production image's network. Loads the firewall, then brings every Ethernet port
 //! up with its static address from `/config/network.toml` or a DHCP client, and keeps those
-//! clients running (see `mgmt::net` and `mgmt::netpolicy`).
+//! clients running (see `mgmt::net` and `netconf`).
 //!
 //! Exit codes: 0 `--dry-run` printed the plan; 1 a step failed (the firewall could not be
 //! loaded: no link was brought up); 2 usage.
@@ -18,7 +18,7 @@ use std::time::Duration;
 )]
 struct Cli {
     /// The network settings (CONFIG partition); the defaults when absent or wrong.
-    #[arg(long, default_value = mgmt::netpolicy::PATH)]
+    #[arg(long, default_value = netconf::PATH)]
     network: std::path::PathBuf,
     /// The volume settings that say where NVMe/TCP listens [default: as `storagectl volume`
     /// reads them].
@@ -61,7 +61,7 @@ fn run(argv: &[&str], stdin: Option<&str>) -> Result<(), String> {
 fn main() -> ExitCode {
     platform::log::set_name("eve-net");
     let cli = Cli::parse();
-    let (settings, refused) = mgmt::netpolicy::NetPolicy::load(&cli.network);
+    let (settings, refused) = netconf::NetPolicy::load(&cli.network);
     if let Some(why) = refused {
         platform::log(format!(
             "network settings REJECTED: {why}; using the defaults (DHCP on every port, the API on 8443 only)"

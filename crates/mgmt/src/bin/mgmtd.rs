@@ -21,7 +21,7 @@ struct Cli {
     listen: Option<std::net::SocketAddr>,
     /// The network settings (CONFIG partition): the API's port and the plain-HTTP metrics
     /// listener, if any.
-    #[arg(long, default_value = mgmt::netpolicy::PATH)]
+    #[arg(long, default_value = netconf::PATH)]
     network: PathBuf,
     /// PEM file of the CA(s) whose certificates carry the admin role.
     #[arg(long, default_value = "/etc/eve/mgmt/admin-ca.pem")]
@@ -110,7 +110,7 @@ fn serve(cli: &Cli) -> mgmt::Result<()> {
             })
         })?;
     // eve-net says when the file is refused; the defaults apply here too.
-    let (net, _) = mgmt::netpolicy::NetPolicy::load(&cli.network);
+    let (net, _) = netconf::NetPolicy::load(&cli.network);
     let listen = cli
         .listen
         .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], net.api_port)));

@@ -1,9 +1,14 @@
 //! The box's network settings, `network.toml` on the CONFIG partition (optional): the API's
 //! port, static addresses per Ethernet port (DHCP for the rest), a plain-HTTP metrics listener
-//! (off unless named) and the hosts that may reach NVMe/TCP exports when the volume settings put
-//! them beyond loopback. Read by `eve-net` (firewall, addresses) and `mgmtd` (ports). A file that
-//! cannot be read or is wrong is refused whole with its path and field, and the defaults (DHCP
-//! everywhere, the API alone) apply: the box stays reachable to be fixed.
+//! (off unless named), and where NVMe/TCP exports listen with the hosts that may reach them
+//! (loopback and nobody unless named). Read by `eve-net` (firewall, addresses), `mgmtd` (ports)
+//! and the volume service (the NVMe/TCP address). A file that cannot be read or is wrong is
+//! refused whole with its path and field, and the defaults (DHCP everywhere, the API alone,
+//! NVMe/TCP on loopback) apply: the box stays reachable to be fixed and exposes nothing new.
+//!
+//! The file is on a partition anyone holding the box can edit, so nothing here may give data
+//! away: an NVMe/TCP export still needs the VM's DH-HMAC-CHAP secret, which lives only on the
+//! encrypted vault.
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -67,6 +72,8 @@ pub struct Metrics {
 pub struct NetPolicy {
     pub api_port: u16,
     pub metrics: Option<Metrics>,
+    /// Where NVMe/TCP exports listen, over the volume settings' address (none: theirs).
+    pub nvme_tcp_listen: Option<IpAddr>,
     /// Hosts that may reach the NVMe/TCP port (when it listens beyond loopback).
     pub nvme_tcp_allow: Vec<Net>,
     /// Ports with static addresses; the others use DHCP.
@@ -78,6 +85,7 @@ impl Default for NetPolicy {
         NetPolicy {
             api_port: 8443,
             metrics: None,
+            nvme_tcp_listen: None,
             nvme_tcp_allow: Vec::new(),
             statics: BTreeMap::new(),
         }
@@ -113,6 +121,7 @@ struct MetricsFile {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NvmeTcp {
+    listen: Option<String>,
     #[serde(default)]
     allow: Vec<String>,
 }
@@ -161,6 +170,27 @@ impl NetPolicy {
             });
         }
         p.nvme_tcp_allow = nets("nvme_tcp.allow", &f.nvme_tcp.allow).map_err(at)?;
+        if let Some(l) = &f.nvme_tcp.listen {
+            let ip: IpAddr = l.parse().map_err(|_| {
+                at(format!(
+                    "nvme_tcp.listen: `{l}` is not an IP address (the port is the volume settings')"
+                ))
+            })?;
+            // Beyond loopback with nobody allowed would be an address the firewall drops: a
+            // mistake, said now rather than found when a VM cannot connect.
+            // (`::` takes IPv4 too, as Linux binds it dual-stack.)
+            let reachable = p
+                .nvme_tcp_allow
+                .iter()
+                .any(|n| n.addr.is_ipv4() == ip.is_ipv4() || (ip.is_ipv6() && ip.is_unspecified()));
+            if !ip.is_loopback() && !reachable {
+                return Err(at(format!(
+                    "nvme_tcp.listen: {ip} is beyond loopback but nvme_tcp.allow names no {} host that may connect",
+                    if ip.is_ipv4() { "IPv4" } else { "IPv6" }
+                )));
+            }
+            p.nvme_tcp_listen = Some(ip);
+        }
         for (name, i) in f.interfaces {
             let field = format!("interfaces.{name}");
             if name.is_empty()
@@ -233,6 +263,7 @@ port = 9443
 listen = "192.0.2.10:9100"
 allow = ["192.0.2.0/24", "2001:db8::1"]
 [nvme_tcp]
+listen = "192.0.2.10"
 allow = ["10.1.0.7"]
 [interfaces.enp1s0]
 address = "192.0.2.10/24"
@@ -245,6 +276,7 @@ gateway = "192.0.2.1"
         assert_eq!(m.listen, "192.0.2.10:9100".parse().unwrap());
         assert_eq!(m.allow[1].to_string(), "2001:db8::1/128");
         assert_eq!(p.nvme_tcp_allow[0].to_string(), "10.1.0.7/32");
+        assert_eq!(p.nvme_tcp_listen, Some("192.0.2.10".parse().unwrap()));
         let s = &p.statics["enp1s0"];
         assert_eq!(s.address.to_string(), "192.0.2.10/24");
         assert_eq!(s.gateway, Some("192.0.2.1".parse().unwrap()));
@@ -266,6 +298,22 @@ gateway = "192.0.2.1"
                 "metrics.allow",
             ),
             ("[nvme_tcp]\nallow = [\"everyone\"]\n", "nvme_tcp.allow"),
+            (
+                "[nvme_tcp]\nlisten = \"box\"\nallow = [\"10.0.0.1\"]\n",
+                "nvme_tcp.listen: `box`",
+            ),
+            (
+                "[nvme_tcp]\nlisten = \"10.0.0.5:4420\"\nallow = [\"10.0.0.1\"]\n",
+                "the port is the volume settings'",
+            ),
+            (
+                "[nvme_tcp]\nlisten = \"10.0.0.5\"\n",
+                "nvme_tcp.allow names no IPv4 host",
+            ),
+            (
+                "[nvme_tcp]\nlisten = \"10.0.0.5\"\nallow = [\"fd00::1\"]\n",
+                "no IPv4 host",
+            ),
             (
                 "[interfaces.eth0]\naddress = \"10.0.0.5\"\n",
                 "needs its prefix length",
