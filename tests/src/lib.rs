@@ -8,7 +8,7 @@ pub mod error;
 pub mod qemu;
 
 pub use error::{Error, Result};
-pub use qemu::{DiskKind, Format};
+pub use qemu::{DiskKind, Format, Wire};
 
 use error::IoContext;
 use eve_agent::{b64, unb64, Envelope, Request, Response};
@@ -81,6 +81,8 @@ pub struct MachineSpec {
     /// Guest TCP ports reachable from the host ([`Machine::host_port`]), through a user-mode
     /// network on a virtio NIC; none means no NIC at all.
     pub forward: Vec<u16>,
+    /// A private wire to another machine ([`Wire::pair`]).
+    pub wire: Option<Wire>,
 }
 
 /// The firmware variables the image build made, with the project's keys enrolled.
@@ -105,6 +107,7 @@ impl MachineSpec {
             console_input: false,
             secure_boot: false,
             forward: Vec::new(),
+            wire: None,
         }
     }
 }
@@ -145,6 +148,14 @@ pub struct Machine {
 fn free_port() -> Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").at("bind", Path::new("127.0.0.1:0"))?;
     Ok(l.local_addr().at("bind", Path::new("127.0.0.1:0"))?.port())
+}
+
+impl Wire {
+    /// The two ends of a new wire: the first for the machine started first.
+    pub fn pair() -> Result<(Wire, Wire)> {
+        let p = free_port()?;
+        Ok((Wire::Listen(p), Wire::Connect(p)))
+    }
 }
 
 /// Creates one disk's backing file in `dir` as the spec says.
@@ -443,6 +454,7 @@ impl Machine {
             console_input: self.spec.console_input.then(|| self.dir.join("console.in")),
             interactive: self.interactive,
             hostfwd: self.hostfwd.clone(),
+            wire: self.spec.wire,
         }
     }
 

@@ -92,6 +92,22 @@ pub struct Invocation {
     /// TCP ports forwarded from the host's loopback to the guest (host, guest): a user-mode
     /// network on a virtio NIC, restricted so the guest reaches nothing outside. None: no NIC.
     pub hostfwd: Vec<(u16, u16)>,
+    /// A second NIC on a private wire to another machine's.
+    pub wire: Option<Wire>,
+}
+
+/// A private Ethernet wire between two machines: a second virtio NIC on each, joined by a TCP
+/// socket on the host's loopback (qemu's `socket` netdev). The listening end must be started
+/// first. The NIC sits at PCI slot 0x10 (`enp0s16` in the guest) with a MAC of its end's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    Listen(u16),
+    Connect(u16),
+}
+
+impl Wire {
+    /// The guest's name for the wire's NIC.
+    pub const IFACE: &'static str = "enp0s16";
 }
 
 fn device(d: &Disk, id: &str, sata_port: &mut u32, boot: bool) -> Vec<String> {
@@ -235,6 +251,18 @@ pub fn qemu_args(inv: &Invocation) -> Result<Vec<String>, String> {
             "virtio-net-pci,netdev=n0".into(),
         ]);
     }
+    if let Some(w) = inv.wire {
+        let (end, mac) = match w {
+            Wire::Listen(p) => (format!("listen=127.0.0.1:{p}"), "52:54:00:e7:00:01"),
+            Wire::Connect(p) => (format!("connect=127.0.0.1:{p}"), "52:54:00:e7:00:02"),
+        };
+        a.extend([
+            "-netdev".into(),
+            format!("socket,id=w0,{end}"),
+            "-device".into(),
+            format!("virtio-net-pci,netdev=w0,addr=0x10,mac={mac}"),
+        ]);
+    }
     let code = if inv.secure_boot {
         // The variable store may only be written from SMM, so the OS cannot change the keys.
         a.extend([
@@ -371,6 +399,7 @@ mod tests {
             console_input: None,
             interactive: false,
             hostfwd: vec![],
+            wire: None,
         }
     }
 
@@ -386,6 +415,29 @@ mod tests {
         .join(" ");
         assert!(!a.contains("-nic none"), "{a}");
         assert!(a.contains("-netdev user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:40001-:8443 -device virtio-net-pci,netdev=n0"), "{a}");
+    }
+
+    #[test]
+    fn a_wire_is_a_second_nic_each_end_with_its_own_mac() {
+        let a = qemu_args(&Invocation {
+            wire: Some(Wire::Listen(40002)),
+            ..inv()
+        })
+        .unwrap()
+        .join(" ");
+        assert!(a.contains("-nic none -"), "no user network: {a}");
+        assert!(a.contains("-netdev socket,id=w0,listen=127.0.0.1:40002 -device virtio-net-pci,netdev=w0,addr=0x10,mac=52:54:00:e7:00:01"), "{a}");
+        let b = qemu_args(&Invocation {
+            wire: Some(Wire::Connect(40002)),
+            ..inv()
+        })
+        .unwrap()
+        .join(" ");
+        assert!(
+            b.contains("socket,id=w0,connect=127.0.0.1:40002")
+                && b.contains("mac=52:54:00:e7:00:02"),
+            "{b}"
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub enum Op {
     Disks,
     Volumes,
     VolumeShow,
+    VolumeConnect,
     VolumeCreate,
     VolumeDelete,
     Snapshots,
@@ -90,7 +91,7 @@ impl Route {
     }
     /// Written to the audit journal: every change, and the reads that hand out secrets.
     pub fn audited(&self) -> bool {
-        self.mutates() || self.op == Op::Export
+        self.mutates() || matches!(self.op, Op::Export | Op::VolumeConnect)
     }
     pub fn name(&self) -> String {
         format!("{:?}", self.op)
@@ -154,6 +155,8 @@ pub const ROUTES: &[Route] = &[
         summary: "Create a volume from a spec and export it" },
     Route { method: "GET", path: "/v1/volumes/{name}", op: Op::VolumeShow, role: Reader, body: B::None, query: &[], errors: &[404, 423, 500, 503],
         summary: "One volume, its export and connection details (storagectl volume show --json)" },
+    Route { method: "GET", path: "/v1/volumes/{name}/connect", op: Op::VolumeConnect, role: Admin, body: B::None, query: &[], errors: &[404, 409, 423, 500, 503],
+        summary: "What the VM's launcher needs (storagectl volume connect): NVMe/TCP address, NQNs and the VM's DH-HMAC-CHAP secrets, so admin only and audited; qemu arguments for vhost-scsi" },
     Route { method: "DELETE", path: "/v1/volumes/{name}", op: Op::VolumeDelete, role: Admin, body: B::None, query: &["force"], errors: &[404, 409, 423, 500, 503],
         summary: "Delete a volume (force=true while a host is connected)" },
     Route { method: "GET", path: "/v1/volumes/{name}/snapshots", op: Op::Snapshots, role: Reader, body: B::None, query: &["bytes"], errors: &[404, 423, 500, 503],
@@ -173,7 +176,7 @@ pub const ROUTES: &[Route] = &[
     Route { method: "GET", path: "/v1/iostat", op: Op::Iostat, role: Reader, body: B::None, query: &["interval"], errors: &[500, 503],
         summary: "I/O per volume over `interval` seconds (default 1, at most 5): IOPS, throughput, latency, busy (storagectl volume iostat --json)" },
     Route { method: "GET", path: "/v1/export", op: Op::Export, role: Admin, body: B::None, query: &[], errors: &[423, 500, 503],
-        summary: "Every volume's identity in nvmetcli's JSON layout, for a new box (storagectl export save); secrets included, so admin only" },
+        summary: "Every volume's identity in nvmetcli's JSON layout, for a new box (storagectl export save); hosts by NQN, no secrets; admin only" },
     Route { method: "POST", path: "/v1/volumes/{name}/rollback", op: Op::Rollback, role: Admin, body: B::Rollback, query: &[], errors: &[404, 409, 413, 423, 500, 503],
         summary: "Roll a volume back to a snapshot (refused while a host is connected unless force)" },
     Route { method: "GET", path: "/v1/update", op: Op::Update, role: Reader, body: B::None, query: &[], errors: &[500],

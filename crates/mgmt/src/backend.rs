@@ -322,6 +322,9 @@ impl Backend for Host {
             ),
             Op::Volumes => r.out(ops::list(&self.env()?)?, |l| l.render(bytes)),
             Op::VolumeShow => r.out(ops::show(&self.env()?, name)?, |s| s.render()),
+            Op::VolumeConnect => {
+                value(volumes::connect::connect(&self.env()?, name)?).map(Out::Json)
+            }
             Op::VolumeCreate => {
                 let Decoded::Spec(raw) = &r.body else {
                     return Err(shape());
@@ -543,6 +546,12 @@ impl Fake {
                 Ok(serde_json::json!({"bytes": all.len(),
                     "sha256": abupdate::artifact::sha256_hex(&all)}))
             }
+            // A volume's connection as the box sends it, secrets included.
+            (Op::VolumeConnect, _) => Ok(serde_json::json!({"name": r.param("name"), "vm": "vm1",
+                "transport": "nvme-tcp", "warnings": [],
+                "nvme_tcp": {"traddr": "10.0.2.15", "trsvcid": 4420, "subsysnqn": "nqn.x:vol:web",
+                    "hostnqn": "nqn.x:vm:vm1", "hostid": "0f0e0d0c-0000-4000-8000-000000000001",
+                    "dhchap_secret": "DHHC-1:00:aG9zdA==:", "dhchap_ctrl_secret": "DHHC-1:00:Y3RybA==:"}})),
             (Op::VolumeShow, _) if r.param("name") == "missing" => {
                 Err(volumes::Error::NoVolume("missing".into()).into())
             }

@@ -840,33 +840,33 @@ async fn the_metrics_listener_serves_metrics_only() {
     }
 }
 
-/// Reading every volume's secrets is on the audit journal, like a change.
+/// Reading every volume's identities, or one VM's secrets, is on the audit journal like a change,
+/// and an admin's alone.
 #[tokio::test]
-async fn reading_the_export_is_audited() {
+async fn reading_the_export_or_a_connection_is_audited_and_admin_only() {
     let (admin_ca, reader_ca) = (ca("admins"), ca("readers"));
     let b = start(&admin_ca, &reader_ca, Limits::default()).await;
     let admin = issue(&admin_ca, "ops-admin", None);
     let reader = issue(&reader_ca, "ops-reader", None);
-    let (s, _) = call(&b, Some(&admin), "GET", "/v1/export", b"")
-        .await
-        .unwrap();
-    assert_eq!(s, 200);
-    let (s, _) = call(&b, Some(&reader), "GET", "/v1/export", b"")
-        .await
-        .unwrap();
-    assert_eq!(s, 403);
-    let seen: Vec<(u16, String)> = b
-        .audit
-        .tail(10)
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.path == "/v1/export")
-        .map(|e| (e.status, e.subject))
-        .collect();
-    for want in [(200, "CN=ops-admin"), (403, "CN=ops-reader")] {
-        assert!(
-            seen.iter().any(|(s, who)| *s == want.0 && who == want.1),
-            "{want:?} not in {seen:?}"
-        );
+    for path in ["/v1/export", "/v1/volumes/web/connect"] {
+        let (s, _) = call(&b, Some(&admin), "GET", path, b"").await.unwrap();
+        assert_eq!(s, 200, "{path}");
+        let (s, body) = call(&b, Some(&reader), "GET", path, b"").await.unwrap();
+        assert_eq!(s, 403, "{path}");
+        assert!(!body.contains("DHHC-1"), "{body}");
+        let seen: Vec<(u16, String)> = b
+            .audit
+            .tail(10)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.path == path)
+            .map(|e| (e.status, e.subject))
+            .collect();
+        for want in [(200, "CN=ops-admin"), (403, "CN=ops-reader")] {
+            assert!(
+                seen.iter().any(|(s, who)| *s == want.0 && who == want.1),
+                "{path}: {want:?} not in {seen:?}"
+            );
+        }
     }
 }

@@ -208,9 +208,21 @@ pub enum VolCmd {
         #[arg(long)]
         json: bool,
     },
-    /// What a VM needs to connect: qemu arguments or the NVMe/TCP address, NQNs, secret reference.
+    /// The volume, its identity and export: NQNs, NVMe/TCP address, where the secrets are kept.
     Show {
         name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// What the VM's launcher needs, ready to paste: qemu arguments (vhost-scsi, nvme-loop) or
+    /// the NVMe/TCP connection, with a warning when a VM cannot reach it. The VM's secrets are
+    /// never printed: `--out DIR` writes the connect options, secrets included, to
+    /// DIR/NAME.nvmf (mode 0600) for `cat DIR/NAME.nvmf > /dev/nvme-fabrics`.
+    Connect {
+        name: String,
+        /// Write the NVMe/TCP connect options (secrets included) here.
+        #[arg(long, value_name = "DIR")]
+        out: Option<std::path::PathBuf>,
         #[arg(long)]
         json: bool,
     },

@@ -224,6 +224,19 @@ fn volume(c: &Client, cmd: VolCmd) -> ExitCode {
             json,
         ),
         VolCmd::Show { name, json } => show(c, "GET", &vol(&name), None, json),
+        VolCmd::Connect { name, out, json } => crate::volume::connect(
+            c.call("GET", &format!("{}/connect", vol(&name)), None)
+                .and_then(|r| r.json())
+                .and_then(|v| {
+                    serde_json::from_value::<volumes::connect::Connect>(v).map_err(|e| Error::Api {
+                        status: 200,
+                        code: "bad_reply".into(),
+                        message: format!("the box's connection details do not parse: {e}"),
+                    })
+                }),
+            out.as_deref(),
+            json,
+        ),
         VolCmd::List { json, bytes } => show(
             c,
             "GET",

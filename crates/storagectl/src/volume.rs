@@ -25,6 +25,9 @@ pub fn volume(config: Option<&std::path::Path>, cmd: VolCmd) -> ExitCode {
             shown(volumes::ops::resize(&env, &name, &size), json)
         }
         VolCmd::Show { name, json } => shown(volumes::ops::show(&env, &name), json),
+        VolCmd::Connect { name, out, json } => {
+            connect(volumes::connect::connect(&env, &name), out.as_deref(), json)
+        }
         VolCmd::Iostat {
             names,
             interval,
@@ -175,4 +178,26 @@ pub fn export_save(config: Option<&std::path::Path>, file: Option<std::path::Pat
         }
         Err(e) => fail(&e),
     }
+}
+
+/// Prints a volume's connection (from this box or through the API) after writing its secrets to
+/// `out`, or leaving them out when there is none: they never reach stdout.
+pub fn connect<E: std::error::Error>(
+    c: Result<volumes::connect::Connect, E>,
+    out: Option<&std::path::Path>,
+    json: bool,
+) -> ExitCode {
+    let mut c = match c {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    match out {
+        Some(dir) => {
+            if let Err(e) = c.write_secrets(dir) {
+                return fail(&e);
+            }
+        }
+        None => c.redact(),
+    }
+    emit(Ok::<_, E>(c), json, |c| c.render())
 }

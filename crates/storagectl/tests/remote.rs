@@ -92,3 +92,52 @@ fn remote_commands_print_what_the_box_renders_and_exit_as_on_the_box() {
     assert_eq!(code, 1);
     assert!(err.contains("not an https:// URL"), "{err}");
 }
+
+/// `volume connect` through the API: the box sends the VM's secrets to an admin; the CLI writes
+/// them to a private file and prints none of them.
+#[test]
+fn remote_connect_writes_the_secrets_to_a_file_and_never_prints_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (admin_ca, reader_ca) = (Ca::new("admins"), Ca::new("readers"));
+    let b = FakeBox::start(&admin_ca, &reader_ca, dir.path());
+    let admin = b.remote_args(&admin_ca.issue("ops-admin"), dir.path(), "admin");
+    let reader = b.remote_args(&reader_ca.issue("ops-reader"), dir.path(), "reader");
+    let out_dir = dir.path().join("vm1");
+    let out_s = out_dir.to_str().unwrap();
+
+    let (code, out, err) = storagectl(&admin, &["volume", "connect", "web"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        !out.contains("DHHC-1") && out.contains("add --out DIR"),
+        "{out}"
+    );
+    assert!(out.contains("traddr 10.0.2.15 trsvcid 4420"), "{out}");
+    let (code, out, err) = storagectl(
+        &admin,
+        &["volume", "connect", "web", "--out", out_s, "--json"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("DHHC-1"), "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let f = out_dir.join("web.nvmf");
+    assert_eq!(v["options_file"], f.to_str().unwrap());
+    let opts = std::fs::read_to_string(&f).unwrap();
+    assert!(
+        opts.starts_with("transport=tcp,traddr=10.0.2.15,trsvcid=4420,nqn=nqn.x:vol:web,")
+            && opts.ends_with(
+                ",dhchap_secret=DHHC-1:00:aG9zdA==:,dhchap_ctrl_secret=DHHC-1:00:Y3RybA==:"
+            ),
+        "{opts}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&f).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // A reader gets nothing, and nothing is written.
+    std::fs::remove_file(&f).unwrap();
+    let (code, _, err) = storagectl(&reader, &["volume", "connect", "web", "--out", out_s]);
+    assert_eq!(code, 1);
+    assert!(err.contains("403 forbidden"), "{err}");
+    assert!(!f.exists());
+}

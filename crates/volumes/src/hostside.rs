@@ -100,6 +100,63 @@ pub fn connected_hosts(roots: &Roots, subsysnqn: &str, own_loop: bool) -> Vec<St
     v
 }
 
+/// Whether the kernel lists remote hosts per subsystem (nvmet debugfs, which Debian's kernel is
+/// built without): when it does not, only the NVMe/TCP port's open connections say anything.
+pub fn sees_remote_controllers(roots: &Roots) -> bool {
+    roots.debugfs.join("nvmet").is_dir()
+}
+
+/// The peers of every established TCP connection to local `port` (`/proc/net/tcp` and `tcp6`):
+/// NVMe/TCP hosts, one line per queue, deduplicated by address.
+pub fn tcp_peers(roots: &Roots, port: u16) -> Vec<std::net::IpAddr> {
+    let mut v = Vec::new();
+    for f in ["net/tcp", "net/tcp6"] {
+        let text = std::fs::read_to_string(roots.proc.join(f)).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            // sl local_address rem_address st ...; 01 is ESTABLISHED.
+            let (Some(local), Some(remote), Some("01")) =
+                (cols.get(1), cols.get(2), cols.get(3).copied())
+            else {
+                continue;
+            };
+            let lport = local
+                .rsplit_once(':')
+                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+            if lport != Some(port) {
+                continue;
+            }
+            if let Some(ip) = remote.rsplit_once(':').and_then(|(a, _)| proc_addr(a)) {
+                if !v.contains(&ip) {
+                    v.push(ip);
+                }
+            }
+        }
+    }
+    v
+}
+
+/// An address as `/proc/net/tcp*` prints it: 32-bit words in the kernel's byte order.
+fn proc_addr(hex: &str) -> Option<std::net::IpAddr> {
+    let word = |i: usize| {
+        hex.get(i * 8..i * 8 + 8)
+            .and_then(|w| u32::from_str_radix(w, 16).ok())
+            .map(u32::to_ne_bytes)
+    };
+    match hex.len() {
+        8 => Some(std::net::Ipv4Addr::from(word(0)?).into()),
+        32 => {
+            let mut b = [0u8; 16];
+            for i in 0..4 {
+                b[i * 4..i * 4 + 4].copy_from_slice(&word(i)?);
+            }
+            let a = std::net::Ipv6Addr::from(b);
+            Some(a.to_ipv4_mapped().map_or(a.into(), Into::into))
+        }
+        _ => None,
+    }
+}
+
 /// Connects the host to a loop subsystem as `hostnqn` with CHAP; returns the controller name.
 pub fn connect_loop(
     roots: &Roots,
@@ -228,5 +285,43 @@ mod tests {
         assert_eq!(loop_connections(&r, "nqn.e:").len(), 1);
         assert_eq!(parse_instance("instance=3,cntlid=1\n"), Some(3));
         assert_eq!(parse_instance("oops"), None);
+    }
+
+    #[test]
+    fn established_connections_to_the_port_name_their_peers() {
+        let d = tempfile::tempdir().unwrap();
+        let r = Roots::under(d.path());
+        assert!(!sees_remote_controllers(&r));
+        assert!(tcp_peers(&r, 4420).is_empty());
+        // 4420 is 0x1144. A listener, two queues from one host, one from another, one to
+        // another port, one closing.
+        put(
+            &r.proc.join("net/tcp"),
+            "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100090A:1144 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1
+   1: 0100090A:1144 0200090A:B1C2 01 00000000:00000000 00:00000000 00000000     0        0 0 1
+   2: 0100090A:1144 0200090A:B1C4 01 00000000:00000000 00:00000000 00000000     0        0 0 1
+   3: 0100090A:1144 0300090A:9000 01 00000000:00000000 00:00000000 00000000     0        0 0 1
+   4: 0100090A:20FB 0400090A:9000 01 00000000:00000000 00:00000000 00000000     0        0 0 1
+   5: 0100090A:1144 0500090A:9000 06 00000000:00000000 00:00000000 00000000     0        0 0 1
+",
+        );
+        put(
+            &r.proc.join("net/tcp6"),
+            "  sl  local_address                         remote_address                        st
+   0: 00000000000000000000000001000000:1144 0000000000000000FFFF00000600090A:A000 01
+   1: 00000000000000000000000001000000:1144 000080FE00000000000000000100000A:A000 01
+",
+        );
+        let want: Vec<std::net::IpAddr> = ["10.9.0.2", "10.9.0.3", "10.9.0.6"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        let got = tcp_peers(&r, 4420);
+        assert_eq!(&got[..3], &want[..], "{got:?}");
+        assert_eq!(got.len(), 4, "{got:?}");
+        assert!(got[3].is_ipv6(), "{got:?}");
+        std::fs::create_dir_all(r.debugfs.join("nvmet")).unwrap();
+        assert!(sees_remote_controllers(&r));
     }
 }

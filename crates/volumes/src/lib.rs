@@ -7,6 +7,7 @@ pub mod apply;
 pub mod cache;
 pub mod cmd;
 pub mod config;
+pub mod connect;
 pub mod error;
 pub mod guard;
 pub mod hostside;

@@ -13,7 +13,7 @@ use crate::zvol;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
-fn spool_file(env: &Env, name: &str) -> Option<PathBuf> {
+pub(crate) fn spool_file(env: &Env, name: &str) -> Option<PathBuf> {
     ["toml", "json"]
         .iter()
         .map(|e| env.cfg.spool.join(format!("{name}.{e}")))
@@ -179,7 +179,7 @@ pub fn delete(env: &Env, name: &str, force: bool) -> Result<()> {
     };
     let v = crate::spec::load_file(&path)?;
     if v.transport.is_nvmet() {
-        let users = hostside::connected_hosts(&env.roots, &ids::subsystem_nqn(name), true);
+        let users = users(env, &v);
         if !users.is_empty() && !force {
             return Err(Error::Refused(format!(
                 "{name} is in use by {}; disconnect them or use --force",
@@ -591,6 +591,27 @@ impl Snapshots {
     }
 }
 
+/// Who may be using an nvmet volume: hosts connected to its subsystem (as far as the kernel says)
+/// and, for NVMe/TCP on a kernel that cannot say which subsystem a remote host uses, every host
+/// with a connection open to the NVMe/TCP port. Over-counting refuses a change that `--force`
+/// can still make; under-counting would change a disk under a running VM.
+fn users(env: &Env, v: &Volume) -> Vec<String> {
+    let mut u = hostside::connected_hosts(&env.roots, &ids::subsystem_nqn(&v.name), true);
+    if v.transport == Transport::NvmeTcp && !hostside::sees_remote_controllers(&env.roots) {
+        u.extend(
+            hostside::tcp_peers(&env.roots, env.cfg.nvme_tcp.port)
+                .into_iter()
+                .map(|p| {
+                    format!(
+                        "a host at {p} connected to NVMe/TCP port {} (this kernel does not say to which volume)",
+                        env.cfg.nvme_tcp.port
+                    )
+                }),
+        );
+    }
+    u
+}
+
 /// Refuses while anyone but this box's own loop connection uses the volume (as delete does);
 /// for vhost-scsi, where the kernel does not say whether a VM holds the endpoint, unless forced.
 fn refuse_if_in_use(env: &Env, v: &Volume, what: &str, force: bool) -> Result<()> {
@@ -598,7 +619,7 @@ fn refuse_if_in_use(env: &Env, v: &Volume, what: &str, force: bool) -> Result<()
         return Ok(());
     }
     if v.transport.is_nvmet() {
-        let users = hostside::connected_hosts(&env.roots, &ids::subsystem_nqn(&v.name), true);
+        let users = users(env, v);
         if !users.is_empty() {
             return Err(Error::Refused(format!(
                 "{} is in use by {}; disconnect them before {what}, or use --force",

@@ -3,12 +3,14 @@
 //! management API: no shell answers on the serial console, no agent answers on its port, root
 //! cannot log in, and on the network only mutual TLS on 8443 answers. Through that API, with
 //! the development CAs' certificates, an operator reads and changes the box, and every refusal
-//! (no certificate, another CA's, a reader changing) changes nothing.
+//! (no certificate, another CA's, a reader changing) changes nothing. A second machine on a
+//! private wire, a VM host, writes to a volume over NVMe/TCP with the secrets the API gave.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic with context on failure
 
 use eve_vmtest::{
-    build_manifest, prod_image_path, test_dir, DiskKind, DiskSpec, Machine, MachineSpec,
+    build_manifest, image_path, prod_image_path, test_dir, DiskKind, DiskSpec, Machine,
+    MachineSpec, Wire,
 };
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -62,12 +64,16 @@ fn the_production_image_boots_to_a_working_box_and_opens_nothing() {
     spec.console_input = true;
     // As shipped: Secure Boot on with the project's keys enrolled.
     spec.secure_boot = true;
-    // The API's port, and the plain-HTTP metrics and NVMe/TCP ports network.toml opens.
+    // The API's port, the plain-HTTP metrics port network.toml opens, and NVMe/TCP's, which
+    // the firewall must keep from the host (every forwarded connection comes from qemu's user
+    // network gateway, 10.0.2.2, which network.toml does not allow).
     spec.forward = vec![8443, 9100, 4420];
+    // And a private wire to a VM host, the only host NVMe/TCP is for.
+    let (wire_box, wire_vm_host) = Wire::pair().unwrap();
+    spec.wire = Some(wire_box);
     // The operator's network settings on the CONFIG partition: a static address (qemu's user
     // network is 10.0.2.0/24, its gateway .2) instead of DHCP, a metrics listener, and NVMe/TCP
-    // on that address for the one host the user network shows the box (the gateway, where every
-    // forwarded connection comes from).
+    // on the wire's address for the VM host at its other end.
     // And a mirror (the config dataset's quota cut to fit a pool this small), so a member can be
     // pulled and replaced through the API.
     let mirror = crate::common::image_policy()
@@ -78,7 +84,7 @@ fn the_production_image_boots_to_a_working_box_and_opens_nothing() {
         ("storage.toml".into(), mirror.into_bytes()),
         (
         "network.toml".into(),
-        b"[interfaces.enp0s3]\naddress = \"10.0.2.15/24\"\ngateway = \"10.0.2.2\"\n\n[metrics]\nlisten = \"0.0.0.0:9100\"\n\n[nvme_tcp]\nlisten = \"10.0.2.15\"\nallow = [\"10.0.2.2\"]\n".to_vec(),
+        b"[interfaces.enp0s3]\naddress = \"10.0.2.15/24\"\ngateway = \"10.0.2.2\"\n\n[interfaces.enp0s16]\naddress = \"10.9.0.1/24\"\n\n[metrics]\nlisten = \"0.0.0.0:9100\"\n\n[nvme_tcp]\nlisten = \"10.9.0.1\"\nallow = [\"10.9.0.2\"]\n".to_vec(),
         ),
     ];
     let mut m = Machine::create(spec, &test_dir("production").join("vm")).unwrap();
@@ -109,7 +115,21 @@ fn the_production_image_boots_to_a_working_box_and_opens_nothing() {
     }
     assert!(!console.contains("getty"), "{console}");
 
-    let api = the_api_answers_only_mutual_tls(&m, &bm);
+    // The VM host: a development image (for its agent) at the wire's other end, booted while the
+    // box's API is checked.
+    let vm_host = std::thread::spawn(move || {
+        let mut spec = MachineSpec::new("production-vm-host", &image_path());
+        spec.disks = vec![DiskSpec::blank(DiskKind::Virtio, 512, "VMHOST1")];
+        spec.wire = Some(wire_vm_host);
+        spec.config_files = vec![(
+            "network.toml".into(),
+            format!("[interfaces.{}]\naddress = \"10.9.0.2/24\"\n", Wire::IFACE).into_bytes(),
+        )];
+        let mut h = Machine::create(spec, &test_dir("production").join("vm-host")).unwrap();
+        h.boot().unwrap();
+        h
+    });
+    let api = the_api_answers_only_mutual_tls(&m, &bm, vm_host);
 
     // Nothing answers on the console: typed commands are never run.
     // Typed twice, 10 s apart, well after every service is up (as the dev image's check does).
@@ -559,7 +579,11 @@ fn openssl(args: &[&str], dir: &std::path::Path) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn the_api_answers_only_mutual_tls(m: &Machine, bm: &serde_json::Value) -> Api {
+fn the_api_answers_only_mutual_tls(
+    m: &Machine,
+    bm: &serde_json::Value,
+    vm_host: std::thread::JoinHandle<Machine>,
+) -> Api {
     let dev = std::path::PathBuf::from(
         bm["mgmt"]["dev_dir"]
             .as_str()
@@ -752,22 +776,41 @@ fn the_api_answers_only_mutual_tls(m: &Machine, bm: &serde_json::Value) -> Api {
     assert!(l.to_string().contains("\"web\""), "{l}");
     let shown = api.json("reader", "GET", "/v1/volumes/web", None, 200);
     assert_eq!(shown["name"], "web", "{shown}");
-    // Its export listens where network.toml put it, and the firewall lets the allowed host in:
-    // from the host, an NVMe/TCP connection's first exchange (ICReq, ICResp) with the box's nvmet.
+    // Its export listens where network.toml put it; a host the settings do not allow gets no
+    // NVMe/TCP answer (the first exchange of a connection, ICReq and ICResp, written by hand).
     assert!(
-        shown.to_string().contains("traddr=10.0.2.15 trsvcid=4420"),
+        shown.to_string().contains("traddr=10.9.0.1 trsvcid=4420"),
         "{shown}"
     );
-    let icresp = nvme_tcp_icreq(m.host_port(4420));
-    assert_eq!(
-        (
-            icresp[0],
-            icresp[2],
-            u32::from_le_bytes(icresp[4..8].try_into().unwrap())
-        ),
-        (0x01, 128, 128),
-        "not an NVMe/TCP ICResp: {icresp:02x?}"
+    assert!(!shown.to_string().contains("DHHC-1"), "{shown}");
+    if let Some(r) = nvme_tcp_icreq(m.host_port(4420)) {
+        panic!("NVMe/TCP answered a host network.toml does not allow: {r:02x?}");
+    }
+    // The connection details with the VM's secrets: an admin's alone.
+    let (s, b) = api.call(Some("reader"), "GET", "/v1/volumes/web/connect", None);
+    assert!(s == 403 && !b.contains("DHHC-1"), "{s} {b}");
+    let conn = api.json("admin", "GET", "/v1/volumes/web/connect", None, 200);
+    let t = &conn["nvme_tcp"];
+    assert_eq!(t["traddr"], "10.9.0.1", "{conn}");
+    assert_eq!(conn["warnings"], serde_json::json!([]), "{conn}");
+    let options = format!(
+        "transport=tcp,traddr={},trsvcid={},nqn={},hostnqn={},hostid={},dhchap_secret={},dhchap_ctrl_secret={}",
+        t["traddr"].as_str().unwrap(),
+        t["trsvcid"],
+        t["subsysnqn"].as_str().unwrap(),
+        t["hostnqn"].as_str().unwrap(),
+        t["hostid"].as_str().unwrap(),
+        t["dhchap_secret"].as_str().unwrap(),
+        t["dhchap_ctrl_secret"].as_str().unwrap()
     );
+    let nqn = t["subsysnqn"].as_str().unwrap().to_string();
+    let mut host = vm_host.join().expect("the VM host boots");
+    let ns = nvme_tcp_connect(&mut host, &options, &nqn);
+    let a = host
+        .ok(&format!(
+            "dd if=/dev/urandom of=/run/a bs=1M count=4 2>/dev/null && dd if=/run/a of={ns} bs=1M oflag=direct conv=fsync 2>/dev/null && sha256sum < /run/a"
+        ))
+        .unwrap();
     let snap = api.json(
         "admin",
         "POST",
@@ -778,13 +821,51 @@ fn the_api_answers_only_mutual_tls(m: &Machine, bm: &serde_json::Value) -> Api {
     assert_eq!(snap["name"], "before", "{snap}");
     let snaps = api.json("reader", "GET", "/v1/volumes/web/snapshots", None, 200);
     assert!(snaps.to_string().contains("\"before\""), "{snaps}");
-    api.json(
-        "admin",
+    // Written after the snapshot, read back through the export.
+    let read = format!("dd if={ns} bs=1M count=4 iflag=direct 2>/dev/null | sha256sum");
+    let b = host
+        .ok(&format!(
+            "dd if=/dev/urandom of=/run/b bs=1M count=4 2>/dev/null && dd if=/run/b of={ns} bs=1M oflag=direct conv=fsync 2>/dev/null && sha256sum < /run/b"
+        ))
+        .unwrap();
+    assert_ne!(a, b);
+    assert_eq!(host.ok(&read).unwrap(), b);
+    // A rollback under a connected host is refused; once it has gone, the volume reads as it was
+    // at the snapshot through a new connection.
+    let (s, body) = api.call(
+        Some("admin"),
         "POST",
         "/v1/volumes/web/rollback",
         Some(r#"{"snapshot":"before"}"#),
-        200,
     );
+    assert_eq!(s, 409, "{body}");
+    nvme_tcp_disconnect(&mut host, &nqn);
+    let start = Instant::now();
+    loop {
+        let (s, body) = api.call(
+            Some("admin"),
+            "POST",
+            "/v1/volumes/web/rollback",
+            Some(r#"{"snapshot":"before"}"#),
+        );
+        if s == 200 {
+            break;
+        }
+        assert!(
+            s == 409 && start.elapsed() < Duration::from_secs(60),
+            "{s} {body}"
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let ns = nvme_tcp_connect(&mut host, &options, &nqn);
+    let read = format!("dd if={ns} bs=1M count=4 iflag=direct 2>/dev/null | sha256sum");
+    assert_eq!(
+        host.ok(&read).unwrap(),
+        a,
+        "the rollback did not bring the snapshot's data back"
+    );
+    nvme_tcp_disconnect(&mut host, &nqn);
+    host.power_cut().unwrap();
     let (s, b) = api.call(
         Some("admin"),
         "POST",
@@ -949,19 +1030,57 @@ fn the_api_answers_only_mutual_tls(m: &Machine, bm: &serde_json::Value) -> Api {
 }
 
 /// Opens an NVMe/TCP connection to the forwarded `port` and sends the Initialize Connection
-/// Request (NVMe/TCP 1.0, no digests); returns the 128-byte answer. The host kernel here has no
-/// `nvme-tcp`, so the exchange is written by hand: enough to show nvmet listens and is reachable.
-fn nvme_tcp_icreq(port: u16) -> [u8; 128] {
+/// Request (NVMe/TCP 1.0, no digests); returns the 128-byte answer, if one came within 20 s.
+fn nvme_tcp_icreq(port: u16) -> Option<[u8; 128]> {
     use std::io::{Read, Write};
     let mut req = [0u8; 128];
     req[0] = 0x00; // ICReq
     req[2] = 128; // header length
     req[4..8].copy_from_slice(&128u32.to_le_bytes()); // PDU length
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    s.write_all(&req).unwrap();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(&req).ok()?;
     let mut resp = [0u8; 128];
-    s.read_exact(&mut resp)
-        .unwrap_or_else(|e| panic!("no ICResp from the box's NVMe/TCP port: {e}"));
-    resp
+    s.read_exact(&mut resp).ok()?;
+    Some(resp)
+}
+
+/// Connects the VM host to the subsystem `nqn` with the connect `options` (secrets included),
+/// handed over on stdin to a file and written to `/dev/nvme-fabrics` from it, as `storagectl
+/// volume connect --out` has an operator do; returns the namespace's device.
+fn nvme_tcp_connect(host: &mut Machine, options: &str, nqn: &str) -> String {
+    let out = host
+        .exec_argv(
+            &[
+                "/bin/sh",
+                "-c",
+                "umask 077 && cat > /run/web.nvmf && cat /run/web.nvmf > /dev/nvme-fabrics",
+            ],
+            options.as_bytes(),
+            Duration::from_secs(60),
+        )
+        .unwrap();
+    assert_eq!(out.status, 0, "connect: {out:?}");
+    let find = format!(
+        "for s in /sys/class/nvme-subsystem/*; do [ \"$(cat $s/subsysnqn)\" = {nqn} ] && for n in $s/nvme*n*; do [ -b /dev/${{n##*/}} ] && echo /dev/${{n##*/}}; done; done | head -1"
+    );
+    let start = Instant::now();
+    loop {
+        let dev = host.ok(&find).unwrap().trim().to_string();
+        if !dev.is_empty() {
+            return dev;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no namespace for {nqn} on the VM host"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+fn nvme_tcp_disconnect(host: &mut Machine, nqn: &str) {
+    host.ok(&format!(
+        "for c in /sys/class/nvme/nvme*; do [ \"$(cat $c/subsysnqn)\" = {nqn} ] && echo 1 > $c/delete_controller; done; true"
+    ))
+    .unwrap();
 }
