@@ -1049,6 +1049,28 @@ fn nvme_tcp_icreq(port: u16) -> Option<[u8; 128]> {
 /// handed over on stdin to a file and written to `/dev/nvme-fabrics` from it, as `storagectl
 /// volume connect --out` has an operator do; returns the namespace's device.
 fn nvme_tcp_connect(host: &mut Machine, options: &str, nqn: &str) -> String {
+    // The wire's address, which eve-net sets from the VM host's network.toml.
+    let start = Instant::now();
+    while host
+        .sh(&format!(
+            "ip -4 addr show dev {} | grep -q 10.9.0.2/24",
+            Wire::IFACE
+        ))
+        .unwrap()
+        .status
+        != 0
+    {
+        if start.elapsed() > Duration::from_secs(60) {
+            let diag = host
+                .sh("ip addr; ip route; ls /sys/class/net; tail -n 30 /run/log/net.log /run/log/*net*; cat /config/network.toml")
+                .unwrap();
+            panic!(
+                "the VM host has no address on the wire:\n{}\n{}",
+                diag.stdout, diag.stderr
+            );
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
     let out = host
         .exec_argv(
             &[
