@@ -10,6 +10,7 @@ pub mod config;
 pub mod connect;
 pub mod error;
 pub mod guard;
+pub mod holders;
 pub mod hostside;
 pub mod ids;
 pub mod import;

@@ -178,14 +178,19 @@ pub fn delete(env: &Env, name: &str, force: bool) -> Result<()> {
         return Err(Error::NoVolume(name.into()));
     };
     let v = crate::spec::load_file(&path)?;
-    if v.transport.is_nvmet() {
-        let users = users(env, &v);
-        if !users.is_empty() && !force {
+    if !force {
+        let users = if v.transport.is_nvmet() {
+            users(env, &v)
+        } else {
+            Vec::new()
+        };
+        if !users.is_empty() {
             return Err(Error::Refused(format!(
                 "{name} is in use by {}; disconnect them or use --force",
                 users.join(", ")
             )));
         }
+        refuse_held(env, &v, "deleting it")?;
     }
     let ds = zvol::dataset(&env.cfg.pool, &v);
     if let Some(s) = snap::list(env.tools, std::slice::from_ref(&ds))
@@ -591,6 +596,37 @@ impl Snapshots {
     }
 }
 
+/// The block devices on this box that show the volume's blocks: its zvol and, for nvme-loop, the
+/// namespace the box connects to.
+fn local_devices(env: &Env, v: &Volume) -> Vec<PathBuf> {
+    let mut d = vec![zvol::dev_path(&env.roots, &zvol::dataset(&env.cfg.pool, v))];
+    if v.transport == Transport::NvmeLoop {
+        d.extend(hostside::namespace_dev(
+            &env.roots,
+            &ids::subsystem_nqn(&v.name),
+        ));
+    }
+    d
+}
+
+/// Processes, mounts and stacked devices on this box holding the volume's devices open.
+fn held_by(env: &Env, v: &Volume) -> Vec<String> {
+    crate::holders::holders(&env.roots, &local_devices(env, v))
+}
+
+/// Refuses `what` while anything on this box holds the volume's devices open.
+fn refuse_held(env: &Env, v: &Volume, what: &str) -> Result<()> {
+    let held = held_by(env, v);
+    if held.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Refused(format!(
+        "{} is in use on this box: {}; close them before {what}, or use --force",
+        v.name,
+        held.join("; ")
+    )))
+}
+
 /// Who may be using an nvmet volume: hosts connected to its subsystem (as far as the kernel says)
 /// and, for NVMe/TCP on a kernel that cannot say which subsystem a remote host uses, every host
 /// with a connection open to the NVMe/TCP port. Over-counting refuses a change that `--force`
@@ -618,6 +654,7 @@ fn refuse_if_in_use(env: &Env, v: &Volume, what: &str, force: bool) -> Result<()
     if force {
         return Ok(());
     }
+    refuse_held(env, v, what)?;
     if v.transport.is_nvmet() {
         let users = users(env, v);
         if !users.is_empty() {
@@ -688,9 +725,10 @@ pub fn rollback(
             )
         }
     ));
-    // The box's own loop connection may hold the old blocks in its page cache.
-    if v.transport == Transport::NvmeLoop {
-        if let Some(dev) = hostside::namespace_dev(&env.roots, &ids::subsystem_nqn(name)) {
+    // Every device over the zvol may hold the old blocks in its page cache: the zvol itself and
+    // the box's own loop namespace. Nothing holds them open (checked above), so the cache goes.
+    for dev in local_devices(env, &v) {
+        if dev.exists() {
             let d = dev.display().to_string();
             env.tools
                 .run(cmd::BLOCKDEV, &["--flushbufs".to_string(), d], None)?;

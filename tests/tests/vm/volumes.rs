@@ -603,6 +603,57 @@ fn snapshots_roll_back_and_clone_through_the_export_and_schedules_prune_across_a
     write(&mut m, &dev, "A");
     detach(&mut m);
     assert!(holds(&mut m, &dev2, "/tmp/C"), "web2 keeps its own content");
+    // Nothing on the box may hold a volume's devices while it is rolled back: a reader of its
+    // loop namespace (as a VM's qemu is) or of its zvol is named and refused, and nothing
+    // changes; once gone, buffered and direct reads both see the snapshot's blocks.
+    m.ok("storagectl volume snapshot web2 w1").unwrap();
+    write(&mut m, &dev2, "B");
+    let buffered = |m: &mut Machine, dev: &str| {
+        m.ok(&format!(
+            "dd if={dev} bs=1M count=4 2>/dev/null | sha256sum"
+        ))
+        .unwrap()
+    };
+    let (sum_b, sum_c) = (
+        m.ok("sha256sum < /tmp/B").unwrap(),
+        m.ok("sha256sum < /tmp/C").unwrap(),
+    );
+    assert_eq!(buffered(&mut m, &dev2), sum_b);
+    for held in [dev2.as_str(), "/dev/zvol/persist/vault/volumes/web2"] {
+        let pid = m
+            .ok(&format!("sleep 600 < {held} > /dev/null 2>&1 & echo $!"))
+            .unwrap()
+            .trim()
+            .to_string();
+        for cmd in [
+            "storagectl volume rollback web2 w1",
+            "storagectl volume delete web2",
+        ] {
+            let o = m.sh(cmd).unwrap();
+            assert!(
+                o.status != 0
+                    && o.stderr.contains("in use on this box")
+                    && o.stderr.contains(&format!("sleep (pid {pid}) has ")),
+                "{cmd} with {held} open: {o:?}"
+            );
+        }
+        assert_eq!(
+            buffered(&mut m, &dev2),
+            sum_b,
+            "a refused rollback changed web2"
+        );
+        m.ok(&format!(
+            "kill {pid}; while kill -0 {pid} 2>/dev/null; do :; done"
+        ))
+        .unwrap();
+    }
+    m.ok("storagectl volume rollback web2 w1").unwrap();
+    assert_eq!(
+        buffered(&mut m, &dev2),
+        sum_c,
+        "a buffered read saw the blocks from before the rollback"
+    );
+    assert!(holds(&mut m, &dev2, "/tmp/C"));
     assert_eq!(
         snaps(&mut m, "web"),
         [
