@@ -39,6 +39,24 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// A failure on the box keeps the kind its HTTP status means and the box's own code; one on the
+/// way there (flags, certificates, the connection) is ours.
+impl platform::exit::Classify for Error {
+    fn kind(&self) -> platform::exit::Kind {
+        match self {
+            Error::Api { status, .. } => platform::exit::Kind::of_http(*status),
+            Error::Config(_) | Error::Pem { .. } => platform::exit::Kind::BadInput,
+            Error::Io(_) | Error::Tls(_) | Error::Connect { .. } => platform::exit::Kind::Failed,
+        }
+    }
+    fn code(&self) -> &str {
+        match self {
+            Error::Api { code, .. } => code,
+            _ => self.kind().code(),
+        }
+    }
+}
+
 /// The environment variables read when a flag is not given.
 pub const ENV_URL: &str = "EVE_REMOTE";
 pub const ENV_CERT: &str = "EVE_REMOTE_CERT";

@@ -232,6 +232,7 @@ impl From<volumes::Error> for ApiError {
             E::Busy(_) => (409, "volume_busy"),
             E::Refused(_) => (409, "refused"),
             E::VaultLocked(_) => (423, "vault_locked"),
+            E::PoolAbsent(_) => (503, "pool_absent"),
             _ => (500, "failed"),
         };
         ApiError::new(status, code, msg)

@@ -266,13 +266,8 @@ pub(crate) fn failed(e: &dyn std::error::Error) -> ApiError {
 impl Host {
     /// 503 when the pool is not imported.
     fn pool(&self) -> Result<(), ApiError> {
-        // The kernel keeps `/proc/spl/kstat/zfs/<pool>/state` for every imported pool: asked on
-        // every volume and disk request, it costs no `zpool` process (tens of ms on a slow box).
-        let state = platform::Roots::host()
-            .proc
-            .join("spl/kstat/zfs")
-            .join(&self.pool)
-            .join("state");
+        // Asked on every volume and disk request: the kernel's record costs no `zpool` process
+        // (tens of ms on a slow box).
         let absent = || {
             ApiError::new(
                 503,
@@ -283,7 +278,7 @@ impl Host {
                 ),
             )
         };
-        if state.exists() {
+        if platform::zfs::imported(&platform::Roots::host(), &self.pool) {
             Ok(())
         } else {
             Err(absent())
@@ -546,6 +541,9 @@ impl Fake {
                 Ok(serde_json::json!({"bytes": all.len(),
                     "sha256": abupdate::artifact::sha256_hex(&all)}))
             }
+            // A degraded pool, as status and health report one: what is wrong and the exit code.
+            (Op::Status | Op::Health, _) => Ok(serde_json::json!({"op": format!("{:?}", r.op),
+                "problems": ["pool persist: DEGRADED"], "exit_code": 7})),
             // A volume's connection as the box sends it, secrets included.
             (Op::VolumeConnect, _) => Ok(serde_json::json!({"name": r.param("name"), "vm": "vm1",
                 "transport": "nvme-tcp", "warnings": [],

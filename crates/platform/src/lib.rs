@@ -3,13 +3,15 @@
 //! ([`error`]), sizes and intervals ([`units`]), the boot disk's partition names ([`layout`]),
 //! which block devices are never drives ([`disk`]), eve-init's status schema ([`status`]), the
 //! rollback floor stage 1 and the vault share ([`rollback`]), UEFI signature databases
-//! ([`efisig`]), the firmware's TPM event log ([`eventlog`]) and the one logger ([`log`]).
+//! ([`efisig`]), the firmware's TPM event log ([`eventlog`]), the one logger ([`log`]) and how
+//! a failure is told to scripts: exit codes and JSON errors ([`exit`]).
 
 pub mod cmd;
 pub mod disk;
 pub mod efisig;
 pub mod error;
 pub mod eventlog;
+pub mod exit;
 pub mod layout;
 pub mod lock;
 pub mod log;

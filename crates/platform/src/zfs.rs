@@ -16,6 +16,19 @@ pub struct PoolInfo {
     pub free: u64,
 }
 
+/// Whether `pool` is imported, from the kernel's own record (`/proc/spl/kstat/zfs/<pool>/state`,
+/// kept for every imported pool): no `zpool` process, and no guessing from a command's failure.
+pub fn imported(roots: &crate::Roots, pool: &str) -> bool {
+    !matches!(pool, "" | "." | "..")
+        && !pool.contains('/')
+        && roots
+            .proc
+            .join("spl/kstat/zfs")
+            .join(pool)
+            .join("state")
+            .exists()
+}
+
 /// `zpool list -H -p -o name,guid,health,size,allocated,free`
 pub fn parse_pool_list(out: &str) -> Result<Vec<PoolInfo>, String> {
     out.lines()

@@ -66,6 +66,24 @@ pub enum VaultError {
     Io(#[from] platform::IoError),
 }
 
+impl platform::exit::Classify for VaultError {
+    fn kind(&self) -> platform::exit::Kind {
+        use platform::exit::Kind;
+        match self {
+            VaultError::BadRecoveryKey(_) | VaultError::Blob(_) => Kind::BadInput,
+            VaultError::WrongRecoveryKey
+            | VaultError::NoRecovery(_)
+            | VaultError::NotThisVault(_)
+            | VaultError::Unproven(_)
+            | VaultError::Firmware(_) => Kind::Refused,
+            VaultError::Locked(_) => Kind::VaultLocked,
+            VaultError::Random(_) | VaultError::Tpm(_) | VaultError::Cmd(_) | VaultError::Io(_) => {
+                Kind::Failed
+            }
+        }
+    }
+}
+
 /// The firmware's Secure Boot state, from efivarfs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]

@@ -20,9 +20,15 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// Pool health, members, capacity, datasets against their quotas, encryption and keys.
+    ///
+    /// Exits 0 when all is well, 5 when the vault is locked, 6 when the pool is not imported, 7
+    /// when it is degraded (the pool or a member not ONLINE, a critical alert).
     Status {
         #[arg(long)]
         json: bool,
+        /// Print only what is wrong (like `zpool status -x`).
+        #[arg(short = 'x', long)]
+        quiet: bool,
         #[arg(long, default_value = "persist")]
         pool: String,
     },
@@ -43,9 +49,15 @@ pub enum Cmd {
     },
     /// Alerts from the drives' own reports, pool state, capacity and quotas; each drive's
     /// temperature, wear and errors; the last events.
+    ///
+    /// Exits 0 when all is well, 6 when the pool is not imported, 7 when it is degraded or an
+    /// alert is critical.
     Health {
         #[arg(long)]
         json: bool,
+        /// Print only what is wrong: the pool's state and critical alerts.
+        #[arg(short = 'x', long)]
+        quiet: bool,
         /// Sizes in bytes instead of human units.
         #[arg(long)]
         bytes: bool,

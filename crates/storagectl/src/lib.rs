@@ -12,8 +12,15 @@ pub mod volume;
 use cli::{Cli, Cmd, ExportCmd};
 use std::process::ExitCode;
 
-/// Runs one parsed command line; the exit code follows the result.
+/// Whether the command line asked for JSON: errors are then printed as JSON on stdout too.
+static JSON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Runs one parsed command line; the exit code follows the result (README, "Exit codes").
 pub fn run(cli: Cli) -> ExitCode {
+    JSON.store(
+        std::env::args_os().any(|a| a == "--json"),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     match cli.remote.remote() {
         Ok(Some(r)) => {
             return match mgmt_client::Client::new(&r) {
@@ -26,11 +33,18 @@ pub fn run(cli: Cli) -> ExitCode {
     }
     match cli.cmd {
         Cmd::Disk { pool, cmd } => disk::disk(&pool, cmd),
-        Cmd::Health { json, bytes, pool } => {
+        Cmd::Health {
+            json,
+            bytes,
+            quiet,
+            pool,
+        } => {
             let v = storaged::health_view(&pool, std::path::Path::new("/"));
-            emit(Ok::<_, storaged::Error>(v), json, |v| v.render(bytes))
+            report(&v, v.exit_code, &v.problems, json, quiet, |v| {
+                v.render(bytes)
+            })
         }
-        Cmd::Status { json, pool } => pool::status(&pool, json),
+        Cmd::Status { json, quiet, pool } => pool::status(&pool, json, quiet),
         Cmd::Audit { json, lines, pool } => {
             let j = storaged::audit::Journal::at(storaged::audit::path(
                 std::path::Path::new("/"),
@@ -48,7 +62,7 @@ pub fn run(cli: Cli) -> ExitCode {
 }
 
 /// Prints a result as JSON or as text, or its error chain; the exit code follows.
-pub fn emit<T: serde::Serialize, E: std::error::Error>(
+pub fn emit<T: serde::Serialize, E: std::error::Error + platform::exit::Classify>(
     r: Result<T, E>,
     json: bool,
     text: impl Fn(&T) -> String,
@@ -66,7 +80,54 @@ pub fn emit<T: serde::Serialize, E: std::error::Error>(
     }
 }
 
-pub fn fail(e: &dyn std::error::Error) -> ExitCode {
-    eprintln!("storagectl: {}", platform::chain(e));
-    ExitCode::FAILURE
+/// Prints an error's chain on stderr (and as `{"error": {"code", "message"}}` on stdout when the
+/// command line asked for JSON); exits with its kind's code.
+pub fn fail<E: std::error::Error + platform::exit::Classify>(e: &E) -> ExitCode {
+    let msg = platform::chain(e);
+    eprintln!("storagectl: {msg}");
+    if JSON.load(std::sync::atomic::Ordering::Relaxed) {
+        println!("{}", platform::exit::json_error(e.code(), &msg));
+    }
+    ExitCode::from(e.kind().exit_code())
+}
+
+/// A usage error found after parsing (2, as clap's own); as JSON too when asked.
+pub fn usage(msg: &str) -> ExitCode {
+    eprintln!("storagectl: {msg}");
+    if JSON.load(std::sync::atomic::Ordering::Relaxed) {
+        println!(
+            "{}",
+            platform::exit::json_error(platform::exit::Kind::BadInput.code(), msg)
+        );
+    }
+    ExitCode::from(platform::exit::Kind::BadInput.exit_code())
+}
+
+/// A report (`status`, `health`): printed whole, as JSON, or (`quiet`, like `zpool status -x`)
+/// only what is wrong; the exit code says how things stand whatever is printed.
+pub fn report<T: serde::Serialize>(
+    v: &T,
+    code: u8,
+    problems: &[String],
+    json: bool,
+    quiet: bool,
+    text: impl Fn(&T) -> String,
+) -> ExitCode {
+    if json {
+        println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    } else if quiet {
+        print!("{}", render_problems(problems));
+    } else {
+        print!("{}", text(v));
+    }
+    ExitCode::from(code)
+}
+
+/// `-x`'s text: one line per problem, or that there is none.
+pub fn render_problems(problems: &[String]) -> String {
+    if problems.is_empty() {
+        "all is well\n".to_string()
+    } else {
+        problems.iter().map(|p| format!("{p}\n")).collect()
+    }
 }

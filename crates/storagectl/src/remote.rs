@@ -10,8 +10,9 @@ use std::process::ExitCode;
 
 /// A command that has no remote form: a usage error (2).
 fn usage(what: &str) -> ExitCode {
-    eprintln!("storagectl: {what} runs on the box only; it is not available with --remote");
-    ExitCode::from(2)
+    crate::usage(&format!(
+        "{what} runs on the box only; it is not available with --remote"
+    ))
 }
 
 fn fail(e: &Error) -> ExitCode {
@@ -34,6 +35,30 @@ fn show(c: &Client, method: &str, path: &str, body: Option<&Value>, json: bool) 
         }
         Err(e) => fail(&e),
     }
+}
+
+/// A report (`status`, `health`): the box's JSON says what is wrong and what the command exits
+/// with on the box; the text is the box's too.
+fn report(c: &Client, path: &str, json: bool, quiet: bool) -> ExitCode {
+    let v = match c.call("GET", path, None).and_then(|r| r.json()) {
+        Ok(v) => v,
+        Err(e) => return fail(&e),
+    };
+    let code = v["exit_code"]
+        .as_u64()
+        .and_then(|c| u8::try_from(c).ok())
+        .unwrap_or(platform::exit::Kind::Failed.exit_code());
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    } else if quiet {
+        print!("{}", crate::render_problems(&strs(&v["problems"])));
+    } else {
+        match c.text("GET", path, None) {
+            Ok(t) => print!("{t}"),
+            Err(e) => return fail(&e),
+        }
+    }
+    ExitCode::from(code)
 }
 
 /// A change: its JSON answer handed to `line`, which prints what the local command prints.
@@ -74,14 +99,10 @@ fn strs(v: &Value) -> Vec<String> {
 /// Runs `cmd` on the box `c` calls.
 pub fn run(c: &Client, cmd: Cmd) -> ExitCode {
     match cmd {
-        Cmd::Status { json, .. } => show(c, "GET", "/v1/status", None, json),
-        Cmd::Health { json, bytes, .. } => show(
-            c,
-            "GET",
-            &format!("/v1/health{}", bytes_q(bytes)),
-            None,
-            json,
-        ),
+        Cmd::Status { json, quiet, .. } => report(c, "/v1/status", json, quiet),
+        Cmd::Health {
+            json, bytes, quiet, ..
+        } => report(c, &format!("/v1/health{}", bytes_q(bytes)), json, quiet),
         Cmd::Audit { json, lines, .. } => {
             let path = format!("/v1/audit?lines={lines}");
             if !json {
@@ -211,10 +232,7 @@ fn volume(c: &Client, cmd: VolCmd) -> ExitCode {
                     ExitCode::FAILURE
                 }
             },
-            Err(m) => {
-                eprintln!("storagectl: {m}");
-                ExitCode::from(2)
-            }
+            Err(m) => crate::usage(&m),
         },
         VolCmd::Resize { name, size, json } => show(
             c,
@@ -276,8 +294,7 @@ fn volume(c: &Client, cmd: VolCmd) -> ExitCode {
             })
         }
         VolCmd::Snapshot(_) => {
-            eprintln!("storagectl: volume snapshot needs a volume name (or `delete NAME SNAP`)");
-            ExitCode::from(2)
+            crate::usage("volume snapshot needs a volume name (or `delete NAME SNAP`)")
         }
         VolCmd::Snapshots { name, json, bytes } => show(
             c,
@@ -306,8 +323,7 @@ fn volume(c: &Client, cmd: VolCmd) -> ExitCode {
             json,
         } => {
             let Some((origin, snap)) = from.split_once('@') else {
-                eprintln!("storagectl: --from {from}: expected VOLUME@SNAPSHOT");
-                return ExitCode::from(2);
+                return crate::usage(&format!("--from {from}: expected VOLUME@SNAPSHOT"));
             };
             let mut body = json!({"name": new});
             if let Some(v) = vm {
@@ -330,8 +346,9 @@ fn volume(c: &Client, cmd: VolCmd) -> ExitCode {
             json,
         } => {
             if !(0.1..=5.0).contains(&interval) {
-                eprintln!("storagectl: --interval {interval}: give 0.1 to 5 seconds with --remote");
-                return ExitCode::from(2);
+                return crate::usage(&format!(
+                    "--interval {interval}: give 0.1 to 5 seconds with --remote"
+                ));
             }
             let s: Result<storaged::iostat::Sample, String> = c
                 .get(&format!("/v1/iostat?interval={interval}"))

@@ -16,10 +16,7 @@ pub fn volume(config: Option<&std::path::Path>, cmd: VolCmd) -> ExitCode {
     match cmd {
         VolCmd::Create(a) => match raw_from_args(&a) {
             Ok((raw, label)) => shown(volumes::ops::create(&env, &raw, &label), a.json),
-            Err(m) => {
-                eprintln!("storagectl: {m}");
-                ExitCode::from(2)
-            }
+            Err(m) => crate::usage(&m),
         },
         VolCmd::Resize { name, size, json } => {
             shown(volumes::ops::resize(&env, &name, &size), json)
@@ -62,8 +59,7 @@ pub fn volume(config: Option<&std::path::Path>, cmd: VolCmd) -> ExitCode {
             |s| format!("{name}@{}\n", s.name),
         ),
         VolCmd::Snapshot(_) => {
-            eprintln!("storagectl: volume snapshot needs a volume name (or `delete NAME SNAP`)");
-            ExitCode::from(2)
+            crate::usage("volume snapshot needs a volume name (or `delete NAME SNAP`)")
         }
         VolCmd::Snapshots { name, json, bytes } => {
             emit(volumes::ops::snapshots(&env, &name), json, |l| {
@@ -127,14 +123,13 @@ pub fn volume(config: Option<&std::path::Path>, cmd: VolCmd) -> ExitCode {
 
 pub fn iostat(pool: &str, names: &[String], interval: f64, json: bool) -> ExitCode {
     if !(0.1..=3600.0).contains(&interval) {
-        eprintln!("storagectl: --interval {interval}: give 0.1 to 3600 seconds");
-        return ExitCode::from(2);
+        return crate::usage(&format!("--interval {interval}: give 0.1 to 3600 seconds"));
     }
     let roots = Roots::host();
     let have = storaged::iostat::volumes(&roots, pool);
     if let Some(n) = names.iter().find(|n| !have.iter().any(|v| &v.volume == *n)) {
         eprintln!("storagectl: {n}: no such volume with a device in pool {pool}");
-        return ExitCode::FAILURE;
+        return ExitCode::from(platform::exit::Kind::NotFound.exit_code());
     }
     show_rates(
         storaged::iostat::sample(&roots, pool, interval),
@@ -182,7 +177,7 @@ pub fn export_save(config: Option<&std::path::Path>, file: Option<std::path::Pat
 
 /// Prints a volume's connection (from this box or through the API) after writing its secrets to
 /// `out`, or leaving them out when there is none: they never reach stdout.
-pub fn connect<E: std::error::Error>(
+pub fn connect<E: std::error::Error + platform::exit::Classify>(
     c: Result<volumes::connect::Connect, E>,
     out: Option<&std::path::Path>,
     json: bool,

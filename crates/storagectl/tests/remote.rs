@@ -29,9 +29,22 @@ fn remote_commands_print_what_the_box_renders_and_exit_as_on_the_box() {
     let admin = b.remote_args(&admin_ca.issue("ops-admin"), dir.path(), "admin");
     let reader = b.remote_args(&reader_ca.issue("ops-reader"), dir.path(), "reader");
 
-    // Text is the box's rendering (the fake's stands in for it), JSON the box's JSON.
+    // Text is the box's rendering (the fake's stands in for it), JSON the box's JSON; a report
+    // exits as it would on the box (the fake's pool is degraded: 7), `-x` prints what is wrong.
     let (code, out, _) = storagectl(&reader, &["status"]);
-    assert_eq!((code, out.as_str()), (0, "text of {\"op\":\"Status\"}\n"));
+    assert_eq!(code, 7);
+    assert!(
+        out.starts_with("text of {") && out.contains("DEGRADED"),
+        "{out}"
+    );
+    for cmd in ["status", "health"] {
+        let (code, out, _) = storagectl(&reader, &[cmd, "-x"]);
+        assert_eq!(
+            (code, out.as_str()),
+            (7, "pool persist: DEGRADED\n"),
+            "{cmd}"
+        );
+    }
     let (code, out, _) = storagectl(&reader, &["volume", "list", "--json", "--bytes"]);
     assert_eq!(code, 0);
     assert_eq!(
@@ -56,14 +69,23 @@ fn remote_commands_print_what_the_box_renders_and_exit_as_on_the_box() {
 
     // Failures: the box's message, exit 1; a reader changing is refused and nothing runs.
     let (code, _, err) = storagectl(&reader, &["volume", "delete", "db"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 4, "refused");
     assert!(
         err.contains("needs the admin role") && err.contains("403 forbidden"),
         "{err}"
     );
     let (code, _, err) = storagectl(&reader, &["volume", "show", "missing"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 3, "not found");
     assert!(err.contains("404 not_found"), "{err}");
+    // With --json the error is JSON on stdout too, with the box's code.
+    let (code, out, _) = storagectl(&reader, &["volume", "show", "missing", "--json"]);
+    assert_eq!(code, 3);
+    let e: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(e["error"]["code"], "not_found", "{out}");
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("missing"),
+        "{out}"
+    );
     assert!(!b
         .fake
         .calls
@@ -89,7 +111,7 @@ fn remote_commands_print_what_the_box_renders_and_exit_as_on_the_box() {
     assert!(other.fake.calls.lock().unwrap().is_empty());
     // Bad flags are named.
     let (code, _, err) = storagectl(&["--remote".into(), "http://box".into()], &["status"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2, "a bad flag is a usage error");
     assert!(err.contains("not an https:// URL"), "{err}");
 }
 
@@ -137,7 +159,7 @@ fn remote_connect_writes_the_secrets_to_a_file_and_never_prints_them() {
     // A reader gets nothing, and nothing is written.
     std::fs::remove_file(&f).unwrap();
     let (code, _, err) = storagectl(&reader, &["volume", "connect", "web", "--out", out_s]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 4);
     assert!(err.contains("403 forbidden"), "{err}");
     assert!(!f.exists());
 }

@@ -494,12 +494,62 @@ pub struct HealthView {
     pub events: Vec<crate::journal::Event>,
     /// Why the journal on the pool could not be read, when it could not.
     pub journal_error: Option<String>,
+    /// What is wrong, one line each (empty: all is well): what `storagectl health -x` prints.
+    pub problems: Vec<String>,
+    /// What `storagectl health` exits with: 0 all well, 6 pool not imported, 7 degraded.
+    pub exit_code: u8,
 }
 
 /// Events `storagectl health` shows.
 pub const RECENT_EVENTS: usize = 10;
 
 impl HealthView {
+    /// What is wrong, one line each: the pool's state when it is not ONLINE (or not imported)
+    /// and every critical alert; empty when all is well.
+    /// Fills in `problems` and `exit_code` from the rest.
+    pub fn finish(mut self) -> HealthView {
+        self.problems = self.find_problems();
+        self.exit_code = self.find_exit_code();
+        self
+    }
+
+    fn find_problems(&self) -> Vec<String> {
+        let o = &self.observed;
+        let mut v = Vec::new();
+        if !o.imported {
+            v.push(format!(
+                "pool {}: not imported{}",
+                o.pool_name,
+                o.pool_error
+                    .as_ref()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
+            ));
+        } else if let Some(p) = o.pool.as_ref().filter(|p| p.state != "ONLINE") {
+            v.push(format!("pool {}: {}", p.name, p.state));
+        } else if let Some(e) = &o.pool_error {
+            v.push(format!("pool {}: unreadable ({e})", o.pool_name));
+        }
+        for a in &self.alerts {
+            if a.alert.severity == Severity::Critical {
+                v.push(format!("critical: {}", a.alert.message));
+            }
+        }
+        v
+    }
+
+    /// The exit code `storagectl health` ends with: 0 when all is well, pool absent's when it is
+    /// not imported, else degraded's when anything is wrong. Filled in by [`HealthView::finish`].
+    fn find_exit_code(&self) -> u8 {
+        if !self.observed.imported {
+            platform::exit::Kind::PoolAbsent.exit_code()
+        } else if self.find_problems().is_empty() {
+            0
+        } else {
+            platform::exit::DEGRADED
+        }
+    }
+
     fn device_state(&self, d: &Device) -> String {
         let alerts: Vec<Alert> = self.alerts.iter().map(|a| a.alert.clone()).collect();
         d.summary(&alerts)

@@ -37,6 +37,15 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+impl platform::exit::Classify for Error {
+    fn kind(&self) -> platform::exit::Kind {
+        match self {
+            Error::Refused(_) => platform::exit::Kind::Refused,
+            Error::Io(_) | Error::State { .. } | Error::Cmd(_) => platform::exit::Kind::Failed,
+        }
+    }
+}
+
 /// Seconds since the epoch now.
 pub fn now() -> u64 {
     std::time::SystemTime::now()
@@ -85,5 +94,8 @@ pub fn health_view(pool: &str, root: &std::path::Path) -> health::HealthView {
         alerts: j.active,
         events,
         journal_error,
+        problems: Vec::new(),
+        exit_code: 0,
     }
+    .finish()
 }

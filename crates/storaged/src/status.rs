@@ -28,8 +28,9 @@ fn disk_of(path: &str, devs: &[discover::BlockDev]) -> (Option<String>, Option<S
 
 /// The pool's own status: members, datasets, the vault and the boot binding.
 pub fn gather(pool: &str) -> Result<Status, storage::cmd::CmdError> {
-    // No such pool is a status ("none imported"), not an error.
-    let Ok(pools) = zfs::list_pools(Some(pool)) else {
+    // A pool the kernel has not imported is a status ("none imported"), not an error; a `zpool`
+    // that fails on an imported pool is an error, never "none imported".
+    if !platform::zfs::imported(&Roots::host(), pool) {
         return Ok(Status {
             pool: None,
             members: vec![],
@@ -40,8 +41,8 @@ pub fn gather(pool: &str) -> Result<Status, storage::cmd::CmdError> {
                 pool,
             )),
         });
-    };
-    let info = pools.into_iter().next();
+    }
+    let info = zfs::list_pools(Some(pool))?.into_iter().next();
     let devs = discover::enumerate(&Roots::host());
     let st = storage::cmd::run(
         zfs::ZPOOL,
@@ -87,6 +88,11 @@ pub struct FullStatus {
     /// The alerts storaged's last health look left in the journal on the pool.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alerts: Option<Vec<crate::journal::Active>>,
+    /// What is wrong, one line each (empty: all is well): what `storagectl status -x` prints.
+    pub problems: Vec<String>,
+    /// What `storagectl status` exits with (here and through the API): 0 all well, 5 vault
+    /// locked, 6 pool not imported, 7 degraded.
+    pub exit_code: u8,
 }
 
 /// The full status of `pool`, read now.
@@ -105,16 +111,81 @@ pub fn full(pool: &str) -> Result<FullStatus, storage::cmd::CmdError> {
                 .ok()
                 .map(|j| j.active)
         });
-        FullStatus {
+        let mut f = FullStatus {
             status,
             maintenance,
             maintenance_error,
             alerts,
-        }
+            problems: Vec::new(),
+            exit_code: 0,
+        };
+        f.problems = f.find_problems();
+        f.exit_code = f.find_exit_code();
+        f
     })
 }
 
 impl FullStatus {
+    /// What is wrong, one line each, worst first; empty when all is well.
+    fn find_problems(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        let Some(p) = &self.status.pool else {
+            v.push("pool: not imported (storage-init's log says why)".to_string());
+            return v;
+        };
+        if p.health != "ONLINE" {
+            v.push(format!("pool {}: {}", p.name, p.health));
+        }
+        for m in self.status.members.iter().filter(|m| m.state != "ONLINE") {
+            v.push(format!(
+                "member {}{}: {}",
+                m.path,
+                m.disk
+                    .as_ref()
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default(),
+                m.state
+            ));
+        }
+        if let Some(vault) = self.status.vault.as_ref().filter(|x| x.state == "locked") {
+            v.push(format!(
+                "vault {}: locked{}",
+                vault.dataset,
+                vault
+                    .advice
+                    .as_ref()
+                    .map(|a| format!(" ({a})"))
+                    .unwrap_or_default()
+            ));
+        }
+        for a in self.alerts.iter().flatten() {
+            if a.alert.severity == crate::health::Severity::Critical {
+                v.push(format!("critical: {}", a.alert.message));
+            }
+        }
+        v
+    }
+
+    /// The exit code `storagectl status` ends with: 0 when all is well, else the worst of pool
+    /// absent, vault locked and degraded (a pool or member not ONLINE, a critical alert).
+    fn find_exit_code(&self) -> u8 {
+        use platform::exit::{Kind, DEGRADED};
+        if self.status.pool.is_none() {
+            Kind::PoolAbsent.exit_code()
+        } else if self
+            .status
+            .vault
+            .as_ref()
+            .is_some_and(|x| x.state == "locked")
+        {
+            Kind::VaultLocked.exit_code()
+        } else if self.find_problems().is_empty() {
+            0
+        } else {
+            DEGRADED
+        }
+    }
+
     /// The text `storagectl status` prints.
     pub fn render(&self) -> String {
         let mut t = status::render(&self.status);
@@ -139,5 +210,111 @@ impl FullStatus {
             });
         }
         t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::health::{Alert, Severity};
+    use crate::journal::Active;
+    use platform::zfs::PoolInfo;
+    use storage::status::VaultView;
+
+    fn full(health: &str, member: &str, vault: &str, alerts: Vec<Active>) -> FullStatus {
+        let mut f = FullStatus {
+            status: Status {
+                pool: Some(PoolInfo {
+                    name: "persist".into(),
+                    guid: 1,
+                    health: health.into(),
+                    size: 1 << 30,
+                    allocated: 0,
+                    free: 1 << 30,
+                }),
+                members: vec![Member {
+                    path: "/dev/disk/by-partuuid/x".into(),
+                    disk: Some("nvme0n1".into()),
+                    stable_id: None,
+                    state: member.into(),
+                }],
+                datasets: vec![],
+                vault: Some(VaultView {
+                    state: vault.into(),
+                    dataset: "persist/vault".into(),
+                    advice: None,
+                }),
+                boot: None,
+            },
+            maintenance: None,
+            maintenance_error: None,
+            alerts: Some(alerts),
+            problems: vec![],
+            exit_code: 0,
+        };
+        f.problems = f.find_problems();
+        f.exit_code = f.find_exit_code();
+        f
+    }
+
+    fn alert(sev: Severity, msg: &str) -> Active {
+        Active {
+            alert: Alert {
+                key: msg.into(),
+                severity: sev,
+                message: msg.into(),
+            },
+            since: 0,
+        }
+    }
+
+    #[test]
+    fn status_exits_by_the_worst_of_what_is_wrong() {
+        let ok = full(
+            "ONLINE",
+            "ONLINE",
+            "unlocked",
+            vec![alert(Severity::Warning, "warm")],
+        );
+        assert_eq!(
+            (ok.exit_code, ok.problems.len()),
+            (0, 0),
+            "{:?}",
+            ok.problems
+        );
+        let d = full("DEGRADED", "FAULTED", "unlocked", vec![]);
+        assert_eq!(d.exit_code, platform::exit::DEGRADED);
+        assert_eq!(
+            d.problems,
+            [
+                "pool persist: DEGRADED",
+                "member /dev/disk/by-partuuid/x (nvme0n1): FAULTED"
+            ]
+        );
+        let c = full(
+            "ONLINE",
+            "ONLINE",
+            "unlocked",
+            vec![alert(Severity::Critical, "nvme0n1 is failing")],
+        );
+        assert_eq!(c.exit_code, 7);
+        assert_eq!(c.problems, ["critical: nvme0n1 is failing"]);
+        let l = full("DEGRADED", "ONLINE", "locked", vec![]);
+        assert_eq!(l.exit_code, platform::exit::Kind::VaultLocked.exit_code());
+        assert!(l
+            .problems
+            .iter()
+            .any(|p| p.starts_with("vault persist/vault: locked")));
+        let mut none = full("ONLINE", "ONLINE", "unlocked", vec![]);
+        none.status.pool = None;
+        assert_eq!(
+            none.find_exit_code(),
+            platform::exit::Kind::PoolAbsent.exit_code()
+        );
+        assert_eq!(none.find_problems().len(), 1);
+        // The JSON carries both, for scripts and for `storagectl --remote`.
+        let v = serde_json::to_value(&d).unwrap();
+        assert_eq!(v["exit_code"], 7);
+        assert_eq!(v["problems"][0], "pool persist: DEGRADED");
     }
 }

@@ -39,6 +39,33 @@ pub enum Error {
     LinksMissing { devs: Vec<PathBuf>, secs: u64 },
     #[error("{path}: {msg}")]
     Import { path: PathBuf, msg: String },
+    /// Nothing is read or written without the pool.
+    #[error("pool {0} is not imported; `storagectl status` says why")]
+    PoolAbsent(String),
+}
+
+impl platform::exit::Classify for Error {
+    fn kind(&self) -> platform::exit::Kind {
+        use platform::exit::Kind;
+        match self {
+            Error::Spec(_) | Error::BadName(_) | Error::Unsupported(_) => Kind::BadInput,
+            Error::NoVolume(_) => Kind::NotFound,
+            // An import a check turned away (a backing file, a path outside the import
+            // directory, too large) is refused with its reason, like any other refusal.
+            Error::Exists(_) | Error::Busy(_) | Error::Refused(_) | Error::Import { .. } => {
+                Kind::Refused
+            }
+            Error::VaultLocked(_) => Kind::VaultLocked,
+            Error::PoolAbsent(_) => Kind::PoolAbsent,
+            Error::Io(_)
+            | Error::State { .. }
+            | Error::Cmd(_)
+            | Error::Plan(_)
+            | Error::Cfs(_)
+            | Error::DeviceTimeout { .. }
+            | Error::LinksMissing { .. } => Kind::Failed,
+        }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -194,6 +194,9 @@ impl Env<'_> {
 
     /// Refuses unless the spool and the state are on the unlocked vault.
     pub fn check_vault(&self) -> Result<()> {
+        if !platform::zfs::imported(&self.roots, &self.cfg.pool) {
+            return Err(Error::PoolAbsent(self.cfg.pool.clone()));
+        }
         guard::vault_ready(
             self.tools,
             &self.roots.mountinfo(),

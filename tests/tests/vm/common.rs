@@ -280,3 +280,16 @@ pub fn recover(m: &mut eve_vmtest::Machine, rk: &str) -> eve_vmtest::Output {
     )
     .unwrap()
 }
+
+/// `storagectl status|health ...` as a script runs it: its exit code, which must be one a report
+/// ends with (0 all well, 5 vault locked, 6 pool not imported, 7 degraded), and its output.
+/// With `--json`, the JSON's own `exit_code` must be the same.
+pub fn report(m: &mut eve_vmtest::Machine, cmd: &str) -> (i32, String) {
+    let o = m.sh(cmd).unwrap();
+    assert!(matches!(o.status, 0 | 5 | 6 | 7), "{cmd}: {o:?}");
+    if cmd.contains("--json") {
+        let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+        assert_eq!(v["exit_code"], o.status, "{cmd}: {v}");
+    }
+    (o.status, o.stdout)
+}

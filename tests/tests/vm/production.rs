@@ -173,6 +173,27 @@ fn a_pulled_mirror_member_is_replaced_through_the_api(m: &mut Machine, api: &Api
     let missing = l["missing"].as_array().unwrap();
     assert_eq!(missing.len(), 1, "{l}");
     let gone = missing[0]["guid"].as_u64().unwrap().to_string();
+    // A script sees the pool degraded from the exit codes alone (7), `-x` says what is wrong,
+    // and a failure with --json is a JSON error with its own code (3: not found).
+    for cmd in ["status", "health"] {
+        let o = host_cli("storagectl", api, "reader", &[cmd, "-x"]);
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(o.status.code(), Some(7), "{cmd}: {o:?}");
+        assert!(out.starts_with("pool persist: DEGRADED\n"), "{cmd}: {out}");
+    }
+    let o = host_cli("storagectl", api, "reader", &["status", "--json"]);
+    assert_eq!(o.status.code(), Some(7), "{o:?}");
+    let st: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(st["exit_code"], 7, "{st}");
+    let o = host_cli(
+        "storagectl",
+        api,
+        "reader",
+        &["volume", "show", "nosuch", "--json"],
+    );
+    assert_eq!(o.status.code(), Some(3), "{o:?}");
+    let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(e["error"]["code"], "not_found", "{e}");
     let o = host_cli(
         "storagectl",
         api,
@@ -187,6 +208,7 @@ fn a_pulled_mirror_member_is_replaced_through_the_api(m: &mut Machine, api: &Api
     assert_eq!(l["missing"].as_array().unwrap().len(), 0, "{l}");
     assert_eq!(l["risks"].as_array().unwrap().len(), 0, "{l}");
     let o = host_cli("storagectl", api, "reader", &["status"]);
+    assert_eq!(o.status.code(), Some(0), "whole again: {o:?}");
     let text = String::from_utf8_lossy(&o.stdout);
     // The box's own rendering: the pool whole again, the new drive a member by its stable id.
     assert!(

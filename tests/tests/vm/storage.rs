@@ -159,7 +159,7 @@ fn four_blank_disks_become_one_encrypted_pool_that_survives_reboot_and_foreign_d
     assert_eq!(v["plan"]["action"], "already-imported");
 
     // The operator's view.
-    let status = m.ok("storagectl status").unwrap();
+    let (_, status) = crate::common::report(&mut m, "storagectl status");
     assert!(
         status.contains("pool: persist") && status.contains("ONLINE"),
         "{status}"
@@ -172,7 +172,7 @@ fn four_blank_disks_become_one_encrypted_pool_that_survives_reboot_and_foreign_d
         "{status}"
     );
     let js: serde_json::Value =
-        serde_json::from_str(&m.ok("storagectl status --json").unwrap()).unwrap();
+        serde_json::from_str(&crate::common::report(&mut m, "storagectl status --json").1).unwrap();
     assert!(
         js["members"]
             .as_array()
@@ -201,7 +201,7 @@ fn four_blank_disks_become_one_encrypted_pool_that_survives_reboot_and_foreign_d
     let nvmea = name_of(&mut m, "/dev/disk/by-id/nvme-*NVMEA");
     let nvmeb = name_of(&mut m, "/dev/disk/by-id/nvme-*NVMEB");
     let h: serde_json::Value =
-        serde_json::from_str(&m.ok("storagectl health --json").unwrap()).unwrap();
+        serde_json::from_str(&crate::common::report(&mut m, "storagectl health --json").1).unwrap();
     let devs = h["observed"]["devices"].as_array().unwrap().clone();
     let by_name = |n: &str| {
         devs.iter()
@@ -238,7 +238,8 @@ fn four_blank_disks_become_one_encrypted_pool_that_survives_reboot_and_foreign_d
                 .contains("reliability degraded"),
         "{h}"
     );
-    let text = m.ok("storagectl health").unwrap();
+    let (code, text) = crate::common::report(&mut m, "storagectl health");
+    assert_eq!(code, 7, "a critical alert: degraded");
     assert!(
         text.contains("ALERTS: 1 critical") && text.contains("no health report"),
         "{text}"
@@ -301,7 +302,8 @@ fn four_blank_disks_become_one_encrypted_pool_that_survives_reboot_and_foreign_d
             .contains("ALERT (critical): "),
         "no alert under disk list"
     );
-    let st = m.ok("storagectl status").unwrap();
+    let (code, st) = crate::common::report(&mut m, "storagectl status");
+    assert_eq!(code, 7, "a critical alert: degraded");
     assert!(
         st.contains("health: 1 critical, 0 warning, 0 notice"),
         "{st}"
@@ -385,7 +387,7 @@ fn four_blank_disks_become_one_encrypted_pool_that_survives_reboot_and_foreign_d
         ("/dev/nosuch", "no such device"),
     ] {
         let o = m.sh(&format!("storagectl disk add {link}")).unwrap();
-        assert_eq!(o.status, 1, "{link}: {o:?}");
+        assert_eq!(o.status, 4, "refused: {link}: {o:?}");
         assert!(o.stderr.contains(why), "{link}: {}", o.stderr);
     }
     assert_eq!(members(&mut m), 5);
@@ -655,8 +657,9 @@ fn another_pool_is_left_alone_and_a_new_blank_drive_joins_when_allowed() {
         "{l}"
     );
     assert_eq!(l["missing"].as_array().unwrap().len(), 1, "{l}");
-    let h: serde_json::Value =
-        serde_json::from_str(&m.ok("storagectl health --json").unwrap()).unwrap();
+    let (code, h) = crate::common::report(&mut m, "storagectl health --json");
+    assert_eq!(code, 6, "the pool cannot be imported");
+    let h: serde_json::Value = serde_json::from_str(&h).unwrap();
     let alerts = h["alerts"].to_string();
     assert!(
         alerts.contains("stripe member") && alerts.contains("not imported"),
@@ -779,7 +782,7 @@ fn fresh_tpm_leaves_the_vault_locked_and_a_missing_mirror_member_is_replaced_thr
         let o = m
             .sh(&format!("storagectl disk replace {old} {new} --no-wait"))
             .unwrap();
-        assert_eq!(o.status, 1, "{old} {new}: {o:?}");
+        assert_eq!(o.status, 4, "refused: {old} {new}: {o:?}");
         assert!(o.stderr.contains(why), "{old} {new}: {}", o.stderr);
     }
     // The replacement itself is asked from the host through the management API, as an
@@ -798,7 +801,7 @@ fn fresh_tpm_leaves_the_vault_locked_and_a_missing_mirror_member_is_replaced_thr
         "--no-wait",
     ];
     let o = api.run("storagectl", "reader", &args);
-    assert_eq!(o.status, 1, "a reader replaced a disk");
+    assert_eq!(o.status, 4, "a reader replaced a disk");
     assert!(o.stderr.contains("403 forbidden"), "{}", o.stderr);
     let o = api.run(
         "storagectl",
@@ -811,7 +814,7 @@ fn fresh_tpm_leaves_the_vault_locked_and_a_missing_mirror_member_is_replaced_thr
             "--no-wait",
         ],
     );
-    assert_eq!(o.status, 1, "{o:?}");
+    assert_eq!(o.status, 4, "refused on the box: {o:?}");
     assert!(
         o.stderr.contains("too-small") && o.stderr.contains("409 refused"),
         "{}",
@@ -922,7 +925,7 @@ fn fresh_tpm_leaves_the_vault_locked_and_a_missing_mirror_member_is_replaced_thr
     let o = m
         .sh("storagectl disk add /dev/disk/by-id/virtio-SMALL")
         .unwrap();
-    assert_eq!(o.status, 1, "{o:?}");
+    assert_eq!(o.status, 4, "{o:?}");
     assert!(
         o.stderr
             .contains("mirror pool of 3-drive groups grows by 3 drives at a time; 1 given"),

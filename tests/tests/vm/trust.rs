@@ -36,7 +36,8 @@ fn datasets(m: &mut Machine) -> String {
 }
 
 fn alerts(m: &mut Machine) -> String {
-    let h: Value = serde_json::from_str(&m.ok("storagectl health --json").unwrap()).unwrap();
+    let h: Value =
+        serde_json::from_str(&crate::common::report(m, "storagectl health --json").1).unwrap();
     h["alerts"].to_string()
 }
 
@@ -68,7 +69,8 @@ fn what_is_on_the_disk_cannot_undo_what_the_tpm_and_the_operator_decided() {
     assert_eq!(keystatus(&mut m, "persist/vault"), "available");
     m.ok("echo vault-content > /persist/config/marker && sync")
         .unwrap();
-    let st: Value = serde_json::from_str(&m.ok("storagectl status --json").unwrap()).unwrap();
+    let st: Value =
+        serde_json::from_str(&crate::common::report(&mut m, "storagectl status --json").1).unwrap();
     assert_eq!(st["boot"]["pcrs"], serde_json::json!([7]), "{st:#}");
     let before = datasets(&mut m);
 
@@ -244,7 +246,7 @@ fn what_is_on_the_disk_cannot_undo_what_the_tpm_and_the_operator_decided() {
     assert!(m.sh("cat /persist/config/marker").unwrap().status != 0);
     // The old recovery key opens its old wrap, whose key the vault no longer takes.
     let out = recover(&mut m, &rk1);
-    assert_eq!(out.status, 1, "{out:?}");
+    assert_eq!(out.status, 4, "refused: {out:?}");
     assert!(out.stderr.contains("does not open this vault"), "{out:?}");
     assert_eq!(keystatus(&mut m, "persist/vault"), "unavailable");
     // The operator's current key, with the current wrap back in place, unlocks.
@@ -302,7 +304,7 @@ fn what_is_on_the_disk_cannot_undo_what_the_tpm_and_the_operator_decided() {
     ))
     .unwrap();
     let out = recover(&mut m, &rk2);
-    assert_eq!(out.status, 1, "{out:?}");
+    assert_eq!(out.status, 4, "refused: {out:?}");
     assert!(
         out.stderr
             .contains("is not the vault this recovery key was made for"),

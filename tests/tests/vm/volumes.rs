@@ -181,7 +181,7 @@ fn thin_thick_and_encrypted_volumes_carry_verified_data_over_nvmet_across_a_rebo
         ),
     ] {
         let o = m.sh(&format!("storagectl volume create {args}")).unwrap();
-        assert_eq!(o.status, 1, "{args}: {o:?}");
+        assert_eq!(o.status, 2, "a usage error: {args}: {o:?}");
         assert!(
             o.stderr.contains(&format!("command line: {field}:")),
             "{o:?}"
@@ -202,7 +202,7 @@ fn thin_thick_and_encrypted_volumes_carry_verified_data_over_nvmet_across_a_rebo
     let o = m
         .sh("storagectl volume create huge --size 20G --vm vm1 --transport nvme-tcp --thick")
         .unwrap();
-    assert!(o.status == 1 && o.stderr.contains("floor"), "{o:?}");
+    assert!(o.status == 4 && o.stderr.contains("floor"), "{o:?}");
     m.ok("storagectl volume create thin --size 256M --vm vm1 --transport nvme-tcp --clear")
         .unwrap();
     m.ok(
@@ -305,7 +305,7 @@ fn thin_thick_and_encrypted_volumes_carry_verified_data_over_nvmet_across_a_rebo
 
     // A connected volume is not deleted by mistake.
     let o = m.sh("storagectl volume delete thin").unwrap();
-    assert_eq!(o.status, 1);
+    assert_eq!(o.status, 4, "refused");
     assert!(
         o.stderr.contains("in use by") && o.stderr.contains(&vm1.0),
         "{o:?}"
@@ -319,7 +319,7 @@ fn thin_thick_and_encrypted_volumes_carry_verified_data_over_nvmet_across_a_rebo
         m.ok(&format!("cat /sys/block/{blk}/size")).unwrap().trim() == "1048576"
     });
     let o = m.sh("storagectl volume resize thin 128M").unwrap();
-    assert!(o.status == 1 && o.stderr.contains("only grow"), "{o:?}");
+    assert!(o.status == 4 && o.stderr.contains("only grow"), "{o:?}");
 
     // After a reboot the daemon restores every export with the same identities; data verifies.
     m.reboot().unwrap();
@@ -483,19 +483,21 @@ fn snapshots_roll_back_and_clone_through_the_export_and_schedules_prune_across_a
     let dev = attach(&mut m);
     write(&mut m, &dev, "B");
     // Bad names and a connected host are refused, and nothing changes.
-    for (cmd, why) in [
+    // Exit codes: 3 not found, 4 refused.
+    for (cmd, why, code) in [
         (
             "storagectl volume snapshot web auto-1h-x",
             "kept for scheduled",
+            4,
         ),
-        ("storagectl volume snapshot web ../x", "snapshot name"),
-        ("storagectl volume snapshot web s1", "already exists"),
-        ("storagectl volume snapshot nosuch", "does not exist"),
-        ("storagectl volume rollback web s1", "in use by"),
-        ("storagectl volume rollback web nosuch", "does not exist"),
+        ("storagectl volume snapshot web ../x", "snapshot name", 4),
+        ("storagectl volume snapshot web s1", "already exists", 4),
+        ("storagectl volume snapshot nosuch", "does not exist", 3),
+        ("storagectl volume rollback web s1", "in use by", 4),
+        ("storagectl volume rollback web nosuch", "does not exist", 3),
     ] {
         let o = m.sh(cmd).unwrap();
-        assert_eq!(o.status, 1, "{cmd}: {o:?}");
+        assert_eq!(o.status, code, "{cmd}: {o:?}");
         assert!(o.stderr.contains(why), "{cmd}: {}", o.stderr);
     }
     assert!(holds(&mut m, &dev, "/tmp/B"));
@@ -527,7 +529,7 @@ fn snapshots_roll_back_and_clone_through_the_export_and_schedules_prune_across_a
     let o = m
         .sh("storagectl volume iostat nosuch --interval 0.1")
         .unwrap();
-    assert!(o.status == 1 && o.stderr.contains("nosuch"), "{o:?}");
+    assert!(o.status == 3 && o.stderr.contains("nosuch"), "{o:?}");
     // The namespace this box reaches web through is a volume of the pool, never a drive to
     // add or to replace a member with.
     let l: Value = serde_json::from_str(&m.ok("storagectl disk list --json").unwrap()).unwrap();
@@ -540,7 +542,7 @@ fn snapshots_roll_back_and_clone_through_the_export_and_schedules_prune_across_a
         .unwrap_or_default();
     assert_eq!(row["verdict"]["verdict"], "virtual", "{l}");
     let o = m.sh(&format!("storagectl disk add {dev}")).unwrap();
-    assert!(o.status == 1 && o.stderr.contains("NVMe-oF"), "{o:?}");
+    assert!(o.status == 4 && o.stderr.contains("NVMe-oF"), "{o:?}");
     m.ok("while pidof dd >/dev/null; do sleep 0.5; done")
         .unwrap();
     detach(&mut m);
@@ -554,7 +556,7 @@ fn snapshots_roll_back_and_clone_through_the_export_and_schedules_prune_across_a
     m.ok("storagectl volume snapshot web s2").unwrap();
     let o = m.sh("storagectl volume rollback web s1").unwrap();
     assert!(
-        o.status == 1 && o.stderr.contains("not the newest") && o.stderr.contains("s2"),
+        o.status == 4 && o.stderr.contains("not the newest") && o.stderr.contains("s2"),
         "{o:?}"
     );
 
@@ -563,7 +565,7 @@ fn snapshots_roll_back_and_clone_through_the_export_and_schedules_prune_across_a
         .sh("storagectl volume clone steal --from web@s1 --vm vm9 --transport nvme-loop")
         .unwrap();
     assert!(
-        o.status == 1 && o.stderr.contains("a clone stays with its origin's VM"),
+        o.status == 4 && o.stderr.contains("a clone stays with its origin's VM"),
         "{o:?}"
     );
     m.write_file(
@@ -631,7 +633,7 @@ fn snapshots_roll_back_and_clone_through_the_export_and_schedules_prune_across_a
         ] {
             let o = m.sh(cmd).unwrap();
             assert!(
-                o.status != 0
+                o.status == 4
                     && o.stderr.contains("in use on this box")
                     && o.stderr.contains(&format!("sleep (pid {pid}) has ")),
                 "{cmd} with {held} open: {o:?}"
@@ -670,7 +672,7 @@ fn snapshots_roll_back_and_clone_through_the_export_and_schedules_prune_across_a
         ("storagectl volume delete web --force", "has clones"),
     ] {
         let o = m.sh(cmd).unwrap();
-        assert_eq!(o.status, 1, "{cmd}: {o:?}");
+        assert_eq!(o.status, 4, "{cmd}: {o:?}");
         assert!(o.stderr.contains(why), "{cmd}: {}", o.stderr);
     }
     // Back past s2 only when asked; s2 goes, s1 and its clone stay.
@@ -702,7 +704,7 @@ fn snapshots_roll_back_and_clone_through_the_export_and_schedules_prune_across_a
         .sh("storagectl volume snapshot delete web2 nosuch")
         .unwrap();
     assert!(
-        o.status == 1 && o.stderr.contains("does not exist"),
+        o.status == 3 && o.stderr.contains("does not exist"),
         "{o:?}"
     );
 
@@ -737,7 +739,8 @@ fn snapshots_roll_back_and_clone_through_the_export_and_schedules_prune_across_a
     });
     let hist = history(&mut m);
     no_overlap(&hist);
-    let st: Value = serde_json::from_str(&m.ok("storagectl status --json").unwrap()).unwrap();
+    let st: Value =
+        serde_json::from_str(&crate::common::report(&mut m, "storagectl status --json").1).unwrap();
     let mt = &st["maintenance"];
     assert_eq!(mt["scrub"]["every"], 40, "{st}");
     let last_scrub = mt["scrub"]["last"].as_u64().unwrap();
@@ -747,7 +750,7 @@ fn snapshots_roll_back_and_clone_through_the_export_and_schedules_prune_across_a
         "{mt}"
     );
     assert!(mt["trim"]["last"].as_u64().is_some(), "{mt}");
-    let text = m.ok("storagectl status").unwrap();
+    let (_, text) = crate::common::report(&mut m, "storagectl status");
     assert!(
         text.contains("scrub every 40s: last 20") && text.contains("(ok)"),
         "{text}"
@@ -880,7 +883,7 @@ fn vhost_scsi_wiring_and_qcow2_import_carry_the_right_data() {
         .sh("storagectl volume create big --size 8M --vm vm3 --transport nvme-loop --import /persist/import/src.qcow2")
         .unwrap();
     assert!(
-        o.status == 1 && o.stderr.contains("/persist/import/src.qcow2"),
+        o.status == 4 && o.stderr.contains("/persist/import/src.qcow2"),
         "too small: {o:?}"
     );
     m.ok("storagectl volume create img --size 64M --vm vm3 --transport nvme-loop --import /persist/import/src.qcow2 --format qcow2")
@@ -959,7 +962,7 @@ fn a_locked_vault_costs_no_volume_and_hostile_imports_read_nothing_else() {
                 "storagectl volume create evil --size 8M --vm vm3 --transport nvme-loop {args}"
             ))
             .unwrap();
-        assert_eq!(o.status, 1, "{args}: {o:?}");
+        assert_eq!(o.status, 4, "{args}: {o:?}");
         assert!(
             o.stderr.contains(why),
             "{args}: expected `{why}`: {}",
@@ -1122,10 +1125,11 @@ fn a_locked_vault_costs_no_volume_and_hostile_imports_read_nothing_else() {
         "storagectl volume reconcile",
     ] {
         let o = m.sh(cmd).unwrap();
-        assert_eq!(o.status, 1, "{cmd}: {o:?}");
+        assert_eq!(o.status, 5, "{cmd}: {o:?}");
         assert!(o.stderr.contains("vault locked"), "{cmd}: {}", o.stderr);
     }
-    let st = m.ok("storagectl status").unwrap();
+    let (code, st) = crate::common::report(&mut m, "storagectl status");
+    assert_eq!(code, 5, "vault locked");
     assert!(
         st.contains("persist/vault LOCKED") && st.contains("storagectl vault recover"),
         "{st}"
