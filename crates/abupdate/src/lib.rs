@@ -11,6 +11,7 @@ pub mod grubenv;
 pub mod health;
 pub mod install;
 pub mod loader;
+pub mod metrics;
 pub mod release;
 pub mod state;
 pub mod system;

@@ -235,8 +235,25 @@ fn run(cli: Cli) -> abupdate::error::Result<()> {
         return remote(&r, cli.cmd).map_err(abupdate::error::Error::Remote);
     }
     let sys = System::open(Roots::host())?;
+    // What reads or changes the slots refreshes their gauges, whatever came of it.
+    let publish = !matches!(cli.cmd, Cmd::Verify { .. } | Cmd::Bootloader { .. });
+    let r = local(&sys, cli.cmd);
+    if publish {
+        if let Err(e) = abupdate::metrics::publish(&sys) {
+            eprintln!(
+                "abupdate: the update gauges (/run/{}) were not written: {}",
+                abupdate::metrics::TEXTFILE,
+                platform::chain(&e)
+            );
+        }
+    }
+    r
+}
+
+/// The commands that run on this box.
+fn local(sys: &System, cmd: Cmd) -> abupdate::error::Result<()> {
     let running = sys.running();
-    match cli.cmd {
+    match cmd {
         Cmd::Status { json } => {
             let r = sys.report(&sys.read()?);
             if json {
@@ -311,7 +328,7 @@ fn run(cli: Cli) -> abupdate::error::Result<()> {
             timeout_secs,
             settle_secs,
             no_reboot,
-        } => health(&sys, timeout_secs, settle_secs, no_reboot)?,
+        } => health(sys, timeout_secs, settle_secs, no_reboot)?,
     }
     Ok(())
 }

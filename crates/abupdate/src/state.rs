@@ -67,7 +67,7 @@ pub enum State {
 }
 
 impl State {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             State::Empty => "empty",
             State::Trial => "trial",

@@ -479,7 +479,7 @@ impl Backend for Host {
     }
 
     fn metrics(&self) -> Result<String, ApiError> {
-        std::fs::read_to_string(&self.metrics).map_err(|e| {
+        let mut text = std::fs::read_to_string(&self.metrics).map_err(|e| {
             ApiError::new(
                 503,
                 "metrics_unavailable",
@@ -488,8 +488,31 @@ impl Backend for Host {
                     self.metrics.display()
                 ),
             )
-        })
+        })?;
+        text.push_str(&other_textfiles(&self.metrics));
+        Ok(text)
     }
+}
+
+/// The other `*.prom` files beside storaged's (abupdate's slots and trust), as node_exporter's
+/// textfile collector reads the directory; one that cannot be read is left out.
+fn other_textfiles(storaged: &std::path::Path) -> String {
+    let Some(dir) = storaged.parent() else {
+        return String::new();
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "prom") && p.as_path() != storaged)
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .filter(|t| t.ends_with('\n'))
+        .collect()
 }
 
 /// One call the fake saw: the operation, its path parameters and its decoded body (as Debug
@@ -555,5 +578,35 @@ impl Fake {
             }
             _ => Ok(serde_json::json!({"op": format!("{:?}", r.op)})),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `/metrics` serves storaged's textfile and the others beside it (abupdate's), as
+    /// node_exporter's textfile collector would; without storaged's, it is unavailable.
+    #[test]
+    fn metrics_are_every_textfile_in_the_directory() {
+        let d = tempfile::tempdir().unwrap();
+        let h = Host::new("persist", None, d.path().join("eve-storage.prom"));
+        assert_eq!(h.metrics().unwrap_err().status, 503);
+        std::fs::write(
+            d.path().join("eve-storage.prom"),
+            "# TYPE eve_a gauge\neve_a 1\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.path().join("eve-update.prom"),
+            "# TYPE eve_b gauge\neve_b 2\n",
+        )
+        .unwrap();
+        std::fs::write(d.path().join("eve-update.new"), "half written").unwrap();
+        std::fs::write(d.path().join("torn.prom"), "# TYPE eve_c gauge\neve_c").unwrap();
+        assert_eq!(
+            h.metrics().unwrap(),
+            "# TYPE eve_a gauge\neve_a 1\n# TYPE eve_b gauge\neve_b 2\n"
+        );
     }
 }

@@ -171,6 +171,10 @@ pub fn install(
                 .map_err(ApiError::from)
         }
     };
+    // The slots' gauges follow what the install did to them, whatever it was.
+    if let Err(e) = abupdate::metrics::publish(&sys) {
+        platform::log(format!("the update gauges: {}", platform::chain(&e)));
+    }
     match result {
         Ok(v) => {
             let slot = sys.running().other();

@@ -15,6 +15,7 @@ pub mod exit;
 pub mod layout;
 pub mod lock;
 pub mod log;
+pub mod prom;
 pub mod rollback;
 pub mod roots;
 pub mod status;

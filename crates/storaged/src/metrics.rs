@@ -1,60 +1,75 @@
 //! The Prometheus text exposition of one look, for node_exporter's textfile collector: pool
 //! space and state, member errors, dataset quotas, drive health, per-volume I/O counters (named
-//! as node_exporter names disk counters, so the same `rate()` queries work) and the active
-//! alerts. Written whole by rename, as the collector expects.
+//! as node_exporter names disk counters, so the same `rate()` queries work), the vault, the last
+//! scrub and trim, and the active alerts. Written whole by rename, as the collector expects.
+//! Names follow Prometheus' conventions (a unit suffix, `_total` on counters only); no label
+//! holds a time or a count, so a series lives as long as what it describes, and a state is one
+//! 0/1 series per possible value.
 
 use crate::health::{Observed, Severity};
 use crate::journal::Journal;
-use std::fmt::Write;
+use platform::prom::Writer as Out;
 
-/// A label value as the format wants it: backslash, double quote and newline escaped.
-fn esc(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-struct Out {
-    s: String,
-    last: String,
-}
-
-impl Out {
-    fn family(&mut self, name: &str, kind: &str, help: &str) {
-        if self.last != name {
-            let _ = writeln!(self.s, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            self.last = name.into();
-        }
-    }
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], v: f64) {
-        let l: Vec<String> = labels
-            .iter()
-            .map(|(k, v)| format!("{k}=\"{}\"", esc(v)))
-            .collect();
-        let _ = if l.is_empty() {
-            writeln!(self.s, "{name} {v}")
-        } else {
-            writeln!(self.s, "{name}{{{}}} {v}", l.join(","))
-        };
-    }
-    fn one(&mut self, name: &str, kind: &str, help: &str, labels: &[(&str, &str)], v: f64) {
-        self.family(name, kind, help);
-        self.sample(name, labels, v);
-    }
-}
-
-/// The whole file for `o`, with the journal's active alerts.
-pub fn render(o: &Observed, j: &Journal) -> String {
-    let mut w = Out {
-        s: String::new(),
-        last: String::new(),
-    };
+/// The whole file for `o`, with the journal's active alerts and the maintenance schedule's view
+/// (when the pool is there to hold it).
+pub fn render(o: &Observed, j: &Journal, m: Option<&crate::maint::View>) -> String {
+    let mut w = Out::default();
     pool_section(&mut w, o);
     quota_section(&mut w, o);
     disk_section(&mut w, o);
     volume_section(&mut w, o);
+    vault_section(&mut w, o);
+    maintenance_section(&mut w, o, m);
     alert_section(&mut w, j);
-    w.s
+    w.finish()
+}
+
+/// The vault as storage-init left it this boot: one 0/1 series per state.
+fn vault_section(w: &mut Out, o: &Observed) {
+    let Some(v) = &o.vault else {
+        return;
+    };
+    for s in ["unlocked", "unencrypted", "locked", "absent"] {
+        w.one(
+            "eve_storage_vault_state",
+            "gauge",
+            "1 for the vault's state this boot (storage-init's outcome).",
+            &[("pool", o.pool_name.as_str()), ("state", s)],
+            if v.state == s { 1.0 } else { 0.0 },
+        );
+    }
+}
+
+/// When the last scrub and trim completed, and what the last scrub found.
+fn maintenance_section(w: &mut Out, o: &Observed, m: Option<&crate::maint::View>) {
+    let p = [("pool", o.pool_name.as_str())];
+    if let Some(m) = m {
+        for (op, v) in [("scrub", &m.scrub), ("trim", &m.trim)] {
+            if let Some(t) = v.last {
+                w.one(
+                    "eve_storage_maintenance_last_completed_timestamp_seconds",
+                    "gauge",
+                    "When the last scrub or trim of the pool completed.",
+                    &[("pool", o.pool_name.as_str()), ("op", op)],
+                    t as f64,
+                );
+            }
+        }
+    }
+    if let Some(s) = o
+        .pool
+        .as_ref()
+        .and_then(|p| p.scan.as_ref())
+        .filter(|s| s.function == "SCRUB" && s.state == "FINISHED")
+    {
+        w.one(
+            "eve_storage_scrub_errors",
+            "gauge",
+            "Errors the last completed scrub found (repaired or not).",
+            &p,
+            s.errors as f64,
+        );
+    }
 }
 
 /// The pool's state, members and space.
@@ -265,17 +280,25 @@ fn disk_section(w: &mut Out, o: &Observed) {
         }
     }
     for d in &o.devices {
-        w.one(
-            "eve_storage_disk_health_readable",
-            "gauge",
-            "1 when the drive gave a health report, 0 when it could not be read, -1 when it has none.",
-            &[("device", d.name.as_str()), ("id", d.stable_id.as_str()), ("bus", d.bus.as_str())],
-            match d.reading {
-                crate::smart::Reading::Data(_) => 1.0,
-                crate::smart::Reading::Unreadable { .. } => 0.0,
-                crate::smart::Reading::NoData { .. } => -1.0,
-            },
-        );
+        let now = match d.reading {
+            crate::smart::Reading::Data(_) => "report",
+            crate::smart::Reading::Unreadable { .. } => "unreadable",
+            crate::smart::Reading::NoData { .. } => "none",
+        };
+        for state in ["report", "unreadable", "none"] {
+            w.one(
+                "eve_storage_disk_health_report",
+                "gauge",
+                "1 for whether the drive gave a health report (report), could not be read (unreadable) or has none to give (none).",
+                &[
+                    ("device", d.name.as_str()),
+                    ("id", d.stable_id.as_str()),
+                    ("bus", d.bus.as_str()),
+                    ("state", state),
+                ],
+                if now == state { 1.0 } else { 0.0 },
+            );
+        }
     }
 }
 
@@ -360,17 +383,30 @@ fn alert_section(w: &mut Out, j: &Journal) {
             counts[s as usize] as f64,
         );
     }
+    let labels = |a: &crate::journal::Active| {
+        [
+            ("key", a.alert.key.clone()),
+            ("severity", a.alert.severity.as_str().to_string()),
+        ]
+    };
     for a in &j.active {
+        let l = labels(a);
         w.one(
             "eve_storage_alert_active",
             "gauge",
-            "One series per active alert; `since` is when it was raised.",
-            &[
-                ("key", a.alert.key.as_str()),
-                ("severity", a.alert.severity.as_str()),
-                ("since", a.since.to_string().as_str()),
-            ],
+            "One series per active alert.",
+            &[(l[0].0, l[0].1.as_str()), (l[1].0, l[1].1.as_str())],
             1.0,
+        );
+    }
+    for a in &j.active {
+        let l = labels(a);
+        w.one(
+            "eve_storage_alert_since_timestamp_seconds",
+            "gauge",
+            "When each active alert was raised.",
+            &[(l[0].0, l[0].1.as_str()), (l[1].0, l[1].1.as_str())],
+            a.since as f64,
         );
     }
 }
@@ -443,12 +479,33 @@ mod tests {
                     io_ms: 112,
                 },
             }],
+            vault: Some(crate::health::VaultSeen {
+                state: "unlocked".into(),
+                ..Default::default()
+            }),
             ..Observed::default()
         }
     }
 
-    #[test]
-    fn the_export_has_one_header_per_family_escaped_labels_and_the_figures() {
+    fn view() -> crate::maint::View {
+        let op = |last| crate::maint::OpView {
+            every: Some(86_400),
+            last,
+            last_result: None,
+            next: None,
+            note: None,
+        };
+        crate::maint::View {
+            pool: "persist".into(),
+            running: None,
+            scrub: op(Some(1_799_000_000)),
+            trim: op(None),
+            start: None,
+            held: None,
+        }
+    }
+
+    fn text() -> String {
         let mut j = Journal::default();
         j.update(
             &[Alert {
@@ -459,7 +516,12 @@ mod tests {
             &[],
             7,
         );
-        let t = render(&observed(), &j);
+        render(&observed(), &j, Some(&view()))
+    }
+
+    #[test]
+    fn the_export_has_one_header_per_family_escaped_labels_and_the_figures() {
+        let t = text();
         for line in [
             "eve_storage_pool_up{pool=\"persist\"} 1",
             "eve_storage_pool_state{pool=\"persist\",state=\"ONLINE\"} 1",
@@ -467,11 +529,16 @@ mod tests {
             "eve_storage_pool_capacity_ratio{pool=\"persist\"} 0.82",
             "eve_storage_disk_critical_warning{device=\"nvme0n1\",id=\"nvme.1b36-\\\"odd\\\"\\\\id\",bus=\"nvme\"} 4",
             "eve_storage_disk_media_errors_total{device=\"nvme0n1\"",
-            "eve_storage_disk_health_readable{device=\"vda\",id=\"virtio-X\",bus=\"virtio\"} -1",
+            "eve_storage_disk_health_report{device=\"vda\",id=\"virtio-X\",bus=\"virtio\",state=\"none\"} 1",
+            "eve_storage_disk_health_report{device=\"vda\",id=\"virtio-X\",bus=\"virtio\",state=\"report\"} 0",
+            "eve_storage_vault_state{pool=\"persist\",state=\"unlocked\"} 1",
+            "eve_storage_vault_state{pool=\"persist\",state=\"locked\"} 0",
+            "eve_storage_maintenance_last_completed_timestamp_seconds{pool=\"persist\",op=\"scrub\"} 1799000000",
             "eve_storage_volume_written_bytes_total{volume=\"db\",dataset=\"persist/clear/volumes/db\",device=\"zd0\"} 8388608",
             "eve_storage_volume_write_time_seconds_total{volume=\"db\",dataset=\"persist/clear/volumes/db\",device=\"zd0\"} 0.088",
             "eve_storage_alerts{severity=\"critical\"} 1",
-            "eve_storage_alert_active{key=\"disk:X:critical-warning\",severity=\"critical\",since=\"7\"} 1",
+            "eve_storage_alert_active{key=\"disk:X:critical-warning\",severity=\"critical\"} 1",
+            "eve_storage_alert_since_timestamp_seconds{key=\"disk:X:critical-warning\",severity=\"critical\"} 7",
         ] {
             assert!(t.contains(line), "missing {line}\n{t}");
         }
@@ -488,7 +555,42 @@ mod tests {
                 assert!(v.parse::<f64>().is_ok(), "{l}");
             }
         }
-        // No temperature for the virtio disk, which has no report.
+        // No temperature for the virtio disk, which has no report; no trim has completed yet.
         assert!(!t.contains("eve_storage_disk_temperature_celsius{device=\"vda\""));
+        assert!(!t.contains("op=\"trim\""), "{t}");
+    }
+
+    /// Read back by a parser of the text format, every sample is there with its type, and the
+    /// names keep Prometheus' conventions (units as suffixes, `_total` on counters only, no
+    /// time in a label).
+    #[test]
+    fn a_prometheus_parser_reads_it_all_and_the_names_keep_the_conventions() {
+        let t = text();
+        assert_eq!(platform::prom::check(&t), Vec::<String>::new(), "{t}");
+        let lines = t.lines().map(|l| Ok(l.to_string()));
+        let scrape = prometheus_parse::Scrape::parse(lines).unwrap();
+        let samples = t.lines().filter(|l| !l.starts_with('#')).count();
+        assert_eq!(scrape.samples.len(), samples);
+        for s in &scrape.samples {
+            let counter = matches!(s.value, prometheus_parse::Value::Counter(_));
+            assert_eq!(counter, s.metric.ends_with("_total"), "{}", s.metric);
+            assert!(
+                !matches!(s.value, prometheus_parse::Value::Untyped(_)),
+                "{} has no TYPE",
+                s.metric
+            );
+            assert!(
+                scrape.docs.contains_key(&s.metric),
+                "{} has no HELP",
+                s.metric
+            );
+        }
+        let up = scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == "eve_storage_pool_up")
+            .unwrap();
+        assert_eq!(up.labels.get("pool"), Some("persist"));
+        assert_eq!(up.value, prometheus_parse::Value::Gauge(1.0));
     }
 }

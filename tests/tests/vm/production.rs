@@ -381,6 +381,19 @@ fn updates_through_the_api(m: &mut Machine, api: &Api) {
         String::from_utf8_lossy(&out.stdout).starts_with("running slot B (good, version v2)"),
         "{out:?}"
     );
+    // The slots and the trust as gauges, beside storaged's, through the API's /metrics.
+    let (s, metrics) = api.call(Some("reader"), "GET", "/metrics", None);
+    assert_eq!(s, 200, "{metrics}");
+    for line in [
+        "eve_update_slot_running{slot=\"B\"} 1",
+        "eve_update_slot_state{slot=\"B\",state=\"good\"} 1",
+        "eve_update_slot_info{slot=\"B\",version=\"v2\"} 1",
+        "eve_boot_secure_boot_enabled 1",
+        "eve_boot_vault_bound_to_pcr7 1",
+        "# TYPE eve_storage_vault_state gauge",
+    ] {
+        assert!(metrics.contains(line), "{line} not in\n{metrics}");
+    }
 }
 
 /// A copy of the production image (and its enrolled firmware variables) whose slot A holds

@@ -91,7 +91,11 @@ fn health_look(cli: &Cli, st: &mut HealthState) -> u64 {
             log(format!("alert journal: {}", platform::chain(&e)));
         }
     }
-    let text = metrics::render(&obs, &st.journal);
+    let view = obs
+        .imported
+        .then(|| storaged::view(&cli.pool, &cli.root).ok())
+        .flatten();
+    let text = metrics::render(&obs, &st.journal, view.as_ref());
     if let Err(e) = storaged::record::write_atomic(&cli.textfile, text.as_bytes()) {
         log(format!("textfile: {}", platform::chain(&e)));
     }
