@@ -2,7 +2,7 @@
 
 use crate::bundle::{self, Bundle};
 use crate::machine::Supervision;
-use crate::{cmdline, logsink::Sink, sys};
+use crate::{cmdline, logsink, logsink::Sink, sys};
 use nix::mount::MsFlags;
 use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -107,15 +107,19 @@ fn spawn(b: &Bundle, console: &str) -> std::io::Result<Pid> {
     let mut child = c.spawn()?;
     if pipe {
         let console = OpenOptions::new().write(true).open("/dev/console").ok();
-        let console2 = console.as_ref().and_then(|f| f.try_clone().ok());
         let run = PathBuf::from("/run/log");
+        let sink = std::sync::Arc::new(std::sync::Mutex::new(Sink::new(
+            &b.name,
+            console,
+            &run,
+            Path::new("/persist"),
+        )));
         if let Some(out) = child.stdout.take() {
-            let s = Sink::new(&b.name, console, &run, Path::new("/persist"));
-            std::thread::spawn(move || s.pump(out));
+            let s = sink.clone();
+            std::thread::spawn(move || logsink::pump(&s, out));
         }
         if let Some(err) = child.stderr.take() {
-            let s = Sink::new(&b.name, console2, &run, Path::new("/persist"));
-            std::thread::spawn(move || s.pump(err));
+            std::thread::spawn(move || logsink::pump(&sink, err));
         }
     }
     Ok(Pid::from_raw(child.id() as i32))

@@ -29,3 +29,14 @@ fn name() -> &'static str {
 pub fn log(msg: impl std::fmt::Display) {
     let _ = writeln!(std::io::stderr().lock(), "{}: {msg}", name());
 }
+
+/// `<program>: warning: <msg>`: something is wrong and the program goes on (eve-init's log files
+/// mark the line WARN).
+pub fn warn(msg: impl std::fmt::Display) {
+    log(format!("warning: {msg}"));
+}
+
+/// `<program>: error: <msg>`: an operation failed (marked ERROR).
+pub fn error(msg: impl std::fmt::Display) {
+    log(format!("error: {msg}"));
+}

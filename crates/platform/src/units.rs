@@ -97,6 +97,12 @@ pub fn civil(epoch: u64) -> (i64, i64, i64, u64, u64, u64) {
     (y, m, d, s / 3600, s % 3600 / 60, s % 60)
 }
 
+/// Seconds since the epoch as RFC 3339 in UTC, `2026-12-04T01:02:03Z`: logs and journals.
+pub fn rfc3339(epoch: u64) -> String {
+    let (y, m, d, h, mi, s) = civil(epoch);
+    format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+}
+
 /// Seconds since the epoch as `20261204T010203Z`: UTC, sortable, safe in a dataset name.
 pub fn utc_stamp(epoch: u64) -> String {
     let (y, m, d, h, mi, s) = civil(epoch);

@@ -47,10 +47,7 @@ pub struct Entry {
     pub detail: Option<String>,
 }
 
-pub fn rfc3339(epoch: u64) -> String {
-    let (y, m, d, h, mi, s) = platform::units::civil(epoch);
-    format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
-}
+pub use platform::units::rfc3339;
 
 #[derive(Debug, Clone)]
 pub struct Journal {

@@ -63,7 +63,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let (settings, refused) = netconf::NetPolicy::load(&cli.network);
     if let Some(why) = refused {
-        platform::log(format!(
+        platform::log::warn(format!(
             "network settings REJECTED: {why}; using the defaults (DHCP on every port, the API on 8443 only)"
         ));
     }

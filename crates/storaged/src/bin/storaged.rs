@@ -88,7 +88,7 @@ fn health_look(cli: &Cli, st: &mut HealthState) -> u64 {
     }
     if !events.is_empty() && st.on_pool && obs.imported {
         if let Err(e) = st.journal.save(&path) {
-            log(format!("alert journal: {}", platform::chain(&e)));
+            platform::log::warn(format!("alert journal: {}", platform::chain(&e)));
         }
     }
     let view = obs
@@ -97,7 +97,7 @@ fn health_look(cli: &Cli, st: &mut HealthState) -> u64 {
         .flatten();
     let text = metrics::render(&obs, &st.journal, view.as_ref());
     if let Err(e) = storaged::record::write_atomic(&cli.textfile, text.as_bytes()) {
-        log(format!("textfile: {}", platform::chain(&e)));
+        platform::log::warn(format!("textfile: {}", platform::chain(&e)));
     }
     t + policy.health.every_secs()
 }

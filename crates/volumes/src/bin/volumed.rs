@@ -213,7 +213,7 @@ fn main() -> ExitCode {
             Ok(()) => break,
             Err(e) => {
                 skipped += 1;
-                log(format!(
+                platform::log::warn(format!(
                     "pass skipped ({skipped}): {}; every volume is kept as it is. Unlock the vault (boot with this box's TPM, or see `storagectl status`)",
                     platform::chain(&e)
                 ));
@@ -244,7 +244,7 @@ fn main() -> ExitCode {
         let next = match one(&cli, false, Some(cache.clone()), seq, Some(&mut sched)) {
             Ok(n) => n,
             Err(e) => {
-                log(format!("pass failed: {}", platform::chain(&e)));
+                platform::log::error(format!("pass failed: {}", platform::chain(&e)));
                 None
             }
         };
