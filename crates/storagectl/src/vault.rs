@@ -5,10 +5,26 @@ use crate::cli::VaultCmd;
 use crate::{emit, fail};
 use std::process::ExitCode;
 
-/// The recovery key, one line on stdin (wiped when dropped); on failure, what to exit with.
+/// The recovery key, one line on stdin (wiped when dropped); on failure, what to exit with. On a
+/// terminal it is asked for on stderr and not echoed, as a password is.
 pub fn read_recovery_key() -> Result<zeroize::Zeroizing<String>, ExitCode> {
+    use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
+    let stdin = std::io::stdin();
+    // Echo off while the key is typed; put back whatever happens.
+    let saved = tcgetattr(&stdin).ok();
+    if let Some(t) = &saved {
+        eprint!("recovery key: ");
+        let mut quiet = t.clone();
+        quiet.local_flags.remove(LocalFlags::ECHO);
+        quiet.local_flags.insert(LocalFlags::ECHONL);
+        let _ = tcsetattr(&stdin, SetArg::TCSANOW, &quiet);
+    }
     let mut line = zeroize::Zeroizing::new(String::new());
-    match std::io::stdin().read_line(&mut line) {
+    let r = stdin.read_line(&mut line);
+    if let Some(t) = &saved {
+        let _ = tcsetattr(&stdin, SetArg::TCSANOW, t);
+    }
+    match r {
         Ok(_) => Ok(line),
         Err(e) => {
             eprintln!("storagectl: reading the recovery key on stdin: {e}");

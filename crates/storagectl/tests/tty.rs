@@ -1,0 +1,47 @@
+//! The recovery key typed on a terminal is not echoed: `storagectl vault recover` run on a
+//! pseudo-terminal (util-linux's `script`, essential on Debian), the key typed once the prompt
+//! is up; nothing of it may come back.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[test]
+fn the_recovery_key_is_read_without_echo() {
+    let cmd = format!("{} vault recover", env!("CARGO_BIN_EXE_storagectl"));
+    let mut c = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = c.stdout.take().unwrap();
+    // Typed after the prompt: what the terminal echoes before the program turns echo off is
+    // the terminal's, not the program's.
+    let mut seen = Vec::new();
+    let start = Instant::now();
+    let mut buf = [0u8; 256];
+    while !String::from_utf8_lossy(&seen).contains("recovery key: ") {
+        assert!(start.elapsed() < Duration::from_secs(20), "no prompt");
+        let n = out.read(&mut buf).unwrap();
+        assert!(
+            n > 0,
+            "ended before the prompt: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    c.stdin
+        .take()
+        .unwrap()
+        .write_all(b"cbdefghi-TYPEDSECRET\n")
+        .unwrap();
+    out.read_to_end(&mut seen).unwrap();
+    c.wait().unwrap();
+    let text = String::from_utf8_lossy(&seen);
+    assert!(!text.contains("TYPEDSECRET"), "echoed: {text}");
+    assert!(text.contains("not a recovery key"), "{text}");
+}
