@@ -243,12 +243,17 @@ impl Signer25519 {
             key: SigningKey::from_bytes(seed),
         }
     }
+    /// PKCS#8 v1 (RFC 5208: the private key alone), which every reader takes: OpenSSL 3.0 of
+    /// Debian 12 refuses the v2 form (RFC 5958, the public key beside it) for Ed25519.
     pub fn to_pem(&self) -> Result<String, TrustError> {
-        use ed25519_dalek::pkcs8::EncodePrivateKey;
-        self.key
-            .to_pkcs8_pem(Default::default())
-            .map(|p| p.to_string())
-            .map_err(|e| TrustError::SigningKey(e.to_string()))
+        use ed25519_dalek::pkcs8::{EncodePrivateKey, KeypairBytes};
+        KeypairBytes {
+            secret_key: self.key.to_bytes(),
+            public_key: None,
+        }
+        .to_pkcs8_pem(Default::default())
+        .map(|p| p.to_string())
+        .map_err(|e| TrustError::SigningKey(e.to_string()))
     }
     pub fn public(&self) -> VerifyingKey {
         self.key.verifying_key()
@@ -290,6 +295,26 @@ mod tests {
 
     fn signer(n: u8) -> Signer25519 {
         Signer25519::from_seed(&[n; 32])
+    }
+
+    /// A key as `eve-imgbuild new-key` writes it is read by the system's OpenSSL (3.0 on Debian
+    /// 12), which finds the same public key; and it reads back here.
+    #[test]
+    fn keys_are_pkcs8_that_openssl_reads() {
+        let k = signer(9);
+        let pem = k.to_pem().unwrap();
+        assert_eq!(Signer25519::from_pem(&pem).unwrap().id(), k.id());
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("k.pem");
+        std::fs::write(&f, &pem).unwrap();
+        let out = std::process::Command::new("openssl")
+            .args(["pkey", "-pubout", "-in"])
+            .arg(&f)
+            .output()
+            .expect("openssl (Debian's openssl package)");
+        assert!(out.status.success(), "openssl pkey refused it: {out:?}");
+        let public = public_from_text(&String::from_utf8_lossy(&out.stdout)).unwrap();
+        assert_eq!(public, k.public());
     }
 
     #[test]
