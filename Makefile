@@ -51,32 +51,37 @@ CARGO      ?= cargo
 # Shipped binaries are static so they run in the initramfs and in LinuxKit's scratch images alike.
 STATIC     := RUSTFLAGS="-C target-feature=+crt-static"
 
-.PHONY: deps binaries image dev-image release repro run test test-long unit vmtest bench fuzz lint check clean
+.PHONY: help deps binaries image dev-image release repro run test test-long unit vmtest bench fuzz lint check clean
+.DEFAULT_GOAL := help
 
-deps:
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /\1\t/' | awk -F'\t' '{ printf "  make %-10s %s\n", $$1, $$2 }'
+
+
+deps: ## install the Debian packages the build and the tests need (as root)
 	@scripts/host-deps.sh
 
-binaries:
+binaries: ## build the appliance's Rust programs (release, static where shipped)
 	$(STATIC) CARGO_TARGET_DIR=target/static $(CARGO) build --release --locked --target $(TARGET) -p eve-init -p eve-agent
 	$(CARGO) build --release --locked --target $(TARGET) -p storage -p storagectl -p storaged -p abupdate -p volumes -p mgmt
 
 # The builder caches downloads and the ZFS module build under $(CACHE); a rebuild takes about a minute.
 # `make image`: the production image, out/eve-storage.{raw,raw.zst,update,build.json}.
-image: deps binaries
+image: deps binaries ## the production image: out/eve-storage.{raw,raw.zst,update,build.json}
 	$(IMGBUILD) build --profile prod $(addprefix --manifest ,$(MANIFESTS_prod)) \
 	    --bins $(STATIC_BINS) --bins $(BINS) --out $(OUT) --cache $(CACHE) --version $(VERSION) $(SIGN_FLAGS)
 
 # `make dev-image`: the development image, out/eve-storage-dev.*, for `make run` and the VM tests.
-dev-image: deps binaries
+dev-image: deps binaries ## the development image (shell, agent): out/eve-storage-dev.*
 	$(IMGBUILD) build --profile dev $(addprefix --manifest ,$(MANIFESTS_dev)) \
 	    --bins $(STATIC_BINS) --bins $(BINS) --out $(OUT) --cache $(CACHE) --version $(VERSION) $(DEV_SIGN_FLAGS)
 
 # A vendor build: the production image signed with SIGNING_KEY, never with a development key.
-release:
+release: ## the production image signed with SIGNING_KEY (a vendor build)
 	$(MAKE) image RELEASE=1
 
 # Reproducibility: a second build of the production image must be byte-identical to the first.
-repro: image
+repro: image ## build the production image twice and compare the bytes
 	rm -rf $(OUT)/repro
 	$(IMGBUILD) build --profile prod $(addprefix --manifest ,$(MANIFESTS_prod)) \
 	    --bins $(STATIC_BINS) --bins $(BINS) --out $(OUT)/repro --cache $(CACHE) --version $(VERSION) $(SIGN_FLAGS)
@@ -85,18 +90,18 @@ repro: image
 	@echo "repro: two builds gave the same image and update: sha256 $$(sha256sum < $(OUT)/eve-storage.raw | cut -c1-16)..."
 	rm -rf $(OUT)/repro
 
-check:
+check: ## check the image manifests against the repository
 	$(IMGBUILD) check $(addprefix --manifest ,$(MANIFESTS_dev))
 
-run: dev-image
+run: dev-image ## boot the development image in qemu with blank disks
 	$(CARGO) run --release --locked -q -p eve-vmtest --bin eve-vm -- run --image $(OUT)/eve-storage-dev.raw
 
-lint:
+lint: ## rustfmt and clippy, warnings as errors
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 
 # Unit tier: pure logic, fixture trees, in-memory GPT; plus the repository manifest check.
-unit:
+unit: ## the unit tier (cargo test)
 	$(CARGO) test --locked --workspace --exclude eve-vmtest
 	$(CARGO) test --locked -p eve-vmtest --lib
 
@@ -106,28 +111,28 @@ unit:
 LONG_VM_TESTS := d_storage::power_cut_during_first_boot_setup_always_converges \
 	ab_update::v2_installs_and_becomes_good_while_unbootable_and_unhealthy_v3_roll_back_by_themselves
 VM_ENV = EVE_IMAGE=$(abspath $(OUT)/eve-storage-dev.raw) EVE_PROD_IMAGE=$(abspath $(OUT)/eve-storage.raw)
-vmtest: image dev-image
+vmtest: image dev-image ## the VM tier (qemu, two guests at a time), without LONG_VM_TESTS
 	$(VM_ENV) $(CARGO) test --locked -p eve-vmtest --test vm -- --test-threads=2 $(foreach t,$(LONG_VM_TESTS),--skip $(t))
 
-test-long: image dev-image
+test-long: image dev-image ## the VM tests too long for make test
 	$(VM_ENV) $(CARGO) test --locked -p eve-vmtest --test vm -- --test-threads=2 --exact $(LONG_VM_TESTS)
 
-test: deps lint unit repro vmtest
+test: deps lint unit repro vmtest ## everything CI runs: lint, unit, repro, VM tier
 
 # Benchmarks (figures, not assertions): about 30 minutes on 2 cores under TCG (BENCH_ARGS="--volumes 100" for a shorter run). Results in results/.
-bench: dev-image
+bench: dev-image ## benchmarks (figures, about 30 min) into results/ and BENCHMARKS.md
 	$(CARGO) run --release --locked -q -p eve-vmtest --bin eve-bench -- --image $(OUT)/eve-storage-dev.raw --out results --benchmarks BENCHMARKS.md $(BENCH_ARGS)
 
 # Coverage-guided fuzzing of every parser of outside input (opt-in, not part of `make test`):
 # FUZZ_SECONDS per target. cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP lets the stable
 # toolchain accept them. Crashes land in fuzz/artifacts/<target>/.
 FUZZ_SECONDS ?= 60
-fuzz:
+fuzz: ## coverage-guided fuzzing of every outside-input parser, FUZZ_SECONDS each
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
 	cd fuzz && set -o pipefail && for t in policy spec update_header grubenv kernel_and_tools mgmt_request; do \
 	    echo "fuzz: $$t ($(FUZZ_SECONDS) s)"; \
 	    RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) 2>&1 | tail -n 2 || exit 1; \
 	done
 
-clean:
+clean: ## remove out/ and target/
 	rm -rf $(OUT) target
