@@ -4,11 +4,23 @@
 set -eu
 
 SOURCES=/etc/apt/sources.list.d/eve-storage.sources
-HOST_PKGS="qemu-system-x86 ovmf swtpm swtpm-tools grub-efi-amd64-bin grub-common grub2-common
+HOST_PKGS="qemu-system-x86 qemu-utils ovmf swtpm swtpm-tools grub-efi-amd64-bin grub-common grub2-common
  squashfs-tools mtools dosfstools gdisk xz-utils zstd cpio kmod e2fsprogs
  build-essential autoconf automake libtool bc flex bison libelf-dev dwarves
  pkg-config libssl-dev iproute2 socat libtss2-dev libblkid-dev libclang-dev libdevmapper-dev
  osslsigncode gnupg cryptsetup-bin python3-virt-firmware efitools curl openssl"
+
+# The Rust toolchain is the builder's own (rustup), not Debian's 1.63: check it is new enough.
+need=$(sed -n 's/^rust-version = "\(.*\)"/\1/p' "$(dirname "$0")/../Cargo.toml")
+have=$(rustc --version 2>/dev/null | awk '{print $2}')
+if [ -z "$have" ]; then
+    echo "host-deps: no rustc on PATH: install Rust $need or newer with rustup (https://rustup.rs), then run make again" >&2
+    exit 1
+fi
+if [ "$(printf '%s\n%s\n' "$need" "$have" | sort -V | head -1)" != "$need" ]; then
+    echo "host-deps: rustc $have is older than the workspace's rust-version $need: run \`rustup update stable\`" >&2
+    exit 1
+fi
 
 missing=""
 for p in $HOST_PKGS; do
@@ -63,9 +75,9 @@ echo "host-deps: apt-get update" >&2
 apt-get update -q >&2
 [ -z "$missing" ] && exit 0
 echo "host-deps: installing:$missing" >&2
-# qemu must come from backports to match the preinstalled qemu-utils 10.0, and virt-fw-vars
-# (which enrolls the Secure Boot keys into OVMF's variables) is only in backports.
-BACKPORTS="qemu-system-x86 python3-virt-firmware"
+# qemu (and qemu-img, which qemu-system-x86 only recommends) come from backports, one version
+# for both; virt-fw-vars (which enrolls the Secure Boot keys into OVMF's variables) is only there.
+BACKPORTS="qemu-system-x86 qemu-utils python3-virt-firmware"
 stable=""
 from_bp=""
 for p in $missing; do
