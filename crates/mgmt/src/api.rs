@@ -41,6 +41,7 @@ pub enum Op {
     Export,
     Reconcile,
     AdoptSpool,
+    Maintain,
 }
 
 /// A request body's shape, for the document.
@@ -59,6 +60,8 @@ pub enum Body {
     Drives,
     /// `{"member": "..."}`.
     Member,
+    /// `{"op": "scrub-now" | "scrub-stop" | "trim-now"}`.
+    Maintain,
     /// `{"recovery_key": "...", "accept_unproven": false}`.
     Recover,
     /// `{"size": "20G"}`.
@@ -143,6 +146,8 @@ pub const ROUTES: &[Route] = &[
         summary: "Take a member offline (the pool keeps its redundancy elsewhere)" },
     Route { method: "POST", path: "/v1/disks/online", op: Op::DiskOnline, role: Admin, body: B::Member, query: &[], errors: &[409, 413, 500, 503],
         summary: "Bring a member back online" },
+    Route { method: "POST", path: "/v1/pool/maintenance", op: Op::Maintain, role: Admin, body: B::Maintain, query: &[], errors: &[409, 413, 500, 503],
+        summary: "Scrub now, stop the scrub, or trim now (storagectl scrub now|stop, trim now); refused while the pool is busy with what would clash" },
     Route { method: "GET", path: "/v1/vault", op: Op::Vault, role: Reader, body: B::None, query: &[], errors: &[500],
         summary: "The vault (locked or not, what its key is sealed to) and the boot binding" },
     Route { method: "POST", path: "/v1/vault/recover", op: Op::VaultRecover, role: Admin, body: B::Recover, query: &[], errors: &[409, 413, 500, 503],
@@ -417,6 +422,10 @@ fn body_schema(b: Body) -> Option<Value> {
         Body::Drives => {
             json!({"type": "object", "required": ["drives"], "additionalProperties": false,
             "properties": {"drives": {"type": "array", "items": {"type": "string"}}}})
+        }
+        Body::Maintain => {
+            json!({"type": "object", "required": ["op"], "additionalProperties": false,
+            "properties": {"op": {"type": "string", "enum": ["scrub-now", "scrub-stop", "trim-now"]}}})
         }
         Body::Member => {
             json!({"type": "object", "required": ["member"], "additionalProperties": false,

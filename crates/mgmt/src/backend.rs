@@ -68,6 +68,7 @@ pub enum Decoded {
     Replace(ReplaceBody),
     Drives(DrivesBody),
     Member(MemberBody),
+    Maintain(MaintainBody),
     Recover(RecoverBody),
     Resize(ResizeBody),
     Clone(CloneBody),
@@ -99,15 +100,19 @@ fn json<T: serde::de::DeserializeOwned + Default>(
     body: &[u8],
     empty_ok: bool,
 ) -> Result<T, ApiError> {
+    if empty_ok && body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    required(body)
+}
+
+/// A body that must be there, with no default to stand for it.
+fn required<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return if empty_ok {
-            Ok(T::default())
-        } else {
-            Err(ApiError::bad(
-                "invalid_json",
-                "the request needs a JSON body",
-            ))
-        };
+        return Err(ApiError::bad(
+            "invalid_json",
+            "the request needs a JSON body",
+        ));
     }
     serde_json::from_slice(body)
         .map_err(|e| ApiError::bad("invalid_json", format!("request body: {e}")))
@@ -135,6 +140,7 @@ pub fn decode(shape: Body, body: &[u8]) -> Result<Decoded, ApiError> {
         Body::Replace => Decoded::Replace(json(body, false)?),
         Body::Drives => Decoded::Drives(json(body, false)?),
         Body::Member => Decoded::Member(json(body, false)?),
+        Body::Maintain => Decoded::Maintain(required(body)?),
         Body::Recover => Decoded::Recover(json(body, false)?),
         Body::Resize => Decoded::Resize(json(body, false)?),
         Body::Clone => Decoded::Clone(json(body, false)?),
@@ -197,6 +203,12 @@ pub struct CloneBody {
 #[serde(deny_unknown_fields)]
 pub struct MemberBody {
     pub member: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaintainBody {
+    pub op: storaged::maint::Ask,
 }
 
 /// The recovery key is wiped from this copy when it is dropped (the request's own buffer is
@@ -440,6 +452,14 @@ impl Backend for Host {
                 let n = storaged::disks::set_online(&self.pool, &b.member, online)?;
                 json(serde_json::json!({"member": n, "online": online}))
             }
+            Op::Maintain => {
+                let Decoded::Maintain(b) = &r.body else {
+                    return Err(shape());
+                };
+                self.pool()?;
+                storaged::maintain_now(&self.pool, b.op)?;
+                json(serde_json::json!({"pool": self.pool, "op": b.op}))
+            }
             Op::Vault => {
                 let s = storaged::status::gather(&self.pool).map_err(|e| failed(&e))?;
                 json(serde_json::json!({"vault": s.vault, "boot": s.boot}))
@@ -563,6 +583,9 @@ impl Fake {
                 std::io::Read::read_to_end(&mut rd, &mut all).map_err(crate::update::broken)?;
                 Ok(serde_json::json!({"bytes": all.len(),
                     "sha256": abupdate::artifact::sha256_hex(&all)}))
+            }
+            (Op::Maintain, Decoded::Maintain(b)) => {
+                Ok(serde_json::json!({"pool": "persist", "op": b.op}))
             }
             // A degraded pool, as status and health report one: what is wrong and the exit code.
             (Op::Status | Op::Health, _) => Ok(serde_json::json!({"op": format!("{:?}", r.op),

@@ -70,6 +70,18 @@ pub fn parse_interval(s: &str, min: u64) -> Result<u64, String> {
     Ok(secs)
 }
 
+/// A duration for people, rounded to its largest unit: `45 s`, `12 min`, `3 h 20 min`, `2 d 4 h`.
+pub fn duration_text(secs: u64) -> String {
+    match secs {
+        0..=59 => format!("{secs} s"),
+        60..=3599 => format!("{} min", secs / 60),
+        3600..=86_399 if secs % 3600 / 60 == 0 => format!("{} h", secs / 3600),
+        3600..=86_399 => format!("{} h {} min", secs / 3600, secs % 3600 / 60),
+        _ if secs % 86_400 / 3600 == 0 => format!("{} d", secs / 86_400),
+        _ => format!("{} d {} h", secs / 86_400, secs % 86_400 / 3600),
+    }
+}
+
 /// An interval in the largest unit that divides it: 3600 -> `1h`, 5400 -> `90m`.
 pub fn interval_label(secs: u64) -> String {
     for (u, m) in [("w", 604_800), ("d", 86_400), ("h", 3600), ("m", 60)] {
@@ -191,6 +203,20 @@ impl<'de> Deserialize<'de> for Size {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_read_as_people_say_them() {
+        for (s, t) in [
+            (45, "45 s"),
+            (720, "12 min"),
+            (7200, "2 h"),
+            (12_000, "3 h 20 min"),
+            (86_400 * 2, "2 d"),
+            (86_400 * 2 + 4 * 3600 + 7, "2 d 4 h"),
+        ] {
+            assert_eq!(duration_text(s), t);
+        }
+    }
 
     #[test]
     fn human_sizes_read_like_zfs_list() {

@@ -72,6 +72,24 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: DiskCmd,
     },
+    /// Scrub the pool now, or stop the running scrub (storaged also scrubs on the policy's
+    /// schedule). Refused while a resilver runs, or a scrub already does; `status` shows the
+    /// progress with its rate and the time left.
+    Scrub {
+        action: NowOrStop,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = "persist")]
+        pool: String,
+    },
+    /// TRIM the pool's members now (storaged also trims on the policy's schedule).
+    Trim {
+        action: Now,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = "persist")]
+        pool: String,
+    },
     /// The management API's audit journal: every change asked through it, who asked, and what
     /// came of it (the newest last).
     Audit {
@@ -386,5 +404,35 @@ mod tests {
     fn a_spec_file_that_cannot_be_read_is_named() {
         let e = create(&["--spec", "/nonexistent/vol.toml"]).unwrap_err();
         assert!(e.starts_with("/nonexistent/vol.toml: "), "{e}");
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum NowOrStop {
+    Now,
+    Stop,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Now {
+    Now,
+}
+
+impl Cmd {
+    /// The maintenance a `scrub` or `trim` command asks for.
+    pub fn ask(&self) -> Option<storaged::maint::Ask> {
+        use storaged::maint::Ask;
+        match self {
+            Cmd::Scrub {
+                action: NowOrStop::Now,
+                ..
+            } => Some(Ask::ScrubNow),
+            Cmd::Scrub {
+                action: NowOrStop::Stop,
+                ..
+            } => Some(Ask::ScrubStop),
+            Cmd::Trim { .. } => Some(Ask::TrimNow),
+            _ => None,
+        }
     }
 }

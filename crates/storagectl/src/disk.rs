@@ -16,7 +16,11 @@ pub fn wait_resilver<E: std::fmt::Display>(
         let st = observe().map_err(|e| e.to_string())?;
         match st.scan.as_ref().filter(|s| s.running()) {
             Some(s) => {
-                let line = format!("{} {:.0}%", s.function.to_lowercase(), s.percent());
+                let line = format!(
+                    "{} {}",
+                    s.function.to_lowercase(),
+                    s.progress(storaged::now())
+                );
                 if line != last {
                     eprintln!("storagectl: {pool}: {line}");
                     last = line;

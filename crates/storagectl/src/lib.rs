@@ -52,6 +52,12 @@ pub fn run(cli: Cli) -> ExitCode {
             ));
             emit(j.tail(lines), json, |e| storaged::audit::render(e))
         }
+        Cmd::Scrub { json, ref pool, .. } | Cmd::Trim { json, ref pool, .. } => {
+            let ask = cli.cmd.ask().unwrap_or(storaged::maint::Ask::ScrubNow);
+            let r = storaged::maintain_now(pool, ask)
+                .map(|()| serde_json::json!({"pool": pool, "op": ask}));
+            emit(r, json, maintained)
+        }
         Cmd::Volume { config, cmd } => volume::volume(config.as_deref(), cmd),
         Cmd::Vault { pool, cmd } => vault::vault(&pool, cmd),
         Cmd::Export {
@@ -89,6 +95,19 @@ pub fn fail<E: std::error::Error + platform::exit::Classify>(e: &E) -> ExitCode 
         println!("{}", platform::exit::json_error(e.code(), &msg));
     }
     ExitCode::from(e.kind().exit_code())
+}
+
+/// The line `scrub` and `trim` print: what was started or stopped, on which pool.
+pub fn maintained(v: &serde_json::Value) -> String {
+    let done = match v["op"].as_str() {
+        Some("scrub-stop") => "scrub stopped",
+        Some("trim-now") => "trim started",
+        _ => "scrub started",
+    };
+    format!(
+        "{}: {done} (storagectl status shows its progress)\n",
+        v["pool"].as_str().unwrap_or("?")
+    )
 }
 
 /// A usage error found after parsing (2, as clap's own); as JSON too when asked.

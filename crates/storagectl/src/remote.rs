@@ -100,6 +100,23 @@ fn strs(v: &Value) -> Vec<String> {
 pub fn run(c: &Client, cmd: Cmd) -> ExitCode {
     match cmd {
         Cmd::Status { json, quiet, .. } => report(c, "/v1/status", json, quiet),
+        Cmd::Scrub { json, .. } | Cmd::Trim { json, .. } => {
+            let ask = cmd.ask().unwrap_or(storaged::maint::Ask::ScrubNow);
+            match c
+                .call("POST", "/v1/pool/maintenance", Some(&json!({"op": ask})))
+                .and_then(|r| r.json())
+            {
+                Ok(v) if json => {
+                    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                    ExitCode::SUCCESS
+                }
+                Ok(v) => {
+                    print!("{}", crate::maintained(&v));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
+        }
         Cmd::Health {
             json, bytes, quiet, ..
         } => report(c, &format!("/v1/health{}", bytes_q(bytes)), json, quiet),

@@ -31,9 +31,8 @@ fn documented() -> Vec<String> {
 fn check(line: &str) -> Result<(), String> {
     let root = Cli::command();
     let mut cmd = &root;
-    let mut words = line.split_whitespace().skip(1).peekable();
     let mut descending = true;
-    while let Some(w) = words.next() {
+    for w in line.split_whitespace().skip(1) {
         let w = w.trim_matches(['[', ']']);
         if let Some(flag) = w.strip_prefix("--") {
             let flag = flag.split('=').next().unwrap();

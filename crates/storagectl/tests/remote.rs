@@ -51,6 +51,26 @@ fn remote_commands_print_what_the_box_renders_and_exit_as_on_the_box() {
         serde_json::from_str::<serde_json::Value>(&out).unwrap()["op"],
         "Volumes"
     );
+    // Maintenance by hand: the box's answer in the line printed here.
+    let (code, out, err) = storagectl(&admin, &["scrub", "now"]);
+    assert_eq!(
+        (code, out.as_str()),
+        (
+            0,
+            "persist: scrub started (storagectl status shows its progress)\n"
+        ),
+        "{err}"
+    );
+    let (code, out, _) = storagectl(&admin, &["trim", "now", "--json"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["op"],
+        "trim-now"
+    );
+    let (code, _, _) = storagectl(&reader, &["scrub", "stop"]);
+    assert_eq!(code, 4, "a reader is refused");
+    let (code, _, _) = storagectl(&admin, &["scrub", "later"]);
+    assert_eq!(code, 2, "a usage error");
     // A change prints the line it prints on the box.
     let (code, out, _) = storagectl(&admin, &["volume", "delete", "web", "--force"]);
     assert_eq!((code, out.as_str()), (0, "deleted web\n"));

@@ -55,6 +55,11 @@ pub fn scrub(name: &str) -> Result<()> {
     run(ZPOOL, &["scrub", name]).map(|_| ())
 }
 
+/// `zpool scrub -s`: stops the running scrub.
+pub fn scrub_stop(name: &str) -> Result<()> {
+    run(ZPOOL, &["scrub", "-s", name]).map(|_| ())
+}
+
 pub fn trim(name: &str) -> Result<()> {
     run(ZPOOL, &["trim", name]).map(|_| ())
 }

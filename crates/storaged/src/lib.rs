@@ -71,6 +71,21 @@ pub fn view(pool: &str, root: &std::path::Path) -> Result<maint::View> {
     Ok(maint::decide(&st, &rec, created, &sched, t))
 }
 
+/// Runs `ask` on `pool` now, unless the pool's state refuses it ([`maint::allow`]); the
+/// scheduler sees what was done in the pool's own records.
+pub fn maintain_now(pool: &str, ask: maint::Ask) -> Result<()> {
+    let st = cmd::status(pool)?;
+    maint::allow(&st, ask, now())
+        .map_err(|why| Error::Refused(format!("{pool}: {}: {why}", ask.as_str())))?;
+    match ask {
+        maint::Ask::ScrubNow => cmd::scrub(pool),
+        maint::Ask::ScrubStop => cmd::scrub_stop(pool),
+        maint::Ask::TrimNow => cmd::trim(pool),
+    }?;
+    platform::log(format!("{pool}: {} (asked by hand)", ask.as_str()));
+    Ok(())
+}
+
 /// The health view of `pool` as it is now (for `storagectl health`): a fresh look at the drives
 /// and the pool, with the journal on the pool for when each alert began and what happened last.
 /// Writes nothing: the journal is storaged's.

@@ -86,6 +86,61 @@ impl View {
     }
 }
 
+/// Maintenance an operator asks for now (`storagectl scrub now|stop`, `trim now`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Ask {
+    ScrubNow,
+    ScrubStop,
+    TrimNow,
+}
+
+impl Ask {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ask::ScrubNow => "scrub now",
+            Ask::ScrubStop => "scrub stop",
+            Ask::TrimNow => "trim now",
+        }
+    }
+}
+
+/// Pure: whether `ask` may run on the pool as it is at `now`; the refusal says why. A paused
+/// scrub resumes with `scrub now`; a resilver is never stopped or joined.
+pub fn allow(pool: &PoolState, ask: Ask, now: u64) -> Result<(), String> {
+    let scan = pool.scan.as_ref().filter(|s| s.running());
+    let running = |s: &crate::pool::Scan| {
+        format!(
+            "a {} is running ({})",
+            s.function.to_lowercase(),
+            s.progress(now)
+        )
+    };
+    let trimming = pool.leaves.iter().any(|l| l.trimming());
+    match ask {
+        Ask::ScrubNow => match scan {
+            Some(s) if !(s.function == "SCRUB" && s.paused) => {
+                Err(format!("{}: a scrub waits until it ends", running(s)))
+            }
+            _ => Ok(()),
+        },
+        Ask::ScrubStop => match scan {
+            Some(s) if s.function == "SCRUB" => Ok(()),
+            Some(s) => Err(format!("{}, which is not stopped by hand", running(s))),
+            None => Err("no scrub is running".into()),
+        },
+        Ask::TrimNow => {
+            if !pool.leaves.is_empty() && pool.leaves.iter().all(|l| l.trim_notsup) {
+                Err("no member of the pool supports TRIM".into())
+            } else if trimming {
+                Err("a trim is running already".into())
+            } else {
+                Ok(())
+            }
+        }
+    }
+}
+
 /// `created` is the pool's creation time: a never-scrubbed pool is first due an interval after it.
 pub fn decide(pool: &PoolState, rec: &Record, created: u64, sched: &Schedule, now: u64) -> View {
     let scan = pool.scan.as_ref();
@@ -95,7 +150,7 @@ pub fn decide(pool: &PoolState, rec: &Record, created: u64, sched: &Schedule, no
         running = Some(if s.paused {
             format!("{what} paused")
         } else {
-            format!("{what} {:.0}%", s.percent())
+            format!("{what} {}", s.progress(now))
         });
     }
     let trims: Vec<_> = pool.leaves.iter().filter(|l| !l.trim_notsup).collect();
@@ -196,6 +251,49 @@ mod tests {
             scrub_every: Some(35 * DAY),
             trim_every: Some(7 * DAY),
         }
+    }
+
+    #[test]
+    fn maintenance_by_hand_is_refused_when_the_pool_is_busy_and_says_why() {
+        let idle = pool(None, &[("UNTRIMMED", 0)]);
+        assert_eq!(allow(&idle, Ask::ScrubNow, 10), Ok(()));
+        assert_eq!(allow(&idle, Ask::TrimNow, 10), Ok(()));
+        assert_eq!(
+            allow(&idle, Ask::ScrubStop, 10).unwrap_err(),
+            "no scrub is running"
+        );
+        // A resilver half done after 50 s: 1 byte/s, 50 s left; neither joined nor stopped.
+        let resilver = pool(
+            Some(scan("RESILVER", "SCANNING", 0, 0, 0)),
+            &[("UNTRIMMED", 0)],
+        );
+        let e = allow(&resilver, Ask::ScrubNow, 50).unwrap_err();
+        assert!(
+            e.starts_with("a resilver is running (50% at 1B/s, 50 s left)"),
+            "{e}"
+        );
+        assert!(allow(&resilver, Ask::ScrubStop, 50)
+            .unwrap_err()
+            .contains("not stopped by hand"));
+        let scrub = pool(Some(scan("SCRUB", "SCANNING", 0, 0, 0)), &[("ACTIVE", 0)]);
+        assert_eq!(allow(&scrub, Ask::ScrubStop, 50), Ok(()));
+        assert!(allow(&scrub, Ask::ScrubNow, 50).is_err());
+        assert_eq!(
+            allow(&scrub, Ask::TrimNow, 50).unwrap_err(),
+            "a trim is running already"
+        );
+        let mut paused = scan("SCRUB", "SCANNING", 0, 0, 0);
+        paused.paused = true;
+        assert_eq!(
+            allow(&pool(Some(paused), &[]), Ask::ScrubNow, 50),
+            Ok(()),
+            "a paused scrub resumes"
+        );
+        let mut nosup = pool(None, &[("UNTRIMMED", 0)]);
+        nosup.leaves[0].trim_notsup = true;
+        assert!(allow(&nosup, Ask::TrimNow, 0)
+            .unwrap_err()
+            .contains("supports TRIM"));
     }
 
     #[test]

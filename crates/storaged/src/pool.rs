@@ -35,6 +35,26 @@ impl Scan {
             (self.examined as f64 * 100.0 / self.to_examine as f64).min(100.0)
         }
     }
+
+    /// How a running scan goes at `now`: `45% at 120M/s, 3 min left` (the rate over its whole
+    /// run; no rate or time before it has run a second or examined a byte).
+    pub fn progress(&self, now: u64) -> String {
+        let pct = format!("{:.0}%", self.percent());
+        let secs = now.saturating_sub(self.start);
+        if secs == 0 || self.examined == 0 {
+            return pct;
+        }
+        let rate = self.examined / secs;
+        if rate == 0 {
+            return pct;
+        }
+        let left = self.to_examine.saturating_sub(self.examined);
+        format!(
+            "{pct} at {}/s, {} left",
+            platform::units::human(rate),
+            platform::units::duration_text(left / rate)
+        )
+    }
 }
 
 /// A leaf device (a disk partition, or a file) of the pool.
