@@ -4,18 +4,63 @@ use crate::cli::DiskCmd;
 use crate::{emit, fail};
 use std::process::ExitCode;
 
+/// Where a replacement stands once no scan runs, from the pool's state alone (no clocks: the
+/// box's and this host's may differ).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Settled {
+    /// No resilver seen yet and the pool not whole: it may not have started; look again.
+    NotYet,
+    Done(Result<(), String>),
+}
+
+/// Pure: a resilver that was cancelled or found errors, or a pool still not ONLINE after it,
+/// is a failed replacement; a pool ONLINE is a done one.
+pub fn settled(st: &storaged::pool::PoolState, seen_running: bool, patience_left: bool) -> Settled {
+    let last = st.scan.as_ref().filter(|s| s.function == "RESILVER");
+    if let Some(s) = last {
+        if s.state == "CANCELED" {
+            return Settled::Done(Err(format!("{}: the resilver was cancelled", st.name)));
+        }
+        if s.state == "FINISHED" && s.errors > 0 {
+            return Settled::Done(Err(format!(
+                "{}: the resilver finished with {} errors; `storagectl status -x` says what is wrong",
+                st.name, s.errors
+            )));
+        }
+    }
+    if st.state == "ONLINE" {
+        return Settled::Done(Ok(()));
+    }
+    if !seen_running && patience_left {
+        return Settled::NotYet;
+    }
+    Settled::Done(Err(format!(
+        "{}: {} after the {}; `storagectl status -x` says what is wrong",
+        st.name,
+        st.state,
+        if seen_running {
+            "resilver"
+        } else {
+            "replacement (no resilver was seen)"
+        }
+    )))
+}
+
 /// Waits for a resilver of `pool` to finish, its progress on stderr; `observe` reads the pool's
-/// state (here, or through the API). Fails when the resilver was cancelled or the pool's state
-/// cannot be read.
+/// state (here, or through the API). Fails when the resilver was cancelled or found errors,
+/// when the pool is not whole after it, or when the pool's state cannot be read.
 pub fn wait_resilver<E: std::fmt::Display>(
     pool: &str,
     observe: impl Fn() -> Result<storaged::pool::PoolState, E>,
 ) -> Result<(), String> {
     let mut last = String::new();
+    let mut seen_running = false;
+    let start = std::time::Instant::now();
     loop {
         let st = observe().map_err(|e| e.to_string())?;
         match st.scan.as_ref().filter(|s| s.running()) {
             Some(s) => {
+                seen_running = true;
                 let line = format!(
                     "{} {}",
                     s.function.to_lowercase(),
@@ -27,15 +72,18 @@ pub fn wait_resilver<E: std::fmt::Display>(
                 }
             }
             None => {
-                let r = st
-                    .scan
-                    .map(|s| format!("{} {}", s.function.to_lowercase(), s.state.to_lowercase()));
-                eprintln!(
-                    "storagectl: {pool}: {} ({})",
-                    st.state,
-                    r.unwrap_or_else(|| "no scan".into())
-                );
-                return Ok(());
+                let patience = start.elapsed() < std::time::Duration::from_secs(30);
+                if let Settled::Done(r) = settled(&st, seen_running, patience) {
+                    let scan = st.scan.map(|s| {
+                        format!("{} {}", s.function.to_lowercase(), s.state.to_lowercase())
+                    });
+                    eprintln!(
+                        "storagectl: {pool}: {} ({})",
+                        st.state,
+                        scan.unwrap_or_else(|| "no scan".into())
+                    );
+                    return r;
+                }
             }
         }
         std::thread::sleep(std::time::Duration::from_secs(2));
@@ -89,5 +137,54 @@ pub fn disk(pool: &str, cmd: DiskCmd) -> ExitCode {
             }
             Err(e) => fail(&e),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use storaged::pool::{PoolState, Scan};
+
+    fn pool(state: &str, scan: Option<(&str, &str, u64)>) -> PoolState {
+        PoolState {
+            name: "persist".into(),
+            state: state.into(),
+            scan: scan.map(|(f, st, errors)| Scan {
+                function: f.into(),
+                state: st.into(),
+                start: 1,
+                end: 2,
+                examined: 1,
+                to_examine: 1,
+                errors,
+                paused: false,
+            }),
+            leaves: vec![],
+            error_count: 0,
+        }
+    }
+
+    #[test]
+    fn a_replacement_fails_when_its_resilver_does_or_the_pool_is_not_whole_after_it() {
+        let ok = pool("ONLINE", Some(("RESILVER", "FINISHED", 0)));
+        assert_eq!(settled(&ok, true, true), Settled::Done(Ok(())));
+        let cancelled = pool("DEGRADED", Some(("RESILVER", "CANCELED", 0)));
+        assert!(
+            matches!(settled(&cancelled, true, true), Settled::Done(Err(e)) if e.contains("cancelled"))
+        );
+        let errors = pool("ONLINE", Some(("RESILVER", "FINISHED", 3)));
+        assert!(
+            matches!(settled(&errors, true, true), Settled::Done(Err(e)) if e.contains("3 errors"))
+        );
+        let degraded = pool("DEGRADED", Some(("RESILVER", "FINISHED", 0)));
+        assert!(
+            matches!(settled(&degraded, true, true), Settled::Done(Err(e)) if e.contains("DEGRADED after the resilver"))
+        );
+        // The old scrub's record right after `zpool replace`: the resilver may not show yet.
+        let before = pool("DEGRADED", Some(("SCRUB", "FINISHED", 0)));
+        assert_eq!(settled(&before, false, true), Settled::NotYet);
+        assert!(
+            matches!(settled(&before, false, false), Settled::Done(Err(e)) if e.contains("no resilver was seen"))
+        );
     }
 }
