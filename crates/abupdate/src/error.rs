@@ -31,6 +31,10 @@ pub enum Error {
     /// Another install holds the install lock.
     #[error("{0}")]
     Busy(String),
+    /// The health check failed (`abupdate health`): exit 7, as `storagectl status` does for a
+    /// degraded pool, so the boot's service can tell it from an error of abupdate's own.
+    #[error("{0}")]
+    Unhealthy(String),
     #[error(transparent)]
     Cmd(#[from] platform::CmdError),
     #[error("what was written to {dev} reads back as sha256 {actual}, expected {expected}")]

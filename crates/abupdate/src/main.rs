@@ -387,7 +387,9 @@ fn health(sys: &System, timeout: u64, settle: u64, no_reboot: bool) -> abupdate:
                     "slot {running} health check failed: {why} (the slot is {:?}; nothing rolled back)",
                     me.state
                 );
-                return Ok(());
+                return Err(abupdate::error::Error::Unhealthy(format!(
+                    "slot {running}: {why}"
+                )));
             }
             sys.change(|s| s.mark_bad(running, &format!("health: {why}")))?;
             println!(
@@ -402,6 +404,9 @@ fn health(sys: &System, timeout: u64, settle: u64, no_reboot: bool) -> abupdate:
                 )
                 .map_err(|e| abupdate::error::Error::Device(format!("ask init to reboot: {e}")))?;
             }
+            return Err(abupdate::error::Error::Device(format!(
+                "slot {running} failed its health check and was marked bad: {why}"
+            )));
         }
     }
     Ok(())
@@ -422,6 +427,10 @@ fn main() -> ExitCode {
     };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e @ abupdate::error::Error::Unhealthy(_)) => {
+            eprintln!("abupdate: unhealthy: {}", platform::chain(&e));
+            ExitCode::from(platform::exit::DEGRADED)
+        }
         Err(e) => {
             eprintln!("abupdate: error: {}", platform::chain(&e));
             ExitCode::FAILURE
