@@ -124,7 +124,10 @@ pub enum VaultCmd {
     },
     /// Make a new recovery key for the unlocked vault (the old one stops working) and print it
     /// once.
-    RecoveryKey,
+    RecoveryKey {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -145,23 +148,40 @@ pub enum DiskCmd {
         new: String,
         #[arg(long)]
         no_wait: bool,
+        #[arg(long)]
+        json: bool,
     },
     /// Grow the pool with blank drives, within its layout: a stripe by any number, a mirror or
     /// raidz pool by whole groups as wide as its own (`disk add vdc vdd` adds a 2-way mirror).
     Add {
         #[arg(required = true)]
         drives: Vec<String>,
+        #[arg(long)]
+        json: bool,
     },
     /// Take a member offline (it stops being read and written; a mirror keeps working).
-    Offline { member: String },
+    Offline {
+        member: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Bring an offline member back (ZFS resilvers what it missed).
-    Online { member: String },
+    Online {
+        member: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum ExportCmd {
     /// Write it in nvmetcli's JSON layout (to FILE, or stdout).
-    Save { file: Option<PathBuf> },
+    Save {
+        file: Option<PathBuf>,
+        /// With FILE: say what was written as JSON (without FILE the export is JSON already).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -181,6 +201,8 @@ pub enum VolCmd {
         name: String,
         #[arg(long)]
         force: bool,
+        #[arg(long)]
+        json: bool,
     },
     /// Every volume with its size, space used (and by its snapshots), provisioning and state.
     List {
@@ -211,6 +233,8 @@ pub enum VolCmd {
         /// Roll back even though a host is connected (its view of the disk becomes wrong).
         #[arg(long)]
         force: bool,
+        #[arg(long)]
+        json: bool,
     },
     /// A new volume from a snapshot: its own identity and export, sharing unchanged blocks.
     Clone {
@@ -260,10 +284,15 @@ pub enum VolCmd {
     Reconcile {
         #[arg(long)]
         dry_run: bool,
+        #[arg(long)]
+        json: bool,
     },
     /// Accept the spool as it is now (after restoring or moving it): volumes whose spec files are
     /// missing from it are then deleted. Until then a lost or older spool deletes nothing.
-    AdoptSpool,
+    AdoptSpool {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -282,7 +311,12 @@ pub struct SnapshotArgs {
 #[derive(Debug, Subcommand)]
 pub enum SnapCmd {
     /// Destroy a snapshot; refused while a clone depends on it.
-    Delete { name: String, snapshot: String },
+    Delete {
+        name: String,
+        snapshot: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub fn transport_arg(s: &str) -> Transport {

@@ -90,51 +90,89 @@ pub fn wait_resilver<E: std::fmt::Display>(
     }
 }
 
+/// After `zpool replace` (here or on a box): the line it prints, the resilver waited for unless
+/// `no_wait`, and with `json` one object at the end saying how it went.
+pub fn replaced<E: std::fmt::Display>(
+    pool: &str,
+    old: &str,
+    new: &str,
+    part: &str,
+    no_wait: bool,
+    json: bool,
+    observe: impl Fn() -> Result<storaged::pool::PoolState, E>,
+) -> ExitCode {
+    if !json {
+        println!("{old} is being replaced by {new} ({part})");
+    }
+    let r = if no_wait {
+        None
+    } else {
+        Some(wait_resilver(pool, observe))
+    };
+    if json {
+        let resilver = match &r {
+            None => serde_json::json!("not waited for"),
+            Some(Ok(())) => serde_json::json!("done"),
+            Some(Err(e)) => serde_json::json!({"failed": e}),
+        };
+        println!(
+            "{}",
+            serde_json::json!({"pool": pool, "old": old, "new": new, "partition": part, "resilver": resilver})
+        );
+    }
+    match r {
+        Some(Err(e)) => {
+            eprintln!("storagectl: {e}");
+            ExitCode::FAILURE
+        }
+        _ => ExitCode::SUCCESS,
+    }
+}
+
 pub fn disk(pool: &str, cmd: DiskCmd) -> ExitCode {
     use storaged::disks;
     match cmd {
         DiskCmd::List { json, bytes } => emit(disks::list(pool), json, |l| l.render(bytes)),
-        DiskCmd::Replace { old, new, no_wait } => {
-            match disks::replace(pool, &old, &new) {
-                Ok(part) => println!("{old} is being replaced by {new} ({part})"),
+        DiskCmd::Replace {
+            old,
+            new,
+            no_wait,
+            json,
+        } => {
+            let part = match disks::replace(pool, &old, &new) {
+                Ok(part) => part,
                 Err(e) => return fail(&e),
-            }
-            if no_wait {
-                return ExitCode::SUCCESS;
-            }
-            match wait_resilver(pool, || {
+            };
+            replaced(pool, &old, &new, &part, no_wait, json, || {
                 storaged::cmd::status(pool).map_err(|e| platform::chain(&e))
-            }) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("storagectl: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+            })
         }
-        DiskCmd::Add { drives } => match disks::add(pool, &drives) {
-            Ok(parts) => {
-                println!(
+        DiskCmd::Add { drives, json } => match disks::add(pool, &drives) {
+            Ok(parts) => crate::changed(
+                json,
+                serde_json::json!({"pool": pool, "added": drives, "partitions": parts}),
+                format!(
                     "pool {pool} grew by {} ({})",
                     drives.join(", "),
                     parts.join(", ")
-                );
-                ExitCode::SUCCESS
-            }
+                ),
+            ),
             Err(e) => fail(&e),
         },
-        DiskCmd::Offline { member } => match disks::set_online(pool, &member, false) {
-            Ok(n) => {
-                println!("{n} is offline");
-                ExitCode::SUCCESS
-            }
+        DiskCmd::Offline { member, json } => match disks::set_online(pool, &member, false) {
+            Ok(n) => crate::changed(
+                json,
+                serde_json::json!({"member": n, "online": false}),
+                format!("{n} is offline"),
+            ),
             Err(e) => fail(&e),
         },
-        DiskCmd::Online { member } => match disks::set_online(pool, &member, true) {
-            Ok(n) => {
-                println!("{n} is online");
-                ExitCode::SUCCESS
-            }
+        DiskCmd::Online { member, json } => match disks::set_online(pool, &member, true) {
+            Ok(n) => crate::changed(
+                json,
+                serde_json::json!({"member": n, "online": true}),
+                format!("{n} is online"),
+            ),
             Err(e) => fail(&e),
         },
     }

@@ -62,8 +62,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Cmd::Vault { pool, cmd } => vault::vault(&pool, cmd),
         Cmd::Export {
             config,
-            cmd: ExportCmd::Save { file },
-        } => volume::export_save(config.as_deref(), file),
+            cmd: ExportCmd::Save { file, json },
+        } => volume::export_save(config.as_deref(), file, json),
     }
 }
 
@@ -95,6 +95,16 @@ pub fn fail<E: std::error::Error + platform::exit::Classify>(e: &E) -> ExitCode 
         println!("{}", platform::exit::json_error(e.code(), &msg));
     }
     ExitCode::from(e.kind().exit_code())
+}
+
+/// A change's result: its one line, or with `--json` an object saying what was done.
+pub fn changed(json: bool, v: serde_json::Value, line: impl std::fmt::Display) -> ExitCode {
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    } else {
+        println!("{line}");
+    }
+    ExitCode::SUCCESS
 }
 
 /// The line `scrub` and `trim` print: what was started or stopped, on which pool.

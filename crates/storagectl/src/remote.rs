@@ -67,12 +67,13 @@ fn change(
     method: &str,
     path: &str,
     body: Option<&Value>,
+    json: bool,
     line: impl Fn(&Value) -> String,
 ) -> ExitCode {
     match c.call(method, path, body).and_then(|r| r.json()) {
         Ok(v) => {
-            println!("{}", line(&v));
-            ExitCode::SUCCESS
+            let l = line(&v);
+            crate::changed(json, v, l)
         }
         Err(e) => fail(&e),
     }
@@ -147,14 +148,15 @@ pub fn run(c: &Client, cmd: Cmd) -> ExitCode {
         Cmd::Volume { cmd, .. } => volume(c, cmd),
         Cmd::Vault { pool, cmd } => vault(c, &pool, cmd),
         Cmd::Export {
-            cmd: ExportCmd::Save { file },
+            cmd: ExportCmd::Save { file, json },
             ..
         } => match c.get("/v1/export") {
             Ok(v) => {
                 let text = serde_json::to_string_pretty(&v).unwrap_or_default() + "\n";
                 match file {
-                    // Identities and secrets: owner-only, as on the box.
+                    // Identities: owner-only, as on the box.
                     Some(f) => match volumes::ids::write_private(&f, text.as_bytes()) {
+                        Ok(()) if json => crate::changed(true, json!({"written": f}), ""),
                         Ok(()) => ExitCode::SUCCESS,
                         Err(e) => crate::fail(&e),
                     },
@@ -178,7 +180,12 @@ fn disk(c: &Client, pool: &str, cmd: DiskCmd) -> ExitCode {
             None,
             json,
         ),
-        DiskCmd::Replace { old, new, no_wait } => {
+        DiskCmd::Replace {
+            old,
+            new,
+            no_wait,
+            json,
+        } => {
             let r = c
                 .call(
                     "POST",
@@ -186,33 +193,22 @@ fn disk(c: &Client, pool: &str, cmd: DiskCmd) -> ExitCode {
                     Some(&json!({"old": old, "new": new})),
                 )
                 .and_then(|r| r.json());
-            match r {
-                Ok(v) => println!(
-                    "{old} is being replaced by {new} ({})",
-                    v["partition"].as_str().unwrap_or("?")
-                ),
+            let part = match r {
+                Ok(v) => v["partition"].as_str().unwrap_or("?").to_string(),
                 Err(e) => return fail(&e),
-            }
-            if no_wait {
-                return ExitCode::SUCCESS;
-            }
+            };
             let observe = || -> Result<storaged::pool::PoolState, String> {
                 let v = c.get("/v1/pool").map_err(|e| platform::chain(&e))?;
                 serde_json::from_value(v).map_err(|e| format!("GET /v1/pool: {e}"))
             };
-            match crate::disk::wait_resilver(pool, observe) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("storagectl: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+            crate::disk::replaced(pool, &old, &new, &part, no_wait, json, observe)
         }
-        DiskCmd::Add { drives } => change(
+        DiskCmd::Add { drives, json } => change(
             c,
             "POST",
             "/v1/disks/add",
             Some(&json!({"drives": drives})),
+            json,
             |v| {
                 format!(
                     "pool {pool} grew by {} ({})",
@@ -221,18 +217,20 @@ fn disk(c: &Client, pool: &str, cmd: DiskCmd) -> ExitCode {
                 )
             },
         ),
-        DiskCmd::Offline { member } => change(
+        DiskCmd::Offline { member, json } => change(
             c,
             "POST",
             "/v1/disks/offline",
             Some(&json!({"member": member})),
+            json,
             |v| format!("{} is offline", v["member"].as_str().unwrap_or(&member)),
         ),
-        DiskCmd::Online { member } => change(
+        DiskCmd::Online { member, json } => change(
             c,
             "POST",
             "/v1/disks/online",
             Some(&json!({"member": member})),
+            json,
             |v| format!("{} is online", v["member"].as_str().unwrap_or(&member)),
         ),
     }
@@ -279,20 +277,31 @@ fn volume(c: &Client, cmd: VolCmd) -> ExitCode {
             None,
             json,
         ),
-        VolCmd::Delete { name, force } => {
+        VolCmd::Delete { name, force, json } => {
             let q = if force { "?force=true" } else { "" };
-            change(c, "DELETE", &format!("{}{q}", vol(&name)), None, |_| {
-                format!("deleted {name}")
-            })
+            change(
+                c,
+                "DELETE",
+                &format!("{}{q}", vol(&name)),
+                None,
+                json,
+                |_| format!("deleted {name}"),
+            )
         }
         VolCmd::Snapshot(SnapshotArgs {
-            cmd: Some(SnapCmd::Delete { name, snapshot }),
+            cmd:
+                Some(SnapCmd::Delete {
+                    name,
+                    snapshot,
+                    json,
+                }),
             ..
         }) => change(
             c,
             "DELETE",
             &format!("{}/snapshots/{}", vol(&name), segment(&snapshot)),
             None,
+            json,
             |_| format!("deleted {name}@{snapshot}"),
         ),
         VolCmd::Snapshot(SnapshotArgs {
@@ -306,7 +315,7 @@ fn volume(c: &Client, cmd: VolCmd) -> ExitCode {
             if json {
                 return show(c, "POST", &path, Some(&body), true);
             }
-            change(c, "POST", &path, Some(&body), |v| {
+            change(c, "POST", &path, Some(&body), json, |v| {
                 format!("{name}@{}", v["name"].as_str().unwrap_or("?"))
             })
         }
@@ -325,11 +334,13 @@ fn volume(c: &Client, cmd: VolCmd) -> ExitCode {
             snapshot,
             destroy_newer,
             force,
+            json,
         } => change(
             c,
             "POST",
             &format!("{}/rollback", vol(&name)),
             Some(&json!({"snapshot": snapshot, "destroy_newer": destroy_newer, "force": force})),
+            json,
             |_| format!("{name} rolled back to {snapshot}"),
         ),
         VolCmd::Clone {
@@ -390,14 +401,14 @@ fn volume(c: &Client, cmd: VolCmd) -> ExitCode {
                 }
             }
         }
-        VolCmd::Reconcile { dry_run } => show(
+        VolCmd::Reconcile { dry_run, json } => show(
             c,
             "POST",
             &format!("/v1/volumes/reconcile?dry_run={dry_run}"),
             None,
-            false,
+            json,
         ),
-        VolCmd::AdoptSpool => show(c, "POST", "/v1/volumes/adopt-spool", None, false),
+        VolCmd::AdoptSpool { json } => show(c, "POST", "/v1/volumes/adopt-spool", None, json),
     }
 }
 
@@ -419,12 +430,16 @@ fn vault(c: &Client, pool: &str, cmd: VaultCmd) -> ExitCode {
             });
             show(c, "POST", "/v1/vault/recover", Some(&body), json)
         }
-        VaultCmd::RecoveryKey => match c
+        VaultCmd::RecoveryKey { json } => match c
             .call("POST", "/v1/vault/recovery-key", None)
             .and_then(|r| r.json())
         {
             Ok(v) => {
-                println!("{}", v["recovery_key"].as_str().unwrap_or(""));
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                } else {
+                    println!("{}", v["recovery_key"].as_str().unwrap_or(""));
+                }
                 eprintln!("storagectl: new recovery key for {pool}/vault; the vault key was rotated, so the old recovery key and every old seal or copy of them open nothing; the new key is not stored anywhere");
                 ExitCode::SUCCESS
             }

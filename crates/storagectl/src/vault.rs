@@ -51,9 +51,16 @@ pub fn vault(pool: &str, cmd: VaultCmd) -> ExitCode {
             let r = vault::recover_here(pool, &rk, accept_unproven);
             emit(r, json, |v| v.render())
         }
-        VaultCmd::RecoveryKey => match vault::new_recovery_key_here(pool) {
+        VaultCmd::RecoveryKey { json } => match vault::new_recovery_key_here(pool) {
             Ok(rk) => {
-                println!("{}", rk.display());
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"recovery_key": rk.display().to_string()})
+                    );
+                } else {
+                    println!("{}", rk.display());
+                }
                 eprintln!("storagectl: new recovery key for {pool}/vault; the vault key was rotated, so the old recovery key and every old seal or copy of them open nothing; the new key is not stored anywhere");
                 ExitCode::SUCCESS
             }

@@ -4,6 +4,7 @@
 use crate::cli::{raw_from_args, transport_arg, SnapCmd, SnapshotArgs, VolCmd};
 use crate::{emit, fail};
 use platform::Roots;
+use serde_json::json;
 use std::process::ExitCode;
 use volumes::reconcile::Env;
 
@@ -30,22 +31,25 @@ pub fn volume(config: Option<&std::path::Path>, cmd: VolCmd) -> ExitCode {
             interval,
             json,
         } => iostat(&env.cfg.pool, &names, interval, json),
-        VolCmd::Delete { name, force } => match volumes::ops::delete(&env, &name, force) {
-            Ok(()) => {
-                println!("deleted {name}");
-                ExitCode::SUCCESS
-            }
+        VolCmd::Delete { name, force, json } => match volumes::ops::delete(&env, &name, force) {
+            Ok(()) => crate::changed(json, json!({"deleted": name}), format!("deleted {name}")),
             Err(e) => fail(&e),
         },
         VolCmd::List { json, bytes } => emit(volumes::ops::list(&env), json, |l| l.render(bytes)),
         VolCmd::Snapshot(SnapshotArgs {
-            cmd: Some(SnapCmd::Delete { name, snapshot }),
+            cmd:
+                Some(SnapCmd::Delete {
+                    name,
+                    snapshot,
+                    json,
+                }),
             ..
         }) => match volumes::ops::snapshot_delete(&env, &name, &snapshot) {
-            Ok(()) => {
-                println!("deleted {name}@{snapshot}");
-                ExitCode::SUCCESS
-            }
+            Ok(()) => crate::changed(
+                json,
+                json!({"volume": name, "deleted_snapshot": snapshot}),
+                format!("deleted {name}@{snapshot}"),
+            ),
             Err(e) => fail(&e),
         },
         VolCmd::Snapshot(SnapshotArgs {
@@ -71,11 +75,13 @@ pub fn volume(config: Option<&std::path::Path>, cmd: VolCmd) -> ExitCode {
             snapshot,
             destroy_newer,
             force,
+            json,
         } => match volumes::ops::rollback(&env, &name, &snapshot, destroy_newer, force) {
-            Ok(_) => {
-                println!("{name} rolled back to {snapshot}");
-                ExitCode::SUCCESS
-            }
+            Ok(_) => crate::changed(
+                json,
+                json!({"volume": name, "rolled_back_to": snapshot}),
+                format!("{name} rolled back to {snapshot}"),
+            ),
             Err(e) => fail(&e),
         },
         VolCmd::Clone {
@@ -94,19 +100,21 @@ pub fn volume(config: Option<&std::path::Path>, cmd: VolCmd) -> ExitCode {
             ),
             json,
         ),
-        VolCmd::AdoptSpool => match volumes::ops::adopt_spool(&env) {
-            Ok(m) => {
-                println!("{m}");
-                ExitCode::SUCCESS
-            }
+        VolCmd::AdoptSpool { json } => match volumes::ops::adopt_spool(&env) {
+            Ok(m) => crate::changed(json, json!({"adopted": true, "message": m}), m),
             Err(e) => fail(&e),
         },
-        VolCmd::Reconcile { dry_run } => {
+        VolCmd::Reconcile { dry_run, json } => {
             let r = env
                 .check_vault()
                 .and_then(|_| volumes::reconcile::lock(&env.roots))
                 .and_then(|_l| volumes::reconcile::pass(&env, dry_run));
             match r {
+                Ok((p, rep)) if json => crate::changed(
+                    true,
+                    json!({"dry_run": dry_run, "plan": p.render(), "steps": rep.steps.len(), "changed": rep.changed()}),
+                    "",
+                ),
                 Ok((p, rep)) => {
                     if dry_run {
                         print!("{}", p.render());
@@ -152,7 +160,11 @@ pub fn show_rates(s: storaged::iostat::Sample, names: &[String], json: bool) -> 
 }
 
 /// `storagectl export save [FILE]`: every volume's identity, for a new box.
-pub fn export_save(config: Option<&std::path::Path>, file: Option<std::path::PathBuf>) -> ExitCode {
+pub fn export_save(
+    config: Option<&std::path::Path>,
+    file: Option<std::path::PathBuf>,
+    json: bool,
+) -> ExitCode {
     let env = match Env::host(config) {
         Ok(e) => e,
         Err(e) => return fail(&e),
@@ -162,6 +174,7 @@ pub fn export_save(config: Option<&std::path::Path>, file: Option<std::path::Pat
             let text = serde_json::to_string_pretty(&j).unwrap_or_default() + "\n";
             match file {
                 Some(f) => match volumes::ids::write_private(&f, text.as_bytes()) {
+                    Ok(()) if json => crate::changed(true, json!({"written": f}), ""),
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => fail(&e),
                 },

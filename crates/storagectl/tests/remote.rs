@@ -76,6 +76,20 @@ fn remote_commands_print_what_the_box_renders_and_exit_as_on_the_box() {
     assert_eq!((code, out.as_str()), (0, "deleted web\n"));
     let (code, out, _) = storagectl(&admin, &["volume", "rollback", "web", "before"]);
     assert_eq!((code, out.as_str()), (0, "web rolled back to before\n"));
+    // With --json a change prints what the box answered, as JSON.
+    for args in [
+        &["volume", "delete", "web", "--force", "--json"][..],
+        &["volume", "rollback", "web", "before", "--json"],
+        &["volume", "snapshot", "delete", "web", "before", "--json"],
+        &["disk", "offline", "nvme0n1", "--json"],
+        &["volume", "reconcile", "--json"],
+    ] {
+        let (code, out, err) = storagectl(&admin, args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        let v: serde_json::Value = serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {out}"));
+        assert!(v["op"].is_string(), "{args:?}: {v}");
+    }
     // A name cannot reach another endpoint.
     let (code, _, _) = storagectl(&reader, &["volume", "show", "../../v1/audit"]);
     assert_eq!(code, 0);
