@@ -151,21 +151,7 @@ pub fn run(c: &Client, cmd: Cmd) -> ExitCode {
             cmd: ExportCmd::Save { file, json },
             ..
         } => match c.get("/v1/export") {
-            Ok(v) => {
-                let text = serde_json::to_string_pretty(&v).unwrap_or_default() + "\n";
-                match file {
-                    // Identities: owner-only, as on the box.
-                    Some(f) => match volumes::ids::write_private(&f, text.as_bytes()) {
-                        Ok(()) if json => crate::changed(true, json!({"written": f}), ""),
-                        Ok(()) => ExitCode::SUCCESS,
-                        Err(e) => crate::fail(&e),
-                    },
-                    None => {
-                        print!("{text}");
-                        ExitCode::SUCCESS
-                    }
-                }
-            }
+            Ok(v) => crate::volume::write_export(&v, file, json),
             Err(e) => fail(&e),
         },
     }

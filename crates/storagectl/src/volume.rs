@@ -170,21 +170,29 @@ pub fn export_save(
         Err(e) => return fail(&e),
     };
     match volumes::ops::export_save(&env) {
-        Ok(j) => {
-            let text = serde_json::to_string_pretty(&j).unwrap_or_default() + "\n";
-            match file {
-                Some(f) => match volumes::ids::write_private(&f, text.as_bytes()) {
-                    Ok(()) if json => crate::changed(true, json!({"written": f}), ""),
-                    Ok(()) => ExitCode::SUCCESS,
-                    Err(e) => fail(&e),
-                },
-                None => {
-                    print!("{text}");
-                    ExitCode::SUCCESS
-                }
-            }
-        }
+        Ok(j) => write_export(&j, file, json),
         Err(e) => fail(&e),
+    }
+}
+
+/// The export (from this box or through the API) to `file`, owner-only as identities are, or
+/// to stdout.
+pub fn write_export(
+    export: &serde_json::Value,
+    file: Option<std::path::PathBuf>,
+    json: bool,
+) -> ExitCode {
+    let text = serde_json::to_string_pretty(export).unwrap_or_default() + "\n";
+    match file {
+        Some(f) => match volumes::ids::write_private(&f, text.as_bytes()) {
+            Ok(()) if json => crate::changed(true, json!({"written": f}), ""),
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        },
+        None => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
     }
 }
 
