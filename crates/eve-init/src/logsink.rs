@@ -53,12 +53,18 @@ struct Rotating {
 }
 
 impl Rotating {
+    /// A regular file only: /persist/log is on the pool's clear part, where someone holding the
+    /// disk could plant a symlink (root's appends would land in its target), a FIFO (PID 1 would
+    /// block opening it) or a directory. Those leave the file unwritten, never followed.
     fn open(path: PathBuf, max: u64, keep: usize) -> Rotating {
+        use std::os::unix::fs::OpenOptionsExt;
         let file = OpenOptions::new()
             .create(true)
             .append(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
             .open(&path)
-            .ok();
+            .ok()
+            .filter(|f| f.metadata().is_ok_and(|m| m.is_file()));
         let size = file
             .as_ref()
             .and_then(|f| f.metadata().ok())
@@ -149,23 +155,44 @@ pub fn level_of(line: &str) -> &'static str {
     }
 }
 
-/// What makes two lines the same message: the text with every run of digits as one `#`.
+/// What makes two lines the same message: the text with a counter in parentheses, `(2880)`, as
+/// `(#)`. Nothing else is masked: lines that differ in an address, a name or a number of their
+/// own are different lines, so no one can hide a line among look-alikes.
 fn repeat_key(line: &str) -> String {
     let mut k = String::with_capacity(line.len());
-    let mut digits = false;
-    for c in line.chars() {
-        if c.is_ascii_digit() {
-            if !digits {
-                k.push('#');
-            }
-            digits = true;
+    let mut rest = line;
+    while let Some(i) = rest.find('(') {
+        let (head, tail) = rest.split_at(i + 1);
+        k.push_str(head);
+        let n = tail.bytes().take_while(u8::is_ascii_digit).count();
+        if n > 0 && tail[n..].starts_with(')') {
+            k.push('#');
+            rest = &tail[n..];
         } else {
-            k.push(c);
-            digits = false;
+            rest = tail;
         }
     }
+    k.push_str(rest);
     k
 }
+
+/// Control characters shown, not obeyed: a line cannot move the console's cursor, clear it, or
+/// forge a line of its own in the files.
+fn printable(line: &str) -> String {
+    line.chars()
+        .map(|c| {
+            if c.is_control() && c != '\t' {
+                format!("\\x{:02x}", c as u32)
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// Lines longer than this are cut into pieces of it, so one endless line neither grows PID 1's
+/// memory nor a file past its size.
+const MAX_LINE: u64 = 4096;
 
 fn now() -> u64 {
     std::time::SystemTime::now()
@@ -261,7 +288,7 @@ impl Sink {
     }
 
     pub fn line(&mut self, line: &str) {
-        let line = line.trim_end_matches(['\r', '\n']).to_string();
+        let line = printable(line.trim_end_matches(['\r', '\n']));
         let t = (self.clock)();
         let key = repeat_key(&line);
         if key == self.repeat.key {
@@ -301,7 +328,8 @@ impl Sink {
 pub fn pump<R: Read>(sink: &std::sync::Mutex<Sink>, r: R) {
     let mut br = BufReader::new(r);
     let mut buf = Vec::new();
-    while br
+    while std::io::Read::by_ref(&mut br)
+        .take(MAX_LINE)
         .read_until(b'\n', &mut buf)
         .map(|n| n > 0)
         .unwrap_or(false)
@@ -360,6 +388,64 @@ mod tests {
             assert!(l.ends_with(&format!(" INFO {want}")), "{l}");
         }
         assert!(!persist.join("log").exists());
+    }
+
+    #[test]
+    fn a_planted_symlink_fifo_or_directory_is_never_written_through() {
+        let t = tempfile::tempdir().unwrap();
+        let run = t.path().join("run/log");
+        std::fs::create_dir_all(&run).unwrap();
+        let target = t.path().join("vault-file");
+        std::fs::write(&target, "precious\n").unwrap();
+        std::os::unix::fs::symlink(&target, run.join("a.log")).unwrap();
+        nix::unistd::mkfifo(&run.join("b.log"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        std::fs::create_dir(run.join("c.log")).unwrap();
+        for name in ["a", "b", "c"] {
+            // Returns at once (no reader on the FIFO blocks nothing) and writes nowhere.
+            let mut s = Sink::with(name, None, &run, t.path(), Limits::default(), clock);
+            s.line("hostile");
+        }
+        assert_eq!(body(&target), "precious\n");
+    }
+
+    #[test]
+    fn lines_are_shown_not_obeyed_cut_when_endless_and_folded_only_when_the_same() {
+        let t = tempfile::tempdir().unwrap();
+        let run = t.path().join("run/log");
+        let s = std::sync::Mutex::new(Sink::with(
+            "svc",
+            None,
+            &run,
+            t.path(),
+            Limits::default(),
+            clock,
+        ));
+        let long = "y".repeat(10_000);
+        let input = format!(
+            "fake\r\n2026-01-01T00:00:00Z ERROR forged\x1b[2J\nfrom 10.9.0.2\nfrom 10.9.0.3\nwait (1)\nwait (2)\n{long}\n"
+        );
+        pump(&s, input.as_bytes());
+        let log = body(&run.join("svc.log"));
+        let lines: Vec<&str> = log.lines().collect();
+        assert!(
+            lines[1].ends_with("INFO 2026-01-01T00:00:00Z ERROR forged\\x1b[2J"),
+            "{log}"
+        );
+        assert!(!log.contains('\x1b'), "{log}");
+        // Addresses differ: both kept. The counter in parentheses: folded, then summarised.
+        assert!(
+            log.contains("INFO from 10.9.0.2") && log.contains("INFO from 10.9.0.3"),
+            "{log}"
+        );
+        assert!(
+            log.contains("INFO wait (1)") && !log.contains("INFO wait (2)"),
+            "{log}"
+        );
+        assert!(log.contains("[repeated 1 times since "), "{log}");
+        // The endless line comes in pieces of at most MAX_LINE.
+        let pieces: Vec<&&str> = lines.iter().filter(|l| l.ends_with("yyyy")).collect();
+        assert!(pieces.len() >= 2, "{log}");
+        assert!(pieces.iter().all(|l| l.len() <= MAX_LINE as usize + 120));
     }
 
     #[test]

@@ -44,6 +44,10 @@ pub type Result<T> = std::result::Result<T, Error>;
 impl platform::exit::Classify for Error {
     fn kind(&self) -> platform::exit::Kind {
         match self {
+            // 503 is also "busy" or "spool unavailable": only the box's own code says the pool.
+            Error::Api {
+                status: 503, code, ..
+            } if code != "pool_absent" => platform::exit::Kind::Failed,
             Error::Api { status, .. } => platform::exit::Kind::of_http(*status),
             Error::Config(_) | Error::Pem { .. } => platform::exit::Kind::BadInput,
             Error::Io(_) | Error::Tls(_) | Error::Connect { .. } => platform::exit::Kind::Failed,

@@ -16,17 +16,30 @@ pub struct Policy {
     /// The NVMe/TCP port and the hosts that may reach it, when the volume settings put it beyond
     /// loopback (nobody, when none are named).
     pub nvme_tcp: Option<(u16, Vec<Net>)>,
+    /// The address NVMe/TCP listens on, when it is one address (the rules then admit that
+    /// address only, not every address of the box).
+    pub nvme_listen: Option<std::net::IpAddr>,
+    /// What the settings asked that the firewall does not do, and why.
+    pub notes: Vec<String>,
 }
 
 impl Policy {
     /// From the network settings and where NVMe/TCP listens (`address`, `port`).
     pub fn new(n: &NetPolicy, nvme_address: &str, nvme_port: u16) -> Policy {
-        let loopback = nvme_address
-            .parse::<std::net::IpAddr>()
-            .map(|a| a.is_loopback())
-            .unwrap_or(false);
-        let nvme_tcp = (!loopback).then(|| (nvme_port, n.nvme_tcp_allow.clone()));
+        let ip = nvme_address.parse::<std::net::IpAddr>().ok();
+        let loopback = ip.is_some_and(|a| a.is_loopback());
+        let mut notes = Vec::new();
+        // The API's port is open to everyone (mutual TLS guards it): NVMe/TCP on it would be too.
+        let clash = !loopback && nvme_port == n.api_port;
+        if clash {
+            notes.push(format!(
+                "NVMe/TCP's port {nvme_port} is the API's: NVMe/TCP is not let in (give one of them another port)"
+            ));
+        }
+        let nvme_tcp = (!loopback && !clash).then(|| (nvme_port, n.nvme_tcp_allow.clone()));
         Policy {
+            nvme_listen: ip.filter(|a| !a.is_unspecified()),
+            notes,
             api_port: n.api_port,
             // A metrics port that is NVMe/TCP's would let everyone reach the exports: not opened
             // (`decide` says so).
@@ -101,8 +114,11 @@ pub fn ruleset(p: &Policy) -> String {
         Some((listen, allow)) => from.push_str(&metrics_rules(*listen, allow)),
         None => {}
     }
-    if let Some((port, allow)) = &p.nvme_tcp {
-        from.push_str(&from_rules(*port, allow));
+    if let Some((port, allow)) = p.nvme_tcp.as_ref().filter(|(_, a)| !a.is_empty()) {
+        from.push_str(&match p.nvme_listen {
+            Some(ip) => metrics_rules(std::net::SocketAddr::new(ip, *port), allow),
+            None => from_rules(*port, allow),
+        });
     }
     format!(
         "flush ruleset
@@ -207,6 +223,9 @@ pub fn decide(p: &Policy, n: &NetPolicy, ports: &[String]) -> Vec<Step> {
             "network.toml's metrics port is NVMe/TCP's: not opened (the exports would be open to all)".into(),
         ));
     }
+    for note in &p.notes {
+        s.push(Step::Note(note.clone()));
+    }
     if let Some((port, allow)) = &p.nvme_tcp {
         if allow.is_empty() {
             s.push(Step::Note(format!(
@@ -301,12 +320,28 @@ address = "192.0.2.11/24"
             "{r}"
         );
         assert!(!r.contains("4420"), "{r}");
+        // On one address: to that address only, from the allowed hosts of its family.
         let r = ruleset(&Policy::new(&n, "10.0.0.5", 4420));
+        assert!(
+            r.contains("ip daddr 10.0.0.5 ip saddr { 10.1.0.7/32, 10.2.0.0/16 } tcp dport 4420 ct state new accept")
+                && !r.contains("fd00::5"),
+            "{r}"
+        );
+        // On every address: from the allowed hosts, to any.
+        let r = ruleset(&Policy::new(&n, "0.0.0.0", 4420));
         assert!(
             r.contains("ip saddr { 10.1.0.7/32, 10.2.0.0/16 } tcp dport 4420 ct state new accept")
                 && r.contains("ip6 saddr { fd00::5/128 } tcp dport 4420 ct state new accept"),
             "{r}"
         );
+        // On the API's port: the API is open to all, so NVMe/TCP is not let in, and said.
+        let mut clash = n.clone();
+        clash.api_port = 4420;
+        let p = Policy::new(&clash, "10.0.0.5", 4420);
+        assert_eq!(p.nvme_tcp, None);
+        assert!(decide(&p, &clash, &[])
+            .iter()
+            .any(|s| matches!(s, Step::Note(m) if m.contains("is the API's"))));
         // Metrics limited to a network: not in the open set.
         let mut limited = n.clone();
         if let Some(m) = limited.metrics.as_mut() {

@@ -170,6 +170,11 @@ impl NetPolicy {
             });
         }
         p.nvme_tcp_allow = nets("nvme_tcp.allow", &f.nvme_tcp.allow).map_err(at)?;
+        if let Some(n) = p.nvme_tcp_allow.iter().find(|n| n.prefix == 0) {
+            return Err(at(format!(
+                "nvme_tcp.allow: `{n}` lets every host in: name the VM hosts (or their network)"
+            )));
+        }
         if let Some(l) = &f.nvme_tcp.listen {
             let ip: IpAddr = l.parse().map_err(|_| {
                 at(format!(
@@ -310,6 +315,11 @@ gateway = "192.0.2.1"
                 "[nvme_tcp]\nlisten = \"10.0.0.5\"\n",
                 "nvme_tcp.allow names no IPv4 host",
             ),
+            (
+                "[nvme_tcp]\nallow = [\"0.0.0.0/0\"]\n",
+                "lets every host in",
+            ),
+            ("[nvme_tcp]\nallow = [\"::/0\"]\n", "lets every host in"),
             (
                 "[nvme_tcp]\nlisten = \"10.0.0.5\"\nallow = [\"fd00::1\"]\n",
                 "no IPv4 host",

@@ -147,10 +147,16 @@ impl FullStatus {
                 m.state
             ));
         }
-        if let Some(vault) = self.status.vault.as_ref().filter(|x| x.state == "locked") {
+        if let Some(vault) = self
+            .status
+            .vault
+            .as_ref()
+            .filter(|x| x.state == "locked" || x.state == "absent")
+        {
             v.push(format!(
-                "vault {}: locked{}",
+                "vault {}: {}{}",
                 vault.dataset,
+                vault.state,
                 vault
                     .advice
                     .as_ref()

@@ -61,6 +61,21 @@ fn mounted(mountinfo: &str, devs: &BTreeSet<DevNo>) -> Vec<String> {
         .collect()
 }
 
+/// Whether the kernel holds `dev` exclusively: a mount (in any mount namespace), a
+/// device-mapper or md device, a ZFS vdev. An exclusive open fails with EBUSY then. Not for
+/// devices a kernel target claims by design (LIO's iblock opens its backstore exclusively);
+/// nvmet's namespaces open theirs shared.
+pub fn claimed(dev: &Path) -> bool {
+    use std::os::unix::fs::OpenOptionsExt;
+    matches!(
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_EXCL | libc::O_CLOEXEC)
+            .open(dev),
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY)
+    )
+}
+
 /// Everything holding any of `devs` (block device paths) open; empty when nothing does.
 pub fn holders(roots: &Roots, devs: &[PathBuf]) -> Vec<String> {
     let mut nums = BTreeSet::new();

@@ -106,20 +106,23 @@ pub fn sees_remote_controllers(roots: &Roots) -> bool {
     roots.debugfs.join("nvmet").is_dir()
 }
 
-/// The peers of every established TCP connection to local `port` (`/proc/net/tcp` and `tcp6`):
-/// NVMe/TCP hosts, one line per queue, deduplicated by address.
+/// The peers of every TCP connection to local `port` (`/proc/net/tcp` and `tcp6`) that is being
+/// made or in use (every state but LISTEN, TIME_WAIT and CLOSE): NVMe/TCP hosts, one line per
+/// queue, deduplicated by address. A host between two connections has none and is not seen.
 pub fn tcp_peers(roots: &Roots, port: u16) -> Vec<std::net::IpAddr> {
     let mut v = Vec::new();
     for f in ["net/tcp", "net/tcp6"] {
         let text = std::fs::read_to_string(roots.proc.join(f)).unwrap_or_default();
         for line in text.lines().skip(1) {
             let cols: Vec<&str> = line.split_whitespace().collect();
-            // sl local_address rem_address st ...; 01 is ESTABLISHED.
-            let (Some(local), Some(remote), Some("01")) =
-                (cols.get(1), cols.get(2), cols.get(3).copied())
+            // sl local_address rem_address st ...; 0A LISTEN, 06 TIME_WAIT, 07 CLOSE.
+            let (Some(local), Some(remote), Some(st)) = (cols.get(1), cols.get(2), cols.get(3))
             else {
                 continue;
             };
+            if matches!(*st, "0A" | "06" | "07") {
+                continue;
+            }
             let lport = local
                 .rsplit_once(':')
                 .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
@@ -304,6 +307,7 @@ mod tests {
    3: 0100090A:1144 0300090A:9000 01 00000000:00000000 00:00000000 00000000     0        0 0 1
    4: 0100090A:20FB 0400090A:9000 01 00000000:00000000 00:00000000 00000000     0        0 0 1
    5: 0100090A:1144 0500090A:9000 06 00000000:00000000 00:00000000 00000000     0        0 0 1
+   6: 0100090A:1144 0700090A:9000 03 00000000:00000000 00:00000000 00000000     0        0 0 1
 ",
         );
         put(
@@ -313,14 +317,14 @@ mod tests {
    1: 00000000000000000000000001000000:1144 000080FE00000000000000000100000A:A000 01
 ",
         );
-        let want: Vec<std::net::IpAddr> = ["10.9.0.2", "10.9.0.3", "10.9.0.6"]
+        let want: Vec<std::net::IpAddr> = ["10.9.0.2", "10.9.0.3", "10.9.0.7", "10.9.0.6"]
             .iter()
             .map(|a| a.parse().unwrap())
             .collect();
         let got = tcp_peers(&r, 4420);
-        assert_eq!(&got[..3], &want[..], "{got:?}");
-        assert_eq!(got.len(), 4, "{got:?}");
-        assert!(got[3].is_ipv6(), "{got:?}");
+        assert_eq!(&got[..4], &want[..], "{got:?}");
+        assert_eq!(got.len(), 5, "{got:?}");
+        assert!(got[4].is_ipv6(), "{got:?}");
         std::fs::create_dir_all(r.debugfs.join("nvmet")).unwrap();
         assert!(sees_remote_controllers(&r));
     }

@@ -170,7 +170,13 @@ pub fn write_private(path: &Path, data: &[u8]) -> Result<(), Error> {
         .mode(0o700)
         .create(dir)
         .map_err(io("create", dir))?;
-    let tmp = path.with_extension("tmp");
+    // Its own hidden sibling: never a file of the caller's (`--out DIR` may hold `web.tmp`).
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp",
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default()
+    ));
     // A leftover temporary (a crash mid-write, or something planted) is never written through.
     match std::fs::remove_file(&tmp) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io("remove", &tmp)(e)),
@@ -396,7 +402,9 @@ mod tests {
         // A symlink planted where the temporary goes is replaced, never written through.
         let victim = d.path().join("victim");
         std::fs::write(&victim, "keep").unwrap();
-        std::os::unix::fs::symlink(&victim, s.host_path("vm3").with_extension("tmp")).unwrap();
+        let p = s.host_path("vm3");
+        let tmp = p.with_file_name(format!(".{}.tmp", p.file_name().unwrap().to_string_lossy()));
+        std::os::unix::fs::symlink(&victim, &tmp).unwrap();
         s.host_or_new("vm3").unwrap();
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
     }

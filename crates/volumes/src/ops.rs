@@ -609,9 +609,31 @@ fn local_devices(env: &Env, v: &Volume) -> Vec<PathBuf> {
     d
 }
 
-/// Processes, mounts and stacked devices on this box holding the volume's devices open.
+/// Processes, mounts and stacked devices on this box holding the volume's devices open; and
+/// what cannot be judged (a zvol whose device link is missing) counts as held.
 fn held_by(env: &Env, v: &Volume) -> Vec<String> {
-    crate::holders::holders(&env.roots, &local_devices(env, v))
+    let devs = local_devices(env, v);
+    let mut held = crate::holders::holders(&env.roots, &devs);
+    // A zvol that exists with no device link (udev has not made it yet) cannot be judged; one
+    // that does not exist is held by nobody.
+    if !devs[0].exists() && zvol::volsize(env.tools, &zvol::dataset(&env.cfg.pool, v)).is_ok() {
+        held.push(format!(
+            "{} is missing, so who holds the volume cannot be seen",
+            devs[0].display()
+        ));
+    }
+    if v.transport.is_nvmet() {
+        for d in devs
+            .iter()
+            .filter(|d| d.exists() && crate::holders::claimed(d))
+        {
+            held.push(format!(
+                "{} is held exclusively (a mount, a device-mapper or md device, or a ZFS vdev)",
+                d.display()
+            ));
+        }
+    }
+    held
 }
 
 /// Refuses `what` while anything on this box holds the volume's devices open.
@@ -727,11 +749,19 @@ pub fn rollback(
     ));
     // Every device over the zvol may hold the old blocks in its page cache: the zvol itself and
     // the box's own loop namespace. Nothing holds them open (checked above), so the cache goes.
+    // The rollback is done whatever comes of this: a failure is said, not returned.
     for dev in local_devices(env, &v) {
         if dev.exists() {
             let d = dev.display().to_string();
-            env.tools
-                .run(cmd::BLOCKDEV, &["--flushbufs".to_string(), d], None)?;
+            if let Err(e) =
+                env.tools
+                    .run(cmd::BLOCKDEV, &["--flushbufs".to_string(), d.clone()], None)
+            {
+                platform::log::warn(format!(
+                    "{name}: rolled back, but {d}'s page cache could not be dropped ({}): a reader on this box may see old blocks until it reopens the device",
+                    platform::chain(&e)
+                ));
+            }
         }
     }
     Ok(target)

@@ -73,7 +73,8 @@ fn the_production_image_boots_to_a_working_box_and_opens_nothing() {
     spec.wire = Some(wire_box);
     // The operator's network settings on the CONFIG partition: a static address (qemu's user
     // network is 10.0.2.0/24, its gateway .2) instead of DHCP, a metrics listener, and NVMe/TCP
-    // on the wire's address for the VM host at its other end.
+    // on every address (so that only the firewall keeps the host's forwarded connection out),
+    // for the VM host at the wire's other end alone.
     // And a mirror (the config dataset's quota cut to fit a pool this small), so a member can be
     // pulled and replaced through the API.
     let mirror = crate::common::image_policy()
@@ -84,7 +85,7 @@ fn the_production_image_boots_to_a_working_box_and_opens_nothing() {
         ("storage.toml".into(), mirror.into_bytes()),
         (
         "network.toml".into(),
-        b"[interfaces.enp0s3]\naddress = \"10.0.2.15/24\"\ngateway = \"10.0.2.2\"\n\n[interfaces.enp0s16]\naddress = \"10.9.0.1/24\"\n\n[metrics]\nlisten = \"0.0.0.0:9100\"\n\n[nvme_tcp]\nlisten = \"10.9.0.1\"\nallow = [\"10.9.0.2\"]\n".to_vec(),
+        b"[interfaces.enp0s3]\naddress = \"10.0.2.15/24\"\ngateway = \"10.0.2.2\"\n\n[interfaces.enp0s16]\naddress = \"10.9.0.1/24\"\n\n[metrics]\nlisten = \"0.0.0.0:9100\"\n\n[nvme_tcp]\nlisten = \"0.0.0.0\"\nallow = [\"10.9.0.2\"]\n".to_vec(),
         ),
     ];
     let mut m = Machine::create(spec, &test_dir("production").join("vm")).unwrap();
@@ -811,10 +812,11 @@ fn the_api_answers_only_mutual_tls(
     assert!(l.to_string().contains("\"web\""), "{l}");
     let shown = api.json("reader", "GET", "/v1/volumes/web", None, 200);
     assert_eq!(shown["name"], "web", "{shown}");
-    // Its export listens where network.toml put it; a host the settings do not allow gets no
-    // NVMe/TCP answer (the first exchange of a connection, ICReq and ICResp, written by hand).
+    // Its export listens where network.toml put it (every address); a host the settings do not
+    // allow gets no NVMe/TCP answer (the first exchange of a connection, ICReq and ICResp,
+    // written by hand), though nvmet listens on the address it reaches.
     assert!(
-        shown.to_string().contains("traddr=10.9.0.1 trsvcid=4420"),
+        shown.to_string().contains("traddr=0.0.0.0 trsvcid=4420"),
         "{shown}"
     );
     assert!(!shown.to_string().contains("DHHC-1"), "{shown}");
@@ -826,11 +828,22 @@ fn the_api_answers_only_mutual_tls(
     assert!(s == 403 && !b.contains("DHHC-1"), "{s} {b}");
     let conn = api.json("admin", "GET", "/v1/volumes/web/connect", None, 200);
     let t = &conn["nvme_tcp"];
-    assert_eq!(t["traddr"], "10.9.0.1", "{conn}");
-    assert_eq!(conn["warnings"], serde_json::json!([]), "{conn}");
+    assert_eq!(t["traddr"], "0.0.0.0", "{conn}");
+    assert!(
+        conn["warnings"].to_string().contains("every address"),
+        "the launcher is told to pick an address: {conn}"
+    );
+    // The VM host reaches the box at its address on the wire.
+    let without_secrets = format!(
+        "transport=tcp,traddr=10.9.0.1,trsvcid={},nqn={},hostnqn={},hostid={}",
+        t["trsvcid"],
+        t["subsysnqn"].as_str().unwrap(),
+        t["hostnqn"].as_str().unwrap(),
+        t["hostid"].as_str().unwrap(),
+    );
     let options = format!(
         "transport=tcp,traddr={},trsvcid={},nqn={},hostnqn={},hostid={},dhchap_secret={},dhchap_ctrl_secret={}",
-        t["traddr"].as_str().unwrap(),
+        "10.9.0.1",
         t["trsvcid"],
         t["subsysnqn"].as_str().unwrap(),
         t["hostnqn"].as_str().unwrap(),
@@ -892,6 +905,24 @@ fn the_api_answers_only_mutual_tls(
         );
         std::thread::sleep(Duration::from_secs(2));
     }
+    // The allowed host, on the wire, without the VM's secrets: nvmet's DH-HMAC-CHAP refuses it
+    // and no controller is made.
+    let out = host
+        .exec_argv(
+            &["/bin/sh", "-c", "cat > /dev/nvme-fabrics"],
+            without_secrets.as_bytes(),
+            Duration::from_secs(60),
+        )
+        .unwrap();
+    assert_ne!(out.status, 0, "connected without the secrets: {out:?}");
+    assert_eq!(
+        host.ok(&format!(
+            "grep -lx {nqn} /sys/class/nvme/nvme*/subsysnqn 2>/dev/null | wc -l"
+        ))
+        .unwrap()
+        .trim(),
+        "0"
+    );
     let ns = nvme_tcp_connect(&mut host, &options, &nqn);
     let read = format!("dd if={ns} bs=1M count=4 iflag=direct 2>/dev/null | sha256sum");
     assert_eq!(
