@@ -181,7 +181,12 @@ fn make_disk(dir: &Path, i: usize, d: &DiskSpec) -> Result<qemu::Disk> {
             ],
         )?,
         (Content::Copy(src), Format::Raw) => {
-            std::fs::copy(src, &file).at("copy", src)?;
+            // Sparse: std::fs::copy writes every zero (a 1.1 GiB image took 1.1 GiB of disk).
+            let args = ["convert", "-q", "-f", "raw", "-O", "raw"].map(String::from);
+            run_tool(
+                qemu::QEMU_IMG,
+                &[&args[..], &[src.display().to_string(), f.clone()]].concat(),
+            )?;
             let fh = std::fs::OpenOptions::new()
                 .write(true)
                 .open(&file)
@@ -1335,6 +1340,68 @@ pub fn test_dir(name: &str) -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/vmtest"))
         .join(name)
+}
+
+/// A test's folder, removed when the test passes and kept (with the free space beside it)
+/// when it fails. A full run keeps every machine's disks otherwise, about 11 GiB, which a CI
+/// machine with little free disk cannot hold; a failing test's disks are what one reads to
+/// find out why. `EVE_KEEP_TEST_DIRS=1` keeps them all.
+#[derive(Debug)]
+#[must_use = "the folder is removed when this is dropped"]
+pub struct Scratch {
+    dir: PathBuf,
+}
+
+/// The guard for [`test_dir`]`(name)`: bind it (`let _dir = scratch(..)`) for the whole test.
+pub fn scratch(name: &str) -> Scratch {
+    let dir = test_dir(name);
+    if let Some(free) = free_bytes(dir.parent().unwrap_or(&dir)) {
+        // Two tests at a time need about 4 GiB between them at their peak.
+        if free < 3 << 30 {
+            eprintln!(
+                "warning: only {} MiB free for {}: VM tests may fail for want of disk",
+                free >> 20,
+                dir.display()
+            );
+        }
+    }
+    Scratch { dir }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let free = free_bytes(self.dir.parent().unwrap_or(&self.dir))
+                .map_or_else(|| "unknown".to_string(), |b| format!("{} MiB", b >> 20));
+            eprintln!(
+                "kept {} for inspection (free space there: {free})",
+                self.dir.display()
+            );
+            return;
+        }
+        if std::env::var_os("EVE_KEEP_TEST_DIRS").is_some() || !self.dir.exists() {
+            return;
+        }
+        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+            eprintln!("could not remove {}: {e}", self.dir.display());
+        }
+    }
+}
+
+/// Free bytes for an unprivileged writer on the file system holding `path` (its nearest
+/// existing ancestor).
+pub fn free_bytes(path: &Path) -> Option<u64> {
+    let existing = path.ancestors().find(|p| p.exists())?;
+    let c = std::ffi::CString::new(existing.as_os_str().as_encoded_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c` is a valid NUL-terminated path and `st` is written by statvfs before use.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it filled `st`.
+    let st = unsafe { st.assume_init() };
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
 #[cfg(test)]

@@ -176,6 +176,7 @@ fn data_intact(m: &mut Machine) {
 
 #[test]
 fn v2_installs_and_becomes_good_while_unbootable_and_unhealthy_v3_roll_back_by_themselves() {
+    let _dir = eve_vmtest::scratch("update-ab");
     let (mut m, dir) = machine("update-ab");
     let v2 = variant(&dir, "v2", |_| {});
     // An init that exits: the kernel panics (panic=10) and resets.
@@ -605,6 +606,7 @@ fn v2_installs_and_becomes_good_while_unbootable_and_unhealthy_v3_roll_back_by_t
 
 #[test]
 fn a_power_cut_mid_install_boots_the_old_slot_and_the_install_can_be_repeated() {
+    let _dir = eve_vmtest::scratch("update-powercut");
     let (mut m, dir) = machine("update-powercut");
     let v2 = variant(&dir, "v2", |_| {});
     m.boot().unwrap();

@@ -50,6 +50,7 @@ fn service_pid(m: &mut Machine, name: &str) -> (Option<i32>, u32) {
 
 #[test]
 fn boots_under_ovmf_and_brings_up_kernel_modules_onboot_and_services() {
+    let _dir = eve_vmtest::scratch("boot");
     let mut spec = MachineSpec::new("boot", &image_path());
     spec.boot_kind = DiskKind::Nvme;
     spec.disks = vec![
@@ -245,6 +246,7 @@ fn boots_under_ovmf_and_brings_up_kernel_modules_onboot_and_services() {
 
 #[test]
 fn power_cut_then_cold_boot_on_the_same_disks_and_tpm() {
+    let _dir = eve_vmtest::scratch("powercut");
     let mut spec = MachineSpec::new("powercut", &image_path());
     spec.disks = vec![DiskSpec::blank(DiskKind::Virtio, 256, "PCDATA")];
     let mut m = Machine::create(spec, &test_dir("powercut")).unwrap();
@@ -285,6 +287,7 @@ fn power_cut_then_cold_boot_on_the_same_disks_and_tpm() {
 
 #[test]
 fn harness_attaches_every_disk_type_format_and_content() {
+    let _dir = eve_vmtest::scratch("disktypes");
     let dir = test_dir("disktypes");
     std::fs::create_dir_all(&dir).unwrap();
     // Pre-filled content: a raw file with a known first sector and one far into the disk.

@@ -35,6 +35,7 @@ fn image_file(rel: &str) -> String {
 
 #[test]
 fn the_production_image_boots_to_a_working_box_and_opens_nothing() {
+    let _dir = eve_vmtest::scratch("production");
     let img = prod_image_path();
     // The image says what it is.
     let bm = build_manifest(&img);
@@ -426,6 +427,7 @@ fn slot_a(img: &std::path::Path) -> Vec<u8> {
 
 #[test]
 fn a_development_build_written_to_a_production_box_never_runs() {
+    let _dir = eve_vmtest::scratch("prod-dev-slot");
     let dir = test_dir("prod-dev-slot");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();

@@ -124,6 +124,7 @@ fn times(what: &str, t: BootTimes) -> String {
 
 #[test]
 fn the_vault_follows_secure_boot_through_a_tpm_swap_recovery_and_a_signed_update() {
+    let _dir = eve_vmtest::scratch("sb-vault");
     let dir = test_dir("sb-vault");
     std::fs::create_dir_all(&dir).unwrap();
     let mut spec = MachineSpec::new("sb-vault", &image_path());
@@ -523,6 +524,7 @@ fn wait_a_bad(m: &mut Machine) -> Value {
 
 #[test]
 fn a_changed_kernel_initrd_grub_config_or_squashfs_block_is_refused_and_the_other_slot_boots() {
+    let _dir = eve_vmtest::scratch("sb-tamper");
     let dir = test_dir("sb-tamper");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();

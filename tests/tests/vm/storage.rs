@@ -59,6 +59,7 @@ fn four_disks() -> Vec<DiskSpec> {
 
 #[test]
 fn four_blank_disks_become_one_encrypted_pool_that_survives_reboot_and_foreign_data_is_untouched() {
+    let _dir = eve_vmtest::scratch("storage-4disk");
     let dir = test_dir("storage-4disk");
     std::fs::create_dir_all(&dir).unwrap();
     // An ext4 filesystem with a file in it, made on the host.
@@ -517,6 +518,7 @@ fn power_cut_during_first_boot_setup_always_converges() {
     ];
     for (i, marker) in markers.iter().enumerate() {
         let name = format!("storage-cut{i}");
+        let _dir = eve_vmtest::scratch(&name);
         let mut spec = MachineSpec::new(&name, &image_path());
         spec.disks = vec![
             DiskSpec::blank(DiskKind::Nvme, 2048, "NVMEA"),
@@ -573,6 +575,7 @@ fn power_cut_during_first_boot_setup_always_converges() {
 
 #[test]
 fn another_pool_is_left_alone_and_a_new_blank_drive_joins_when_allowed() {
+    let _dir = eve_vmtest::scratch("storage-grow");
     let dir = test_dir("storage-grow");
     let mut spec = MachineSpec::new("storage-grow", &image_path());
     spec.disks = vec![DiskSpec::blank(DiskKind::Nvme, 2048, "NVMEA")];
@@ -670,6 +673,7 @@ fn another_pool_is_left_alone_and_a_new_blank_drive_joins_when_allowed() {
 
 #[test]
 fn fresh_tpm_leaves_the_vault_locked_and_a_missing_mirror_member_is_replaced_through_a_power_cut() {
+    let _dir = eve_vmtest::scratch("storage-tpm");
     let mut spec = MachineSpec::new("storage-tpm", &image_path());
     spec.disks = vec![
         DiskSpec::blank(DiskKind::Nvme, 2048, "NVMEA"),
@@ -957,6 +961,7 @@ fn wait_for_resilver(m: &mut Machine) {
 /// the one data disk, with a warning, and /persist comes up.
 #[test]
 fn odd_devices_never_stop_bring_up_and_an_image_sized_boot_disk_pools_the_other_drive() {
+    let _dir = eve_vmtest::scratch("storage-odd");
     let dir = test_dir("storage-odd");
     std::fs::create_dir_all(&dir).unwrap();
     let stick = dir.join("stick-src.img");

@@ -55,6 +55,7 @@ fn recorded_origins(m: &mut Machine) -> [u64; 3] {
 
 #[test]
 fn what_is_on_the_disk_cannot_undo_what_the_tpm_and_the_operator_decided() {
+    let _dir = eve_vmtest::scratch("trust");
     let dir = test_dir("trust");
     std::fs::create_dir_all(&dir).unwrap();
     let mut spec = MachineSpec::new("trust", &image_path());

@@ -169,6 +169,7 @@ fn converged(m: &mut Machine) -> bool {
 
 #[test]
 fn thin_thick_and_encrypted_volumes_carry_verified_data_over_nvmet_across_a_reboot() {
+    let _dir = eve_vmtest::scratch("volumes-nvmet");
     let mut m = tcp_machine("volumes-nvmet", 4096, vec![]);
 
     // Invalid specs are refused whole, naming the field, and leave nothing behind.
@@ -440,6 +441,7 @@ fn no_overlap(h: &Hist) {
 /// intervals from the CONFIG partition) run one at a time with their schedule kept on the pool.
 #[test]
 fn snapshots_roll_back_and_clone_through_the_export_and_schedules_prune_across_a_reboot() {
+    let _dir = eve_vmtest::scratch("volumes-snap");
     let policy = crate::common::image_policy()
         + "\n[maintenance]\nscrub_every = \"40s\"\ntrim_every = \"40s\"\n[health]\nevery = \"10s\"\n";
     let mut m = tcp_machine(
@@ -809,6 +811,7 @@ fn snapshots_roll_back_and_clone_through_the_export_and_schedules_prune_across_a
 
 #[test]
 fn vhost_scsi_wiring_and_qcow2_import_carry_the_right_data() {
+    let _dir = eve_vmtest::scratch("volumes-lio");
     let mut m = machine("volumes-lio", 2048);
     m.boot().unwrap();
     let out = m
@@ -932,6 +935,7 @@ fn vhost_scsi_wiring_and_qcow2_import_carry_the_right_data() {
 /// exported again and the data verifies.
 #[test]
 fn a_locked_vault_costs_no_volume_and_hostile_imports_read_nothing_else() {
+    let _dir = eve_vmtest::scratch("volumes-locked");
     let mut m = machine("volumes-locked", 3072);
     m.boot().unwrap();
     m.ok("storagectl volume create sec --size 64M --vm vm1 --transport nvme-loop")
@@ -1226,6 +1230,7 @@ fn all_there(m: &mut Machine, n: usize) {
 
 #[test]
 fn a_daemon_killed_and_a_box_power_cut_mid_apply_both_converge() {
+    let _dir = eve_vmtest::scratch("volumes-crash");
     let mut m = machine("volumes-crash", 2048);
     m.boot().unwrap();
     wait_for(&mut m, "volumed", 60, |m| {
@@ -1374,6 +1379,7 @@ printf 'name = "k99"\nsize = "64M"\nvm = "vm99"\ntransport = "nvme-tcp"\n' > /pe
 #[test]
 #[ignore]
 fn control_plane_figures_for_100_volumes() {
+    let _dir = eve_vmtest::scratch("volumes-figures");
     let mut m = machine("volumes-figures", 4096);
     m.boot().unwrap();
     wait_for(&mut m, "volumed", 60, |m| {
@@ -1463,6 +1469,7 @@ fn with_libs(bin: &str, root: &std::path::Path, libdir: &str) {
 #[test]
 #[ignore]
 fn nested_guest_verifies_data_through_vhost_scsi() {
+    let _dir = eve_vmtest::scratch("volumes-nested");
     let dir = test_dir("volumes-nested");
     let b = dir.join("bundle");
     let _ = std::fs::remove_dir_all(&b);
