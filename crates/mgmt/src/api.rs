@@ -42,6 +42,7 @@ pub enum Op {
     Reconcile,
     AdoptSpool,
     Maintain,
+    Selftest,
 }
 
 /// A request body's shape, for the document.
@@ -60,6 +61,8 @@ pub enum Body {
     Drives,
     /// `{"member": "..."}`.
     Member,
+    /// `{"drives": ["..."], "kind": "short" | "long"}` (both optional).
+    Selftest,
     /// `{"op": "scrub-now" | "scrub-stop" | "trim-now"}`.
     Maintain,
     /// `{"recovery_key": "...", "accept_unproven": false}`.
@@ -146,6 +149,8 @@ pub const ROUTES: &[Route] = &[
         summary: "Take a member offline (the pool keeps its redundancy elsewhere)" },
     Route { method: "POST", path: "/v1/disks/online", op: Op::DiskOnline, role: Admin, body: B::Member, query: &[], errors: &[409, 413, 500, 503],
         summary: "Bring a member back online" },
+    Route { method: "POST", path: "/v1/disks/selftest", op: Op::Selftest, role: Admin, body: B::Selftest, query: &[], errors: &[409, 413, 500, 503],
+        summary: "Start the drives' own self-test (SMART on SATA, Device Self-test on NVMe) on the pool's drives or the ones named; each drive says whether it started, was skipped (and why) or failed; GET /v1/disks shows progress and results" },
     Route { method: "POST", path: "/v1/pool/maintenance", op: Op::Maintain, role: Admin, body: B::Maintain, query: &[], errors: &[409, 413, 500, 503],
         summary: "Scrub now, stop the scrub, or trim now (storagectl scrub now|stop, trim now); refused while the pool is busy with what would clash" },
     Route { method: "GET", path: "/v1/vault", op: Op::Vault, role: Reader, body: B::None, query: &[], errors: &[500],
@@ -430,6 +435,11 @@ fn body_schema(b: Body) -> Option<Value> {
         Body::Member => {
             json!({"type": "object", "required": ["member"], "additionalProperties": false,
             "properties": {"member": {"type": "string"}}})
+        }
+        Body::Selftest => {
+            json!({"type": "object", "additionalProperties": false,
+            "properties": {"drives": {"type": "array", "items": {"type": "string"}},
+                "kind": {"type": "string", "enum": ["short", "long"]}}})
         }
         Body::Recover => {
             json!({"type": "object", "required": ["recovery_key"], "additionalProperties": false,

@@ -68,6 +68,7 @@ pub enum Decoded {
     Replace(ReplaceBody),
     Drives(DrivesBody),
     Member(MemberBody),
+    Selftest(SelftestBody),
     Maintain(MaintainBody),
     Recover(RecoverBody),
     Resize(ResizeBody),
@@ -140,6 +141,7 @@ pub fn decode(shape: Body, body: &[u8]) -> Result<Decoded, ApiError> {
         Body::Replace => Decoded::Replace(json(body, false)?),
         Body::Drives => Decoded::Drives(json(body, false)?),
         Body::Member => Decoded::Member(json(body, false)?),
+        Body::Selftest => Decoded::Selftest(json(body, true)?),
         Body::Maintain => Decoded::Maintain(required(body)?),
         Body::Recover => Decoded::Recover(json(body, false)?),
         Body::Resize => Decoded::Resize(json(body, false)?),
@@ -183,6 +185,15 @@ pub struct ReplaceBody {
 #[serde(deny_unknown_fields)]
 pub struct DrivesBody {
     pub drives: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelftestBody {
+    #[serde(default)]
+    pub drives: Vec<String>,
+    #[serde(default)]
+    pub kind: storaged::selftest::Kind,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -451,6 +462,13 @@ impl Backend for Host {
                 let online = r.op == Op::DiskOnline;
                 let n = storaged::disks::set_online(&self.pool, &b.member, online)?;
                 json(serde_json::json!({"member": n, "online": online}))
+            }
+            Op::Selftest => {
+                let Decoded::Selftest(b) = &r.body else {
+                    return Err(shape());
+                };
+                let rows = storaged::disks::selftest(&self.pool, &b.drives, b.kind)?;
+                json(serde_json::json!({"kind": b.kind, "drives": rows}))
             }
             Op::Maintain => {
                 let Decoded::Maintain(b) = &r.body else {

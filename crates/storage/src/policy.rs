@@ -238,6 +238,12 @@ pub struct Maintenance {
     pub scrub_every: String,
     #[serde(default = "default_trim_every")]
     pub trim_every: String,
+    /// The drives' own self-tests (SMART, NVMe Device Self-test) on the pool's drives.
+    #[serde(default = "default_selftest_every")]
+    pub selftest_every: String,
+    /// `short` (minutes) or `long` (reads the whole medium: hours).
+    #[serde(default = "default_selftest")]
+    pub selftest: String,
 }
 
 impl Default for Maintenance {
@@ -245,6 +251,8 @@ impl Default for Maintenance {
         Maintenance {
             scrub_every: default_scrub_every(),
             trim_every: default_trim_every(),
+            selftest_every: default_selftest_every(),
+            selftest: default_selftest(),
         }
     }
 }
@@ -254,6 +262,12 @@ fn default_scrub_every() -> String {
 }
 fn default_trim_every() -> String {
     "7d".into()
+}
+fn default_selftest_every() -> String {
+    "7d".into()
+}
+fn default_selftest() -> String {
+    "short".into()
 }
 
 /// The shortest maintenance interval accepted (short ones are for tests).
@@ -266,6 +280,13 @@ impl Maintenance {
     }
     pub fn trim_secs(&self) -> Option<u64> {
         interval_or_off(&self.trim_every).ok().flatten()
+    }
+    pub fn selftest_secs(&self) -> Option<u64> {
+        interval_or_off(&self.selftest_every).ok().flatten()
+    }
+    /// `true` for the long (extended) test.
+    pub fn selftest_long(&self) -> bool {
+        matches!(self.selftest.trim(), "long" | "extended")
     }
 }
 
@@ -503,9 +524,20 @@ impl Policy {
                 format!("PCR {pcr} does not exist (0-23)"),
             ));
         }
+        if !matches!(p.maintenance.selftest.trim(), "short" | "long" | "extended") {
+            return Err(fail(
+                line_of_key(text, "maintenance", "selftest"),
+                "maintenance.selftest",
+                format!(
+                    "`{}` is not a self-test: `short` or `long`",
+                    p.maintenance.selftest
+                ),
+            ));
+        }
         for (key, v) in [
             ("scrub_every", &p.maintenance.scrub_every),
             ("trim_every", &p.maintenance.trim_every),
+            ("selftest_every", &p.maintenance.selftest_every),
         ] {
             if let Err(m) = interval_or_off(v) {
                 return Err(fail(
@@ -894,9 +926,21 @@ mod tests {
         .unwrap();
         assert_eq!(p.maintenance.scrub_secs(), None);
         assert_eq!(p.maintenance.trim_secs(), Some(5400));
+        assert_eq!(p.maintenance.selftest_secs(), Some(7 * 86_400));
+        assert!(!p.maintenance.selftest_long());
+        let p = Policy::parse(
+            Path::new("s.toml"),
+            "[pool]\n[maintenance]\nselftest_every = \"30d\"\nselftest = \"long\"\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(p.maintenance.selftest_secs(), Some(30 * 86_400));
+        assert!(p.maintenance.selftest_long());
         for (text, line) in [
             ("[pool]\n[maintenance]\nscrub_every = \"often\"\n", 3),
             ("[pool]\n[maintenance]\ntrim_every = \"5s\"\n", 3),
+            ("[pool]\n[maintenance]\nselftest = \"weekly\"\n", 3),
+            ("[pool]\n[maintenance]\nselftest_every = \"soon\"\n", 3),
         ] {
             let e = Policy::parse(Path::new("s.toml"), text, None).unwrap_err();
             assert!(e.field.starts_with("maintenance."), "{e}");

@@ -171,6 +171,18 @@ pub enum DiskCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Start the drives' own self-test (SMART on SATA, Device Self-test on NVMe) on the pool's
+    /// drives, or on the DRIVES named; `disk list` shows progress and the last result. A drive
+    /// that runs a test already, or offers none, is skipped with the reason. Exits 0 when every
+    /// drive that can test started, 4 when none could, 1 when a start failed.
+    Selftest {
+        drives: Vec<String>,
+        /// The extended test (reads the whole medium: hours) instead of the short one.
+        #[arg(long)]
+        long: bool,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -129,6 +129,59 @@ pub fn replaced<E: std::fmt::Display>(
     }
 }
 
+/// Pure: how `disk selftest` went, as an exit kind and the line saying so: failed when a start
+/// failed, refused when nothing started, `None` (success) otherwise.
+pub fn selftest_verdict(
+    rows: &[storaged::disks::SelftestRow],
+) -> Option<(platform::exit::Kind, String)> {
+    let started = rows.iter().filter(|r| r.outcome == "started").count();
+    if let Some(r) = rows.iter().find(|r| r.outcome == "failed") {
+        return Some((
+            platform::exit::Kind::Failed,
+            format!(
+                "{}: the self-test could not be started: {}",
+                r.device,
+                r.reason.as_deref().unwrap_or("-")
+            ),
+        ));
+    }
+    (started == 0).then(|| {
+        (
+            platform::exit::Kind::Refused,
+            "no drive could start a self-test (each says why above)".to_string(),
+        )
+    })
+}
+
+/// Prints what `disk selftest` did (a line per drive, or JSON) and exits by [`selftest_verdict`].
+pub fn selftested(
+    kind: storaged::selftest::Kind,
+    rows: &[storaged::disks::SelftestRow],
+    json: bool,
+) -> ExitCode {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"kind": kind, "drives": rows}))
+                .unwrap_or_default()
+        );
+    } else {
+        for r in rows {
+            match &r.reason {
+                None => println!("{}: {} self-test started", r.device, kind.as_str()),
+                Some(why) => println!("{}: {}: {why}", r.device, r.outcome),
+            }
+        }
+    }
+    match selftest_verdict(rows) {
+        None => ExitCode::SUCCESS,
+        Some((k, line)) => {
+            eprintln!("storagectl: {line}");
+            ExitCode::from(k.exit_code())
+        }
+    }
+}
+
 pub fn disk(pool: &str, cmd: DiskCmd) -> ExitCode {
     use storaged::disks;
     match cmd {
@@ -167,6 +220,17 @@ pub fn disk(pool: &str, cmd: DiskCmd) -> ExitCode {
             ),
             Err(e) => fail(&e),
         },
+        DiskCmd::Selftest { drives, long, json } => {
+            let kind = if long {
+                storaged::selftest::Kind::Long
+            } else {
+                storaged::selftest::Kind::Short
+            };
+            match disks::selftest(pool, &drives, kind) {
+                Ok(rows) => selftested(kind, &rows, json),
+                Err(e) => fail(&e),
+            }
+        }
         DiskCmd::Online { member, json } => match disks::set_online(pool, &member, true) {
             Ok(n) => crate::changed(
                 json,
@@ -200,6 +264,34 @@ mod tests {
             leaves: vec![],
             error_count: 0,
         }
+    }
+
+    fn row(dev: &str, outcome: &str) -> storaged::disks::SelftestRow {
+        storaged::disks::SelftestRow {
+            device: dev.into(),
+            stable_id: format!("id-{dev}"),
+            outcome: outcome.into(),
+            reason: (outcome != "started").then(|| format!("{dev} cannot")),
+        }
+    }
+
+    #[test]
+    fn a_selftest_succeeds_when_a_drive_started_is_refused_when_none_could_and_fails_on_errors() {
+        use platform::exit::Kind;
+        assert_eq!(
+            selftest_verdict(&[row("sda", "started"), row("nvme0n1", "skipped")]),
+            None
+        );
+        let (k, line) = selftest_verdict(&[row("nvme0n1", "skipped")]).unwrap();
+        assert_eq!(k, Kind::Refused);
+        assert!(line.contains("no drive could start"), "{line}");
+        let (k, line) = selftest_verdict(&[row("sda", "started"), row("sdb", "failed")]).unwrap();
+        assert_eq!(k, Kind::Failed);
+        assert!(
+            line.contains("sdb") && line.contains("sdb cannot"),
+            "{line}"
+        );
+        assert_eq!(Kind::Refused.exit_code(), 4, "as the help says");
     }
 
     #[test]

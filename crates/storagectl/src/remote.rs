@@ -211,6 +211,32 @@ fn disk(c: &Client, pool: &str, cmd: DiskCmd) -> ExitCode {
             json,
             |v| format!("{} is offline", v["member"].as_str().unwrap_or(&member)),
         ),
+        DiskCmd::Selftest { drives, long, json } => {
+            let kind = if long {
+                storaged::selftest::Kind::Long
+            } else {
+                storaged::selftest::Kind::Short
+            };
+            let r = c
+                .call(
+                    "POST",
+                    "/v1/disks/selftest",
+                    Some(&json!({"drives": drives, "kind": kind})),
+                )
+                .and_then(|r| r.json());
+            match r {
+                Ok(v) => match serde_json::from_value::<Vec<storaged::disks::SelftestRow>>(
+                    v["drives"].clone(),
+                ) {
+                    Ok(rows) => crate::disk::selftested(kind, &rows, json),
+                    Err(e) => {
+                        eprintln!("storagectl: POST /v1/disks/selftest: unexpected answer: {e}");
+                        ExitCode::from(platform::exit::Kind::Failed.exit_code())
+                    }
+                },
+                Err(e) => fail(&e),
+            }
+        }
         DiskCmd::Online { member, json } => change(
             c,
             "POST",

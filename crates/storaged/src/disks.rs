@@ -472,6 +472,114 @@ pub fn disk_of(path: &str, devs: &[storage::discover::BlockDev]) -> Option<Strin
         .map(|d| d.name.clone())
 }
 
+/// One drive's part in `disk selftest`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct SelftestRow {
+    pub device: String,
+    pub stable_id: String,
+    /// `started`, `skipped` or `failed`.
+    pub outcome: String,
+    /// Why it was skipped or failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The drives of `pool` (each drive holding a member), or the ones named (kernel name, `/dev`
+/// path or stable id: any drive, pool member or not).
+fn selftest_targets(
+    pool_name: &str,
+    named: &[String],
+    devs: &[storage::discover::BlockDev],
+) -> Result<Vec<storage::discover::BlockDev>> {
+    if named.is_empty() {
+        let pool = cmd::status(pool_name)
+            .ok()
+            .or_else(|| cmd::importable(pool_name))
+            .ok_or_else(|| {
+                Error::Refused(format!(
+                    "pool {pool_name} is not here to say which drives are its own; name the drives"
+                ))
+            })?;
+        let mut out: Vec<storage::discover::BlockDev> = Vec::new();
+        for l in &pool.leaves {
+            if let Some(name) = l.path.as_deref().and_then(|p| disk_of(p, devs)) {
+                if let Some(b) = devs.iter().find(|b| b.name == name) {
+                    if !out.iter().any(|o| o.name == b.name) {
+                        out.push(b.clone());
+                    }
+                }
+            }
+        }
+        return Ok(out);
+    }
+    named
+        .iter()
+        .map(|n| {
+            let bare = n.strip_prefix("/dev/").unwrap_or(n);
+            devs.iter()
+                .find(|b| {
+                    b.name == bare
+                        || storage::discover::stable_id(b).0 == *n
+                        || disk_of(n, devs).as_deref() == Some(b.name.as_str())
+                })
+                .cloned()
+                .ok_or_else(|| {
+                    Error::Refused(format!(
+                        "no drive {n} (`storagectl disk list` shows the drives)"
+                    ))
+                })
+        })
+        .collect()
+}
+
+/// Starts a `kind` self-test on the pool's drives (or the ones named): each drive that offers
+/// self-tests and runs none starts one; the others say why not. The drive runs it beside normal
+/// I/O; `disk list` shows the progress and the result from the drive's own log.
+pub fn selftest(
+    pool_name: &str,
+    named: &[String],
+    kind: crate::selftest::Kind,
+) -> Result<Vec<SelftestRow>> {
+    let devs = storage::discover::enumerate(&platform::Roots::host());
+    let targets = selftest_targets(pool_name, named, &devs)?;
+    if targets.is_empty() {
+        return Err(Error::Refused(format!(
+            "pool {pool_name} has no drive present to test"
+        )));
+    }
+    let observed: Vec<(String, Option<crate::selftest::SelfTest>)> = targets
+        .iter()
+        .map(|b| {
+            let st = match crate::gather::read_device(b) {
+                crate::smart::Reading::Data(h) => h.selftest,
+                _ => None,
+            };
+            (b.name.clone(), st)
+        })
+        .collect();
+    let plan = crate::selftest::plan(&observed);
+    let mut rows = Vec::new();
+    for (b, (_, step)) in targets.iter().zip(plan) {
+        let (outcome, reason) = match step {
+            crate::selftest::Step::Skip { reason } => ("skipped", Some(reason)),
+            crate::selftest::Step::Start => match crate::gather::start_selftest(b, kind) {
+                Ok(()) => {
+                    platform::log(format!("{}: {} self-test started", b.name, kind.as_str()));
+                    ("started", None)
+                }
+                Err(e) => ("failed", Some(platform::chain(&e))),
+            },
+        };
+        rows.push(SelftestRow {
+            device: b.name.clone(),
+            stable_id: storage::discover::stable_id(b).0,
+            outcome: outcome.to_string(),
+            reason,
+        });
+    }
+    Ok(rows)
+}
+
 /// Takes a member offline (`zpool offline`) or brings it back (`zpool online`).
 pub fn set_online(pool_name: &str, member: &str, online: bool) -> Result<String> {
     let _lock = lock(&platform::Roots::host(), pool_name)?;
@@ -495,6 +603,8 @@ pub struct DiskRow {
     pub member: Option<Leaf>,
     /// The drive's own report, read now (`storagectl health` has the details).
     pub health: String,
+    /// Self-tests: offered or not, running, the last result (the drive's own log).
+    pub selftest: Option<crate::selftest::SelfTest>,
     pub alerts: Vec<crate::health::Alert>,
 }
 
@@ -509,10 +619,10 @@ pub struct DiskList {
 impl DiskList {
     pub fn render(&self, bytes: bool) -> String {
         let sz = |b: u64| storage::policy::size_cell(b, bytes);
-        let row = |c: [&str; 9]| {
+        let row = |c: [&str; 10]| {
             format!(
-                "{:<10} {:<8} {:>8}  {:<14} {:<10} {:<9} {:>11}  {:<10} {}\n",
-                c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8]
+                "{:<10} {:<8} {:>8}  {:<14} {:<10} {:<9} {:>11}  {:<10} {:<16} {}\n",
+                c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9]
             )
         };
         let mut s = row([
@@ -524,6 +634,7 @@ impl DiskList {
             "STATE",
             "ERR R/W/C",
             "HEALTH",
+            "SELFTEST",
             "ID",
         ]);
         let member_cells = |l: &Leaf| {
@@ -552,6 +663,9 @@ impl DiskList {
                 &state,
                 &err,
                 &d.health,
+                &d.selftest
+                    .as_ref()
+                    .map_or_else(|| "-".to_string(), |t| t.cell()),
                 &d.stable_id,
             ]));
         }
@@ -565,6 +679,7 @@ impl DiskList {
                 &role,
                 &state,
                 &err,
+                "-",
                 "-",
                 &format!("{} (guid {})", l.name, l.guid),
             ]));
@@ -613,8 +728,9 @@ pub fn list(pool_name: &str) -> Result<DiskList> {
         })
         .map(|(b, _)| {
             let drive = obs.observed.drives.iter().find(|d| d.name == b.name);
-            let (health, alerts) = if b.transport == storage::discover::Transport::Virtual {
-                ("-".to_string(), vec![])
+            let (health, selftest, alerts) = if b.transport == storage::discover::Transport::Virtual
+            {
+                ("-".to_string(), None, vec![])
             } else {
                 let dev = crate::health::Device {
                     name: b.name.clone(),
@@ -625,10 +741,12 @@ pub fn list(pool_name: &str) -> Result<DiskList> {
                 };
                 let mut a = Vec::new();
                 crate::health::device_alerts(&dev, &mut a);
-                (dev.summary(&a), a)
+                let selftest = dev.data().and_then(|h| h.selftest.clone());
+                (dev.summary(&a), selftest, a)
             };
             DiskRow {
                 health,
+                selftest,
                 alerts,
                 name: b.name.clone(),
                 stable_id: storage::discover::stable_id(b).0,

@@ -40,7 +40,12 @@ pub fn read_device(b: &BlockDev) -> Reading {
                 .filter(|f| f.code == Some(0))
                 .map(|f| f.stdout);
             match smart::parse_nvme(&log, id.as_deref()) {
-                Ok(h) => Reading::Data(Box::new(h)),
+                Ok(mut h) => {
+                    if h.selftest.is_none() && id.is_some() {
+                        h.selftest = nvme_selftest(&dev, h.power_on_hours);
+                    }
+                    Reading::Data(Box::new(h))
+                }
                 Err(e) => Reading::Unreadable {
                     reason: format!("`{NVME} smart-log {dev}`: {e}"),
                 },
@@ -61,6 +66,68 @@ pub fn read_device(b: &BlockDev) -> Reading {
         Transport::Virtual => Reading::NoData {
             reason: "not a drive".into(),
         },
+    }
+}
+
+/// A drive that offers self-tests: its log (`None` when it cannot be read).
+fn nvme_selftest(dev: &str, poh: Option<u64>) -> Option<crate::selftest::SelfTest> {
+    let f = timed(NVME, &["self-test-log", dev, "-o", "json"])
+        .ok()
+        .filter(|f| f.code == Some(0))?;
+    let v: serde_json::Value = serde_json::from_str(&f.stdout).ok()?;
+    crate::selftest::from_nvme_log(&v, poh).ok()
+}
+
+/// Starts a `kind` self-test on `b` (a drive [`crate::selftest::plan`] chose).
+pub fn start_selftest(b: &BlockDev, kind: crate::selftest::Kind) -> crate::Result<()> {
+    let dev = b.dev.display().to_string();
+    let (prog, args): (&str, Vec<&str>) = match b.transport {
+        // NVMe Device Self-test code 1 short, 2 extended; every namespace.
+        Transport::Nvme => (
+            NVME,
+            vec![
+                "device-self-test",
+                &dev,
+                "--namespace-id=0xffffffff",
+                match kind {
+                    crate::selftest::Kind::Short => "--self-test-code=1",
+                    crate::selftest::Kind::Long => "--self-test-code=2",
+                },
+            ],
+        ),
+        _ => (SMARTCTL, vec!["-t", kind_word(kind), &dev]),
+    };
+    let f = platform::cmd::run_timed(prog, &args, TOOL_TIMEOUT)?;
+    // smartctl's exit bits 0-2 are failures to run the command; higher bits report findings.
+    let failed = match b.transport {
+        Transport::Nvme => f.code != Some(0),
+        _ => f.code.is_none_or(|c| c & 0b111 != 0),
+    };
+    if failed {
+        let said = if f.stderr.trim().is_empty() {
+            &f.stdout
+        } else {
+            &f.stderr
+        };
+        return Err(crate::Error::Cmd(platform::CmdError::Failed {
+            argv: std::iter::once(prog)
+                .chain(args.iter().copied())
+                .collect::<Vec<_>>()
+                .join(" "),
+            status: f.status,
+            stderr: {
+                let lines: Vec<&str> = said.lines().filter(|l| !l.trim().is_empty()).collect();
+                lines[lines.len().saturating_sub(5)..].join(" / ")
+            },
+        }));
+    }
+    Ok(())
+}
+
+fn kind_word(kind: crate::selftest::Kind) -> &'static str {
+    match kind {
+        crate::selftest::Kind::Short => "short",
+        crate::selftest::Kind::Long => "long",
     }
 }
 

@@ -230,6 +230,22 @@ pub fn device_alerts(d: &Device, out: &mut Vec<Alert>) {
             return;
         }
     };
+    if let Some(l) = h
+        .selftest
+        .as_ref()
+        .and_then(|t| t.last())
+        .filter(|l| l.outcome == crate::selftest::Outcome::Failed)
+    {
+        // A drive that fails its own test is failing, whatever its other counters say.
+        push(
+            "selftest-failed",
+            Severity::Critical,
+            format!(
+                "its last {} self-test failed ({}); replace the drive",
+                l.kind, l.result
+            ),
+        );
+    }
     if let Some(bits) = h.critical_warning.filter(|&b| b != 0) {
         // Temperature alone is a warning; spare, reliability, read-only and backup failures
         // mean the drive is failing.
@@ -848,6 +864,29 @@ mod tests {
                 smart_passed: Some(false),
                 reallocated_sectors: Some(8),
                 pending_sectors: Some(0),
+                selftest: Some(crate::selftest::SelfTest::Idle {
+                    last: Some(crate::selftest::Last {
+                        kind: "long".into(),
+                        outcome: crate::selftest::Outcome::Failed,
+                        result: "Completed: read failure".into(),
+                        hours_ago: Some(1),
+                    }),
+                }),
+                ..DriveHealth::default()
+            },
+        ));
+        // A passed or aborted test is no alert.
+        o.devices.push(dev(
+            "sdb",
+            DriveHealth {
+                selftest: Some(crate::selftest::SelfTest::Idle {
+                    last: Some(crate::selftest::Last {
+                        kind: "short".into(),
+                        outcome: crate::selftest::Outcome::Aborted,
+                        result: "Aborted by host".into(),
+                        hours_ago: None,
+                    }),
+                }),
                 ..DriveHealth::default()
             },
         ));
@@ -864,13 +903,24 @@ mod tests {
             ("disk:id-nvme1n1:temperature", Critical),
             ("disk:id-sda:smart", Critical),
             ("disk:id-sda:reallocated", Warning),
+            ("disk:id-sda:selftest-failed", Critical),
         ] {
             assert!(
                 k.contains(&(want.0.to_string(), want.1)),
                 "{want:?} not in {k:?}"
             );
         }
-        assert_eq!(k.len(), 9, "{k:?}");
+        assert_eq!(k.len(), 10, "{k:?}");
+        let st = a
+            .iter()
+            .find(|x| x.key.ends_with("selftest-failed"))
+            .unwrap();
+        assert!(
+            st.message
+                .contains("last long self-test failed (Completed: read failure)"),
+            "{}",
+            st.message
+        );
         assert!(a[0].severity == Critical && a.last().unwrap().severity == Warning);
         let cw = a
             .iter()

@@ -16,6 +16,7 @@ pub mod maint;
 pub mod metrics;
 pub mod pool;
 pub mod record;
+pub mod selftest;
 pub mod smart;
 pub mod status;
 

@@ -12,6 +12,8 @@ pub struct Schedule {
     /// Seconds between scrubs; `None`: off.
     pub scrub_every: Option<u64>,
     pub trim_every: Option<u64>,
+    pub selftest_every: Option<u64>,
+    pub selftest: crate::selftest::Kind,
 }
 
 impl Schedule {
@@ -19,6 +21,12 @@ impl Schedule {
         Schedule {
             scrub_every: m.scrub_secs(),
             trim_every: m.trim_secs(),
+            selftest_every: m.selftest_secs(),
+            selftest: if m.selftest_long() {
+                crate::selftest::Kind::Long
+            } else {
+                crate::selftest::Kind::Short
+            },
         }
     }
 }
@@ -42,6 +50,8 @@ pub struct View {
     pub running: Option<String>,
     pub scrub: OpView,
     pub trim: OpView,
+    /// The drives' self-tests: `last` is when storaged last started them (results: `disk list`).
+    pub selftest: OpView,
     /// What to start now.
     pub start: Option<Op>,
     /// Why nothing may start (the pool is not healthy enough).
@@ -52,7 +62,7 @@ pub struct View {
 impl View {
     /// The earliest time something falls due, for the daemon's sleep.
     pub fn next_due(&self) -> Option<u64> {
-        [self.scrub.next, self.trim.next]
+        [self.scrub.next, self.trim.next, self.selftest.next]
             .into_iter()
             .flatten()
             .min()
@@ -76,6 +86,7 @@ impl View {
         let mut s = format!("maintenance ({}):\n", self.pool);
         s.push_str(&line("scrub", &self.scrub));
         s.push_str(&line("trim", &self.trim));
+        s.push_str(&line("selftest", &self.selftest));
         if let Some(r) = &self.running {
             s.push_str(&format!("  running: {r}\n"));
         }
@@ -216,6 +227,20 @@ pub fn decide(pool: &PoolState, rec: &Record, created: u64, sched: &Schedule, no
         note: trim_note,
     };
 
+    // Self-tests: an interval after storaged last started them (a new pool: after creation).
+    let last_selftest = rec.last_started(Op::Selftest);
+    let selftest = OpView {
+        every: sched.selftest_every,
+        last: last_selftest.map(|e| e.started),
+        last_result: last_selftest.and_then(|e| e.result.clone()),
+        next: sched.selftest_every.map(|e| {
+            last_selftest
+                .map_or(created, |l| l.started)
+                .saturating_add(e)
+        }),
+        note: None,
+    };
+
     let held = match pool.state.as_str() {
         "ONLINE" | "DEGRADED" => None,
         s => Some(format!("pool {} is {s}", pool.name)),
@@ -227,6 +252,8 @@ pub fn decide(pool: &PoolState, rec: &Record, created: u64, sched: &Schedule, no
         Some(Op::Scrub)
     } else if due(&trim) {
         Some(Op::Trim)
+    } else if due(&selftest) {
+        Some(Op::Selftest)
     } else {
         None
     };
@@ -235,6 +262,7 @@ pub fn decide(pool: &PoolState, rec: &Record, created: u64, sched: &Schedule, no
         running,
         scrub,
         trim,
+        selftest,
         start,
         held,
     }
@@ -250,7 +278,42 @@ mod tests {
         Schedule {
             scrub_every: Some(35 * DAY),
             trim_every: Some(7 * DAY),
+            ..Schedule::default()
         }
+    }
+
+    #[test]
+    fn self_tests_fall_due_an_interval_after_the_last_start_and_wait_for_scans() {
+        let weekly = Schedule {
+            selftest_every: Some(7 * DAY),
+            ..Schedule::default()
+        };
+        let p = pool(None, &[("NOTSUP", 0)]);
+        let mut r = Record::default();
+        let v = decide(&p, &r, 0, &weekly, 6 * DAY);
+        assert_eq!((v.start, v.selftest.next), (None, Some(7 * DAY)));
+        assert_eq!(
+            decide(&p, &r, 0, &weekly, 7 * DAY).start,
+            Some(Op::Selftest)
+        );
+        r.started_and_done(Op::Selftest, 7 * DAY, "started on sda".into());
+        let v = decide(&p, &r, 0, &weekly, 8 * DAY);
+        assert_eq!(v.start, None);
+        assert_eq!(v.selftest.next, Some(14 * DAY));
+        assert!(
+            v.render().contains("selftest every 1w: last")
+                && v.render().contains("(started on sda)"),
+            "{}",
+            v.render()
+        );
+        let busy = pool(
+            Some(scan("RESILVER", "SCANNING", 0, 0, 0)),
+            &[("NOTSUP", 0)],
+        );
+        assert_eq!(decide(&busy, &r, 0, &weekly, 30 * DAY).start, None);
+        assert!(decide(&p, &r, 0, &Schedule::default(), 30 * DAY)
+            .render()
+            .contains("selftest: off"));
     }
 
     #[test]

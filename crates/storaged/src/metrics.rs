@@ -44,12 +44,16 @@ fn vault_section(w: &mut Out, o: &Observed) {
 fn maintenance_section(w: &mut Out, o: &Observed, m: Option<&crate::maint::View>) {
     let p = [("pool", o.pool_name.as_str())];
     if let Some(m) = m {
-        for (op, v) in [("scrub", &m.scrub), ("trim", &m.trim)] {
+        for (op, v) in [
+            ("scrub", &m.scrub),
+            ("trim", &m.trim),
+            ("selftest", &m.selftest),
+        ] {
             if let Some(t) = v.last {
                 w.one(
                     "eve_storage_maintenance_last_completed_timestamp_seconds",
                     "gauge",
-                    "When the last scrub or trim of the pool completed.",
+                    "When the last scrub or trim of the pool completed, or the drives' self-tests were last started.",
                     &[("pool", o.pool_name.as_str()), ("op", op)],
                     t as f64,
                 );
@@ -206,7 +210,7 @@ fn quota_section(w: &mut Out, o: &Observed) {
 /// Each drive's report, one family at a time.
 fn disk_section(w: &mut Out, o: &Observed) {
     type Get = fn(&crate::smart::DriveHealth) -> Option<f64>;
-    let disk: [(&str, &str, &str, Get); 9] = [
+    let disk: [(&str, &str, &str, Get); 11] = [
         (
             "eve_storage_disk_temperature_celsius",
             "gauge",
@@ -254,6 +258,31 @@ fn disk_section(w: &mut Out, o: &Observed) {
             "gauge",
             "ATA sectors pending reallocation.",
             |h| h.pending_sectors.map(|v| v as f64),
+        ),
+        (
+            "eve_storage_disk_selftest_failed",
+            "gauge",
+            "1 when the drive's last self-test failed (a drive that offers self-tests).",
+            |h| {
+                let t = h.selftest.as_ref()?;
+                if matches!(t, crate::selftest::SelfTest::Unsupported { .. }) {
+                    return None;
+                }
+                Some(match t.last().map(|l| l.outcome) {
+                    Some(crate::selftest::Outcome::Failed) => 1.0,
+                    _ => 0.0,
+                })
+            },
+        ),
+        (
+            "eve_storage_disk_selftest_running",
+            "gauge",
+            "1 while the drive runs a self-test (a drive that offers self-tests).",
+            |h| match h.selftest.as_ref()? {
+                crate::selftest::SelfTest::Unsupported { .. } => None,
+                crate::selftest::SelfTest::Running { .. } => Some(1.0),
+                crate::selftest::SelfTest::Idle { .. } => Some(0.0),
+            },
         ),
         (
             "eve_storage_disk_power_on_seconds_total",
@@ -451,6 +480,14 @@ mod tests {
                         temperature_c: Some(50),
                         critical_warning: Some(4),
                         media_errors: Some(2),
+                        selftest: Some(crate::selftest::SelfTest::Idle {
+                            last: Some(crate::selftest::Last {
+                                kind: "short".into(),
+                                outcome: crate::selftest::Outcome::Failed,
+                                result: "failed in segment 3".into(),
+                                hours_ago: Some(2),
+                            }),
+                        }),
                         ..DriveHealth::default()
                     })),
                 },
@@ -500,6 +537,7 @@ mod tests {
             running: None,
             scrub: op(Some(1_799_000_000)),
             trim: op(None),
+            selftest: op(Some(1_799_000_100)),
             start: None,
             held: None,
         }
@@ -529,11 +567,14 @@ mod tests {
             "eve_storage_pool_capacity_ratio{pool=\"persist\"} 0.82",
             "eve_storage_disk_critical_warning{device=\"nvme0n1\",id=\"nvme.1b36-\\\"odd\\\"\\\\id\",bus=\"nvme\"} 4",
             "eve_storage_disk_media_errors_total{device=\"nvme0n1\"",
+            "eve_storage_disk_selftest_failed{device=\"nvme0n1\",id=\"nvme.1b36-\\\"odd\\\"\\\\id\",bus=\"nvme\"} 1",
+            "eve_storage_disk_selftest_running{device=\"nvme0n1\",id=\"nvme.1b36-\\\"odd\\\"\\\\id\",bus=\"nvme\"} 0",
             "eve_storage_disk_health_report{device=\"vda\",id=\"virtio-X\",bus=\"virtio\",state=\"none\"} 1",
             "eve_storage_disk_health_report{device=\"vda\",id=\"virtio-X\",bus=\"virtio\",state=\"report\"} 0",
             "eve_storage_vault_state{pool=\"persist\",state=\"unlocked\"} 1",
             "eve_storage_vault_state{pool=\"persist\",state=\"locked\"} 0",
             "eve_storage_maintenance_last_completed_timestamp_seconds{pool=\"persist\",op=\"scrub\"} 1799000000",
+            "eve_storage_maintenance_last_completed_timestamp_seconds{pool=\"persist\",op=\"selftest\"} 1799000100",
             "eve_storage_volume_written_bytes_total{volume=\"db\",dataset=\"persist/clear/volumes/db\",device=\"zd0\"} 8388608",
             "eve_storage_volume_write_time_seconds_total{volume=\"db\",dataset=\"persist/clear/volumes/db\",device=\"zd0\"} 0.088",
             "eve_storage_alerts{severity=\"critical\"} 1",

@@ -16,6 +16,8 @@ pub const MAX_HISTORY: usize = 32;
 pub enum Op {
     Scrub,
     Trim,
+    /// The drives' own self-tests: recorded when started (the drives keep the results).
+    Selftest,
 }
 
 impl Op {
@@ -23,6 +25,7 @@ impl Op {
         match self {
             Op::Scrub => "scrub",
             Op::Trim => "trim",
+            Op::Selftest => "selftest",
         }
     }
 }
@@ -120,6 +123,26 @@ impl Record {
             result: None,
             by: "storaged".into(),
         });
+    }
+
+    /// Records `op` as started and done at once, with what came of starting it (self-tests run
+    /// in the drives, which keep their own results).
+    pub fn started_and_done(&mut self, op: Op, now: u64, result: String) {
+        self.push(Entry {
+            op,
+            started: now,
+            ended: Some(now),
+            result: Some(result),
+            by: "storaged".into(),
+        });
+    }
+
+    /// The newest entry of `op`, done or not.
+    pub fn last_started(&self, op: Op) -> Option<&Entry> {
+        self.history
+            .iter()
+            .filter(|e| e.op == op)
+            .max_by_key(|e| e.started)
     }
 
     fn push(&mut self, e: Entry) {

@@ -31,6 +31,8 @@ pub struct DriveHealth {
     pub reallocated_sectors: Option<u64>,
     pub pending_sectors: Option<u64>,
     pub offline_uncorrectable: Option<u64>,
+    /// Whether the drive offers self-tests, what runs, and the last result.
+    pub selftest: Option<crate::selftest::SelfTest>,
 }
 
 /// One device's health reading.
@@ -101,6 +103,9 @@ pub fn parse_nvme(smart_log: &str, id_ctrl: Option<&str>) -> Result<DriveHealth,
         media_errors: num(&v["media_errors"]),
         power_on_hours: num(&v["power_on_hours"]),
         unsafe_shutdowns: num(&v["unsafe_shutdowns"]),
+        // Unsupported is known from id-ctrl; a supported drive's log is read by the caller.
+        selftest: (!id.is_null() && !crate::selftest::nvme_supported(&id))
+            .then(crate::selftest::nvme_unsupported),
         ..DriveHealth::default()
     })
 }
@@ -166,6 +171,7 @@ pub fn parse_smartctl(json: &str) -> Reading {
         reallocated_sectors: attr(5),
         pending_sectors: attr(197),
         offline_uncorrectable: attr(198),
+        selftest: crate::selftest::from_smartctl(&v),
     }))
 }
 

@@ -48,7 +48,7 @@ proptest! {
         if let Ok(p) = parse_status(&text, "persist") {
             let mut r = Record::default();
             let _ = r.observe(&p, now);
-            let s = Schedule { scrub_every: every, trim_every: every };
+            let s = Schedule { scrub_every: every, trim_every: every, ..Schedule::default() };
             let v = decide(&p, &r, now / 2, &s, now);
             let _ = v.render();
         }

@@ -123,6 +123,29 @@ fn load_record(path: &Path) -> Record {
     }
 }
 
+/// The history's line for a scheduled self-test: `started on sda, sdb; skipped nvme0n1 (...)`.
+fn selftest_summary(rows: &[storaged::disks::SelftestRow]) -> String {
+    let mut parts = Vec::new();
+    for outcome in ["started", "skipped", "failed"] {
+        let these: Vec<String> = rows
+            .iter()
+            .filter(|r| r.outcome == outcome)
+            .map(|r| match (&r.reason, outcome) {
+                (Some(why), "failed") => format!("{} ({why})", r.device),
+                _ => r.device.clone(),
+            })
+            .collect();
+        if !these.is_empty() {
+            parts.push(format!("{outcome} on {}", these.join(", ")));
+        }
+    }
+    if parts.is_empty() {
+        "no drive".into()
+    } else {
+        parts.join("; ")
+    }
+}
+
 /// One look: returns when to look again at the latest.
 fn look(cli: &Cli) -> Result<Option<u64>> {
     let policy = storaged::policy(&cli.pool);
@@ -170,8 +193,17 @@ fn look(cli: &Cli) -> Result<Option<u64>> {
             match op {
                 Op::Scrub => cmd::scrub(&cli.pool)?,
                 Op::Trim => cmd::trim(&cli.pool)?,
+                Op::Selftest => {
+                    let what = match storaged::disks::selftest(&cli.pool, &[], sched.selftest) {
+                        Ok(rows) => selftest_summary(&rows),
+                        Err(e) => format!("not started: {}", platform::chain(&e)),
+                    };
+                    rec.started_and_done(op, t, what);
+                }
             }
-            rec.start(op, t);
+            if op != Op::Selftest {
+                rec.start(op, t);
+            }
             changed = true;
             log(format!(
                 "{} of {} started (due since {})",
@@ -181,6 +213,7 @@ fn look(cli: &Cli) -> Result<Option<u64>> {
                     match op {
                         Op::Scrub => view.scrub.next,
                         Op::Trim => view.trim.next,
+                        Op::Selftest => view.selftest.next,
                     }
                     .unwrap_or(t)
                 )
