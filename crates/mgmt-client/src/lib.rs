@@ -377,6 +377,14 @@ impl Reply {
         }
         Err(api_error(self.status, v.as_ref(), &self.body))
     }
+    /// The bytes of a 200 (a file); otherwise the box's error.
+    pub fn bytes(self) -> Result<Bytes> {
+        if self.status == 200 {
+            return Ok(self.body);
+        }
+        let v: Option<Value> = serde_json::from_slice(&self.body).ok();
+        Err(api_error(self.status, v.as_ref(), &self.body))
+    }
     pub fn text(self) -> Result<String> {
         if self.status == 200 {
             return Ok(String::from_utf8_lossy(&self.body).into_owned());

@@ -43,6 +43,7 @@ pub enum Op {
     AdoptSpool,
     Maintain,
     Selftest,
+    Bundle,
 }
 
 /// A request body's shape, for the document.
@@ -97,7 +98,7 @@ impl Route {
     }
     /// Written to the audit journal: every change, and the reads that hand out secrets.
     pub fn audited(&self) -> bool {
-        self.mutates() || matches!(self.op, Op::Export | Op::VolumeConnect)
+        self.mutates() || matches!(self.op, Op::Export | Op::VolumeConnect | Op::Bundle)
     }
     pub fn name(&self) -> String {
         format!("{:?}", self.op)
@@ -195,6 +196,8 @@ pub const ROUTES: &[Route] = &[
         summary: "Install an update streamed as the body: its header is checked (signature, architecture, profile, epoch, version) before a byte is kept, its payload's checksum before a byte is written to the inactive slot; tried on the next boot" },
     Route { method: "POST", path: "/v1/reboot", op: Op::Reboot, role: Admin, body: B::None, query: &[], errors: &[500],
         summary: "Reboot the box (services stopped and the pool exported first), e.g. into an installed update" },
+    Route { method: "GET", path: "/v1/bundle", op: Op::Bundle, role: Admin, body: B::None, query: &[], errors: &[500],
+        summary: "A support bundle (application/gzip: a tar of status, health, drives, zpool status, history and events, volumes and their nvmet export, logs, versions; no key, CHAP secret or recovery key) (storagectl bundle); admin only and audited" },
     Route { method: "GET", path: "/v1/audit", op: Op::Audit, role: Admin, body: B::None, query: &["lines"], errors: &[500, 503],
         summary: "The audit journal: every change asked of the API, who asked and the result" },
     Route { method: "GET", path: "/v1/openapi.json", op: Op::OpenApi, role: Reader, body: B::None, query: &[], errors: &[],
@@ -246,6 +249,12 @@ impl From<volumes::Error> for ApiError {
             _ => (500, "failed"),
         };
         ApiError::new(status, code, msg)
+    }
+}
+
+impl From<support::Error> for ApiError {
+    fn from(e: support::Error) -> ApiError {
+        ApiError::new(500, "failed", platform::chain(&e))
     }
 }
 

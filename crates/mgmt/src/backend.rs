@@ -56,6 +56,8 @@ impl Request<'_> {
 pub enum Out {
     Json(Value),
     Text(String),
+    /// A file: its media type and bytes (a support bundle).
+    File(&'static str, Vec<u8>),
 }
 
 /// A request body, by its route's [`Body`] shape.
@@ -462,6 +464,11 @@ impl Backend for Host {
                 let online = r.op == Op::DiskOnline;
                 let n = storaged::disks::set_online(&self.pool, &b.member, online)?;
                 json(serde_json::json!({"member": n, "online": online}))
+            }
+            Op::Bundle => {
+                let (bytes, _) =
+                    support::make(&support::Sources::host(&self.pool), storaged::now())?;
+                Ok(Out::File("application/gzip", bytes))
             }
             Op::Selftest => {
                 let Decoded::Selftest(b) = &r.body else {

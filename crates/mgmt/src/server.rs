@@ -62,6 +62,7 @@ enum Answer {
     Json(Value),
     Metrics(String),
     Plain(String),
+    File(&'static str, Vec<u8>),
 }
 
 fn respond(status: u16, ct: &str, body: Vec<u8>) -> Response<Full<Bytes>> {
@@ -323,6 +324,7 @@ impl Server {
                 t.into_bytes(),
             ),
             Ok(Answer::Plain(t)) => respond(200, "text/plain; charset=utf-8", t.into_bytes()),
+            Ok(Answer::File(ct, b)) => respond(200, ct, b),
             Err(e) => respond(
                 e.status,
                 "application/json",
@@ -588,6 +590,7 @@ impl Server {
             .map(|o| match o {
                 backend::Out::Json(v) => Answer::Json(v),
                 backend::Out::Text(t) => Answer::Plain(t),
+                backend::Out::File(ct, b) => Answer::File(ct, b),
             })
     }
 

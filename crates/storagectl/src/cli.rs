@@ -90,6 +90,18 @@ pub enum Cmd {
         #[arg(long, default_value = "persist")]
         pool: String,
     },
+    /// A support bundle: one .tar.gz with the status, health, drives, maintenance, `zpool
+    /// status`, history and events, the volumes and their nvmet export, the logs and the
+    /// versions. Never a key, a CHAP secret or a recovery key (left out, and redacted wherever
+    /// one could appear). Written owner-only to --out (default ./eve-bundle-<UTC>.tar.gz).
+    Bundle {
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = "persist")]
+        pool: String,
+    },
     /// The management API's audit journal: every change asked through it, who asked, and what
     /// came of it (the newest last).
     Audit {

@@ -45,6 +45,13 @@ pub fn run(cli: Cli) -> ExitCode {
             })
         }
         Cmd::Status { json, quiet, pool } => pool::status(&pool, json, quiet),
+        Cmd::Bundle { out, json, pool } => {
+            let now = storaged::now();
+            match support::make(&support::Sources::host(&pool), now) {
+                Ok((bytes, _)) => bundled(&bytes, out, now, json),
+                Err(e) => fail(&e),
+            }
+        }
         Cmd::Audit { json, lines, pool } => {
             let j = storaged::audit::Journal::at(storaged::audit::path(
                 std::path::Path::new("/"),
@@ -95,6 +102,47 @@ pub fn fail<E: std::error::Error + platform::exit::Classify>(e: &E) -> ExitCode 
         println!("{}", platform::exit::json_error(e.code(), &msg));
     }
     ExitCode::from(e.kind().exit_code())
+}
+
+/// Saves a support bundle (made here or fetched from a box) and says what is in it.
+pub fn bundled(bytes: &[u8], out: Option<std::path::PathBuf>, now: u64, json: bool) -> ExitCode {
+    let path = out.unwrap_or_else(|| format!("{}.tar.gz", support::name(now)).into());
+    if let Err(e) = support::save(&path, bytes) {
+        return fail(&e);
+    }
+    let m = support::read_manifest(bytes).unwrap_or_default();
+    let items = m["items"].as_array().map_or(0, Vec::len);
+    let failed: Vec<String> = m["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|i| i.get("error").is_some())
+        .filter_map(|i| i["name"].as_str().map(String::from))
+        .collect();
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "file": path.display().to_string(),
+                "bytes": bytes.len(),
+                "manifest": m,
+            }))
+            .unwrap_or_default()
+        );
+    } else {
+        println!(
+            "wrote {} ({}, {items} items, {} secrets redacted{})",
+            path.display(),
+            platform::units::human(bytes.len() as u64),
+            m["redacted"].as_u64().unwrap_or(0),
+            if failed.is_empty() {
+                String::new()
+            } else {
+                format!("; could not read: {}", failed.join(", "))
+            }
+        );
+    }
+    ExitCode::SUCCESS
 }
 
 /// A change's result: its one line, or with `--json` an object saying what was done.

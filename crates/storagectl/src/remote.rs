@@ -121,6 +121,12 @@ pub fn run(c: &Client, cmd: Cmd) -> ExitCode {
         Cmd::Health {
             json, bytes, quiet, ..
         } => report(c, &format!("/v1/health{}", bytes_q(bytes)), json, quiet),
+        Cmd::Bundle { out, json, .. } => {
+            match c.call("GET", "/v1/bundle", None).and_then(|r| r.bytes()) {
+                Ok(b) => crate::bundled(&b, out, storaged::now(), json),
+                Err(e) => fail(&e),
+            }
+        }
         Cmd::Audit { json, lines, .. } => {
             let path = format!("/v1/audit?lines={lines}");
             if !json {

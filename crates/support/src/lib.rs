@@ -1,0 +1,606 @@
+//! Support bundles: one gzip'd tar with what a support engineer asks for first (the box's
+//! status, health, drives and maintenance; `zpool status`, history and events; the volumes and
+//! their nvmet export; the kernel's and the services' logs; versions), written by
+//! `storagectl bundle` on the box or through `GET /v1/bundle`.
+//!
+//! Secrets stay out twice over: by construction (no key file, secrets directory or nvmet key
+//! attribute is ever read), and by a redaction pass over every text that goes in (DH-HMAC-CHAP
+//! secrets, PEM private keys, anything shaped like a recovery key, `dhchap_*=` values). A source
+//! that fails is named in the bundle with its error; it never stops the rest.
+
+use platform::Roots;
+use serde::Serialize;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The bundle's layout; raised when an item changes name or meaning.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Of each log file, only its end goes in (the rotated logs are bounded already).
+const LOG_TAIL: usize = 1 << 20;
+/// Of a tool's output, at most this much.
+const TOOL_MAX: usize = 4 << 20;
+const TOOL_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Io(#[from] platform::IoError),
+    #[error("writing the bundle: {0}")]
+    Write(#[source] std::io::Error),
+}
+
+impl platform::exit::Classify for Error {
+    fn kind(&self) -> platform::exit::Kind {
+        platform::exit::Kind::Failed
+    }
+}
+
+/// One file of the bundle.
+#[derive(Debug, Clone)]
+pub struct Item {
+    /// Its path inside the bundle (`zpool/status.txt`).
+    pub name: String,
+    pub body: Vec<u8>,
+    /// Where it came from (a command line, a file, a library call).
+    pub from: String,
+    /// Why it is empty or partial.
+    pub error: Option<String>,
+}
+
+impl Item {
+    fn ok(name: &str, from: impl Into<String>, body: Vec<u8>) -> Item {
+        Item {
+            name: name.into(),
+            body,
+            from: from.into(),
+            error: None,
+        }
+    }
+    fn failed(name: &str, from: impl Into<String>, error: String) -> Item {
+        Item {
+            name: name.into(),
+            body: Vec::new(),
+            from: from.into(),
+            error: Some(error),
+        }
+    }
+    fn json<T: Serialize, E: std::error::Error>(name: &str, from: &str, r: Result<T, E>) -> Item {
+        match r {
+            Ok(v) => Item::ok(
+                name,
+                from,
+                serde_json::to_vec_pretty(&v).unwrap_or_default(),
+            ),
+            Err(e) => Item::failed(name, from, platform::chain(&e)),
+        }
+    }
+}
+
+/// What the bundle says about itself (`MANIFEST.json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Manifest {
+    pub version: u32,
+    pub created: String,
+    pub pool: String,
+    pub items: Vec<ManifestItem>,
+    /// Secrets the redaction pass took out, in all.
+    pub redacted: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ManifestItem {
+    pub name: String,
+    pub from: String,
+    pub bytes: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub redacted: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// Pure: `text` with every secret it holds replaced by `<redacted ...>`, and how many there were.
+pub fn redact(text: &str) -> (String, usize) {
+    // Built once per call: a bundle redacts a few dozen texts.
+    let rules: [(&str, &str); 4] = [
+        // PEM private keys (PKCS#8, RSA, EC, encrypted), whole blocks.
+        (
+            r"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----[\s\S]*?-----END ([A-Z0-9 ]*)PRIVATE KEY-----",
+            "<redacted private key>",
+        ),
+        // NVMe DH-HMAC-CHAP secrets: `DHHC-1:<hash>:<base64>:`.
+        (
+            r"DHHC-1:[0-9a-fA-F]{2}:[A-Za-z0-9+/=]+:?",
+            "DHHC-1:<redacted>:",
+        ),
+        // `dhchap_secret=...`, `dhchap_ctrl_secret=...` in nvme-cli lines and the like.
+        (
+            r"(?i)(dhchap_[a-z_]*(secret|key)[\x22']?\s*[=:]\s*[\x22']?)[^\s,\x22']+",
+            "${1}<redacted>",
+        ),
+        // A vault recovery key as shown: 8 groups of 8 modhex letters, with or without dashes.
+        (
+            r"(?i)\b[cbdefghijklnrtuv]{8}(-?[cbdefghijklnrtuv]{8}){7}\b",
+            "<redacted recovery key>",
+        ),
+    ];
+    let mut out = text.to_string();
+    let mut n = 0;
+    for (pat, with) in rules {
+        let Ok(re) = regex_lite::Regex::new(pat) else {
+            continue;
+        };
+        n += re.find_iter(&out).count();
+        out = re.replace_all(&out, with).into_owned();
+    }
+    (out, n)
+}
+
+/// Where the bundle reads from.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    pub roots: Roots,
+    pub pool: String,
+    /// The directory the pool is mounted under (`/`: the pool at `/persist`).
+    pub root: PathBuf,
+}
+
+impl Sources {
+    pub fn host(pool: &str) -> Sources {
+        Sources {
+            roots: Roots::host(),
+            pool: pool.into(),
+            root: PathBuf::from("/"),
+        }
+    }
+}
+
+fn tool(name: &str, prog: &str, args: &[&str]) -> Item {
+    let from = std::iter::once(prog)
+        .chain(args.iter().copied())
+        .collect::<Vec<_>>()
+        .join(" ");
+    match platform::cmd::run_timed(prog, args, TOOL_TIMEOUT) {
+        Ok(f) => {
+            let mut body = f.stdout.into_bytes();
+            body.truncate(TOOL_MAX);
+            let error = (f.code != Some(0)).then(|| {
+                format!(
+                    "{} ({})",
+                    f.status,
+                    f.stderr.lines().last().unwrap_or("").trim()
+                )
+            });
+            Item {
+                name: name.into(),
+                body,
+                from,
+                error,
+            }
+        }
+        Err(e) => Item::failed(name, from, e.to_string()),
+    }
+}
+
+/// The last [`LOG_TAIL`] bytes of `path`, from a line's start.
+fn tail(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let len = f.metadata().map_err(|e| e.to_string())?.len();
+    let from = len.saturating_sub(LOG_TAIL as u64);
+    f.seek(SeekFrom::Start(from)).map_err(|e| e.to_string())?;
+    let mut b = Vec::new();
+    f.take(LOG_TAIL as u64)
+        .read_to_end(&mut b)
+        .map_err(|e| e.to_string())?;
+    if from > 0 {
+        let cut = b.iter().position(|&c| c == b'\n').map_or(0, |i| i + 1);
+        let mut head = format!("[first {} bytes left out]\n", from + cut as u64).into_bytes();
+        head.extend_from_slice(&b[cut..]);
+        b = head;
+    }
+    Ok(b)
+}
+
+/// Every regular file directly in `dir` (logs, textfiles), sorted; symlinks are not followed.
+fn files_in(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| e.path())
+        .collect();
+    v.sort();
+    v
+}
+
+/// nvmet's configfs tree as `path = value` lines, leaving out every attribute that holds a key.
+fn nvmet_tree(root: &Path) -> Result<Vec<u8>, String> {
+    fn walk(dir: &Path, base: &Path, out: &mut String, depth: usize) {
+        if depth > 8 || out.len() > TOOL_MAX {
+            return;
+        }
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let p = e.path();
+            let rel = p.strip_prefix(base).unwrap_or(&p).display().to_string();
+            let name = e.file_name().to_string_lossy().to_lowercase();
+            let Ok(t) = e.file_type() else { continue };
+            if t.is_symlink() {
+                let to = std::fs::read_link(&p)
+                    .map(|l| l.display().to_string())
+                    .unwrap_or_default();
+                out.push_str(&format!("{rel} -> {to}\n"));
+            } else if t.is_dir() {
+                walk(&p, base, out, depth + 1);
+            } else if name.contains("key") || name.contains("secret") {
+                out.push_str(&format!("{rel} = <left out>\n"));
+            } else if let Ok(v) = std::fs::read(&p) {
+                let v = String::from_utf8_lossy(&v[..v.len().min(512)])
+                    .trim()
+                    .replace('\n', "\\n");
+                out.push_str(&format!("{rel} = {v}\n"));
+            }
+        }
+    }
+    if !root.is_dir() {
+        return Err(format!("{}: not there (nvmet not loaded?)", root.display()));
+    }
+    let mut out = String::new();
+    walk(root, root, &mut out, 0);
+    Ok(out.into_bytes())
+}
+
+/// Reads every source (each bounded in time and size); a failure is recorded in its item.
+pub fn collect(src: &Sources) -> Vec<Item> {
+    use storage::zfs::{ZFS, ZPOOL};
+    let pool = src.pool.as_str();
+    let mut items = Vec::new();
+    let file = |name: &str, p: PathBuf| match std::fs::read(&p) {
+        Ok(b) => Item::ok(name, p.display().to_string(), b),
+        Err(e) => Item::failed(name, p.display().to_string(), e.to_string()),
+    };
+    // Versions: the OS (its release facts), the kernel, ZFS, the A/B slots.
+    items.push(file(
+        "version/release.json",
+        src.roots.etc.join("eve/release.json"),
+    ));
+    items.push(file("version/kernel.txt", src.roots.proc.join("version")));
+    items.push(file("version/cmdline.txt", src.roots.proc.join("cmdline")));
+    items.push(file("version/uptime.txt", src.roots.proc.join("uptime")));
+    items.push(tool("version/zfs.txt", ZFS, &["version"]));
+    items.push(tool("version/slots.json", ABUPDATE, &["status", "--json"]));
+    // The box as storagectl shows it.
+    items.push(Item::json(
+        "storage/status.json",
+        "storaged::status::full",
+        storaged::status::full(pool),
+    ));
+    items.push(
+        match serde_json::to_vec_pretty(&storaged::health_view(pool, &src.root)) {
+            Ok(b) => Item::ok("storage/health.json", "storaged::health_view", b),
+            Err(e) => Item::failed(
+                "storage/health.json",
+                "storaged::health_view",
+                e.to_string(),
+            ),
+        },
+    );
+    items.push(Item::json(
+        "storage/disks.json",
+        "storaged::disks::list",
+        storaged::disks::list(pool),
+    ));
+    items.push(Item::json(
+        "storage/maintenance.json",
+        "storaged::view",
+        storaged::view(pool, &src.root),
+    ));
+    let audit = storaged::audit::Journal::at(storaged::audit::path(&src.root, pool));
+    items.push(Item::json(
+        "storage/audit.json",
+        "storaged::audit (last 500)",
+        audit.tail(500),
+    ));
+    // ZFS's own words.
+    items.push(tool("zpool/status.txt", ZPOOL, &["status", "-v", pool]));
+    items.push(tool("zpool/history.txt", ZPOOL, &["history", "-il", pool]));
+    items.push(tool("zpool/events.txt", ZPOOL, &["events", "-v"]));
+    items.push(tool("zpool/get.txt", ZPOOL, &["get", "all", pool]));
+    items.push(tool(
+        "zpool/datasets.txt",
+        ZFS,
+        &[
+            "list",
+            "-t",
+            "all",
+            "-o",
+            "name,used,avail,refer,quota,reservation,volsize,compressratio,encryption,keystatus,mounted",
+            "-r",
+            pool,
+        ],
+    ));
+    // Volumes and what the kernel exports.
+    match volumes::reconcile::Env::host(None) {
+        Ok(env) => {
+            items.push(Item::json(
+                "volumes/list.json",
+                "volumes::ops::list",
+                volumes::ops::list(&env),
+            ));
+            items.push(Item::json(
+                "volumes/nvmet-export.json",
+                "volumes::ops::export_save",
+                volumes::ops::export_save(&env),
+            ));
+        }
+        Err(e) => items.push(Item::failed(
+            "volumes/list.json",
+            "volumes::reconcile::Env::host",
+            platform::chain(&e),
+        )),
+    }
+    let nvmet = src.roots.configfs.join("nvmet");
+    items.push(match nvmet_tree(&nvmet) {
+        Ok(b) => Item::ok("volumes/nvmet-configfs.txt", nvmet.display().to_string(), b),
+        Err(e) => Item::failed("volumes/nvmet-configfs.txt", nvmet.display().to_string(), e),
+    });
+    // Logs: the kernel's, this boot's services' (/run/log) and the kept ones (on the pool).
+    items.push(tool("log/dmesg.txt", DMESG, &["--time-format=iso"]));
+    for (dir, under) in [
+        (src.roots.run.join("log"), "log/run"),
+        (src.root.join(pool).join("log"), "log/persist"),
+        (src.roots.run.join("metrics"), "metrics"),
+    ] {
+        let files = files_in(&dir);
+        if files.is_empty() {
+            items.push(Item::failed(
+                &format!("{under}/"),
+                dir.display().to_string(),
+                "no files".into(),
+            ));
+        }
+        for f in files {
+            let name = format!(
+                "{under}/{}",
+                f.file_name().unwrap_or_default().to_string_lossy()
+            );
+            items.push(match tail(&f) {
+                Ok(b) => Item::ok(&name, f.display().to_string(), b),
+                Err(e) => Item::failed(&name, f.display().to_string(), e),
+            });
+        }
+    }
+    items
+}
+
+pub const ABUPDATE: &str = "/usr/bin/abupdate";
+pub const DMESG: &str = "/usr/bin/dmesg";
+
+/// Redacts every item and writes the bundle (`<dir>/MANIFEST.json` first, then the items) as a
+/// gzip'd tar to `w`. Returns the manifest.
+pub fn write(
+    items: Vec<Item>,
+    pool: &str,
+    now: u64,
+    dir: &str,
+    w: impl Write,
+) -> Result<Manifest, Error> {
+    let mut manifest = Manifest {
+        version: FORMAT_VERSION,
+        created: platform::units::utc_stamp(now),
+        pool: pool.into(),
+        items: Vec::new(),
+        redacted: 0,
+    };
+    let mut bodies = Vec::new();
+    for it in items {
+        let (body, n) = redact(&String::from_utf8_lossy(&it.body));
+        let (from, _) = redact(&it.from);
+        let error = it.error.map(|e| redact(&e).0);
+        manifest.redacted += n;
+        manifest.items.push(ManifestItem {
+            name: it.name.clone(),
+            from,
+            bytes: body.len(),
+            error,
+            redacted: n,
+        });
+        bodies.push((it.name, body.into_bytes()));
+    }
+    let gz = flate2::write::GzEncoder::new(w, flate2::Compression::default());
+    let mut tar = tar::Builder::new(gz);
+    let mut add = |name: &str, body: &[u8]| -> std::io::Result<()> {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(body.len() as u64);
+        h.set_mode(0o600);
+        h.set_mtime(now);
+        h.set_entry_type(tar::EntryType::Regular);
+        tar.append_data(&mut h, format!("{dir}/{name}"), body)
+    };
+    let m = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
+    add("MANIFEST.json", &m).map_err(Error::Write)?;
+    for (name, body) in &bodies {
+        if name.ends_with('/') {
+            continue;
+        }
+        add(name, body).map_err(Error::Write)?;
+    }
+    tar.into_inner()
+        .and_then(|gz| gz.finish())
+        .map_err(Error::Write)?
+        .flush()
+        .map_err(Error::Write)?;
+    Ok(manifest)
+}
+
+/// The manifest of a bundle `write` made (its first entry), read back from its bytes.
+pub fn read_manifest(bundle: &[u8]) -> Option<serde_json::Value> {
+    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(bundle));
+    let mut e = ar.entries().ok()?.next()?.ok()?;
+    if !e.path().ok()?.ends_with("MANIFEST.json") {
+        return None;
+    }
+    let mut s = String::new();
+    std::io::Read::read_to_string(&mut e, &mut s).ok()?;
+    serde_json::from_str(&s).ok()
+}
+
+/// Collects and writes a bundle of `pool` now, in memory.
+pub fn make(src: &Sources, now: u64) -> Result<(Vec<u8>, Manifest), Error> {
+    let items = collect(src);
+    let mut buf = Vec::new();
+    let m = write(items, &src.pool, now, &name(now), &mut buf)?;
+    Ok((buf, m))
+}
+
+/// Writes `bundle` to `path`, readable by its owner only (it holds logs), replacing it whole.
+pub fn save(path: &Path, bundle: &[u8]) -> Result<(), volumes::Error> {
+    volumes::ids::write_private(path, bundle)
+}
+
+/// The bundle's folder name and default file name: `eve-bundle-<UTC>`.
+pub fn name(now: u64) -> String {
+    format!("eve-bundle-{}", platform::units::utc_stamp(now))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CHAP: &str = "DHHC-1:00:3Y0mWsuU8Uq0m2Cw6Vn4N3bQ5tDL3sSZDsWcb/2R4x0HMbiw:";
+
+    #[test]
+    fn every_kind_of_secret_is_taken_out_and_the_rest_kept() {
+        let pem =
+            "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIH0J\n-----END PRIVATE KEY-----";
+        let ec = "-----BEGIN EC PRIVATE KEY-----\nabc\n-----END EC PRIVATE KEY-----";
+        let rk = "cbdefghi-jklnrtuv-cbdefghi-jklnrtuv-cbdefghi-jklnrtuv-cbdefghi-jklnrtuv";
+        let text = format!(
+            "host key {CHAP}\nnvme connect -t tcp ...,dhchap_secret=abc123,dhchap_ctrl_secret=def456\n\
+             {pem}\n{ec}\nrecovery {rk}\nRECOVERY {}\n{{\"dhchap_key\": \"xyz\"}}\n\
+             digest 5f2b8c1e9a0d4f3b6c7e8a9b0c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c9d\n\
+             -----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+            rk.replace('-', "").to_uppercase()
+        );
+        let (out, n) = redact(&text);
+        for secret in [
+            "3Y0mWsuU8Uq0m2Cw6Vn4N3bQ5tDL3sSZDsWcb",
+            "abc123",
+            "def456",
+            "MC4CAQAwBQYDK2VwBCIEIH0J",
+            "\nabc\n",
+            "cbdefghi-jklnrtuv",
+            "CBDEFGHIJKLNRTUV",
+            "xyz",
+        ] {
+            assert!(!out.contains(secret), "{secret} left in:\n{out}");
+        }
+        assert_eq!(n, 8, "{out}");
+        // What support needs stays: digests, certificates, the words around the secrets.
+        for kept in [
+            "digest 5f2b8c1e",
+            "-----BEGIN CERTIFICATE-----\nMIIB",
+            "nvme connect -t tcp",
+            "DHHC-1:<redacted>:",
+            "<redacted recovery key>",
+        ] {
+            assert!(out.contains(kept), "{kept} lost:\n{out}");
+        }
+        assert_eq!(
+            redact("nothing secret here"),
+            ("nothing secret here".into(), 0)
+        );
+    }
+
+    #[test]
+    fn the_bundle_is_a_gzip_tar_with_its_manifest_first_and_no_secret_inside() {
+        let items = vec![
+            Item::ok(
+                "log/run/volumed.log",
+                "/run/log/volumed.log",
+                format!("line {CHAP}\n").into_bytes(),
+            ),
+            Item::failed(
+                "zpool/status.txt",
+                "zpool status -v persist",
+                "exit status: 1 (no pool)".into(),
+            ),
+        ];
+        let mut buf = Vec::new();
+        let m = write(items, "persist", 1_799_000_000, "eve-bundle-x", &mut buf).unwrap();
+        assert_eq!((m.version, m.redacted, m.items.len()), (1, 1, 2));
+        assert_eq!(
+            m.items[1].error.as_deref(),
+            Some("exit status: 1 (no pool)")
+        );
+        let mut names = Vec::new();
+        let mut all = String::new();
+        let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(&buf[..]));
+        for e in ar.entries().unwrap() {
+            let mut e = e.unwrap();
+            names.push(e.path().unwrap().display().to_string());
+            assert_eq!(e.header().mode().unwrap(), 0o600);
+            std::io::Read::read_to_string(&mut e, &mut all).unwrap();
+        }
+        assert_eq!(
+            names,
+            [
+                "eve-bundle-x/MANIFEST.json",
+                "eve-bundle-x/log/run/volumed.log",
+                "eve-bundle-x/zpool/status.txt"
+            ]
+        );
+        assert!(!all.contains("3Y0mWsuU8"), "{all}");
+        assert!(all.contains("\"created\": \"20270103T181320Z\""), "{all}");
+        let back = read_manifest(&buf).unwrap();
+        assert_eq!(back["redacted"], 1);
+        assert!(read_manifest(b"not a bundle").is_none());
+    }
+
+    #[test]
+    fn logs_keep_their_end_from_a_line_start_and_nvmet_keys_are_left_out() {
+        let d = tempfile::tempdir().unwrap();
+        let log = d.path().join("big.log");
+        let mut text = String::new();
+        for i in 0..200_000 {
+            text.push_str(&format!("line {i}\n"));
+        }
+        std::fs::write(&log, &text).unwrap();
+        let t = String::from_utf8(tail(&log).unwrap()).unwrap();
+        assert!(t.starts_with("[first "), "{}", &t[..40]);
+        assert!(t.ends_with("line 199999\n"));
+        assert!(t.lines().nth(1).unwrap().starts_with("line "));
+        assert!(t.len() <= LOG_TAIL + 40);
+
+        let n = d.path().join("nvmet");
+        std::fs::create_dir_all(n.join("hosts/nqn.h")).unwrap();
+        std::fs::create_dir_all(n.join("subsystems/nqn.s/namespaces/1")).unwrap();
+        std::fs::write(n.join("hosts/nqn.h/dhchap_key"), CHAP).unwrap();
+        std::fs::write(n.join("hosts/nqn.h/dhchap_ctrl_key"), CHAP).unwrap();
+        std::fs::write(
+            n.join("subsystems/nqn.s/namespaces/1/device_path"),
+            "/dev/zd0\n",
+        )
+        .unwrap();
+        let out = String::from_utf8(nvmet_tree(&n).unwrap()).unwrap();
+        assert!(out.contains("hosts/nqn.h/dhchap_key = <left out>"), "{out}");
+        assert!(
+            out.contains("subsystems/nqn.s/namespaces/1/device_path = /dev/zd0"),
+            "{out}"
+        );
+        assert!(!out.contains("DHHC"), "{out}");
+        assert!(nvmet_tree(&d.path().join("none")).is_err());
+    }
+}
