@@ -422,6 +422,8 @@ fn four_blank_disks_become_one_encrypted_pool_that_survives_reboot_and_foreign_d
         "second boot did not import"
     );
 
+    selftests_a_bundle_and_a_rotated_log(&mut m, &dir, &shown, &key);
+
     // Runaway writer: newlog hits its quota, containerd still takes writes.
     let fill = m
         .sh("dd if=/dev/urandom of=/persist/newlog/fill bs=1M count=4096 2>&1")
@@ -472,6 +474,248 @@ fn four_blank_disks_become_one_encrypted_pool_that_survives_reboot_and_foreign_d
             );
         }
     }
+}
+
+/// Issue 29 on a box with SATA, NVMe and virtio drives: the drives' own self-tests, a support
+/// bundle with no secret in it, and a service's log rotated past its limit.
+fn selftests_a_bundle_and_a_rotated_log(m: &mut Machine, dir: &Path, shown: &str, key: &[u8]) {
+    use serde_json::Value;
+    let row = |v: &Value, serial: &str| -> Value {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["stable_id"].as_str().unwrap_or("").contains(serial))
+            .unwrap_or_else(|| panic!("no {serial} in {v}"))
+            .clone()
+    };
+    // The pool's drives: qemu's SATA drive runs SMART's short test; its NVMe controller offers
+    // none (OACS bit 4 clear) and says so; the virtio disk gives no report.
+    let o = m.sh("storagectl disk selftest --json").unwrap();
+    assert_eq!(o.status, 0, "{o:?}");
+    let v: Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v["kind"], "short", "{v}");
+    assert_eq!(row(&v["drives"], "SATAA")["outcome"], "started", "{v}");
+    let nvme = row(&v["drives"], "NVMEA");
+    assert_eq!(nvme["outcome"], "skipped", "{v}");
+    assert!(
+        nvme["reason"].as_str().unwrap().contains("OACS bit 4"),
+        "{v}"
+    );
+    assert!(
+        row(&v["drives"], "VIRTA")["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no self-test report"),
+        "{v}"
+    );
+    // The emulated NVMe drive named alone: nothing can start, so refused (4) with the reason.
+    let o = m
+        .sh("storagectl disk selftest $(readlink -f /dev/disk/by-id/nvme-*NVMEA | head -1)")
+        .unwrap();
+    assert_eq!(o.status, 4, "{o:?}");
+    assert!(
+        o.stdout.contains("OACS bit 4") && o.stderr.contains("no drive could start"),
+        "{o:?}"
+    );
+    let o = m.sh("storagectl disk selftest --long nosuchdrive").unwrap();
+    assert_eq!(o.status, 4, "{o:?}");
+    assert!(o.stderr.contains("no drive nosuchdrive"), "{o:?}");
+    // The result comes back from the drive's own log into `disk list`.
+    let t0 = std::time::Instant::now();
+    loop {
+        let v: Value = serde_json::from_str(&m.ok("storagectl disk list --json").unwrap()).unwrap();
+        let sata = row(&v["disks"], "SATAA");
+        if sata["selftest"]["last"]["outcome"] == "passed" {
+            assert_eq!(sata["selftest"]["last"]["kind"], "short", "{sata}");
+            assert_eq!(
+                row(&v["disks"], "NVMEA")["selftest"]["state"],
+                "unsupported",
+                "{v}"
+            );
+            break;
+        }
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(120),
+            "no self-test result for SATAA: {sata}"
+        );
+        std::thread::sleep(std::time::Duration::from_secs(3));
+    }
+    let list = m.ok("storagectl disk list").unwrap();
+    assert!(list.lines().next().unwrap().contains("SELFTEST"), "{list}");
+    assert!(
+        list.lines()
+            .any(|l| l.contains("SATAA") && l.contains(" passed")),
+        "{list}"
+    );
+    assert!(
+        m.ok("storagectl status")
+            .unwrap()
+            .contains("selftest every 1w"),
+        "the schedule is shown"
+    );
+
+    // A support bundle from a box holding a volume's CHAP secrets and a recovery key.
+    m.ok("storagectl volume create bundled --size 64M --vm vmb --transport nvme-tcp --clear")
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while m
+        .sh("storagectl volume connect bundled --out /run/conn")
+        .unwrap()
+        .status
+        != 0
+    {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(120),
+            "bundled was never exported"
+        );
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
+    let nvmf = String::from_utf8(m.read_file("/run/conn/bundled.nvmf").unwrap()).unwrap();
+    let secrets: Vec<String> = nvmf
+        .split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .filter(|(k, _)| k.starts_with("dhchap"))
+        .map(|(_, v)| v.trim().to_string())
+        .collect();
+    assert_eq!(secrets.len(), 2, "{nvmf}");
+    let o = m
+        .sh("storagectl bundle --out /run/support.tar.gz --json")
+        .unwrap();
+    assert_eq!(o.status, 0, "{o:?}");
+    let v: Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v["manifest"]["version"], 1, "{v}");
+    assert_eq!(
+        m.ok("stat -c %a /run/support.tar.gz").unwrap().trim(),
+        "600"
+    );
+    let out = dir.join("bundle");
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(
+        out.join("b.tar.gz"),
+        m.read_file("/run/support.tar.gz").unwrap(),
+    )
+    .unwrap();
+    let st = Command::new("tar")
+        .arg("-xzf")
+        .arg(out.join("b.tar.gz"))
+        .arg("-C")
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let root = std::fs::read_dir(&out)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.is_dir())
+        .unwrap();
+    let read = |rel: &str| {
+        std::fs::read_to_string(root.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+    };
+    assert!(read("zpool/status.txt").contains("pool: persist"));
+    assert!(read("zpool/history.txt").contains("zpool create"));
+    assert!(read("zpool/events.txt").contains("class"));
+    assert!(read("volumes/nvmet-export.json").contains("bundled"));
+    let cfs = read("volumes/nvmet-configfs.txt");
+    assert!(cfs.contains("dhchap_key = <left out>"), "{cfs}");
+    assert!(read("version/release.json").contains("version"));
+    assert!(read("log/run/storage-init.log").contains("INFO"));
+    assert!(read("log/dmesg.txt").contains("Linux version"));
+    let status: Value = serde_json::from_str(&read("storage/status.json")).unwrap();
+    assert_eq!(status["pool"]["name"], "persist", "{status}");
+    // No secret anywhere: the CHAP secrets (whole or their key part), the recovery key as
+    // shown, without its dashes or in capitals, and as raw bytes; no private key.
+    let mut needles: Vec<Vec<u8>> = vec![
+        shown.as_bytes().to_vec(),
+        shown.replace('-', "").into_bytes(),
+        shown.replace('-', "").to_uppercase().into_bytes(),
+        key.to_vec(),
+        b"PRIVATE KEY".to_vec(),
+    ];
+    for s in &secrets {
+        needles.push(s.clone().into_bytes());
+        let part = s.trim_start_matches("DHHC-1:00:").trim_end_matches(':');
+        needles.push(part.as_bytes().to_vec());
+    }
+    let mut files = vec![out.join("b.tar.gz")];
+    let mut stack = vec![root.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else {
+                files.push(e.path());
+            }
+        }
+    }
+    assert!(files.len() > 20, "{files:?}");
+    for f in &files[1..] {
+        for n in &needles {
+            assert!(
+                !contains(f, n),
+                "a secret ({}) in the bundle's {}",
+                String::from_utf8_lossy(&n[..n.len().min(12)]),
+                f.display()
+            );
+        }
+    }
+
+    // A service's log rotated past its limit (512 KiB in /run, one kept): 12,000 distinct lines
+    // fed into the agent's own stderr pipe, as its output would arrive.
+    m.ok("awk 'BEGIN { for (i = 1; i <= 12000; i++) printf \"rotation-check line %06d\\n\", i }' > /proc/$(pidof eve-agent)/fd/2")
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    let (old, new) = loop {
+        let new = String::from_utf8(m.read_file("/run/log/agent.log").unwrap()).unwrap();
+        if new.contains("rotation-check line 012000") {
+            let old = String::from_utf8(m.read_file("/run/log/agent.log.1").unwrap()).unwrap();
+            break (old, new);
+        }
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(120),
+            "the last line never reached the log"
+        );
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    };
+    assert_eq!(
+        m.sh("test -e /run/log/agent.log.2").unwrap().status,
+        1,
+        "only one rotated file is kept in /run"
+    );
+    for (name, text) in [("agent.log.1", &old), ("agent.log", &new)] {
+        assert!(
+            text.len() as u64 <= (512 << 10) + 4096,
+            "{name}: {} bytes",
+            text.len()
+        );
+    }
+    // Every line stamped with its UTC time and a level; the 12,000 lines all there, in order,
+    // across the two files.
+    let mut seen = Vec::new();
+    for l in old.lines().chain(new.lines()) {
+        let (stamp, rest) = l
+            .split_once(' ')
+            .unwrap_or_else(|| panic!("unstamped: {l}"));
+        assert!(
+            stamp.len() == 20 && stamp.ends_with('Z') && stamp.as_bytes()[10] == b'T',
+            "no time: {l}"
+        );
+        assert!(
+            ["INFO ", "WARN ", "ERROR "]
+                .iter()
+                .any(|lv| rest.starts_with(lv)),
+            "no level: {l}"
+        );
+        if let Some(n) = l.split("rotation-check line ").nth(1) {
+            seen.push(n.trim().parse::<u32>().unwrap());
+        }
+    }
+    assert_eq!(
+        seen,
+        (1..=12000).collect::<Vec<u32>>(),
+        "lines lost or reordered"
+    );
 }
 
 /// The 32 bytes a recovery key shown in modhex (8 dash-separated groups) stands for.
