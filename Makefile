@@ -63,18 +63,19 @@ deps: ## install the Debian packages the build and the tests need (as root)
 
 binaries: ## build the appliance's Rust programs (release, static where shipped)
 	$(STATIC) CARGO_TARGET_DIR=target/static $(CARGO) build --release --locked --target $(TARGET) -p eve-init -p eve-agent
-	$(CARGO) build --release --locked --target $(TARGET) -p storage -p storagectl -p storaged -p abupdate -p volumes -p mgmt
+	$(CARGO) build --release --locked --target $(TARGET) -p storage -p storagectl -p storaged -p abupdate -p volumes -p mgmt -p manuals
+	rm -rf $(OUT)/manuals && $(BINS)/eve-manuals --out $(OUT)/manuals
 
 # The builder caches downloads and the ZFS module build under $(CACHE); a rebuild takes about a minute.
 # `make image`: the production image, out/eve-storage.{raw,raw.zst,update,build.json}.
 image: deps binaries ## the production image: out/eve-storage.{raw,raw.zst,update,build.json}
 	$(IMGBUILD) build --profile prod $(addprefix --manifest ,$(MANIFESTS_prod)) \
-	    --bins $(STATIC_BINS) --bins $(BINS) --out $(OUT) --cache $(CACHE) --version $(VERSION) $(SIGN_FLAGS)
+	    --bins $(STATIC_BINS) --bins $(BINS) --overlay $(OUT)/manuals --out $(OUT) --cache $(CACHE) --version $(VERSION) $(SIGN_FLAGS)
 
 # `make dev-image`: the development image, out/eve-storage-dev.*, for `make run` and the VM tests.
 dev-image: deps binaries ## the development image (shell, agent): out/eve-storage-dev.*
 	$(IMGBUILD) build --profile dev $(addprefix --manifest ,$(MANIFESTS_dev)) \
-	    --bins $(STATIC_BINS) --bins $(BINS) --out $(OUT) --cache $(CACHE) --version $(VERSION) $(DEV_SIGN_FLAGS)
+	    --bins $(STATIC_BINS) --bins $(BINS) --overlay $(OUT)/manuals --out $(OUT) --cache $(CACHE) --version $(VERSION) $(DEV_SIGN_FLAGS)
 
 # A vendor build: the production image signed with SIGNING_KEY, never with a development key.
 release: ## the production image signed with SIGNING_KEY (a vendor build)
@@ -84,10 +85,11 @@ release: ## the production image signed with SIGNING_KEY (a vendor build)
 repro: image ## build the production image twice and compare the bytes
 	rm -rf $(OUT)/repro
 	$(IMGBUILD) build --profile prod $(addprefix --manifest ,$(MANIFESTS_prod)) \
-	    --bins $(STATIC_BINS) --bins $(BINS) --out $(OUT)/repro --cache $(CACHE) --version $(VERSION) $(SIGN_FLAGS)
+	    --bins $(STATIC_BINS) --bins $(BINS) --overlay $(OUT)/manuals --out $(OUT)/repro --cache $(CACHE) --version $(VERSION) $(SIGN_FLAGS)
 	cmp $(OUT)/eve-storage.raw $(OUT)/repro/eve-storage.raw
 	cmp $(OUT)/eve-storage.update $(OUT)/repro/eve-storage.update
 	@echo "repro: two builds gave the same image and update: sha256 $$(sha256sum < $(OUT)/eve-storage.raw | cut -c1-16)..."
+	rm -rf $(OUT)/repro
 	rm -rf $(OUT)/repro
 
 check: ## check the image manifests against the repository

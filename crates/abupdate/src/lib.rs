@@ -3,6 +3,8 @@
 //! the end-of-boot health check that marks a slot good or bad, and rollback.
 
 pub mod artifact;
+#[cfg(feature = "remote")]
+pub mod cli;
 pub mod cmd;
 pub mod device;
 pub mod error;

@@ -3,86 +3,14 @@
 //!
 //! Exit codes: 0 done; 1 failed or refused (the message says why); 2 usage.
 
+use abupdate::cli::{Cli, Cmd};
 use abupdate::health::{Rules, Verdict};
 use abupdate::state::{self, Slot, State};
 use abupdate::system::System;
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use platform::Roots;
 use std::process::ExitCode;
 use std::time::Duration;
-
-#[derive(Parser)]
-#[command(
-    name = "abupdate",
-    about = "A/B OS updates with boot counting and rollback"
-)]
-struct Cli {
-    #[command(subcommand)]
-    cmd: Cmd,
-    #[command(flatten)]
-    remote: mgmt_client::Flags,
-}
-
-#[derive(Subcommand)]
-enum Cmd {
-    /// Running slot, both slots' versions and states, tries left, last failures.
-    Status {
-        #[arg(long)]
-        json: bool,
-    },
-    /// Check an update artifact and write it to the inactive slot, to be tried on the next boot.
-    Install {
-        /// The update file, or `-` for stdin.
-        image: String,
-        /// Boots the new slot gets to prove itself.
-        #[arg(long, default_value_t = state::DEFAULT_TRIES)]
-        tries: u8,
-        /// Install a lower version of the same security epoch (never a lower epoch).
-        #[arg(long)]
-        allow_downgrade: bool,
-    },
-    /// Check an update artifact (signature, architecture, epoch, checksum) without installing it;
-    /// prints its manifest.
-    Verify {
-        image: String,
-        #[arg(long)]
-        allow_downgrade: bool,
-    },
-    /// Mark the running slot good (the health check does this after a healthy boot).
-    MarkGood,
-    /// Mark a slot bad so it is not booted (default: the running slot).
-    MarkBad {
-        #[arg(long)]
-        slot: Option<String>,
-        #[arg(long, default_value = "manual")]
-        reason: String,
-    },
-    /// Boot the other slot next time, if it holds a good image.
-    Rollback,
-    /// Withdraw an installed slot that has not been booted yet.
-    Cancel,
-    /// Put the running image's boot loader (shim, GRUB) on the ESP, once the running slot is good,
-    /// unless the ESP holds a newer release's (run after the health check, before the rollback
-    /// floor is raised).
-    Bootloader {
-        /// Say what would be done; change nothing.
-        #[arg(long)]
-        dry_run: bool,
-        #[arg(long)]
-        json: bool,
-    },
-    /// End-of-boot health check: records failed trials, then marks a slot on trial good or bad
-    /// (and reboots into the other slot when it is bad).
-    Health {
-        #[arg(long, default_value_t = 300)]
-        timeout_secs: u64,
-        #[arg(long, default_value_t = 15)]
-        settle_secs: u64,
-        /// Record a failed trial but do not reboot.
-        #[arg(long)]
-        no_reboot: bool,
-    },
-}
 
 fn remote(r: &mgmt_client::Remote, cmd: Cmd) -> Result<(), mgmt_client::Error> {
     let usage = |what: &str| {

@@ -3,6 +3,7 @@
 
 pub mod backoff;
 pub mod bundle;
+pub mod cli;
 pub mod cmdline;
 pub mod logsink;
 pub mod machine;

@@ -1,34 +1,12 @@
 //! eve-init entry point: PID 1 runs the stage it finds itself in; otherwise a CLI.
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
+use eve_init::cli::{Cli, Cmd};
 use eve_init::{stage1, supervisor, INITRAMFS_MARKER};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::path::Path;
 use std::process::ExitCode;
-
-#[derive(Parser)]
-#[command(
-    version,
-    about = "EVE storage appliance init (PID 1) and its control commands"
-)]
-struct Cli {
-    #[command(subcommand)]
-    cmd: Cmd,
-}
-
-#[derive(Subcommand)]
-enum Cmd {
-    /// Show onboot steps and services as init sees them.
-    Status {
-        #[arg(long)]
-        json: bool,
-    },
-    /// Stop services, unmount and reboot.
-    Reboot,
-    /// Stop services, unmount and power off.
-    Poweroff,
-}
 
 fn main() -> ExitCode {
     platform::log::set_name("eve-init");

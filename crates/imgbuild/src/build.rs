@@ -48,6 +48,8 @@ pub struct Options {
     /// The management API's operator CAs (`admin-ca.pem`, `reader-ca.pem`); without it the
     /// cache's development CAs (not with `release`).
     pub mgmt_ca: Option<PathBuf>,
+    /// Trees copied into the root as they are (`eve-manuals`' man pages and completions).
+    pub overlays: Vec<PathBuf>,
 }
 
 /// What an image is for: `prod` has no shell and no test agent, and root is locked; `dev` adds
@@ -501,6 +503,9 @@ pub fn build(opts: &Options) -> Result<crate::record::BuildManifest> {
         let root = work_dir(opts).join("rootfs");
         step::rootfs::write(&root, crate::mgmtca::ADMIN_CA, &mgmt.admin_pem)?;
         step::rootfs::write(&root, crate::mgmtca::READER_CA, &mgmt.reader_pem)?;
+        for o in &opts.overlays {
+            step::rootfs::overlay(o, &root)?;
+        }
         Ok(n)
     })?;
     let work = work_dir(opts);

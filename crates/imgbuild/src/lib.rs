@@ -1,6 +1,7 @@
 //! Builds the appliance image from linuxkit/*.yml, rootfs/packages.toml and Debian packages.
 pub mod apt;
 pub mod build;
+pub mod cli;
 pub mod cmd;
 pub mod cpio;
 pub mod disk;

@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod backend;
+pub mod cli;
 pub mod limit;
 pub mod net;
 pub mod server;

@@ -115,6 +115,25 @@ pub fn rfc3339(epoch: u64) -> String {
     format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
 }
 
+/// A time for people, with how long ago (or how soon) it is from `now`:
+/// `2026-12-04 01:02 UTC (3 h ago)`, `2026-12-11 01:02 UTC (in 6 d)`.
+pub fn when(epoch: u64, now: u64) -> String {
+    let (y, m, d, h, mi, _) = civil(epoch);
+    // The largest unit only: a table column, not a stopwatch.
+    let rough = |s: u64| match s {
+        0..=59 => format!("{s} s"),
+        60..=3599 => format!("{} min", s / 60),
+        3600..=86_399 => format!("{} h", s / 3600),
+        _ => format!("{} d", s / 86_400),
+    };
+    let rel = match epoch.cmp(&now) {
+        std::cmp::Ordering::Equal => "now".to_string(),
+        std::cmp::Ordering::Less => format!("{} ago", rough(now - epoch)),
+        std::cmp::Ordering::Greater => format!("in {}", rough(epoch - now)),
+    };
+    format!("{y:04}-{m:02}-{d:02} {h:02}:{mi:02} UTC ({rel})")
+}
+
 /// Seconds since the epoch as `20261204T010203Z`: UTC, sortable, safe in a dataset name.
 pub fn utc_stamp(epoch: u64) -> String {
     let (y, m, d, h, mi, s) = civil(epoch);
@@ -203,6 +222,19 @@ impl<'de> Deserialize<'de> for Size {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_for_people_say_how_long_ago_or_how_soon() {
+        let t = 1_796_601_723; // 2026-12-07T00:02:03Z
+        assert_eq!(
+            when(t, t + 3 * 3600 + 100),
+            "2026-12-07 00:02 UTC (3 h ago)"
+        );
+        assert_eq!(when(t, t + 59), "2026-12-07 00:02 UTC (59 s ago)");
+        assert_eq!(when(t, t + 2 * 86_400), "2026-12-07 00:02 UTC (2 d ago)");
+        assert_eq!(when(t + 6 * 86_400, t), "2026-12-13 00:02 UTC (in 6 d)");
+        assert_eq!(when(t, t), "2026-12-07 00:02 UTC (now)");
+    }
 
     #[test]
     fn durations_read_as_people_say_them() {

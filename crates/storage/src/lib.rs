@@ -2,6 +2,7 @@
 //! (Issue #3; the pool, encryption and datasets build on this.)
 
 pub mod bringup;
+pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod datasets;

@@ -162,8 +162,7 @@ pub fn selftested(
     if json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&serde_json::json!({"kind": kind, "drives": rows}))
-                .unwrap_or_default()
+            crate::json_text(&serde_json::json!({"kind": kind, "drives": rows}))
         );
     } else {
         for r in rows {

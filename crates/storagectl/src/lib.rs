@@ -15,8 +15,65 @@ use std::process::ExitCode;
 /// Whether the command line asked for JSON: errors are then printed as JSON on stdout too.
 static JSON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// The command whose JSON this run prints (`storagectl disk list`), for `output_version`.
+static COMMAND: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// The major version of every object `--json` prints; raised when a field changes meaning or
+/// goes away (new fields raise the minor).
+pub const JSON_MAJOR: u64 = 1;
+pub const JSON_MINOR: u64 = 0;
+
+/// Pure: the subcommand path `args` name (`storagectl disk list`), by the command tree.
+pub fn command_path(args: &[String]) -> String {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    let mut path = vec!["storagectl".to_string()];
+    for a in args.iter().skip(1) {
+        if a.starts_with('-') {
+            continue;
+        }
+        match cmd.find_subcommand(a) {
+            Some(sub) => {
+                path.push(a.clone());
+                cmd = sub.clone();
+            }
+            None => {
+                if cmd.has_subcommands() {
+                    continue;
+                }
+                break;
+            }
+        }
+    }
+    path.join(" ")
+}
+
+/// Pure: `v` as `--json` prints it: an object gets `output_version` as OpenZFS's `-j` output
+/// has it (`{"command": "storagectl status", "vers_major": 1, "vers_minor": 0}`), so a script can
+/// tell the schema it reads; arrays and other values are printed as they are.
+pub fn stamped(v: serde_json::Value, command: &str) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(mut m) => {
+            m.entry("output_version").or_insert_with(|| {
+                serde_json::json!({"command": command, "vers_major": JSON_MAJOR, "vers_minor": JSON_MINOR})
+            });
+            serde_json::Value::Object(m)
+        }
+        v => v,
+    }
+}
+
+/// The text `--json` prints for `v`.
+pub fn json_text<T: serde::Serialize + ?Sized>(v: &T) -> String {
+    let v = serde_json::to_value(v).unwrap_or_default();
+    let cmd = COMMAND.get().map_or("storagectl", String::as_str);
+    serde_json::to_string_pretty(&stamped(v, cmd)).unwrap_or_default()
+}
+
 /// Runs one parsed command line; the exit code follows the result (README, "Exit codes").
 pub fn run(cli: Cli) -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let _ = COMMAND.set(command_path(&args));
     JSON.store(
         std::env::args_os().any(|a| a == "--json"),
         std::sync::atomic::Ordering::Relaxed,
@@ -82,7 +139,7 @@ pub fn emit<T: serde::Serialize, E: std::error::Error + platform::exit::Classify
 ) -> ExitCode {
     match r {
         Ok(v) if json => {
-            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            println!("{}", crate::json_text(&v));
             ExitCode::SUCCESS
         }
         Ok(v) => {
@@ -148,7 +205,7 @@ pub fn bundled(bytes: &[u8], out: Option<std::path::PathBuf>, now: u64, json: bo
 /// A change's result: its one line, or with `--json` an object saying what was done.
 pub fn changed(json: bool, v: serde_json::Value, line: impl std::fmt::Display) -> ExitCode {
     if json {
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        println!("{}", crate::json_text(&v));
     } else {
         println!("{line}");
     }
@@ -191,7 +248,7 @@ pub fn report<T: serde::Serialize>(
     text: impl Fn(&T) -> String,
 ) -> ExitCode {
     if json {
-        println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+        println!("{}", crate::json_text(v));
     } else if quiet {
         print!("{}", render_problems(problems));
     } else {
@@ -206,5 +263,40 @@ pub fn render_problems(problems: &[String]) -> String {
         "all is well\n".to_string()
     } else {
         problems.iter().map(|p| format!("{p}\n")).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_objects_carry_their_command_and_schema_version_and_arrays_stay_arrays() {
+        let args = |s: &str| s.split(' ').map(String::from).collect::<Vec<_>>();
+        assert_eq!(
+            command_path(&args("storagectl --json disk list --bytes")),
+            "storagectl disk list"
+        );
+        assert_eq!(
+            command_path(&args("storagectl volume snapshot web before")),
+            "storagectl volume snapshot"
+        );
+        assert_eq!(
+            command_path(&args("storagectl status -x")),
+            "storagectl status"
+        );
+        let v = stamped(serde_json::json!({"pool": "persist"}), "storagectl status");
+        assert_eq!(
+            v["output_version"],
+            serde_json::json!({"command": "storagectl status", "vers_major": 1, "vers_minor": 0})
+        );
+        assert_eq!(v["pool"], "persist");
+        // The box's own stamp (through --remote) is kept, not replaced.
+        let keep = serde_json::json!({"output_version": {"command": "x", "vers_major": 9}});
+        assert_eq!(stamped(keep.clone(), "storagectl status"), keep);
+        assert_eq!(
+            stamped(serde_json::json!([1, 2]), "c"),
+            serde_json::json!([1, 2])
+        );
     }
 }

@@ -24,7 +24,7 @@ fn show(c: &Client, method: &str, path: &str, body: Option<&Value>, json: bool) 
     let r = if json {
         c.call(method, path, body)
             .and_then(|r| r.json())
-            .map(|v| serde_json::to_string_pretty(&v).unwrap_or_default() + "\n")
+            .map(|v| crate::json_text(&v) + "\n")
     } else {
         c.text(method, path, body)
     };
@@ -49,7 +49,7 @@ fn report(c: &Client, path: &str, json: bool, quiet: bool) -> ExitCode {
         .and_then(|c| u8::try_from(c).ok())
         .unwrap_or(platform::exit::Kind::Failed.exit_code());
     if json {
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        println!("{}", crate::json_text(&v));
     } else if quiet {
         print!("{}", crate::render_problems(&strs(&v["problems"])));
     } else {
@@ -108,7 +108,7 @@ pub fn run(c: &Client, cmd: Cmd) -> ExitCode {
                 .and_then(|r| r.json())
             {
                 Ok(v) if json => {
-                    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                    println!("{}", crate::json_text(&v));
                     ExitCode::SUCCESS
                 }
                 Ok(v) => {
@@ -454,7 +454,7 @@ fn vault(c: &Client, pool: &str, cmd: VaultCmd) -> ExitCode {
         {
             Ok(v) => {
                 if json {
-                    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                    println!("{}", crate::json_text(&v));
                 } else {
                     println!("{}", v["recovery_key"].as_str().unwrap_or(""));
                 }

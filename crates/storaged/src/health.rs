@@ -572,7 +572,8 @@ impl HealthView {
     }
 
     pub fn render(&self, bytes: bool) -> String {
-        use storage::policy::{size_cell, utc_stamp};
+        use storage::policy::size_cell;
+        let when = |t: u64| platform::units::when(t, self.observed.at);
         let mut s = String::new();
         let count = |sev| {
             self.alerts
@@ -593,7 +594,7 @@ impl HealthView {
                 s.push_str(&format!(
                     "  {:<8}  since {}  {}\n",
                     a.alert.severity.as_str(),
-                    utc_stamp(a.since),
+                    when(a.since),
                     a.alert.message
                 ));
             }
@@ -696,7 +697,7 @@ impl HealthView {
             for e in &self.events {
                 s.push_str(&format!(
                     "  {}  {:<9} {:<8}  {}\n",
-                    utc_stamp(e.at),
+                    when(e.at),
                     e.change.as_str(),
                     e.alert.severity.as_str(),
                     e.alert.message

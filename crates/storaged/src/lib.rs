@@ -6,6 +6,7 @@
 //! `storagectl status` and `storagectl health` show the same views.
 
 pub mod audit;
+pub mod cli;
 pub mod cmd;
 pub mod disks;
 pub mod gather;

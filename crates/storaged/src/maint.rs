@@ -5,7 +5,7 @@
 use crate::pool::PoolState;
 use crate::record::{Op, Record};
 use serde::Serialize;
-use storage::policy::{interval_label, utc_stamp};
+use storage::policy::interval_label;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub struct Schedule {
@@ -57,6 +57,8 @@ pub struct View {
     /// Why nothing may start (the pool is not healthy enough).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub held: Option<String>,
+    /// When this view was taken (for "3 h ago" in the text).
+    pub at: u64,
 }
 
 impl View {
@@ -69,7 +71,8 @@ impl View {
     }
 
     pub fn render(&self) -> String {
-        let when = |t: Option<u64>| t.map_or("never".to_string(), utc_stamp);
+        let when =
+            |t: Option<u64>| t.map_or("never".to_string(), |t| platform::units::when(t, self.at));
         let line = |name: &str, o: &OpView| match o.every {
             None => format!("  {name}: off\n"),
             Some(e) => format!(
@@ -265,6 +268,7 @@ pub fn decide(pool: &PoolState, rec: &Record, created: u64, sched: &Schedule, no
         selftest,
         start,
         held,
+        at: now,
     }
 }
 

@@ -540,6 +540,7 @@ mod tests {
             selftest: op(Some(1_799_000_100)),
             start: None,
             held: None,
+            at: 1_799_000_200,
         }
     }
 

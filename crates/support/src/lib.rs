@@ -120,7 +120,7 @@ pub fn redact(text: &str) -> (String, usize) {
         ),
         // `dhchap_secret=...`, `dhchap_ctrl_secret=...` in nvme-cli lines and the like.
         (
-            r"(?i)(dhchap_[a-z_]*(secret|key)[\x22']?\s*[=:]\s*[\x22']?)[^\s,\x22']+",
+            r"(?i)(dhchap_[a-z_]*(secret|key)[\x22']?\s*[=:]\s*[\x22']?)[^\s,\x22'<][^\s,\x22']*",
             "${1}<redacted>",
         ),
         // A vault recovery key as shown: 8 groups of 8 modhex letters, with or without dashes.
@@ -245,7 +245,7 @@ fn nvmet_tree(root: &Path) -> Result<Vec<u8>, String> {
             } else if t.is_dir() {
                 walk(&p, base, out, depth + 1);
             } else if name.contains("key") || name.contains("secret") {
-                out.push_str(&format!("{rel} = <left out>\n"));
+                out.push_str(&format!("{rel}: left out (a key)\n"));
             } else if let Ok(v) = std::fs::read(&p) {
                 let v = String::from_utf8_lossy(&v[..v.len().min(512)])
                     .trim()
@@ -522,6 +522,8 @@ mod tests {
             redact("nothing secret here"),
             ("nothing secret here".into(), 0)
         );
+        // A placeholder is not a secret to take out.
+        assert_eq!(redact("dhchap_key = <none>").1, 0);
     }
 
     #[test]
@@ -595,7 +597,10 @@ mod tests {
         )
         .unwrap();
         let out = String::from_utf8(nvmet_tree(&n).unwrap()).unwrap();
-        assert!(out.contains("hosts/nqn.h/dhchap_key = <left out>"), "{out}");
+        assert!(
+            out.contains("hosts/nqn.h/dhchap_key: left out (a key)"),
+            "{out}"
+        );
         assert!(
             out.contains("subsystems/nqn.s/namespaces/1/device_path = /dev/zd0"),
             "{out}"

@@ -5,6 +5,7 @@
 
 pub mod apply;
 pub mod cache;
+pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod connect;

@@ -158,6 +158,39 @@ pub(crate) fn write(root: &Path, rel: &str, data: impl AsRef<[u8]>) -> Result<()
     Ok(fs::write(&p, data).at("write", &p)?)
 }
 
+/// Copies the tree `from` into `root`: directories and regular files only (a symlink or a
+/// device in an overlay is an error naming it, never followed).
+pub(crate) fn overlay(from: &Path, root: &Path) -> Result<()> {
+    fn walk(dir: &Path, base: &Path, root: &Path) -> Result<()> {
+        let mut entries: Vec<_> = fs::read_dir(dir)
+            .at("read", dir)?
+            .collect::<std::io::Result<_>>()
+            .at("read", dir)?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let p = e.path();
+            let t = e.file_type().at("stat", &p)?;
+            let rel = p
+                .strip_prefix(base)
+                .unwrap_or(&p)
+                .to_string_lossy()
+                .into_owned();
+            if t.is_dir() {
+                walk(&p, base, root)?;
+            } else if t.is_file() {
+                write(root, &rel, fs::read(&p).at("read", &p)?)?;
+            } else {
+                return Err(crate::error::Error::Manifest {
+                    path: p.clone(),
+                    msg: "an overlay holds only directories and regular files".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+    walk(from, from, root)
+}
+
 pub(crate) fn symlink(target: &str, root: &Path, rel: &str) -> Result<()> {
     let p = root.join(rel.trim_start_matches('/'));
     if let Some(d) = p.parent() {
@@ -616,6 +649,23 @@ fn initramfs(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_overlay_copies_files_and_refuses_links() {
+        let d = tempfile::tempdir().unwrap();
+        let (from, root) = (d.path().join("o"), d.path().join("r"));
+        fs::create_dir_all(from.join("usr/share/man/man1")).unwrap();
+        fs::write(from.join("usr/share/man/man1/x.1"), ".TH X").unwrap();
+        overlay(&from, &root).unwrap();
+        assert_eq!(
+            fs::read_to_string(root.join("usr/share/man/man1/x.1")).unwrap(),
+            ".TH X"
+        );
+        std::os::unix::fs::symlink("/etc/shadow", from.join("usr/evil")).unwrap();
+        let e = overlay(&from, &root).unwrap_err().to_string();
+        assert!(e.contains("usr/evil") && e.contains("regular files"), "{e}");
+        assert!(!root.join("usr/evil").exists());
+    }
 
     #[test]
     fn exists_in_follows_symlinks_inside_the_root_only() {

@@ -6,30 +6,11 @@
 //! loaded: no link was brought up); 2 usage.
 
 use clap::Parser;
+use mgmt::cli::eve_net::Cli;
 use mgmt::net::{self, Policy, Step};
 use std::io::Write;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Duration;
-
-#[derive(Parser, Debug)]
-#[command(
-    version,
-    about = "Firewall, then static addresses or DHCP on every Ethernet port"
-)]
-struct Cli {
-    /// The network settings (CONFIG partition); the defaults when absent or wrong.
-    #[arg(long, default_value = netconf::PATH)]
-    network: std::path::PathBuf,
-    /// The volume settings that say where NVMe/TCP listens [default: as `storagectl volume`
-    /// reads them].
-    #[arg(long)]
-    volumes_config: Option<std::path::PathBuf>,
-    /// Print the plan and change nothing.
-    #[arg(long)]
-    dry_run: bool,
-    #[arg(long, default_value = "/usr/lib/eve/udhcpc.script")]
-    dhcp_script: String,
-}
 
 const MODPROBE: &str = "/sbin/modprobe";
 const NFT: &str = "/usr/sbin/nft";

@@ -4,56 +4,11 @@
 //! Exit codes: 0 done (openapi); 1 it could not start (a CA file, the server identity, the
 //! port); 2 usage.
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
+use mgmt::cli::mgmtd::{Cli, Cmd};
 use mgmt::tls::{Identity, Trust};
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-
-#[derive(Parser, Debug)]
-#[command(version, about = "The management API: HTTPS with client certificates")]
-struct Cli {
-    #[command(subcommand)]
-    cmd: Option<Cmd>,
-    /// Address and port to serve on [default: every address, the port network.toml names or
-    /// 8443].
-    #[arg(long)]
-    listen: Option<std::net::SocketAddr>,
-    /// The network settings (CONFIG partition): the API's port and the plain-HTTP metrics
-    /// listener, if any.
-    #[arg(long, default_value = netconf::PATH)]
-    network: PathBuf,
-    /// PEM file of the CA(s) whose certificates carry the admin role.
-    #[arg(long, default_value = "/etc/eve/mgmt/admin-ca.pem")]
-    admin_ca: PathBuf,
-    /// PEM file of the CA(s) whose certificates carry the reader role.
-    #[arg(long, default_value = "/etc/eve/mgmt/reader-ca.pem")]
-    reader_ca: PathBuf,
-    /// Where the box's server key and certificate are kept: on the vault, used only while it
-    /// is unlocked.
-    #[arg(long, default_value = "/persist/config/mgmt")]
-    identity_dir: PathBuf,
-    #[arg(long, default_value = "persist")]
-    pool: String,
-    /// storaged's Prometheus textfile.
-    #[arg(long, default_value = "/run/metrics/eve-storage.prom")]
-    metrics: PathBuf,
-    /// Volume settings (default: /etc/volumes.toml layered as `storagectl volume` reads it).
-    #[arg(long)]
-    volumes_config: Option<PathBuf>,
-    /// Where an uploaded update is kept until its checksum is checked: a dataset of the pool
-    /// (the image's policy makes it). Without it, uploads stream into the inactive slot.
-    #[arg(long, default_value = "/persist/update")]
-    update_spool: PathBuf,
-}
-
-#[derive(Subcommand, Debug)]
-enum Cmd {
-    /// Serve (the default).
-    Serve,
-    /// Print the OpenAPI document (docs/api/openapi.json).
-    Openapi,
-}
 
 fn hostname() -> String {
     std::fs::read_to_string("/etc/hostname")

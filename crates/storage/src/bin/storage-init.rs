@@ -1,48 +1,12 @@
 //! storage-init: the onboot step that turns the box's drives into /persist.
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use platform::Roots;
 use std::process::ExitCode;
 use storage::bringup::{self, log};
+use storage::cli::{Cli, Cmd};
 use storage::host::RealHost;
 use storage::{config, init, plan};
-
-#[derive(Parser)]
-#[command(
-    version,
-    about = "Find every drive, pool them into ZFS and give /persist services their datasets"
-)]
-struct Cli {
-    #[command(subcommand)]
-    cmd: Cmd,
-}
-
-#[derive(Subcommand)]
-enum Cmd {
-    /// Show every device, its verdict and the actions that would be taken; change nothing.
-    Plan {
-        #[arg(long)]
-        json: bool,
-    },
-    /// Bring storage up (the onboot step).
-    Run {
-        /// Observe and print the plan and dataset diff only.
-        #[arg(long)]
-        dry_run: bool,
-    },
-    /// Raise the TPM's rollback floor to the running release's security epoch and update-key
-    /// serial, once its slot is good (run after `abupdate health`). Exit 1 when it could not be
-    /// raised.
-    RaiseFloor,
-    /// Write the firmware dbx update the running release carries (revoking older boot loaders),
-    /// once its slot is good and the ESP holds its boot loader; the vault's seal is made to open
-    /// after it first. Exit 1 when it could not be written.
-    DbxUpdate {
-        /// Say what would be done; change nothing.
-        #[arg(long)]
-        dry_run: bool,
-    },
-}
 
 fn dbx_update(dry_run: bool) -> ExitCode {
     let roots = Roots::host();

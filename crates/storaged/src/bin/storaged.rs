@@ -5,40 +5,13 @@
 //! cleared, and rewrites the Prometheus textfile. The policy is the one storage-init last applied.
 
 use clap::Parser;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 use storaged::journal::{self, Journal};
 use storaged::maint::{self, Schedule};
 use storaged::record::{self, Op, Record};
 use storaged::{cmd, gather, health, metrics, now, Result};
-
-#[derive(Parser)]
-#[command(
-    version,
-    about = "Scrub and trim the pool on schedule, one operation at a time"
-)]
-struct Cli {
-    #[arg(long, default_value = "persist")]
-    pool: String,
-    /// Seconds between looks at the pool when nothing falls due sooner.
-    #[arg(long, default_value_t = 300)]
-    interval: u64,
-    /// One look (and at most one start), then exit.
-    #[arg(long)]
-    once: bool,
-    /// Print what would start, start nothing.
-    #[arg(long)]
-    dry_run: bool,
-    /// Where the pool's datasets are mounted (the pool's root is `<root>/<pool>`).
-    #[arg(long, default_value = "/")]
-    root: PathBuf,
-    /// The Prometheus textfile (for node_exporter's textfile collector), rewritten after every
-    /// health look. A flag of the image, not of the policy: the CONFIG partition must not choose
-    /// where a root daemon writes.
-    #[arg(long, default_value = "/run/metrics/eve-storage.prom")]
-    textfile: PathBuf,
-}
 
 /// The alert journal between looks: the one on the pool once it could be read, else one in
 /// memory (alerts are still logged and exported).
@@ -103,6 +76,7 @@ fn health_look(cli: &Cli, st: &mut HealthState) -> u64 {
 }
 
 use platform::log;
+use storaged::cli::Cli;
 
 /// The history, or a fresh one when the file is damaged: it is a log of what was done, not an
 /// authority, and the pool's own records still say when it last scrubbed and trimmed. The damaged

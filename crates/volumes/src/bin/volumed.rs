@@ -12,40 +12,15 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use platform::Roots;
 use std::os::fd::AsFd;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use volumes::cache::Cache;
+use volumes::cli::Cli;
 use volumes::config::Config;
 use volumes::reconcile::{self, log, Env};
 use volumes::snap::Scheduler;
 use volumes::zvol;
-
-#[derive(Parser)]
-#[command(
-    version,
-    about = "Reconcile guest volumes and their nvmet/vhost exports"
-)]
-struct Cli {
-    /// Settings file [default: /persist/config/volumes.toml if present, else /etc/volumes.toml].
-    /// Re-read before every pass.
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// One pass, then exit.
-    #[arg(long)]
-    once: bool,
-    /// Print the plan and change nothing.
-    #[arg(long)]
-    dry_run: bool,
-    /// Seconds between passes when nothing changes.
-    #[arg(long, default_value_t = 30)]
-    interval: u64,
-    /// Seconds a kept zvol list is trusted before it is read again in full (drift that no
-    /// device link shows, such as a property set by hand, is found then).
-    #[arg(long, default_value_t = 600)]
-    full_every: u64,
-}
 
 /// What the last pass did, for `storagectl` and the benchmark: `seq` counts passes.
 #[derive(serde::Serialize)]
