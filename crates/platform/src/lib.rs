@@ -20,6 +20,7 @@ pub mod rollback;
 pub mod roots;
 pub mod status;
 pub mod sysfs;
+pub mod table;
 pub mod tpmcmd;
 pub mod units;
 pub mod zfs;

@@ -153,24 +153,33 @@ pub fn render(s: &Status) -> String {
             o.push_str(&format!("  {a}\n"));
         }
     }
-    o.push_str(&format!(
-        "{:<28} {:>9} {:>9} {:>9} {:>9}  {:<12} {:<11} {}\n",
-        "DATASET", "USED", "AVAIL", "QUOTA", "RESERV", "ENCRYPTION", "KEY", "MOUNTPOINT"
-    ));
+    let mut t = platform::table::Table::new(
+        &[
+            "DATASET",
+            "USED",
+            "AVAIL",
+            "QUOTA",
+            "RESERV",
+            "ENCRYPTION",
+            "KEY",
+            "MOUNTPOINT",
+        ],
+        &[1, 2, 3, 4],
+    );
     for d in &s.datasets {
         let opt = |v: Option<u64>| v.map(mib).unwrap_or_else(|| "-".into());
-        o.push_str(&format!(
-            "{:<28} {:>9} {:>9} {:>9} {:>9}  {:<12} {:<11} {}\n",
-            d.name,
+        t.row([
+            d.name.clone(),
             mib(d.used),
             mib(d.available),
             opt(d.quota),
             opt(d.reservation.or(d.refreservation)),
-            d.encryption,
-            d.keystatus,
-            d.mountpoint
-        ));
+            d.encryption.clone(),
+            d.keystatus.clone(),
+            d.mountpoint.clone(),
+        ]);
     }
+    o.push_str(&t.render());
     o
 }
 

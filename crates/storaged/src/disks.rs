@@ -619,24 +619,21 @@ pub struct DiskList {
 impl DiskList {
     pub fn render(&self, bytes: bool) -> String {
         let sz = |b: u64| storage::policy::size_cell(b, bytes);
-        let row = |c: [&str; 10]| {
-            format!(
-                "{:<10} {:<8} {:>8}  {:<14} {:<10} {:<9} {:>11}  {:<10} {:<16} {}\n",
-                c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9]
-            )
-        };
-        let mut s = row([
-            "DEVICE",
-            "BUS",
-            "SIZE",
-            "VERDICT",
-            "ROLE",
-            "STATE",
-            "ERR R/W/C",
-            "HEALTH",
-            "SELFTEST",
-            "ID",
-        ]);
+        let mut t = platform::table::Table::new(
+            &[
+                "DEVICE",
+                "BUS",
+                "SIZE",
+                "VERDICT",
+                "ROLE",
+                "STATE",
+                "ERR R/W/C",
+                "HEALTH",
+                "SELFTEST",
+                "ID",
+            ],
+            &[2, 6],
+        );
         let member_cells = |l: &Leaf| {
             (
                 l.group.clone().unwrap_or_else(|| "stripe".into()),
@@ -654,8 +651,8 @@ impl DiskList {
                     .as_ref()
                     .map(member_cells)
                     .unwrap_or(("-".into(), "-".into(), "-".into()));
-            s.push_str(&row([
-                &d.name,
+            t.row([
+                d.name.as_str(),
                 &d.transport,
                 &sz(d.size),
                 &verdict,
@@ -667,11 +664,11 @@ impl DiskList {
                     .as_ref()
                     .map_or_else(|| "-".to_string(), |t| t.cell()),
                 &d.stable_id,
-            ]));
+            ]);
         }
         for l in &self.missing {
             let (role, state, err) = member_cells(l);
-            s.push_str(&row([
+            t.row([
                 "(missing)",
                 "-",
                 &sz(l.size),
@@ -682,8 +679,9 @@ impl DiskList {
                 "-",
                 "-",
                 &format!("{} (guid {})", l.name, l.guid),
-            ]));
+            ]);
         }
+        let mut s = t.render();
         let alerts: Vec<&crate::health::Alert> =
             self.disks.iter().flat_map(|d| &d.alerts).collect();
         if self.risks.is_empty() && alerts.is_empty() {

@@ -245,7 +245,7 @@ fn nvmet_tree(root: &Path) -> Result<Vec<u8>, String> {
             } else if t.is_dir() {
                 walk(&p, base, out, depth + 1);
             } else if name.contains("key") || name.contains("secret") {
-                out.push_str(&format!("{rel}: left out (a key)\n"));
+                out.push_str(&format!("{rel} (left out: it holds a key)\n"));
             } else if let Ok(v) = std::fs::read(&p) {
                 let v = String::from_utf8_lossy(&v[..v.len().min(512)])
                     .trim()
@@ -598,7 +598,7 @@ mod tests {
         .unwrap();
         let out = String::from_utf8(nvmet_tree(&n).unwrap()).unwrap();
         assert!(
-            out.contains("hosts/nqn.h/dhchap_key: left out (a key)"),
+            out.contains("hosts/nqn.h/dhchap_key (left out: it holds a key)"),
             "{out}"
         );
         assert!(
@@ -606,6 +606,11 @@ mod tests {
             "{out}"
         );
         assert!(!out.contains("DHHC"), "{out}");
+        assert_eq!(
+            redact(&out).1,
+            0,
+            "the marker is not taken for a secret: {out}"
+        );
         assert!(nvmet_tree(&d.path().join("none")).is_err());
     }
 }

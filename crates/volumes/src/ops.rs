@@ -423,26 +423,23 @@ impl Listing {
     /// A table; sizes in human units unless `bytes`.
     pub fn render(&self, bytes: bool) -> String {
         let sz = |b: u64| platform::units::size_cell(b, bytes);
-        let row = |c: [&str; 9]| {
-            format!(
-                "{:<24} {:<12} {:<10} {:>10} {:>10} {:>10} {:<5} {:<9} {}\n",
-                c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8]
-            )
-        };
-        let mut s = row([
-            "NAME",
-            "VM",
-            "TRANSPORT",
-            "SIZE",
-            "USED",
-            "SNAPS",
-            "PROV",
-            "CRYPT",
-            "READY",
-        ]);
+        let mut t = platform::table::Table::new(
+            &[
+                "NAME",
+                "VM",
+                "TRANSPORT",
+                "SIZE",
+                "USED",
+                "SNAPS",
+                "PROV",
+                "CRYPT",
+                "READY",
+            ],
+            &[3, 4, 5],
+        );
         for r in &self.volumes {
-            s.push_str(&row([
-                &r.name,
+            t.row([
+                r.name.as_str(),
                 &r.vm,
                 r.transport.as_str(),
                 &sz(r.size),
@@ -451,8 +448,9 @@ impl Listing {
                 if r.thin { "thin" } else { "thick" },
                 if r.encrypted { "encrypted" } else { "clear" },
                 if r.ready { "yes" } else { "no" },
-            ]));
+            ]);
         }
+        let mut s = t.render();
         s.push_str(&format!(
             "pool: {} of {} free; volumes commit {:.0}% of the pool{}\n",
             sz(self.pool_free),
@@ -539,12 +537,17 @@ pub struct Snapshots {
     pub dataset: String,
     pub schedules: Vec<snap::Schedule>,
     pub snapshots: Vec<snap::Snapshot>,
+    /// When the list was read (for "3 h ago").
+    pub at: u64,
 }
 
 pub fn snapshots(env: &Env, name: &str) -> Result<Snapshots> {
     env.check_vault()?;
     let (v, ds) = volume_dataset(env, name)?;
     Ok(Snapshots {
+        at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
         snapshots: snap::list(env.tools, std::slice::from_ref(&ds))?,
         volume: v.name,
         dataset: ds,
@@ -556,24 +559,24 @@ impl Snapshots {
     /// A table, oldest first; sizes in human units unless `bytes`.
     pub fn render(&self, bytes: bool) -> String {
         let sz = |b: u64| platform::units::size_cell(b, bytes);
-        let mut s = format!(
-            "{:<36} {:<17} {:>10} {:>10}  {}\n",
-            "SNAPSHOT", "CREATED (UTC)", "USED", "REFER", "CLONES"
+        let mut t = platform::table::Table::new(
+            &["SNAPSHOT", "CREATED", "USED", "REFER", "CLONES"],
+            &[2, 3],
         );
         for x in &self.snapshots {
-            s.push_str(&format!(
-                "{:<36} {:<17} {:>10} {:>10}  {}\n",
-                x.name,
-                snap::stamp(x.creation),
+            t.row([
+                x.name.clone(),
+                platform::units::when(x.creation, self.at),
                 sz(x.used),
                 sz(x.referenced),
                 if x.clones.is_empty() {
                     "-".into()
                 } else {
                     x.clones.join(",")
-                }
-            ));
+                },
+            ]);
         }
+        let mut s = t.render();
         let total: u64 = self.snapshots.iter().map(|x| x.used).sum();
         s.push_str(&format!(
             "{} snapshots of {} ({}), {} held by them alone",

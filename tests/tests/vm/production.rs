@@ -1020,6 +1020,85 @@ fn the_api_answers_only_mutual_tls(
         "the recovery key is in the audit journal"
     );
 
+    // A support bundle through the API (admin only): what support needs, and none of the VM's
+    // CHAP secrets, the recovery key just made, or a private key.
+    let out = host_cli(
+        "storagectl",
+        &api,
+        "reader",
+        &["bundle", "--out", "/nonexistent/b"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "a reader gets no bundle: {out:?}"
+    );
+    let bdir = work.join("bundle");
+    let _ = std::fs::remove_dir_all(&bdir);
+    std::fs::create_dir_all(&bdir).unwrap();
+    let file = bdir.join("b.tar.gz");
+    let out = host_cli(
+        "storagectl",
+        &api,
+        "admin",
+        &["bundle", "--out", file.to_str().unwrap(), "--json"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let said: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(said["manifest"]["pool"], "persist", "{said}");
+    assert_eq!(
+        said["output_version"]["command"], "storagectl bundle",
+        "{said}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let st = Command::new("tar")
+        .arg("-xzf")
+        .arg(&file)
+        .arg("-C")
+        .arg(&bdir)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mut texts = String::new();
+    let mut stack = vec![bdir.clone()];
+    let mut n = 0;
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else if e.path() != file {
+                n += 1;
+                texts.push_str(&String::from_utf8_lossy(&std::fs::read(e.path()).unwrap()));
+            }
+        }
+    }
+    assert!(n > 20, "{n} files");
+    assert!(texts.contains("pool: persist"), "zpool status is in");
+    for secret in [
+        t["dhchap_secret"].as_str().unwrap(),
+        t["dhchap_ctrl_secret"].as_str().unwrap(),
+        key.as_str(),
+        &key.replace('-', ""),
+        &key.replace('-', "").to_uppercase(),
+        "PRIVATE KEY",
+    ] {
+        assert!(!texts.contains(secret), "{secret:.12}... is in the bundle");
+    }
+    for s in [
+        t["dhchap_secret"].as_str().unwrap(),
+        t["dhchap_ctrl_secret"].as_str().unwrap(),
+    ] {
+        let part = s.trim_start_matches("DHHC-1:00:").trim_end_matches(':');
+        assert!(
+            !texts.contains(part),
+            "a CHAP key's base64 is in the bundle"
+        );
+    }
+
     // A pile of parallel requests from one host: each is answered, slowed (429) or turned away
     // at the connection limit; the daemon stays up and its memory stays flat.
     let rss = |api: &Api| -> u64 {
