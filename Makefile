@@ -90,7 +90,6 @@ repro: image ## build the production image twice and compare the bytes
 	cmp $(OUT)/eve-storage.update $(OUT)/repro/eve-storage.update
 	@echo "repro: two builds gave the same image and update: sha256 $$(sha256sum < $(OUT)/eve-storage.raw | cut -c1-16)..."
 	rm -rf $(OUT)/repro
-	rm -rf $(OUT)/repro
 
 check: ## check the image manifests against the repository
 	$(IMGBUILD) check $(addprefix --manifest ,$(MANIFESTS_dev))

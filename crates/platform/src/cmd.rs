@@ -80,6 +80,8 @@ pub struct Cmd {
     input: Input,
     output: Output,
     timeout: Option<Duration>,
+    /// Keep only the last this-many bytes of stdout (a history or a log: the newest matters).
+    stdout_tail: Option<usize>,
 }
 
 /// `prog a b c`, as errors and logs show it.
@@ -122,6 +124,7 @@ impl Cmd {
             input: Input::Null,
             output: Output::Capture,
             timeout: None,
+            stdout_tail: None,
         }
     }
 
@@ -182,6 +185,13 @@ impl Cmd {
 
     /// Runs the tool to its end, whatever its status; only a tool that cannot start or does not
     /// finish in time is an error.
+    /// Keeps only the last `max` bytes of stdout, read as it comes (memory stays bounded
+    /// whatever the tool prints).
+    pub fn stdout_tail(mut self, max: usize) -> Cmd {
+        self.stdout_tail = Some(max);
+        self
+    }
+
     pub fn finish(self) -> Result<Finished, CmdError> {
         let (code, status, stdout, stderr) = self.finish_raw()?;
         Ok(Finished {
@@ -270,8 +280,8 @@ impl Cmd {
             let _ = w.write_all(&d);
         }
         // The pipes are drained beside the wait, so a chatty tool cannot block on a full pipe.
-        let out = drain(child.stdout.take());
-        let err = drain(child.stderr.take());
+        let out = drain(child.stdout.take(), self.stdout_tail);
+        let err = drain(child.stderr.take(), Some(1 << 20));
         let status = match self.timeout {
             // The common case blocks in wait(2): no polling, no wakeups while a tool runs.
             None => child.wait().map_err(|source| CmdError::Spawn {
@@ -316,11 +326,36 @@ impl Cmd {
     }
 }
 
-fn drain<R: Read + Send + 'static>(p: Option<R>) -> std::thread::JoinHandle<Vec<u8>> {
+/// Reads `p` to its end; with `keep`, only its last `keep` bytes are kept.
+fn drain<R: Read + Send + 'static>(
+    p: Option<R>,
+    keep: Option<usize>,
+) -> std::thread::JoinHandle<Vec<u8>> {
     std::thread::spawn(move || {
         let mut b = Vec::new();
-        if let Some(mut p) = p {
-            let _ = p.read_to_end(&mut b);
+        let Some(mut p) = p else { return b };
+        match keep {
+            None => {
+                let _ = p.read_to_end(&mut b);
+            }
+            Some(max) => {
+                let mut chunk = vec![0u8; 64 << 10];
+                loop {
+                    match p.read(&mut chunk) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            b.extend_from_slice(&chunk[..n]);
+                            // Trimmed in bulk, so the copying stays linear.
+                            if b.len() > max.saturating_mul(2) {
+                                b.drain(..b.len() - max);
+                            }
+                        }
+                    }
+                }
+                if b.len() > max {
+                    b.drain(..b.len() - max);
+                }
+            }
         }
         b
     })
@@ -378,6 +413,21 @@ pub fn run_timed<S: AsRef<OsStr>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_output_keeps_its_tail_only() {
+        let f = Cmd::new("/bin/sh")
+            .args(&["-c", "seq 1 200000"])
+            .stdout_tail(1000)
+            .finish()
+            .unwrap();
+        assert_eq!(f.stdout.len(), 1000);
+        assert!(
+            f.stdout.ends_with("199999\n200000\n"),
+            "{}",
+            &f.stdout[900..]
+        );
+    }
 
     #[test]
     fn a_failure_carries_argv_status_and_stderr() {

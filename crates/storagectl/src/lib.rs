@@ -72,7 +72,10 @@ pub fn json_text<T: serde::Serialize + ?Sized>(v: &T) -> String {
 
 /// Runs one parsed command line; the exit code follows the result (README, "Exit codes").
 pub fn run(cli: Cli) -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
+    // Lossy: a path argument need not be UTF-8, and only subcommand names are looked at.
+    let args: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     let _ = COMMAND.set(command_path(&args));
     JSON.store(
         std::env::args_os().any(|a| a == "--json"),
@@ -179,12 +182,11 @@ pub fn bundled(bytes: &[u8], out: Option<std::path::PathBuf>, now: u64, json: bo
     if json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
+            json_text(&serde_json::json!({
                 "file": path.display().to_string(),
                 "bytes": bytes.len(),
                 "manifest": m,
             }))
-            .unwrap_or_default()
         );
     } else {
         println!(

@@ -541,7 +541,10 @@ pub fn selftest(
     kind: crate::selftest::Kind,
 ) -> Result<Vec<SelftestRow>> {
     let devs = storage::discover::enumerate(&platform::Roots::host());
-    let targets = selftest_targets(pool_name, named, &devs)?;
+    let mut targets = selftest_targets(pool_name, named, &devs)?;
+    // One drive named twice (`sda /dev/sda`) is tested once.
+    let mut seen = std::collections::BTreeSet::new();
+    targets.retain(|b| seen.insert(b.name.clone()));
     if targets.is_empty() {
         return Err(Error::Refused(format!(
             "pool {pool_name} has no drive present to test"

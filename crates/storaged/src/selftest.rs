@@ -41,6 +41,8 @@ pub enum Outcome {
     Failed,
     /// Stopped before the end (a reset, a new test, a format): says nothing of the medium.
     Aborted,
+    /// Still running when logged, or a status the drive does not define: says nothing either.
+    Unknown,
 }
 
 /// The newest entry of the drive's self-test log.
@@ -96,6 +98,7 @@ impl SelfTest {
                     Outcome::Passed => "passed",
                     Outcome::Failed => "FAILED",
                     Outcome::Aborted => "aborted",
+                    Outcome::Unknown => "unknown",
                 };
                 match l.hours_ago {
                     Some(0) => format!("{word} <1 h ago"),
@@ -128,9 +131,13 @@ pub fn from_smartctl(v: &Value) -> Option<SelfTest> {
         });
     }
     let poh = num(&v["power_on_time"]["hours"]);
+    // The newest entry that ended: many drives log the running test as entry 1.
     let last = v["ata_smart_self_test_log"]["standard"]["table"]
         .as_array()
-        .and_then(|t| t.first())
+        .and_then(|t| {
+            t.iter()
+                .find(|e| num(&e["status"]["value"]).is_none_or(|s| s >> 4 != 15))
+        })
         .map(|e| {
             let kind = e["type"]["string"].as_str().unwrap_or("").trim();
             let kind = match kind {
@@ -143,13 +150,17 @@ pub fn from_smartctl(v: &Value) -> Option<SelfTest> {
                 .unwrap_or("")
                 .trim()
                 .to_string();
-            // The status value's high nibble: 0 done, 1 aborted by host, 2 interrupted by a
-            // reset, 3-8 failed, 15 in progress.
+            // The status value's high nibble decides: 0 done, 1 aborted by the host, 2
+            // interrupted by a reset, 3-8 failed, 15 still running (smartctl calls that and the
+            // reserved 9-14 "passed", which they are not). `passed` only without a value.
             let code = num(&e["status"]["value"]).map(|s| s >> 4);
-            let outcome = match (e["status"]["passed"].as_bool(), code) {
-                (Some(true), _) | (_, Some(0)) => Outcome::Passed,
-                (_, Some(1 | 2)) => Outcome::Aborted,
-                _ => Outcome::Failed,
+            let outcome = match (code, e["status"]["passed"].as_bool()) {
+                (Some(0), _) => Outcome::Passed,
+                (Some(1 | 2), _) => Outcome::Aborted,
+                (Some(3..=8), _) => Outcome::Failed,
+                (Some(_), _) => Outcome::Unknown,
+                (None, Some(true)) => Outcome::Passed,
+                (None, _) => Outcome::Unknown,
             };
             Last {
                 kind,
@@ -334,6 +345,30 @@ mod tests {
             serde_json::json!({"value": 116, "string": "Completed: read failure", "passed": false});
         let l = from_smartctl(&failed).unwrap().last().cloned().unwrap();
         assert_eq!((l.outcome, l.hours_ago), (Outcome::Failed, Some(3)));
+        // A test still running, logged as entry 1 with smartctl's "passed": the result shown
+        // is the entry before it; alone, it is no result at all.
+        let mut logged_running = failed.clone();
+        logged_running["ata_smart_self_test_log"]["standard"]["table"] = serde_json::json!([
+            {"type": {"value": 1, "string": "Short offline"},
+             "status": {"value": 249, "string": "Self-test routine in progress", "passed": true},
+             "lifetime_hours": 4663},
+            failed["ata_smart_self_test_log"]["standard"]["table"][0].clone()
+        ]);
+        assert_eq!(
+            from_smartctl(&logged_running)
+                .unwrap()
+                .last()
+                .unwrap()
+                .outcome,
+            Outcome::Failed
+        );
+        let mut reserved = done.clone();
+        reserved["ata_smart_self_test_log"]["standard"]["table"][0]["status"] =
+            serde_json::json!({"value": 160, "string": "Unknown status (0xa)", "passed": true});
+        assert_eq!(
+            from_smartctl(&reserved).unwrap().last().unwrap().outcome,
+            Outcome::Unknown
+        );
         let mut aborted = done.clone();
         aborted["ata_smart_self_test_log"]["standard"]["table"][0]["status"] =
             serde_json::json!({"value": 16, "string": "Aborted by host", "passed": false});

@@ -107,10 +107,20 @@ fn is_zero(n: &usize) -> bool {
 /// Pure: `text` with every secret it holds replaced by `<redacted ...>`, and how many there were.
 pub fn redact(text: &str) -> (String, usize) {
     // Built once per call: a bundle redacts a few dozen texts.
-    let rules: [(&str, &str); 4] = [
+    let rules: [(&str, &str); 9] = [
         // PEM private keys (PKCS#8, RSA, EC, encrypted), whole blocks.
         (
             r"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----[\s\S]*?-----END ([A-Z0-9 ]*)PRIVATE KEY-----",
+            "<redacted private key>",
+        ),
+        // A block cut by a log's tail or a size cap: its end without its start (everything up
+        // to it goes), or its start without its end (everything after it goes).
+        (
+            r"\A[\s\S]*?-----END ([A-Z0-9 ]*)PRIVATE KEY-----",
+            "<redacted private key>",
+        ),
+        (
+            r"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----[\s\S]*\z",
             "<redacted private key>",
         ),
         // NVMe DH-HMAC-CHAP secrets: `DHHC-1:<hash>:<base64>:`.
@@ -118,16 +128,26 @@ pub fn redact(text: &str) -> (String, usize) {
             r"DHHC-1:[0-9a-fA-F]{2}:[A-Za-z0-9+/=]+:?",
             "DHHC-1:<redacted>:",
         ),
-        // `dhchap_secret=...`, `dhchap_ctrl_secret=...` in nvme-cli lines and the like.
+        // `dhchap_secret=...`, `--dhchap-ctrl-secret ...`, `"dhchap_key": "..."` and the like.
         (
-            r"(?i)(dhchap_[a-z_]*(secret|key)[\x22']?\s*[=:]\s*[\x22']?)[^\s,\x22'<][^\s,\x22']*",
+            r"(?i)(dhchap[-_][a-z_-]*(secret|key)[\x22']?(\s*[=:]\s*|\s+)[\x22']?)[^\s,\x22'<(=:][^\s,\x22']*",
             "${1}<redacted>",
         ),
-        // A vault recovery key as shown: 8 groups of 8 modhex letters, with or without dashes.
+        // The kernel's words for a secret it could not parse, and key bytes it printed in hex
+        // (nvmet's debug output before 6.12's stable fix).
+        (r"(?i)(DH-?CHAP (secret|key) )\S+", "${1}<redacted>"),
         (
-            r"(?i)\b[cbdefghijklnrtuv]{8}(-?[cbdefghijklnrtuv]{8}){7}\b",
+            r"(?i)((key|secret)\S*\s+)([0-9a-f]{2}[ :]?){16,}",
+            "${1}<redacted bytes>",
+        ),
+        // A vault recovery key as shown: 8 groups of 8 modhex letters, with or without dashes,
+        // spaces or line breaks between the groups (as `vault recover` accepts it).
+        (
+            r"(?i)[cbdefghijklnrtuv]{8}([-_\s]{0,3}[cbdefghijklnrtuv]{8}){7}",
             "<redacted recovery key>",
         ),
+        // Its 64 letters run together inside a longer word.
+        (r"(?i)[cbdefghijklnrtuv]{64}", "<redacted recovery key>"),
     ];
     let mut out = text.to_string();
     let mut n = 0;
@@ -160,15 +180,50 @@ impl Sources {
     }
 }
 
+/// How long a library source (one that runs zpool or zfs inside) may take.
+const SOURCE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs `f` on its own thread for at most [`SOURCE_TIMEOUT`]; its JSON, or why there is none.
+fn bounded<T, E>(
+    name: &'static str,
+    from: &'static str,
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Item
+where
+    T: Serialize + Send + 'static,
+    E: std::error::Error + Send + 'static,
+{
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(Item::json(name, from, f()));
+    });
+    rx.recv_timeout(SOURCE_TIMEOUT).unwrap_or_else(|_| {
+        Item::failed(
+            name,
+            from,
+            format!(
+                "no answer within {} s (a zpool or zfs command hangs?)",
+                SOURCE_TIMEOUT.as_secs()
+            ),
+        )
+    })
+}
+
 fn tool(name: &str, prog: &str, args: &[&str]) -> Item {
     let from = std::iter::once(prog)
         .chain(args.iter().copied())
         .collect::<Vec<_>>()
         .join(" ");
-    match platform::cmd::run_timed(prog, args, TOOL_TIMEOUT) {
+    // The newest output is what support needs (a long `zpool history`): its tail is kept, read
+    // as it comes, so memory stays bounded.
+    let run = platform::cmd::Cmd::new(prog)
+        .args(args)
+        .timeout(TOOL_TIMEOUT)
+        .stdout_tail(TOOL_MAX)
+        .finish();
+    match run {
         Ok(f) => {
-            let mut body = f.stdout.into_bytes();
-            body.truncate(TOOL_MAX);
+            let body = f.stdout.into_bytes();
             let error = (f.code != Some(0)).then(|| {
                 format!(
                     "{} ({})",
@@ -188,10 +243,22 @@ fn tool(name: &str, prog: &str, args: &[&str]) -> Item {
 }
 
 /// The last [`LOG_TAIL`] bytes of `path`, from a line's start.
+/// A regular file only, opened without following a symlink and without blocking (the pool's
+/// clear part can be edited by someone holding the disk: a FIFO or a link to /proc/kmsg there
+/// must not hang or widen the bundle).
 fn tail(path: &Path) -> Result<Vec<u8>, String> {
     use std::io::{Read, Seek, SeekFrom};
-    let mut f = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let len = f.metadata().map_err(|e| e.to_string())?.len();
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    let meta = f.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file: left out".into());
+    }
+    let len = meta.len();
     let from = len.saturating_sub(LOG_TAIL as u64);
     f.seek(SeekFrom::Start(from)).map_err(|e| e.to_string())?;
     let mut b = Vec::new();
@@ -207,8 +274,13 @@ fn tail(path: &Path) -> Result<Vec<u8>, String> {
     Ok(b)
 }
 
-/// Every regular file directly in `dir` (logs, textfiles), sorted; symlinks are not followed.
+/// Every regular file directly in `dir` (logs, textfiles), sorted. `dir` itself must be a
+/// directory, not a symlink to one (on the pool's clear part it could point into the vault);
+/// the files' own links are not followed either.
 fn files_in(dir: &Path) -> Vec<PathBuf> {
+    if !std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) {
+        return Vec::new();
+    }
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .into_iter()
         .flatten()
@@ -281,31 +353,31 @@ pub fn collect(src: &Sources) -> Vec<Item> {
     items.push(file("version/uptime.txt", src.roots.proc.join("uptime")));
     items.push(tool("version/zfs.txt", ZFS, &["version"]));
     items.push(tool("version/slots.json", ABUPDATE, &["status", "--json"]));
-    // The box as storagectl shows it.
-    items.push(Item::json(
+    // The box as storagectl shows it. Each on its own thread with a deadline: these run
+    // zpool and zfs inside, and one wedged on a failing pool must not hang the bundle.
+    let (p, r) = (pool.to_string(), src.root.clone());
+    items.push(bounded(
         "storage/status.json",
         "storaged::status::full",
-        storaged::status::full(pool),
+        move || storaged::status::full(&p),
     ));
-    items.push(
-        match serde_json::to_vec_pretty(&storaged::health_view(pool, &src.root)) {
-            Ok(b) => Item::ok("storage/health.json", "storaged::health_view", b),
-            Err(e) => Item::failed(
-                "storage/health.json",
-                "storaged::health_view",
-                e.to_string(),
-            ),
-        },
-    );
-    items.push(Item::json(
+    let (p, r2) = (pool.to_string(), r.clone());
+    items.push(bounded(
+        "storage/health.json",
+        "storaged::health_view",
+        move || Ok::<_, std::io::Error>(storaged::health_view(&p, &r2)),
+    ));
+    let p = pool.to_string();
+    items.push(bounded(
         "storage/disks.json",
         "storaged::disks::list",
-        storaged::disks::list(pool),
+        move || storaged::disks::list(&p),
     ));
-    items.push(Item::json(
+    let (p, r2) = (pool.to_string(), r.clone());
+    items.push(bounded(
         "storage/maintenance.json",
         "storaged::view",
-        storaged::view(pool, &src.root),
+        move || storaged::view(&p, &r2),
     ));
     let audit = storaged::audit::Journal::at(storaged::audit::path(&src.root, pool));
     items.push(Item::json(
@@ -332,32 +404,29 @@ pub fn collect(src: &Sources) -> Vec<Item> {
         ],
     ));
     // Volumes and what the kernel exports.
-    match volumes::reconcile::Env::host(None) {
-        Ok(env) => {
-            items.push(Item::json(
-                "volumes/list.json",
-                "volumes::ops::list",
-                volumes::ops::list(&env),
-            ));
-            items.push(Item::json(
-                "volumes/nvmet-export.json",
-                "volumes::ops::export_save",
-                volumes::ops::export_save(&env),
-            ));
-        }
-        Err(e) => items.push(Item::failed(
-            "volumes/list.json",
-            "volumes::reconcile::Env::host",
-            platform::chain(&e),
-        )),
-    }
+    items.push(bounded("volumes/list.json", "volumes::ops::list", || {
+        volumes::reconcile::Env::host(None).and_then(|env| volumes::ops::list(&env))
+    }));
+    items.push(bounded(
+        "volumes/nvmet-export.json",
+        "volumes::ops::export_save",
+        || volumes::reconcile::Env::host(None).and_then(|env| volumes::ops::export_save(&env)),
+    ));
     let nvmet = src.roots.configfs.join("nvmet");
     items.push(match nvmet_tree(&nvmet) {
         Ok(b) => Item::ok("volumes/nvmet-configfs.txt", nvmet.display().to_string(), b),
         Err(e) => Item::failed("volumes/nvmet-configfs.txt", nvmet.display().to_string(), e),
     });
     // Logs: the kernel's, this boot's services' (/run/log) and the kept ones (on the pool).
-    items.push(tool("log/dmesg.txt", DMESG, &["--time-format=iso"]));
+    // Debug messages left out: nvmet's printed key bytes at that level on older kernels.
+    items.push(tool(
+        "log/dmesg.txt",
+        DMESG,
+        &[
+            "--time-format=iso",
+            "--level=emerg,alert,crit,err,warn,notice,info",
+        ],
+    ));
     for (dir, under) in [
         (src.roots.run.join("log"), "log/run"),
         (src.root.join(pool).join("log"), "log/persist"),
@@ -524,6 +593,67 @@ mod tests {
         );
         // A placeholder is not a secret to take out.
         assert_eq!(redact("dhchap_key = <none>").1, 0);
+    }
+
+    #[test]
+    fn secrets_in_other_spellings_or_cut_by_a_tail_are_taken_out_too() {
+        let rk = "cbdefghi jklnrtuv cbdefghi jklnrtuv\ncbdefghi jklnrtuv cbdefghi jklnrtuv";
+        for (text, gone) in [
+            (format!("recovery key:\n{rk}\n"), "jklnrtuv"),
+            (
+                format!("x_{}_y", "cbdefghijklnrtuv".repeat(4)),
+                "cbdefghijklnrtuv",
+            ),
+            (
+                "nvme connect --dhchap-secret=QUJDREVGR0hJSktMTU5PUA --dhchap-ctrl-secret c2VjcmV0".into(),
+                "QUJDREVGR0hJSktMTU5PUA",
+            ),
+            ("nvme_fabrics: Invalid DH-CHAP secret QUJDREVGR0g=".into(), "QUJDREVGR0g="),
+            (
+                "nvmet: host nqn.x: using hash hmac(sha256) key 01 02 03 04 05 06 07 08 09 0a 0b 0c 0d 0e 0f 10 11".into(),
+                "0d 0e 0f",
+            ),
+            (
+                "[first 9 bytes left out]\nMC4CAQAwBQYDK2VwBCIEIH0J\n-----END PRIVATE KEY-----\nafter".into(),
+                "MC4CAQAw",
+            ),
+            (
+                "before\n-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIH0J".into(),
+                "MC4CAQAw",
+            ),
+        ] {
+            let (out, n) = redact(&text);
+            assert!(n >= 1 && !out.contains(gone), "{gone} left in: {out}");
+        }
+        assert!(redact("before\n-----BEGIN PRIVATE KEY-----\nx")
+            .0
+            .starts_with("before\n"));
+        assert!(redact("a\n-----END PRIVATE KEY-----\nafter")
+            .0
+            .ends_with("\nafter"));
+    }
+
+    #[test]
+    fn a_log_folder_that_is_a_link_or_a_log_that_is_a_fifo_is_left_out() {
+        let d = tempfile::tempdir().unwrap();
+        let vault = d.path().join("vault");
+        std::fs::create_dir_all(&vault).unwrap();
+        std::fs::write(vault.join("secret.json"), "DHHC").unwrap();
+        let log = d.path().join("log");
+        std::os::unix::fs::symlink(&vault, &log).unwrap();
+        assert!(files_in(&log).is_empty(), "a linked folder is not read");
+        let real = d.path().join("real");
+        std::fs::create_dir_all(&real).unwrap();
+        std::fs::write(real.join("a.log"), "line\n").unwrap();
+        std::os::unix::fs::symlink(vault.join("secret.json"), real.join("b.log")).unwrap();
+        let fifo = real.join("c.log");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert_eq!(files_in(&real), [real.join("a.log")]);
+        // Reached by name anyway, neither the link nor the FIFO is followed or blocks.
+        assert!(tail(&real.join("b.log")).is_err());
+        assert!(tail(&fifo).unwrap_err().contains("not a regular file"));
     }
 
     #[test]

@@ -189,10 +189,17 @@ pub fn write_private(path: &Path, data: &[u8]) -> Result<(), Error> {
         .custom_flags(libc::O_NOFOLLOW)
         .open(&tmp)
         .map_err(io("create", &tmp))?;
-    f.write_all(data).map_err(io("write", &tmp))?;
-    f.sync_all().map_err(io("fsync", &tmp))?;
-    // rename replaces a symlink at `path` itself, never what it points to.
-    std::fs::rename(&tmp, path).map_err(io("rename into place", path))?;
+    // A failure leaves no temporary behind (it may hold a whole support bundle).
+    let written = f
+        .write_all(data)
+        .map_err(io("write", &tmp))
+        .and_then(|()| f.sync_all().map_err(io("fsync", &tmp)))
+        // rename replaces a symlink at `path` itself, never what it points to.
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(io("rename into place", path)));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }

@@ -158,8 +158,18 @@ pub(crate) fn write(root: &Path, rel: &str, data: impl AsRef<[u8]>) -> Result<()
     Ok(fs::write(&p, data).at("write", &p)?)
 }
 
+/// Where an overlay may put files: documentation and completions, nothing the box runs or
+/// trusts (an overlay can never replace a CA, a binary or a configuration).
+const OVERLAY_UNDER: &[&str] = &[
+    "usr/share/man/",
+    "usr/share/bash-completion/",
+    "usr/share/zsh/",
+    "usr/share/fish/",
+];
+
 /// Copies the tree `from` into `root`: directories and regular files only (a symlink or a
-/// device in an overlay is an error naming it, never followed).
+/// device in an overlay is an error naming it, never followed), only under [`OVERLAY_UNDER`],
+/// never over a file the root has, never through a symlink of the root.
 pub(crate) fn overlay(from: &Path, root: &Path) -> Result<()> {
     fn walk(dir: &Path, base: &Path, root: &Path) -> Result<()> {
         let mut entries: Vec<_> = fs::read_dir(dir)
@@ -178,6 +188,27 @@ pub(crate) fn overlay(from: &Path, root: &Path) -> Result<()> {
             if t.is_dir() {
                 walk(&p, base, root)?;
             } else if t.is_file() {
+                let refuse = |msg: &str| crate::error::Error::Manifest {
+                    path: p.clone(),
+                    msg: msg.into(),
+                };
+                if !OVERLAY_UNDER.iter().any(|u| rel.starts_with(u)) {
+                    return Err(refuse(
+                        "an overlay holds only man pages and shell completions (usr/share/...)",
+                    ));
+                }
+                let target = root.join(&rel);
+                if target.symlink_metadata().is_ok() {
+                    return Err(refuse(
+                        "the image has this file already; an overlay adds, never replaces",
+                    ));
+                }
+                if target.ancestors().take_while(|a| *a != root).any(|a| {
+                    a.symlink_metadata()
+                        .is_ok_and(|m| m.file_type().is_symlink())
+                }) {
+                    return Err(refuse("a folder on its way is a symlink in the image"));
+                }
                 write(root, &rel, fs::read(&p).at("read", &p)?)?;
             } else {
                 return Err(crate::error::Error::Manifest {
@@ -661,6 +692,16 @@ mod tests {
             fs::read_to_string(root.join("usr/share/man/man1/x.1")).unwrap(),
             ".TH X"
         );
+        // Twice: the file is there now, and an overlay never replaces.
+        let e = overlay(&from, &root).unwrap_err().to_string();
+        assert!(e.contains("never replaces"), "{e}");
+        fs::remove_file(from.join("usr/share/man/man1/x.1")).unwrap();
+        // Nothing outside the documentation folders: not a CA, not a binary.
+        let ca = d.path().join("o2");
+        fs::create_dir_all(ca.join("etc/eve/mgmt")).unwrap();
+        fs::write(ca.join("etc/eve/mgmt/admin-ca.pem"), "x").unwrap();
+        let e = overlay(&ca, &root).unwrap_err().to_string();
+        assert!(e.contains("only man pages"), "{e}");
         std::os::unix::fs::symlink("/etc/shadow", from.join("usr/evil")).unwrap();
         let e = overlay(&from, &root).unwrap_err().to_string();
         assert!(e.contains("usr/evil") && e.contains("regular files"), "{e}");

@@ -172,26 +172,32 @@ fn look(cli: &Cli) -> Result<Option<u64>> {
                         Ok(rows) => selftest_summary(&rows),
                         Err(e) => format!("not started: {}", platform::chain(&e)),
                     };
+                    // Tried once per interval, started or not: a drive that cannot test
+                    // today is not asked again every look.
+                    log(format!(
+                        "scheduled {} self-test of {}'s drives: {what}",
+                        sched.selftest.as_str(),
+                        cli.pool
+                    ));
                     rec.started_and_done(op, t, what);
                 }
             }
+            changed = true;
             if op != Op::Selftest {
                 rec.start(op, t);
+                log(format!(
+                    "{} of {} started (due since {})",
+                    op.as_str(),
+                    cli.pool,
+                    storage::policy::utc_stamp(
+                        match op {
+                            Op::Scrub => view.scrub.next,
+                            _ => view.trim.next,
+                        }
+                        .unwrap_or(t)
+                    )
+                ));
             }
-            changed = true;
-            log(format!(
-                "{} of {} started (due since {})",
-                op.as_str(),
-                cli.pool,
-                storage::policy::utc_stamp(
-                    match op {
-                        Op::Scrub => view.scrub.next,
-                        Op::Trim => view.trim.next,
-                        Op::Selftest => view.selftest.next,
-                    }
-                    .unwrap_or(t)
-                )
-            ));
         }
     } else if cli.dry_run {
         print!("{}", view.render());
