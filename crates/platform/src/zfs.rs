@@ -6,7 +6,7 @@ use crate::cmd::{run, CmdError};
 pub const ZPOOL: &str = "/sbin/zpool";
 pub const ZFS: &str = "/sbin/zfs";
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 pub struct PoolInfo {
     pub name: String,
     pub guid: u64,

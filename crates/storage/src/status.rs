@@ -5,7 +5,7 @@
 use crate::zfs::{PoolInfo, Props};
 use serde::Serialize;
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Member {
     pub path: String,
     pub disk: Option<String>,
@@ -13,7 +13,7 @@ pub struct Member {
     pub state: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct DatasetStatus {
     pub name: String,
     pub used: u64,
@@ -26,7 +26,7 @@ pub struct DatasetStatus {
     pub mountpoint: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Status {
     pub pool: Option<PoolInfo>,
     pub members: Vec<Member>,
@@ -37,7 +37,7 @@ pub struct Status {
     pub boot: Option<crate::vault::Binding>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct VaultView {
     /// `unlocked`, `locked`, `unencrypted` or `absent`.
     pub state: String,

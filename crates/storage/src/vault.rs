@@ -85,7 +85,7 @@ impl platform::exit::Classify for VaultError {
 }
 
 /// The firmware's Secure Boot state, from efivarfs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum SecureBoot {
     On,
@@ -1683,7 +1683,7 @@ pub fn binding_of(host: &mut dyn Host, pool: &str) -> Option<String> {
 }
 
 /// The vault's boot binding as `storagectl status` shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Binding {
     pub secure_boot: SecureBoot,
     /// What the key is sealed to (`None`: not sealed to a TPM).

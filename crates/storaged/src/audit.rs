@@ -19,7 +19,7 @@ pub fn path(root: &Path, pool: &str) -> PathBuf {
     root.join(pool).join(".storage").join("audit.jsonl")
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Entry {
     /// Pairs a change's `started` line with its outcome: a `started` line with no later line of
     /// the same id is a change whose outcome is unknown (the power was cut, say).

@@ -473,7 +473,7 @@ pub fn disk_of(path: &str, devs: &[storage::discover::BlockDev]) -> Option<Strin
 }
 
 /// One drive's part in `disk selftest`.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct SelftestRow {
     pub device: String,
     pub stable_id: String,
@@ -595,7 +595,7 @@ pub fn set_online(pool_name: &str, member: &str, online: bool) -> Result<String>
 }
 
 /// One device of `disk list`: a drive, what bring-up thinks of it, and its pool role.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct DiskRow {
     pub name: String,
     pub stable_id: String,
@@ -611,7 +611,7 @@ pub struct DiskRow {
     pub alerts: Vec<crate::health::Alert>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct DiskList {
     pub disks: Vec<DiskRow>,
     /// Members of the pool no present drive holds.

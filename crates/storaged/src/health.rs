@@ -7,7 +7,9 @@ use crate::pool::PoolState;
 use crate::smart::{warning_bits, DriveHealth, Reading};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Notice,
@@ -28,7 +30,7 @@ impl Severity {
 /// A condition that holds now. `key` names what it is about and stays the same while it lasts
 /// (`disk:<stable id>:temperature`, `pool:persist:capacity`), so the journal can tell a new
 /// alert from one that goes on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Alert {
     pub key: String,
     pub severity: Severity,
@@ -36,7 +38,7 @@ pub struct Alert {
 }
 
 /// One drive as seen now.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Device {
     pub name: String,
     pub stable_id: String,
@@ -78,7 +80,7 @@ impl Device {
 }
 
 /// `zpool list -Hp` figures.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Space {
     pub size: u64,
     pub allocated: u64,
@@ -88,7 +90,7 @@ pub struct Space {
 }
 
 /// A filesystem dataset with a quota.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Quota {
     pub dataset: String,
     pub used: u64,
@@ -96,7 +98,7 @@ pub struct Quota {
 }
 
 /// Everything one look gathered.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
 pub struct Observed {
     pub at: u64,
     pub pool_name: String,
@@ -114,7 +116,7 @@ pub struct Observed {
 }
 
 /// The vault as storage-init's outcome file reports it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct VaultSeen {
     #[serde(rename = "vault_state", default)]
     pub state: String,
@@ -503,7 +505,7 @@ pub fn assess(o: &Observed, tiers: [u64; 3]) -> Vec<Alert> {
 
 /// What `storagectl health` shows: the alerts that hold now (with when each began, from the
 /// journal), the drives, the pool and the last events.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct HealthView {
     pub observed: Observed,
     pub alerts: Vec<crate::journal::Active>,

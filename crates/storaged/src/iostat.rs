@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 /// The cumulative counters of one block device. Sectors are always 512 bytes here.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct IoStat {
     pub reads: u64,
     pub read_sectors: u64,
@@ -41,7 +41,7 @@ pub fn parse_stat(line: &str) -> Option<IoStat> {
 }
 
 /// A volume's device and counters.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct VolumeIo {
     /// The zvol's dataset, `persist/clear/volumes/db`.
     pub dataset: String,

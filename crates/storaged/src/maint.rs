@@ -31,7 +31,7 @@ impl Schedule {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct OpView {
     pub every: Option<u64>,
     /// When it last completed (seconds since the epoch).
@@ -43,7 +43,7 @@ pub struct OpView {
     pub note: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct View {
     pub pool: String,
     /// What runs now: `scrub 45%`, `resilver 10%`, `trim 80%`, `scrub paused`.

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// The last or current scan (scrub or resilver) as the pool records it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Scan {
     /// `SCRUB` or `RESILVER`.
     pub function: String,
@@ -58,7 +58,7 @@ impl Scan {
 }
 
 /// A leaf device (a disk partition, or a file) of the pool.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Leaf {
     pub name: String,
     /// The ZFS guid: a missing device is named by it.
@@ -92,7 +92,7 @@ impl Leaf {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PoolState {
     pub name: String,
     /// `ONLINE`, `DEGRADED`, `FAULTED`, `SUSPENDED`, `UNAVAIL`.

@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 /// What a drive says about itself. `None` where the drive or its protocol does not say.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct DriveHealth {
     /// `nvme-cli` or `smartctl`.
     pub source: String,
@@ -36,7 +36,7 @@ pub struct DriveHealth {
 }
 
 /// One device's health reading.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(tag = "reading", rename_all = "kebab-case")]
 pub enum Reading {
     Data(Box<DriveHealth>),

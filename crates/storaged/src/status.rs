@@ -76,7 +76,7 @@ pub fn gather(pool: &str) -> Result<Status, storage::cmd::CmdError> {
 }
 
 /// The pool's state with its maintenance schedule and the alerts on record.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct FullStatus {
     #[serde(flatten)]
     pub status: Status,

@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 /// How a VM reaches a volume.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Connect {
     pub name: String,
     pub vm: String,
@@ -34,7 +34,7 @@ pub struct Connect {
 }
 
 /// An NVMe/TCP connection's fields, as `nvme connect` and `/dev/nvme-fabrics` name them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TcpConnect {
     pub traddr: String,
     pub trsvcid: u16,

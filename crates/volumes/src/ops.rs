@@ -235,7 +235,7 @@ pub fn adopt_spool(env: &Env) -> Result<String> {
     })
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Shown {
     pub name: String,
     pub vm: String,
@@ -350,7 +350,7 @@ pub fn show(env: &Env, name: &str) -> Result<Shown> {
     })
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Listing {
     pub volumes: Vec<ListRow>,
     pub pool_size: u64,
@@ -360,7 +360,7 @@ pub struct Listing {
     pub invalid: Vec<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct ListRow {
     pub name: String,
     pub vm: String,
@@ -531,7 +531,7 @@ pub fn snapshot(env: &Env, name: &str, snap: Option<&str>) -> Result<snap::Snaps
         .ok_or_else(|| Error::Refused(format!("{ds}@{snap} was taken but is not listed")))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Snapshots {
     pub volume: String,
     pub dataset: String,

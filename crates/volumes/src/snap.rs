@@ -17,7 +17,7 @@ pub const MIN_EVERY: u64 = 10;
 pub const MAX_KEEP: u32 = 1000;
 
 /// One schedule of a volume's spec: a snapshot every `every` seconds, the newest `keep` kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Schedule {
     pub every: u64,
     pub keep: u32,
@@ -66,7 +66,7 @@ pub fn parse_ref(s: &str) -> Result<(String, String), String> {
     Ok((v.into(), snap.into()))
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Snapshot {
     pub dataset: String,
     pub name: String,
