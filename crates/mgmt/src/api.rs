@@ -164,7 +164,7 @@ pub const ROUTES: &[Route] = &[
         summary: "Guest volumes (storagectl volume list --json)" },
     Route { method: "POST", path: "/v1/volumes", op: Op::VolumeCreate, role: Admin, body: B::Spec, query: &[], errors: &[409, 413, 423, 500, 503],
         summary: "Create a volume from a spec and export it" },
-    Route { method: "GET", path: "/v1/volumes/{name}", op: Op::VolumeShow, role: Reader, body: B::None, query: &[], errors: &[404, 423, 500, 503],
+    Route { method: "GET", path: "/v1/volumes/{name}", op: Op::VolumeShow, role: Reader, body: B::None, query: &["bytes"], errors: &[404, 423, 500, 503],
         summary: "One volume, its export and connection details (storagectl volume show --json)" },
     Route { method: "GET", path: "/v1/volumes/{name}/connect", op: Op::VolumeConnect, role: Admin, body: B::None, query: &[], errors: &[404, 409, 423, 500, 503],
         summary: "What the VM's launcher needs (storagectl volume connect): NVMe/TCP address, NQNs and the VM's DH-HMAC-CHAP secrets, so admin only and audited; qemu arguments for vhost-scsi" },

@@ -341,7 +341,7 @@ impl Backend for Host {
                 |l| l.render(bytes),
             ),
             Op::Volumes => r.out(ops::list(&self.env()?)?, |l| l.render(bytes)),
-            Op::VolumeShow => r.out(ops::show(&self.env()?, name)?, |s| s.render()),
+            Op::VolumeShow => r.out(ops::show(&self.env()?, name)?, |s| s.render(bytes)),
             Op::VolumeConnect => {
                 value(volumes::connect::connect(&self.env()?, name)?).map(Out::Json)
             }
@@ -350,14 +350,16 @@ impl Backend for Host {
                     return Err(shape());
                 };
                 r.out(ops::create(&self.env()?, raw, "request body")?, |s| {
-                    s.render()
+                    s.render(false)
                 })
             }
             Op::VolumeResize => {
                 let Decoded::Resize(b) = &r.body else {
                     return Err(shape());
                 };
-                r.out(ops::resize(&self.env()?, name, &b.size)?, |s| s.render())
+                r.out(ops::resize(&self.env()?, name, &b.size)?, |s| {
+                    s.render(false)
+                })
             }
             Op::VolumeClone => {
                 let Decoded::Clone(b) = &r.body else {
@@ -366,7 +368,7 @@ impl Backend for Host {
                 let from = format!("{name}@{}", r.param("snapshot"));
                 r.out(
                     ops::clone(&self.env()?, &b.name, &from, b.vm.as_deref(), b.transport)?,
-                    |s| s.render(),
+                    |s| s.render(false),
                 )
             }
             Op::VolumeDelete => {

@@ -59,7 +59,7 @@ pub enum Cmd {
         #[arg(short = 'x', long)]
         quiet: bool,
         /// Sizes in bytes instead of human units.
-        #[arg(long)]
+        #[arg(long, short = 'p')]
         bytes: bool,
         #[arg(long, default_value = "persist")]
         pool: String,
@@ -149,7 +149,7 @@ pub enum DiskCmd {
     List {
         #[arg(long)]
         json: bool,
-        #[arg(long)]
+        #[arg(long, short = 'p')]
         bytes: bool,
     },
     /// Replace member OLD (its name, guid or disk as `disk list` shows) with the blank drive NEW,
@@ -233,7 +233,7 @@ pub enum VolCmd {
         #[arg(long)]
         json: bool,
         /// Sizes in bytes instead of human units.
-        #[arg(long)]
+        #[arg(long, short = 'p')]
         bytes: bool,
     },
     /// Take a snapshot of a volume (named SNAP, or after the UTC time); `snapshot delete NAME
@@ -244,7 +244,7 @@ pub enum VolCmd {
         name: String,
         #[arg(long)]
         json: bool,
-        #[arg(long)]
+        #[arg(long, short = 'p')]
         bytes: bool,
     },
     /// Put a volume back to a snapshot; refused while a host is connected. Newer snapshots are
@@ -291,6 +291,9 @@ pub enum VolCmd {
         name: String,
         #[arg(long)]
         json: bool,
+        /// The size in bytes instead of human units.
+        #[arg(long, short = 'p')]
+        bytes: bool,
     },
     /// What the VM's launcher needs, ready to paste: qemu arguments (vhost-scsi, nvme-loop) or
     /// the NVMe/TCP connection, with a warning when a VM cannot reach it. The VM's secrets are

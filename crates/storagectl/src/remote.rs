@@ -274,7 +274,13 @@ fn volume(c: &Client, cmd: VolCmd) -> ExitCode {
             Some(&json!({"size": size})),
             json,
         ),
-        VolCmd::Show { name, json } => show(c, "GET", &vol(&name), None, json),
+        VolCmd::Show { name, json, bytes } => show(
+            c,
+            "GET",
+            &format!("{}{}", vol(&name), bytes_q(bytes)),
+            None,
+            json,
+        ),
         VolCmd::Connect { name, out, json } => crate::volume::connect(
             c.call("GET", &format!("{}/connect", vol(&name)), None)
                 .and_then(|r| r.json())

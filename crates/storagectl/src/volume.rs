@@ -13,7 +13,10 @@ pub fn volume(config: Option<&std::path::Path>, cmd: VolCmd) -> ExitCode {
         Ok(e) => e,
         Err(e) => return fail(&e),
     };
-    let shown = |r: volumes::Result<volumes::ops::Shown>, json: bool| emit(r, json, |s| s.render());
+    let shown_as = |r: volumes::Result<volumes::ops::Shown>, json: bool, bytes: bool| {
+        emit(r, json, |s| s.render(bytes))
+    };
+    let shown = |r, json| shown_as(r, json, false);
     match cmd {
         VolCmd::Create(a) => match raw_from_args(&a) {
             Ok((raw, label)) => shown(volumes::ops::create(&env, &raw, &label), a.json),
@@ -22,7 +25,9 @@ pub fn volume(config: Option<&std::path::Path>, cmd: VolCmd) -> ExitCode {
         VolCmd::Resize { name, size, json } => {
             shown(volumes::ops::resize(&env, &name, &size), json)
         }
-        VolCmd::Show { name, json } => shown(volumes::ops::show(&env, &name), json),
+        VolCmd::Show { name, json, bytes } => {
+            shown_as(volumes::ops::show(&env, &name), json, bytes)
+        }
         VolCmd::Connect { name, out, json } => {
             connect(volumes::connect::connect(&env, &name), out.as_deref(), json)
         }

@@ -267,13 +267,18 @@ pub struct Shown {
 }
 
 impl Shown {
-    pub fn render(&self) -> String {
+    /// The volume's facts; its size in human units unless `bytes`.
+    pub fn render(&self, bytes: bool) -> String {
         let mut s = format!(
-            "volume {} (vm {}): {} {} bytes, {}, {}\n  dataset {}\n  serial {}  uuid {}  nguid {}\n",
+            "volume {} (vm {}): {} {}, {}, {}\n  dataset {}\n  serial {}  uuid {}  nguid {}\n",
             self.name,
             self.vm,
             self.transport.as_str(),
-            self.size,
+            if bytes {
+                format!("{} bytes", self.size)
+            } else {
+                platform::units::size_cell(self.size, false)
+            },
             if self.thin { "thin" } else { "thick" },
             if self.encrypted { "encrypted" } else { "clear" },
             self.dataset,
