@@ -5,14 +5,49 @@ use crate::cli::VaultCmd;
 use crate::{emit, fail};
 use std::process::ExitCode;
 
+/// The terminal's settings while echo is off, for [`restore_and_die`].
+static SAVED: std::sync::OnceLock<nix::libc::termios> = std::sync::OnceLock::new();
+
+/// Ctrl-C (or a hangup or kill) at the prompt: the terminal gets its echo back before the
+/// signal ends the process as it would have (only async-signal-safe calls here).
+extern "C" fn restore_and_die(sig: nix::libc::c_int) {
+    if let Some(t) = SAVED.get() {
+        // SAFETY: tcsetattr, signal and raise are async-signal-safe; `t` is a valid termios.
+        unsafe {
+            nix::libc::tcsetattr(0, nix::libc::TCSANOW, t);
+        }
+    }
+    // SAFETY: as above.
+    unsafe {
+        nix::libc::signal(sig, nix::libc::SIG_DFL);
+        nix::libc::raise(sig);
+    }
+}
+
 /// The recovery key, one line on stdin (wiped when dropped); on failure, what to exit with. On a
 /// terminal it is asked for on stderr and not echoed, as a password is.
 pub fn read_recovery_key() -> Result<zeroize::Zeroizing<String>, ExitCode> {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
     use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
     let stdin = std::io::stdin();
-    // Echo off while the key is typed; put back whatever happens.
+    // Echo off while the key is typed; put back whatever happens, a signal included.
     let saved = tcgetattr(&stdin).ok();
     if let Some(t) = &saved {
+        let _ = SAVED.set(nix::libc::termios::from(t.clone()));
+        let act = SigAction::new(
+            SigHandler::Handler(restore_and_die),
+            SaFlags::empty(),
+            SigSet::empty(),
+        );
+        for sig in [
+            Signal::SIGINT,
+            Signal::SIGTERM,
+            Signal::SIGHUP,
+            Signal::SIGQUIT,
+        ] {
+            // SAFETY: the handler only makes async-signal-safe calls.
+            let _ = unsafe { sigaction(sig, &act) };
+        }
         eprint!("recovery key: ");
         let mut quiet = t.clone();
         quiet.local_flags.remove(LocalFlags::ECHO);
