@@ -196,7 +196,7 @@ pub const ROUTES: &[Route] = &[
         summary: "Install an update streamed as the body: its header is checked (signature, architecture, profile, epoch, version) before a byte is kept, its payload's checksum before a byte is written to the inactive slot; tried on the next boot" },
     Route { method: "POST", path: "/v1/reboot", op: Op::Reboot, role: Admin, body: B::None, query: &[], errors: &[500],
         summary: "Reboot the box (services stopped and the pool exported first), e.g. into an installed update" },
-    Route { method: "GET", path: "/v1/bundle", op: Op::Bundle, role: Admin, body: B::None, query: &[], errors: &[500],
+    Route { method: "GET", path: "/v1/bundle", op: Op::Bundle, role: Admin, body: B::None, query: &[], errors: &[409, 500],
         summary: "A support bundle (application/gzip: a tar of status, health, drives, zpool status, history and events, volumes and their nvmet export, logs, versions; no key, CHAP secret or recovery key) (storagectl bundle); admin only and audited" },
     Route { method: "GET", path: "/v1/audit", op: Op::Audit, role: Admin, body: B::None, query: &["lines"], errors: &[500, 503],
         summary: "The audit journal: every change asked of the API, who asked and the result" },
@@ -254,7 +254,11 @@ impl From<volumes::Error> for ApiError {
 
 impl From<support::Error> for ApiError {
     fn from(e: support::Error) -> ApiError {
-        ApiError::new(500, "failed", platform::chain(&e))
+        let msg = platform::chain(&e);
+        match e {
+            support::Error::Busy(_) => ApiError::new(409, "busy", msg),
+            _ => ApiError::new(500, "failed", msg),
+        }
     }
 }
 

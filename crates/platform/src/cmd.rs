@@ -186,7 +186,7 @@ impl Cmd {
     /// Runs the tool to its end, whatever its status; only a tool that cannot start or does not
     /// finish in time is an error.
     /// Keeps only the last `max` bytes of stdout, read as it comes (memory stays bounded
-    /// whatever the tool prints).
+    /// whatever the tool prints), from a line's start, after a `[first N bytes left out]` line.
     pub fn stdout_tail(mut self, max: usize) -> Cmd {
         self.stdout_tail = Some(max);
         self
@@ -340,20 +340,36 @@ fn drain<R: Read + Send + 'static>(
             }
             Some(max) => {
                 let mut chunk = vec![0u8; 64 << 10];
+                let mut dropped = 0u64;
                 loop {
                     match p.read(&mut chunk) {
-                        Ok(0) | Err(_) => break,
+                        Ok(0) => break,
                         Ok(n) => {
                             b.extend_from_slice(&chunk[..n]);
                             // Trimmed in bulk, so the copying stays linear.
                             if b.len() > max.saturating_mul(2) {
-                                b.drain(..b.len() - max);
+                                let cut = b.len() - max;
+                                b.drain(..cut);
+                                dropped += cut as u64;
                             }
                         }
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(_) => break,
                     }
                 }
                 if b.len() > max {
-                    b.drain(..b.len() - max);
+                    let cut = b.len() - max;
+                    b.drain(..cut);
+                    dropped += cut as u64;
+                }
+                // What was left out is said, and the tail starts at a line's start.
+                if dropped > 0 {
+                    let line = b.iter().position(|&c| c == b'\n').map_or(0, |i| i + 1);
+                    b.drain(..line);
+                    let mut head =
+                        format!("[first {} bytes left out]\n", dropped + line as u64).into_bytes();
+                    head.append(&mut b);
+                    b = head;
                 }
             }
         }
@@ -421,12 +437,16 @@ mod tests {
             .stdout_tail(1000)
             .finish()
             .unwrap();
-        assert_eq!(f.stdout.len(), 1000);
+        assert!(f.stdout.starts_with("[first "), "{}", &f.stdout[..40]);
+        assert!(f.stdout.len() <= 1000 + 40, "{}", f.stdout.len());
         assert!(
             f.stdout.ends_with("199999\n200000\n"),
             "{}",
             &f.stdout[900..]
         );
+        // The kept part starts at a line: after the note, whole numbers only.
+        let second = f.stdout.lines().nth(1).unwrap();
+        assert!(second.parse::<u32>().is_ok_and(|n| n > 190_000), "{second}");
     }
 
     #[test]

@@ -32,6 +32,9 @@ pub fn read_recovery_key() -> Result<zeroize::Zeroizing<String>, ExitCode> {
     let stdin = std::io::stdin();
     // Echo off while the key is typed; put back whatever happens, a signal included.
     let saved = tcgetattr(&stdin).ok();
+    // The dispositions this process had, put back once the key is read; one the parent set
+    // to "ignore" stays ignored.
+    let mut before = Vec::new();
     if let Some(t) = &saved {
         let _ = SAVED.set(nix::libc::termios::from(t.clone()));
         let act = SigAction::new(
@@ -46,7 +49,14 @@ pub fn read_recovery_key() -> Result<zeroize::Zeroizing<String>, ExitCode> {
             Signal::SIGQUIT,
         ] {
             // SAFETY: the handler only makes async-signal-safe calls.
-            let _ = unsafe { sigaction(sig, &act) };
+            if let Ok(old) = unsafe { sigaction(sig, &act) } {
+                if matches!(old.handler(), SigHandler::SigIgn) {
+                    // SAFETY: putting back what was there.
+                    let _ = unsafe { sigaction(sig, &old) };
+                } else {
+                    before.push((sig, old));
+                }
+            }
         }
         eprint!("recovery key: ");
         let mut quiet = t.clone();
@@ -58,6 +68,10 @@ pub fn read_recovery_key() -> Result<zeroize::Zeroizing<String>, ExitCode> {
     let r = stdin.read_line(&mut line);
     if let Some(t) = &saved {
         let _ = tcsetattr(&stdin, SetArg::TCSANOW, t);
+    }
+    for (sig, old) in before {
+        // SAFETY: putting back the disposition the process had before the prompt.
+        let _ = unsafe { sigaction(sig, &old) };
     }
     match r {
         Ok(_) => Ok(line),

@@ -29,11 +29,16 @@ pub enum Error {
     Io(#[from] platform::IoError),
     #[error("writing the bundle: {0}")]
     Write(#[source] std::io::Error),
+    #[error("{0}")]
+    Busy(String),
 }
 
 impl platform::exit::Classify for Error {
     fn kind(&self) -> platform::exit::Kind {
-        platform::exit::Kind::Failed
+        match self {
+            Error::Busy(_) => platform::exit::Kind::Refused,
+            _ => platform::exit::Kind::Failed,
+        }
     }
 }
 
@@ -113,14 +118,14 @@ pub fn redact(text: &str) -> (String, usize) {
             r"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----[\s\S]*?-----END ([A-Z0-9 ]*)PRIVATE KEY-----",
             "<redacted private key>",
         ),
-        // A block cut by a log's tail or a size cap: its end without its start (everything up
-        // to it goes), or its start without its end (everything after it goes).
+        // A block cut by a log's tail or a size cap: the base64 body before an end without its
+        // start, or after a start without its end (a line break may be written `\n` in JSON).
         (
-            r"\A[\s\S]*?-----END ([A-Z0-9 ]*)PRIVATE KEY-----",
+            r"(?:[A-Za-z0-9+/=]|\\n|\s)*-----END ([A-Z0-9 ]*)PRIVATE KEY-----",
             "<redacted private key>",
         ),
         (
-            r"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----[\s\S]*\z",
+            r"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----(?:[A-Za-z0-9+/=]|\\n|\s)*",
             "<redacted private key>",
         ),
         // NVMe DH-HMAC-CHAP secrets: `DHHC-1:<hash>:<base64>:`.
@@ -128,26 +133,29 @@ pub fn redact(text: &str) -> (String, usize) {
             r"DHHC-1:[0-9a-fA-F]{2}:[A-Za-z0-9+/=]+:?",
             "DHHC-1:<redacted>:",
         ),
-        // `dhchap_secret=...`, `--dhchap-ctrl-secret ...`, `"dhchap_key": "..."` and the like.
+        // `dhchap_secret=...`, `"dhchap_key": "..."` and the like.
         (
-            r"(?i)(dhchap[-_][a-z_-]*(secret|key)[\x22']?(\s*[=:]\s*|\s+)[\x22']?)[^\s,\x22'<(=:][^\s,\x22']*",
+            r"(?i)(dhchap_[a-z_]*(secret|key)[\x22']?\s*[=:]\s*[\x22']?)[^\s,\x22'<(=:][^\s,\x22']*",
             "${1}<redacted>",
         ),
-        // The kernel's words for a secret it could not parse, and key bytes it printed in hex
-        // (nvmet's debug output before 6.12's stable fix).
+        // nvme-cli's options: `--dhchap-secret=...` or `--dhchap-ctrl-secret ...`.
+        (
+            r"(?i)(--dhchap-[a-z-]*(secret|key)(=|\s+))[^\s,\x22'<(=:-][^\s,\x22']*",
+            "${1}<redacted>",
+        ),
+        // The kernel's words for a secret it could not parse, and key bytes it printed as
+        // space-separated hex (nvmet's debug output before 6.12's stable fix).
         (r"(?i)(DH-?CHAP (secret|key) )\S+", "${1}<redacted>"),
         (
-            r"(?i)((key|secret)\S*\s+)([0-9a-f]{2}[ :]?){16,}",
+            r"(?i)(\b(key|secret)\b:?\s+)([0-9a-f]{2}[ :]){15,}[0-9a-f]{2}",
             "${1}<redacted bytes>",
         ),
-        // A vault recovery key as shown: 8 groups of 8 modhex letters, with or without dashes,
-        // spaces or line breaks between the groups (as `vault recover` accepts it).
+        // A vault recovery key: its 64 modhex letters, with dashes, spaces or line breaks
+        // anywhere between them, as `vault recover` accepts it.
         (
-            r"(?i)[cbdefghijklnrtuv]{8}([-_\s]{0,3}[cbdefghijklnrtuv]{8}){7}",
+            r"(?i)[cbdefghijklnrtuv](?:[-_\s]{0,3}[cbdefghijklnrtuv]){63}",
             "<redacted recovery key>",
         ),
-        // Its 64 letters run together inside a longer word.
-        (r"(?i)[cbdefghijklnrtuv]{64}", "<redacted recovery key>"),
     ];
     let mut out = text.to_string();
     let mut n = 0;
@@ -180,33 +188,94 @@ impl Sources {
     }
 }
 
-/// How long a library source (one that runs zpool or zfs inside) may take.
-const SOURCE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the whole collection may take: under the API's 60 s answer limit, above each
+/// tool's own [`TOOL_TIMEOUT`]. Every source runs at once, so one that hangs (a zpool on a
+/// wedged pool) costs this much, not a deadline per source.
+const DEADLINE: Duration = Duration::from_secs(45);
 
-/// Runs `f` on its own thread for at most [`SOURCE_TIMEOUT`]; its JSON, or why there is none.
-fn bounded<T, E>(
+/// Source threads still running, across bundles: one that hangs in the kernel never ends, so
+/// a new bundle is refused once too many have piled up.
+static LIVE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+const MAX_LIVE: usize = 64;
+
+type Job = Box<dyn FnOnce() -> Item + Send>;
+
+/// One source: its name in the bundle, where it comes from, and the work.
+struct Source {
+    name: String,
+    from: String,
+    job: Job,
+}
+
+fn source(name: &str, from: &str, job: impl FnOnce() -> Item + Send + 'static) -> Source {
+    Source {
+        name: name.into(),
+        from: from.into(),
+        job: Box::new(job),
+    }
+}
+
+/// A library call that answers JSON (it may run zpool or zfs inside).
+fn lib<T, E>(
     name: &'static str,
     from: &'static str,
     f: impl FnOnce() -> Result<T, E> + Send + 'static,
-) -> Item
+) -> Source
 where
-    T: Serialize + Send + 'static,
-    E: std::error::Error + Send + 'static,
+    T: Serialize,
+    E: std::error::Error,
 {
+    source(name, from, move || Item::json(name, from, f()))
+}
+
+struct Live;
+impl Drop for Live {
+    fn drop(&mut self) {
+        LIVE.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Runs every source at once and takes what came within `deadline`, in the sources' order; a
+/// source that panicked or did not answer in time is an item saying so.
+fn run_all(sources: Vec<Source>, deadline: Duration) -> Vec<Item> {
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(Item::json(name, from, f()));
-    });
-    rx.recv_timeout(SOURCE_TIMEOUT).unwrap_or_else(|_| {
-        Item::failed(
-            name,
-            from,
-            format!(
-                "no answer within {} s (a zpool or zfs command hangs?)",
-                SOURCE_TIMEOUT.as_secs()
-            ),
-        )
-    })
+    let mut labels = Vec::new();
+    for (i, s) in sources.into_iter().enumerate() {
+        labels.push((s.name.clone(), s.from.clone()));
+        let tx = tx.clone();
+        LIVE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        std::thread::spawn(move || {
+            let _live = Live;
+            let Source { name, from, job } = s;
+            let item = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job))
+                .unwrap_or_else(|_| Item::failed(&name, from, "the source panicked".into()));
+            let _ = tx.send((i, item));
+        });
+    }
+    drop(tx);
+    let mut got: Vec<Option<Item>> = labels.iter().map(|_| None).collect();
+    let end = std::time::Instant::now() + deadline;
+    while got.iter().any(Option::is_none) {
+        match rx.recv_timeout(end.saturating_duration_since(std::time::Instant::now())) {
+            Ok((i, item)) => got[i] = Some(item),
+            Err(_) => break,
+        }
+    }
+    got.into_iter()
+        .zip(labels)
+        .map(|(g, (name, from))| {
+            g.unwrap_or_else(|| {
+                Item::failed(
+                    &name,
+                    from,
+                    format!(
+                        "no answer within {} s (a zpool or zfs command hangs?)",
+                        deadline.as_secs()
+                    ),
+                )
+            })
+        })
+        .collect()
 }
 
 fn tool(name: &str, prog: &str, args: &[&str]) -> Item {
@@ -336,122 +405,162 @@ fn nvmet_tree(root: &Path) -> Result<Vec<u8>, String> {
 
 /// Reads every source (each bounded in time and size); a failure is recorded in its item.
 pub fn collect(src: &Sources) -> Vec<Item> {
+    run_all(sources(src), DEADLINE)
+}
+
+fn sources(src: &Sources) -> Vec<Source> {
     use storage::zfs::{ZFS, ZPOOL};
-    let pool = src.pool.as_str();
-    let mut items = Vec::new();
-    let file = |name: &str, p: PathBuf| match std::fs::read(&p) {
-        Ok(b) => Item::ok(name, p.display().to_string(), b),
-        Err(e) => Item::failed(name, p.display().to_string(), e.to_string()),
+    let pool = src.pool.clone();
+    let mut v = Vec::new();
+    let file = |name: &'static str, p: PathBuf| {
+        let from = p.display().to_string();
+        source(name, &from.clone(), move || match std::fs::read(&p) {
+            Ok(b) => Item::ok(name, from, b),
+            Err(e) => Item::failed(name, from, e.to_string()),
+        })
     };
+    let tool_src = |name: &'static str, prog: &'static str, args: Vec<String>| {
+        let from = std::iter::once(prog.to_string())
+            .chain(args.iter().cloned())
+            .collect::<Vec<_>>()
+            .join(" ");
+        source(name, &from, move || {
+            let a: Vec<&str> = args.iter().map(String::as_str).collect();
+            tool(name, prog, &a)
+        })
+    };
+    let strs = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     // Versions: the OS (its release facts), the kernel, ZFS, the A/B slots.
-    items.push(file(
+    v.push(file(
         "version/release.json",
         src.roots.etc.join("eve/release.json"),
     ));
-    items.push(file("version/kernel.txt", src.roots.proc.join("version")));
-    items.push(file("version/cmdline.txt", src.roots.proc.join("cmdline")));
-    items.push(file("version/uptime.txt", src.roots.proc.join("uptime")));
-    items.push(tool("version/zfs.txt", ZFS, &["version"]));
-    items.push(tool("version/slots.json", ABUPDATE, &["status", "--json"]));
-    // The box as storagectl shows it. Each on its own thread with a deadline: these run
-    // zpool and zfs inside, and one wedged on a failing pool must not hang the bundle.
-    let (p, r) = (pool.to_string(), src.root.clone());
-    items.push(bounded(
+    v.push(file("version/kernel.txt", src.roots.proc.join("version")));
+    v.push(file("version/cmdline.txt", src.roots.proc.join("cmdline")));
+    v.push(file("version/uptime.txt", src.roots.proc.join("uptime")));
+    v.push(tool_src("version/zfs.txt", ZFS, strs(&["version"])));
+    v.push(tool_src(
+        "version/slots.json",
+        ABUPDATE,
+        strs(&["status", "--json"]),
+    ));
+    // The box as storagectl shows it.
+    let p = pool.clone();
+    v.push(lib(
         "storage/status.json",
         "storaged::status::full",
         move || storaged::status::full(&p),
     ));
-    let (p, r2) = (pool.to_string(), r.clone());
-    items.push(bounded(
+    let (p, r) = (pool.clone(), src.root.clone());
+    v.push(lib(
         "storage/health.json",
         "storaged::health_view",
-        move || Ok::<_, std::io::Error>(storaged::health_view(&p, &r2)),
+        move || Ok::<_, std::io::Error>(storaged::health_view(&p, &r)),
     ));
-    let p = pool.to_string();
-    items.push(bounded(
+    let p = pool.clone();
+    v.push(lib(
         "storage/disks.json",
         "storaged::disks::list",
         move || storaged::disks::list(&p),
     ));
-    let (p, r2) = (pool.to_string(), r.clone());
-    items.push(bounded(
+    let (p, r) = (pool.clone(), src.root.clone());
+    v.push(lib(
         "storage/maintenance.json",
         "storaged::view",
-        move || storaged::view(&p, &r2),
+        move || storaged::view(&p, &r),
     ));
-    let audit = storaged::audit::Journal::at(storaged::audit::path(&src.root, pool));
-    items.push(Item::json(
+    let audit = storaged::audit::Journal::at(storaged::audit::path(&src.root, &pool));
+    v.push(lib(
         "storage/audit.json",
         "storaged::audit (last 500)",
-        audit.tail(500),
+        move || audit.tail(500),
     ));
     // ZFS's own words.
-    items.push(tool("zpool/status.txt", ZPOOL, &["status", "-v", pool]));
-    items.push(tool("zpool/history.txt", ZPOOL, &["history", "-il", pool]));
-    items.push(tool("zpool/events.txt", ZPOOL, &["events", "-v"]));
-    items.push(tool("zpool/get.txt", ZPOOL, &["get", "all", pool]));
-    items.push(tool(
+    v.push(tool_src(
+        "zpool/status.txt",
+        ZPOOL,
+        strs(&["status", "-v", &pool]),
+    ));
+    v.push(tool_src(
+        "zpool/history.txt",
+        ZPOOL,
+        strs(&["history", "-il", &pool]),
+    ));
+    v.push(tool_src("zpool/events.txt", ZPOOL, strs(&["events", "-v"])));
+    v.push(tool_src(
+        "zpool/get.txt",
+        ZPOOL,
+        strs(&["get", "all", &pool]),
+    ));
+    v.push(tool_src(
         "zpool/datasets.txt",
         ZFS,
-        &[
+        strs(&[
             "list",
             "-t",
             "all",
             "-o",
             "name,used,avail,refer,quota,reservation,volsize,compressratio,encryption,keystatus,mounted",
             "-r",
-            pool,
-        ],
+            &pool,
+        ]),
     ));
     // Volumes and what the kernel exports.
-    items.push(bounded("volumes/list.json", "volumes::ops::list", || {
+    v.push(lib("volumes/list.json", "volumes::ops::list", || {
         volumes::reconcile::Env::host(None).and_then(|env| volumes::ops::list(&env))
     }));
-    items.push(bounded(
+    v.push(lib(
         "volumes/nvmet-export.json",
         "volumes::ops::export_save",
         || volumes::reconcile::Env::host(None).and_then(|env| volumes::ops::export_save(&env)),
     ));
     let nvmet = src.roots.configfs.join("nvmet");
-    items.push(match nvmet_tree(&nvmet) {
-        Ok(b) => Item::ok("volumes/nvmet-configfs.txt", nvmet.display().to_string(), b),
-        Err(e) => Item::failed("volumes/nvmet-configfs.txt", nvmet.display().to_string(), e),
-    });
+    let from = nvmet.display().to_string();
+    v.push(source(
+        "volumes/nvmet-configfs.txt",
+        &from.clone(),
+        move || match nvmet_tree(&nvmet) {
+            Ok(b) => Item::ok("volumes/nvmet-configfs.txt", from, b),
+            Err(e) => Item::failed("volumes/nvmet-configfs.txt", from, e),
+        },
+    ));
     // Logs: the kernel's, this boot's services' (/run/log) and the kept ones (on the pool).
     // Debug messages left out: nvmet's printed key bytes at that level on older kernels.
-    items.push(tool(
+    v.push(tool_src(
         "log/dmesg.txt",
         DMESG,
-        &[
+        strs(&[
             "--time-format=iso",
             "--level=emerg,alert,crit,err,warn,notice,info",
-        ],
+        ]),
     ));
     for (dir, under) in [
         (src.roots.run.join("log"), "log/run"),
-        (src.root.join(pool).join("log"), "log/persist"),
+        (src.root.join(&pool).join("log"), "log/persist"),
         (src.roots.run.join("metrics"), "metrics"),
     ] {
         let files = files_in(&dir);
         if files.is_empty() {
-            items.push(Item::failed(
-                &format!("{under}/"),
-                dir.display().to_string(),
-                "no files".into(),
-            ));
+            let (name, from) = (format!("{under}/"), dir.display().to_string());
+            v.push(source(&name.clone(), &from.clone(), move || {
+                Item::failed(&name, from, "no files".into())
+            }));
         }
         for f in files {
             let name = format!(
                 "{under}/{}",
                 f.file_name().unwrap_or_default().to_string_lossy()
             );
-            items.push(match tail(&f) {
-                Ok(b) => Item::ok(&name, f.display().to_string(), b),
-                Err(e) => Item::failed(&name, f.display().to_string(), e),
-            });
+            let from = f.display().to_string();
+            v.push(source(&name.clone(), &from.clone(), move || {
+                match tail(&f) {
+                    Ok(b) => Item::ok(&name, from, b),
+                    Err(e) => Item::failed(&name, from, e),
+                }
+            }));
         }
     }
-    items
+    v
 }
 
 pub const ABUPDATE: &str = "/usr/bin/abupdate";
@@ -526,8 +635,16 @@ pub fn read_manifest(bundle: &[u8]) -> Option<serde_json::Value> {
     serde_json::from_str(&s).ok()
 }
 
-/// Collects and writes a bundle of `pool` now, in memory.
+/// Collects and writes a bundle of `pool` now, in memory. Refused while the sources of earlier
+/// bundles still hang (each such thread waits on a tool the kernel does not let go of).
 pub fn make(src: &Sources, now: u64) -> Result<(Vec<u8>, Manifest), Error> {
+    let live = LIVE.load(std::sync::atomic::Ordering::Relaxed);
+    if live >= MAX_LIVE {
+        return Err(Error::Busy(format!(
+            "{live} sources of earlier bundles still hang (zpool or zfs do not answer); \
+             the pool needs looking at first"
+        )));
+    }
     let items = collect(src);
     let mut buf = Vec::new();
     let m = write(items, &src.pool, now, &name(now), &mut buf)?;
@@ -631,6 +748,24 @@ mod tests {
         assert!(redact("a\n-----END PRIVATE KEY-----\nafter")
             .0
             .ends_with("\nafter"));
+        // Groups of four, or wider spacing, as `vault recover` takes them.
+        let fours = "cbde fghi jkln rtuv ".repeat(4);
+        assert!(!redact(&fours).0.contains("rtuv"), "{}", redact(&fours).0);
+        // A cut key in one audit entry takes nothing after its own body.
+        let audit = "[{\"details\": \"-----BEGIN PRIVATE KEY-----\\nMC4CAQAw\"}, {\"path\": \"/v1/status\"}]";
+        let (out, _) = redact(audit);
+        assert!(
+            out.contains("/v1/status") && !out.contains("MC4CAQAw"),
+            "{out}"
+        );
+        // Not secrets: prose about a key, a public key's fingerprint, a digest.
+        for plain in [
+            "dhchap_key not set for this host",
+            "Loaded X.509 cert 'Build time autogenerated kernel key: 5f2b8c1e9a0d4f3b6c7e8a9b0c1d2e3f4a5b6c7d'",
+            "sha256 5f2b8c1e9a0d4f3b6c7e8a9b0c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c9d",
+        ] {
+            assert_eq!(redact(plain), (plain.to_string(), 0), "{plain}");
+        }
     }
 
     #[test]
@@ -654,6 +789,40 @@ mod tests {
         // Reached by name anyway, neither the link nor the FIFO is followed or blocks.
         assert!(tail(&real.join("b.log")).is_err());
         assert!(tail(&fifo).unwrap_err().contains("not a regular file"));
+    }
+
+    #[test]
+    fn sources_run_at_once_and_one_that_hangs_or_panics_is_named_not_waited_for() {
+        let t0 = std::time::Instant::now();
+        let items = run_all(
+            vec![
+                source("a", "fast", || Item::ok("a", "fast", b"1".to_vec())),
+                source("b", "hangs", || {
+                    std::thread::sleep(Duration::from_secs(30));
+                    Item::ok("b", "hangs", vec![])
+                }),
+                source("c", "panics", || panic!("boom")),
+                source("d", "slow", || {
+                    std::thread::sleep(Duration::from_millis(300));
+                    Item::ok("d", "slow", b"4".to_vec())
+                }),
+            ],
+            Duration::from_secs(2),
+        );
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "one deadline for all"
+        );
+        let names: Vec<&str> = items.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["a", "b", "c", "d"], "in order");
+        assert_eq!(items[0].body, b"1");
+        assert!(items[1]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("no answer within 2 s"));
+        assert_eq!(items[2].error.as_deref(), Some("the source panicked"));
+        assert_eq!(items[3].body, b"4");
     }
 
     #[test]
