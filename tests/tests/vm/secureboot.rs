@@ -97,12 +97,15 @@ fn wait_boot_jobs(m: &mut Machine) {
     loop {
         let out = m.ok("abupdate bootloader --dry-run --json").unwrap();
         let v: Value = serde_json::from_str(&out).unwrap();
-        // ab-health's shell, whose command line names all of its steps, lives until the last.
-        let busy = m
-            .sh("for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null; echo; done | grep -q '[a]bupdate health &&'")
+        // ab-health is a one-shot service: init says when its last step is over. (Matching its
+        // shell's command line broke once that line changed, and then raced the dbx step.)
+        let st: Value = serde_json::from_str(&m.ok("eve-init status --json").unwrap()).unwrap();
+        let busy = st["services"]
+            .as_array()
             .unwrap()
-            .status
-            == 0;
+            .iter()
+            .find(|s| s["name"] == "ab-health")
+            .is_none_or(|s| s["state"] != "exited");
         if v["action"] == "current" && !busy {
             return;
         }
