@@ -8,18 +8,16 @@ use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-#[test]
-fn the_recovery_key_is_read_without_echo() {
-    let cmd = format!("{} vault recover", env!("CARGO_BIN_EXE_storagectl"));
+/// Runs `cmd` under `script` (a pseudo-terminal) and waits for the recovery-key prompt: the
+/// child, its output so far, and the pipe its output goes on arriving on.
+fn at_the_prompt(cmd: &str) -> (std::process::Child, Vec<u8>, std::process::ChildStdout) {
     let mut c = Command::new("script")
-        .args(["-qec", &cmd, "/dev/null"])
+        .args(["-qec", cmd, "/dev/null"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let mut out = c.stdout.take().unwrap();
-    // Typed after the prompt: what the terminal echoes before the program turns echo off is
-    // the terminal's, not the program's.
     let mut seen = Vec::new();
     let start = Instant::now();
     let mut buf = [0u8; 256];
@@ -33,7 +31,16 @@ fn the_recovery_key_is_read_without_echo() {
         );
         seen.extend_from_slice(&buf[..n]);
     }
+    // Typed after the prompt: what the terminal echoes before the program turns echo off is
+    // the terminal's, not the program's.
     std::thread::sleep(Duration::from_millis(300));
+    (c, seen, out)
+}
+
+#[test]
+fn the_recovery_key_is_read_without_echo() {
+    let cmd = format!("{} vault recover", env!("CARGO_BIN_EXE_storagectl"));
+    let (mut c, mut seen, mut out) = at_the_prompt(&cmd);
     c.stdin
         .take()
         .unwrap()
@@ -55,23 +62,7 @@ fn ctrl_c_at_the_prompt_gives_the_terminal_its_echo_back() {
         "trap 'echo INT' INT; {} vault recover; echo STTY; stty -a",
         env!("CARGO_BIN_EXE_storagectl")
     );
-    let mut c = Command::new("script")
-        .args(["-qec", &cmd, "/dev/null"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = c.stdout.take().unwrap();
-    let mut seen = Vec::new();
-    let start = Instant::now();
-    let mut buf = [0u8; 256];
-    while !String::from_utf8_lossy(&seen).contains("recovery key: ") {
-        assert!(start.elapsed() < Duration::from_secs(20), "no prompt");
-        let n = out.read(&mut buf).unwrap();
-        assert!(n > 0, "ended before the prompt");
-        seen.extend_from_slice(&buf[..n]);
-    }
-    std::thread::sleep(Duration::from_millis(300));
+    let (mut c, mut seen, mut out) = at_the_prompt(&cmd);
     let mut input = c.stdin.take().unwrap();
     input.write_all(b"cbdef\x03").unwrap();
     std::thread::sleep(Duration::from_millis(500));
