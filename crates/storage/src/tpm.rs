@@ -55,6 +55,8 @@ pub enum TpmError {
     },
     #[error("the sealed key could not be loaded by this TPM (a different or cleared TPM, another boot state, or a seal this box did not make)")]
     WrongTpm(#[source] tss_esapi::Error),
+    #[error("the TPM is in dictionary-attack lockout and refuses the seal's parent (a seal made before this release exempted it counts each power cut as a failed authorization); the lockout lifts after the TPM's recovery time, or the recovery key unlocks now")]
+    Lockout(#[source] tss_esapi::Error),
     #[error("the TPM refused to unseal the key (PCR values changed, or the unlock phase of this boot is over)")]
     Policy(#[source] tss_esapi::Error),
     #[error("stage 1 did not confirm the rollback floor this boot (PCR {}; see its console lines): the key stays sealed", platform::rollback::PCR)]
@@ -106,20 +108,45 @@ impl Tpm {
     }
 }
 
+/// Which template a seal's parent was made from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Parent {
+    /// Exempt from dictionary-attack protection (`noDA`): every seal made now.
+    Current,
+    /// Before `noDA`: its empty authValue made each boot a DA-protected use, so the TPM counted
+    /// every power cut as a failed authorization at the next startup, and after a few (swtpm:
+    /// 3) refused to load the parent at all until its lockout ran out: a vault locked by power
+    /// cuts alone. Seals made under it are still opened.
+    Legacy,
+}
+
 /// A storage primary key; the same template always yields the same key on the same TPM. With a
 /// `gate` policy digest, the key can only be used (to create or load a child) by a session that
 /// satisfies that policy: anyone may re-derive it, nobody outside the gated boot state can use it.
-fn primary(ctx: &mut Context, gate: Option<&Digest>) -> Result<KeyHandle, TpmError> {
+/// No PIN protects it (its authValue is empty), so dictionary-attack protection would guard
+/// nothing and only count power cuts: the current template is exempt (`noDA`), as
+/// systemd-cryptenroll's PIN-less seals are.
+fn primary(ctx: &mut Context, gate: Option<&Digest>, kind: Parent) -> Result<KeyHandle, TpmError> {
+    let public = primary_template(gate, kind)?;
+    ctx.execute_with_nullauth_session(|c| {
+        c.create_primary(Hierarchy::Owner, public, None, None, None, None)
+    })
+    .map(|r| r.key_handle)
+    .map_err(tss("create primary"))
+}
+
+fn primary_template(gate: Option<&Digest>, kind: Parent) -> Result<Public, TpmError> {
     let attrs = ObjectAttributesBuilder::new()
         .with_fixed_tpm(true)
         .with_fixed_parent(true)
         .with_sensitive_data_origin(true)
+        .with_no_da(kind == Parent::Current)
         .with_user_with_auth(gate.is_none())
         .with_decrypt(true)
         .with_restricted(true)
         .build()
         .map_err(tss("primary attributes"))?;
-    let public = PublicBuilder::new()
+    PublicBuilder::new()
         .with_public_algorithm(PublicAlgorithm::Rsa)
         .with_name_hashing_algorithm(HashingAlgorithm::Sha256)
         .with_object_attributes(attrs)
@@ -135,12 +162,7 @@ fn primary(ctx: &mut Context, gate: Option<&Digest>) -> Result<KeyHandle, TpmErr
         )
         .with_rsa_unique_identifier(PublicKeyRsa::default())
         .build()
-        .map_err(tss("primary template"))?;
-    ctx.execute_with_nullauth_session(|c| {
-        c.create_primary(Hierarchy::Owner, public, None, None, None, None)
-    })
-    .map(|r| r.key_handle)
-    .map_err(tss("create primary"))
+        .map_err(tss("primary template"))
 }
 
 fn selection(pcrs: &[u8]) -> Result<PcrSelectionList, TpmError> {
@@ -413,7 +435,7 @@ fn with_parent_or<T>(
     decrypt: bool,
     f: impl FnOnce(&mut Context, KeyHandle, AuthSession) -> Result<T, TpmError>,
 ) -> Result<T, TpmError> {
-    let parent = primary(ctx, gate_digest)?;
+    let parent = primary(ctx, gate_digest, Parent::Current)?;
     let s = match gate_digest {
         Some(_) => pcr_session(ctx, parent, gate, decrypt, false)
             .and_then(|s| or_step(ctx, s, branches).map(|()| s)),
@@ -752,27 +774,75 @@ pub fn unseal_with(
             (Some(g), Some(gate), Some(object))
         }
     };
+    // A seal made before the parent was exempt from DA protection loads only under the legacy
+    // parent; everything else under the current one.
+    match open_under(
+        &mut ctx,
+        &sealed,
+        public.clone(),
+        private.clone(),
+        gate_digest.as_ref(),
+        gate_branches.as_deref(),
+        object_branches.as_deref(),
+        Parent::Current,
+    ) {
+        Err(TpmError::WrongTpm(_)) => open_under(
+            &mut ctx,
+            &sealed,
+            public,
+            private,
+            gate_digest.as_ref(),
+            gate_branches.as_deref(),
+            object_branches.as_deref(),
+            Parent::Legacy,
+        ),
+        r => r,
+    }
+}
+
+/// Loads the sealed object under the parent of `kind` and unseals it.
+#[allow(clippy::too_many_arguments)]
+fn open_under(
+    ctx: &mut Context,
+    sealed: &Sealed,
+    public: Public,
+    private: Private,
+    gate_digest: Option<&Digest>,
+    gate_branches: Option<&[Digest]>,
+    object_branches: Option<&[Digest]>,
+    kind: Parent,
+) -> Result<Key, TpmError> {
     let gate = sealed.gated_on();
     // The parent stays loaded for the unseal: it salts the session that carries the key back.
-    let parent = primary(&mut ctx, gate_digest.as_ref())?;
+    let parent = primary(ctx, gate_digest, kind)?;
     let auth = match gate_digest {
-        Some(_) => pcr_session(&mut ctx, parent, &gate, true, false)
-            .and_then(|s| or_step(&mut ctx, s, gate_branches.as_deref()).map(|()| s))
+        Some(_) => pcr_session(ctx, parent, &gate, true, false)
+            .and_then(|s| or_step(ctx, s, gate_branches).map(|()| s))
             .map_err(|e| match e {
                 TpmError::Tss { source, .. } => TpmError::Policy(source),
                 e => e,
             }),
-        None => session(&mut ctx, parent, SessionType::Hmac, true, false),
+        None => session(ctx, parent, SessionType::Hmac, true, false),
     };
     let loaded = auth.and_then(|s| {
         let r = ctx
             .execute_with_session(Some(s), |c| c.load(parent, private, public))
-            .map_err(TpmError::WrongTpm);
-        flush_session(&mut ctx, s);
+            .map_err(|e| match e {
+                tss_esapi::Error::Tss2Error(rc)
+                    if rc.kind()
+                        == Some(
+                            tss_esapi::constants::response_code::Tss2ResponseCodeKind::Lockout,
+                        ) =>
+                {
+                    TpmError::Lockout(e)
+                }
+                e => TpmError::WrongTpm(e),
+            });
+        flush_session(ctx, s);
         r
     });
     let r = loaded.and_then(|obj| {
-        let r = unseal_object(&mut ctx, parent, obj, &sealed, object_branches.as_deref());
+        let r = unseal_object(ctx, parent, obj, sealed, object_branches);
         let _ = ctx.flush_context(obj.into());
         r
     });
@@ -834,6 +904,23 @@ pub fn end_unlock_phase(tpm: &Tpm) -> Result<(), TpmError> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_seal_parent_is_exempt_from_dictionary_attack_lockout_and_the_legacy_one_is_not() {
+        // Exempt, a power cut never counts as a failed authorization; the legacy template is
+        // kept unchanged so seals made under it still load.
+        for gate in [None, Some(Digest::try_from(vec![7u8; 32]).unwrap())] {
+            let now = primary_template(gate.as_ref(), Parent::Current).unwrap();
+            let old = primary_template(gate.as_ref(), Parent::Legacy).unwrap();
+            assert!(now.object_attributes().no_da());
+            assert!(!old.object_attributes().no_da());
+            assert_eq!(
+                now.object_attributes().user_with_auth(),
+                old.object_attributes().user_with_auth()
+            );
+            assert_eq!(now.object_attributes().user_with_auth(), gate.is_none());
+        }
+    }
     use super::*;
 
     #[test]

@@ -277,11 +277,41 @@ fn power_cut_then_cold_boot_on_the_same_disks_and_tpm() {
     assert_eq!(data, "before-cut");
     assert_eq!(status(&mut m).onboot.len(), manifest_onboot().len());
 
+    // Power cuts in a row never lock the vault (the pool is on the boot disk's P3). A TPM counts
+    // an unorderly shutdown after a dictionary-attack-protected use as a failed authorization;
+    // swtpm locks out after three. Found by the fault campaign (RELIABILITY.md): the seal's
+    // parent was DA-protected, so the third cut in a row left the vault locked.
+    let vault = |m: &mut Machine| {
+        m.ok("zfs get -H -o value keystatus persist/vault")
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    assert_eq!(vault(&mut m), "available", "after power cut 1");
+    let mut last = second;
+    for cut in 2..=4 {
+        m.power_cut().unwrap();
+        m.boot().unwrap();
+        let console = std::fs::read_to_string(m.console_log()).unwrap();
+        assert_eq!(
+            vault(&mut m),
+            "available",
+            "after power cut {cut}: {}",
+            console
+                .lines()
+                .filter(|l| l.contains("VAULT") || l.contains("lockout"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        last = m.boot_id().unwrap();
+    }
+
     // A clean reboot also comes back, on the same slot.
     m.reboot().unwrap();
-    assert_ne!(m.boot_id().unwrap(), second);
+    assert_ne!(m.boot_id().unwrap(), last);
     assert_eq!(status(&mut m).slot.as_deref(), Some("A"));
-    assert_eq!(m.boots(), 3);
+    // Six boots, or more when one stalled before init and was power-cycled by the harness.
+    assert!(m.boots() >= 6, "{} boots", m.boots());
     m.power_cut().unwrap();
 }
 
