@@ -57,6 +57,15 @@ pub fn tail_room(disk_bytes: u64, last_used_lba: u64) -> u64 {
     sectors.saturating_sub(33).saturating_sub(first) * 512
 }
 
+/// Pure: the bytes of the one partition [`partition_whole`] makes on a drive of `disk_bytes`:
+/// from the first 1 MiB boundary to the last usable sector (a 128-entry table: the backup's 32
+/// sectors of entries and its header at the end).
+pub fn whole_partition_bytes(disk_bytes: u64) -> u64 {
+    let sectors = disk_bytes / 512;
+    let last_usable = sectors.saturating_sub(34);
+    (last_usable + 1).saturating_sub(ALIGN_SECTORS) * 512
+}
+
 /// Read-only: whether the boot disk has room for P3 after its last partition.
 pub fn p3_room(dev: &Path) -> bool {
     use std::io::Seek;
@@ -294,6 +303,11 @@ mod tests {
         assert_eq!(used.len(), 1);
         assert_eq!(used[0].part_guid, guid);
         assert_eq!(used[0].first_lba, 2048);
+        assert_eq!(
+            (used[0].last_lba - used[0].first_lba + 1) * 512,
+            whole_partition_bytes(64 << 20),
+            "the size a replacement check reckons with is the size partition_whole makes"
+        );
         assert!(used[0].last_lba > (60 << 20) / 512);
         assert_eq!(g.header().num_parts, 128);
         assert_eq!(rename(&p, "eve-persist-pending", "eve-persist").unwrap(), 1);

@@ -127,11 +127,13 @@ pub fn check_replacement(
     old: &Leaf,
 ) -> Result<(), String> {
     check_blank(name, verdict, ours_pending, "a replacement")?;
-    // A whole-disk partition loses about 2 MiB to the table and alignment.
-    if size.saturating_sub(4 << 20) < old.size {
+    // The partition the new drive gets, exactly as it will be made: a drive of the same size
+    // as the member it replaces always qualifies (a fixed 4 MiB allowance once refused it).
+    let usable = storage::gptops::whole_partition_bytes(size);
+    if usable < old.size {
         return Err(format!(
-            "{name} ({} bytes) is too small to replace {} ({} bytes in use by ZFS)",
-            size, old.name, old.size
+            "{name} ({size} bytes, a {usable}-byte partition) is too small to replace {} ({} bytes in use by ZFS)",
+            old.name, old.size
         ));
     }
     Ok(())
@@ -992,6 +994,15 @@ mod tests {
         assert!(check_replacement("vdc", &Verdict::Eligible, false, gib, old).is_ok());
         let e = check_replacement("vdc", &Verdict::Eligible, false, 900_000_000, old).unwrap_err();
         assert!(e.contains("too small"), "{e}");
+        // A drive the size of the one that held the member: its partition is the member's size.
+        // Found by the fault campaign: a same-size SCSI drive was refused for a SATA member.
+        let same = 6_442_450_944u64;
+        let member = Leaf {
+            size: storage::gptops::whole_partition_bytes(same),
+            ..old.clone()
+        };
+        assert!(check_replacement("vdc", &Verdict::Eligible, false, same, &member).is_ok());
+        assert!(check_replacement("vdc", &Verdict::Eligible, false, same - 512, &member).is_err());
         for (v, word) in [
             (
                 Verdict::ForeignData {
