@@ -54,6 +54,8 @@ pub enum Error {
         stdout: String,
         stderr: String,
     },
+    #[error("QMP {what}: {msg}")]
+    Qmp { what: String, msg: String },
     #[error("{0}")]
     Spec(String),
 }

@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod error;
 pub mod qemu;
+pub mod qmp;
 
 pub use error::{Error, Result};
 pub use qemu::{DiskKind, Format, Wire};
@@ -436,6 +437,14 @@ impl Machine {
         &self.disks[n].file
     }
 
+    /// The file behind the drive `serial`, while it is attached.
+    pub fn disk_file_of(&self, serial: &str) -> Option<&Path> {
+        self.disks
+            .iter()
+            .find(|d| d.serial == serial)
+            .map(|d| d.file.as_path())
+    }
+
     pub fn console_log(&self) -> PathBuf {
         self.dir.join(format!("console-{}.log", self.boots))
     }
@@ -460,6 +469,7 @@ impl Machine {
             interactive: self.interactive,
             hostfwd: self.hostfwd.clone(),
             wire: self.spec.wire,
+            qmp_sock: Some(self.qmp_sock()),
         }
     }
 
@@ -1046,6 +1056,91 @@ impl Machine {
         let disk = make_disk(&self.dir, self.disks.len() + 100, d)?;
         self.disks.push(disk);
         Ok(())
+    }
+
+    fn qmp_sock(&self) -> PathBuf {
+        self.dir.join("qmp.sock")
+    }
+
+    fn qmp(&mut self) -> Result<qmp::Qmp> {
+        if self.qemu.is_none() {
+            return Err(Error::Spec(format!(
+                "{}: not running: no drive can be plugged or unplugged live",
+                self.spec.name
+            )));
+        }
+        qmp::Qmp::connect(&self.qmp_sock())
+    }
+
+    /// Pulls the SCSI drive `serial` out of the running machine (QMP `device_del`, returning once
+    /// qemu has removed it); it stays out of later boots until [`Machine::replug_disk`].
+    pub fn unplug_disk(&mut self, serial: &str) -> Result<qemu::Disk> {
+        let i = self
+            .disks
+            .iter()
+            .position(|d| d.serial == serial)
+            .ok_or_else(|| Error::Spec(format!("{}: no disk {serial}", self.spec.name)))?;
+        if self.disks[i].kind != DiskKind::Scsi {
+            return Err(Error::Spec(format!(
+                "{}: {serial} is not a SCSI drive: only those unplug live (q35's root bus takes no hot-unplug)",
+                self.spec.name
+            )));
+        }
+        let mut q = self.qmp()?;
+        let id = format!("disk-{serial}");
+        q.execute("device_del", serde_json::json!({ "id": id }))?;
+        q.wait_event("DEVICE_DELETED", &id, Duration::from_secs(60))?;
+        Ok(self.disks.remove(i))
+    }
+
+    /// Plugs `disk` (one [`Machine::unplug_disk`] returned, its file as it was) back into the
+    /// running machine, on the SCSI bus under the same serial.
+    pub fn replug_disk(&mut self, disk: qemu::Disk) -> Result<()> {
+        let mut q = self.qmp()?;
+        // A node name qemu has not seen: the unplugged drive's node may linger until released.
+        let node = format!("n{}-{}", self.boots, disk.serial);
+        let _ = q.execute("blockdev-del", serde_json::json!({ "node-name": node }));
+        q.execute(
+            "blockdev-add",
+            serde_json::json!({
+                "driver": disk.format.as_str(),
+                "node-name": node,
+                "discard": "unmap",
+                "cache": { "direct": false, "no-flush": true },
+                "file": { "driver": "file", "filename": disk.file.display().to_string() },
+            }),
+        )?;
+        q.execute(
+            "device_add",
+            serde_json::json!({
+                "driver": "scsi-hd",
+                "drive": node,
+                "bus": "scsi0.0",
+                "serial": disk.serial,
+                "id": format!("disk-{}", disk.serial),
+            }),
+        )?;
+        self.disks.push(disk);
+        Ok(())
+    }
+
+    /// Makes the blank SCSI drive `d` and plugs it into the running machine (a drive added to a
+    /// box that is on); it stays for later boots.
+    pub fn plug_disk(&mut self, d: &DiskSpec) -> Result<()> {
+        if d.kind != DiskKind::Scsi {
+            return Err(Error::Spec(format!(
+                "{}: {}: only SCSI drives plug in live",
+                self.spec.name, d.serial
+            )));
+        }
+        if self.disks.iter().any(|x| x.serial == d.serial) {
+            return Err(Error::Spec(format!(
+                "{}: disk serial `{}` used twice",
+                self.spec.name, d.serial
+            )));
+        }
+        let disk = make_disk(&self.dir, self.disks.len() + 100 + self.boots as usize, d)?;
+        self.replug_disk(disk)
     }
 
     /// Replaces the TPM with a factory-fresh one (new seeds): what a disk moved to another box sees.

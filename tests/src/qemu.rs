@@ -94,6 +94,8 @@ pub struct Invocation {
     pub hostfwd: Vec<(u16, u16)>,
     /// A second NIC on a private wire to another machine's.
     pub wire: Option<Wire>,
+    /// qemu's QMP socket, for drives unplugged and plugged while the guest runs.
+    pub qmp_sock: Option<PathBuf>,
 }
 
 /// A private Ethernet wire between two machines: a second virtio NIC on each, joined by a TCP
@@ -128,8 +130,9 @@ fn device(d: &Disk, id: &str, sata_port: &mut u32, boot: bool) -> Vec<String> {
                 d.serial
             )
         }
+        // The id names the drive for a live unplug (QMP device_del); a SCSI bus takes them.
         DiskKind::Scsi => format!(
-            "scsi-hd,drive={id},bus=scsi0.0,serial={}{bootindex}",
+            "scsi-hd,drive={id},bus=scsi0.0,serial={0},id=disk-{0}{bootindex}",
             d.serial
         ),
         DiskKind::Usb => format!(
@@ -329,6 +332,12 @@ pub fn qemu_args(inv: &Invocation) -> Result<Vec<String>, String> {
             "tpm-tis,tpmdev=tpm0".into(),
         ]);
     }
+    if let Some(q) = &inv.qmp_sock {
+        a.extend([
+            "-qmp".into(),
+            format!("unix:{},server=on,wait=off", q.display()),
+        ]);
+    }
     if all.iter().any(|d| d.kind == DiskKind::Scsi) {
         a.extend(["-device".into(), "virtio-scsi-pci,id=scsi0".into()]);
     }
@@ -399,6 +408,7 @@ mod tests {
             console_input: None,
             interactive: false,
             hostfwd: vec![],
+            qmp_sock: None,
             wire: None,
         }
     }
@@ -415,6 +425,26 @@ mod tests {
         .join(" ");
         assert!(!a.contains("-nic none"), "{a}");
         assert!(a.contains("-netdev user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:40001-:8443 -device virtio-net-pci,netdev=n0"), "{a}");
+    }
+
+    #[test]
+    fn a_qmp_socket_when_asked_and_scsi_drives_named_for_a_live_unplug() {
+        let a = qemu_args(&inv()).unwrap().join(" ");
+        assert!(!a.contains("-qmp"), "{a}");
+        assert!(
+            a.contains("scsi-hd,drive=d5,bus=scsi0.0,serial=C1,id=disk-C1"),
+            "{a}"
+        );
+        let a = qemu_args(&Invocation {
+            qmp_sock: Some("/t/qmp.sock".into()),
+            ..inv()
+        })
+        .unwrap()
+        .join(" ");
+        assert!(
+            a.contains("-qmp unix:/t/qmp.sock,server=on,wait=off"),
+            "{a}"
+        );
     }
 
     #[test]
