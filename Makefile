@@ -51,7 +51,7 @@ CARGO      ?= cargo
 # Shipped binaries are static so they run in the initramfs and in LinuxKit's scratch images alike.
 STATIC     := RUSTFLAGS="-C target-feature=+crt-static"
 
-.PHONY: help deps binaries image dev-image release repro run test test-long unit vmtest bench fuzz lint check clean
+.PHONY: help deps binaries image dev-image release repro run test test-long unit vmtest bench campaign fuzz lint check clean
 .DEFAULT_GOAL := help
 
 help: ## list the targets
@@ -123,6 +123,18 @@ test: deps lint unit repro vmtest ## everything CI runs: lint, unit, repro, VM t
 # Benchmarks (figures, not assertions): about 30 minutes on 2 cores under TCG (BENCH_ARGS="--volumes 100" for a shorter run). Results in results/.
 bench: dev-image ## benchmarks (figures, about 30 min) into results/ and BENCHMARKS.md
 	$(CARGO) run --release --locked -q -p eve-vmtest --bin eve-bench -- --image $(OUT)/eve-storage-dev.raw --out results --benchmarks BENCHMARKS.md $(BENCH_ARGS)
+
+# The randomized fault campaign (opt-in, not part of `make test`): SCENARIOS random operations on
+# the development image, each under a random fault at a random instant, every invariant checked
+# after recovery; at most CAMPAIGN_MINUTES. SEED=S replays a run, SCENARIO=N one scenario of it.
+# Results in results/campaign-*.json and RELIABILITY.md. Needs the host's apt to reach
+# bookworm-backports once (zinject, from zfs-test of the image's ZFS release).
+SCENARIOS ?= 100
+CAMPAIGN_MINUTES ?= 60
+campaign: dev-image ## randomized fault campaign (SEED=, SCENARIO=, SCENARIOS=100) into RELIABILITY.md
+	$(CARGO) run --release --locked -q -p eve-campaign -- --image $(OUT)/eve-storage-dev.raw \
+	    --update $(OUT)/eve-storage-dev.update --scenarios $(SCENARIOS) --minutes $(CAMPAIGN_MINUTES) \
+	    $(if $(SEED),--seed $(SEED)) $(if $(SCENARIO),--scenario $(SCENARIO))
 
 # Coverage-guided fuzzing of every parser of outside input (opt-in, not part of `make test`):
 # FUZZ_SECONDS per target. cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP lets the stable

@@ -1,0 +1,182 @@
+//! What the campaign runs in the guest to see the box, and the parsers of what it prints. The
+//! parsers are pure and tested on captured text.
+
+use crate::model::{Seen, World, BLOCKS};
+
+/// Where the campaign's volumes live (the encrypted vault's volumes dataset).
+pub const VOLS: &str = "persist/vault/volumes";
+pub const POOL: &str = "persist";
+
+pub fn zvol(name: &str) -> String {
+    format!("/dev/zvol/{VOLS}/{name}")
+}
+
+/// A shell script printing, for each of `names`: `V name zvol spec exported`, a `B name k sha`
+/// line per block when the zvol reads, and an `S name snap` line per snapshot. Exported means an
+/// enabled nvmet namespace on the zvol's device in a subsystem some port offers.
+pub fn observe_script(names: &[String]) -> String {
+    let mut s = String::from(
+        "N=$(for ns in /sys/kernel/config/nvmet/subsystems/*/namespaces/*; do \
+         [ -e \"$ns/device_path\" ] || continue; s=${ns%/namespaces/*}; s=${s##*/}; \
+         p=$(ls -d /sys/kernel/config/nvmet/ports/*/subsystems/$s 2>/dev/null | wc -l); \
+         echo \"$(readlink -f \"$(cat $ns/device_path)\") $(cat $ns/enable) $p\"; done)\n",
+    );
+    for n in names {
+        s.push_str(&format!(
+            "v={n}; z=0; zfs list -H -o name {VOLS}/$v >/dev/null 2>&1 && z=1; \
+             sp=0; [ -e /persist/config/volumes/specs/$v.toml ] && sp=1; \
+             d=$(readlink -f {dev} 2>/dev/null); e=0; \
+             [ -b \"$d\" ] && echo \"$N\" | grep -q \"^$d 1 [1-9]\" && e=1; \
+             echo \"V $v $z $sp $e\"; \
+             if [ $z = 1 ] && [ -b \"$d\" ]; then k=0; while [ $k -lt {BLOCKS} ]; do \
+             h=$(dd if=$d bs=1M skip=$k count=1 iflag=direct 2>/dev/null | sha256sum); \
+             echo \"B $v $k ${{h%% *}}\"; k=$((k+1)); done; fi; \
+             zfs list -H -t snapshot -o name -r {VOLS}/$v 2>/dev/null | sed -n \"s|^{VOLS}/$v@|S $v |p\"\n",
+            dev = zvol(n)
+        ));
+    }
+    s
+}
+
+pub fn parse_world(out: &str) -> World {
+    let mut w = World::new();
+    for line in out.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        match f.as_slice() {
+            ["V", n, z, sp, e] => {
+                let s = w.entry(n.to_string()).or_default();
+                s.zvol = *z == "1";
+                s.spec = *sp == "1";
+                s.exported = *e == "1";
+            }
+            ["B", n, k, h] => {
+                let s: &mut Seen = w.entry(n.to_string()).or_default();
+                let b = s.blocks.get_or_insert_with(Vec::new);
+                if k.parse::<usize>().ok() == Some(b.len()) {
+                    b.push(h.to_string());
+                }
+            }
+            ["S", n, snap] => {
+                w.entry(n.to_string())
+                    .or_default()
+                    .snapshots
+                    .insert(snap.to_string());
+            }
+            _ => {}
+        }
+    }
+    w
+}
+
+/// The pool as one line each: `H health`, `K keystatus`, `E 0|1` (data errors), `W n` (scans
+/// running).
+pub const POOL_SCRIPT: &str = "echo \"H $(zpool list -H -o health persist 2>/dev/null || echo ABSENT)\"; \
+     echo \"K $(zfs get -H -o value keystatus persist/vault 2>/dev/null || echo none)\"; \
+     if zpool status persist 2>/dev/null | grep -q 'errors: No known data errors'; then echo 'E 0'; else echo 'E 1'; fi; \
+     echo \"W $(zpool status persist 2>/dev/null | grep -c -E 'in progress')\"";
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PoolSeen {
+    pub health: String,
+    pub key: String,
+    pub data_errors: bool,
+    pub scanning: bool,
+}
+
+pub fn parse_pool(out: &str) -> PoolSeen {
+    let mut p = PoolSeen::default();
+    for line in out.lines() {
+        let (tag, rest) = line.split_once(' ').unwrap_or((line, ""));
+        match tag {
+            "H" => p.health = rest.trim().into(),
+            "K" => p.key = rest.trim().into(),
+            "E" => p.data_errors = rest.trim() != "0",
+            "W" => p.scanning = rest.trim().parse::<u32>().unwrap_or(0) > 0,
+            _ => {}
+        }
+    }
+    p
+}
+
+/// The pool's leaf vdevs as `zpool status -P` prints them: (path, state).
+pub fn parse_members(status: &str) -> Vec<(String, String)> {
+    status
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            match f.as_slice() {
+                [p, state, ..] if p.starts_with("/dev/") => {
+                    Some((p.to_string(), state.to_string()))
+                }
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// Lines of a console log that say a program or the kernel died.
+pub fn crashes(console: &str) -> Vec<String> {
+    console
+        .lines()
+        .filter(|l| {
+            l.contains("panicked at")
+                || l.contains("Kernel panic")
+                || l.contains("BUG: ")
+                || l.contains("Oops:")
+                || l.contains("general protection fault")
+        })
+        .map(|l| l.trim().chars().take(200).collect())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_world_is_read_from_tagged_lines() {
+        let out = "V a 1 1 1\nB a 0 aa\nB a 1 bb\nS a s3\nV b 0 1 0\nnoise\n";
+        let w = parse_world(out);
+        assert_eq!(
+            w["a"].blocks.as_deref(),
+            Some(&["aa".to_string(), "bb".to_string()][..])
+        );
+        assert!(w["a"].exported && w["a"].snapshots.contains("s3"));
+        assert!(!w["b"].zvol && w["b"].spec && w["b"].blocks.is_none());
+        // A block out of order is not taken for another.
+        assert_eq!(
+            parse_world("V c 1 1 1\nB c 1 x\n")["c"].blocks.as_deref(),
+            Some(&[][..])
+        );
+    }
+
+    #[test]
+    fn the_script_asks_for_every_name_and_every_block() {
+        let s = observe_script(&["v1".into(), "c2".into()]);
+        assert!(s.contains("v=v1;") && s.contains("v=c2;"));
+        assert!(s.contains("/dev/zvol/persist/vault/volumes/c2"));
+        assert!(s.contains(&format!("-lt {BLOCKS}")));
+    }
+
+    #[test]
+    fn pool_members_and_health() {
+        let st = "  pool: persist\n state: DEGRADED\nconfig:\n\n\tNAME                STATE     READ WRITE CKSUM\n\tpersist             DEGRADED     0     0     0\n\t  mirror-0          DEGRADED     0     0     0\n\t    /dev/sdb1       ONLINE       0     0     0\n\t    /dev/vdb1       REMOVED      0     0     0\n";
+        assert_eq!(
+            parse_members(st),
+            vec![
+                ("/dev/sdb1".to_string(), "ONLINE".to_string()),
+                ("/dev/vdb1".to_string(), "REMOVED".to_string())
+            ]
+        );
+        let p = parse_pool("H ONLINE\nK available\nE 0\nW 1\n");
+        assert_eq!(p.health, "ONLINE");
+        assert!(p.scanning && !p.data_errors && p.key == "available");
+    }
+
+    #[test]
+    fn crashes_are_found_in_the_console() {
+        let c = "ok\nthread 'main' panicked at src/x.rs:1:2:\n[ 1.0] BUG: unable to handle\nfine\n";
+        assert_eq!(crashes(c).len(), 2);
+        assert!(crashes("all fine\n").is_empty());
+    }
+}

@@ -1,0 +1,1096 @@
+//! The campaign's driver: boots the development image with a disk set drawn from the seed, then
+//! for each scenario starts its operation in the guest, strikes its fault at its instant, waits
+//! for the box to recover, settles what the operation did and checks every invariant.
+
+use crate::guest::{self, zvol, POOL, VOLS};
+use crate::model::{self, Ack, Change, Model, Vol, BLOCK, BLOCKS};
+use crate::plan::{Fault, Op, Scenario};
+use crate::report::{Run, ScenarioRecord};
+use crate::rng::Rng;
+use crate::{Error, Result};
+use eve_vmtest::{Content, DiskKind, DiskSpec, Machine, MachineSpec};
+use std::collections::BTreeMap;
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub seed: u64,
+    pub scenarios: usize,
+    /// Replay this scenario alone: the operations before it run without faults, then it.
+    pub only: Option<usize>,
+    pub image: PathBuf,
+    pub update: PathBuf,
+    /// OpenZFS's fault injector for the image's ZFS release, copied into the guest.
+    pub zinject: PathBuf,
+    pub dir: PathBuf,
+    pub results: PathBuf,
+    pub reliability: PathBuf,
+    /// Stop starting scenarios after this many minutes.
+    pub minutes: f64,
+}
+
+const RUN: &str = "/run/campaign";
+const DAEMONS: [&str; 3] = ["volumed", "storaged", "mgmtd"];
+/// Member drives' size, MiB: room for the image policy's quotas (a fixed 1G among them) to add
+/// up to less than the pool.
+const MEMBER_SIZES: [u64; 3] = [4096, 5120, 6144];
+
+/// What a fault left to undo once the operation is over.
+#[derive(Debug)]
+enum Struck {
+    Nothing,
+    Rebooted,
+    Killed(String),
+    Injected(Instant),
+    Corrupted,
+    Unplugged(eve_vmtest::qemu::Disk),
+    Filling,
+    Jumped,
+}
+
+/// An operation ready to start: its guest script, what it changes, and what follows it.
+struct Prepared {
+    script: String,
+    change: Change,
+    detail: String,
+    after: After,
+    /// A member the fault must leave alone (the one being replaced).
+    spare: Option<String>,
+    timeout: Duration,
+}
+
+enum After {
+    Nothing,
+    Reboot,
+    Replaced { old: String, new: String },
+    Added(Vec<String>),
+    RemoveFile(String),
+}
+
+#[derive(Debug)]
+pub struct Campaign {
+    m: Machine,
+    o: Options,
+    model: Model,
+    run: Run,
+    /// Serials of the pool's member drives, as the campaign made them.
+    members: Vec<String>,
+    kinds: BTreeMap<String, DiskKind>,
+    foreign_hash: String,
+    next_disk: u32,
+    kills: BTreeMap<String, u32>,
+    console_seen: (u32, usize),
+    start: Instant,
+    violations_total: usize,
+}
+
+impl Campaign {
+    /// Makes the box: two member drives (the first SCSI, so it can be pulled live; the second
+    /// of any kind) of one size drawn from the seed, a foreign drive holding an ext4 file system
+    /// that must never change, and the image's policy with a mirror topology. Boots it.
+    pub fn start(o: Options) -> Result<Campaign> {
+        let mut r = Rng::derive(o.seed, 1);
+        let size = *r.pick(&MEMBER_SIZES).expect("sizes");
+        let second = *r
+            .pick(&[
+                DiskKind::Scsi,
+                DiskKind::Nvme,
+                DiskKind::Virtio,
+                DiskKind::Sata,
+            ])
+            .expect("kinds");
+        let foreign_kind = *r
+            .pick(&[DiskKind::Nvme, DiskKind::Virtio, DiskKind::Sata])
+            .expect("kinds");
+        let mut o = o;
+        std::fs::create_dir_all(&o.dir).map_err(|e| Error::Io(o.dir.clone(), e))?;
+        // The harness names its files relative to the machine's folder (qemu-img's backing file).
+        o.dir = std::fs::canonicalize(&o.dir).map_err(|e| Error::Io(o.dir.clone(), e))?;
+        let foreign = o.dir.join("foreign.img");
+        make_foreign(&foreign, &mut r)?;
+        let foreign_hash =
+            model::hash(&std::fs::read(&foreign).map_err(|e| Error::Io(foreign.clone(), e))?);
+        let policy = std::fs::read_to_string(image_policy())
+            .map_err(|e| Error::Io(image_policy(), e))?
+            .replace("topology = \"stripe\"", "topology = \"mirror\"");
+        if !policy.contains("topology = \"mirror\"") {
+            return Err(Error::Setup(
+                "the image's storage.toml has no `topology = \"stripe\"` line to change".into(),
+            ));
+        }
+        let mut spec = MachineSpec::new("campaign", &o.image);
+        spec.boot_size_mib = std::fs::metadata(&o.image)
+            .map_err(|e| Error::Io(o.image.clone(), e))?
+            .len()
+            .div_ceil(1 << 20);
+        spec.disks = vec![
+            DiskSpec::blank(DiskKind::Scsi, size, "MEMBER1"),
+            DiskSpec::blank(second, size, "MEMBER2"),
+            DiskSpec {
+                content: Content::Copy(foreign.clone()),
+                ..DiskSpec::blank(foreign_kind, 64, "FOREIGN")
+            },
+        ];
+        spec.config_files = vec![("storage.toml".into(), policy.into_bytes())];
+        spec.command_timeout = Duration::from_secs(600);
+        let disks = vec![
+            format!("MEMBER1 scsi {size} MiB"),
+            format!("MEMBER2 {second:?} {size} MiB").to_lowercase(),
+            format!("FOREIGN {foreign_kind:?} 64 MiB (ext4, must stay unchanged)").to_lowercase(),
+        ];
+        let kinds = [
+            ("MEMBER1".to_string(), DiskKind::Scsi),
+            ("MEMBER2".to_string(), second),
+        ]
+        .into();
+        let m = Machine::create(spec, &o.dir.join("machine"))?;
+        let run = Run {
+            seed: o.seed,
+            started: utc_now(),
+            image: o.image.display().to_string(),
+            disks,
+            scenarios: Vec::new(),
+            secs_booting: 0.0,
+            secs_total: 0.0,
+            stopped: None,
+        };
+        let mut c = Campaign {
+            m,
+            o,
+            model: Model::default(),
+            run,
+            members: vec!["MEMBER1".into(), "MEMBER2".into()],
+            kinds,
+            foreign_hash,
+            next_disk: 0,
+            kills: BTreeMap::new(),
+            console_seen: (0, 0),
+            start: Instant::now(),
+            violations_total: 0,
+        };
+        c.boot(|m| m.boot())?;
+        let st = c.sh_ok("zpool status -P persist")?;
+        let members = guest::parse_members(&st);
+        if members.len() != 2 || !st.contains("mirror-0") {
+            return Err(Error::Setup(format!(
+                "the first boot did not make a two-way mirror of MEMBER1 and MEMBER2:\n{st}"
+            )));
+        }
+        Ok(c)
+    }
+
+    fn sh(&mut self, cmd: &str) -> Result<eve_vmtest::Output> {
+        Ok(self.m.sh(cmd)?)
+    }
+
+    fn sh_ok(&mut self, cmd: &str) -> Result<String> {
+        Ok(self.m.ok(cmd)?)
+    }
+
+    /// Boots with `how`, counts the time, and waits for the box to be ready (the vault open and
+    /// the volume daemon up), copying the fault injector in.
+    fn boot(&mut self, how: impl FnOnce(&mut Machine) -> eve_vmtest::Result<()>) -> Result<()> {
+        let t = Instant::now();
+        how(&mut self.m)?;
+        self.kills.clear();
+        self.console_seen = (self.m.boots(), 0);
+        self.sh_ok(&format!("mkdir -p {RUN}"))?;
+        self.m.copy_in(&self.o.zinject, &format!("{RUN}/zinject"))?;
+        self.sh_ok(&format!("chmod 755 {RUN}/zinject"))?;
+        self.wait_ready(Duration::from_secs(240))?;
+        self.run.secs_booting += t.elapsed().as_secs_f64();
+        Ok(())
+    }
+
+    fn wait_ready(&mut self, limit: Duration) -> Result<()> {
+        let t = Instant::now();
+        loop {
+            let o = self.sh("[ \"$(zfs get -H -o value keystatus persist/vault 2>/dev/null)\" = available ] && pidof volumed >/dev/null")?;
+            if o.status == 0 {
+                return Ok(());
+            }
+            if t.elapsed() > limit {
+                return Err(Error::Guest(format!(
+                    "the box was not ready (vault open, volumed up) {} s after boot",
+                    limit.as_secs()
+                )));
+            }
+            std::thread::sleep(Duration::from_secs(2));
+        }
+    }
+
+    /// Runs the whole campaign and writes its record and RELIABILITY.md section.
+    pub fn run(mut self, list: Vec<Scenario>) -> Result<Run> {
+        let deadline = Duration::from_secs_f64(self.o.minutes * 60.0);
+        for sc in list {
+            if self.start.elapsed() > deadline {
+                self.run.stopped = Some(format!(
+                    "the {} min budget ran out after {} scenarios",
+                    self.o.minutes,
+                    self.run.scenarios.len()
+                ));
+                break;
+            }
+            let fault = match self.o.only {
+                Some(n) if sc.index < n => None,
+                _ => Some(sc.fault),
+            };
+            eprintln!(
+                "[{:>6.0} s] scenario {} ({}): {} under {}, at {} ms",
+                self.start.elapsed().as_secs_f64(),
+                sc.index,
+                self.run.scenarios.len() + 1,
+                sc.op,
+                fault
+                    .map(|f| f.to_string())
+                    .unwrap_or_else(|| "no fault".into()),
+                sc.instant_ms
+            );
+            let rec = match self.scenario(&sc, fault) {
+                Ok(r) => r,
+                Err(e) => {
+                    // The box did not come back, or the harness lost it: a finding, and the end.
+                    let rec = ScenarioRecord {
+                        index: sc.index,
+                        op: sc.op,
+                        fault,
+                        instant_ms: sc.instant_ms,
+                        seed: sc.seed,
+                        detail: String::new(),
+                        ack: Ack::Unknown,
+                        invariants: 0,
+                        violations: vec![format!("the box could not be driven on: {e}")],
+                        notes: vec![],
+                        boots: 0,
+                        secs: 0.0,
+                    };
+                    self.run.scenarios.push(rec);
+                    self.run.stopped = Some(format!("scenario {}: {e}", sc.index));
+                    break;
+                }
+            };
+            for v in &rec.violations {
+                eprintln!("  VIOLATION: {v}");
+            }
+            eprintln!(
+                "  {} ({:?}), {} invariants, {:.0} s",
+                rec.detail, rec.ack, rec.invariants, rec.secs
+            );
+            self.violations_total += rec.violations.len();
+            self.run.scenarios.push(rec);
+            self.run.secs_total = self.start.elapsed().as_secs_f64();
+            self.save()?;
+            if self.o.only.is_some_and(|n| sc.index >= n) {
+                break;
+            }
+        }
+        self.run.secs_total = self.start.elapsed().as_secs_f64();
+        self.save()?;
+        let _ = self.m.poweroff();
+        Ok(self.run)
+    }
+
+    fn save(&self) -> Result<()> {
+        let dir = &self.o.results;
+        std::fs::create_dir_all(dir).map_err(|e| Error::Io(dir.clone(), e))?;
+        let p = dir.join(self.run.file_name());
+        let text = serde_json::to_string_pretty(&self.run).expect("serializable");
+        std::fs::write(&p, text).map_err(|e| Error::Io(p, e))
+    }
+
+    fn scenario(&mut self, sc: &Scenario, fault: Option<Fault>) -> Result<ScenarioRecord> {
+        let t0 = Instant::now();
+        let boots0 = self.m.boots();
+        let mut r = Rng::new(sc.seed);
+        let prep = self.prepare(sc, &mut r)?;
+        self.start_op(&prep.script)?;
+        let mut violations = Vec::new();
+        let (struck, early) = match fault {
+            None => (Struck::Nothing, None),
+            Some(f) => self.strike(f, sc.instant_ms, &mut r, &prep, &mut violations)?,
+        };
+        let ack = match (&struck, early) {
+            (Struck::Rebooted, Some(a)) => a,
+            (Struck::Rebooted, None) => Ack::Unknown,
+            _ => self.finish_op(prep.timeout, &mut violations)?,
+        };
+        self.heal(struck, &mut violations)?;
+        let rebooted = self.m.boots() != boots0;
+        self.after(&prep.after, &ack, rebooted)?;
+        let (v, n, notes) = self.verify(&prep.change, &ack)?;
+        violations.extend(v);
+        Ok(ScenarioRecord {
+            index: sc.index,
+            op: sc.op,
+            fault,
+            instant_ms: sc.instant_ms,
+            seed: sc.seed,
+            detail: prep.detail,
+            ack,
+            invariants: n,
+            violations,
+            notes,
+            boots: self.m.boots() - boots0,
+            secs: t0.elapsed().as_secs_f64(),
+        })
+    }
+
+    // ---- operations ----
+
+    fn fresh_name(&self, prefix: &str, sc: &Scenario) -> String {
+        format!("{prefix}{}", sc.index)
+    }
+
+    /// A volume to work on: one the model holds, or a new one made first (outside the fault).
+    fn some_volume(
+        &mut self,
+        r: &mut Rng,
+        sc: &Scenario,
+        want: impl Fn(&str, &Vol) -> bool,
+    ) -> Result<String> {
+        let names: Vec<String> = self
+            .model
+            .vols
+            .iter()
+            .filter(|(n, v)| want(n, v))
+            .map(|(n, _)| n.clone())
+            .collect();
+        if let Some(n) = r.pick(&names) {
+            return Ok(n.clone());
+        }
+        let name = format!("p{}", sc.index);
+        self.sh_ok(&format!(
+            "storagectl volume create {name} --size {BLOCKS}M --vm vm1 --transport nvme-tcp"
+        ))?;
+        self.model
+            .vols
+            .insert(name.clone(), Vol::blank("vm1", "nvme-tcp"));
+        Ok(name)
+    }
+
+    fn snapshot_now(&mut self, name: &str, snap: &str) -> Result<()> {
+        self.sh_ok(&format!("storagectl volume snapshot {name} {snap}"))?;
+        let v = self.model.vols.get_mut(name).expect("a model volume");
+        let b = v.blocks.clone();
+        v.snapshots.push((snap.into(), b));
+        Ok(())
+    }
+
+    fn has_clones(&self, name: &str) -> bool {
+        self.model
+            .vols
+            .values()
+            .any(|v| v.origin.as_ref().is_some_and(|(o, _)| o == name))
+    }
+
+    fn prepare(&mut self, sc: &Scenario, r: &mut Rng) -> Result<Prepared> {
+        let vm = format!("vm{}", 1 + r.below(3));
+        let transport = if r.chance(30) {
+            "nvme-loop"
+        } else {
+            "nvme-tcp"
+        };
+        let quick = Duration::from_secs(300);
+        let p = |script: String, change: Change, detail: String| Prepared {
+            script,
+            change,
+            detail,
+            after: After::Nothing,
+            spare: None,
+            timeout: quick,
+        };
+        Ok(match sc.op {
+            Op::Create => {
+                let name = self.fresh_name("v", sc);
+                p(
+                    format!("storagectl volume create {name} --size {BLOCKS}M --vm {vm} --transport {transport}"),
+                    Change::Create { name: name.clone(), vol: Vol::blank(&vm, transport) },
+                    format!("create {name} ({transport})"),
+                )
+            }
+            Op::Write => {
+                let name = self.some_volume(r, sc, |_, _| true)?;
+                let block = r.below(BLOCKS as u64) as usize;
+                let data = r.bytes(BLOCK);
+                let h = model::hash(&data);
+                self.m.write_file(&format!("{RUN}/blk"), &data, 0o600)?;
+                p(
+                    format!(
+                        "dd if={RUN}/blk of={} bs=1M seek={block} count=1 oflag=direct conv=fsync,notrunc 2>&1",
+                        zvol(&name)
+                    ),
+                    Change::Write { name: name.clone(), block, hash: h.clone() },
+                    format!("write {name} block {block} ({})", &h[..12]),
+                )
+            }
+            Op::Delete => {
+                let clones: Vec<String> = self.model.vols.keys().filter(|n| self.has_clones(n)).cloned().collect();
+                let name = self.some_volume(r, sc, |n, _| !clones.iter().any(|c| c == n))?;
+                p(
+                    format!("storagectl volume delete {name} --force"),
+                    Change::Delete { name: name.clone() },
+                    format!("delete {name}"),
+                )
+            }
+            Op::Snapshot => {
+                let name = self.some_volume(r, sc, |_, _| true)?;
+                let snap = format!("s{}", sc.index);
+                p(
+                    format!("storagectl volume snapshot {name} {snap}"),
+                    Change::Snapshot { name: name.clone(), snap: snap.clone() },
+                    format!("snapshot {name}@{snap}"),
+                )
+            }
+            Op::Rollback => {
+                let name = self.some_volume(r, sc, |_, _| true)?;
+                if self.model.vols[&name].snapshots.is_empty() {
+                    self.snapshot_now(&name, &format!("s{}", sc.index))?;
+                    // Something for the rollback to undo.
+                    let data = r.bytes(BLOCK);
+                    let k = r.below(BLOCKS as u64) as usize;
+                    self.m.write_file(&format!("{RUN}/blk"), &data, 0o600)?;
+                    self.sh_ok(&format!(
+                        "dd if={RUN}/blk of={} bs=1M seek={k} count=1 oflag=direct conv=fsync,notrunc 2>&1",
+                        zvol(&name)
+                    ))?;
+                    self.model.vols.get_mut(&name).expect("volume").blocks[k] = model::hash(&data);
+                }
+                let snap = self.model.vols[&name].snapshots.last().expect("a snapshot").0.clone();
+                p(
+                    format!("storagectl volume rollback {name} {snap} --force"),
+                    Change::Rollback { name: name.clone(), snap: snap.clone() },
+                    format!("rollback {name} to {snap}"),
+                )
+            }
+            Op::Clone => {
+                let from = self.some_volume(r, sc, |_, _| true)?;
+                if self.model.vols[&from].snapshots.is_empty() {
+                    self.snapshot_now(&from, &format!("s{}", sc.index))?;
+                }
+                let snaps = self.model.vols[&from].snapshots.clone();
+                let (snap, blocks) = r.pick(&snaps).expect("a snapshot").clone();
+                let name = self.fresh_name("c", sc);
+                let vol = Vol {
+                    blocks,
+                    origin: Some((from.clone(), snap.clone())),
+                    ..Vol::blank(&vm, transport)
+                };
+                p(
+                    format!("storagectl volume clone {name} --from {from}@{snap} --vm {vm} --transport {transport}"),
+                    Change::Create { name: name.clone(), vol },
+                    format!("clone {name} from {from}@{snap}"),
+                )
+            }
+            Op::Import => {
+                let name = self.fresh_name("i", sc);
+                let qcow2 = r.chance(50);
+                // Half the blocks data, the rest zeros.
+                let mut img = vec![0u8; BLOCKS * BLOCK];
+                let data = r.bytes(BLOCKS / 2 * BLOCK);
+                img[..data.len()].copy_from_slice(&data);
+                let blocks: Vec<String> = img.chunks(BLOCK).map(model::hash).collect();
+                let raw = format!("/persist/import/{name}.raw");
+                self.m.write_file(&raw, &img, 0o600)?;
+                let (file, fmt) = if qcow2 {
+                    let q = format!("/persist/import/{name}.qcow2");
+                    self.sh_ok(&format!("qemu-img convert -f raw -O qcow2 {raw} {q} && rm {raw}"))?;
+                    (q, "qcow2")
+                } else {
+                    (raw, "raw")
+                };
+                Prepared {
+                    after: After::RemoveFile(file.clone()),
+                    ..p(
+                        format!(
+                            "storagectl volume create {name} --size {BLOCKS}M --vm {vm} --transport {transport} --import {file} --format {fmt}"
+                        ),
+                        Change::Create { name: name.clone(), vol: Vol { blocks, ..Vol::blank(&vm, transport) } },
+                        format!("import {name} from {fmt}"),
+                    )
+                }
+            }
+            Op::Update => {
+                self.m.copy_in(&self.o.update, &format!("{RUN}/u.update"))?;
+                Prepared {
+                    after: After::Reboot,
+                    timeout: Duration::from_secs(900),
+                    ..p(
+                        format!("abupdate install {RUN}/u.update && rm {RUN}/u.update"),
+                        Change::None,
+                        "install the update, then boot it".into(),
+                    )
+                }
+            }
+            Op::Replace => {
+                let old = r.pick(&self.members.clone()).expect("members").clone();
+                let new = self.new_member()?;
+                let old_dev = self.member_device(&old)?;
+                Prepared {
+                    after: After::Replaced { old: old.clone(), new: new.clone() },
+                    spare: Some(old.clone()),
+                    timeout: Duration::from_secs(900),
+                    ..p(
+                        format!("storagectl disk replace {old_dev} {}", by_id(&new)),
+                        Change::None,
+                        format!("replace {old} with {new}"),
+                    )
+                }
+            }
+            Op::Scrub => p(
+                format!("zpool wait -t resilver,scrub {POOL}; storagectl scrub now && zpool wait -t scrub {POOL}"),
+                Change::None,
+                "scrub".into(),
+            ),
+            Op::Policy => {
+                let pct = 5 + r.below(6);
+                let policy = std::fs::read_to_string(image_policy())
+                    .map_err(|e| Error::Io(image_policy(), e))?
+                    .replace("topology = \"stripe\"", "topology = \"mirror\"")
+                    .replace(
+                        "[datasets.newlog]\nmountpoint = \"/persist/newlog\"\nquota = \"10%\"",
+                        &format!("[datasets.newlog]\nmountpoint = \"/persist/newlog\"\nquota = \"{pct}%\""),
+                    );
+                self.m.write_file(&format!("{RUN}/storage.toml"), policy.as_bytes(), 0o644)?;
+                Prepared {
+                    after: After::Reboot,
+                    ..p(
+                        format!(
+                            "mount -o remount,rw /config && cp {RUN}/storage.toml /config/storage.toml.new && sync && \
+                             mv /config/storage.toml.new /config/storage.toml && sync; s=$?; mount -o remount,ro /config; exit $s"
+                        ),
+                        Change::None,
+                        format!("policy: newlog quota {pct}%"),
+                    )
+                }
+            }
+            Op::AddDrives => {
+                let a = self.new_member()?;
+                let b = self.new_member()?;
+                Prepared {
+                    after: After::Added(vec![a.clone(), b.clone()]),
+                    ..p(
+                        format!("storagectl disk add {} {}", by_id(&a), by_id(&b)),
+                        Change::None,
+                        format!("add {a} and {b}"),
+                    )
+                }
+            }
+        })
+    }
+
+    /// Plugs a blank SCSI drive of the members' size in and waits for its link.
+    fn new_member(&mut self) -> Result<String> {
+        self.next_disk += 1;
+        let serial = format!("NEW{}", self.next_disk);
+        let size = self.member_size();
+        self.m
+            .plug_disk(&DiskSpec::blank(DiskKind::Scsi, size, &serial))?;
+        self.kinds.insert(serial.clone(), DiskKind::Scsi);
+        self.wait_link(&serial)?;
+        Ok(serial)
+    }
+
+    fn member_size(&self) -> u64 {
+        self.run
+            .disks
+            .first()
+            .and_then(|d| d.split_whitespace().nth(2))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1024)
+    }
+
+    fn wait_link(&mut self, serial: &str) -> Result<()> {
+        for _ in 0..60 {
+            if self.sh(&format!("[ -b {} ]", by_id(serial)))?.status == 0 {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        Err(Error::Guest(format!(
+            "{serial}: no {} after 60 s",
+            by_id(serial)
+        )))
+    }
+
+    /// The pool member on drive `serial`, as `zpool status -P` names it.
+    fn member_device(&mut self, serial: &str) -> Result<String> {
+        let kind = self.kinds.get(serial).copied().unwrap_or(DiskKind::Scsi);
+        let dev = self.sh_ok(&format!("readlink -f {}", link(kind, serial)))?;
+        let dev = dev.trim().to_string();
+        // The path the pool's config holds (zinject and zpool know the member by it), matched
+        // through the device it resolves to.
+        let st = self.sh_ok(&format!(
+            "zpool status -P {POOL} | awk '$1 ~ \"^/dev/\" {{print $1}}' | while read p; do echo \"$p $(readlink -f $p)\"; done"
+        ))?;
+        st.lines()
+            .filter_map(|l| l.split_once(' '))
+            .find(|(_, real)| real.starts_with(&dev))
+            .map(|(p, _)| p.to_string())
+            .ok_or_else(|| {
+                Error::Guest(format!("{serial} ({dev}) is not a member of {POOL}:\n{st}"))
+            })
+    }
+
+    fn start_op(&mut self, script: &str) -> Result<()> {
+        self.m
+            .write_file(&format!("{RUN}/op.sh"), script.as_bytes(), 0o700)?;
+        self.sh_ok(&format!(
+            "rm -f {RUN}/rc {RUN}/out; setsid sh -c 'sh {RUN}/op.sh > {RUN}/out 2>&1; echo $? > {RUN}/rc.tmp; mv {RUN}/rc.tmp {RUN}/rc' < /dev/null > /dev/null 2>&1 &"
+        ))?;
+        Ok(())
+    }
+
+    fn op_rc(&mut self) -> Result<Option<Ack>> {
+        let o = self.sh(&format!("cat {RUN}/rc 2>/dev/null && tail -n 3 {RUN}/out"))?;
+        if o.status != 0 {
+            return Ok(None);
+        }
+        let mut lines = o.stdout.lines();
+        let status: i32 = lines
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .unwrap_or(-1);
+        let msg = lines.collect::<Vec<_>>().join(" | ");
+        Ok(Some(if status == 0 {
+            Ack::Acked
+        } else {
+            Ack::Failed { status, msg }
+        }))
+    }
+
+    fn finish_op(&mut self, limit: Duration, violations: &mut Vec<String>) -> Result<Ack> {
+        let t = Instant::now();
+        loop {
+            if let Some(a) = self.op_rc()? {
+                return Ok(a);
+            }
+            if t.elapsed() > limit {
+                violations.push(format!(
+                    "the operation had not returned after {} s",
+                    limit.as_secs()
+                ));
+                return Ok(Ack::Unknown);
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    // ---- faults ----
+
+    fn strike(
+        &mut self,
+        f: Fault,
+        instant_ms: u64,
+        r: &mut Rng,
+        prep: &Prepared,
+        violations: &mut Vec<String>,
+    ) -> Result<(Struck, Option<Ack>)> {
+        let t = Instant::now();
+        let mut early = None;
+        while t.elapsed() < Duration::from_millis(instant_ms) {
+            if let Some(a) = self.op_rc()? {
+                early = Some(a);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if early.is_none() {
+            early = self.op_rc()?;
+        }
+        let others: Vec<String> = self
+            .members
+            .iter()
+            .filter(|s| Some(*s) != prep.spare.as_ref())
+            .cloned()
+            .collect();
+        let struck = match f {
+            Fault::PowerCut => {
+                self.m.power_cut()?;
+                self.boot(|m| m.boot())?;
+                Struck::Rebooted
+            }
+            Fault::TpmSwap => {
+                self.m.power_cut()?;
+                self.m.stash_tpm("own")?;
+                let t = Instant::now();
+                self.m.boot()?;
+                self.run.secs_booting += t.elapsed().as_secs_f64();
+                // Another TPM: the vault stays shut and nothing is lost while it is.
+                std::thread::sleep(Duration::from_secs(20));
+                let key = self
+                    .sh("zfs get -H -o value keystatus persist/vault")?
+                    .stdout;
+                if key.trim() == "available" {
+                    violations.push("the vault opened with another TPM".into());
+                }
+                let vols = self
+                    .sh(&format!(
+                        "zfs list -H -o name -t volume -r {VOLS} 2>/dev/null | wc -l"
+                    ))?
+                    .stdout;
+                let have: usize = vols.trim().parse().unwrap_or(0);
+                if have < self.model.vols.len() {
+                    violations.push(format!(
+                        "with another TPM {have} volumes remain of the {} acknowledged",
+                        self.model.vols.len()
+                    ));
+                }
+                self.m.poweroff()?;
+                self.m.restore_tpm("own")?;
+                self.boot(|m| m.boot())?;
+                Struck::Rebooted
+            }
+            Fault::KillDaemon => {
+                let d = r.pick(&DAEMONS).expect("daemons").to_string();
+                self.sh(&format!("kill -9 $(pidof {d})"))?;
+                *self.kills.entry(d.clone()).or_default() += 1;
+                Struck::Killed(d)
+            }
+            Fault::IoErrors => {
+                let s = r.pick(&others).expect("a member").clone();
+                let dev = self.member_device(&s)?;
+                self.sh_ok(&format!(
+                    "{RUN}/zinject -d {dev} -e io -T all -f 100 {POOL}"
+                ))?;
+                Struck::Injected(Instant::now())
+            }
+            Fault::Corruption => {
+                let s = r.pick(&others).expect("a member").clone();
+                let file = self
+                    .m
+                    .disk_file_of(&s)
+                    .map(Path::to_path_buf)
+                    .ok_or_else(|| Error::Setup(format!("no file for drive {s}")))?;
+                corrupt(&file, r)?;
+                Struck::Corrupted
+            }
+            Fault::Unplug => {
+                let scsi: Vec<String> = others
+                    .iter()
+                    .filter(|s| self.kinds.get(*s) == Some(&DiskKind::Scsi))
+                    .cloned()
+                    .collect();
+                match r.pick(&scsi) {
+                    Some(s) => Struck::Unplugged(self.m.unplug_disk(s)?),
+                    None => Struck::Nothing,
+                }
+            }
+            Fault::QuotaFill => {
+                self.sh_ok(&format!(
+                    "rm -f {RUN}/fill.done; setsid sh -c 'head -c 4000M /dev/urandom > /persist/newlog/campaign-fill 2>{RUN}/fill.err; touch {RUN}/fill.done' < /dev/null > /dev/null 2>&1 &"
+                ))?;
+                Struck::Filling
+            }
+            Fault::ClockJump => {
+                let days = 1 + r.below(730) as i64;
+                let delta = if r.chance(50) { days } else { -days } * 86_400;
+                self.sh_ok(&format!(
+                    "date -u -s @$(( $(date +%s) + {delta} )) >/dev/null"
+                ))?;
+                Struck::Jumped
+            }
+        };
+        Ok((struck, early))
+    }
+
+    fn heal(&mut self, s: Struck, violations: &mut Vec<String>) -> Result<()> {
+        match s {
+            Struck::Nothing | Struck::Rebooted => {}
+            Struck::Killed(d) => {
+                let mut up = false;
+                for _ in 0..60 {
+                    if self.sh(&format!("pidof {d} >/dev/null"))?.status == 0 {
+                        up = true;
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                if !up {
+                    violations.push(format!("{d} was not restarted within 60 s of its SIGKILL"));
+                }
+            }
+            Struck::Injected(at) => {
+                if let Some(rest) = Duration::from_secs(3).checked_sub(at.elapsed()) {
+                    std::thread::sleep(rest);
+                }
+                self.sh_ok(&format!("{RUN}/zinject -c all >/dev/null"))?;
+                self.repair(true)?;
+            }
+            Struck::Corrupted => self.repair(true)?,
+            Struck::Unplugged(disk) => {
+                let serial = disk.serial.clone();
+                self.m.replug_disk(disk)?;
+                self.wait_link(&serial)?;
+                self.repair(false)?;
+            }
+            Struck::Filling => {
+                for _ in 0..180 {
+                    if self.sh(&format!("[ -e {RUN}/fill.done ]"))?.status == 0 {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                self.sh_ok("rm -f /persist/newlog/campaign-fill")?;
+            }
+            Struck::Jumped => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                self.sh_ok(&format!("date -u -s @{now} >/dev/null"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Brings every member back (reopen, online, clear), optionally scrubs, and waits for the
+    /// resilver: what an operator does after a member misbehaved.
+    fn repair(&mut self, scrub: bool) -> Result<()> {
+        let st = self.sh_ok(&format!("zpool status -P {POOL}"))?;
+        for (dev, state) in guest::parse_members(&st) {
+            if state != "ONLINE" {
+                self.sh(&format!("zpool online {POOL} {dev}"))?;
+            }
+        }
+        self.sh(&format!("zpool reopen {POOL}; zpool clear {POOL}"))?;
+        self.sh(&format!("zpool wait -t resilver {POOL}"))?;
+        if scrub {
+            self.sh(&format!(
+                "zpool wait -t scrub {POOL}; zpool scrub -w {POOL}"
+            ))?;
+            self.sh(&format!("zpool clear {POOL}"))?;
+        }
+        Ok(())
+    }
+
+    fn after(&mut self, a: &After, ack: &Ack, rebooted: bool) -> Result<()> {
+        match a {
+            After::Nothing => {}
+            After::Reboot => {
+                if *ack == Ack::Acked && !rebooted {
+                    self.boot(|m| m.reboot())?;
+                }
+            }
+            After::RemoveFile(f) => {
+                self.sh(&format!("rm -f {f}"))?;
+            }
+            After::Replaced { old, new } => {
+                self.sh(&format!("zpool wait -t resilver,replace {POOL}"))?;
+                let st = self.sh_ok(&format!("zpool status -P -L {POOL}"))?;
+                let new_dev = self.sh_ok(&format!("readlink -f {}", by_id(new)))?;
+                let took = guest::parse_members(&st)
+                    .iter()
+                    .any(|(p, _)| p.starts_with(new_dev.trim()));
+                if took {
+                    self.members.retain(|s| s != old);
+                    self.members.push(new.clone());
+                    if self.kinds.get(old) == Some(&DiskKind::Scsi) {
+                        let _ = self.m.unplug_disk(old);
+                    }
+                }
+            }
+            After::Added(new) => {
+                let st = self.sh_ok(&format!("zpool status -P -L {POOL}"))?;
+                for s in new {
+                    let dev = self.sh_ok(&format!("readlink -f {}", by_id(s)))?;
+                    if guest::parse_members(&st)
+                        .iter()
+                        .any(|(p, _)| p.starts_with(dev.trim()))
+                    {
+                        self.members.push(s.clone());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    // ---- invariants ----
+
+    fn observe(&mut self, change: &Change) -> Result<model::World> {
+        let names: Vec<String> = model::names_to_see(&self.model, change)
+            .into_iter()
+            .collect();
+        let out = self.sh_ok(&guest::observe_script(&names))?;
+        Ok(guest::parse_world(&out))
+    }
+
+    fn verify(&mut self, change: &Change, ack: &Ack) -> Result<(Vec<String>, u32, Vec<String>)> {
+        let mut bad = Vec::new();
+        let mut n = 0u32;
+        self.sh(&format!("zpool wait -t resilver {POOL}"))?;
+        // Volumes: give the volume daemon time to finish a pass the fault interrupted.
+        let mut world = self.observe(change)?;
+        for _ in 0..20 {
+            let mut probe = self.model.clone();
+            let _ = model::settle(&mut probe, change, ack, &world);
+            if model::check(&probe, &world).0.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_secs(3));
+            world = self.observe(change)?;
+        }
+        let (v, notes) = model::settle(&mut self.model, change, ack, &world);
+        bad.extend(v);
+        let (v, k) = model::check(&self.model, &world);
+        bad.extend(v);
+        n += k;
+        // The pool: whole, without data errors, its vault open.
+        let mut p = guest::parse_pool(&self.sh_ok(guest::POOL_SCRIPT)?);
+        if p.health != "ONLINE" {
+            self.repair(false)?;
+            p = guest::parse_pool(&self.sh_ok(guest::POOL_SCRIPT)?);
+        }
+        n += 3;
+        if p.health != "ONLINE" {
+            let st = self.sh(&format!("zpool status {POOL}"))?.stdout;
+            bad.push(format!(
+                "the pool is {} after recovery (redundancy not back):\n{st}",
+                p.health
+            ));
+        }
+        if p.data_errors {
+            bad.push("the pool reports data errors".into());
+        }
+        if p.key != "available" {
+            bad.push(format!(
+                "the vault is not open with the box's own TPM (key {})",
+                p.key
+            ));
+        }
+        // The foreign drive, byte for byte.
+        n += 1;
+        let f = self.sh_ok("d=$(ls /dev/disk/by-id/ | grep -E '[-_]FOREIGN$' | head -1); [ -n \"$d\" ] && sha256sum < /dev/disk/by-id/$d")?;
+        if f.split_whitespace().next() != Some(self.foreign_hash.as_str()) {
+            bad.push("the foreign drive changed".into());
+        }
+        // A/B: the running slot is not bad, and the next boot goes to a slot that is not.
+        n += 1;
+        match serde_json::from_str::<serde_json::Value>(&self.sh_ok("abupdate status --json")?) {
+            Ok(st) => {
+                let state = |slot: &serde_json::Value| {
+                    st["slots"]
+                        .as_array()
+                        .and_then(|a| a.iter().find(|s| &s["slot"] == slot))
+                        .and_then(|s| s["state"].as_str())
+                        .unwrap_or("missing")
+                        .to_string()
+                };
+                for which in ["running", "next"] {
+                    let s = state(&st[which]);
+                    if s == "bad" || s == "missing" {
+                        bad.push(format!("A/B: the {which} slot {} is {s}", st[which]));
+                    }
+                }
+            }
+            Err(e) => bad.push(format!("abupdate status --json: {e}")),
+        }
+        // No program crashed; no service is in a crash loop; every daemon runs.
+        n += 2;
+        let console = std::fs::read_to_string(self.m.console_log()).unwrap_or_default();
+        let from = if self.console_seen.0 == self.m.boots() {
+            self.console_seen.1.min(console.len())
+        } else {
+            0
+        };
+        for c in guest::crashes(&console[from..]) {
+            bad.push(format!("console: {c}"));
+        }
+        self.console_seen = (self.m.boots(), console.len());
+        match serde_json::from_str::<serde_json::Value>(&self.sh_ok("eve-init status --json")?) {
+            Ok(st) => {
+                for s in st["services"].as_array().into_iter().flatten() {
+                    let name = s["name"].as_str().unwrap_or("?");
+                    let starts = s["starts"].as_u64().unwrap_or(0);
+                    let allowed = 1 + u64::from(self.kills.get(name).copied().unwrap_or(0));
+                    if DAEMONS.contains(&name) && s["pid"].is_null() {
+                        bad.push(format!("{name} is not running"));
+                    }
+                    if starts > allowed + 1 {
+                        bad.push(format!(
+                            "{name} started {starts} times this boot ({} kills): a crash loop",
+                            allowed - 1
+                        ));
+                    }
+                }
+            }
+            Err(e) => bad.push(format!("eve-init status --json: {e}")),
+        }
+        Ok((bad, n, notes))
+    }
+}
+
+/// The udev link of a SCSI drive the campaign plugged in.
+fn by_id(serial: &str) -> String {
+    link(DiskKind::Scsi, serial)
+}
+
+/// The udev link qemu's drive of `kind` with `serial` gets in the guest.
+fn link(kind: DiskKind, serial: &str) -> String {
+    match kind {
+        DiskKind::Scsi => format!("/dev/disk/by-id/scsi-0QEMU_QEMU_HARDDISK_{serial}"),
+        DiskKind::Virtio => format!("/dev/disk/by-id/virtio-{serial}"),
+        DiskKind::Nvme => format!("/dev/disk/by-id/nvme-QEMU_NVMe_Ctrl_{serial}"),
+        _ => format!("/dev/disk/by-id/ata-QEMU_HARDDISK_{serial}"),
+    }
+}
+
+fn image_policy() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../rootfs/etc/storage.toml")
+}
+
+fn utc_now() -> String {
+    let o = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .ok();
+    o.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+/// A 64 MiB ext4 file system with random data in it: a drive another system owns.
+fn make_foreign(path: &Path, r: &mut Rng) -> Result<()> {
+    let f = std::fs::File::create(path).map_err(|e| Error::Io(path.into(), e))?;
+    f.set_len(64 << 20).map_err(|e| Error::Io(path.into(), e))?;
+    drop(f);
+    let st = std::process::Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-L", "foreign"])
+        .arg(path)
+        .status()
+        .map_err(|e| Error::Io("mkfs.ext4".into(), e))?;
+    if !st.success() {
+        return Err(Error::Setup(format!("mkfs.ext4 {}: {st}", path.display())));
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| Error::Io(path.into(), e))?;
+    f.seek(SeekFrom::Start(32 << 20))
+        .map_err(|e| Error::Io(path.into(), e))?;
+    f.write_all(&r.bytes(4 << 20))
+        .map_err(|e| Error::Io(path.into(), e))?;
+    Ok(())
+}
+
+/// Overwrites 32 random 4 KiB sectors of a member's file, away from its labels (the first and
+/// last 8 MiB): silent corruption ZFS must find by checksum and repair from the other side.
+fn corrupt(file: &Path, r: &mut Rng) -> Result<()> {
+    let len = std::fs::metadata(file)
+        .map_err(|e| Error::Io(file.into(), e))?
+        .len();
+    let span = (len - (16 << 20)) / 4096;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(file)
+        .map_err(|e| Error::Io(file.into(), e))?;
+    for _ in 0..32 {
+        let at = (8 << 20) + r.below(span) * 4096;
+        f.seek(SeekFrom::Start(at))
+            .map_err(|e| Error::Io(file.into(), e))?;
+        f.write_all(&r.bytes(4096))
+            .map_err(|e| Error::Io(file.into(), e))?;
+    }
+    f.sync_all().map_err(|e| Error::Io(file.into(), e))
+}
