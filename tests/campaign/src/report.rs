@@ -48,6 +48,8 @@ pub struct Figures {
     pub invariants: u64,
     pub violations: usize,
     pub acked: usize,
+    /// Operations that returned non-zero (refused or failed), each with why.
+    pub failed: Vec<String>,
     pub minutes: f64,
     pub boot_share: f64,
 }
@@ -74,6 +76,16 @@ impl Run {
             f.invariants += u64::from(s.invariants);
             f.violations += s.violations.len();
             f.acked += usize::from(s.ack == Ack::Acked);
+            if let Ack::Failed { status, msg } = &s.ack {
+                f.failed.push(format!(
+                    "scenario {} ({}, {}): exit {status}: {msg}",
+                    s.index,
+                    s.detail,
+                    s.fault
+                        .map(|x| x.to_string())
+                        .unwrap_or_else(|| "no fault".into())
+                ));
+            }
         }
         f
     }
@@ -144,6 +156,10 @@ pub fn section(run: &Run, prev: Option<&Run>) -> String {
         col(&|f| f.acked.to_string())
     ));
     s.push_str(&format!(
+        "| operations refused or failed | {} |\n",
+        col(&|f| f.failed.len().to_string())
+    ));
+    s.push_str(&format!(
         "| invariants checked | {} |\n",
         col(&|f| f.invariants.to_string())
     ));
@@ -204,6 +220,15 @@ pub fn section(run: &Run, prev: Option<&Run>) -> String {
     }
     if !any {
         s.push_str("None.\n");
+    }
+    // Not violations (nothing acknowledged was lost), but each is a refusal to read: under its
+    // fault, or one the box should not have made.
+    s.push_str("\n### Operations refused or failed\n\n");
+    if f.failed.is_empty() {
+        s.push_str("None.\n");
+    }
+    for l in &f.failed {
+        s.push_str(&format!("- {}\n", l.replace('\n', " ")));
     }
     s.push('\n');
     s.push_str(END);
@@ -266,6 +291,20 @@ mod tests {
         );
         assert!(s.contains("`make campaign SEED=7 SCENARIO=3`"), "{s}");
         assert!(section(&run(7, 0), None).contains("None.\n"));
+        let mut r = run(8, 0);
+        r.scenarios[0].ack = Ack::Failed {
+            status: 4,
+            msg: "too small".into(),
+        };
+        let s = section(&r, None);
+        assert!(
+            s.contains("| operations refused or failed | 1 | – |"),
+            "{s}"
+        );
+        assert!(
+            s.contains("- scenario 3 (v1 block 2, power-cut): exit 4: too small"),
+            "{s}"
+        );
     }
 
     #[test]

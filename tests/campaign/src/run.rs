@@ -472,6 +472,8 @@ impl Campaign {
                 let snaps = self.model.vols[&from].snapshots.clone();
                 let (snap, blocks) = r.pick(&snaps).expect("a snapshot").clone();
                 let name = self.fresh_name("c", sc);
+                // A clone stays with its origin's VM.
+                let vm = self.model.vols[&from].vm.clone();
                 let vol = Vol {
                     blocks,
                     origin: Some((from.clone(), snap.clone())),
