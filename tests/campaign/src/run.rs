@@ -727,16 +727,26 @@ impl Campaign {
                 if key.trim() == "available" {
                     violations.push("the vault opened with another TPM".into());
                 }
-                let vols = self
+                // Every acknowledged volume but the one this operation deletes.
+                let listed = self
                     .sh(&format!(
-                        "zfs list -H -o name -t volume -r {VOLS} 2>/dev/null | wc -l"
+                        "zfs list -H -o name -t volume -r {VOLS} 2>/dev/null"
                     ))?
                     .stdout;
-                let have: usize = vols.trim().parse().unwrap_or(0);
-                if have < self.model.vols.len() {
+                let going = match &prep.change {
+                    Change::Delete { name } => Some(name.as_str()),
+                    _ => None,
+                };
+                let missing: Vec<&String> = self
+                    .model
+                    .vols
+                    .keys()
+                    .filter(|n| Some(n.as_str()) != going)
+                    .filter(|n| !listed.lines().any(|l| l.trim() == format!("{VOLS}/{n}")))
+                    .collect();
+                if !missing.is_empty() {
                     violations.push(format!(
-                        "with another TPM {have} volumes remain of the {} acknowledged",
-                        self.model.vols.len()
+                        "with another TPM, acknowledged volumes are gone: {missing:?}"
                     ));
                 }
                 self.m.poweroff()?;
