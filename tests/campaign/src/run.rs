@@ -137,8 +137,14 @@ impl Campaign {
         spec.command_timeout = Duration::from_secs(600);
         let disks = vec![
             format!("MEMBER1 scsi {size} MiB"),
-            format!("MEMBER2 {second:?} {size} MiB").to_lowercase(),
-            format!("FOREIGN {foreign_kind:?} 64 MiB (ext4, must stay unchanged)").to_lowercase(),
+            format!(
+                "MEMBER2 {} {size} MiB",
+                format!("{second:?}").to_lowercase()
+            ),
+            format!(
+                "FOREIGN {} 64 MiB (ext4, must stay unchanged)",
+                format!("{foreign_kind:?}").to_lowercase()
+            ),
         ];
         let kinds = [
             ("MEMBER1".to_string(), DiskKind::Scsi),
