@@ -124,8 +124,9 @@ enum Parent {
 /// `gate` policy digest, the key can only be used (to create or load a child) by a session that
 /// satisfies that policy: anyone may re-derive it, nobody outside the gated boot state can use it.
 /// No PIN protects it (its authValue is empty), so dictionary-attack protection would guard
-/// nothing and only count power cuts: the current template is exempt (`noDA`), as
-/// systemd-cryptenroll's PIN-less seals are.
+/// nothing and only count power cuts: the current template is exempt (`noDA`), as the usual
+/// storage root key template is (fixedTPM, fixedParent, sensitiveDataOrigin, userWithAuth, noDA,
+/// restricted, decrypt).
 fn primary(ctx: &mut Context, gate: Option<&Digest>, kind: Parent) -> Result<KeyHandle, TpmError> {
     let public = primary_template(gate, kind)?;
     ctx.execute_with_nullauth_session(|c| {
