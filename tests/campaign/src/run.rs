@@ -501,6 +501,8 @@ impl Campaign {
                 let blocks: Vec<String> = img.chunks(BLOCK).map(model::hash).collect();
                 let raw = format!("/persist/import/{name}.raw");
                 self.m.write_file(&raw, &img, 0o600)?;
+                // The source is on the pool before the operation starts, as an operator's
+                // finished upload is (unsynced, a power cut may take it, and the import with it).
                 let (file, fmt) = if qcow2 {
                     let q = format!("/persist/import/{name}.qcow2");
                     self.sh_ok(&format!("qemu-img convert -f raw -O qcow2 {raw} {q} && rm {raw}"))?;
@@ -508,6 +510,7 @@ impl Campaign {
                 } else {
                     (raw, "raw")
                 };
+                self.sh_ok("sync")?;
                 Prepared {
                     after: After::RemoveFile(file.clone()),
                     ..p(
