@@ -55,7 +55,7 @@ pub enum TpmError {
     },
     #[error("the sealed key could not be loaded by this TPM (a different or cleared TPM, another boot state, or a seal this box did not make)")]
     WrongTpm(#[source] tss_esapi::Error),
-    #[error("the TPM is in dictionary-attack lockout and refuses the seal's parent (a seal made before this release exempted it counts each power cut as a failed authorization); the lockout lifts after the TPM's recovery time, or the recovery key unlocks now")]
+    #[error("the TPM is in dictionary-attack lockout and refuses the seal's parent (not this TPM's seal, or a seal without a boot-state gate made before this release, whose parent counted each power cut as a failed authorization); the recovery key unlocks now, or reboot cleanly once the TPM's lockout recovery time has passed")]
     Lockout(#[source] tss_esapi::Error),
     #[error("the TPM refused to unseal the key (PCR values changed, or the unlock phase of this boot is over)")]
     Policy(#[source] tss_esapi::Error),
@@ -111,12 +111,15 @@ impl Tpm {
 /// Which template a seal's parent was made from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Parent {
-    /// Exempt from dictionary-attack protection (`noDA`): every seal made now.
+    /// Every seal made now. An ungated parent (no boot-state gate: authorized by its empty
+    /// authValue) is exempt from dictionary-attack protection (`noDA`); a gated one is used only
+    /// through its PCR policy, which DA never counts, and keeps the template earlier releases
+    /// know, so a fallback to one of them still opens its seals.
     Current,
-    /// Before `noDA`: its empty authValue made each boot a DA-protected use, so the TPM counted
-    /// every power cut as a failed authorization at the next startup, and after a few (swtpm:
-    /// 3) refused to load the parent at all until its lockout ran out: a vault locked by power
-    /// cuts alone. Seals made under it are still opened.
+    /// The ungated parent before `noDA`: its authValue made each boot a DA-protected use, so the
+    /// TPM counted every power cut as a failed authorization at the next startup, and after a
+    /// few (swtpm: 3) refused to load the parent at all until its lockout ran out: a vault
+    /// locked by power cuts alone. Seals made under it are still opened.
     Legacy,
 }
 
@@ -124,9 +127,9 @@ enum Parent {
 /// `gate` policy digest, the key can only be used (to create or load a child) by a session that
 /// satisfies that policy: anyone may re-derive it, nobody outside the gated boot state can use it.
 /// No PIN protects it (its authValue is empty), so dictionary-attack protection would guard
-/// nothing and only count power cuts: the current template is exempt (`noDA`), as the usual
-/// storage root key template is (fixedTPM, fixedParent, sensitiveDataOrigin, userWithAuth, noDA,
-/// restricted, decrypt).
+/// nothing and only count power cuts: the current ungated template is exempt (`noDA`), as the
+/// usual storage root key template is (fixedTPM, fixedParent, sensitiveDataOrigin,
+/// userWithAuth, noDA, restricted, decrypt).
 fn primary(ctx: &mut Context, gate: Option<&Digest>, kind: Parent) -> Result<KeyHandle, TpmError> {
     let public = primary_template(gate, kind)?;
     ctx.execute_with_nullauth_session(|c| {
@@ -141,7 +144,7 @@ fn primary_template(gate: Option<&Digest>, kind: Parent) -> Result<Public, TpmEr
         .with_fixed_tpm(true)
         .with_fixed_parent(true)
         .with_sensitive_data_origin(true)
-        .with_no_da(kind == Parent::Current)
+        .with_no_da(kind == Parent::Current && gate.is_none())
         .with_user_with_auth(gate.is_none())
         .with_decrypt(true)
         .with_restricted(true)
@@ -775,8 +778,10 @@ pub fn unseal_with(
             (Some(g), Some(gate), Some(object))
         }
     };
-    // A seal made before the parent was exempt from DA protection loads only under the legacy
-    // parent; everything else under the current one.
+    // An ungated seal made before its parent was exempt from DA protection loads only under the
+    // legacy parent: the current one answers that the private part is not its own (an
+    // integrity failure), and only that sends the load to the legacy parent; any other error
+    // is the current attempt's to report.
     match open_under(
         &mut ctx,
         &sealed,
@@ -787,7 +792,7 @@ pub fn unseal_with(
         object_branches.as_deref(),
         Parent::Current,
     ) {
-        Err(TpmError::WrongTpm(_)) => open_under(
+        Err(TpmError::WrongTpm(e)) if gate_digest.is_none() && not_its_parent(&e) => open_under(
             &mut ctx,
             &sealed,
             public,
@@ -799,6 +804,12 @@ pub fn unseal_with(
         ),
         r => r,
     }
+}
+
+/// Whether a load failed because the private part was not made under this parent.
+fn not_its_parent(e: &tss_esapi::Error) -> bool {
+    matches!(e, tss_esapi::Error::Tss2Error(rc)
+        if rc.kind() == Some(tss_esapi::constants::response_code::Tss2ResponseCodeKind::Integrity))
 }
 
 /// Loads the sealed object under the parent of `kind` and unseals it.
@@ -907,20 +918,29 @@ pub fn end_unlock_phase(tpm: &Tpm) -> Result<(), TpmError> {
 mod tests {
 
     #[test]
-    fn the_seal_parent_is_exempt_from_dictionary_attack_lockout_and_the_legacy_one_is_not() {
+    fn the_ungated_seal_parent_is_exempt_from_dictionary_attack_lockout_and_the_gated_one_unchanged(
+    ) {
         // Exempt, a power cut never counts as a failed authorization; the legacy template is
         // kept unchanged so seals made under it still load.
-        for gate in [None, Some(Digest::try_from(vec![7u8; 32]).unwrap())] {
-            let now = primary_template(gate.as_ref(), Parent::Current).unwrap();
-            let old = primary_template(gate.as_ref(), Parent::Legacy).unwrap();
-            assert!(now.object_attributes().no_da());
-            assert!(!old.object_attributes().no_da());
-            assert_eq!(
-                now.object_attributes().user_with_auth(),
-                old.object_attributes().user_with_auth()
-            );
-            assert_eq!(now.object_attributes().user_with_auth(), gate.is_none());
-        }
+        let now = primary_template(None, Parent::Current).unwrap();
+        let old = primary_template(None, Parent::Legacy).unwrap();
+        assert!(now.object_attributes().no_da());
+        assert!(!old.object_attributes().no_da());
+        assert!(
+            now.object_attributes().user_with_auth() && old.object_attributes().user_with_auth()
+        );
+        // A gated parent is used only through its PCR policy, which DA never counts: its
+        // template stays the one earlier releases derive, so they still open its seals.
+        let gate = Digest::try_from(vec![7u8; 32]).unwrap();
+        let now = primary_template(Some(&gate), Parent::Current).unwrap();
+        let old = primary_template(Some(&gate), Parent::Legacy).unwrap();
+        assert_eq!(now, old);
+        assert!(!now.object_attributes().no_da() && !now.object_attributes().user_with_auth());
+        // The legacy template is the one every earlier release made (the RSA restricted
+        // decryption key with these attributes and no others).
+        let a = old.object_attributes();
+        assert!(a.fixed_tpm() && a.fixed_parent() && a.sensitive_data_origin());
+        assert!(a.decrypt() && a.restricted() && !a.sign_encrypt() && !a.admin_with_policy());
     }
     use super::*;
 
