@@ -3,6 +3,9 @@
 
 use crate::model::{Seen, World, BLOCKS};
 
+/// What a block that could not be read whole is recorded as: never taken for data.
+pub const UNREADABLE: &str = "UNREADABLE";
+
 /// Where the campaign's volumes live (the encrypted vault's volumes dataset).
 pub const VOLS: &str = "persist/vault/volumes";
 pub const POOL: &str = "persist";
@@ -29,8 +32,11 @@ pub fn observe_script(names: &[String]) -> String {
              [ -b \"$d\" ] && echo \"$N\" | grep -q \"^$d 1 [1-9]\" && e=1; \
              echo \"V $v $z $sp $e\"; \
              if [ $z = 1 ] && [ -b \"$d\" ]; then k=0; while [ $k -lt {BLOCKS} ]; do \
-             h=$(dd if=$d bs=1M skip=$k count=1 iflag=direct 2>/dev/null | sha256sum); \
-             echo \"B $v $k ${{h%% *}}\"; k=$((k+1)); done; fi; \
+             rm -f /run/campaign/rb; \
+             if dd if=$d of=/run/campaign/rb bs=1M skip=$k count=1 iflag=direct 2>/dev/null \
+             && [ \"$(stat -c %s /run/campaign/rb)\" = 1048576 ]; then \
+             h=$(sha256sum < /run/campaign/rb); echo \"B $v $k ${{h%% *}}\"; \
+             else echo \"B $v $k {UNREADABLE}\"; fi; k=$((k+1)); done; fi; \
              zfs list -H -t snapshot -o name -r {VOLS}/$v 2>/dev/null | sed -n \"s|^{VOLS}/$v@|S $v |p\"\n",
             dev = zvol(n)
         ));

@@ -187,6 +187,8 @@ pub fn settle(
                 return (bad, notes);
             };
             match seen(name).blocks.and_then(|b| b.get(*block).cloned()) {
+                // An unreadable block is no content: left to `check`, which reports it.
+                Some(h) if h == crate::guest::UNREADABLE => {}
                 Some(h) if &h == new => {
                     notes.push(format!("{name}: the unacknowledged write took effect"));
                     v.blocks[*block] = h;
@@ -366,6 +368,23 @@ mod tests {
             assert_eq!(m.vols["a"].blocks[2], got);
             assert!(check(&m, &w).0.is_empty());
         }
+    }
+
+    #[test]
+    fn an_unreadable_block_is_never_taken_for_data() {
+        let (mut m, mut w) = one();
+        let mut b = vec![zero_block(); BLOCKS];
+        b[1] = crate::guest::UNREADABLE.into();
+        w.insert("a".into(), seen(b));
+        let c = Change::Write {
+            name: "a".into(),
+            block: 1,
+            hash: hash(b"new"),
+        };
+        assert!(settle(&mut m, &c, &Ack::Unknown, &w).0.is_empty());
+        assert_eq!(m.vols["a"].blocks[1], zero_block());
+        let (bad, _) = check(&m, &w);
+        assert!(bad[0].contains("block 1 reads UNREADABLE"), "{bad:?}");
     }
 
     #[test]

@@ -82,6 +82,8 @@ pub struct Campaign {
     next_disk: u32,
     kills: BTreeMap<String, u32>,
     console_seen: (u32, usize),
+    /// The scenario whose operation runs.
+    op: usize,
     start: Instant,
     violations_total: usize,
 }
@@ -172,7 +174,8 @@ impl Campaign {
             foreign_hash,
             next_disk: 0,
             kills: BTreeMap::new(),
-            console_seen: (0, 0),
+            console_seen: (1, 0),
+            op: 0,
             start: Instant::now(),
             violations_total: 0,
         };
@@ -201,7 +204,6 @@ impl Campaign {
         let t = Instant::now();
         how(&mut self.m)?;
         self.kills.clear();
-        self.console_seen = (self.m.boots(), 0);
         self.sh_ok(&format!("mkdir -p {RUN}"))?;
         self.m.copy_in(&self.o.zinject, &format!("{RUN}/zinject"))?;
         self.sh_ok(&format!("chmod 755 {RUN}/zinject"))?;
@@ -311,7 +313,7 @@ impl Campaign {
         let boots0 = self.m.boots();
         let mut r = Rng::new(sc.seed);
         let prep = self.prepare(sc, &mut r)?;
-        self.start_op(&prep.script)?;
+        self.start_op(&prep.script, sc.index)?;
         let mut violations = Vec::new();
         let (struck, early) = match fault {
             None => (Struck::Nothing, None),
@@ -324,7 +326,7 @@ impl Campaign {
         };
         self.heal(struck, &mut violations)?;
         let rebooted = self.m.boots() != boots0;
-        self.after(&prep.after, &ack, rebooted)?;
+        self.after(&prep.after, &ack, rebooted, &mut violations)?;
         let (v, n, notes) = self.verify(&prep.change, &ack)?;
         violations.extend(v);
         Ok(ScenarioRecord {
@@ -625,36 +627,47 @@ impl Campaign {
         )))
     }
 
-    /// The pool member on drive `serial`, as `zpool status -P` names it.
+    /// The pool member on drive `serial`, as `zpool status -P` names it (zinject and zpool know
+    /// the member by that path), matched through the whole disk its partition is on.
     fn member_device(&mut self, serial: &str) -> Result<String> {
-        let kind = self.kinds.get(serial).copied().unwrap_or(DiskKind::Scsi);
-        let dev = self.sh_ok(&format!("readlink -f {}", link(kind, serial)))?;
-        let dev = dev.trim().to_string();
-        // The path the pool's config holds (zinject and zpool know the member by it), matched
-        // through the device it resolves to.
-        let st = self.sh_ok(&format!(
-            "zpool status -P {POOL} | awk '$1 ~ \"^/dev/\" {{print $1}}' | while read p; do echo \"$p $(readlink -f $p)\"; done"
-        ))?;
-        st.lines()
-            .filter_map(|l| l.split_once(' '))
-            .find(|(_, real)| real.starts_with(&dev))
-            .map(|(p, _)| p.to_string())
-            .ok_or_else(|| {
-                Error::Guest(format!("{serial} ({dev}) is not a member of {POOL}:\n{st}"))
-            })
+        self.member_on(serial)?
+            .ok_or_else(|| Error::Guest(format!("{serial} holds no member of {POOL}")))
     }
 
-    fn start_op(&mut self, script: &str) -> Result<()> {
+    fn member_on(&mut self, serial: &str) -> Result<Option<String>> {
+        let kind = self.kinds.get(serial).copied().unwrap_or(DiskKind::Scsi);
+        let disk = self.sh_ok(&format!(
+            "basename \"$(readlink -f {})\"",
+            link(kind, serial)
+        ))?;
+        let disk = disk.trim().to_string();
+        let st = self.sh_ok(&format!(
+            "zpool status -P {POOL} | awk '$1 ~ \"^/dev/\" {{print $1}}' | while read p; do echo \"$p $(lsblk -no PKNAME \"$(readlink -f $p)\" | head -1)\"; done"
+        ))?;
+        Ok(st
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .find(|(_, parent)| parent.trim() == disk)
+            .map(|(p, _)| p.to_string()))
+    }
+
+    /// Starts `script` in the background; its exit status lands in a file of this scenario's
+    /// own, so an earlier operation that outlived its timeout never answers for this one.
+    fn start_op(&mut self, script: &str, index: usize) -> Result<()> {
+        self.op = index;
         self.m
-            .write_file(&format!("{RUN}/op.sh"), script.as_bytes(), 0o700)?;
+            .write_file(&format!("{RUN}/op{index}.sh"), script.as_bytes(), 0o700)?;
         self.sh_ok(&format!(
-            "rm -f {RUN}/rc {RUN}/out; setsid sh -c 'sh {RUN}/op.sh > {RUN}/out 2>&1; echo $? > {RUN}/rc.tmp; mv {RUN}/rc.tmp {RUN}/rc' < /dev/null > /dev/null 2>&1 &"
+            "setsid sh -c 'sh {RUN}/op{index}.sh > {RUN}/out{index} 2>&1; echo $? > {RUN}/rc{index}.tmp; mv {RUN}/rc{index}.tmp {RUN}/rc{index}' < /dev/null > /dev/null 2>&1 &"
         ))?;
         Ok(())
     }
 
     fn op_rc(&mut self) -> Result<Option<Ack>> {
-        let o = self.sh(&format!("cat {RUN}/rc 2>/dev/null && tail -n 3 {RUN}/out"))?;
+        let i = self.op;
+        let o = self.sh(&format!(
+            "cat {RUN}/rc{i} 2>/dev/null && tail -n 3 {RUN}/out{i}"
+        ))?;
         if o.status != 0 {
             return Ok(None);
         }
@@ -886,7 +899,13 @@ impl Campaign {
         Ok(())
     }
 
-    fn after(&mut self, a: &After, ack: &Ack, rebooted: bool) -> Result<()> {
+    fn after(
+        &mut self,
+        a: &After,
+        ack: &Ack,
+        rebooted: bool,
+        violations: &mut Vec<String>,
+    ) -> Result<()> {
         match a {
             After::Nothing => {}
             After::Reboot => {
@@ -899,11 +918,12 @@ impl Campaign {
             }
             After::Replaced { old, new } => {
                 self.sh(&format!("zpool wait -t resilver,replace {POOL}"))?;
-                let st = self.sh_ok(&format!("zpool status -P -L {POOL}"))?;
-                let new_dev = self.sh_ok(&format!("readlink -f {}", by_id(new)))?;
-                let took = guest::parse_members(&st)
-                    .iter()
-                    .any(|(p, _)| p.starts_with(new_dev.trim()));
+                let took = self.member_on(new)?.is_some();
+                if *ack == Ack::Acked && !took {
+                    violations.push(format!(
+                        "the acknowledged replacement left {new} out of the pool"
+                    ));
+                }
                 if took {
                     self.members.retain(|s| s != old);
                     self.members.push(new.clone());
@@ -913,14 +933,13 @@ impl Campaign {
                 }
             }
             After::Added(new) => {
-                let st = self.sh_ok(&format!("zpool status -P -L {POOL}"))?;
                 for s in new {
-                    let dev = self.sh_ok(&format!("readlink -f {}", by_id(s)))?;
-                    if guest::parse_members(&st)
-                        .iter()
-                        .any(|(p, _)| p.starts_with(dev.trim()))
-                    {
+                    if self.member_on(s)?.is_some() {
                         self.members.push(s.clone());
+                    } else if *ack == Ack::Acked {
+                        violations.push(format!(
+                            "the acknowledged addition left {s} out of the pool"
+                        ));
                     }
                 }
             }
@@ -1010,16 +1029,24 @@ impl Campaign {
         }
         // No program crashed; no service is in a crash loop; every daemon runs.
         n += 2;
-        let console = std::fs::read_to_string(self.m.console_log()).unwrap_or_default();
-        let from = if self.console_seen.0 == self.m.boots() {
-            self.console_seen.1.min(console.len())
-        } else {
-            0
-        };
-        for c in guest::crashes(&console[from..]) {
-            bad.push(format!("console: {c}"));
+        // Every boot's console since the last look, the ones a power cut ended included.
+        let (first, mut from) = self.console_seen;
+        let mut len = 0;
+        for b in first..=self.m.boots() {
+            let console = std::fs::read_to_string(self.m.dir.join(format!("console-{b}.log")))
+                .unwrap_or_default();
+            let start = if b == first {
+                from.min(console.len())
+            } else {
+                0
+            };
+            for c in guest::crashes(&console[start..]) {
+                bad.push(format!("console of boot {b}: {c}"));
+            }
+            len = console.len();
+            from = 0;
         }
-        self.console_seen = (self.m.boots(), console.len());
+        self.console_seen = (self.m.boots(), len);
         match serde_json::from_str::<serde_json::Value>(&self.sh_ok("eve-init status --json")?) {
             Ok(st) => {
                 for s in st["services"].as_array().into_iter().flatten() {
