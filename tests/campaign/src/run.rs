@@ -913,8 +913,12 @@ impl Campaign {
                     self.boot(|m| m.reboot())?;
                 }
             }
+            // Only once the import is acknowledged: an interrupted one resumes from its source
+            // after the reboot (the campaign once removed it first and blamed the box).
             After::RemoveFile(f) => {
-                self.sh(&format!("rm -f {f}"))?;
+                if *ack == Ack::Acked {
+                    self.sh(&format!("rm -f {f}"))?;
+                }
             }
             After::Replaced { old, new } => {
                 self.sh(&format!("zpool wait -t resilver,replace {POOL}"))?;
