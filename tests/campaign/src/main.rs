@@ -39,6 +39,10 @@ struct Cli {
     results: PathBuf,
     #[arg(long, default_value = "RELIABILITY.md")]
     reliability: PathBuf,
+    /// Run nothing: write RELIABILITY.md's latest-run section from this results file (a run cut
+    /// short by a signal keeps its file, saved after every scenario).
+    #[arg(long)]
+    report: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -54,13 +58,25 @@ fn main() -> ExitCode {
 }
 
 fn go(cli: Cli) -> Result<usize> {
+    if let Some(f) = &cli.report {
+        let text = std::fs::read(f).map_err(|e| Error::Io(f.clone(), e))?;
+        let mut r: report::Run = serde_json::from_slice(&text)
+            .map_err(|e| Error::Setup(format!("{}: {e}", f.display())))?;
+        if r.stopped.is_none() && r.scenarios.len() < cli.scenarios {
+            r.stopped = Some(format!(
+                "stopped by hand after {} scenarios",
+                r.scenarios.len()
+            ));
+        }
+        return publish(&cli, &r, true);
+    }
     let seed = cli.seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64 % 1_000_000_000)
             .unwrap_or(1)
     });
-    let zinject = match cli.zinject {
+    let zinject = match cli.zinject.clone() {
         Some(z) => z,
         None => zinject_for(&cli.image)?,
     };
@@ -83,17 +99,22 @@ fn go(cli: Cli) -> Result<usize> {
         scenarios: cli.scenarios,
         only: cli.scenario,
         image: cli.image.clone(),
-        update: cli.update,
+        update: cli.update.clone(),
         zinject,
-        dir: cli.dir,
+        dir: cli.dir.clone(),
         results: cli.results.clone(),
         reliability: cli.reliability.clone(),
         minutes: cli.minutes,
     })?;
     let r = c.run(list)?;
+    publish(&cli, &r, cli.scenario.is_none())
+}
+
+/// Prints the run's section and writes it into RELIABILITY.md when `write`; the violations.
+fn publish(cli: &Cli, r: &report::Run, write: bool) -> Result<usize> {
     let prev = report::previous(&cli.results, &r.file_name());
-    let section = report::section(&r, prev.as_ref());
-    if cli.scenario.is_none() {
+    let section = report::section(r, prev.as_ref());
+    if write {
         let doc =
             std::fs::read_to_string(&cli.reliability).unwrap_or_else(|_| "# Reliability\n".into());
         std::fs::write(&cli.reliability, report::replace_section(&doc, &section))
