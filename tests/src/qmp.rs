@@ -14,6 +14,8 @@ pub struct Qmp {
     writer: UnixStream,
     /// Asynchronous events read while waiting for a command's answer, oldest first.
     pub events: Vec<Value>,
+    /// A line a timed-out read left unfinished; the next read goes on with it.
+    partial: String,
 }
 
 impl Qmp {
@@ -36,6 +38,7 @@ impl Qmp {
             reader: BufReader::new(s),
             writer,
             events: Vec::new(),
+            partial: String::new(),
         };
         let hello = q.read()?;
         if hello.get("QMP").is_none() {
@@ -49,24 +52,27 @@ impl Qmp {
     }
 
     fn read(&mut self) -> Result<Value> {
-        let mut line = String::new();
-        let n = self.reader.read_line(&mut line).map_err(|e| Error::Qmp {
-            what: if matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-            ) {
-                "read (timed out)".into()
-            } else {
-                "read".into()
-            },
-            msg: e.to_string(),
-        })?;
-        if n == 0 {
+        let n = self
+            .reader
+            .read_line(&mut self.partial)
+            .map_err(|e| Error::Qmp {
+                what: if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) {
+                    "read (timed out)".into()
+                } else {
+                    "read".into()
+                },
+                msg: e.to_string(),
+            })?;
+        if n == 0 && self.partial.is_empty() {
             return Err(Error::Qmp {
                 what: "read".into(),
                 msg: "qemu closed the QMP socket".into(),
             });
         }
+        let line = std::mem::take(&mut self.partial);
         serde_json::from_str(&line).map_err(|e| Error::Qmp {
             what: "parse".into(),
             msg: format!("{e}: {line}"),
