@@ -84,6 +84,8 @@ pub struct Campaign {
     console_seen: (u32, usize),
     /// The scenario whose operation runs.
     op: usize,
+    /// What the running scenario noticed on the way (a reset the box did by itself).
+    notes: Vec<String>,
     start: Instant,
     violations_total: usize,
 }
@@ -176,6 +178,7 @@ impl Campaign {
             kills: BTreeMap::new(),
             console_seen: (1, 0),
             op: 0,
+            notes: Vec::new(),
             start: Instant::now(),
             violations_total: 0,
         };
@@ -190,12 +193,47 @@ impl Campaign {
         Ok(c)
     }
 
+    /// Runs `cmd` in the guest. A guest that reset itself meanwhile (qemu runs with -no-reboot:
+    /// a trial slot failing its health check reboots the box) is booted again, noted, and the
+    /// command run once more.
     fn sh(&mut self, cmd: &str) -> Result<eve_vmtest::Output> {
-        Ok(self.m.sh(cmd)?)
+        match self.m.sh(cmd) {
+            Err(eve_vmtest::Error::Agent { .. }) if self.reset_itself()? => Ok(self.m.sh(cmd)?),
+            r => Ok(r?),
+        }
     }
 
     fn sh_ok(&mut self, cmd: &str) -> Result<String> {
-        Ok(self.m.ok(cmd)?)
+        match self.m.ok(cmd) {
+            Err(eve_vmtest::Error::Agent { .. }) if self.reset_itself()? => Ok(self.m.ok(cmd)?),
+            r => Ok(r?),
+        }
+    }
+
+    /// Whether the guest reset itself (qemu exited within 30 s of a lost agent); if so, boots it.
+    fn reset_itself(&mut self) -> Result<bool> {
+        if self.m.wait_guest_reset(Duration::from_secs(30)).is_err() {
+            return Ok(false);
+        }
+        let console = std::fs::read_to_string(self.m.console_log()).unwrap_or_default();
+        let why = console
+            .lines()
+            .rev()
+            .find(|l| l.contains("abupdate") || l.contains("health"))
+            .unwrap_or("no health line on the console")
+            .trim()
+            .to_string();
+        self.notes.push(format!(
+            "the box reset itself (boot {}; last health line: {why}); booted again",
+            self.m.boots()
+        ));
+        let t = Instant::now();
+        self.m.boot()?;
+        self.m.ok(&format!("mkdir -p {RUN}"))?;
+        self.m.copy_in(&self.o.zinject, &format!("{RUN}/zinject"))?;
+        self.m.ok(&format!("chmod 755 {RUN}/zinject"))?;
+        self.run.secs_booting += t.elapsed().as_secs_f64();
+        Ok(true)
     }
 
     /// Boots with `how`, counts the time, and waits for the box to be ready (the vault open and
@@ -327,8 +365,9 @@ impl Campaign {
         self.heal(struck, &mut violations)?;
         let rebooted = self.m.boots() != boots0;
         self.after(&prep.after, &ack, rebooted, &mut violations)?;
-        let (v, n, notes) = self.verify(&prep.change, &ack)?;
+        let (v, n, mut notes) = self.verify(&prep.change, &ack)?;
         violations.extend(v);
+        notes.splice(0..0, std::mem::take(&mut self.notes));
         Ok(ScenarioRecord {
             index: sc.index,
             op: sc.op,
