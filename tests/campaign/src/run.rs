@@ -464,10 +464,7 @@ impl Campaign {
                 let h = model::hash(&data);
                 self.m.write_file(&format!("{RUN}/blk"), &data, 0o600)?;
                 p(
-                    format!(
-                        "dd if={RUN}/blk of={} bs=1M seek={block} count=1 oflag=direct conv=fsync,notrunc 2>&1",
-                        zvol(&name)
-                    ),
+                    write_block(&name, block),
                     Change::Write { name: name.clone(), block, hash: h.clone() },
                     format!("write {name} block {block} ({})", &h[..12]),
                 )
@@ -498,10 +495,7 @@ impl Campaign {
                     let data = r.bytes(BLOCK);
                     let k = r.below(BLOCKS as u64) as usize;
                     self.m.write_file(&format!("{RUN}/blk"), &data, 0o600)?;
-                    self.sh_ok(&format!(
-                        "dd if={RUN}/blk of={} bs=1M seek={k} count=1 oflag=direct conv=fsync,notrunc 2>&1",
-                        zvol(&name)
-                    ))?;
+                    self.sh_ok(&write_block(&name, k))?;
                     self.model.vols.get_mut(&name).expect("volume").blocks[k] = model::hash(&data);
                 }
                 let snap = self.model.vols[&name].snapshots.last().expect("a snapshot").0.clone();
@@ -1111,6 +1105,15 @@ impl Campaign {
         }
         Ok((bad, n, notes))
     }
+}
+
+/// The guest command that writes `{RUN}/blk` over block `k` of volume `name`: direct and
+/// flushed, so its return acknowledges the data.
+fn write_block(name: &str, k: usize) -> String {
+    format!(
+        "dd if={RUN}/blk of={} bs=1M seek={k} count=1 oflag=direct conv=fsync,notrunc 2>&1",
+        zvol(name)
+    )
 }
 
 /// The udev link of a SCSI drive the campaign plugged in.
