@@ -57,7 +57,7 @@ pub fn vault_view(pool: &str, ds: &[DatasetStatus]) -> VaultView {
         Some(d) if d.encryption == "off" => ("unencrypted", None),
         Some(d) if d.keystatus == "available" => ("unlocked", None),
         Some(_) => ("locked", Some(format!(
-            "{name}'s key is not loaded: this box's TPM did not unseal it (a replaced or cleared TPM, or disks moved from another box). \
+            "{name}'s key is not loaded: this box's TPM did not unseal it (a replaced or cleared TPM, a TPM in dictionary-attack lockout, or disks moved from another box). \
 Nothing under the vault is read, changed or deleted: guest volumes are kept but not exported, and volumed waits. \
 To recover, boot with the original TPM (and Secure Boot on with the project's keys, if the key is sealed to PCR 7); \
 or unlock it with the recovery key shown when the vault was made: `storagectl vault recover` (reads it on stdin), \
