@@ -147,34 +147,23 @@ pub fn section(run: &Run, prev: Option<&Run>) -> String {
         prev.map(|r| format!(" (seed {}, {})", r.seed, r.started))
             .unwrap_or_default()
     ));
-    s.push_str(&format!(
-        "| scenarios | {} |\n",
-        col(&|f| f.scenarios.to_string())
-    ));
-    s.push_str(&format!(
-        "| acknowledged operations | {} |\n",
-        col(&|f| f.acked.to_string())
-    ));
-    s.push_str(&format!(
-        "| operations refused or failed | {} |\n",
-        col(&|f| f.failed.len().to_string())
-    ));
-    s.push_str(&format!(
-        "| invariants checked | {} |\n",
-        col(&|f| f.invariants.to_string())
-    ));
-    s.push_str(&format!(
-        "| violations | {} |\n",
-        col(&|f| f.violations.to_string())
-    ));
-    s.push_str(&format!(
-        "| minutes | {} |\n",
-        col(&|f| format!("{:.1}", f.minutes))
-    ));
-    s.push_str(&format!(
-        "| share of the time spent booting | {} |\n",
-        col(&|f| format!("{:.0} %", f.boot_share * 100.0))
-    ));
+    type Row<'a> = (&'a str, &'a dyn Fn(&Figures) -> String);
+    let rows: [Row; 7] = [
+        ("scenarios", &|f| f.scenarios.to_string()),
+        ("acknowledged operations", &|f| f.acked.to_string()),
+        ("operations refused or failed", &|f| {
+            f.failed.len().to_string()
+        }),
+        ("invariants checked", &|f| f.invariants.to_string()),
+        ("violations", &|f| f.violations.to_string()),
+        ("minutes", &|f| format!("{:.1}", f.minutes)),
+        ("share of the time spent booting", &|f| {
+            format!("{:.0} %", f.boot_share * 100.0)
+        }),
+    ];
+    for (label, get) in rows {
+        s.push_str(&format!("| {label} | {} |\n", col(get)));
+    }
     let kinds = |f: &Figures, faults: bool| -> Vec<String> {
         (if faults { &f.faults } else { &f.ops })
             .keys()

@@ -229,9 +229,7 @@ impl Campaign {
         ));
         let t = Instant::now();
         self.m.boot()?;
-        self.m.ok(&format!("mkdir -p {RUN}"))?;
-        self.m.copy_in(&self.o.zinject, &format!("{RUN}/zinject"))?;
-        self.m.ok(&format!("chmod 755 {RUN}/zinject"))?;
+        self.tools_in()?;
         self.run.secs_booting += t.elapsed().as_secs_f64();
         Ok(true)
     }
@@ -242,11 +240,17 @@ impl Campaign {
         let t = Instant::now();
         how(&mut self.m)?;
         self.kills.clear();
-        self.sh_ok(&format!("mkdir -p {RUN}"))?;
-        self.m.copy_in(&self.o.zinject, &format!("{RUN}/zinject"))?;
-        self.sh_ok(&format!("chmod 755 {RUN}/zinject"))?;
+        self.tools_in()?;
         self.wait_ready(Duration::from_secs(240))?;
         self.run.secs_booting += t.elapsed().as_secs_f64();
+        Ok(())
+    }
+
+    /// The campaign's folder on the guest's /run, with the fault injector in it (once a boot).
+    fn tools_in(&mut self) -> Result<()> {
+        self.m.ok(&format!("mkdir -p {RUN}"))?;
+        self.m.copy_in(&self.o.zinject, &format!("{RUN}/zinject"))?;
+        self.m.ok(&format!("chmod 755 {RUN}/zinject"))?;
         Ok(())
     }
 
@@ -1136,12 +1140,11 @@ fn image_policy() -> PathBuf {
 }
 
 fn utc_now() -> String {
-    let o = std::process::Command::new("date")
-        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
-        .output()
-        .ok();
-    o.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    platform::units::utc_stamp(now)
 }
 
 /// A 64 MiB ext4 file system with random data in it: a drive another system owns.
