@@ -981,14 +981,25 @@ impl Machine {
     /// Clean reboot: the guest's init stops services and unmounts; qemu exits on the reset
     /// (-no-reboot) and the machine cold-starts on the same disks, firmware vars and TPM state.
     pub fn reboot(&mut self) -> Result<()> {
+        self.shut_down_for_reboot()?;
+        self.boot()
+    }
+
+    /// A clean reboot that returns as soon as the next boot has started (firmware running, the
+    /// agent not up): a fault can then strike while the box boots.
+    pub fn reboot_begin(&mut self) -> Result<()> {
+        self.shut_down_for_reboot()?;
+        self.start()
+    }
+
+    fn shut_down_for_reboot(&mut self) -> Result<()> {
         // The agent is stopped by the shutdown it starts, so its reply may never come.
         let _ = self.exec_argv(
             &["/usr/bin/eve-init", "reboot"],
             &[],
             Duration::from_secs(30),
         );
-        self.wait_exit("the guest to reboot", Duration::from_secs(180))?;
-        self.boot()
+        self.wait_exit("the guest to reboot", Duration::from_secs(180))
     }
 
     /// Waits for the guest to reset itself (qemu runs with -no-reboot, so it exits), e.g. after a

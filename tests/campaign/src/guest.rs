@@ -9,6 +9,8 @@ pub const UNREADABLE: &str = "UNREADABLE";
 /// Where the campaign's volumes live (the encrypted vault's volumes dataset).
 pub const VOLS: &str = "persist/vault/volumes";
 pub const POOL: &str = "persist";
+/// Where the volume daemon keeps its specs.
+pub const SPECS: &str = "/persist/config/volumes/specs";
 
 pub fn zvol(name: &str) -> String {
     format!("/dev/zvol/{VOLS}/{name}")
@@ -24,10 +26,17 @@ pub fn observe_script(names: &[String]) -> String {
          p=$(ls -d /sys/kernel/config/nvmet/ports/*/subsystems/$s 2>/dev/null | wc -l); \
          echo \"$(readlink -f \"$(cat $ns/device_path)\") $(cat $ns/enable) $p\"; done)\n",
     );
+    // The inventory: every zvol, spec and offered export on the box, known to the model or not.
+    s.push_str(&format!(
+        "zfs list -H -o name -t volume -r {VOLS} 2>/dev/null | sed -n 's|^{VOLS}/||p' | \
+         while read v; do echo \"I $v 1 0 $(readlink -f \"/dev/zvol/{VOLS}/$v\")\"; done; \
+         for f in {SPECS}/*.toml; do [ -e \"$f\" ] || continue; v=${{f##*/}}; echo \"I ${{v%.toml}} 0 1 -\"; done; \
+         echo \"$N\" | awk '$2 == 1 && $3 > 0 {{print \"X\", $1}}'\n"
+    ));
     for n in names {
         s.push_str(&format!(
             "v={n}; z=0; zfs list -H -o name {VOLS}/$v >/dev/null 2>&1 && z=1; \
-             sp=0; [ -e /persist/config/volumes/specs/$v.toml ] && sp=1; \
+             sp=0; [ -e {SPECS}/$v.toml ] && sp=1; \
              d=$(readlink -f {dev} 2>/dev/null); e=0; \
              [ -b \"$d\" ] && echo \"$N\" | grep -q \"^$d 1 [1-9]\" && e=1; \
              echo \"V $v $z $sp $e\"; \
@@ -44,11 +53,25 @@ pub fn observe_script(names: &[String]) -> String {
     s
 }
 
+/// The world from the script's lines. `I` (inventory) and `X` (an offered export, by device)
+/// lines name what is on the box whether the model knows it or not: an export of a device no
+/// zvol of the inventory has is keyed `export of <device>`.
 pub fn parse_world(out: &str) -> World {
     let mut w = World::new();
+    let mut devs = std::collections::BTreeMap::new();
+    let mut exports = Vec::new();
     for line in out.lines() {
         let f: Vec<&str> = line.split_whitespace().collect();
         match f.as_slice() {
+            ["I", n, z, sp, dev] => {
+                let s = w.entry(n.to_string()).or_default();
+                s.zvol |= *z == "1";
+                s.spec |= *sp == "1";
+                if *dev != "-" {
+                    devs.insert(dev.to_string(), n.to_string());
+                }
+            }
+            ["X", dev] => exports.push(dev.to_string()),
             ["V", n, z, sp, e] => {
                 let s = w.entry(n.to_string()).or_default();
                 s.zvol = *z == "1";
@@ -70,6 +93,13 @@ pub fn parse_world(out: &str) -> World {
             }
             _ => {}
         }
+    }
+    for dev in exports {
+        let name = devs
+            .get(&dev)
+            .cloned()
+            .unwrap_or_else(|| format!("export of {dev}"));
+        w.entry(name).or_default().exported = true;
     }
     w
 }
@@ -154,6 +184,19 @@ mod tests {
             parse_world("V c 1 1 1\nB c 1 x\n")["c"].blocks.as_deref(),
             Some(&[][..])
         );
+    }
+
+    #[test]
+    fn the_inventory_names_what_the_model_does_not_know() {
+        let out = "I a 1 0 /dev/zd0\nI x:new 1 0 /dev/zd16\nI orphan 0 1 -\nX /dev/zd0\nX /dev/zd32\nV a 1 1 1\n";
+        let w = parse_world(out);
+        assert!(w["a"].zvol && w["a"].spec && w["a"].exported);
+        assert!(w["x:new"].zvol && !w["x:new"].exported);
+        assert!(w["orphan"].spec && !w["orphan"].zvol);
+        assert!(w["export of /dev/zd32"].exported);
+        let s = observe_script(&[]);
+        assert!(s.contains("zfs list -H -o name -t volume -r persist/vault/volumes"));
+        assert!(s.contains("print \"X\", $1"));
     }
 
     #[test]

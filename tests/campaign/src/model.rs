@@ -301,6 +301,20 @@ pub fn check(m: &Model, world: &World) -> (Vec<String>, u32) {
             }
         }
     }
+    // The inventory: nothing on the box the campaign never acknowledged (a leftover staging
+    // zvol, an orphan spec, an export of a device no volume owns).
+    n += 1;
+    for (name, s) in world {
+        if !m.vols.contains_key(name)
+            && !m.deleted.contains(name)
+            && (s.zvol || s.spec || s.exported)
+        {
+            bad.push(format!(
+                "{name}: on the box but never acknowledged (zvol {}, spec {}, export {})",
+                s.zvol, s.spec, s.exported
+            ));
+        }
+    }
     for name in &m.deleted {
         n += 1;
         let s = world.get(name).cloned().unwrap_or_default();
@@ -418,6 +432,35 @@ mod tests {
         w3.insert("b".into(), seen(vec![zero_block(); BLOCKS]));
         assert!(settle(&mut m, &c, &Ack::Unknown, &w3).0.is_empty());
         assert!(m.vols.contains_key("b"));
+    }
+
+    #[test]
+    fn what_the_box_holds_beyond_the_model_is_a_violation() {
+        let (m, mut w) = one();
+        assert!(check(&m, &w).0.is_empty());
+        w.insert(
+            "a:new".into(),
+            Seen {
+                zvol: true,
+                ..Default::default()
+            },
+        );
+        w.insert(
+            "export of /dev/zd48".into(),
+            Seen {
+                exported: true,
+                ..Default::default()
+            },
+        );
+        // A name the model only asked about, with nothing on the box, is no finding.
+        w.insert("gone".into(), Seen::default());
+        let (bad, _) = check(&m, &w);
+        assert_eq!(bad.len(), 2, "{bad:?}");
+        assert!(
+            bad[0].contains("a:new: on the box but never acknowledged"),
+            "{bad:?}"
+        );
+        assert!(bad[1].contains("export of /dev/zd48"), "{bad:?}");
     }
 
     #[test]

@@ -23,6 +23,13 @@ pub struct ScenarioRecord {
     pub notes: Vec<String>,
     pub boots: u32,
     pub secs: f64,
+    /// How long the operation ran in the guest, when it returned.
+    #[serde(default)]
+    pub op_ms: Option<u64>,
+    /// Whether the fault struck before the operation had returned (its boot included, for
+    /// one that ends in a boot); None without a fault.
+    #[serde(default)]
+    pub during: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -52,6 +59,25 @@ pub struct Figures {
     pub failed: Vec<String>,
     pub minutes: f64,
     pub boot_share: f64,
+    /// Faults that struck before their operation had returned, of those where it was recorded.
+    pub during: (usize, usize),
+    /// How long each operation ran, ms, where it returned.
+    pub op_ms: BTreeMap<String, Vec<u64>>,
+}
+
+impl Figures {
+    /// The operation's count, and its median duration when this run recorded one.
+    fn op_cell(&self, op: &str) -> String {
+        let n = self.ops.get(op).copied().unwrap_or(0);
+        match self.op_ms.get(op).filter(|v| !v.is_empty()) {
+            Some(v) => {
+                let mut v = v.clone();
+                v.sort_unstable();
+                format!("{n} (median {:.1} s)", v[v.len() / 2] as f64 / 1000.0)
+            }
+            None => n.to_string(),
+        }
+    }
 }
 
 impl Run {
@@ -76,6 +102,13 @@ impl Run {
             f.invariants += u64::from(s.invariants);
             f.violations += s.violations.len();
             f.acked += usize::from(s.ack == Ack::Acked);
+            if let Some(d) = s.during {
+                f.during.0 += usize::from(d);
+                f.during.1 += 1;
+            }
+            if let Some(ms) = s.op_ms {
+                f.op_ms.entry(s.op.to_string()).or_default().push(ms);
+            }
             if let Ack::Failed { status, msg } = &s.ack {
                 f.failed.push(format!(
                     "scenario {} ({}, {}): exit {status}: {msg}",
@@ -148,7 +181,7 @@ pub fn section(run: &Run, prev: Option<&Run>) -> String {
             .unwrap_or_default()
     ));
     type Row<'a> = (&'a str, &'a dyn Fn(&Figures) -> String);
-    let rows: [Row; 7] = [
+    let rows: [Row; 8] = [
         ("scenarios", &|f| f.scenarios.to_string()),
         ("acknowledged operations", &|f| f.acked.to_string()),
         ("operations refused or failed", &|f| {
@@ -160,6 +193,13 @@ pub fn section(run: &Run, prev: Option<&Run>) -> String {
         ("share of the time spent booting", &|f| {
             format!("{:.0} %", f.boot_share * 100.0)
         }),
+        (
+            "faults that struck while their operation ran",
+            &|f| match f.during {
+                (_, 0) => "not recorded".into(),
+                (d, k) => format!("{d} of {k}"),
+            },
+        ),
     ];
     for (label, get) in rows {
         s.push_str(&format!("| {label} | {} |\n", col(get)));
@@ -189,7 +229,7 @@ pub fn section(run: &Run, prev: Option<&Run>) -> String {
     for k in &op_names {
         s.push_str(&format!(
             "| operation: {k} | {} |\n",
-            col(&|f| f.ops.get(k).copied().unwrap_or(0).to_string())
+            col(&|f| f.op_cell(k))
         ));
     }
     s.push_str("\n### Violations\n\n");
@@ -262,6 +302,8 @@ mod tests {
                 notes: vec![],
                 boots: 1,
                 secs: 60.0,
+                op_ms: Some(1500),
+                during: Some(true),
             }],
             secs_booting: 45.0,
             secs_total: 90.0,
@@ -274,6 +316,14 @@ mod tests {
         let s = section(&run(7, 1), Some(&run(6, 0)));
         assert!(s.contains("| violations | 1 | 0 |"), "{s}");
         assert!(s.contains("| fault: power-cut | 1 | 1 |"), "{s}");
+        assert!(
+            s.contains("| operation: write | 1 (median 1.5 s) | 1 (median 1.5 s) |"),
+            "{s}"
+        );
+        assert!(
+            s.contains("| faults that struck while their operation ran | 1 of 1 | 1 of 1 |"),
+            "{s}"
+        );
         assert!(
             s.contains("| share of the time spent booting | 50 % | 50 % |"),
             "{s}"

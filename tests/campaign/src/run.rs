@@ -63,8 +63,20 @@ struct Prepared {
 
 enum After {
     Nothing,
-    Reboot,
-    Replaced { old: String, new: String },
+    /// The update boots; unless a fault cut its one trial boot, the box must run `from`'s other
+    /// slot afterwards.
+    Update {
+        from: String,
+    },
+    /// The boot that applies the policy; newlog's quota must then be `pct` % of the pool (or
+    /// the old policy's, when the change was not acknowledged).
+    Policy {
+        pct: u64,
+    },
+    Replaced {
+        old: String,
+        new: String,
+    },
     Added(Vec<String>),
     RemoveFile(String),
 }
@@ -86,6 +98,10 @@ pub struct Campaign {
     op: usize,
     /// What the running scenario noticed on the way (a reset the box did by itself).
     notes: Vec<String>,
+    /// How long the running operation ran, once it returned.
+    op_ms: Option<u64>,
+    /// The newlog quota the policy on CONFIG sets, in percent of the pool.
+    newlog_pct: u64,
     start: Instant,
     violations_total: usize,
 }
@@ -179,6 +195,8 @@ impl Campaign {
             console_seen: (1, 0),
             op: 0,
             notes: Vec::new(),
+            op_ms: None,
+            newlog_pct: 10,
             start: Instant::now(),
             violations_total: 0,
         };
@@ -315,6 +333,8 @@ impl Campaign {
                         notes: vec![],
                         boots: 0,
                         secs: 0.0,
+                        op_ms: None,
+                        during: None,
                     };
                     self.run.scenarios.push(rec);
                     self.run.stopped = Some(format!("scenario {}: {e}", sc.index));
@@ -357,9 +377,13 @@ impl Campaign {
         let prep = self.prepare(sc, &mut r)?;
         self.start_op(&prep.script, sc.index)?;
         let mut violations = Vec::new();
-        let (struck, early) = match fault {
-            None => (Struck::Nothing, None),
-            Some(f) => self.strike(f, sc.instant_ms, &mut r, &prep, &mut violations)?,
+        self.op_ms = None;
+        let (struck, early, during) = match fault {
+            None => (Struck::Nothing, None, None),
+            Some(f) => {
+                let (s, e, d) = self.strike(f, sc, &mut r, &prep, &mut violations)?;
+                (s, e, Some(d))
+            }
         };
         let ack = match (&struck, early) {
             (Struck::Rebooted, Some(a)) => a,
@@ -385,6 +409,8 @@ impl Campaign {
             notes,
             boots: self.m.boots() - boots0,
             secs: t0.elapsed().as_secs_f64(),
+            op_ms: self.op_ms,
+            during,
         })
     }
 
@@ -563,8 +589,9 @@ impl Campaign {
             }
             Op::Update => {
                 self.m.copy_in(&self.o.update, &format!("{RUN}/u.update"))?;
+                let from = self.running_slot()?;
                 Prepared {
-                    after: After::Reboot,
+                    after: After::Update { from },
                     timeout: Duration::from_secs(900),
                     ..p(
                         format!("abupdate install {RUN}/u.update && rm {RUN}/u.update"),
@@ -602,9 +629,14 @@ impl Campaign {
                         "[datasets.newlog]\nmountpoint = \"/persist/newlog\"\nquota = \"10%\"",
                         &format!("[datasets.newlog]\nmountpoint = \"/persist/newlog\"\nquota = \"{pct}%\""),
                     );
+                if !policy.contains(&format!(
+                    "[datasets.newlog]\nmountpoint = \"/persist/newlog\"\nquota = \"{pct}%\""
+                )) {
+                    return Err(Error::Setup("the image's storage.toml has no newlog quota of 10% to change".into()));
+                }
                 self.m.write_file(&format!("{RUN}/storage.toml"), policy.as_bytes(), 0o644)?;
                 Prepared {
-                    after: After::Reboot,
+                    after: After::Policy { pct },
                     ..p(
                         format!(
                             "mount -o remount,rw /config && cp {RUN}/storage.toml /config/storage.toml.new && sync && \
@@ -695,7 +727,9 @@ impl Campaign {
         self.m
             .write_file(&format!("{RUN}/op{index}.sh"), script.as_bytes(), 0o700)?;
         self.sh_ok(&format!(
-            "setsid sh -c 'sh {RUN}/op{index}.sh > {RUN}/out{index} 2>&1; echo $? > {RUN}/rc{index}.tmp; mv {RUN}/rc{index}.tmp {RUN}/rc{index}' < /dev/null > /dev/null 2>&1 &"
+            "setsid sh -c 'a=$(cut -d\" \" -f1 /proc/uptime); sh {RUN}/op{index}.sh > {RUN}/out{index} 2>&1; r=$?; \
+             echo \"$r $a $(cut -d\" \" -f1 /proc/uptime)\" > {RUN}/rc{index}.tmp; mv {RUN}/rc{index}.tmp {RUN}/rc{index}' \
+             < /dev/null > /dev/null 2>&1 &"
         ))?;
         Ok(())
     }
@@ -709,10 +743,8 @@ impl Campaign {
             return Ok(None);
         }
         let mut lines = o.stdout.lines();
-        let status: i32 = lines
-            .next()
-            .and_then(|l| l.trim().parse().ok())
-            .unwrap_or(-1);
+        let (status, ms) = parse_rc(lines.next().unwrap_or(""));
+        self.op_ms = ms;
         let msg = lines.collect::<Vec<_>>().join(" | ");
         Ok(Some(if status == 0 {
             Ack::Acked
@@ -740,17 +772,22 @@ impl Campaign {
 
     // ---- faults ----
 
+    /// Strikes `f` at the scenario's instant. Returns what is left to undo, the operation's end
+    /// when it came first, and whether the fault struck while the operation still ran (for an
+    /// operation that ends in a boot, the boot counts: a power cut or TPM swap whose instant
+    /// falls after the command returned strikes during that boot).
     fn strike(
         &mut self,
         f: Fault,
-        instant_ms: u64,
+        sc: &Scenario,
         r: &mut Rng,
         prep: &Prepared,
         violations: &mut Vec<String>,
-    ) -> Result<(Struck, Option<Ack>)> {
+    ) -> Result<(Struck, Option<Ack>, bool)> {
         let t = Instant::now();
+        let instant = Duration::from_millis(sc.instant_ms);
         let mut early = None;
-        while t.elapsed() < Duration::from_millis(instant_ms) {
+        while t.elapsed() < instant {
             if let Some(a) = self.op_rc()? {
                 early = Some(a);
                 break;
@@ -759,6 +796,21 @@ impl Campaign {
         }
         if early.is_none() {
             early = self.op_rc()?;
+        }
+        let mut during = early.is_none();
+        if early == Some(Ack::Acked) && sc.op.reboots() && f.reboots() && t.elapsed() < instant {
+            let b = Instant::now();
+            self.m.reboot_begin()?;
+            if let Some(rest) = instant.checked_sub(t.elapsed()) {
+                std::thread::sleep(rest);
+            }
+            self.run.secs_booting += b.elapsed().as_secs_f64();
+            self.notes.push(format!(
+                "the {f} struck {:.1} s into the boot that follows the {}",
+                b.elapsed().as_secs_f64(),
+                sc.op
+            ));
+            during = true;
         }
         let others: Vec<String> = self
             .members
@@ -863,7 +915,7 @@ impl Campaign {
                 Struck::Jumped
             }
         };
-        Ok((struck, early))
+        Ok((struck, early, during))
     }
 
     fn heal(&mut self, s: Struck, violations: &mut Vec<String>) -> Result<()> {
@@ -945,9 +997,47 @@ impl Campaign {
     ) -> Result<()> {
         match a {
             After::Nothing => {}
-            After::Reboot => {
-                if *ack == Ack::Acked && !rebooted {
+            After::Update { from } => {
+                if *ack != Ack::Acked {
+                    return Ok(());
+                }
+                if !rebooted {
                     self.boot(|m| m.reboot())?;
+                }
+                let running = self.running_slot()?;
+                if running != *from {
+                    return Ok(());
+                }
+                // One trial boot (abupdate's default): a fault that cut it, or a trial that
+                // failed its health check (another TPM), sends the box back to its good slot.
+                if rebooted {
+                    self.notes.push(format!(
+                        "the update fell back to slot {from}: its one trial boot was cut or failed"
+                    ));
+                } else {
+                    violations.push(format!(
+                        "the acknowledged update did not boot: slot {from} still runs after a clean reboot"
+                    ));
+                }
+            }
+            After::Policy { pct } => {
+                // An unacknowledged change may or may not be on CONFIG: the boot settles which.
+                if !rebooted {
+                    self.boot(|m| m.reboot())?;
+                }
+                let seen = self.newlog_quota_pct()?;
+                let near = |p: u64| (seen - p as f64).abs() <= 0.5;
+                if near(*pct) {
+                    self.newlog_pct = *pct;
+                } else if *ack == Ack::Acked {
+                    violations.push(format!(
+                        "the acknowledged policy sets newlog's quota to {pct}% of the pool, but it is {seen:.1}%"
+                    ));
+                } else if !near(self.newlog_pct) {
+                    violations.push(format!(
+                        "newlog's quota is {seen:.1}% of the pool: neither the old policy's {}% nor the new {pct}%",
+                        self.newlog_pct
+                    ));
                 }
             }
             // Only once the import is acknowledged: an interrupted one resumes from its source
@@ -986,6 +1076,33 @@ impl Campaign {
             }
         }
         Ok(())
+    }
+
+    /// The slot the box runs, as `abupdate status --json` says.
+    fn running_slot(&mut self) -> Result<String> {
+        let st: serde_json::Value = serde_json::from_str(&self.sh_ok("abupdate status --json")?)
+            .map_err(|e| Error::Guest(format!("abupdate status --json: {e}")))?;
+        st["running"].as_str().map(String::from).ok_or_else(|| {
+            Error::Guest(format!("abupdate status --json has no running slot: {st}"))
+        })
+    }
+
+    /// newlog's quota in percent of the pool's size (used + available of its root, what
+    /// storage-init takes percentages of).
+    fn newlog_quota_pct(&mut self) -> Result<f64> {
+        let out = self.sh_ok(&format!(
+            "zfs list -Hp -o quota /persist/newlog; zfs list -Hp -o used,avail {POOL}"
+        ))?;
+        let n: Vec<f64> = out
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        match n.as_slice() {
+            [q, u, a] if u + a > 0.0 => Ok(q * 100.0 / (u + a)),
+            _ => Err(Error::Guest(format!(
+                "newlog's quota and the pool's size: {out:?}"
+            ))),
+        }
     }
 
     // ---- invariants ----
@@ -1111,6 +1228,19 @@ impl Campaign {
     }
 }
 
+/// The operation's exit status and how long it ran (guest uptime, which a clock jump leaves
+/// alone), from its `status start end` line.
+fn parse_rc(line: &str) -> (i32, Option<u64>) {
+    let f: Vec<&str> = line.split_whitespace().collect();
+    let status = f.first().and_then(|x| x.parse().ok()).unwrap_or(-1);
+    let up = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok());
+    let ms = match (up(1), up(2)) {
+        (Some(a), Some(b)) if b >= a => Some(((b - a) * 1000.0).round() as u64),
+        _ => None,
+    };
+    (status, ms)
+}
+
 /// The guest command that writes `{RUN}/blk` over block `k` of volume `name`: direct and
 /// flushed, so its return acknowledges the data.
 fn write_block(name: &str, k: usize) -> String {
@@ -1190,4 +1320,19 @@ fn corrupt(file: &Path, r: &mut Rng) -> Result<()> {
             .map_err(|e| Error::Io(file.into(), e))?;
     }
     f.sync_all().map_err(|e| Error::Io(file.into(), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_operation_end_gives_its_status_and_how_long_it_ran() {
+        assert_eq!(parse_rc("0 101.25 103.75"), (0, Some(2500)));
+        assert_eq!(parse_rc("3 9.5 9.5"), (3, Some(0)));
+        // An end line from before this change, or a torn one: the status still counts.
+        assert_eq!(parse_rc("1"), (1, None));
+        assert_eq!(parse_rc(""), (-1, None));
+        assert_eq!(parse_rc("0 20.0 10.0"), (0, None));
+    }
 }
