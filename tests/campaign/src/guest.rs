@@ -9,6 +9,10 @@ pub const UNREADABLE: &str = "UNREADABLE";
 /// Where the campaign's volumes live (the encrypted vault's volumes dataset).
 pub const VOLS: &str = "persist/vault/volumes";
 pub const POOL: &str = "persist";
+/// Where volumes the policy keeps unencrypted live.
+pub const CLEAR_VOLS: &str = "persist/clear/volumes";
+/// What the world calls a failed inventory listing (never a volume's name: it has spaces).
+pub const INVENTORY_FAILED: &str = "(the inventory: zfs list failed)";
 /// Where the volume daemon keeps its specs.
 pub const SPECS: &str = "/persist/config/volumes/specs";
 
@@ -26,11 +30,14 @@ pub fn observe_script(names: &[String]) -> String {
          p=$(ls -d /sys/kernel/config/nvmet/ports/*/subsystems/$s 2>/dev/null | wc -l); \
          echo \"$(readlink -f \"$(cat $ns/device_path)\") $(cat $ns/enable) $p\"; done)\n",
     );
-    // The inventory: every zvol, spec and offered export on the box, known to the model or not.
+    // The inventory: every zvol (in the vault and in the clear volumes dataset), spec and
+    // offered nvmet export on the box, known to the model or not. A listing that fails says so.
     s.push_str(&format!(
-        "zfs list -H -o name -t volume -r {VOLS} 2>/dev/null | sed -n 's|^{VOLS}/||p' | \
-         while read v; do echo \"I $v 1 0 $(readlink -f \"/dev/zvol/{VOLS}/$v\")\"; done; \
-         for f in {SPECS}/*.toml; do [ -e \"$f\" ] || continue; v=${{f##*/}}; echo \"I ${{v%.toml}} 0 1 -\"; done; \
+        "for P in {VOLS} {CLEAR_VOLS}; do zfs list -H -o name $P >/dev/null 2>&1 || continue; \
+         l=$(zfs list -H -o name -t volume -r $P 2>&1) || {{ echo \"IFAIL zfs list $P\"; continue; }}; \
+         echo \"$l\" | sed -n \"s|^$P/||p\" | while read v; do d=$(readlink -f \"/dev/zvol/$P/$v\"); \
+         n=$v; [ $P = {VOLS} ] || n=clear/$v; echo \"I $n 1 0 ${{d:--}}\"; done; done; \
+         for f in {SPECS}/*.toml {SPECS}/*.json; do [ -e \"$f\" ] || continue; v=${{f##*/}}; echo \"I ${{v%.*}} 0 1 -\"; done; \
          echo \"$N\" | awk '$2 == 1 && $3 > 0 {{print \"X\", $1}}'\n"
     ));
     for n in names {
@@ -72,6 +79,7 @@ pub fn parse_world(out: &str) -> World {
                 }
             }
             ["X", dev] => exports.push(dev.to_string()),
+            ["IFAIL", ..] => w.entry(INVENTORY_FAILED.into()).or_default().zvol = true,
             ["V", n, z, sp, e] => {
                 let s = w.entry(n.to_string()).or_default();
                 s.zvol = *z == "1";
@@ -188,14 +196,17 @@ mod tests {
 
     #[test]
     fn the_inventory_names_what_the_model_does_not_know() {
-        let out = "I a 1 0 /dev/zd0\nI x:new 1 0 /dev/zd16\nI orphan 0 1 -\nX /dev/zd0\nX /dev/zd32\nV a 1 1 1\n";
+        let out = "I a 1 0 /dev/zd0\nI x:new 1 0 /dev/zd16\nI orphan 0 1 -\nX /dev/zd0\nX /dev/zd32\nV a 1 1 1\nI nodev 1 0 -\nIFAIL zfs list persist/vault/volumes\n";
         let w = parse_world(out);
+        assert!(w["nodev"].zvol);
+        assert!(w[INVENTORY_FAILED].zvol);
         assert!(w["a"].zvol && w["a"].spec && w["a"].exported);
         assert!(w["x:new"].zvol && !w["x:new"].exported);
         assert!(w["orphan"].spec && !w["orphan"].zvol);
         assert!(w["export of /dev/zd32"].exported);
         let s = observe_script(&[]);
-        assert!(s.contains("zfs list -H -o name -t volume -r persist/vault/volumes"));
+        assert!(s.contains("for P in persist/vault/volumes persist/clear/volumes;"));
+        assert!(s.contains("specs/*.toml /persist/config/volumes/specs/*.json"));
         assert!(s.contains("print \"X\", $1"));
     }
 

@@ -39,6 +39,9 @@ struct Cli {
     results: PathBuf,
     #[arg(long, default_value = "RELIABILITY.md")]
     reliability: PathBuf,
+    /// Run nothing: print the run's scenarios (index, operation, fault, instant) and exit.
+    #[arg(long)]
+    list: bool,
     /// Run nothing: write RELIABILITY.md's latest-run section from this results file (a run cut
     /// short by a signal keeps its file, saved after every scenario).
     #[arg(long)]
@@ -76,6 +79,15 @@ fn go(cli: Cli) -> Result<usize> {
             .map(|d| d.as_nanos() as u64 % 1_000_000_000)
             .unwrap_or(1)
     });
+    if cli.list {
+        for s in plan::scenarios(seed, cli.scenarios) {
+            println!(
+                "{:>4} {:<11} {:<12} {:>6} ms",
+                s.index, s.op, s.fault, s.instant_ms
+            );
+        }
+        return Ok(0);
+    }
     let zinject = match cli.zinject.clone() {
         Some(z) => z,
         None => zinject_for(&cli.image)?,

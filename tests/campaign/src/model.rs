@@ -45,6 +45,10 @@ impl Vol {
 pub struct Model {
     pub vols: BTreeMap<String, Vol>,
     pub deleted: BTreeSet<String>,
+    /// What the inventory found beyond the model and was reported: reported once, not again
+    /// after every later scenario.
+    #[serde(default)]
+    pub strays: BTreeSet<String>,
 }
 
 /// What an operation changes when it takes effect.
@@ -254,6 +258,20 @@ pub fn settle(
     (bad, notes)
 }
 
+/// Names the box shows a part of that the model neither holds nor deleted, and has not reported.
+pub fn strays(m: &Model, world: &World) -> Vec<String> {
+    world
+        .iter()
+        .filter(|(n, s)| {
+            !m.vols.contains_key(*n)
+                && !m.deleted.contains(*n)
+                && !m.strays.contains(*n)
+                && (s.zvol || s.spec || s.exported)
+        })
+        .map(|(n, _)| n.clone())
+        .collect()
+}
+
 /// Every invariant about volumes: each one the model holds exists, has its spec, is exported and
 /// reads back block for block, with its acknowledged snapshots; each deleted one is gone
 /// entirely. Returns (violations, invariants checked).
@@ -304,16 +322,16 @@ pub fn check(m: &Model, world: &World) -> (Vec<String>, u32) {
     // The inventory: nothing on the box the campaign never acknowledged (a leftover staging
     // zvol, an orphan spec, an export of a device no volume owns).
     n += 1;
-    for (name, s) in world {
-        if !m.vols.contains_key(name)
-            && !m.deleted.contains(name)
-            && (s.zvol || s.spec || s.exported)
-        {
-            bad.push(format!(
+    for name in strays(m, world) {
+        let s = &world[&name];
+        bad.push(if name == crate::guest::INVENTORY_FAILED {
+            name
+        } else {
+            format!(
                 "{name}: on the box but never acknowledged (zvol {}, spec {}, export {})",
                 s.zvol, s.spec, s.exported
-            ));
-        }
+            )
+        });
     }
     for name in &m.deleted {
         n += 1;
@@ -461,6 +479,10 @@ mod tests {
             "{bad:?}"
         );
         assert!(bad[1].contains("export of /dev/zd48"), "{bad:?}");
+        // Reported once: a stray the campaign noted is not a new finding in every later check.
+        let mut m = m;
+        m.strays.extend(strays(&m, &w));
+        assert!(check(&m, &w).0.is_empty());
     }
 
     #[test]

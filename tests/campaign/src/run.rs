@@ -33,6 +33,9 @@ pub struct Options {
 
 const RUN: &str = "/run/campaign";
 const DAEMONS: [&str; 3] = ["volumed", "storaged", "mgmtd"];
+/// How far into the boot after an update or a policy change a power cut or TPM swap may strike:
+/// about how long a boot takes under TCG, to the agent.
+const BOOT_WINDOW_MS: u64 = 35_000;
 /// Member drives' size, MiB: room for the image policy's quotas (a fixed 1G among them) to add
 /// up to less than the pool.
 const MEMBER_SIZES: [u64; 3] = [4096, 5120, 6144];
@@ -98,8 +101,9 @@ pub struct Campaign {
     op: usize,
     /// What the running scenario noticed on the way (a reset the box did by itself).
     notes: Vec<String>,
-    /// How long the running operation ran, once it returned.
+    /// How long the running operation ran, once it returned, and when it ended (guest uptime).
     op_ms: Option<u64>,
+    op_end: Option<f64>,
     /// The newlog quota the policy on CONFIG sets, in percent of the pool.
     newlog_pct: u64,
     start: Instant,
@@ -196,6 +200,7 @@ impl Campaign {
             op: 0,
             notes: Vec::new(),
             op_ms: None,
+            op_end: None,
             newlog_pct: 10,
             start: Instant::now(),
             violations_total: 0,
@@ -378,12 +383,10 @@ impl Campaign {
         self.start_op(&prep.script, sc.index)?;
         let mut violations = Vec::new();
         self.op_ms = None;
+        self.op_end = None;
         let (struck, early, during) = match fault {
             None => (Struck::Nothing, None, None),
-            Some(f) => {
-                let (s, e, d) = self.strike(f, sc, &mut r, &prep, &mut violations)?;
-                (s, e, Some(d))
-            }
+            Some(f) => self.strike(f, sc, &mut r, &prep, &mut violations)?,
         };
         let ack = match (&struck, early) {
             (Struck::Rebooted, Some(a)) => a,
@@ -391,8 +394,7 @@ impl Campaign {
             _ => self.finish_op(prep.timeout, &mut violations)?,
         };
         self.heal(struck, &mut violations)?;
-        let rebooted = self.m.boots() != boots0;
-        self.after(&prep.after, &ack, rebooted, &mut violations)?;
+        self.after(&prep.after, &ack, fault, boots0, &mut violations)?;
         let (v, n, mut notes) = self.verify(&prep.change, &ack)?;
         violations.extend(v);
         notes.splice(0..0, std::mem::take(&mut self.notes));
@@ -621,7 +623,9 @@ impl Campaign {
                 "scrub".into(),
             ),
             Op::Policy => {
-                let pct = 5 + r.below(6);
+                // Another value than the one in force, so the check can tell them apart.
+                let choices: Vec<u64> = (5..=10).filter(|p| *p != self.newlog_pct).collect();
+                let pct = *r.pick(&choices).expect("choices");
                 let policy = std::fs::read_to_string(image_policy())
                     .map_err(|e| Error::Io(image_policy(), e))?
                     .replace("topology = \"stripe\"", "topology = \"mirror\"")
@@ -743,8 +747,9 @@ impl Campaign {
             return Ok(None);
         }
         let mut lines = o.stdout.lines();
-        let (status, ms) = parse_rc(lines.next().unwrap_or(""));
-        self.op_ms = ms;
+        let (status, span) = parse_rc(lines.next().unwrap_or(""));
+        self.op_ms = span.map(|(a, b)| ((b - a) * 1000.0).round() as u64);
+        self.op_end = span.map(|(_, b)| b);
         let msg = lines.collect::<Vec<_>>().join(" | ");
         Ok(Some(if status == 0 {
             Ack::Acked
@@ -773,9 +778,12 @@ impl Campaign {
     // ---- faults ----
 
     /// Strikes `f` at the scenario's instant. Returns what is left to undo, the operation's end
-    /// when it came first, and whether the fault struck while the operation still ran (for an
-    /// operation that ends in a boot, the boot counts: a power cut or TPM swap whose instant
-    /// falls after the command returned strikes during that boot).
+    /// when it came first, and whether the fault struck while the operation still ran (None when
+    /// there was nothing to strike). Targets are chosen before the wait, so the fault follows
+    /// the last look at the operation at once; a fault applied in the guest stamps its own
+    /// instant (guest uptime) to compare with the operation's end. An update or a policy
+    /// change ends in a boot: a power cut or TPM swap whose instant falls after the command
+    /// returned strikes that boot instead, at an offset into it drawn from the scenario's seed.
     fn strike(
         &mut self,
         f: Fault,
@@ -783,7 +791,30 @@ impl Campaign {
         r: &mut Rng,
         prep: &Prepared,
         violations: &mut Vec<String>,
-    ) -> Result<(Struck, Option<Ack>, bool)> {
+    ) -> Result<(Struck, Option<Ack>, Option<bool>)> {
+        let others: Vec<String> = self
+            .members
+            .iter()
+            .filter(|s| Some(*s) != prep.spare.as_ref())
+            .cloned()
+            .collect();
+        let target = match f {
+            Fault::KillDaemon => Some(r.pick(&DAEMONS).expect("daemons").to_string()),
+            Fault::IoErrors => {
+                let s = r.pick(&others).expect("a member").clone();
+                Some(self.member_device(&s)?)
+            }
+            Fault::Corruption => Some(r.pick(&others).expect("a member").clone()),
+            Fault::Unplug => {
+                let scsi: Vec<String> = others
+                    .iter()
+                    .filter(|s| self.kinds.get(*s) == Some(&DiskKind::Scsi))
+                    .cloned()
+                    .collect();
+                r.pick(&scsi).cloned()
+            }
+            _ => None,
+        };
         let t = Instant::now();
         let instant = Duration::from_millis(sc.instant_ms);
         let mut early = None;
@@ -797,27 +828,22 @@ impl Campaign {
         if early.is_none() {
             early = self.op_rc()?;
         }
-        let mut during = early.is_none();
+        let mut in_boot = false;
         if early == Some(Ack::Acked) && sc.op.reboots() && f.reboots() && t.elapsed() < instant {
             let b = Instant::now();
             self.m.reboot_begin()?;
-            if let Some(rest) = instant.checked_sub(t.elapsed()) {
-                std::thread::sleep(rest);
-            }
+            let into = Duration::from_millis(r.below(BOOT_WINDOW_MS));
+            std::thread::sleep(into);
             self.run.secs_booting += b.elapsed().as_secs_f64();
             self.notes.push(format!(
-                "the {f} struck {:.1} s into the boot that follows the {}",
-                b.elapsed().as_secs_f64(),
+                "the {f} struck {:.1} s after the boot that follows the {} began",
+                into.as_secs_f64(),
                 sc.op
             ));
-            during = true;
+            in_boot = true;
         }
-        let others: Vec<String> = self
-            .members
-            .iter()
-            .filter(|s| Some(*s) != prep.spare.as_ref())
-            .cloned()
-            .collect();
+        // Guest uptime when a fault applied in the guest struck.
+        let mut stamp = None;
         let struck = match f {
             Fault::PowerCut => {
                 self.m.power_cut()?;
@@ -866,21 +892,22 @@ impl Campaign {
                 Struck::Rebooted
             }
             Fault::KillDaemon => {
-                let d = r.pick(&DAEMONS).expect("daemons").to_string();
-                self.sh(&format!("kill -9 $(pidof {d})"))?;
+                let d = target.expect("a daemon");
+                let o = self.sh(&stamped(&format!("kill -9 $(pidof {d})")))?;
+                stamp = parse_stamp(&o.stdout);
                 *self.kills.entry(d.clone()).or_default() += 1;
                 Struck::Killed(d)
             }
             Fault::IoErrors => {
-                let s = r.pick(&others).expect("a member").clone();
-                let dev = self.member_device(&s)?;
-                self.sh_ok(&format!(
+                let dev = target.expect("a member");
+                let o = self.sh_ok(&stamped(&format!(
                     "{RUN}/zinject -d {dev} -e io -T all -f 100 {POOL}"
-                ))?;
+                )))?;
+                stamp = parse_stamp(&o);
                 Struck::Injected(Instant::now())
             }
             Fault::Corruption => {
-                let s = r.pick(&others).expect("a member").clone();
+                let s = target.expect("a member");
                 let file = self
                     .m
                     .disk_file_of(&s)
@@ -889,31 +916,37 @@ impl Campaign {
                 corrupt(&file, r)?;
                 Struck::Corrupted
             }
-            Fault::Unplug => {
-                let scsi: Vec<String> = others
-                    .iter()
-                    .filter(|s| self.kinds.get(*s) == Some(&DiskKind::Scsi))
-                    .cloned()
-                    .collect();
-                match r.pick(&scsi) {
-                    Some(s) => Struck::Unplugged(self.m.unplug_disk(s)?),
-                    None => Struck::Nothing,
-                }
-            }
+            Fault::Unplug => match target {
+                Some(s) => Struck::Unplugged(self.m.unplug_disk(&s)?),
+                None => Struck::Nothing,
+            },
             Fault::QuotaFill => {
-                self.sh_ok(&format!(
+                let o = self.sh_ok(&stamped(&format!(
                     "rm -f {RUN}/fill.done; setsid sh -c 'head -c 4000M /dev/urandom > /persist/newlog/campaign-fill 2>{RUN}/fill.err; touch {RUN}/fill.done' < /dev/null > /dev/null 2>&1 &"
-                ))?;
+                )))?;
+                stamp = parse_stamp(&o);
                 Struck::Filling
             }
             Fault::ClockJump => {
                 let days = 1 + r.below(730) as i64;
                 let delta = if r.chance(50) { days } else { -days } * 86_400;
-                self.sh_ok(&format!(
+                let o = self.sh_ok(&stamped(&format!(
                     "date -u -s @$(( $(date +%s) + {delta} )) >/dev/null"
-                ))?;
+                )))?;
+                stamp = parse_stamp(&o);
                 Struck::Jumped
             }
+        };
+        let during = match (&struck, early.is_some(), stamp) {
+            (Struck::Nothing, ..) => None,
+            _ if in_boot => Some(true),
+            (_, true, _) => Some(false),
+            // The operation may have ended between the last look and the stamp.
+            (_, false, Some(at)) => {
+                self.op_rc()?;
+                Some(self.op_end.is_none_or(|end| end > at))
+            }
+            (_, false, None) => Some(true),
         };
         Ok((struck, early, during))
     }
@@ -992,9 +1025,11 @@ impl Campaign {
         &mut self,
         a: &After,
         ack: &Ack,
-        rebooted: bool,
+        fault: Option<Fault>,
+        boots0: u32,
         violations: &mut Vec<String>,
     ) -> Result<()> {
+        let rebooted = self.m.boots() != boots0;
         match a {
             After::Nothing => {}
             After::Update { from } => {
@@ -1008,16 +1043,28 @@ impl Campaign {
                 if running != *from {
                     return Ok(());
                 }
-                // One trial boot (abupdate's default): a fault that cut it, or a trial that
-                // failed its health check (another TPM), sends the box back to its good slot.
-                if rebooted {
-                    self.notes.push(format!(
-                        "the update fell back to slot {from}: its one trial boot was cut or failed"
-                    ));
-                } else {
-                    violations.push(format!(
-                        "the acknowledged update did not boot: slot {from} still runs after a clean reboot"
-                    ));
+                // One trial boot (abupdate's default). Another TPM fails the trial's health
+                // check by design; a power cut after GRUB spent the try ends the trial too. Any
+                // other way back to the old slot is a finding.
+                let new = if from == "A" { "B" } else { "A" };
+                let spent = (boots0 + 1..self.m.boots()).any(|b| {
+                    std::fs::read(self.m.dir.join(format!("console-{b}.log")))
+                        .map(|c| {
+                            String::from_utf8_lossy(&c).contains(&format!("EVE: trying slot {new}"))
+                        })
+                        .unwrap_or(false)
+                });
+                match fault {
+                    Some(Fault::TpmSwap) => self.notes.push(format!(
+                        "the update fell back to slot {from}: its trial boot met another TPM"
+                    )),
+                    Some(Fault::PowerCut) if spent => self.notes.push(format!(
+                        "the update fell back to slot {from}: the power cut ended its one trial boot"
+                    )),
+                    _ => violations.push(format!(
+                        "the acknowledged update did not stay: slot {from} runs, and no fault ended slot {new}'s trial{}",
+                        if spent { " (its trial boot ran and failed)" } else { " (GRUB never tried it)" }
+                    )),
                 }
             }
             After::Policy { pct } => {
@@ -1025,18 +1072,29 @@ impl Campaign {
                 if !rebooted {
                     self.boot(|m| m.reboot())?;
                 }
-                let seen = self.newlog_quota_pct()?;
+                let seen = match self.newlog_quota_pct() {
+                    Ok(x) => x,
+                    Err(e) => {
+                        violations.push(format!("newlog's quota could not be read: {e}"));
+                        return Ok(());
+                    }
+                };
                 let near = |p: u64| (seen - p as f64).abs() <= 0.5;
-                if near(*pct) {
+                let old = self.newlog_pct;
+                // CONFIG holds the new policy once the change is acknowledged, whatever shows.
+                if near(*pct) || *ack == Ack::Acked {
                     self.newlog_pct = *pct;
-                } else if *ack == Ack::Acked {
+                }
+                if near(*pct) {
+                    return Ok(());
+                }
+                if *ack == Ack::Acked {
                     violations.push(format!(
                         "the acknowledged policy sets newlog's quota to {pct}% of the pool, but it is {seen:.1}%"
                     ));
-                } else if !near(self.newlog_pct) {
+                } else if !near(old) {
                     violations.push(format!(
-                        "newlog's quota is {seen:.1}% of the pool: neither the old policy's {}% nor the new {pct}%",
-                        self.newlog_pct
+                        "newlog's quota is {seen:.1}% of the pool: neither the old policy's {old}% nor the new {pct}%"
                     ));
                 }
             }
@@ -1091,7 +1149,7 @@ impl Campaign {
     /// storage-init takes percentages of).
     fn newlog_quota_pct(&mut self) -> Result<f64> {
         let out = self.sh_ok(&format!(
-            "zfs list -Hp -o quota /persist/newlog; zfs list -Hp -o used,avail {POOL}"
+            "zfs list -Hp -o quota {POOL}/newlog && zfs list -Hp -o used,avail {POOL}"
         ))?;
         let n: Vec<f64> = out
             .split_whitespace()
@@ -1135,6 +1193,8 @@ impl Campaign {
         let (v, k) = model::check(&self.model, &world);
         bad.extend(v);
         n += k;
+        let strays = model::strays(&self.model, &world);
+        self.model.strays.extend(strays);
         // The pool: whole, without data errors, its vault open.
         let mut p = guest::parse_pool(&self.sh_ok(guest::POOL_SCRIPT)?);
         if p.health != "ONLINE" {
@@ -1228,17 +1288,28 @@ impl Campaign {
     }
 }
 
-/// The operation's exit status and how long it ran (guest uptime, which a clock jump leaves
-/// alone), from its `status start end` line.
-fn parse_rc(line: &str) -> (i32, Option<u64>) {
+/// The operation's exit status and when it started and ended (guest uptime, which a clock
+/// jump leaves alone), from its `status start end` line.
+fn parse_rc(line: &str) -> (i32, Option<(f64, f64)>) {
     let f: Vec<&str> = line.split_whitespace().collect();
     let status = f.first().and_then(|x| x.parse().ok()).unwrap_or(-1);
     let up = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok());
-    let ms = match (up(1), up(2)) {
-        (Some(a), Some(b)) if b >= a => Some(((b - a) * 1000.0).round() as u64),
+    let span = match (up(1), up(2)) {
+        (Some(a), Some(b)) if b >= a => Some((a, b)),
         _ => None,
     };
-    (status, ms)
+    (status, span)
+}
+
+/// `cmd` preceded by a `STRUCK <uptime>` line: when, in the guest's time, the fault struck.
+fn stamped(cmd: &str) -> String {
+    format!("echo \"STRUCK $(cut -d' ' -f1 /proc/uptime)\"; {cmd}")
+}
+
+fn parse_stamp(out: &str) -> Option<f64> {
+    out.lines()
+        .find_map(|l| l.strip_prefix("STRUCK "))
+        .and_then(|x| x.trim().parse().ok())
 }
 
 /// The guest command that writes `{RUN}/blk` over block `k` of volume `name`: direct and
@@ -1328,11 +1399,19 @@ mod tests {
 
     #[test]
     fn an_operation_end_gives_its_status_and_how_long_it_ran() {
-        assert_eq!(parse_rc("0 101.25 103.75"), (0, Some(2500)));
-        assert_eq!(parse_rc("3 9.5 9.5"), (3, Some(0)));
+        assert_eq!(parse_rc("0 101.25 103.75"), (0, Some((101.25, 103.75))));
+        assert_eq!(parse_rc("3 9.5 9.5"), (3, Some((9.5, 9.5))));
         // An end line from before this change, or a torn one: the status still counts.
         assert_eq!(parse_rc("1"), (1, None));
         assert_eq!(parse_rc(""), (-1, None));
         assert_eq!(parse_rc("0 20.0 10.0"), (0, None));
+    }
+
+    #[test]
+    fn a_fault_applied_in_the_guest_stamps_its_instant() {
+        let c = stamped("kill -9 $(pidof volumed)");
+        assert!(c.starts_with("echo \"STRUCK $(cut -d' ' -f1 /proc/uptime)\"; kill"));
+        assert_eq!(parse_stamp("STRUCK 812.40\nrest\n"), Some(812.4));
+        assert_eq!(parse_stamp("nothing\n"), None);
     }
 }
