@@ -856,8 +856,14 @@ impl Campaign {
                 let t = Instant::now();
                 self.m.boot()?;
                 self.run.secs_booting += t.elapsed().as_secs_f64();
-                // Another TPM: the vault stays shut and nothing is lost while it is.
-                std::thread::sleep(Duration::from_secs(20));
+                // Another TPM: the vault stays shut and nothing is lost while it is. Bring-up
+                // has decided once its outcome file is there.
+                let o = self.sh("for i in $(seq 120); do [ -e /run/eve/storage.json ] && exit 0; sleep 1; done; exit 1")?;
+                if o.status != 0 {
+                    violations.push(
+                        "with another TPM, storage-init wrote no outcome within 120 s".into(),
+                    );
+                }
                 let key = self
                     .sh("zfs get -H -o value keystatus persist/vault")?
                     .stdout;
@@ -895,7 +901,10 @@ impl Campaign {
                 let d = target.expect("a daemon");
                 let o = self.sh(&stamped(&format!("kill -9 $(pidof {d})")))?;
                 stamp = parse_stamp(&o.stdout);
-                *self.kills.entry(d.clone()).or_default() += 1;
+                // A daemon that was not running was not killed: its restarts owe nothing to it.
+                if o.status == 0 {
+                    *self.kills.entry(d.clone()).or_default() += 1;
+                }
                 Struck::Killed(d)
             }
             Fault::IoErrors => {
