@@ -1,18 +1,13 @@
 //! What the campaign runs in the guest to see the box, and the parsers of what it prints. The
 //! parsers are pure and tested on captured text.
 
-use crate::model::{Seen, World, BLOCKS};
-
-/// What a block that could not be read whole is recorded as: never taken for data.
-pub const UNREADABLE: &str = "UNREADABLE";
+use crate::model::{Seen, World, BLOCKS, INVENTORY_FAILED, UNREADABLE};
 
 /// Where the campaign's volumes live (the encrypted vault's volumes dataset).
 pub const VOLS: &str = "persist/vault/volumes";
 pub const POOL: &str = "persist";
 /// Where volumes the policy keeps unencrypted live.
 pub const CLEAR_VOLS: &str = "persist/clear/volumes";
-/// What the world calls a failed inventory listing (never a volume's name: it has spaces).
-pub const INVENTORY_FAILED: &str = "(the inventory: zfs list failed)";
 /// Where the volume daemon keeps its specs.
 pub const SPECS: &str = "/persist/config/volumes/specs";
 

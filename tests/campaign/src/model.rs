@@ -9,6 +9,11 @@ use std::collections::{BTreeMap, BTreeSet};
 pub const BLOCKS: usize = 8;
 pub const BLOCK: usize = 1 << 20;
 
+/// What a block that could not be read whole is recorded as: never taken for data.
+pub const UNREADABLE: &str = "UNREADABLE";
+/// What the world calls a failed inventory listing (never a volume's name: it has spaces).
+pub const INVENTORY_FAILED: &str = "(the inventory: zfs list failed)";
+
 pub fn hash(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
@@ -192,7 +197,7 @@ pub fn settle(
             };
             match seen(name).blocks.and_then(|b| b.get(*block).cloned()) {
                 // An unreadable block is no content: left to `check`, which reports it.
-                Some(h) if h == crate::guest::UNREADABLE => {}
+                Some(h) if h == UNREADABLE => {}
                 Some(h) if &h == new => {
                     notes.push(format!("{name}: the unacknowledged write took effect"));
                     v.blocks[*block] = h;
@@ -324,7 +329,7 @@ pub fn check(m: &Model, world: &World) -> (Vec<String>, u32) {
     n += 1;
     for name in strays(m, world) {
         let s = &world[&name];
-        bad.push(if name == crate::guest::INVENTORY_FAILED {
+        bad.push(if name == INVENTORY_FAILED {
             name
         } else {
             format!(
@@ -406,7 +411,7 @@ mod tests {
     fn an_unreadable_block_is_never_taken_for_data() {
         let (mut m, mut w) = one();
         let mut b = vec![zero_block(); BLOCKS];
-        b[1] = crate::guest::UNREADABLE.into();
+        b[1] = UNREADABLE.into();
         w.insert("a".into(), seen(b));
         let c = Change::Write {
             name: "a".into(),
