@@ -4,7 +4,8 @@
 //! which block devices are never drives ([`disk`]), eve-init's status schema ([`status`]), the
 //! rollback floor stage 1 and the vault share ([`rollback`]), UEFI signature databases
 //! ([`efisig`]), the firmware's TPM event log ([`eventlog`]), the one logger ([`log`]) and how
-//! a failure is told to scripts: exit codes and JSON errors ([`exit`]).
+//! a failure is told to scripts: exit codes and JSON errors ([`exit`]), and the one atomic file
+//! writer ([`fsx`]).
 
 pub mod cmd;
 pub mod disk;
@@ -12,6 +13,7 @@ pub mod efisig;
 pub mod error;
 pub mod eventlog;
 pub mod exit;
+pub mod fsx;
 pub mod layout;
 pub mod lock;
 pub mod log;

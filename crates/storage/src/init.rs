@@ -202,9 +202,12 @@ fn cap_arc(roots: &Roots, policy: &Policy, size: u64) {
 /// Keeps the policy that validated on the pool, for a later boot whose override is rejected.
 fn keep_last_good(host: &dyn Host, pool: &str, text: &str) {
     let p = config::last_good_in(&host.pool_mount(pool));
-    let _ = std::fs::create_dir_all(p.parent().unwrap_or(&p));
-    if let Err(e) = std::fs::write(&p, text) {
-        log(format!("{}: {e}", p.display()));
+    // Whole or not at all: a torn copy would not parse when a later boot needs it.
+    if let Err(e) = platform::fsx::write_atomic(&p, text.as_bytes(), None) {
+        log(format!(
+            "last good policy not kept: {}",
+            platform::chain(&e)
+        ));
     }
 }
 

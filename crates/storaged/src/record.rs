@@ -6,7 +6,6 @@
 use crate::pool::PoolState;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 pub const MAX_HISTORY: usize = 32;
@@ -59,28 +58,9 @@ pub struct Record {
     pub history: Vec<Entry>,
 }
 
-/// Writes `body` to `path` whole or not at all: a temporary file beside it, synced, renamed over
-/// it (a power cut leaves the old file or the new one).
+/// Writes `body` to `path` whole or not at all (a power cut leaves the old file or the new one).
 pub fn write_atomic(path: &Path, body: &[u8]) -> Result<()> {
-    let io = |op: &'static str, p: &Path| {
-        let p = p.to_path_buf();
-        move |source| {
-            Error::Io(platform::IoError {
-                op,
-                path: p,
-                source,
-            })
-        }
-    };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io("create", dir))?;
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
-    let tmp = dir.join(name);
-    let mut f = std::fs::File::create(&tmp).map_err(io("create", &tmp))?;
-    f.write_all(body).map_err(io("write", &tmp))?;
-    f.sync_all().map_err(io("fsync", &tmp))?;
-    std::fs::rename(&tmp, path).map_err(io("rename", path))
+    Ok(platform::fsx::write_atomic(path, body, None)?)
 }
 
 pub fn path(root: &Path, pool: &str) -> PathBuf {
