@@ -33,7 +33,7 @@ pub enum Error {
     Parse(String),
 }
 
-pub use platform::log;
+use platform::log;
 
 /// One device in the report: what it is and what storage-init decided about it.
 #[derive(Debug, Clone, Serialize)]

@@ -1,8 +1,8 @@
 //! Where the policy comes from: the CONFIG partition's storage.toml overrides the image's
 //! /etc/storage.toml; the last policy that validated is kept on the pool.
 
-use crate::bringup::log;
 use crate::cmd::{run, MOUNT};
+use platform::log;
 use std::path::{Path, PathBuf};
 
 pub const CONFIG_DIR: &str = "/config";

@@ -93,7 +93,7 @@ fn ours(ctx: &mut Context, index: u32) -> Result<(NvIndexHandle, bool), TpmError
             // Something else at the box's index (put there to pass for a low floor): removed
             // with the owner's auth, and the counter made again.
             Err(why) => {
-                crate::bringup::log(format!("rollback floor: {why}; replacing it"));
+                platform::log(format!("rollback floor: {why}; replacing it"));
                 ctx.execute_with_nullauth_session(|c| c.nv_undefine_space(Provision::Owner, h))
                     .map_err(tss("NV_UndefineSpace"))?;
             }
@@ -234,7 +234,7 @@ fn write_origins(ctx: &mut Context, o: &[u64; 3], replace: bool) -> Result<(), T
     let index = rollback::ORIGIN_INDEX;
     let mut h = handle(ctx, index)?;
     if let (Some(old), true) = (h, replace) {
-        crate::bringup::log(format!(
+        platform::log(format!(
             "rollback floor: {index:#010x} is not the box's origin record; replacing it"
         ));
         ctx.execute_with_nullauth_session(|c| c.nv_undefine_space(Provision::Owner, old))

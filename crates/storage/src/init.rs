@@ -2,13 +2,14 @@
 //! bring the pool, the vault and the datasets up. The binary only parses its command line and
 //! prints; everything here runs against the fake host in the unit tests.
 
-use crate::bringup::{self, log, Error, Observation};
+use crate::bringup::{self, Error, Observation};
 use crate::config::{self, Candidate};
 use crate::host::Host;
 use crate::mounts;
 use crate::plan::{self, Plan};
 use crate::policy::{self, Policy, PoolFacts, Source};
 use crate::vault::{self, SecureBoot, Vault};
+use platform::log;
 use platform::Roots;
 use serde::Serialize;
 

@@ -4,10 +4,10 @@
 //! policy's datasets are mounted, each only when its mountpoint is the one the policy gives it,
 //! never with device nodes or set-uid files, and never executable outside the encrypted vault.
 
-use crate::bringup::log;
 use crate::datasets;
 use crate::host::Host;
 use crate::policy::Policy;
+use platform::log;
 
 /// One line of `zfs list -H -o name,mountpoint,canmount,mounted -t filesystem -r <pool>`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,7 +14,6 @@
 //! The decisions are pure and unit-tested; `ensure`, `recover` and `new_recovery_key` act through
 //! the [`Host`] seam (zfs and the TPM), so they are unit-tested against its fake too.
 
-use crate::bringup::log;
 use crate::cmd::CmdError;
 use crate::host::Host;
 use crate::policy::{Encryption, Policy, WithoutTpm};
@@ -23,6 +22,7 @@ use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
+use platform::log;
 use platform::rollback;
 use serde::Serialize;
 use std::path::Path;

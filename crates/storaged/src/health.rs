@@ -2,40 +2,11 @@
 //! severity by one pure function. A reading that could not be taken is never read as healthy:
 //! its subject's earlier alerts stand (see [`crate::journal`]), and the failure is an alert itself.
 
+pub use crate::alert::{Alert, Severity};
 use crate::iostat::VolumeIo;
 use crate::pool::PoolState;
 use crate::smart::{warning_bits, DriveHealth, Reading};
 use serde::{Deserialize, Serialize};
-
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Notice,
-    Warning,
-    Critical,
-}
-
-impl Severity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Notice => "notice",
-            Severity::Warning => "warning",
-            Severity::Critical => "critical",
-        }
-    }
-}
-
-/// A condition that holds now. `key` names what it is about and stays the same while it lasts
-/// (`disk:<stable id>:temperature`, `pool:persist:capacity`), so the journal can tell a new
-/// alert from one that goes on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct Alert {
-    pub key: String,
-    pub severity: Severity,
-    pub message: String,
-}
 
 /// One drive as seen now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]

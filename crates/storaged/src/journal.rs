@@ -2,7 +2,7 @@
 //! each with when it began, and the last events (raised, escalated, eased, cleared). It changes,
 //! and is written, only when an alert does; a subject that could not be read keeps its alerts.
 
-use crate::health::{Alert, Severity};
+use crate::alert::{Alert, Severity};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};

@@ -5,6 +5,7 @@
 //! as alerts in a journal on the pool and a Prometheus textfile. `storaged` runs both;
 //! `storagectl status` and `storagectl health` show the same views.
 
+pub mod alert;
 pub mod audit;
 pub mod cli;
 pub mod cmd;

@@ -1,9 +1,10 @@
 //! storage-init: the onboot step that turns the box's drives into /persist.
 
 use clap::Parser;
+use platform::log;
 use platform::Roots;
 use std::process::ExitCode;
-use storage::bringup::{self, log};
+use storage::bringup;
 use storage::cli::{Cli, Cmd};
 use storage::host::RealHost;
 use storage::{config, init, plan};
