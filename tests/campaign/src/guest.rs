@@ -1,7 +1,7 @@
 //! What the campaign runs in the guest to see the box, and the parsers of what it prints. The
 //! parsers are pure and tested on captured text.
 
-use crate::model::{Seen, World, BLOCKS, INVENTORY_FAILED, UNREADABLE};
+use crate::model::{Export, Seen, World, BLOCKS, INVENTORY_FAILED, UNREADABLE};
 
 /// Where the campaign's volumes live (the encrypted vault's volumes dataset).
 pub const VOLS: &str = "persist/vault/volumes";
@@ -33,7 +33,11 @@ pub fn observe_script(names: &[String]) -> String {
          echo \"$l\" | sed -n \"s|^$P/||p\" | while read v; do d=$(readlink -f \"/dev/zvol/$P/$v\"); \
          n=$v; [ $P = {VOLS} ] || n=clear/$v; echo \"I $n 1 0 ${{d:--}}\"; done; done; \
          for f in {SPECS}/*.toml {SPECS}/*.json; do [ -e \"$f\" ] || continue; v=${{f##*/}}; echo \"I ${{v%.*}} 0 1 -\"; done; \
-         echo \"$N\" | awk '$2 == 1 && $3 > 0 {{print \"X\", $1}}'\n"
+         for ns in /sys/kernel/config/nvmet/subsystems/*/namespaces/*; do [ -e \"$ns/device_path\" ] || continue; \
+         [ \"$(cat $ns/enable)\" = 1 ] || continue; sd=${{ns%/namespaces/*}}; s=${{sd##*/}}; \
+         t=$(for p in /sys/kernel/config/nvmet/ports/*/subsystems/$s; do [ -e \"$p\" ] && cat ${{p%/subsystems/*}}/addr_trtype; done | tr '\\n' ,); \
+         [ -n \"$t\" ] || continue; h=$(ls $sd/allowed_hosts | tr '\\n' ,); \
+         echo \"E $(readlink -f \"$(cat $ns/device_path)\") $s ${{h:--}} $(cat $sd/attr_allow_any_host) $t\"; done\n"
     ));
     for n in names {
         s.push_str(&format!(
@@ -41,7 +45,7 @@ pub fn observe_script(names: &[String]) -> String {
              sp=0; [ -e {SPECS}/$v.toml ] && sp=1; \
              d=$(readlink -f {dev} 2>/dev/null); e=0; \
              [ -b \"$d\" ] && echo \"$N\" | grep -q \"^$d 1 [1-9]\" && e=1; \
-             echo \"V $v $z $sp $e\"; \
+             echo \"V $v $z $sp $e ${{d:--}}\"; \
              if [ $z = 1 ] && [ -b \"$d\" ]; then k=0; while [ $k -lt {BLOCKS} ]; do \
              rm -f /run/campaign/rb; \
              if dd if=$d of=/run/campaign/rb bs=1M skip=$k count=1 iflag=direct 2>/dev/null \
@@ -55,9 +59,10 @@ pub fn observe_script(names: &[String]) -> String {
     s
 }
 
-/// The world from the script's lines. `I` (inventory) and `X` (an offered export, by device)
-/// lines name what is on the box whether the model knows it or not: an export of a device no
-/// zvol of the inventory has is keyed `export of <device>`.
+/// The world from the script's lines. `I` (inventory) and `E` (an enabled namespace a port
+/// offers: device, subsystem, allowed hosts, any-host flag, the ports' transports) lines name
+/// what is on the box whether the model knows it or not: an export of a device no zvol of the
+/// inventory has is keyed `export of <device>`.
 pub fn parse_world(out: &str) -> World {
     let mut w = World::new();
     let mut devs = std::collections::BTreeMap::new();
@@ -73,13 +78,32 @@ pub fn parse_world(out: &str) -> World {
                     devs.insert(dev.to_string(), n.to_string());
                 }
             }
-            ["X", dev] => exports.push(dev.to_string()),
+            ["E", dev, subsys, hosts, any, types] => {
+                let list = |x: &str| -> Vec<String> {
+                    x.split(',')
+                        .filter(|h| !h.is_empty() && *h != "-")
+                        .map(String::from)
+                        .collect()
+                };
+                exports.push((
+                    dev.to_string(),
+                    Export {
+                        subsystem: subsys.to_string(),
+                        hosts: list(hosts),
+                        any_host: *any == "1",
+                        transports: list(types),
+                    },
+                ));
+            }
             ["IFAIL", ..] => w.entry(INVENTORY_FAILED.into()).or_default().zvol = true,
-            ["V", n, z, sp, e] => {
+            ["V", n, z, sp, e, dev] => {
                 let s = w.entry(n.to_string()).or_default();
                 s.zvol = *z == "1";
                 s.spec = *sp == "1";
                 s.exported = *e == "1";
+                if *dev != "-" {
+                    devs.insert(dev.to_string(), n.to_string());
+                }
             }
             ["B", n, k, h] => {
                 let s: &mut Seen = w.entry(n.to_string()).or_default();
@@ -97,12 +121,14 @@ pub fn parse_world(out: &str) -> World {
             _ => {}
         }
     }
-    for dev in exports {
+    for (dev, x) in exports {
         let name = devs
             .get(&dev)
             .cloned()
             .unwrap_or_else(|| format!("export of {dev}"));
-        w.entry(name).or_default().exported = true;
+        let s = w.entry(name).or_default();
+        s.exported = true;
+        s.exports.push(x);
     }
     w
 }
@@ -174,7 +200,7 @@ mod tests {
 
     #[test]
     fn the_world_is_read_from_tagged_lines() {
-        let out = "V a 1 1 1\nB a 0 aa\nB a 1 bb\nS a s3\nV b 0 1 0\nnoise\n";
+        let out = "V a 1 1 1 /dev/zd0\nB a 0 aa\nB a 1 bb\nS a s3\nV b 0 1 0 -\nnoise\n";
         let w = parse_world(out);
         assert_eq!(
             w["a"].blocks.as_deref(),
@@ -184,14 +210,14 @@ mod tests {
         assert!(!w["b"].zvol && w["b"].spec && w["b"].blocks.is_none());
         // A block out of order is not taken for another.
         assert_eq!(
-            parse_world("V c 1 1 1\nB c 1 x\n")["c"].blocks.as_deref(),
+            parse_world("V c 1 1 1 -\nB c 1 x\n")["c"].blocks.as_deref(),
             Some(&[][..])
         );
     }
 
     #[test]
     fn the_inventory_names_what_the_model_does_not_know() {
-        let out = "I a 1 0 /dev/zd0\nI x:new 1 0 /dev/zd16\nI orphan 0 1 -\nX /dev/zd0\nX /dev/zd32\nV a 1 1 1\nI nodev 1 0 -\nIFAIL zfs list persist/vault/volumes\n";
+        let out = "I a 1 0 /dev/zd0\nI x:new 1 0 /dev/zd16\nI orphan 0 1 -\nE /dev/zd0 nqn.x:vol:a nqn.x:vm:vm1, 0 tcp,\nE /dev/zd32 nqn.x:vol:q - 1 loop,\nV a 1 1 1 /dev/zd0\nI nodev 1 0 -\nIFAIL zfs list persist/vault/volumes\n";
         let w = parse_world(out);
         assert!(w["nodev"].zvol);
         assert!(w[INVENTORY_FAILED].zvol);
@@ -199,10 +225,32 @@ mod tests {
         assert!(w["x:new"].zvol && !w["x:new"].exported);
         assert!(w["orphan"].spec && !w["orphan"].zvol);
         assert!(w["export of /dev/zd32"].exported);
+        assert_eq!(
+            w["a"].exports,
+            vec![Export {
+                subsystem: "nqn.x:vol:a".into(),
+                hosts: vec!["nqn.x:vm:vm1".into()],
+                any_host: false,
+                transports: vec!["tcp".into()],
+            }]
+        );
+        assert!(w["export of /dev/zd32"].exports[0].any_host);
+        assert!(w["export of /dev/zd32"].exports[0].hosts.is_empty());
         let s = observe_script(&[]);
         assert!(s.contains("for P in persist/vault/volumes persist/clear/volumes;"));
         assert!(s.contains("specs/*.toml /persist/config/volumes/specs/*.json"));
-        assert!(s.contains("print \"X\", $1"));
+        assert!(s.contains("attr_allow_any_host"));
+    }
+
+    #[test]
+    fn the_scripts_parse_as_sh() {
+        for script in [observe_script(&["v1".into(), "c2".into()]), POOL_SCRIPT.to_string()] {
+            let st = std::process::Command::new("sh")
+                .args(["-n", "-c", &script])
+                .status()
+                .unwrap();
+            assert!(st.success(), "{script}");
+        }
     }
 
     #[test]

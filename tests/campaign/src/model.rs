@@ -96,12 +96,27 @@ pub enum Ack {
     Unknown,
 }
 
+/// The volume daemon's names (`volumes::ids`): a subsystem per volume, a host per VM.
+pub const NQN_BASE: &str = "nqn.2026-11.org.lfedge.eve";
+
+/// An enabled nvmet namespace on a volume's device, in a subsystem ports offer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Export {
+    pub subsystem: String,
+    pub hosts: Vec<String>,
+    pub any_host: bool,
+    /// The offering ports' `addr_trtype`s (tcp, loop).
+    pub transports: Vec<String>,
+}
+
 /// One volume as the box shows it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Seen {
     pub zvol: bool,
     pub spec: bool,
     pub exported: bool,
+    /// How it is exported, for each offered namespace on its device.
+    pub exports: Vec<Export>,
     /// Block hashes, when its device could be read.
     pub blocks: Option<Vec<String>>,
     pub snapshots: BTreeSet<String>,
@@ -296,6 +311,27 @@ pub fn check(m: &Model, world: &World) -> (Vec<String>, u32) {
         if !s.exported {
             bad.push(format!("{name}: acknowledged volume is not exported"));
         }
+        // As its spec says: its own subsystem, open to its VM's host only, on its transport.
+        let want_sub = format!("{NQN_BASE}:vol:{name}");
+        let want_host = format!("{NQN_BASE}:vm:{}", v.vm);
+        let want_tr = if v.transport == "nvme-loop" {
+            "loop"
+        } else {
+            "tcp"
+        };
+        for x in &s.exports {
+            n += 1;
+            if x.subsystem != want_sub
+                || x.any_host
+                || x.hosts != [want_host.clone()]
+                || !x.transports.iter().any(|t| t == want_tr)
+            {
+                bad.push(format!(
+                    "{name}: exported otherwise than its spec says (want {want_sub} for {want_host} over {want_tr}; see subsystem {}, hosts {:?}, any host {}, transports {:?})",
+                    x.subsystem, x.hosts, x.any_host, x.transports
+                ));
+            }
+        }
         match &s.blocks {
             None => bad.push(format!("{name}: its device could not be read")),
             Some(b) => {
@@ -360,6 +396,12 @@ mod tests {
             zvol: true,
             spec: true,
             exported: true,
+            exports: vec![Export {
+                subsystem: format!("{NQN_BASE}:vol:a"),
+                hosts: vec![format!("{NQN_BASE}:vm:vm1")],
+                any_host: false,
+                transports: vec!["loop".into()],
+            }],
             blocks: Some(blocks),
             snapshots: BTreeSet::new(),
         }
@@ -488,6 +530,38 @@ mod tests {
         let mut m = m;
         m.strays.extend(strays(&m, &w));
         assert!(check(&m, &w).0.is_empty());
+    }
+
+    #[test]
+    fn an_export_must_be_the_one_its_spec_asks_for() {
+        let (m, w) = one();
+        assert!(check(&m, &w).0.is_empty());
+        for bad_export in [
+            Export {
+                any_host: true,
+                ..w["a"].exports[0].clone()
+            },
+            Export {
+                hosts: vec![format!("{NQN_BASE}:vm:vm2")],
+                ..w["a"].exports[0].clone()
+            },
+            Export {
+                transports: vec!["tcp".into()],
+                ..w["a"].exports[0].clone()
+            },
+            Export {
+                subsystem: format!("{NQN_BASE}:vol:b"),
+                ..w["a"].exports[0].clone()
+            },
+        ] {
+            let mut w2 = w.clone();
+            w2.get_mut("a").unwrap().exports = vec![bad_export.clone()];
+            let (bad, _) = check(&m, &w2);
+            assert!(
+                bad.len() == 1 && bad[0].contains("exported otherwise"),
+                "{bad_export:?}: {bad:?}"
+            );
+        }
     }
 
     #[test]
