@@ -290,7 +290,7 @@ impl Campaign {
                     limit.as_secs()
                 )));
             }
-            std::thread::sleep(Duration::from_secs(2));
+            std::thread::sleep(Duration::from_secs(1));
         }
     }
 
