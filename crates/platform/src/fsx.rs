@@ -1,5 +1,6 @@
-//! Files replaced whole: the one atomic writer every crate uses for state that must survive a
-//! power cut as the old content or the new, never a mix.
+//! Files replaced whole: the shared atomic writer for state that must survive a power cut as
+//! the old content or the new, never a mix (storage-init and storaged use it; the writers left
+//! in abupdate, mgmt, volumes and eve-agent are to move onto it, issue 30).
 
 use crate::error::{IoContext, IoError};
 use std::io::Write;
