@@ -498,13 +498,13 @@ impl Backend for Host {
                 self.pool()?;
                 let rk = storage::vault::RecoveryKey::parse(&b.recovery_key)?;
                 r.out(
-                    storage::vault::recover_here(&self.pool, &rk, b.accept_unproven)?,
+                    storage::realhost::recover_here(&self.pool, &rk, b.accept_unproven)?,
                     |v| v.render(),
                 )
             }
             Op::VaultRecoveryKey => {
                 self.pool()?;
-                let rk = storage::vault::new_recovery_key_here(&self.pool)?;
+                let rk = storage::realhost::new_recovery_key_here(&self.pool)?;
                 json(serde_json::json!({"recovery_key": rk.display(),
                     "note": "the vault key was rotated: the old recovery key and every old seal open nothing; this key is stored nowhere"}))
             }

@@ -54,6 +54,13 @@ impl Roots {
         self.run.join("eve/storage.json")
     }
 
+    /// What storage-init leaves, for this boot only, when `storage-init raise-floor` must replace
+    /// a vault seal from before the rollback floor (the vault, its GUID, the recovery key's public
+    /// half); the floor's raise reads whether it is there.
+    pub fn vault_floor_migration(&self) -> PathBuf {
+        self.run.join("eve/vault-floor-migration.json")
+    }
+
     /// `/sys/module/<name>`: present once the module is loaded (or built in).
     pub fn module(&self, name: &str) -> PathBuf {
         self.sys.join("module").join(name)

@@ -1,4 +1,4 @@
-//! The command line of `cli.rs` (its clap types, here so that the manuals and completions
+//! The command line of `storage-init` (its clap types, here so that the manuals and completions
 //! built into the image are made from the same definitions the binary parses).
 
 use clap::{Parser, Subcommand};
@@ -15,14 +15,17 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
-    /// Show every device, its verdict and the actions that would be taken; change nothing.
+    /// Show every device and its verdict, then the whole plan of a run in the order it would be
+    /// applied: the pool, the policy in force, the ARC cap, the vault, the datasets, the mounts
+    /// and the files. Changes nothing (the CONFIG partition is read in a mount namespace of its
+    /// own). A pool still to be imported is read only once it is: the plan says so.
     Plan {
         #[arg(long)]
         json: bool,
     },
     /// Bring storage up (the onboot step).
     Run {
-        /// Observe and print the plan and dataset diff only.
+        /// Print the plan as `plan` does and change nothing.
         #[arg(long)]
         dry_run: bool,
     },

@@ -44,9 +44,7 @@ pub fn mount_config(roots: &platform::Roots, boot_disk: Option<&str>) -> Result<
     })
 }
 
-/// A policy file in force and its text, or why it could not be read (with the line at fault,
-/// 0 when none is).
-pub type Candidate = (PathBuf, Result<String, (usize, String)>);
+use crate::policy::Candidate;
 
 /// Pure: the first policy file present in `order`, read by `read` (NotFound means absent). A
 /// file that exists but cannot be read, or is not UTF-8, is a candidate that fails, so a bad

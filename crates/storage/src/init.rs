@@ -1,65 +1,49 @@
-//! storage-init's run as library functions over the [`Host`]: choose the policy, observe, and
-//! bring the pool, the vault and the datasets up. The binary only parses its command line and
-//! prints; everything here runs against the fake host in the unit tests.
+//! storage-init's run as library functions over the [`Host`], in the order the run goes: choose
+//! the policy and observe the drives, decide the pool, apply it; then observe what the pool holds,
+//! decide it, apply it. [`whole_plan`] is the same decisions without the applying, for
+//! `storage-init plan`. The binary only parses its command line and prints; everything here runs
+//! against the fake host in the unit tests.
 
-use crate::bringup::{self, Error, Observation};
-use crate::config::{self, Candidate};
+use crate::apply;
+use crate::error::Error;
 use crate::host::Host;
-use crate::mounts;
-use crate::plan::{self, Plan};
-use crate::policy::{self, Policy, PoolFacts, Source};
-use crate::vault::{self, SecureBoot, Vault};
+use crate::observe::{self, Observation};
+use crate::plan::{self, BootPlan, Plan};
+use crate::policy::{Candidate, Encryption, Policy, PoolFacts};
+use crate::vault::{SecureBoot, Vault};
 use platform::log;
-use platform::Roots;
 use serde::Serialize;
 
-/// The policy in force from the candidate files, the pool's size and last good policy (once it
-/// is up) and what the pool already is; says on stderr where it came from. The third value is
-/// the policy text to keep on the pool as the last good one.
-pub fn load_policy(
-    candidates: &[Candidate],
-    pool_size: Option<u64>,
-    last_good: Option<&str>,
-    facts: &PoolFacts,
-) -> (Policy, Source, Option<String>) {
-    let (p, src, keep) = policy::choose(candidates, last_good, pool_size, facts);
-    // How the vault is sealed is the signed image's to say, never the CONFIG partition's.
-    let (p, ignored) = policy::pin_encryption(p, &config::image_encryption());
-    if let Some(why) = ignored {
-        log(format!("policy: {why}"));
+/// The policy in force from the candidate files before the pool is up, said on stderr.
+pub fn load_policy(candidates: &[Candidate], image: &Encryption, facts: &PoolFacts) -> Policy {
+    let (p, notes, _) = plan::settle_policy(candidates, None, None, facts, image);
+    for n in notes {
+        log(n);
     }
-    match &src {
-        Source::File(f) => log(format!("policy: {}", f.display())),
-        Source::LastGood { rejected } => log(format!(
-            "policy REJECTED: {rejected}; using the last good policy stored on the pool"
-        )),
-        Source::Builtin { rejected: Some(e) } => {
-            log(format!("policy REJECTED: {e}; using the built-in policy"))
-        }
-        Source::Builtin { rejected: None } => log("policy: none found; using the built-in policy"),
-    }
-    (p, src, keep)
+    p
 }
 
-/// The policy and the observation it was made under. The pool on this box's own partitions has
-/// a name; a policy that calls it something else is rejected (not obeyed by making a new pool or
-/// refusing to import the one there is), and the drives are observed again under the right one.
+/// The policy and the observation of the drives it was made under. The pool on this box's own
+/// partitions has a name; a policy that calls it something else is rejected (not obeyed by
+/// making a new pool or refusing to import the one there is), and the drives are observed again
+/// under the right one.
 pub fn observe(
     host: &mut dyn Host,
     candidates: &[Candidate],
+    image: &Encryption,
     mountinfo: &str,
 ) -> Result<(Policy, Observation), Error> {
     let roots = host.roots().clone();
-    let (policy, _, _) = load_policy(candidates, None, None, &PoolFacts::default());
-    let obs = bringup::observe(host, &roots, &policy, mountinfo)?;
-    match bringup::our_pools(&obs).as_slice() {
+    let policy = load_policy(candidates, image, &PoolFacts::default());
+    let obs = observe::drives(host, &roots, &policy, mountinfo)?;
+    match observe::our_pools(&obs).as_slice() {
         [name] if *name != policy.pool.name => {
             let facts = PoolFacts {
                 name: Some(name.clone()),
                 ..Default::default()
             };
-            let policy = load_policy(candidates, None, None, &facts).0;
-            let obs = bringup::observe(host, &roots, &policy, mountinfo)?;
+            let policy = load_policy(candidates, image, &facts);
+            let obs = observe::drives(host, &roots, &policy, mountinfo)?;
             Ok((policy, obs))
         }
         _ => Ok((policy, obs)),
@@ -79,167 +63,74 @@ pub struct Outcome {
     pub dataset_changes: usize,
 }
 
-/// Brings storage up as `plan` says: the pool, new drives, mounts, the policy again with the pool
-/// up (its last good policy and facts), the ARC cap, the vault and the datasets; then keeps the
-/// policy and writes the outcome the boot health check reads. Only a failure that leaves no pool
-/// is an error; the rest is logged and the run goes on.
+/// Brings storage up: the pool as `pool_plan` says (import or create, new drives, the mounts
+/// outside the vault); then reads what the pool holds, decides it at once (the policy settled
+/// against the pool, the ARC cap, the vault, the datasets) and applies that. Only a failure
+/// that leaves no pool, or datasets that cannot be read or made, is an error; the rest is logged
+/// and the run goes on.
 pub fn bring_up(
     host: &mut dyn Host,
     candidates: &[Candidate],
-    plan: &Plan,
+    image: &Encryption,
+    pool_plan: &Plan,
     obs: &Observation,
     policy: &Policy,
 ) -> Result<Outcome, Error> {
-    let guid = bringup::apply_pool(host, plan, obs, policy)?;
-    if matches!(plan, Plan::Import { .. } | Plan::AlreadyImported { .. }) {
-        if let Err(e) = bringup::add_new_drives(host, obs, policy) {
-            log(format!("adding new drives failed: {}", platform::chain(&e)));
-        }
-    }
-    let name = policy.pool.name.clone();
-    warn_if_degraded(host, &name);
-    // The vault's subtree waits until the vault is checked: a dataset put in its place must not
-    // be mounted where services would write into it.
-    let mut refused = mounts::apply(host, policy, false);
-    let size = pool_size(host, &name).unwrap_or(0);
-    let last = std::fs::read_to_string(config::last_good_in(&host.pool_mount(&name))).ok();
-    let facts = bringup::gather_pool_facts(host, &name);
-    let (policy, _, keep) = load_policy(candidates, Some(size), last.as_deref(), &facts);
-    cap_arc(host.roots(), &policy, size);
-    let sb = vault::secure_boot(&host.roots().sys);
-    log(format!("Secure Boot: {}", sb.describe()));
-    let (vault, recovery) = vault::ensure(host, &policy, sb);
-    // Whatever became of the vault, no later process of this boot may unseal.
-    end_unlock_phase(host);
-    let actions = bringup::reconcile_datasets(host, &policy, size, vault.usable(), false)?;
-    log(format!("datasets: {} change(s)", actions.len()));
-    if let Some(text) = keep {
-        keep_last_good(host, &name, &text);
-    }
-    // A refusal the dataset reconcile has since repaired is still tampering to report.
-    for r in mounts::apply(host, &policy, vault.usable()) {
-        if !refused.contains(&r) {
-            refused.push(r);
-        }
-    }
-    write_outcome(host, &name, &vault, recovery.as_ref(), sb, &refused);
+    let (guid, refused) = apply::pool_stage(host, pool_plan, obs, policy)?;
+    let contents = observe::contents(host, &policy.pool.name);
+    let decided = plan::decide_contents(&contents, candidates, image);
+    let applied = apply::contents(host, &decided, &contents.vault, refused)?;
     Ok(Outcome {
-        pool: name,
+        pool: decided.pool,
         guid,
-        size,
-        vault,
-        secure_boot: sb,
-        dataset_changes: actions.len(),
+        size: contents.size,
+        vault: applied.vault,
+        secure_boot: decided.secure_boot,
+        dataset_changes: applied.dataset_changes,
     })
 }
 
-/// `--dry-run`: with the pool already up, what the dataset reconcile would change.
-pub fn dry_run(host: &mut dyn Host, plan: &Plan, policy: &Policy) -> Result<(), Error> {
-    if let plan::Plan::AlreadyImported { .. } = plan {
-        let size = pool_size(host, &policy.pool.name).unwrap_or(0);
-        bringup::reconcile_datasets(host, policy, size, true, true)?;
-    }
-    Ok(())
-}
-
-/// Ends this boot's unlock phase (extends PCR 11) when the box has a TPM. Called after the vault,
-/// and by `storage-init run` when bring-up stops before it: an early failure must not leave the
-/// phase open for a later process.
-pub fn end_unlock_phase(host: &mut dyn Host) {
-    if !host.tpm_present() {
-        return;
-    }
-    match host.tpm_end_unlock_phase() {
-        Ok(()) => log("TPM: unlock phase over (PCR 11 extended)"),
-        Err(e) => log(format!(
-            "TPM: ending the unlock phase failed: {}",
-            platform::chain(&e)
-        )),
-    }
-}
-
-/// Used plus available bytes of the pool's root dataset.
-fn pool_size(host: &mut dyn Host, name: &str) -> Option<u64> {
-    let args = ["get", "-H", "-p", "-o", "value", "used,available", name].map(String::from);
-    let out = host.zfs(&args, None).ok()?;
-    Some(
-        out.lines()
-            .filter_map(|l| l.trim().parse::<u64>().ok())
-            .sum(),
-    )
-}
-
-/// A degraded pool is served from the rest, loudly: the console gets zpool's own account.
-fn warn_if_degraded(host: &mut dyn Host, pool: &str) {
-    let args = ["get", "-H", "-o", "value", "health", pool].map(String::from);
-    let health = host
-        .zpool(&args)
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|e| e.to_string());
-    if health != "ONLINE" {
-        let status = host
-            .zpool(&["status".into(), "-P".into(), pool.into()])
-            .unwrap_or_default();
-        log(format!("WARNING: POOL {pool} IS {health}: a member is missing or failing; data is served from the rest\n{status}"));
-    }
-}
-
-/// Caps the ARC as the policy says for this box's RAM and pool.
-fn cap_arc(roots: &Roots, policy: &Policy, size: u64) {
-    let meminfo = std::fs::read_to_string(roots.proc.join("meminfo")).unwrap_or_default();
-    let ram = bringup::mem_total(&meminfo);
-    let arc = bringup::arc_max(policy, ram, size);
-    let arc_param = roots.module("zfs").join("parameters/zfs_arc_max");
-    match std::fs::write(&arc_param, arc.to_string()) {
-        Ok(()) => log(format!(
-            "ARC capped at {} MiB (RAM {} MiB)",
-            arc >> 20,
-            ram >> 20
-        )),
-        Err(e) => log(format!("ARC cap not set: {}: {e}", arc_param.display())),
-    }
-}
-
-/// Keeps the policy that validated on the pool, for a later boot whose override is rejected.
-fn keep_last_good(host: &dyn Host, pool: &str, text: &str) {
-    let p = config::last_good_in(&host.pool_mount(pool));
-    // Whole or not at all: a torn copy would not parse when a later boot needs it.
-    if let Err(e) = platform::fsx::write_atomic(&p, text.as_bytes(), None) {
-        log(format!(
-            "last good policy not kept: {}",
-            platform::chain(&e)
-        ));
-    }
-}
-
-/// What ab-health judges this boot by: the names under the policy in force and what became of
-/// the vault.
-fn write_outcome(
+/// The whole plan of a run, changing nothing: the pool step, and what becomes of the pool's
+/// contents. Those are read from the pool when it is imported already, and decided for an empty
+/// pool when it is about to be made (its size estimated from the drives); a pool still to be
+/// imported cannot be read before it is, and the plan says so.
+pub fn whole_plan(
     host: &mut dyn Host,
-    pool: &str,
-    vault: &Vault,
-    recovery: Option<&vault::RecoveryState>,
-    sb: SecureBoot,
-    mounts_refused: &[String],
-) {
-    let outcome = serde_json::json!({
-        "pool": pool,
-        "vault": format!("{pool}/vault"),
-        "vault_state": vault.state(),
-        "vault_reason": match vault {
-            Vault::Locked { reason } | Vault::Absent { reason } => Some(reason.as_str()),
-            _ => None,
-        },
-        "vault_recovery": recovery.map(vault::RecoveryState::as_str),
-        "secure_boot": sb,
-        "secure_boot_text": sb.describe(),
-        "vault_bound_to": vault::binding_of(host, pool),
-        "mounts_refused": mounts_refused,
-    });
-    let outcome_path = host.roots().storage_outcome();
-    let _ = std::fs::create_dir_all(outcome_path.parent().unwrap_or(&outcome_path));
-    if let Err(e) = std::fs::write(&outcome_path, outcome.to_string()) {
-        log(format!("{}: {e}", outcome_path.display()));
+    candidates: &[Candidate],
+    image: &Encryption,
+    obs: &Observation,
+    policy: &Policy,
+) -> BootPlan {
+    let pool_plan = plan::decide(&obs.observed, policy);
+    let name = &policy.pool.name;
+    let contents = match &pool_plan {
+        Plan::AlreadyImported { .. } => Ok(observe::contents(host, name)),
+        Plan::Create {
+            topology,
+            partition,
+            reuse_pending,
+            ..
+        } => {
+            let sizes: Vec<u64> = obs
+                .devices
+                .iter()
+                .filter(|(d, _)| partition.contains(&d.name) || reuse_pending.contains(&d.name))
+                .map(|(d, _)| d.size_bytes)
+                .collect();
+            Ok(observe::fresh_contents(
+                host,
+                name,
+                plan::estimate_size(*topology, &sizes),
+            ))
+        }
+        Plan::Import { .. } => Err(format!(
+            "the vault and the datasets are decided once {name} is imported: what it holds cannot be read before"
+        )),
+        Plan::Refuse { .. } => Err("nothing more: there is no pool".to_string()),
+    };
+    BootPlan {
+        contents: contents.map(|c| plan::decide_contents(&c, candidates, image)),
+        pool: pool_plan,
     }
 }
 
@@ -248,6 +139,7 @@ mod tests {
     use super::*;
     use crate::host::fake::FakeHost;
     use crate::plan::{Observed, P3};
+    use crate::{config, policy};
     use std::path::PathBuf;
 
     fn nothing_seen() -> Observation {
@@ -286,6 +178,10 @@ mod tests {
         h
     }
 
+    fn enc() -> Encryption {
+        Policy::builtin().encryption
+    }
+
     fn candidates() -> Vec<Candidate> {
         vec![(
             PathBuf::from("/config/storage.toml"),
@@ -295,7 +191,8 @@ mod tests {
 
     /// One bring-up with the built-in policy over a box where nothing new was seen.
     fn bring(h: &mut FakeHost, plan: Plan) -> Result<Outcome, Error> {
-        bring_up(h, &candidates(), &plan, &nothing_seen(), &Policy::builtin())
+        let p = Policy::builtin();
+        bring_up(h, &candidates(), &p.encryption, &plan, &nothing_seen(), &p)
     }
 
     /// The outcome file the boot health check reads.
@@ -329,10 +226,7 @@ mod tests {
         // The ARC cap is the policy's for 4 GiB of RAM and a 10 GiB pool.
         let arc =
             std::fs::read_to_string(h.roots.module("zfs").join("parameters/zfs_arc_max")).unwrap();
-        assert_eq!(
-            arc,
-            bringup::arc_max(&policy, 4 << 30, 10 << 30).to_string()
-        );
+        assert_eq!(arc, plan::arc_max(&policy, 4 << 30, 10 << 30).to_string());
         // The vault is made (key sealed, on stdin) before anything under it, and every
         // dataset of the policy is made.
         let vault = position(&h, "zfs create -o encryption=aes-256-gcm");
@@ -410,13 +304,13 @@ mod tests {
     #[test]
     fn the_unlock_phase_ends_on_a_box_with_a_tpm_only() {
         let mut h = FakeHost::default();
-        end_unlock_phase(&mut h);
+        apply::end_unlock_phase(&mut h);
         assert!(h.phase_over && h.calls == ["tpm-end-unlock-phase"]);
         let mut h = FakeHost {
             tpm: false,
             ..FakeHost::default()
         };
-        end_unlock_phase(&mut h);
+        apply::end_unlock_phase(&mut h);
         assert!(!h.phase_over && h.calls.is_empty());
     }
 
@@ -453,17 +347,143 @@ mod tests {
             "zpool import -d",
             Ok("   pool: tank\n     id: 77\n  state: ONLINE\n"),
         );
-        let (policy, obs) = observe(&mut h, &candidates(), "").unwrap();
+        let (policy, obs) = observe(&mut h, &candidates(), &enc(), "").unwrap();
         assert_eq!(policy.pool.name, "persist");
         assert_eq!(obs.observed.imported, [("persist".to_string(), 42)]);
         assert_eq!(obs.observed.importable, [("tank".to_string(), 77)]);
         // zpool import's "no pools available" (exit 1) is none to import...
         h.answer("zpool import -d", Err("no pools available to import"));
-        let (_, obs) = observe(&mut h, &candidates(), "").unwrap();
+        let (_, obs) = observe(&mut h, &candidates(), &enc(), "").unwrap();
         assert!(obs.observed.importable.is_empty());
         // ...but a pool list that cannot be read says nothing, and bring-up stops there.
         h.answer("zpool list -H -p", Err("the ZFS modules are not loaded"));
-        let e = observe(&mut h, &candidates(), "").unwrap_err();
+        let e = observe(&mut h, &candidates(), &enc(), "").unwrap_err();
         assert!(e.to_string().contains("not loaded"), "{e}");
+    }
+
+    /// Every call the fake saw only reads.
+    fn only_reads(h: &FakeHost) {
+        let reads = [
+            "zpool get ",
+            "zpool list ",
+            "zpool status ",
+            "zfs get ",
+            "zfs list ",
+        ];
+        for c in &h.calls {
+            assert!(
+                reads.iter().any(|r| c.starts_with(r)),
+                "the plan changed something: {c}\n{:#?}",
+                h.calls
+            );
+        }
+    }
+
+    /// Nothing under the box's trees was written: no ARC cap, no outcome, no last good policy.
+    fn nothing_written(h: &FakeHost) {
+        assert!(!h
+            .roots
+            .module("zfs")
+            .join("parameters/zfs_arc_max")
+            .exists());
+        assert!(!h.roots.storage_outcome().exists());
+        assert!(!crate::config::last_good_in(&h.pool_mount("persist")).exists());
+    }
+
+    fn creates(actions: &[crate::datasets::Action]) -> Vec<String> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                crate::datasets::Action::Create { name, .. } => Some(name.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_whole_plan_of_a_fresh_box_names_the_pool_the_vault_and_every_dataset_and_changes_nothing(
+    ) {
+        let t = tempfile::tempdir().unwrap();
+        let mut h = imported_pool(t.path(), Err(NO_VAULT));
+        let obs = crate::observe::fixtures::two_blank();
+        let policy = Policy::builtin();
+        let whole = whole_plan(&mut h, &candidates(), &enc(), &obs, &policy);
+        assert!(
+            matches!(whole.pool, Plan::Create { .. }),
+            "{:?}",
+            whole.pool
+        );
+        let c = whole.contents.as_ref().unwrap();
+        assert_eq!(
+            c.vault,
+            crate::vault::Decision::Create(crate::vault::NewKey::Tpm)
+        );
+        // Every dataset of the policy is to be made, the vault and what lives in it included.
+        let want: Vec<String> = crate::datasets::desired(&policy, 0)
+            .into_iter()
+            .map(|d| d.name)
+            .collect();
+        assert_eq!(creates(c.datasets.as_ref().unwrap()), want);
+        assert!(want.contains(&"persist/vault/config".to_string()));
+        // Quotas are shares of the pool the drives will make (two 8 GiB drives; P3's size is
+        // not known before it is made).
+        let size = plan::estimate_size(policy.pool.topology, &[8 << 30, 8 << 30]);
+        assert!(size > 0);
+        assert_eq!(c.arc_max, plan::arc_max(&policy, 4 << 30, size));
+        let text = whole.text();
+        for line in [
+            "pool: create (",
+            "vault: persist/vault: create it with a key generated by the TPM",
+            "datasets: persist/vault: made by the vault step",
+            "datasets: persist/vault/config: create ",
+            "mounts: ",
+            "files: the outcome",
+        ] {
+            assert!(text.contains(line), "no `{line}` in\n{text}");
+        }
+        let j = whole.json();
+        assert_eq!(j["plan"]["action"], "create");
+        assert_eq!(j["contents"]["vault"]["action"], "create");
+        assert!(h.calls.is_empty(), "{:#?}", h.calls);
+        nothing_written(&h);
+    }
+
+    #[test]
+    fn the_whole_plan_of_an_imported_pool_only_reads_and_the_run_does_what_it_said() {
+        let t = tempfile::tempdir().unwrap();
+        let mut h = imported_pool(t.path(), Err(NO_VAULT));
+        let mut obs = nothing_seen();
+        obs.observed.imported = vec![("persist".into(), 7)];
+        let policy = Policy::builtin();
+        let whole = whole_plan(&mut h, &candidates(), &enc(), &obs, &policy);
+        assert_eq!(whole.pool, Plan::AlreadyImported { guid: 7 });
+        only_reads(&h);
+        nothing_written(&h);
+        let planned = creates(whole.contents.as_ref().unwrap().datasets.as_ref().unwrap());
+        // The run on the same box makes exactly those datasets (the vault with its key).
+        let mut run = imported_pool(t.path(), Err(NO_VAULT));
+        bring(&mut run, Plan::AlreadyImported { guid: 7 }).unwrap();
+        let mut made: Vec<String> = run
+            .calls_to("zfs create")
+            .iter()
+            .filter_map(|c| c.split(' ').rfind(|w| w.starts_with("persist")))
+            .map(String::from)
+            .collect();
+        made.sort();
+        assert_eq!(made, planned);
+    }
+
+    #[test]
+    fn a_pool_still_to_be_imported_is_planned_only_as_far_as_can_be_read() {
+        let t = tempfile::tempdir().unwrap();
+        let mut h = imported_pool(t.path(), Err(NO_VAULT));
+        let mut obs = nothing_seen();
+        obs.observed.imported = vec![];
+        obs.observed.importable = vec![("persist".into(), 9)];
+        let whole = whole_plan(&mut h, &candidates(), &enc(), &obs, &Policy::builtin());
+        assert_eq!(whole.pool, Plan::Import { guid: 9 });
+        let why = whole.contents.unwrap_err();
+        assert!(why.contains("once persist is imported"), "{why}");
+        assert!(h.calls.is_empty(), "{:#?}", h.calls);
     }
 }

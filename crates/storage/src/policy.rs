@@ -817,10 +817,14 @@ pub enum Source {
     Builtin { rejected: Option<PolicyError> },
 }
 
+/// A policy file in force and its text, or why it could not be read (with the line at fault,
+/// 0 when none is).
+pub type Candidate = (PathBuf, Result<String, (usize, String)>);
+
 /// Picks the policy: the first candidate if it validates, else the last good one kept on the pool,
 /// else the built-in one. Never fails.
 pub fn choose(
-    candidates: &[crate::config::Candidate],
+    candidates: &[Candidate],
     last_good: Option<&str>,
     pool_size: Option<u64>,
     facts: &PoolFacts,

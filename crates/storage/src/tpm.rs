@@ -10,6 +10,8 @@
 //! Every command that carries the key travels over a salted session with parameter encryption.
 //! Only the sealed blobs are stored (as properties of the vault dataset).
 
+pub(crate) use crate::tpmerr::tss;
+pub use crate::tpmerr::TpmError;
 use base64::Engine;
 use platform::rollback;
 use platform::Roots;
@@ -42,40 +44,6 @@ pub const KEY_LEN: usize = 32;
 pub const PHASE_PCR: u8 = 11;
 /// What storage-init extends the phase PCR with.
 pub const PHASE_UNLOCKED: &[u8] = b"org.lfedge.eve: vault unlock phase over";
-
-#[derive(Debug, thiserror::Error)]
-pub enum TpmError {
-    #[error("no TPM at {0}")]
-    Absent(String),
-    #[error("TPM: {op}")]
-    Tss {
-        op: &'static str,
-        #[source]
-        source: tss_esapi::Error,
-    },
-    #[error("the sealed key could not be loaded by this TPM (a different or cleared TPM, another boot state, or a seal this box did not make)")]
-    WrongTpm(#[source] tss_esapi::Error),
-    #[error("the TPM is in dictionary-attack lockout and refuses the seal's parent (not this TPM's seal, or a seal without a boot-state gate made before this release, whose parent counted each power cut as a failed authorization); the recovery key unlocks now, or reboot cleanly once the TPM's lockout recovery time has passed")]
-    Lockout(#[source] tss_esapi::Error),
-    #[error("the TPM refused to unseal the key (PCR values changed, or the unlock phase of this boot is over)")]
-    Policy(#[source] tss_esapi::Error),
-    #[error("stage 1 did not confirm the rollback floor this boot (PCR {}; see its console lines): the key stays sealed", platform::rollback::PCR)]
-    FloorUnchecked,
-    #[error("the TPM holds no whole rollback floor to seal to ({0}); a recovery (`storagectl vault recover`) sets it")]
-    NoFloor(String),
-    #[error("the seal made for a firmware dbx update cannot be checked against this boot: {0}")]
-    Transition(String),
-    #[error("sealed key property is malformed: {0}")]
-    Blob(String),
-    #[error("PCR {0} does not exist")]
-    Pcr(u8),
-    #[error("no randomness from the kernel: {0}")]
-    Random(String),
-}
-
-pub(crate) fn tss(op: &'static str) -> impl FnOnce(tss_esapi::Error) -> TpmError {
-    move |source| TpmError::Tss { op, source }
-}
 
 /// The box's TPM, reached through its resource manager (`/dev/tpmrm0` on the box).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -233,7 +201,7 @@ fn expected(
     let checked = match (sorted.contains(&rollback::PCR), measured) {
         (false, _) => Vec::new(),
         (true, Some(m)) => rollback::pcr_after(m).to_vec(),
-        (true, None) => match crate::floor::floor_in(ctx)? {
+        (true, None) => match crate::nv::floor_in(ctx)? {
             rollback::Floor::Present { keys: Some(k), .. } => {
                 rollback::pcr_after(&rollback::checked(&k.origins)).to_vec()
             }
@@ -887,7 +855,7 @@ fn unseal_object(
             r
         });
     if r.is_err() && sealed.pcrs.contains(&rollback::PCR) {
-        let checked = crate::floor::floor_in(ctx).map(|f| crate::floor::confirmed_value(&f));
+        let checked = crate::nv::floor_in(ctx).map(|f| crate::nv::confirmed_value(&f));
         if let (Ok(checked), Ok(v)) = (checked, read_pcrs(ctx, &[rollback::PCR])) {
             if checked.is_none_or(|c| v[0][..] != c[..]) {
                 return Err(TpmError::FloorUnchecked);

@@ -97,10 +97,10 @@ pub fn vault(pool: &str, cmd: VaultCmd) -> ExitCode {
                 Ok(k) => k,
                 Err(e) => return fail(&e),
             };
-            let r = vault::recover_here(pool, &rk, accept_unproven);
+            let r = storage::realhost::recover_here(pool, &rk, accept_unproven);
             emit(r, json, |v| v.render())
         }
-        VaultCmd::RecoveryKey { json } => match vault::new_recovery_key_here(pool) {
+        VaultCmd::RecoveryKey { json } => match storage::realhost::new_recovery_key_here(pool) {
             Ok(rk) => {
                 if json {
                     println!(

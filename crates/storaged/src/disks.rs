@@ -9,8 +9,8 @@ use serde::Serialize;
 use storage::discover::Verdict;
 
 /// The box, as bring-up's partitioning sees it.
-fn host() -> storage::host::RealHost {
-    storage::host::RealHost::new(platform::Roots::host())
+fn host() -> storage::realhost::RealHost {
+    storage::realhost::RealHost::new(platform::Roots::host())
 }
 
 /// A member by any name `disk list` shows: its ZFS name (the partition's uuid), its guid (the
@@ -173,7 +173,7 @@ fn replace_with(
     pool_name: &str,
     old_leaf: &Leaf,
     new_name: &str,
-    obs: &storage::bringup::Observation,
+    obs: &storage::observe::Observation,
 ) -> Result<String> {
     let refuse = |m: String| Error::Refused(m);
     let drive = obs
@@ -199,11 +199,11 @@ fn replace_with(
         "{new_name} ({}): replacing {} ({}) in pool {pool_name}",
         drive.stable_id, old_leaf.name, old_leaf.state
     ));
-    let part = storage::bringup::partition_for_pool(&mut host(), bd)
+    let part = storage::apply::partition_for_pool(&mut host(), bd)
         .map_err(|e| refuse(format!("partitioning {new_name}: {}", platform::chain(&e))))?;
     let part = part.display().to_string();
     cmd::replace(pool_name, &old_leaf.guid.to_string(), &part)?;
-    storage::bringup::finalize_partition(&mut host(), bd).map_err(|e| {
+    storage::apply::finalize_partition(&mut host(), bd).map_err(|e| {
         refuse(format!(
             "naming {new_name}'s partition: {}",
             platform::chain(&e)
@@ -363,7 +363,7 @@ pub fn add(pool_name: &str, new: &[String]) -> Result<Vec<String>> {
                 .find(|(b, _)| &b.name == n)
                 .ok_or_else(|| refuse(format!("{n}: not found")))?;
             platform::log(format!("{n}: partitioning to add to pool {pool_name}"));
-            let part = storage::bringup::partition_for_pool(&mut host(), bd)
+            let part = storage::apply::partition_for_pool(&mut host(), bd)
                 .map_err(|e| refuse(format!("partitioning {n}: {}", platform::chain(&e))))?;
             args.push(part.display().to_string());
             done.push((bd, part.display().to_string()));
@@ -371,7 +371,7 @@ pub fn add(pool_name: &str, new: &[String]) -> Result<Vec<String>> {
     }
     cmd::add(pool_name, &args)?;
     for (bd, _) in &done {
-        storage::bringup::finalize_partition(&mut host(), bd).map_err(|e| {
+        storage::apply::finalize_partition(&mut host(), bd).map_err(|e| {
             refuse(format!(
                 "naming {}'s partition: {}",
                 bd.name,
@@ -395,11 +395,11 @@ fn kernel_name(dev: &str) -> Option<String> {
 
 /// Every drive and what bring-up thinks of it, as storage-init sees them (this process's mount
 /// table tells it the boot disk).
-fn observe_drives(policy: &storage::policy::Policy) -> Result<storage::bringup::Observation> {
+fn observe_drives(policy: &storage::policy::Policy) -> Result<storage::observe::Observation> {
     let mut h = host();
     let roots = h.roots.clone();
     let mountinfo = std::fs::read_to_string(roots.mountinfo()).unwrap_or_default();
-    storage::bringup::observe(&mut h, &roots, policy, &mountinfo)
+    storage::observe::drives(&mut h, &roots, policy, &mountinfo)
         .map_err(|e| Error::Refused(format!("looking at the drives: {}", platform::chain(&e))))
 }
 

@@ -4,7 +4,7 @@
 
 use platform::Roots;
 use serde::Serialize;
-use storage::host::RealHost;
+use storage::realhost::RealHost;
 use storage::status::{self, Member, Status};
 use storage::{discover, zfs};
 

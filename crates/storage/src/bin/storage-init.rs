@@ -4,10 +4,9 @@ use clap::Parser;
 use platform::log;
 use platform::Roots;
 use std::process::ExitCode;
-use storage::bringup;
 use storage::cli::{Cli, Cmd};
-use storage::host::RealHost;
-use storage::{config, init, plan};
+use storage::realhost::RealHost;
+use storage::{apply, config, init, observe};
 
 fn dbx_update(dry_run: bool) -> ExitCode {
     let roots = Roots::host();
@@ -106,6 +105,31 @@ enum Action {
     Run { dry_run: bool },
 }
 
+/// `plan` and `run --dry-run` change nothing, yet read the CONFIG partition's policy: they mount
+/// it in a mount namespace of their own, which ends with the process, so the box's mounts are as
+/// they were.
+fn private_mounts() -> std::io::Result<()> {
+    // SAFETY: unshare(2) takes no pointers; mount(2) is given a static C string and nulls, which
+    // it accepts for a propagation change.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNS) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let root = c"/";
+        if libc::mount(
+            std::ptr::null(),
+            root.as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     platform::log::set_name("storage-init");
     let action = match Cli::parse().cmd {
@@ -114,30 +138,34 @@ fn main() -> ExitCode {
         Cmd::RaiseFloor => return raise_floor(),
         Cmd::DbxUpdate { dry_run } => return dbx_update(dry_run),
     };
+    let boot_run = matches!(action, Action::Run { dry_run: false });
+    if !boot_run {
+        if let Err(e) = private_mounts() {
+            eprintln!("storage-init: error: a mount namespace of its own (so that reading the CONFIG partition changes nothing): {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     let roots = Roots::host();
     let mountinfo = std::fs::read_to_string(roots.mountinfo()).unwrap_or_default();
     let config_error =
-        config::mount_config(&roots, bringup::boot_disk(&roots, &mountinfo).as_deref()).err();
+        config::mount_config(&roots, observe::boot_disk(&roots, &mountinfo).as_deref()).err();
     let candidates = config::candidates(config_error);
+    let image = config::image_encryption();
     let mut host = RealHost::new(roots);
-    let boot_run = matches!(action, Action::Run { dry_run: false });
-    let (policy, obs) = match init::observe(&mut host, &candidates, &mountinfo) {
+    let (policy, obs) = match init::observe(&mut host, &candidates, &image, &mountinfo) {
         Ok(o) => o,
         Err(e) => {
             if boot_run {
-                init::end_unlock_phase(&mut host);
+                apply::end_unlock_phase(&mut host);
             }
             return report(&e);
         }
     };
-    let plan = plan::decide(&obs.observed, &policy);
-    let dry_run = match action {
-        Action::Plan { json } => {
-            print_plan(&obs, &plan, json);
-            return ExitCode::SUCCESS;
-        }
-        Action::Run { dry_run } => dry_run,
-    };
+    if !boot_run {
+        let whole = init::whole_plan(&mut host, &candidates, &image, &obs, &policy);
+        print_plan(&obs, &whole, matches!(action, Action::Plan { json: true }));
+        return ExitCode::SUCCESS;
+    }
     for d in &obs.report {
         log(format!(
             "{} ({}, {} MiB, id {}): {:?}",
@@ -148,14 +176,9 @@ fn main() -> ExitCode {
             d.verdict
         ));
     }
+    let plan = storage::plan::decide(&obs.observed, &policy);
     log(format!("plan: {plan:?}"));
-    if dry_run {
-        return match init::dry_run(&mut host, &plan, &policy) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => report(&e),
-        };
-    }
-    match init::bring_up(&mut host, &candidates, &plan, &obs, &policy) {
+    match init::bring_up(&mut host, &candidates, &image, &plan, &obs, &policy) {
         Ok(o) => {
             println!(
                 "storage-init: pool {} guid {} ready at /{} ({} MiB usable); vault {:?}",
@@ -170,16 +193,17 @@ fn main() -> ExitCode {
         Err(e) => {
             // Bring-up stopped, perhaps before the vault: the unlock phase ends all the same
             // (a second extension after the vault's is harmless).
-            init::end_unlock_phase(&mut host);
+            apply::end_unlock_phase(&mut host);
             report(&e)
         }
     }
 }
 
-fn print_plan(obs: &bringup::Observation, plan: &plan::Plan, json: bool) {
+fn print_plan(obs: &observe::Observation, whole: &storage::plan::BootPlan, json: bool) {
     if json {
-        let v =
-            serde_json::json!({ "devices": obs.report, "observed": obs.observed, "plan": plan });
+        let mut v = whole.json();
+        v["devices"] = serde_json::json!(obs.report);
+        v["observed"] = serde_json::json!(obs.observed);
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return;
     }
@@ -193,5 +217,5 @@ fn print_plan(obs: &bringup::Observation, plan: &plan::Plan, json: bool) {
             d.verdict
         );
     }
-    println!("plan: {plan:?}");
+    print!("{}", whole.text());
 }

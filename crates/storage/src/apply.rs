@@ -1,206 +1,20 @@
-//! storage-init's bring-up: observe drives and pools, decide (plan.rs), apply, reconcile datasets.
-//! Each step logs what it does and why on stderr; the summary goes to stdout.
+//! What storage-init changes, in the order its plans say: the pool (import, or partitions
+//! named pending, `zpool create`, then the final names), new drives, then the contents (ARC cap,
+//! the vault, the datasets, the mounts, the last good policy and the outcome file). Every change
+//! goes through the [`Host`]; each step logs what it does and why.
 
-use crate::cmd::CmdError;
-use crate::datasets::{self, Action};
-use crate::discover::{self, BlockDev, Context, Verdict};
+use crate::datasets::Action;
+use crate::discover::{self, BlockDev, Verdict};
+use crate::error::Error;
 use crate::host::Host;
-use crate::plan::{Drive, Observed, Plan, P3};
+use crate::mounts;
+use crate::observe::Observation;
+use crate::plan::{ContentsPlan, Drive, Plan, P3};
 use crate::policy::Policy;
-use crate::probe::{self, Probed, P3_DONE, P3_PENDING, PART_DONE, PART_PENDING};
-use crate::zfs;
-use platform::Roots;
-use serde::Serialize;
-use std::path::{Path, PathBuf};
-
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Cmd(#[from] CmdError),
-    #[error(transparent)]
-    Gpt(#[from] crate::gptops::GptError),
-    #[error(transparent)]
-    Probe(#[from] crate::probe::ProbeError),
-    #[error("{0}")]
-    Refused(String),
-    #[error("{path}: {what} did not appear within {secs} s")]
-    Timeout {
-        path: PathBuf,
-        what: &'static str,
-        secs: u64,
-    },
-    #[error("{0}")]
-    Parse(String),
-}
-
+use crate::probe::{P3_DONE, P3_PENDING, PART_DONE, PART_PENDING};
+use crate::vault::{self, SecureBoot, Vault};
 use platform::log;
-
-/// One device in the report: what it is and what storage-init decided about it.
-#[derive(Debug, Clone, Serialize)]
-pub struct DeviceReport {
-    pub name: String,
-    pub stable_id: String,
-    pub stable: bool,
-    pub model: Option<String>,
-    pub serial: Option<String>,
-    pub transport: discover::Transport,
-    pub size_bytes: u64,
-    pub verdict: Verdict,
-}
-
-/// The disk holding the running root filesystem, from mountinfo's major:minor. The root is a
-/// dm-verity device over the slot's partition: its one `slaves` entry leads to the partition.
-pub fn boot_disk(roots: &Roots, mountinfo: &str) -> Option<String> {
-    let majmin = mountinfo
-        .lines()
-        .find(|l| l.split_whitespace().nth(4) == Some("/"))?
-        .split_whitespace()
-        .nth(2)?
-        .to_string();
-    let mut part = std::fs::canonicalize(roots.sys.join("dev/block").join(&majmin)).ok()?;
-    for _ in 0..4 {
-        let slaves: Vec<PathBuf> = match std::fs::read_dir(part.join("slaves")) {
-            Ok(rd) => rd.filter_map(|e| e.ok()).map(|e| e.path()).collect(),
-            Err(_) => break,
-        };
-        match slaves.as_slice() {
-            [one] => part = std::fs::canonicalize(one).ok()?,
-            [] => break,
-            _ => return None,
-        }
-    }
-    // A partition's sysfs directory sits inside its disk's.
-    let parent = if part.join("partition").exists() {
-        part.parent()?
-    } else {
-        &part
-    };
-    parent.file_name().map(|n| n.to_string_lossy().into_owned())
-}
-
-#[derive(Debug)]
-pub struct Observation {
-    pub observed: Observed,
-    pub devices: Vec<(BlockDev, Probed)>,
-    pub report: Vec<DeviceReport>,
-}
-
-pub fn observe(
-    host: &mut dyn Host,
-    roots: &Roots,
-    policy: &Policy,
-    mountinfo: &str,
-) -> Result<Observation, Error> {
-    let boot = boot_disk(roots, mountinfo);
-    let imported: Vec<(String, u64)> = platform::zfs::list_pools_with(None, |a| host.zpool(a))?
-        .into_iter()
-        .map(|p| (p.name, p.guid))
-        .collect();
-    // `zpool import` exits 1 with "no pools available" when there are none.
-    let dir = host.partuuid_dir().display().to_string();
-    let importable = match host.zpool(&["import".into(), "-d".into(), dir]) {
-        Ok(out) => zfs::parse_importable(&out),
-        Err(CmdError::Failed { .. }) => Vec::new(),
-        Err(e) => return Err(e.into()),
-    };
-    let pool_guid = imported
-        .iter()
-        .chain(&importable)
-        .find(|(n, _)| n == &policy.pool.name)
-        .map(|(_, g)| *g);
-    let ctx = Context {
-        boot_disk: boot.as_deref(),
-        min_size_bytes: policy.pool.min_drive_size.get_ref().bytes(0),
-        pool: &policy.pool.name,
-        pool_guid,
-    };
-    let mut devices = Vec::new();
-    let mut drives = Vec::new();
-    let mut report = Vec::new();
-    let mut p3 = P3::Absent;
-    let mut p3_room = false;
-    for d in discover::enumerate(roots) {
-        // One device that cannot be read (no medium, I/O errors) is reported and left out; it
-        // never stops bring-up for the others.
-        let (probed, unreadable) = if d.transport == discover::Transport::Virtual {
-            (Probed::default(), None)
-        } else {
-            match probe::probe(&d, roots) {
-                Ok(p) => (p, None),
-                Err(e) => {
-                    log(format!("{}: {e}; left out", d.name));
-                    (Probed::default(), Some(e.to_string()))
-                }
-            }
-        };
-        let (id, stable) = discover::stable_id(&d);
-        let mut verdict = match &unreadable {
-            Some(reason) if boot.as_deref() != Some(d.name.as_str()) => Verdict::Unreadable {
-                reason: reason.clone(),
-            },
-            _ => discover::verdict(&d, &probed.sig, &ctx),
-        };
-        let ours_pending = probed.only_ours() && probed.pending();
-        let before = verdict.clone();
-        verdict = discover::overridden(verdict, ours_pending, &id, stable, &policy.pool.wipe);
-        if let Verdict::ForeignData { reason } = &verdict {
-            if verdict != before {
-                log(format!("{} ({id}): {reason}", d.name));
-            }
-        }
-        if verdict != before && !ours_pending && verdict == Verdict::Eligible {
-            log(format!(
-                "{} ({id}): policy lists it for wiping; its data will be overwritten",
-                d.name
-            ));
-        }
-        if boot.as_deref() == Some(d.name.as_str()) {
-            p3_room = crate::gptops::p3_room(&d.dev);
-            for (_, name, guid) in &probed.gpt {
-                if name == P3_DONE {
-                    p3 = P3::Done {
-                        partuuid: guid.to_string(),
-                    };
-                } else if name == P3_PENDING {
-                    p3 = P3::Pending {
-                        partuuid: guid.to_string(),
-                    };
-                }
-            }
-        } else if d.transport != discover::Transport::Virtual {
-            drives.push(Drive {
-                name: d.name.clone(),
-                stable_id: id.clone(),
-                verdict: verdict.clone(),
-                ours_pending,
-                rotational: d.rotational,
-            });
-        }
-        report.push(DeviceReport {
-            name: d.name.clone(),
-            stable_id: id,
-            stable,
-            model: d.model.clone(),
-            serial: d.serial.clone(),
-            transport: d.transport,
-            size_bytes: d.size_bytes,
-            verdict,
-        });
-        devices.push((d, probed));
-    }
-    Ok(Observation {
-        observed: Observed {
-            boot_disk: boot,
-            p3,
-            p3_room,
-            drives,
-            importable,
-            imported,
-        },
-        devices,
-        report,
-    })
-}
+use std::path::{Path, PathBuf};
 
 /// Renames storage-init's pending partitions (boot disk P3 and pooled drives) to their final names.
 fn finalize_names(host: &mut dyn Host, obs: &Observation) -> Result<(), Error> {
@@ -294,16 +108,6 @@ pub fn finalize_partition(host: &mut dyn Host, bd: &BlockDev) -> Result<(), Erro
     host.rename_partitions(&bd.dev, PART_PENDING, PART_DONE)
 }
 
-/// Pure: bytes of RAM from /proc/meminfo's `MemTotal:` line (0 when it is not there).
-pub fn mem_total(meminfo: &str) -> u64 {
-    meminfo
-        .lines()
-        .find(|l| l.starts_with("MemTotal:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .unwrap_or(0)
-        * 1024
-}
-
 /// ashift for the drives: the policy's, or more when a drive's physical sectors are larger.
 pub fn ashift_for(policy_ashift: u8, physical_block_sizes: &[u64]) -> u8 {
     let need = physical_block_sizes
@@ -312,15 +116,6 @@ pub fn ashift_for(policy_ashift: u8, physical_block_sizes: &[u64]) -> u8 {
         .max()
         .unwrap_or(9);
     policy_ashift.max(need)
-}
-
-/// The ARC ceiling: the policy's, else a quarter of RAM but at least 256 MiB, leaving the
-/// rest for VMs (ZFS's own default is half of RAM).
-pub fn arc_max(policy: &Policy, ram: u64, pool_size: u64) -> u64 {
-    match &policy.pool.arc_max {
-        Some(s) => s.get_ref().bytes(pool_size),
-        None => (ram / 4).max(256 << 20),
-    }
 }
 
 /// Applies the pool part of the plan; returns the pool GUID.
@@ -499,23 +294,18 @@ pub fn create_args(
     args
 }
 
-/// Reconciles datasets; returns the actions taken (or that would be, with `dry_run`).
-pub fn reconcile_datasets(
+/// Carries out the dataset changes in order. The vault itself is the vault step's (creating it
+/// needs the key), and what lives in it waits until the vault is usable.
+pub fn datasets(
     host: &mut dyn Host,
-    policy: &Policy,
-    pool_size: u64,
+    pool: &str,
+    actions: &[Action],
     vault_ok: bool,
-    dry_run: bool,
-) -> Result<Vec<Action>, Error> {
-    let name = &policy.pool.name;
-    let args = zfs::get_recursive_args(name, &datasets::MANAGED.join(","));
-    let have = zfs::parse_get_output(&args, &host.zfs(&args, None)?)?;
-    let actions = datasets::diff(&datasets::desired(policy, pool_size), &have, name);
-    for a in &actions {
+) -> Result<(), Error> {
+    for a in actions {
         match a {
             Action::Unmanaged { name } => log(format!("{name}: not in the policy; left alone")),
-            // The vault itself is ensure_vault's job: creating it needs the key.
-            Action::Create { name: ds, .. } if *ds == format!("{name}/vault") => {}
+            Action::Create { name: ds, .. } if *ds == format!("{pool}/vault") => {}
             Action::Create {
                 name: ds,
                 encrypted: true,
@@ -523,7 +313,6 @@ pub fn reconcile_datasets(
             } if !vault_ok => log(format!(
                 "{ds}: skipped: the vault is not available (see above)"
             )),
-            _ if dry_run => log(format!("would {a:?}")),
             Action::Create {
                 name: ds, props, ..
             } => {
@@ -546,156 +335,163 @@ pub fn reconcile_datasets(
             }
         }
     }
-    Ok(actions)
+    Ok(())
 }
 
-/// Names of the pools whose labels sit on storage-init's own finished partitions (P3, and
-/// drives holding only our partitions): this box's pool, whatever the policy now calls it.
-pub fn our_pools(obs: &Observation) -> Vec<String> {
-    let mut names = Vec::new();
-    for (d, p) in &obs.devices {
-        let is_boot = obs.observed.boot_disk.as_deref() == Some(d.name.as_str());
-        let ours = if is_boot {
-            matches!(obs.observed.p3, P3::Done { .. })
-        } else {
-            p.only_ours() && !p.pending()
-        };
-        if ours {
-            for (n, _) in &p.sig.zfs_pools {
-                if !names.contains(n) {
-                    names.push(n.clone());
-                }
-            }
+/// The pool step of the boot: imports or creates the pool as `plan` says, lets new blank
+/// drives join an existing one, and mounts what lives outside the vault (the vault's subtree
+/// waits until the vault is checked: a dataset put in its place must not be mounted where
+/// services would write into it). The pool's GUID and the mounts refused.
+pub fn pool_stage(
+    host: &mut dyn Host,
+    plan: &Plan,
+    obs: &Observation,
+    policy: &Policy,
+) -> Result<(u64, Vec<String>), Error> {
+    let guid = apply_pool(host, plan, obs, policy)?;
+    if matches!(plan, Plan::Import { .. } | Plan::AlreadyImported { .. }) {
+        if let Err(e) = add_new_drives(host, obs, policy) {
+            log(format!("adding new drives failed: {}", platform::chain(&e)));
         }
     }
-    names
+    Ok((guid, mounts::apply(host, policy, false)))
 }
 
-/// Pure: what an imported pool already is, from `zpool list -v -H -P <pool>`, `zpool get -H -p
-/// -o value ashift <pool>` and `zfs get -H -o property,value encryption,<sealed> <pool>/vault`
-/// (empty when there is no vault).
-pub fn pool_facts(
-    name: &str,
-    list_v: &str,
-    ashift: &str,
-    vault_props: &str,
-) -> crate::policy::PoolFacts {
-    use crate::policy::{PoolFacts, Topology, VaultKind};
-    let vdev = |prefix: &str| {
-        list_v.lines().any(|l| {
-            l.split_whitespace()
-                .next()
-                .is_some_and(|w| w.starts_with(prefix))
-        })
-    };
-    let topology = if vdev("mirror-") {
-        Topology::Mirror
-    } else if vdev("raidz2-") {
-        Topology::Raidz2
-    } else if vdev("raidz1-") || vdev("raidz-") {
-        Topology::Raidz1
-    } else {
-        Topology::Stripe
-    };
-    let prop = |k: &str| {
-        vault_props.lines().find_map(|l| {
-            l.split_once('\t')
-                .filter(|(p, _)| *p == k)
-                .map(|(_, v)| v.trim().to_string())
-        })
-    };
-    let vault = match (prop("encryption"), prop(crate::tpm::SEALED_PROPERTY)) {
-        (None, _) => None,
-        (Some(e), _) if e == "off" => Some(VaultKind::Unencrypted),
-        (Some(_), Some(b)) if !b.is_empty() && b != "-" => Some(VaultKind::Tpm),
-        (Some(_), _) => Some(VaultKind::Keyfile),
-    };
-    PoolFacts {
-        name: Some(name.to_string()),
-        topology: (!list_v.trim().is_empty()).then_some(topology),
-        ashift: ashift.trim().parse().ok().filter(|&a| a > 0),
+/// What the contents step ended with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Applied {
+    pub vault: Vault,
+    pub recovery: Option<vault::RecoveryState>,
+    /// Dataset actions taken (or skipped and said why).
+    pub dataset_changes: usize,
+    /// Policy datasets left unmounted (tampering), from both mount passes.
+    pub mounts_refused: Vec<String>,
+}
+
+/// Applies the contents plan in order: the ARC cap, the vault (then this boot's unlock phase
+/// ends, whatever became of it), the datasets, the last good policy, the mounts and the outcome
+/// file. Only datasets that cannot be read or changed stop it (after the vault).
+pub fn contents(
+    host: &mut dyn Host,
+    plan: &ContentsPlan,
+    seen: &vault::Seen,
+    mut refused: Vec<String>,
+) -> Result<Applied, Error> {
+    for n in &plan.policy_notes {
+        log(n);
+    }
+    if let Some(w) = &plan.warning {
+        log(w);
+    }
+    cap_arc(host, plan.arc_max, plan.ram);
+    let sb = plan.secure_boot;
+    log(format!("Secure Boot: {}", sb.describe()));
+    let (vault, recovery) = vault::act(host, &plan.policy, sb, seen, plan.vault.clone());
+    // Whatever became of the vault, no later process of this boot may unseal.
+    end_unlock_phase(host);
+    let actions = plan
+        .datasets
+        .as_ref()
+        .map_err(|e| Error::Unreadable(e.clone()))?;
+    datasets(host, &plan.pool, actions, vault.usable())?;
+    log(format!("datasets: {} change(s)", actions.len()));
+    if let Some(text) = &plan.keep_last_good {
+        keep_last_good(host, &plan.pool, text);
+    }
+    // A refusal the dataset changes have since repaired is still tampering to report.
+    for r in mounts::apply(host, &plan.policy, vault.usable()) {
+        if !refused.contains(&r) {
+            refused.push(r);
+        }
+    }
+    write_outcome(host, &plan.pool, &vault, recovery.as_ref(), sb, &refused);
+    Ok(Applied {
         vault,
+        recovery,
+        dataset_changes: actions.len(),
+        mounts_refused: refused,
+    })
+}
+
+/// Ends this boot's unlock phase (extends PCR 11) when the box has a TPM. Called after the vault,
+/// and by `storage-init run` when bring-up stops before it: an early failure must not leave the
+/// phase open for a later process.
+pub fn end_unlock_phase(host: &mut dyn Host) {
+    if !host.tpm_present() {
+        return;
+    }
+    match host.tpm_end_unlock_phase() {
+        Ok(()) => log("TPM: unlock phase over (PCR 11 extended)"),
+        Err(e) => log(format!(
+            "TPM: ending the unlock phase failed: {}",
+            platform::chain(&e)
+        )),
     }
 }
 
-/// The facts of the imported pool `name`, from the tools; what cannot be read stays unknown.
-pub fn gather_pool_facts(host: &mut dyn Host, name: &str) -> crate::policy::PoolFacts {
-    let s = |a: &[&str]| a.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-    let list_v = host
-        .zpool(&s(&["list", "-v", "-H", "-P", name]))
-        .unwrap_or_default();
-    let ashift = host
-        .zpool(&s(&["get", "-H", "-p", "-o", "value", "ashift", name]))
-        .unwrap_or_default();
-    let props = format!("encryption,{}", crate::tpm::SEALED_PROPERTY);
-    let vault_args = s(&[
-        "get",
-        "-H",
-        "-o",
-        "property,value",
-        &props,
-        &format!("{name}/vault"),
-    ]);
-    let vault = host.zfs(&vault_args, None).unwrap_or_default();
-    pool_facts(name, &list_v, &ashift, &vault)
+/// Caps the ARC at `arc` bytes.
+fn cap_arc(host: &dyn Host, arc: u64, ram: u64) {
+    let arc_param = host.roots().module("zfs").join("parameters/zfs_arc_max");
+    match std::fs::write(&arc_param, arc.to_string()) {
+        Ok(()) => log(format!(
+            "ARC capped at {} MiB (RAM {} MiB)",
+            arc >> 20,
+            ram >> 20
+        )),
+        Err(e) => log(format!("ARC cap not set: {}: {e}", arc_param.display())),
+    }
+}
+
+/// Keeps the policy that validated on the pool, for a later boot whose override is rejected.
+fn keep_last_good(host: &dyn Host, pool: &str, text: &str) {
+    let p = crate::config::last_good_in(&host.pool_mount(pool));
+    // Whole or not at all: a torn copy would not parse when a later boot needs it.
+    if let Err(e) = platform::fsx::write_atomic(&p, text.as_bytes(), None) {
+        log(format!(
+            "last good policy not kept: {}",
+            platform::chain(&e)
+        ));
+    }
+}
+
+/// What ab-health judges this boot by: the names under the policy in force and what became of
+/// the vault.
+fn write_outcome(
+    host: &mut dyn Host,
+    pool: &str,
+    vault: &Vault,
+    recovery: Option<&vault::RecoveryState>,
+    sb: SecureBoot,
+    mounts_refused: &[String],
+) {
+    let outcome = serde_json::json!({
+        "pool": pool,
+        "vault": format!("{pool}/vault"),
+        "vault_state": vault.state(),
+        "vault_reason": match vault {
+            Vault::Locked { reason } | Vault::Absent { reason } => Some(reason.as_str()),
+            _ => None,
+        },
+        "vault_recovery": recovery.map(vault::RecoveryState::as_str),
+        "secure_boot": sb,
+        "secure_boot_text": sb.describe(),
+        "vault_bound_to": vault::binding_of(host, pool),
+        "mounts_refused": mounts_refused,
+    });
+    let outcome_path = host.roots().storage_outcome();
+    let _ = std::fs::create_dir_all(outcome_path.parent().unwrap_or(&outcome_path));
+    if let Err(e) = std::fs::write(&outcome_path, outcome.to_string()) {
+        log(format!("{}: {e}", outcome_path.display()));
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::discover::Transport;
     use crate::host::fake::FakeHost;
+    use crate::observe::fixtures::two_blank;
     use crate::policy::Topology;
     use uuid::Uuid;
-
-    fn bd(name: &str, pbs: u64) -> BlockDev {
-        BlockDev {
-            name: name.into(),
-            dev: PathBuf::from("/dev").join(name),
-            transport: Transport::Virtio,
-            size_bytes: 8 << 30,
-            removable: false,
-            read_only: false,
-            rotational: false,
-            physical_block_size: pbs,
-            model: None,
-            serial: None,
-            wwid: None,
-            partitions: vec![],
-            holders: vec![],
-            fabric: None,
-        }
-    }
-
-    fn drive(name: &str) -> Drive {
-        Drive {
-            name: name.into(),
-            stable_id: format!("virtio-{name}"),
-            verdict: Verdict::Eligible,
-            ours_pending: false,
-            rotational: false,
-        }
-    }
-
-    /// Two blank drives (one with 8 KiB physical sectors) and a boot disk `vda`.
-    fn two_blank() -> Observation {
-        Observation {
-            observed: Observed {
-                boot_disk: Some("vda".into()),
-                p3: P3::Absent,
-                p3_room: true,
-                drives: vec![drive("vdb"), drive("vdc")],
-                importable: vec![],
-                imported: vec![],
-            },
-            devices: vec![
-                (bd("vda", 512), Probed::default()),
-                (bd("vdb", 4096), Probed::default()),
-                (bd("vdc", 8192), Probed::default()),
-            ],
-            report: vec![],
-        }
-    }
 
     fn create(use_p3: bool) -> Plan {
         Plan::Create {
@@ -837,12 +633,6 @@ mod tests {
     }
 
     #[test]
-    fn ram_from_meminfo() {
-        assert_eq!(mem_total("MemFree: 5 kB\nMemTotal:  2048 kB\n"), 2 << 20);
-        assert_eq!(mem_total("garbage"), 0);
-    }
-
-    #[test]
     fn new_drives_join_only_a_stripe_whose_policy_allows_it() {
         let o = two_blank();
         let mut p = Policy::builtin();
@@ -865,80 +655,10 @@ mod tests {
     }
 
     #[test]
-    fn facts_of_an_existing_pool_from_tool_output() {
-        use crate::policy::{Topology, VaultKind};
-        let list = "persist\t3.75G\t1M\t3.75G\t-\t-\t0%\t0%\t1.00x\tONLINE\t-\n\tmirror-0\t3.75G\t1M\t3.75G\t-\t-\t0%\t0.00%\t-\tONLINE\n\t/dev/disk/by-partuuid/a\t4G\t-\t-\t-\t-\t-\t-\t-\tONLINE\n";
-        let f = pool_facts(
-            "persist",
-            list,
-            "12\n",
-            "encryption\taes-256-gcm\norg.lfedge.eve:sealed-key\tv1:::\n",
-        );
-        assert_eq!(f.topology, Some(Topology::Mirror));
-        assert_eq!(f.ashift, Some(12));
-        let f = pool_facts("p", "p\t1G\n\t/dev/x\t1G\n", "9", "encryption\toff\n");
-        assert_eq!(
-            (f.topology, f.vault),
-            (Some(Topology::Stripe), Some(VaultKind::Unencrypted))
-        );
-        let f = pool_facts("p", "", "", "");
-        assert_eq!((f.topology, f.ashift, f.vault), (None, None, None));
-    }
-
-    #[test]
     fn ashift_follows_the_largest_physical_sector() {
         assert_eq!(ashift_for(12, &[512, 4096]), 12);
         assert_eq!(ashift_for(12, &[512, 16384]), 14);
         assert_eq!(ashift_for(9, &[512]), 9);
         assert_eq!(ashift_for(12, &[]), 12);
-    }
-
-    #[test]
-    fn arc_max_defaults_to_a_quarter_of_ram_with_a_floor() {
-        let p = Policy::builtin();
-        assert_eq!(arc_max(&p, 16 << 30, 0), 4 << 30);
-        assert_eq!(arc_max(&p, 512 << 20, 0), 256 << 20);
-        let p = Policy::parse(
-            std::path::Path::new("t"),
-            "[pool]\narc_max = \"1G\"\n",
-            None,
-        )
-        .unwrap();
-        assert_eq!(arc_max(&p, 16 << 30, 0), 1 << 30);
-    }
-
-    #[test]
-    fn boot_disk_from_mountinfo_and_sysfs() {
-        let t = tempfile::tempdir().unwrap();
-        let disk = t
-            .path()
-            .join("sys/devices/pci0000:00/0000:00:04.0/nvme/nvme0/nvme0n1");
-        std::fs::create_dir_all(disk.join("nvme0n1p2")).unwrap();
-        std::fs::write(disk.join("nvme0n1p2/partition"), "2\n").unwrap();
-        std::fs::create_dir_all(t.path().join("sys/dev/block")).unwrap();
-        std::os::unix::fs::symlink(disk.join("nvme0n1p2"), t.path().join("sys/dev/block/259:2"))
-            .unwrap();
-        let mi = "22 1 259:2 / / ro,relatime - squashfs /dev/nvme0n1p2 ro\n23 22 0:5 / /dev rw - devtmpfs devtmpfs rw\n";
-        assert_eq!(
-            boot_disk(&Roots::under(t.path()), mi).as_deref(),
-            Some("nvme0n1")
-        );
-        assert_eq!(
-            boot_disk(
-                &Roots::under(t.path()),
-                "23 22 0:5 / /dev rw - devtmpfs x rw\n"
-            ),
-            None
-        );
-        // The verified root: dm-0 over nvme0n1p2.
-        let dm = t.path().join("sys/devices/virtual/block/dm-0");
-        std::fs::create_dir_all(dm.join("slaves")).unwrap();
-        std::os::unix::fs::symlink(disk.join("nvme0n1p2"), dm.join("slaves/nvme0n1p2")).unwrap();
-        std::os::unix::fs::symlink(&dm, t.path().join("sys/dev/block/252:0")).unwrap();
-        let mi = "22 1 252:0 / / ro,relatime - squashfs /dev/dm-0 ro\n";
-        assert_eq!(
-            boot_disk(&Roots::under(t.path()), mi).as_deref(),
-            Some("nvme0n1")
-        );
     }
 }
