@@ -545,6 +545,21 @@ pub fn openapi() -> Value {
     })
 }
 
+/// `v` as JSON, or a 500 that says why it could not be.
+pub(crate) fn value<T: serde::Serialize>(v: T) -> Result<Value, ApiError> {
+    serde_json::to_value(v).map_err(|e| ApiError::new(500, "failed", e.to_string()))
+}
+
+/// A body that does not match its route's shape: the server decodes by the same table.
+pub(crate) fn shape() -> ApiError {
+    ApiError::new(500, "failed", "the request body does not match its route")
+}
+
+/// A 500 carrying the whole error chain.
+pub(crate) fn failed(e: &dyn std::error::Error) -> ApiError {
+    ApiError::new(500, "failed", platform::chain(e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

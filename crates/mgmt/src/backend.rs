@@ -2,7 +2,8 @@
 //! library code `storagectl` runs (storaged's status, health and disks; the volumes crate's
 //! operations). [`Host`] is the box; tests use a recording fake.
 
-use crate::api::{ApiError, Body, Op, Params};
+use crate::api::{failed, shape, value, ApiError, Body, Op, Params};
+use crate::stream::StreamBody;
 use serde::Deserialize;
 use serde_json::Value;
 use std::path::PathBuf;
@@ -79,26 +80,6 @@ pub enum Decoded {
     Stream(StreamBody),
 }
 
-/// A body that arrives while the operation runs: the server feeds it chunk by chunk, and a
-/// client that stops sending makes the read fail (the server's idle limit).
-pub struct StreamBody(std::sync::Mutex<Option<Box<dyn std::io::Read + Send>>>);
-
-impl StreamBody {
-    pub fn new(r: Box<dyn std::io::Read + Send>) -> StreamBody {
-        StreamBody(std::sync::Mutex::new(Some(r)))
-    }
-    /// The reader; `None` once taken.
-    pub fn take(&self) -> Option<Box<dyn std::io::Read + Send>> {
-        self.0.lock().ok().and_then(|mut g| g.take())
-    }
-}
-
-impl std::fmt::Debug for StreamBody {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a streamed body")
-    }
-}
-
 fn json<T: serde::de::DeserializeOwned + Default>(
     body: &[u8],
     empty_ok: bool,
@@ -149,7 +130,7 @@ pub fn decode(shape: Body, body: &[u8]) -> Result<Decoded, ApiError> {
         Body::Resize => Decoded::Resize(json(body, false)?),
         Body::Clone => Decoded::Clone(json(body, false)?),
         // The server hands these over as they arrive; never buffered here.
-        Body::Stream => return Err(self::shape()),
+        Body::Stream => return Err(crate::api::shape()),
     })
 }
 
@@ -273,19 +254,6 @@ impl Host {
             progress: std::sync::Arc::new(std::sync::Mutex::new(Value::Null)),
         }
     }
-}
-
-pub(crate) fn value<T: serde::Serialize>(v: T) -> Result<Value, ApiError> {
-    serde_json::to_value(v).map_err(|e| ApiError::new(500, "failed", e.to_string()))
-}
-
-/// A body that does not match its route's shape: the server decodes by the same table.
-pub(crate) fn shape() -> ApiError {
-    ApiError::new(500, "failed", "the request body does not match its route")
-}
-
-pub(crate) fn failed(e: &dyn std::error::Error) -> ApiError {
-    ApiError::new(500, "failed", platform::chain(e))
 }
 
 impl Host {
@@ -508,13 +476,19 @@ impl Backend for Host {
                 json(serde_json::json!({"recovery_key": rk.display(),
                     "note": "the vault key was rotated: the old recovery key and every old seal open nothing; this key is stored nowhere"}))
             }
-            Op::Update => crate::update::status(self).map(Out::Json),
+            Op::Update => crate::update::status(&self.progress).map(Out::Json),
             Op::UpdateInstall => {
                 let Decoded::Stream(b) = &r.body else {
                     return Err(shape());
                 };
-                crate::update::install(self, b, r.flag("allow_downgrade"), r.flag("direct"))
-                    .map(Out::Json)
+                crate::update::install(
+                    &self.update_spool,
+                    &self.progress,
+                    b,
+                    r.flag("allow_downgrade"),
+                    r.flag("direct"),
+                )
+                .map(Out::Json)
             }
             Op::Reboot => crate::update::reboot().map(Out::Json),
             Op::Whoami | Op::Audit | Op::Metrics | Op::OpenApi => Err(ApiError::new(

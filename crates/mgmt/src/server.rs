@@ -479,7 +479,7 @@ impl Server {
                 let (tx, rx) = tokio::sync::mpsc::channel(4);
                 let r = Box::new(crate::stream::Receiver::new(rx));
                 (
-                    backend::Decoded::Stream(backend::StreamBody::new(r)),
+                    backend::Decoded::Stream(crate::stream::StreamBody::new(r)),
                     Some((incoming, tx)),
                 )
             }

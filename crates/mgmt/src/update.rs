@@ -5,8 +5,8 @@
 //! slot (which holds the version a rollback returns to), and then installed by the same code as
 //! `abupdate install FILE`.
 
-use crate::api::ApiError;
-use crate::backend::{failed, shape, value, Host, StreamBody};
+use crate::api::{failed, shape, value, ApiError};
+use crate::stream::StreamBody;
 use abupdate::artifact::{ArtifactError, PAYLOAD_OFFSET};
 use abupdate::health::Verdict;
 use abupdate::install::{read_full, Observer, Source};
@@ -24,8 +24,11 @@ fn system() -> Result<System, ApiError> {
     System::open(platform::Roots::host()).map_err(ApiError::from)
 }
 
+/// The last install's progress, shared by the install running and `GET /v1/update`.
+pub type Progress = std::sync::Arc<std::sync::Mutex<Value>>;
+
 /// `GET /v1/update`.
-pub fn status(h: &Host) -> Result<Value, ApiError> {
+pub fn status(progress: &Progress) -> Result<Value, ApiError> {
     let sys = system()?;
     let slots = sys.read().map_err(ApiError::from)?;
     let health = match sys.health_now() {
@@ -33,7 +36,7 @@ pub fn status(h: &Host) -> Result<Value, ApiError> {
         Verdict::Waiting(w) => json!({"verdict": "waiting", "for": w}),
         Verdict::Failed(w) => json!({"verdict": "failed", "why": w}),
     };
-    let install = h.progress.lock().map(|p| p.clone()).unwrap_or(Value::Null);
+    let install = progress.lock().map(|p| p.clone()).unwrap_or(Value::Null);
     Ok(json!({"status": value(sys.report(&slots))?, "health": health, "install": install}))
 }
 
@@ -83,27 +86,29 @@ pub(crate) fn broken(e: std::io::Error) -> ApiError {
     }
 }
 
-/// `POST /v1/update`.
+/// `POST /v1/update`: the upload kept on `spool` (a dataset of the pool) until its checksum is
+/// known, then installed; `progress` follows it.
 pub fn install(
-    h: &Host,
+    spool_at: &Path,
+    progress: &Progress,
     body: &StreamBody,
     allow_downgrade: bool,
     direct: bool,
 ) -> Result<Value, ApiError> {
-    let spool = spool_dir(&h.update_spool);
+    let spool = spool_dir(spool_at);
     if spool.is_none() && !direct {
         return Err(ApiError::new(
             503,
             "update_spool_unavailable",
             format!(
                 "{} is not a mounted dataset of the pool (is the pool imported, and does the storage policy have [datasets.update]?); nothing was installed. `?direct=true` writes the upload straight into the inactive slot instead, as `abupdate install -` does: a broken upload then leaves that slot failed and the version a rollback returns to is lost",
-                h.update_spool.display()
+                spool_at.display()
             ),
         ));
     }
     let mut upload = body.take().ok_or_else(shape)?;
     let mut sys = system()?;
-    let p = h.progress.clone();
+    let p = progress.clone();
     let started = storaged::now();
     sys.set_observer(Observer(std::sync::Arc::new(move |phase, done, total| {
         set(
@@ -140,16 +145,15 @@ pub fn install(
         Some(dir) => {
             let path = dir.join(SPOOL_FILE);
             let zfs = Some(volumes::import::ZFS_SUPER_MAGIC);
-            let r =
-                receive(&path, zfs, &head, &mut upload, &m, &h.progress, started).and_then(|f| {
-                    sys.install_from(
-                        &held,
-                        Source::File(f, NAME.into()),
-                        abupdate::state::DEFAULT_TRIES,
-                        allow_downgrade,
-                    )
-                    .map_err(ApiError::from)
-                });
+            let r = receive(&path, zfs, &head, &mut upload, &m, progress, started).and_then(|f| {
+                sys.install_from(
+                    &held,
+                    Source::File(f, NAME.into()),
+                    abupdate::state::DEFAULT_TRIES,
+                    allow_downgrade,
+                )
+                .map_err(ApiError::from)
+            });
             // The spool holds nothing worth keeping either way.
             if let Err(e) = std::fs::remove_file(&path) {
                 if e.kind() != std::io::ErrorKind::NotFound {
@@ -161,7 +165,7 @@ pub fn install(
         None => {
             platform::log(format!(
                 "{} is not a dataset of the pool and direct=true was asked: the update streams into the inactive slot, which is marked failed if its checksum is wrong",
-                h.update_spool.display()
+                spool_at.display()
             ));
             let src = Source::Stream(
                 Box::new(std::io::Cursor::new(head).chain(upload)),
@@ -179,7 +183,7 @@ pub fn install(
         Ok(v) => {
             let slot = sys.running().other();
             set(
-                &h.progress,
+                progress,
                 json!({"phase": "installed", "version": v, "slot": slot, "started": started, "finished": storaged::now()}),
             );
             Ok(json!({"installed": v, "slot": slot,
@@ -187,7 +191,7 @@ pub fn install(
         }
         Err(e) => {
             set(
-                &h.progress,
+                progress,
                 json!({"phase": "failed", "version": m.version, "error": e.message, "started": started, "finished": storaged::now()}),
             );
             Err(e)
@@ -350,10 +354,9 @@ mod tests {
     #[test]
     fn no_spool_no_install_unless_asked() {
         let t = tempfile::tempdir().unwrap();
-        let mut h = Host::new("persist", None, t.path().join("m.prom"));
-        h.update_spool = t.path().to_path_buf();
+        let progress = Progress::default();
         let body = StreamBody::new(Box::new(std::io::empty()));
-        let e = install(&h, &body, false, false).unwrap_err();
+        let e = install(t.path(), &progress, &body, false, false).unwrap_err();
         assert_eq!((e.status, e.code), (503, "update_spool_unavailable"));
         assert!(e.message.contains("nothing was installed") && e.message.contains("direct=true"));
         assert!(body.take().is_some(), "the stream was read");
