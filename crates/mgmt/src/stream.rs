@@ -129,6 +129,26 @@ impl io::Read for Receiver {
     }
 }
 
+/// A body that arrives while the operation runs: the server feeds it chunk by chunk, and a
+/// client that stops sending makes the read fail (the server's idle limit).
+pub struct StreamBody(std::sync::Mutex<Option<Box<dyn std::io::Read + Send>>>);
+
+impl StreamBody {
+    pub fn new(r: Box<dyn std::io::Read + Send>) -> StreamBody {
+        StreamBody(std::sync::Mutex::new(Some(r)))
+    }
+    /// The reader; `None` once taken.
+    pub fn take(&self) -> Option<Box<dyn std::io::Read + Send>> {
+        self.0.lock().ok().and_then(|mut g| g.take())
+    }
+}
+
+impl std::fmt::Debug for StreamBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a streamed body")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,25 +182,5 @@ mod tests {
             io::ErrorKind::TimedOut
         );
         assert_eq!(s, b"ab");
-    }
-}
-
-/// A body that arrives while the operation runs: the server feeds it chunk by chunk, and a
-/// client that stops sending makes the read fail (the server's idle limit).
-pub struct StreamBody(std::sync::Mutex<Option<Box<dyn std::io::Read + Send>>>);
-
-impl StreamBody {
-    pub fn new(r: Box<dyn std::io::Read + Send>) -> StreamBody {
-        StreamBody(std::sync::Mutex::new(Some(r)))
-    }
-    /// The reader; `None` once taken.
-    pub fn take(&self) -> Option<Box<dyn std::io::Read + Send>> {
-        self.0.lock().ok().and_then(|mut g| g.take())
-    }
-}
-
-impl std::fmt::Debug for StreamBody {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a streamed body")
     }
 }
