@@ -279,9 +279,9 @@ impl Host {
     }
 
     /// Volume operations need the pool.
-    fn env(&self) -> Result<volumes::reconcile::Env<'static>, ApiError> {
+    fn env(&self) -> Result<volumes::env::Env<'static>, ApiError> {
         self.pool()?;
-        volumes::reconcile::Env::host(self.volumes_config.as_deref()).map_err(ApiError::from)
+        volumes::env::Env::host(self.volumes_config.as_deref()).map_err(ApiError::from)
     }
 }
 

@@ -6,7 +6,7 @@ use crate::{emit, fail};
 use platform::Roots;
 use serde_json::json;
 use std::process::ExitCode;
-use volumes::reconcile::Env;
+use volumes::env::Env;
 
 pub fn volume(config: Option<&std::path::Path>, cmd: VolCmd) -> ExitCode {
     let env = match Env::host(config) {

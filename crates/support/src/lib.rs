@@ -507,12 +507,12 @@ fn sources(src: &Sources) -> Vec<Source> {
     ));
     // Volumes and what the kernel exports.
     v.push(lib("volumes/list.json", "volumes::ops::list", || {
-        volumes::reconcile::Env::host(None).and_then(|env| volumes::ops::list(&env))
+        volumes::env::Env::host(None).and_then(|env| volumes::ops::list(&env))
     }));
     v.push(lib(
         "volumes/nvmet-export.json",
         "volumes::ops::export_save",
-        || volumes::reconcile::Env::host(None).and_then(|env| volumes::ops::export_save(&env)),
+        || volumes::env::Env::host(None).and_then(|env| volumes::ops::export_save(&env)),
     ));
     let nvmet = src.roots.configfs.join("nvmet");
     let from = nvmet.display().to_string();

@@ -4,16 +4,18 @@
 //! whether it changed anything; a failure leaves the rest for the next pass.
 
 use crate::cmd::Tools;
+use crate::decide::Plan;
+use crate::env::Env;
 use crate::error::{Error, Result};
 use crate::hostside;
 use crate::ids;
 use crate::import::ImportDir;
-use crate::plan::ZOp;
-use crate::reconcile::{log, Env, Plan};
 use crate::spec::{Format, Volume};
+use crate::target::ZOp;
 use crate::zvol;
 use ktarget::lio;
 use ktarget::nvmet;
+use platform::log;
 use platform::Roots;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

@@ -4,9 +4,9 @@
 //! they never appear in a command line; for vhost-scsi the qemu arguments; for nvme-loop the
 //! host's device. Warns when what it prints cannot work from a VM (a loopback listen address).
 
+use crate::env::Env;
 use crate::error::{Error, Result};
 use crate::ids;
-use crate::reconcile::Env;
 use crate::spec::{Transport, Volume};
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;

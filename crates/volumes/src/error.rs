@@ -3,6 +3,15 @@
 
 use std::path::PathBuf;
 
+/// A volume spec that does not validate: the file, the field, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}: {field}: {msg}")]
+pub struct SpecError {
+    pub file: String,
+    pub field: String,
+    pub msg: String,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
@@ -10,7 +19,7 @@ pub enum Error {
     #[error("{path}: {msg}")]
     State { path: PathBuf, msg: String },
     #[error(transparent)]
-    Spec(#[from] crate::spec::SpecError),
+    Spec(#[from] SpecError),
     #[error(transparent)]
     Cmd(#[from] platform::CmdError),
     #[error(transparent)]

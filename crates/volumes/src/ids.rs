@@ -3,6 +3,7 @@
 //! state directory on the encrypted vault, written atomically.
 
 use crate::error::Error;
+use crate::memo::Memo;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -140,12 +141,19 @@ pub fn new_host_ids(vm: &str) -> HostIds {
     }
 }
 
+/// The identity files parsed already, by path, while each is the same file.
+#[derive(Debug, Default)]
+pub struct Memos {
+    pub volumes: Memo<VolumeIds>,
+    pub hosts: Memo<HostIds>,
+}
+
 /// The state directory: `volumes/<name>.json` and `hosts/<vm>.json`.
 #[derive(Debug, Clone)]
 pub struct Store {
     pub dir: PathBuf,
     /// The daemon's memory of files already parsed (see [`crate::cache`]); `None` reads each time.
-    pub memo: Option<std::sync::Arc<crate::cache::Cache>>,
+    pub memo: Option<std::sync::Arc<Memos>>,
 }
 
 fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
@@ -232,10 +240,10 @@ impl Store {
     fn get_checked<T: Clone + for<'de> Deserialize<'de>>(
         &self,
         path: &Path,
-        memo: Option<&crate::cache::Memo<T>>,
+        memo: Option<&Memo<T>>,
         check: impl Fn(&T) -> Result<(), String>,
     ) -> Result<Option<T>, Error> {
-        use crate::cache::Found;
+        use crate::memo::Found;
         let key = match memo.map(|m| m.get(path)) {
             Some(Ok(Found::Cached(v))) => return Ok(Some(v)),
             Some(Ok(Found::Missing)) => return Ok(None),
@@ -256,11 +264,11 @@ impl Store {
         Ok(v)
     }
     pub fn volume(&self, name: &str) -> Result<Option<VolumeIds>, Error> {
-        let memo = self.memo.as_deref().map(|c| &c.volume_ids);
+        let memo = self.memo.as_deref().map(|c| &c.volumes);
         self.get_checked(&self.vol_path(name), memo, VolumeIds::check)
     }
     pub fn host(&self, vm: &str) -> Result<Option<HostIds>, Error> {
-        let memo = self.memo.as_deref().map(|c| &c.host_ids);
+        let memo = self.memo.as_deref().map(|c| &c.hosts);
         self.get_checked(&self.host_path(vm), memo, |h: &HostIds| h.check(vm))
     }
     /// The volume's identity, made and persisted on first use.

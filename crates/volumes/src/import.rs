@@ -11,9 +11,6 @@ use std::io::Read;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
-/// Paths whose files are the kernel's or the box's own, never a guest's content.
-pub const DENIED: &[&str] = &["/proc", "/sys", "/dev"];
-
 /// A source opened and checked: the tools read `path()`, which is this open file.
 #[derive(Debug)]
 pub struct Opened {
@@ -36,21 +33,7 @@ fn refuse(p: &Path, msg: impl Into<String>) -> Error {
     }
 }
 
-/// Pure: why a resolved path may not be read as guest content, if it may not.
-pub fn denied(real: &Path, also: &[&Path]) -> Option<String> {
-    DENIED
-        .iter()
-        .map(Path::new)
-        .chain(also.iter().copied())
-        .find(|d| real.starts_with(d))
-        .map(|d| {
-            format!(
-                "{} is under {}, which is never imported",
-                real.display(),
-                d.display()
-            )
-        })
-}
+pub use crate::denied::{denied, DENIED};
 
 /// Pure: what a non-regular file is.
 pub fn kind_of(ft: &std::fs::FileType) -> Option<&'static str> {

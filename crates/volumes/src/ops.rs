@@ -3,13 +3,16 @@
 //! again so nothing stays half-applied.
 
 use crate::cmd;
+use crate::env::Env;
 use crate::error::{Error, Result};
 use crate::hostside;
 use crate::ids;
-use crate::reconcile::{self, log, Env};
+use crate::reconcile;
 use crate::snap;
 use crate::spec::{RawSpec, Transport, Volume};
+use crate::spool;
 use crate::zvol;
+use platform::log;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -382,7 +385,7 @@ pub struct ListRow {
 pub fn list(env: &Env) -> Result<Listing> {
     env.check_vault()?;
     let mut spool = if env.cfg.spool.is_dir() {
-        reconcile::read_spool(&env.cfg.spool)?
+        spool::read_spool(&env.cfg.spool)?
     } else {
         Default::default()
     };

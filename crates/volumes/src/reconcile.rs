@@ -1,652 +1,21 @@
 //! One reconcile pass over every volume: read the spool, observe zvols, nvmet, LIO and loop
-//! connections, plan (pure, in [`crate::plan`] and `ktarget`), then apply in dependency order.
+//! connections, plan (pure, in [`crate::target`] and `ktarget`), then apply in dependency order.
 //! Every step is idempotent, so a pass interrupted anywhere (crash, SIGKILL, power cut) is
 //! finished by the next one.
 
-use crate::cache::{self, Cache, Found, Memo, ZvolSource};
-use crate::cmd::Tools;
-use crate::config::Config;
+use crate::apply::{apply, Report};
+use crate::decide::{self, Plan};
+use crate::env::Env;
 use crate::error::{Error, Result};
 use crate::guard;
-use crate::hostside;
-use crate::ids::{self, Store};
-use crate::plan::{self, Conflict, Wanted, ZOp};
-use crate::spec::{self, SpecError, Transport, Volume};
+use crate::spec::{self, SpecError};
+use crate::spool::{self, Spool};
+use crate::target::ZOp;
 use crate::zvol::{self, Zvol};
-use ktarget::lio::{self, Lio};
-use ktarget::nvmet::{self, Nvmet};
-use ktarget::Cfs;
+use platform::log;
 use platform::Roots;
-use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write as _;
-use std::path::Path;
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
-
-pub use platform::log;
-
-type SpecResult = std::result::Result<Volume, SpecError>;
-
-#[derive(Debug, Default)]
-pub struct Spool {
-    pub volumes: BTreeMap<String, Volume>,
-    pub invalid: Vec<SpecError>,
-}
-
-/// Every `*.toml` / `*.json` in the spool; the rest (editor backups, temporaries) is ignored.
-pub fn read_spool(dir: &Path) -> Result<Spool> {
-    read_spool_with(dir, None)
-}
-
-/// [`read_spool`], parsing only the files that changed since `memo` saw them.
-pub fn read_spool_with(dir: &Path, memo: Option<&Memo<SpecResult>>) -> Result<Spool> {
-    let rd = std::fs::read_dir(dir).map_err(|source| {
-        Error::Io(platform::IoError {
-            op: "read spool directory",
-            path: dir.into(),
-            source,
-        })
-    })?;
-    let mut paths: Vec<_> = rd
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            matches!(
-                p.extension().and_then(|e| e.to_str()),
-                Some("toml") | Some("json")
-            )
-        })
-        .collect();
-    paths.sort();
-    if let Some(m) = memo {
-        m.retain(&paths.iter().cloned().collect());
-    }
-    let mut s = Spool::default();
-    for p in paths {
-        let loaded = match memo.map(|m| m.get(&p)) {
-            Some(Ok(Found::Cached(r))) => r,
-            Some(Ok(Found::Changed(k))) => {
-                let r = spec::load_file(&p);
-                if let Some(m) = memo {
-                    m.put(&p, k, r.clone());
-                }
-                r
-            }
-            // Gone since the directory was read, or not stat-able: read as without a memo.
-            _ => spec::load_file(&p),
-        };
-        match loaded {
-            Ok(v) if s.volumes.contains_key(&v.name) => s.invalid.push(SpecError {
-                file: p.display().to_string(),
-                field: "name".into(),
-                msg: format!("`{}` is declared by another file too", v.name),
-            }),
-            Ok(v) => {
-                s.volumes.insert(v.name.clone(), v);
-            }
-            Err(e) => s.invalid.push(e),
-        }
-    }
-    Ok(s)
-}
-
-#[derive(Debug, Default)]
-pub struct Observed {
-    /// The pool's (size, free) bytes, for the free-space floor.
-    pub pool: Option<(u64, u64)>,
-    pub zvols: Vec<Zvol>,
-    pub nvmet: Nvmet,
-    pub lio: Lio,
-    pub loops: BTreeMap<String, Vec<hostside::Ctrl>>,
-    /// The zvols (and the pool's space) are the daemon's kept copy, not read by this pass.
-    pub zvols_kept: bool,
-}
-
-/// What a pass may remove. A zvol is destroyed only on an explicit deletion (a tombstone written
-/// by `storagectl volume delete`), or when its spec file is gone from a trusted spool and this
-/// box's state shows it had seen that volume. Anything else without a spec is held, exports and
-/// all, and reported.
-#[derive(Debug, Clone, Default)]
-pub struct Gate {
-    /// Why the spool is not trusted to mean deletions; `None` when it is.
-    pub untrusted: Option<String>,
-    pub spool_id: Option<guard::SpoolId>,
-    /// Volumes with an identity in the state: seen by an earlier pass.
-    pub seen: BTreeSet<String>,
-    /// Tombstones: volumes explicitly deleted.
-    pub deleted: BTreeSet<String>,
-}
-
-impl Gate {
-    /// A gate that trusts the spool, for callers that have just checked it.
-    pub fn trusting(seen: BTreeSet<String>) -> Gate {
-        Gate {
-            seen,
-            ..Gate::default()
-        }
-    }
-    fn may_remove(&self, name: &str, spool_valid: bool) -> bool {
-        self.deleted.contains(name)
-            || (self.untrusted.is_none() && spool_valid && self.seen.contains(name))
-    }
-}
-
-fn names_in(dir: &Path, ext: &str) -> Result<BTreeSet<String>> {
-    match std::fs::read_dir(dir) {
-        Ok(rd) => Ok(rd
-            .flatten()
-            .filter_map(|e| {
-                let p = e.path();
-                (p.extension().and_then(|x| x.to_str()) == Some(ext))
-                    .then(|| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
-                    .flatten()
-            })
-            .collect()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeSet::new()),
-        Err(source) => Err(Error::Io(platform::IoError {
-            op: "read",
-            path: dir.into(),
-            source,
-        })),
-    }
-}
-
-#[derive(Debug)]
-pub struct Env<'a> {
-    pub roots: Roots,
-    pub cfg: Config,
-    pub fs: &'a dyn Cfs,
-    /// zfs, zpool, qemu-img and udevadm ([`crate::cmd::SYSTEM`] on the box).
-    pub tools: &'a dyn Tools,
-    /// The daemon's memory between passes; `None` (the CLI, tests) reads everything each pass.
-    pub cache: Option<std::sync::Arc<Cache>>,
-}
-
-impl Env<'static> {
-    /// The volume settings (layered, see `Config::load_layered`) on this host's kernel trees,
-    /// reading everything each pass: what the CLI and the management API act through.
-    pub fn host(config: Option<&std::path::Path>) -> Result<Self> {
-        Ok(Env {
-            roots: Roots::host(),
-            cfg: Config::load_layered(config)?,
-            fs: &ktarget::HostFs,
-            tools: &crate::cmd::SYSTEM,
-            cache: None,
-        })
-    }
-}
-
-impl Env<'_> {
-    pub fn nvmet_tree(&self) -> nvmet::Tree {
-        nvmet::Tree::new(&self.roots.configfs)
-    }
-    pub fn lio_tree(&self) -> lio::Tree {
-        lio::Tree::new(&self.roots.configfs, self.cfg.iblock_hba, ids::WWPN_PREFIX)
-    }
-    pub fn store(&self) -> Store {
-        Store {
-            dir: self.cfg.state.clone(),
-            memo: self.cache.clone(),
-        }
-    }
-    pub fn markers(&self) -> guard::Markers {
-        guard::Markers::new(&self.cfg.spool, &self.cfg.state)
-    }
-
-    /// Refuses unless the spool and the state are on the unlocked vault.
-    pub fn check_vault(&self) -> Result<()> {
-        if !platform::zfs::imported(&self.roots, &self.cfg.pool) {
-            return Err(Error::PoolAbsent(self.cfg.pool.clone()));
-        }
-        guard::vault_ready(
-            self.tools,
-            &self.roots.mountinfo(),
-            &self.cfg.spool,
-            &self.cfg.state,
-            &self.cfg.pool,
-        )
-    }
-
-    /// Makes the spool directory (owner-only) if it is missing; the caller checked the vault.
-    /// A spool made anew has no marker, so it is not trusted with deletions while the state
-    /// knows volumes.
-    pub fn ensure_spool(&self) -> Result<()> {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.cfg.spool)
-            .map_err(|source| {
-                Error::Io(platform::IoError {
-                    op: "create",
-                    path: self.cfg.spool.clone(),
-                    source,
-                })
-            })
-    }
-
-    /// Reads the spool's identity, the seen volumes and the tombstones; a fresh box gets its
-    /// spool identity here (unless `dry_run`).
-    pub fn gate(&self, dry_run: bool, spool: &Spool) -> Result<Gate> {
-        let store = self.store();
-        let seen = names_in(&store.dir.join("volumes"), "json")?;
-        let deleted = names_in(&store.dir.join("deleted"), "json")?;
-        let m = self.markers();
-        let (sp, st) = m.read()?;
-        let all_present =
-            seen.iter().all(|n| spool.volumes.contains_key(n)) && spool.invalid.is_empty();
-        let (untrusted, spool_id) = match guard::judge(sp, st, seen.len(), all_present) {
-            guard::Trust::Fresh if dry_run => (None, None),
-            guard::Trust::Fresh => (None, Some(m.create()?)),
-            guard::Trust::Trusted(s) => (None, Some(s)),
-            guard::Trust::Untrusted(why) => (Some(why), None),
-        };
-        Ok(Gate {
-            untrusted,
-            spool_id,
-            seen,
-            deleted,
-        })
-    }
-
-    /// The pool's (size, free) bytes.
-    pub fn pool_space(&self) -> Result<Option<(u64, u64)>> {
-        Ok(crate::cmd::list_pools(self.tools, Some(&self.cfg.pool))?
-            .into_iter()
-            .next()
-            .map(|p| (p.size, p.free)))
-    }
-
-    /// What exists now, and what each source took to read (a slow pass shows where time went).
-    pub fn observe(&self) -> Result<(Observed, String)> {
-        let t = Instant::now();
-        // A record of creations a pass did not finish (a crash, a power cut): the zvols are read
-        // in full, so the untagged ones it claims are found and discarded.
-        let intent = zvol::Intent::read(&self.cfg.state)?;
-        if let (Some(c), Some(_)) = (&self.cache, &intent) {
-            c.zvols_changed();
-        }
-        let read = || {
-            Ok((
-                zvol::list_claiming(self.tools, &self.cfg.pool, intent.as_ref())?,
-                self.pool_space()?,
-            ))
-        };
-        let (zvols, pool, zsrc) = match &self.cache {
-            Some(c) => c.zvols(cache::zvol_links(&self.roots.dev, &self.cfg.pool), read)?,
-            None => {
-                let (z, p) = read()?;
-                (z, p, ZvolSource::Full)
-            }
-        };
-        let t_zfs = t.elapsed();
-        let t = Instant::now();
-        let (tree, scope) = (self.nvmet_tree(), plan::nvmet_scope(&self.cfg));
-        let read = |prev: Option<&Nvmet>| Ok(nvmet::observe_since(self.fs, &tree, &scope, prev)?);
-        let (nvmet, light) = match &self.cache {
-            Some(c) => c.nvmet(read)?,
-            None => (read(None)?, false),
-        };
-        let t_nvmet = t.elapsed();
-        let t = Instant::now();
-        let lio = lio::observe(self.fs, &self.lio_tree())?;
-        let t_lio = t.elapsed();
-        let t = Instant::now();
-        let loops = hostside::loop_connections(&self.roots, &format!("{}:", ids::NQN_BASE));
-        let times = format!(
-            "{} zvols {zsrc} {} ms, {} nvmet subsystems {} {} ms, {} LIO backstores {} ms, {} loop hosts {} ms",
-            zvols.len(),
-            t_zfs.as_millis(),
-            nvmet.subsystems.len(),
-            if light { "read lightly" } else { "read" },
-            t_nvmet.as_millis(),
-            lio.backstores.len(),
-            t_lio.as_millis(),
-            loops.len(),
-            t.elapsed().as_millis(),
-        );
-        Ok((
-            Observed {
-                pool,
-                zvols_kept: zsrc == ZvolSource::Cached,
-                zvols,
-                nvmet,
-                lio,
-                loops,
-            },
-            times,
-        ))
-    }
-}
-
-#[derive(Debug, Default)]
-pub struct Plan {
-    pub disconnect: Vec<(String, String)>,
-    pub nvmet_down: Vec<nvmet::Op>,
-    pub lio_down: Vec<lio::Op>,
-    pub zvols: Vec<ZOp>,
-    pub lio_up: Vec<lio::Op>,
-    pub nvmet_up: Vec<nvmet::Op>,
-    pub revalidate: Vec<String>,
-    pub connect: Vec<String>,
-    pub conflicts: Vec<Conflict>,
-    pub invalid: Vec<SpecError>,
-    /// Set when a spec is invalid or the spool is not trusted: only explicit deletions remove
-    /// anything, so a typo in one file or a lost spool cannot delete a volume.
-    pub additive_only: bool,
-    /// Volumes with a zvol but no spec, kept with their exports, and why.
-    pub held: Vec<(String, String)>,
-    pub wanted: Vec<Wanted>,
-}
-
-impl Plan {
-    pub fn steps(&self) -> usize {
-        self.disconnect.len()
-            + self.nvmet_down.len()
-            + self.lio_down.len()
-            + self.zvols.len()
-            + self.lio_up.len()
-            + self.nvmet_up.len()
-            + self.revalidate.len()
-            + self.connect.len()
-    }
-
-    pub fn render(&self) -> String {
-        let mut s = String::new();
-        for e in &self.invalid {
-            let _ = writeln!(
-                s,
-                "invalid spec (kept out; nothing is removed meanwhile): {e}"
-            );
-        }
-        for c in &self.conflicts {
-            let _ = writeln!(s, "conflict: {}: {}", c.name, c.msg);
-        }
-        for (name, why) in &self.held {
-            let _ = writeln!(s, "kept: {name}: {why}");
-        }
-        let mut n = 0;
-        let mut line = |s: &mut String, what: String| {
-            n += 1;
-            let _ = writeln!(s, "{n:>3}. {what}");
-        };
-        for (nqn, c) in &self.disconnect {
-            line(&mut s, format!("disconnect host controller {c} from {nqn}"));
-        }
-        for o in &self.nvmet_down {
-            line(&mut s, format!("nvmet: {o}"));
-        }
-        for o in &self.lio_down {
-            line(&mut s, format!("lio: {o}"));
-        }
-        for o in &self.zvols {
-            line(&mut s, format!("zfs: {o}"));
-        }
-        for o in &self.lio_up {
-            line(&mut s, format!("lio: {o}"));
-        }
-        for o in &self.nvmet_up {
-            line(&mut s, format!("nvmet: {o}"));
-        }
-        for q in &self.revalidate {
-            line(&mut s, format!("nvmet: revalidate the size of {q}"));
-        }
-        for v in &self.connect {
-            line(&mut s, format!("connect the host to {v} over loop"));
-        }
-        if n == 0 {
-            s.push_str("nothing to do\n");
-        }
-        s
-    }
-}
-
-fn is_teardown_nvmet(o: &nvmet::Op) -> bool {
-    use nvmet::Op::*;
-    matches!(
-        o,
-        UnlinkPort { .. }
-            | RemovePort { .. }
-            | DisallowHost { .. }
-            | RemoveNamespace { .. }
-            | RemoveSubsystem { .. }
-            | RemoveHost { .. }
-    )
-}
-
-/// Keeps what is exported for a volume in conflict exactly as it is.
-fn keep_observed(name: &str, have_n: &Nvmet, have_l: &Lio, n: &mut Nvmet, l: &mut Lio) {
-    let nqn = ids::subsystem_nqn(name);
-    if let Some(s) = have_n.subsystems.get(&nqn) {
-        for h in &s.allowed_hosts {
-            if let Some(x) = have_n.hosts.get(h) {
-                n.hosts.insert(h.clone(), x.clone());
-            }
-        }
-        n.subsystems.insert(nqn.clone(), s.clone());
-        for (id, p) in &have_n.ports {
-            if p.subsystems.contains(&nqn) {
-                n.ports
-                    .entry(*id)
-                    .or_insert_with(|| nvmet::Port {
-                        subsystems: Default::default(),
-                        ..p.clone()
-                    })
-                    .subsystems
-                    .insert(nqn.clone());
-            }
-        }
-    }
-    if let Some(b) = have_l.backstores.get(name) {
-        l.backstores.insert(name.into(), b.clone());
-        for (w, t) in &have_l.vhost {
-            if t.lun0 == name {
-                l.vhost.insert(w.clone(), t.clone());
-            }
-        }
-    }
-}
-
-/// Plans a pass in three steps: a pure draft of the zvol steps (what is refused, what is held),
-/// the identities of the volumes that go ahead (the one step that reads and writes the store:
-/// with `persist`, new ones are made and stored now; a dry run makes throwaway ones), then the
-/// pure rest. `gate` decides which spec-less zvols may go.
-pub fn plan(env: &Env, spool: Spool, have: &Observed, gate: &Gate, persist: bool) -> Result<Plan> {
-    let d = draft(&env.cfg, &spool, have, gate);
-    let wanted = identities(&env.store(), &spool, &d, persist)?;
-    decide(&env.cfg, spool, have, gate, d, wanted)
-}
-
-/// The zvol half of a plan, before any identity is known.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Draft {
-    pub zops: Vec<ZOp>,
-    /// Volumes refused this pass (a conflict with what exists, the free-space floor).
-    pub conflicts: Vec<Conflict>,
-    /// Spec-less zvols kept, and why.
-    pub held: Vec<(String, String)>,
-}
-
-impl Draft {
-    /// Whether `name` goes ahead this pass (is not refused).
-    pub fn goes_ahead(&self, name: &str) -> bool {
-        !self.conflicts.iter().any(|c| c.name == name)
-    }
-}
-
-/// The spool's volumes that go ahead, each with its identities and its VM's: kept ones from the
-/// store; for new ones, made and stored when `persist`, throwaway otherwise.
-pub fn identities(store: &Store, spool: &Spool, d: &Draft, persist: bool) -> Result<Vec<Wanted>> {
-    let mut wanted = Vec::new();
-    for (name, v) in spool.volumes.iter().filter(|(n, _)| d.goes_ahead(n)) {
-        let vids = match store.volume(name)? {
-            Some(x) => x,
-            None if persist => store.volume_or_new(name)?,
-            None => ids::new_volume_ids(),
-        };
-        let host = match store.host(&v.vm)? {
-            Some(x) => x,
-            None if persist => store.host_or_new(&v.vm)?,
-            None => ids::new_host_ids(&v.vm),
-        };
-        wanted.push(Wanted {
-            vol: v.clone(),
-            ids: vids,
-            host,
-        });
-    }
-    Ok(wanted)
-}
-
-/// Pure: the zvol steps, the refusals and the held removals.
-pub fn draft(cfg: &Config, spool: &Spool, have: &Observed, gate: &Gate) -> Draft {
-    let (mut zops, mut conflicts) = plan::zvol_diff(&spool.volumes, &have.zvols, &cfg.pool);
-    // The free-space floor holds for specs dropped into the spool, not only for the CLI: a new
-    // volume that does not fit is reported and left out, the others go ahead.
-    if let Some((size, free)) = have.pool {
-        let new: Vec<(&str, u64)> = zops
-            .iter()
-            .filter_map(|z| match z {
-                ZOp::Create { name } => {
-                    let v = &spool.volumes[name];
-                    Some((name.as_str(), if v.thin { 0 } else { v.size }))
-                }
-                _ => None,
-            })
-            .collect();
-        let refused = plan::over_floor(&new, free, cfg.floor_bytes(size));
-        zops.retain(
-            |z| !matches!(z, ZOp::Create { name } if refused.iter().any(|(n, _)| n == name)),
-        );
-        conflicts.extend(refused.into_iter().map(|(name, msg)| Conflict {
-            name,
-            msg: format!("{msg} (free_floor {})", cfg.free_floor),
-        }));
-    }
-    let spool_valid = spool.invalid.is_empty();
-    let mut held = Vec::new();
-    zops.retain(|o| match o {
-        ZOp::Destroy { name, dataset } if !gate.may_remove(name, spool_valid) => {
-            let why = if let Some(u) = &gate.untrusted {
-                format!("{dataset} has no spec, and the spool is not trusted with deletions: {u}")
-            } else if !spool_valid {
-                format!("{dataset} has no valid spec; nothing is removed while a spec is invalid")
-            } else {
-                format!("{dataset} has no spec and this box's state never saw it (not created here, or the state was lost); delete it with `storagectl volume delete {name}`")
-            };
-            held.push((name.clone(), why));
-            false
-        }
-        _ => true,
-    });
-    Draft {
-        zops,
-        conflicts,
-        held,
-    }
-}
-
-/// Pure: the whole plan from the draft and the identities of the volumes that go ahead.
-pub fn decide(
-    cfg: &Config,
-    spool: Spool,
-    have: &Observed,
-    gate: &Gate,
-    d: Draft,
-    wanted: Vec<Wanted>,
-) -> Result<Plan> {
-    let Draft {
-        zops,
-        conflicts,
-        held,
-    } = d;
-    let spool_valid = spool.invalid.is_empty();
-    let (mut want_n, mut want_l) =
-        plan::targets(&wanted, &cfg.pool, cfg).map_err(Error::Refused)?;
-    for name in conflicts
-        .iter()
-        .map(|c| &c.name)
-        .chain(held.iter().map(|h| &h.0))
-    {
-        keep_observed(name, &have.nvmet, &have.lio, &mut want_n, &mut want_l);
-    }
-    let additive_only = !spool_valid || gate.untrusted.is_some();
-    let nops = nvmet::diff(&want_n, &have.nvmet);
-    let lops = lio::diff(&want_l, &have.lio);
-    let (nvmet_down, nvmet_up): (Vec<_>, Vec<_>) = nops.into_iter().partition(is_teardown_nvmet);
-    let (lio_down, lio_up): (Vec<_>, Vec<_>) = lops.into_iter().partition(|o| {
-        matches!(
-            o,
-            lio::Op::RemoveVhost { .. } | lio::Op::RemoveBackstore { .. }
-        )
-    });
-
-    // Loop connections: drop those whose subsystem goes away or is rebuilt, make missing ones.
-    let rebuilt = |nqn: &str| {
-        nvmet_down
-            .iter()
-            .any(|o| matches!(o, nvmet::Op::RemoveSubsystem { nqn: n } if n == nqn))
-    };
-    let loop_wanted = |nqn: &str| {
-        wanted.iter().any(|w| {
-            w.vol.transport == Transport::NvmeLoop && ids::subsystem_nqn(&w.vol.name) == nqn
-        })
-    };
-    let is_held = |nqn: &str| held.iter().any(|(n, _)| ids::subsystem_nqn(n) == nqn);
-    let mut disconnect = Vec::new();
-    for (nqn, ctrls) in &have.loops {
-        let drop_all = (!loop_wanted(nqn) && !is_held(nqn)) || rebuilt(nqn);
-        for (i, c) in ctrls.iter().enumerate() {
-            // One connection per volume; extra ones (a crash between connect and record) go.
-            if drop_all || i > 0 || c.state == "dead" {
-                disconnect.push((nqn.clone(), c.name.clone()));
-            }
-        }
-    }
-    let connect: Vec<String> = wanted
-        .iter()
-        .filter(|w| w.vol.transport == Transport::NvmeLoop)
-        .filter(|w| {
-            let nqn = ids::subsystem_nqn(&w.vol.name);
-            let live = have
-                .loops
-                .get(&nqn)
-                .is_some_and(|c| c.first().is_some_and(|c| c.state != "dead"));
-            !live || rebuilt(&nqn)
-        })
-        .map(|w| w.vol.name.clone())
-        .collect();
-    let revalidate = zops
-        .iter()
-        .filter_map(|o| match o {
-            ZOp::Grow { name, .. }
-                if spool
-                    .volumes
-                    .get(name)
-                    .is_some_and(|v| v.transport.is_nvmet()) =>
-            {
-                Some(ids::subsystem_nqn(name))
-            }
-            _ => None,
-        })
-        .collect();
-    Ok(Plan {
-        disconnect,
-        nvmet_down,
-        lio_down,
-        zvols: zops,
-        lio_up,
-        nvmet_up,
-        revalidate,
-        connect,
-        conflicts,
-        invalid: spool.invalid,
-        additive_only,
-        held,
-        wanted,
-    })
-}
-
-pub use crate::apply::{apply, exports_without, Exports, Report};
 
 /// Serialises passes between the daemon and the CLI.
 pub fn lock(roots: &Roots) -> Result<platform::lock::Held> {
@@ -708,7 +77,7 @@ pub fn pass(env: &Env, dry_run: bool) -> Result<(Plan, Report)> {
     if !dry_run {
         env.ensure_spool()?;
     }
-    let spool = read_spool_with(&env.cfg.spool, env.cache.as_deref().map(|c| &c.specs))?;
+    let spool = spool::read_spool_with(&env.cfg.spool, env.cache.as_deref().map(|c| &c.specs))?;
     let vols = spool.volumes.clone();
     let t_read = t0.elapsed();
     let gate = env.gate(dry_run, &spool)?;
@@ -725,7 +94,7 @@ pub fn pass(env: &Env, dry_run: bool) -> Result<(Plan, Report)> {
     let mut spool = spool;
     refuse_bad_sources(env, &mut spool, &have.zvols);
     let t = Instant::now();
-    let p = plan(env, spool, &have, &gate, !dry_run)?;
+    let p = decide::for_pass(env, spool, &have, &gate, !dry_run)?;
     let breakdown = format!(
         "read {} specs {} ms; observed {observed}; planned {} steps {} ms",
         vols.len(),
@@ -821,9 +190,24 @@ mod tests {
         drop(other);
     }
     use super::*;
+    use crate::apply::exports_without;
+    use crate::cache::Cache;
     use crate::cmd::fake::FakeZfs;
+    use crate::cmd::Tools;
     use crate::cmd::ZFS;
+    use crate::config::Config;
+    use crate::decide::{decide, draft};
+    use crate::env::{Gate, Observed};
+    use crate::hostside;
+    use crate::ids;
+    use crate::memo::Memo;
+    use crate::spec::Transport;
+    use crate::spool::{read_spool, read_spool_with};
+    use crate::target::{self, Wanted};
     use ktarget::cfs::fake::FaultyFs;
+    use ktarget::lio;
+    use ktarget::nvmet;
+    use std::path::Path;
 
     fn env<'a>(d: &Path, fs: &'a FaultyFs) -> Env<'a> {
         // Plans run no tool; a test that applies gives its own zfs (`env_with`).
@@ -859,13 +243,13 @@ mod tests {
     fn plan_for(e: &Env, have: &Observed) -> Plan {
         let spool = read_spool(&e.cfg.spool).unwrap();
         let g = e.gate(false, &spool).unwrap();
-        plan(e, spool, have, &g, true).unwrap()
+        decide::for_pass(e, spool, have, &g, true).unwrap()
     }
 
     /// What a finished pass leaves for the spool's volumes: their zvols and nvmet objects.
     fn applied(e: &Env, zvols: Vec<Zvol>) -> Observed {
         let p = plan_for(e, &Observed::default());
-        let (nvmet, _) = plan::targets(&p.wanted, "persist", &e.cfg).unwrap();
+        let (nvmet, _) = target::targets(&p.wanted, "persist", &e.cfg).unwrap();
         Observed {
             zvols,
             nvmet,
@@ -999,7 +383,7 @@ mod tests {
         let e = env(d.path(), &fs);
         spec(&e, "a", "nvme-tcp");
         let g = e.gate(true, &read_spool(&e.cfg.spool).unwrap()).unwrap();
-        plan(
+        decide::for_pass(
             &e,
             read_spool(&e.cfg.spool).unwrap(),
             &Observed::default(),

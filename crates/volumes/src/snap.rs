@@ -6,7 +6,7 @@
 
 use crate::cmd::{CmdError, Tools, ZFS};
 use crate::error::{Error, Result};
-use crate::spec::check_name;
+use crate::name::check_name;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 

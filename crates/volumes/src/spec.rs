@@ -7,7 +7,7 @@ use platform::Size;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-pub const MAX_NAME: usize = 64;
+pub use crate::name::{check_name, MAX_NAME};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
@@ -147,36 +147,7 @@ impl Volume {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}: {field}: {msg}")]
-pub struct SpecError {
-    pub file: String,
-    pub field: String,
-    pub msg: String,
-}
-
-/// A name used as a dataset component, an NQN suffix and a file name: letters, digits and `-_.`,
-/// starting with a letter or digit, at most 64 bytes (no `/`, no `..`, nothing hidden).
-pub fn check_name(s: &str) -> Result<(), String> {
-    if s.is_empty() || s.len() > MAX_NAME {
-        return Err(format!("`{s}` must be 1 to {MAX_NAME} characters"));
-    }
-    if !s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric()) {
-        return Err(format!("`{s}` must start with a letter or digit"));
-    }
-    if let Some(c) = s
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || "-_.".contains(*c)))
-    {
-        return Err(format!(
-            "`{s}` contains `{c}`; use letters, digits, `-`, `_` and `.`"
-        ));
-    }
-    if s.contains("..") {
-        return Err(format!("`{s}` contains `..`"));
-    }
-    Ok(())
-}
+pub use crate::error::SpecError;
 
 fn parse_bytes(s: &str) -> Result<u64, String> {
     match Size::parse(s)? {
@@ -274,7 +245,7 @@ impl RawSpec {
                     format!("`{}` must be an absolute path", src.path.display()),
                 ));
             }
-            if let Some(why) = crate::import::denied(&src.path, &[]) {
+            if let Some(why) = crate::denied::denied(&src.path, &[]) {
                 return Err(e("source.path", why));
             }
         }

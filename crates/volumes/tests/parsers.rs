@@ -86,10 +86,10 @@ proptest! {
         let v = volumes::ids::VolumeIds { serial, uuid: uuid.clone(), nguid: uuid, wwpn: wwpn.clone() };
         if v.check().is_ok() {
             // Only a well-formed WWPN gets as far as the planner, which slices it.
-            let _ = volumes::plan::initiator_wwn(&v.wwpn);
+            let _ = volumes::target::initiator_wwn(&v.wwpn);
             prop_assert_eq!(v.wwpn.len(), 20);
         }
-        let _ = volumes::plan::initiator_wwn(&wwpn);
+        let _ = volumes::target::initiator_wwn(&wwpn);
     }
 
     #[test]

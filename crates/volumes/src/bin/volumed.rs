@@ -10,6 +10,7 @@ use clap::Parser;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
+use platform::log;
 use platform::Roots;
 use std::os::fd::AsFd;
 use std::process::ExitCode;
@@ -18,7 +19,8 @@ use std::time::{Duration, Instant};
 use volumes::cache::Cache;
 use volumes::cli::Cli;
 use volumes::config::Config;
-use volumes::reconcile::{self, log, Env};
+use volumes::env::Env;
+use volumes::reconcile;
 use volumes::snap::Scheduler;
 use volumes::zvol;
 
@@ -45,7 +47,8 @@ fn record(roots: &Roots, r: &PassRecord) {
 /// Scheduled snapshots after a pass, under its lock: only volumes whose zvol exists (its device
 /// link is there) and whose spec has schedules. Returns when the next one falls due.
 fn snapshots(env: &Env, sched: &mut Scheduler) -> Result<Option<u64>, volumes::Error> {
-    let spool = reconcile::read_spool_with(&env.cfg.spool, env.cache.as_deref().map(|c| &c.specs))?;
+    let spool =
+        volumes::spool::read_spool_with(&env.cfg.spool, env.cache.as_deref().map(|c| &c.specs))?;
     let vols: Vec<(String, Vec<volumes::snap::Schedule>)> = spool
         .volumes
         .values()
