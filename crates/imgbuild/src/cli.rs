@@ -1,7 +1,7 @@
 //! The command line of `cli.rs` (its clap types, here so that the manuals and completions
 //! built into the image are made from the same definitions the binary parses).
 
-use crate::build::{Options, Profile};
+use crate::context::{Options, Profile};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 

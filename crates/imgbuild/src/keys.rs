@@ -2,7 +2,7 @@
 //! `openssl genpkey -algorithm ed25519` writes it), or a development key the builder makes once in
 //! its cache; the key list the image trusts; and rotations (a new list signed by a trusted key).
 
-use crate::build::Profile;
+use crate::context::Profile;
 use crate::error::{Error, IoContext, Result};
 use abupdate::trust::{self, KeyList, SignedKeyList, Signer25519};
 use std::io::Write;

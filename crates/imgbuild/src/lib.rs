@@ -3,6 +3,7 @@ pub mod apt;
 pub mod build;
 pub mod cli;
 pub mod cmd;
+pub mod context;
 pub mod cpio;
 pub mod disk;
 pub mod error;

@@ -1,8 +1,9 @@
 //! eve-imgbuild: builds the appliance disk image from the LinuxKit manifest without Docker.
 
 use clap::Parser;
-use imgbuild::build::{self, Options};
+use imgbuild::build;
 use imgbuild::cli::{BuildArgs, Cli, Cmd, Common, PackUpdateArgs, RotateKeysArgs};
+use imgbuild::context::Options;
 use imgbuild::keys;
 use std::process::ExitCode;
 
@@ -199,7 +200,7 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use imgbuild::build::Profile;
+    use imgbuild::context::Profile;
     use std::path::PathBuf;
 
     #[test]

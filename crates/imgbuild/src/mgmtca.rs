@@ -5,7 +5,7 @@
 //! set. The image carries the two CA files in /etc/eve/mgmt, on the verified root, so only a
 //! signed update changes them.
 
-use crate::build::Profile;
+use crate::context::Profile;
 use crate::error::{Error, IoContext, Result};
 use std::path::{Path, PathBuf};
 

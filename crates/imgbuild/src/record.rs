@@ -2,7 +2,7 @@
 //! sizes), for the tests, the reproducibility check and whoever ships the image.
 
 use crate::apt::Package;
-use crate::build::Profile;
+use crate::context::Profile;
 use serde::Serialize;
 
 #[derive(Debug, Serialize)]

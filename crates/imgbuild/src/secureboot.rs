@@ -67,7 +67,7 @@ impl BootKeys {
         explicit: Option<&Path>,
         release: bool,
         cache: &Path,
-        profile: crate::build::Profile,
+        profile: crate::context::Profile,
     ) -> Result<BootKeys> {
         crate::keys::check_dev(profile, explicit, "BOOT_KEYS", release)?;
         match explicit {

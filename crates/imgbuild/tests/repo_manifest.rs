@@ -5,7 +5,7 @@ use std::path::Path;
 #[test]
 fn the_repository_manifest_validates() {
     let repo = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
-    let opts = imgbuild::build::Options {
+    let opts = imgbuild::context::Options {
         repo: repo.into(),
         manifests: vec![
             repo.join("linuxkit/eve-storage.yml"),
@@ -34,19 +34,19 @@ fn the_repository_manifest_validates() {
 #[test]
 fn the_production_manifest_alone_validates_and_opens_nothing() {
     let repo = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
-    let opts = imgbuild::build::Options {
+    let opts = imgbuild::context::Options {
         repo: repo.into(),
         manifests: vec![repo.join("linuxkit/eve-storage.yml")],
         config: repo.join("rootfs/packages.toml"),
-        profile: imgbuild::build::Profile::Prod,
+        profile: imgbuild::context::Profile::Prod,
         ..Default::default()
     };
     let (m, cfg) = imgbuild::build::load(&opts).unwrap();
-    imgbuild::build::check_profile(&m, &cfg, imgbuild::build::Profile::Prod).unwrap();
+    imgbuild::build::check_profile(&m, &cfg, imgbuild::context::Profile::Prod).unwrap();
     // The development set is refused as a production image.
     let mut dev = opts.clone();
     dev.manifests.push(repo.join("linuxkit/dev.yml"));
     let (m, cfg) = imgbuild::build::load(&dev).unwrap();
-    let e = imgbuild::build::check_profile(&m, &cfg, imgbuild::build::Profile::Prod).unwrap_err();
+    let e = imgbuild::build::check_profile(&m, &cfg, imgbuild::context::Profile::Prod).unwrap_err();
     assert!(e.to_string().contains("dev profile"), "{e}");
 }

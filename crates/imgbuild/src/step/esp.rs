@@ -3,7 +3,7 @@
 //! factory slot state, the CONFIG partition's filesystem, and the firmware variables that enrol the
 //! keys and revoke the distribution's shim certificate).
 
-use crate::build::{deb_path, extract_plain, vfat, Options, Profile};
+use crate::context::{deb_path, extract_plain, vfat, Options, Profile};
 use crate::error::{Error, IoContext, Result};
 use crate::grub;
 use crate::secureboot::{self, BootKeys};

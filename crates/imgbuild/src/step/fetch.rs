@@ -2,8 +2,8 @@
 //! only what is missing is downloaded.
 
 use crate::apt::Package;
-use crate::build::*;
 use crate::cmd;
+use crate::context::*;
 use crate::error::{Error, IoContext, Result};
 use std::collections::BTreeMap;
 use std::fs;

@@ -1,7 +1,7 @@
 //! Step "disk": the GPT image: the ESP, slot A with this build, an empty slot B and CONFIG, laid
 //! out from a seed so the same inputs give the same bytes.
 
-use crate::build::Options;
+use crate::context::Options;
 use crate::disk;
 use crate::error::Result;
 use platform::layout;

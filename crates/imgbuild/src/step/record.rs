@@ -1,8 +1,8 @@
 //! Step "build-manifest": the compressed image and `<stem>.build.json`, which records what went
 //! into the image (packages, kernel, ZFS, keys, sizes) for the tests and the reproducibility check.
 
-use crate::build::{sha256_file, Options};
 use crate::cmd;
+use crate::context::{sha256_file, Options};
 use crate::error::{IoContext, Result};
 use crate::record::*;
 use crate::step::resolve::Resolved;

@@ -3,8 +3,8 @@
 //! kernel, and the stock boot binaries' packages.
 
 use crate::apt::{self, Index, Package, Policy};
-use crate::build::Options;
 use crate::cmd;
+use crate::context::Options;
 use crate::error::IoContext;
 use crate::error::{Error, Result};
 use crate::manifest::{self, Config, Manifest};

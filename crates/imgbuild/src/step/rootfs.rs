@@ -3,7 +3,7 @@
 //! modules with ours signed, and the initramfs holding stage 1.
 
 use crate::apt::Package;
-use crate::build::*;
+use crate::context::*;
 use crate::cpio::{Node, Tree};
 use crate::error::{Error, IoContext, Result};
 use crate::manifest::{self, Config, Manifest};

@@ -1,7 +1,7 @@
 //! Step "sign+squashfs+verity": the slot's GRUB config written and every file GRUB checks signed
 //! with the boot key, the root squashed, and the slot image with its signed dm-verity descriptor.
 
-use crate::build::Options;
+use crate::context::Options;
 use crate::error::{IoContext, Result};
 use crate::{grub, update, verity};
 use std::fs;

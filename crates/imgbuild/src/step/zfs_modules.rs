@@ -2,8 +2,8 @@
 //! kernel's headers, once per (kernel, ZFS) version; later builds take them from the cache.
 
 use crate::apt::Package;
-use crate::build::*;
 use crate::cmd;
+use crate::context::*;
 use crate::error::{IoContext, Result};
 use std::fs;
 use std::path::PathBuf;
