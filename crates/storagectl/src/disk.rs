@@ -1,7 +1,7 @@
 //! `storagectl disk`: list drives, replace, add, offline and online pool members.
 
 use crate::cli::DiskCmd;
-use crate::{emit, fail};
+use crate::output::{emit, fail};
 use std::process::ExitCode;
 
 /// Where a replacement stands once no scan runs, from the pool's state alone (no clocks: the
@@ -162,7 +162,7 @@ pub fn selftested(
     if json {
         println!(
             "{}",
-            crate::json_text(&serde_json::json!({"kind": kind, "drives": rows}))
+            crate::output::json_text(&serde_json::json!({"kind": kind, "drives": rows}))
         );
     } else {
         for r in rows {
@@ -200,7 +200,7 @@ pub fn disk(pool: &str, cmd: DiskCmd) -> ExitCode {
             })
         }
         DiskCmd::Add { drives, json } => match disks::add(pool, &drives) {
-            Ok(parts) => crate::changed(
+            Ok(parts) => crate::output::changed(
                 json,
                 serde_json::json!({"pool": pool, "added": drives, "partitions": parts}),
                 format!(
@@ -212,7 +212,7 @@ pub fn disk(pool: &str, cmd: DiskCmd) -> ExitCode {
             Err(e) => fail(&e),
         },
         DiskCmd::Offline { member, json } => match disks::set_online(pool, &member, false) {
-            Ok(n) => crate::changed(
+            Ok(n) => crate::output::changed(
                 json,
                 serde_json::json!({"member": n, "online": false}),
                 format!("{n} is offline"),
@@ -231,7 +231,7 @@ pub fn disk(pool: &str, cmd: DiskCmd) -> ExitCode {
             }
         }
         DiskCmd::Online { member, json } => match disks::set_online(pool, &member, true) {
-            Ok(n) => crate::changed(
+            Ok(n) => crate::output::changed(
                 json,
                 serde_json::json!({"member": n, "online": true}),
                 format!("{n} is online"),

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 /// `storagectl status [--json] [-x] [--pool P]`.
 pub fn status(pool: &str, json: bool, quiet: bool) -> ExitCode {
     match storaged::status::full(pool) {
-        Ok(s) => crate::report(&s, s.exit_code, &s.problems, json, quiet, |s| s.render()),
-        Err(e) => crate::fail(&e),
+        Ok(s) => crate::output::report(&s, s.exit_code, &s.problems, json, quiet, |s| s.render()),
+        Err(e) => crate::output::fail(&e),
     }
 }

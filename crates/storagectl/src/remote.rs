@@ -10,13 +10,13 @@ use std::process::ExitCode;
 
 /// A command that has no remote form: a usage error (2).
 fn usage(what: &str) -> ExitCode {
-    crate::usage(&format!(
+    crate::output::usage(&format!(
         "{what} runs on the box only; it is not available with --remote"
     ))
 }
 
 fn fail(e: &Error) -> ExitCode {
-    crate::fail(e)
+    crate::output::fail(e)
 }
 
 /// The box's JSON as it sent it, or its text.
@@ -24,7 +24,7 @@ fn show(c: &Client, method: &str, path: &str, body: Option<&Value>, json: bool) 
     let r = if json {
         c.call(method, path, body)
             .and_then(|r| r.json())
-            .map(|v| crate::json_text(&v) + "\n")
+            .map(|v| crate::output::json_text(&v) + "\n")
     } else {
         c.text(method, path, body)
     };
@@ -49,9 +49,9 @@ fn report(c: &Client, path: &str, json: bool, quiet: bool) -> ExitCode {
         .and_then(|c| u8::try_from(c).ok())
         .unwrap_or(platform::exit::Kind::Failed.exit_code());
     if json {
-        println!("{}", crate::json_text(&v));
+        println!("{}", crate::output::json_text(&v));
     } else if quiet {
-        print!("{}", crate::render_problems(&strs(&v["problems"])));
+        print!("{}", crate::output::render_problems(&strs(&v["problems"])));
     } else {
         match c.text("GET", path, None) {
             Ok(t) => print!("{t}"),
@@ -73,7 +73,7 @@ fn change(
     match c.call(method, path, body).and_then(|r| r.json()) {
         Ok(v) => {
             let l = line(&v);
-            crate::changed(json, v, l)
+            crate::output::changed(json, v, l)
         }
         Err(e) => fail(&e),
     }
@@ -108,11 +108,11 @@ pub fn run(c: &Client, cmd: Cmd) -> ExitCode {
                 .and_then(|r| r.json())
             {
                 Ok(v) if json => {
-                    println!("{}", crate::json_text(&v));
+                    println!("{}", crate::output::json_text(&v));
                     ExitCode::SUCCESS
                 }
                 Ok(v) => {
-                    print!("{}", crate::maintained(&v));
+                    print!("{}", crate::output::maintained(&v));
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(&e),
@@ -123,7 +123,7 @@ pub fn run(c: &Client, cmd: Cmd) -> ExitCode {
         } => report(c, &format!("/v1/health{}", bytes_q(bytes)), json, quiet),
         Cmd::Bundle { out, json, .. } => {
             match c.call("GET", "/v1/bundle", None).and_then(|r| r.bytes()) {
-                Ok(b) => crate::bundled(&b, out, storaged::now(), json),
+                Ok(b) => crate::output::bundled(&b, out, storaged::now(), json),
                 Err(e) => fail(&e),
             }
         }
@@ -265,7 +265,7 @@ fn volume(c: &Client, cmd: VolCmd) -> ExitCode {
                     ExitCode::FAILURE
                 }
             },
-            Err(m) => crate::usage(&m),
+            Err(m) => crate::output::usage(&m),
         },
         VolCmd::Resize { name, size, json } => show(
             c,
@@ -344,7 +344,7 @@ fn volume(c: &Client, cmd: VolCmd) -> ExitCode {
             })
         }
         VolCmd::Snapshot(_) => {
-            crate::usage("volume snapshot needs a volume name (or `delete NAME SNAP`)")
+            crate::output::usage("volume snapshot needs a volume name (or `delete NAME SNAP`)")
         }
         VolCmd::Snapshots { name, json, bytes } => show(
             c,
@@ -375,7 +375,7 @@ fn volume(c: &Client, cmd: VolCmd) -> ExitCode {
             json,
         } => {
             let Some((origin, snap)) = from.split_once('@') else {
-                return crate::usage(&format!("--from {from}: expected VOLUME@SNAPSHOT"));
+                return crate::output::usage(&format!("--from {from}: expected VOLUME@SNAPSHOT"));
             };
             let mut body = json!({"name": new});
             if let Some(v) = vm {
@@ -398,7 +398,7 @@ fn volume(c: &Client, cmd: VolCmd) -> ExitCode {
             json,
         } => {
             if !(0.1..=5.0).contains(&interval) {
-                return crate::usage(&format!(
+                return crate::output::usage(&format!(
                     "--interval {interval}: give 0.1 to 5 seconds with --remote"
                 ));
             }
@@ -460,7 +460,7 @@ fn vault(c: &Client, pool: &str, cmd: VaultCmd) -> ExitCode {
         {
             Ok(v) => {
                 if json {
-                    println!("{}", crate::json_text(&v));
+                    println!("{}", crate::output::json_text(&v));
                 } else {
                     println!("{}", v["recovery_key"].as_str().unwrap_or(""));
                 }

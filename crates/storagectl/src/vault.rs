@@ -2,7 +2,7 @@
 //! recovery key.
 
 use crate::cli::VaultCmd;
-use crate::{emit, fail};
+use crate::output::{emit, fail};
 use std::process::ExitCode;
 
 /// The terminal's settings while echo is off, for [`restore_and_die`].

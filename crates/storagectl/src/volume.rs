@@ -2,7 +2,7 @@
 //! host's kernel trees, and their I/O rates.
 
 use crate::cli::{raw_from_args, transport_arg, SnapCmd, SnapshotArgs, VolCmd};
-use crate::{emit, fail};
+use crate::output::{emit, fail};
 use platform::Roots;
 use serde_json::json;
 use std::process::ExitCode;
@@ -20,7 +20,7 @@ pub fn volume(config: Option<&std::path::Path>, cmd: VolCmd) -> ExitCode {
     match cmd {
         VolCmd::Create(a) => match raw_from_args(&a) {
             Ok((raw, label)) => shown(volumes::ops::create(&env, &raw, &label), a.json),
-            Err(m) => crate::usage(&m),
+            Err(m) => crate::output::usage(&m),
         },
         VolCmd::Resize { name, size, json } => {
             shown(volumes::ops::resize(&env, &name, &size), json)
@@ -37,7 +37,9 @@ pub fn volume(config: Option<&std::path::Path>, cmd: VolCmd) -> ExitCode {
             json,
         } => iostat(&env.cfg.pool, &names, interval, json),
         VolCmd::Delete { name, force, json } => match volumes::ops::delete(&env, &name, force) {
-            Ok(()) => crate::changed(json, json!({"deleted": name}), format!("deleted {name}")),
+            Ok(()) => {
+                crate::output::changed(json, json!({"deleted": name}), format!("deleted {name}"))
+            }
             Err(e) => fail(&e),
         },
         VolCmd::List { json, bytes } => emit(volumes::ops::list(&env), json, |l| l.render(bytes)),
@@ -50,7 +52,7 @@ pub fn volume(config: Option<&std::path::Path>, cmd: VolCmd) -> ExitCode {
                 }),
             ..
         }) => match volumes::ops::snapshot_delete(&env, &name, &snapshot) {
-            Ok(()) => crate::changed(
+            Ok(()) => crate::output::changed(
                 json,
                 json!({"volume": name, "deleted_snapshot": snapshot}),
                 format!("deleted {name}@{snapshot}"),
@@ -68,7 +70,7 @@ pub fn volume(config: Option<&std::path::Path>, cmd: VolCmd) -> ExitCode {
             |s| format!("{name}@{}\n", s.name),
         ),
         VolCmd::Snapshot(_) => {
-            crate::usage("volume snapshot needs a volume name (or `delete NAME SNAP`)")
+            crate::output::usage("volume snapshot needs a volume name (or `delete NAME SNAP`)")
         }
         VolCmd::Snapshots { name, json, bytes } => {
             emit(volumes::ops::snapshots(&env, &name), json, |l| {
@@ -82,7 +84,7 @@ pub fn volume(config: Option<&std::path::Path>, cmd: VolCmd) -> ExitCode {
             force,
             json,
         } => match volumes::ops::rollback(&env, &name, &snapshot, destroy_newer, force) {
-            Ok(_) => crate::changed(
+            Ok(_) => crate::output::changed(
                 json,
                 json!({"volume": name, "rolled_back_to": snapshot}),
                 format!("{name} rolled back to {snapshot}"),
@@ -106,7 +108,7 @@ pub fn volume(config: Option<&std::path::Path>, cmd: VolCmd) -> ExitCode {
             json,
         ),
         VolCmd::AdoptSpool { json } => match volumes::ops::adopt_spool(&env) {
-            Ok(m) => crate::changed(json, json!({"adopted": true, "message": m}), m),
+            Ok(m) => crate::output::changed(json, json!({"adopted": true, "message": m}), m),
             Err(e) => fail(&e),
         },
         VolCmd::Reconcile { dry_run, json } => {
@@ -115,7 +117,7 @@ pub fn volume(config: Option<&std::path::Path>, cmd: VolCmd) -> ExitCode {
                 .and_then(|_| volumes::reconcile::lock(&env.roots))
                 .and_then(|_l| volumes::reconcile::pass(&env, dry_run));
             match r {
-                Ok((p, rep)) if json => crate::changed(
+                Ok((p, rep)) if json => crate::output::changed(
                     true,
                     json!({"dry_run": dry_run, "plan": p.render(), "steps": rep.steps.len(), "changed": rep.changed()}),
                     "",
@@ -136,7 +138,7 @@ pub fn volume(config: Option<&std::path::Path>, cmd: VolCmd) -> ExitCode {
 
 pub fn iostat(pool: &str, names: &[String], interval: f64, json: bool) -> ExitCode {
     if !(0.1..=3600.0).contains(&interval) {
-        return crate::usage(&format!("--interval {interval}: give 0.1 to 3600 seconds"));
+        return crate::output::usage(&format!("--interval {interval}: give 0.1 to 3600 seconds"));
     }
     let roots = Roots::host();
     let have = storaged::iostat::volumes(&roots, pool);
@@ -190,7 +192,7 @@ pub fn write_export(
     let text = serde_json::to_string_pretty(export).unwrap_or_default() + "\n";
     match file {
         Some(f) => match volumes::ids::write_private(&f, text.as_bytes()) {
-            Ok(()) if json => crate::changed(true, json!({"written": f}), ""),
+            Ok(()) if json => crate::output::changed(true, json!({"written": f}), ""),
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&e),
         },

@@ -66,7 +66,7 @@ impl Journal {
 
     /// Whether an entry can be written now (the pool's root is there): a change is refused when
     /// it could not be put on record.
-    pub fn ready(&self) -> crate::Result<()> {
+    pub fn ready(&self) -> crate::error::Result<()> {
         let dir = self.path.parent().unwrap_or(Path::new("/"));
         if dir.is_dir() {
             Ok(())
@@ -76,7 +76,7 @@ impl Journal {
     }
 
     /// Appends one line and flushes it to disk.
-    pub fn append(&self, e: &Entry) -> crate::Result<()> {
+    pub fn append(&self, e: &Entry) -> crate::error::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         if std::fs::metadata(&self.path).is_ok_and(|m| m.len() > self.max_bytes) {
             for n in (1..KEEP).rev() {
@@ -109,7 +109,7 @@ impl Journal {
 
     /// The last `n` entries, oldest first (from the rotated files too). A line that does not
     /// parse (a torn write at a power cut) is skipped.
-    pub fn tail(&self, n: usize) -> crate::Result<Vec<Entry>> {
+    pub fn tail(&self, n: usize) -> crate::error::Result<Vec<Entry>> {
         let mut all = Vec::new();
         let files = (1..=KEEP)
             .rev()

@@ -1,8 +1,8 @@
 //! The zpool and zfs calls maintenance makes, by absolute path through the platform runner
 //! (errors carry argv, exit status and stderr).
 
+use crate::error::{Error, Result};
 use crate::pool::{self, PoolState};
-use crate::{Error, Result};
 use platform::zfs::{ZFS, ZPOOL};
 use platform::CmdError;
 

@@ -3,8 +3,9 @@
 //! names, judging a replacement, naming the risk) are pure; the steps go through zpool and
 //! storage's partitioning.
 
+use crate::cmd;
+use crate::error::{Error, Result};
 use crate::pool::{Leaf, PoolState};
-use crate::{cmd, Error, Result};
 use serde::Serialize;
 use storage::discover::Verdict;
 
@@ -163,7 +164,7 @@ pub fn replace(pool_name: &str, old: &str, new: &str) -> Result<String> {
         .ok_or_else(|| refuse(format!("{old} is not a member of pool {pool_name}")))?
         .clone();
     let new_name = kernel_name(new).ok_or_else(|| refuse(format!("{new}: no such device")))?;
-    let obs = observe_drives(&crate::policy(pool_name))?;
+    let obs = observe_drives(&crate::views::policy(pool_name))?;
     replace_with(pool_name, &old_leaf, &new_name, &obs)
 }
 
@@ -323,7 +324,7 @@ pub fn add(pool_name: &str, new: &[String]) -> Result<Vec<String>> {
     for n in new {
         names.push(kernel_name(n).ok_or_else(|| refuse(format!("{n}: no such device")))?);
     }
-    let obs = observe_drives(&crate::policy(pool_name))?;
+    let obs = observe_drives(&crate::views::policy(pool_name))?;
     let offered: Vec<Offered> = names
         .iter()
         .map(|n| {
@@ -704,7 +705,7 @@ impl DiskList {
 
 /// Every drive with its verdict and pool role, the members no drive holds, and the risks.
 pub fn list(pool_name: &str) -> Result<DiskList> {
-    let obs = observe_drives(&crate::policy(pool_name))?;
+    let obs = observe_drives(&crate::views::policy(pool_name))?;
     // A pool that cannot be imported (a stripe member missing) is read from the import listing.
     let (pool, imported) = match cmd::status(pool_name) {
         Ok(p) => (Some(p), true),

@@ -79,7 +79,7 @@ fn nvme_selftest(dev: &str, poh: Option<u64>) -> Option<crate::selftest::SelfTes
 }
 
 /// Starts a `kind` self-test on `b` (a drive [`crate::selftest::plan`] chose).
-pub fn start_selftest(b: &BlockDev, kind: crate::selftest::Kind) -> crate::Result<()> {
+pub fn start_selftest(b: &BlockDev, kind: crate::selftest::Kind) -> crate::error::Result<()> {
     let dev = b.dev.display().to_string();
     let (prog, args): (&str, Vec<&str>) = match b.transport {
         // NVMe Device Self-test code 1 short, 2 extended; every namespace.
@@ -109,7 +109,7 @@ pub fn start_selftest(b: &BlockDev, kind: crate::selftest::Kind) -> crate::Resul
         } else {
             &f.stderr
         };
-        return Err(crate::Error::Cmd(platform::CmdError::Failed {
+        return Err(crate::error::Error::Cmd(platform::CmdError::Failed {
             argv: std::iter::once(prog)
                 .chain(args.iter().copied())
                 .collect::<Vec<_>>()

@@ -3,7 +3,7 @@
 //! and is written, only when an alert does; a subject that could not be read keeps its alerts.
 
 use crate::alert::{Alert, Severity};
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 

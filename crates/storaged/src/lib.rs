@@ -10,6 +10,7 @@ pub mod audit;
 pub mod cli;
 pub mod cmd;
 pub mod disks;
+pub mod error;
 pub mod gather;
 pub mod health;
 pub mod iostat;
@@ -21,99 +22,7 @@ pub mod record;
 pub mod selftest;
 pub mod smart;
 pub mod status;
+pub mod views;
 
-/// The crate's one error type: I/O errors name their path, commands their argv.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Io(#[from] platform::IoError),
-    #[error("{path}: {msg}")]
-    State {
-        path: std::path::PathBuf,
-        msg: String,
-    },
-    #[error(transparent)]
-    Cmd(#[from] platform::CmdError),
-    #[error("{0}")]
-    Refused(String),
-}
-
-pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-impl platform::exit::Classify for Error {
-    fn kind(&self) -> platform::exit::Kind {
-        match self {
-            Error::Refused(_) => platform::exit::Kind::Refused,
-            Error::Io(_) | Error::State { .. } | Error::Cmd(_) => platform::exit::Kind::Failed,
-        }
-    }
-}
-
-/// Seconds since the epoch now.
-pub fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// The policy storage-init last applied on `pool` (kept there), else the image's, else built in.
-pub fn policy(pool: &str) -> storage::policy::Policy {
-    storage::config::last_good_policy(pool).unwrap_or_else(storage::policy::Policy::builtin)
-}
-
-/// The maintenance view of `pool` as it is now (for `storagectl status`), changing nothing: the
-/// schedule storage-init last applied, the pool's records and the history on the pool.
-pub fn view(pool: &str, root: &std::path::Path) -> Result<maint::View> {
-    let sched = maint::Schedule::from_policy(&policy(pool).maintenance);
-    let st = cmd::status(pool)?;
-    let created = cmd::created(pool)?;
-    let mut rec = record::Record::load(&record::path(root, pool))?;
-    let t = now();
-    rec.observe(&st, t);
-    Ok(maint::decide(&st, &rec, created, &sched, t))
-}
-
-/// Runs `ask` on `pool` now, unless the pool's state refuses it ([`maint::allow`]); the
-/// scheduler sees what was done in the pool's own records.
-pub fn maintain_now(pool: &str, ask: maint::Ask) -> Result<()> {
-    let st = cmd::status(pool)?;
-    maint::allow(&st, ask, now())
-        .map_err(|why| Error::Refused(format!("{pool}: {}: {why}", ask.as_str())))?;
-    match ask {
-        maint::Ask::ScrubNow => cmd::scrub(pool),
-        maint::Ask::ScrubStop => cmd::scrub_stop(pool),
-        maint::Ask::TrimNow => cmd::trim(pool),
-    }?;
-    platform::log(format!("{pool}: {} (asked by hand)", ask.as_str()));
-    Ok(())
-}
-
-/// The health view of `pool` as it is now (for `storagectl health`): a fresh look at the drives
-/// and the pool, with the journal on the pool for when each alert began and what happened last.
-/// Writes nothing: the journal is storaged's.
-pub fn health_view(pool: &str, root: &std::path::Path) -> health::HealthView {
-    let tiers = policy(pool).health.tiers();
-    let t = now();
-    let observed = gather::observe(&platform::Roots::host(), pool, t);
-    let alerts = health::assess(&observed, tiers);
-    let (mut j, journal_error) = match journal::Journal::load(&journal::path(root, pool)) {
-        Ok(j) => (j, None),
-        Err(e) if observed.pool.is_some() => {
-            (journal::Journal::default(), Some(platform::chain(&e)))
-        }
-        Err(_) => (journal::Journal::default(), None),
-    };
-    let skip = j.events.len().saturating_sub(health::RECENT_EVENTS);
-    let events = j.events[skip..].to_vec();
-    j.update(&alerts, &observed.unknown(), t);
-    health::HealthView {
-        observed,
-        alerts: j.active,
-        events,
-        journal_error,
-        problems: Vec::new(),
-        exit_code: 0,
-    }
-    .finish()
-}
+pub use error::{Error, Result};
+pub use views::{health_view, maintain_now, now, policy, view};

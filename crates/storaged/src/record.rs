@@ -3,8 +3,8 @@
 //! last scrub is kept here too. Written whole (temporary file, fsync, rename): a power cut leaves
 //! the old history or the new one.
 
+use crate::error::{Error, Result};
 use crate::pool::PoolState;
-use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 

@@ -100,7 +100,7 @@ pub fn full(pool: &str) -> Result<FullStatus, storage::cmd::CmdError> {
     let root = std::path::Path::new("/");
     gather(pool).map(|status| {
         // Maintenance is shown once the pool is there; a failure to read it is said.
-        let m = status.pool.as_ref().map(|_| crate::view(pool, root));
+        let m = status.pool.as_ref().map(|_| crate::views::view(pool, root));
         let (maintenance, maintenance_error) = match m {
             Some(Ok(v)) => (Some(v), None),
             Some(Err(e)) => (None, Some(platform::chain(&e))),
