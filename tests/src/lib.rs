@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod error;
+pub mod modgraph;
 pub mod qemu;
 pub mod qmp;
 
