@@ -350,7 +350,7 @@ mod tests {
         let ours = [grub(4, "v5"), b"shim5".to_vec()];
         assert_eq!(read_esp(t.path()), [None, None]);
         // Something in the way of the new file.
-        std::fs::create_dir_all(t.path().join("EFI/BOOT/grubx64.new/x")).unwrap();
+        std::fs::create_dir_all(t.path().join("EFI/BOOT/.grubx64.efi.tmp/x")).unwrap();
         write(t.path(), &read_esp(t.path()), &ours).unwrap();
         assert_eq!(
             read_esp(t.path()),
@@ -360,7 +360,7 @@ mod tests {
             loader_epoch_in(&std::fs::read(t.path().join(FILES[0].1)).unwrap()),
             Some(4)
         );
-        assert!(!t.path().join("EFI/BOOT/grubx64.new").exists());
+        assert!(!t.path().join("EFI/BOOT/.grubx64.efi.tmp").exists());
         let m = [b"9526-C040\n".to_vec(), b"sig".to_vec()];
         assert!(write_marker(t.path(), "9526-C040", &m).unwrap());
         assert!(!write_marker(t.path(), "9526-C040", &m).unwrap(), "once");

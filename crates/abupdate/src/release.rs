@@ -65,29 +65,9 @@ pub fn store_chain(esp: &Path, chain: &[SignedKeyList]) -> Result<()> {
     write_file(&p, &text)
 }
 
-/// Replaces `p` whole: `<p>.new` beside it (anything left in the way removed), fsynced, renamed
-/// over `p`, and the directory fsynced.
+/// Replaces `p` whole ([`platform::fsx::write_atomic`]).
 pub fn write_file(p: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let tmp = p.with_extension("new");
-    if let Some(d) = p.parent() {
-        std::fs::create_dir_all(d).at("create", d)?;
-    }
-    if tmp.is_dir() {
-        std::fs::remove_dir_all(&tmp).at("remove", &tmp)?;
-    }
-    {
-        let mut f = std::fs::File::create(&tmp).at("create", &tmp)?;
-        f.write_all(bytes).at("write", &tmp)?;
-        f.sync_all().at("fsync", &tmp)?;
-    }
-    std::fs::rename(&tmp, p).at("rename", p)?;
-    if let Some(d) = p.parent() {
-        std::fs::File::open(d)
-            .and_then(|f| f.sync_all())
-            .at("fsync", d)?;
-    }
-    Ok(())
+    Ok(platform::fsx::write_atomic(p, bytes, None)?)
 }
 
 /// The keys the image and the stored rotations give, the part of the stored chain that verified

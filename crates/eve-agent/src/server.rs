@@ -124,14 +124,16 @@ pub fn handle(req: Request) -> Response {
             },
         },
         Request::Write { path, data, mode } => {
+            // Replaced whole; then the mode exactly as asked (the umask narrows the one it is
+            // made with).
             let r = unb64(&data).and_then(|d| {
-                let tmp = format!("{path}.agent-tmp");
-                std::fs::write(&tmp, d)
-                    .and_then(|_| {
-                        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
+                let p = std::path::Path::new(&path);
+                platform::fsx::write_atomic(p, &d, Some(mode))
+                    .map_err(|e| platform::chain(&e))
+                    .and_then(|()| {
+                        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+                            .map_err(|e| format!("{path}: {e}"))
                     })
-                    .and_then(|_| std::fs::rename(&tmp, &path))
-                    .map_err(|e| format!("{path}: {e}"))
             });
             match r {
                 Ok(()) => Response::Done,

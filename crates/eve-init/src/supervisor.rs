@@ -125,12 +125,15 @@ fn spawn(b: &Bundle, console: &str) -> std::io::Result<Pid> {
     Ok(Pid::from_raw(child.id() as i32))
 }
 
+/// What ab-health and the operator read of the services: replaced whole, so a reader never
+/// sees half a file.
 fn write_status(st: &Status) {
-    let tmp = format!("{STATUS_PATH}.tmp");
-    let _ = std::fs::create_dir_all("/run/eve-init");
     if let Ok(j) = serde_json::to_vec_pretty(st) {
-        if std::fs::write(&tmp, j).is_ok() {
-            let _ = std::fs::rename(&tmp, STATUS_PATH);
+        if let Err(e) = platform::fsx::write_atomic(Path::new(STATUS_PATH), &j, None) {
+            eprintln!(
+                "eve-init: service status not written: {}",
+                platform::chain(&e)
+            );
         }
     }
 }

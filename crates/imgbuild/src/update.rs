@@ -7,7 +7,6 @@ use crate::error::{Error, IoContext, Result};
 use abupdate::artifact;
 use abupdate::trust::Signer25519;
 use std::fs;
-use std::io::Write;
 use std::path::Path;
 
 /// Squashes `root` the way slots are built: gzip (GRUB's squash4 reads it and it boots fast under
@@ -87,12 +86,9 @@ pub fn pack_slot(
         path: out.into(),
         source,
     })?;
-    let tmp = out.with_extension("partial");
-    let mut f = fs::File::create(&tmp).at("create", &tmp)?;
-    f.write_all(&header).at("write", &tmp)?;
-    f.write_all(&payload).at("write", &tmp)?;
-    f.sync_all().at("fsync", &tmp)?;
-    fs::rename(&tmp, out).at("rename", out)?;
+    let mut whole = header;
+    whole.extend_from_slice(&payload);
+    platform::fsx::write_atomic(out, &whole, None)?;
     Ok(m)
 }
 

@@ -265,30 +265,7 @@ impl Identity {
     }
 }
 
-/// Written whole (a fresh temp file, fsync, rename, fsync of the directory), owner-only.
+/// Written whole ([`platform::fsx::write_atomic`]), owner-only.
 fn write_private(path: &Path, data: &[u8]) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("pem.tmp");
-    // A leftover from a cut write may carry another mode: start from nothing.
-    match std::fs::remove_file(&tmp) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(io("remove", &tmp)(e).into())
-        }
-        _ => {}
-    }
-    let mut f = std::fs::OpenOptions::new()
-        .create_new(true)
-        .write(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io("create", &tmp))?;
-    f.write_all(data).map_err(io("write", &tmp))?;
-    f.sync_all().map_err(io("fsync", &tmp))?;
-    std::fs::rename(&tmp, path).map_err(io("rename", path))?;
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io("fsync", dir))?;
-    Ok(())
+    Ok(platform::fsx::write_atomic(path, data, Some(0o600))?)
 }

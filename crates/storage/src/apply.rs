@@ -478,10 +478,11 @@ fn write_outcome(
         "vault_bound_to": vault::binding_of(host, pool),
         "mounts_refused": mounts_refused,
     });
+    // Whole or not at all: the health check and storagectl read it while the boot goes on.
     let outcome_path = host.roots().storage_outcome();
-    let _ = std::fs::create_dir_all(outcome_path.parent().unwrap_or(&outcome_path));
-    if let Err(e) = std::fs::write(&outcome_path, outcome.to_string()) {
-        log(format!("{}: {e}", outcome_path.display()));
+    if let Err(e) = platform::fsx::write_atomic(&outcome_path, outcome.to_string().as_bytes(), None)
+    {
+        log(platform::chain(&e));
     }
 }
 

@@ -127,8 +127,8 @@ pub fn record_vault_state(
     if let Some(b) = bound_to {
         v["vault_bound_to"] = b.into();
     }
-    if let Err(e) = std::fs::write(&path, v.to_string()) {
-        eprintln!("storagectl: {}: {e}", path.display());
+    if let Err(e) = platform::fsx::write_atomic(&path, v.to_string().as_bytes(), None) {
+        eprintln!("storagectl: {}", platform::chain(&e));
     }
 }
 

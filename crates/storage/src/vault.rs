@@ -1190,9 +1190,9 @@ fn note_floor_seen(host: &mut dyn Host, name: &str, obs: &Observed, key: &Key) {
         }
     }
     let p = seen_path(host.roots());
-    let _ = std::fs::create_dir_all(p.parent().unwrap_or(&p));
-    if let Err(e) = std::fs::write(&p, serde_json::json!(f).to_string()) {
-        log(format!("{}: {e}", p.display()));
+    let text = serde_json::json!(f).to_string();
+    if let Err(e) = platform::fsx::write_atomic(&p, text.as_bytes(), None) {
+        log(platform::chain(&e));
     }
 }
 
@@ -1216,12 +1216,11 @@ fn note_floor_migration(
     };
     let note = serde_json::json!({ "vault": name, "guid": guid, "rpub": B64.encode(rpub), "proof": proof });
     let p = host.roots().vault_floor_migration();
-    let _ = std::fs::create_dir_all(p.parent().unwrap_or(&p));
-    match std::fs::write(&p, note.to_string()) {
+    match platform::fsx::write_atomic(&p, note.to_string().as_bytes(), None) {
         Ok(()) => log(format!(
             "{name}: unlocked with a seal from before the rollback floor or its built-in key-list check; it is replaced once this release is judged good"
         )),
-        Err(e) => log(format!("{}: {e}", p.display())),
+        Err(e) => log(platform::chain(&e)),
     }
 }
 
@@ -1471,9 +1470,8 @@ fn checked_recovery(obs: &Observed, used: &str, key: &Key) -> Option<([u8; 32], 
 fn note_recovery(host: &mut dyn Host, name: &str, guid: u64, rpub: &[u8; 32], proof: Option<&str>) {
     let note = serde_json::json!({ "vault": name, "guid": guid, "rpub": B64.encode(rpub), "proof": proof });
     let p = recovery_note_path(host.roots());
-    let _ = std::fs::create_dir_all(p.parent().unwrap_or(&p));
-    if let Err(e) = std::fs::write(&p, note.to_string()) {
-        log(format!("{}: {e}", p.display()));
+    if let Err(e) = platform::fsx::write_atomic(&p, note.to_string().as_bytes(), None) {
+        log(platform::chain(&e));
     }
 }
 

@@ -166,52 +166,11 @@ fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Er
     }
 }
 
-/// Writes `data` to `path` so that a crash leaves either the old or the new file. The file is
-/// created owner-only (0600) and its directories 0700 at creation, never chmod'ed afterwards, and
-/// neither the temporary nor the target is followed if it is a symlink.
+/// Writes `data` to `path` so that a crash leaves either the old or the new file, owner-only
+/// (0600, directories it makes 0700), never through a symlink
+/// ([`platform::fsx::write_atomic`]).
 pub fn write_private(path: &Path, data: &[u8]) -> Result<(), Error> {
-    use std::io::Write;
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(io("create", dir))?;
-    // Its own hidden sibling: never a file of the caller's (`--out DIR` may hold `web.tmp`).
-    let tmp = path.with_file_name(format!(
-        ".{}.tmp",
-        path.file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default()
-    ));
-    // A leftover temporary (a crash mid-write, or something planted) is never written through.
-    match std::fs::remove_file(&tmp) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io("remove", &tmp)(e)),
-        _ => {}
-    }
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&tmp)
-        .map_err(io("create", &tmp))?;
-    // A failure leaves no temporary behind (it may hold a whole support bundle).
-    let written = f
-        .write_all(data)
-        .map_err(io("write", &tmp))
-        .and_then(|()| f.sync_all().map_err(io("fsync", &tmp)))
-        // rename replaces a symlink at `path` itself, never what it points to.
-        .and_then(|()| std::fs::rename(&tmp, path).map_err(io("rename into place", path)));
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    Ok(platform::fsx::write_atomic(path, data, Some(0o600))?)
 }
 
 /// A JSON state file, `None` when it does not exist; a damaged one is an error naming it.

@@ -37,10 +37,9 @@ struct PassRecord<'a> {
 
 fn record(roots: &Roots, r: &PassRecord) {
     let path = roots.run.join("volumed.json");
-    let tmp = roots.run.join("volumed.json.tmp");
     let body = serde_json::to_vec(r).unwrap_or_default();
-    if let Err(e) = std::fs::write(&tmp, body).and_then(|_| std::fs::rename(&tmp, &path)) {
-        log(format!("cannot write {}: {e}", path.display()));
+    if let Err(e) = platform::fsx::write_atomic(&path, &body, None) {
+        log(format!("pass record not kept: {}", platform::chain(&e)));
     }
 }
 
