@@ -12,8 +12,8 @@ pub mod qmp;
 pub use error::{Error, Result};
 pub use qemu::{DiskKind, Format, Wire};
 
-use error::IoContext;
 use eve_agent::{b64, unb64, Envelope, Request, Response};
+use platform::IoContext;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -655,7 +655,8 @@ impl Machine {
                 self.boot_disk.file.display().to_string(),
             ],
         )?;
-        std::fs::remove_file(&tmp).at("remove", &tmp)
+        std::fs::remove_file(&tmp).at("remove", &tmp)?;
+        Ok(())
     }
 
     fn start(&mut self) -> Result<()> {
@@ -686,7 +687,7 @@ impl Machine {
                 .map_err(|_| Error::Spec(format!("{}: NUL in path", fifo.display())))?;
             // SAFETY: a valid NUL-terminated path; mkfifo only reads it.
             if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
-                return Err(std::io::Error::last_os_error()).at("mkfifo", &fifo);
+                return Err(platform::io("mkfifo", &fifo)(std::io::Error::last_os_error()).into());
             }
             let f = std::fs::OpenOptions::new()
                 .read(true)
@@ -939,7 +940,8 @@ impl Machine {
 
     pub fn copy_out(&mut self, guest: &str, host: &Path) -> Result<()> {
         let data = self.read_file(guest)?;
-        std::fs::write(host, data).at("write", host)
+        std::fs::write(host, data).at("write", host)?;
+        Ok(())
     }
 
     /// The guest's boot id (changes on every boot).
@@ -1160,7 +1162,8 @@ impl Machine {
         self.require_off("replacing the TPM")?;
         let d = self.dir.join("tpm");
         std::fs::remove_dir_all(&d).at("clean", &d)?;
-        std::fs::create_dir_all(&d).at("mkdir", &d)
+        std::fs::create_dir_all(&d).at("mkdir", &d)?;
+        Ok(())
     }
 
     /// Moves the TPM's state aside under `name` and gives the machine a factory-fresh one; the
@@ -1170,7 +1173,8 @@ impl Machine {
         let d = self.dir.join("tpm");
         let aside = self.dir.join(format!("tpm-{name}"));
         std::fs::rename(&d, &aside).at("rename", &d)?;
-        std::fs::create_dir_all(&d).at("mkdir", &d)
+        std::fs::create_dir_all(&d).at("mkdir", &d)?;
+        Ok(())
     }
 
     /// Puts back the TPM stashed under `name`; the one in use is discarded.
@@ -1179,7 +1183,8 @@ impl Machine {
         let d = self.dir.join("tpm");
         std::fs::remove_dir_all(&d).at("clean", &d)?;
         let aside = self.dir.join(format!("tpm-{name}"));
-        std::fs::rename(&aside, &d).at("rename", &aside)
+        std::fs::rename(&aside, &d).at("rename", &aside)?;
+        Ok(())
     }
 
     /// Boots and returns as soon as the console shows `marker` (to cut power at that moment).

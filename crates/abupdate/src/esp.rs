@@ -108,13 +108,8 @@ impl Mounted {
                 | extra,
             None::<&str>,
         )
-        .map_err(|e| {
-            Error::Io(platform::IoError {
-                op: "mount the ESP (vfat)",
-                path: dev.to_path_buf(),
-                source: std::io::Error::from(e),
-            })
-        })?;
+        .map_err(std::io::Error::from)
+        .at("mount the ESP (vfat)", dev)?;
         Ok(Mounted { dir: dir.into() })
     }
 }

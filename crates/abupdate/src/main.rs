@@ -8,6 +8,7 @@ use abupdate::health::{Rules, Verdict};
 use abupdate::state::{self, Slot, State};
 use abupdate::system::System;
 use clap::Parser;
+use platform::IoContext;
 use platform::Roots;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -47,19 +48,8 @@ fn remote(r: &mgmt_client::Remote, cmd: Cmd) -> Result<(), mgmt_client::Error> {
                 return Err(usage("installing from stdin"));
             }
             let p = std::path::Path::new(&image);
-            let f = std::fs::File::open(p).map_err(|source| platform::IoError {
-                op: "open",
-                path: p.into(),
-                source,
-            })?;
-            let len = f
-                .metadata()
-                .map_err(|source| platform::IoError {
-                    op: "stat",
-                    path: p.into(),
-                    source,
-                })?
-                .len();
+            let f = std::fs::File::open(p).at("open", p)?;
+            let len = f.metadata().at("stat", p)?.len();
             let bar = indicatif::ProgressBar::new(len);
             bar.set_style(
                 indicatif::ProgressStyle::with_template(

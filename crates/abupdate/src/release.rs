@@ -49,11 +49,7 @@ pub fn load_chain(esp: &Path) -> Result<Vec<SignedKeyList>> {
         Ok(b) => serde_json::from_slice(&b)
             .map_err(|e| Error::Device(format!("{}: unreadable key rotations ({e})", p.display()))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(Error::Io(platform::IoError {
-            op: "read",
-            path: p,
-            source: e,
-        })),
+        Err(e) => Err(Error::Io(platform::io("read", &p)(e))),
     }
 }
 

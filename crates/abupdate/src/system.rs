@@ -52,11 +52,7 @@ fn lock(path: &Path, wait: bool) -> Result<Option<Lock>> {
     match nix::fcntl::Flock::lock(f, how) {
         Ok(l) => Ok(Some(Lock(l))),
         Err((_, nix::errno::Errno::EWOULDBLOCK)) if !wait => Ok(None),
-        Err((_, e)) => Err(Error::Io(platform::IoError {
-            op: "lock",
-            path: path.into(),
-            source: e.into(),
-        })),
+        Err((_, e)) => Err(platform::io("lock", path)(e.into()).into()),
     }
 }
 

@@ -91,11 +91,9 @@ pub(crate) fn find_bin(dirs: &[PathBuf], name: &str) -> Result<PathBuf> {
         .map(|d| d.join(name))
         .find(|p| p.is_file())
         .ok_or_else(|| {
-            Error::Io(platform::IoError {
-                op: "find (build the workspace first: make binaries)",
-                path: dirs.first().cloned().unwrap_or_default().join(name),
-                source: std::io::Error::from(std::io::ErrorKind::NotFound),
-            })
+            let first = dirs.first().cloned().unwrap_or_default().join(name);
+            let e = platform::io("find (build the workspace first: make binaries)", &first);
+            Error::Io(e(std::io::ErrorKind::NotFound.into()))
         })
 }
 

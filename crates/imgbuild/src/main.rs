@@ -4,6 +4,7 @@ use clap::Parser;
 use imgbuild::build;
 use imgbuild::cli::{BuildArgs, Cli, Cmd, Common, PackUpdateArgs, RotateKeysArgs};
 use imgbuild::context::Options;
+use imgbuild::error::IoContext;
 use imgbuild::keys;
 use std::process::ExitCode;
 
@@ -55,13 +56,7 @@ fn new_key(out: &std::path::Path) -> Result<()> {
 fn rotate_keys(a: RotateKeysArgs) -> Result<()> {
     let r = keys::rotation(&a.signing_key, &a.keys, a.serial)?;
     let text = serde_json::to_vec_pretty(&r).unwrap_or_default();
-    std::fs::write(&a.out, text).map_err(|source| {
-        imgbuild::error::Error::Io(platform::IoError {
-            op: "write",
-            path: a.out.clone(),
-            source,
-        })
-    })?;
+    std::fs::write(&a.out, text).at("write", &a.out)?;
     eprintln!(
         "rotation to list {} signed by key {}: {}",
         a.serial,

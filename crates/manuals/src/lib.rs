@@ -5,6 +5,7 @@
 //! an operator's host can take the same tree for `storagectl --remote`.
 
 use clap::CommandFactory;
+use platform::IoContext;
 use std::path::{Path, PathBuf};
 
 /// Every command of the image, by the name it is installed under.
@@ -70,17 +71,9 @@ pub fn write(root: &Path) -> Result<usize, platform::IoError> {
     for (rel, body) in &files {
         let p = root.join(rel);
         if let Some(d) = p.parent() {
-            std::fs::create_dir_all(d).map_err(|source| platform::IoError {
-                op: "create",
-                path: d.into(),
-                source,
-            })?;
+            std::fs::create_dir_all(d).at("create", d)?;
         }
-        std::fs::write(&p, body).map_err(|source| platform::IoError {
-            op: "write",
-            path: p.clone(),
-            source,
-        })?;
+        std::fs::write(&p, body).at("write", p)?;
     }
     Ok(files.len())
 }

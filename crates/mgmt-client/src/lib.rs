@@ -6,6 +6,7 @@
 
 use http_body_util::BodyExt;
 use hyper::body::{Bytes, Frame};
+use platform::IoContext;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
@@ -148,11 +149,7 @@ impl Remote {
         });
         let cfg = match &cfg_path {
             Some(p) if p.exists() || env(ENV_CONFIG).is_some() => {
-                let text = std::fs::read_to_string(p).map_err(|source| platform::IoError {
-                    op: "read",
-                    path: p.clone(),
-                    source,
-                })?;
+                let text = std::fs::read_to_string(p).at("read", p)?;
                 let mut c: FileConfig = toml::from_str(&text)
                     .map_err(|e| Error::Config(format!("{}: {e}", p.display())))?;
                 let base = p.parent().unwrap_or(Path::new("."));
@@ -237,13 +234,7 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|source| {
-        Error::Io(platform::IoError {
-            op: "read",
-            path: path.into(),
-            source,
-        })
-    })
+    Ok(std::fs::read(path).at("read", path)?)
 }
 
 /// Trusts the box's certificate when it is one of the pinned ones, or chains to a CA among them.
@@ -462,11 +453,7 @@ impl Client {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|source| platform::IoError {
-                op: "start",
-                path: "tokio runtime".into(),
-                source,
-            })?;
+            .at("start", "tokio runtime")?;
         Ok(Client {
             rt,
             tls: Arc::new(tls),

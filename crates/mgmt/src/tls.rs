@@ -4,6 +4,7 @@
 
 use crate::{Error, Result};
 use platform::io;
+use platform::IoContext;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixTime};
 use rustls::server::danger::ClientCertVerifier;
@@ -58,13 +59,7 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 /// Every certificate in a PEM file; a file with none is an error, never "trust nothing".
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
-    let text = std::fs::read(path).map_err(|source| {
-        Error::Io(platform::IoError {
-            op: "read",
-            path: path.into(),
-            source,
-        })
-    })?;
+    let text = std::fs::read(path).at("read", path)?;
     certs_from_pem(&text).map_err(|msg| Error::Pem {
         path: path.into(),
         msg,

@@ -226,23 +226,9 @@ fn receive(
             path.display()
         )),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => {
-            return Err(failed(&platform::IoError {
-                op: "remove",
-                path: path.into(),
-                source: e,
-            }))
-        }
+        Err(e) => return Err(failed(&platform::io("remove", path)(e))),
     }
-    let io = |op: &'static str| {
-        move |source| {
-            failed(&platform::IoError {
-                op,
-                path: path.into(),
-                source,
-            })
-        }
-    };
+    let io = |op: &'static str| move |source| failed(&platform::io(op, path)(source));
     let mut f = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -257,11 +243,8 @@ fn receive(
         .map_err(|e| io("statfs")(std::io::Error::from(e)))?;
     if fs_type.is_some_and(|want| fs != want) {
         let _ = std::fs::remove_file(path);
-        return Err(failed(&platform::IoError {
-            op: "check",
-            path: path.into(),
-            source: std::io::Error::other("not on the pool"),
-        }));
+        let e = std::io::Error::other("not on the pool");
+        return Err(failed(&platform::io("check", path)(e)));
     }
     f.write_all(head).map_err(io("write"))?;
     let mut h = Sha256::new();

@@ -68,11 +68,7 @@ impl Journal {
                 msg: e.to_string(),
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Journal::default()),
-            Err(source) => Err(Error::Io(platform::IoError {
-                op: "read",
-                path: path.into(),
-                source,
-            })),
+            Err(source) => Err(Error::Io(platform::io("read", path)(source))),
         }
     }
 

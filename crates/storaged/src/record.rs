@@ -76,11 +76,7 @@ impl Record {
                 msg: e.to_string(),
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Record::default()),
-            Err(source) => Err(Error::Io(platform::IoError {
-                op: "read",
-                path: path.into(),
-                source,
-            })),
+            Err(source) => Err(Error::Io(platform::io("read", path)(source))),
         }
     }
 

@@ -16,6 +16,7 @@ use crate::zvol;
 use ktarget::lio;
 use ktarget::nvmet;
 use platform::log;
+use platform::IoContext;
 use platform::Roots;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -309,13 +310,7 @@ pub fn apply(env: &Env, p: &Plan, spool: &BTreeMap<String, Volume>) -> Result<Re
             .join("subsystems")
             .join(nqn)
             .join("namespaces/1/revalidate_size");
-        env.fs.write(&f, "1").map_err(|source| {
-            Error::Io(platform::IoError {
-                op: "write",
-                path: f.clone(),
-                source,
-            })
-        })?;
+        env.fs.write(&f, "1").at("write", f)?;
         r.step(format!("nvmet: revalidate the size of {nqn}"), true);
     }
     for name in &up.connect {

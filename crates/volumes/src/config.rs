@@ -78,13 +78,7 @@ impl Config {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
-            Err(source) => {
-                return Err(Error::Io(platform::IoError {
-                    op: "read",
-                    path: path.into(),
-                    source,
-                }))
-            }
+            Err(source) => return Err(Error::Io(platform::io("read", path)(source))),
         };
         Config::parse(path, &text)
     }

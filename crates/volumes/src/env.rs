@@ -15,6 +15,7 @@ use crate::zvol::{self, Zvol};
 use ktarget::lio::{self, Lio};
 use ktarget::nvmet::{self, Nvmet};
 use ktarget::Cfs;
+use platform::IoContext;
 use platform::Roots;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -73,11 +74,7 @@ fn names_in(dir: &Path, ext: &str) -> Result<BTreeSet<String>> {
             })
             .collect()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeSet::new()),
-        Err(source) => Err(Error::Io(platform::IoError {
-            op: "read",
-            path: dir.into(),
-            source,
-        })),
+        Err(source) => Err(Error::Io(platform::io("read", dir)(source))),
     }
 }
 
@@ -146,13 +143,8 @@ impl Env<'_> {
             .recursive(true)
             .mode(0o700)
             .create(&self.cfg.spool)
-            .map_err(|source| {
-                Error::Io(platform::IoError {
-                    op: "create",
-                    path: self.cfg.spool.clone(),
-                    source,
-                })
-            })
+            .at("create", &self.cfg.spool)?;
+        Ok(())
     }
 
     /// Reads the spool's identity, the seen volumes and the tombstones; a fresh box gets its

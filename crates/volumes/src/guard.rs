@@ -9,6 +9,7 @@
 
 use crate::cmd::{Tools, ZFS};
 use crate::error::{Error, Result};
+use platform::IoContext;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -115,13 +116,7 @@ pub fn vault_ready(
     state: &Path,
     pool: &str,
 ) -> Result<()> {
-    let text = std::fs::read_to_string(mountinfo).map_err(|source| {
-        Error::Io(platform::IoError {
-            op: "read",
-            path: mountinfo.into(),
-            source,
-        })
-    })?;
+    let text = std::fs::read_to_string(mountinfo).at("read", mountinfo)?;
     let mounts = parse_mountinfo(&text);
     let mut datasets = Vec::new();
     for p in [spool, state] {
@@ -208,11 +203,7 @@ fn read_marker(path: &Path) -> Result<Option<SpoolId>> {
                 msg: format!("unreadable spool marker: {e}"),
             }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(Error::Io(platform::IoError {
-            op: "read",
-            path: path.into(),
-            source,
-        })),
+        Err(source) => Err(Error::Io(platform::io("read", path)(source))),
     }
 }
 

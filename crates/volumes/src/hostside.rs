@@ -3,6 +3,7 @@
 //! `/dev/nvmeXnY`, and which hosts are connected to a subsystem (for refusing a delete).
 
 use crate::error::{Error, Result};
+use platform::IoContext;
 use platform::Roots;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -170,29 +171,18 @@ pub fn connect_loop(
     ctrl_key: &str,
 ) -> Result<String> {
     let p = roots.dev.join("nvme-fabrics");
-    let io = |op: &'static str| {
-        let p = p.clone();
-        move |source| {
-            Error::Io(platform::IoError {
-                op,
-                path: p,
-                source,
-            })
-        }
-    };
     let mut f = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open(&p)
-        .map_err(io("open"))?;
+        .at("open", &p)?;
     let opts = format!(
         "transport=loop,nqn={subsysnqn},hostnqn={hostnqn},hostid={hostid},dhchap_secret={key},dhchap_ctrl_secret={ctrl_key}"
     );
-    f.write_all(opts.as_bytes())
-        .map_err(io("connect through"))?;
+    f.write_all(opts.as_bytes()).at("connect through", &p)?;
     // The reply is read from the same open file, without seeking (the device cannot seek).
     let mut s = String::new();
-    f.read_to_string(&mut s).map_err(io("read"))?;
+    f.read_to_string(&mut s).at("read", &p)?;
     parse_instance(&s)
         .map(|n| format!("nvme{n}"))
         .ok_or_else(|| Error::State {
@@ -215,13 +205,8 @@ pub fn disconnect(roots: &Roots, ctrl: &str) -> Result<()> {
         .join("class/nvme")
         .join(ctrl)
         .join("delete_controller");
-    std::fs::write(&p, "1").map_err(|source| {
-        Error::Io(platform::IoError {
-            op: "write",
-            path: p,
-            source,
-        })
-    })
+    std::fs::write(&p, "1").at("write", &p)?;
+    Ok(())
 }
 
 /// Our loop connections by subsystem.

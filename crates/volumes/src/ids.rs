@@ -156,16 +156,6 @@ pub struct Store {
     pub memo: Option<std::sync::Arc<Memos>>,
 }
 
-fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
-    move |source| {
-        Error::Io(platform::IoError {
-            op,
-            path: path.to_path_buf(),
-            source,
-        })
-    }
-}
-
 /// Writes `data` to `path` so that a crash leaves either the old or the new file, owner-only
 /// (0600, directories it makes 0700), never through a symlink
 /// ([`platform::fsx::write_atomic`]).
@@ -183,7 +173,7 @@ pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>,
                 msg: e.to_string(),
             }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io("read", path)(e)),
+        Err(e) => Err(platform::io("read", path)(e).into()),
     }
 }
 
@@ -207,7 +197,7 @@ impl Store {
             Some(Ok(Found::Cached(v))) => return Ok(Some(v)),
             Some(Ok(Found::Missing)) => return Ok(None),
             Some(Ok(Found::Changed(k))) => Some(k),
-            Some(Err(e)) => return Err(io("stat", path)(e)),
+            Some(Err(e)) => return Err(platform::io("stat", path)(e).into()),
             None => None,
         };
         let v: Option<T> = read_json(path)?;
@@ -252,7 +242,9 @@ impl Store {
     pub fn forget_volume(&self, name: &str) -> Result<(), Error> {
         let p = self.vol_path(name);
         match std::fs::remove_file(&p) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io("remove", &p)(e)),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(platform::io("remove", &p)(e).into())
+            }
             _ => Ok(()),
         }
     }
@@ -268,14 +260,18 @@ impl Store {
     pub fn clear_tombstone(&self, name: &str) -> Result<(), Error> {
         let p = self.tombstone_path(name);
         match std::fs::remove_file(&p) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io("remove", &p)(e)),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(platform::io("remove", &p)(e).into())
+            }
             _ => Ok(()),
         }
     }
     pub fn forget_host(&self, vm: &str) -> Result<(), Error> {
         let p = self.host_path(vm);
         match std::fs::remove_file(&p) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io("remove", &p)(e)),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(platform::io("remove", &p)(e).into())
+            }
             _ => Ok(()),
         }
     }

@@ -13,6 +13,7 @@ use crate::spec::{RawSpec, Transport, Volume};
 use crate::spool;
 use crate::zvol;
 use platform::log;
+use platform::IoContext;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -21,16 +22,6 @@ pub(crate) fn spool_file(env: &Env, name: &str) -> Option<PathBuf> {
         .iter()
         .map(|e| env.cfg.spool.join(format!("{name}.{e}")))
         .find(|p| p.exists())
-}
-
-fn io<'a>(op: &'static str, p: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
-    move |source| {
-        Error::Io(platform::IoError {
-            op,
-            path: p.into(),
-            source,
-        })
-    }
 }
 
 /// Runs a pass; on failure restores the spool file to `before` (or removes it) and reconciles
@@ -46,7 +37,7 @@ fn pass_or_restore(env: &Env, path: &Path, before: Option<&[u8]>, name: &str) ->
     log(format!("{name}: {}; undoing", platform::chain(&e)));
     let undo = match before {
         Some(b) => crate::ids::write_private(path, b),
-        None => std::fs::remove_file(path).map_err(io("remove", path)),
+        None => Ok(std::fs::remove_file(path).at("remove", path)?),
     };
     match undo.and_then(|_| reconcile::pass(env, false)) {
         Ok(_) => log(format!("{name}: undone")),
@@ -142,7 +133,7 @@ pub fn create(env: &Env, raw: &RawSpec, label: &str) -> Result<Shown> {
 pub fn resize(env: &Env, name: &str, size: &str) -> Result<Shown> {
     let _lock = locked(env, &[name])?;
     let path = spool_file(env, name).ok_or_else(|| Error::NoVolume(name.into()))?;
-    let before = std::fs::read(&path).map_err(io("read", &path))?;
+    let before = std::fs::read(&path).at("read", &path)?;
     let label = path.display().to_string();
     let old = crate::spec::load_file(&path)?;
     let mut raw = old.to_raw();
@@ -207,9 +198,9 @@ pub fn delete(env: &Env, name: &str, force: bool) -> Result<()> {
             s.clones.join(", ")
         )));
     }
-    let before = std::fs::read(&path).map_err(io("read", &path))?;
+    let before = std::fs::read(&path).at("read", &path)?;
     env.store().tombstone(name)?;
-    std::fs::remove_file(&path).map_err(io("remove", &path))?;
+    std::fs::remove_file(&path).at("remove", &path)?;
     let r = pass_or_restore(env, &path, Some(&before), name);
     if r.is_err() {
         env.store().clear_tombstone(name)?;

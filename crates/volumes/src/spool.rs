@@ -2,9 +2,10 @@
 //! exist. Read whole each pass (through the daemon's memo, parsing only files that changed); a
 //! spec that does not validate is kept as an error naming its file and field, never dropped.
 
-use crate::error::{Error, Result, SpecError};
+use crate::error::{Result, SpecError};
 use crate::memo::{Found, Memo};
 use crate::spec::{self, Volume};
+use platform::IoContext;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -24,13 +25,7 @@ pub fn read_spool(dir: &Path) -> Result<Spool> {
 
 /// [`read_spool`], parsing only the files that changed since `memo` saw them.
 pub fn read_spool_with(dir: &Path, memo: Option<&Memo<SpecResult>>) -> Result<Spool> {
-    let rd = std::fs::read_dir(dir).map_err(|source| {
-        Error::Io(platform::IoError {
-            op: "read spool directory",
-            path: dir.into(),
-            source,
-        })
-    })?;
+    let rd = std::fs::read_dir(dir).at("read spool directory", dir)?;
     let mut paths: Vec<_> = rd
         .flatten()
         .map(|e| e.path())

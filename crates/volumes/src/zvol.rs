@@ -52,11 +52,7 @@ impl Intent {
         let p = state.join(Self::FILE);
         match std::fs::remove_file(&p) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(Error::Io(platform::IoError {
-                    op: "remove",
-                    path: p,
-                    source: e,
-                }))
+                Err(Error::Io(platform::io("remove", &p)(e)))
             }
             _ => Ok(()),
         }

@@ -7,6 +7,7 @@
 use clap::Parser;
 use mgmt::cli::mgmtd::{Cli, Cmd};
 use mgmt::tls::{Identity, Trust};
+use platform::IoContext;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -57,22 +58,14 @@ fn serve(cli: &Cli) -> mgmt::Result<()> {
         .enable_all()
         .max_blocking_threads(8)
         .build()
-        .map_err(|source| {
-            mgmt::Error::Io(platform::IoError {
-                op: "start",
-                path: "tokio runtime".into(),
-                source,
-            })
-        })?;
+        .at("start", "tokio runtime")?;
     // eve-net says when the file is refused; the defaults apply here too.
     let (net, _) = netconf::NetPolicy::load(&cli.network);
     let listen = cli
         .listen
         .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], net.api_port)));
     rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind(listen).await.map_err(|source| {
-            mgmt::Error::Io(platform::IoError { op: "listen", path: listen.to_string().into(), source })
-        })?;
+        let listener = tokio::net::TcpListener::bind(listen).await.at("listen", listen.to_string())?;
         platform::log(format!(
             "serving https://{} (TLS 1.3, client certificates from {} and {}); server certificate SHA-256 {}",
             listen,
@@ -92,7 +85,7 @@ fn serve(cli: &Cli) -> mgmt::Result<()> {
             }
         }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .map_err(|source| mgmt::Error::Io(platform::IoError { op: "listen for", path: "SIGTERM".into(), source }))?;
+            .at("listen for", "SIGTERM")?;
         // On SIGTERM or SIGINT no new request is taken; changes already running finish and
         // write their outcome before the runtime (and the process) ends.
         tokio::select! {
