@@ -23,6 +23,8 @@ pub mod roots;
 pub mod status;
 pub mod sysfs;
 pub mod table;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 pub mod tpmcmd;
 pub mod units;
 pub mod zfs;

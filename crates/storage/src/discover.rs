@@ -366,6 +366,15 @@ fn describe(contents: &[String]) -> String {
     }
 }
 
+/// The whole disk among `devs` that `path` (`/dev/disk/by-partuuid/<x>`, or any device path) is
+/// or is a partition of.
+pub fn disk_holding<'a>(path: &str, devs: &'a [BlockDev]) -> Option<&'a BlockDev> {
+    let real = std::fs::canonicalize(path).ok()?;
+    let part = real.file_name()?.to_string_lossy().into_owned();
+    devs.iter()
+        .find(|d| d.partitions.contains(&part) || d.name == part)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -741,5 +750,21 @@ mod tests {
         assert!(matches!(v("nvme0n1", &other), Verdict::OtherPool { .. }));
         // A USB stick with our label is still removable: it is never pooled.
         assert!(matches!(v("sdb", &ours), Verdict::Removable { .. }));
+    }
+
+    #[test]
+    fn a_partition_link_leads_to_its_whole_disk() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join("sdb1"), b"").unwrap();
+        std::os::unix::fs::symlink(t.path().join("sdb1"), t.path().join("link")).unwrap();
+        let mut sdb = crate::observe::fixtures::bd("sdb", 512);
+        sdb.partitions = vec!["sdb1".into()];
+        let devs = [crate::observe::fixtures::bd("sda", 512), sdb];
+        let link = t.path().join("link").display().to_string();
+        assert_eq!(
+            disk_holding(&link, &devs).map(|d| d.name.as_str()),
+            Some("sdb")
+        );
+        assert!(disk_holding("/nonexistent/x", &devs).is_none());
     }
 }

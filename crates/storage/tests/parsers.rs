@@ -4,36 +4,10 @@
 
 #![allow(clippy::unwrap_used)]
 
+use platform::testkit::mutated;
 use proptest::prelude::*;
 use std::path::Path;
 use storage::policy::{Policy, BUILTIN};
-
-/// A valid text with a few bytes replaced, inserted or removed, or cut short.
-fn mutated(seed: &'static str) -> impl Strategy<Value = String> {
-    let len = seed.len();
-    (
-        proptest::collection::vec((0..3u8, 0..=len, any::<u8>()), 1..6),
-        0..=len,
-    )
-        .prop_map(move |(edits, cut)| {
-            let mut b = seed.as_bytes().to_vec();
-            for (op, at, byte) in edits {
-                let at = at.min(b.len());
-                match op {
-                    0 if at < b.len() => b[at] = byte,
-                    1 => b.insert(at, byte),
-                    _ if at < b.len() => {
-                        b.remove(at);
-                    }
-                    _ => {}
-                }
-            }
-            if cut % 7 == 0 {
-                b.truncate(cut);
-            }
-            String::from_utf8_lossy(&b).into_owned()
-        })
-}
 
 proptest! {
     #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]

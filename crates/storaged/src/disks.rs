@@ -468,11 +468,7 @@ pub fn autoreplace(
 
 /// `/dev/disk/by-partuuid/<x>` (or any device path) to the kernel name of the whole disk.
 pub fn disk_of(path: &str, devs: &[storage::discover::BlockDev]) -> Option<String> {
-    let real = std::fs::canonicalize(path).ok()?;
-    let part = real.file_name()?.to_string_lossy().into_owned();
-    devs.iter()
-        .find(|d| d.partitions.contains(&part) || d.name == part)
-        .map(|d| d.name.clone())
+    storage::discover::disk_holding(path, devs).map(|d| d.name.clone())
 }
 
 /// One drive's part in `disk selftest`.

@@ -10,16 +10,7 @@ use storage::{discover, zfs};
 
 /// /dev/disk/by-partuuid/<x> -> (whole disk, its stable id).
 fn disk_of(path: &str, devs: &[discover::BlockDev]) -> (Option<String>, Option<String>) {
-    let Ok(real) = std::fs::canonicalize(path) else {
-        return (None, None);
-    };
-    let part = real
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let disk = devs
-        .iter()
-        .find(|d| d.partitions.contains(&part) || d.name == part);
+    let disk = discover::disk_holding(path, devs);
     (
         disk.map(|d| d.name.clone()),
         disk.map(|d| discover::stable_id(d).0),

@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+use platform::testkit::mutated;
 use proptest::prelude::*;
 use storaged::maint::{decide, Schedule};
 use storaged::pool::parse_status;
@@ -12,13 +13,6 @@ use storaged::record::Record;
 const REAL: &str = include_str!("fixtures/status-scrubbed-trimmed.json");
 const NVME: &str = include_str!("fixtures/nvme-smart-log-reliability.json");
 const SATA: &str = include_str!("fixtures/smartctl-sata.json");
-
-fn mutate(s: &str, at: usize, byte: u8) -> String {
-    let mut b = s.as_bytes().to_vec();
-    let i = at % b.len();
-    b[i] = byte;
-    String::from_utf8_lossy(&b).into_owned()
-}
 
 fn judge(reading: storaged::smart::Reading) {
     let d = storaged::health::Device {
@@ -41,10 +35,7 @@ proptest! {
     }
 
     #[test]
-    fn mutated_status_never_panics_and_decides(at in 0..REAL.len(), byte in any::<u8>(), now in any::<u64>(), every in proptest::option::of(any::<u64>())) {
-        let mut b = REAL.as_bytes().to_vec();
-        b[at] = byte;
-        let text = String::from_utf8_lossy(&b);
+    fn mutated_status_never_panics_and_decides(text in mutated(REAL), now in any::<u64>(), every in proptest::option::of(any::<u64>())) {
         if let Ok(p) = parse_status(&text, "persist") {
             let mut r = Record::default();
             let _ = r.observe(&p, now);
@@ -55,13 +46,13 @@ proptest! {
     }
 
     #[test]
-    fn drive_reports_never_panic(text in any::<String>(), at in any::<usize>(), byte in any::<u8>()) {
+    fn drive_reports_never_panic(text in any::<String>(), nvme in mutated(NVME), sata in mutated(SATA)) {
         let _ = storaged::smart::parse_nvme(&text, Some(&text));
         judge(storaged::smart::parse_smartctl(&text));
-        if let Ok(h) = storaged::smart::parse_nvme(&mutate(NVME, at, byte), None) {
+        if let Ok(h) = storaged::smart::parse_nvme(&nvme, None) {
             judge(storaged::smart::Reading::Data(Box::new(h)));
         }
-        judge(storaged::smart::parse_smartctl(&mutate(SATA, at, byte)));
+        judge(storaged::smart::parse_smartctl(&sata));
         let _ = storaged::iostat::parse_stat(&text);
         let _ = storaged::gather::parse_space(&text);
         let _ = storaged::gather::parse_quotas(&text);

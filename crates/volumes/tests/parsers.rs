@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+use platform::testkit::mutated;
 use proptest::prelude::*;
 use std::path::Path;
 use volumes::spec::RawSpec;
@@ -11,25 +12,6 @@ use volumes::spec::RawSpec;
 const SPEC: &str = "name = \"db\"\nsize = \"10G\"\nvm = \"vm1\"\ntransport = \"vhost-scsi\"\nvcpus = 2\nprovisioning = \"thick\"\nvolblocksize = \"16k\"\nencrypted = false\nsource = { path = \"/persist/import/a.qcow2\", format = \"qcow2\" }\n";
 const SPEC_SNAP: &str = "name = \"web2\"\nsize = \"1G\"\nvm = \"vm1\"\ntransport = \"nvme-tcp\"\norigin = \"web@s1\"\n[[snapshots]]\nevery = \"1h\"\nkeep = 24\n[[snapshots]]\nevery = \"1d\"\nkeep = 7\n";
 const SPEC_JSON: &str = r#"{"name":"db","size":"10G","vm":"vm1","transport":"nvme-tcp","source":{"path":"/x/s.zstream","format":"zfs-stream"}}"#;
-
-fn mutated(seed: &'static str) -> impl Strategy<Value = String> {
-    let len = seed.len();
-    proptest::collection::vec((0..3u8, 0..=len, any::<u8>()), 1..6).prop_map(move |edits| {
-        let mut b = seed.as_bytes().to_vec();
-        for (op, at, byte) in edits {
-            let at = at.min(b.len());
-            match op {
-                0 if at < b.len() => b[at] = byte,
-                1 => b.insert(at, byte),
-                _ if at < b.len() => {
-                    b.remove(at);
-                }
-                _ => {}
-            }
-        }
-        String::from_utf8_lossy(&b).into_owned()
-    })
-}
 
 fn spec_checked(file: &str, text: &str) {
     if let Ok(raw) = RawSpec::parse(file, text) {
