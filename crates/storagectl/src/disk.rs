@@ -14,7 +14,9 @@ pub enum Settled {
 }
 
 /// Pure: a resilver that was cancelled or found errors, or a pool still not ONLINE after it,
-/// is a failed replacement; a pool ONLINE is a done one.
+/// is a failed replacement; a pool ONLINE is a done one. ZFS detaches the replaced device just
+/// after the resilver finishes (an asynchronous step), so a pool not yet ONLINE right after a
+/// clean resilver is looked at again while `patience_left`.
 pub fn settled(st: &storaged::pool::PoolState, seen_running: bool, patience_left: bool) -> Settled {
     let last = st.scan.as_ref().filter(|s| s.function == "RESILVER");
     if let Some(s) = last {
@@ -31,7 +33,8 @@ pub fn settled(st: &storaged::pool::PoolState, seen_running: bool, patience_left
     if st.state == "ONLINE" {
         return Settled::Done(Ok(()));
     }
-    if !seen_running && patience_left {
+    let clean = last.is_some_and(|s| s.state == "FINISHED" && s.errors == 0);
+    if patience_left && (!seen_running || clean) {
         return Settled::NotYet;
     }
     Settled::Done(Err(format!(
@@ -55,12 +58,14 @@ pub fn wait_resilver<E: std::fmt::Display>(
 ) -> Result<(), String> {
     let mut last = String::new();
     let mut seen_running = false;
-    let start = std::time::Instant::now();
+    // Monotonic: the box's clock may jump while a resilver runs.
+    let mut quiet_since = std::time::Instant::now();
     loop {
         let st = observe().map_err(|e| e.to_string())?;
         match st.scan.as_ref().filter(|s| s.running()) {
             Some(s) => {
                 seen_running = true;
+                quiet_since = std::time::Instant::now();
                 let line = format!(
                     "{} {}",
                     s.function.to_lowercase(),
@@ -72,7 +77,7 @@ pub fn wait_resilver<E: std::fmt::Display>(
                 }
             }
             None => {
-                let patience = start.elapsed() < std::time::Duration::from_secs(30);
+                let patience = quiet_since.elapsed() < std::time::Duration::from_secs(30);
                 if let Settled::Done(r) = settled(&st, seen_running, patience) {
                     let scan = st.scan.map(|s| {
                         format!("{} {}", s.function.to_lowercase(), s.state.to_lowercase())
@@ -305,10 +310,19 @@ mod tests {
         assert!(
             matches!(settled(&errors, true, true), Settled::Done(Err(e)) if e.contains("3 errors"))
         );
+        // Right after a clean resilver the replaced device may not be detached yet: look again,
+        // and only once patience is out is the pool's state the verdict.
         let degraded = pool("DEGRADED", Some(("RESILVER", "FINISHED", 0)));
+        assert_eq!(settled(&degraded, true, true), Settled::NotYet);
         assert!(
-            matches!(settled(&degraded, true, true), Settled::Done(Err(e)) if e.contains("DEGRADED after the resilver"))
+            matches!(settled(&degraded, true, false), Settled::Done(Err(e)) if e.contains("DEGRADED after the resilver"))
         );
+        // A resilver that failed is not waited for.
+        let failed = pool("DEGRADED", Some(("RESILVER", "FINISHED", 2)));
+        assert!(matches!(
+            settled(&failed, true, true),
+            Settled::Done(Err(_))
+        ));
         // The old scrub's record right after `zpool replace`: the resilver may not show yet.
         let before = pool("DEGRADED", Some(("SCRUB", "FINISHED", 0)));
         assert_eq!(settled(&before, false, true), Settled::NotYet);
