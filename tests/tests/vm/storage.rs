@@ -1320,10 +1320,10 @@ fn odd_devices_never_stop_bring_up_and_an_image_sized_boot_disk_pools_the_other_
     );
 }
 
-/// `storage-init plan` on a box that has no pool yet (its boot disk has no room for P3 and it
-/// had no other drive, so its first boot made nothing; then a blank drive is plugged in) prints
-/// the whole run: the pool to create, the vault with a TPM-sealed key, every dataset, the mounts
-/// and the files. It changes nothing: no pool, no partition on the drive, the same mounts (the
+/// `storage-init plan` on a box that has no pool yet (its boot disk has no room for P3 and its
+/// only other drive is too small, so its first boot made nothing; then a blank drive is plugged
+/// in) prints the whole run: the pool to create, the vault with a TPM-sealed key, every dataset,
+/// the mounts and the files. It changes nothing: no pool, no partition on the drive, the same mounts (the
 /// CONFIG policy it reads is mounted in a namespace of its own), no ARC cap, no outcome file.
 #[test]
 fn the_plan_of_a_fresh_box_names_the_pool_the_vault_and_every_dataset_and_changes_nothing() {
@@ -1334,6 +1334,9 @@ fn the_plan_of_a_fresh_box_names_the_pool_the_vault_and_every_dataset_and_change
     spec.boot_size_mib = std::fs::metadata(&image).unwrap().len().div_ceil(1 << 20);
     // A CONFIG policy, so the plan shows it read one without mounting it for the box.
     spec.config_files = vec![("storage.toml".into(), image_policy().into_bytes())];
+    // A SCSI drive too small to pool: the box has a SCSI bus to plug the fresh drive into, and
+    // still nothing to build a pool on.
+    spec.disks = vec![DiskSpec::blank(DiskKind::Scsi, 64, "SMALL")];
     let mut m = Machine::create(spec, &dir.join("vm")).unwrap();
     m.boot().unwrap();
     let console = std::fs::read_to_string(m.console_log()).unwrap();
@@ -1342,7 +1345,8 @@ fn the_plan_of_a_fresh_box_names_the_pool_the_vault_and_every_dataset_and_change
         "the first boot did not say why it made no pool"
     );
     assert_eq!(m.ok("zpool list -H -o name").unwrap().trim(), "");
-    m.plug_disk(&DiskSpec::blank(DiskKind::Scsi, 2048, "FRESH"))
+    // Big enough for the image's policy: its fixed quotas are too much of a 2 GiB pool.
+    m.plug_disk(&DiskSpec::blank(DiskKind::Scsi, 4096, "FRESH"))
         .unwrap();
     m.ok("for i in $(seq 60); do grep -q FRESH /sys/block/sd*/device/serial 2>/dev/null && exit 0; ls /dev/disk/by-id/ | grep -q FRESH && exit 0; sleep 1; done; exit 1")
         .unwrap();
