@@ -61,9 +61,15 @@ pub fn store_chain(esp: &Path, chain: &[SignedKeyList]) -> Result<()> {
     write_file(&p, &text)
 }
 
-/// Replaces `p` whole ([`platform::fsx::write_atomic`]).
+/// Replaces `p` whole ([`platform::fsx::write_atomic`]). A temporary an earlier release left
+/// beside it (`<p>.new`, after a cut write) goes too: the ESP is small.
 pub fn write_file(p: &Path, bytes: &[u8]) -> Result<()> {
-    Ok(platform::fsx::write_atomic(p, bytes, None)?)
+    platform::fsx::write_atomic(p, bytes, None)?;
+    let old = p.with_extension("new");
+    if old.is_file() {
+        let _ = std::fs::remove_file(&old);
+    }
+    Ok(())
 }
 
 /// The keys the image and the stored rotations give, the part of the stored chain that verified

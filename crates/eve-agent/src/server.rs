@@ -2,7 +2,6 @@
 
 use crate::{b64, unb64, Envelope, Request, Response};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -124,16 +123,10 @@ pub fn handle(req: Request) -> Response {
             },
         },
         Request::Write { path, data, mode } => {
-            // Replaced whole; then the mode exactly as asked (the umask narrows the one it is
-            // made with).
+            // Replaced whole, with exactly the mode asked.
             let r = unb64(&data).and_then(|d| {
-                let p = std::path::Path::new(&path);
-                platform::fsx::write_atomic(p, &d, Some(mode))
+                platform::fsx::write_atomic(std::path::Path::new(&path), &d, Some(mode))
                     .map_err(|e| platform::chain(&e))
-                    .and_then(|()| {
-                        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
-                            .map_err(|e| format!("{path}: {e}"))
-                    })
             });
             match r {
                 Ok(()) => Response::Done,

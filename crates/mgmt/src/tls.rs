@@ -260,7 +260,13 @@ impl Identity {
     }
 }
 
-/// Written whole ([`platform::fsx::write_atomic`]), owner-only.
+/// Written whole ([`platform::fsx::write_atomic`]), owner-only. A temporary an earlier release
+/// left beside it (`<name>.pem.tmp`, after a cut write: a private key) goes too.
 fn write_private(path: &Path, data: &[u8]) -> Result<()> {
-    Ok(platform::fsx::write_atomic(path, data, Some(0o600))?)
+    platform::fsx::write_atomic(path, data, Some(0o600))?;
+    let old = path.with_extension("pem.tmp");
+    if old.is_file() {
+        let _ = std::fs::remove_file(&old);
+    }
+    Ok(())
 }

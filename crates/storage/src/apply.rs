@@ -394,7 +394,13 @@ pub fn contents(
         .as_ref()
         .map_err(|e| Error::Unreadable(e.clone()))?;
     datasets(host, &plan.pool, actions, vault.usable())?;
-    log(format!("datasets: {} change(s)", actions.len()));
+    // The vault's own creation is the vault step's, not a dataset change.
+    let vault_ds = format!("{}/vault", plan.pool);
+    let changes = actions
+        .iter()
+        .filter(|a| !matches!(a, Action::Create { name, .. } if *name == vault_ds))
+        .count();
+    log(format!("datasets: {changes} change(s)"));
     if let Some(text) = &plan.keep_last_good {
         keep_last_good(host, &plan.pool, text);
     }
@@ -408,7 +414,7 @@ pub fn contents(
     Ok(Applied {
         vault,
         recovery,
-        dataset_changes: actions.len(),
+        dataset_changes: changes,
         mounts_refused: refused,
     })
 }

@@ -371,7 +371,7 @@ pub fn contents(host: &mut dyn Host, pool: &str) -> Contents {
     let datasets = host
         .zfs(&args, None)
         .and_then(|out| zfs::parse_get_output(&args, &out))
-        .map_err(|e: CmdError| e.to_string());
+        .map_err(|e: CmdError| platform::chain(&e));
     let vault = vault::see(host, &format!("{pool}/vault"));
     let roots = host.roots().clone();
     let meminfo = std::fs::read_to_string(roots.proc.join("meminfo")).unwrap_or_default();
