@@ -349,8 +349,9 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let ours = [grub(4, "v5"), b"shim5".to_vec()];
         assert_eq!(read_esp(t.path()), [None, None]);
-        // Something in the way of the new file.
-        std::fs::create_dir_all(t.path().join("EFI/BOOT/.grubx64.efi.tmp/x")).unwrap();
+        // What an earlier release's writer left after a cut write.
+        std::fs::create_dir_all(t.path().join("EFI/BOOT")).unwrap();
+        std::fs::write(t.path().join("EFI/BOOT/grubx64.new"), b"half").unwrap();
         write(t.path(), &read_esp(t.path()), &ours).unwrap();
         assert_eq!(
             read_esp(t.path()),
@@ -360,7 +361,13 @@ mod tests {
             loader_epoch_in(&std::fs::read(t.path().join(FILES[0].1)).unwrap()),
             Some(4)
         );
-        assert!(!t.path().join("EFI/BOOT/.grubx64.efi.tmp").exists());
+        let left: Vec<_> = std::fs::read_dir(t.path().join("EFI/BOOT"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains("grubx64") && n != "grubx64.efi")
+            .collect();
+        assert!(left.is_empty(), "temporaries left: {left:?}");
         let m = [b"9526-C040\n".to_vec(), b"sig".to_vec()];
         assert!(write_marker(t.path(), "9526-C040", &m).unwrap());
         assert!(!write_marker(t.path(), "9526-C040", &m).unwrap(), "once");
