@@ -1352,7 +1352,9 @@ fn the_plan_of_a_fresh_box_names_the_pool_the_vault_and_every_dataset_and_change
         .unwrap();
     // The box as it is before: mounts (without CONFIG), pools, ARC cap, outcome, the drive.
     m.ok("umount /config 2>/dev/null; true").unwrap();
-    let state = "cat /proc/mounts; echo ---; zpool list -H -o name; echo ---; cat /sys/module/zfs/parameters/zfs_arc_max; echo ---; cat /run/eve/storage.json 2>&1; echo ---; ls /dev/disk/by-partuuid/ | sort";
+    // The box's own boot jobs may mount the ESP meanwhile (ab-health's `abupdate bootloader`,
+    // for a moment, at /run/abupdate/esp): every other mount counts.
+    let state = "grep -v ' /run/abupdate/esp ' /proc/mounts; echo ---; zpool list -H -o name; echo ---; cat /sys/module/zfs/parameters/zfs_arc_max; echo ---; cat /run/eve/storage.json 2>&1; echo ---; ls /dev/disk/by-partuuid/ | sort";
     let before = m.ok(state).unwrap();
     let disk = m.disk_file_of("FRESH").unwrap().to_path_buf();
     let disk_before = sha256(&disk);
