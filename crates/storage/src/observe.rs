@@ -373,8 +373,7 @@ pub fn contents(host: &mut dyn Host, pool: &str) -> Contents {
         .and_then(|out| zfs::parse_get_output(&args, &out))
         .map_err(|e: CmdError| platform::chain(&e));
     let vault = vault::see(host, &format!("{pool}/vault"));
-    let roots = host.roots().clone();
-    let meminfo = std::fs::read_to_string(roots.proc.join("meminfo")).unwrap_or_default();
+    let (secure_boot, ram) = the_box(host);
     Contents {
         pool: pool.to_string(),
         health,
@@ -384,18 +383,23 @@ pub fn contents(host: &mut dyn Host, pool: &str) -> Contents {
         facts,
         datasets,
         vault,
-        secure_boot: vault::secure_boot(&roots.sys),
-        ram: mem_total(&meminfo),
+        secure_boot,
+        ram,
     }
+}
+
+/// This boot's Secure Boot state and the box's RAM in bytes.
+fn the_box(host: &dyn Host) -> (SecureBoot, u64) {
+    let roots = host.roots();
+    let meminfo = std::fs::read_to_string(roots.proc.join("meminfo")).unwrap_or_default();
+    (vault::secure_boot(&roots.sys), mem_total(&meminfo))
 }
 
 /// What a pool about to be created will hold: nothing yet, on a box as it is (TPM, Secure Boot,
 /// RAM read for real). `size` is an estimate from the drives; the run reads the real one once
 /// the pool exists.
 pub fn fresh_contents(host: &mut dyn Host, pool: &str, size: u64) -> Contents {
-    let tpm_present = host.tpm_present();
-    let roots = host.roots().clone();
-    let meminfo = std::fs::read_to_string(roots.proc.join("meminfo")).unwrap_or_default();
+    let (secure_boot, ram) = the_box(host);
     Contents {
         pool: pool.to_string(),
         health: "ONLINE".into(),
@@ -407,13 +411,9 @@ pub fn fresh_contents(host: &mut dyn Host, pool: &str, size: u64) -> Contents {
             ..Default::default()
         },
         datasets: Ok(Props::new()),
-        vault: vault::Seen {
-            observed: Ok(None),
-            tpm_present,
-            floor_absent: tpm_present && host.tpm_floor_absent(),
-        },
-        secure_boot: vault::secure_boot(&roots.sys),
-        ram: mem_total(&meminfo),
+        vault: vault::see_none(host),
+        secure_boot,
+        ram,
     }
 }
 

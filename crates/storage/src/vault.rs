@@ -997,9 +997,19 @@ pub struct Seen {
 
 /// Reads [`Seen`] for the vault `name` (`<pool>/vault`).
 pub fn see(host: &mut dyn Host, name: &str) -> Seen {
+    let observed = observe(host, name).map_err(|e| e.to_string());
+    seen_with(host, observed)
+}
+
+/// [`Seen`] for a vault known not to exist yet (its pool is about to be made).
+pub fn see_none(host: &mut dyn Host) -> Seen {
+    seen_with(host, Ok(None))
+}
+
+fn seen_with(host: &mut dyn Host, observed: Result<Option<Observed>, String>) -> Seen {
     let tpm_present = host.tpm_present();
     Seen {
-        observed: observe(host, name).map_err(|e| e.to_string()),
+        observed,
         tpm_present,
         floor_absent: tpm_present && host.tpm_floor_absent(),
     }
